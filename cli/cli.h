@@ -1,0 +1,23 @@
+/* cli.h: subcommands of the cdcvec binary and the options they share. */
+#ifndef CV_CLI_H
+#define CV_CLI_H
+
+#include "../models/minilm.h"
+
+int cv_cmd_embed(int argc, char **argv);
+int cv_cmd_bench(int argc, char **argv);
+
+/* Default model folder: $CDCVEC_MODEL_DIR, else $XDG_CACHE_HOME or ~/.cache, +
+ * /cdcvec/all-MiniLM-L6-v2 (where models/fetch_model.py puts it). Static storage. */
+const char *cv_cli_default_model_dir(void);
+
+/* Parses auto|cpu|cuda; returns 0 on success. */
+int cv_cli_parse_device(const char *s, cv_device *out);
+
+/* Parses a positive integer option value in [lo, hi]; prints an error naming opt. */
+int cv_cli_parse_int(const char *opt, const char *s, long lo, long hi, long *out);
+
+/* Loads the model and prints a fix-it hint when the files are missing. */
+int cv_cli_load_model(const char *dir, int threads, cv_device dev, cv_minilm **out);
+
+#endif

@@ -1,0 +1,286 @@
+/* cmd_bench.c: cdcvec bench embed: sentences/s and tokens/s at several batch sizes,
+ * single-text latency, tokenizer MB/s, and an anchor (sentence-transformers) run on the
+ * same texts in the same invocation. */
+#define _POSIX_C_SOURCE 200809L
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../common/cv_log.h"
+#include "cli.h"
+
+static const char *const WORDS[] = {
+    "the", "a", "of", "and", "to", "in", "is", "his", "her", "their", "world", "humanity",
+    "alien", "invasion", "planet", "desert", "political", "intrigue", "power", "struggle",
+    "mathematician", "science", "future", "civilization", "collapse", "virtual", "reality",
+    "metaverse", "martian", "earth", "chaos", "dystopian", "society", "teenagers", "televised",
+    "spectacle", "peaceful", "childhood", "meteor", "shower", "population", "aggressive", "plant",
+    "ocean", "depths", "residents", "replaced", "physical", "copies", "senior", "citizens",
+    "recruited", "interstellar", "war", "discovering", "cultures", "threats", "young", "woman",
+    "famous", "mysterious", "artifact", "city", "genetically", "engineered", "conditioned",
+    "travels", "time", "witnesses", "evolution", "internet", "evolved", "survive", "minds",
+    "detective", "murder", "mystery", "kingdom", "dragon", "quest", "romance", "betrayal",
+    "family", "secrets", "journey", "island", "empire", "rebellion", "magic", "ancient"};
+#define NWORDS ((int)(sizeof WORDS / sizeof WORDS[0]))
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static uint64_t rng_next(uint64_t *s) {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+/* A sentence-like text of nwords words. */
+static char *make_text(uint64_t *rng, int nwords) {
+    size_t cap = (size_t)nwords * 16 + 8, n = 0;
+    char *s = malloc(cap);
+    for (int i = 0; i < nwords; i++) {
+        const char *w = WORDS[rng_next(rng) % NWORDS];
+        n += (size_t)snprintf(s + n, cap - n, i ? " %s" : "%s", w);
+        if (i && i % 12 == 11) n += (size_t)snprintf(s + n, cap - n, ",");
+    }
+    snprintf(s + n, cap - n, ".");
+    if (s[0] >= 'a' && s[0] <= 'z') s[0] = (char)(s[0] - 32);
+    return s;
+}
+
+typedef struct {
+    const char *name;
+    char **text;
+    size_t *len;
+    int n;
+} corpus;
+
+static void corpus_make(corpus *c, const char *name, int n, int wmin, int wmax, uint64_t seed) {
+    c->name = name;
+    c->n = n;
+    c->text = malloc(sizeof(char *) * (size_t)n);
+    c->len = malloc(sizeof(size_t) * (size_t)n);
+    uint64_t rng = seed;
+    for (int i = 0; i < n; i++) {
+        c->text[i] = make_text(&rng, wmin + (int)(rng_next(&rng) % (uint64_t)(wmax - wmin + 1)));
+        c->len[i] = strlen(c->text[i]);
+    }
+}
+
+static void corpus_free(corpus *c) {
+    for (int i = 0; i < c->n; i++) free(c->text[i]);
+    free(c->text);
+    free(c->len);
+}
+
+static int write_corpus(const corpus *c, const char *path) {
+    FILE *f = fopen(path, "w");
+    if (!f) return -1;
+    for (int i = 0; i < c->n; i++) fprintf(f, "%s\n", c->text[i]);
+    return fclose(f);
+}
+
+/* Embeds batches of bs texts, cycling through the corpus, for at least secs seconds. */
+static void measure(cv_minilm *m, const corpus *c, int bs, double secs, double *sps, double *tps) {
+    float *out = malloc(sizeof(float) * (size_t)bs * (size_t)cv_minilm_cfg(m)->hidden);
+    const char **tx = malloc(sizeof(char *) * (size_t)bs);
+    size_t *ln = malloc(sizeof(size_t) * (size_t)bs);
+    long sent = 0, toks = 0;
+    int pos = 0;
+    /* warm-up: one batch */
+    for (int i = 0; i < bs; i++) tx[i] = c->text[i % c->n], ln[i] = c->len[i % c->n];
+    cv_minilm_embed(m, tx, ln, bs, out, NULL);
+    double t0 = now_s(), t;
+    do {
+        for (int i = 0; i < bs; i++) {
+            tx[i] = c->text[pos];
+            ln[i] = c->len[pos];
+            pos = (pos + 1) % c->n;
+        }
+        long nt;
+        cv_minilm_embed(m, tx, ln, bs, out, &nt);
+        sent += bs;
+        toks += nt;
+        t = now_s() - t0;
+    } while (t < secs);
+    *sps = (double)sent / t;
+    *tps = (double)toks / t;
+    free(out);
+    free(tx);
+    free(ln);
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Parses the anchor's JSON lines {"set":..,"batch":..,"sent_per_s":..} into a table. */
+typedef struct {
+    char set[16];
+    int batch;
+    double sps;
+} anchor_row;
+
+static int run_anchor(const char *cmd, anchor_row *rows, int max) {
+    FILE *p = popen(cmd, "r");
+    if (!p) return -1;
+    char line[512];
+    int n = 0;
+    while (fgets(line, sizeof line, p) && n < max) {
+        anchor_row r;
+        if (sscanf(line, "{\"set\": \"%15[^\"]\", \"batch\": %d, \"sent_per_s\": %lf", r.set, &r.batch,
+                   &r.sps) == 3)
+            rows[n++] = r;
+        else
+            fputs(line, stderr);
+    }
+    int st = pclose(p);
+    return st == 0 ? n : -1;
+}
+
+static double anchor_lookup(const anchor_row *rows, int n, const char *set, int batch) {
+    for (int i = 0; i < n; i++)
+        if (rows[i].batch == batch && strcmp(rows[i].set, set) == 0) return rows[i].sps;
+    return 0;
+}
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: cdcvec bench embed [options]\n\n"
+            "  --model DIR      model folder\n"
+            "  --threads N      threads (default: all online CPUs)\n"
+            "  --seconds S      time per measurement (default 3)\n"
+            "  --anchor CMD     command that benchmarks the reference on the same texts; it gets\n"
+            "                   --short FILE --long FILE --batches 1,8,64,256 --seconds S --threads N\n"
+            "                   and prints {\"set\":..,\"batch\":..,\"sent_per_s\":..} lines\n"
+            "                   (bench/st_anchor.py does this for sentence-transformers)\n");
+}
+
+int cv_cmd_bench(int argc, char **argv) {
+    if (argc < 2 || strcmp(argv[1], "embed") != 0) {
+        fprintf(stderr, "cdcvec bench: expected 'embed' (server and pipeline come later)\n");
+        usage(stderr);
+        return 2;
+    }
+    argc--, argv++;
+    enum { O_MODEL = 256, O_THREADS, O_SECONDS, O_ANCHOR };
+    static const struct option opts[] = {{"model", required_argument, 0, O_MODEL},
+                                         {"threads", required_argument, 0, O_THREADS},
+                                         {"seconds", required_argument, 0, O_SECONDS},
+                                         {"anchor", required_argument, 0, O_ANCHOR},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    const char *model = cv_cli_default_model_dir(), *anchor = NULL;
+    long threads = 0, secs = 3;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case O_MODEL: model = optarg; break;
+        case O_THREADS:
+            if (cv_cli_parse_int("--threads", optarg, 1, 256, &threads)) return 2;
+            break;
+        case O_SECONDS:
+            if (cv_cli_parse_int("--seconds", optarg, 1, 3600, &secs)) return 2;
+            break;
+        case O_ANCHOR: anchor = optarg; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    cv_minilm *m;
+    if (cv_cli_load_model(model, (int)threads, CV_DEVICE_AUTO, &m)) return 1;
+    const int nt = cv_minilm_threads(m);
+    corpus sets[2];
+    corpus_make(&sets[0], "short", 2048, 10, 48, 0x9E3779B97F4A7C15ull); /* ~15-60 tokens */
+    corpus_make(&sets[1], "long", 256, 260, 320, 0xD1B54A32D192ED03ull);  /* truncated at 256 */
+    static const int batches[] = {1, 8, 64, 256};
+    const int nb = 4;
+
+    anchor_row arows[32];
+    int na = 0;
+    if (anchor) {
+        char sp[] = "/tmp/cdcvec-bench-short-XXXXXX", lp[] = "/tmp/cdcvec-bench-long-XXXXXX";
+        int fs = mkstemp(sp), fl = mkstemp(lp);
+        if (fs >= 0) close(fs);
+        if (fl >= 0) close(fl);
+        if (fs < 0 || fl < 0 || write_corpus(&sets[0], sp) || write_corpus(&sets[1], lp)) {
+            fprintf(stderr, "cdcvec bench: cannot write the corpus for the anchor\n");
+        } else {
+            char cmd[8192];
+            snprintf(cmd, sizeof cmd, "%s --short %s --long %s --batches 1,8,64,256 --seconds %ld --threads %d",
+                     anchor, sp, lp, secs, nt);
+            fprintf(stderr, "anchor: %s\n", cmd);
+            na = run_anchor(cmd, arows, 32);
+            if (na < 0) fprintf(stderr, "cdcvec bench: the anchor command failed; no ratios\n");
+        }
+        unlink(sp);
+        unlink(lp);
+    }
+
+    /* tokenizer throughput, one thread */
+    const cv_tok *tok = cv_minilm_tok(m);
+    int32_t ids[512];
+    double bytes = 0, t0 = now_s(), t;
+    long ntexts = 0;
+    do {
+        for (int i = 0; i < sets[0].n; i++) {
+            cv_tok_encode(tok, sets[0].text[i], sets[0].len[i], ids, cv_minilm_cfg(m)->max_seq);
+            bytes += (double)sets[0].len[i];
+        }
+        ntexts += sets[0].n;
+        t = now_s() - t0;
+    } while (t < 1.0);
+    double tok_mbs = bytes / t / 1e6;
+    /* a 10 MB text costs what its first 256 tokens cost */
+    size_t big_len = 10u << 20;
+    char *big = malloc(big_len + 1);
+    for (size_t i = 0; i < big_len; i++) big[i] = sets[1].text[0][i % sets[1].len[0]];
+    t0 = now_s();
+    for (int i = 0; i < 100; i++) cv_tok_encode(tok, big, big_len, ids, cv_minilm_cfg(m)->max_seq);
+    double big_us = (now_s() - t0) / 100 * 1e6;
+    free(big);
+
+    printf("# cdcvec bench embed: device=%s threads=%d seconds/measurement=%ld\n",
+           cv_minilm_device(m), nt, secs);
+    printf("tokenizer: %.1f MB/s on one thread (%ld short texts); 10 MB text: %.1f us per encode\n\n",
+           tok_mbs, ntexts, big_us);
+    printf("| set | batch | cdcvec sent/s | cdcvec tok/s | sentence-transformers sent/s | ratio |\n");
+    printf("|---|---:|---:|---:|---:|---:|\n");
+    for (int s = 0; s < 2; s++)
+        for (int b = 0; b < nb; b++) {
+            double sps, tps;
+            measure(m, &sets[s], batches[b], (double)secs, &sps, &tps);
+            double a = anchor_lookup(arows, na > 0 ? na : 0, sets[s].name, batches[b]);
+            if (a > 0)
+                printf("| %s | %d | %.1f | %.0f | %.1f | %.2fx |\n", sets[s].name, batches[b], sps, tps, a, sps / a);
+            else
+                printf("| %s | %d | %.1f | %.0f | - | - |\n", sets[s].name, batches[b], sps, tps);
+            fflush(stdout);
+        }
+
+    /* single-text latency */
+    const int runs = 300;
+    double lat[300];
+    float out[1024];
+    for (int i = 0; i < runs; i++) {
+        const char *tx = sets[0].text[i % sets[0].n];
+        size_t ln = sets[0].len[i % sets[0].n];
+        double a = now_s();
+        cv_minilm_embed(m, &tx, &ln, 1, out, NULL);
+        lat[i] = (now_s() - a) * 1e3;
+    }
+    qsort(lat, runs, sizeof(double), cmp_double);
+    printf("\nsingle-text latency (short set, %d runs): p50 %.2f ms, p99 %.2f ms\n", runs,
+           lat[runs / 2], lat[runs * 99 / 100]);
+    corpus_free(&sets[0]);
+    corpus_free(&sets[1]);
+    cv_minilm_free(m);
+    return 0;
+}

@@ -1,0 +1,87 @@
+/* main.c: the cdcvec command: dispatch to subcommands, shared option helpers. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/cv_log.h"
+#include "cli.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "cdcvec %s: keep a vector index in step with PostgreSQL tables\n\n"
+            "usage: cdcvec <command> [options]\n\n"
+            "commands:\n"
+            "  embed    embed texts (one per line, or JSONL) into 384-d vectors\n"
+            "  bench    benchmarks: bench embed\n\n"
+            "Run 'cdcvec <command> --help' for a command's options.\n"
+            "Environment: CDCVEC_MODEL_DIR (model folder), CDCVEC_LOG (debug|info|warn|error|off).\n",
+            CDCVEC_VERSION);
+}
+
+const char *cv_cli_default_model_dir(void) {
+    static char buf[4096];
+    const char *env = getenv("CDCVEC_MODEL_DIR");
+    if (env && *env) return env;
+    const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    if (xdg && *xdg)
+        snprintf(buf, sizeof buf, "%s/cdcvec/all-MiniLM-L6-v2", xdg);
+    else
+        snprintf(buf, sizeof buf, "%s/.cache/cdcvec/all-MiniLM-L6-v2", home ? home : ".");
+    return buf;
+}
+
+int cv_cli_parse_device(const char *s, cv_device *out) {
+    if (strcmp(s, "auto") == 0) *out = CV_DEVICE_AUTO;
+    else if (strcmp(s, "cpu") == 0) *out = CV_DEVICE_CPU;
+    else if (strcmp(s, "cuda") == 0) *out = CV_DEVICE_CUDA;
+    else {
+        fprintf(stderr, "cdcvec: --device: expected auto, cpu or cuda, got '%s'\n", s);
+        return -1;
+    }
+    return 0;
+}
+
+int cv_cli_parse_int(const char *opt, const char *s, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long v = s ? strtol(s, &end, 10) : 0;
+    if (!s || errno || end == s || *end || v < lo || v > hi) {
+        fprintf(stderr, "cdcvec: %s: expected an integer in [%ld, %ld], got '%s'\n", opt, lo, hi,
+                s ? s : "(nothing)");
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int cv_cli_load_model(const char *dir, int threads, cv_device dev, cv_minilm **out) {
+    cv_minilm_opts o = {.threads = threads, .device = dev};
+    cv_err err = cv_minilm_load(dir, &o, out);
+    if (err) {
+        fprintf(stderr,
+                "cdcvec: cannot load the model from %s: %s\n"
+                "  fetch it with: python3 models/fetch_model.py --dest %s\n",
+                dir, cv_strerror(err), dir);
+        return -1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    cv_log_init_from_env();
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "--version") == 0) {
+        printf("cdcvec %s\n", CDCVEC_VERSION);
+        return 0;
+    }
+    if (strcmp(argv[1], "embed") == 0) return cv_cmd_embed(argc - 1, argv + 1);
+    if (strcmp(argv[1], "bench") == 0) return cv_cmd_bench(argc - 1, argv + 1);
+    fprintf(stderr, "cdcvec: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

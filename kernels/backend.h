@@ -1,0 +1,60 @@
+/* backend.h: the transformer's math behind one interface (a struct of function pointers).
+ *
+ * Every op has a plain C version (kernels/cpu/) and, in CUDA builds, a GPU version
+ * (kernels/cuda/) with the same meaning. Pointers passed to ops live in the backend's
+ * memory (host memory for the CPU backend, device memory for CUDA): get them from alloc()
+ * or weights(), fill them with upload(). Ops are asynchronous on devices; sync() waits.
+ * All matrices are row-major float32. Token matrices are packed: the sequences of a batch
+ * are stacked without padding, sequence s owning rows offs[s] .. offs[s+1]-1. */
+#ifndef CV_BACKEND_H
+#define CV_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../common/cv_err.h"
+
+typedef enum { CV_ACT_NONE = 0, CV_ACT_GELU } cv_act;
+
+typedef struct cv_backend cv_backend;
+
+struct cv_backend {
+    const char *name; /* "cpu" or "cuda" */
+    void *impl;
+
+    /* Scratch memory of the backend; NULL when out of memory. */
+    void *(*alloc)(cv_backend *be, size_t bytes);
+    void (*release)(cv_backend *be, void *p);
+    /* Read-only weights from host memory (host stays owned by the caller and must outlive
+     * the backend's use of the result). The CPU backend returns host itself. */
+    const float *(*weights)(cv_backend *be, const float *host, size_t count);
+    cv_err (*upload)(cv_backend *be, void *dst, const void *src, size_t bytes);
+    cv_err (*download)(cv_backend *be, void *dst, const void *src, size_t bytes);
+    cv_err (*sync)(cv_backend *be);
+
+    /* out[t] = LayerNorm(word[ids[t]] + pos[pos_ids[t]] + type0) */
+    void (*embed_ln)(cv_backend *be, const int32_t *ids /* (T) */, const int32_t *pos_ids /* (T) */,
+                     int T, int D, const float *word /* (V,D) */, const float *pos /* (P,D) */,
+                     const float *type0 /* (D) */, const float *gamma /* (D) */,
+                     const float *beta /* (D) */, float eps, float *out /* (T,D) */);
+    /* y = act(x w^T + bias): x (M,K), w (N,K) as nn.Linear stores it, bias (N), y (M,N). */
+    void (*linear)(cv_backend *be, const float *x, const float *w, const float *bias, int M, int N,
+                   int K, cv_act act, float *y);
+    /* x = LayerNorm(x + res) over rows of D: x (M,D) in/out, res (M,D). */
+    void (*add_ln)(cv_backend *be, float *x, const float *res, const float *gamma,
+                   const float *beta, int M, int D, float eps);
+    /* Self-attention per sequence and head, no padding: qkv (T, 3*H*hd) holds Q|K|V per
+     * token, out (T, H*hd) gets softmax(Q K^T / sqrt(hd)) V. */
+    void (*attention)(cv_backend *be, const float *qkv, const int32_t *offs /* (nseq+1) */,
+                      int nseq, int H, int hd, float *out);
+    /* out[s] = mean of x over sequence s's rows, then L2-normalized (eps 1e-12). */
+    void (*pool_l2)(cv_backend *be, const float *x /* (T,D) */, const int32_t *offs, int nseq,
+                    int D, float *out /* (nseq,D) */);
+
+    void (*destroy)(cv_backend *be);
+};
+
+/* A CPU backend that runs ops in the calling thread. *out owned by the caller (destroy). */
+cv_err cv_backend_cpu_new(cv_backend **out);
+
+#endif

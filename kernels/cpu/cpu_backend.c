@@ -1,0 +1,81 @@
+/* cpu_backend.c: the CPU backend: host memory, ops run in the calling thread. */
+#define _POSIX_C_SOURCE 200809L
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu_ops.h"
+
+static void *cpu_alloc(cv_backend *be, size_t bytes) {
+    (void)be;
+    void *p = NULL;
+    size_t rounded = (bytes + 63) & ~(size_t)63;
+    if (posix_memalign(&p, 64, rounded ? rounded : 64) != 0) return NULL;
+    return p;
+}
+static void cpu_release(cv_backend *be, void *p) {
+    (void)be;
+    free(p);
+}
+static const float *cpu_weights(cv_backend *be, const float *host, size_t count) {
+    (void)be;
+    (void)count;
+    return host;
+}
+static cv_err cpu_copy(cv_backend *be, void *dst, const void *src, size_t bytes) {
+    (void)be;
+    if (dst != src && bytes) memcpy(dst, src, bytes);
+    return CV_OK;
+}
+static cv_err cpu_sync(cv_backend *be) {
+    (void)be;
+    return CV_OK;
+}
+static void cpu_embed_ln(cv_backend *be, const int32_t *ids, const int32_t *pos_ids, int T, int D,
+                         const float *word, const float *pos, const float *type0,
+                         const float *gamma, const float *beta, float eps, float *out) {
+    (void)be;
+    cv_cpu_embed_ln(ids, pos_ids, T, D, word, pos, type0, gamma, beta, eps, out);
+}
+static void cpu_linear(cv_backend *be, const float *x, const float *w, const float *bias, int M,
+                       int N, int K, cv_act act, float *y) {
+    (void)be;
+    cv_cpu_linear(x, w, bias, M, N, K, act, y);
+}
+static void cpu_add_ln(cv_backend *be, float *x, const float *res, const float *gamma,
+                       const float *beta, int M, int D, float eps) {
+    (void)be;
+    cv_cpu_add_ln(x, res, gamma, beta, M, D, eps);
+}
+static void cpu_attention(cv_backend *be, const float *qkv, const int32_t *offs, int nseq, int H,
+                          int hd, float *out) {
+    (void)be;
+    cv_cpu_attention(qkv, offs, nseq, H, hd, out);
+}
+static void cpu_pool_l2(cv_backend *be, const float *x, const int32_t *offs, int nseq, int D,
+                        float *out) {
+    (void)be;
+    cv_cpu_pool_l2(x, offs, nseq, D, out);
+}
+static void cpu_destroy(cv_backend *be) { free(be); }
+
+cv_err cv_backend_cpu_new(cv_backend **out) {
+    cv_backend *be = calloc(1, sizeof *be);
+    if (!be) return CV_ERR_NOMEM;
+    *be = (cv_backend){
+        .name = "cpu",
+        .alloc = cpu_alloc,
+        .release = cpu_release,
+        .weights = cpu_weights,
+        .upload = cpu_copy,
+        .download = cpu_copy,
+        .sync = cpu_sync,
+        .embed_ln = cpu_embed_ln,
+        .linear = cpu_linear,
+        .add_ln = cpu_add_ln,
+        .attention = cpu_attention,
+        .pool_l2 = cpu_pool_l2,
+        .destroy = cpu_destroy,
+    };
+    *out = be;
+    return CV_OK;
+}

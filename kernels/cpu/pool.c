@@ -1,0 +1,25 @@
+/* pool.c: mean pooling over each sequence's real tokens, then L2 normalization. */
+#include <math.h>
+#include <string.h>
+
+#include "cpu_ops.h"
+
+void cv_cpu_pool_l2(const float *x, const int32_t *offs, int nseq, int D, float *out) {
+    for (int s = 0; s < nseq; s++) {
+        float *o = out + (size_t)s * D;
+        memset(o, 0, sizeof(float) * (size_t)D);
+        const int L = offs[s + 1] - offs[s];
+        for (int t = offs[s]; t < offs[s + 1]; t++) {
+            const float *row = x + (size_t)t * D;
+            for (int j = 0; j < D; j++) o[j] += row[j];
+        }
+        float norm = 0.0f;
+        const float inv_len = L > 0 ? 1.0f / (float)L : 0.0f;
+        for (int j = 0; j < D; j++) {
+            o[j] *= inv_len;
+            norm += o[j] * o[j];
+        }
+        const float inv = 1.0f / fmaxf(sqrtf(norm), 1e-12f);
+        for (int j = 0; j < D; j++) o[j] *= inv;
+    }
+}

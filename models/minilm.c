@@ -1,0 +1,571 @@
+/* minilm.c: all-MiniLM-L6-v2's forward pass, composed from backend ops.
+ *
+ * Per batch: tokenize (threads split the texts), pack the sequences without padding, split
+ * them into one contiguous group per thread balanced by token count, and run the encoder
+ * on each group with that thread's own backend and scratch:
+ *
+ *   h = LN(word[id] + pos[p] + type[0])
+ *   per layer:  qkv = h Wqkv^T + b            (one fused GEMM, weights packed at load)
+ *               ctx = attention(qkv)          (per sequence, real tokens only)
+ *               a   = LN(ctx Wo^T + bo + h)
+ *               t   = GELU(a W1^T + b1)
+ *               h   = LN(t W2^T + b2 + a)
+ *   out = L2(mean over each sequence's rows of h)
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "minilm.h"
+
+#include <cblas.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../common/cv_log.h"
+#include "../common/cv_pool.h"
+#include "../kernels/backend.h"
+#include "safetensors.h"
+
+#define MAX_CHUNK_TOKENS 4096 /* rows per forward call: bounds scratch memory per thread */
+
+typedef struct {
+    const float *wqkv; /* (3D, D) packed Q|K|V */
+    const float *bqkv; /* (3D) */
+    const float *wo, *bo;         /* (D, D), (D) */
+    const float *ln1_g, *ln1_b;   /* (D) */
+    const float *w1, *b1;         /* (NI, D), (NI) */
+    const float *w2, *b2;         /* (D, NI), (D) */
+    const float *ln2_g, *ln2_b;   /* (D) */
+} layer_w;
+
+typedef struct {
+    const float *word;  /* (V, D) */
+    const float *pos;   /* (P, D) */
+    const float *type0; /* (D): token type 0 */
+    const float *ln_g, *ln_b;
+    layer_w *layer; /* (L) */
+} model_w;
+
+typedef struct {
+    cv_backend *be;
+    model_w w; /* in the backend's memory */
+    int cap;   /* token capacity of the scratch below */
+    int seq_cap;
+    float *h, *qkv, *ctx, *a, *inter; /* (cap, D|3D|D|D|NI) */
+    int32_t *ids, *pos, *offs;        /* (cap), (cap), (seq_cap+1) */
+    float *out;                       /* (seq_cap, D) */
+    cv_err err;
+} worker;
+
+struct cv_minilm {
+    cv_minilm_config cfg;
+    cv_tok *tok;
+    cv_st *st;
+    model_w host;     /* host pointers: into the mapping or into owned[] */
+    void **owned;     /* buffers we allocated for weights (packed QKV, converted dtypes) */
+    int nowned, owned_cap;
+    cv_pool *pool;
+    worker *wk; /* (nthreads) */
+    int nthreads;
+    /* per-call staging */
+    int32_t *tok_ids; /* (n_cap * max_seq) */
+    int32_t *tok_len; /* (n_cap) */
+    int32_t *packed, *offs;
+    int n_cap;
+};
+
+/* ---- config ---------------------------------------------------------------------------- */
+
+static cv_err json_int(json_t *o, const char *path, const char *key, int *out, int lo, int hi) {
+    json_t *v = json_object_get(o, key);
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
+        cv_error("event=config_invalid path=%s key=%s error=\"missing or not an integer in "
+                 "[%d, %d]\"",
+                 path, key, lo, hi);
+        return CV_ERR_FORMAT;
+    }
+    *out = (int)json_integer_value(v);
+    return CV_OK;
+}
+
+static cv_err load_config(const char *dir, cv_minilm_config *c) {
+    char path[4096];
+    json_error_t jerr;
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    json_t *o = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    if (!o) {
+        cv_error("event=config_read path=%s error=\"%s\" line=%d fix=\"python3 "
+                 "models/fetch_model.py\"",
+                 path, jerr.text, jerr.line);
+        return CV_ERR_NOTFOUND;
+    }
+    cv_err err = CV_OK;
+    if (!json_is_object(o)) err = CV_ERR_FORMAT;
+    if (!err) err = json_int(o, path, "hidden_size", &c->hidden, 1, 65536);
+    if (!err) err = json_int(o, path, "num_hidden_layers", &c->layers, 1, 256);
+    if (!err) err = json_int(o, path, "num_attention_heads", &c->heads, 1, 1024);
+    if (!err) err = json_int(o, path, "intermediate_size", &c->intermediate, 1, 1 << 20);
+    if (!err) err = json_int(o, path, "vocab_size", &c->vocab, 1, 1 << 24);
+    if (!err) err = json_int(o, path, "max_position_embeddings", &c->max_positions, 2, 1 << 16);
+    if (!err) err = json_int(o, path, "type_vocab_size", &c->type_vocab, 1, 1 << 16);
+    json_t *eps = json_object_get(o, "layer_norm_eps");
+    json_t *act = json_object_get(o, "hidden_act");
+    if (!err && (!json_is_number(eps) || json_number_value(eps) <= 0)) {
+        cv_error("event=config_invalid path=%s key=layer_norm_eps error=\"missing or not > 0\"", path);
+        err = CV_ERR_FORMAT;
+    }
+    if (!err && (!json_is_string(act) || strcmp(json_string_value(act), "gelu") != 0)) {
+        cv_error("event=config_invalid path=%s key=hidden_act error=\"only exact erf 'gelu' is "
+                 "implemented\"",
+                 path);
+        err = CV_ERR_UNSUPPORTED;
+    }
+    if (!err && c->hidden % c->heads != 0) {
+        cv_error("event=config_invalid path=%s error=\"hidden_size not divisible by heads\"", path);
+        err = CV_ERR_FORMAT;
+    }
+    if (!err) c->ln_eps = (float)json_number_value(eps);
+    json_decref(o);
+    if (err) return err;
+
+    /* sentence-transformers' truncation length; 256 for this model */
+    c->max_seq = 256;
+    snprintf(path, sizeof path, "%s/sentence_bert_config.json", dir);
+    o = json_load_file(path, 0, &jerr);
+    if (o) {
+        err = json_int(o, path, "max_seq_length", &c->max_seq, 2, c->max_positions);
+        json_decref(o);
+    } else {
+        cv_warn("event=config_default path=%s max_seq_length=256 reason=\"%s\"", path, jerr.text);
+    }
+    return err;
+}
+
+/* ---- weights --------------------------------------------------------------------------- */
+
+static void *own(cv_minilm *m, size_t bytes) {
+    if (m->nowned == m->owned_cap) {
+        int cap = m->owned_cap ? m->owned_cap * 2 : 64;
+        void **p = realloc(m->owned, sizeof(void *) * (size_t)cap);
+        if (!p) return NULL;
+        m->owned = p;
+        m->owned_cap = cap;
+    }
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0) return NULL;
+    m->owned[m->nowned++] = p;
+    return p;
+}
+
+static float half_to_float(uint16_t h) {
+    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1F, mant = h & 0x3FF, bits;
+    if (exp == 0) {
+        if (mant == 0) {
+            bits = sign;
+        } else { /* subnormal */
+            float f = ldexpf((float)mant, -24);
+            return sign ? -f : f;
+        }
+    } else if (exp == 31) {
+        bits = sign | 0x7F800000u | (mant << 13);
+    } else {
+        bits = sign | ((exp + 112) << 23) | (mant << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+/* Finds name with the expected shape and returns float32 host data (converted if stored
+ * as F16/BF16, copied if misaligned). */
+static cv_err tensor(cv_minilm *m, const char *path, const char *name, int64_t d0, int64_t d1,
+                     const float **out) {
+    const cv_st_tensor *t = cv_st_find(m->st, name);
+    if (!t) {
+        cv_error("event=model_invalid path=%s tensor=%s error=\"missing\"", path, name);
+        return CV_ERR_NOTFOUND;
+    }
+    int want_ndim = d1 ? 2 : 1;
+    if (t->ndim != want_ndim || t->shape[0] != d0 || (d1 && t->shape[1] != d1)) {
+        cv_error("event=model_invalid path=%s tensor=%s error=\"shape mismatch\" expected=[%lld%s%lld] "
+                 "ndim=%d first=%lld",
+                 path, name, (long long)d0, d1 ? "," : "", (long long)d1, t->ndim,
+                 (long long)(t->ndim ? t->shape[0] : -1));
+        return CV_ERR_MISMATCH;
+    }
+    size_t count = (size_t)d0 * (size_t)(d1 ? d1 : 1);
+    if (t->dtype == CV_DT_F32) {
+        if (((uintptr_t)t->data & 3u) == 0) {
+            *out = t->data;
+            return CV_OK;
+        }
+        float *p = own(m, count * 4);
+        if (!p) return CV_ERR_NOMEM;
+        memcpy(p, t->data, count * 4);
+        *out = p;
+        return CV_OK;
+    }
+    if (t->dtype == CV_DT_F16 || t->dtype == CV_DT_BF16) {
+        float *p = own(m, count * 4);
+        if (!p) return CV_ERR_NOMEM;
+        const uint8_t *src = t->data;
+        for (size_t i = 0; i < count; i++) {
+            uint16_t v = (uint16_t)(src[2 * i] | (src[2 * i + 1] << 8));
+            if (t->dtype == CV_DT_F16) {
+                p[i] = half_to_float(v);
+            } else {
+                uint32_t bits = (uint32_t)v << 16;
+                memcpy(&p[i], &bits, 4);
+            }
+        }
+        *out = p;
+        return CV_OK;
+    }
+    cv_error("event=model_invalid path=%s tensor=%s error=\"dtype %s, expected F32, F16 or BF16\"",
+             path, name, t->dtype_name);
+    return CV_ERR_MISMATCH;
+}
+
+static cv_err load_weights(cv_minilm *m, const char *dir) {
+    char path[4096], name[256];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    cv_err err = cv_st_open(path, &m->st);
+    if (err) return err;
+    const cv_minilm_config *c = &m->cfg;
+    const int64_t D = c->hidden, NI = c->intermediate;
+    model_w *w = &m->host;
+    const float *type;
+    if ((err = tensor(m, path, "embeddings.word_embeddings.weight", c->vocab, D, &w->word)) ||
+        (err = tensor(m, path, "embeddings.position_embeddings.weight", c->max_positions, D, &w->pos)) ||
+        (err = tensor(m, path, "embeddings.token_type_embeddings.weight", c->type_vocab, D, &type)) ||
+        (err = tensor(m, path, "embeddings.LayerNorm.weight", D, 0, &w->ln_g)) ||
+        (err = tensor(m, path, "embeddings.LayerNorm.bias", D, 0, &w->ln_b)))
+        return err;
+    w->type0 = type;
+    w->layer = own(m, sizeof(layer_w) * (size_t)c->layers);
+    if (!w->layer) return CV_ERR_NOMEM;
+    for (int l = 0; l < c->layers; l++) {
+        layer_w *L = &w->layer[l];
+        const float *q, *k, *v, *bq, *bk, *bv;
+#define T(suffix, d0, d1, dst)                                                     \
+    (snprintf(name, sizeof name, "encoder.layer.%d.%s", l, suffix),               \
+     (err = tensor(m, path, name, d0, d1, dst)))
+        if (T("attention.self.query.weight", D, D, &q) || T("attention.self.key.weight", D, D, &k) ||
+            T("attention.self.value.weight", D, D, &v) || T("attention.self.query.bias", D, 0, &bq) ||
+            T("attention.self.key.bias", D, 0, &bk) || T("attention.self.value.bias", D, 0, &bv) ||
+            T("attention.output.dense.weight", D, D, &L->wo) ||
+            T("attention.output.dense.bias", D, 0, &L->bo) ||
+            T("attention.output.LayerNorm.weight", D, 0, &L->ln1_g) ||
+            T("attention.output.LayerNorm.bias", D, 0, &L->ln1_b) ||
+            T("intermediate.dense.weight", NI, D, &L->w1) || T("intermediate.dense.bias", NI, 0, &L->b1) ||
+            T("output.dense.weight", D, NI, &L->w2) || T("output.dense.bias", D, 0, &L->b2) ||
+            T("output.LayerNorm.weight", D, 0, &L->ln2_g) || T("output.LayerNorm.bias", D, 0, &L->ln2_b))
+            return err;
+#undef T
+        float *wqkv = own(m, sizeof(float) * (size_t)(3 * D * D)), *bqkv = own(m, sizeof(float) * (size_t)(3 * D));
+        if (!wqkv || !bqkv) return CV_ERR_NOMEM;
+        memcpy(wqkv, q, sizeof(float) * (size_t)(D * D));
+        memcpy(wqkv + D * D, k, sizeof(float) * (size_t)(D * D));
+        memcpy(wqkv + 2 * D * D, v, sizeof(float) * (size_t)(D * D));
+        memcpy(bqkv, bq, sizeof(float) * (size_t)D);
+        memcpy(bqkv + D, bk, sizeof(float) * (size_t)D);
+        memcpy(bqkv + 2 * D, bv, sizeof(float) * (size_t)D);
+        L->wqkv = wqkv;
+        L->bqkv = bqkv;
+    }
+    return CV_OK;
+}
+
+/* ---- workers --------------------------------------------------------------------------- */
+
+static cv_err worker_init(cv_minilm *m, worker *k) {
+    cv_err err = cv_backend_cpu_new(&k->be);
+    if (err) return err;
+    const cv_minilm_config *c = &m->cfg;
+    const size_t D = (size_t)c->hidden, NI = (size_t)c->intermediate;
+    cv_backend *be = k->be;
+    const model_w *h = &m->host;
+    k->w.word = be->weights(be, h->word, (size_t)c->vocab * D);
+    k->w.pos = be->weights(be, h->pos, (size_t)c->max_positions * D);
+    k->w.type0 = be->weights(be, h->type0, D);
+    k->w.ln_g = be->weights(be, h->ln_g, D);
+    k->w.ln_b = be->weights(be, h->ln_b, D);
+    k->w.layer = calloc((size_t)c->layers, sizeof(layer_w));
+    if (!k->w.layer) return CV_ERR_NOMEM;
+    for (int l = 0; l < c->layers; l++) {
+        const layer_w *s = &h->layer[l];
+        layer_w *d = &k->w.layer[l];
+        d->wqkv = be->weights(be, s->wqkv, 3 * D * D);
+        d->bqkv = be->weights(be, s->bqkv, 3 * D);
+        d->wo = be->weights(be, s->wo, D * D);
+        d->bo = be->weights(be, s->bo, D);
+        d->ln1_g = be->weights(be, s->ln1_g, D);
+        d->ln1_b = be->weights(be, s->ln1_b, D);
+        d->w1 = be->weights(be, s->w1, NI * D);
+        d->b1 = be->weights(be, s->b1, NI);
+        d->w2 = be->weights(be, s->w2, D * NI);
+        d->b2 = be->weights(be, s->b2, D);
+        d->ln2_g = be->weights(be, s->ln2_g, D);
+        d->ln2_b = be->weights(be, s->ln2_b, D);
+        if (!d->wqkv || !d->w1 || !d->w2) return CV_ERR_DEVICE;
+    }
+    return CV_OK;
+}
+
+static void worker_release_scratch(worker *k) {
+    cv_backend *be = k->be;
+    void *bufs[] = {k->h, k->qkv, k->ctx, k->a, k->inter, k->ids, k->pos, k->offs, k->out};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        if (bufs[i]) be->release(be, bufs[i]);
+    k->h = k->qkv = k->ctx = k->a = k->inter = k->out = NULL;
+    k->ids = k->pos = k->offs = NULL;
+    k->cap = k->seq_cap = 0;
+}
+
+static cv_err worker_reserve(const cv_minilm_config *c, worker *k, int tokens, int seqs) {
+    if (tokens <= k->cap && seqs <= k->seq_cap) return CV_OK;
+    if (tokens < k->cap) tokens = k->cap;
+    if (seqs < k->seq_cap) seqs = k->seq_cap;
+    worker_release_scratch(k);
+    cv_backend *be = k->be;
+    const size_t T = (size_t)tokens, D = (size_t)c->hidden, F = sizeof(float);
+    k->h = be->alloc(be, T * D * F);
+    k->qkv = be->alloc(be, T * 3 * D * F);
+    k->ctx = be->alloc(be, T * D * F);
+    k->a = be->alloc(be, T * D * F);
+    k->inter = be->alloc(be, T * (size_t)c->intermediate * F);
+    k->ids = be->alloc(be, T * sizeof(int32_t));
+    k->pos = be->alloc(be, T * sizeof(int32_t));
+    k->offs = be->alloc(be, ((size_t)seqs + 1) * sizeof(int32_t));
+    k->out = be->alloc(be, (size_t)seqs * D * F);
+    if (!k->h || !k->qkv || !k->ctx || !k->a || !k->inter || !k->ids || !k->pos || !k->offs || !k->out) {
+        worker_release_scratch(k);
+        return CV_ERR_NOMEM;
+    }
+    k->cap = tokens;
+    k->seq_cap = seqs;
+    return CV_OK;
+}
+
+/* Runs the encoder on nseq packed sequences (host ids/offs, offs[0] may be nonzero). */
+static cv_err forward(const cv_minilm_config *c, worker *k, const int32_t *ids, const int32_t *offs,
+                      int nseq, float *out) {
+    const int T = offs[nseq] - offs[0], D = c->hidden, H = c->heads, hd = D / H;
+    cv_err err = worker_reserve(c, k, T, nseq);
+    if (err) return err;
+    cv_backend *be = k->be;
+    /* positions restart at 0 for every sequence; offsets rebased to 0 */
+    int32_t *pos = malloc(sizeof(int32_t) * ((size_t)T + (size_t)nseq + 1));
+    if (!pos) return CV_ERR_NOMEM;
+    int32_t *roffs = pos + T;
+    for (int s = 0; s <= nseq; s++) roffs[s] = offs[s] - offs[0];
+    for (int s = 0; s < nseq; s++)
+        for (int t = roffs[s]; t < roffs[s + 1]; t++) pos[t] = t - roffs[s];
+    if ((err = be->upload(be, k->ids, ids + offs[0], sizeof(int32_t) * (size_t)T)) ||
+        (err = be->upload(be, k->pos, pos, sizeof(int32_t) * (size_t)T)) ||
+        (err = be->upload(be, k->offs, roffs, sizeof(int32_t) * ((size_t)nseq + 1)))) {
+        free(pos);
+        return err;
+    }
+    const model_w *w = &k->w;
+    be->embed_ln(be, k->ids, k->pos, T, D, w->word, w->pos, w->type0, w->ln_g, w->ln_b, c->ln_eps, k->h);
+    for (int l = 0; l < c->layers; l++) {
+        const layer_w *L = &w->layer[l];
+        be->linear(be, k->h, L->wqkv, L->bqkv, T, 3 * D, D, CV_ACT_NONE, k->qkv);
+        be->attention(be, k->qkv, k->offs, nseq, H, hd, k->ctx);
+        be->linear(be, k->ctx, L->wo, L->bo, T, D, D, CV_ACT_NONE, k->a);
+        be->add_ln(be, k->a, k->h, L->ln1_g, L->ln1_b, T, D, c->ln_eps);
+        be->linear(be, k->a, L->w1, L->b1, T, c->intermediate, D, CV_ACT_GELU, k->inter);
+        be->linear(be, k->inter, L->w2, L->b2, T, D, c->intermediate, CV_ACT_NONE, k->h);
+        be->add_ln(be, k->h, k->a, L->ln2_g, L->ln2_b, T, D, c->ln_eps);
+    }
+    be->pool_l2(be, k->h, k->offs, nseq, D, k->out);
+    err = be->download(be, out, k->out, sizeof(float) * (size_t)nseq * (size_t)D);
+    if (!err) err = be->sync(be);
+    free(pos);
+    return err;
+}
+
+/* ---- public ---------------------------------------------------------------------------- */
+
+cv_err cv_minilm_load(const char *model_dir, const cv_minilm_opts *opts, cv_minilm **out) {
+    *out = NULL;
+    cv_minilm_opts o = opts ? *opts : (cv_minilm_opts){0};
+    if (o.device == CV_DEVICE_CUDA) {
+        cv_error("event=device_unavailable device=cuda error=\"this build has no CUDA backend\" "
+                 "fix=\"use --device cpu or auto\"");
+        return CV_ERR_UNSUPPORTED;
+    }
+    cv_minilm *m = calloc(1, sizeof *m);
+    if (!m) return CV_ERR_NOMEM;
+    char path[4096];
+    cv_err err = load_config(model_dir, &m->cfg);
+    if (!err) {
+        snprintf(path, sizeof path, "%s/vocab.txt", model_dir);
+        err = cv_tok_load(path, &m->tok);
+    }
+    if (!err && cv_tok_vocab_size(m->tok) != m->cfg.vocab) {
+        cv_error("event=model_invalid path=%s error=\"vocab.txt has %d tokens, config.json says "
+                 "%d\"",
+                 path, cv_tok_vocab_size(m->tok), m->cfg.vocab);
+        err = CV_ERR_MISMATCH;
+    }
+    if (!err) err = load_weights(m, model_dir);
+    if (err) {
+        cv_minilm_free(m);
+        return err;
+    }
+    int nt = o.threads > 0 ? o.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (nt < 1) nt = 1;
+    if (nt > 256) nt = 256;
+    /* parallelism is ours: one sequence group per thread, single-threaded BLAS in each */
+    openblas_set_num_threads(1);
+    m->nthreads = nt;
+    m->wk = calloc((size_t)nt, sizeof(worker));
+    if (!m->wk || (err = cv_pool_new(nt, &m->pool))) {
+        cv_minilm_free(m);
+        return err ? err : CV_ERR_NOMEM;
+    }
+    for (int i = 0; i < nt && !err; i++) err = worker_init(m, &m->wk[i]);
+    if (err) {
+        cv_minilm_free(m);
+        return err;
+    }
+    cv_info("event=model_loaded dir=%s device=cpu reason=\"%s\" threads=%d layers=%d hidden=%d "
+            "max_seq=%d",
+            model_dir, o.device == CV_DEVICE_AUTO ? "built without CUDA" : "requested", nt,
+            m->cfg.layers, m->cfg.hidden, m->cfg.max_seq);
+    *out = m;
+    return CV_OK;
+}
+
+void cv_minilm_free(cv_minilm *m) {
+    if (!m) return;
+    cv_pool_free(m->pool);
+    if (m->wk) {
+        for (int i = 0; i < m->nthreads; i++) {
+            worker *k = &m->wk[i];
+            if (!k->be) continue;
+            worker_release_scratch(k);
+            free(k->w.layer);
+            k->be->destroy(k->be);
+        }
+        free(m->wk);
+    }
+    for (int i = 0; i < m->nowned; i++) free(m->owned[i]);
+    free(m->owned);
+    cv_st_close(m->st);
+    cv_tok_free(m->tok);
+    free(m->tok_ids);
+    free(m->tok_len);
+    free(m->packed);
+    free(m->offs);
+    free(m);
+}
+
+const cv_minilm_config *cv_minilm_cfg(const cv_minilm *m) { return &m->cfg; }
+const cv_tok *cv_minilm_tok(const cv_minilm *m) { return m->tok; }
+const char *cv_minilm_device(const cv_minilm *m) { return m->wk[0].be->name; }
+int cv_minilm_threads(const cv_minilm *m) { return m->nthreads; }
+
+typedef struct {
+    cv_minilm *m;
+    const int32_t *ids, *offs;
+    int nseq, ngroups;
+    int *group_start; /* (ngroups+1) sequence indices */
+    float *out;
+} run_arg;
+
+/* One thread's group, in chunks of at most MAX_CHUNK_TOKENS tokens. */
+static void run_group(void *p, int g) {
+    run_arg *a = p;
+    worker *k = &a->m->wk[g];
+    const int D = a->m->cfg.hidden;
+    int s = a->group_start[g], end = a->group_start[g + 1];
+    k->err = CV_OK;
+    while (s < end && !k->err) {
+        int e = s + 1;
+        while (e < end && a->offs[e + 1] - a->offs[s] <= MAX_CHUNK_TOKENS) e++;
+        k->err = forward(&a->m->cfg, k, a->ids, a->offs + s, e - s, a->out + (size_t)s * D);
+        s = e;
+    }
+}
+
+cv_err cv_minilm_embed_ids(cv_minilm *m, const int32_t *ids, const int32_t *offs, int nseq,
+                           float *out) {
+    if (nseq <= 0) return nseq == 0 ? CV_OK : CV_ERR_ARG;
+    for (int s = 0; s < nseq; s++) {
+        int len = offs[s + 1] - offs[s];
+        if (len < 1 || len > m->cfg.max_positions) return CV_ERR_ARG;
+    }
+    for (int t = offs[0]; t < offs[nseq]; t++)
+        if (ids[t] < 0 || ids[t] >= m->cfg.vocab) return CV_ERR_ARG;
+    int ng = m->nthreads < nseq ? m->nthreads : nseq;
+    int group_start[257];
+    /* contiguous groups with about equal token counts */
+    const long total = offs[nseq] - offs[0];
+    group_start[0] = 0;
+    int s = 0;
+    for (int g = 1; g < ng; g++) {
+        long target = total * g / ng + offs[0];
+        while (s < nseq - (ng - g) && offs[s + 1] <= target) s++;
+        if (s < group_start[g - 1] + 1) s = group_start[g - 1] + 1;
+        group_start[g] = s;
+    }
+    group_start[ng] = nseq;
+    run_arg a = {m, ids, offs, nseq, ng, group_start, out};
+    cv_pool_run(m->pool, ng, run_group, &a);
+    for (int g = 0; g < ng; g++)
+        if (m->wk[g].err) return m->wk[g].err;
+    return CV_OK;
+}
+
+typedef struct {
+    cv_minilm *m;
+    const char *const *texts;
+    const size_t *lens;
+    int n, nt;
+} tok_arg;
+
+static void tok_task(void *p, int task) {
+    tok_arg *a = p;
+    const int ms = a->m->cfg.max_seq;
+    for (int i = task; i < a->n; i += a->nt)
+        a->m->tok_len[i] = cv_tok_encode(a->m->tok, a->texts[i], a->lens[i],
+                                         a->m->tok_ids + (size_t)i * ms, ms);
+}
+
+cv_err cv_minilm_embed(cv_minilm *m, const char *const *texts, const size_t *lens, int n,
+                       float *out, long *ntokens) {
+    if (n < 0) return CV_ERR_ARG;
+    if (ntokens) *ntokens = 0;
+    if (n == 0) return CV_OK;
+    const int ms = m->cfg.max_seq;
+    if (n > m->n_cap) {
+        free(m->tok_ids);
+        free(m->tok_len);
+        free(m->packed);
+        free(m->offs);
+        m->tok_ids = malloc(sizeof(int32_t) * (size_t)n * ms);
+        m->tok_len = malloc(sizeof(int32_t) * (size_t)n);
+        m->packed = malloc(sizeof(int32_t) * (size_t)n * ms);
+        m->offs = malloc(sizeof(int32_t) * ((size_t)n + 1));
+        m->n_cap = n;
+        if (!m->tok_ids || !m->tok_len || !m->packed || !m->offs) {
+            m->n_cap = 0;
+            return CV_ERR_NOMEM;
+        }
+    }
+    int nt = m->nthreads < n ? m->nthreads : n;
+    tok_arg ta = {m, texts, lens, n, nt};
+    cv_pool_run(m->pool, nt, tok_task, &ta);
+    m->offs[0] = 0;
+    for (int i = 0; i < n; i++) {
+        memcpy(m->packed + m->offs[i], m->tok_ids + (size_t)i * ms, sizeof(int32_t) * (size_t)m->tok_len[i]);
+        m->offs[i + 1] = m->offs[i] + m->tok_len[i];
+    }
+    if (ntokens) *ntokens = m->offs[n];
+    return cv_minilm_embed_ids(m, m->packed, m->offs, n, out);
+}

@@ -1,0 +1,55 @@
+/* minilm.h: sentence-transformers all-MiniLM-L6-v2 (BERT encoder + mean pooling + L2 norm),
+ * composed from kernels/backend.h ops only. */
+#ifndef CV_MINILM_H
+#define CV_MINILM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../common/cv_err.h"
+#include "tokenizer.h"
+
+/* Model facts, read from config.json and sentence_bert_config.json. */
+typedef struct cv_minilm_config {
+    int hidden;        /* 384 */
+    int layers;        /* 6 */
+    int heads;         /* 12 */
+    int intermediate;  /* 1536 */
+    int vocab;         /* 30522 */
+    int max_positions; /* 512 */
+    int type_vocab;    /* 2 */
+    int max_seq;       /* 256: sentence-transformers truncation, incl. [CLS] and [SEP] */
+    float ln_eps;      /* 1e-12 */
+} cv_minilm_config;
+
+typedef enum { CV_DEVICE_AUTO = 0, CV_DEVICE_CPU, CV_DEVICE_CUDA } cv_device;
+
+typedef struct cv_minilm_opts {
+    int threads;      /* 0 = all online CPUs */
+    cv_device device; /* AUTO picks CUDA when built in and a device initializes, else CPU */
+} cv_minilm_opts;
+
+typedef struct cv_minilm cv_minilm;
+
+/* Loads model_dir/{config.json, vocab.txt, model.safetensors, sentence_bert_config.json},
+ * checking every tensor's name, dtype and shape. On success *out is owned by the caller. */
+cv_err cv_minilm_load(const char *model_dir, const cv_minilm_opts *opts, cv_minilm **out);
+void cv_minilm_free(cv_minilm *m);
+
+const cv_minilm_config *cv_minilm_cfg(const cv_minilm *m);
+const cv_tok *cv_minilm_tok(const cv_minilm *m);
+const char *cv_minilm_device(const cv_minilm *m); /* "cpu" or "cuda" */
+int cv_minilm_threads(const cv_minilm *m);
+
+/* Embeds n texts (texts[i] has lens[i] bytes, any bytes) into out (n * hidden floats,
+ * caller-owned), each vector L2-normalized. If ntokens is not NULL it receives the total
+ * number of tokens processed. Not reentrant on one model. */
+cv_err cv_minilm_embed(cv_minilm *m, const char *const *texts, const size_t *lens, int n,
+                       float *out, long *ntokens);
+
+/* Same, from token ids: sequence s is ids[offs[s] .. offs[s+1]), each already framed with
+ * [CLS] .. [SEP] and at most max_positions long. */
+cv_err cv_minilm_embed_ids(cv_minilm *m, const int32_t *ids, const int32_t *offs, int nseq,
+                           float *out);
+
+#endif
