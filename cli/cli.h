@@ -7,10 +7,6 @@
 int cv_cmd_embed(int argc, char **argv);
 int cv_cmd_bench(int argc, char **argv);
 
-/* Default model folder: $CDCVEC_MODEL_DIR, else $XDG_CACHE_HOME or ~/.cache, +
- * /cdcvec/all-MiniLM-L6-v2 (where models/fetch_model.py puts it). Static storage. */
-const char *cv_cli_default_model_dir(void);
-
 /* Parses auto|cpu|cuda; returns 0 on success. */
 int cv_cli_parse_device(const char *s, cv_device *out);
 

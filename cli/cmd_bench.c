@@ -176,7 +176,7 @@ int cv_cmd_bench(int argc, char **argv) {
                                          {"anchor", required_argument, 0, O_ANCHOR},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
-    const char *model = cv_cli_default_model_dir(), *anchor = NULL;
+    const char *model = cv_minilm_default_dir(), *anchor = NULL;
     long threads = 0, secs = 3;
     int c;
     optind = 1;

@@ -43,7 +43,7 @@ int cv_cmd_embed(int argc, char **argv) {
         {"device", required_argument, 0, O_DEVICE}, {"batch", required_argument, 0, O_BATCH},
         {"help", no_argument, 0, 'h'},              {0, 0, 0, 0}};
     int jsonl = 0, f32 = 0;
-    const char *field = "text", *outpath = NULL, *model = cv_cli_default_model_dir();
+    const char *field = "text", *outpath = NULL, *model = cv_minilm_default_dir();
     long threads = 0, batch = 64;
     cv_device dev = CV_DEVICE_AUTO;
     int c;

@@ -20,18 +20,6 @@ static void usage(FILE *f) {
             CDCVEC_VERSION);
 }
 
-const char *cv_cli_default_model_dir(void) {
-    static char buf[4096];
-    const char *env = getenv("CDCVEC_MODEL_DIR");
-    if (env && *env) return env;
-    const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
-    if (xdg && *xdg)
-        snprintf(buf, sizeof buf, "%s/cdcvec/all-MiniLM-L6-v2", xdg);
-    else
-        snprintf(buf, sizeof buf, "%s/.cache/cdcvec/all-MiniLM-L6-v2", home ? home : ".");
-    return buf;
-}
-
 int cv_cli_parse_device(const char *s, cv_device *out) {
     if (strcmp(s, "auto") == 0) *out = CV_DEVICE_AUTO;
     else if (strcmp(s, "cpu") == 0) *out = CV_DEVICE_CPU;

@@ -390,6 +390,18 @@ static cv_err forward(const cv_minilm_config *c, worker *k, const int32_t *ids, 
 
 /* ---- public ---------------------------------------------------------------------------- */
 
+const char *cv_minilm_default_dir(void) {
+    static char buf[4096];
+    const char *env = getenv("CDCVEC_MODEL_DIR");
+    if (env && *env) return env;
+    const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    if (xdg && *xdg)
+        snprintf(buf, sizeof buf, "%s/cdcvec/all-MiniLM-L6-v2", xdg);
+    else
+        snprintf(buf, sizeof buf, "%s/.cache/cdcvec/all-MiniLM-L6-v2", home ? home : ".");
+    return buf;
+}
+
 cv_err cv_minilm_load(const char *model_dir, const cv_minilm_opts *opts, cv_minilm **out) {
     *out = NULL;
     cv_minilm_opts o = opts ? *opts : (cv_minilm_opts){0};

@@ -31,6 +31,10 @@ typedef struct cv_minilm_opts {
 
 typedef struct cv_minilm cv_minilm;
 
+/* Default model folder: $CDCVEC_MODEL_DIR, else ${XDG_CACHE_HOME:-~/.cache}/cdcvec/
+ * all-MiniLM-L6-v2 (where models/fetch_model.py puts it). Static storage. */
+const char *cv_minilm_default_dir(void);
+
 /* Loads model_dir/{config.json, vocab.txt, model.safetensors, sentence_bert_config.json},
  * checking every tensor's name, dtype and shape. On success *out is owned by the caller. */
 cv_err cv_minilm_load(const char *model_dir, const cv_minilm_opts *opts, cv_minilm **out);

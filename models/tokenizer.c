@@ -42,7 +42,13 @@ typedef struct {
     uint32_t max_len; /* longest key in bytes: bounds the longest-match search */
 } table;
 
+/* BERT's special tokens: matched verbatim in the raw text before normalization, as the
+ * reference's added_tokens (normalized=false, no strip) are, and each a word of its own. */
+static const char *const SPECIALS[] = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"};
+#define NSPECIALS 5
+
 struct cv_tok {
+    int32_t special_id[NSPECIALS];
     char *blob; /* vocab.txt contents; keys point into it */
     int nvocab;
     table init, cont;
@@ -172,6 +178,8 @@ cv_err cv_tok_load(const char *vocab_path, cv_tok **out) {
     t->cls_id = table_get(&t->init, t->blob, "[CLS]", 5);
     t->sep_id = table_get(&t->init, t->blob, "[SEP]", 5);
     t->unk_id = table_get(&t->init, t->blob, "[UNK]", 5);
+    for (int k = 0; k < NSPECIALS; k++)
+        t->special_id[k] = table_get(&t->init, t->blob, SPECIALS[k], strlen(SPECIALS[k]));
     if (t->cls_id < 0 || t->sep_id < 0 || t->unk_id < 0) {
         cv_error("event=vocab_invalid path=%s error=\"[CLS], [SEP] or [UNK] missing\" tokens=%d",
                  vocab_path, id);
@@ -199,6 +207,19 @@ int cv_tok_normalize_cp(const cv_tok *t, int32_t cp, int32_t out[16]) {
     if (cp < 0x80) {
         out[0] = (cp >= 'A' && cp <= 'Z') ? cp + 32 : cp;
         return 1;
+    }
+    /* characters newer than utf8proc's tables, and full-case mappings */
+    size_t lo = 0, hi = NRANGES(cv_uc_override);
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if ((uint32_t)cp < cv_uc_override[mid].cp) {
+            hi = mid;
+        } else if ((uint32_t)cp > cv_uc_override[mid].cp) {
+            lo = mid + 1;
+        } else {
+            for (int i = 0; i < cv_uc_override[mid].n; i++) out[i] = (int32_t)cv_uc_override[mid].x[i];
+            return cv_uc_override[mid].n;
+        }
     }
     utf8proc_int32_t dec[16];
     int boundclass = UTF8PROC_BOUNDCLASS_START;
@@ -325,6 +346,15 @@ static inline int ascii_class(int c) {
     return CV_TOK_KEEP;
 }
 
+/* Index of the special token that starts at s, or -1. */
+static int special_at(const cv_tok *t, const uint8_t *s, size_t len) {
+    for (int k = 0; k < NSPECIALS; k++) {
+        size_t n = strlen(SPECIALS[k]);
+        if (t->special_id[k] >= 0 && len >= n && memcmp(s, SPECIALS[k], n) == 0) return k;
+    }
+    return -1;
+}
+
 int cv_tok_encode(const cv_tok *t, const char *text, size_t len, int32_t *ids, int max_tokens) {
     CV_ASSERT(max_tokens >= 2);
     const uint8_t *s = (const uint8_t *)text;
@@ -337,6 +367,16 @@ int cv_tok_encode(const cv_tok *t, const char *text, size_t len, int32_t *ids, i
     while (i < len && !full) {
         int32_t cp;
         int cls;
+        if (s[i] == '[') {
+            int k = special_at(t, s + i, len - i);
+            if (k >= 0) {
+                if ((full = word_flush(t, &w, ids, &n, limit))) break;
+                ids[n++] = t->special_id[k];
+                full = n >= limit;
+                i += strlen(SPECIALS[k]);
+                continue;
+            }
+        }
         if (s[i] < 0x80) {
             cp = s[i++];
             cls = ascii_class(cp);

@@ -3,7 +3,9 @@
  * Normalization (clean text, CJK spacing, NFD, strip nonspacing marks, lowercase),
  * pre-tokenization (whitespace and punctuation) and greedy longest-match WordPiece.
  * Character classes come from models/tokenizer_unicode.h, derived from the reference
- * tokenizer; NFD and lowercasing come from utf8proc. Any byte string is accepted:
+ * tokenizer; NFD and lowercasing come from utf8proc. The special tokens [PAD] [UNK] [CLS]
+ * [SEP] [MASK] written literally in a text are recognized, as the reference does. Any byte
+ * string is accepted:
  * invalid UTF-8 reads as U+FFFD, which clean-text drops. */
 #ifndef CV_TOKENIZER_H
 #define CV_TOKENIZER_H

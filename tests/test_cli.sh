@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# test_cli.sh: cdcvec embed end to end: output shape, formats agree, bad input is a clear
+# error with its line number and a nonzero exit, bad options are rejected.
+set -u
+bin=$1
+fail=0
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+check() { if eval "$2"; then echo "ok   $1"; else echo "FAIL $1"; fail=1; fi; }
+
+printf 'A desert planet.\nSpace opera\n\n' >"$tmp/in.txt"
+"$bin" embed "$tmp/in.txt" >"$tmp/out.jsonl" 2>"$tmp/err"
+check "three lines give three vectors" '[ "$(wc -l <"$tmp/out.jsonl")" -eq 3 ]'
+check "each vector has 384 numbers" '[ "$(head -1 "$tmp/out.jsonl" | sed "s/.*\[//" | tr -cd , | wc -c)" -eq 383 ]'
+check "indices in order" 'grep -q "^{\"index\":2," "$tmp/out.jsonl"'
+"$bin" embed --format f32 "$tmp/in.txt" >"$tmp/out.f32" 2>/dev/null
+check "f32 output is 3*384*4 bytes" '[ "$(stat -c %s "$tmp/out.f32")" -eq 4608 ]'
+printf '{"text":"A desert planet."}\n"Space opera"\n{"text":""}\n' | "$bin" embed --jsonl >"$tmp/j.jsonl" 2>/dev/null
+check "jsonl input gives the same vectors as lines" 'cmp -s "$tmp/j.jsonl" "$tmp/out.jsonl"'
+
+printf '{"text":"ok"}\n{"text": 12}\n' | "$bin" embed --jsonl >/dev/null 2>"$tmp/err"; rc=$?
+check "non-string text: exit 2" '[ $rc -eq 2 ]'
+check "non-string text: names line 2" 'grep -q "line=2" "$tmp/err"'
+printf '{"text":"ok"}\n{not json\n' | "$bin" embed --jsonl >/dev/null 2>"$tmp/err"; rc=$?
+check "invalid JSON: exit 2 with line" '[ $rc -eq 2 ] && grep -q "line=2.*invalid JSON" "$tmp/err"'
+"$bin" embed --threads 0 </dev/null >/dev/null 2>"$tmp/err"; rc=$?
+check "--threads 0 rejected" '[ $rc -eq 2 ] && grep -q -- "--threads" "$tmp/err"'
+"$bin" embed --device tpu </dev/null >/dev/null 2>"$tmp/err"; rc=$?
+check "--device tpu rejected" '[ $rc -eq 2 ]'
+"$bin" embed --model /nonexistent </dev/null >/dev/null 2>"$tmp/err"; rc=$?
+check "missing model: exit 1 and the fix" '[ $rc -eq 1 ] && grep -q "fetch_model.py" "$tmp/err"'
+printf 'caf\xe9 \xff\xfe bytes\n' | "$bin" embed >"$tmp/bin.jsonl" 2>/dev/null; rc=$?
+check "invalid UTF-8 is accepted" '[ $rc -eq 0 ] && [ "$(wc -l <"$tmp/bin.jsonl")" -eq 1 ]'
+"$bin" frobnicate >/dev/null 2>&1; rc=$?
+check "unknown command: exit 2" '[ $rc -eq 2 ]'
+exit $fail

@@ -1,0 +1,142 @@
+/* test_embed_golden.c: cosine >= 0.99999 to sentence-transformers' vectors for every
+ * golden text (tests/data/embed_texts.jsonl + embed_golden.f32 from
+ * tests/golden/gen_golden.py); reports min/mean cosine and max |difference|. Also checks
+ * that batching and thread count do not change the vectors. */
+#define _POSIX_C_SOURCE 200809L
+#include <jansson.h>
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "../models/minilm.h"
+#include "test_util.h"
+
+#define DIM 384
+
+static char **texts;
+static size_t *lens;
+static int ntexts;
+static float *golden;
+
+static int setup(void **state) {
+    (void)state;
+    FILE *f = fopen(CV_TEST_DATA "/embed_texts.jsonl", "r");
+    if (!f) return -1;
+    char *line = NULL;
+    size_t cap = 0;
+    int capn = 0;
+    while (getline(&line, &cap, f) > 0) {
+        json_error_t je;
+        json_t *o = json_loads(line, JSON_ALLOW_NUL, &je);
+        if (!o) return -1;
+        json_t *s = json_object_get(o, "text");
+        if (ntexts == capn) {
+            capn = capn ? 2 * capn : 256;
+            texts = realloc(texts, sizeof(char *) * (size_t)capn);
+            lens = realloc(lens, sizeof(size_t) * (size_t)capn);
+        }
+        lens[ntexts] = json_string_length(s);
+        texts[ntexts] = malloc(lens[ntexts] + 1);
+        memcpy(texts[ntexts], json_string_value(s), lens[ntexts] + 1);
+        ntexts++;
+        json_decref(o);
+    }
+    free(line);
+    fclose(f);
+    size_t len;
+    golden = (float *)tu_read_file(CV_TEST_DATA "/embed_golden.f32", &len);
+    if (!golden || len != sizeof(float) * DIM * (size_t)ntexts) {
+        fprintf(stderr, "embed_golden.f32 has %zu bytes for %d texts\n", len, ntexts);
+        return -1;
+    }
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    for (int i = 0; i < ntexts; i++) free(texts[i]);
+    free(texts), free(lens), free(golden);
+    return 0;
+}
+
+static cv_minilm *load(int threads) {
+    cv_minilm_opts o = {.threads = threads, .device = CV_DEVICE_CPU};
+    cv_minilm *m = NULL;
+    cv_err err = cv_minilm_load(cv_minilm_default_dir(), &o, &m);
+    if (err) fprintf(stderr, "cannot load the model from %s: %s; run python3 models/fetch_model.py\n",
+                     cv_minilm_default_dir(), cv_strerror(err));
+    assert_int_equal(err, CV_OK);
+    return m;
+}
+
+static void test_golden_cosine(void **state) {
+    (void)state;
+    assert_true(ntexts >= 200);
+    cv_minilm *m = load(0);
+    float *out = malloc(sizeof(float) * DIM * (size_t)ntexts);
+    assert_int_equal(cv_minilm_embed(m, (const char *const *)texts, lens, ntexts, out, NULL), CV_OK);
+    double min_cos = 1, sum_cos = 0, max_abs = 0;
+    int worst = -1, long_texts = 0;
+    int32_t ids[256];
+    for (int i = 0; i < ntexts; i++) {
+        const float *a = out + (size_t)i * DIM, *b = golden + (size_t)i * DIM;
+        double dot = 0, na = 0, nb = 0;
+        for (int j = 0; j < DIM; j++) {
+            dot += (double)a[j] * b[j], na += (double)a[j] * a[j], nb += (double)b[j] * b[j];
+            max_abs = fmax(max_abs, fabs((double)a[j] - b[j]));
+        }
+        double cos = dot / sqrt(na * nb);
+        sum_cos += cos;
+        if (cos < min_cos) min_cos = cos, worst = i;
+        long_texts += cv_tok_encode(cv_minilm_tok(m), texts[i], lens[i], ids, 256) == 256;
+    }
+    print_message("golden embeddings: texts=%d (%d truncated at 256 tokens) min_cos=%.9f "
+                  "mean_cos=%.9f max_abs_diff=%.3e worst_index=%d\n",
+                  ntexts, long_texts, min_cos, sum_cos / ntexts, max_abs, worst);
+    assert_true(long_texts >= 20);
+    assert_true(min_cos >= 0.99999);
+    free(out);
+    cv_minilm_free(m);
+}
+
+/* Same vectors whatever the batch split and thread count. */
+static void test_batching_invariant(void **state) {
+    (void)state;
+    cv_minilm *m1 = load(1), *m2 = load(2);
+    const int n = 40;
+    float *all = malloc(sizeof(float) * DIM * n), *one = malloc(sizeof(float) * DIM);
+    assert_int_equal(cv_minilm_embed(m2, (const char *const *)texts, lens, n, all, NULL), CV_OK);
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(cv_minilm_embed(m1, (const char *const *)&texts[i], &lens[i], 1, one, NULL), CV_OK);
+        for (int j = 0; j < DIM; j++) assert_true(fabsf(one[j] - all[(size_t)i * DIM + j]) < 1e-5f);
+    }
+    free(all), free(one);
+    cv_minilm_free(m1);
+    cv_minilm_free(m2);
+}
+
+static void test_bad_ids(void **state) {
+    (void)state;
+    cv_minilm *m = load(1);
+    float out[DIM];
+    int32_t ids[] = {101, 999999, 102}, offs[] = {0, 3};
+    assert_int_equal(cv_minilm_embed_ids(m, ids, offs, 1, out), CV_ERR_ARG);
+    int32_t offs_bad[] = {0, 0};
+    assert_int_equal(cv_minilm_embed_ids(m, ids, offs_bad, 1, out), CV_ERR_ARG);
+    cv_minilm_free(m);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_golden_cosine),
+        cmocka_unit_test(test_batching_invariant),
+        cmocka_unit_test(test_bad_ids),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
