@@ -1,46 +1,47 @@
 /* attention.c: softmax(Q K^T / sqrt(hd)) V per sequence and head, over real tokens only.
- * Scores for one query row live in a small stack buffer (sequences are at most 512 long,
- * the position table's size). */
+ * Both products go through sgemm on strided views of the packed QKV matrix (no copies);
+ * the score block (L x L) lives in a per-call buffer, the softmax is vectorized. */
+#include <cblas.h>
 #include <math.h>
-#include <string.h>
+#include <stdlib.h>
 
 #include "cpu_ops.h"
+#include "vmath.h"
 
-#define MAX_LEN 512
+static void softmax_row(float *p, int L) {
+    float mx = p[0];
+#pragma omp simd reduction(max : mx)
+    for (int j = 0; j < L; j++) mx = p[j] > mx ? p[j] : mx;
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int j = 0; j < L; j++) {
+        p[j] = cv_expf(p[j] - mx);
+        sum += p[j];
+    }
+    const float inv = 1.0f / sum;
+#pragma omp simd
+    for (int j = 0; j < L; j++) p[j] *= inv;
+}
 
 void cv_cpu_attention(const float *qkv, const int32_t *offs, int nseq, int H, int hd, float *out) {
     const int D = H * hd, ld = 3 * D;
     const float scale = 1.0f / sqrtf((float)hd);
-    float p[MAX_LEN];
+    int maxlen = 0;
+    for (int s = 0; s < nseq; s++)
+        if (offs[s + 1] - offs[s] > maxlen) maxlen = offs[s + 1] - offs[s];
+    if (maxlen == 0) return;
+    float *S = malloc(sizeof(float) * (size_t)maxlen * (size_t)maxlen);
+    CV_ASSERT(S != NULL);
     for (int s = 0; s < nseq; s++) {
         const int base = offs[s], L = offs[s + 1] - offs[s];
-        CV_ASSERT(L >= 0 && L <= MAX_LEN);
+        if (L == 0) continue;
         for (int h = 0; h < H; h++) {
-            const float *q0 = qkv + (size_t)base * ld + h * hd;
-            const float *k0 = q0 + D, *v0 = q0 + 2 * D;
-            for (int i = 0; i < L; i++) {
-                const float *q = q0 + (size_t)i * ld;
-                float mx = -INFINITY;
-                for (int j = 0; j < L; j++) {
-                    const float *k = k0 + (size_t)j * ld;
-                    float acc = 0.0f;
-                    for (int d = 0; d < hd; d++) acc += q[d] * k[d];
-                    p[j] = acc * scale;
-                    if (p[j] > mx) mx = p[j];
-                }
-                float sum = 0.0f;
-                for (int j = 0; j < L; j++) {
-                    p[j] = expf(p[j] - mx);
-                    sum += p[j];
-                }
-                const float inv = 1.0f / sum;
-                float *o = out + (size_t)(base + i) * D + h * hd;
-                memset(o, 0, sizeof(float) * (size_t)hd);
-                for (int j = 0; j < L; j++) {
-                    const float *v = v0 + (size_t)j * ld, w = p[j] * inv;
-                    for (int d = 0; d < hd; d++) o[d] += w * v[d];
-                }
-            }
+            const float *q = qkv + (size_t)base * ld + h * hd, *k = q + D, *v = q + 2 * D;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, hd, scale, q, ld, k, ld, 0.0f, S, L);
+            for (int i = 0; i < L; i++) softmax_row(S + (size_t)i * L, L);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, hd, L, 1.0f, S, L, v, ld, 0.0f,
+                        out + (size_t)base * D + h * hd, D);
         }
     }
+    free(S);
 }

@@ -3,15 +3,18 @@
 #include <math.h>
 
 #include "cpu_ops.h"
+#include "vmath.h"
 
-float cv_cpu_gelu(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752440f)); }
+float cv_cpu_gelu(float x) { return cv_gelu_fast(x); }
 
 void cv_cpu_bias_act(float *y, const float *bias, int M, int N, cv_act act) {
     for (int i = 0; i < M; i++) {
         float *row = y + (size_t)i * N;
         if (act == CV_ACT_GELU) {
-            for (int j = 0; j < N; j++) row[j] = cv_cpu_gelu(row[j] + bias[j]);
+#pragma omp simd
+            for (int j = 0; j < N; j++) row[j] = cv_gelu_fast(row[j] + bias[j]);
         } else {
+#pragma omp simd
             for (int j = 0; j < N; j++) row[j] += bias[j];
         }
     }

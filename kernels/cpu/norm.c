@@ -6,9 +6,11 @@
 /* row = LayerNorm(row) in place. */
 static void layernorm_row(float *row, const float *gamma, const float *beta, int D, float eps) {
     float mean = 0.0f;
+#pragma omp simd reduction(+ : mean)
     for (int j = 0; j < D; j++) mean += row[j];
     mean /= (float)D;
     float var = 0.0f;
+#pragma omp simd reduction(+ : var)
     for (int j = 0; j < D; j++) {
         float d = row[j] - mean;
         var += d * d;
