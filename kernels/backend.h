@@ -57,4 +57,10 @@ struct cv_backend {
 /* A CPU backend that runs ops in the calling thread. *out owned by the caller (destroy). */
 cv_err cv_backend_cpu_new(cv_backend **out);
 
+/* Lets a CPU backend split each GEMM (by output columns) and attention (by heads) across
+ * pool's threads; NULL returns to single-threaded ops. The pool must not be running a task
+ * that calls this backend (cv_pool_run is not reentrant). */
+struct cv_pool;
+void cv_backend_cpu_set_pool(cv_backend *be, struct cv_pool *pool);
+
 #endif

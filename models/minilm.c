@@ -29,6 +29,9 @@
 #include "safetensors.h"
 
 #define MAX_CHUNK_TOKENS 4096 /* rows per forward call: bounds scratch memory per thread */
+/* below this many tokens per thread, one forward with ops split across threads beats one
+ * forward per thread (measured with cdcvec bench embed, bench/RESULTS.md) */
+#define INTRA_OP_TOKENS 256
 
 typedef struct {
     const float *wqkv; /* (3D, D) packed Q|K|V */
@@ -514,10 +517,20 @@ cv_err cv_minilm_embed_ids(cv_minilm *m, const int32_t *ids, const int32_t *offs
     }
     for (int t = offs[0]; t < offs[nseq]; t++)
         if (ids[t] < 0 || ids[t] >= m->cfg.vocab) return CV_ERR_ARG;
+    const long total = offs[nseq] - offs[0];
+    if (m->nthreads > 1 && (nseq < m->nthreads || total < (long)INTRA_OP_TOKENS * m->nthreads)) {
+        /* few tokens: one forward, every GEMM and attention split across the threads */
+        worker *k = &m->wk[0];
+        cv_backend_cpu_set_pool(k->be, m->pool);
+        int group_start[2] = {0, nseq};
+        run_arg a = {m, ids, offs, nseq, 1, group_start, out};
+        run_group(&a, 0);
+        cv_backend_cpu_set_pool(k->be, NULL);
+        return k->err;
+    }
     int ng = m->nthreads < nseq ? m->nthreads : nseq;
     int group_start[257];
     /* contiguous groups with about equal token counts */
-    const long total = offs[nseq] - offs[0];
     group_start[0] = 0;
     int s = 0;
     for (int g = 1; g < ng; g++) {

@@ -113,8 +113,20 @@ static void test_batching_invariant(void **state) {
     float *all = malloc(sizeof(float) * DIM * n), *one = malloc(sizeof(float) * DIM);
     assert_int_equal(cv_minilm_embed(m2, (const char *const *)texts, lens, n, all, NULL), CV_OK);
     for (int i = 0; i < n; i++) {
+        /* one thread, one text */
         assert_int_equal(cv_minilm_embed(m1, (const char *const *)&texts[i], &lens[i], 1, one, NULL), CV_OK);
         for (int j = 0; j < DIM; j++) assert_true(fabsf(one[j] - all[(size_t)i * DIM + j]) < 1e-5f);
+        /* two threads, one text: GEMMs and attention split across threads */
+        assert_int_equal(cv_minilm_embed(m2, (const char *const *)&texts[i], &lens[i], 1, one, NULL), CV_OK);
+        for (int j = 0; j < DIM; j++) assert_true(fabsf(one[j] - all[(size_t)i * DIM + j]) < 1e-5f);
+    }
+    /* the long texts (truncated at 256) through the split path too */
+    for (int i = ntexts - 35; i < ntexts; i += 7) {
+        float *ref = malloc(sizeof(float) * DIM);
+        assert_int_equal(cv_minilm_embed(m1, (const char *const *)&texts[i], &lens[i], 1, ref, NULL), CV_OK);
+        assert_int_equal(cv_minilm_embed(m2, (const char *const *)&texts[i], &lens[i], 1, one, NULL), CV_OK);
+        for (int j = 0; j < DIM; j++) assert_true(fabsf(one[j] - ref[j]) < 1e-5f);
+        free(ref);
     }
     free(all), free(one);
     cv_minilm_free(m1);

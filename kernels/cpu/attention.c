@@ -23,7 +23,8 @@ static void softmax_row(float *p, int L) {
     for (int j = 0; j < L; j++) p[j] *= inv;
 }
 
-void cv_cpu_attention(const float *qkv, const int32_t *offs, int nseq, int H, int hd, float *out) {
+void cv_cpu_attention_heads(const float *qkv, const int32_t *offs, int nseq, int H, int hd, int h0,
+                            int h1, float *out) {
     const int D = H * hd, ld = 3 * D;
     const float scale = 1.0f / sqrtf((float)hd);
     int maxlen = 0;
@@ -35,7 +36,7 @@ void cv_cpu_attention(const float *qkv, const int32_t *offs, int nseq, int H, in
     for (int s = 0; s < nseq; s++) {
         const int base = offs[s], L = offs[s + 1] - offs[s];
         if (L == 0) continue;
-        for (int h = 0; h < H; h++) {
+        for (int h = h0; h < h1; h++) {
             const float *q = qkv + (size_t)base * ld + h * hd, *k = q + D, *v = q + 2 * D;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, hd, scale, q, ld, k, ld, 0.0f, S, L);
             for (int i = 0; i < L; i++) softmax_row(S + (size_t)i * L, L);
@@ -44,4 +45,8 @@ void cv_cpu_attention(const float *qkv, const int32_t *offs, int nseq, int H, in
         }
     }
     free(S);
+}
+
+void cv_cpu_attention(const float *qkv, const int32_t *offs, int nseq, int H, int hd, float *out) {
+    cv_cpu_attention_heads(qkv, offs, nseq, H, hd, 0, H, out);
 }

@@ -3,7 +3,32 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../common/cv_pool.h"
 #include "cpu_ops.h"
+
+/* impl: the intra-op pool, or NULL */
+typedef struct {
+    const float *x, *w, *bias, *qkv;
+    const int32_t *offs;
+    int M, N, K, nseq, H, hd, parts;
+    cv_act act;
+    float *y;
+} split_job;
+
+static void linear_part(void *arg, int t) {
+    split_job *j = arg;
+    /* column slices aligned to 16 floats (one cache line) */
+    int n0 = (int)((long)j->N * t / j->parts) & ~15, n1 = t + 1 == j->parts ? j->N : (int)((long)j->N * (t + 1) / j->parts) & ~15;
+    cv_cpu_linear_cols(j->x, j->w, j->bias, j->M, j->N, j->K, j->act, j->y, n0, n1);
+}
+
+static void attention_part(void *arg, int t) {
+    split_job *j = arg;
+    cv_cpu_attention_heads(j->qkv, j->offs, j->nseq, j->H, j->hd, j->H * t / j->parts,
+                           j->H * (t + 1) / j->parts, j->y);
+}
+
+void cv_backend_cpu_set_pool(cv_backend *be, struct cv_pool *pool) { be->impl = pool; }
 
 static void *cpu_alloc(cv_backend *be, size_t bytes) {
     (void)be;
@@ -38,8 +63,14 @@ static void cpu_embed_ln(cv_backend *be, const int32_t *ids, const int32_t *pos_
 }
 static void cpu_linear(cv_backend *be, const float *x, const float *w, const float *bias, int M,
                        int N, int K, cv_act act, float *y) {
-    (void)be;
-    cv_cpu_linear(x, w, bias, M, N, K, act, y);
+    cv_pool *pool = be->impl;
+    if (!pool || N < 64) {
+        cv_cpu_linear(x, w, bias, M, N, K, act, y);
+        return;
+    }
+    split_job j = {.x = x, .w = w, .bias = bias, .M = M, .N = N, .K = K, .act = act, .y = y,
+                   .parts = cv_pool_size(pool)};
+    cv_pool_run(pool, j.parts, linear_part, &j);
 }
 static void cpu_add_ln(cv_backend *be, float *x, const float *res, const float *gamma,
                        const float *beta, int M, int D, float eps) {
@@ -48,8 +79,14 @@ static void cpu_add_ln(cv_backend *be, float *x, const float *res, const float *
 }
 static void cpu_attention(cv_backend *be, const float *qkv, const int32_t *offs, int nseq, int H,
                           int hd, float *out) {
-    (void)be;
-    cv_cpu_attention(qkv, offs, nseq, H, hd, out);
+    cv_pool *pool = be->impl;
+    if (!pool || H < 2) {
+        cv_cpu_attention(qkv, offs, nseq, H, hd, out);
+        return;
+    }
+    split_job j = {.qkv = qkv, .offs = offs, .nseq = nseq, .H = H, .hd = hd, .y = out,
+                   .parts = cv_pool_size(pool) < H ? cv_pool_size(pool) : H};
+    cv_pool_run(pool, j.parts, attention_part, &j);
 }
 static void cpu_pool_l2(cv_backend *be, const float *x, const int32_t *offs, int nseq, int D,
                         float *out) {

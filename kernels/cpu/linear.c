@@ -7,9 +7,9 @@
 
 float cv_cpu_gelu(float x) { return cv_gelu_fast(x); }
 
-void cv_cpu_bias_act(float *y, const float *bias, int M, int N, cv_act act) {
+void cv_cpu_bias_act(float *y, const float *bias, int M, int N, int ldy, cv_act act) {
     for (int i = 0; i < M; i++) {
-        float *row = y + (size_t)i * N;
+        float *row = y + (size_t)i * ldy;
         if (act == CV_ACT_GELU) {
 #pragma omp simd
             for (int j = 0; j < N; j++) row[j] = cv_gelu_fast(row[j] + bias[j]);
@@ -23,6 +23,13 @@ void cv_cpu_bias_act(float *y, const float *bias, int M, int N, cv_act act) {
 void cv_cpu_linear(const float *x, const float *w, const float *bias, int M, int N, int K,
                    cv_act act, float *y) {
     if (M <= 0) return;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, K, w, K, 0.0f, y, N);
-    cv_cpu_bias_act(y, bias, M, N, act);
+    cv_cpu_linear_cols(x, w, bias, M, N, K, act, y, 0, N);
+}
+
+void cv_cpu_linear_cols(const float *x, const float *w, const float *bias, int M, int N, int K,
+                        cv_act act, float *y, int n0, int n1) {
+    if (M <= 0 || n1 <= n0) return;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, n1 - n0, K, 1.0f, x, K, w + (size_t)n0 * K,
+                K, 0.0f, y + n0, N);
+    cv_cpu_bias_act(y + n0, bias + n0, M, n1 - n0, N, act);
 }
