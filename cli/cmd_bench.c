@@ -13,17 +13,19 @@
 #include "cli.h"
 
 static const char *const WORDS[] = {
-    "the", "a", "of", "and", "to", "in", "is", "his", "her", "their", "world", "humanity",
-    "alien", "invasion", "planet", "desert", "political", "intrigue", "power", "struggle",
-    "mathematician", "science", "future", "civilization", "collapse", "virtual", "reality",
-    "metaverse", "martian", "earth", "chaos", "dystopian", "society", "teenagers", "televised",
-    "spectacle", "peaceful", "childhood", "meteor", "shower", "population", "aggressive", "plant",
-    "ocean", "depths", "residents", "replaced", "physical", "copies", "senior", "citizens",
-    "recruited", "interstellar", "war", "discovering", "cultures", "threats", "young", "woman",
-    "famous", "mysterious", "artifact", "city", "genetically", "engineered", "conditioned",
-    "travels", "time", "witnesses", "evolution", "internet", "evolved", "survive", "minds",
-    "detective", "murder", "mystery", "kingdom", "dragon", "quest", "romance", "betrayal",
-    "family", "secrets", "journey", "island", "empire", "rebellion", "magic", "ancient"};
+    "the",         "a",          "of",           "and",          "to",         "in",          "is",
+    "his",         "her",        "their",        "world",        "humanity",   "alien",       "invasion",
+    "planet",      "desert",     "political",    "intrigue",     "power",      "struggle",    "mathematician",
+    "science",     "future",     "civilization", "collapse",     "virtual",    "reality",     "metaverse",
+    "martian",     "earth",      "chaos",        "dystopian",    "society",    "teenagers",   "televised",
+    "spectacle",   "peaceful",   "childhood",    "meteor",       "shower",     "population",  "aggressive",
+    "plant",       "ocean",      "depths",       "residents",    "replaced",   "physical",    "copies",
+    "senior",      "citizens",   "recruited",    "interstellar", "war",        "discovering", "cultures",
+    "threats",     "young",      "woman",        "famous",       "mysterious", "artifact",    "city",
+    "genetically", "engineered", "conditioned",  "travels",      "time",       "witnesses",   "evolution",
+    "internet",    "evolved",    "survive",      "minds",        "detective",  "murder",      "mystery",
+    "kingdom",     "dragon",     "quest",        "romance",      "betrayal",   "family",      "secrets",
+    "journey",     "island",     "empire",       "rebellion",    "magic",      "ancient"};
 #define NWORDS ((int)(sizeof WORDS / sizeof WORDS[0]))
 
 static double now_s(void) {
@@ -73,7 +75,8 @@ static void corpus_make(corpus *c, const char *name, int n, int wmin, int wmax, 
 }
 
 static void corpus_free(corpus *c) {
-    for (int i = 0; i < c->n; i++) free(c->text[i]);
+    for (int i = 0; i < c->n; i++)
+        free(c->text[i]);
     free(c->text);
     free(c->len);
 }
@@ -81,7 +84,8 @@ static void corpus_free(corpus *c) {
 static int write_corpus(const corpus *c, const char *path) {
     FILE *f = fopen(path, "w");
     if (!f) return -1;
-    for (int i = 0; i < c->n; i++) fprintf(f, "%s\n", c->text[i]);
+    for (int i = 0; i < c->n; i++)
+        fprintf(f, "%s\n", c->text[i]);
     return fclose(f);
 }
 
@@ -93,7 +97,8 @@ static void measure(cv_minilm *m, const corpus *c, int bs, double secs, double *
     long sent = 0, toks = 0;
     int pos = 0;
     /* warm-up: one batch */
-    for (int i = 0; i < bs; i++) tx[i] = c->text[i % c->n], ln[i] = c->len[i % c->n];
+    for (int i = 0; i < bs; i++)
+        tx[i] = c->text[i % c->n], ln[i] = c->len[i % c->n];
     cv_minilm_embed(m, tx, ln, bs, out, NULL);
     double t0 = now_s(), t;
     do {
@@ -151,15 +156,14 @@ static double anchor_lookup(const anchor_row *rows, int n, const char *set, int 
 }
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: cdcvec bench embed [options]\n\n"
-            "  --model DIR      model folder\n"
-            "  --threads N      threads (default: all online CPUs)\n"
-            "  --seconds S      time per measurement (default 3)\n"
-            "  --anchor CMD     command that benchmarks the reference on the same texts; it gets\n"
-            "                   --short FILE --long FILE --batches 1,8,64,256 --seconds S --threads N\n"
-            "                   and prints {\"set\":..,\"batch\":..,\"sent_per_s\":..} lines\n"
-            "                   (bench/st_anchor.py does this for sentence-transformers)\n");
+    fprintf(f, "usage: cdcvec bench embed [options]\n\n"
+               "  --model DIR      model folder\n"
+               "  --threads N      threads (default: all online CPUs)\n"
+               "  --seconds S      time per measurement (default 3)\n"
+               "  --anchor CMD     command that benchmarks the reference on the same texts; it gets\n"
+               "                   --short FILE --long FILE --batches 1,8,64,256 --seconds S --threads N\n"
+               "                   and prints {\"set\":..,\"batch\":..,\"sent_per_s\":..} lines\n"
+               "                   (bench/st_anchor.py does this for sentence-transformers)\n");
 }
 
 int cv_cmd_bench(int argc, char **argv) {
@@ -199,7 +203,7 @@ int cv_cmd_bench(int argc, char **argv) {
     const int nt = cv_minilm_threads(m);
     corpus sets[2];
     corpus_make(&sets[0], "short", 2048, 10, 48, 0x9E3779B97F4A7C15ull); /* ~15-60 tokens */
-    corpus_make(&sets[1], "long", 256, 260, 320, 0xD1B54A32D192ED03ull);  /* truncated at 256 */
+    corpus_make(&sets[1], "long", 256, 260, 320, 0xD1B54A32D192ED03ull); /* truncated at 256 */
     static const int batches[] = {1, 8, 64, 256};
     const int nb = 4;
 
@@ -214,8 +218,9 @@ int cv_cmd_bench(int argc, char **argv) {
             fprintf(stderr, "cdcvec bench: cannot write the corpus for the anchor\n");
         } else {
             char cmd[8192];
-            snprintf(cmd, sizeof cmd, "%s --short %s --long %s --batches 1,8,64,256 --seconds %ld --threads %d",
-                     anchor, sp, lp, secs, nt);
+            snprintf(cmd, sizeof cmd,
+                     "%s --short %s --long %s --batches 1,8,64,256 --seconds %ld --threads %d", anchor, sp,
+                     lp, secs, nt);
             fprintf(stderr, "anchor: %s\n", cmd);
             na = run_anchor(cmd, arows, 32);
             if (na < 0) fprintf(stderr, "cdcvec bench: the anchor command failed; no ratios\n");
@@ -241,14 +246,16 @@ int cv_cmd_bench(int argc, char **argv) {
     /* a 10 MB text costs what its first 256 tokens cost */
     size_t big_len = 10u << 20;
     char *big = malloc(big_len + 1);
-    for (size_t i = 0; i < big_len; i++) big[i] = sets[1].text[0][i % sets[1].len[0]];
+    for (size_t i = 0; i < big_len; i++)
+        big[i] = sets[1].text[0][i % sets[1].len[0]];
     t0 = now_s();
-    for (int i = 0; i < 100; i++) cv_tok_encode(tok, big, big_len, ids, cv_minilm_cfg(m)->max_seq);
+    for (int i = 0; i < 100; i++)
+        cv_tok_encode(tok, big, big_len, ids, cv_minilm_cfg(m)->max_seq);
     double big_us = (now_s() - t0) / 100 * 1e6;
     free(big);
 
-    printf("# cdcvec bench embed: device=%s threads=%d seconds/measurement=%ld\n",
-           cv_minilm_device(m), nt, secs);
+    printf("# cdcvec bench embed: device=%s threads=%d seconds/measurement=%ld\n", cv_minilm_device(m), nt,
+           secs);
     printf("tokenizer: %.1f MB/s on one thread (%ld short texts); 10 MB text: %.1f us per encode\n\n",
            tok_mbs, ntexts, big_us);
     printf("| set | batch | cdcvec sent/s | cdcvec tok/s | sentence-transformers sent/s | ratio |\n");
@@ -259,7 +266,8 @@ int cv_cmd_bench(int argc, char **argv) {
             measure(m, &sets[s], batches[b], (double)secs, &sps, &tps);
             double a = anchor_lookup(arows, na > 0 ? na : 0, sets[s].name, batches[b]);
             if (a > 0)
-                printf("| %s | %d | %.1f | %.0f | %.1f | %.2fx |\n", sets[s].name, batches[b], sps, tps, a, sps / a);
+                printf("| %s | %d | %.1f | %.0f | %.1f | %.2fx |\n", sets[s].name, batches[b], sps, tps, a,
+                       sps / a);
             else
                 printf("| %s | %d | %.1f | %.0f | - | - |\n", sets[s].name, batches[b], sps, tps);
             fflush(stdout);
@@ -277,8 +285,8 @@ int cv_cmd_bench(int argc, char **argv) {
         lat[i] = (now_s() - a) * 1e3;
     }
     qsort(lat, runs, sizeof(double), cmp_double);
-    printf("\nsingle-text latency (short set, %d runs): p50 %.2f ms, p99 %.2f ms\n", runs,
-           lat[runs / 2], lat[runs * 99 / 100]);
+    printf("\nsingle-text latency (short set, %d runs): p50 %.2f ms, p99 %.2f ms\n", runs, lat[runs / 2],
+           lat[runs * 99 / 100]);
     corpus_free(&sets[0]);
     corpus_free(&sets[1]);
     cv_minilm_free(m);

@@ -10,25 +10,25 @@
 #include "textio.h"
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: cdcvec embed [options] [FILE]\n\n"
-            "Reads texts from FILE (default stdin), one per line, and writes one vector per text.\n\n"
-            "  --jsonl             input lines are JSON: a string, or an object with a \"text\" field\n"
-            "  --field NAME        with --jsonl, the object field holding the text (default text)\n"
-            "  --format jsonl|f32  output: {\"index\":i,\"embedding\":[...]} lines (default), or raw\n"
-            "                      little-endian float32, 384 per text, no framing\n"
-            "  -o, --output FILE   write to FILE instead of stdout\n"
-            "  --model DIR         model folder (default $CDCVEC_MODEL_DIR or\n"
-            "                      ~/.cache/cdcvec/all-MiniLM-L6-v2)\n"
-            "  --threads N         CPU threads (default: all online CPUs)\n"
-            "  --device D          auto (default), cpu or cuda\n"
-            "  --batch N           texts per batch (default 64)\n");
+    fprintf(f, "usage: cdcvec embed [options] [FILE]\n\n"
+               "Reads texts from FILE (default stdin), one per line, and writes one vector per text.\n\n"
+               "  --jsonl             input lines are JSON: a string, or an object with a \"text\" field\n"
+               "  --field NAME        with --jsonl, the object field holding the text (default text)\n"
+               "  --format jsonl|f32  output: {\"index\":i,\"embedding\":[...]} lines (default), or raw\n"
+               "                      little-endian float32, 384 per text, no framing\n"
+               "  -o, --output FILE   write to FILE instead of stdout\n"
+               "  --model DIR         model folder (default $CDCVEC_MODEL_DIR or\n"
+               "                      ~/.cache/cdcvec/all-MiniLM-L6-v2)\n"
+               "  --threads N         CPU threads (default: all online CPUs)\n"
+               "  --device D          auto (default), cpu or cuda\n"
+               "  --batch N           texts per batch (default 64)\n");
 }
 
 static int write_jsonl(FILE *out, const float *v, int n, int dim, long first) {
     for (int i = 0; i < n; i++) {
         fprintf(out, "{\"index\":%ld,\"embedding\":[", first + i);
-        for (int j = 0; j < dim; j++) fprintf(out, j ? ",%.9g" : "%.9g", (double)v[(size_t)i * dim + j]);
+        for (int j = 0; j < dim; j++)
+            fprintf(out, j ? ",%.9g" : "%.9g", (double)v[(size_t)i * dim + j]);
         fputs("]}\n", out);
     }
     return ferror(out) ? -1 : 0;
@@ -36,12 +36,16 @@ static int write_jsonl(FILE *out, const float *v, int n, int dim, long first) {
 
 int cv_cmd_embed(int argc, char **argv) {
     enum { O_JSONL = 256, O_FIELD, O_FORMAT, O_MODEL, O_THREADS, O_DEVICE, O_BATCH };
-    static const struct option opts[] = {
-        {"jsonl", no_argument, 0, O_JSONL},         {"field", required_argument, 0, O_FIELD},
-        {"format", required_argument, 0, O_FORMAT}, {"output", required_argument, 0, 'o'},
-        {"model", required_argument, 0, O_MODEL},   {"threads", required_argument, 0, O_THREADS},
-        {"device", required_argument, 0, O_DEVICE}, {"batch", required_argument, 0, O_BATCH},
-        {"help", no_argument, 0, 'h'},              {0, 0, 0, 0}};
+    static const struct option opts[] = {{"jsonl", no_argument, 0, O_JSONL},
+                                         {"field", required_argument, 0, O_FIELD},
+                                         {"format", required_argument, 0, O_FORMAT},
+                                         {"output", required_argument, 0, 'o'},
+                                         {"model", required_argument, 0, O_MODEL},
+                                         {"threads", required_argument, 0, O_THREADS},
+                                         {"device", required_argument, 0, O_DEVICE},
+                                         {"batch", required_argument, 0, O_BATCH},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
     int jsonl = 0, f32 = 0;
     const char *field = "text", *outpath = NULL, *model = cv_minilm_default_dir();
     long threads = 0, batch = 64;
@@ -53,8 +57,10 @@ int cv_cmd_embed(int argc, char **argv) {
         case O_JSONL: jsonl = 1; break;
         case O_FIELD: field = optarg; break;
         case O_FORMAT:
-            if (strcmp(optarg, "f32") == 0) f32 = 1;
-            else if (strcmp(optarg, "jsonl") == 0) f32 = 0;
+            if (strcmp(optarg, "f32") == 0)
+                f32 = 1;
+            else if (strcmp(optarg, "jsonl") == 0)
+                f32 = 0;
             else {
                 fprintf(stderr, "cdcvec embed: --format: expected jsonl or f32, got '%s'\n", optarg);
                 return 2;

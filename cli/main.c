@@ -21,9 +21,12 @@ static void usage(FILE *f) {
 }
 
 int cv_cli_parse_device(const char *s, cv_device *out) {
-    if (strcmp(s, "auto") == 0) *out = CV_DEVICE_AUTO;
-    else if (strcmp(s, "cpu") == 0) *out = CV_DEVICE_CPU;
-    else if (strcmp(s, "cuda") == 0) *out = CV_DEVICE_CUDA;
+    if (strcmp(s, "auto") == 0)
+        *out = CV_DEVICE_AUTO;
+    else if (strcmp(s, "cpu") == 0)
+        *out = CV_DEVICE_CPU;
+    else if (strcmp(s, "cuda") == 0)
+        *out = CV_DEVICE_CUDA;
     else {
         fprintf(stderr, "cdcvec: --device: expected auto, cpu or cuda, got '%s'\n", s);
         return -1;

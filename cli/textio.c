@@ -49,8 +49,8 @@ cv_err cv_textbuf_read(cv_textbuf *tb, FILE *f, const char *name, long *lineno, 
         json_t *v = json_loadb(line, (size_t)n, JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
         json_t *s = json_is_object(v) ? json_object_get(v, field) : v;
         if (!v) {
-            cv_error("event=bad_input input=%s line=%ld column=%d error=\"invalid JSON: %s\"", name,
-                     *lineno, je.column, je.text);
+            cv_error("event=bad_input input=%s line=%ld column=%d error=\"invalid JSON: %s\"", name, *lineno,
+                     je.column, je.text);
             err = CV_ERR_FORMAT;
         } else if (!json_is_string(s)) {
             cv_error("event=bad_input input=%s line=%ld error=\"expected a JSON string or an object "
@@ -73,7 +73,8 @@ cv_err cv_textbuf_read(cv_textbuf *tb, FILE *f, const char *name, long *lineno, 
 }
 
 void cv_textbuf_clear(cv_textbuf *tb) {
-    for (int i = 0; i < tb->n; i++) free(tb->text[i]);
+    for (int i = 0; i < tb->n; i++)
+        free(tb->text[i]);
     tb->n = 0;
 }
 

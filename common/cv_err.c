@@ -20,6 +20,4 @@ const char *cv_strerror(cv_err e) {
     return messages[e];
 }
 
-bool cv_err_retriable(cv_err e) {
-    return e == CV_ERR_BUSY || e == CV_ERR_TIMEOUT;
-}
+bool cv_err_retriable(cv_err e) { return e == CV_ERR_BUSY || e == CV_ERR_TIMEOUT; }

@@ -8,16 +8,16 @@
 
 typedef enum cv_err {
     CV_OK = 0,
-    CV_ERR_NOMEM,     /* allocation failed */
-    CV_ERR_IO,        /* a file or stream could not be read or written */
-    CV_ERR_NOTFOUND,  /* a required file, tensor or key is missing */
-    CV_ERR_FORMAT,    /* malformed input: file, header, JSON, option value */
-    CV_ERR_MISMATCH,  /* well-formed but disagrees with the model config (shape, dtype) */
-    CV_ERR_ARG,       /* invalid argument from the caller */
-    CV_ERR_DEVICE,    /* an accelerator failed or is absent */
+    CV_ERR_NOMEM,       /* allocation failed */
+    CV_ERR_IO,          /* a file or stream could not be read or written */
+    CV_ERR_NOTFOUND,    /* a required file, tensor or key is missing */
+    CV_ERR_FORMAT,      /* malformed input: file, header, JSON, option value */
+    CV_ERR_MISMATCH,    /* well-formed but disagrees with the model config (shape, dtype) */
+    CV_ERR_ARG,         /* invalid argument from the caller */
+    CV_ERR_DEVICE,      /* an accelerator failed or is absent */
     CV_ERR_UNSUPPORTED, /* valid request this build cannot serve */
-    CV_ERR_BUSY,      /* over capacity, retry later */
-    CV_ERR_TIMEOUT,   /* deadline passed, retry later */
+    CV_ERR_BUSY,        /* over capacity, retry later */
+    CV_ERR_TIMEOUT,     /* deadline passed, retry later */
     CV_ERR__COUNT
 } cv_err;
 
@@ -28,13 +28,12 @@ const char *cv_strerror(cv_err e);
 bool cv_err_retriable(cv_err e);
 
 /* Broken invariant: abort with file:line. Not for errors from outside the process. */
-#define CV_ASSERT(cond)                                                                   \
-    do {                                                                                  \
-        if (!(cond)) {                                                                    \
-            fprintf(stderr, "cdcvec: assertion failed at %s:%d: %s\n", __FILE__, __LINE__, \
-                    #cond);                                                               \
-            abort();                                                                      \
-        }                                                                                 \
+#define CV_ASSERT(cond)                                                                                      \
+    do {                                                                                                     \
+        if (!(cond)) {                                                                                       \
+            fprintf(stderr, "cdcvec: assertion failed at %s:%d: %s\n", __FILE__, __LINE__, #cond);           \
+            abort();                                                                                         \
+        }                                                                                                    \
     } while (0)
 
 #endif

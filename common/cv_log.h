@@ -11,13 +11,13 @@ void cv_log_init_from_env(void);
 
 void cv_log_write(cv_log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-#define CV_LOG(lvl, ...)                                 \
-    do {                                                 \
-        if ((lvl) >= cv_log_min) cv_log_write((lvl), __VA_ARGS__); \
+#define CV_LOG(lvl, ...)                                                                                     \
+    do {                                                                                                     \
+        if ((lvl) >= cv_log_min) cv_log_write((lvl), __VA_ARGS__);                                           \
     } while (0)
 #define cv_debug(...) CV_LOG(CV_LOG_DEBUG, __VA_ARGS__)
-#define cv_info(...) CV_LOG(CV_LOG_INFO, __VA_ARGS__)
-#define cv_warn(...) CV_LOG(CV_LOG_WARN, __VA_ARGS__)
+#define cv_info(...)  CV_LOG(CV_LOG_INFO, __VA_ARGS__)
+#define cv_warn(...)  CV_LOG(CV_LOG_WARN, __VA_ARGS__)
 #define cv_error(...) CV_LOG(CV_LOG_ERROR, __VA_ARGS__)
 
 #endif

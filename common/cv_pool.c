@@ -28,7 +28,8 @@ static void *worker(void *a) {
     unsigned long seen = 0;
     pthread_mutex_lock(&p->mu);
     for (;;) {
-        while (!p->stop && p->gen == seen) pthread_cond_wait(&p->start, &p->mu);
+        while (!p->stop && p->gen == seen)
+            pthread_cond_wait(&p->start, &p->mu);
         if (p->stop) break;
         seen = p->gen;
         if (idx < p->ntasks) {
@@ -77,7 +78,8 @@ void cv_pool_free(cv_pool *p) {
     p->stop = 1;
     pthread_cond_broadcast(&p->start);
     pthread_mutex_unlock(&p->mu);
-    for (int i = 1; i < p->n; i++) pthread_join(p->th[i - 1], NULL);
+    for (int i = 1; i < p->n; i++)
+        pthread_join(p->th[i - 1], NULL);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->start);
     pthread_cond_destroy(&p->done);
@@ -102,7 +104,8 @@ void cv_pool_run(cv_pool *p, int ntasks, cv_pool_fn fn, void *arg) {
     fn(arg, 0);
     if (ntasks > 1) {
         pthread_mutex_lock(&p->mu);
-        while (p->pending > 0) pthread_cond_wait(&p->done, &p->mu);
+        while (p->pending > 0)
+            pthread_cond_wait(&p->done, &p->mu);
         pthread_mutex_unlock(&p->mu);
     }
 }

@@ -33,23 +33,23 @@ struct cv_backend {
     cv_err (*sync)(cv_backend *be);
 
     /* out[t] = LayerNorm(word[ids[t]] + pos[pos_ids[t]] + type0) */
-    void (*embed_ln)(cv_backend *be, const int32_t *ids /* (T) */, const int32_t *pos_ids /* (T) */,
-                     int T, int D, const float *word /* (V,D) */, const float *pos /* (P,D) */,
-                     const float *type0 /* (D) */, const float *gamma /* (D) */,
-                     const float *beta /* (D) */, float eps, float *out /* (T,D) */);
+    void (*embed_ln)(cv_backend *be, const int32_t *ids /* (T) */, const int32_t *pos_ids /* (T) */, int T,
+                     int D, const float *word /* (V,D) */, const float *pos /* (P,D) */,
+                     const float *type0 /* (D) */, const float *gamma /* (D) */, const float *beta /* (D) */,
+                     float eps, float *out /* (T,D) */);
     /* y = act(x w^T + bias): x (M,K), w (N,K) as nn.Linear stores it, bias (N), y (M,N). */
-    void (*linear)(cv_backend *be, const float *x, const float *w, const float *bias, int M, int N,
-                   int K, cv_act act, float *y);
+    void (*linear)(cv_backend *be, const float *x, const float *w, const float *bias, int M, int N, int K,
+                   cv_act act, float *y);
     /* x = LayerNorm(x + res) over rows of D: x (M,D) in/out, res (M,D). */
-    void (*add_ln)(cv_backend *be, float *x, const float *res, const float *gamma,
-                   const float *beta, int M, int D, float eps);
+    void (*add_ln)(cv_backend *be, float *x, const float *res, const float *gamma, const float *beta, int M,
+                   int D, float eps);
     /* Self-attention per sequence and head, no padding: qkv (T, 3*H*hd) holds Q|K|V per
      * token, out (T, H*hd) gets softmax(Q K^T / sqrt(hd)) V. */
-    void (*attention)(cv_backend *be, const float *qkv, const int32_t *offs /* (nseq+1) */,
-                      int nseq, int H, int hd, float *out);
+    void (*attention)(cv_backend *be, const float *qkv, const int32_t *offs /* (nseq+1) */, int nseq, int H,
+                      int hd, float *out);
     /* out[s] = mean of x over sequence s's rows, then L2-normalized (eps 1e-12). */
-    void (*pool_l2)(cv_backend *be, const float *x /* (T,D) */, const int32_t *offs, int nseq,
-                    int D, float *out /* (nseq,D) */);
+    void (*pool_l2)(cv_backend *be, const float *x /* (T,D) */, const int32_t *offs, int nseq, int D,
+                    float *out /* (nseq,D) */);
 
     void (*destroy)(cv_backend *be);
 };

@@ -34,13 +34,13 @@
 #define INTRA_OP_TOKENS 256
 
 typedef struct {
-    const float *wqkv; /* (3D, D) packed Q|K|V */
-    const float *bqkv; /* (3D) */
-    const float *wo, *bo;         /* (D, D), (D) */
-    const float *ln1_g, *ln1_b;   /* (D) */
-    const float *w1, *b1;         /* (NI, D), (NI) */
-    const float *w2, *b2;         /* (D, NI), (D) */
-    const float *ln2_g, *ln2_b;   /* (D) */
+    const float *wqkv;          /* (3D, D) packed Q|K|V */
+    const float *bqkv;          /* (3D) */
+    const float *wo, *bo;       /* (D, D), (D) */
+    const float *ln1_g, *ln1_b; /* (D) */
+    const float *w1, *b1;       /* (NI, D), (NI) */
+    const float *w2, *b2;       /* (D, NI), (D) */
+    const float *ln2_g, *ln2_b; /* (D) */
 } layer_w;
 
 typedef struct {
@@ -66,8 +66,8 @@ struct cv_minilm {
     cv_minilm_config cfg;
     cv_tok *tok;
     cv_st *st;
-    model_w host;     /* host pointers: into the mapping or into owned[] */
-    void **owned;     /* buffers we allocated for weights (packed QKV, converted dtypes) */
+    model_w host; /* host pointers: into the mapping or into owned[] */
+    void **owned; /* buffers we allocated for weights (packed QKV, converted dtypes) */
     int nowned, owned_cap;
     cv_pool *pool;
     worker *wk; /* (nthreads) */
@@ -226,8 +226,8 @@ static cv_err tensor(cv_minilm *m, const char *path, const char *name, int64_t d
         *out = p;
         return CV_OK;
     }
-    cv_error("event=model_invalid path=%s tensor=%s error=\"dtype %s, expected F32, F16 or BF16\"",
-             path, name, t->dtype_name);
+    cv_error("event=model_invalid path=%s tensor=%s error=\"dtype %s, expected F32, F16 or BF16\"", path,
+             name, t->dtype_name);
     return CV_ERR_MISMATCH;
 }
 
@@ -252,8 +252,8 @@ static cv_err load_weights(cv_minilm *m, const char *dir) {
     for (int l = 0; l < c->layers; l++) {
         layer_w *L = &w->layer[l];
         const float *q, *k, *v, *bq, *bk, *bv;
-#define T(suffix, d0, d1, dst)                                                     \
-    (snprintf(name, sizeof name, "encoder.layer.%d.%s", l, suffix),               \
+#define T(suffix, d0, d1, dst)                                                                               \
+    (snprintf(name, sizeof name, "encoder.layer.%d.%s", l, suffix),                                          \
      (err = tensor(m, path, name, d0, d1, dst)))
         if (T("attention.self.query.weight", D, D, &q) || T("attention.self.key.weight", D, D, &k) ||
             T("attention.self.value.weight", D, D, &v) || T("attention.self.query.bias", D, 0, &bq) ||
@@ -267,7 +267,8 @@ static cv_err load_weights(cv_minilm *m, const char *dir) {
             T("output.LayerNorm.weight", D, 0, &L->ln2_g) || T("output.LayerNorm.bias", D, 0, &L->ln2_b))
             return err;
 #undef T
-        float *wqkv = own(m, sizeof(float) * (size_t)(3 * D * D)), *bqkv = own(m, sizeof(float) * (size_t)(3 * D));
+        float *wqkv = own(m, sizeof(float) * (size_t)(3 * D * D)),
+              *bqkv = own(m, sizeof(float) * (size_t)(3 * D));
         if (!wqkv || !bqkv) return CV_ERR_NOMEM;
         memcpy(wqkv, q, sizeof(float) * (size_t)(D * D));
         memcpy(wqkv + D * D, k, sizeof(float) * (size_t)(D * D));
@@ -353,8 +354,8 @@ static cv_err worker_reserve(const cv_minilm_config *c, worker *k, int tokens, i
 }
 
 /* Runs the encoder on nseq packed sequences (host ids/offs, offs[0] may be nonzero). */
-static cv_err forward(const cv_minilm_config *c, worker *k, const int32_t *ids, const int32_t *offs,
-                      int nseq, float *out) {
+static cv_err forward(const cv_minilm_config *c, worker *k, const int32_t *ids, const int32_t *offs, int nseq,
+                      float *out) {
     const int T = offs[nseq] - offs[0], D = c->hidden, H = c->heads, hd = D / H;
     cv_err err = worker_reserve(c, k, T, nseq);
     if (err) return err;
@@ -363,9 +364,11 @@ static cv_err forward(const cv_minilm_config *c, worker *k, const int32_t *ids, 
     int32_t *pos = malloc(sizeof(int32_t) * ((size_t)T + (size_t)nseq + 1));
     if (!pos) return CV_ERR_NOMEM;
     int32_t *roffs = pos + T;
-    for (int s = 0; s <= nseq; s++) roffs[s] = offs[s] - offs[0];
+    for (int s = 0; s <= nseq; s++)
+        roffs[s] = offs[s] - offs[0];
     for (int s = 0; s < nseq; s++)
-        for (int t = roffs[s]; t < roffs[s + 1]; t++) pos[t] = t - roffs[s];
+        for (int t = roffs[s]; t < roffs[s + 1]; t++)
+            pos[t] = t - roffs[s];
     if ((err = be->upload(be, k->ids, ids + offs[0], sizeof(int32_t) * (size_t)T)) ||
         (err = be->upload(be, k->pos, pos, sizeof(int32_t) * (size_t)T)) ||
         (err = be->upload(be, k->offs, roffs, sizeof(int32_t) * ((size_t)nseq + 1)))) {
@@ -443,15 +446,16 @@ cv_err cv_minilm_load(const char *model_dir, const cv_minilm_opts *opts, cv_mini
         cv_minilm_free(m);
         return err ? err : CV_ERR_NOMEM;
     }
-    for (int i = 0; i < nt && !err; i++) err = worker_init(m, &m->wk[i]);
+    for (int i = 0; i < nt && !err; i++)
+        err = worker_init(m, &m->wk[i]);
     if (err) {
         cv_minilm_free(m);
         return err;
     }
     cv_info("event=model_loaded dir=%s device=cpu reason=\"%s\" threads=%d layers=%d hidden=%d "
             "max_seq=%d",
-            model_dir, o.device == CV_DEVICE_AUTO ? "built without CUDA" : "requested", nt,
-            m->cfg.layers, m->cfg.hidden, m->cfg.max_seq);
+            model_dir, o.device == CV_DEVICE_AUTO ? "built without CUDA" : "requested", nt, m->cfg.layers,
+            m->cfg.hidden, m->cfg.max_seq);
     *out = m;
     return CV_OK;
 }
@@ -469,7 +473,8 @@ void cv_minilm_free(cv_minilm *m) {
         }
         free(m->wk);
     }
-    for (int i = 0; i < m->nowned; i++) free(m->owned[i]);
+    for (int i = 0; i < m->nowned; i++)
+        free(m->owned[i]);
     free(m->owned);
     cv_st_close(m->st);
     cv_tok_free(m->tok);
@@ -502,14 +507,14 @@ static void run_group(void *p, int g) {
     k->err = CV_OK;
     while (s < end && !k->err) {
         int e = s + 1;
-        while (e < end && a->offs[e + 1] - a->offs[s] <= MAX_CHUNK_TOKENS) e++;
+        while (e < end && a->offs[e + 1] - a->offs[s] <= MAX_CHUNK_TOKENS)
+            e++;
         k->err = forward(&a->m->cfg, k, a->ids, a->offs + s, e - s, a->out + (size_t)s * D);
         s = e;
     }
 }
 
-cv_err cv_minilm_embed_ids(cv_minilm *m, const int32_t *ids, const int32_t *offs, int nseq,
-                           float *out) {
+cv_err cv_minilm_embed_ids(cv_minilm *m, const int32_t *ids, const int32_t *offs, int nseq, float *out) {
     if (nseq <= 0) return nseq == 0 ? CV_OK : CV_ERR_ARG;
     for (int s = 0; s < nseq; s++) {
         int len = offs[s + 1] - offs[s];
@@ -535,7 +540,8 @@ cv_err cv_minilm_embed_ids(cv_minilm *m, const int32_t *ids, const int32_t *offs
     int s = 0;
     for (int g = 1; g < ng; g++) {
         long target = total * g / ng + offs[0];
-        while (s < nseq - (ng - g) && offs[s + 1] <= target) s++;
+        while (s < nseq - (ng - g) && offs[s + 1] <= target)
+            s++;
         if (s < group_start[g - 1] + 1) s = group_start[g - 1] + 1;
         group_start[g] = s;
     }
@@ -558,12 +564,12 @@ static void tok_task(void *p, int task) {
     tok_arg *a = p;
     const int ms = a->m->cfg.max_seq;
     for (int i = task; i < a->n; i += a->nt)
-        a->m->tok_len[i] = cv_tok_encode(a->m->tok, a->texts[i], a->lens[i],
-                                         a->m->tok_ids + (size_t)i * ms, ms);
+        a->m->tok_len[i] =
+            cv_tok_encode(a->m->tok, a->texts[i], a->lens[i], a->m->tok_ids + (size_t)i * ms, ms);
 }
 
-cv_err cv_minilm_embed(cv_minilm *m, const char *const *texts, const size_t *lens, int n,
-                       float *out, long *ntokens) {
+cv_err cv_minilm_embed(cv_minilm *m, const char *const *texts, const size_t *lens, int n, float *out,
+                       long *ntokens) {
     if (n < 0) return CV_ERR_ARG;
     if (ntokens) *ntokens = 0;
     if (n == 0) return CV_OK;

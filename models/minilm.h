@@ -48,12 +48,11 @@ int cv_minilm_threads(const cv_minilm *m);
 /* Embeds n texts (texts[i] has lens[i] bytes, any bytes) into out (n * hidden floats,
  * caller-owned), each vector L2-normalized. If ntokens is not NULL it receives the total
  * number of tokens processed. Not reentrant on one model. */
-cv_err cv_minilm_embed(cv_minilm *m, const char *const *texts, const size_t *lens, int n,
-                       float *out, long *ntokens);
+cv_err cv_minilm_embed(cv_minilm *m, const char *const *texts, const size_t *lens, int n, float *out,
+                       long *ntokens);
 
 /* Same, from token ids: sequence s is ids[offs[s] .. offs[s+1]), each already framed with
  * [CLS] .. [SEP] and at most max_positions long. */
-cv_err cv_minilm_embed_ids(cv_minilm *m, const int32_t *ids, const int32_t *offs, int nseq,
-                           float *out);
+cv_err cv_minilm_embed_ids(cv_minilm *m, const int32_t *ids, const int32_t *offs, int nseq, float *out);
 
 #endif

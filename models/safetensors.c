@@ -26,8 +26,8 @@ static cv_dtype dtype_of(const char *s, size_t *elsize, const char **static_name
         const char *name;
         cv_dtype dt;
         size_t size;
-    } known[] = {{"F32", CV_DT_F32, 4}, {"F16", CV_DT_F16, 2}, {"BF16", CV_DT_BF16, 2},
-                 {"I64", CV_DT_I64, 8}, {"I32", CV_DT_I32, 4}, {"F64", CV_DT_OTHER, 8},
+    } known[] = {{"F32", CV_DT_F32, 4},   {"F16", CV_DT_F16, 2},  {"BF16", CV_DT_BF16, 2},
+                 {"I64", CV_DT_I64, 8},   {"I32", CV_DT_I32, 4},  {"F64", CV_DT_OTHER, 8},
                  {"I16", CV_DT_OTHER, 2}, {"I8", CV_DT_OTHER, 1}, {"U8", CV_DT_OTHER, 1},
                  {"BOOL", CV_DT_OTHER, 1}};
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
@@ -49,8 +49,8 @@ static cv_err bad(const char *path, const char *tensor, const char *what) {
 }
 
 /* Parses one tensor entry; data_len is the size of the data section. */
-static cv_err parse_entry(const char *path, const char *name, json_t *v, const uint8_t *data,
-                          size_t data_len, cv_st_tensor *out) {
+static cv_err parse_entry(const char *path, const char *name, json_t *v, const uint8_t *data, size_t data_len,
+                          cv_st_tensor *out) {
     if (!json_is_object(v)) return bad(path, name, "entry is not an object");
     json_t *dt = json_object_get(v, "dtype"), *sh = json_object_get(v, "shape"),
            *off = json_object_get(v, "data_offsets");
@@ -74,8 +74,7 @@ static cv_err parse_entry(const char *path, const char *name, json_t *v, const u
             return bad(path, name, "shape overflows");
         count *= (uint64_t)out->shape[i];
     }
-    json_int_t b = json_integer_value(json_array_get(off, 0)),
-               e = json_integer_value(json_array_get(off, 1));
+    json_int_t b = json_integer_value(json_array_get(off, 0)), e = json_integer_value(json_array_get(off, 1));
     if (b < 0 || e < b || (uint64_t)e > data_len)
         return bad(path, name, "data_offsets outside the file (truncated?)");
     if (count > UINT64_MAX / elsize || count * elsize != (uint64_t)(e - b))
@@ -115,7 +114,8 @@ cv_err cv_st_open(const char *path, cv_st **out) {
     st->map_len = len;
     const uint8_t *p = map;
     uint64_t hlen = 0;
-    for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | p[i];
+    for (int i = 7; i >= 0; i--)
+        hlen = (hlen << 8) | p[i];
     cv_err err = CV_OK;
     json_t *root = NULL;
     if (hlen < 2 || hlen > MAX_HEADER || hlen > len - 8) {
@@ -161,7 +161,8 @@ done:
 
 void cv_st_close(cv_st *st) {
     if (!st) return;
-    for (int i = 0; i < st->n; i++) free(st->t[i].name);
+    for (int i = 0; i < st->n; i++)
+        free(st->t[i].name);
     free(st->t);
     if (st->map) munmap(st->map, st->map_len);
     free(st);

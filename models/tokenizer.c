@@ -58,7 +58,8 @@ struct cv_tok {
 
 static uint32_t hash_bytes(const char *s, size_t n) {
     uint32_t h = 2166136261u;
-    for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 16777619u;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (uint8_t)s[i]) * 16777619u;
     return h ? h : 1;
 }
 
@@ -88,10 +89,12 @@ static void table_put(table *t, const char *blob, uint32_t off, uint32_t n, int3
 
 static cv_err table_init(table *t, int n) {
     uint32_t cap = 64;
-    while (cap < (uint32_t)n * 2u) cap <<= 1;
+    while (cap < (uint32_t)n * 2u)
+        cap <<= 1;
     t->slots = malloc(sizeof(slot) * cap);
     if (!t->slots) return CV_ERR_NOMEM;
-    for (uint32_t i = 0; i < cap; i++) t->slots[i].id = -1;
+    for (uint32_t i = 0; i < cap; i++)
+        t->slots[i].id = -1;
     t->mask = cap - 1;
     t->max_len = 0;
     return CV_OK;
@@ -153,7 +156,8 @@ cv_err cv_tok_load(const char *vocab_path, cv_tok **out) {
     }
     t->blob[size] = '\n';
     int lines = 0;
-    for (long i = 0; i < size; i++) lines += t->blob[i] == '\n';
+    for (long i = 0; i < size; i++)
+        lines += t->blob[i] == '\n';
     if (size > 0 && t->blob[size - 1] != '\n') lines++;
     if ((err = table_init(&t->init, lines)) || (err = table_init(&t->cont, lines))) {
         cv_tok_free(t);
@@ -181,8 +185,8 @@ cv_err cv_tok_load(const char *vocab_path, cv_tok **out) {
     for (int k = 0; k < NSPECIALS; k++)
         t->special_id[k] = table_get(&t->init, t->blob, SPECIALS[k], strlen(SPECIALS[k]));
     if (t->cls_id < 0 || t->sep_id < 0 || t->unk_id < 0) {
-        cv_error("event=vocab_invalid path=%s error=\"[CLS], [SEP] or [UNK] missing\" tokens=%d",
-                 vocab_path, id);
+        cv_error("event=vocab_invalid path=%s error=\"[CLS], [SEP] or [UNK] missing\" tokens=%d", vocab_path,
+                 id);
         cv_tok_free(t);
         return CV_ERR_FORMAT;
     }
@@ -217,7 +221,8 @@ int cv_tok_normalize_cp(const cv_tok *t, int32_t cp, int32_t out[16]) {
         } else if ((uint32_t)cp > cv_uc_override[mid].cp) {
             lo = mid + 1;
         } else {
-            for (int i = 0; i < cv_uc_override[mid].n; i++) out[i] = (int32_t)cv_uc_override[mid].x[i];
+            for (int i = 0; i < cv_uc_override[mid].n; i++)
+                out[i] = (int32_t)cv_uc_override[mid].x[i];
             return cv_uc_override[mid].n;
         }
     }
@@ -314,11 +319,11 @@ static int word_flush(const cv_tok *t, word_buf *w, int32_t *ids, int *n, int li
             const table *tab = start == 0 ? &t->init : &t->cont;
             int end = w->nchars;
             /* skip ends whose piece is longer than any key */
-            while (end > start && (uint32_t)(w->off[end] - w->off[start]) > tab->max_len) end--;
+            while (end > start && (uint32_t)(w->off[end] - w->off[start]) > tab->max_len)
+                end--;
             int32_t id = -1;
             for (; end > start; end--) {
-                id = table_get(tab, t->blob, w->bytes + w->off[start],
-                               (size_t)(w->off[end] - w->off[start]));
+                id = table_get(tab, t->blob, w->bytes + w->off[start], (size_t)(w->off[end] - w->off[start]));
                 if (id >= 0) break;
             }
             if (id < 0) {
@@ -330,7 +335,8 @@ static int word_flush(const cv_tok *t, word_buf *w, int32_t *ids, int *n, int li
             start = end;
         }
     }
-    for (int i = 0; i < np && *n < limit; i++) ids[(*n)++] = pieces[i];
+    for (int i = 0; i < np && *n < limit; i++)
+        ids[(*n)++] = pieces[i];
     w->nchars = 0;
     w->nbytes = 0;
     return *n >= limit;
@@ -340,8 +346,7 @@ static int word_flush(const cv_tok *t, word_buf *w, int32_t *ids, int *n, int li
 static inline int ascii_class(int c) {
     if (c == '\t' || c == '\n' || c == '\r' || c == ' ') return CV_TOK_SPACE;
     if (c < 0x20 || c == 0x7F) return CV_TOK_DROP;
-    if ((c >= 33 && c <= 47) || (c >= 58 && c <= 64) || (c >= 91 && c <= 96) ||
-        (c >= 123 && c <= 126))
+    if ((c >= 33 && c <= 47) || (c >= 58 && c <= 64) || (c >= 91 && c <= 96) || (c >= 123 && c <= 126))
         return CV_TOK_SPLIT;
     return CV_TOK_KEEP;
 }
@@ -389,17 +394,15 @@ int cv_tok_encode(const cv_tok *t, const char *text, size_t len, int32_t *ids, i
             cls = cv_tok_classify(t, cp);
         }
         switch (cls) {
-        case CV_TOK_DROP:
-            break;
-        case CV_TOK_SPACE:
-            full = word_flush(t, &w, ids, &n, limit);
-            break;
+        case CV_TOK_DROP: break;
+        case CV_TOK_SPACE: full = word_flush(t, &w, ids, &n, limit); break;
         case CV_TOK_SPLIT:
         case CV_TOK_KEEP: {
             int32_t norm[16];
             int k = cv_tok_normalize_cp(t, cp, norm);
             if (cls == CV_TOK_SPLIT && (full = word_flush(t, &w, ids, &n, limit))) break;
-            for (int j = 0; j < k; j++) word_push(&w, norm[j]);
+            for (int j = 0; j < k; j++)
+                word_push(&w, norm[j]);
             if (cls == CV_TOK_SPLIT) full = word_flush(t, &w, ids, &n, limit);
             break;
         }

@@ -11,11 +11,13 @@
 #include <cmocka.h>
 
 #include "../kernels/cpu/cpu_ops.h"
+#include "../kernels/cpu/vmath.h"
 #include "test_util.h"
 
 static float *poisoned(size_t n) {
     float *p = malloc(sizeof(float) * n);
-    for (size_t i = 0; i < n; i++) p[i] = NAN;
+    for (size_t i = 0; i < n; i++)
+        p[i] = NAN;
     return p;
 }
 
@@ -33,16 +35,20 @@ static double gelu_ref(double x) { return 0.5 * x * (1.0 + erf(x / sqrt(2.0))); 
 
 static void ln_ref(double *row, const float *g, const float *b, int D, double eps) {
     double mean = 0, var = 0;
-    for (int j = 0; j < D; j++) mean += row[j];
+    for (int j = 0; j < D; j++)
+        mean += row[j];
     mean /= D;
-    for (int j = 0; j < D; j++) var += (row[j] - mean) * (row[j] - mean);
+    for (int j = 0; j < D; j++)
+        var += (row[j] - mean) * (row[j] - mean);
     var /= D;
-    for (int j = 0; j < D; j++) row[j] = (row[j] - mean) / sqrt(var + eps) * g[j] + b[j];
+    for (int j = 0; j < D; j++)
+        row[j] = (row[j] - mean) / sqrt(var + eps) * g[j] + b[j];
 }
 
 static void test_linear(void **state) {
     (void)state;
-    static const int shapes[][3] = {{1, 384, 384}, {7, 1152, 384}, {33, 1536, 384}, {65, 384, 1536}, {3, 5, 7}};
+    static const int shapes[][3] = {
+        {1, 384, 384}, {7, 1152, 384}, {33, 1536, 384}, {65, 384, 1536}, {3, 5, 7}};
     uint64_t seed = 11;
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
@@ -57,7 +63,8 @@ static void test_linear(void **state) {
             for (int i = 0; i < M; i++)
                 for (int j = 0; j < N; j++) {
                     double acc = b[j];
-                    for (int k = 0; k < K; k++) acc += (double)x[(size_t)i * K + k] * w[(size_t)j * K + k];
+                    for (int k = 0; k < K; k++)
+                        acc += (double)x[(size_t)i * K + k] * w[(size_t)j * K + k];
                     want[(size_t)i * N + j] = act ? gelu_ref(acc) : acc;
                 }
             double err = max_rel_err(y, want, (size_t)M * N);
@@ -80,6 +87,19 @@ static void test_gelu_range(void **state) {
     assert_true(worst < 1e-6);
 }
 
+static void test_expf(void **state) {
+    (void)state;
+    double worst = 0;
+    for (int i = -870000; i <= 880000; i++) {
+        float x = (float)i * 1e-4f;
+        double want = exp((double)x), e = fabs(cv_expf(x) - want) / want;
+        if (e > worst) worst = e;
+    }
+    print_message("expf max_rel_err over [-87,88]=%.2e\n", worst);
+    assert_true(worst < 3e-7);
+    assert_true(cv_expf(-1000.0f) >= 0.0f && cv_expf(-1000.0f) < 1e-37f); /* clamped, no NaN */
+}
+
 static void test_add_ln(void **state) {
     (void)state;
     static const int shapes[][2] = {{1, 384}, {17, 384}, {5, 1536}, {3, 31}};
@@ -93,8 +113,10 @@ static void test_add_ln(void **state) {
         tu_fill(g, (size_t)D, 0.5f, 1.5f, &seed);
         tu_fill(b, (size_t)D, -0.5f, 0.5f, &seed);
         double *want = malloc(sizeof(double) * (size_t)M * D);
-        for (size_t i = 0; i < (size_t)M * D; i++) want[i] = (double)x[i] + r[i];
-        for (int i = 0; i < M; i++) ln_ref(want + (size_t)i * D, g, b, D, 1e-12);
+        for (size_t i = 0; i < (size_t)M * D; i++)
+            want[i] = (double)x[i] + r[i];
+        for (int i = 0; i < M; i++)
+            ln_ref(want + (size_t)i * D, g, b, D, 1e-12);
         cv_cpu_add_ln(x, r, g, b, M, D, 1e-12f);
         double err = max_rel_err(x, want, (size_t)M * D);
         print_message("add_ln M=%d D=%d max_rel_err=%.2e\n", M, D, err);
@@ -116,7 +138,8 @@ static void test_embed_ln(void **state) {
     tu_fill(g, D, 0.5f, 1.5f, &seed);
     tu_fill(b, D, -0.5f, 0.5f, &seed);
     int32_t ids[13], pids[13];
-    for (int t = 0; t < T; t++) ids[t] = (int32_t)(tu_rand(&seed) % V), pids[t] = t % 7;
+    for (int t = 0; t < T; t++)
+        ids[t] = (int32_t)(tu_rand(&seed) % V), pids[t] = t % 7;
     cv_cpu_embed_ln(ids, pids, T, D, word, pos, type0, g, b, 1e-12f, out);
     double want[13 * 48];
     for (int t = 0; t < T; t++) {
@@ -132,17 +155,20 @@ static void test_embed_ln(void **state) {
 
 static void test_attention(void **state) {
     (void)state;
-    static const int lens_sets[][5] = {{1, 0, 0, 0, 0}, {2, 5, 0, 0, 0}, {31, 1, 64, 3, 0}, {256, 7, 0, 0, 0}};
+    static const int lens_sets[][5] = {
+        {1, 0, 0, 0, 0}, {2, 5, 0, 0, 0}, {31, 1, 64, 3, 0}, {256, 7, 0, 0, 0}};
     static const int hh[][2] = {{12, 32}, {4, 8}, {2, 16}, {12, 32}};
     uint64_t seed = 14;
     for (size_t c = 0; c < 4; c++) {
         int offs[6] = {0}, nseq = 0;
-        for (int s = 0; s < 5 && lens_sets[c][s]; s++, nseq++) offs[nseq + 1] = offs[nseq] + lens_sets[c][s];
+        for (int s = 0; s < 5 && lens_sets[c][s]; s++, nseq++)
+            offs[nseq + 1] = offs[nseq] + lens_sets[c][s];
         const int H = hh[c][0], hd = hh[c][1], D = H * hd, T = offs[nseq];
         float *qkv = malloc(sizeof(float) * (size_t)T * 3 * D), *out = poisoned((size_t)T * D);
         tu_fill(qkv, (size_t)T * 3 * D, -2, 2, &seed);
         int32_t o32[6];
-        for (int i = 0; i <= nseq; i++) o32[i] = offs[i];
+        for (int i = 0; i <= nseq; i++)
+            o32[i] = offs[i];
         cv_cpu_attention(qkv, o32, nseq, H, hd, out);
         double *want = malloc(sizeof(double) * (size_t)T * D), *p = malloc(sizeof(double) * 256);
         for (int s = 0; s < nseq; s++)
@@ -152,11 +178,13 @@ static void test_attention(void **state) {
                     for (int j = offs[s]; j < offs[s + 1]; j++) {
                         double acc = 0;
                         for (int d = 0; d < hd; d++)
-                            acc += (double)qkv[(size_t)i * 3 * D + h * hd + d] * qkv[(size_t)j * 3 * D + D + h * hd + d];
+                            acc += (double)qkv[(size_t)i * 3 * D + h * hd + d] *
+                                   qkv[(size_t)j * 3 * D + D + h * hd + d];
                         p[j - offs[s]] = acc / sqrt((double)hd);
                         mx = fmax(mx, p[j - offs[s]]);
                     }
-                    for (int j = 0; j < offs[s + 1] - offs[s]; j++) sum += (p[j] = exp(p[j] - mx));
+                    for (int j = 0; j < offs[s + 1] - offs[s]; j++)
+                        sum += (p[j] = exp(p[j] - mx));
                     for (int d = 0; d < hd; d++) {
                         double acc = 0;
                         for (int j = offs[s]; j < offs[s + 1]; j++)
@@ -185,11 +213,13 @@ static void test_pool_l2(void **state) {
         double norm = 0;
         for (int j = 0; j < D; j++) {
             double acc = 0;
-            for (int t = offs[s]; t < offs[s + 1]; t++) acc += x[(size_t)t * D + j];
+            for (int t = offs[s]; t < offs[s + 1]; t++)
+                acc += x[(size_t)t * D + j];
             want[s * D + j] = acc / (offs[s + 1] - offs[s]);
             norm += want[s * D + j] * want[s * D + j];
         }
-        for (int j = 0; j < D; j++) want[s * D + j] /= sqrt(norm);
+        for (int j = 0; j < D; j++)
+            want[s * D + j] /= sqrt(norm);
     }
     double err = max_rel_err(out, want, (size_t)nseq * D);
     print_message("pool_l2 max_rel_err=%.2e\n", err);
@@ -199,9 +229,9 @@ static void test_pool_l2(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_linear),    cmocka_unit_test(test_gelu_range),
-        cmocka_unit_test(test_add_ln),    cmocka_unit_test(test_embed_ln),
-        cmocka_unit_test(test_attention), cmocka_unit_test(test_pool_l2),
+        cmocka_unit_test(test_linear),  cmocka_unit_test(test_gelu_range), cmocka_unit_test(test_expf),
+        cmocka_unit_test(test_add_ln),  cmocka_unit_test(test_embed_ln),   cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_pool_l2),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -60,7 +60,8 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     (void)state;
-    for (int i = 0; i < ntexts; i++) free(texts[i]);
+    for (int i = 0; i < ntexts; i++)
+        free(texts[i]);
     free(texts), free(lens), free(golden);
     return 0;
 }
@@ -69,8 +70,9 @@ static cv_minilm *load(int threads) {
     cv_minilm_opts o = {.threads = threads, .device = CV_DEVICE_CPU};
     cv_minilm *m = NULL;
     cv_err err = cv_minilm_load(cv_minilm_default_dir(), &o, &m);
-    if (err) fprintf(stderr, "cannot load the model from %s: %s; run python3 models/fetch_model.py\n",
-                     cv_minilm_default_dir(), cv_strerror(err));
+    if (err)
+        fprintf(stderr, "cannot load the model from %s: %s; run python3 models/fetch_model.py\n",
+                cv_minilm_default_dir(), cv_strerror(err));
     assert_int_equal(err, CV_OK);
     return m;
 }
@@ -115,17 +117,20 @@ static void test_batching_invariant(void **state) {
     for (int i = 0; i < n; i++) {
         /* one thread, one text */
         assert_int_equal(cv_minilm_embed(m1, (const char *const *)&texts[i], &lens[i], 1, one, NULL), CV_OK);
-        for (int j = 0; j < DIM; j++) assert_true(fabsf(one[j] - all[(size_t)i * DIM + j]) < 1e-5f);
+        for (int j = 0; j < DIM; j++)
+            assert_true(fabsf(one[j] - all[(size_t)i * DIM + j]) < 1e-5f);
         /* two threads, one text: GEMMs and attention split across threads */
         assert_int_equal(cv_minilm_embed(m2, (const char *const *)&texts[i], &lens[i], 1, one, NULL), CV_OK);
-        for (int j = 0; j < DIM; j++) assert_true(fabsf(one[j] - all[(size_t)i * DIM + j]) < 1e-5f);
+        for (int j = 0; j < DIM; j++)
+            assert_true(fabsf(one[j] - all[(size_t)i * DIM + j]) < 1e-5f);
     }
     /* the long texts (truncated at 256) through the split path too */
     for (int i = ntexts - 35; i < ntexts; i += 7) {
         float *ref = malloc(sizeof(float) * DIM);
         assert_int_equal(cv_minilm_embed(m1, (const char *const *)&texts[i], &lens[i], 1, ref, NULL), CV_OK);
         assert_int_equal(cv_minilm_embed(m2, (const char *const *)&texts[i], &lens[i], 1, one, NULL), CV_OK);
-        for (int j = 0; j < DIM; j++) assert_true(fabsf(one[j] - ref[j]) < 1e-5f);
+        for (int j = 0; j < DIM; j++)
+            assert_true(fabsf(one[j] - ref[j]) < 1e-5f);
         free(ref);
     }
     free(all), free(one);

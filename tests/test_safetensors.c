@@ -27,10 +27,12 @@ static const char *write_st(const char *name, const char *json, size_t data_len,
     FILE *f = fopen(path, "wb");
     assert_non_null(f);
     uint64_t hl = header_len_override ? header_len_override : strlen(json);
-    for (int i = 0; i < 8; i++) fputc((int)((hl >> (8 * i)) & 0xFF), f);
+    for (int i = 0; i < 8; i++)
+        fputc((int)((hl >> (8 * i)) & 0xFF), f);
     fputs(json, f);
     size_t small = data_len < 4096 ? data_len : 4096;
-    for (size_t i = 0; i < small; i++) fputc((int)(i * 7 + 1), f);
+    for (size_t i = 0; i < small; i++)
+        fputc((int)(i * 7 + 1), f);
     fclose(f);
     if (data_len > small) assert_int_equal(truncate(path, (off_t)(8 + strlen(json) + data_len)), 0);
     if (truncate_to) assert_int_equal(truncate(path, (off_t)truncate_to), 0);
@@ -39,10 +41,11 @@ static const char *write_st(const char *name, const char *json, size_t data_len,
 
 static void test_good_file(void **state) {
     (void)state;
-    const char *p = write_st("good.safetensors",
-                             "{\"__metadata__\":{\"format\":\"pt\"},\"a\":{\"dtype\":\"F32\",\"shape\":[2,3],"
-                             "\"data_offsets\":[0,24]},\"b\":{\"dtype\":\"F16\",\"shape\":[4],\"data_offsets\":[24,32]}}",
-                             32, 0, 0);
+    const char *p =
+        write_st("good.safetensors",
+                 "{\"__metadata__\":{\"format\":\"pt\"},\"a\":{\"dtype\":\"F32\",\"shape\":[2,3],"
+                 "\"data_offsets\":[0,24]},\"b\":{\"dtype\":\"F16\",\"shape\":[4],\"data_offsets\":[24,32]}}",
+                 32, 0, 0);
     cv_st *st = NULL;
     assert_int_equal(cv_st_open(p, &st), CV_OK);
     assert_int_equal(cv_st_count(st), 2);
@@ -69,22 +72,28 @@ static void expect_reject(const char *name, const char *json, size_t data_len, u
 static void test_rejects(void **state) {
     (void)state;
     const char *ok = "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]}}";
-    expect_reject("short.safetensors", "", 0, 0, 5);                      /* < 8 bytes */
-    expect_reject("hlen.safetensors", ok, 24, 1u << 30, 0);               /* header past EOF */
-    expect_reject("hlen_huge.safetensors", ok, 24, UINT64_MAX, 0);        /* overflow bait */
-    expect_reject("trunc.safetensors", ok, 24, 0, 8 + strlen(ok) + 10);  /* data cut short */
+    expect_reject("short.safetensors", "", 0, 0, 5);                    /* < 8 bytes */
+    expect_reject("hlen.safetensors", ok, 24, 1u << 30, 0);             /* header past EOF */
+    expect_reject("hlen_huge.safetensors", ok, 24, UINT64_MAX, 0);      /* overflow bait */
+    expect_reject("trunc.safetensors", ok, 24, 0, 8 + strlen(ok) + 10); /* data cut short */
     expect_reject("json.safetensors", "{\"a\":{\"dtype\":", 0, 0, 0);
     expect_reject("array.safetensors", "[1,2,3]", 0, 0, 0);
-    expect_reject("dtype.safetensors", "{\"a\":{\"dtype\":\"F8\",\"shape\":[2],\"data_offsets\":[0,2]}}", 2, 0, 0);
-    expect_reject("nbytes.safetensors", "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,20]}}", 24, 0, 0);
-    expect_reject("neg.safetensors", "{\"a\":{\"dtype\":\"F32\",\"shape\":[-2,3],\"data_offsets\":[0,24]}}", 24, 0, 0);
-    expect_reject("order.safetensors", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[8,4]}}", 24, 0, 0);
+    expect_reject("dtype.safetensors", "{\"a\":{\"dtype\":\"F8\",\"shape\":[2],\"data_offsets\":[0,2]}}", 2,
+                  0, 0);
+    expect_reject("nbytes.safetensors", "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,20]}}",
+                  24, 0, 0);
+    expect_reject("neg.safetensors", "{\"a\":{\"dtype\":\"F32\",\"shape\":[-2,3],\"data_offsets\":[0,24]}}",
+                  24, 0, 0);
+    expect_reject("order.safetensors", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[8,4]}}", 24,
+                  0, 0);
     expect_reject("dup.safetensors",
-                  "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},\"a\":{\"dtype\":\"F32\",\"shape\":[1],"
+                  "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},\"a\":{\"dtype\":\"F32\","
+                  "\"shape\":[1],"
                   "\"data_offsets\":[0,4]}}",
                   4, 0, 0);
     expect_reject("overflow.safetensors",
-                  "{\"a\":{\"dtype\":\"F32\",\"shape\":[4611686018427387904,8],\"data_offsets\":[0,0]}}", 0, 0, 0);
+                  "{\"a\":{\"dtype\":\"F32\",\"shape\":[4611686018427387904,8],\"data_offsets\":[0,0]}}", 0,
+                  0, 0);
     expect_reject("noobj.safetensors", "{\"a\":[1,2]}", 0, 0, 0);
     cv_st *st;
     assert_int_equal(cv_st_open("/nonexistent/model.safetensors", &st), CV_ERR_NOTFOUND);
@@ -129,13 +138,15 @@ static void test_model_mismatch(void **state) {
                                15360, NULL),
                      CV_ERR_MISMATCH);
     /* wrong dtype (sparse data section of the right size) */
-    assert_int_equal(load_with("{\"embeddings.word_embeddings.weight\":{\"dtype\":\"I64\",\"shape\":[30522,384],"
-                               "\"data_offsets\":[0,93763584]}}",
-                               93763584, NULL),
-                     CV_ERR_MISMATCH);
+    assert_int_equal(
+        load_with("{\"embeddings.word_embeddings.weight\":{\"dtype\":\"I64\",\"shape\":[30522,384],"
+                  "\"data_offsets\":[0,93763584]}}",
+                  93763584, NULL),
+        CV_ERR_MISMATCH);
     /* missing tensor */
-    assert_int_equal(load_with("{\"other\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4, NULL),
-                     CV_ERR_NOTFOUND);
+    assert_int_equal(
+        load_with("{\"other\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4, NULL),
+        CV_ERR_NOTFOUND);
     /* unsupported activation in config.json */
     assert_int_equal(load_with("{}", 0, "\"relu\""), CV_ERR_UNSUPPORTED);
 }

@@ -54,15 +54,18 @@ static void test_golden_ids(void **state) {
         json_t *want = json_object_get(o, "ids");
         size_t blen = strlen(hex) / 2;
         char *bytes = malloc(blen + 1);
-        for (size_t i = 0; i < blen; i++) bytes[i] = (char)(hexval(hex[2 * i]) << 4 | hexval(hex[2 * i + 1]));
+        for (size_t i = 0; i < blen; i++)
+            bytes[i] = (char)(hexval(hex[2 * i]) << 4 | hexval(hex[2 * i + 1]));
         int got = cv_tok_encode(tok, bytes, blen, ids, 256);
         int ok = (size_t)got == json_array_size(want);
-        for (int i = 0; ok && i < got; i++) ok = ids[i] == json_integer_value(json_array_get(want, (size_t)i));
+        for (int i = 0; ok && i < got; i++)
+            ok = ids[i] == json_integer_value(json_array_get(want, (size_t)i));
         if (!ok) {
             bad++;
             if (bad <= 5) {
                 fprintf(stderr, "mismatch on hex=%.120s\n  got :", hex);
-                for (int i = 0; i < got && i < 40; i++) fprintf(stderr, " %d", ids[i]);
+                for (int i = 0; i < got && i < 40; i++)
+                    fprintf(stderr, " %d", ids[i]);
                 fprintf(stderr, "\n  want:");
                 for (size_t i = 0; i < json_array_size(want) && i < 40; i++)
                     fprintf(stderr, " %lld", (long long)json_integer_value(json_array_get(want, i)));
@@ -132,7 +135,8 @@ static void test_truncation_and_budget(void **state) {
     const char *unit = "The quick brown fox jumps over the lazy dog. ";
     size_t ul = strlen(unit), big = 10u << 20;
     char *s = malloc(big);
-    for (size_t i = 0; i < big; i++) s[i] = unit[i % ul];
+    for (size_t i = 0; i < big; i++)
+        s[i] = unit[i % ul];
     int32_t a[256], b[256];
     int na = cv_tok_encode(tok, s, big, a, 256);
     int nb = cv_tok_encode(tok, s, 2048, b, 256);
@@ -158,12 +162,14 @@ static void test_any_bytes(void **state) {
     unsigned char buf[300];
     for (int r = 0; r < 20000; r++) {
         size_t n = tu_rand(&seed) % sizeof buf;
-        for (size_t i = 0; i < n; i++) buf[i] = (unsigned char)tu_rand(&seed);
+        for (size_t i = 0; i < n; i++)
+            buf[i] = (unsigned char)tu_rand(&seed);
         int k = cv_tok_encode(tok, (const char *)buf, n, ids, 64);
         assert_true(k >= 2 && k <= 64);
         assert_int_equal(ids[0], 101);
         assert_int_equal(ids[k - 1], 102);
-        for (int i = 0; i < k; i++) assert_true(ids[i] >= 0 && ids[i] < cv_tok_vocab_size(tok));
+        for (int i = 0; i < k; i++)
+            assert_true(ids[i] >= 0 && ids[i] < cv_tok_vocab_size(tok));
     }
     /* invalid bytes inside a word vanish like U+FFFD: "ab\xffcd" == "abcd" */
     int32_t x[16], y[16];

@@ -11,7 +11,8 @@
 static void softmax_row(float *p, int L) {
     float mx = p[0];
 #pragma omp simd reduction(max : mx)
-    for (int j = 0; j < L; j++) mx = p[j] > mx ? p[j] : mx;
+    for (int j = 0; j < L; j++)
+        mx = p[j] > mx ? p[j] : mx;
     float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
     for (int j = 0; j < L; j++) {
@@ -20,11 +21,12 @@ static void softmax_row(float *p, int L) {
     }
     const float inv = 1.0f / sum;
 #pragma omp simd
-    for (int j = 0; j < L; j++) p[j] *= inv;
+    for (int j = 0; j < L; j++)
+        p[j] *= inv;
 }
 
-void cv_cpu_attention_heads(const float *qkv, const int32_t *offs, int nseq, int H, int hd, int h0,
-                            int h1, float *out) {
+void cv_cpu_attention_heads(const float *qkv, const int32_t *offs, int nseq, int H, int hd, int h0, int h1,
+                            float *out) {
     const int D = H * hd, ld = 3 * D;
     const float scale = 1.0f / sqrtf((float)hd);
     int maxlen = 0;
@@ -39,7 +41,8 @@ void cv_cpu_attention_heads(const float *qkv, const int32_t *offs, int nseq, int
         for (int h = h0; h < h1; h++) {
             const float *q = qkv + (size_t)base * ld + h * hd, *k = q + D, *v = q + 2 * D;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, hd, scale, q, ld, k, ld, 0.0f, S, L);
-            for (int i = 0; i < L; i++) softmax_row(S + (size_t)i * L, L);
+            for (int i = 0; i < L; i++)
+                softmax_row(S + (size_t)i * L, L);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, hd, L, 1.0f, S, L, v, ld, 0.0f,
                         out + (size_t)base * D + h * hd, D);
         }

@@ -18,7 +18,8 @@ typedef struct {
 static void linear_part(void *arg, int t) {
     split_job *j = arg;
     /* column slices aligned to 16 floats (one cache line) */
-    int n0 = (int)((long)j->N * t / j->parts) & ~15, n1 = t + 1 == j->parts ? j->N : (int)((long)j->N * (t + 1) / j->parts) & ~15;
+    int n0 = (int)((long)j->N * t / j->parts) & ~15,
+        n1 = t + 1 == j->parts ? j->N : (int)((long)j->N * (t + 1) / j->parts) & ~15;
     cv_cpu_linear_cols(j->x, j->w, j->bias, j->M, j->N, j->K, j->act, j->y, n0, n1);
 }
 
@@ -56,40 +57,51 @@ static cv_err cpu_sync(cv_backend *be) {
     return CV_OK;
 }
 static void cpu_embed_ln(cv_backend *be, const int32_t *ids, const int32_t *pos_ids, int T, int D,
-                         const float *word, const float *pos, const float *type0,
-                         const float *gamma, const float *beta, float eps, float *out) {
+                         const float *word, const float *pos, const float *type0, const float *gamma,
+                         const float *beta, float eps, float *out) {
     (void)be;
     cv_cpu_embed_ln(ids, pos_ids, T, D, word, pos, type0, gamma, beta, eps, out);
 }
-static void cpu_linear(cv_backend *be, const float *x, const float *w, const float *bias, int M,
-                       int N, int K, cv_act act, float *y) {
+static void cpu_linear(cv_backend *be, const float *x, const float *w, const float *bias, int M, int N, int K,
+                       cv_act act, float *y) {
     cv_pool *pool = be->impl;
     if (!pool || N < 64) {
         cv_cpu_linear(x, w, bias, M, N, K, act, y);
         return;
     }
-    split_job j = {.x = x, .w = w, .bias = bias, .M = M, .N = N, .K = K, .act = act, .y = y,
+    split_job j = {.x = x,
+                   .w = w,
+                   .bias = bias,
+                   .M = M,
+                   .N = N,
+                   .K = K,
+                   .act = act,
+                   .y = y,
                    .parts = cv_pool_size(pool)};
     cv_pool_run(pool, j.parts, linear_part, &j);
 }
-static void cpu_add_ln(cv_backend *be, float *x, const float *res, const float *gamma,
-                       const float *beta, int M, int D, float eps) {
+static void cpu_add_ln(cv_backend *be, float *x, const float *res, const float *gamma, const float *beta,
+                       int M, int D, float eps) {
     (void)be;
     cv_cpu_add_ln(x, res, gamma, beta, M, D, eps);
 }
-static void cpu_attention(cv_backend *be, const float *qkv, const int32_t *offs, int nseq, int H,
-                          int hd, float *out) {
+static void cpu_attention(cv_backend *be, const float *qkv, const int32_t *offs, int nseq, int H, int hd,
+                          float *out) {
     cv_pool *pool = be->impl;
     if (!pool || H < 2) {
         cv_cpu_attention(qkv, offs, nseq, H, hd, out);
         return;
     }
-    split_job j = {.qkv = qkv, .offs = offs, .nseq = nseq, .H = H, .hd = hd, .y = out,
+    split_job j = {.qkv = qkv,
+                   .offs = offs,
+                   .nseq = nseq,
+                   .H = H,
+                   .hd = hd,
+                   .y = out,
                    .parts = cv_pool_size(pool) < H ? cv_pool_size(pool) : H};
     cv_pool_run(pool, j.parts, attention_part, &j);
 }
-static void cpu_pool_l2(cv_backend *be, const float *x, const int32_t *offs, int nseq, int D,
-                        float *out) {
+static void cpu_pool_l2(cv_backend *be, const float *x, const int32_t *offs, int nseq, int D, float *out) {
     (void)be;
     cv_cpu_pool_l2(x, offs, nseq, D, out);
 }

@@ -6,13 +6,13 @@
 #include "../backend.h"
 
 void cv_cpu_embed_ln(const int32_t *ids, const int32_t *pos_ids, int T, int D, const float *word,
-                     const float *pos, const float *type0, const float *gamma, const float *beta,
-                     float eps, float *out);
-void cv_cpu_linear(const float *x, const float *w, const float *bias, int M, int N, int K,
-                   cv_act act, float *y);
+                     const float *pos, const float *type0, const float *gamma, const float *beta, float eps,
+                     float *out);
+void cv_cpu_linear(const float *x, const float *w, const float *bias, int M, int N, int K, cv_act act,
+                   float *y);
 /* Output columns [n0, n1) of cv_cpu_linear only (y keeps row stride N). */
-void cv_cpu_linear_cols(const float *x, const float *w, const float *bias, int M, int N, int K,
-                        cv_act act, float *y, int n0, int n1);
+void cv_cpu_linear_cols(const float *x, const float *w, const float *bias, int M, int N, int K, cv_act act,
+                        float *y, int n0, int n1);
 /* y[i][j] = act(y[i][j] + bias[j]) for M rows of N values, row stride ldy: the fused
  * epilogue of cv_cpu_linear. */
 void cv_cpu_bias_act(float *y, const float *bias, int M, int N, int ldy, cv_act act);
@@ -20,8 +20,8 @@ void cv_cpu_add_ln(float *x, const float *res, const float *gamma, const float *
                    float eps);
 void cv_cpu_attention(const float *qkv, const int32_t *offs, int nseq, int H, int hd, float *out);
 /* Heads [h0, h1) of cv_cpu_attention only. */
-void cv_cpu_attention_heads(const float *qkv, const int32_t *offs, int nseq, int H, int hd, int h0,
-                            int h1, float *out);
+void cv_cpu_attention_heads(const float *qkv, const int32_t *offs, int nseq, int H, int hd, int h0, int h1,
+                            float *out);
 void cv_cpu_pool_l2(const float *x, const int32_t *offs, int nseq, int D, float *out);
 
 /* Exact-erf GELU of one value, as torch.nn.functional.gelu(approximate='none'). */

@@ -11,7 +11,8 @@ void cv_cpu_pool_l2(const float *x, const int32_t *offs, int nseq, int D, float 
         const int L = offs[s + 1] - offs[s];
         for (int t = offs[s]; t < offs[s + 1]; t++) {
             const float *row = x + (size_t)t * D;
-            for (int j = 0; j < D; j++) o[j] += row[j];
+            for (int j = 0; j < D; j++)
+                o[j] += row[j];
         }
         float norm = 0.0f;
         const float inv_len = L > 0 ? 1.0f / (float)L : 0.0f;
@@ -20,6 +21,7 @@ void cv_cpu_pool_l2(const float *x, const int32_t *offs, int nseq, int D, float 
             norm += o[j] * o[j];
         }
         const float inv = 1.0f / fmaxf(sqrtf(norm), 1e-12f);
-        for (int j = 0; j < D; j++) o[j] *= inv;
+        for (int j = 0; j < D; j++)
+            o[j] *= inv;
     }
 }
