@@ -50,14 +50,15 @@ int cv_cli_parse_int(const char *opt, const char *s, long lo, long hi, long *out
 int cv_cli_load_model(const char *dir, int threads, cv_device dev, cv_minilm **out) {
     cv_minilm_opts o = {.threads = threads, .device = dev};
     cv_err err = cv_minilm_load(dir, &o, out);
-    if (err) {
+    if (err == CV_ERR_NOTFOUND || err == CV_ERR_FORMAT || err == CV_ERR_MISMATCH) {
         fprintf(stderr,
                 "cdcvec: cannot load the model from %s: %s\n"
                 "  fetch it with: python3 models/fetch_model.py --dest %s\n",
                 dir, cv_strerror(err), dir);
-        return -1;
+    } else if (err) {
+        fprintf(stderr, "cdcvec: cannot start the model: %s (see the log line above)\n", cv_strerror(err));
     }
-    return 0;
+    return err ? -1 : 0;
 }
 
 int main(int argc, char **argv) {

@@ -6,6 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum cv_err {
     CV_OK = 0,
     CV_ERR_NOMEM,       /* allocation failed */
@@ -35,5 +39,9 @@ bool cv_err_retriable(cv_err e);
             abort();                                                                                         \
         }                                                                                                    \
     } while (0)
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -2,6 +2,10 @@
 #ifndef CV_LOG_H
 #define CV_LOG_H
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum { CV_LOG_DEBUG = 0, CV_LOG_INFO, CV_LOG_WARN, CV_LOG_ERROR, CV_LOG_OFF } cv_log_level;
 
 extern cv_log_level cv_log_min;
@@ -19,5 +23,9 @@ void cv_log_write(cv_log_level lvl, const char *fmt, ...) __attribute__((format(
 #define cv_info(...)  CV_LOG(CV_LOG_INFO, __VA_ARGS__)
 #define cv_warn(...)  CV_LOG(CV_LOG_WARN, __VA_ARGS__)
 #define cv_error(...) CV_LOG(CV_LOG_ERROR, __VA_ARGS__)
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -4,6 +4,10 @@
 
 #include "cv_err.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct cv_pool cv_pool;
 typedef void (*cv_pool_fn)(void *arg, int task);
 
@@ -15,5 +19,9 @@ int cv_pool_size(const cv_pool *p);
 /* Runs fn(arg, 0..ntasks-1), ntasks <= cv_pool_size(p); task 0 runs in the caller.
  * Returns when all have finished. Not reentrant: one run at a time per pool. */
 void cv_pool_run(cv_pool *p, int ntasks, cv_pool_fn fn, void *arg);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

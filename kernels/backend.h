@@ -14,6 +14,10 @@
 
 #include "../common/cv_err.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum { CV_ACT_NONE = 0, CV_ACT_GELU } cv_act;
 
 typedef struct cv_backend cv_backend;
@@ -44,9 +48,10 @@ struct cv_backend {
     void (*add_ln)(cv_backend *be, float *x, const float *res, const float *gamma, const float *beta, int M,
                    int D, float eps);
     /* Self-attention per sequence and head, no padding: qkv (T, 3*H*hd) holds Q|K|V per
-     * token, out (T, H*hd) gets softmax(Q K^T / sqrt(hd)) V. */
-    void (*attention)(cv_backend *be, const float *qkv, const int32_t *offs /* (nseq+1) */, int nseq, int H,
-                      int hd, float *out);
+     * token, out (T, H*hd) gets softmax(Q K^T / sqrt(hd)) V. max_len bounds every
+     * sequence's length (offs may live on a device, where the host cannot read it). */
+    void (*attention)(cv_backend *be, const float *qkv, const int32_t *offs /* (nseq+1) */, int nseq,
+                      int max_len, int H, int hd, float *out);
     /* out[s] = mean of x over sequence s's rows, then L2-normalized (eps 1e-12). */
     void (*pool_l2)(cv_backend *be, const float *x /* (T,D) */, const int32_t *offs, int nseq, int D,
                     float *out /* (nseq,D) */);
@@ -62,5 +67,16 @@ cv_err cv_backend_cpu_new(cv_backend **out);
  * that calls this backend (cv_pool_run is not reentrant). */
 struct cv_pool;
 void cv_backend_cpu_set_pool(cv_backend *be, struct cv_pool *pool);
+
+/* CUDA builds only (CV_HAVE_CUDA): a backend on CUDA device `device` (compute capability
+ * 8.0+). On failure returns CV_ERR_DEVICE and writes the reason into why; on success why
+ * describes the device. *out owned by the caller (destroy). */
+cv_err cv_backend_cuda_new(int device, cv_backend **out, char *why, size_t why_len);
+/* Number of CUDA devices the driver reports (0 when none or no driver). */
+int cv_cuda_device_count(void);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

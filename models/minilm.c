@@ -28,7 +28,8 @@
 #include "../kernels/backend.h"
 #include "safetensors.h"
 
-#define MAX_CHUNK_TOKENS 4096 /* rows per forward call: bounds scratch memory per thread */
+#define MAX_CHUNK_TOKENS     4096 /* rows per forward call: bounds scratch memory per thread */
+#define MAX_CHUNK_TOKENS_GPU 65536
 /* below this many tokens per thread, one forward with ops split across threads beats one
  * forward per thread (measured with cdcvec bench embed, bench/RESULTS.md) */
 #define INTRA_OP_TOKENS 256
@@ -70,8 +71,10 @@ struct cv_minilm {
     void **owned; /* buffers we allocated for weights (packed QKV, converted dtypes) */
     int nowned, owned_cap;
     cv_pool *pool;
-    worker *wk; /* (nthreads) */
-    int nthreads;
+    worker *wk;   /* (nthreads) */
+    int nthreads; /* tokenizer threads, and CPU workers */
+    int nworkers; /* CPU: nthreads; CUDA: 1 */
+    int chunk_tokens;
     /* per-call staging */
     int32_t *tok_ids; /* (n_cap * max_seq) */
     int32_t *tok_len; /* (n_cap) */
@@ -284,12 +287,11 @@ static cv_err load_weights(cv_minilm *m, const char *dir) {
 
 /* ---- workers --------------------------------------------------------------------------- */
 
-static cv_err worker_init(cv_minilm *m, worker *k) {
-    cv_err err = cv_backend_cpu_new(&k->be);
-    if (err) return err;
+/* Gives worker k the backend be (owned from now on) and the weights in its memory. */
+static cv_err worker_init(cv_minilm *m, worker *k, cv_backend *be) {
+    k->be = be;
     const cv_minilm_config *c = &m->cfg;
     const size_t D = (size_t)c->hidden, NI = (size_t)c->intermediate;
-    cv_backend *be = k->be;
     const model_w *h = &m->host;
     k->w.word = be->weights(be, h->word, (size_t)c->vocab * D);
     k->w.pos = be->weights(be, h->pos, (size_t)c->max_positions * D);
@@ -364,11 +366,14 @@ static cv_err forward(const cv_minilm_config *c, worker *k, const int32_t *ids, 
     int32_t *pos = malloc(sizeof(int32_t) * ((size_t)T + (size_t)nseq + 1));
     if (!pos) return CV_ERR_NOMEM;
     int32_t *roffs = pos + T;
+    int max_len = 0;
     for (int s = 0; s <= nseq; s++)
         roffs[s] = offs[s] - offs[0];
-    for (int s = 0; s < nseq; s++)
+    for (int s = 0; s < nseq; s++) {
+        if (roffs[s + 1] - roffs[s] > max_len) max_len = roffs[s + 1] - roffs[s];
         for (int t = roffs[s]; t < roffs[s + 1]; t++)
             pos[t] = t - roffs[s];
+    }
     if ((err = be->upload(be, k->ids, ids + offs[0], sizeof(int32_t) * (size_t)T)) ||
         (err = be->upload(be, k->pos, pos, sizeof(int32_t) * (size_t)T)) ||
         (err = be->upload(be, k->offs, roffs, sizeof(int32_t) * ((size_t)nseq + 1)))) {
@@ -380,7 +385,7 @@ static cv_err forward(const cv_minilm_config *c, worker *k, const int32_t *ids, 
     for (int l = 0; l < c->layers; l++) {
         const layer_w *L = &w->layer[l];
         be->linear(be, k->h, L->wqkv, L->bqkv, T, 3 * D, D, CV_ACT_NONE, k->qkv);
-        be->attention(be, k->qkv, k->offs, nseq, H, hd, k->ctx);
+        be->attention(be, k->qkv, k->offs, nseq, max_len, H, hd, k->ctx);
         be->linear(be, k->ctx, L->wo, L->bo, T, D, D, CV_ACT_NONE, k->a);
         be->add_ln(be, k->a, k->h, L->ln1_g, L->ln1_b, T, D, c->ln_eps);
         be->linear(be, k->a, L->w1, L->b1, T, c->intermediate, D, CV_ACT_GELU, k->inter);
@@ -408,14 +413,41 @@ const char *cv_minilm_default_dir(void) {
     return buf;
 }
 
+/* Picks the backend for opts->device: CUDA when asked or (auto) when a device initializes,
+ * else the CPU. *gpu is NULL for the CPU; why says which and why. */
+static cv_err pick_device(cv_device dev, cv_backend **gpu, char *why, size_t why_len) {
+    *gpu = NULL;
+    if (dev == CV_DEVICE_CPU) {
+        snprintf(why, why_len, "requested");
+        return CV_OK;
+    }
+#ifdef CV_HAVE_CUDA
+    char reason[256];
+    if (cv_backend_cuda_new(0, gpu, reason, sizeof reason) == CV_OK) {
+        snprintf(why, why_len, "%s", reason);
+        return CV_OK;
+    }
+    if (dev == CV_DEVICE_CUDA) {
+        cv_error("event=device_unavailable device=cuda error=\"%s\" fix=\"use --device cpu or auto\"",
+                 reason);
+        return CV_ERR_DEVICE;
+    }
+    snprintf(why, why_len, "CUDA unavailable: %s", reason);
+    cv_warn("event=device_fallback device=cpu reason=\"%s\"", reason);
+#else
+    if (dev == CV_DEVICE_CUDA) {
+        cv_error("event=device_unavailable device=cuda error=\"this build has no CUDA backend (no nvcc at "
+                 "build time)\" fix=\"use --device cpu or auto, or rebuild where nvcc is installed\"");
+        return CV_ERR_UNSUPPORTED;
+    }
+    snprintf(why, why_len, "built without CUDA");
+#endif
+    return CV_OK;
+}
+
 cv_err cv_minilm_load(const char *model_dir, const cv_minilm_opts *opts, cv_minilm **out) {
     *out = NULL;
     cv_minilm_opts o = opts ? *opts : (cv_minilm_opts){0};
-    if (o.device == CV_DEVICE_CUDA) {
-        cv_error("event=device_unavailable device=cuda error=\"this build has no CUDA backend\" "
-                 "fix=\"use --device cpu or auto\"");
-        return CV_ERR_UNSUPPORTED;
-    }
     cv_minilm *m = calloc(1, sizeof *m);
     if (!m) return CV_ERR_NOMEM;
     char path[4096];
@@ -441,21 +473,31 @@ cv_err cv_minilm_load(const char *model_dir, const cv_minilm_opts *opts, cv_mini
     /* parallelism is ours: one sequence group per thread, single-threaded BLAS in each */
     openblas_set_num_threads(1);
     m->nthreads = nt;
-    m->wk = calloc((size_t)nt, sizeof(worker));
+    char why[320];
+    cv_backend *gpu = NULL;
+    if ((err = pick_device(o.device, &gpu, why, sizeof why))) {
+        cv_minilm_free(m);
+        return err;
+    }
+    m->nworkers = gpu ? 1 : nt;
+    m->chunk_tokens = gpu ? MAX_CHUNK_TOKENS_GPU : MAX_CHUNK_TOKENS;
+    m->wk = calloc((size_t)m->nworkers, sizeof(worker));
     if (!m->wk || (err = cv_pool_new(nt, &m->pool))) {
+        if (gpu) gpu->destroy(gpu);
         cv_minilm_free(m);
         return err ? err : CV_ERR_NOMEM;
     }
-    for (int i = 0; i < nt && !err; i++)
-        err = worker_init(m, &m->wk[i]);
+    for (int i = 0; i < m->nworkers && !err; i++) {
+        cv_backend *be = gpu;
+        if (!be && (err = cv_backend_cpu_new(&be))) break;
+        err = worker_init(m, &m->wk[i], be);
+    }
     if (err) {
         cv_minilm_free(m);
         return err;
     }
-    cv_info("event=model_loaded dir=%s device=cpu reason=\"%s\" threads=%d layers=%d hidden=%d "
-            "max_seq=%d",
-            model_dir, o.device == CV_DEVICE_AUTO ? "built without CUDA" : "requested", nt, m->cfg.layers,
-            m->cfg.hidden, m->cfg.max_seq);
+    cv_info("event=model_loaded dir=%s device=%s reason=\"%s\" threads=%d layers=%d hidden=%d max_seq=%d",
+            model_dir, m->wk[0].be->name, why, nt, m->cfg.layers, m->cfg.hidden, m->cfg.max_seq);
     *out = m;
     return CV_OK;
 }
@@ -464,7 +506,7 @@ void cv_minilm_free(cv_minilm *m) {
     if (!m) return;
     cv_pool_free(m->pool);
     if (m->wk) {
-        for (int i = 0; i < m->nthreads; i++) {
+        for (int i = 0; i < m->nworkers; i++) {
             worker *k = &m->wk[i];
             if (!k->be) continue;
             worker_release_scratch(k);
@@ -507,7 +549,7 @@ static void run_group(void *p, int g) {
     k->err = CV_OK;
     while (s < end && !k->err) {
         int e = s + 1;
-        while (e < end && a->offs[e + 1] - a->offs[s] <= MAX_CHUNK_TOKENS)
+        while (e < end && a->offs[e + 1] - a->offs[s] <= a->m->chunk_tokens)
             e++;
         k->err = forward(&a->m->cfg, k, a->ids, a->offs + s, e - s, a->out + (size_t)s * D);
         s = e;
@@ -523,7 +565,7 @@ cv_err cv_minilm_embed_ids(cv_minilm *m, const int32_t *ids, const int32_t *offs
     for (int t = offs[0]; t < offs[nseq]; t++)
         if (ids[t] < 0 || ids[t] >= m->cfg.vocab) return CV_ERR_ARG;
     const long total = offs[nseq] - offs[0];
-    if (m->nthreads > 1 && (nseq < m->nthreads || total < (long)INTRA_OP_TOKENS * m->nthreads)) {
+    if (m->nworkers > 1 && (nseq < m->nworkers || total < (long)INTRA_OP_TOKENS * m->nworkers)) {
         /* few tokens: one forward, every GEMM and attention split across the threads */
         worker *k = &m->wk[0];
         cv_backend_cpu_set_pool(k->be, m->pool);
@@ -533,7 +575,7 @@ cv_err cv_minilm_embed_ids(cv_minilm *m, const int32_t *ids, const int32_t *offs
         cv_backend_cpu_set_pool(k->be, NULL);
         return k->err;
     }
-    int ng = m->nthreads < nseq ? m->nthreads : nseq;
+    int ng = m->nworkers < nseq ? m->nworkers : nseq;
     int group_start[257];
     /* contiguous groups with about equal token counts */
     group_start[0] = 0;

@@ -85,8 +85,8 @@ static void cpu_add_ln(cv_backend *be, float *x, const float *res, const float *
     (void)be;
     cv_cpu_add_ln(x, res, gamma, beta, M, D, eps);
 }
-static void cpu_attention(cv_backend *be, const float *qkv, const int32_t *offs, int nseq, int H, int hd,
-                          float *out) {
+static void cpu_attention(cv_backend *be, const float *qkv, const int32_t *offs, int nseq, int max_len, int H,
+                          int hd, float *out) {
     cv_pool *pool = be->impl;
     if (!pool || H < 2) {
         cv_cpu_attention(qkv, offs, nseq, H, hd, out);

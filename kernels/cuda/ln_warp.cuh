@@ -1,0 +1,38 @@
+/* ln_warp.cuh: LayerNorm of one row held across a warp's registers (element k*32+lane in
+ * v[k]), fp32 two-pass statistics reduced with shuffles. */
+#ifndef CV_LN_WARP_CUH
+#define CV_LN_WARP_CUH
+
+#include "cuda_impl.cuh"
+
+__device__ __forceinline__ float cv_warp_sum(float x) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        x += __shfl_xor_sync(0xffffffffu, x, o);
+    return x;
+}
+
+__device__ __forceinline__ void cv_ln_warp_store(float (&v)[CV_LN_MAX_PER_LANE], int D, int lane,
+                                                 const float *gamma, const float *beta, float eps,
+                                                 float *out) {
+    float s = 0.0f;
+#pragma unroll
+    for (int k = 0; k < CV_LN_MAX_PER_LANE; k++)
+        s += v[k]; /* padding lanes hold 0 */
+    const float mean = cv_warp_sum(s) / (float)D;
+    float q = 0.0f;
+#pragma unroll
+    for (int k = 0; k < CV_LN_MAX_PER_LANE; k++) {
+        int j = k * 32 + lane;
+        float d = j < D ? v[k] - mean : 0.0f;
+        q += d * d;
+    }
+    const float inv = rsqrtf(cv_warp_sum(q) / (float)D + eps);
+#pragma unroll
+    for (int k = 0; k < CV_LN_MAX_PER_LANE; k++) {
+        int j = k * 32 + lane;
+        if (j < D) out[j] = (v[k] - mean) * inv * gamma[j] + beta[j];
+    }
+}
+
+#endif

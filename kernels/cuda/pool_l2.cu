@@ -1,0 +1,41 @@
+/* pool_l2.cu: out[s] = L2-normalize(mean of sequence s's rows), one block per sequence,
+ * fp32 sums, block-wide reduction of the squared norm. */
+#include "cuda_impl.cuh"
+#include "ln_warp.cuh"
+
+__global__ void pool_l2_kernel(const float *x, const int32_t *offs, int D, float *out) {
+    const int s = blockIdx.x, t0 = offs[s], t1 = offs[s + 1];
+    extern __shared__ float sm[]; /* (D) means, then (32) partial norms */
+    float *mean = sm, *part = sm + D;
+    const float inv_len = t1 > t0 ? 1.0f / (float)(t1 - t0) : 0.0f;
+    float sq = 0.0f;
+    for (int j = threadIdx.x; j < D; j += blockDim.x) {
+        float acc = 0.0f;
+        for (int t = t0; t < t1; t++)
+            acc += x[(size_t)t * D + j];
+        acc *= inv_len;
+        mean[j] = acc;
+        sq += acc * acc;
+    }
+    sq = cv_warp_sum(sq);
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x / 32] = sq;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        float p = threadIdx.x < blockDim.x / 32 ? part[threadIdx.x] : 0.0f;
+        p = cv_warp_sum(p);
+        if (threadIdx.x == 0) part[0] = 1.0f / fmaxf(sqrtf(p), 1e-12f);
+    }
+    __syncthreads();
+    const float inv = part[0];
+    for (int j = threadIdx.x; j < D; j += blockDim.x)
+        out[(size_t)s * D + j] = mean[j] * inv;
+}
+
+extern "C" void cv_cuda_pool_l2(cv_backend *be, const float *x, const int32_t *offs, int nseq, int D,
+                                float *out) {
+    cv_cuda *c = cv_cuda_of(be);
+    if (nseq <= 0) return;
+    const int threads = 128;
+    pool_l2_kernel<<<nseq, threads, sizeof(float) * (size_t)(D + 32), c->stream>>>(x, offs, D, out);
+    cv_cuda_note_launch(c);
+}

@@ -1,0 +1,182 @@
+/* test_cuda_ops.c: every CUDA op against the CPU reference on random inputs of several
+ * shapes (never zeros; device outputs poisoned with NaN first). Tolerance, as max
+ * |got - want| / max(1, max |want|): 5e-3 for linear (fp16 inputs, fp32 accumulation),
+ * 1e-5 for the fp32 ops. SKIPPED (exit 77) without a CUDA device. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "../kernels/backend.h"
+#include "../kernels/cpu/cpu_ops.h"
+#include "test_util.h"
+
+static cv_backend *gpu;
+static uint64_t seed = 77;
+
+static float *dev_from(const float *host, size_t n) {
+    float *d = gpu->alloc(gpu, n * sizeof(float));
+    assert_non_null(d);
+    assert_int_equal(gpu->upload(gpu, d, host, n * sizeof(float)), CV_OK);
+    return d;
+}
+
+static int32_t *dev_from_i32(const int32_t *host, size_t n) {
+    int32_t *d = gpu->alloc(gpu, n * sizeof(int32_t));
+    assert_non_null(d);
+    assert_int_equal(gpu->upload(gpu, d, host, n * sizeof(int32_t)), CV_OK);
+    return d;
+}
+
+static float *dev_poisoned(size_t n) {
+    float *h = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++)
+        h[i] = NAN;
+    float *d = dev_from(h, n);
+    free(h);
+    return d;
+}
+
+static float *host_rand(size_t n, float lo, float hi) {
+    float *h = malloc(n * sizeof(float));
+    tu_fill(h, n, lo, hi, &seed);
+    return h;
+}
+
+/* Downloads d (n floats), compares with want, frees d. */
+static double compare(float *d, const float *want, size_t n) {
+    float *got = malloc(n * sizeof(float));
+    assert_int_equal(gpu->download(gpu, got, d, n * sizeof(float)), CV_OK);
+    assert_int_equal(gpu->sync(gpu), CV_OK);
+    double scale = 1, err = 0;
+    for (size_t i = 0; i < n; i++)
+        scale = fmax(scale, fabs(want[i]));
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(got[i])) {
+            err = INFINITY;
+            break;
+        }
+        err = fmax(err, fabs((double)got[i] - want[i]) / scale);
+    }
+    free(got);
+    gpu->release(gpu, d);
+    return err;
+}
+
+static void test_linear(void **state) {
+    (void)state;
+    static const int shapes[][3] = {
+        {1, 384, 384}, {37, 1152, 384}, {300, 1536, 384}, {129, 384, 1536}, {3, 5, 7}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int act = 0; act < 2; act++) {
+            const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+            float *x = host_rand((size_t)M * K, -2, 2), *w = host_rand((size_t)N * K, -0.1f, 0.1f),
+                  *b = host_rand((size_t)N, -1, 1), *want = malloc(sizeof(float) * (size_t)M * N);
+            cv_cpu_linear(x, w, b, M, N, K, (cv_act)act, want);
+            float *dx = dev_from(x, (size_t)M * K), *db = dev_from(b, (size_t)N),
+                  *dy = dev_poisoned((size_t)M * N);
+            const float *dw = gpu->weights(gpu, w, (size_t)N * K); /* registered: fp16 copy */
+            gpu->linear(gpu, dx, dw, db, M, N, K, (cv_act)act, dy);
+            double err = compare(dy, want, (size_t)M * N);
+            print_message("cuda linear M=%d N=%d K=%d act=%d err=%.2e\n", M, N, K, act, err);
+            assert_true(err < 5e-3);
+            gpu->release(gpu, dx), gpu->release(gpu, db);
+            free(x), free(w), free(b), free(want);
+        }
+}
+
+static void test_add_ln(void **state) {
+    (void)state;
+    static const int shapes[][2] = {{1, 384}, {1000, 384}, {7, 512}, {3, 33}};
+    for (size_t s = 0; s < 4; s++) {
+        const int M = shapes[s][0], D = shapes[s][1];
+        float *x = host_rand((size_t)M * D, -3, 5), *r = host_rand((size_t)M * D, -4, 4),
+              *g = host_rand(D, 0.5f, 1.5f), *b = host_rand(D, -0.5f, 0.5f);
+        float *dx = dev_from(x, (size_t)M * D), *dr = dev_from(r, (size_t)M * D), *dg = dev_from(g, D),
+              *dbb = dev_from(b, D);
+        cv_cpu_add_ln(x, r, g, b, M, D, 1e-12f);
+        gpu->add_ln(gpu, dx, dr, dg, dbb, M, D, 1e-12f);
+        double err = compare(dx, x, (size_t)M * D);
+        print_message("cuda add_ln M=%d D=%d err=%.2e\n", M, D, err);
+        assert_true(err < 1e-5);
+        gpu->release(gpu, dr), gpu->release(gpu, dg), gpu->release(gpu, dbb);
+        free(x), free(r), free(g), free(b);
+    }
+}
+
+static void test_embed_ln(void **state) {
+    (void)state;
+    const int V = 1000, P = 512, D = 384, T = 777;
+    float *word = host_rand((size_t)V * D, -1, 1), *pos = host_rand((size_t)P * D, -1, 1),
+          *type0 = host_rand(D, -1, 1), *g = host_rand(D, 0.5f, 1.5f), *b = host_rand(D, -0.5f, 0.5f),
+          *want = malloc(sizeof(float) * T * D);
+    int32_t *ids = malloc(sizeof(int32_t) * T), *pids = malloc(sizeof(int32_t) * T);
+    for (int t = 0; t < T; t++)
+        ids[t] = (int32_t)(tu_rand(&seed) % V), pids[t] = t % P;
+    cv_cpu_embed_ln(ids, pids, T, D, word, pos, type0, g, b, 1e-12f, want);
+    float *dword = dev_from(word, (size_t)V * D), *dpos = dev_from(pos, (size_t)P * D),
+          *dt = dev_from(type0, D), *dg = dev_from(g, D), *dbb = dev_from(b, D),
+          *dout = dev_poisoned((size_t)T * D);
+    int32_t *dids = dev_from_i32(ids, T), *dpids = dev_from_i32(pids, T);
+    gpu->embed_ln(gpu, dids, dpids, T, D, dword, dpos, dt, dg, dbb, 1e-12f, dout);
+    double err = compare(dout, want, (size_t)T * D);
+    print_message("cuda embed_ln T=%d err=%.2e\n", T, err);
+    assert_true(err < 1e-5);
+    gpu->release(gpu, dword), gpu->release(gpu, dpos), gpu->release(gpu, dt), gpu->release(gpu, dg);
+    gpu->release(gpu, dbb), gpu->release(gpu, dids), gpu->release(gpu, dpids);
+    free(word), free(pos), free(type0), free(g), free(b), free(want), free(ids), free(pids);
+}
+
+static void test_attention_and_pool(void **state) {
+    (void)state;
+    static const int lens_sets[][6] = {{1, 0}, {256, 0}, {5, 64, 65, 1, 200, 0}, {512, 3, 0}};
+    for (size_t c = 0; c < 4; c++) {
+        int32_t offs[8] = {0};
+        int nseq = 0, max_len = 0;
+        for (; lens_sets[c][nseq]; nseq++) {
+            offs[nseq + 1] = offs[nseq] + lens_sets[c][nseq];
+            if (lens_sets[c][nseq] > max_len) max_len = lens_sets[c][nseq];
+        }
+        const int H = 12, hd = 32, D = H * hd, T = offs[nseq];
+        float *qkv = host_rand((size_t)T * 3 * D, -2, 2), *want = malloc(sizeof(float) * (size_t)T * D),
+              *pwant = malloc(sizeof(float) * (size_t)nseq * D);
+        cv_cpu_attention(qkv, offs, nseq, H, hd, want);
+        cv_cpu_pool_l2(want, offs, nseq, D, pwant);
+        float *dq = dev_from(qkv, (size_t)T * 3 * D), *dout = dev_poisoned((size_t)T * D),
+              *dpool = dev_poisoned((size_t)nseq * D);
+        int32_t *doffs = dev_from_i32(offs, (size_t)nseq + 1);
+        gpu->attention(gpu, dq, doffs, nseq, max_len, H, hd, dout);
+        gpu->pool_l2(gpu, dout, doffs, nseq, D, dpool);
+        double perr = compare(dpool, pwant, (size_t)nseq * D);
+        double err = compare(dout, want, (size_t)T * D);
+        print_message("cuda attention nseq=%d T=%d max_len=%d err=%.2e pool_l2 err=%.2e\n", nseq, T, max_len,
+                      err, perr);
+        assert_true(err < 1e-5);
+        assert_true(perr < 1e-5);
+        gpu->release(gpu, dq), gpu->release(gpu, doffs);
+        free(qkv), free(want), free(pwant);
+    }
+}
+
+int main(void) {
+    char why[256];
+    if (cv_cuda_device_count() == 0 || cv_backend_cuda_new(0, &gpu, why, sizeof why) != CV_OK) {
+        printf("SKIPPED: no usable CUDA device (%s)\n", cv_cuda_device_count() ? why : "none found");
+        return 77;
+    }
+    printf("device: %s\n", why);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_linear),
+        cmocka_unit_test(test_add_ln),
+        cmocka_unit_test(test_embed_ln),
+        cmocka_unit_test(test_attention_and_pool),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    gpu->destroy(gpu);
+    return rc;
+}
