@@ -156,14 +156,17 @@ static double anchor_lookup(const anchor_row *rows, int n, const char *set, int 
 }
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: cdcvec bench embed [options]\n\n"
-               "  --model DIR      model folder\n"
-               "  --threads N      threads (default: all online CPUs)\n"
-               "  --seconds S      time per measurement (default 3)\n"
-               "  --anchor CMD     command that benchmarks the reference on the same texts; it gets\n"
-               "                   --short FILE --long FILE --batches 1,8,64,256 --seconds S --threads N\n"
-               "                   and prints {\"set\":..,\"batch\":..,\"sent_per_s\":..} lines\n"
-               "                   (bench/st_anchor.py does this for sentence-transformers)\n");
+    fprintf(f,
+            "usage: cdcvec bench embed [options]\n\n"
+            "  --model DIR      model folder\n"
+            "  --threads N      threads (default: all online CPUs)\n"
+            "  --seconds S      time per measurement (default 3)\n"
+            "  --device D       auto (default), cpu or cuda\n"
+            "  --batches LIST   batch sizes, comma-separated (default 1,8,64,256)\n"
+            "  --anchor CMD     command that benchmarks the reference on the same texts; it gets\n"
+            "                   --short FILE --long FILE --batches LIST --seconds S --threads N --device D\n"
+            "                   and prints {\"set\":..,\"batch\":..,\"sent_per_s\":..} lines\n"
+            "                   (bench/st_anchor.py does this for sentence-transformers)\n");
 }
 
 int cv_cmd_bench(int argc, char **argv) {
@@ -173,14 +176,17 @@ int cv_cmd_bench(int argc, char **argv) {
         return 2;
     }
     argc--, argv++;
-    enum { O_MODEL = 256, O_THREADS, O_SECONDS, O_ANCHOR };
+    enum { O_MODEL = 256, O_THREADS, O_SECONDS, O_ANCHOR, O_DEVICE, O_BATCHES };
     static const struct option opts[] = {{"model", required_argument, 0, O_MODEL},
                                          {"threads", required_argument, 0, O_THREADS},
                                          {"seconds", required_argument, 0, O_SECONDS},
                                          {"anchor", required_argument, 0, O_ANCHOR},
+                                         {"device", required_argument, 0, O_DEVICE},
+                                         {"batches", required_argument, 0, O_BATCHES},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
-    const char *model = cv_minilm_default_dir(), *anchor = NULL;
+    const char *model = cv_minilm_default_dir(), *anchor = NULL, *batch_list = "1,8,64,256";
+    cv_device dev = CV_DEVICE_AUTO;
     long threads = 0, secs = 3;
     int c;
     optind = 1;
@@ -194,20 +200,35 @@ int cv_cmd_bench(int argc, char **argv) {
             if (cv_cli_parse_int("--seconds", optarg, 1, 3600, &secs)) return 2;
             break;
         case O_ANCHOR: anchor = optarg; break;
+        case O_DEVICE:
+            if (cv_cli_parse_device(optarg, &dev)) return 2;
+            break;
+        case O_BATCHES: batch_list = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
     }
+    int batches[32], nb = 0;
+    for (const char *p = batch_list; *p && nb < 32;) {
+        char *end;
+        long b = strtol(p, &end, 10);
+        if (end == p || b < 1 || b > 65536 || (*end && *end != ',')) {
+            fprintf(stderr,
+                    "cdcvec bench: --batches: expected sizes in [1, 65536] separated by commas, got '%s'\n",
+                    batch_list);
+            return 2;
+        }
+        batches[nb++] = (int)b;
+        p = *end ? end + 1 : end;
+    }
     cv_minilm *m;
-    if (cv_cli_load_model(model, (int)threads, CV_DEVICE_AUTO, &m)) return 1;
+    if (cv_cli_load_model(model, (int)threads, dev, &m)) return 1;
     const int nt = cv_minilm_threads(m);
     corpus sets[2];
     corpus_make(&sets[0], "short", 2048, 10, 48, 0x9E3779B97F4A7C15ull); /* ~15-60 tokens */
     corpus_make(&sets[1], "long", 256, 260, 320, 0xD1B54A32D192ED03ull); /* truncated at 256 */
-    static const int batches[] = {1, 8, 64, 256};
-    const int nb = 4;
 
-    anchor_row arows[32];
+    anchor_row arows[128];
     int na = 0;
     if (anchor) {
         char sp[] = "/tmp/cdcvec-bench-short-XXXXXX", lp[] = "/tmp/cdcvec-bench-long-XXXXXX";
@@ -219,10 +240,10 @@ int cv_cmd_bench(int argc, char **argv) {
         } else {
             char cmd[8192];
             snprintf(cmd, sizeof cmd,
-                     "%s --short %s --long %s --batches 1,8,64,256 --seconds %ld --threads %d", anchor, sp,
-                     lp, secs, nt);
+                     "%s --short %s --long %s --batches %s --seconds %ld --threads %d --device %s", anchor,
+                     sp, lp, batch_list, secs, nt, cv_minilm_device(m));
             fprintf(stderr, "anchor: %s\n", cmd);
-            na = run_anchor(cmd, arows, 32);
+            na = run_anchor(cmd, arows, 128);
             if (na < 0) fprintf(stderr, "cdcvec bench: the anchor command failed; no ratios\n");
         }
         unlink(sp);
@@ -258,18 +279,24 @@ int cv_cmd_bench(int argc, char **argv) {
            secs);
     printf("tokenizer: %.1f MB/s on one thread (%ld short texts); 10 MB text: %.1f us per encode\n\n",
            tok_mbs, ntexts, big_us);
-    printf("| set | batch | cdcvec sent/s | cdcvec tok/s | sentence-transformers sent/s | ratio |\n");
-    printf("|---|---:|---:|---:|---:|---:|\n");
+    /* GEMM work per token: 2 flops per weight of the encoder's matrices */
+    const cv_minilm_config *cf = cv_minilm_cfg(m);
+    const double gemm_flop =
+        2.0 * cf->layers * (4.0 * cf->hidden * cf->hidden + 2.0 * (double)cf->hidden * cf->intermediate);
+    printf("| set | batch | cdcvec sent/s | cdcvec tok/s | GEMM GFLOP/s | sentence-transformers sent/s | "
+           "ratio |\n");
+    printf("|---|---:|---:|---:|---:|---:|---:|\n");
     for (int s = 0; s < 2; s++)
         for (int b = 0; b < nb; b++) {
             double sps, tps;
             measure(m, &sets[s], batches[b], (double)secs, &sps, &tps);
             double a = anchor_lookup(arows, na > 0 ? na : 0, sets[s].name, batches[b]);
             if (a > 0)
-                printf("| %s | %d | %.1f | %.0f | %.1f | %.2fx |\n", sets[s].name, batches[b], sps, tps, a,
-                       sps / a);
+                printf("| %s | %d | %.1f | %.0f | %.1f | %.1f | %.2fx |\n", sets[s].name, batches[b], sps,
+                       tps, tps * gemm_flop / 1e9, a, sps / a);
             else
-                printf("| %s | %d | %.1f | %.0f | - | - |\n", sets[s].name, batches[b], sps, tps);
+                printf("| %s | %d | %.1f | %.0f | %.1f | - | - |\n", sets[s].name, batches[b], sps, tps,
+                       tps * gemm_flop / 1e9);
             fflush(stdout);
         }
 
