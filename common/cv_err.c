@@ -13,6 +13,7 @@ static const char *const messages[CV_ERR__COUNT] = {
     [CV_ERR_UNSUPPORTED] = "not supported by this build",
     [CV_ERR_BUSY] = "busy, retry later",
     [CV_ERR_TIMEOUT] = "timed out",
+    [CV_ERR_SHUTDOWN] = "shutting down",
 };
 
 const char *cv_strerror(cv_err e) {
@@ -20,4 +21,4 @@ const char *cv_strerror(cv_err e) {
     return messages[e];
 }
 
-bool cv_err_retriable(cv_err e) { return e == CV_ERR_BUSY || e == CV_ERR_TIMEOUT; }
+bool cv_err_retriable(cv_err e) { return e == CV_ERR_BUSY || e == CV_ERR_TIMEOUT || e == CV_ERR_SHUTDOWN; }

@@ -22,6 +22,7 @@ typedef enum cv_err {
     CV_ERR_UNSUPPORTED, /* valid request this build cannot serve */
     CV_ERR_BUSY,        /* over capacity, retry later */
     CV_ERR_TIMEOUT,     /* deadline passed, retry later */
+    CV_ERR_SHUTDOWN,    /* the service is stopping: retry elsewhere or later */
     CV_ERR__COUNT
 } cv_err;
 

@@ -23,6 +23,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../common/cv_half.h"
 #include "../common/cv_log.h"
 #include "../common/cv_pool.h"
 #include "../kernels/backend.h"
@@ -165,25 +166,6 @@ static void *own(cv_minilm *m, size_t bytes) {
     return p;
 }
 
-static float half_to_float(uint16_t h) {
-    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1F, mant = h & 0x3FF, bits;
-    if (exp == 0) {
-        if (mant == 0) {
-            bits = sign;
-        } else { /* subnormal */
-            float f = ldexpf((float)mant, -24);
-            return sign ? -f : f;
-        }
-    } else if (exp == 31) {
-        bits = sign | 0x7F800000u | (mant << 13);
-    } else {
-        bits = sign | ((exp + 112) << 23) | (mant << 13);
-    }
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
 /* Finds name with the expected shape and returns float32 host data (converted if stored
  * as F16/BF16, copied if misaligned). */
 static cv_err tensor(cv_minilm *m, const char *path, const char *name, int64_t d0, int64_t d1,
@@ -220,7 +202,7 @@ static cv_err tensor(cv_minilm *m, const char *path, const char *name, int64_t d
         for (size_t i = 0; i < count; i++) {
             uint16_t v = (uint16_t)(src[2 * i] | (src[2 * i + 1] << 8));
             if (t->dtype == CV_DT_F16) {
-                p[i] = half_to_float(v);
+                p[i] = cv_half_to_float(v);
             } else {
                 uint32_t bits = (uint32_t)v << 16;
                 memcpy(&p[i], &bits, 4);

@@ -1,0 +1,109 @@
+/* cmd_serve.c: cdcvec serve: the inference server until SIGTERM/SIGINT, then a drain. */
+#define _POSIX_C_SOURCE 200809L
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../common/cv_conf.h"
+#include "../common/cv_log.h"
+#include "../server/server.h"
+#include "cli.h"
+
+typedef struct {
+    const char *listen, *http, *model, *device, *model_id;
+    long threads, batch_tokens, max_queue_tokens, max_inflight, max_message_bytes, max_texts, max_text_bytes;
+    long drain_timeout_ms;
+    double batch_deadline_ms;
+} serve_conf;
+
+#define F(x) offsetof(serve_conf, x)
+static const cv_conf_prop PROPS[] = {
+    {"listen", "CDCVEC_LISTEN", CV_CONF_STR, "tcp://127.0.0.1:5557", 0, 0, F(listen),
+     "nng address for the binary protocol (tcp://, ipc://); empty: none"},
+    {"http", "CDCVEC_HTTP", CV_CONF_STR, "127.0.0.1:9464", 0, 0, F(http),
+     "host:port for HTTP (/healthz, /metrics, /embed, /v1/embeddings); empty: none"},
+    {"model", "CDCVEC_MODEL_DIR", CV_CONF_STR, "", 0, 0, F(model),
+     "model folder (empty: ~/.cache/cdcvec/all-MiniLM-L6-v2)"},
+    {"model-id", "CDCVEC_MODEL_ID", CV_CONF_STR, "sentence-transformers/all-MiniLM-L6-v2", 0, 0, F(model_id),
+     "model name reported in /metrics and /v1/embeddings"},
+    {"device", "CDCVEC_DEVICE", CV_CONF_STR, "auto", 0, 0, F(device), "auto, cpu or cuda"},
+    {"threads", "CDCVEC_THREADS", CV_CONF_INT, "0", 0, 256, F(threads), "CPU threads; 0: all online CPUs"},
+    {"batch-tokens", "CDCVEC_BATCH_TOKENS", CV_CONF_INT, "16384", 256, 1 << 22, F(batch_tokens),
+     "token budget of one batch"},
+    {"batch-deadline-ms", "CDCVEC_BATCH_DEADLINE_MS", CV_CONF_DOUBLE, "2", 0, 10000, F(batch_deadline_ms),
+     "longest wait for a batch to fill, in milliseconds"},
+    {"max-queue-tokens", "CDCVEC_MAX_QUEUE_TOKENS", CV_CONF_INT, "262144", 256, 1L << 30, F(max_queue_tokens),
+     "tokens queued before requests are answered \"busy\""},
+    {"max-inflight", "CDCVEC_MAX_INFLIGHT", CV_CONF_INT, "256", 1, 65536, F(max_inflight),
+     "requests served at once on the nng socket (one context each)"},
+    {"max-message-bytes", "CDCVEC_MAX_MESSAGE_BYTES", CV_CONF_INT, "16777216", 1024, 1L << 30,
+     F(max_message_bytes), "largest request (nng frame or HTTP body), in bytes"},
+    {"max-texts", "CDCVEC_MAX_TEXTS", CV_CONF_INT, "2048", 1, 1 << 20, F(max_texts), "texts per request"},
+    {"max-text-bytes", "CDCVEC_MAX_TEXT_BYTES", CV_CONF_INT, "1048576", 1, 1L << 30, F(max_text_bytes),
+     "bytes per text"},
+    {"drain-timeout-ms", "CDCVEC_DRAIN_TIMEOUT_MS", CV_CONF_INT, "10000", 0, 3600000, F(drain_timeout_ms),
+     "on SIGTERM, how long to wait for in-flight requests"},
+};
+#undef F
+#define NPROPS ((int)(sizeof PROPS / sizeof PROPS[0]))
+
+static volatile sig_atomic_t stop_requested;
+static void on_signal(int sig) {
+    (void)sig;
+    stop_requested = 1;
+}
+
+int cv_cmd_serve(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "--config-markdown") == 0) {
+        cv_conf_markdown(stdout, PROPS, NPROPS);
+        printf("| (environment only) | `CDCVEC_API_KEY` | string | unset | | bearer token required by POST "
+               "/embed and /v1/embeddings when set |\n");
+        return 0;
+    }
+    serve_conf c;
+    int rc = cv_conf_parse(
+        PROPS, NPROPS, &c, argc, argv,
+        "usage: cdcvec serve [options]\n\nServes embeddings over nng (docs/PROTOCOL.md) and HTTP "
+        "until SIGTERM or SIGINT, then drains.\nThe HTTP API key is read from CDCVEC_API_KEY.");
+    if (rc) return rc == 1 ? 0 : 2;
+    cv_device dev;
+    if (cv_cli_parse_device(c.device, &dev)) return 2;
+    cv_minilm *m;
+    if (cv_cli_load_model(*c.model ? c.model : cv_minilm_default_dir(), (int)c.threads, dev, &m)) return 1;
+    cv_server_opts o = {
+        .listen = c.listen,
+        .http = c.http,
+        .batch_tokens = c.batch_tokens,
+        .batch_deadline_ms = c.batch_deadline_ms,
+        .max_queue_tokens = c.max_queue_tokens,
+        .max_inflight = (int)c.max_inflight,
+        .max_message_bytes = c.max_message_bytes,
+        .max_texts = (int)c.max_texts,
+        .max_text_bytes = c.max_text_bytes,
+        .api_key = getenv("CDCVEC_API_KEY"),
+        .model_id = c.model_id,
+    };
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    cv_server *s;
+    if (cv_server_start(m, &o, &s)) {
+        cv_minilm_free(m);
+        return 1;
+    }
+    while (!stop_requested) {
+        struct timespec ts = {0, 50000000};
+        nanosleep(&ts, NULL);
+    }
+    cv_info("event=stopping reason=signal drain_timeout_ms=%ld", c.drain_timeout_ms);
+    int left = cv_server_drain(s, (int)c.drain_timeout_ms);
+    cv_server_free(s);
+    cv_minilm_free(m);
+    return left ? 1 : 0;
+}

@@ -1,0 +1,35 @@
+/* server_impl.h: state shared by server.c (nng) and http.c. */
+#ifndef CV_SERVER_IMPL_H
+#define CV_SERVER_IMPL_H
+
+#include <nng/nng.h>
+#include <nng/supplemental/http/http.h>
+#include <stdatomic.h>
+
+#include "batch.h"
+#include "proto.h"
+#include "server.h"
+
+struct cv_server {
+    cv_minilm *m;
+    cv_server_opts o;
+    cv_batcher *batcher;
+    cv_metrics *reg;
+    nng_socket sock;
+    nng_listener listener;
+    int have_sock, have_listener;
+    struct ctx_worker *workers; /* (o.max_inflight) */
+    nng_http_server *http;
+    atomic_int inflight; /* requests accepted and not yet answered */
+    atomic_int draining;
+    cv_metric *m_req_nng, *m_req_http, *m_texts, *m_tokens, *m_latency;
+    cv_metric *m_err_bad, *m_err_large, *m_err_busy, *m_err_shutdown, *m_err_auth;
+};
+
+/* Counts an error reply of status st. */
+void cv_server_count_error(cv_server *s, cv_status st);
+/* Starts the HTTP server on s->o.http. */
+cv_err cv_http_start(cv_server *s);
+void cv_http_stop(cv_server *s);
+
+#endif
