@@ -20,7 +20,8 @@ struct cv_batcher {
     pthread_t th;
     cv_job *head, *tail;
     long queued_tokens;
-    int running; /* jobs in the batch being computed */
+    int running;   /* jobs in the batch being computed */
+    int last_jobs; /* jobs in the previous batch */
     int closing;
     int32_t *ids, *offs; /* batch staging (grown) */
     long ids_cap, offs_cap;
@@ -127,8 +128,10 @@ static void *batch_thread(void *arg) {
         while (!b->head && !b->closing)
             pthread_cond_wait(&b->cv, &b->mu);
         if (!b->head && b->closing) break;
-        /* wait for a full budget or the oldest job's deadline */
-        while (!b->closing && b->queued_tokens < b->budget) {
+        /* wait for a full budget or the oldest job's deadline, but only under concurrency:
+         * when the last batch held a single job, requests are arriving one at a time and
+         * waiting would only add latency (batches grow by themselves while the model runs) */
+        while (!b->closing && b->queued_tokens < b->budget && b->last_jobs > 1) {
             double due = b->head->t_submit + b->deadline, now = cv_now();
             if (now >= due) break;
             struct timespec ts;
@@ -152,6 +155,7 @@ static void *batch_thread(void *arg) {
         last->next = NULL;
         b->queued_tokens -= tokens;
         b->running = njobs;
+        b->last_jobs = njobs;
         pthread_mutex_unlock(&b->mu);
         run_batch(b, list, njobs, tokens);
         pthread_mutex_lock(&b->mu);

@@ -1,7 +1,9 @@
 /* batch.h: dynamic batching by token budget. Requests (jobs) are tokenized by the caller's
  * threads, queued, merged into batches of at most `budget` tokens (or whatever arrived
  * before the deadline), run on the model by one batch thread, and completed through each
- * job's callback. The queue is bounded in tokens: over capacity, submit fails at once. */
+ * job's callback. The deadline applies under concurrency only: after a batch of a single
+ * job, the next batch starts as soon as a job arrives (no added latency for lone callers).
+ * The queue is bounded in tokens: over capacity, submit fails at once. */
 #ifndef CV_BATCH_H
 #define CV_BATCH_H
 

@@ -31,6 +31,18 @@ check "--device tpu rejected" '[ $rc -eq 2 ]'
 check "missing model: exit 1 and the fix" '[ $rc -eq 1 ] && grep -q "fetch_model.py" "$tmp/err"'
 printf 'caf\xe9 \xff\xfe bytes\n' | "$bin" embed >"$tmp/bin.jsonl" 2>/dev/null; rc=$?
 check "invalid UTF-8 is accepted" '[ $rc -eq 0 ] && [ "$(wc -l <"$tmp/bin.jsonl")" -eq 1 ]'
+docs=$(dirname "$0")/../docs/CONFIG.md
+"$bin" serve --config-markdown >"$tmp/conf.md"
+check "docs/CONFIG.md matches the serve property table" \
+  'sed -n "/^<!-- generated/,/^<!-- end generated/p" "$docs" | sed "1d;\$d" | cmp -s - "$tmp/conf.md"'
+"$bin" serve --batch-tokens 10 >/dev/null 2>"$tmp/err"; rc=$?
+check "serve: out-of-range option rejected with its range" '[ $rc -eq 2 ] && grep -q "batch-tokens: expected an integer in \[256" "$tmp/err"'
+CDCVEC_BATCH_DEADLINE_MS=abc "$bin" serve >/dev/null 2>"$tmp/err"; rc=$?
+check "serve: bad environment value names the variable" '[ $rc -eq 2 ] && grep -q "CDCVEC_BATCH_DEADLINE_MS" "$tmp/err"'
+"$bin" serve --nope 1 >/dev/null 2>"$tmp/err"; rc=$?
+check "serve: unknown option rejected" '[ $rc -eq 2 ] && grep -q "unknown option" "$tmp/err"'
+"$bin" serve --listen tcp://256.1.1.1:99999 --http= >/dev/null 2>"$tmp/err"; rc=$?
+check "serve: bad listen address is a clear error" '[ $rc -eq 1 ] && grep -q "event=listen_failed" "$tmp/err"'
 "$bin" frobnicate >/dev/null 2>&1; rc=$?
 check "unknown command: exit 2" '[ $rc -eq 2 ]'
 exit $fail
