@@ -8,6 +8,8 @@ int cv_cmd_embed(int argc, char **argv);
 int cv_cmd_bench(int argc, char **argv);
 int cv_cmd_serve(int argc, char **argv);
 int cv_bench_server(int argc, char **argv);
+/* sync, backfill or search (which) */
+int cv_cmd_sync(int argc, char **argv, const char *which);
 
 /* Parses auto|cpu|cuda; returns 0 on success. */
 int cv_cli_parse_device(const char *s, cv_device *out);

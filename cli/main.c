@@ -15,6 +15,9 @@ static void usage(FILE *f) {
             "commands:\n"
             "  embed    embed texts (one per line, or JSONL) into 384-d vectors\n"
             "  serve    inference server: nng binary protocol + HTTP (/v1/embeddings, /metrics)\n"
+            "  sync     keep a pgvector index in step with a PostgreSQL table (logical replication)\n"
+            "  backfill re-embed a table on demand (skips unchanged texts unless --force 1)\n"
+            "  search   nearest rows to a query: cdcvec search \"books like star wars\"\n"
             "  bench    benchmarks: bench embed\n\n"
             "Run 'cdcvec <command> --help' for a command's options.\n"
             "Environment: CDCVEC_MODEL_DIR (model folder), CDCVEC_LOG (debug|info|warn|error|off).\n",
@@ -75,6 +78,8 @@ int main(int argc, char **argv) {
     if (strcmp(argv[1], "embed") == 0) return cv_cmd_embed(argc - 1, argv + 1);
     if (strcmp(argv[1], "bench") == 0) return cv_cmd_bench(argc - 1, argv + 1);
     if (strcmp(argv[1], "serve") == 0) return cv_cmd_serve(argc - 1, argv + 1);
+    if (strcmp(argv[1], "sync") == 0 || strcmp(argv[1], "backfill") == 0 || strcmp(argv[1], "search") == 0)
+        return cv_cmd_sync(argc - 1, argv + 1, argv[1]);
     fprintf(stderr, "cdcvec: unknown command '%s'\n\n", argv[1]);
     usage(stderr);
     return 2;
