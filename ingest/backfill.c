@@ -24,7 +24,7 @@ static void sha256(const char *s, size_t n, uint8_t out[32]) {
     EVP_Digest(s, n, out, &len, EVP_sha256(), NULL);
 }
 
-cv_err cv_sync_open(cv_sync *s, const cv_sync_opts *o) {
+cv_err cv_sync_open(cv_sync *s, const cv_sync_opts *o, int replication) {
     memset(s, 0, sizeof *s);
     s->o = *o;
     s->dim = 384;
@@ -33,6 +33,7 @@ cv_err cv_sync_open(cv_sync *s, const cv_sync_opts *o) {
         cv_error("event=source_connect error=\"%s\" fix=\"check --source\"", PQerrorMessage(s->src));
         return CV_ERR_TIMEOUT;
     }
+    PQsetNoticeProcessor(s->src, cv_pg_notice, NULL);
     cv_err e = cv_table_describe(s->src, o->table, o->text_column ? o->text_column : "description", o->template_,
                                  &s->t);
     if (e) return e;
@@ -43,6 +44,8 @@ cv_err cv_sync_open(cv_sync *s, const cv_sync_opts *o) {
     if (o->publication && *o->publication) snprintf(s->publication, sizeof s->publication, "%s", o->publication);
     else snprintf(s->publication, sizeof s->publication, "%s", s->slot);
     snprintf(s->stream, sizeof s->stream, "%s", s->slot);
+    /* sync: the server must allow logical replication; checked before anything is created */
+    if (replication && (e = cv_source_prepare(s->src, &s->t, s->publication))) return e;
     /* embedding: a remote server, or the model in-process behind inproc:// */
     char url[128];
     if (o->embed && *o->embed) {
@@ -311,7 +314,7 @@ cv_err cv_sync_backfill(cv_sync *s, PGconn *db, uint64_t position, int force, vo
 
 int cv_backfill_run(const cv_sync_opts *o, volatile sig_atomic_t *stop) {
     cv_sync s;
-    cv_err e = cv_sync_open(&s, o);
+    cv_err e = cv_sync_open(&s, o, 0);
     if (!e) {
         uint64_t pos, bpos;
         int done;
@@ -336,7 +339,7 @@ static void print_hit(void *arg, int rank, double sim, const char *key, const ch
 
 int cv_search_run(const cv_sync_opts *o, const char *query, int limit) {
     cv_sync s;
-    cv_err e = cv_sync_open(&s, o);
+    cv_err e = cv_sync_open(&s, o, 0);
     if (!e) {
         float q[4096];
         const char *tx[1] = {query};

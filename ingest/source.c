@@ -318,14 +318,15 @@ cv_err cv_read_page(PGconn *db, const cv_table *t, char **after, int limit, cv_c
     size_t o = 0, q = 0;
     for (int k = 0; k < t->nkeys; k++) {
         cv_ident(t->keyname[k], id, sizeof id);
-        o += (size_t)snprintf(keys + o, sizeof keys - o, "%s%s", k ? ", " : "", id);
+        /* qualified: a bare name in ORDER BY would mean the ::text output column */
+        o += (size_t)snprintf(keys + o, sizeof keys - o, "%ssrc.%s", k ? ", " : "", id);
         q += (size_t)snprintf(params + q, sizeof params - q, "%s$%d::%s", k ? ", " : "", k + 1, t->keytype[k]);
     }
     if (after)
-        snprintf(sql, sizeof sql, "SELECT %s FROM %s WHERE (%s) > (%s) ORDER BY %s LIMIT %d", sel, t->qualified, keys,
-                 params, keys, limit);
+        snprintf(sql, sizeof sql, "SELECT %s FROM %s AS src WHERE (%s) > (%s) ORDER BY %s LIMIT %d", sel, t->qualified,
+                 keys, params, keys, limit);
     else
-        snprintf(sql, sizeof sql, "SELECT %s FROM %s ORDER BY %s LIMIT %d", sel, t->qualified, keys, limit);
+        snprintf(sql, sizeof sql, "SELECT %s FROM %s AS src ORDER BY %s LIMIT %d", sel, t->qualified, keys, limit);
     PGresult *r = PQexecParams(db, sql, after ? t->nkeys : 0, NULL, (const char *const *)after, NULL, NULL, 0);
     *n = 0;
     if (!ok(r)) {

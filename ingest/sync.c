@@ -313,10 +313,10 @@ static cv_err ensure_slot(stream *st, volatile sig_atomic_t *stop) {
 /* One replication session; returns when stopped (CV_OK) or on an error. */
 static cv_err session(cv_sync *s, volatile sig_atomic_t *stop) {
     stream st = {.s = s};
-    cv_err e = cv_source_prepare(s->src, &s->t, s->publication);
-    if (e) return e;
+    cv_err e;
     const char *kw[] = {"dbname", "replication", NULL}, *val[] = {s->o.source, "database", NULL};
     st.repl = PQconnectdbParams(kw, val, 1);
+    PQsetNoticeProcessor(st.repl, cv_pg_notice, NULL);
     if (PQstatus(st.repl) != CONNECTION_OK) {
         cv_error("event=replication_connect error=\"%s\"", PQerrorMessage(st.repl));
         PQfinish(st.repl);
@@ -403,7 +403,7 @@ int cv_sync_run(const cv_sync_opts *o, volatile sig_atomic_t *stop) {
     double backoff = 0.1;
     while (!*stop) {
         cv_sync s;
-        cv_err e = cv_sync_open(&s, o);
+        cv_err e = cv_sync_open(&s, o, 1);
         if (!e) {
             backoff = 0.1;
             e = session(&s, stop);

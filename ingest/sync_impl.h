@@ -28,9 +28,10 @@ typedef struct cv_sync {
     cv_metric *m_batches, *m_embedded, *m_skipped, *m_lag, *m_latency, *m_err_source, *m_err_sink, *m_err_embed;
 } cv_sync;
 
-/* Opens the model/server/client, the source connection and the sink (everything but the
- * replication stream). */
-cv_err cv_sync_open(cv_sync *s, const cv_sync_opts *o);
+/* Opens the source connection, the model/server/client and the sink (everything but the
+ * replication stream). replication: also check the server's settings and the role's
+ * privilege, and create the publication. */
+cv_err cv_sync_open(cv_sync *s, const cv_sync_opts *o, int replication);
 void cv_sync_close(cv_sync *s);
 
 /* Applies changes (in commit order) to the sink in one transaction recorded at position:

@@ -6,7 +6,7 @@
 #   pg.sh stop DIR         fast shutdown
 #   pg.sh restart DIR      fast restart (same port)
 #   pg.sh kill DIR         immediate shutdown (crash-like)
-# Superuser "cdcvec", trust authentication on 127.0.0.1 only.
+# Superuser "postgres", trust authentication on 127.0.0.1 only.
 set -euo pipefail
 BIN=/usr/lib/postgresql/15/bin
 cmd=$1
@@ -19,7 +19,7 @@ start)
   port=$3
   if [ ! -f "$dir/data/PG_VERSION" ]; then
     [ "$(id -u)" -eq 0 ] && chown postgres "$dir"
-    as_pg "$BIN/initdb" -D "$dir/data" -U cdcvec --auth=trust --encoding=UTF8 --locale=C.UTF-8 >"$dir/initdb.log"
+    as_pg "$BIN/initdb" -D "$dir/data" -U postgres --auth=trust --encoding=UTF8 --locale=C.UTF-8 >"$dir/initdb.log"
     cat >>"$dir/data/postgresql.conf" <<CONF
 listen_addresses = '127.0.0.1'
 port = $port
@@ -37,7 +37,7 @@ CONF
       >"$dir/data/pg_hba.conf"
   fi
   as_pg "$BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null
-  echo "postgres://cdcvec@127.0.0.1:$(sed -n 's/^port = //p' "$dir/data/postgresql.conf" | tail -1)/postgres"
+  echo "postgres://postgres@127.0.0.1:$(sed -n 's/^port = //p' "$dir/data/postgresql.conf" | tail -1)/postgres"
   ;;
 stop) as_pg "$BIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null ;;
 restart) as_pg "$BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -m fast -w restart >/dev/null ;;

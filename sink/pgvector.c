@@ -55,6 +55,11 @@ static void sb_printf(sb *b, const char *fmt, ...) {
     sb_put(b, tmp, (size_t)n);
 }
 
+void cv_pg_notice(void *arg, const char *message) {
+    (void)arg;
+    cv_debug("event=postgres_notice message=\"%.*s\"", (int)strcspn(message, "\n"), message);
+}
+
 void cv_sql_ident(const char *name, char *out, size_t len) {
     size_t k = 0;
     if (len < 3) return;
@@ -84,11 +89,14 @@ static cv_err exec_ok(cv_sink *s, PGresult *r, const char *what) {
     const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
     cv_error("event=sink_failed step=%s sqlstate=%s error=\"%s\"", what, state ? state : "-",
              PQresultErrorMessage(r));
-    /* connection trouble and serialization/deadlock failures are worth retrying */
-    int retry = PQstatus(s->db) != CONNECTION_OK || (state && (strncmp(state, "40", 2) == 0 ||
-                                                                 strncmp(state, "08", 2) == 0 ||
-                                                                 strncmp(state, "57P", 3) == 0));
-    return retry ? CV_ERR_TIMEOUT : CV_ERR_IO;
+    /* connection trouble, serialization/deadlock failures and lack of resources are worth
+     * retrying; privileges, missing objects and bad data are not (fix the set-up) */
+    if (PQstatus(s->db) != CONNECTION_OK || !state) return CV_ERR_TIMEOUT;
+    if (!strncmp(state, "08", 2) || !strncmp(state, "40", 2) || !strncmp(state, "53", 2) || !strncmp(state, "57", 2) ||
+        !strncmp(state, "58", 2))
+        return CV_ERR_TIMEOUT;
+    if (!strncmp(state, "42", 2) || !strncmp(state, "22", 2) || !strncmp(state, "0A", 2)) return CV_ERR_UNSUPPORTED;
+    return CV_ERR_IO;
 }
 
 static cv_err run(cv_sink *s, const char *sql, const char *what) {
@@ -104,6 +112,7 @@ cv_err cv_sink_open(const char *conninfo, const cv_sink_table *t, cv_sink **out)
     if (!s) return CV_ERR_NOMEM;
     s->t = *t;
     s->db = PQconnectdb(conninfo);
+    PQsetNoticeProcessor(s->db, cv_pg_notice, NULL);
     if (PQstatus(s->db) != CONNECTION_OK) {
         cv_error("event=sink_connect error=\"%s\"", PQerrorMessage(s->db));
         cv_sink_close(s);

@@ -65,6 +65,9 @@ cv_err cv_sink_search(cv_sink *s, const float *q, int limit, cv_sink_hit_cb cb, 
 /* Rows in the sink, for progress and tests. */
 cv_err cv_sink_count(cv_sink *s, long *rows);
 
+/* libpq notice processor that logs server notices at debug level. */
+void cv_pg_notice(void *arg, const char *message);
+
 /* SQL-quoted identifier "a""b" into out. */
 void cv_sql_ident(const char *name, char *out, size_t len);
 

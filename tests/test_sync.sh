@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# test_sync.sh: `cdcvec sync` against a real PostgreSQL 15 (wal_level=logical) with pgvector,
+# started here by scripts/pg.sh as a non-root user. After every step the sink must equal the
+# source: every id present on both sides, the same text hash (sha256 of the description), the
+# same payload. Covers backfill, insert/update/delete, payload-only updates (no re-embedding),
+# multi-row transactions, rollbacks, TOASTed texts, truncate, NULL texts, kill -9 during
+# 10,000 changes, a PostgreSQL restart under a running sync, and bad set-ups.
+#   usage: test_sync.sh path/to/cdcvec
+set -u
+bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
+root=$(cd "$(dirname "$0")/.." && pwd)
+work=$(dirname "$bin")/test-sync-$$
+port=$((41000 + $$ % 8000))
+fail=0
+sync_pid=
+cleanup() {
+  [ -n "$sync_pid" ] && kill -9 "$sync_pid" 2>/dev/null
+  bash "$root/scripts/pg.sh" stop "$work/pg" 2>/dev/null
+  bash "$root/scripts/pg.sh" stop "$work/pg2" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+mkdir -p "$work"
+check() { if eval "$2"; then echo "ok   $1"; else echo "FAIL $1"; fail=1; fi; }
+
+DB=$(bash "$root/scripts/pg.sh" start "$work/pg" "$port") || { echo "FAIL cannot start PostgreSQL"; exit 1; }
+q() { psql -qAtX "$DB" -c "$1"; }
+q "CREATE EXTENSION vector" >/dev/null
+sed -n '1,/-- batch 2/p' "$root/tests/data/books.sql" | psql -qX "$DB" >/dev/null
+
+start_sync() {
+  CDCVEC_LOG=${LOG:-warn} "$bin" sync --source "$DB" --table public.books --batch-ms 10 --threads 2 "$@" \
+    >>"$work/sync.log" 2>&1 &
+  sync_pid=$!
+}
+stop_sync() { [ -n "$sync_pid" ] && kill -TERM "$sync_pid" && wait "$sync_pid"; local rc=$?; sync_pid=; return $rc; }
+
+MISMATCH="SELECT count(*) FROM (SELECT * FROM books WHERE description IS NOT NULL) b
+  FULL JOIN cdcvec.public_books v USING (id)
+  WHERE b.id IS NULL OR v.id IS NULL OR v.text_hash <> sha256(convert_to(b.description, 'UTF8'))
+     OR v.payload->>'name' IS DISTINCT FROM b.name OR (v.payload->>'year')::int IS DISTINCT FROM b.year"
+# Waits until the sink equals the source (or 60 s).
+converged() {
+  for _ in $(seq 1 600); do
+    [ "$(q "$MISMATCH" 2>/dev/null)" = 0 ] && return 0
+    sleep 0.1
+  done
+  echo "  mismatches: $(q "$MISMATCH")"; return 1
+}
+
+start_sync
+check "rows existing before the first start are all embedded" converged
+check "the slot exists and is active" '[ "$(q "SELECT active FROM pg_replication_slots WHERE slot_name = '"'"'cdcvec_public_books'"'"'")" = t ]'
+
+sed -n '/-- batch 2/,$p' "$root/tests/data/books.sql" | psql -qX "$DB" >/dev/null
+check "inserts" converged
+q "UPDATE books SET description = 'A boy wizard attends a school of magic.' WHERE id = 1"
+check "update of the text re-embeds" converged
+before=$(q "SELECT md5(embedding::text) || updated_at FROM cdcvec.public_books WHERE id = 4")
+q "UPDATE books SET year = 1966 WHERE id = 4"
+check "update of another column: payload updated" converged
+after=$(q "SELECT md5(embedding::text) FROM cdcvec.public_books WHERE id = 4")
+check "update of another column: vector not recomputed" '[ "${before:0:32}" = "$after" ]'
+q "DELETE FROM books WHERE id = 2"
+check "delete" converged
+q "BEGIN; INSERT INTO books (name, description, author, year) VALUES ('Tx A', 'first of three', 'x', 2000), ('Tx B', 'second of three', 'x', 2001), ('Tx C', 'third of three', 'x', 2002); UPDATE books SET description = 'changed in the same transaction' WHERE name = 'Tx A'; DELETE FROM books WHERE name = 'Tx B'; COMMIT"
+check "multi-row transaction" converged
+q "BEGIN; INSERT INTO books (name, description, author, year) VALUES ('Rolled back', 'never committed', 'x', 1); ROLLBACK"
+q "UPDATE books SET year = year WHERE id = 3" # a later commit to wait on
+check "rollback: nothing applied" 'converged && [ "$(q "SELECT count(*) FROM cdcvec.public_books WHERE payload->>'"'"'name'"'"' = '"'"'Rolled back'"'"'")" = 0 ]'
+
+# a 100 KB text stored out of line (TOAST), then an update of another column: pgoutput sends
+# the unchanged text as 'u', which must never read as NULL or empty
+q "ALTER TABLE books ALTER COLUMN description SET STORAGE EXTERNAL"
+q "INSERT INTO books (name, description, author, year) SELECT 'Toasted', string_agg(md5(i::text), ' '), 'x', 1999 FROM generate_series(1, 3000) i"
+check "100 KB TOASTed text embedded" converged
+before=$(q "SELECT md5(embedding::text) || encode(text_hash, 'hex') FROM cdcvec.public_books WHERE payload->>'name' = 'Toasted'")
+q "UPDATE books SET year = 2024 WHERE name = 'Toasted'"
+check "TOASTed text, other column updated: payload follows" converged
+after=$(q "SELECT md5(embedding::text) || encode(text_hash, 'hex') FROM cdcvec.public_books WHERE payload->>'name' = 'Toasted'")
+check "TOASTed text, other column updated: vector and hash unchanged" '[ -n "$before" ] && [ "$before" = "$after" ]'
+
+q "ALTER TABLE books ALTER COLUMN description DROP NOT NULL"
+q "UPDATE books SET description = NULL WHERE id = 3"
+check "NULL text: the row has no vector (documented)" 'converged && [ "$(q "SELECT count(*) FROM cdcvec.public_books WHERE id = 3")" = 0 ]'
+q "UPDATE books SET description = 'back again' WHERE id = 3"
+check "text set again after NULL" converged
+
+q "TRUNCATE books"
+check "truncate empties the index" 'converged && [ "$(q "SELECT count(*) FROM cdcvec.public_books")" = 0 ]'
+sed -n '/-- batch 2/,$p' "$root/tests/data/books.sql" | psql -qX "$DB" >/dev/null
+check "inserts after truncate" converged
+
+# ---- crash safety: kill -9 at random points during 10,000 changes ----------------------
+cat >"$work/load.sql" <<'SQL'
+\set QUIET on
+SELECT setseed(0.42);
+DO $$
+DECLARE i int;
+BEGIN
+  FOR i IN 1..100 LOOP
+    INSERT INTO books (name, description, author, year)
+      SELECT 'gen ' || i || '/' || g, 'generated book ' || i || ' number ' || g || ' about ' || md5((i * g)::text), 'gen', 2000 + g % 20
+      FROM generate_series(1, 60) g;
+    UPDATE books SET description = description || ' (revised ' || i || ')' WHERE id IN (SELECT id FROM books WHERE author = 'gen' ORDER BY random() LIMIT 25);
+    UPDATE books SET year = year + 1 WHERE id IN (SELECT id FROM books WHERE author = 'gen' ORDER BY random() LIMIT 5);
+    DELETE FROM books WHERE id IN (SELECT id FROM books WHERE author = 'gen' ORDER BY random() LIMIT 10);
+    COMMIT;
+    PERFORM pg_sleep(0.06); -- spread the load so the kills land all through it
+  END LOOP;
+END $$;
+SQL
+(psql -qX "$DB" -f "$work/load.sql" >"$work/load.log" 2>&1) &
+load_pid=$!
+kills=0
+while kill -0 "$load_pid" 2>/dev/null; do
+  sleep "0.$((RANDOM % 9 + 1))"
+  kill -9 "$sync_pid" 2>/dev/null && kills=$((kills + 1))
+  wait "$sync_pid" 2>/dev/null
+  start_sync
+done
+wait "$load_pid"
+check "kill -9 landed during the load ($kills times)" '[ $kills -ge 3 ]'
+check "load of 10,000 changes ran" '[ "$(q "SELECT count(*) FROM books WHERE author = '"'"'gen'"'"'")" -gt 4000 ]'
+check "after $kills kill -9 and restarts: sink equals source (ids, hashes, payloads)" converged
+check "no orphaned or duplicate vectors" '[ "$(q "SELECT count(*) FROM cdcvec.public_books")" = "$(q "SELECT count(*) FROM books WHERE description IS NOT NULL")" ]'
+
+# ---- PostgreSQL restarted under a running sync -------------------------------------------
+bash "$root/scripts/pg.sh" restart "$work/pg"
+q "INSERT INTO books (name, description, author, year) VALUES ('After restart', 'written after PostgreSQL came back', 'x', 2026)"
+check "PostgreSQL restart: sync reconnects and converges" converged
+check "sync is still running" 'kill -0 "$sync_pid"'
+check "SIGTERM: sync exits 0" stop_sync
+check "the slot's confirmed position advanced to the sink's" '[ "$(q "SELECT confirmed_flush_lsn >= (SELECT lsn FROM cdcvec.state) FROM pg_replication_slots WHERE slot_name = '"'"'cdcvec_public_books'"'"'")" = t ]'
+
+# ---- bad set-ups: a clear error at start, exit 1 --------------------------------------------
+run_expect() { # name, expected log event, args...
+  local name=$1 event=$2; shift 2
+  CDCVEC_LOG=warn timeout 60 "$bin" sync --source "$DB" "$@" >"$work/bad.log" 2>&1; local rc=$?
+  check "$name: exit 1 and $event" '[ $rc -eq 1 ] && grep -q "event=$event" "$work/bad.log"'
+}
+q "CREATE TABLE public.nopk (id int, description text)"
+run_expect "table without a primary key" no_primary_key --table public.nopk
+run_expect "missing text column" text_column_missing --table public.books --text-column blurb
+run_expect "missing table" table_missing --table public.nope
+q "CREATE ROLE weak LOGIN; GRANT SELECT ON books TO weak"
+WEAKDB=${DB/postgres@/weak@}
+CDCVEC_LOG=warn timeout 60 "$bin" sync --source "$WEAKDB" --table public.books >"$work/bad.log" 2>&1; rc=$?
+check "role without REPLICATION: exit 1 and the fix" '[ $rc -eq 1 ] && grep -q "event=no_replication_privilege.*ALTER ROLE weak REPLICATION" "$work/bad.log"'
+q "SELECT pg_drop_replication_slot('cdcvec_public_books')" >/dev/null
+run_expect "slot dropped externally" slot_missing --table public.books
+start_sync --resnapshot 1
+q "INSERT INTO books (name, description, author, year) VALUES ('After resnapshot', 'rebuilt from a new snapshot', 'x', 2026)"
+check "--resnapshot 1 rebuilds and streams again" converged
+stop_sync
+DB2=$(bash "$root/scripts/pg.sh" start "$work/pg2" $((port + 1)))
+psql -qAtX "$DB2" -c "ALTER SYSTEM SET wal_level = replica" >/dev/null
+bash "$root/scripts/pg.sh" restart "$work/pg2"
+psql -qAtX "$DB2" -c "CREATE TABLE books (id int PRIMARY KEY, description text)" >/dev/null
+CDCVEC_LOG=warn timeout 60 "$bin" sync --source "$DB2" --table public.books >"$work/bad.log" 2>&1; rc=$?
+check "wal_level not logical: exit 1 and the fix" '[ $rc -eq 1 ] && grep -q "event=wal_level_not_logical.*wal_level = logical" "$work/bad.log"'
+"$bin" sync >/dev/null 2>"$work/bad.log"; rc=$?
+check "no --source: exit 2 with a message" '[ $rc -eq 2 ] && grep -q "source" "$work/bad.log"'
+
+[ $fail -ne 0 ] && { echo "--- sync log (tail)"; tail -40 "$work/sync.log"; }
+exit $fail
