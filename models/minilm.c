@@ -415,7 +415,8 @@ static cv_err pick_device(cv_device dev, cv_backend **gpu, char *why, size_t why
         return CV_ERR_DEVICE;
     }
     snprintf(why, why_len, "CUDA unavailable: %s", reason);
-    cv_warn("event=device_fallback device=cpu reason=\"%s\"", reason);
+    if (cv_cuda_device_count() > 0) /* a GPU is there but failed: worth a warning */
+        cv_warn("event=device_fallback device=cpu reason=\"%s\"", reason);
 #else
     if (dev == CV_DEVICE_CUDA) {
         cv_error("event=device_unavailable device=cuda error=\"this build has no CUDA backend (no nvcc at "
