@@ -39,13 +39,14 @@ MISMATCH="SELECT count(*) FROM (SELECT * FROM books WHERE description IS NOT NUL
   FULL JOIN cdcvec.public_books v USING (id)
   WHERE b.id IS NULL OR v.id IS NULL OR v.text_hash <> sha256(convert_to(b.description, 'UTF8'))
      OR v.payload->>'name' IS DISTINCT FROM b.name OR (v.payload->>'year')::int IS DISTINCT FROM b.year"
-# Waits until the sink equals the source (or 60 s).
+# Waits until the sink equals the source (or 60 s); $1: the mismatch query (default books).
 converged() {
+  local query=${1:-$MISMATCH}
   for _ in $(seq 1 600); do
-    [ "$(q "$MISMATCH" 2>/dev/null)" = 0 ] && return 0
+    [ "$(q "$query" 2>/dev/null)" = 0 ] && return 0
     sleep 0.1
   done
-  echo "  mismatches: $(q "$MISMATCH")"; return 1
+  echo "  mismatches: $(q "$query")"; return 1
 }
 
 start_sync
@@ -132,6 +133,22 @@ check "PostgreSQL restart: sync reconnects and converges" converged
 check "sync is still running" 'kill -0 "$sync_pid"'
 check "SIGTERM: sync exits 0" stop_sync
 check "the slot's confirmed position advanced to the sink's" '[ "$(q "SELECT confirmed_flush_lsn >= (SELECT lsn FROM cdcvec.state) FROM pg_replication_slots WHERE slot_name = '"'"'cdcvec_public_books'"'"'")" = t ]'
+
+# ---- rows written while the initial backfill runs are not lost ---------------------------------
+q "CREATE TABLE public.reviews (id serial PRIMARY KEY, description text NOT NULL, stars int)"
+q "INSERT INTO reviews (description, stars) SELECT 'review ' || g || ' of a book about ' || md5(g::text), g % 5 FROM generate_series(1, 1500) g"
+CDCVEC_LOG=warn "$bin" sync --source "$DB" --table public.reviews --batch-ms 10 --threads 2 >>"$work/sync2.log" 2>&1 &
+rpid=$!
+for _ in $(seq 1 200); do [ "$(q "SELECT count(*) FROM cdcvec.state WHERE stream = 'cdcvec_public_reviews' AND NOT backfill_done" 2>/dev/null)" = 1 ] && break; sleep 0.05; done
+q "INSERT INTO reviews (description, stars) SELECT 'written during the backfill ' || g, 1 FROM generate_series(1, 200) g"
+q "UPDATE reviews SET description = description || ' (edited during the backfill)' WHERE id % 10 = 0"
+q "DELETE FROM reviews WHERE id % 7 = 0"
+check "the writes landed while the backfill was running" '[ "$(q "SELECT backfill_done FROM cdcvec.state WHERE stream = '"'"'cdcvec_public_reviews'"'"'")" = f ]'
+RMISMATCH="SELECT count(*) FROM reviews b FULL JOIN cdcvec.public_reviews v USING (id)
+  WHERE b.id IS NULL OR v.id IS NULL OR v.text_hash <> sha256(convert_to(b.description, 'UTF8'))
+     OR (v.payload->>'stars')::int IS DISTINCT FROM b.stars"
+check "rows written during the backfill are not lost" 'converged "$RMISMATCH"'
+kill -TERM $rpid; wait $rpid
 
 # ---- bad set-ups: a clear error at start, exit 1 --------------------------------------------
 run_expect() { # name, expected log event, args...
