@@ -95,8 +95,16 @@ static void usage(FILE *f) {
 
 int cv_cmd_bench(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "server") == 0) return cv_bench_server(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "pipeline") == 0) {
+        /* needs a private PostgreSQL: the script sets it up around this binary */
+        char script[4096];
+        snprintf(script, sizeof script, "%s/bench/run_pipeline.sh", CDCVEC_SOURCE_DIR);
+        execl("/bin/bash", "bash", script, argc > 2 ? argv[2] : "100000", (char *)NULL);
+        fprintf(stderr, "cdcvec bench pipeline: cannot run %s\n", script);
+        return 1;
+    }
     if (argc < 2 || strcmp(argv[1], "embed") != 0) {
-        fprintf(stderr, "cdcvec bench: expected 'embed' or 'server' (pipeline comes with cdcvec sync)\n");
+        fprintf(stderr, "cdcvec bench: expected 'embed', 'server' or 'pipeline [ROWS]'\n");
         usage(stderr);
         return 2;
     }

@@ -3,6 +3,7 @@
  * backfill with progress, and `cdcvec backfill` / `cdcvec search`. */
 #define _POSIX_C_SOURCE 200809L
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -161,25 +162,85 @@ static int collapse(cv_change *chg, int n) {
     return m;
 }
 
-/* Embeds texts through the client in chunks; vec gets n * dim floats. */
-static cv_err embed(cv_sync *s, const char **texts, int n, float *vec) {
-    const int chunk = 1024;
-    for (int i = 0; i < n; i += chunk) {
-        int m = n - i < chunk ? n - i : chunk;
-        size_t *lens = malloc(sizeof(size_t) * (size_t)m);
-        for (int k = 0; k < m; k++) lens[k] = strlen(texts[i + k]);
-        int dim;
-        char msg[256];
-        cv_err e = cv_client_embed(s->client, texts + i, lens, m, vec + (size_t)i * s->dim, s->dim, &dim, msg,
-                                   sizeof msg);
-        free(lens);
-        if (e) {
-            cv_metric_add(s->m_err_embed, 1);
-            cv_error("event=embed_failed texts=%d error=\"%s: %s\"", m, cv_strerror(e), msg);
-            return e == CV_ERR_FORMAT || e == CV_ERR_ARG ? CV_ERR_IO : CV_ERR_TIMEOUT;
-        }
+/* Embedding of one chunk at a time through the asynchronous client: the caller writes the
+ * previous chunk to the sink meanwhile. */
+#define EMBED_CHUNK 128
+
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int busy;   /* a call is in flight */
+    cv_err err;
+    float *dst;
+    int dim;
+    char msg[256];
+} embed_call;
+
+static embed_call ec = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, CV_OK, NULL, 0, ""};
+
+static void embed_done(void *arg, cv_err err, const float *v, int n, int dim, const char *msg) {
+    embed_call *c = arg;
+    pthread_mutex_lock(&c->mu);
+    c->err = err;
+    if (!err && dim == c->dim) memcpy(c->dst, v, sizeof(float) * (size_t)n * (size_t)dim);
+    else if (!err) c->err = CV_ERR_FORMAT, snprintf(c->msg, sizeof c->msg, "dimension %d, expected %d", dim, c->dim);
+    else snprintf(c->msg, sizeof c->msg, "%s", msg ? msg : "");
+    c->busy = 0;
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* Starts embedding texts[from .. from+EMBED_CHUNK) into vec (n texts in all). */
+static cv_err embed_start(cv_sync *s, const char **texts, int n, float *vec, int from) {
+    if (from >= n) return CV_OK;
+    int m = n - from < EMBED_CHUNK ? n - from : EMBED_CHUNK;
+    size_t lens[EMBED_CHUNK];
+    for (int k = 0; k < m; k++) lens[k] = strlen(texts[from + k]);
+    pthread_mutex_lock(&ec.mu);
+    ec.busy = 1;
+    ec.err = CV_OK;
+    ec.dst = vec + (size_t)from * s->dim;
+    ec.dim = s->dim;
+    pthread_mutex_unlock(&ec.mu);
+    cv_err e = cv_client_embed_async(s->client, texts + from, lens, m, embed_done, &ec);
+    if (e) {
+        pthread_mutex_lock(&ec.mu);
+        ec.busy = 0;
+        pthread_mutex_unlock(&ec.mu);
+    }
+    return e;
+}
+
+/* Waits for the call in flight; errors are retriable for the session (it replays). */
+static cv_err embed_wait(cv_sync *s) {
+    pthread_mutex_lock(&ec.mu);
+    while (ec.busy) pthread_cond_wait(&ec.cv, &ec.mu);
+    cv_err e = ec.err;
+    pthread_mutex_unlock(&ec.mu);
+    if (e) {
+        cv_metric_add(s->m_err_embed, 1);
+        cv_error("event=embed_failed error=\"%s: %s\"", cv_strerror(e), ec.msg);
+        return e == CV_ERR_FORMAT || e == CV_ERR_ARG ? CV_ERR_IO : CV_ERR_TIMEOUT;
     }
     return CV_OK;
+}
+
+/* After a failure: never leave a call writing into freed memory. */
+static void embed_drain(cv_sync *s) {
+    (void)s;
+    pthread_mutex_lock(&ec.mu);
+    while (ec.busy) pthread_cond_wait(&ec.cv, &ec.mu);
+    pthread_mutex_unlock(&ec.mu);
+}
+
+/* Synchronous form, for single queries. */
+static cv_err embed(cv_sync *s, const char **texts, int n, float *vec) {
+    cv_err e = CV_OK;
+    for (int c = 0; !e && c < n; c += EMBED_CHUNK) {
+        e = embed_start(s, texts, n, vec, c);
+        if (!e) e = embed_wait(s);
+    }
+    return e;
 }
 
 cv_err cv_sync_flush(cv_sync *s, cv_change *chg, int n, int truncate, uint64_t position, int force,
@@ -225,7 +286,8 @@ cv_err cv_sync_flush(cv_sync *s, cv_change *chg, int n, int truncate, uint64_t p
         texts[nemb++] = chg[i].text;
     }
     float *vec = malloc(sizeof(float) * (size_t)s->dim * (size_t)(nemb ? nemb : 1));
-    if (!e && nemb) e = embed(s, texts, nemb, vec);
+    const double t0 = cv_wall_now();
+    double t_wait = 0;
     if (!e) {
         cv_sink_row *up = calloc((size_t)n + 1, sizeof *up), *del = calloc((size_t)n + 1, sizeof *del);
         int nu = 0, nd = 0, v = 0, skipped = 0;
@@ -239,8 +301,24 @@ cv_err cv_sync_flush(cv_sync *s, cv_change *chg, int n, int truncate, uint64_t p
             else skipped++;
             up[nu++] = r;
         }
+        /* rows in the order of texts[] (need[] order), for the chunked writes */
+        cv_sink_row *emb = calloc((size_t)nemb + 1, sizeof *emb);
+        for (int i = 0, k = 0; i < nu; i++)
+            if (up[i].vec) emb[k++] = up[i];
         cv_sink_batch b = {.truncate = truncate, .del = del, .ndel = nd, .up = up, .nup = nu, .position = position};
-        e = cv_sink_apply(s->sink, &b);
+        /* one sink transaction; chunk k's rows are written while chunk k+1 is being embedded */
+        e = embed_start(s, texts, nemb, vec, 0);
+        if (!e) e = cv_sink_begin(s->sink, &b);
+        for (int c = 0; !e && c < nemb; c += EMBED_CHUNK) {
+            double w0 = cv_wall_now();
+            e = embed_wait(s);
+            t_wait += cv_wall_now() - w0;
+            if (!e && c + EMBED_CHUNK < nemb) e = embed_start(s, texts, nemb, vec, c + EMBED_CHUNK);
+            if (!e) e = cv_sink_put(s->sink, emb + c, nemb - c < EMBED_CHUNK ? nemb - c : EMBED_CHUNK, position);
+            else cv_sink_rollback(s->sink);
+        }
+        if (!e) e = cv_sink_commit(s->sink, position);
+        embed_drain(s);
         if (e) {
             cv_metric_add(s->m_err_sink, 1);
         } else {
@@ -250,9 +328,11 @@ cv_err cv_sync_flush(cv_sync *s, cv_change *chg, int n, int truncate, uint64_t p
             if (commit_unix > 0) cv_metric_observe(s->m_latency, cv_wall_now() - commit_unix);
             char lsn[24];
             cv_lsn_format(position, lsn);
-            cv_debug("event=batch_applied position=%s upserts=%d deletes=%d embedded=%d skipped=%d truncate=%d", lsn,
-                     nu, nd, nemb, skipped, truncate);
+            cv_debug("event=batch_applied position=%s upserts=%d deletes=%d embedded=%d skipped=%d truncate=%d "
+                     "total_ms=%.1f embed_wait_ms=%.1f",
+                     lsn, nu, nd, nemb, skipped, truncate, (cv_wall_now() - t0) * 1e3, t_wait * 1e3);
         }
+        free(emb);
         free(up);
         free(del);
     }

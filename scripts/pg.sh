@@ -29,7 +29,6 @@ max_replication_slots = 16
 max_wal_senders = 16
 wal_sender_timeout = 60s
 fsync = off
-synchronous_commit = off
 full_page_writes = off
 shared_buffers = 128MB
 CONF

@@ -308,7 +308,7 @@ static cv_err apply_rows(cv_sink *s, const cv_sink_row *rows, int n, int with_ve
     return e;
 }
 
-cv_err cv_sink_apply(cv_sink *s, const cv_sink_batch *b) {
+cv_err cv_sink_begin(cv_sink *s, const cv_sink_batch *b) {
     char lsn[24];
     cv_lsn_format(b->position, lsn);
     cv_err e = run(s, "BEGIN", "begin");
@@ -332,36 +332,53 @@ cv_err cv_sink_apply(cv_sink *s, const cv_sink_batch *b) {
         for (int i = 0; i < s->t.nkeys; i++) free(params[i]);
     }
     if (!e) {
-        /* rows with new vectors, then payload-only updates */
-        int nv = 0;
-        for (int i = 0; i < b->nup; i++) nv += b->up[i].vec != NULL;
-        cv_sink_row *with = malloc(sizeof(cv_sink_row) * (size_t)(b->nup + 1)),
-                    *without = malloc(sizeof(cv_sink_row) * (size_t)(b->nup + 1));
-        int a = 0, c = 0;
-        for (int i = 0; i < b->nup; i++) {
-            if (b->up[i].vec) with[a++] = b->up[i];
-            else without[c++] = b->up[i];
-        }
-        e = apply_rows(s, with, a, 1, lsn);
-        if (!e) e = apply_rows(s, without, c, 0, lsn);
-        free(with);
+        /* payload-only updates now; rows with vectors come through cv_sink_put */
+        cv_sink_row *without = malloc(sizeof(cv_sink_row) * (size_t)(b->nup + 1));
+        int c = 0;
+        for (int i = 0; i < b->nup; i++)
+            if (!b->up[i].vec) without[c++] = b->up[i];
+        e = apply_rows(s, without, c, 0, lsn);
         free(without);
     }
-    if (!e) {
-        const char *p[2] = {s->stream, lsn};
-        PGresult *r = PQexecParams(s->db,
-                                   "INSERT INTO cdcvec.state (stream, lsn) VALUES ($1, $2::pg_lsn) ON CONFLICT (stream) "
-                                   "DO UPDATE SET lsn = greatest(cdcvec.state.lsn, EXCLUDED.lsn), updated_at = now()",
-                                   2, NULL, p, NULL, NULL, 0);
-        e = exec_ok(s, r, "record_position");
-        PQclear(r);
-    }
-    if (!e) e = run(s, "COMMIT", "commit");
-    else {
-        PGresult *r = PQexec(s->db, "ROLLBACK");
-        PQclear(r);
-    }
+    if (e) cv_sink_rollback(s);
     return e;
+}
+
+cv_err cv_sink_put(cv_sink *s, const cv_sink_row *rows, int n, uint64_t position) {
+    char lsn[24];
+    cv_lsn_format(position, lsn);
+    cv_err e = apply_rows(s, rows, n, 1, lsn);
+    if (e) cv_sink_rollback(s);
+    return e;
+}
+
+cv_err cv_sink_commit(cv_sink *s, uint64_t position) {
+    char lsn[24];
+    cv_lsn_format(position, lsn);
+    const char *p[2] = {s->stream, lsn};
+    PGresult *r = PQexecParams(s->db,
+                               "INSERT INTO cdcvec.state (stream, lsn) VALUES ($1, $2::pg_lsn) ON CONFLICT (stream) "
+                               "DO UPDATE SET lsn = greatest(cdcvec.state.lsn, EXCLUDED.lsn), updated_at = now()",
+                               2, NULL, p, NULL, NULL, 0);
+    cv_err e = exec_ok(s, r, "record_position");
+    PQclear(r);
+    if (!e) e = run(s, "COMMIT", "commit");
+    else cv_sink_rollback(s);
+    return e;
+}
+
+void cv_sink_rollback(cv_sink *s) { PQclear(PQexec(s->db, "ROLLBACK")); }
+
+cv_err cv_sink_apply(cv_sink *s, const cv_sink_batch *b) {
+    cv_err e = cv_sink_begin(s, b);
+    if (e) return e;
+    cv_sink_row *with = malloc(sizeof(cv_sink_row) * (size_t)(b->nup + 1));
+    int a = 0;
+    for (int i = 0; i < b->nup; i++)
+        if (b->up[i].vec) with[a++] = b->up[i];
+    e = cv_sink_put(s, with, a, b->position);
+    free(with);
+    return e ? e : cv_sink_commit(s, b->position);
 }
 
 cv_err cv_sink_backfill_mark(cv_sink *s, uint64_t p, int done) {

@@ -54,6 +54,14 @@ cv_err cv_sink_hashes(cv_sink *s, const char *const *const *keys, int n, int *fo
 /* Applies a batch in one transaction: truncate, deletes, upserts, position. */
 cv_err cv_sink_apply(cv_sink *s, const cv_sink_batch *b);
 
+/* The same in steps, so that rows can be written while later vectors are computed:
+ * begin (truncate, deletes and b's payload-only rows, those with vec NULL), put rows with
+ * vectors (any number of times), commit (records position). A failed step rolls back. */
+cv_err cv_sink_begin(cv_sink *s, const cv_sink_batch *b);
+cv_err cv_sink_put(cv_sink *s, const cv_sink_row *rows, int n, uint64_t position);
+cv_err cv_sink_commit(cv_sink *s, uint64_t position);
+void cv_sink_rollback(cv_sink *s);
+
 /* Backfill bookkeeping: started at position p (done=0), or finished (done=1): then rows
  * stored at a position below p (left by an interrupted earlier backfill) are deleted. */
 cv_err cv_sink_backfill_mark(cv_sink *s, uint64_t p, int done);

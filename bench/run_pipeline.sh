@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# run_pipeline.sh (`cdcvec bench pipeline` runs it): the CDC pipeline end to end on a private
+# PostgreSQL, beside the raw embedding throughput of the same backend in the same run.
+#   (1) backfill of a generated catalog (default 100,000 rows): rows/s
+#   (2) raw embedding: `cdcvec embed` over the same kind of texts: sentences/s (the anchor)
+#   (3) highest sustained rows/s: rows inserted as fast as PostgreSQL takes them, in
+#       transactions of 100, until the sink has them all
+#   (4) commit-to-searchable latency at a steady 50 rows/s: sink updated_at (the sink
+#       transaction's start, just before its commit) minus the row's clock_timestamp() at insert
+#   usage: bash bench/run_pipeline.sh [ROWS]      (env: BUILD_DIR, CDCVEC_BENCH_PORT)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROWS=${1:-100000}
+BUILD_DIR=${BUILD_DIR:-build}
+PORT=${CDCVEC_BENCH_PORT:-56432}
+bin=${CDCVEC_BIN:-$PWD/$BUILD_DIR/cdcvec}
+[ -x "$bin" ] || { cmake -S . -B "$BUILD_DIR" >/dev/null && cmake --build "$BUILD_DIR" -j"$(nproc)" >/dev/null; }
+pgdir=$PWD/$BUILD_DIR/bench-pg
+sync_pid=
+cleanup() {
+  [ -n "$sync_pid" ] && kill -TERM "$sync_pid" 2>/dev/null && wait "$sync_pid" 2>/dev/null
+  bash scripts/pg.sh stop "$pgdir" 2>/dev/null || true
+}
+trap cleanup EXIT
+rm -rf "$pgdir"
+DB=$(bash scripts/pg.sh start "$pgdir" "$PORT")
+q() { psql -qAtX "$DB" -c "$1"; }
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+q "CREATE EXTENSION vector"
+q "CREATE TABLE catalog (id bigserial PRIMARY KEY, description text NOT NULL, price numeric, created timestamptz NOT NULL DEFAULT clock_timestamp())"
+q "CREATE FUNCTION rdesc(n int) RETURNS text LANGUAGE sql VOLATILE AS \$\$
+  SELECT string_agg((ARRAY['the','a','of','and','to','in','alien','invasion','planet','desert','political','intrigue',
+    'power','struggle','mathematician','science','future','civilization','collapse','virtual','reality','martian',
+    'earth','chaos','dystopian','society','teenagers','spectacle','peaceful','childhood','meteor','population',
+    'ocean','residents','interstellar','war','detective','murder','mystery','kingdom','dragon','quest','romance',
+    'family','secrets','journey','island','empire','rebellion','magic','ancient'])[1 + floor(random() * 51)::int], ' ')
+  FROM generate_series(1, n) \$\$"
+q "INSERT INTO catalog (description, price) SELECT rdesc(10 + g % 38), g % 50 FROM generate_series(1, $ROWS) g"
+echo "# cdcvec bench pipeline: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores, $(date -u +%F), $ROWS rows"
+
+# (2) the anchor first: raw embedding over up to 4,000 such texts
+q "COPY (SELECT description FROM catalog ORDER BY id LIMIT 4000) TO STDOUT" >"$pgdir/texts.txt"
+ntexts=$(wc -l <"$pgdir/texts.txt")
+t0=$(now_ms)
+"$bin" embed --format f32 --batch 256 -o /dev/null "$pgdir/texts.txt" 2>/dev/null
+t1=$(now_ms)
+raw=$(echo "$ntexts * 1000 / ($t1 - $t0)" | bc -l)
+printf 'raw embedding (cdcvec embed, batch 256, same texts, model load included): %.1f sentences/s\n' "$raw"
+
+# (1) backfill
+t0=$(now_ms)
+CDCVEC_LOG=${CDCVEC_LOG:-warn} "$bin" sync --source "$DB" --table public.catalog --batch-ms 20 --batch-rows 512 \
+  --http 127.0.0.1:$((PORT + 1)) 2>"$pgdir/sync.log" &
+sync_pid=$!
+until [ "$(q "SELECT coalesce((SELECT backfill_done FROM cdcvec.state), false)" 2>/dev/null)" = t ]; do sleep 0.2; done
+t1=$(now_ms)
+printf 'backfill: %d rows in %.1f s = %.1f rows/s (%.0f%% of raw)\n' "$ROWS" "$(echo "($t1 - $t0) / 1000" | bc -l)" \
+  "$(echo "$ROWS * 1000 / ($t1 - $t0)" | bc -l)" "$(echo "100 * $ROWS * 1000 / ($t1 - $t0) / $raw" | bc -l)"
+
+# (3) sustained: 6,000 rows in transactions of 100, as fast as PostgreSQL takes them
+N=6000
+before=$(q "SELECT count(*) FROM cdcvec.public_catalog")
+t0=$(now_ms)
+q "DO \$\$ BEGIN FOR i IN 1..$((N / 100)) LOOP INSERT INTO catalog (description, price) SELECT rdesc(10 + g % 38), 1 FROM generate_series(1, 100) g; COMMIT; END LOOP; END \$\$"
+until [ "$(q "SELECT count(*) FROM cdcvec.public_catalog")" -ge $((before + N)) ]; do sleep 0.05; done
+t1=$(now_ms)
+printf 'sustained: %d rows committed and searchable in %.1f s = %.1f rows/s (%.0f%% of raw)\n' $N \
+  "$(echo "($t1 - $t0) / 1000" | bc -l)" "$(echo "$N * 1000 / ($t1 - $t0)" | bc -l)" \
+  "$(echo "100 * $N * 1000 / ($t1 - $t0) / $raw" | bc -l)"
+
+# (4) latency at a steady 50 rows/s for 20 s
+mark=$(q "SELECT max(id) FROM catalog")
+q "DO \$\$ BEGIN FOR i IN 1..1000 LOOP INSERT INTO catalog (description, price) VALUES (rdesc(10 + i % 38), 2); COMMIT; PERFORM pg_sleep(0.02); END LOOP; END \$\$"
+until [ "$(q "SELECT count(*) FROM catalog c JOIN cdcvec.public_catalog v USING (id) WHERE c.id > $mark")" -ge 1000 ]; do sleep 0.05; done
+q "SELECT format('commit-to-searchable at ~50 rows/s (1000 rows): p50 %s ms, p99 %s ms, max %s ms',
+    round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 1),
+    round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 1), round(max(ms)::numeric, 1))
+  FROM (SELECT extract(epoch FROM v.updated_at - c.created) * 1000 AS ms FROM catalog c
+        JOIN cdcvec.public_catalog v USING (id) WHERE c.id > $mark) x"
+echo "sync metrics:"
+curl -s "http://127.0.0.1:$((PORT + 1))/metrics" | grep -E '^cdcvec_sync_(batches|embedded|reembed)_total|^cdcvec_sync_commit_to_searchable_seconds_(sum|count)'
