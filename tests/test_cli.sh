@@ -34,7 +34,10 @@ check "invalid UTF-8 is accepted" '[ $rc -eq 0 ] && [ "$(wc -l <"$tmp/bin.jsonl"
 docs=$(dirname "$0")/../docs/CONFIG.md
 "$bin" serve --config-markdown >"$tmp/conf.md"
 check "docs/CONFIG.md matches the serve property table" \
-  'sed -n "/^<!-- generated/,/^<!-- end generated/p" "$docs" | sed "1d;\$d" | cmp -s - "$tmp/conf.md"'
+  'sed -n "/^<!-- generated: cdcvec serve/,/^<!-- end generated/p" "$docs" | sed "1d;\$d" | cmp -s - "$tmp/conf.md"'
+"$bin" sync --config-markdown >"$tmp/sconf.md"
+check "docs/CONFIG.md matches the sync property table" \
+  'sed -n "/^<!-- generated: cdcvec sync/,/^<!-- end generated/p" "$docs" | sed "1d;\$d" | cmp -s - "$tmp/sconf.md"'
 "$bin" serve --batch-tokens 10 >/dev/null 2>"$tmp/err"; rc=$?
 check "serve: out-of-range option rejected with its range" '[ $rc -eq 2 ] && grep -q "batch-tokens: expected an integer in \[256" "$tmp/err"'
 CDCVEC_BATCH_DEADLINE_MS=abc "$bin" serve >/dev/null 2>"$tmp/err"; rc=$?
