@@ -29,6 +29,9 @@ cv_err cv_sync_open(cv_sync *s, const cv_sync_opts *o, int replication) {
     memset(s, 0, sizeof *s);
     s->o = *o;
     s->dim = 384;
+    pthread_mutex_init(&s->search_mu, NULL);
+    pthread_cond_init(&s->search_idle, NULL);
+    cv_search_routes(s);
     s->src = PQconnectdb(o->source);
     if (PQstatus(s->src) != CONNECTION_OK) {
         cv_error("event=source_connect error=\"%s\" fix=\"check --source\"", PQerrorMessage(s->src));
@@ -65,7 +68,8 @@ cv_err cv_sync_open(cv_sync *s, const cv_sync_opts *o, int replication) {
         cv_server_opts so = {.listen = url, .http = o->http, .batch_tokens = 16384, .batch_deadline_ms = 2,
                              .max_queue_tokens = 1 << 22, .max_inflight = 64, .max_message_bytes = 1 << 28,
                              .max_texts = 4096, .max_text_bytes = 1 << 24,
-                             .model_id = "sentence-transformers/all-MiniLM-L6-v2"};
+                             .model_id = "sentence-transformers/all-MiniLM-L6-v2", .routes = s->routes,
+                             .nroutes = 2};
         if ((e = cv_server_start(s->model, &so, &s->server))) return e;
         s->reg = cv_server_metrics(s->server);
     }
@@ -93,7 +97,9 @@ cv_err cv_sync_open(cv_sync *s, const cv_sync_opts *o, int replication) {
     cv_sink_table st = {.schema = s->t.schema, .table = s->t.name, .nkeys = s->t.nkeys,
                         .key_names = s->t.keyname, .key_types = s->t.keytype, .dim = s->dim,
                         .model_id = "sentence-transformers/all-MiniLM-L6-v2", .stream = s->stream};
-    if ((e = cv_sink_open(o->sink && *o->sink ? o->sink : o->source, &st, &s->sink))) {
+    s->sink_table = st;
+    s->sink_conninfo = o->sink && *o->sink ? o->sink : o->source;
+    if ((e = cv_sink_open(s->sink_conninfo, &st, &s->sink))) {
         cv_metric_add(s->m_err_sink, 1);
         return e;
     }
@@ -101,6 +107,7 @@ cv_err cv_sync_open(cv_sync *s, const cv_sync_opts *o, int replication) {
 }
 
 void cv_sync_close(cv_sync *s) {
+    cv_search_close(s);
     cv_client_close(s->client);
     if (s->server) {
         cv_server_drain(s->server, 5000);
@@ -111,6 +118,8 @@ void cv_sync_close(cv_sync *s) {
     cv_sink_close(s->sink);
     if (s->src) PQfinish(s->src);
     cv_table_free(&s->t);
+    pthread_mutex_destroy(&s->search_mu);
+    pthread_cond_destroy(&s->search_idle);
     memset(s, 0, sizeof *s);
 }
 

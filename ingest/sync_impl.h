@@ -4,6 +4,7 @@
 #define CV_SYNC_IMPL_H
 
 #include <libpq-fe.h>
+#include <pthread.h>
 
 #include "../common/cv_metrics.h"
 #include "../server/client.h"
@@ -26,7 +27,20 @@ typedef struct cv_sync {
     int dim;
     cv_metric *m_changes_ins, *m_changes_upd, *m_changes_del, *m_changes_trunc;
     cv_metric *m_batches, *m_embedded, *m_skipped, *m_lag, *m_latency, *m_err_source, *m_err_sink, *m_err_embed;
+    /* the search page (search_page.c) */
+    cv_sink_table sink_table;
+    const char *sink_conninfo;
+    cv_http_route routes[2];
+    pthread_mutex_t search_mu;
+    pthread_cond_t search_idle;
+    cv_sink *search_sink;
+    int searching;
 } cv_sync;
+
+/* Fills s->routes with GET / (the page) and GET /search (JSON). */
+void cv_search_routes(cv_sync *s);
+/* Waits for searches in flight, closes their sink connection. */
+void cv_search_close(cv_sync *s);
 
 /* Opens the source connection, the model/server/client and the sink (everything but the
  * replication stream). replication: also check the server's settings and the role's

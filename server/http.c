@@ -310,19 +310,34 @@ refuse:
 static void on_embed(nng_aio *aio) { embed_common(aio, 0); }
 static void on_openai(nng_aio *aio) { embed_common(aio, 1); }
 
-static cv_err add_handler(cv_server *s, const char *path, const char *method, void (*cb)(nng_aio *)) {
+void cv_http_reply(void *reply_handle, int status, const char *content_type, const char *body, size_t len) {
+    respond((nng_aio *)reply_handle, (uint16_t)status, content_type, body, len, NULL);
+}
+
+static void on_route(nng_aio *aio) {
+    const cv_http_route *r = nng_http_handler_get_data((nng_http_handler *)nng_aio_get_input(aio, 1));
+    nng_http_req *req = nng_aio_get_input(aio, 0);
+    r->cb(r->arg, nng_http_req_get_uri(req), aio);
+}
+
+static cv_err add_handler_data(cv_server *s, const char *path, const char *method, void (*cb)(nng_aio *),
+                               void *data) {
     nng_http_handler *h;
     int rv = nng_http_handler_alloc(&h, path, cb);
     if (!rv) rv = nng_http_handler_set_method(h, method);
     if (!rv && strcmp(method, "POST") == 0)
         rv = nng_http_handler_collect_body(h, true, (size_t)s->o.max_message_bytes);
-    if (!rv) rv = nng_http_handler_set_data(h, s, NULL);
+    if (!rv) rv = nng_http_handler_set_data(h, data, NULL);
     if (!rv) rv = nng_http_server_add_handler(s->http, h);
     if (rv) {
         cv_error("event=http_handler path=%s error=\"%s\"", path, nng_strerror(rv));
         return CV_ERR_IO;
     }
     return CV_OK;
+}
+
+static cv_err add_handler(cv_server *s, const char *path, const char *method, void (*cb)(nng_aio *)) {
+    return add_handler_data(s, path, method, cb, s);
 }
 
 cv_err cv_http_start(cv_server *s) {
@@ -347,6 +362,8 @@ cv_err cv_http_start(cv_server *s) {
         (err = add_handler(s, "/embed", "POST", on_embed)) ||
         (err = add_handler(s, "/v1/embeddings", "POST", on_openai)))
         return err;
+    for (int i = 0; i < s->o.nroutes; i++)
+        if ((err = add_handler_data(s, s->o.routes[i].path, "GET", on_route, (void *)&s->o.routes[i]))) return err;
     if ((rv = nng_http_server_start(s->http)) != 0) {
         cv_error(
             "event=http_listen address=%s error=\"%s\" fix=\"check the address, or that nothing else listens "

@@ -7,6 +7,18 @@
 #include "../common/cv_metrics.h"
 #include "../models/minilm.h"
 
+/* An extra GET endpoint on the HTTP server (e.g. the search page of `cdcvec sync`). cb runs
+ * on an nng thread with the request URI (path and query string); it must answer exactly once
+ * through cv_http_reply, from any thread, later if it likes. */
+typedef void (*cv_http_fn)(void *arg, const char *uri, void *reply_handle);
+typedef struct cv_http_route {
+    const char *path;
+    cv_http_fn cb;
+    void *arg;
+} cv_http_route;
+/* Answers a request handed to a cv_http_fn. body is copied. */
+void cv_http_reply(void *reply_handle, int status, const char *content_type, const char *body, size_t len);
+
 typedef struct cv_server_opts {
     const char *listen;       /* nng URL (tcp://, ipc://, inproc://); NULL or "" = none */
     const char *http;         /* host:port for HTTP; NULL or "" = none */
@@ -19,6 +31,8 @@ typedef struct cv_server_opts {
     long max_text_bytes;      /* bytes per text (1 MiB) */
     const char *api_key;      /* HTTP bearer token; NULL = no auth */
     const char *model_id;     /* reported in /metrics and /v1/embeddings */
+    const cv_http_route *routes; /* extra GET endpoints, or NULL */
+    int nroutes;
 } cv_server_opts;
 
 typedef struct cv_server cv_server;

@@ -38,8 +38,9 @@ typedef struct cv_sink_batch {
 
 typedef struct cv_sink cv_sink;
 
-/* Connects to conninfo and creates what is missing (extension, schema cdcvec, the table with
- * an HNSW cosine index, the state table). *out owned by the caller. */
+/* Connects to conninfo and creates what is missing (extension, schema cdcvec, the table, the
+ * state table, and the HNSW cosine index once the initial backfill is done). *out owned by
+ * the caller. */
 cv_err cv_sink_open(const char *conninfo, const cv_sink_table *t, cv_sink **out);
 void cv_sink_close(cv_sink *s);
 
@@ -63,7 +64,8 @@ cv_err cv_sink_commit(cv_sink *s, uint64_t position);
 void cv_sink_rollback(cv_sink *s);
 
 /* Backfill bookkeeping: started at position p (done=0), or finished (done=1): then rows
- * stored at a position below p (left by an interrupted earlier backfill) are deleted. */
+ * stored at a position below p (left by an interrupted earlier backfill) are deleted and the
+ * HNSW index is built if missing. */
 cv_err cv_sink_backfill_mark(cv_sink *s, uint64_t p, int done);
 
 /* Nearest rows to q by cosine distance; cb gets rank, similarity, key text and payload. */

@@ -10,7 +10,13 @@ set -u
 bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(dirname "$bin")/test-sync-$$
-port=$((41000 + $$ % 8000))
+# a free TCP port at or after $1 (nothing accepts a connection there)
+free_port() {
+  local p=$1
+  while (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; do p=$((p + 1)); done
+  echo $p
+}
+port=$(free_port $((41000 + $$ % 8000)))
 fail=0
 sync_pid=
 cleanup() {
@@ -51,6 +57,7 @@ converged() {
 
 start_sync
 check "rows existing before the first start are all embedded" converged
+check "the HNSW index is built once the backfill is done" '[ "$(q "SELECT count(*) FROM pg_indexes WHERE schemaname = '"'"'cdcvec'"'"' AND tablename = '"'"'public_books'"'"' AND indexdef LIKE '"'"'%hnsw%vector_cosine_ops%'"'"'")" = 1 ]'
 check "the slot exists and is active" '[ "$(q "SELECT active FROM pg_replication_slots WHERE slot_name = '"'"'cdcvec_public_books'"'"'")" = t ]'
 
 sed -n '/-- batch 2/,$p' "$root/tests/data/books.sql" | psql -qX "$DB" >/dev/null
@@ -91,6 +98,20 @@ q "TRUNCATE books"
 check "truncate empties the index" 'converged && [ "$(q "SELECT count(*) FROM cdcvec.public_books")" = 0 ]'
 sed -n '/-- batch 2/,$p' "$root/tests/data/books.sql" | psql -qX "$DB" >/dev/null
 check "inserts after truncate" converged
+
+# ---- search: the CLI, the page and its JSON endpoint ------------------------------------
+out=$("$bin" search "aliens invade the earth" --source "$DB" --table public.books --limit 3 2>/dev/null)
+check "cdcvec search prints ranked results with payloads" 'echo "$out" | grep -q "^ 1\. 0\.[0-9]*  key=[0-9]*  {.*\"name\""'
+stop_sync
+hport=$(free_port $((port + 2)))
+start_sync --http 127.0.0.1:$hport
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$hport/healthz" >/dev/null && break; sleep 0.1; done
+check "search page is served" 'curl -sf "http://127.0.0.1:$hport/" | grep -q "<form"'
+json=$(curl -sf "http://127.0.0.1:$hport/search?q=aliens+invade+the+earth&limit=3")
+r0=$(echo "$json" | python3 -c 'import json, sys; r = json.load(sys.stdin)["results"]; print(r[0]["key"] if len(r) == 3 and r[0]["rank"] == 1 else -1)' 2>/dev/null)
+check "search JSON: 3 results, the first about an alien invasion" '[ "$(q "SELECT description ~* '"'"'alien|invad'"'"' FROM books WHERE id = ${r0:--1}")" = t ]'
+check "search without q: 400 with a JSON message" '[ "$(curl -s -o /dev/null -w "%{http_code}" "http://127.0.0.1:$hport/search?limit=3")" = 400 ]'
+check "sync metrics on /metrics pass promtool" 'curl -sf "http://127.0.0.1:$hport/metrics" | tee "$work/m.txt" | promtool check metrics && grep -q "^cdcvec_sync_changes_total{kind=\"insert\"}" "$work/m.txt"'
 
 # ---- crash safety: kill -9 at random points during 10,000 changes ----------------------
 cat >"$work/load.sql" <<'SQL'
@@ -150,6 +171,18 @@ RMISMATCH="SELECT count(*) FROM reviews b FULL JOIN cdcvec.public_reviews v USIN
 check "rows written during the backfill are not lost" 'converged "$RMISMATCH"'
 kill -TERM $rpid; wait $rpid
 
+# ---- --sink: the index in another database ----------------------------------------------------
+q "CREATE DATABASE vectors" >/dev/null
+VDB=${DB%/postgres}/vectors
+CDCVEC_LOG=warn "$bin" sync --source "$DB" --table public.reviews --sink "$VDB" --slot other_sink --threads 2 >>"$work/sync3.log" 2>&1 &
+opid=$!
+for _ in $(seq 1 600); do
+  [ "$(psql -qAtX "$VDB" -c "SELECT count(*) FROM cdcvec.public_reviews" 2>/dev/null)" = "$(q "SELECT count(*) FROM reviews")" ] && break
+  sleep 0.1
+done
+check "--sink writes the index into another database" '[ "$(psql -qAtX "$VDB" -c "SELECT count(*) FROM cdcvec.public_reviews")" = "$(q "SELECT count(*) FROM reviews")" ]'
+kill -TERM $opid; wait $opid
+
 # ---- bad set-ups: a clear error at start, exit 1 --------------------------------------------
 run_expect() { # name, expected log event, args...
   local name=$1 event=$2; shift 2
@@ -170,7 +203,7 @@ start_sync --resnapshot 1
 q "INSERT INTO books (name, description, author, year) VALUES ('After resnapshot', 'rebuilt from a new snapshot', 'x', 2026)"
 check "--resnapshot 1 rebuilds and streams again" converged
 stop_sync
-DB2=$(bash "$root/scripts/pg.sh" start "$work/pg2" $((port + 1)))
+DB2=$(bash "$root/scripts/pg.sh" start "$work/pg2" "$(free_port $((port + 10)))")
 psql -qAtX "$DB2" -c "ALTER SYSTEM SET wal_level = replica" >/dev/null
 bash "$root/scripts/pg.sh" restart "$work/pg2"
 psql -qAtX "$DB2" -c "CREATE TABLE books (id int PRIMARY KEY, description text)" >/dev/null
