@@ -2,6 +2,8 @@
 #ifndef CV_CLI_H
 #define CV_CLI_H
 
+#include <signal.h>
+
 #include "../models/minilm.h"
 
 int cv_cmd_embed(int argc, char **argv);
@@ -10,6 +12,9 @@ int cv_cmd_serve(int argc, char **argv);
 int cv_bench_server(int argc, char **argv);
 /* sync, backfill or search (which) */
 int cv_cmd_sync(int argc, char **argv, const char *which);
+
+/* SIGTERM and SIGINT set *flag (the handler does nothing else); SIGPIPE is ignored. */
+void cv_cli_on_stop(volatile sig_atomic_t *flag);
 
 /* Parses auto|cpu|cuda; returns 0 on success. */
 int cv_cli_parse_device(const char *s, cv_device *out);

@@ -51,10 +51,6 @@ static const cv_conf_prop PROPS[] = {
 #define NPROPS ((int)(sizeof PROPS / sizeof PROPS[0]))
 
 static volatile sig_atomic_t stop_requested;
-static void on_signal(int sig) {
-    (void)sig;
-    stop_requested = 1;
-}
 
 int cv_cmd_serve(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "--config-markdown") == 0) {
@@ -86,12 +82,7 @@ int cv_cmd_serve(int argc, char **argv) {
         .api_key = getenv("CDCVEC_API_KEY"),
         .model_id = c.model_id,
     };
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    cv_cli_on_stop(&stop_requested);
     cv_server *s;
     if (cv_server_start(m, &o, &s)) {
         cv_minilm_free(m);

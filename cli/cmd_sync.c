@@ -21,24 +21,28 @@ typedef struct {
 #define F(x) offsetof(sync_conf, x)
 static const cv_conf_prop PROPS[] = {
     {"source", "CDCVEC_SOURCE", CV_CONF_STR, "", 0, 0, F(source),
-     "source database: libpq connection string or postgres:// URI (required; a password belongs in PGPASSWORD "
+     "source database: libpq connection string or postgres:// URI (required; a password belongs in "
+     "PGPASSWORD "
      "or ~/.pgpass)"},
     {"table", "CDCVEC_TABLE", CV_CONF_STR, "public.books", 0, 0, F(table), "table to mirror, schema.table"},
-    {"text-column", "CDCVEC_TEXT_COLUMN", CV_CONF_STR, "description", 0, 0, F(text_column), "column embedded"},
+    {"text-column", "CDCVEC_TEXT_COLUMN", CV_CONF_STR, "description", 0, 0, F(text_column),
+     "column embedded"},
     {"template", "CDCVEC_TEMPLATE", CV_CONF_STR, "", 0, 0, F(template_),
      "embed a template of columns instead, e.g. '{name}: {description}'"},
     {"sink", "CDCVEC_SINK", CV_CONF_STR, "", 0, 0, F(sink),
      "pgvector database for the vectors (empty: the source database, schema cdcvec)"},
     {"embed", "CDCVEC_EMBED", CV_CONF_STR, "", 0, 0, F(embed),
      "nng URL of a remote cdcvec serve (empty: the model runs in-process)"},
-    {"slot", "CDCVEC_SLOT", CV_CONF_STR, "", 0, 0, F(slot), "replication slot (empty: cdcvec_<schema>_<table>)"},
+    {"slot", "CDCVEC_SLOT", CV_CONF_STR, "", 0, 0, F(slot),
+     "replication slot (empty: cdcvec_<schema>_<table>)"},
     {"publication", "CDCVEC_PUBLICATION", CV_CONF_STR, "", 0, 0, F(publication),
      "publication (empty: the slot's name)"},
     {"batch-rows", "CDCVEC_BATCH_ROWS", CV_CONF_INT, "512", 1, 1000000, F(batch_rows),
      "changes per sink transaction (whole source transactions)"},
     {"batch-ms", "CDCVEC_BATCH_MS", CV_CONF_DOUBLE, "20", 0, 60000, F(batch_ms),
      "longest a committed change waits for its batch, in milliseconds"},
-    {"http", "CDCVEC_SYNC_HTTP", CV_CONF_STR, "", 0, 0, F(http), "host:port for /metrics and /healthz (empty: none)"},
+    {"http", "CDCVEC_SYNC_HTTP", CV_CONF_STR, "", 0, 0, F(http),
+     "host:port for /metrics and /healthz (empty: none)"},
     {"model", "CDCVEC_MODEL_DIR", CV_CONF_STR, "", 0, 0, F(model), "model folder"},
     {"device", "CDCVEC_DEVICE", CV_CONF_STR, "auto", 0, 0, F(device), "auto, cpu or cuda"},
     {"threads", "CDCVEC_THREADS", CV_CONF_INT, "0", 0, 256, F(threads), "CPU threads; 0: all"},
@@ -51,10 +55,6 @@ static const cv_conf_prop PROPS[] = {
 #define NPROPS ((int)(sizeof PROPS / sizeof PROPS[0]))
 
 static volatile sig_atomic_t stop_flag;
-static void on_signal(int sig) {
-    (void)sig;
-    stop_flag = 1;
-}
 
 int cv_cmd_sync(int argc, char **argv, const char *which) {
     if (argc > 1 && strcmp(argv[1], "--config-markdown") == 0) {
@@ -74,24 +74,33 @@ int cv_cmd_sync(int argc, char **argv, const char *which) {
     sync_conf c;
     char usage[256];
     snprintf(usage, sizeof usage, "usage: cdcvec %s [options]%s", which,
-             strcmp(which, "sync") == 0 ? "\n\nKeeps a pgvector index in step with a PostgreSQL table until SIGTERM." : "");
+             strcmp(which, "sync") == 0
+                 ? "\n\nKeeps a pgvector index in step with a PostgreSQL table until SIGTERM."
+                 : "");
     int rc = cv_conf_parse(PROPS, NPROPS, &c, argc, argv, usage);
     if (rc) return rc == 1 ? 0 : 2;
     if (!*c.source) {
-        fprintf(stderr, "cdcvec %s: --source (or CDCVEC_SOURCE) is required, e.g. postgres://user@host/db\n", which);
+        fprintf(stderr, "cdcvec %s: --source (or CDCVEC_SOURCE) is required, e.g. postgres://user@host/db\n",
+                which);
         return 2;
     }
-    cv_sync_opts o = {.source = c.source, .table = c.table, .text_column = c.text_column, .template_ = c.template_,
-                      .sink = c.sink, .embed = c.embed, .slot = c.slot, .publication = c.publication,
-                      .batch_rows = c.batch_rows, .batch_ms = c.batch_ms, .http = c.http, .model_dir = c.model,
-                      .threads = (int)c.threads, .resnapshot = (int)c.resnapshot, .force = (int)c.force};
+    cv_sync_opts o = {.source = c.source,
+                      .table = c.table,
+                      .text_column = c.text_column,
+                      .template_ = c.template_,
+                      .sink = c.sink,
+                      .embed = c.embed,
+                      .slot = c.slot,
+                      .publication = c.publication,
+                      .batch_rows = c.batch_rows,
+                      .batch_ms = c.batch_ms,
+                      .http = c.http,
+                      .model_dir = c.model,
+                      .threads = (int)c.threads,
+                      .resnapshot = (int)c.resnapshot,
+                      .force = (int)c.force};
     if (cv_cli_parse_device(c.device, &o.device)) return 2;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    cv_cli_on_stop(&stop_flag);
     if (query) return cv_search_run(&o, query, (int)c.limit);
     if (strcmp(which, "backfill") == 0) return cv_backfill_run(&o, &stop_flag);
     return cv_sync_run(&o, &stop_flag);

@@ -1,6 +1,7 @@
 /* main.c: the cdcvec command: dispatch to subcommands, shared option helpers. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,22 @@ static void usage(FILE *f) {
             "Run 'cdcvec <command> --help' for a command's options.\n"
             "Environment: CDCVEC_MODEL_DIR (model folder), CDCVEC_LOG (debug|info|warn|error|off).\n",
             CDCVEC_VERSION);
+}
+
+static volatile sig_atomic_t *stop_flag;
+static void on_stop_signal(int sig) {
+    (void)sig;
+    *stop_flag = 1;
+}
+
+void cv_cli_on_stop(volatile sig_atomic_t *flag) {
+    stop_flag = flag;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
 }
 
 int cv_cli_parse_device(const char *s, cv_device *out) {

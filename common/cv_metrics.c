@@ -3,6 +3,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "cv_metrics.h"
 
+#include "cv_buf.h"
+
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -133,50 +135,18 @@ double cv_metric_value(cv_metric *m) {
     return v;
 }
 
-typedef struct {
-    char *buf;
-    size_t len, cap;
-    int oom;
-} sbuf;
-
-static void out(sbuf *b, const char *fmt, ...) {
-    if (b->oom) return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->buf + b->len, b->cap - b->len, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            b->oom = 1;
-            return;
-        }
-        if ((size_t)n < b->cap - b->len) {
-            b->len += (size_t)n;
-            return;
-        }
-        size_t cap = b->cap * 2 + (size_t)n;
-        char *p = realloc(b->buf, cap);
-        if (!p) {
-            b->oom = 1;
-            return;
-        }
-        b->buf = p;
-        b->cap = cap;
-    }
-}
-
-static void series(sbuf *b, const char *name, const char *suffix, const char *labels, const char *extra,
+static void series(cv_buf *b, const char *name, const char *suffix, const char *labels, const char *extra,
                    double v) {
     const int has = labels && *labels, hase = extra && *extra;
-    out(b, "%s%s", name, suffix);
-    if (has || hase) out(b, "{%s%s%s}", has ? labels : "", has && hase ? "," : "", hase ? extra : "");
-    out(b, " %.17g\n", v);
+    cv_buf_printf(b, "%s%s", name, suffix);
+    if (has || hase)
+        cv_buf_printf(b, "{%s%s%s}", has ? labels : "", has && hase ? "," : "", hase ? extra : "");
+    cv_buf_printf(b, " %.17g\n", v);
 }
 
 char *cv_metrics_render(cv_metrics *r, size_t *len) {
-    sbuf b = {malloc(4096), 0, 4096, 0};
-    if (!b.buf) return NULL;
-    b.buf[0] = 0;
+    cv_buf b = {0};
+    cv_buf_puts(&b, "");
     /* gauge callbacks run outside the lock: they may take their own locks */
     for (cv_metric *m = r->head; m; m = m->next)
         if (m->k == K_GAUGE_FN) {
@@ -190,7 +160,7 @@ char *cv_metrics_render(cv_metrics *r, size_t *len) {
         for (cv_metric *p = r->head; p != m; p = p->next)
             if (strcmp(p->name, m->name) == 0) seen = 1;
         if (seen) continue; /* family already written */
-        out(&b, "# HELP %s %s\n# TYPE %s %s\n", m->name, m->help, m->name, types[m->k]);
+        cv_buf_printf(&b, "# HELP %s %s\n# TYPE %s %s\n", m->name, m->help, m->name, types[m->k]);
         for (cv_metric *s = m; s; s = s->next) {
             if (strcmp(s->name, m->name) != 0) continue;
             if (s->k != K_HIST) {
@@ -211,9 +181,9 @@ char *cv_metrics_render(cv_metrics *r, size_t *len) {
     }
     pthread_mutex_unlock(&r->mu);
     if (b.oom) {
-        free(b.buf);
+        cv_buf_free(&b);
         return NULL;
     }
     *len = b.len;
-    return b.buf;
+    return b.p;
 }

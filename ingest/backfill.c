@@ -38,15 +38,19 @@ cv_err cv_sync_open(cv_sync *s, const cv_sync_opts *o, int replication) {
         return CV_ERR_TIMEOUT;
     }
     PQsetNoticeProcessor(s->src, cv_pg_notice, NULL);
-    cv_err e = cv_table_describe(s->src, o->table, o->text_column ? o->text_column : "description", o->template_,
-                                 &s->t);
+    cv_err e = cv_table_describe(s->src, o->table, o->text_column ? o->text_column : "description",
+                                 o->template_, &s->t);
     if (e) return e;
-    if (o->slot && *o->slot) snprintf(s->slot, sizeof s->slot, "%s", o->slot);
-    else snprintf(s->slot, sizeof s->slot, "cdcvec_%s_%s", s->t.schema, s->t.name);
+    if (o->slot && *o->slot)
+        snprintf(s->slot, sizeof s->slot, "%s", o->slot);
+    else
+        snprintf(s->slot, sizeof s->slot, "cdcvec_%s_%s", s->t.schema, s->t.name);
     for (char *p = s->slot; *p; p++)
         if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_')) *p = '_';
-    if (o->publication && *o->publication) snprintf(s->publication, sizeof s->publication, "%s", o->publication);
-    else snprintf(s->publication, sizeof s->publication, "%s", s->slot);
+    if (o->publication && *o->publication)
+        snprintf(s->publication, sizeof s->publication, "%s", o->publication);
+    else
+        snprintf(s->publication, sizeof s->publication, "%s", s->slot);
     snprintf(s->stream, sizeof s->stream, "%s", s->slot);
     /* sync: the server must allow logical replication; checked before anything is created */
     if (replication && (e = cv_source_prepare(s->src, &s->t, s->publication))) return e;
@@ -65,10 +69,17 @@ cv_err cv_sync_open(cv_sync *s, const cv_sync_opts *o, int replication) {
         }
         s->dim = cv_minilm_cfg(s->model)->hidden;
         snprintf(url, sizeof url, "inproc://cdcvec-sync-%d", (int)getpid());
-        cv_server_opts so = {.listen = url, .http = o->http, .batch_tokens = 16384, .batch_deadline_ms = 2,
-                             .max_queue_tokens = 1 << 22, .max_inflight = 64, .max_message_bytes = 1 << 28,
-                             .max_texts = 4096, .max_text_bytes = 1 << 24,
-                             .model_id = "sentence-transformers/all-MiniLM-L6-v2", .routes = s->routes,
+        cv_server_opts so = {.listen = url,
+                             .http = o->http,
+                             .batch_tokens = 16384,
+                             .batch_deadline_ms = 2,
+                             .max_queue_tokens = 1 << 22,
+                             .max_inflight = 64,
+                             .max_message_bytes = 1 << 28,
+                             .max_texts = 4096,
+                             .max_text_bytes = 1 << 24,
+                             .model_id = "sentence-transformers/all-MiniLM-L6-v2",
+                             .routes = s->routes,
                              .nroutes = 2};
         if ((e = cv_server_start(s->model, &so, &s->server))) return e;
         s->reg = cv_server_metrics(s->server);
@@ -83,20 +94,27 @@ cv_err cv_sync_open(cv_sync *s, const cv_sync_opts *o, int replication) {
     s->m_changes_trunc = cv_metrics_counter(r, "cdcvec_sync_changes_total", ch, "kind=\"truncate\"");
     s->m_batches = cv_metrics_counter(r, "cdcvec_sync_batches_total", "Sink transactions committed.", NULL);
     s->m_embedded = cv_metrics_counter(r, "cdcvec_sync_embedded_total", "Rows (re-)embedded.", NULL);
-    s->m_skipped = cv_metrics_counter(r, "cdcvec_sync_reembed_skipped_total",
-                                      "Upserts whose text hash was unchanged: payload updated, no embedding.", NULL);
+    s->m_skipped =
+        cv_metrics_counter(r, "cdcvec_sync_reembed_skipped_total",
+                           "Upserts whose text hash was unchanged: payload updated, no embedding.", NULL);
     s->m_lag = cv_metrics_gauge(r, "cdcvec_sync_replication_lag_bytes",
                                 "Server WAL position minus the position committed to the sink.", NULL);
     static const double lat_b[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
-    s->m_latency = cv_metrics_histogram(r, "cdcvec_sync_commit_to_searchable_seconds",
-                                        "From the source commit to the sink commit of its vectors.", NULL, lat_b, 12);
+    s->m_latency =
+        cv_metrics_histogram(r, "cdcvec_sync_commit_to_searchable_seconds",
+                             "From the source commit to the sink commit of its vectors.", NULL, lat_b, 12);
     static const char *eh = "Sync errors by stage.";
     s->m_err_source = cv_metrics_counter(r, "cdcvec_sync_errors_total", eh, "stage=\"source\"");
     s->m_err_sink = cv_metrics_counter(r, "cdcvec_sync_errors_total", eh, "stage=\"sink\"");
     s->m_err_embed = cv_metrics_counter(r, "cdcvec_sync_errors_total", eh, "stage=\"embed\"");
-    cv_sink_table st = {.schema = s->t.schema, .table = s->t.name, .nkeys = s->t.nkeys,
-                        .key_names = s->t.keyname, .key_types = s->t.keytype, .dim = s->dim,
-                        .model_id = "sentence-transformers/all-MiniLM-L6-v2", .stream = s->stream};
+    cv_sink_table st = {.schema = s->t.schema,
+                        .table = s->t.name,
+                        .nkeys = s->t.nkeys,
+                        .key_names = s->t.keyname,
+                        .key_types = s->t.keytype,
+                        .dim = s->dim,
+                        .model_id = "sentence-transformers/all-MiniLM-L6-v2",
+                        .stream = s->stream};
     s->sink_table = st;
     s->sink_conninfo = o->sink && *o->sink ? o->sink : o->source;
     if ((e = cv_sink_open(s->sink_conninfo, &st, &s->sink))) {
@@ -126,26 +144,31 @@ void cv_sync_close(cv_sync *s) {
 /* Joined key for collapsing: values separated by 0x1f. */
 static char *key_join(char **key) {
     size_t n = 0;
-    for (int k = 0; key[k]; k++) n += strlen(key[k]) + 1;
+    for (int k = 0; key[k]; k++)
+        n += strlen(key[k]) + 1;
     char *j = malloc(n + 1), *p = j;
-    for (int k = 0; key[k]; k++) p += sprintf(p, "%s\x1f", key[k]);
+    for (int k = 0; key[k]; k++)
+        p += sprintf(p, "%s\x1f", key[k]);
     *p = 0;
     return j;
 }
 
 static uint64_t fnv(const char *s) {
     uint64_t h = 1469598103934665603ull;
-    for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ull;
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 1099511628211ull;
     return h;
 }
 
 /* Keeps the last change of every key, in the order of those last changes. */
 static int collapse(cv_change *chg, int n) {
     int cap = 16;
-    while (cap < 2 * n) cap <<= 1;
+    while (cap < 2 * n)
+        cap <<= 1;
     int *slot = malloc(sizeof(int) * (size_t)cap);
     char **kj = malloc(sizeof(char *) * (size_t)(n ? n : 1));
-    for (int i = 0; i < cap; i++) slot[i] = -1;
+    for (int i = 0; i < cap; i++)
+        slot[i] = -1;
     for (int i = 0; i < n; i++) {
         kj[i] = key_join(chg[i].key);
         for (uint64_t h = fnv(kj[i]) & (uint64_t)(cap - 1);; h = (h + 1) & (uint64_t)(cap - 1)) {
@@ -178,7 +201,7 @@ static int collapse(cv_change *chg, int n) {
 typedef struct {
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int busy;   /* a call is in flight */
+    int busy; /* a call is in flight */
     cv_err err;
     float *dst;
     int dim;
@@ -191,9 +214,12 @@ static void embed_done(void *arg, cv_err err, const float *v, int n, int dim, co
     embed_call *c = arg;
     pthread_mutex_lock(&c->mu);
     c->err = err;
-    if (!err && dim == c->dim) memcpy(c->dst, v, sizeof(float) * (size_t)n * (size_t)dim);
-    else if (!err) c->err = CV_ERR_FORMAT, snprintf(c->msg, sizeof c->msg, "dimension %d, expected %d", dim, c->dim);
-    else snprintf(c->msg, sizeof c->msg, "%s", msg ? msg : "");
+    if (!err && dim == c->dim)
+        memcpy(c->dst, v, sizeof(float) * (size_t)n * (size_t)dim);
+    else if (!err)
+        c->err = CV_ERR_FORMAT, snprintf(c->msg, sizeof c->msg, "dimension %d, expected %d", dim, c->dim);
+    else
+        snprintf(c->msg, sizeof c->msg, "%s", msg ? msg : "");
     c->busy = 0;
     pthread_cond_signal(&c->cv);
     pthread_mutex_unlock(&c->mu);
@@ -204,7 +230,8 @@ static cv_err embed_start(cv_sync *s, const char **texts, int n, float *vec, int
     if (from >= n) return CV_OK;
     int m = n - from < EMBED_CHUNK ? n - from : EMBED_CHUNK;
     size_t lens[EMBED_CHUNK];
-    for (int k = 0; k < m; k++) lens[k] = strlen(texts[from + k]);
+    for (int k = 0; k < m; k++)
+        lens[k] = strlen(texts[from + k]);
     pthread_mutex_lock(&ec.mu);
     ec.busy = 1;
     ec.err = CV_OK;
@@ -223,7 +250,8 @@ static cv_err embed_start(cv_sync *s, const char **texts, int n, float *vec, int
 /* Waits for the call in flight; errors are retriable for the session (it replays). */
 static cv_err embed_wait(cv_sync *s) {
     pthread_mutex_lock(&ec.mu);
-    while (ec.busy) pthread_cond_wait(&ec.cv, &ec.mu);
+    while (ec.busy)
+        pthread_cond_wait(&ec.cv, &ec.mu);
     cv_err e = ec.err;
     pthread_mutex_unlock(&ec.mu);
     if (e) {
@@ -238,7 +266,8 @@ static cv_err embed_wait(cv_sync *s) {
 static void embed_drain(cv_sync *s) {
     (void)s;
     pthread_mutex_lock(&ec.mu);
-    while (ec.busy) pthread_cond_wait(&ec.cv, &ec.mu);
+    while (ec.busy)
+        pthread_cond_wait(&ec.cv, &ec.mu);
     pthread_mutex_unlock(&ec.mu);
 }
 
@@ -306,15 +335,18 @@ cv_err cv_sync_flush(cv_sync *s, cv_change *chg, int n, int truncate, uint64_t p
                 continue;
             }
             cv_sink_row r = {.key = (const char *const *)chg[i].key, .payload = chg[i].payload};
-            if (need[i]) r.vec = vec + (size_t)(v++) * s->dim, r.hash = hash[i];
-            else skipped++;
+            if (need[i])
+                r.vec = vec + (size_t)(v++) * s->dim, r.hash = hash[i];
+            else
+                skipped++;
             up[nu++] = r;
         }
         /* rows in the order of texts[] (need[] order), for the chunked writes */
         cv_sink_row *emb = calloc((size_t)nemb + 1, sizeof *emb);
         for (int i = 0, k = 0; i < nu; i++)
             if (up[i].vec) emb[k++] = up[i];
-        cv_sink_batch b = {.truncate = truncate, .del = del, .ndel = nd, .up = up, .nup = nu, .position = position};
+        cv_sink_batch b = {
+            .truncate = truncate, .del = del, .ndel = nd, .up = up, .nup = nu, .position = position};
         /* one sink transaction; chunk k's rows are written while chunk k+1 is being embedded */
         e = embed_start(s, texts, nemb, vec, 0);
         if (!e) e = cv_sink_begin(s->sink, &b);
@@ -323,8 +355,10 @@ cv_err cv_sync_flush(cv_sync *s, cv_change *chg, int n, int truncate, uint64_t p
             e = embed_wait(s);
             t_wait += cv_wall_now() - w0;
             if (!e && c + EMBED_CHUNK < nemb) e = embed_start(s, texts, nemb, vec, c + EMBED_CHUNK);
-            if (!e) e = cv_sink_put(s->sink, emb + c, nemb - c < EMBED_CHUNK ? nemb - c : EMBED_CHUNK, position);
-            else cv_sink_rollback(s->sink);
+            if (!e)
+                e = cv_sink_put(s->sink, emb + c, nemb - c < EMBED_CHUNK ? nemb - c : EMBED_CHUNK, position);
+            else
+                cv_sink_rollback(s->sink);
         }
         if (!e) e = cv_sink_commit(s->sink, position);
         embed_drain(s);
@@ -337,16 +371,19 @@ cv_err cv_sync_flush(cv_sync *s, cv_change *chg, int n, int truncate, uint64_t p
             if (commit_unix > 0) cv_metric_observe(s->m_latency, cv_wall_now() - commit_unix);
             char lsn[24];
             cv_lsn_format(position, lsn);
-            cv_debug("event=batch_applied position=%s upserts=%d deletes=%d embedded=%d skipped=%d truncate=%d "
-                     "total_ms=%.1f embed_wait_ms=%.1f",
-                     lsn, nu, nd, nemb, skipped, truncate, (cv_wall_now() - t0) * 1e3, t_wait * 1e3);
+            cv_debug(
+                "event=batch_applied position=%s upserts=%d deletes=%d embedded=%d skipped=%d truncate=%d "
+                "total_ms=%.1f embed_wait_ms=%.1f",
+                lsn, nu, nd, nemb, skipped, truncate, (cv_wall_now() - t0) * 1e3, t_wait * 1e3);
         }
         free(emb);
         free(up);
         free(del);
     }
-    for (int i = 0; i < n; i++) cv_change_free(&chg[i]);
-    free(found_up), free(found), free(need), free(old), free(hash), free(keys), free(fetch), free(texts), free(vec);
+    for (int i = 0; i < n; i++)
+        cv_change_free(&chg[i]);
+    free(found_up), free(found), free(need), free(old), free(hash), free(keys), free(fetch), free(texts),
+        free(vec);
     return e;
 }
 
@@ -376,24 +413,28 @@ cv_err cv_sync_backfill(cv_sync *s, PGconn *db, uint64_t position, int force, vo
         if (n == 0) break;
         /* the next page starts after this page's last key */
         if (after) {
-            for (int k = 0; after[k]; k++) free(after[k]);
+            for (int k = 0; after[k]; k++)
+                free(after[k]);
             free(after);
         }
         after = calloc((size_t)s->t.nkeys + 1, sizeof(char *));
-        for (int k = 0; k < s->t.nkeys; k++) after[k] = strdup(chg[n - 1].key[k]);
+        for (int k = 0; k < s->t.nkeys; k++)
+            after[k] = strdup(chg[n - 1].key[k]);
         if ((e = cv_sync_flush(s, chg, n, 0, position, force, 0))) break;
         done += n;
         double now = cv_wall_now();
         if (now - last_print > 1.0 || n < page) {
-            double rate = done / (now - t0 > 1e-6 ? now - t0 : 1e-6), eta = total > done ? (total - done) / rate : 0;
-            fprintf(stderr, "backfill %s: %ld/%ld rows, %.0f rows/s, ETA %.0f s\n", s->t.qualified, done, total, rate,
-                    eta);
+            double rate = done / (now - t0 > 1e-6 ? now - t0 : 1e-6),
+                   eta = total > done ? (total - done) / rate : 0;
+            fprintf(stderr, "backfill %s: %ld/%ld rows, %.0f rows/s, ETA %.0f s\n", s->t.qualified, done,
+                    total, rate, eta);
             last_print = now;
         }
         memset(chg, 0, sizeof *chg * page);
     }
     if (after) {
-        for (int k = 0; after[k]; k++) free(after[k]);
+        for (int k = 0; after[k]; k++)
+            free(after[k]);
         free(after);
     }
     free(chg);

@@ -16,16 +16,16 @@
 #include "../models/minilm.h"
 
 typedef struct cv_sync_opts {
-    const char *source;      /* libpq connection string or URI of the source database */
-    const char *table;       /* schema.table (schema defaults to public) */
-    const char *text_column; /* column embedded (default "description") */
-    const char *template_;   /* or a template like "{name}: {description}" (overrides text_column) */
-    const char *sink;        /* pgvector database; NULL or "" = the source database */
-    const char *embed;       /* nng URL of a remote `cdcvec serve`; NULL or "" = in-process model */
+    const char *source;             /* libpq connection string or URI of the source database */
+    const char *table;              /* schema.table (schema defaults to public) */
+    const char *text_column;        /* column embedded (default "description") */
+    const char *template_;          /* or a template like "{name}: {description}" (overrides text_column) */
+    const char *sink;               /* pgvector database; NULL or "" = the source database */
+    const char *embed;              /* nng URL of a remote `cdcvec serve`; NULL or "" = in-process model */
     const char *slot, *publication; /* default cdcvec_<schema>_<table> */
-    long batch_rows;         /* changes per sink transaction (at transaction boundaries) */
-    double batch_ms;         /* longest a committed change waits for its batch */
-    const char *http;        /* host:port for /metrics and /healthz; NULL or "" = none */
+    long batch_rows;                /* changes per sink transaction (at transaction boundaries) */
+    double batch_ms;                /* longest a committed change waits for its batch */
+    const char *http;               /* host:port for /metrics and /healthz; NULL or "" = none */
     const char *model_dir;
     cv_device device;
     int threads;

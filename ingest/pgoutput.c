@@ -123,8 +123,10 @@ cv_err cv_pg_decode(const uint8_t *buf, size_t len, cv_pg_msg *m, char *err, siz
     }
     case 'I':
         m->relid = u32(&r);
-        if (u8(&r) != 'N') r.bad = 1;
-        else tuple(&r, &m->new_tup);
+        if (u8(&r) != 'N')
+            r.bad = 1;
+        else
+            tuple(&r, &m->new_tup);
         break;
     case 'U': {
         m->relid = u32(&r);
@@ -134,8 +136,10 @@ cv_err cv_pg_decode(const uint8_t *buf, size_t len, cv_pg_msg *m, char *err, siz
             tuple(&r, &m->old_tup);
             k = u8(&r);
         }
-        if (k != 'N') r.bad = 1;
-        else tuple(&r, &m->new_tup);
+        if (k != 'N')
+            r.bad = 1;
+        else
+            tuple(&r, &m->new_tup);
         break;
     }
     case 'D': {
@@ -155,7 +159,8 @@ cv_err cv_pg_decode(const uint8_t *buf, size_t len, cv_pg_msg *m, char *err, siz
         }
         m->trunc_relid = malloc(sizeof(uint32_t) * (size_t)(m->ntrunc ? m->ntrunc : 1));
         if (!m->trunc_relid) r.bad = 1;
-        for (int i = 0; i < m->ntrunc && !r.bad; i++) m->trunc_relid[i] = u32(&r);
+        for (int i = 0; i < m->ntrunc && !r.bad; i++)
+            m->trunc_relid[i] = u32(&r);
         break;
     case 'Y':
         u32(&r);
@@ -180,7 +185,8 @@ cv_err cv_pg_decode(const uint8_t *buf, size_t len, cv_pg_msg *m, char *err, siz
         return CV_ERR_FORMAT;
     }
     if (r.bad) {
-        snprintf(err, errlen, "malformed pgoutput '%c' message: %zu bytes, failed at byte %zu", m->type, len, r.off);
+        snprintf(err, errlen, "malformed pgoutput '%c' message: %zu bytes, failed at byte %zu", m->type, len,
+                 r.off);
         cv_pg_msg_free(m);
         return CV_ERR_FORMAT;
     }
@@ -188,7 +194,8 @@ cv_err cv_pg_decode(const uint8_t *buf, size_t len, cv_pg_msg *m, char *err, siz
 }
 
 void cv_pg_rel_free(cv_pg_rel *rel) {
-    for (int i = 0; rel->col && i < rel->ncols; i++) free(rel->col[i].name);
+    for (int i = 0; rel->col && i < rel->ncols; i++)
+        free(rel->col[i].name);
     free(rel->col);
     free(rel->nsp);
     free(rel->name);
@@ -203,4 +210,3 @@ void cv_pg_msg_free(cv_pg_msg *m) {
     m->old_tup.col = m->new_tup.col = NULL;
     m->trunc_relid = NULL;
 }
-

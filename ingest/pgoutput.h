@@ -37,16 +37,16 @@ typedef struct cv_pg_rel {
 } cv_pg_rel;
 
 typedef struct cv_pg_msg {
-    char type; /* 'B' begin, 'C' commit, 'R' relation, 'I' insert, 'U' update, 'D' delete,
-                  'T' truncate, 'Y' type, 'O' origin, 'M' message */
-    uint64_t final_lsn;  /* B */
+    char type;                    /* 'B' begin, 'C' commit, 'R' relation, 'I' insert, 'U' update, 'D' delete,
+                                     'T' truncate, 'Y' type, 'O' origin, 'M' message */
+    uint64_t final_lsn;           /* B */
     uint64_t commit_lsn, end_lsn; /* C */
-    int64_t commit_ts;   /* B, C: microseconds since 2000-01-01 */
-    uint32_t xid;        /* B */
-    uint32_t relid;      /* I U D */
-    char old_kind;       /* U D: 'K' key, 'O' old row, 0 none */
+    int64_t commit_ts;            /* B, C: microseconds since 2000-01-01 */
+    uint32_t xid;                 /* B */
+    uint32_t relid;               /* I U D */
+    char old_kind;                /* U D: 'K' key, 'O' old row, 0 none */
     cv_pg_tuple old_tup, new_tup;
-    int ntrunc;          /* T */
+    int ntrunc;            /* T */
     uint32_t *trunc_relid; /* (ntrunc) owned */
     uint8_t trunc_flags;   /* 1 CASCADE, 2 RESTART IDENTITY */
     cv_pg_rel rel;         /* R (owned; move it out with cv_pg_rel_take) */
@@ -58,6 +58,5 @@ typedef struct cv_pg_msg {
 cv_err cv_pg_decode(const uint8_t *buf, size_t len, cv_pg_msg *m, char *err, size_t errlen);
 void cv_pg_msg_free(cv_pg_msg *m);
 void cv_pg_rel_free(cv_pg_rel *r);
-
 
 #endif

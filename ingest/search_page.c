@@ -15,7 +15,8 @@
 static const char PAGE[] =
     "<!doctype html><html><head><meta charset=\"utf-8\"><title>cdcvec search</title>"
     "<style>body{font:16px system-ui,sans-serif;max-width:46em;margin:2em auto;padding:0 1em}"
-    "input{width:70%;font-size:1.1em;padding:.3em}li{margin:.6em 0}.s{color:#666;font-size:.9em}</style></head>"
+    "input{width:70%;font-size:1.1em;padding:.3em}li{margin:.6em "
+    "0}.s{color:#666;font-size:.9em}</style></head>"
     "<body><h1>Search the catalog</h1><form id=f><input id=q autofocus placeholder=\"books like star wars\">"
     " <button>Search</button></form><ol id=r></ol><p class=s>Live: the index follows the table through "
     "logical replication. JSON: <code>/search?q=...&amp;limit=5</code></p><script>"
@@ -44,11 +45,13 @@ static int query_param(const char *uri, const char *name, char *out, size_t len)
             size_t o = 0;
             for (p += nl + 1; *p && *p != '&' && o + 1 < len; p++) {
                 int hi, lo;
-                if (*p == '+') out[o++] = ' ';
+                if (*p == '+')
+                    out[o++] = ' ';
                 else if (*p == '%' && p[1] && p[2] && sscanf(p + 1, "%1x%1x", &hi, &lo) == 2) {
                     out[o++] = (char)(hi << 4 | lo);
                     p += 2;
-                } else out[o++] = *p;
+                } else
+                    out[o++] = *p;
             }
             out[o] = 0;
             return 1;
@@ -146,7 +149,8 @@ void cv_search_routes(cv_sync *s) {
 
 void cv_search_close(cv_sync *s) {
     pthread_mutex_lock(&s->search_mu);
-    while (s->searching > 0) pthread_cond_wait(&s->search_idle, &s->search_mu);
+    while (s->searching > 0)
+        pthread_cond_wait(&s->search_idle, &s->search_mu);
     if (s->search_sink) cv_sink_close(s->search_sink);
     s->search_sink = NULL;
     pthread_mutex_unlock(&s->search_mu);

@@ -8,17 +8,7 @@
 #include <string.h>
 
 #include "../common/cv_log.h"
-
-void cv_ident(const char *name, char *out, size_t len) {
-    size_t k = 0;
-    out[k++] = '"';
-    for (const char *p = name; *p && k + 3 < len; p++) {
-        if (*p == '"') out[k++] = '"';
-        out[k++] = *p;
-    }
-    out[k++] = '"';
-    out[k] = 0;
-}
+#include "../sink/sink.h"
 
 static int ok(PGresult *r) {
     return PQresultStatus(r) == PGRES_TUPLES_OK || PQresultStatus(r) == PGRES_COMMAND_OK;
@@ -76,8 +66,8 @@ cv_err cv_table_describe(PGconn *db, const char *qualified, const char *text_col
     t->schema = dot ? strndup(qualified, (size_t)(dot - qualified)) : strdup("public");
     t->name = strdup(dot ? dot + 1 : qualified);
     char qs[300], qn[300];
-    cv_ident(t->schema, qs, sizeof qs);
-    cv_ident(t->name, qn, sizeof qn);
+    cv_sql_ident(t->schema, qs, sizeof qs);
+    cv_sql_ident(t->name, qn, sizeof qn);
     size_t ql = strlen(qs) + strlen(qn) + 2;
     t->qualified = malloc(ql);
     snprintf(t->qualified, ql, "%s.%s", qs, qn);
@@ -92,8 +82,8 @@ cv_err cv_table_describe(PGconn *db, const char *qualified, const char *text_col
         return e;
     }
     if (PQntuples(r) != 1) {
-        cv_error("event=table_missing table=%s.%s fix=\"create the table, or pass --table schema.table\"", t->schema,
-                 t->name);
+        cv_error("event=table_missing table=%s.%s fix=\"create the table, or pass --table schema.table\"",
+                 t->schema, t->name);
         PQclear(r);
         return CV_ERR_NOTFOUND;
     }
@@ -122,11 +112,12 @@ cv_err cv_table_describe(PGconn *db, const char *qualified, const char *text_col
         t->typoid[i] = (uint32_t)strtoul(PQgetvalue(r, i, 2), NULL, 10);
     }
     PQclear(r);
-    r = PQexecParams(db,
-                     "SELECT a.attname FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, "
-                     "ord) JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
-                     "WHERE i.indrelid = $1::oid AND i.indisprimary ORDER BY k.ord",
-                     1, NULL, po, NULL, NULL, 0);
+    r = PQexecParams(
+        db,
+        "SELECT a.attname FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, "
+        "ord) JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
+        "WHERE i.indrelid = $1::oid AND i.indisprimary ORDER BY k.ord",
+        1, NULL, po, NULL, NULL, 0);
     if (!ok(r)) {
         cv_err e = query_failed(db, r, "primary_key");
         PQclear(r);
@@ -168,8 +159,10 @@ cv_err cv_table_describe(PGconn *db, const char *qualified, const char *text_col
 }
 
 void cv_table_free(cv_table *t) {
-    for (int i = 0; i < t->ncols; i++) free(t->col[i]), free(t->coltype[i]);
-    for (int i = 0; i < t->nseg; i++) free(t->seg_text[i]);
+    for (int i = 0; i < t->ncols; i++)
+        free(t->col[i]), free(t->coltype[i]);
+    for (int i = 0; i < t->nseg; i++)
+        free(t->seg_text[i]);
     free(t->col), free(t->coltype), free(t->typoid), free(t->key), free(t->keyname), free(t->keytype);
     free(t->seg_text), free(t->seg_col), free(t->schema), free(t->name), free(t->qualified);
     memset(t, 0, sizeof *t);
@@ -222,16 +215,21 @@ cv_err cv_change_from_row(const cv_table *t, const cv_rowval *v, int del, cv_cha
     } else {
         size_t len = 0;
         for (int s = 0; s < t->nseg; s++) {
-            if (t->seg_col[s] < 0) len += strlen(t->seg_text[s]);
-            else if (v[t->seg_col[s]].kind == 'u') c->text_state = CV_TEXT_UNKNOWN;
-            else if (v[t->seg_col[s]].kind == 't') len += v[t->seg_col[s]].len;
+            if (t->seg_col[s] < 0)
+                len += strlen(t->seg_text[s]);
+            else if (v[t->seg_col[s]].kind == 'u')
+                c->text_state = CV_TEXT_UNKNOWN;
+            else if (v[t->seg_col[s]].kind == 't')
+                len += v[t->seg_col[s]].len;
         }
         if (c->text_state == CV_TEXT_KNOWN) {
             c->text = malloc(len + 1);
             size_t o = 0;
             for (int s = 0; s < t->nseg; s++) {
                 const char *src = t->seg_col[s] < 0 ? t->seg_text[s] : v[t->seg_col[s]].val;
-                size_t n = t->seg_col[s] < 0 ? strlen(src) : v[t->seg_col[s]].kind == 't' ? v[t->seg_col[s]].len : 0;
+                size_t n = t->seg_col[s] < 0              ? strlen(src)
+                           : v[t->seg_col[s]].kind == 't' ? v[t->seg_col[s]].len
+                                                          : 0;
                 if (n) memcpy(c->text + o, src, n);
                 o += n;
             }
@@ -242,9 +240,11 @@ cv_err cv_change_from_row(const cv_table *t, const cv_rowval *v, int del, cv_cha
     json_t *obj = json_object();
     for (int i = 0; i < t->ncols; i++) {
         int is_key = 0;
-        for (int k = 0; k < t->nkeys; k++) is_key |= t->key[k] == i;
+        for (int k = 0; k < t->nkeys; k++)
+            is_key |= t->key[k] == i;
         if (is_key || i == t->text_col || v[i].kind == 'u') continue;
-        json_object_set_new(obj, t->col[i], v[i].kind == 'n' ? json_null() : json_of(t->typoid[i], v[i].val, v[i].len));
+        json_object_set_new(obj, t->col[i],
+                            v[i].kind == 'n' ? json_null() : json_of(t->typoid[i], v[i].val, v[i].len));
     }
     c->payload = json_dumps(obj, JSON_COMPACT);
     json_decref(obj);
@@ -252,7 +252,8 @@ cv_err cv_change_from_row(const cv_table *t, const cv_rowval *v, int del, cv_cha
 }
 
 void cv_change_free(cv_change *c) {
-    for (int k = 0; c->key && c->key[k]; k++) free(c->key[k]);
+    for (int k = 0; c->key && c->key[k]; k++)
+        free(c->key[k]);
     free(c->key);
     free(c->text);
     free(c->payload);
@@ -265,15 +266,17 @@ static void select_list(const cv_table *t, char *out, size_t len) {
     size_t o = 0;
     char id[300];
     for (int i = 0; i < t->ncols && o < len; i++) {
-        cv_ident(t->col[i], id, sizeof id);
+        cv_sql_ident(t->col[i], id, sizeof id);
         o += (size_t)snprintf(out + o, len - o, "%s%s::text", i ? ", " : "", id);
     }
 }
 
 static void rowvals_from_result(const cv_table *t, PGresult *r, int row, cv_rowval *v) {
     for (int i = 0; i < t->ncols; i++) {
-        if (PQgetisnull(r, row, i)) v[i] = (cv_rowval){'n', NULL, 0};
-        else v[i] = (cv_rowval){'t', PQgetvalue(r, row, i), (size_t)PQgetlength(r, row, i)};
+        if (PQgetisnull(r, row, i))
+            v[i] = (cv_rowval){'n', NULL, 0};
+        else
+            v[i] = (cv_rowval){'t', PQgetvalue(r, row, i), (size_t)PQgetlength(r, row, i)};
     }
 }
 
@@ -282,7 +285,7 @@ cv_err cv_fetch_texts(PGconn *db, const cv_table *t, cv_change **chg, int n) {
     select_list(t, sel, sizeof sel);
     size_t o = 0;
     for (int k = 0; k < t->nkeys; k++) {
-        cv_ident(t->keyname[k], id, sizeof id);
+        cv_sql_ident(t->keyname[k], id, sizeof id);
         o += (size_t)snprintf(where + o, sizeof where - o, "%s%s = $%d::%s", k ? " AND " : "", id, k + 1,
                               t->keytype[k]);
     }
@@ -317,17 +320,20 @@ cv_err cv_read_page(PGconn *db, const cv_table *t, char **after, int limit, cv_c
     select_list(t, sel, sizeof sel);
     size_t o = 0, q = 0;
     for (int k = 0; k < t->nkeys; k++) {
-        cv_ident(t->keyname[k], id, sizeof id);
+        cv_sql_ident(t->keyname[k], id, sizeof id);
         /* qualified: a bare name in ORDER BY would mean the ::text output column */
         o += (size_t)snprintf(keys + o, sizeof keys - o, "%ssrc.%s", k ? ", " : "", id);
-        q += (size_t)snprintf(params + q, sizeof params - q, "%s$%d::%s", k ? ", " : "", k + 1, t->keytype[k]);
+        q +=
+            (size_t)snprintf(params + q, sizeof params - q, "%s$%d::%s", k ? ", " : "", k + 1, t->keytype[k]);
     }
     if (after)
-        snprintf(sql, sizeof sql, "SELECT %s FROM %s AS src WHERE (%s) > (%s) ORDER BY %s LIMIT %d", sel, t->qualified,
-                 keys, params, keys, limit);
+        snprintf(sql, sizeof sql, "SELECT %s FROM %s AS src WHERE (%s) > (%s) ORDER BY %s LIMIT %d", sel,
+                 t->qualified, keys, params, keys, limit);
     else
-        snprintf(sql, sizeof sql, "SELECT %s FROM %s AS src ORDER BY %s LIMIT %d", sel, t->qualified, keys, limit);
-    PGresult *r = PQexecParams(db, sql, after ? t->nkeys : 0, NULL, (const char *const *)after, NULL, NULL, 0);
+        snprintf(sql, sizeof sql, "SELECT %s FROM %s AS src ORDER BY %s LIMIT %d", sel, t->qualified, keys,
+                 limit);
+    PGresult *r =
+        PQexecParams(db, sql, after ? t->nkeys : 0, NULL, (const char *const *)after, NULL, NULL, 0);
     *n = 0;
     if (!ok(r)) {
         cv_err e = query_failed(db, r, "backfill_page");
@@ -346,17 +352,19 @@ cv_err cv_read_page(PGconn *db, const cv_table *t, char **after, int limit, cv_c
 }
 
 cv_err cv_source_prepare(PGconn *db, const cv_table *t, const char *publication) {
-    PGresult *r = PQexec(db, "SELECT current_setting('wal_level'), (SELECT rolreplication OR rolsuper FROM pg_roles "
-                             "WHERE rolname = current_user), current_user");
+    PGresult *r =
+        PQexec(db, "SELECT current_setting('wal_level'), (SELECT rolreplication OR rolsuper FROM pg_roles "
+                   "WHERE rolname = current_user), current_user");
     if (!ok(r)) {
         cv_err e = query_failed(db, r, "server_settings");
         PQclear(r);
         return e;
     }
     if (strcmp(PQgetvalue(r, 0, 0), "logical") != 0) {
-        cv_error("event=wal_level_not_logical wal_level=%s fix=\"set wal_level = logical in postgresql.conf and "
-                 "restart PostgreSQL\"",
-                 PQgetvalue(r, 0, 0));
+        cv_error(
+            "event=wal_level_not_logical wal_level=%s fix=\"set wal_level = logical in postgresql.conf and "
+            "restart PostgreSQL\"",
+            PQgetvalue(r, 0, 0));
         PQclear(r);
         return CV_ERR_UNSUPPORTED;
     }
@@ -381,9 +389,11 @@ cv_err cv_source_prepare(PGconn *db, const cv_table *t, const char *publication)
     PQclear(r);
     if (has) return CV_OK;
     char pub[300], sql[1024];
-    cv_ident(publication, pub, sizeof pub);
-    if (exists) snprintf(sql, sizeof sql, "ALTER PUBLICATION %s ADD TABLE %s", pub, t->qualified);
-    else snprintf(sql, sizeof sql, "CREATE PUBLICATION %s FOR TABLE %s", pub, t->qualified);
+    cv_sql_ident(publication, pub, sizeof pub);
+    if (exists)
+        snprintf(sql, sizeof sql, "ALTER PUBLICATION %s ADD TABLE %s", pub, t->qualified);
+    else
+        snprintf(sql, sizeof sql, "CREATE PUBLICATION %s FOR TABLE %s", pub, t->qualified);
     r = PQexec(db, sql);
     cv_err e = ok(r) ? CV_OK : query_failed(db, r, "create_publication");
     if (!e) cv_info("event=publication_ready publication=%s table=%s", publication, t->qualified);

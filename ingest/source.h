@@ -16,12 +16,12 @@ typedef struct cv_table {
     char **coltype;   /* (ncols) format_type() */
     uint32_t *typoid; /* (ncols) */
     int nkeys;
-    int *key;          /* (nkeys) column index of each primary key column, in key order */
+    int *key;                        /* (nkeys) column index of each primary key column, in key order */
     const char **keyname, **keytype; /* (nkeys) views into col / coltype */
-    int text_col;      /* embedded column, or -1 with a template */
-    int nseg;          /* template: literal and column segments */
-    char **seg_text;   /* (nseg) literal text or NULL */
-    int *seg_col;      /* (nseg) column index or -1 */
+    int text_col;                    /* embedded column, or -1 with a template */
+    int nseg;                        /* template: literal and column segments */
+    char **seg_text;                 /* (nseg) literal text or NULL */
+    int *seg_col;                    /* (nseg) column index or -1 */
 } cv_table;
 
 /* A row's values by column index: kind 'n' NULL, 'u' unchanged TOASTed (unknown), 't'. */
@@ -34,11 +34,11 @@ typedef struct cv_rowval {
 enum { CV_TEXT_KNOWN = 0, CV_TEXT_NULL, CV_TEXT_UNKNOWN };
 
 typedef struct cv_change {
-    int del;      /* 1: delete by key */
-    char **key;   /* (nkeys) owned, NULL-terminated */
-    char *text;   /* CV_TEXT_KNOWN: the text to embed */
+    int del;    /* 1: delete by key */
+    char **key; /* (nkeys) owned, NULL-terminated */
+    char *text; /* CV_TEXT_KNOWN: the text to embed */
     int text_state;
-    char *payload; /* JSON object of the other columns (unchanged TOASTed ones left out) */
+    char *payload;      /* JSON object of the other columns (unchanged TOASTed ones left out) */
     double commit_time; /* monotonic seconds when its commit was seen, for latency */
 } cv_change;
 
@@ -63,8 +63,5 @@ cv_err cv_read_page(PGconn *db, const cv_table *t, char **after, int limit, cv_c
 /* Checks what the server must provide (wal_level=logical, REPLICATION privilege), and
  * creates the publication for the table if missing. */
 cv_err cv_source_prepare(PGconn *db, const cv_table *t, const char *publication);
-
-/* Quoted identifier helper (same as the sink's). */
-void cv_ident(const char *name, char *out, size_t len);
 
 #endif

@@ -21,7 +21,7 @@
 #include "sync_impl.h"
 
 #define FEEDBACK_INTERVAL 10.0 /* seconds; wal_sender_timeout defaults to 60 */
-#define PG_EPOCH_UNIX 946684800.0
+#define PG_EPOCH_UNIX     946684800.0
 
 typedef struct {
     cv_change *v;
@@ -53,11 +53,13 @@ static double mono(void) {
 
 static uint64_t be64(const char *p) {
     uint64_t v = 0;
-    for (int i = 0; i < 8; i++) v = v << 8 | (uint8_t)p[i];
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | (uint8_t)p[i];
     return v;
 }
 static void put64(char *p, uint64_t v) {
-    for (int i = 7; i >= 0; i--, v >>= 8) p[i] = (char)(v & 0xFF);
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        p[i] = (char)(v & 0xFF);
 }
 
 static void list_push(chg_list *l, cv_change *c) {
@@ -69,7 +71,8 @@ static void list_push(chg_list *l, cv_change *c) {
     l->v[l->n++] = *c;
 }
 static void list_clear(chg_list *l) {
-    for (int i = 0; i < l->n; i++) cv_change_free(&l->v[i]);
+    for (int i = 0; i < l->n; i++)
+        cv_change_free(&l->v[i]);
     l->n = 0;
 }
 
@@ -92,7 +95,8 @@ static cv_err send_feedback(stream *st) {
 static cv_err flush_pending(stream *st) {
     if (st->pend.n == 0 && !st->pend_truncate) return CV_OK;
     cv_sync *s = st->s;
-    cv_err e = cv_sync_flush(s, st->pend.v, st->pend.n, st->pend_truncate, st->pend_end, 0, st->pend_commit_unix);
+    cv_err e =
+        cv_sync_flush(s, st->pend.v, st->pend.n, st->pend_truncate, st->pend_end, 0, st->pend_commit_unix);
     st->pend.n = 0; /* consumed either way: on failure the session ends and the slot replays */
     if (e) return e;
     cv_metric_add(s->m_changes_ins, (double)st->n_ins);
@@ -109,7 +113,8 @@ static cv_err flush_pending(stream *st) {
 /* Table-column values of a tuple, through the relation map. */
 static void rowvals(stream *st, const cv_pg_tuple *tup, cv_rowval *v) {
     const cv_table *t = &st->s->t;
-    for (int i = 0; i < t->ncols; i++) v[i] = (cv_rowval){'n', NULL, 0};
+    for (int i = 0; i < t->ncols; i++)
+        v[i] = (cv_rowval){'n', NULL, 0};
     for (int i = 0; i < tup->ncols && i < st->rel_ncols; i++) {
         int c = st->relmap[i];
         if (c < 0) continue;
@@ -151,8 +156,9 @@ static cv_err on_message(stream *st, const uint8_t *data, size_t len) {
                 for (int k = 0; k < t->ncols; k++)
                     if (strcmp(t->col[k], m.rel.col[i].name) == 0) st->relmap[i] = k;
                 if (st->relmap[i] < 0)
-                    cv_warn("event=unknown_column table=%s column=%s note=\"not in the payload until restart\"",
-                            t->qualified, m.rel.col[i].name);
+                    cv_warn(
+                        "event=unknown_column table=%s column=%s note=\"not in the payload until restart\"",
+                        t->qualified, m.rel.col[i].name);
             }
         }
         break;
@@ -178,8 +184,10 @@ static cv_err on_message(stream *st, const uint8_t *data, size_t len) {
                     cv_change_free(&c);
                     break;
                 }
-                if (same_key(c.key, nc.key)) cv_change_free(&c); /* old row image, key unchanged */
-                else list_push(&st->txn, &c);                    /* key changed: delete the old key */
+                if (same_key(c.key, nc.key))
+                    cv_change_free(&c); /* old row image, key unchanged */
+                else
+                    list_push(&st->txn, &c); /* key changed: delete the old key */
                 list_push(&st->txn, &nc);
                 st->n_upd++;
             } else {
@@ -191,8 +199,10 @@ static cv_err on_message(stream *st, const uint8_t *data, size_t len) {
         rowvals(st, &m.new_tup, v);
         if ((e = cv_change_from_row(t, v, 0, &c))) break;
         list_push(&st->txn, &c);
-        if (m.type == 'I') st->n_ins++;
-        else st->n_upd++;
+        if (m.type == 'I')
+            st->n_ins++;
+        else
+            st->n_upd++;
         break;
     case 'T':
         for (int i = 0; i < m.ntrunc; i++)
@@ -217,7 +227,8 @@ static cv_err on_message(stream *st, const uint8_t *data, size_t len) {
             st->pend_truncate = 1;
         }
         if (st->pend.n == 0) st->pend_since = mono();
-        for (int i = 0; i < st->txn.n; i++) list_push(&st->pend, &st->txn.v[i]);
+        for (int i = 0; i < st->txn.n; i++)
+            list_push(&st->pend, &st->txn.v[i]);
         st->txn.n = 0; /* moved */
         st->pend_end = m.end_lsn;
         st->pend_commit_unix = (double)m.commit_ts / 1e6 + PG_EPOCH_UNIX;
@@ -238,8 +249,9 @@ static cv_err ensure_slot(stream *st, volatile sig_atomic_t *stop) {
     cv_err e = cv_sink_state(s->sink, &pos, &done, &bpos);
     if (e) return e;
     const char *p[1] = {s->slot};
-    PGresult *r = PQexecParams(s->src, "SELECT plugin, wal_status FROM pg_replication_slots WHERE slot_name = $1", 1,
-                               NULL, p, NULL, NULL, 0);
+    PGresult *r =
+        PQexecParams(s->src, "SELECT plugin, wal_status FROM pg_replication_slots WHERE slot_name = $1", 1,
+                     NULL, p, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         cv_error("event=slot_query error=\"%s\"", PQresultErrorMessage(r));
         PQclear(r);
@@ -250,8 +262,9 @@ static cv_err ensure_slot(stream *st, volatile sig_atomic_t *stop) {
     PQclear(r);
     if (exists && (s->o.resnapshot || !done || lost)) {
         cv_warn("event=slot_recreate slot=%s reason=\"%s\"", s->slot,
-                s->o.resnapshot ? "--resnapshot" : lost ? "slot lost its WAL (max_slot_wal_keep_size)"
-                                                       : "backfill had not finished");
+                s->o.resnapshot ? "--resnapshot"
+                : lost          ? "slot lost its WAL (max_slot_wal_keep_size)"
+                                : "backfill had not finished");
         r = PQexecParams(s->src, "SELECT pg_drop_replication_slot($1)", 1, NULL, p, NULL, NULL, 0);
         PQclear(r);
         exists = 0;
@@ -259,9 +272,10 @@ static cv_err ensure_slot(stream *st, volatile sig_atomic_t *stop) {
     } else if (!exists && done && !s->o.resnapshot) {
         char l[24];
         cv_lsn_format(pos, l);
-        cv_error("event=slot_missing slot=%s sink_position=%s error=\"the replication slot is gone, so changes "
-                 "after %s may be lost\" fix=\"run cdcvec sync again with --resnapshot to rebuild the index\"",
-                 s->slot, l, l);
+        cv_error(
+            "event=slot_missing slot=%s sink_position=%s error=\"the replication slot is gone, so changes "
+            "after %s may be lost\" fix=\"run cdcvec sync again with --resnapshot to rebuild the index\"",
+            s->slot, l, l);
         return CV_ERR_NOTFOUND;
     }
     st->skip_upto = st->applied = st->confirmed = pos;
@@ -287,8 +301,8 @@ static cv_err ensure_slot(stream *st, volatile sig_atomic_t *stop) {
     e = PQstatus(bf) == CONNECTION_OK ? CV_OK : CV_ERR_TIMEOUT;
     if (!e) {
         char set[256];
-        snprintf(set, sizeof set, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '%s'",
-                 snapshot);
+        snprintf(set, sizeof set,
+                 "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '%s'", snapshot);
         r = PQexec(bf, set);
         if (PQresultStatus(r) != PGRES_COMMAND_OK) {
             cv_error("event=snapshot_import error=\"%s\"", PQresultErrorMessage(r));
@@ -326,8 +340,8 @@ static cv_err session(cv_sync *s, volatile sig_atomic_t *stop) {
     char sql[600], from[24];
     cv_lsn_format(0, from);
     snprintf(sql, sizeof sql,
-             "START_REPLICATION SLOT \"%s\" LOGICAL %s (proto_version '1', publication_names '\"%s\"')", s->slot, from,
-             s->publication);
+             "START_REPLICATION SLOT \"%s\" LOGICAL %s (proto_version '1', publication_names '\"%s\"')",
+             s->slot, from, s->publication);
     PGresult *r = PQexec(st.repl, sql);
     if (PQresultStatus(r) != PGRES_COPY_BOTH) {
         cv_error("event=start_replication slot=%s error=\"%s\"", s->slot, PQresultErrorMessage(r));
@@ -338,13 +352,14 @@ static cv_err session(cv_sync *s, volatile sig_atomic_t *stop) {
     PQclear(r);
     char l[24];
     cv_lsn_format(st.applied, l);
-    cv_info("event=streaming slot=%s publication=%s table=%s from=%s", s->slot, s->publication, s->t.qualified, l);
+    cv_info("event=streaming slot=%s publication=%s table=%s from=%s", s->slot, s->publication,
+            s->t.qualified, l);
     st.last_feedback = mono();
     const double batch_s = s->o.batch_ms / 1000.0;
     while (!e) {
         double now = mono();
-        if (st.pend.n >= s->o.batch_rows || ((st.pend.n || st.pend_truncate) && now - st.pend_since >= batch_s) ||
-            (*stop && !st.in_txn))
+        if (st.pend.n >= s->o.batch_rows ||
+            ((st.pend.n || st.pend_truncate) && now - st.pend_since >= batch_s) || (*stop && !st.in_txn))
             if ((e = flush_pending(&st))) break;
         if (*stop) break;
         if (now - st.last_feedback >= FEEDBACK_INTERVAL && (e = send_feedback(&st))) break;

@@ -17,7 +17,7 @@ typedef struct cv_sync {
     cv_sync_opts o;
     char slot[128], publication[128], stream[160];
     cv_table t;
-    PGconn *src;  /* ordinary connection to the source */
+    PGconn *src; /* ordinary connection to the source */
     cv_sink *sink;
     cv_minilm *model; /* in-process embedding (NULL with --embed) */
     cv_server *server;
@@ -26,7 +26,8 @@ typedef struct cv_sync {
     int own_reg;
     int dim;
     cv_metric *m_changes_ins, *m_changes_upd, *m_changes_del, *m_changes_trunc;
-    cv_metric *m_batches, *m_embedded, *m_skipped, *m_lag, *m_latency, *m_err_source, *m_err_sink, *m_err_embed;
+    cv_metric *m_batches, *m_embedded, *m_skipped, *m_lag, *m_latency, *m_err_source, *m_err_sink,
+        *m_err_embed;
     /* the search page (search_page.c) */
     cv_sink_table sink_table;
     const char *sink_conninfo;

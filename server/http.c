@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/cv_buf.h"
 #include "../common/cv_log.h"
 #include "server_impl.h"
 
@@ -21,30 +22,6 @@ typedef struct {
     nng_aio *aio;
     int openai, b64;
 } http_job;
-
-typedef struct {
-    char *p;
-    size_t len, cap;
-    int oom;
-} buf;
-
-static void put(buf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = (b->cap ? b->cap * 2 : 4096) + n;
-        char *q = realloc(b->p, cap);
-        if (!q) {
-            b->oom = 1;
-            return;
-        }
-        b->p = q;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = 0;
-}
-static void puts_(buf *b, const char *s) { put(b, s, strlen(s)); }
 
 static void respond(nng_aio *aio, uint16_t status, const char *ctype, const char *body, size_t len,
                     const char *retry_after) {
@@ -107,7 +84,7 @@ static void on_metrics(nng_aio *aio) {
 
 static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-static void put_base64(buf *b, const uint8_t *d, size_t n) {
+static void put_base64(cv_buf *b, const uint8_t *d, size_t n) {
     char q[4];
     for (size_t i = 0; i < n; i += 3) {
         uint32_t v =
@@ -115,24 +92,24 @@ static void put_base64(buf *b, const uint8_t *d, size_t n) {
         q[0] = B64[v >> 18 & 63], q[1] = B64[v >> 12 & 63];
         q[2] = i + 1 < n ? B64[v >> 6 & 63] : '=';
         q[3] = i + 2 < n ? B64[v & 63] : '=';
-        put(b, q, 4);
+        cv_buf_put(b, q, 4);
     }
 }
 
-static void put_vector(buf *b, const float *v, int dim, int b64) {
+static void put_vector(cv_buf *b, const float *v, int dim, int b64) {
     char num[32];
     if (b64) { /* little-endian float32, as OpenAI's clients decode it */
-        put(b, "\"", 1);
+        cv_buf_put(b, "\"", 1);
         put_base64(b, (const uint8_t *)v, sizeof(float) * (size_t)dim);
-        put(b, "\"", 1);
+        cv_buf_put(b, "\"", 1);
         return;
     }
-    put(b, "[", 1);
+    cv_buf_put(b, "[", 1);
     for (int j = 0; j < dim; j++) {
         int n = snprintf(num, sizeof num, j ? ",%.9g" : "%.9g", (double)v[j]);
-        put(b, num, (size_t)n);
+        cv_buf_put(b, num, (size_t)n);
     }
-    put(b, "]", 1);
+    cv_buf_put(b, "]", 1);
 }
 
 /* Batch thread: vectors ready (or failed). */
@@ -145,28 +122,28 @@ static void http_job_done(cv_job *j) {
     if (j->err) {
         respond_error(h->aio, 500, "internal", "embedding failed: %s", cv_strerror(j->err));
     } else {
-        buf b = {0};
+        cv_buf b = {0};
         char tmp[256];
         if (h->openai) {
-            puts_(&b, "{\"object\":\"list\",\"data\":[");
+            cv_buf_puts(&b, "{\"object\":\"list\",\"data\":[");
             for (int i = 0; i < j->n; i++) {
                 snprintf(tmp, sizeof tmp,
                          "%s{\"object\":\"embedding\",\"index\":%d,\"embedding\":", i ? "," : "", i);
-                puts_(&b, tmp);
+                cv_buf_puts(&b, tmp);
                 put_vector(&b, j->vec + (size_t)i * dim, dim, h->b64);
-                puts_(&b, "}");
+                cv_buf_puts(&b, "}");
             }
             snprintf(tmp, sizeof tmp,
                      "],\"model\":\"%s\",\"usage\":{\"prompt_tokens\":%ld,\"total_tokens\":%ld}}",
                      s->o.model_id ? s->o.model_id : "", j->ntokens, j->ntokens);
-            puts_(&b, tmp);
+            cv_buf_puts(&b, tmp);
         } else {
-            puts_(&b, "[");
+            cv_buf_puts(&b, "[");
             for (int i = 0; i < j->n; i++) {
-                if (i) puts_(&b, ",");
+                if (i) cv_buf_puts(&b, ",");
                 put_vector(&b, j->vec + (size_t)i * dim, dim, 0);
             }
-            puts_(&b, "]");
+            cv_buf_puts(&b, "]");
         }
         if (b.oom)
             respond_error(h->aio, 500, "internal", "out of memory");
@@ -363,7 +340,8 @@ cv_err cv_http_start(cv_server *s) {
         (err = add_handler(s, "/v1/embeddings", "POST", on_openai)))
         return err;
     for (int i = 0; i < s->o.nroutes; i++)
-        if ((err = add_handler_data(s, s->o.routes[i].path, "GET", on_route, (void *)&s->o.routes[i]))) return err;
+        if ((err = add_handler_data(s, s->o.routes[i].path, "GET", on_route, (void *)&s->o.routes[i])))
+            return err;
     if ((rv = nng_http_server_start(s->http)) != 0) {
         cv_error(
             "event=http_listen address=%s error=\"%s\" fix=\"check the address, or that nothing else listens "

@@ -20,17 +20,17 @@ typedef struct cv_http_route {
 void cv_http_reply(void *reply_handle, int status, const char *content_type, const char *body, size_t len);
 
 typedef struct cv_server_opts {
-    const char *listen;       /* nng URL (tcp://, ipc://, inproc://); NULL or "" = none */
-    const char *http;         /* host:port for HTTP; NULL or "" = none */
-    long batch_tokens;        /* token budget per batch (16384) */
-    double batch_deadline_ms; /* longest wait for a batch to fill (2) */
-    long max_queue_tokens;    /* queued tokens before "busy" (262144) */
-    int max_inflight;         /* nng contexts = requests in flight on the socket (256) */
-    long max_message_bytes;   /* largest nng request / HTTP body (16 MiB) */
-    int max_texts;            /* texts per request (2048) */
-    long max_text_bytes;      /* bytes per text (1 MiB) */
-    const char *api_key;      /* HTTP bearer token; NULL = no auth */
-    const char *model_id;     /* reported in /metrics and /v1/embeddings */
+    const char *listen;          /* nng URL (tcp://, ipc://, inproc://); NULL or "" = none */
+    const char *http;            /* host:port for HTTP; NULL or "" = none */
+    long batch_tokens;           /* token budget per batch (16384) */
+    double batch_deadline_ms;    /* longest wait for a batch to fill (2) */
+    long max_queue_tokens;       /* queued tokens before "busy" (262144) */
+    int max_inflight;            /* nng contexts = requests in flight on the socket (256) */
+    long max_message_bytes;      /* largest nng request / HTTP body (16 MiB) */
+    int max_texts;               /* texts per request (2048) */
+    long max_text_bytes;         /* bytes per text (1 MiB) */
+    const char *api_key;         /* HTTP bearer token; NULL = no auth */
+    const char *model_id;        /* reported in /metrics and /v1/embeddings */
     const cv_http_route *routes; /* extra GET endpoints, or NULL */
     int nroutes;
 } cv_server_opts;

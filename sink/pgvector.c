@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/cv_buf.h"
 #include "../common/cv_log.h"
 #include "../common/cv_lsn.h"
 #include "sink.h"
@@ -19,41 +20,20 @@
 struct cv_sink {
     PGconn *db;
     cv_sink_table t;
-    char *qtable;   /* cdcvec."schema_table" */
-    char *keylist;  /* "k1","k2" */
-    char *keycast;  /* unnest arguments: $1::t1[],$2::t2[] */
+    char *qtable;  /* cdcvec."schema_table" */
+    char *keylist; /* "k1","k2" */
+    char *keycast; /* unnest arguments: $1::t1[],$2::t2[] */
     char *stream;
 };
 
-typedef struct {
-    char *p;
-    size_t n, cap;
-} sb;
-
-static void sb_put(sb *b, const char *s, size_t n) {
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = (b->cap ? b->cap * 2 : 1024) + n;
-        char *q = realloc(b->p, cap);
-        CV_ASSERT(q != NULL);
-        b->p = q;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
+/* SQL must be whole: running out of memory while building a statement is fatal here. */
+static int sql_oom(void) {
+    fprintf(stderr, "cdcvec: out of memory while building SQL\n");
+    abort();
 }
-static void sb_puts(sb *b, const char *s) { sb_put(b, s, strlen(s)); }
-static void sb_printf(sb *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-#include <stdarg.h>
-static void sb_printf(sb *b, const char *fmt, ...) {
-    char tmp[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n >= (int)sizeof tmp) n = sizeof tmp - 1;
-    sb_put(b, tmp, (size_t)n);
-}
+#define cv_buf_put(b, s, n)   ((cv_buf_put)((b), (s), (n)), (void)(!(b)->oom || sql_oom()))
+#define cv_buf_puts(b, s)     ((cv_buf_puts)((b), (s)), (void)(!(b)->oom || sql_oom()))
+#define cv_buf_printf(b, ...) ((cv_buf_printf)((b), __VA_ARGS__), (void)(!(b)->oom || sql_oom()))
 
 void cv_pg_notice(void *arg, const char *message) {
     (void)arg;
@@ -73,14 +53,14 @@ void cv_sql_ident(const char *name, char *out, size_t len) {
 }
 
 /* Appends one element of a PostgreSQL array literal: "value" with \ and " escaped. */
-static void arr_elem(sb *b, const char *v, int first) {
-    if (!first) sb_put(b, ",", 1);
-    sb_put(b, "\"", 1);
+static void arr_elem(cv_buf *b, const char *v, int first) {
+    if (!first) cv_buf_put(b, ",", 1);
+    cv_buf_put(b, "\"", 1);
     for (const char *p = v; *p; p++) {
-        if (*p == '"' || *p == '\\') sb_put(b, "\\", 1);
-        sb_put(b, p, 1);
+        if (*p == '"' || *p == '\\') cv_buf_put(b, "\\", 1);
+        cv_buf_put(b, p, 1);
     }
-    sb_put(b, "\"", 1);
+    cv_buf_put(b, "\"", 1);
 }
 
 static cv_err exec_ok(cv_sink *s, PGresult *r, const char *what) {
@@ -92,10 +72,11 @@ static cv_err exec_ok(cv_sink *s, PGresult *r, const char *what) {
     /* connection trouble, serialization/deadlock failures and lack of resources are worth
      * retrying; privileges, missing objects and bad data are not (fix the set-up) */
     if (PQstatus(s->db) != CONNECTION_OK || !state) return CV_ERR_TIMEOUT;
-    if (!strncmp(state, "08", 2) || !strncmp(state, "40", 2) || !strncmp(state, "53", 2) || !strncmp(state, "57", 2) ||
-        !strncmp(state, "58", 2))
+    if (!strncmp(state, "08", 2) || !strncmp(state, "40", 2) || !strncmp(state, "53", 2) ||
+        !strncmp(state, "57", 2) || !strncmp(state, "58", 2))
         return CV_ERR_TIMEOUT;
-    if (!strncmp(state, "42", 2) || !strncmp(state, "22", 2) || !strncmp(state, "0A", 2)) return CV_ERR_UNSUPPORTED;
+    if (!strncmp(state, "42", 2) || !strncmp(state, "22", 2) || !strncmp(state, "0A", 2))
+        return CV_ERR_UNSUPPORTED;
     return CV_ERR_IO;
 }
 
@@ -113,10 +94,11 @@ static cv_err ensure_index(cv_sink *s) {
     char name[512], q[600];
     snprintf(name, sizeof name, "%s_%s_embedding_hnsw", s->t.schema, s->t.table);
     cv_sql_ident(name, q, sizeof q);
-    sb sql = {0};
-    sb_printf(&sql, "SET maintenance_work_mem = '512MB'; CREATE INDEX IF NOT EXISTS %s ON %s USING hnsw "
-                    "(embedding vector_cosine_ops); RESET maintenance_work_mem;",
-              q, s->qtable);
+    cv_buf sql = {0};
+    cv_buf_printf(&sql,
+                  "SET maintenance_work_mem = '512MB'; CREATE INDEX IF NOT EXISTS %s ON %s USING hnsw "
+                  "(embedding vector_cosine_ops); RESET maintenance_work_mem;",
+                  q, s->qtable);
     cv_err e = run(s, sql.p, "create_index");
     free(sql.p);
     return e;
@@ -137,32 +119,34 @@ cv_err cv_sink_open(const char *conninfo, const cv_sink_table *t, cv_sink **out)
     char name[512], q[600], k[300];
     snprintf(name, sizeof name, "%s_%s", t->schema, t->table);
     cv_sql_ident(name, q, sizeof q);
-    sb tab = {0}, keys = {0}, cast = {0}, sql = {0};
-    sb_printf(&tab, "cdcvec.%s", q);
+    cv_buf tab = {0}, keys = {0}, cast = {0}, sql = {0};
+    cv_buf_printf(&tab, "cdcvec.%s", q);
     for (int i = 0; i < t->nkeys; i++) {
         cv_sql_ident(t->key_names[i], k, sizeof k);
-        if (i) sb_puts(&keys, ",");
-        sb_puts(&keys, k);
-        sb_printf(&cast, "%s$%d::%s[]", i ? "," : "", i + 1, t->key_types[i]);
+        if (i) cv_buf_puts(&keys, ",");
+        cv_buf_puts(&keys, k);
+        cv_buf_printf(&cast, "%s$%d::%s[]", i ? "," : "", i + 1, t->key_types[i]);
     }
     s->qtable = tab.p;
     s->keylist = keys.p;
     s->keycast = cast.p;
     s->stream = strdup(t->stream);
-    sb_puts(&sql, "CREATE EXTENSION IF NOT EXISTS vector; CREATE SCHEMA IF NOT EXISTS cdcvec; ");
-    sb_printf(&sql, "CREATE TABLE IF NOT EXISTS %s (", s->qtable);
+    cv_buf_puts(&sql, "CREATE EXTENSION IF NOT EXISTS vector; CREATE SCHEMA IF NOT EXISTS cdcvec; ");
+    cv_buf_printf(&sql, "CREATE TABLE IF NOT EXISTS %s (", s->qtable);
     for (int i = 0; i < t->nkeys; i++) {
         cv_sql_ident(t->key_names[i], k, sizeof k);
-        sb_printf(&sql, "%s %s NOT NULL, ", k, t->key_types[i]);
+        cv_buf_printf(&sql, "%s %s NOT NULL, ", k, t->key_types[i]);
     }
-    sb_printf(&sql,
-              "embedding vector(%d) NOT NULL, payload jsonb NOT NULL DEFAULT '{}', text_hash bytea NOT NULL, "
-              "model text NOT NULL, source_lsn pg_lsn NOT NULL, updated_at timestamptz NOT NULL DEFAULT now(), "
-              "PRIMARY KEY (%s)); ",
-              t->dim, s->keylist);
-    sb_puts(&sql, "CREATE TABLE IF NOT EXISTS cdcvec.state (stream text PRIMARY KEY, lsn pg_lsn NOT NULL, "
-                  "backfill_lsn pg_lsn, backfill_done boolean NOT NULL DEFAULT false, "
-                  "updated_at timestamptz NOT NULL DEFAULT now());");
+    cv_buf_printf(
+        &sql,
+        "embedding vector(%d) NOT NULL, payload jsonb NOT NULL DEFAULT '{}', text_hash bytea NOT NULL, "
+        "model text NOT NULL, source_lsn pg_lsn NOT NULL, updated_at timestamptz NOT NULL DEFAULT now(), "
+        "PRIMARY KEY (%s)); ",
+        t->dim, s->keylist);
+    cv_buf_puts(&sql,
+                "CREATE TABLE IF NOT EXISTS cdcvec.state (stream text PRIMARY KEY, lsn pg_lsn NOT NULL, "
+                "backfill_lsn pg_lsn, backfill_done boolean NOT NULL DEFAULT false, "
+                "updated_at timestamptz NOT NULL DEFAULT now());");
     cv_err e = run(s, sql.p, "create_tables");
     free(sql.p);
     /* the HNSW index is built once the initial backfill is done (pgvector: "add any indexes
@@ -188,8 +172,9 @@ void cv_sink_close(cv_sink *s) {
 
 cv_err cv_sink_state(cv_sink *s, uint64_t *pos, int *done, uint64_t *bpos) {
     const char *p[1] = {s->stream};
-    PGresult *r = PQexecParams(s->db, "SELECT lsn::text, backfill_done, coalesce(backfill_lsn::text, '0/0') "
-                                      "FROM cdcvec.state WHERE stream = $1",
+    PGresult *r = PQexecParams(s->db,
+                               "SELECT lsn::text, backfill_done, coalesce(backfill_lsn::text, '0/0') "
+                               "FROM cdcvec.state WHERE stream = $1",
                                1, NULL, p, NULL, NULL, 0);
     cv_err e = exec_ok(s, r, "read_state");
     *pos = 0, *done = 0, *bpos = 0;
@@ -205,10 +190,11 @@ cv_err cv_sink_state(cv_sink *s, uint64_t *pos, int *done, uint64_t *bpos) {
 /* Fills params[0..nkeys) with key arrays for n rows. Caller frees the strings. */
 static void key_arrays(const cv_sink *s, const char *const *const *keys, int n, char **params) {
     for (int k = 0; k < s->t.nkeys; k++) {
-        sb b = {0};
-        sb_put(&b, "{", 1);
-        for (int i = 0; i < n; i++) arr_elem(&b, keys[i][k], i == 0);
-        sb_put(&b, "}", 1);
+        cv_buf b = {0};
+        cv_buf_put(&b, "{", 1);
+        for (int i = 0; i < n; i++)
+            arr_elem(&b, keys[i][k], i == 0);
+        cv_buf_put(&b, "}", 1);
         params[k] = b.p;
     }
 }
@@ -216,20 +202,21 @@ static void key_arrays(const cv_sink *s, const char *const *const *keys, int n, 
 static int hexval(char c) { return c <= '9' ? c - '0' : (c | 32) - 'a' + 10; }
 
 cv_err cv_sink_hashes(cv_sink *s, const char *const *const *keys, int n, int *found, uint8_t (*hash)[32]) {
-    for (int i = 0; i < n; i++) found[i] = 0;
+    for (int i = 0; i < n; i++)
+        found[i] = 0;
     if (n == 0) return CV_OK;
     const int nk = s->t.nkeys;
     char **params = calloc((size_t)nk, sizeof(char *));
     key_arrays(s, keys, n, params);
-    sb sql = {0};
-    sb_puts(&sql, "SELECT ");
+    cv_buf sql = {0};
+    cv_buf_puts(&sql, "SELECT ");
     char k[300];
     for (int i = 0; i < nk; i++) {
         cv_sql_ident(s->t.key_names[i], k, sizeof k);
-        sb_printf(&sql, "t.%s::text, ", k);
+        cv_buf_printf(&sql, "t.%s::text, ", k);
     }
-    sb_printf(&sql, "encode(t.text_hash, 'hex') FROM %s t WHERE (%s) IN (SELECT * FROM unnest(%s))", s->qtable,
-              s->keylist, s->keycast);
+    cv_buf_printf(&sql, "encode(t.text_hash, 'hex') FROM %s t WHERE (%s) IN (SELECT * FROM unnest(%s))",
+                  s->qtable, s->keylist, s->keycast);
     PGresult *r = PQexecParams(s->db, sql.p, nk, NULL, (const char *const *)params, NULL, NULL, 0);
     cv_err e = exec_ok(s, r, "lookup_hashes");
     /* match rows back to requests by the keys' text form (what pgoutput sends) */
@@ -237,92 +224,102 @@ cv_err cv_sink_hashes(cv_sink *s, const char *const *const *keys, int n, int *fo
         for (int i = 0; i < n; i++) {
             if (found[i]) continue;
             int same = 1;
-            for (int c = 0; c < nk && same; c++) same = strcmp(PQgetvalue(r, row, c), keys[i][c]) == 0;
+            for (int c = 0; c < nk && same; c++)
+                same = strcmp(PQgetvalue(r, row, c), keys[i][c]) == 0;
             if (!same) continue;
             const char *hx = PQgetvalue(r, row, nk);
             if (strlen(hx) == 64) {
-                for (int b = 0; b < 32; b++) hash[i][b] = (uint8_t)(hexval(hx[2 * b]) << 4 | hexval(hx[2 * b + 1]));
+                for (int b = 0; b < 32; b++)
+                    hash[i][b] = (uint8_t)(hexval(hx[2 * b]) << 4 | hexval(hx[2 * b + 1]));
                 found[i] = 1;
             }
             break;
         }
     }
     PQclear(r);
-    for (int i = 0; i < nk; i++) free(params[i]);
+    for (int i = 0; i < nk; i++)
+        free(params[i]);
     free(params);
     free(sql.p);
     return e;
 }
 
-static void vec_text(sb *b, const float *v, int dim) {
+static void vec_text(cv_buf *b, const float *v, int dim) {
     char num[32];
-    sb_put(b, "[", 1);
+    cv_buf_put(b, "[", 1);
     for (int j = 0; j < dim; j++) {
         int n = snprintf(num, sizeof num, j ? ",%.9g" : "%.9g", (double)v[j]);
-        sb_put(b, num, (size_t)n);
+        cv_buf_put(b, num, (size_t)n);
     }
-    sb_put(b, "]", 1);
+    cv_buf_put(b, "]", 1);
 }
 
 static cv_err apply_rows(cv_sink *s, const cv_sink_row *rows, int n, int with_vec, const char *lsn) {
     if (n == 0) return CV_OK;
     const int nk = s->t.nkeys;
     const char **keys[n > 0 ? n : 1];
-    for (int i = 0; i < n; i++) keys[i] = (const char **)rows[i].key;
+    for (int i = 0; i < n; i++)
+        keys[i] = (const char **)rows[i].key;
     char *params[nk + 5];
     key_arrays(s, (const char *const *const *)keys, n, params);
-    sb pay = {0}, vec = {0}, hash = {0}, sql = {0};
-    sb_put(&pay, "{", 1);
-    sb_put(&vec, "{", 1);
-    sb_put(&hash, "{", 1);
+    cv_buf pay = {0}, vec = {0}, hash = {0}, sql = {0};
+    cv_buf_put(&pay, "{", 1);
+    cv_buf_put(&vec, "{", 1);
+    cv_buf_put(&hash, "{", 1);
     for (int i = 0; i < n; i++) {
         arr_elem(&pay, rows[i].payload ? rows[i].payload : "{}", i == 0);
         if (with_vec) {
-            sb v = {0};
+            cv_buf v = {0};
             vec_text(&v, rows[i].vec, s->t.dim);
             arr_elem(&vec, v.p, i == 0);
             free(v.p);
             char hx[65];
-            for (int b = 0; b < 32; b++) snprintf(hx + 2 * b, 3, "%02x", rows[i].hash[b]);
+            for (int b = 0; b < 32; b++)
+                snprintf(hx + 2 * b, 3, "%02x", rows[i].hash[b]);
             arr_elem(&hash, hx, i == 0);
         }
     }
-    sb_put(&pay, "}", 1);
-    sb_put(&vec, "}", 1);
-    sb_put(&hash, "}", 1);
+    cv_buf_put(&pay, "}", 1);
+    cv_buf_put(&vec, "}", 1);
+    cv_buf_put(&hash, "}", 1);
     char k[300];
-    sb ucols = {0}, match = {0};
+    cv_buf ucols = {0}, match = {0};
     for (int i = 0; i < nk; i++) {
         cv_sql_ident(s->t.key_names[i], k, sizeof k);
-        sb_printf(&ucols, "%s%s", i ? "," : "", k);
-        sb_printf(&match, "%st.%s = u.%s", i ? " AND " : "", k, k);
+        cv_buf_printf(&ucols, "%s%s", i ? "," : "", k);
+        cv_buf_printf(&match, "%st.%s = u.%s", i ? " AND " : "", k, k);
     }
     int np;
     if (with_vec) {
         params[nk] = pay.p, params[nk + 1] = vec.p, params[nk + 2] = hash.p;
         params[nk + 3] = (char *)s->t.model_id, params[nk + 4] = (char *)lsn;
         np = nk + 5;
-        sb_printf(&sql, "INSERT INTO %s AS t (%s, embedding, payload, text_hash, model, source_lsn, updated_at) ",
-                  s->qtable, s->keylist);
-        sb_printf(&sql, "SELECT %s, u.e::vector, u.p::jsonb, decode(u.h, 'hex'), $%d, $%d::pg_lsn, now() ", ucols.p,
-                  nk + 4, nk + 5);
-        sb_printf(&sql, "FROM unnest(%s, $%d::text[], $%d::text[], $%d::text[]) AS u(%s, p, e, h) ", s->keycast,
-                  nk + 1, nk + 2, nk + 3, ucols.p);
-        sb_printf(&sql, "ON CONFLICT (%s) DO UPDATE SET embedding = EXCLUDED.embedding, payload = t.payload || "
-                        "EXCLUDED.payload, text_hash = EXCLUDED.text_hash, model = EXCLUDED.model, "
-                        "source_lsn = EXCLUDED.source_lsn, updated_at = EXCLUDED.updated_at",
-                  s->keylist);
+        cv_buf_printf(
+            &sql, "INSERT INTO %s AS t (%s, embedding, payload, text_hash, model, source_lsn, updated_at) ",
+            s->qtable, s->keylist);
+        cv_buf_printf(&sql,
+                      "SELECT %s, u.e::vector, u.p::jsonb, decode(u.h, 'hex'), $%d, $%d::pg_lsn, now() ",
+                      ucols.p, nk + 4, nk + 5);
+        cv_buf_printf(&sql, "FROM unnest(%s, $%d::text[], $%d::text[], $%d::text[]) AS u(%s, p, e, h) ",
+                      s->keycast, nk + 1, nk + 2, nk + 3, ucols.p);
+        cv_buf_printf(&sql,
+                      "ON CONFLICT (%s) DO UPDATE SET embedding = EXCLUDED.embedding, payload = t.payload || "
+                      "EXCLUDED.payload, text_hash = EXCLUDED.text_hash, model = EXCLUDED.model, "
+                      "source_lsn = EXCLUDED.source_lsn, updated_at = EXCLUDED.updated_at",
+                      s->keylist);
     } else {
         params[nk] = pay.p, params[nk + 1] = (char *)lsn;
         np = nk + 2;
-        sb_printf(&sql, "UPDATE %s AS t SET payload = t.payload || u.p::jsonb, source_lsn = $%d::pg_lsn, "
-                        "updated_at = now() FROM unnest(%s, $%d::text[]) AS u(%s, p) WHERE %s",
-                  s->qtable, nk + 2, s->keycast, nk + 1, ucols.p, match.p);
+        cv_buf_printf(&sql,
+                      "UPDATE %s AS t SET payload = t.payload || u.p::jsonb, source_lsn = $%d::pg_lsn, "
+                      "updated_at = now() FROM unnest(%s, $%d::text[]) AS u(%s, p) WHERE %s",
+                      s->qtable, nk + 2, s->keycast, nk + 1, ucols.p, match.p);
     }
     PGresult *r = PQexecParams(s->db, sql.p, np, NULL, (const char *const *)params, NULL, NULL, 0);
     cv_err e = exec_ok(s, r, with_vec ? "upsert" : "update_payload");
     PQclear(r);
-    for (int i = 0; i < nk; i++) free(params[i]);
+    for (int i = 0; i < nk; i++)
+        free(params[i]);
     free(pay.p), free(vec.p), free(hash.p), free(sql.p), free(ucols.p), free(match.p);
     return e;
 }
@@ -332,23 +329,26 @@ cv_err cv_sink_begin(cv_sink *s, const cv_sink_batch *b) {
     cv_lsn_format(b->position, lsn);
     cv_err e = run(s, "BEGIN", "begin");
     if (!e && b->truncate) {
-        sb q = {0};
-        sb_printf(&q, "TRUNCATE %s", s->qtable);
+        cv_buf q = {0};
+        cv_buf_printf(&q, "TRUNCATE %s", s->qtable);
         e = run(s, q.p, "truncate");
         free(q.p);
     }
     if (!e && b->ndel) {
         const char **keys[b->ndel];
-        for (int i = 0; i < b->ndel; i++) keys[i] = (const char **)b->del[i].key;
+        for (int i = 0; i < b->ndel; i++)
+            keys[i] = (const char **)b->del[i].key;
         char *params[s->t.nkeys];
         key_arrays(s, (const char *const *const *)keys, b->ndel, params);
-        sb q = {0};
-        sb_printf(&q, "DELETE FROM %s WHERE (%s) IN (SELECT * FROM unnest(%s))", s->qtable, s->keylist, s->keycast);
+        cv_buf q = {0};
+        cv_buf_printf(&q, "DELETE FROM %s WHERE (%s) IN (SELECT * FROM unnest(%s))", s->qtable, s->keylist,
+                      s->keycast);
         PGresult *r = PQexecParams(s->db, q.p, s->t.nkeys, NULL, (const char *const *)params, NULL, NULL, 0);
         e = exec_ok(s, r, "delete");
         PQclear(r);
         free(q.p);
-        for (int i = 0; i < s->t.nkeys; i++) free(params[i]);
+        for (int i = 0; i < s->t.nkeys; i++)
+            free(params[i]);
     }
     if (!e) {
         /* payload-only updates now; rows with vectors come through cv_sink_put */
@@ -375,14 +375,17 @@ cv_err cv_sink_commit(cv_sink *s, uint64_t position) {
     char lsn[24];
     cv_lsn_format(position, lsn);
     const char *p[2] = {s->stream, lsn};
-    PGresult *r = PQexecParams(s->db,
-                               "INSERT INTO cdcvec.state (stream, lsn) VALUES ($1, $2::pg_lsn) ON CONFLICT (stream) "
-                               "DO UPDATE SET lsn = greatest(cdcvec.state.lsn, EXCLUDED.lsn), updated_at = now()",
-                               2, NULL, p, NULL, NULL, 0);
+    PGresult *r =
+        PQexecParams(s->db,
+                     "INSERT INTO cdcvec.state (stream, lsn) VALUES ($1, $2::pg_lsn) ON CONFLICT (stream) "
+                     "DO UPDATE SET lsn = greatest(cdcvec.state.lsn, EXCLUDED.lsn), updated_at = now()",
+                     2, NULL, p, NULL, NULL, 0);
     cv_err e = exec_ok(s, r, "record_position");
     PQclear(r);
-    if (!e) e = run(s, "COMMIT", "commit");
-    else cv_sink_rollback(s);
+    if (!e)
+        e = run(s, "COMMIT", "commit");
+    else
+        cv_sink_rollback(s);
     return e;
 }
 
@@ -406,8 +409,8 @@ cv_err cv_sink_backfill_mark(cv_sink *s, uint64_t p, int done) {
     const char *params[3] = {s->stream, lsn, done ? "true" : "false"};
     cv_err e = run(s, "BEGIN", "begin");
     if (!e && done) {
-        sb q = {0};
-        sb_printf(&q, "DELETE FROM %s WHERE source_lsn < $1::pg_lsn", s->qtable);
+        cv_buf q = {0};
+        cv_buf_printf(&q, "DELETE FROM %s WHERE source_lsn < $1::pg_lsn", s->qtable);
         const char *pp[1] = {lsn};
         PGresult *r = PQexecParams(s->db, q.p, 1, NULL, pp, NULL, NULL, 0);
         e = exec_ok(s, r, "delete_orphans");
@@ -415,33 +418,37 @@ cv_err cv_sink_backfill_mark(cv_sink *s, uint64_t p, int done) {
         free(q.p);
     }
     if (!e) {
-        PGresult *r = PQexecParams(s->db,
-                                   "INSERT INTO cdcvec.state (stream, lsn, backfill_lsn, backfill_done) VALUES "
-                                   "($1, $2::pg_lsn, $2::pg_lsn, $3::boolean) ON CONFLICT (stream) DO UPDATE SET "
-                                   "lsn = EXCLUDED.lsn, backfill_lsn = EXCLUDED.backfill_lsn, backfill_done = "
-                                   "EXCLUDED.backfill_done, updated_at = now()",
-                                   3, NULL, params, NULL, NULL, 0);
+        PGresult *r =
+            PQexecParams(s->db,
+                         "INSERT INTO cdcvec.state (stream, lsn, backfill_lsn, backfill_done) VALUES "
+                         "($1, $2::pg_lsn, $2::pg_lsn, $3::boolean) ON CONFLICT (stream) DO UPDATE SET "
+                         "lsn = EXCLUDED.lsn, backfill_lsn = EXCLUDED.backfill_lsn, backfill_done = "
+                         "EXCLUDED.backfill_done, updated_at = now()",
+                         3, NULL, params, NULL, NULL, 0);
         e = exec_ok(s, r, "backfill_state");
         PQclear(r);
     }
-    if (!e) e = run(s, "COMMIT", "commit");
-    else PQclear(PQexec(s->db, "ROLLBACK"));
+    if (!e)
+        e = run(s, "COMMIT", "commit");
+    else
+        PQclear(PQexec(s->db, "ROLLBACK"));
     if (!e && done) e = ensure_index(s);
     return e;
 }
 
 cv_err cv_sink_search(cv_sink *s, const float *q, int limit, cv_sink_hit_cb cb, void *arg) {
-    sb v = {0}, sql = {0}, keyexpr = {0};
+    cv_buf v = {0}, sql = {0}, keyexpr = {0};
     vec_text(&v, q, s->t.dim);
     char k[300], lim[16];
     snprintf(lim, sizeof lim, "%d", limit);
     for (int i = 0; i < s->t.nkeys; i++) {
         cv_sql_ident(s->t.key_names[i], k, sizeof k);
-        sb_printf(&keyexpr, "%s%s::text", i ? " || ',' || " : "", k);
+        cv_buf_printf(&keyexpr, "%s%s::text", i ? " || ',' || " : "", k);
     }
-    sb_printf(&sql, "SELECT 1 - (embedding <=> $1::vector), %s, payload::text FROM %s ORDER BY embedding <=> "
-                    "$1::vector LIMIT $2::int",
-              keyexpr.p, s->qtable);
+    cv_buf_printf(&sql,
+                  "SELECT 1 - (embedding <=> $1::vector), %s, payload::text FROM %s ORDER BY embedding <=> "
+                  "$1::vector LIMIT $2::int",
+                  keyexpr.p, s->qtable);
     const char *p[2] = {v.p, lim};
     PGresult *r = PQexecParams(s->db, sql.p, 2, NULL, p, NULL, NULL, 0);
     cv_err e = exec_ok(s, r, "search");
@@ -453,8 +460,8 @@ cv_err cv_sink_search(cv_sink *s, const float *q, int limit, cv_sink_hit_cb cb, 
 }
 
 cv_err cv_sink_count(cv_sink *s, long *rows) {
-    sb q = {0};
-    sb_printf(&q, "SELECT count(*) FROM %s", s->qtable);
+    cv_buf q = {0};
+    cv_buf_printf(&q, "SELECT count(*) FROM %s", s->qtable);
     PGresult *r = PQexec(s->db, q.p);
     cv_err e = exec_ok(s, r, "count");
     *rows = e ? 0 : atol(PQgetvalue(r, 0, 0));
