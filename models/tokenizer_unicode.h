@@ -4,6 +4,7 @@
 #define CV_TOKENIZER_UNICODE_H
 #include <stdint.h>
 
+/* clang-format off */
 typedef struct { uint32_t lo, hi; } cv_cp_range;
 
 static const cv_cp_range cv_uc_drop[288] = {
@@ -192,5 +193,6 @@ static const cv_cp_override cv_uc_override[56] = {
     {0x16EB7, 1, {0x16ED2}},
     {0x16EB8, 1, {0x16ED3}},
 };
+/* clang-format on */
 
 #endif

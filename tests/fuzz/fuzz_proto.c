@@ -15,7 +15,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (cv_proto_decode_request(data, size, &lim, &req, msg, sizeof msg) == CV_ST_OK) {
         volatile uint8_t sink = 0;
         for (uint32_t i = 0; i < req.n; i++)
-            for (uint32_t k = 0; k < req.len[i]; k++) sink ^= (uint8_t)req.text[i][k];
+            for (uint32_t k = 0; k < req.len[i]; k++)
+                sink ^= (uint8_t)req.text[i][k];
         cv_proto_req_free(&req);
     }
     cv_proto_rep rep;
