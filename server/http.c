@@ -339,6 +339,19 @@ cv_err cv_http_start(cv_server *s) {
         (err = add_handler(s, "/embed", "POST", on_embed)) ||
         (err = add_handler(s, "/v1/embeddings", "POST", on_openai)))
         return err;
+    /* errors nng answers by itself (body over the limit, unknown path or method): JSON too */
+    static const struct {
+        uint16_t code;
+        const char *body;
+    } pages[] = {
+        {400, "{\"error\":{\"message\":\"bad request (a body over --max-message-bytes is refused)\",\"type\":"
+              "\"bad_request\",\"code\":400}}"},
+        {404, "{\"error\":{\"message\":\"no such endpoint\",\"type\":\"not_found\",\"code\":404}}"},
+        {405, "{\"error\":{\"message\":\"method not allowed here\",\"type\":\"method_not_allowed\","
+              "\"code\":405}}"},
+    };
+    for (size_t i = 0; i < sizeof pages / sizeof pages[0]; i++)
+        nng_http_server_set_error_page(s->http, pages[i].code, pages[i].body);
     for (int i = 0; i < s->o.nroutes; i++)
         if ((err = add_handler_data(s, s->o.routes[i].path, "GET", on_route, (void *)&s->o.routes[i])))
             return err;

@@ -478,8 +478,12 @@ static void test_http(void **state) {
     char *huge = malloc(big);
     memset(huge, ' ', big);
     long code = http("POST", "/embed", huge, big, NULL, &b);
-    print_message("oversized body -> %ld\n", code);
+    print_message("oversized body -> %ld %s\n", code, b.p ? b.p : "");
     assert_true(code >= 400 && code < 500);
+    check_error_json(&b);
+    free(b.p);
+    assert_int_equal(http("GET", "/nope", NULL, 0, NULL, &b), 404);
+    check_error_json(&b);
     free(huge);
     free(b.p);
     /* still serving; metrics pass promtool */
