@@ -26,6 +26,7 @@ rm -rf "$pgdir"
 DB=$(bash scripts/pg.sh start "$pgdir" "$PORT")
 q() { psql -qAtX "$DB" -c "$1"; }
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
+calc() { awk "BEGIN { print $1 }"; } # floating-point arithmetic without bc
 q "CREATE EXTENSION vector"
 q "CREATE TABLE catalog (id bigserial PRIMARY KEY, description text NOT NULL, price numeric, created timestamptz NOT NULL DEFAULT clock_timestamp())"
 q "CREATE FUNCTION rdesc(n int) RETURNS text LANGUAGE sql VOLATILE AS \$\$
@@ -44,7 +45,7 @@ ntexts=$(wc -l <"$pgdir/texts.txt")
 t0=$(now_ms)
 "$bin" embed --format f32 --batch 256 -o /dev/null "$pgdir/texts.txt" 2>/dev/null
 t1=$(now_ms)
-raw=$(echo "$ntexts * 1000 / ($t1 - $t0)" | bc -l)
+raw=$(calc "$ntexts * 1000 / ($t1 - $t0)")
 printf 'raw embedding (cdcvec embed, batch 256, same texts, model load included): %.1f sentences/s\n' "$raw"
 
 # (1) backfill
@@ -54,8 +55,8 @@ CDCVEC_LOG=${CDCVEC_LOG:-warn} "$bin" sync --source "$DB" --table public.catalog
 sync_pid=$!
 until [ "$(q "SELECT coalesce((SELECT backfill_done FROM cdcvec.state), false)" 2>/dev/null)" = t ]; do sleep 0.2; done
 t1=$(now_ms)
-printf 'backfill: %d rows in %.1f s = %.1f rows/s (%.0f%% of raw)\n' "$ROWS" "$(echo "($t1 - $t0) / 1000" | bc -l)" \
-  "$(echo "$ROWS * 1000 / ($t1 - $t0)" | bc -l)" "$(echo "100 * $ROWS * 1000 / ($t1 - $t0) / $raw" | bc -l)"
+printf 'backfill: %d rows in %.1f s = %.1f rows/s (%.0f%% of raw)\n' "$ROWS" "$(calc "($t1 - $t0) / 1000")" \
+  "$(calc "$ROWS * 1000 / ($t1 - $t0)")" "$(calc "100 * $ROWS * 1000 / ($t1 - $t0) / $raw")"
 
 # (3) sustained: 6,000 rows in transactions of 100, as fast as PostgreSQL takes them
 N=6000
@@ -67,8 +68,8 @@ q "DO \$\$ BEGIN FOR i IN 0..$((N / 100 - 1)) LOOP INSERT INTO catalog (descript
 until [ "$(q "SELECT count(*) FROM cdcvec.public_catalog")" -ge $((before + N)) ]; do sleep 0.05; done
 t1=$(now_ms)
 printf 'sustained: %d rows committed and searchable in %.1f s = %.1f rows/s (%.0f%% of raw)\n' $N \
-  "$(echo "($t1 - $t0) / 1000" | bc -l)" "$(echo "$N * 1000 / ($t1 - $t0)" | bc -l)" \
-  "$(echo "100 * $N * 1000 / ($t1 - $t0) / $raw" | bc -l)"
+  "$(calc "($t1 - $t0) / 1000")" "$(calc "$N * 1000 / ($t1 - $t0)")" \
+  "$(calc "100 * $N * 1000 / ($t1 - $t0) / $raw")"
 
 # (4) latency at a steady 50 rows/s for 20 s
 mark=$(q "SELECT max(id) FROM catalog")
