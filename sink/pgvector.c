@@ -208,34 +208,30 @@ cv_err cv_sink_hashes(cv_sink *s, const char *const *const *keys, int n, int *fo
     const int nk = s->t.nkeys;
     char **params = calloc((size_t)nk, sizeof(char *));
     key_arrays(s, keys, n, params);
-    cv_buf sql = {0};
-    cv_buf_puts(&sql, "SELECT ");
+    /* the request's position comes back with each row (WITH ORDINALITY): keys are compared by
+     * PostgreSQL with their own types, and matching is O(n) */
+    cv_buf sql = {0}, ucols = {0}, match = {0};
     char k[300];
     for (int i = 0; i < nk; i++) {
         cv_sql_ident(s->t.key_names[i], k, sizeof k);
-        cv_buf_printf(&sql, "t.%s::text, ", k);
+        cv_buf_printf(&ucols, "%s%s", i ? "," : "", k);
+        cv_buf_printf(&match, "%st.%s = u.%s", i ? " AND " : "", k, k);
     }
-    cv_buf_printf(&sql, "encode(t.text_hash, 'hex') FROM %s t WHERE (%s) IN (SELECT * FROM unnest(%s))",
-                  s->qtable, s->keylist, s->keycast);
+    cv_buf_printf(&sql,
+                  "SELECT u.ord, encode(t.text_hash, 'hex') FROM unnest(%s) WITH ORDINALITY AS u(%s, ord) "
+                  "JOIN %s t ON %s",
+                  s->keycast, ucols.p, s->qtable, match.p);
     PGresult *r = PQexecParams(s->db, sql.p, nk, NULL, (const char *const *)params, NULL, NULL, 0);
     cv_err e = exec_ok(s, r, "lookup_hashes");
-    /* match rows back to requests by the keys' text form (what pgoutput sends) */
     for (int row = 0; !e && row < PQntuples(r); row++) {
-        for (int i = 0; i < n; i++) {
-            if (found[i]) continue;
-            int same = 1;
-            for (int c = 0; c < nk && same; c++)
-                same = strcmp(PQgetvalue(r, row, c), keys[i][c]) == 0;
-            if (!same) continue;
-            const char *hx = PQgetvalue(r, row, nk);
-            if (strlen(hx) == 64) {
-                for (int b = 0; b < 32; b++)
-                    hash[i][b] = (uint8_t)(hexval(hx[2 * b]) << 4 | hexval(hx[2 * b + 1]));
-                found[i] = 1;
-            }
-            break;
-        }
+        long i = strtol(PQgetvalue(r, row, 0), NULL, 10) - 1;
+        const char *hx = PQgetvalue(r, row, 1);
+        if (i < 0 || i >= n || strlen(hx) != 64) continue;
+        for (int b = 0; b < 32; b++)
+            hash[i][b] = (uint8_t)(hexval(hx[2 * b]) << 4 | hexval(hx[2 * b + 1]));
+        found[i] = 1;
     }
+    free(ucols.p), free(match.p);
     PQclear(r);
     for (int i = 0; i < nk; i++)
         free(params[i]);
