@@ -15,14 +15,15 @@ BUILD_DIR=${BUILD_DIR:-build}
 PORT=${CDCVEC_BENCH_PORT:-56432}
 bin=${CDCVEC_BIN:-$PWD/$BUILD_DIR/cdcvec}
 [ -x "$bin" ] || { cmake -S . -B "$BUILD_DIR" >/dev/null && cmake --build "$BUILD_DIR" -j"$(nproc)" >/dev/null; }
-pgdir=$PWD/$BUILD_DIR/bench-pg
+rm -rf "$BUILD_DIR/bench-pg"
+pgdir=$(bash scripts/pg.sh dir "$PWD/$BUILD_DIR/bench-pg")
 sync_pid=
 cleanup() {
   [ -n "$sync_pid" ] && kill -TERM "$sync_pid" 2>/dev/null && wait "$sync_pid" 2>/dev/null
   bash scripts/pg.sh stop "$pgdir" 2>/dev/null || true
+  case $pgdir in /tmp/cdcvec-pg.*) rm -rf "$pgdir" ;; esac
 }
 trap cleanup EXIT
-rm -rf "$pgdir"
 DB=$(bash scripts/pg.sh start "$pgdir" "$PORT")
 q() { psql -qAtX "$DB" -c "$1"; }
 now_ms() { echo $(($(date +%s%N) / 1000000)); }

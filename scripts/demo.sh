@@ -14,17 +14,18 @@ python3 models/fetch_model.py
 cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$BUILD_DIR" -j"$(nproc)" >/dev/null
 bin=$PWD/$BUILD_DIR/cdcvec
-pgdir=$PWD/$BUILD_DIR/demo-pg
+rm -rf "$BUILD_DIR/demo-pg"
+pgdir=$(bash scripts/pg.sh dir "$PWD/$BUILD_DIR/demo-pg")
 sync_pid=
 cleanup() {
   [ -n "$sync_pid" ] && kill -TERM "$sync_pid" 2>/dev/null && wait "$sync_pid" 2>/dev/null
   bash scripts/pg.sh stop "$pgdir" 2>/dev/null || true
+  case $pgdir in /tmp/cdcvec-pg.*) rm -rf "$pgdir" ;; esac
 }
 trap cleanup EXIT
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 step "starting PostgreSQL 15 with wal_level=logical and pgvector in $pgdir"
-rm -rf "$pgdir"
 DB=$(bash scripts/pg.sh start "$pgdir" "$PORT")
 q() { psql -qAtX "$DB" -c "$1"; }
 echo "$DB"

@@ -6,10 +6,21 @@
 #   pg.sh stop DIR         fast shutdown
 #   pg.sh restart DIR      fast restart (same port)
 #   pg.sh kill DIR         immediate shutdown (crash-like)
+#   pg.sh dir DIR          prints DIR, or a folder under /tmp when the server's user could not
+#                          reach DIR (a checkout under a private home folder, as root)
 # Superuser "postgres", trust authentication on 127.0.0.1 only.
 set -euo pipefail
 BIN=/usr/lib/postgresql/15/bin
 cmd=$1
+if [ "$cmd" = dir ]; then
+  mkdir -p "$2"
+  if [ "$(id -u)" -ne 0 ] || runuser -u postgres -- test -x "$(cd "$2" && pwd)"; then
+    cd "$2" && pwd
+  else
+    d=$(mktemp -d /tmp/cdcvec-pg.XXXXXX) && chmod 755 "$d" && echo "$d"
+  fi
+  exit 0
+fi
 dir=$(mkdir -p "$2" && cd "$2" && pwd)
 as_pg() {
   if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi

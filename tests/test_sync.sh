@@ -9,7 +9,7 @@
 set -u
 bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
 root=$(cd "$(dirname "$0")/.." && pwd)
-work=$(dirname "$bin")/test-sync-$$
+work=$(bash "$root/scripts/pg.sh" dir "$(dirname "$bin")/test-sync-$$")
 # a free TCP port at or after $1 (nothing accepts a connection there)
 free_port() {
   local p=$1
