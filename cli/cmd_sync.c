@@ -13,7 +13,7 @@
 
 typedef struct {
     const char *source, *table, *text_column, *template_, *sink, *embed, *slot, *publication, *http, *model,
-        *device;
+        *device, *after;
     long batch_rows, threads, resnapshot, force, limit;
     double batch_ms;
 } sync_conf;
@@ -49,6 +49,8 @@ static const cv_conf_prop PROPS[] = {
     {"resnapshot", NULL, CV_CONF_INT, "0", 0, 1, F(resnapshot),
      "1: drop the slot and backfill again (after the slot was lost or dropped)"},
     {"force", NULL, CV_CONF_INT, "0", 0, 1, F(force), "backfill: 1 re-embeds rows whose text is unchanged"},
+    {"after", NULL, CV_CONF_STR, "", 0, 0, F(after),
+     "backfill: resume after this primary key (the progress line's last key; v1,v2 for composite keys)"},
     {"limit", NULL, CV_CONF_INT, "5", 1, 1000, F(limit), "search: results"},
 };
 #undef F
@@ -98,7 +100,8 @@ int cv_cmd_sync(int argc, char **argv, const char *which) {
                       .model_dir = c.model,
                       .threads = (int)c.threads,
                       .resnapshot = (int)c.resnapshot,
-                      .force = (int)c.force};
+                      .force = (int)c.force,
+                      .after = c.after};
     if (cv_cli_parse_device(c.device, &o.device)) return 2;
     cv_cli_on_stop(&stop_flag);
     if (query) return cv_search_run(&o, query, (int)c.limit);

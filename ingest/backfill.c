@@ -387,14 +387,38 @@ cv_err cv_sync_flush(cv_sync *s, cv_change *chg, int n, int truncate, uint64_t p
     return e;
 }
 
-cv_err cv_sync_backfill(cv_sync *s, PGconn *db, uint64_t position, int force, volatile sig_atomic_t *stop,
-                        long *rows) {
+/* "k1,k2" -> NULL-terminated array of nkeys values; NULL when the count differs. */
+static char **split_key(const char *text, int nkeys) {
+    char **k = calloc((size_t)nkeys + 1, sizeof(char *));
+    const char *p = text;
+    for (int i = 0; i < nkeys; i++) {
+        const char *e = i + 1 < nkeys ? strchr(p, ',') : p + strlen(p);
+        if (!e || (i + 1 == nkeys && strchr(p, ','))) {
+            for (int j = 0; j < i; j++)
+                free(k[j]);
+            free(k);
+            return NULL;
+        }
+        k[i] = strndup(p, (size_t)(e - p));
+        p = e + 1;
+    }
+    return k;
+}
+
+cv_err cv_sync_backfill(cv_sync *s, PGconn *db, uint64_t position, int force, const char *start_after,
+                        volatile sig_atomic_t *stop, long *rows) {
     const int page = 512;
-    cv_change *chg = calloc(page, sizeof *chg);
     char **after = NULL;
+    if (start_after && *start_after && !(after = split_key(start_after, s->t.nkeys))) {
+        cv_error(
+            "event=bad_option option=--after value=\"%s\" error=\"expected %d comma-separated primary key "
+            "value(s)\"",
+            start_after, s->t.nkeys);
+        return CV_ERR_ARG;
+    }
+    cv_change *chg = calloc(page, sizeof *chg);
     long done = 0, total = 0;
-    PGresult *r = PQexec(db, "SELECT 1"); /* keeps libpq state simple for the count below */
-    PQclear(r);
+    PGresult *r;
     char sql[1024];
     snprintf(sql, sizeof sql, "SELECT count(*) FROM %s", s->t.qualified);
     r = PQexec(db, sql);
@@ -426,8 +450,11 @@ cv_err cv_sync_backfill(cv_sync *s, PGconn *db, uint64_t position, int force, vo
         if (now - last_print > 1.0 || n < page) {
             double rate = done / (now - t0 > 1e-6 ? now - t0 : 1e-6),
                    eta = total > done ? (total - done) / rate : 0;
-            fprintf(stderr, "backfill %s: %ld/%ld rows, %.0f rows/s, ETA %.0f s\n", s->t.qualified, done,
-                    total, rate, eta);
+            char last[256] = "";
+            for (int k = 0; after && after[k]; k++)
+                snprintf(last + strlen(last), sizeof last - strlen(last), "%s%s", k ? "," : "", after[k]);
+            fprintf(stderr, "backfill %s: %ld/%ld rows, %.0f rows/s, ETA %.0f s, last key %s\n",
+                    s->t.qualified, done, total, rate, eta, last);
             last_print = now;
         }
         memset(chg, 0, sizeof *chg * page);
@@ -451,7 +478,7 @@ int cv_backfill_run(const cv_sync_opts *o, volatile sig_atomic_t *stop) {
         e = cv_sink_state(s.sink, &pos, &done, &bpos);
         long rows = 0;
         /* rows keep the last applied position: the stream replays idempotently over them */
-        if (!e) e = cv_sync_backfill(&s, s.src, pos, o->force, stop, &rows);
+        if (!e) e = cv_sync_backfill(&s, s.src, pos, o->force, o->after, stop, &rows);
         if (!e) cv_info("event=backfill_done table=%s rows=%ld", s.t.qualified, rows);
     }
     cv_sync_close(&s);

@@ -29,8 +29,9 @@ typedef struct cv_sync_opts {
     const char *model_dir;
     cv_device device;
     int threads;
-    int resnapshot; /* drop the slot and the sink state, then backfill again */
-    int force;      /* backfill: re-embed even when the text hash is unchanged */
+    int resnapshot;    /* drop the slot and the sink state, then backfill again */
+    int force;         /* backfill: re-embed even when the text hash is unchanged */
+    const char *after; /* backfill: resume after this primary key ("v1,v2" for composite keys) */
 } cv_sync_opts;
 
 /* Runs until *stop becomes nonzero (then finishes the batch in hand, acknowledges, returns

@@ -312,7 +312,7 @@ static cv_err ensure_slot(stream *st, volatile sig_atomic_t *stop) {
     }
     long rows = 0;
     if (!e) e = cv_sink_backfill_mark(s->sink, cp, 0);
-    if (!e) e = cv_sync_backfill(s, bf, cp, 0, stop, &rows);
+    if (!e) e = cv_sync_backfill(s, bf, cp, 0, NULL, stop, &rows);
     if (!e) PQclear(PQexec(bf, "COMMIT"));
     PQfinish(bf);
     if (!e) e = cv_sink_backfill_mark(s->sink, cp, 1);

@@ -58,9 +58,10 @@ cv_err cv_sync_flush(cv_sync *s, cv_change *chg, int n, int truncate, uint64_t p
                      double commit_unix);
 
 /* Embeds the table's rows through db's current transaction (snapshot), in key order,
- * recording position; progress on stderr. */
-cv_err cv_sync_backfill(cv_sync *s, PGconn *db, uint64_t position, int force, volatile sig_atomic_t *stop,
-                        long *rows);
+ * recording position; progress on stderr (with the last key done, for --after). start_after:
+ * NULL, or "v1,v2" to start after that primary key. */
+cv_err cv_sync_backfill(cv_sync *s, PGconn *db, uint64_t position, int force, const char *start_after,
+                        volatile sig_atomic_t *stop, long *rows);
 
 double cv_wall_now(void);
 

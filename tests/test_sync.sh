@@ -27,7 +27,7 @@ cleanup() {
 }
 trap cleanup EXIT
 mkdir -p "$work"
-check() { if eval "$2"; then echo "ok   $1"; else echo "FAIL $1"; fail=1; fi; }
+check() { if eval "$2"; then echo "ok   $1"; else echo "FAIL $1"; fail=1; return 1; fi; }
 
 DB=$(bash "$root/scripts/pg.sh" start "$work/pg" "$port") || { echo "FAIL cannot start PostgreSQL"; exit 1; }
 q() { psql -qAtX "$DB" -c "$1"; }
@@ -171,6 +171,15 @@ RMISMATCH="SELECT count(*) FROM reviews b FULL JOIN cdcvec.public_reviews v USIN
 check "rows written during the backfill are not lost" 'converged "$RMISMATCH"'
 kill -TERM $rpid; wait $rpid
 
+# ---- cdcvec backfill: on demand, resumable by primary key ------------------------------------
+t_before=$(q "SELECT max(updated_at) FROM cdcvec.public_reviews WHERE id <= 1000")
+CDCVEC_LOG=warn "$bin" backfill --source "$DB" --table public.reviews --force 1 --after 1000 --threads 2 2>"$work/bf.log"; rc=$?
+check "backfill --after: exit 0 with a progress line naming the last key" '[ $rc -eq 0 ] && grep -q "rows/s, ETA .* last key [0-9]" "$work/bf.log"'
+check "backfill --after: rows up to the key untouched, the rest re-embedded" '[ "$(q "SELECT max(updated_at) FROM cdcvec.public_reviews WHERE id <= 1000")" = "$t_before" ] && [ "$(q "SELECT bool_and(updated_at > '"'"'$t_before'"'"') FROM cdcvec.public_reviews WHERE id > 1000")" = t ]'
+check "backfill leaves the index equal to the source" 'converged "$RMISMATCH"'
+CDCVEC_LOG=warn "$bin" backfill --source "$DB" --table public.reviews --after 1,2 2>"$work/bf.log"; rc=$?
+check "backfill --after with the wrong number of key values: exit 1, named" '[ $rc -eq 1 ] && grep -q "event=bad_option option=--after" "$work/bf.log"'
+
 # ---- --sink: the index in another database ----------------------------------------------------
 q "CREATE DATABASE vectors" >/dev/null
 VDB=${DB%/postgres}/vectors
@@ -203,12 +212,18 @@ start_sync --resnapshot 1
 q "INSERT INTO books (name, description, author, year) VALUES ('After resnapshot', 'rebuilt from a new snapshot', 'x', 2026)"
 check "--resnapshot 1 rebuilds and streams again" converged
 stop_sync
-DB2=$(bash "$root/scripts/pg.sh" start "$work/pg2" "$(free_port $((port + 10)))")
+DB2=
+for try in 1 2 3; do # a second cluster; another port if this one is taken meanwhile
+  DB2=$(bash "$root/scripts/pg.sh" start "$work/pg2" "$(free_port $((port + 10 * try)))") && break
+  tail -5 "$work/pg2/server.log" 2>/dev/null
+  rm -rf "$work/pg2"
+done
 psql -qAtX "$DB2" -c "ALTER SYSTEM SET wal_level = replica" >/dev/null
 bash "$root/scripts/pg.sh" restart "$work/pg2"
 psql -qAtX "$DB2" -c "CREATE TABLE books (id int PRIMARY KEY, description text)" >/dev/null
 CDCVEC_LOG=warn timeout 60 "$bin" sync --source "$DB2" --table public.books >"$work/bad.log" 2>&1; rc=$?
-check "wal_level not logical: exit 1 and the fix" '[ $rc -eq 1 ] && grep -q "event=wal_level_not_logical.*wal_level = logical" "$work/bad.log"'
+check "wal_level not logical: exit 1 and the fix" '[ $rc -eq 1 ] && grep -q "event=wal_level_not_logical.*wal_level = logical" "$work/bad.log"' ||
+  { echo "  rc=$rc"; tail -5 "$work/bad.log"; tail -5 "$work/pg2/server.log"; }
 "$bin" sync >/dev/null 2>"$work/bad.log"; rc=$?
 check "no --source: exit 2 with a message" '[ $rc -eq 2 ] && grep -q "source" "$work/bad.log"'
 
