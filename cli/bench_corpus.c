@@ -24,12 +24,6 @@ static const char *const WORDS[] = {
     "journey",     "island",     "empire",       "rebellion",    "magic",      "ancient"};
 #define NWORDS ((int)(sizeof WORDS / sizeof WORDS[0]))
 
-double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static uint64_t rng_next(uint64_t *s) {
     *s ^= *s << 13;
     *s ^= *s >> 7;

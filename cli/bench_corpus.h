@@ -4,6 +4,8 @@
 
 #include <stddef.h>
 
+#include "../common/cv_time.h"
+
 typedef struct {
     const char *name;
     char **text; /* (n) owned */
@@ -16,7 +18,5 @@ void corpus_make(corpus *c, const char *name, int n, int wmin, int wmax, unsigne
 void corpus_free(corpus *c);
 /* One text per line; 0 on success. */
 int write_corpus(const corpus *c, const char *path);
-/* Monotonic seconds. */
-double now_s(void);
 
 #endif

@@ -24,7 +24,7 @@ static void measure(cv_minilm *m, const corpus *c, int bs, double secs, double *
     for (int i = 0; i < bs; i++)
         tx[i] = c->text[i % c->n], ln[i] = c->len[i % c->n];
     cv_minilm_embed(m, tx, ln, bs, out, NULL);
-    double t0 = now_s(), t;
+    double t0 = cv_now(), t;
     do {
         for (int i = 0; i < bs; i++) {
             tx[i] = c->text[pos];
@@ -35,7 +35,7 @@ static void measure(cv_minilm *m, const corpus *c, int bs, double secs, double *
         cv_minilm_embed(m, tx, ln, bs, out, &nt);
         sent += bs;
         toks += nt;
-        t = now_s() - t0;
+        t = cv_now() - t0;
     } while (t < secs);
     *sps = (double)sent / t;
     *tps = (double)toks / t;
@@ -186,7 +186,7 @@ int cv_cmd_bench(int argc, char **argv) {
     /* tokenizer throughput, one thread */
     const cv_tok *tok = cv_minilm_tok(m);
     int32_t ids[512];
-    double bytes = 0, t0 = now_s(), t;
+    double bytes = 0, t0 = cv_now(), t;
     long ntexts = 0;
     do {
         for (int i = 0; i < sets[0].n; i++) {
@@ -194,7 +194,7 @@ int cv_cmd_bench(int argc, char **argv) {
             bytes += (double)sets[0].len[i];
         }
         ntexts += sets[0].n;
-        t = now_s() - t0;
+        t = cv_now() - t0;
     } while (t < 1.0);
     double tok_mbs = bytes / t / 1e6;
     /* a 10 MB text costs what its first 256 tokens cost */
@@ -202,10 +202,10 @@ int cv_cmd_bench(int argc, char **argv) {
     char *big = malloc(big_len + 1);
     for (size_t i = 0; i < big_len; i++)
         big[i] = sets[1].text[0][i % sets[1].len[0]];
-    t0 = now_s();
+    t0 = cv_now();
     for (int i = 0; i < 100; i++)
         cv_tok_encode(tok, big, big_len, ids, cv_minilm_cfg(m)->max_seq);
-    double big_us = (now_s() - t0) / 100 * 1e6;
+    double big_us = (cv_now() - t0) / 100 * 1e6;
     free(big);
 
     printf("# cdcvec bench embed: device=%s threads=%d seconds/measurement=%ld\n", cv_minilm_device(m), nt,
@@ -240,9 +240,9 @@ int cv_cmd_bench(int argc, char **argv) {
     for (int i = 0; i < runs; i++) {
         const char *tx = sets[0].text[i % sets[0].n];
         size_t ln = sets[0].len[i % sets[0].n];
-        double a = now_s();
+        double a = cv_now();
         cv_minilm_embed(m, &tx, &ln, 1, out, NULL);
-        lat[i] = (now_s() - a) * 1e3;
+        lat[i] = (cv_now() - a) * 1e3;
     }
     qsort(lat, runs, sizeof(double), cmp_double);
     printf("\nsingle-text latency (short set, %d runs): p50 %.2f ms, p99 %.2f ms\n", runs, lat[runs / 2],

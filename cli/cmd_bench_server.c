@@ -33,10 +33,10 @@ static void *client_run(void *p) {
     size_t *ln = malloc(sizeof(size_t) * (size_t)b->per_req);
     float *out = malloc(sizeof(float) * 384 * (size_t)b->per_req);
     int pos = b->offset;
-    while (now_s() < b->until) {
+    while (cv_now() < b->until) {
         for (int i = 0; i < b->per_req; i++, pos = (pos + 1) % b->c->n)
             tx[i] = b->c->text[pos], ln[i] = b->c->len[pos];
-        double t0 = now_s();
+        double t0 = cv_now();
         int dim;
         if (cv_client_embed(cl, tx, ln, b->per_req, out, 384, &dim, NULL, 0) != CV_OK) {
             b->errors++;
@@ -46,7 +46,7 @@ static void *client_run(void *p) {
             b->cap = b->cap ? 2 * b->cap : 1024;
             b->lat = realloc(b->lat, sizeof(double) * (size_t)b->cap);
         }
-        b->lat[b->nlat++] = now_s() - t0;
+        b->lat[b->nlat++] = cv_now() - t0;
         b->reqs++;
         b->texts += b->per_req;
     }
@@ -67,13 +67,13 @@ static double engine_rate(cv_minilm *m, const corpus *c, int bs, double secs) {
     float *out = malloc(sizeof(float) * 384 * (size_t)bs);
     long n = 0;
     int pos = 0;
-    double t0 = now_s(), t;
+    double t0 = cv_now(), t;
     do {
         for (int i = 0; i < bs; i++, pos = (pos + 1) % c->n)
             tx[i] = c->text[pos], ln[i] = c->len[pos];
         cv_minilm_embed(m, tx, ln, bs, out, NULL);
         n += bs;
-        t = now_s() - t0;
+        t = cv_now() - t0;
     } while (t < secs);
     free(tx), free(ln), free(out);
     return (double)n / t;
@@ -85,9 +85,9 @@ static double engine_p50(cv_minilm *m, const corpus *c, int runs) {
     for (int i = 0; i < runs; i++) {
         const char *tx = c->text[i % c->n];
         size_t ln = c->len[i % c->n];
-        double t0 = now_s();
+        double t0 = cv_now();
         cv_minilm_embed(m, &tx, &ln, 1, out, NULL);
-        lat[i] = now_s() - t0;
+        lat[i] = cv_now() - t0;
     }
     qsort(lat, (size_t)runs, sizeof(double), cmp_d);
     double p = lat[runs / 2];
@@ -142,7 +142,7 @@ int cv_bench_server(int argc, char **argv) {
             const int nc = clients[ci];
             bench_client *b = calloc((size_t)nc, sizeof *b);
             pthread_t *th = malloc(sizeof(pthread_t) * (size_t)nc);
-            double until = now_s() + (double)secs, t0 = now_s();
+            double until = cv_now() + (double)secs, t0 = cv_now();
             for (int i = 0; i < nc; i++) {
                 b[i] = (bench_client){
                     .url = url, .c = &c, .per_req = per[pi], .offset = (i * 97) % c.n, .until = until};
@@ -153,7 +153,7 @@ int cv_bench_server(int argc, char **argv) {
                 pthread_join(th[i], NULL);
                 reqs += b[i].reqs, texts += b[i].texts, errors += b[i].errors, nlat += b[i].nlat;
             }
-            double el = now_s() - t0;
+            double el = cv_now() - t0;
             double *all = malloc(sizeof(double) * (size_t)(nlat ? nlat : 1));
             long k = 0;
             for (int i = 0; i < nc; i++) {

@@ -127,14 +127,6 @@ void cv_metric_observe(cv_metric *m, double v) {
     pthread_mutex_unlock(&m->reg->mu);
 }
 
-double cv_metric_value(cv_metric *m) {
-    if (!m) return 0;
-    pthread_mutex_lock(&m->reg->mu);
-    double v = m->k == K_HIST ? (double)m->count : m->value;
-    pthread_mutex_unlock(&m->reg->mu);
-    return v;
-}
-
 static void series(cv_buf *b, const char *name, const char *suffix, const char *labels, const char *extra,
                    double v) {
     const int has = labels && *labels, hase = extra && *extra;

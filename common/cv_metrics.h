@@ -33,7 +33,6 @@ cv_metric *cv_metrics_histogram(cv_metrics *reg, const char *name, const char *h
 void cv_metric_add(cv_metric *m, double v);     /* counters and gauges */
 void cv_metric_set(cv_metric *m, double v);     /* gauges */
 void cv_metric_observe(cv_metric *m, double v); /* histograms */
-double cv_metric_value(cv_metric *m);           /* counters and gauges; histogram: count */
 
 /* The exposition text, malloc'd (caller frees); *len gets its length. */
 char *cv_metrics_render(cv_metrics *reg, size_t *len);

@@ -14,12 +14,6 @@
 #include "../common/cv_lsn.h"
 #include "sync_impl.h"
 
-double cv_wall_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static void sha256(const char *s, size_t n, uint8_t out[32]) {
     unsigned int len = 32;
     EVP_Digest(s, n, out, &len, EVP_sha256(), NULL);

@@ -45,12 +45,6 @@ typedef struct {
     int rel_ncols;
 } stream;
 
-static double mono(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static uint64_t be64(const char *p) {
     uint64_t v = 0;
     for (int i = 0; i < 8; i++)
@@ -88,7 +82,7 @@ static cv_err send_feedback(stream *st) {
         cv_error("event=feedback_failed error=\"%s\"", PQerrorMessage(st->repl));
         return CV_ERR_TIMEOUT;
     }
-    st->last_feedback = mono();
+    st->last_feedback = cv_now();
     return CV_OK;
 }
 
@@ -226,13 +220,13 @@ static cv_err on_message(stream *st, const uint8_t *data, size_t len) {
             list_clear(&st->pend);
             st->pend_truncate = 1;
         }
-        if (st->pend.n == 0) st->pend_since = mono();
+        if (st->pend.n == 0) st->pend_since = cv_now();
         for (int i = 0; i < st->txn.n; i++)
             list_push(&st->pend, &st->txn.v[i]);
         st->txn.n = 0; /* moved */
         st->pend_end = m.end_lsn;
         st->pend_commit_unix = (double)m.commit_ts / 1e6 + PG_EPOCH_UNIX;
-        if (st->pend.n == 0 && st->pend_truncate) st->pend_since = mono();
+        if (st->pend.n == 0 && st->pend_truncate) st->pend_since = cv_now();
         break;
     default: break; /* Y, O, M */
     }
@@ -354,10 +348,10 @@ static cv_err session(cv_sync *s, volatile sig_atomic_t *stop) {
     cv_lsn_format(st.applied, l);
     cv_info("event=streaming slot=%s publication=%s table=%s from=%s", s->slot, s->publication,
             s->t.qualified, l);
-    st.last_feedback = mono();
+    st.last_feedback = cv_now();
     const double batch_s = s->o.batch_ms / 1000.0;
     while (!e) {
-        double now = mono();
+        double now = cv_now();
         if (st.pend.n >= s->o.batch_rows ||
             ((st.pend.n || st.pend_truncate) && now - st.pend_since >= batch_s) || (*stop && !st.in_txn))
             if ((e = flush_pending(&st))) break;

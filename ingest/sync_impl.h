@@ -7,6 +7,7 @@
 #include <pthread.h>
 
 #include "../common/cv_metrics.h"
+#include "../common/cv_time.h"
 #include "../server/client.h"
 #include "../server/server.h"
 #include "../sink/sink.h"
@@ -62,7 +63,5 @@ cv_err cv_sync_flush(cv_sync *s, cv_change *chg, int n, int truncate, uint64_t p
  * NULL, or "v1,v2" to start after that primary key. */
 cv_err cv_sync_backfill(cv_sync *s, PGconn *db, uint64_t position, int force, const char *start_after,
                         volatile sig_atomic_t *stop, long *rows);
-
-double cv_wall_now(void);
 
 #endif

@@ -175,4 +175,3 @@ const cv_st_tensor *cv_st_find(const cv_st *st, const char *name) {
 }
 
 int cv_st_count(const cv_st *st) { return st->n; }
-const cv_st_tensor *cv_st_at(const cv_st *st, int i) { return (i >= 0 && i < st->n) ? &st->t[i] : NULL; }

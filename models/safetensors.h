@@ -35,6 +35,5 @@ void cv_st_close(cv_st *st);
 /* Borrowed pointer into st, or NULL when absent. */
 const cv_st_tensor *cv_st_find(const cv_st *st, const char *name);
 int cv_st_count(const cv_st *st);
-const cv_st_tensor *cv_st_at(const cv_st *st, int i);
 
 #endif

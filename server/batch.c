@@ -30,12 +30,6 @@ struct cv_batcher {
     cv_metric *m_batches, *m_batch_texts, *m_batch_tokens, *m_batch_seconds, *m_errors;
 };
 
-double cv_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 cv_err cv_job_prepare(cv_job *j, const cv_minilm *m, const char *const *texts, const size_t *lens, int n) {
     const int ms = cv_minilm_cfg(m)->max_seq, dim = cv_minilm_cfg(m)->hidden;
     memset(j, 0, sizeof *j);

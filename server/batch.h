@@ -12,6 +12,7 @@
 
 #include "../common/cv_err.h"
 #include "../common/cv_metrics.h"
+#include "../common/cv_time.h"
 #include "../models/minilm.h"
 
 typedef struct cv_job cv_job;
@@ -47,7 +48,5 @@ long cv_batcher_queued_tokens(cv_batcher *b);
 int cv_batcher_busy(cv_batcher *b); /* jobs queued or running */
 /* Refuses new jobs, finishes the queued ones, joins the thread, frees. */
 void cv_batcher_free(cv_batcher *b);
-
-double cv_now(void); /* monotonic seconds */
 
 #endif

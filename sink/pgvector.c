@@ -387,18 +387,6 @@ cv_err cv_sink_commit(cv_sink *s, uint64_t position) {
 
 void cv_sink_rollback(cv_sink *s) { PQclear(PQexec(s->db, "ROLLBACK")); }
 
-cv_err cv_sink_apply(cv_sink *s, const cv_sink_batch *b) {
-    cv_err e = cv_sink_begin(s, b);
-    if (e) return e;
-    cv_sink_row *with = malloc(sizeof(cv_sink_row) * (size_t)(b->nup + 1));
-    int a = 0;
-    for (int i = 0; i < b->nup; i++)
-        if (b->up[i].vec) with[a++] = b->up[i];
-    e = cv_sink_put(s, with, a, b->position);
-    free(with);
-    return e ? e : cv_sink_commit(s, b->position);
-}
-
 cv_err cv_sink_backfill_mark(cv_sink *s, uint64_t p, int done) {
     char lsn[24];
     cv_lsn_format(p, lsn);
@@ -455,13 +443,3 @@ cv_err cv_sink_search(cv_sink *s, const float *q, int limit, cv_sink_hit_cb cb, 
     return e;
 }
 
-cv_err cv_sink_count(cv_sink *s, long *rows) {
-    cv_buf q = {0};
-    cv_buf_printf(&q, "SELECT count(*) FROM %s", s->qtable);
-    PGresult *r = PQexec(s->db, q.p);
-    cv_err e = exec_ok(s, r, "count");
-    *rows = e ? 0 : atol(PQgetvalue(r, 0, 0));
-    PQclear(r);
-    free(q.p);
-    return e;
-}

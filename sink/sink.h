@@ -52,12 +52,9 @@ cv_err cv_sink_state(cv_sink *s, uint64_t *position, int *backfill_done, uint64_
  * is set to 1 and hash[i] filled when the row exists. */
 cv_err cv_sink_hashes(cv_sink *s, const char *const *const *keys, int n, int *found, uint8_t (*hash)[32]);
 
-/* Applies a batch in one transaction: truncate, deletes, upserts, position. */
-cv_err cv_sink_apply(cv_sink *s, const cv_sink_batch *b);
-
-/* The same in steps, so that rows can be written while later vectors are computed:
- * begin (truncate, deletes and b's payload-only rows, those with vec NULL), put rows with
- * vectors (any number of times), commit (records position). A failed step rolls back. */
+/* Applies a batch in one transaction, in steps, so that rows can be written while later
+ * vectors are computed: begin (truncate, deletes and b's payload-only rows, those with vec NULL), put rows
+ * with vectors (any number of times), commit (records position). A failed step rolls back. */
 cv_err cv_sink_begin(cv_sink *s, const cv_sink_batch *b);
 cv_err cv_sink_put(cv_sink *s, const cv_sink_row *rows, int n, uint64_t position);
 cv_err cv_sink_commit(cv_sink *s, uint64_t position);
@@ -71,9 +68,6 @@ cv_err cv_sink_backfill_mark(cv_sink *s, uint64_t p, int done);
 /* Nearest rows to q by cosine distance; cb gets rank, similarity, key text and payload. */
 typedef void (*cv_sink_hit_cb)(void *arg, int rank, double similarity, const char *key, const char *payload);
 cv_err cv_sink_search(cv_sink *s, const float *q, int limit, cv_sink_hit_cb cb, void *arg);
-
-/* Rows in the sink, for progress and tests. */
-cv_err cv_sink_count(cv_sink *s, long *rows);
 
 /* libpq notice processor that logs server notices at debug level. */
 void cv_pg_notice(void *arg, const char *message);
