@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "../common/cv_log.h"
+#include "../kernels/blas.h"
 #include "cli.h"
 
 static void usage(FILE *f) {
@@ -84,12 +85,17 @@ int cv_cli_load_model(const char *dir, int threads, cv_device dev, cv_minilm **o
 
 int main(int argc, char **argv) {
     cv_log_init_from_env();
+    cv_blas_ensure_best(argv); /* may re-execute this program with the right OpenBLAS kernel */
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
     if (strcmp(argv[1], "--version") == 0) {
-        printf("cdcvec %s\n", CDCVEC_VERSION);
+        cv_blas_info bi;
+        cv_blas_info_get(&bi);
+        printf(
+            "cdcvec %s\nBLAS: %s, kernel %s (chosen by %s; OpenBLAS's own choice %s; best for this CPU %s)\n",
+            CDCVEC_VERSION, bi.library, bi.kernel, bi.chosen_by, bi.openblas_default, bi.best);
         return 0;
     }
     if (strcmp(argv[1], "embed") == 0) return cv_cmd_embed(argc - 1, argv + 1);

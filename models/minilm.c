@@ -14,6 +14,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "minilm.h"
+#include "../kernels/blas.h"
 
 #include <cblas.h>
 #include <jansson.h>
@@ -479,8 +480,12 @@ cv_err cv_minilm_load(const char *model_dir, const cv_minilm_opts *opts, cv_mini
         cv_minilm_free(m);
         return err;
     }
-    cv_info("event=model_loaded dir=%s device=%s reason=\"%s\" threads=%d layers=%d hidden=%d max_seq=%d",
-            model_dir, m->wk[0].be->name, why, nt, m->cfg.layers, m->cfg.hidden, m->cfg.max_seq);
+    cv_blas_info bi;
+    cv_blas_info_get(&bi);
+    cv_info("event=model_loaded dir=%s device=%s reason=\"%s\" threads=%d layers=%d hidden=%d max_seq=%d "
+            "blas_kernel=%s blas_chosen_by=%s openblas_default=%s cpu_best=%s",
+            model_dir, m->wk[0].be->name, why, nt, m->cfg.layers, m->cfg.hidden, m->cfg.max_seq, bi.kernel,
+            bi.chosen_by, bi.openblas_default, bi.best);
     *out = m;
     return CV_OK;
 }

@@ -13,7 +13,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "../common/cv_buf.h"
 #include "../common/cv_log.h"
+#include "../kernels/blas.h"
 #include "server_impl.h"
 
 enum { ST_RECV, ST_WAIT, ST_SEND };
@@ -189,10 +191,24 @@ static void register_metrics(cv_server *s) {
     cv_metrics_gauge_fn(r, "cdcvec_queue_tokens", "Tokens waiting for a batch.", NULL, queue_tokens_gauge, s);
     cv_metrics_gauge_fn(r, "cdcvec_inflight_requests", "Requests accepted and not yet answered.", NULL,
                         inflight_gauge, s);
-    char labels[512];
-    snprintf(labels, sizeof labels, "device=\"%s\",model=\"%s\"", cv_minilm_device(s->m),
-             s->o.model_id ? s->o.model_id : "");
-    cv_metric_set(cv_metrics_gauge(r, "cdcvec_info", "Device in use and model served (value 1).", labels), 1);
+    cv_buf labels = {0};
+    cv_buf_printf(&labels, "device=\"%s\",model=\"%s\"", cv_minilm_device(s->m),
+                  s->o.model_id ? s->o.model_id : "");
+    if (!labels.oom)
+        cv_metric_set(
+            cv_metrics_gauge(r, "cdcvec_info", "Device in use and model served (value 1).", labels.p), 1);
+    cv_blas_info bi;
+    cv_blas_info_get(&bi);
+    labels.len = 0;
+    cv_buf_printf(&labels, "library=\"%s\",kernel=\"%s\",chosen_by=\"%s\",cpu_best=\"%s\"", bi.library,
+                  bi.kernel, bi.chosen_by, bi.best);
+    if (!labels.oom)
+        cv_metric_set(
+            cv_metrics_gauge(r, "cdcvec_blas_info",
+                             "BLAS kernel of the CPU path (value 1): a kernel below cpu_best is slow.",
+                             labels.p),
+            1);
+    free(labels.p);
 }
 
 static cv_err start_nng(cv_server *s) {

@@ -10,14 +10,8 @@ set -u
 bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(bash "$root/scripts/pg.sh" dir "$(dirname "$bin")/test-sync-$$")
-# a free TCP port at or after $1 (nothing accepts a connection there)
-free_port() {
-  local p=$1
-  while (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; do p=$((p + 1)); done
-  echo $p
-}
+. "$root/tests/sync_lib.sh"
 port=$(free_port $((41000 + $$ % 8000)))
-fail=0
 sync_pid=
 cleanup() {
   [ -n "$sync_pid" ] && kill -9 "$sync_pid" 2>/dev/null
@@ -27,10 +21,8 @@ cleanup() {
 }
 trap cleanup EXIT
 mkdir -p "$work"
-check() { if eval "$2"; then echo "ok   $1"; else echo "FAIL $1"; fail=1; return 1; fi; }
 
 DB=$(bash "$root/scripts/pg.sh" start "$work/pg" "$port") || { echo "FAIL cannot start PostgreSQL"; exit 1; }
-q() { psql -qAtX "$DB" -c "$1"; }
 q "CREATE EXTENSION vector" >/dev/null
 sed -n '1,/-- batch 2/p' "$root/tests/data/books.sql" | psql -qX "$DB" >/dev/null
 
@@ -45,15 +37,9 @@ MISMATCH="SELECT count(*) FROM (SELECT * FROM books WHERE description IS NOT NUL
   FULL JOIN cdcvec.public_books v USING (id)
   WHERE b.id IS NULL OR v.id IS NULL OR v.text_hash <> sha256(convert_to(b.description, 'UTF8'))
      OR v.payload->>'name' IS DISTINCT FROM b.name OR (v.payload->>'year')::int IS DISTINCT FROM b.year"
-# Waits until the sink equals the source (or 60 s); $1: the mismatch query (default books).
-converged() {
-  local query=${1:-$MISMATCH}
-  for _ in $(seq 1 600); do
-    [ "$(q "$query" 2>/dev/null)" = 0 ] && return 0
-    sleep 0.1
-  done
-  echo "  mismatches: $(q "$query")"; return 1
-}
+# Waits until the sink equals the source, while it makes progress; $1: the mismatch query
+# (default books), $2: the sink table.
+converged() { converged_q "${1:-$MISMATCH}" "${2:-cdcvec.public_books}"; }
 
 start_sync
 check "rows existing before the first start are all embedded" converged
@@ -105,7 +91,7 @@ check "cdcvec search prints ranked results with payloads" 'echo "$out" | grep -q
 stop_sync
 hport=$(free_port $((port + 2)))
 start_sync --http 127.0.0.1:$hport
-for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$hport/healthz" >/dev/null && break; sleep 0.1; done
+WATCH_PID=$sync_pid wait_until 'curl -sf "http://127.0.0.1:$hport/healthz" >/dev/null' true
 check "search page is served" 'curl -sf "http://127.0.0.1:$hport/" | grep -q "<form"'
 json=$(curl -sf "http://127.0.0.1:$hport/search?q=aliens+invade+the+earth&limit=3")
 r0=$(echo "$json" | python3 -c 'import json, sys; r = json.load(sys.stdin)["results"]; print(r[0]["key"] if len(r) == 3 and r[0]["rank"] == 1 else -1)' 2>/dev/null)
@@ -160,7 +146,7 @@ q "CREATE TABLE public.reviews (id serial PRIMARY KEY, description text NOT NULL
 q "INSERT INTO reviews (description, stars) SELECT 'review ' || g || ' of a book about ' || md5(g::text), g % 5 FROM generate_series(1, 1500) g"
 CDCVEC_LOG=warn "$bin" sync --source "$DB" --table public.reviews --batch-ms 10 --threads 2 >>"$work/sync2.log" 2>&1 &
 rpid=$!
-for _ in $(seq 1 200); do [ "$(q "SELECT count(*) FROM cdcvec.state WHERE stream = 'cdcvec_public_reviews' AND NOT backfill_done" 2>/dev/null)" = 1 ] && break; sleep 0.05; done
+WATCH_PID=$rpid wait_until '[ "$(q "SELECT count(*) FROM cdcvec.state WHERE stream = '"'"'cdcvec_public_reviews'"'"' AND NOT backfill_done" 2>/dev/null)" = 1 ]' true
 q "INSERT INTO reviews (description, stars) SELECT 'written during the backfill ' || g, 1 FROM generate_series(1, 200) g"
 q "UPDATE reviews SET description = description || ' (edited during the backfill)' WHERE id % 10 = 0"
 q "DELETE FROM reviews WHERE id % 7 = 0"
@@ -168,7 +154,7 @@ check "the writes landed while the backfill was running" '[ "$(q "SELECT backfil
 RMISMATCH="SELECT count(*) FROM reviews b FULL JOIN cdcvec.public_reviews v USING (id)
   WHERE b.id IS NULL OR v.id IS NULL OR v.text_hash <> sha256(convert_to(b.description, 'UTF8'))
      OR (v.payload->>'stars')::int IS DISTINCT FROM b.stars"
-check "rows written during the backfill are not lost" 'converged "$RMISMATCH"'
+check "rows written during the backfill are not lost" 'converged "$RMISMATCH" cdcvec.public_reviews'
 kill -TERM $rpid; wait $rpid
 
 # ---- cdcvec backfill: on demand, resumable by primary key ------------------------------------
@@ -176,7 +162,7 @@ t_before=$(q "SELECT max(updated_at) FROM cdcvec.public_reviews WHERE id <= 1000
 CDCVEC_LOG=warn "$bin" backfill --source "$DB" --table public.reviews --force 1 --after 1000 --threads 2 2>"$work/bf.log"; rc=$?
 check "backfill --after: exit 0 with a progress line naming the last key" '[ $rc -eq 0 ] && grep -q "rows/s, ETA .* last key [0-9]" "$work/bf.log"'
 check "backfill --after: rows up to the key untouched, the rest re-embedded" '[ "$(q "SELECT max(updated_at) FROM cdcvec.public_reviews WHERE id <= 1000")" = "$t_before" ] && [ "$(q "SELECT bool_and(updated_at > '"'"'$t_before'"'"') FROM cdcvec.public_reviews WHERE id > 1000")" = t ]'
-check "backfill leaves the index equal to the source" 'converged "$RMISMATCH"'
+check "backfill leaves the index equal to the source" 'converged "$RMISMATCH" cdcvec.public_reviews'
 CDCVEC_LOG=warn "$bin" backfill --source "$DB" --table public.reviews --after 1,2 2>"$work/bf.log"; rc=$?
 check "backfill --after with the wrong number of key values: exit 1, named" '[ $rc -eq 1 ] && grep -q "event=bad_option option=--after" "$work/bf.log"'
 
@@ -185,17 +171,15 @@ q "CREATE DATABASE vectors" >/dev/null
 VDB=${DB%/postgres}/vectors
 CDCVEC_LOG=warn "$bin" sync --source "$DB" --table public.reviews --sink "$VDB" --slot other_sink --threads 2 >>"$work/sync3.log" 2>&1 &
 opid=$!
-for _ in $(seq 1 600); do
-  [ "$(psql -qAtX "$VDB" -c "SELECT count(*) FROM cdcvec.public_reviews" 2>/dev/null)" = "$(q "SELECT count(*) FROM reviews")" ] && break
-  sleep 0.1
-done
+WATCH_PID=$opid wait_until '[ "$(q "SELECT count(*) FROM cdcvec.public_reviews" "$VDB" 2>/dev/null)" = "$(q "SELECT count(*) FROM reviews")" ]' \
+  'sink_progress cdcvec.public_reviews "$VDB"'
 check "--sink writes the index into another database" '[ "$(psql -qAtX "$VDB" -c "SELECT count(*) FROM cdcvec.public_reviews")" = "$(q "SELECT count(*) FROM reviews")" ]'
 kill -TERM $opid; wait $opid
 
 # ---- bad set-ups: a clear error at start, exit 1 --------------------------------------------
 run_expect() { # name, expected log event, args...
   local name=$1 event=$2; shift 2
-  CDCVEC_LOG=warn timeout 60 "$bin" sync --source "$DB" "$@" >"$work/bad.log" 2>&1; local rc=$?
+  CDCVEC_LOG=warn timeout $((STALL_S * 2)) "$bin" sync --source "$DB" "$@" >"$work/bad.log" 2>&1; local rc=$?
   check "$name: exit 1 and $event" '[ $rc -eq 1 ] && grep -q "event=$event" "$work/bad.log"'
 }
 q "CREATE TABLE public.nopk (id int, description text)"
@@ -204,7 +188,7 @@ run_expect "missing text column" text_column_missing --table public.books --text
 run_expect "missing table" table_missing --table public.nope
 q "CREATE ROLE weak LOGIN; GRANT SELECT ON books TO weak"
 WEAKDB=${DB/postgres@/weak@}
-CDCVEC_LOG=warn timeout 60 "$bin" sync --source "$WEAKDB" --table public.books >"$work/bad.log" 2>&1; rc=$?
+CDCVEC_LOG=warn timeout $((STALL_S * 2)) "$bin" sync --source "$WEAKDB" --table public.books >"$work/bad.log" 2>&1; rc=$?
 check "role without REPLICATION: exit 1 and the fix" '[ $rc -eq 1 ] && grep -q "event=no_replication_privilege.*ALTER ROLE weak REPLICATION" "$work/bad.log"'
 q "SELECT pg_drop_replication_slot('cdcvec_public_books')" >/dev/null
 run_expect "slot dropped externally" slot_missing --table public.books
@@ -221,7 +205,7 @@ done
 psql -qAtX "$DB2" -c "ALTER SYSTEM SET wal_level = replica" >/dev/null
 bash "$root/scripts/pg.sh" restart "$work/pg2"
 psql -qAtX "$DB2" -c "CREATE TABLE books (id int PRIMARY KEY, description text)" >/dev/null
-CDCVEC_LOG=warn timeout 60 "$bin" sync --source "$DB2" --table public.books >"$work/bad.log" 2>&1; rc=$?
+CDCVEC_LOG=warn timeout $((STALL_S * 2)) "$bin" sync --source "$DB2" --table public.books >"$work/bad.log" 2>&1; rc=$?
 check "wal_level not logical: exit 1 and the fix" '[ $rc -eq 1 ] && grep -q "event=wal_level_not_logical.*wal_level = logical" "$work/bad.log"' ||
   { echo "  rc=$rc"; tail -5 "$work/bad.log"; tail -5 "$work/pg2/server.log"; }
 "$bin" sync >/dev/null 2>"$work/bad.log"; rc=$?
