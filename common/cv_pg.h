@@ -1,0 +1,72 @@
+/* cv_pg.h: PostgreSQL facts shared by the source (ingest/) and the store (sink/): which
+ * failures are worth retrying and what the user should do about the others, libpq messages
+ * as one log line, quoted identifiers, and the notice processor.
+ *
+ * Classification happens once, where a libpq failure enters cdcvec: the caller logs one line
+ * with kind=, retriable= and fix= and turns the fault into a cv_err (retriable: back off and
+ * call again; permanent: stop and print the fix). Library: cv_pgcommon (links libpq). */
+#ifndef CV_PG_H
+#define CV_PG_H
+
+#include <libpq-fe.h>
+
+#include "cv_buf.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct cv_pg_fault {
+    int retriable; /* 1: the same call may succeed later (back off, retry); 0: stop, fix first */
+    /* static label, usable as a Prometheus label value: "connection", "auth", "privilege",
+     * "missing_object", "config", "resources", "data", "conflict" or "server"; never NULL */
+    const char *kind;
+    /* static sentence naming what the user should do (no '%' in it), or NULL when retrying
+     * is the fix */
+    const char *fix;
+} cv_pg_fault;
+
+/* Classifies a failed statement: by the connection's status first (a lost connection is
+ * retriable whatever the result says), then by SQLSTATE (PG_DIAG_SQLSTATE; none: retriable).
+ * c and r may be NULL (PQexec returns NULL when out of memory or unable to send); neither is
+ * kept. The primary message only chooses between fix sentences and kinds within one SQLSTATE
+ * (e.g. "must be owner of table" vs "permission denied"): retriability never depends on
+ * message text, which the server may translate. */
+void cv_pg_classify_result(const PGconn *c, const PGresult *r, cv_pg_fault *f);
+
+/* The SQLSTATE part of cv_pg_classify_result: sqlstate (5 characters, or NULL when the
+ * server sent none) and the primary message (PG_DIAG_MESSAGE_PRIMARY, may be NULL). */
+void cv_pg_classify_sqlstate(const char *sqlstate, const char *primary, cv_pg_fault *f);
+
+/* Classifies a failed PQconnectdb/PQconnectStart (status CONNECTION_BAD; c may be NULL, which
+ * libpq returns when out of memory). libpq keeps no SQLSTATE for a failed connection, so this
+ * reads PQerrorMessage(c) with cv_pg_classify_message. */
+void cv_pg_classify_connect(const PGconn *c, cv_pg_fault *f);
+
+/* The text part of cv_pg_classify_connect: the whole libpq message (all hosts tried, in
+ * English: libpq's and the server's translations are not recognised and fall to
+ * "retriable"). NULL or unrecognised: retriable, kind "connection". */
+void cv_pg_classify_message(const char *libpq_message, cv_pg_fault *f);
+
+/* Appends the one-line form of a libpq (or server) message for key=value logs: trailing
+ * newlines and spaces removed, each inner line break (with the indentation after it) becomes
+ * "; ", other control characters become ' ', double quotes become single quotes. NULL reads as
+ * "". Returns a pointer to the appended text inside out (valid until out is written again;
+ * equal to out->p when out was empty), or "" when out ran out of memory. out stays the
+ * caller's. */
+const char *cv_pg_errtext(const char *libpq_message, cv_buf *out);
+
+/* Appends name as a double-quoted SQL identifier ("a""b"), whatever its length. */
+void cv_pg_ident(cv_buf *out, const char *name);
+
+/* libpq notice processor (PQsetNoticeProcessor(c, cv_pg_notice, NULL)): logs the notice at
+ * debug level as event=postgres_notice message="...". arg is unused. Same signature and
+ * behaviour as the copy in sink/pgvector.c, which must be deleted in the commit that links
+ * cv_pgcommon into cv_sink (both copies in one link are a multiple definition). */
+void cv_pg_notice(void *arg, const char *message);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
