@@ -13,7 +13,7 @@
 
 typedef struct {
     const char *source, *table, *text_column, *template_, *sink, *embed, *slot, *publication, *http, *model,
-        *device, *after;
+        *device, *after, *on_error;
     long batch_rows, threads, resnapshot, force, limit;
     double batch_ms;
 } sync_conf;
@@ -34,7 +34,7 @@ static const cv_conf_prop PROPS[] = {
     {"embed", "CDCVEC_EMBED", CV_CONF_STR, "", 0, 0, F(embed),
      "nng URL of a remote cdcvec serve (empty: the model runs in-process)"},
     {"slot", "CDCVEC_SLOT", CV_CONF_STR, "", 0, 0, F(slot),
-     "replication slot (empty: cdcvec_<schema>_<table>)"},
+     "replication slot (empty: cdcvec_<schema>_<table>_<hash>, unique per table, at most 63 bytes)"},
     {"publication", "CDCVEC_PUBLICATION", CV_CONF_STR, "", 0, 0, F(publication),
      "publication (empty: the slot's name)"},
     {"batch-rows", "CDCVEC_BATCH_ROWS", CV_CONF_INT, "512", 1, 1000000, F(batch_rows),
@@ -50,8 +50,13 @@ static const cv_conf_prop PROPS[] = {
      "1: drop the slot and backfill again (after the slot was lost or dropped)"},
     {"force", NULL, CV_CONF_INT, "0", 0, 1, F(force), "backfill: 1 re-embeds rows whose text is unchanged"},
     {"after", NULL, CV_CONF_STR, "", 0, 0, F(after),
-     "backfill: resume after this primary key (the progress line's last key; v1,v2 for composite keys)"},
+     "backfill: resume after this primary key, as the progress line prints it (v1,v2 for composite keys; "
+     "\"a,b\" quoted when a value holds a comma or a quote)"},
     {"limit", NULL, CV_CONF_INT, "5", 1, 1000, F(limit), "search: results"},
+    {"on-error", "CDCVEC_ON_ERROR", CV_CONF_STR, "dead-letter", 0, 0, F(on_error),
+     "a change that cannot be applied: dead-letter (record it in cdcvec.dead_letters with its reason and go "
+     "on) "
+     "or stop (exit 1)"},
 };
 #undef F
 #define NPROPS ((int)(sizeof PROPS / sizeof PROPS[0]))
@@ -64,14 +69,30 @@ int cv_cmd_sync(int argc, char **argv, const char *which) {
         return 0;
     }
     const char *query = NULL;
-    if (strcmp(which, "search") == 0) {
-        if (argc < 2 || argv[1][0] == '-') {
+    if (strcmp(which, "search") == 0) { /* the query is the one operand, before or after the options */
+        int at = -1;
+        for (int i = 1; i < argc; i++) {
+            if (strcmp(argv[i], "--") == 0) {
+                at = i + 1 < argc ? i + 1 : -1;
+                if (at > 0)
+                    memmove(&argv[i], &argv[i + 1], sizeof(char *) * (size_t)(argc - i - 1)), argc--, at = i;
+                break;
+            }
+            if (argv[i][0] == '-' && argv[i][1]) {
+                if (!strchr(argv[i], '=') && strcmp(argv[i], "--help") && strcmp(argv[i], "-h"))
+                    i++; /* its value */
+                continue;
+            }
+            at = i;
+            break;
+        }
+        if (at < 0) {
             fprintf(stderr, "usage: cdcvec search \"query\" [--limit N] [--source ...] [--table ...]\n");
             return 2;
         }
-        query = argv[1];
-        argv[1] = argv[0];
-        argc--, argv++;
+        query = argv[at];
+        memmove(&argv[at], &argv[at + 1], sizeof(char *) * (size_t)(argc - at - 1));
+        argc--;
     }
     sync_conf c;
     char usage[256];
@@ -103,6 +124,13 @@ int cv_cmd_sync(int argc, char **argv, const char *which) {
                       .force = (int)c.force,
                       .after = c.after};
     if (cv_cli_parse_device(c.device, &o.device)) return 2;
+    if (strcmp(c.on_error, "stop") == 0)
+        o.on_error_stop = 1;
+    else if (strcmp(c.on_error, "dead-letter") != 0) {
+        fprintf(stderr, "cdcvec %s: --on-error: expected dead-letter or stop, got '%s'\n", which, c.on_error);
+        return 2;
+    }
+    o.search = query != NULL;
     cv_cli_on_stop(&stop_flag);
     if (query) return cv_search_run(&o, query, (int)c.limit);
     if (strcmp(which, "backfill") == 0) return cv_backfill_run(&o, &stop_flag);

@@ -63,6 +63,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "cv_pg.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "cv_log.h"
@@ -327,4 +328,19 @@ void cv_pg_notice(void *arg, const char *message) {
     cv_buf b = {0};
     cv_debug("event=postgres_notice message=\"%s\"", cv_pg_errtext(message, &b));
     cv_buf_free(&b);
+}
+
+PGconn *cv_pg_connect(const char *conninfo, int replication, const char *role) {
+    char app[64];
+    snprintf(app, sizeof app, "cdcvec %s", role ? role : "");
+    const char *kw[] = {"dbname", "options", "fallback_application_name", replication ? "replication" : NULL,
+                        NULL};
+    const char *val[] = {
+        conninfo,
+        "-c DateStyle=ISO,MDY -c TimeZone=UTC -c IntervalStyle=postgres -c extra_float_digits=1 "
+        "-c bytea_output=hex -c client_encoding=UTF8",
+        app, "database", NULL};
+    PGconn *c = PQconnectdbParams(kw, val, 1);
+    if (c && PQstatus(c) == CONNECTION_OK) PQsetNoticeProcessor(c, cv_pg_notice, NULL);
+    return c;
 }

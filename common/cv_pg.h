@@ -65,6 +65,13 @@ void cv_pg_ident(cv_buf *out, const char *name);
  * cv_pgcommon into cv_sink (both copies in one link are a multiple definition). */
 void cv_pg_notice(void *arg, const char *message);
 
+/* Connects to conninfo (a libpq connection string or URI) with the session settings the
+ * value conversions rely on (DateStyle ISO, TimeZone UTC, IntervalStyle postgres,
+ * extra_float_digits 1, bytea_output hex, client_encoding UTF8: they override the same settings
+ * given in conninfo's options) and application_name "cdcvec <role>" unless conninfo names one.
+ * replication: a logical replication connection. Never NULL (check PQstatus). */
+PGconn *cv_pg_connect(const char *conninfo, int replication, const char *role);
+
 #ifdef __cplusplus
 }
 #endif

@@ -99,7 +99,8 @@ static void *search_thread(void *p) {
         cv_err e = cv_client_embed(s->client, tx, ln, 1, vec, 4096, &dim, msg, sizeof msg);
         json_t *hits = json_array();
         pthread_mutex_lock(&s->search_mu);
-        if (!e && !s->search_sink) e = cv_sink_open(s->sink_conninfo, &s->sink_table, &s->search_sink);
+        if (!e && !s->search_table.table) e = CV_ERR_BUSY; /* no session has described the table yet */
+        if (!e && !s->search_sink) e = cv_sink_open(s->sink_conninfo, &s->search_table, &s->search_sink);
         if (!e) e = cv_sink_search(s->search_sink, vec, (int)limit, add_hit, hits);
         if (e && s->search_sink) { /* reconnect on the next search */
             cv_sink_close(s->search_sink);
@@ -147,11 +148,53 @@ void cv_search_routes(cv_sync *s) {
     s->routes[1] = (cv_http_route){"/search", on_search, s};
 }
 
+static void search_table_free(cv_sync *s) {
+    for (int i = 0; i < s->n_search_own; i++)
+        free(s->search_own[i]);
+    free(s->search_own);
+    free((void *)s->search_table.key_names), free((void *)s->search_table.key_types);
+    s->search_own = NULL;
+    s->n_search_own = 0;
+    memset(&s->search_table, 0, sizeof s->search_table);
+}
+
 void cv_search_close(cv_sync *s) {
     pthread_mutex_lock(&s->search_mu);
     while (s->searching > 0)
         pthread_cond_wait(&s->search_idle, &s->search_mu);
     if (s->search_sink) cv_sink_close(s->search_sink);
     s->search_sink = NULL;
+    search_table_free(s);
+    pthread_mutex_unlock(&s->search_mu);
+}
+
+static const char *own(cv_sync *s, const char *v) {
+    s->search_own[s->n_search_own] = strdup(v);
+    CV_ASSERT(s->search_own[s->n_search_own]);
+    return s->search_own[s->n_search_own++];
+}
+
+void cv_search_set_table(cv_sync *s) {
+    pthread_mutex_lock(&s->search_mu);
+    while (s->searching > 0)
+        pthread_cond_wait(&s->search_idle, &s->search_mu);
+    if (s->search_sink) cv_sink_close(s->search_sink);
+    s->search_sink = NULL;
+    search_table_free(s);
+    const cv_table *t = &s->t;
+    s->search_own = calloc((size_t)(2 * t->nkeys + 4), sizeof(char *));
+    const char **names = calloc((size_t)t->nkeys + 1, sizeof(char *)),
+               **types = calloc((size_t)t->nkeys + 1, sizeof(char *));
+    CV_ASSERT(s->search_own && names && types);
+    for (int k = 0; k < t->nkeys; k++)
+        names[k] = own(s, t->keyname[k]), types[k] = own(s, t->keytype[k]);
+    s->search_table = (cv_sink_table){.schema = own(s, t->schema),
+                                      .table = own(s, t->name),
+                                      .nkeys = t->nkeys,
+                                      .key_names = names,
+                                      .key_types = types,
+                                      .dim = s->dim,
+                                      .model_id = "sentence-transformers/all-MiniLM-L6-v2",
+                                      .stream = own(s, s->stream)};
     pthread_mutex_unlock(&s->search_mu);
 }

@@ -1,24 +1,42 @@
-/* source.c: catalog lookups, publication set-up, row -> change conversion, keyset paging. */
+/* source.c: catalog lookups, publication set-up, row -> change conversion, keyset paging.
+ *
+ * Every failure is classified once, where it enters (common/cv_pg.h): the fault says whether
+ * retrying can help, its kind, and the fix; the log line names the step. */
 #define _POSIX_C_SOURCE 200809L
 #include "source.h"
 
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/cv_buf.h"
+#include "../common/cv_keytext.h"
 #include "../common/cv_log.h"
-#include "../sink/sink.h"
 
 static int ok(PGresult *r) {
     return PQresultStatus(r) == PGRES_TUPLES_OK || PQresultStatus(r) == PGRES_COMMAND_OK;
 }
 
-static cv_err query_failed(PGconn *db, PGresult *r, const char *what) {
-    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-    cv_error("event=source_query_failed step=%s sqlstate=%s error=\"%s\"", what, state ? state : "-",
-             PQresultErrorMessage(r));
-    return PQstatus(db) != CONNECTION_OK ? CV_ERR_TIMEOUT : CV_ERR_IO;
+/* Logs a failed statement with its class and fix; CV_ERR_TIMEOUT when retriable, else
+ * CV_ERR_UNSUPPORTED. */
+static cv_err failed(PGconn *db, PGresult *r, const char *step, cv_pg_fault *f) {
+    cv_pg_fault local;
+    if (!f) f = &local;
+    cv_pg_classify_result(db, r, f);
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    cv_buf m = {0};
+    cv_error("event=source_failed step=%s sqlstate=%s kind=%s retriable=%d error=\"%s\"%s%s%s", step,
+             state ? state : "-", f->kind, f->retriable,
+             cv_pg_errtext(r ? PQresultErrorMessage(r) : PQerrorMessage(db), &m), f->fix ? " fix=\"" : "",
+             f->fix ? f->fix : "", f->fix ? "\"" : "");
+    free(m.p);
+    return f->retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
+}
+
+/* A permanent set-up problem found by our own checks. */
+static cv_err refuse(cv_pg_fault *f, const char *kind) {
+    if (f) *f = (cv_pg_fault){0, kind, NULL};
+    return CV_ERR_UNSUPPORTED;
 }
 
 static int col_index(const cv_table *t, const char *name, size_t n) {
@@ -27,7 +45,7 @@ static int col_index(const cv_table *t, const char *name, size_t n) {
     return -1;
 }
 
-static cv_err parse_template(cv_table *t, const char *tpl) {
+static cv_err parse_template(cv_table *t, const char *tpl, cv_buf *generated, cv_pg_fault *f) {
     int cap = 8;
     t->seg_text = calloc((size_t)cap, sizeof(char *));
     t->seg_col = calloc((size_t)cap, sizeof(int));
@@ -36,14 +54,27 @@ static cv_err parse_template(cv_table *t, const char *tpl) {
             cap *= 2;
             t->seg_text = realloc(t->seg_text, sizeof(char *) * (size_t)cap);
             t->seg_col = realloc(t->seg_col, sizeof(int) * (size_t)cap);
+            CV_ASSERT(t->seg_text && t->seg_col);
         }
         if (*p == '{') {
             const char *e = strchr(p, '}');
             int c = e ? col_index(t, p + 1, (size_t)(e - p - 1)) : -1;
             if (c < 0) {
-                cv_error("event=bad_template template=\"%s\" at=%ld error=\"%s\"", tpl, (long)(p - tpl),
-                         e ? "unknown column in {...}" : "unclosed {");
-                return CV_ERR_ARG;
+                int gen = 0;
+                if (e && generated->p) {
+                    cv_buf want = {0};
+                    cv_buf_printf(&want, ",%.*s,", (int)(e - p - 1), p + 1);
+                    gen = want.p && strstr(generated->p, want.p) != NULL;
+                    free(want.p);
+                }
+                cv_error("event=bad_template template=\"%s\" at=%ld error=\"%s\" fix=\"%s\"", tpl,
+                         (long)(p - tpl),
+                         !e    ? "unclosed {"
+                         : gen ? "a generated column: PostgreSQL 15 does not publish generated columns"
+                               : "unknown column in {...}",
+                         gen ? "use the columns it is computed from in the template"
+                             : "name a column of the table");
+                return refuse(f, "config");
             }
             t->seg_text[t->nseg] = NULL;
             t->seg_col[t->nseg++] = c;
@@ -59,25 +90,44 @@ static cv_err parse_template(cv_table *t, const char *tpl) {
     return CV_OK;
 }
 
+/* Key types whose equality is the equality of their text form. */
+static int exact_type(uint32_t oid) {
+    switch (oid) {
+    case 16:   /* bool */
+    case 18:   /* "char" */
+    case 19:   /* name */
+    case 20:   /* int8 */
+    case 21:   /* int2 */
+    case 23:   /* int4 */
+    case 25:   /* text (deterministic collations) */
+    case 26:   /* oid */
+    case 1043: /* varchar */
+    case 1082: /* date */
+    case 2950: /* uuid */ return 1;
+    default: return 0;
+    }
+}
+
 cv_err cv_table_describe(PGconn *db, const char *qualified, const char *text_column, const char *template_,
-                         cv_table *t) {
+                         const char *recorded, cv_table *t, cv_pg_fault *f) {
     memset(t, 0, sizeof *t);
     const char *dot = strchr(qualified, '.');
     t->schema = dot ? strndup(qualified, (size_t)(dot - qualified)) : strdup("public");
     t->name = strdup(dot ? dot + 1 : qualified);
-    char qs[300], qn[300];
-    cv_sql_ident(t->schema, qs, sizeof qs);
-    cv_sql_ident(t->name, qn, sizeof qn);
-    size_t ql = strlen(qs) + strlen(qn) + 2;
-    t->qualified = malloc(ql);
-    snprintf(t->qualified, ql, "%s.%s", qs, qn);
+    cv_buf q = {0};
+    cv_pg_ident(&q, t->schema);
+    cv_buf_puts(&q, ".");
+    cv_pg_ident(&q, t->name);
+    t->qualified = q.p;
     const char *p[2] = {t->schema, t->name};
-    PGresult *r = PQexecParams(db,
-                               "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                               "WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
-                               2, NULL, p, NULL, NULL, 0);
+    PGresult *r =
+        PQexecParams(db,
+                     "SELECT c.oid, c.relkind, c.relreplident, c.relpersistence FROM pg_class c JOIN "
+                     "pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2 "
+                     "AND c.relkind IN ('r', 'p')",
+                     2, NULL, p, NULL, NULL, 0);
     if (!ok(r)) {
-        cv_err e = query_failed(db, r, "find_table");
+        cv_err e = failed(db, r, "find_table", f);
         PQclear(r);
         return e;
     }
@@ -85,33 +135,55 @@ cv_err cv_table_describe(PGconn *db, const char *qualified, const char *text_col
         cv_error("event=table_missing table=%s.%s fix=\"create the table, or pass --table schema.table\"",
                  t->schema, t->name);
         PQclear(r);
+        if (f) *f = (cv_pg_fault){0, "missing_object", NULL};
         return CV_ERR_NOTFOUND;
     }
     t->oid = (uint32_t)strtoul(PQgetvalue(r, 0, 0), NULL, 10);
+    t->relkind = PQgetvalue(r, 0, 1)[0];
+    t->replident = PQgetvalue(r, 0, 2)[0];
+    t->persistence = PQgetvalue(r, 0, 3)[0];
     PQclear(r);
     char oid[16];
     snprintf(oid, sizeof oid, "%u", t->oid);
     const char *po[1] = {oid};
-    r = PQexecParams(db,
-                     "SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.atttypid FROM pg_attribute a "
-                     "WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped "
-                     "AND a.attgenerated = '' ORDER BY a.attnum",
-                     1, NULL, po, NULL, NULL, 0);
+    r = PQexecParams(
+        db,
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.atttypid, a.attnum, a.attgenerated "
+        "FROM pg_attribute a WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped "
+        "ORDER BY a.attnum",
+        1, NULL, po, NULL, NULL, 0);
     if (!ok(r)) {
-        cv_err e = query_failed(db, r, "columns");
+        cv_err e = failed(db, r, "columns", f);
         PQclear(r);
         return e;
     }
-    t->ncols = PQntuples(r);
-    t->col = calloc((size_t)t->ncols, sizeof(char *));
-    t->coltype = calloc((size_t)t->ncols, sizeof(char *));
-    t->typoid = calloc((size_t)t->ncols, sizeof(uint32_t));
-    for (int i = 0; i < t->ncols; i++) {
-        t->col[i] = strdup(PQgetvalue(r, i, 0));
-        t->coltype[i] = strdup(PQgetvalue(r, i, 1));
-        t->typoid[i] = (uint32_t)strtoul(PQgetvalue(r, i, 2), NULL, 10);
+    int nall = PQntuples(r);
+    t->col = calloc((size_t)nall + 1, sizeof(char *));
+    t->coltype = calloc((size_t)nall + 1, sizeof(char *));
+    t->typoid = calloc((size_t)nall + 1, sizeof(uint32_t));
+    t->attnum = calloc((size_t)nall + 1, sizeof(int));
+    cv_buf generated = {0}, layout = {0};
+    cv_buf_puts(&generated, ",");
+    for (int i = 0; i < nall; i++) {
+        if (PQgetvalue(r, i, 4)[0]) { /* generated: PostgreSQL 15 does not publish these */
+            cv_buf_printf(&generated, "%s,", PQgetvalue(r, i, 0));
+            continue;
+        }
+        int c = t->ncols++;
+        t->col[c] = strdup(PQgetvalue(r, i, 0));
+        t->coltype[c] = strdup(PQgetvalue(r, i, 1));
+        t->typoid[c] = (uint32_t)strtoul(PQgetvalue(r, i, 2), NULL, 10);
+        t->attnum[c] = atoi(PQgetvalue(r, i, 3));
+        cv_buf_printf(&layout, "%s%d:%s:%u", c ? "," : "", t->attnum[c], t->col[c], t->typoid[c]);
     }
+    t->layout = layout.p ? layout.p : strdup("");
     PQclear(r);
+    cv_err e = CV_OK;
+    t->types = calloc((size_t)t->ncols + 1, sizeof(cv_pgtype));
+    if ((e = cv_pgtypes_load(db, t->typoid, t->ncols, t->types))) {
+        if (f) *f = (cv_pg_fault){e == CV_ERR_TIMEOUT, "connection", NULL};
+        goto out;
+    }
     r = PQexecParams(
         db,
         "SELECT a.attname FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, "
@@ -119,9 +191,9 @@ cv_err cv_table_describe(PGconn *db, const char *qualified, const char *text_col
         "WHERE i.indrelid = $1::oid AND i.indisprimary ORDER BY k.ord",
         1, NULL, po, NULL, NULL, 0);
     if (!ok(r)) {
-        cv_err e = query_failed(db, r, "primary_key");
+        e = failed(db, r, "primary_key", f);
         PQclear(r);
-        return e;
+        goto out;
     }
     t->nkeys = PQntuples(r);
     if (t->nkeys == 0) {
@@ -129,33 +201,78 @@ cv_err cv_table_describe(PGconn *db, const char *qualified, const char *text_col
                  "fix=\"ALTER TABLE %s ADD PRIMARY KEY (...)\"",
                  t->schema, t->name, t->qualified);
         PQclear(r);
-        return CV_ERR_ARG;
+        e = refuse(f, "config");
+        goto out;
     }
     t->key = calloc((size_t)t->nkeys, sizeof(int));
     t->keyname = calloc((size_t)t->nkeys, sizeof(char *));
     t->keytype = calloc((size_t)t->nkeys, sizeof(char *));
+    t->key_exact = 1;
     for (int k = 0; k < t->nkeys; k++) {
         const char *kn = PQgetvalue(r, k, 0);
         t->key[k] = col_index(t, kn, strlen(kn));
+        CV_ASSERT(t->key[k] >= 0); /* a generated column cannot be in a primary key */
         t->keyname[k] = t->col[t->key[k]];
         t->keytype[k] = t->coltype[t->key[k]];
+        t->key_exact &= exact_type(t->types[t->key[k]].base);
     }
     PQclear(r);
     t->text_col = -1;
-    if (template_ && *template_) return parse_template(t, template_);
-    t->text_col = col_index(t, text_column, strlen(text_column));
-    if (t->text_col < 0) {
-        char cols[1024] = "";
-        for (int i = 0; i < t->ncols; i++) {
-            strncat(cols, i ? ", " : "", sizeof cols - strlen(cols) - 1);
-            strncat(cols, t->col[i], sizeof cols - strlen(cols) - 1);
+    cv_buf src = {0};
+    if (template_ && *template_) {
+        e = parse_template(t, template_, &generated, f);
+        cv_buf_printf(&src, "template %s", template_);
+    } else if (!text_column) { /* searching: the text is not needed */
+        cv_buf_puts(&src, "none");
+    } else {
+        t->text_col = col_index(t, text_column, strlen(text_column));
+        int rec = 0;
+        if (recorded && sscanf(recorded, "column %d", &rec) == 1 && t->text_col < 0) {
+            /* the column embedded until now has another name: a rename, followed */
+            for (int i = 0; i < t->ncols; i++)
+                if (t->attnum[i] == rec) t->text_col = i;
+            if (t->text_col >= 0) {
+                t->text_alias = strdup(text_column);
+                cv_warn("event=text_column_renamed table=%s from=%s to=%s note=\"following the rename; pass "
+                        "--text-column %s from now on\"",
+                        t->qualified, text_column, t->col[t->text_col], t->col[t->text_col]);
+            }
         }
-        cv_error("event=text_column_missing table=%s.%s column=%s columns=\"%s\" fix=\"pass --text-column or "
-                 "--template\"",
-                 t->schema, t->name, text_column, cols);
-        return CV_ERR_NOTFOUND;
+        if (t->text_col < 0) {
+            cv_buf want = {0};
+            cv_buf_printf(&want, ",%s,", text_column);
+            int gen = want.p && generated.p && strstr(generated.p, want.p);
+            free(want.p);
+            cv_buf cols = {0};
+            for (int i = 0; i < t->ncols; i++)
+                cv_buf_printf(&cols, "%s%s", i ? ", " : "", t->col[i]);
+            if (gen)
+                cv_error(
+                    "event=text_column_generated table=%s.%s column=%s error=\"%s is a generated column: "
+                    "PostgreSQL 15 does not publish generated columns through logical replication\" "
+                    "fix=\"embed the columns it is computed from with --template '{a} {b}'\"",
+                    t->schema, t->name, text_column, text_column);
+            else if (rec)
+                cv_error(
+                    "event=text_column_dropped table=%s.%s column=%s columns=\"%s\" error=\"the embedded "
+                    "column was dropped\" fix=\"choose another with --text-column or --template, and "
+                    "--resnapshot 1\"",
+                    t->schema, t->name, text_column, cols.p ? cols.p : "");
+            else
+                cv_error(
+                    "event=text_column_missing table=%s.%s column=%s columns=\"%s\" fix=\"pass --text-column "
+                    "or --template\"",
+                    t->schema, t->name, text_column, cols.p ? cols.p : "");
+            free(cols.p);
+            e = refuse(f, "config");
+        } else {
+            cv_buf_printf(&src, "column %d", t->attnum[t->text_col]);
+        }
     }
-    return CV_OK;
+    t->text_source = src.p;
+out:
+    free(generated.p);
+    return e;
 }
 
 void cv_table_free(cv_table *t) {
@@ -163,44 +280,56 @@ void cv_table_free(cv_table *t) {
         free(t->col[i]), free(t->coltype[i]);
     for (int i = 0; i < t->nseg; i++)
         free(t->seg_text[i]);
+    if (t->types) cv_pgtypes_free(t->types, t->ncols);
+    free(t->types), free(t->attnum), free(t->layout), free(t->text_source), free(t->text_alias);
     free(t->col), free(t->coltype), free(t->typoid), free(t->key), free(t->keyname), free(t->keytype);
     free(t->seg_text), free(t->seg_col), free(t->schema), free(t->name), free(t->qualified);
     memset(t, 0, sizeof *t);
 }
 
-/* JSON value of a column's text form, by type: numbers, booleans and JSON stay typed. */
-static json_t *json_of(uint32_t typoid, const char *v, size_t n) {
-    switch (typoid) {
-    case 16: return json_boolean(n > 0 && v[0] == 't');
-    case 20:
-    case 21:
-    case 23:
-    case 700:
-    case 701:
-    case 1700: {
-        json_t *j = json_loadb(v, n, JSON_DECODE_ANY, NULL); /* NaN/Infinity are not JSON: text */
-        if (j && json_is_number(j)) return j;
-        json_decref(j);
-        return json_stringn(v, n);
+cv_err cv_table_probe(PGconn *db, const cv_table *t, uint32_t *oid, char **layout, cv_pg_fault *f) {
+    *oid = 0;
+    *layout = NULL;
+    const char *p[2] = {t->schema, t->name};
+    PGresult *r = PQexecParams(
+        db,
+        "SELECT c.oid, coalesce(string_agg(a.attnum || ':' || a.attname || ':' || a.atttypid, ',' ORDER BY "
+        "a.attnum), '') FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace LEFT JOIN pg_attribute "
+        "a ON "
+        "a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' WHERE n.nspname "
+        "= $1 "
+        "AND c.relname = $2 AND c.relkind IN ('r', 'p') GROUP BY c.oid",
+        2, NULL, p, NULL, NULL, 0);
+    if (!ok(r)) {
+        cv_err e = failed(db, r, "probe_table", f);
+        PQclear(r);
+        return e;
     }
-    case 114:
-    case 3802: {
-        json_t *j = json_loadb(v, n, JSON_DECODE_ANY, NULL);
-        return j ? j : json_stringn(v, n);
+    if (PQntuples(r) == 1) {
+        *oid = (uint32_t)strtoul(PQgetvalue(r, 0, 0), NULL, 10);
+        *layout = strdup(PQgetvalue(r, 0, 1));
     }
-    default: return json_stringn(v, n);
-    }
+    PQclear(r);
+    return CV_OK;
+}
+
+static int is_key(const cv_table *t, int i) {
+    for (int k = 0; k < t->nkeys; k++)
+        if (t->key[k] == i) return 1;
+    return 0;
 }
 
 cv_err cv_change_from_row(const cv_table *t, const cv_rowval *v, int del, cv_change *c) {
     memset(c, 0, sizeof *c);
     c->del = del;
     c->key = calloc((size_t)t->nkeys + 1, sizeof(char *)); /* NULL-terminated */
+    CV_ASSERT(c->key);
     for (int k = 0; k < t->nkeys; k++) {
         const cv_rowval *kv = &v[t->key[k]];
         if (kv->kind != 't') {
-            cv_error("event=bad_change table=%s.%s error=\"primary key column %s is %s\"", t->schema, t->name,
-                     t->col[t->key[k]], kv->kind == 'n' ? "NULL" : "missing");
+            cv_error("event=bad_change table=%s error=\"primary key column %s is %s in the row image\" "
+                     "fix=\"ALTER TABLE %s REPLICA IDENTITY DEFAULT\"",
+                     t->qualified, t->col[t->key[k]], kv->kind == 'n' ? "NULL" : "missing", t->qualified);
             cv_change_free(c);
             return CV_ERR_FORMAT;
         }
@@ -213,61 +342,66 @@ cv_err cv_change_from_row(const cv_table *t, const cv_rowval *v, int del, cv_cha
         c->text_state = tv->kind == 't' ? CV_TEXT_KNOWN : tv->kind == 'n' ? CV_TEXT_NULL : CV_TEXT_UNKNOWN;
         if (tv->kind == 't') c->text = strndup(tv->val, tv->len);
     } else {
-        size_t len = 0;
-        for (int s = 0; s < t->nseg; s++) {
-            if (t->seg_col[s] < 0)
-                len += strlen(t->seg_text[s]);
-            else if (v[t->seg_col[s]].kind == 'u')
-                c->text_state = CV_TEXT_UNKNOWN;
-            else if (v[t->seg_col[s]].kind == 't')
-                len += v[t->seg_col[s]].len;
-        }
-        if (c->text_state == CV_TEXT_KNOWN) {
-            c->text = malloc(len + 1);
-            size_t o = 0;
+        for (int s = 0; s < t->nseg; s++)
+            if (t->seg_col[s] >= 0 && v[t->seg_col[s]].kind == 'u') c->text_fetch = 1;
+        if (c->text_fetch) { /* the template's other columns may have changed: read the row */
+            c->text_state = CV_TEXT_UNKNOWN;
+        } else {
+            cv_buf b = {0};
+            cv_buf_put(&b, "", 0);
             for (int s = 0; s < t->nseg; s++) {
-                const char *src = t->seg_col[s] < 0 ? t->seg_text[s] : v[t->seg_col[s]].val;
-                size_t n = t->seg_col[s] < 0              ? strlen(src)
-                           : v[t->seg_col[s]].kind == 't' ? v[t->seg_col[s]].len
-                                                          : 0;
-                if (n) memcpy(c->text + o, src, n);
-                o += n;
+                if (t->seg_col[s] < 0)
+                    cv_buf_puts(&b, t->seg_text[s]);
+                else if (v[t->seg_col[s]].kind == 't')
+                    cv_buf_put(&b, v[t->seg_col[s]].val, v[t->seg_col[s]].len);
             }
-            c->text[o] = 0;
+            if (b.oom) return CV_ERR_NOMEM;
+            c->text = b.p ? b.p : strdup("");
+            c->text_state = CV_TEXT_KNOWN;
         }
     }
-    /* the payload: every other column (not keys, not the embedded column) */
-    json_t *obj = json_object();
-    for (int i = 0; i < t->ncols; i++) {
-        int is_key = 0;
-        for (int k = 0; k < t->nkeys; k++)
-            is_key |= t->key[k] == i;
-        if (is_key || i == t->text_col || v[i].kind == 'u') continue;
-        json_object_set_new(obj, t->col[i],
-                            v[i].kind == 'n' ? json_null() : json_of(t->typoid[i], v[i].val, v[i].len));
+    /* the payload: every other column (not keys, not the embedded column), as to_jsonb() */
+    cv_buf pay = {0}, keep = {0};
+    cv_buf_puts(&pay, "{");
+    int np = 0, nk = 0;
+    for (int i = 0; i < t->ncols && !c->fail; i++) {
+        if (is_key(t, i) || i == t->text_col) continue;
+        if (v[i].kind == 'u') { /* not in this row image: the stored value stays */
+            cv_buf_puts(&keep, nk++ ? "," : "[");
+            cv_json_string(&keep, t->col[i], strlen(t->col[i]));
+            continue;
+        }
+        if (np++) cv_buf_puts(&pay, ",");
+        cv_json_string(&pay, t->col[i], strlen(t->col[i]));
+        cv_buf_puts(&pay, ":");
+        if (v[i].kind == 'n') {
+            cv_buf_puts(&pay, "null");
+        } else if (cv_pgvalue_json(&pay, &t->types[i], v[i].val, v[i].len)) {
+            cv_buf why = {0};
+            cv_buf_printf(&why, "column %s: its value (%zu bytes) could not be converted to JSON", t->col[i],
+                          v[i].len);
+            c->fail = why.p ? why.p : strdup("a value could not be converted to JSON");
+        }
     }
-    c->payload = json_dumps(obj, JSON_COMPACT);
-    json_decref(obj);
-    return c->payload ? CV_OK : CV_ERR_NOMEM;
+    cv_buf_puts(&pay, "}");
+    if (nk) cv_buf_puts(&keep, "]");
+    if (pay.oom || keep.oom) {
+        free(pay.p), free(keep.p);
+        cv_change_free(c);
+        return CV_ERR_NOMEM;
+    }
+    c->payload = pay.p;
+    c->keep = keep.p;
+    return CV_OK;
 }
 
-void cv_change_free(cv_change *c) {
-    for (int k = 0; c->key && c->key[k]; k++)
-        free(c->key[k]);
-    free(c->key);
-    free(c->text);
-    free(c->payload);
-    c->key = NULL;
-    c->text = c->payload = NULL;
-}
-
-/* SELECT list: every column as text, in attnum order. */
-static void select_list(const cv_table *t, char *out, size_t len) {
-    size_t o = 0;
-    char id[300];
-    for (int i = 0; i < t->ncols && o < len; i++) {
-        cv_sql_ident(t->col[i], id, sizeof id);
-        o += (size_t)snprintf(out + o, len - o, "%s%s::text", i ? ", " : "", id);
+/* SELECT list: every column, bare (text-format results are the output functions' text, as
+ * pgoutput sends: `col::text` differs for char(n) and inet). */
+static void select_list(const cv_table *t, cv_buf *out) {
+    for (int i = 0; i < t->ncols; i++) {
+        if (i) cv_buf_puts(out, ", ");
+        cv_buf_puts(out, "src.");
+        cv_pg_ident(out, t->col[i]);
     }
 }
 
@@ -280,24 +414,28 @@ static void rowvals_from_result(const cv_table *t, PGresult *r, int row, cv_rowv
     }
 }
 
-cv_err cv_fetch_texts(PGconn *db, const cv_table *t, cv_change **chg, int n) {
-    char sel[8192], where[2048], id[300], sql[12288];
-    select_list(t, sel, sizeof sel);
-    size_t o = 0;
+cv_err cv_fetch_texts(PGconn *db, const cv_table *t, cv_change **chg, int n, cv_pg_fault *f) {
+    cv_buf sql = {0};
+    cv_buf_puts(&sql, "SELECT ");
+    select_list(t, &sql);
+    cv_buf_printf(&sql, " FROM %s AS src WHERE ", t->qualified);
     for (int k = 0; k < t->nkeys; k++) {
-        cv_sql_ident(t->keyname[k], id, sizeof id);
-        o += (size_t)snprintf(where + o, sizeof where - o, "%s%s = $%d::%s", k ? " AND " : "", id, k + 1,
-                              t->keytype[k]);
+        if (k) cv_buf_puts(&sql, " AND ");
+        cv_buf_puts(&sql, "src.");
+        cv_pg_ident(&sql, t->keyname[k]);
+        cv_buf_printf(&sql, " = $%d::%s", k + 1, t->keytype[k]);
     }
-    snprintf(sql, sizeof sql, "SELECT %s FROM %s WHERE %s", sel, t->qualified, where);
-    cv_rowval *v = calloc((size_t)t->ncols, sizeof *v);
+    if (sql.oom) return CV_ERR_NOMEM;
+    cv_rowval *v = calloc((size_t)t->ncols + 1, sizeof *v);
     cv_err e = CV_OK;
     for (int i = 0; i < n && !e; i++) {
-        PGresult *r = PQexecParams(db, sql, t->nkeys, NULL, (const char *const *)chg[i]->key, NULL, NULL, 0);
+        PGresult *r =
+            PQexecParams(db, sql.p, t->nkeys, NULL, (const char *const *)chg[i]->key, NULL, NULL, 0);
         if (!ok(r)) {
-            e = query_failed(db, r, "fetch_text");
+            e = failed(db, r, "fetch_text", f);
         } else if (PQntuples(r) == 0) {
             chg[i]->text_state = CV_TEXT_NULL; /* gone since: a later delete in the stream removes it */
+            chg[i]->text_fetch = 0;
         } else {
             rowvals_from_result(t, r, 0, v);
             cv_change fresh;
@@ -305,6 +443,7 @@ cv_err cv_fetch_texts(PGconn *db, const cv_table *t, cv_change **chg, int n) {
                 free(chg[i]->text);
                 chg[i]->text = fresh.text;
                 chg[i]->text_state = fresh.text_state;
+                chg[i]->text_fetch = 0;
                 fresh.text = NULL;
                 cv_change_free(&fresh);
             }
@@ -312,35 +451,38 @@ cv_err cv_fetch_texts(PGconn *db, const cv_table *t, cv_change **chg, int n) {
         PQclear(r);
     }
     free(v);
+    free(sql.p);
     return e;
 }
 
-cv_err cv_read_page(PGconn *db, const cv_table *t, char **after, int limit, cv_change *out, int *n) {
-    char sel[8192], keys[2048] = "", params[2048] = "", id[300], sql[16384];
-    select_list(t, sel, sizeof sel);
-    size_t o = 0, q = 0;
+cv_err cv_read_page(PGconn *db, const cv_table *t, char **after, int limit, cv_change *out, int *n,
+                    cv_pg_fault *f) {
+    cv_buf sql = {0}, keys = {0}, params = {0};
     for (int k = 0; k < t->nkeys; k++) {
-        cv_sql_ident(t->keyname[k], id, sizeof id);
-        /* qualified: a bare name in ORDER BY would mean the ::text output column */
-        o += (size_t)snprintf(keys + o, sizeof keys - o, "%ssrc.%s", k ? ", " : "", id);
-        q +=
-            (size_t)snprintf(params + q, sizeof params - q, "%s$%d::%s", k ? ", " : "", k + 1, t->keytype[k]);
+        /* qualified: a bare name in ORDER BY could mean an output column */
+        cv_buf_puts(&keys, k ? ", src." : "src.");
+        cv_pg_ident(&keys, t->keyname[k]);
+        cv_buf_printf(&params, "%s$%d::%s", k ? ", " : "", k + 1, t->keytype[k]);
     }
-    if (after)
-        snprintf(sql, sizeof sql, "SELECT %s FROM %s AS src WHERE (%s) > (%s) ORDER BY %s LIMIT %d", sel,
-                 t->qualified, keys, params, keys, limit);
-    else
-        snprintf(sql, sizeof sql, "SELECT %s FROM %s AS src ORDER BY %s LIMIT %d", sel, t->qualified, keys,
-                 limit);
-    PGresult *r =
-        PQexecParams(db, sql, after ? t->nkeys : 0, NULL, (const char *const *)after, NULL, NULL, 0);
+    cv_buf_puts(&sql, "SELECT ");
+    select_list(t, &sql);
+    cv_buf_printf(&sql, " FROM %s AS src", t->qualified);
+    if (after) cv_buf_printf(&sql, " WHERE (%s) > (%s)", keys.p, params.p);
+    cv_buf_printf(&sql, " ORDER BY %s LIMIT %d", keys.p, limit);
     *n = 0;
+    if (sql.oom || keys.oom || params.oom) {
+        free(sql.p), free(keys.p), free(params.p);
+        return CV_ERR_NOMEM;
+    }
+    PGresult *r =
+        PQexecParams(db, sql.p, after ? t->nkeys : 0, NULL, (const char *const *)after, NULL, NULL, 0);
+    free(sql.p), free(keys.p), free(params.p);
     if (!ok(r)) {
-        cv_err e = query_failed(db, r, "backfill_page");
+        cv_err e = failed(db, r, "backfill_page", f);
         PQclear(r);
         return e;
     }
-    cv_rowval *v = calloc((size_t)t->ncols, sizeof *v);
+    cv_rowval *v = calloc((size_t)t->ncols + 1, sizeof *v);
     cv_err e = CV_OK;
     for (int i = 0; i < PQntuples(r) && !e; i++) {
         rowvals_from_result(t, r, i, v);
@@ -351,12 +493,57 @@ cv_err cv_read_page(PGconn *db, const cv_table *t, char **after, int limit, cv_c
     return e;
 }
 
-cv_err cv_source_prepare(PGconn *db, const cv_table *t, const char *publication) {
+/* The table itself must be publishable and its row images must carry the primary key. */
+static cv_err check_table(PGconn *db, const cv_table *t, cv_pg_fault *f) {
+    if (t->persistence != 'p') {
+        cv_error("event=table_not_logged table=%s error=\"%s tables are not written to the WAL, so logical "
+                 "replication cannot see their changes\" fix=\"ALTER TABLE %s SET LOGGED\"",
+                 t->qualified, t->persistence == 'u' ? "unlogged" : "temporary", t->qualified);
+        return refuse(f, "config");
+    }
+    if (t->replident == 'n') {
+        cv_error("event=replica_identity_nothing table=%s error=\"REPLICA IDENTITY NOTHING: deletes and key "
+                 "changes would not say which row they touch, and publishing the table would make the "
+                 "application's own UPDATE and DELETE fail\" fix=\"ALTER TABLE %s REPLICA IDENTITY DEFAULT\"",
+                 t->qualified, t->qualified);
+        return refuse(f, "config");
+    }
+    if (t->replident == 'i') { /* the identity index must hold every primary key column */
+        char oid[16];
+        snprintf(oid, sizeof oid, "%u", t->oid);
+        const char *p[1] = {oid};
+        PGresult *r =
+            PQexecParams(db,
+                         "SELECT coalesce((SELECT array_agg(k) FROM pg_index i, unnest(i.indkey) k WHERE "
+                         "i.indrelid = $1::oid AND i.indisreplident) @> (SELECT array_agg(k) FROM "
+                         "pg_index i, unnest(i.indkey) k WHERE i.indrelid = $1::oid AND i.indisprimary), "
+                         "false)",
+                         1, NULL, p, NULL, NULL, 0);
+        if (!ok(r)) {
+            cv_err e = failed(db, r, "replica_identity", f);
+            PQclear(r);
+            return e;
+        }
+        int covers = PQgetvalue(r, 0, 0)[0] == 't';
+        PQclear(r);
+        if (!covers) {
+            cv_error(
+                "event=replica_identity_index table=%s error=\"the REPLICA IDENTITY index does not include "
+                "the primary key, so a DELETE would not say which vector to remove\" fix=\"ALTER TABLE %s "
+                "REPLICA IDENTITY DEFAULT (or FULL)\"",
+                t->qualified, t->qualified);
+            return refuse(f, "config");
+        }
+    }
+    return CV_OK;
+}
+
+cv_err cv_source_prepare(PGconn *db, const cv_table *t, const char *publication, cv_pg_fault *f) {
     PGresult *r =
         PQexec(db, "SELECT current_setting('wal_level'), (SELECT rolreplication OR rolsuper FROM pg_roles "
                    "WHERE rolname = current_user), current_user");
     if (!ok(r)) {
-        cv_err e = query_failed(db, r, "server_settings");
+        cv_err e = failed(db, r, "server_settings", f);
         PQclear(r);
         return e;
     }
@@ -366,37 +553,54 @@ cv_err cv_source_prepare(PGconn *db, const cv_table *t, const char *publication)
             "restart PostgreSQL\"",
             PQgetvalue(r, 0, 0));
         PQclear(r);
-        return CV_ERR_UNSUPPORTED;
+        return refuse(f, "config");
     }
     if (PQgetvalue(r, 0, 1)[0] != 't') {
         cv_error("event=no_replication_privilege role=%s fix=\"ALTER ROLE %s REPLICATION (as a superuser)\"",
                  PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 2));
         PQclear(r);
-        return CV_ERR_UNSUPPORTED;
+        return refuse(f, "privilege");
     }
     PQclear(r);
-    const char *p[3] = {publication, t->schema, t->name};
-    r = PQexecParams(db,
-                     "SELECT (SELECT count(*) FROM pg_publication WHERE pubname = $1), (SELECT count(*) FROM "
-                     "pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3)",
-                     3, NULL, p, NULL, NULL, 0);
+    cv_err e = check_table(db, t, f); /* before any publication exists: never in the application's way */
+    if (e) return e;
+    char oid[16];
+    snprintf(oid, sizeof oid, "%u", t->oid);
+    const char *p[2] = {publication, oid};
+    r = PQexecParams(
+        db,
+        "SELECT (SELECT count(*) FROM pg_publication WHERE pubname = $1), (SELECT count(*) FROM "
+        "pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid WHERE p.pubname = $1 AND "
+        "pr.prrelid = $2::oid), (SELECT pubviaroot FROM pg_publication WHERE pubname = $1)",
+        2, NULL, p, NULL, NULL, 0);
     if (!ok(r)) {
-        cv_err e = query_failed(db, r, "publication");
+        e = failed(db, r, "publication", f);
         PQclear(r);
         return e;
     }
     int exists = atoi(PQgetvalue(r, 0, 0)), has = atoi(PQgetvalue(r, 0, 1));
+    int viaroot = PQgetvalue(r, 0, 2)[0] == 't';
     PQclear(r);
-    if (has) return CV_OK;
-    char pub[300], sql[1024];
-    cv_sql_ident(publication, pub, sizeof pub);
-    if (exists)
-        snprintf(sql, sizeof sql, "ALTER PUBLICATION %s ADD TABLE %s", pub, t->qualified);
-    else
-        snprintf(sql, sizeof sql, "CREATE PUBLICATION %s FOR TABLE %s", pub, t->qualified);
-    r = PQexec(db, sql);
-    cv_err e = ok(r) ? CV_OK : query_failed(db, r, "create_publication");
-    if (!e) cv_info("event=publication_ready publication=%s table=%s", publication, t->qualified);
-    PQclear(r);
+    int partitioned = t->relkind == 'p';
+    cv_buf sql = {0}, pub = {0};
+    cv_pg_ident(&pub, publication);
+    if (!exists)
+        cv_buf_printf(&sql, "CREATE PUBLICATION %s FOR TABLE %s%s", pub.p, t->qualified,
+                      partitioned ? " WITH (publish_via_partition_root = true)" : "");
+    else {
+        if (!has) cv_buf_printf(&sql, "ALTER PUBLICATION %s ADD TABLE %s; ", pub.p, t->qualified);
+        /* changes to partitions must arrive as the partitioned table's */
+        if (partitioned && !viaroot)
+            cv_buf_printf(&sql, "ALTER PUBLICATION %s SET (publish_via_partition_root = true);", pub.p);
+    }
+    if (sql.p) {
+        r = PQexec(db, sql.p);
+        e = ok(r) ? CV_OK : failed(db, r, "create_publication", f);
+        if (!e)
+            cv_info("event=publication_ready publication=%s table=%s via_partition_root=%d", publication,
+                    t->qualified, partitioned);
+        PQclear(r);
+    }
+    free(sql.p), free(pub.p);
     return e;
 }

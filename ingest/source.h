@@ -5,63 +5,73 @@
 #include <libpq-fe.h>
 #include <stdint.h>
 
+#include "../apply/apply.h"
 #include "../common/cv_err.h"
+#include "../common/cv_pg.h"
+#include "pgvalue.h"
 
 typedef struct cv_table {
     char *schema, *name;
     char *qualified; /* "schema"."name" */
     uint32_t oid;
+    char relkind;     /* 'r' table, 'p' partitioned */
+    char replident;   /* pg_class.relreplident: d default, n nothing, f full, i index */
+    char persistence; /* p permanent, u unlogged, t temporary */
     int ncols;
-    char **col;       /* (ncols) column names, attnum order */
+    char **col;       /* (ncols) column names, attnum order (generated columns left out) */
     char **coltype;   /* (ncols) format_type() */
     uint32_t *typoid; /* (ncols) */
+    int *attnum;      /* (ncols) */
+    cv_pgtype *types; /* (ncols) how each column's text becomes JSON */
     int nkeys;
     int *key;                        /* (nkeys) column index of each primary key column, in key order */
     const char **keyname, **keytype; /* (nkeys) views into col / coltype */
+    int key_exact;                   /* keys compare exactly by their text form */
     int text_col;                    /* embedded column, or -1 with a template */
+    char *text_alias;                /* an earlier name of the embedded column (followed rename), or NULL */
     int nseg;                        /* template: literal and column segments */
     char **seg_text;                 /* (nseg) literal text or NULL */
     int *seg_col;                    /* (nseg) column index or -1 */
+    char *layout;                    /* "attnum:name:typoid,..." of every column: a schema change alters it */
+    char *text_source;               /* "column <attnum>" or "template <text>": what is embedded */
 } cv_table;
 
-/* A row's values by column index: kind 'n' NULL, 'u' unchanged TOASTed (unknown), 't'. */
+/* A row's values by column index: kind 'n' NULL, 'u' unknown (an unchanged TOASTed value, or a
+ * column the row image does not have), 't' text. */
 typedef struct cv_rowval {
     char kind;
     const char *val;
     size_t len;
 } cv_rowval;
 
-enum { CV_TEXT_KNOWN = 0, CV_TEXT_NULL, CV_TEXT_UNKNOWN };
-
-typedef struct cv_change {
-    int del;    /* 1: delete by key */
-    char **key; /* (nkeys) owned, NULL-terminated */
-    char *text; /* CV_TEXT_KNOWN: the text to embed */
-    int text_state;
-    char *payload;      /* JSON object of the other columns (unchanged TOASTed ones left out) */
-    double commit_time; /* monotonic seconds when its commit was seen, for latency */
-} cv_change;
-
-/* Describes schema.table on db; checks the primary key, the text column or template.
- * Errors are logged with the fix. */
+/* Describes schema.table on db: columns, their types, the primary key, the text column or
+ * template (text_column NULL and no template: no text, for searches). recorded_text_source:
+ * what an earlier run embedded ("column <attnum>"), to follow a rename (NULL: none). Errors are logged with
+ * the fix; *fault says whether it is permanent. */
 cv_err cv_table_describe(PGconn *db, const char *qualified, const char *text_column, const char *template_,
-                         cv_table *t);
+                         const char *recorded_text_source, cv_table *t, cv_pg_fault *fault);
 void cv_table_free(cv_table *t);
 
-/* Builds a change from row values (by column index). del: key only. */
+/* The table's OID and layout now (as cv_table's), for noticing a schema change or a table
+ * dropped and recreated; *oid 0 when the table is gone. layout owned by the caller. */
+cv_err cv_table_probe(PGconn *db, const cv_table *t, uint32_t *oid, char **layout, cv_pg_fault *fault);
+
+/* Builds a change from row values (by column index). del: key only. A value that cannot be
+ * converted makes the change a failed one (c->fail), never a silent wrong payload. */
 cv_err cv_change_from_row(const cv_table *t, const cv_rowval *v, int del, cv_change *c);
-void cv_change_free(cv_change *c);
 
 /* Reads the current text of the rows (by key) from the source: for texts the stream could
  * not give (unchanged TOASTed values). Sets text/text_state of each change. */
-cv_err cv_fetch_texts(PGconn *db, const cv_table *t, cv_change **chg, int n);
+cv_err cv_fetch_texts(PGconn *db, const cv_table *t, cv_change **chg, int n, cv_pg_fault *fault);
 
 /* One page of rows in key order after `after` (NULL: from the start), within whatever
  * transaction db has open. Returns the number of changes written into out (<= limit). */
-cv_err cv_read_page(PGconn *db, const cv_table *t, char **after, int limit, cv_change *out, int *n);
+cv_err cv_read_page(PGconn *db, const cv_table *t, char **after, int limit, cv_change *out, int *n,
+                    cv_pg_fault *fault);
 
-/* Checks what the server must provide (wal_level=logical, REPLICATION privilege), and
- * creates the publication for the table if missing. */
-cv_err cv_source_prepare(PGconn *db, const cv_table *t, const char *publication);
+/* Checks what the server and the table must provide (wal_level=logical, REPLICATION, a
+ * logged table, a replica identity that carries the primary key) and creates or completes the
+ * publication for the table (partitioned tables through publish_via_partition_root). */
+cv_err cv_source_prepare(PGconn *db, const cv_table *t, const char *publication, cv_pg_fault *fault);
 
 #endif

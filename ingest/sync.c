@@ -1,14 +1,26 @@
-/* sync.c: the replication stream of `cdcvec sync`.
+/* sync.c: the replication stream of `cdcvec sync`, and its retries.
  *
  * One session = one replication connection: make sure the publication and slot exist (a new
  * slot exports a snapshot, through which the existing rows are embedded before anything
  * else is sent on that connection), START_REPLICATION from the slot's confirmed position,
  * then read CopyData: 'w' carries one pgoutput message, 'k' a keepalive. Changes of a
  * transaction are buffered until its Commit; committed transactions accumulate into a
- * batch that is applied to the sink (one sink transaction, recording the last commit's end
+ * batch that the apply stage writes (one store transaction, recording the last commit's end
  * LSN) when it holds --batch-rows changes or its oldest change waited --batch-ms. Only then
- * is that LSN sent as the flush position. A failed session is retried with backoff; it
- * replays from the slot, and transactions at or below the sink's recorded LSN are skipped. */
+ * is that LSN sent as the flush position.
+ *
+ * Schema changes: row images are mapped to the table's columns by name, and a column a row
+ * image does not have keeps its stored payload value. A renamed text column is followed (by
+ * attnum); a dropped one stops the sync with the fix. Every few seconds the catalog is
+ * probed: a new column set, or a table dropped and recreated (a new OID), ends the session
+ * after the pending batch, and the next one refreshes every row's payload (texts re-embedded
+ * only where they changed) or rebuilds from a new snapshot.
+ *
+ * Retries: every failure is classified where it enters. Permanent ones (privileges,
+ * configuration, authentication, missing objects) stop with exit 1 and the fix; retriable
+ * ones start a new session after an exponential backoff with jitter, capped at 30 s, that
+ * only resets after a session streamed for a minute. The model, the embedding server and its
+ * HTTP port stay up across sessions. */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,12 +28,17 @@
 #include <sys/select.h>
 #include <time.h>
 
+#include "../common/cv_buf.h"
 #include "../common/cv_log.h"
 #include "pgoutput.h"
 #include "sync_impl.h"
 
 #define FEEDBACK_INTERVAL 10.0 /* seconds; wal_sender_timeout defaults to 60 */
+#define PROBE_INTERVAL    2.0  /* seconds between catalog probes */
 #define PG_EPOCH_UNIX     946684800.0
+#define BACKOFF_BASE      0.2
+#define BACKOFF_CAP       30.0
+#define HEALTHY_SESSION   60.0 /* seconds of streaming after which the backoff starts over */
 
 typedef struct {
     cv_change *v;
@@ -39,10 +56,11 @@ typedef struct {
     chg_list txn, pend;
     int pend_truncate;
     uint64_t pend_end;
-    double pend_since, pend_commit_unix, last_feedback;
+    double pend_since, pend_commit_unix, last_feedback, last_probe;
     long n_ins, n_upd, n_del, n_trunc;
     int *relmap; /* relation column -> table column, for the table's latest Relation message */
     int rel_ncols;
+    int table_gone_logged;
 } stream;
 
 static uint64_t be64(const char *p) {
@@ -70,6 +88,23 @@ static void list_clear(chg_list *l) {
     l->n = 0;
 }
 
+/* Logs a replication-connection failure, classified; returns the session's error. */
+static cv_err repl_failed(stream *st, PGresult *r, const char *step) {
+    cv_sync *s = st->s;
+    if (r)
+        cv_pg_classify_result(st->repl, r, &s->fault);
+    else
+        s->fault = (cv_pg_fault){1, "connection", NULL};
+    cv_buf m = {0};
+    cv_error("event=replication_failed step=%s slot=%s kind=%s retriable=%d error=\"%s\"%s%s%s", step,
+             s->slot, s->fault.kind, s->fault.retriable,
+             cv_pg_errtext(r ? PQresultErrorMessage(r) : PQerrorMessage(st->repl), &m),
+             s->fault.fix ? " fix=\"" : "", s->fault.fix ? s->fault.fix : "", s->fault.fix ? "\"" : "");
+    free(m.p);
+    cv_sync_error(s, "source", &s->fault);
+    return s->fault.retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
+}
+
 static cv_err send_feedback(stream *st) {
     char buf[34];
     buf[0] = 'r';
@@ -78,21 +113,38 @@ static cv_err send_feedback(stream *st) {
     put64(buf + 17, st->confirmed);                                              /* applied */
     put64(buf + 25, (uint64_t)((cv_wall_now() - PG_EPOCH_UNIX) * 1e6));
     buf[33] = 0;
-    if (PQputCopyData(st->repl, buf, sizeof buf) != 1 || PQflush(st->repl) != 0) {
-        cv_error("event=feedback_failed error=\"%s\"", PQerrorMessage(st->repl));
-        return CV_ERR_TIMEOUT;
-    }
+    if (PQputCopyData(st->repl, buf, sizeof buf) != 1 || PQflush(st->repl) != 0)
+        return repl_failed(st, NULL, "feedback");
     st->last_feedback = cv_now();
     return CV_OK;
+}
+
+/* A failed batch: counted by stage and kind; permanent when the store refused for good or a
+ * change failed under --on-error stop. */
+static cv_err batch_failed(cv_sync *s, cv_err e) {
+    if (e == CV_ERR_ARG) {
+        s->fault = (cv_pg_fault){0, "data",
+                                 "fix the row (its key and reason are logged above) or run with "
+                                 "--on-error dead-letter to record it and go on"};
+        cv_sync_error(s, "sink", &s->fault);
+        return CV_ERR_UNSUPPORTED;
+    }
+    const char *kind, *fix;
+    cv_sink_last_fault(s->sink, &kind, &fix);
+    int embed =
+        e == CV_ERR_BUSY || e == CV_ERR_SHUTDOWN || (e == CV_ERR_TIMEOUT && !strcmp(kind, "connection"));
+    cv_pg_fault f = {e == CV_ERR_TIMEOUT || e == CV_ERR_BUSY || e == CV_ERR_SHUTDOWN, kind, fix};
+    cv_sync_error(s, embed ? "embed" : "sink", &f);
+    return f.retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
 }
 
 static cv_err flush_pending(stream *st) {
     if (st->pend.n == 0 && !st->pend_truncate) return CV_OK;
     cv_sync *s = st->s;
-    cv_err e =
-        cv_sync_flush(s, st->pend.v, st->pend.n, st->pend_truncate, st->pend_end, 0, st->pend_commit_unix);
+    cv_err e = cv_apply_batch(s->apply, st->pend.v, st->pend.n, st->pend_truncate, st->pend_end, 0,
+                              st->pend_commit_unix);
     st->pend.n = 0; /* consumed either way: on failure the session ends and the slot replays */
-    if (e) return e;
+    if (e) return batch_failed(s, e);
     cv_metric_add(s->m_changes_ins, (double)st->n_ins);
     cv_metric_add(s->m_changes_upd, (double)st->n_upd);
     cv_metric_add(s->m_changes_del, (double)st->n_del);
@@ -104,11 +156,12 @@ static cv_err flush_pending(stream *st) {
     return send_feedback(st);
 }
 
-/* Table-column values of a tuple, through the relation map. */
+/* Table-column values of a tuple, through the relation map: a column the row image does not
+ * have is unknown (its stored value stays), never NULL. */
 static void rowvals(stream *st, const cv_pg_tuple *tup, cv_rowval *v) {
     const cv_table *t = &st->s->t;
     for (int i = 0; i < t->ncols; i++)
-        v[i] = (cv_rowval){'n', NULL, 0};
+        v[i] = (cv_rowval){'u', NULL, 0};
     for (int i = 0; i < tup->ncols && i < st->rel_ncols; i++) {
         int c = st->relmap[i];
         if (c < 0) continue;
@@ -122,17 +175,85 @@ static int same_key(char **a, char **b) {
     return 1;
 }
 
+/* The text column is not in a Relation message by its name: renamed (follow it, by attnum)
+ * or dropped (stop). Returns the relation's column index of the text column, or -1 with
+ * *e set. */
+static int text_column_moved(stream *st, const cv_pg_rel *rel, cv_err *e) {
+    cv_sync *s = st->s;
+    cv_table *t = &s->t;
+    char oid[16], att[16];
+    snprintf(oid, sizeof oid, "%u", t->oid);
+    snprintf(att, sizeof att, "%d", t->attnum[t->text_col]);
+    const char *p[2] = {oid, att};
+    PGresult *r =
+        PQexecParams(s->src,
+                     "SELECT attname, attisdropped FROM pg_attribute WHERE attrelid = $1::oid AND attnum = "
+                     "$2::int2",
+                     2, NULL, p, NULL, NULL, 0);
+    int at = -1;
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && PQgetvalue(r, 0, 1)[0] == 'f') {
+        for (int i = 0; i < rel->ncols; i++)
+            if (strcmp(rel->col[i].name, PQgetvalue(r, 0, 0)) == 0) at = i;
+    }
+    if (at >= 0) {
+        cv_warn("event=text_column_renamed table=%s from=%s to=%s note=\"following the rename; pass "
+                "--text-column "
+                "%s from now on\"",
+                t->qualified, t->col[t->text_col], rel->col[at].name, rel->col[at].name);
+        free(t->col[t->text_col]);
+        t->col[t->text_col] = strdup(rel->col[at].name);
+    } else {
+        cv_error(
+            "event=text_column_dropped table=%s column=%s error=\"the embedded column is gone from the "
+            "table: "
+            "later changes would have no text\" fix=\"choose another with --text-column or --template, and "
+            "--resnapshot 1\"",
+            t->qualified, t->col[t->text_col]);
+        s->fault = (cv_pg_fault){0, "config", NULL};
+        *e = CV_ERR_UNSUPPORTED;
+    }
+    PQclear(r);
+    return at;
+}
+
+static cv_err on_relation(stream *st, const cv_pg_rel *rel) {
+    cv_table *t = &st->s->t;
+    free(st->relmap);
+    st->rel_ncols = rel->ncols;
+    st->relmap = malloc(sizeof(int) * (size_t)(rel->ncols ? rel->ncols : 1));
+    CV_ASSERT(st->relmap);
+    int text_at = -1;
+    for (int i = 0; i < rel->ncols; i++) {
+        st->relmap[i] = -1;
+        for (int k = 0; k < t->ncols; k++)
+            if (strcmp(t->col[k], rel->col[i].name) == 0) st->relmap[i] = k;
+        if (t->text_col >= 0 && t->text_alias && strcmp(rel->col[i].name, t->text_alias) == 0)
+            st->relmap[i] = t->text_col; /* an earlier name of the followed column */
+        if (t->text_col >= 0 && st->relmap[i] == t->text_col) text_at = i;
+    }
+    cv_err e = CV_OK;
+    if (t->text_col >= 0 && text_at < 0) {
+        if ((e = flush_pending(st))) return e; /* what came before is fine */
+        text_at = text_column_moved(st, rel, &e);
+        if (text_at >= 0) st->relmap[text_at] = t->text_col;
+    }
+    return e;
+}
+
 static cv_err on_message(stream *st, const uint8_t *data, size_t len) {
     cv_pg_msg m;
     char err[256];
+    cv_sync *s = st->s;
     if (cv_pg_decode(data, len, &m, err, sizeof err)) {
         cv_error("event=bad_replication_message error=\"%s\"", err);
-        return CV_ERR_FORMAT; /* the session restarts and replays: nothing is skipped */
+        s->fault = (cv_pg_fault){1, "server", NULL};
+        cv_sync_error(s, "source", &s->fault);
+        return CV_ERR_TIMEOUT; /* the session restarts and replays: nothing is skipped */
     }
-    cv_sync *s = st->s;
     cv_table *t = &s->t;
     cv_err e = CV_OK;
     cv_rowval *v = calloc((size_t)t->ncols + 1, sizeof *v);
+    CV_ASSERT(v);
     cv_change c;
     switch (m.type) {
     case 'B':
@@ -141,20 +262,7 @@ static cv_err on_message(stream *st, const uint8_t *data, size_t len) {
         list_clear(&st->txn);
         break;
     case 'R':
-        if (m.rel.oid == t->oid) {
-            free(st->relmap);
-            st->rel_ncols = m.rel.ncols;
-            st->relmap = malloc(sizeof(int) * (size_t)(m.rel.ncols ? m.rel.ncols : 1));
-            for (int i = 0; i < m.rel.ncols; i++) {
-                st->relmap[i] = -1;
-                for (int k = 0; k < t->ncols; k++)
-                    if (strcmp(t->col[k], m.rel.col[i].name) == 0) st->relmap[i] = k;
-                if (st->relmap[i] < 0)
-                    cv_warn(
-                        "event=unknown_column table=%s column=%s note=\"not in the payload until restart\"",
-                        t->qualified, m.rel.col[i].name);
-            }
-        }
+        if (m.rel.oid == t->oid) e = on_relation(st, &m.rel);
         break;
     case 'I':
     case 'U':
@@ -162,7 +270,8 @@ static cv_err on_message(stream *st, const uint8_t *data, size_t len) {
         if (m.relid != t->oid) break;
         if (!st->relmap) {
             cv_error("event=bad_replication_stream error=\"change before its Relation message\"");
-            e = CV_ERR_FORMAT;
+            s->fault = (cv_pg_fault){1, "server", NULL};
+            e = CV_ERR_TIMEOUT;
             break;
         }
         if (m.type == 'D' || (m.type == 'U' && m.old_kind)) {
@@ -170,6 +279,7 @@ static cv_err on_message(stream *st, const uint8_t *data, size_t len) {
             if ((e = cv_change_from_row(t, v, 1, &c))) break;
             if (m.type == 'U') {
                 cv_rowval *nv = calloc((size_t)t->ncols + 1, sizeof *nv);
+                CV_ASSERT(nv);
                 rowvals(st, &m.new_tup, nv);
                 cv_change nc;
                 e = cv_change_from_row(t, nv, 0, &nc);
@@ -230,8 +340,54 @@ static cv_err on_message(stream *st, const uint8_t *data, size_t len) {
         break;
     default: break; /* Y, O, M */
     }
+    if (e == CV_ERR_FORMAT) { /* a row image without its key: the replica identity changed under us */
+        s->fault = (cv_pg_fault){0, "config", NULL};
+        cv_sync_error(s, "source", &s->fault);
+        e = CV_ERR_UNSUPPORTED;
+    }
     free(v);
     cv_pg_msg_free(&m);
+    return e;
+}
+
+/* Every PROBE_INTERVAL between transactions: has the table been recreated, or its columns
+ * changed? Then the session ends (after the pending batch) and the next one picks it up. */
+static cv_err probe(stream *st) {
+    cv_sync *s = st->s;
+    st->last_probe = cv_now();
+    uint32_t oid;
+    char *layout;
+    cv_pg_fault f = {1, "connection", NULL};
+    cv_err e = cv_table_probe(s->src, &s->t, &oid, &layout, &f);
+    if (e) {
+        cv_sync_error(s, "source", &f);
+        return e;
+    }
+    if (oid == 0) { /* dropped; perhaps about to be recreated (a migration): keep streaming */
+        if (!st->table_gone_logged++)
+            cv_warn("event=table_gone table=%s note=\"the table was dropped; waiting for it to come back\"",
+                    s->t.qualified);
+    } else if (oid != s->t.oid || strcmp(layout, s->t.layout) != 0) {
+        cv_info("event=%s table=%s action=\"finishing the batch in hand, then starting a new session\"",
+                oid != s->t.oid ? "table_recreated_seen" : "schema_change_seen", s->t.qualified);
+        if (!(e = flush_pending(st))) {
+            s->restart_now = 1;
+            e = CV_ERR_TIMEOUT;
+        }
+    }
+    free(layout);
+    return e;
+}
+
+static cv_err record_meta(cv_sync *s) {
+    cv_sink_meta m = {s->t.oid, s->t.layout, s->t.text_source};
+    cv_err e = cv_sink_meta_set(s->sink, &m);
+    if (e) {
+        const char *kind, *fix;
+        cv_sink_last_fault(s->sink, &kind, &fix);
+        cv_pg_fault f = {e == CV_ERR_TIMEOUT, kind, fix};
+        cv_sync_error(s, "sink", &f);
+    }
     return e;
 }
 
@@ -241,106 +397,169 @@ static cv_err ensure_slot(stream *st, volatile sig_atomic_t *stop) {
     uint64_t pos, bpos;
     int done;
     cv_err e = cv_sink_state(s->sink, &pos, &done, &bpos);
-    if (e) return e;
+    if (e) return batch_failed(s, e);
     const char *p[1] = {s->slot};
     PGresult *r =
-        PQexecParams(s->src, "SELECT plugin, wal_status FROM pg_replication_slots WHERE slot_name = $1", 1,
-                     NULL, p, NULL, NULL, 0);
+        PQexecParams(s->src,
+                     "SELECT plugin, wal_status, active, active_pid FROM pg_replication_slots WHERE "
+                     "slot_name = $1",
+                     1, NULL, p, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        cv_error("event=slot_query error=\"%s\"", PQresultErrorMessage(r));
+        cv_pg_classify_result(s->src, r, &s->fault);
+        cv_sync_error(s, "source", &s->fault);
+        cv_error("event=slot_query kind=%s", s->fault.kind);
         PQclear(r);
-        return CV_ERR_TIMEOUT;
+        return s->fault.retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
     }
     int exists = PQntuples(r) == 1;
     int lost = exists && strcmp(PQgetvalue(r, 0, 1), "lost") == 0;
+    int active = exists && PQgetvalue(r, 0, 2)[0] == 't';
+    char holder[16] = "-";
+    if (active) snprintf(holder, sizeof holder, "%s", PQgetvalue(r, 0, 3));
     PQclear(r);
-    if (exists && (s->o.resnapshot || !done || lost)) {
+    int rebuild = s->o.resnapshot || s->resnapshot;
+    if (exists && (rebuild || !done || lost)) {
+        if (active) { /* never drop a slot another process streams from */
+            cv_warn("event=slot_busy slot=%s walsender_pid=%s note=\"the slot is in use; waiting\"", s->slot,
+                    holder);
+            s->fault = (cv_pg_fault){1, "conflict", NULL};
+            cv_sync_error(s, "source", &s->fault);
+            return CV_ERR_TIMEOUT;
+        }
         cv_warn("event=slot_recreate slot=%s reason=\"%s\"", s->slot,
                 s->o.resnapshot ? "--resnapshot"
+                : s->resnapshot ? "the table was dropped and recreated"
                 : lost          ? "slot lost its WAL (max_slot_wal_keep_size)"
                                 : "backfill had not finished");
         r = PQexecParams(s->src, "SELECT pg_drop_replication_slot($1)", 1, NULL, p, NULL, NULL, 0);
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            cv_pg_classify_result(s->src, r, &s->fault);
+            cv_sync_error(s, "source", &s->fault);
+            PQclear(r);
+            return s->fault.retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
+        }
         PQclear(r);
         exists = 0;
         done = 0;
-    } else if (!exists && done && !s->o.resnapshot) {
+    } else if (!exists && done && !rebuild) {
         char l[24];
         cv_lsn_format(pos, l);
         cv_error(
             "event=slot_missing slot=%s sink_position=%s error=\"the replication slot is gone, so changes "
-            "after %s may be lost\" fix=\"run cdcvec sync again with --resnapshot to rebuild the index\"",
+            "after %s may be lost\" fix=\"run cdcvec sync again with --resnapshot 1 to rebuild the index\"",
             s->slot, l, l);
+        s->fault = (cv_pg_fault){0, "missing_object", "run cdcvec sync again with --resnapshot 1"};
         return CV_ERR_NOTFOUND;
     }
     st->skip_upto = st->applied = st->confirmed = pos;
     if (exists) return CV_OK;
-    char sql[1024];
-    snprintf(sql, sizeof sql, "CREATE_REPLICATION_SLOT \"%s\" LOGICAL pgoutput EXPORT_SNAPSHOT", s->slot);
-    r = PQexec(st->repl, sql);
+    cv_buf sql = {0};
+    cv_buf_puts(&sql, "CREATE_REPLICATION_SLOT ");
+    cv_pg_ident(&sql, s->slot);
+    cv_buf_puts(&sql, " LOGICAL pgoutput EXPORT_SNAPSHOT");
+    r = PQexec(st->repl, sql.p);
+    free(sql.p);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        cv_error("event=slot_create slot=%s error=\"%s\"", s->slot, PQresultErrorMessage(r));
+        e = repl_failed(st, r, "create_slot");
         PQclear(r);
-        return CV_ERR_TIMEOUT;
+        return e;
     }
     uint64_t cp = 0;
     cv_lsn_parse(PQgetvalue(r, 0, 1), &cp);
-    char snapshot[128], cps[24];
-    snprintf(snapshot, sizeof snapshot, "%s", PQgetvalue(r, 0, 2));
+    char *snapshot = strdup(PQgetvalue(r, 0, 2)), cps[24];
     PQclear(r);
     cv_lsn_format(cp, cps);
     cv_info("event=slot_created slot=%s consistent_point=%s snapshot=%s", s->slot, cps, snapshot);
     /* backfill through the exported snapshot, before any other command on the replication
      * connection (which would end the snapshot) */
-    PGconn *bf = PQconnectdb(s->o.source);
-    e = PQstatus(bf) == CONNECTION_OK ? CV_OK : CV_ERR_TIMEOUT;
+    PGconn *bf = cv_pg_connect(s->o.source, 0, "backfill");
+    if (PQstatus(bf) != CONNECTION_OK) {
+        cv_pg_classify_connect(bf, &s->fault);
+        cv_sync_error(s, "source", &s->fault);
+        e = s->fault.retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
+    }
+    if (!e && strspn(snapshot, "0123456789ABCDEFabcdef-") !=
+                  strlen(snapshot)) { /* an id like 00000003-0000001B-1 */
+        cv_error("event=snapshot_import error=\"unexpected snapshot name from the server\"");
+        s->fault = (cv_pg_fault){1, "server", NULL};
+        e = CV_ERR_TIMEOUT;
+    }
     if (!e) {
-        char set[256];
-        snprintf(set, sizeof set,
-                 "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '%s'", snapshot);
-        r = PQexec(bf, set);
+        cv_buf set = {0};
+        cv_buf_printf(&set, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '%s'",
+                      snapshot);
+        r = PQexec(bf, set.p);
+        free(set.p);
         if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-            cv_error("event=snapshot_import error=\"%s\"", PQresultErrorMessage(r));
-            e = CV_ERR_TIMEOUT;
+            cv_pg_classify_result(bf, r, &s->fault);
+            cv_sync_error(s, "source", &s->fault);
+            cv_buf m = {0};
+            cv_error("event=snapshot_import kind=%s error=\"%s\"", s->fault.kind,
+                     cv_pg_errtext(PQresultErrorMessage(r), &m));
+            free(m.p);
+            e = s->fault.retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
         }
         PQclear(r);
     }
+    free(snapshot);
     long rows = 0;
-    if (!e) e = cv_sink_backfill_mark(s->sink, cp, 0);
+    if (!e && (e = cv_sink_backfill_mark(s->sink, cp, 0))) e = batch_failed(s, e);
     if (!e) e = cv_sync_backfill(s, bf, cp, 0, NULL, stop, &rows);
     if (!e) PQclear(PQexec(bf, "COMMIT"));
     PQfinish(bf);
-    if (!e) e = cv_sink_backfill_mark(s->sink, cp, 1);
+    if (!e && (e = cv_sink_backfill_mark(s->sink, cp, 1))) e = batch_failed(s, e);
+    if (!e) e = record_meta(s);
     if (e) return e;
     char l[24];
     cv_lsn_format(cp, l);
     cv_info("event=backfill_done table=%s rows=%ld position=%s", s->t.qualified, rows, l);
     st->skip_upto = st->applied = st->confirmed = cp;
+    s->refresh = 0; /* the backfill read every row as it is now */
     return CV_OK;
 }
 
 /* One replication session; returns when stopped (CV_OK) or on an error. */
-static cv_err session(cv_sync *s, volatile sig_atomic_t *stop) {
+static cv_err session(cv_sync *s, volatile sig_atomic_t *stop, double *streaming_since) {
     stream st = {.s = s};
     cv_err e;
-    const char *kw[] = {"dbname", "replication", NULL}, *val[] = {s->o.source, "database", NULL};
-    st.repl = PQconnectdbParams(kw, val, 1);
-    PQsetNoticeProcessor(st.repl, cv_pg_notice, NULL);
+    st.repl = cv_pg_connect(s->o.source, 1, "replication");
     if (PQstatus(st.repl) != CONNECTION_OK) {
-        cv_error("event=replication_connect error=\"%s\"", PQerrorMessage(st.repl));
+        cv_pg_classify_connect(st.repl, &s->fault);
+        cv_buf m = {0};
+        cv_error("event=replication_connect kind=%s retriable=%d error=\"%s\"%s%s%s", s->fault.kind,
+                 s->fault.retriable, cv_pg_errtext(PQerrorMessage(st.repl), &m),
+                 s->fault.fix ? " fix=\"" : "", s->fault.fix ? s->fault.fix : "", s->fault.fix ? "\"" : "");
+        free(m.p);
+        cv_sync_error(s, "source", &s->fault);
         PQfinish(st.repl);
-        return CV_ERR_TIMEOUT;
+        return s->fault.retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
     }
     if ((e = ensure_slot(&st, stop))) goto out;
-    char sql[600], from[24];
-    cv_lsn_format(0, from);
-    snprintf(sql, sizeof sql,
-             "START_REPLICATION SLOT \"%s\" LOGICAL %s (proto_version '1', publication_names '\"%s\"')",
-             s->slot, from, s->publication);
-    PGresult *r = PQexec(st.repl, sql);
+    if (s->refresh) { /* columns or the embedded text changed since the last run */
+        long rows = 0;
+        if (!(e = cv_sync_backfill(s, s->src, st.applied, 0, NULL, stop, &rows))) e = record_meta(s);
+        if (e) goto out;
+        cv_info("event=refresh_done table=%s rows=%ld", s->t.qualified, rows);
+    }
+    cv_buf sql = {0};
+    cv_buf_puts(&sql, "START_REPLICATION SLOT ");
+    cv_pg_ident(&sql, s->slot);
+    cv_buf_puts(&sql, " LOGICAL 0/0 (proto_version '1', publication_names ");
+    {
+        cv_buf pubname = {0}, lit = {0};
+        cv_pg_ident(&pubname, s->publication);
+        char *q = PQescapeLiteral(st.repl, pubname.p, strlen(pubname.p));
+        cv_buf_puts(&lit, q ? q : "''");
+        PQfreemem(q);
+        cv_buf_puts(&sql, lit.p);
+        free(pubname.p), free(lit.p);
+    }
+    cv_buf_puts(&sql, ")");
+    PGresult *r = PQexec(st.repl, sql.p);
+    free(sql.p);
     if (PQresultStatus(r) != PGRES_COPY_BOTH) {
-        cv_error("event=start_replication slot=%s error=\"%s\"", s->slot, PQresultErrorMessage(r));
+        e = repl_failed(&st, r, "start_replication");
         PQclear(r);
-        e = CV_ERR_TIMEOUT;
         goto out;
     }
     PQclear(r);
@@ -348,7 +567,8 @@ static cv_err session(cv_sync *s, volatile sig_atomic_t *stop) {
     cv_lsn_format(st.applied, l);
     cv_info("event=streaming slot=%s publication=%s table=%s from=%s", s->slot, s->publication,
             s->t.qualified, l);
-    st.last_feedback = cv_now();
+    *streaming_since = cv_now();
+    st.last_feedback = st.last_probe = cv_now();
     const double batch_s = s->o.batch_ms / 1000.0;
     while (!e) {
         double now = cv_now();
@@ -357,6 +577,7 @@ static cv_err session(cv_sync *s, volatile sig_atomic_t *stop) {
             if ((e = flush_pending(&st))) break;
         if (*stop) break;
         if (now - st.last_feedback >= FEEDBACK_INTERVAL && (e = send_feedback(&st))) break;
+        if (!st.in_txn && now - st.last_probe >= PROBE_INTERVAL && (e = probe(&st))) break;
         char *buf = NULL;
         int n = PQgetCopyData(st.repl, &buf, 1);
         if (n == 0) {
@@ -373,15 +594,14 @@ static cv_err session(cv_sync *s, volatile sig_atomic_t *stop) {
             FD_SET(sock, &fds);
             struct timeval tv = {(long)wait, (long)((wait - (long)wait) * 1e6)};
             if (select(sock + 1, &fds, NULL, NULL, &tv) < 0) continue;
-            if (!PQconsumeInput(st.repl)) {
-                cv_error("event=replication_lost error=\"%s\"", PQerrorMessage(st.repl));
-                e = CV_ERR_TIMEOUT;
-            }
+            if (!PQconsumeInput(st.repl)) e = repl_failed(&st, NULL, "receive");
             continue;
         }
         if (n < 0) {
-            cv_error("event=replication_ended error=\"%s\"", PQerrorMessage(st.repl));
-            e = CV_ERR_TIMEOUT;
+            PGresult *end = PQgetResult(st.repl);
+            e = repl_failed(&st, end && PQresultStatus(end) == PGRES_FATAL_ERROR ? end : NULL,
+                            "stream_ended");
+            PQclear(end);
             break;
         }
         if (buf[0] == 'k' && n >= 18) {
@@ -408,29 +628,51 @@ out:
     return e;
 }
 
+/* Exponential backoff with full jitter in [d/2, d], d = base * 2^attempt capped. */
+static double backoff_delay(int attempt) {
+    double d = BACKOFF_BASE;
+    for (int i = 1; i < attempt && d < BACKOFF_CAP; i++)
+        d *= 2;
+    if (d > BACKOFF_CAP) d = BACKOFF_CAP;
+    return d / 2 + d / 2 * ((double)rand() / RAND_MAX);
+}
+
 int cv_sync_run(const cv_sync_opts *o, volatile sig_atomic_t *stop) {
-    double backoff = 0.1;
+    cv_sync s;
+    srand((unsigned)(cv_wall_now() * 1e3));
+    if (cv_sync_runtime_open(&s, o)) {
+        cv_error("event=sync_stopped kind=config error=\"cannot start the model or the embedding client\"");
+        cv_sync_runtime_close(&s);
+        return 1;
+    }
+    int attempt = 0, rc = 0;
     while (!*stop) {
-        cv_sync s;
-        cv_err e = cv_sync_open(&s, o, 1);
-        if (!e) {
-            backoff = 0.1;
-            e = session(&s, stop);
-        }
-        int fatal = e && !cv_err_retriable(e) && e != CV_ERR_IO && e != CV_ERR_FORMAT;
-        cv_sync_close(&s);
+        double since = 0;
+        cv_err e = cv_sync_session_open(&s, 1);
+        if (!e) e = session(&s, stop, &since);
+        cv_pg_fault f = s.fault;
+        int restart_now = s.restart_now;
+        cv_sync_session_close(&s);
         if (!e || *stop) break;
-        if (fatal) {
-            cv_error("event=sync_stopped error=\"%s\"", cv_strerror(e));
-            return 1;
+        if (!f.retriable || e == CV_ERR_UNSUPPORTED || e == CV_ERR_NOTFOUND || e == CV_ERR_ARG) {
+            cv_error("event=sync_stopped kind=%s error=\"%s\"%s%s%s", f.kind ? f.kind : "config",
+                     cv_strerror(e), f.fix ? " fix=\"" : "", f.fix ? f.fix : "", f.fix ? "\"" : "");
+            rc = 1;
+            break;
         }
-        cv_warn("event=sync_retry in_seconds=%.1f error=\"%s\"", backoff, cv_strerror(e));
-        for (double w = 0; w < backoff && !*stop; w += 0.05) {
+        if (restart_now) continue; /* a schema change: the next session picks it up at once */
+        if (since > 0 && cv_now() - since >= HEALTHY_SESSION) attempt = 0;
+        attempt++;
+        double d = backoff_delay(attempt);
+        cv_metric_add(s.m_retries, 1);
+        cv_warn("event=sync_retry attempt=%d in_seconds=%.2f kind=%s error=\"%s\"", attempt, d,
+                f.kind ? f.kind : "connection", cv_strerror(e));
+        for (double w = 0; w < d && !*stop; w += 0.05) {
             struct timespec ts = {0, 50000000};
             nanosleep(&ts, NULL);
         }
-        backoff = backoff * 2 > 5 ? 5 : backoff * 2;
     }
-    cv_info("event=sync_stopped reason=signal");
-    return 0;
+    if (!rc) cv_info("event=sync_stopped reason=signal");
+    cv_sync_runtime_close(&s);
+    return rc;
 }

@@ -1,12 +1,19 @@
-/* sync_impl.h: state shared by sync.c (streaming) and backfill.c (snapshot and on-demand
- * backfill, search). */
+/* sync_impl.h: state shared by sync.c (streaming), backfill.c (stages, snapshot and on-demand
+ * backfill, search) and search_page.c.
+ *
+ * Two lifetimes: the runtime (model, embedding server with its HTTP port, client, metrics,
+ * the apply stage) is opened once per process and stays up across session retries, so
+ * counters never go back and /metrics answers throughout; a session (source connection, the
+ * table as described now, the sink) is opened per attempt. */
 #ifndef CV_SYNC_IMPL_H
 #define CV_SYNC_IMPL_H
 
 #include <libpq-fe.h>
 #include <pthread.h>
 
+#include "../apply/apply.h"
 #include "../common/cv_metrics.h"
+#include "../common/cv_pg.h"
 #include "../common/cv_time.h"
 #include "../server/client.h"
 #include "../server/server.h"
@@ -14,54 +21,73 @@
 #include "ingest.h"
 #include "source.h"
 
+#define CV_ERR_STAGES 3 /* source, sink, embed */
+
 typedef struct cv_sync {
     cv_sync_opts o;
-    char slot[128], publication[128], stream[160];
-    cv_table t;
-    PGconn *src; /* ordinary connection to the source */
-    cv_sink *sink;
+    /* ---- runtime: the whole process ---- */
     cv_minilm *model; /* in-process embedding (NULL with --embed) */
     cv_server *server;
     cv_client *client;
     cv_metrics *reg; /* the server's registry, or our own */
     int own_reg;
     int dim;
-    cv_metric *m_changes_ins, *m_changes_upd, *m_changes_del, *m_changes_trunc;
-    cv_metric *m_batches, *m_embedded, *m_skipped, *m_lag, *m_latency, *m_err_source, *m_err_sink,
-        *m_err_embed;
-    /* the search page (search_page.c) */
-    cv_sink_table sink_table;
-    const char *sink_conninfo;
+    cv_apply *apply;
+    cv_metric *m_changes_ins, *m_changes_upd, *m_changes_del, *m_changes_trunc, *m_lag, *m_retries;
+    struct {
+        const char *stage, *kind;
+        cv_metric *m;
+    } err_series[64];
+    int n_err_series;
+    /* the search page (search_page.c): its own sink connection, reopened when the session changes */
     cv_http_route routes[2];
     pthread_mutex_t search_mu;
     pthread_cond_t search_idle;
     cv_sink *search_sink;
+    cv_sink_table search_table; /* strings owned (search_own) */
+    char **search_own;
+    int n_search_own;
+    const char *sink_conninfo;
     int searching;
+    /* ---- session ---- */
+    char *slot, *publication, *stream;
+    cv_table t;
+    PGconn *src; /* ordinary connection to the source */
+    cv_sink *sink;
+    cv_pg_fault fault; /* why the session ended */
+    int in_session;
+    /* what the session start found, for the stream to act on */
+    int resnapshot;  /* the table was dropped and recreated: rebuild from a new snapshot */
+    int refresh;     /* columns or the embedded text changed: refresh every row (hash-checked) */
+    int restart_now; /* the session ended to pick up a schema change: reconnect at once */
 } cv_sync;
 
 /* Fills s->routes with GET / (the page) and GET /search (JSON). */
 void cv_search_routes(cv_sync *s);
 /* Waits for searches in flight, closes their sink connection. */
 void cv_search_close(cv_sync *s);
+/* Points the search page at the session's sink table. */
+void cv_search_set_table(cv_sync *s);
 
-/* Opens the source connection, the model/server/client and the sink (everything but the
- * replication stream). replication: also check the server's settings and the role's
- * privilege, and create the publication. */
-cv_err cv_sync_open(cv_sync *s, const cv_sync_opts *o, int replication);
-void cv_sync_close(cv_sync *s);
+/* The runtime: model (or remote client), server with HTTP, metrics, apply stage. */
+cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o);
+void cv_sync_runtime_close(cv_sync *s);
 
-/* Applies changes (in commit order) to the sink in one transaction recorded at position:
- * collapses them by key, re-embeds only texts whose hash changed, fetches texts the stream
- * could not give. truncate: clear the sink first. force: embed even unchanged texts.
- * commit_ts: when the last change committed (unix seconds; 0 = unknown) for the latency
- * histogram. The changes are consumed (freed). */
-cv_err cv_sync_flush(cv_sync *s, cv_change *chg, int n, int truncate, uint64_t position, int force,
-                     double commit_unix);
+/* A session: source connection, table description (+ the checks of a replication source,
+ * and the publication, when replication), sink, and what changed since the last run. */
+cv_err cv_sync_session_open(cv_sync *s, int replication);
+void cv_sync_session_close(cv_sync *s);
+
+/* Counts an error of a stage ("source", "sink", "embed") and kind, and remembers the fault. */
+void cv_sync_error(cv_sync *s, const char *stage, const cv_pg_fault *f);
 
 /* Embeds the table's rows through db's current transaction (snapshot), in key order,
  * recording position; progress on stderr (with the last key done, for --after). start_after:
- * NULL, or "v1,v2" to start after that primary key. */
+ * NULL, or the progress line's key text. */
 cv_err cv_sync_backfill(cv_sync *s, PGconn *db, uint64_t position, int force, const char *start_after,
                         volatile sig_atomic_t *stop, long *rows);
+
+/* Reads texts for the apply stage from the session's source connection (cv_apply_fetch_fn). */
+cv_err cv_sync_fetch(void *arg, cv_change **chg, int n);
 
 #endif

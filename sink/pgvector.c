@@ -1,11 +1,14 @@
 /* pgvector.c: the pgvector sink over libpq.
  *
- * Table cdcvec."<schema>_<table>": the source's primary key columns (same types), embedding
- * vector(dim), payload jsonb, text_hash bytea (SHA-256 of the embedded text), model text,
- * source_lsn pg_lsn, updated_at timestamptz; HNSW index with vector_cosine_ops. Table
- * cdcvec.state(stream, lsn, backfill_lsn, backfill_done) records the applied position in the
- * same transaction as the rows. Row sets travel as arrays and are expanded with unnest(), so
- * a batch costs a handful of statements whatever its size. */
+ * Table cdcvec."<schema>_<table>" (common/cv_names.h: within 63 bytes): the source's primary
+ * key columns (same types), embedding vector(dim), payload jsonb, text_hash bytea (SHA-256 of
+ * the embedded text), model text, source_lsn pg_lsn, updated_at timestamptz; HNSW index with
+ * vector_cosine_ops. Table cdcvec.state(stream, lsn, backfill_lsn, backfill_done, relid,
+ * layout, text_source) records the applied position in the same transaction as the rows, and
+ * what the source table looked like; cdcvec.dead_letters the changes that could not be
+ * applied. Row sets travel as arrays and are expanded with unnest(), so a batch costs a
+ * handful of statements whatever its size. A payload replaces the stored one, except for the
+ * keys a change names in `keep` (values it did not carry). */
 #define _POSIX_C_SOURCE 200809L
 #include <libpq-fe.h>
 #include <stdio.h>
@@ -15,14 +18,18 @@
 #include "../common/cv_buf.h"
 #include "../common/cv_log.h"
 #include "../common/cv_lsn.h"
+#include "../common/cv_names.h"
+#include "../common/cv_pg.h"
 #include "sink.h"
 
 struct cv_sink {
     PGconn *db;
     cv_sink_table t;
-    char *qtable;  /* cdcvec."schema_table" */
-    char *keylist; /* "k1","k2" */
-    char *keycast; /* unnest arguments: $1::t1[],$2::t2[] */
+    cv_pg_fault fault; /* of the last error */
+    char *tname;       /* schema_table (unquoted) */
+    char *qtable;      /* cdcvec."schema_table" */
+    char *keylist;     /* "k1","k2" */
+    char *keycast;     /* unnest arguments: $1::t1[],$2::t2[] */
     char *stream;
 };
 
@@ -35,23 +42,6 @@ static int sql_oom(void) {
 #define cv_buf_puts(b, s)     ((cv_buf_puts)((b), (s)), (void)(!(b)->oom || sql_oom()))
 #define cv_buf_printf(b, ...) ((cv_buf_printf)((b), __VA_ARGS__), (void)(!(b)->oom || sql_oom()))
 
-void cv_pg_notice(void *arg, const char *message) {
-    (void)arg;
-    cv_debug("event=postgres_notice message=\"%.*s\"", (int)strcspn(message, "\n"), message);
-}
-
-void cv_sql_ident(const char *name, char *out, size_t len) {
-    size_t k = 0;
-    if (len < 3) return;
-    out[k++] = '"';
-    for (const char *p = name; *p && k + 3 < len; p++) {
-        if (*p == '"') out[k++] = '"';
-        out[k++] = *p;
-    }
-    out[k++] = '"';
-    out[k] = 0;
-}
-
 /* Appends one element of a PostgreSQL array literal: "value" with \ and " escaped. */
 static void arr_elem(cv_buf *b, const char *v, int first) {
     if (!first) cv_buf_put(b, ",", 1);
@@ -63,21 +53,25 @@ static void arr_elem(cv_buf *b, const char *v, int first) {
     cv_buf_put(b, "\"", 1);
 }
 
+/* Classifies a failed statement once, here (common/cv_pg.h), logs it with the fix. */
 static cv_err exec_ok(cv_sink *s, PGresult *r, const char *what) {
     ExecStatusType st = PQresultStatus(r);
     if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return CV_OK;
     const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-    cv_error("event=sink_failed step=%s sqlstate=%s error=\"%s\"", what, state ? state : "-",
-             PQresultErrorMessage(r));
-    /* connection trouble, serialization/deadlock failures and lack of resources are worth
-     * retrying; privileges, missing objects and bad data are not (fix the set-up) */
-    if (PQstatus(s->db) != CONNECTION_OK || !state) return CV_ERR_TIMEOUT;
-    if (!strncmp(state, "08", 2) || !strncmp(state, "40", 2) || !strncmp(state, "53", 2) ||
-        !strncmp(state, "57", 2) || !strncmp(state, "58", 2))
-        return CV_ERR_TIMEOUT;
-    if (!strncmp(state, "42", 2) || !strncmp(state, "22", 2) || !strncmp(state, "0A", 2))
-        return CV_ERR_UNSUPPORTED;
-    return CV_ERR_IO;
+    cv_pg_classify_result(s->db, r, &s->fault);
+    cv_buf m = {0};
+    cv_error("event=sink_failed step=%s sqlstate=%s kind=%s retriable=%d error=\"%s\"%s%s%s", what,
+             state ? state : "-", s->fault.kind, s->fault.retriable,
+             cv_pg_errtext(r ? PQresultErrorMessage(r) : PQerrorMessage(s->db), &m),
+             s->fault.fix ? " fix=\"" : "", s->fault.fix ? s->fault.fix : "", s->fault.fix ? "\"" : "");
+    free(m.p);
+    if (s->fault.retriable) return CV_ERR_TIMEOUT;
+    return strcmp(s->fault.kind, "data") == 0 ? CV_ERR_FORMAT : CV_ERR_UNSUPPORTED;
+}
+
+void cv_sink_last_fault(const cv_sink *s, const char **kind, const char **fix) {
+    *kind = s && s->fault.kind ? s->fault.kind : "connection";
+    *fix = s ? s->fault.fix : NULL;
 }
 
 static cv_err run(cv_sink *s, const char *sql, const char *what) {
@@ -87,20 +81,16 @@ static cv_err run(cv_sink *s, const char *sql, const char *what) {
     return e;
 }
 
-static cv_err run(cv_sink *s, const char *sql, const char *what);
-
 /* CREATE INDEX IF NOT EXISTS ... USING hnsw (embedding vector_cosine_ops), with room to build. */
 static cv_err ensure_index(cv_sink *s) {
-    char name[512], q[600];
-    snprintf(name, sizeof name, "%s_%s_embedding_hnsw", s->t.schema, s->t.table);
-    cv_sql_ident(name, q, sizeof q);
-    cv_buf sql = {0};
-    cv_buf_printf(&sql,
-                  "SET maintenance_work_mem = '512MB'; CREATE INDEX IF NOT EXISTS %s ON %s USING hnsw "
-                  "(embedding vector_cosine_ops); RESET maintenance_work_mem;",
-                  q, s->qtable);
+    cv_buf name = {0}, sql = {0};
+    cv_name_index(s->tname, "_embedding_hnsw", &name);
+    cv_buf_puts(&sql, "SET maintenance_work_mem = '512MB'; CREATE INDEX IF NOT EXISTS ");
+    cv_pg_ident(&sql, name.p);
+    cv_buf_printf(&sql, " ON %s USING hnsw (embedding vector_cosine_ops); RESET maintenance_work_mem;",
+                  s->qtable);
     cv_err e = run(s, sql.p, "create_index");
-    free(sql.p);
+    free(sql.p), free(name.p);
     return e;
 }
 
@@ -109,24 +99,28 @@ cv_err cv_sink_open(const char *conninfo, const cv_sink_table *t, cv_sink **out)
     cv_sink *s = calloc(1, sizeof *s);
     if (!s) return CV_ERR_NOMEM;
     s->t = *t;
-    s->db = PQconnectdb(conninfo);
-    PQsetNoticeProcessor(s->db, cv_pg_notice, NULL);
+    s->db = cv_pg_connect(conninfo, 0, "sink");
     if (PQstatus(s->db) != CONNECTION_OK) {
-        cv_error("event=sink_connect error=\"%s\"", PQerrorMessage(s->db));
+        cv_pg_classify_connect(s->db, &s->fault);
+        cv_buf m = {0};
+        cv_error("event=sink_connect kind=%s retriable=%d error=\"%s\"%s%s%s", s->fault.kind,
+                 s->fault.retriable, cv_pg_errtext(PQerrorMessage(s->db), &m), s->fault.fix ? " fix=\"" : "",
+                 s->fault.fix ? s->fault.fix : "", s->fault.fix ? "\"" : "");
+        free(m.p);
+        cv_err e = s->fault.retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
         cv_sink_close(s);
-        return CV_ERR_TIMEOUT; /* retriable: the database may come back */
+        return e;
     }
-    char name[512], q[600], k[300];
-    snprintf(name, sizeof name, "%s_%s", t->schema, t->table);
-    cv_sql_ident(name, q, sizeof q);
-    cv_buf tab = {0}, keys = {0}, cast = {0}, sql = {0};
-    cv_buf_printf(&tab, "cdcvec.%s", q);
+    cv_buf name = {0}, tab = {0}, keys = {0}, cast = {0}, sql = {0};
+    cv_name_sink_table(t->schema, t->table, &name);
+    cv_buf_puts(&tab, "cdcvec.");
+    cv_pg_ident(&tab, name.p);
     for (int i = 0; i < t->nkeys; i++) {
-        cv_sql_ident(t->key_names[i], k, sizeof k);
         if (i) cv_buf_puts(&keys, ",");
-        cv_buf_puts(&keys, k);
+        cv_pg_ident(&keys, t->key_names[i]);
         cv_buf_printf(&cast, "%s$%d::%s[]", i ? "," : "", i + 1, t->key_types[i]);
     }
+    s->tname = name.p;
     s->qtable = tab.p;
     s->keylist = keys.p;
     s->keycast = cast.p;
@@ -134,8 +128,8 @@ cv_err cv_sink_open(const char *conninfo, const cv_sink_table *t, cv_sink **out)
     cv_buf_puts(&sql, "CREATE EXTENSION IF NOT EXISTS vector; CREATE SCHEMA IF NOT EXISTS cdcvec; ");
     cv_buf_printf(&sql, "CREATE TABLE IF NOT EXISTS %s (", s->qtable);
     for (int i = 0; i < t->nkeys; i++) {
-        cv_sql_ident(t->key_names[i], k, sizeof k);
-        cv_buf_printf(&sql, "%s %s NOT NULL, ", k, t->key_types[i]);
+        cv_pg_ident(&sql, t->key_names[i]);
+        cv_buf_printf(&sql, " %s NOT NULL, ", t->key_types[i]);
     }
     cv_buf_printf(
         &sql,
@@ -143,10 +137,16 @@ cv_err cv_sink_open(const char *conninfo, const cv_sink_table *t, cv_sink **out)
         "model text NOT NULL, source_lsn pg_lsn NOT NULL, updated_at timestamptz NOT NULL DEFAULT now(), "
         "PRIMARY KEY (%s)); ",
         t->dim, s->keylist);
-    cv_buf_puts(&sql,
-                "CREATE TABLE IF NOT EXISTS cdcvec.state (stream text PRIMARY KEY, lsn pg_lsn NOT NULL, "
-                "backfill_lsn pg_lsn, backfill_done boolean NOT NULL DEFAULT false, "
-                "updated_at timestamptz NOT NULL DEFAULT now());");
+    cv_buf_puts(
+        &sql,
+        "CREATE TABLE IF NOT EXISTS cdcvec.state (stream text PRIMARY KEY, lsn pg_lsn NOT NULL, "
+        "backfill_lsn pg_lsn, backfill_done boolean NOT NULL DEFAULT false, "
+        "updated_at timestamptz NOT NULL DEFAULT now()); "
+        "ALTER TABLE cdcvec.state ADD COLUMN IF NOT EXISTS relid oid, "
+        "ADD COLUMN IF NOT EXISTS layout text, ADD COLUMN IF NOT EXISTS text_source text; "
+        "CREATE TABLE IF NOT EXISTS cdcvec.dead_letters (id bigserial PRIMARY KEY, stream text NOT NULL, "
+        "lsn pg_lsn NOT NULL, key text NOT NULL, reason text NOT NULL, "
+        "failed_at timestamptz NOT NULL DEFAULT now());");
     cv_err e = run(s, sql.p, "create_tables");
     free(sql.p);
     /* the HNSW index is built once the initial backfill is done (pgvector: "add any indexes
@@ -166,7 +166,7 @@ cv_err cv_sink_open(const char *conninfo, const cv_sink_table *t, cv_sink **out)
 void cv_sink_close(cv_sink *s) {
     if (!s) return;
     if (s->db) PQfinish(s->db);
-    free(s->qtable), free(s->keylist), free(s->keycast), free(s->stream);
+    free(s->tname), free(s->qtable), free(s->keylist), free(s->keycast), free(s->stream);
     free(s);
 }
 
@@ -201,6 +201,17 @@ static void key_arrays(const cv_sink *s, const char *const *const *keys, int n, 
 
 static int hexval(char c) { return c <= '9' ? c - '0' : (c | 32) - 'a' + 10; }
 
+/* "k1","k2" as unnest output columns, and "t.k1 = u.k1 AND ...". */
+static void key_sql(const cv_sink *s, cv_buf *ucols, cv_buf *match) {
+    for (int i = 0; i < s->t.nkeys; i++) {
+        cv_buf k = {0};
+        cv_pg_ident(&k, s->t.key_names[i]);
+        cv_buf_printf(ucols, "%s%s", i ? "," : "", k.p);
+        if (match) cv_buf_printf(match, "%st.%s = u.%s", i ? " AND " : "", k.p, k.p);
+        free(k.p);
+    }
+}
+
 cv_err cv_sink_hashes(cv_sink *s, const char *const *const *keys, int n, int *found, uint8_t (*hash)[32]) {
     for (int i = 0; i < n; i++)
         found[i] = 0;
@@ -211,12 +222,7 @@ cv_err cv_sink_hashes(cv_sink *s, const char *const *const *keys, int n, int *fo
     /* the request's position comes back with each row (WITH ORDINALITY): keys are compared by
      * PostgreSQL with their own types, and matching is O(n) */
     cv_buf sql = {0}, ucols = {0}, match = {0};
-    char k[300];
-    for (int i = 0; i < nk; i++) {
-        cv_sql_ident(s->t.key_names[i], k, sizeof k);
-        cv_buf_printf(&ucols, "%s%s", i ? "," : "", k);
-        cv_buf_printf(&match, "%st.%s = u.%s", i ? " AND " : "", k, k);
-    }
+    key_sql(s, &ucols, &match);
     cv_buf_printf(&sql,
                   "SELECT u.ord, encode(t.text_hash, 'hex') FROM unnest(%s) WITH ORDINALITY AS u(%s, ord) "
                   "JOIN %s t ON %s",
@@ -250,20 +256,29 @@ static void vec_text(cv_buf *b, const float *v, int dim) {
     cv_buf_put(b, "]", 1);
 }
 
+/* The stored payload's values for the keys named in the JSON array `kp`, over which the new
+ * payload `p` goes (a payload replaces the stored one but for the values a change did not
+ * carry). `old` is the stored row's alias. */
+#define MERGED_PAYLOAD(old)                                                                                  \
+    "coalesce((SELECT jsonb_object_agg(o.key, o.value) FROM jsonb_each(" old ".payload) o WHERE o.key IN "   \
+    "(SELECT jsonb_array_elements_text(u.kp::jsonb))), '{}') || u.p::jsonb"
+
 static cv_err apply_rows(cv_sink *s, const cv_sink_row *rows, int n, int with_vec, const char *lsn) {
     if (n == 0) return CV_OK;
     const int nk = s->t.nkeys;
     const char **keys[n > 0 ? n : 1];
     for (int i = 0; i < n; i++)
         keys[i] = (const char **)rows[i].key;
-    char *params[nk + 5];
+    char *params[nk + 6];
     key_arrays(s, (const char *const *const *)keys, n, params);
-    cv_buf pay = {0}, vec = {0}, hash = {0}, sql = {0};
+    cv_buf pay = {0}, keep = {0}, vec = {0}, hash = {0}, sql = {0};
     cv_buf_put(&pay, "{", 1);
+    cv_buf_put(&keep, "{", 1);
     cv_buf_put(&vec, "{", 1);
     cv_buf_put(&hash, "{", 1);
     for (int i = 0; i < n; i++) {
         arr_elem(&pay, rows[i].payload ? rows[i].payload : "{}", i == 0);
+        arr_elem(&keep, rows[i].keep ? rows[i].keep : "[]", i == 0);
         if (with_vec) {
             cv_buf v = {0};
             vec_text(&v, rows[i].vec, s->t.dim);
@@ -276,66 +291,78 @@ static cv_err apply_rows(cv_sink *s, const cv_sink_row *rows, int n, int with_ve
         }
     }
     cv_buf_put(&pay, "}", 1);
+    cv_buf_put(&keep, "}", 1);
     cv_buf_put(&vec, "}", 1);
     cv_buf_put(&hash, "}", 1);
-    char k[300];
-    cv_buf ucols = {0}, match = {0};
+    cv_buf ucols = {0}, match = {0}, xmatch = {0}, uq = {0};
+    key_sql(s, &ucols, &match);
     for (int i = 0; i < nk; i++) {
-        cv_sql_ident(s->t.key_names[i], k, sizeof k);
-        cv_buf_printf(&ucols, "%s%s", i ? "," : "", k);
-        cv_buf_printf(&match, "%st.%s = u.%s", i ? " AND " : "", k, k);
+        cv_buf k = {0};
+        cv_pg_ident(&k, s->t.key_names[i]);
+        cv_buf_printf(&xmatch, "%sx.%s = u.%s", i ? " AND " : "", k.p, k.p);
+        cv_buf_printf(&uq, "%su.%s", i ? ", " : "", k.p);
+        free(k.p);
     }
     int np;
     if (with_vec) {
-        params[nk] = pay.p, params[nk + 1] = vec.p, params[nk + 2] = hash.p;
-        params[nk + 3] = (char *)s->t.model_id, params[nk + 4] = (char *)lsn;
-        np = nk + 5;
+        params[nk] = pay.p, params[nk + 1] = vec.p, params[nk + 2] = hash.p, params[nk + 3] = keep.p;
+        params[nk + 4] = (char *)s->t.model_id, params[nk + 5] = (char *)lsn;
+        np = nk + 6;
         cv_buf_printf(
             &sql, "INSERT INTO %s AS t (%s, embedding, payload, text_hash, model, source_lsn, updated_at) ",
             s->qtable, s->keylist);
-        cv_buf_printf(&sql,
-                      "SELECT %s, u.e::vector, u.p::jsonb, decode(u.h, 'hex'), $%d, $%d::pg_lsn, now() ",
-                      ucols.p, nk + 4, nk + 5);
-        cv_buf_printf(&sql, "FROM unnest(%s, $%d::text[], $%d::text[], $%d::text[]) AS u(%s, p, e, h) ",
-                      s->keycast, nk + 1, nk + 2, nk + 3, ucols.p);
-        cv_buf_printf(&sql,
-                      "ON CONFLICT (%s) DO UPDATE SET embedding = EXCLUDED.embedding, payload = t.payload || "
-                      "EXCLUDED.payload, text_hash = EXCLUDED.text_hash, model = EXCLUDED.model, "
-                      "source_lsn = EXCLUDED.source_lsn, updated_at = EXCLUDED.updated_at",
-                      s->keylist);
+        cv_buf_printf(
+            &sql,
+            "SELECT %s, u.e::vector, " MERGED_PAYLOAD("x") ", decode(u.h, 'hex'), $%d, $%d::pg_lsn, now() ",
+            uq.p, nk + 5, nk + 6);
+        cv_buf_printf(
+            &sql,
+            "FROM unnest(%s, $%d::text[], $%d::text[], $%d::text[], $%d::text[]) AS u(%s, p, e, h, kp) "
+            "LEFT JOIN %s x ON %s ",
+            s->keycast, nk + 1, nk + 2, nk + 3, nk + 4, ucols.p, s->qtable, xmatch.p);
+        cv_buf_printf(
+            &sql,
+            "ON CONFLICT (%s) DO UPDATE SET embedding = EXCLUDED.embedding, payload = EXCLUDED.payload, "
+            "text_hash = EXCLUDED.text_hash, model = EXCLUDED.model, "
+            "source_lsn = EXCLUDED.source_lsn, updated_at = EXCLUDED.updated_at",
+            s->keylist);
     } else {
-        params[nk] = pay.p, params[nk + 1] = (char *)lsn;
-        np = nk + 2;
-        cv_buf_printf(&sql,
-                      "UPDATE %s AS t SET payload = t.payload || u.p::jsonb, source_lsn = $%d::pg_lsn, "
-                      "updated_at = now() FROM unnest(%s, $%d::text[]) AS u(%s, p) WHERE %s",
-                      s->qtable, nk + 2, s->keycast, nk + 1, ucols.p, match.p);
+        params[nk] = pay.p, params[nk + 1] = keep.p, params[nk + 2] = (char *)lsn;
+        np = nk + 3;
+        cv_buf_printf(
+            &sql,
+            "UPDATE %s AS t SET payload = " MERGED_PAYLOAD(
+                "t") ", source_lsn = $%d::pg_lsn, "
+                     "updated_at = now() FROM unnest(%s, $%d::text[], $%d::text[]) AS u(%s, p, kp) WHERE %s",
+            s->qtable, nk + 3, s->keycast, nk + 1, nk + 2, ucols.p, match.p);
     }
     PGresult *r = PQexecParams(s->db, sql.p, np, NULL, (const char *const *)params, NULL, NULL, 0);
     cv_err e = exec_ok(s, r, with_vec ? "upsert" : "update_payload");
     PQclear(r);
     for (int i = 0; i < nk; i++)
         free(params[i]);
-    free(pay.p), free(vec.p), free(hash.p), free(sql.p), free(ucols.p), free(match.p);
+    free(pay.p), free(keep.p), free(vec.p), free(hash.p), free(sql.p), free(ucols.p), free(match.p),
+        free(xmatch.p), free(uq.p);
     return e;
 }
 
-cv_err cv_sink_begin(cv_sink *s, const cv_sink_batch *b) {
-    char lsn[24];
-    cv_lsn_format(b->position, lsn);
+cv_err cv_sink_begin(cv_sink *s, int truncate) {
     cv_err e = run(s, "BEGIN", "begin");
-    if (!e && b->truncate) {
+    if (!e && truncate) {
         cv_buf q = {0};
         cv_buf_printf(&q, "TRUNCATE %s", s->qtable);
         e = run(s, q.p, "truncate");
         free(q.p);
     }
-    if (!e && b->ndel) {
-        const char **keys[b->ndel];
-        for (int i = 0; i < b->ndel; i++)
-            keys[i] = (const char **)b->del[i].key;
+    if (e) cv_sink_rollback(s);
+    return e;
+}
+
+cv_err cv_sink_delete(cv_sink *s, const char *const *const *keys, int n) {
+    cv_err e = CV_OK;
+    if (n) {
         char *params[s->t.nkeys];
-        key_arrays(s, (const char *const *const *)keys, b->ndel, params);
+        key_arrays(s, keys, n, params);
         cv_buf q = {0};
         cv_buf_printf(&q, "DELETE FROM %s WHERE (%s) IN (SELECT * FROM unnest(%s))", s->qtable, s->keylist,
                       s->keycast);
@@ -346,15 +373,6 @@ cv_err cv_sink_begin(cv_sink *s, const cv_sink_batch *b) {
         for (int i = 0; i < s->t.nkeys; i++)
             free(params[i]);
     }
-    if (!e) {
-        /* payload-only updates now; rows with vectors come through cv_sink_put */
-        cv_sink_row *without = malloc(sizeof(cv_sink_row) * (size_t)(b->nup + 1));
-        int c = 0;
-        for (int i = 0; i < b->nup; i++)
-            if (!b->up[i].vec) without[c++] = b->up[i];
-        e = apply_rows(s, without, c, 0, lsn);
-        free(without);
-    }
     if (e) cv_sink_rollback(s);
     return e;
 }
@@ -362,9 +380,102 @@ cv_err cv_sink_begin(cv_sink *s, const cv_sink_batch *b) {
 cv_err cv_sink_put(cv_sink *s, const cv_sink_row *rows, int n, uint64_t position) {
     char lsn[24];
     cv_lsn_format(position, lsn);
-    cv_err e = apply_rows(s, rows, n, 1, lsn);
+    cv_sink_row *without = malloc(sizeof(cv_sink_row) * (size_t)(n + 1)),
+                *with = malloc(sizeof(cv_sink_row) * (size_t)(n + 1));
+    CV_ASSERT(without && with);
+    int a = 0, b = 0;
+    for (int i = 0; i < n; i++) {
+        if (rows[i].vec)
+            with[b++] = rows[i];
+        else
+            without[a++] = rows[i];
+    }
+    cv_err e = apply_rows(s, without, a, 0, lsn);
+    if (!e) e = apply_rows(s, with, b, 1, lsn);
+    free(without), free(with);
     if (e) cv_sink_rollback(s);
     return e;
+}
+
+cv_err cv_sink_dead_put(cv_sink *s, const cv_sink_dead *d, int n, uint64_t position) {
+    if (n == 0) return CV_OK;
+    char lsn[24];
+    cv_lsn_format(position, lsn);
+    cv_buf keys = {0}, why = {0};
+    cv_buf_put(&keys, "{", 1);
+    cv_buf_put(&why, "{", 1);
+    for (int i = 0; i < n; i++) {
+        arr_elem(&keys, d[i].key, i == 0);
+        arr_elem(&why, d[i].reason, i == 0);
+    }
+    cv_buf_put(&keys, "}", 1);
+    cv_buf_put(&why, "}", 1);
+    const char *p[4] = {s->stream, lsn, keys.p, why.p};
+    PGresult *r =
+        PQexecParams(s->db,
+                     "INSERT INTO cdcvec.dead_letters (stream, lsn, key, reason) SELECT $1, $2::pg_lsn, k, "
+                     "w FROM unnest($3::text[], $4::text[]) AS u(k, w)",
+                     4, NULL, p, NULL, NULL, 0);
+    cv_err e = exec_ok(s, r, "dead_letters");
+    PQclear(r);
+    free(keys.p), free(why.p);
+    if (e) cv_sink_rollback(s);
+    return e;
+}
+
+cv_err cv_sink_meta_get(cv_sink *s, cv_sink_meta *m) {
+    memset(m, 0, sizeof *m);
+    const char *p[1] = {s->stream};
+    PGresult *r = PQexecParams(s->db, "SELECT relid, layout, text_source FROM cdcvec.state WHERE stream = $1",
+                               1, NULL, p, NULL, NULL, 0);
+    cv_err e = exec_ok(s, r, "read_meta");
+    if (!e && PQntuples(r) == 1) {
+        if (!PQgetisnull(r, 0, 0)) m->relid = (uint32_t)strtoul(PQgetvalue(r, 0, 0), NULL, 10);
+        if (!PQgetisnull(r, 0, 1)) m->layout = strdup(PQgetvalue(r, 0, 1));
+        if (!PQgetisnull(r, 0, 2)) m->text_source = strdup(PQgetvalue(r, 0, 2));
+    }
+    PQclear(r);
+    return e;
+}
+
+cv_err cv_sink_meta_set(cv_sink *s, const cv_sink_meta *m) {
+    char relid[16];
+    snprintf(relid, sizeof relid, "%u", m->relid);
+    const char *p[4] = {s->stream, relid, m->layout, m->text_source};
+    PGresult *r =
+        PQexecParams(s->db,
+                     "INSERT INTO cdcvec.state (stream, lsn, relid, layout, text_source) VALUES ($1, '0/0', "
+                     "$2::oid, $3, $4) ON CONFLICT (stream) DO UPDATE SET relid = EXCLUDED.relid, "
+                     "layout = EXCLUDED.layout, text_source = EXCLUDED.text_source",
+                     4, NULL, p, NULL, NULL, 0);
+    cv_err e = exec_ok(s, r, "write_meta");
+    PQclear(r);
+    return e;
+}
+
+void cv_sink_meta_peek(const char *conninfo, const char *stream, cv_sink_meta *m) {
+    memset(m, 0, sizeof *m);
+    PGconn *db = cv_pg_connect(conninfo, 0, "sink");
+    if (PQstatus(db) == CONNECTION_OK) {
+        const char *p[1] = {stream};
+        PGresult *r =
+            PQexecParams(db,
+                         "SELECT relid, layout, text_source FROM cdcvec.state WHERE stream = $1 AND "
+                         "to_regclass('cdcvec.state') IS NOT NULL",
+                         1, NULL, p, NULL, NULL, 0);
+        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+            if (!PQgetisnull(r, 0, 0)) m->relid = (uint32_t)strtoul(PQgetvalue(r, 0, 0), NULL, 10);
+            if (!PQgetisnull(r, 0, 1)) m->layout = strdup(PQgetvalue(r, 0, 1));
+            if (!PQgetisnull(r, 0, 2)) m->text_source = strdup(PQgetvalue(r, 0, 2));
+        }
+        PQclear(r);
+    }
+    PQfinish(db);
+}
+
+void cv_sink_meta_free(cv_sink_meta *m) {
+    free(m->layout), free(m->text_source);
+    memset(m, 0, sizeof *m);
 }
 
 cv_err cv_sink_commit(cv_sink *s, uint64_t position) {
@@ -423,11 +534,12 @@ cv_err cv_sink_backfill_mark(cv_sink *s, uint64_t p, int done) {
 cv_err cv_sink_search(cv_sink *s, const float *q, int limit, cv_sink_hit_cb cb, void *arg) {
     cv_buf v = {0}, sql = {0}, keyexpr = {0};
     vec_text(&v, q, s->t.dim);
-    char k[300], lim[16];
+    char lim[16];
     snprintf(lim, sizeof lim, "%d", limit);
     for (int i = 0; i < s->t.nkeys; i++) {
-        cv_sql_ident(s->t.key_names[i], k, sizeof k);
-        cv_buf_printf(&keyexpr, "%s%s::text", i ? " || ',' || " : "", k);
+        if (i) cv_buf_puts(&keyexpr, " || ',' || ");
+        cv_pg_ident(&keyexpr, s->t.key_names[i]);
+        cv_buf_puts(&keyexpr, "::text");
     }
     cv_buf_printf(&sql,
                   "SELECT 1 - (embedding <=> $1::vector), %s, payload::text FROM %s ORDER BY embedding <=> "
@@ -442,4 +554,3 @@ cv_err cv_sink_search(cv_sink *s, const float *q, int limit, cv_sink_hit_cb cb, 
     free(v.p), free(sql.p), free(keyexpr.p);
     return e;
 }
-

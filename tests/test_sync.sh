@@ -44,7 +44,8 @@ converged() { converged_q "${1:-$MISMATCH}" "${2:-cdcvec.public_books}"; }
 start_sync
 check "rows existing before the first start are all embedded" converged
 check "the HNSW index is built once the backfill is done" '[ "$(q "SELECT count(*) FROM pg_indexes WHERE schemaname = '"'"'cdcvec'"'"' AND tablename = '"'"'public_books'"'"' AND indexdef LIKE '"'"'%hnsw%vector_cosine_ops%'"'"'")" = 1 ]'
-check "the slot exists and is active" '[ "$(q "SELECT active FROM pg_replication_slots WHERE slot_name = '"'"'cdcvec_public_books'"'"'")" = t ]'
+SLOT=$(q "SELECT slot_name FROM pg_replication_slots WHERE slot_name LIKE 'cdcvec_public_books_%'")
+check "the slot exists, is active, and its name is unique to the table ($SLOT)" '[ "$(q "SELECT active FROM pg_replication_slots WHERE slot_name = '"'"'$SLOT'"'"'")" = t ] && [[ $SLOT =~ ^cdcvec_public_books_[0-9a-f]{8}$ ]]'
 
 sed -n '/-- batch 2/,$p' "$root/tests/data/books.sql" | psql -qX "$DB" >/dev/null
 check "inserts" converged
@@ -139,18 +140,18 @@ q "INSERT INTO books (name, description, author, year) VALUES ('After restart', 
 check "PostgreSQL restart: sync reconnects and converges" converged
 check "sync is still running" 'kill -0 "$sync_pid"'
 check "SIGTERM: sync exits 0" stop_sync
-check "the slot's confirmed position advanced to the sink's" '[ "$(q "SELECT confirmed_flush_lsn >= (SELECT lsn FROM cdcvec.state) FROM pg_replication_slots WHERE slot_name = '"'"'cdcvec_public_books'"'"'")" = t ]'
+check "the slot's confirmed position advanced to the sink's" '[ "$(q "SELECT confirmed_flush_lsn >= (SELECT lsn FROM cdcvec.state) FROM pg_replication_slots WHERE slot_name = '"'"'$SLOT'"'"'")" = t ]'
 
 # ---- rows written while the initial backfill runs are not lost ---------------------------------
 q "CREATE TABLE public.reviews (id serial PRIMARY KEY, description text NOT NULL, stars int)"
 q "INSERT INTO reviews (description, stars) SELECT 'review ' || g || ' of a book about ' || md5(g::text), g % 5 FROM generate_series(1, 1500) g"
 CDCVEC_LOG=warn "$bin" sync --source "$DB" --table public.reviews --batch-ms 10 --threads 2 >>"$work/sync2.log" 2>&1 &
 rpid=$!
-WATCH_PID=$rpid wait_until '[ "$(q "SELECT count(*) FROM cdcvec.state WHERE stream = '"'"'cdcvec_public_reviews'"'"' AND NOT backfill_done" 2>/dev/null)" = 1 ]' true
+WATCH_PID=$rpid wait_until '[ "$(q "SELECT count(*) FROM cdcvec.state WHERE stream LIKE '"'"'cdcvec_public_reviews_%'"'"' AND NOT backfill_done" 2>/dev/null)" = 1 ]' true
 q "INSERT INTO reviews (description, stars) SELECT 'written during the backfill ' || g, 1 FROM generate_series(1, 200) g"
 q "UPDATE reviews SET description = description || ' (edited during the backfill)' WHERE id % 10 = 0"
 q "DELETE FROM reviews WHERE id % 7 = 0"
-check "the writes landed while the backfill was running" '[ "$(q "SELECT backfill_done FROM cdcvec.state WHERE stream = '"'"'cdcvec_public_reviews'"'"'")" = f ]'
+check "the writes landed while the backfill was running" '[ "$(q "SELECT backfill_done FROM cdcvec.state WHERE stream LIKE '"'"'cdcvec_public_reviews_%'"'"'")" = f ]'
 RMISMATCH="SELECT count(*) FROM reviews b FULL JOIN cdcvec.public_reviews v USING (id)
   WHERE b.id IS NULL OR v.id IS NULL OR v.text_hash <> sha256(convert_to(b.description, 'UTF8'))
      OR (v.payload->>'stars')::int IS DISTINCT FROM b.stars"
@@ -190,7 +191,7 @@ q "CREATE ROLE weak LOGIN; GRANT SELECT ON books TO weak"
 WEAKDB=${DB/postgres@/weak@}
 CDCVEC_LOG=warn timeout $((STALL_S * 2)) "$bin" sync --source "$WEAKDB" --table public.books >"$work/bad.log" 2>&1; rc=$?
 check "role without REPLICATION: exit 1 and the fix" '[ $rc -eq 1 ] && grep -q "event=no_replication_privilege.*ALTER ROLE weak REPLICATION" "$work/bad.log"'
-q "SELECT pg_drop_replication_slot('cdcvec_public_books')" >/dev/null
+q "SELECT pg_drop_replication_slot('$SLOT')" >/dev/null
 run_expect "slot dropped externally" slot_missing --table public.books
 start_sync --resnapshot 1
 q "INSERT INTO books (name, description, author, year) VALUES ('After resnapshot', 'rebuilt from a new snapshot', 'x', 2026)"

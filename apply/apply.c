@@ -1,0 +1,448 @@
+/* apply.c: the apply stage (apply.h).
+ *
+ * A batch is collapsed to the last change of each key, in the order of those last changes.
+ * Keys whose types compare exactly by their text (integers, text, uuid...) are then applied in
+ * one step; for other key types (citext, numeric: 'a@x' = 'A@X', 1.0 = 1.00) a delete that
+ * follows an upsert of a differently spelled key starts a new step, so that the store sees
+ * them in source order. Each step, inside the batch's one store transaction: delete, look up
+ * the stored text hashes (after the deletes: a key deleted and re-inserted under an equal
+ * spelling is a new row, not a payload-only update), read from the source the texts the
+ * stream could not give, update payloads alone where the text hash is unchanged, and embed
+ * the rest chunk by chunk, each chunk written while the next one is embedded. A text the
+ * embedding service refuses (too long for a remote server, say) is isolated and recorded as a
+ * dead letter, its stale vector removed; retriable failures abort the batch, which the caller
+ * replays. */
+#define _POSIX_C_SOURCE 200809L
+#include "apply.h"
+
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/cv_buf.h"
+#include "../common/cv_keytext.h"
+#include "../common/cv_log.h"
+#include "../common/cv_lsn.h"
+#include "../common/cv_time.h"
+
+#define EMBED_CHUNK 128
+
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int busy; /* a call is in flight */
+    cv_err err;
+    float *dst;
+    int dim;
+    char msg[256];
+} embed_call;
+
+struct cv_apply {
+    cv_apply_opts o;
+    embed_call ec;
+    int nkeys; /* learned from the first change */
+    cv_apply_metrics m;
+};
+
+void cv_change_free(cv_change *c) {
+    for (int k = 0; c->key && c->key[k]; k++)
+        free(c->key[k]);
+    free(c->key), free(c->text), free(c->payload), free(c->keep), free(c->fail);
+    memset(c, 0, sizeof *c);
+}
+
+cv_err cv_apply_new(const cv_apply_opts *o, cv_apply **out) {
+    cv_apply *a = calloc(1, sizeof *a);
+    if (!a) return CV_ERR_NOMEM;
+    a->o = *o;
+    pthread_mutex_init(&a->ec.mu, NULL);
+    pthread_cond_init(&a->ec.cv, NULL);
+    cv_metrics *r = o->reg;
+    a->m.batches = cv_metrics_counter(r, "cdcvec_sync_batches_total", "Sink transactions committed.", NULL);
+    a->m.embedded = cv_metrics_counter(r, "cdcvec_sync_embedded_total", "Rows (re-)embedded.", NULL);
+    a->m.skipped =
+        cv_metrics_counter(r, "cdcvec_sync_reembed_skipped_total",
+                           "Upserts whose text hash was unchanged: payload updated, no embedding.", NULL);
+    a->m.dead =
+        cv_metrics_counter(r, "cdcvec_sync_dead_letters_total",
+                           "Changes that could not be applied, recorded in cdcvec.dead_letters.", NULL);
+    static const double lat_b[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
+    a->m.latency =
+        cv_metrics_histogram(r, "cdcvec_sync_commit_to_searchable_seconds",
+                             "From the source commit to the sink commit of its vectors.", NULL, lat_b, 12);
+    *out = a;
+    return CV_OK;
+}
+
+void cv_apply_free(cv_apply *a) {
+    if (!a) return;
+    pthread_mutex_destroy(&a->ec.mu);
+    pthread_cond_destroy(&a->ec.cv);
+    free(a);
+}
+
+void cv_apply_set_sink(cv_apply *a, cv_sink *sink, cv_apply_fetch_fn fetch, void *fetch_arg, int key_exact) {
+    a->o.sink = sink, a->o.fetch = fetch, a->o.fetch_arg = fetch_arg, a->o.key_exact = key_exact;
+}
+
+const cv_apply_metrics *cv_apply_counters(const cv_apply *a) { return &a->m; }
+
+static void sha256(const char *s, size_t n, uint8_t out[32]) {
+    unsigned int len = 32;
+    EVP_Digest(s, n, out, &len, EVP_sha256(), NULL);
+}
+
+/* ---- collapse ---------------------------------------------------------------------------- */
+
+static char *key_join(char **key) {
+    cv_buf b = {0};
+    for (int k = 0; key[k]; k++) {
+        cv_buf_puts(&b, key[k]);
+        cv_buf_put(&b, "\x1f", 1);
+    }
+    if (!b.p) b.p = strdup("");
+    CV_ASSERT(b.p && !b.oom);
+    return b.p;
+}
+
+static uint64_t fnv(const char *s) {
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 1099511628211ull;
+    return h;
+}
+
+/* Keeps the last change of every key, in the order of those last changes. */
+static int collapse(cv_change *chg, int n) {
+    int cap = 16;
+    while (cap < 2 * n)
+        cap <<= 1;
+    int *slot = malloc(sizeof(int) * (size_t)cap);
+    char **kj = malloc(sizeof(char *) * (size_t)(n ? n : 1));
+    CV_ASSERT(slot && kj);
+    for (int i = 0; i < cap; i++)
+        slot[i] = -1;
+    for (int i = 0; i < n; i++) {
+        kj[i] = key_join(chg[i].key);
+        for (uint64_t h = fnv(kj[i]) & (uint64_t)(cap - 1);; h = (h + 1) & (uint64_t)(cap - 1)) {
+            if (slot[h] < 0) {
+                slot[h] = i;
+                break;
+            }
+            if (strcmp(kj[slot[h]], kj[i]) == 0) {
+                cv_change_free(&chg[slot[h]]); /* superseded */
+                chg[slot[h]].del = -1;
+                slot[h] = i;
+                break;
+            }
+        }
+    }
+    int m = 0;
+    for (int i = 0; i < n; i++) {
+        free(kj[i]);
+        if (chg[i].del >= 0) chg[m++] = chg[i];
+    }
+    free(kj);
+    free(slot);
+    return m;
+}
+
+/* ---- embedding through the asynchronous client -------------------------------------------- */
+
+static void embed_done(void *arg, cv_err err, const float *v, int n, int dim, const char *msg) {
+    embed_call *c = arg;
+    pthread_mutex_lock(&c->mu);
+    c->err = err;
+    if (!err && dim == c->dim)
+        memcpy(c->dst, v, sizeof(float) * (size_t)n * (size_t)dim);
+    else if (!err)
+        c->err = CV_ERR_FORMAT, snprintf(c->msg, sizeof c->msg, "dimension %d, expected %d", dim, c->dim);
+    else
+        snprintf(c->msg, sizeof c->msg, "%s", msg ? msg : "");
+    c->busy = 0;
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* Starts embedding texts[from .. from+m) into vec rows from.. */
+static cv_err embed_start(cv_apply *a, const char **texts, int m, float *vec, int from) {
+    size_t lens[EMBED_CHUNK];
+    for (int k = 0; k < m; k++)
+        lens[k] = strlen(texts[from + k]);
+    embed_call *c = &a->ec;
+    pthread_mutex_lock(&c->mu);
+    c->busy = 1;
+    c->err = CV_OK;
+    c->msg[0] = 0;
+    c->dst = vec + (size_t)from * a->o.dim;
+    c->dim = a->o.dim;
+    pthread_mutex_unlock(&c->mu);
+    cv_err e = cv_client_embed_async(a->o.client, texts + from, lens, m, embed_done, c);
+    if (e) {
+        pthread_mutex_lock(&c->mu);
+        c->busy = 0;
+        c->err = e;
+        snprintf(c->msg, sizeof c->msg, "%s", cv_strerror(e));
+        pthread_mutex_unlock(&c->mu);
+    }
+    return CV_OK; /* the outcome is read by embed_wait */
+}
+
+/* Waits for the call in flight; its error (and message in msg). */
+static cv_err embed_wait(cv_apply *a, char *msg, size_t len) {
+    embed_call *c = &a->ec;
+    pthread_mutex_lock(&c->mu);
+    while (c->busy)
+        pthread_cond_wait(&c->cv, &c->mu);
+    cv_err e = c->err;
+    if (msg) snprintf(msg, len, "%s", c->msg);
+    pthread_mutex_unlock(&c->mu);
+    return e;
+}
+
+/* Refusals that concern the texts themselves (too long, invalid): isolate them. */
+static int embed_refused(cv_err e) {
+    return e == CV_ERR_ARG || e == CV_ERR_FORMAT || e == CV_ERR_UNSUPPORTED || e == CV_ERR_MISMATCH;
+}
+
+cv_err cv_apply_embed1(cv_apply *a, const char *text, float *vec) {
+    const char *t[1] = {text};
+    embed_start(a, t, 1, vec, 0);
+    char msg[256];
+    cv_err e = embed_wait(a, msg, sizeof msg);
+    if (e) cv_error("event=embed_failed error=\"%s: %s\"", cv_strerror(e), msg);
+    return e;
+}
+
+/* ---- one step of a batch ------------------------------------------------------------------ */
+
+typedef struct {
+    cv_buf key;   /* the key as one line */
+    char *reason; /* owned */
+} dead_rec;
+
+typedef struct {
+    dead_rec *v;
+    int n, cap;
+} dead_list;
+
+static void dead_add(dead_list *d, char **key, const char *reason) {
+    if (d->n == d->cap) {
+        d->cap = d->cap ? 2 * d->cap : 16;
+        d->v = realloc(d->v, sizeof *d->v * (size_t)d->cap);
+        CV_ASSERT(d->v);
+    }
+    dead_rec *r = &d->v[d->n++];
+    memset(r, 0, sizeof *r);
+    int nk = 0;
+    while (key[nk])
+        nk++;
+    cv_key_format((const char *const *)key, nk, &r->key);
+    r->reason = strdup(reason);
+}
+
+static cv_err delete_keys(cv_apply *a, cv_change **c, int n) {
+    if (n == 0) return CV_OK;
+    const char ***keys = malloc(sizeof(char **) * (size_t)n);
+    CV_ASSERT(keys);
+    for (int i = 0; i < n; i++)
+        keys[i] = (const char **)c[i]->key;
+    cv_err e = cv_sink_delete(a->o.sink, (const char *const *const *)keys, n);
+    free(keys);
+    return e;
+}
+
+/* Applies chg[0..n) (collapsed, in order, within an open store transaction). */
+static cv_err apply_step(cv_apply *a, cv_change *chg, int n, uint64_t position, int force, dead_list *dead,
+                         int *nembedded, int *nskipped) {
+    cv_change **del = calloc((size_t)n + 1, sizeof *del), **up = calloc((size_t)n + 1, sizeof *up),
+              **fetch = calloc((size_t)n + 1, sizeof *fetch);
+    CV_ASSERT(del && up && fetch);
+    int nd = 0, nu = 0, nf = 0;
+    for (int i = 0; i < n; i++) {
+        cv_change *c = &chg[i];
+        if (c->fail) { /* recorded, and its (stale) vector removed */
+            dead_add(dead, c->key, c->fail);
+            del[nd++] = c;
+        } else if (c->del || (c->text_state == CV_TEXT_NULL && !c->text_fetch)) {
+            del[nd++] = c; /* a NULL text has no vector: documented */
+        } else {
+            up[nu++] = c;
+        }
+    }
+    cv_err e = delete_keys(a, del, nd);
+    /* stored hashes, after this step's deletes */
+    int *found = calloc((size_t)nu + 1, sizeof(int)), *need = calloc((size_t)nu + 1, sizeof(int));
+    uint8_t(*hash)[32] = calloc((size_t)nu + 1, 32);
+    const char ***keys = calloc((size_t)nu + 1, sizeof(char **));
+    CV_ASSERT(found && need && hash && keys);
+    for (int i = 0; i < nu; i++)
+        keys[i] = (const char **)up[i]->key;
+    if (!e && nu) e = cv_sink_hashes(a->o.sink, (const char *const *const *)keys, nu, found, hash);
+    for (int i = 0; !e && i < nu; i++)
+        if (up[i]->text_fetch || (up[i]->text_state == CV_TEXT_UNKNOWN && (!found[i] || force)))
+            fetch[nf++] = up[i];
+    if (!e && nf) {
+        if (!a->o.fetch) {
+            e = CV_ERR_UNSUPPORTED;
+            cv_error(
+                "event=apply_failed table=%s error=\"a text must be read from the source, and this stage has "
+                "no source\"",
+                a->o.table);
+        } else {
+            e = a->o.fetch(a->o.fetch_arg, fetch, nf);
+        }
+    }
+    /* decide: vector gone (text NULL now), payload only, or embed */
+    const char **texts = calloc((size_t)nu + 1, sizeof(char *));
+    cv_sink_row *rows = calloc((size_t)nu + 1, sizeof *rows), *emb = calloc((size_t)nu + 1, sizeof *emb);
+    cv_change **gone = calloc((size_t)nu + 1, sizeof *gone), **embc = calloc((size_t)nu + 1, sizeof *embc);
+    CV_ASSERT(texts && rows && emb && gone && embc);
+    int nt = 0, nr = 0, ng = 0;
+    for (int i = 0; !e && i < nu; i++) {
+        cv_change *c = up[i];
+        if (c->text_state == CV_TEXT_NULL) {
+            gone[ng++] = c;
+            continue;
+        }
+        cv_sink_row r = {.key = (const char *const *)c->key, .payload = c->payload, .keep = c->keep};
+        if (c->text_state == CV_TEXT_KNOWN) {
+            uint8_t h[32];
+            sha256(c->text, strlen(c->text), h);
+            if (!found[i] || force || memcmp(h, hash[i], 32) != 0) {
+                memcpy(hash[i], h, 32);
+                r.hash = hash[i];
+                need[i] = 1;
+                embc[nt] = c;
+                emb[nt] = r;
+                texts[nt++] = c->text;
+                continue;
+            }
+        }
+        if (found[i]) rows[nr++] = r; /* same text (or an unchanged TOASTed one): payload only */
+    }
+    if (!e) e = delete_keys(a, gone, ng);
+    if (!e && nr) e = cv_sink_put(a->o.sink, rows, nr, position);
+    *nskipped += nr;
+    /* embed chunk by chunk; write chunk k while chunk k+1 is embedded */
+    float *vec = malloc(sizeof(float) * (size_t)a->o.dim * (size_t)(nt ? nt : 1));
+    CV_ASSERT(vec);
+    for (int i = 0; i < nt; i++)
+        emb[i].vec = vec + (size_t)i * a->o.dim;
+    if (!e && nt) embed_start(a, texts, nt < EMBED_CHUNK ? nt : EMBED_CHUNK, vec, 0);
+    for (int c0 = 0; !e && c0 < nt; c0 += EMBED_CHUNK) {
+        int m = nt - c0 < EMBED_CHUNK ? nt - c0 : EMBED_CHUNK;
+        char msg[256];
+        cv_err ee = embed_wait(a, msg, sizeof msg);
+        if (ee && embed_refused(ee)) {
+            /* find the texts refused, one at a time; the others go on */
+            cv_change **bad = calloc((size_t)m, sizeof *bad);
+            int nb = 0, keep = 0;
+            CV_ASSERT(bad);
+            for (int k = c0; k < c0 + m && !e; k++) {
+                embed_start(a, texts, 1, vec, k);
+                cv_err e1 = embed_wait(a, msg, sizeof msg);
+                if (!e1) {
+                    emb[c0 + keep] = emb[k];
+                    emb[c0 + keep].vec = vec + (size_t)k * a->o.dim;
+                    keep++;
+                } else if (embed_refused(e1)) {
+                    char why[400];
+                    snprintf(why, sizeof why, "the embedding service refused the text (%zu bytes): %s: %s",
+                             strlen(texts[k]), cv_strerror(e1), msg);
+                    dead_add(dead, embc[k]->key, why);
+                    bad[nb++] = embc[k];
+                } else {
+                    e = e1;
+                }
+            }
+            if (!e) e = delete_keys(a, bad, nb);
+            free(bad);
+            if (!e && c0 + m < nt)
+                embed_start(a, texts, nt - (c0 + m) < EMBED_CHUNK ? nt - (c0 + m) : EMBED_CHUNK, vec, c0 + m);
+            if (!e && keep) e = cv_sink_put(a->o.sink, emb + c0, keep, position);
+            *nembedded += keep;
+            continue;
+        }
+        if (ee) {
+            cv_error("event=embed_failed table=%s error=\"%s: %s\"", a->o.table, cv_strerror(ee), msg);
+            e = ee == CV_ERR_BUSY || ee == CV_ERR_SHUTDOWN ? ee : CV_ERR_TIMEOUT;
+            break;
+        }
+        if (c0 + m < nt)
+            embed_start(a, texts, nt - (c0 + m) < EMBED_CHUNK ? nt - (c0 + m) : EMBED_CHUNK, vec, c0 + m);
+        e = cv_sink_put(a->o.sink, emb + c0, m, position);
+        *nembedded += m;
+    }
+    embed_wait(a, NULL, 0); /* never leave a call writing into freed memory */
+    free(vec), free(texts), free(rows), free(emb), free(gone), free(embc);
+    free(found), free(need), free(hash), free(keys), free(del), free(up), free(fetch);
+    return e;
+}
+
+/* Where the next step must start: a delete after an upsert of a differently spelled key, when
+ * keys do not compare exactly by their text. */
+static int step_end(const cv_change *chg, int from, int n, int key_exact) {
+    if (key_exact) return n;
+    int seen_up = 0;
+    for (int i = from; i < n; i++) {
+        int is_del = chg[i].del || chg[i].fail;
+        if (is_del && seen_up) return i;
+        if (!is_del) seen_up = 1;
+    }
+    return n;
+}
+
+cv_err cv_apply_batch(cv_apply *a, cv_change *chg, int n, int truncate, uint64_t position, int force,
+                      double commit_unix) {
+    const double t0 = cv_wall_now();
+    n = collapse(chg, n);
+    dead_list dead = {0};
+    int nemb = 0, nskip = 0;
+    cv_err e = cv_sink_begin(a->o.sink, truncate);
+    for (int from = 0; !e && from < n;) {
+        int to = step_end(chg, from, n, a->o.key_exact);
+        e = apply_step(a, chg + from, to - from, position, force, &dead, &nemb, &nskip);
+        from = to;
+    }
+    if (!e && dead.n && a->o.on_error_stop) {
+        cv_error("event=change_failed table=%s key=\"%s\" reason=\"%s\" note=\"--on-error stop\"", a->o.table,
+                 dead.v[0].key.p ? dead.v[0].key.p : "", dead.v[0].reason);
+        cv_sink_rollback(a->o.sink);
+        e = CV_ERR_ARG;
+    } else if (!e && dead.n) {
+        cv_sink_dead *d = calloc((size_t)dead.n, sizeof *d);
+        CV_ASSERT(d);
+        for (int i = 0; i < dead.n; i++) {
+            d[i] = (cv_sink_dead){dead.v[i].key.p ? dead.v[i].key.p : "", dead.v[i].reason};
+            cv_warn("event=dead_letter table=%s key=\"%s\" reason=\"%s\"", a->o.table, d[i].key, d[i].reason);
+        }
+        e = cv_sink_dead_put(a->o.sink, d, dead.n, position);
+        free(d);
+    }
+    if (!e)
+        e = cv_sink_commit(a->o.sink, position);
+    else
+        cv_sink_rollback(a->o.sink);
+    if (!e) {
+        cv_metric_add(a->m.batches, 1);
+        cv_metric_add(a->m.embedded, nemb);
+        cv_metric_add(a->m.skipped, nskip);
+        cv_metric_add(a->m.dead, dead.n);
+        if (commit_unix > 0) cv_metric_observe(a->m.latency, cv_wall_now() - commit_unix);
+        char lsn[24];
+        cv_lsn_format(position, lsn);
+        cv_debug(
+            "event=batch_applied table=%s position=%s changes=%d embedded=%d skipped=%d dead=%d truncate=%d "
+            "total_ms=%.1f",
+            a->o.table, lsn, n, nemb, nskip, dead.n, truncate, (cv_wall_now() - t0) * 1e3);
+    }
+    for (int i = 0; i < dead.n; i++)
+        free(dead.v[i].key.p), free(dead.v[i].reason);
+    free(dead.v);
+    for (int i = 0; i < n; i++)
+        cv_change_free(&chg[i]);
+    return e;
+}

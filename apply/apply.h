@@ -1,0 +1,77 @@
+/* apply.h: the apply stage: a batch of row changes, in commit order, into a vector store.
+ *
+ * Whatever feeds it (the replication stream, a backfill, a Kafka consumer) and wherever it
+ * writes, the rules are the same: collapse by key within the batch, delete, then look up the
+ * stored text hashes (inside the store's transaction, so a key deleted in this batch is not
+ * taken for an existing row), re-embed only texts whose hash changed, update payloads alone
+ * otherwise, record what cannot be applied as a dead letter with its reason, and record the
+ * batch's position in the same transaction. */
+#ifndef CV_APPLY_H
+#define CV_APPLY_H
+
+#include <stdint.h>
+
+#include "../common/cv_err.h"
+#include "../common/cv_metrics.h"
+#include "../server/client.h"
+#include "../sink/sink.h"
+
+enum { CV_TEXT_KNOWN = 0, CV_TEXT_NULL, CV_TEXT_UNKNOWN };
+
+/* One row change. All strings owned (cv_change_free). */
+typedef struct cv_change {
+    int del;    /* 1: delete by key */
+    char **key; /* (nkeys) NULL-terminated, text form */
+    char *text; /* CV_TEXT_KNOWN: the text to embed */
+    int text_state;
+    int text_fetch; /* the text must be read from the source before deciding (template with an
+                       unchanged TOASTed column) */
+    char *payload;  /* JSON object of the columns known in this change */
+    char *keep;     /* JSON array of column names whose stored payload values stay (unchanged
+                       TOASTed values, columns the change's row image does not have), or NULL */
+    char *fail;     /* the change cannot be applied: why (it becomes a dead letter) */
+} cv_change;
+
+void cv_change_free(cv_change *c);
+
+/* Reads the current texts of these changes (by key) from the source, setting text and
+ * text_state; a row gone since reads as CV_TEXT_NULL. */
+typedef cv_err (*cv_apply_fetch_fn)(void *arg, cv_change **chg, int n);
+
+typedef struct cv_apply_opts {
+    cv_sink *sink;
+    cv_client *client; /* embedding service (in-process or remote) */
+    int dim;
+    cv_metrics *reg;   /* counters registered once here; they live as long as reg */
+    int key_exact;     /* 1: two keys are equal exactly when their text forms are (int, text, uuid...) */
+    int on_error_stop; /* 1: a change that cannot be applied stops the batch (CV_ERR_ARG) */
+    cv_apply_fetch_fn fetch;
+    void *fetch_arg;
+    const char *table; /* for logs */
+} cv_apply_opts;
+
+typedef struct cv_apply cv_apply;
+
+cv_err cv_apply_new(const cv_apply_opts *o, cv_apply **out);
+void cv_apply_free(cv_apply *a);
+/* The store and the source reader change with each session; the counters stay. */
+void cv_apply_set_sink(cv_apply *a, cv_sink *sink, cv_apply_fetch_fn fetch, void *fetch_arg, int key_exact);
+
+/* Applies n changes (consumed: freed) in one store transaction recorded at position.
+ * truncate: empty the table first; force: re-embed unchanged texts too; commit_unix: when the
+ * last change committed at the source (unix seconds, 0 = unknown), for the latency histogram.
+ * Errors: retriable ones (store or embedding service unreachable) and CV_ERR_ARG when
+ * on_error_stop and a change failed (logged with its key and reason). */
+cv_err cv_apply_batch(cv_apply *a, cv_change *chg, int n, int truncate, uint64_t position, int force,
+                      double commit_unix);
+
+/* Embeds one text synchronously (queries). */
+cv_err cv_apply_embed1(cv_apply *a, const char *text, float *vec);
+
+/* The stage's counters, for the source to count what it feeds. */
+typedef struct cv_apply_metrics {
+    cv_metric *batches, *embedded, *skipped, *dead, *latency;
+} cv_apply_metrics;
+const cv_apply_metrics *cv_apply_counters(const cv_apply *a);
+
+#endif

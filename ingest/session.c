@@ -1,0 +1,285 @@
+/* session.c: the two lifetimes of `cdcvec sync` (sync_impl.h). The runtime (model, embedding
+ * server and its HTTP port, client, metrics, the apply stage) is opened once per process; a
+ * session (source connection, table description and checks, names, sink, what changed since
+ * the last run) once per attempt. */
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../common/cv_buf.h"
+#include "../common/cv_log.h"
+#include "../common/cv_names.h"
+#include "sync_impl.h"
+
+void cv_sync_error(cv_sync *s, const char *stage, const cv_pg_fault *f) {
+    const char *kind = f && f->kind ? f->kind : "connection";
+    if (f) s->fault = *f;
+    cv_metric *m = NULL;
+    for (int i = 0; i < s->n_err_series; i++)
+        if (!strcmp(s->err_series[i].stage, stage) && !strcmp(s->err_series[i].kind, kind))
+            m = s->err_series[i].m;
+    if (!m && s->reg && s->n_err_series < (int)(sizeof s->err_series / sizeof s->err_series[0])) {
+        cv_buf labels = {0};
+        cv_buf_printf(&labels, "stage=\"%s\",kind=\"%s\"", stage, kind);
+        m = cv_metrics_counter(s->reg, "cdcvec_sync_errors_total", "Sync errors by stage and kind.",
+                               labels.p);
+        free(labels.p);
+        s->err_series[s->n_err_series].stage = stage; /* static strings */
+        s->err_series[s->n_err_series].kind = kind;
+        s->err_series[s->n_err_series++].m = m;
+    }
+    cv_metric_add(m, 1);
+}
+
+cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o) {
+    memset(s, 0, sizeof *s);
+    s->o = *o;
+    s->dim = 384;
+    pthread_mutex_init(&s->search_mu, NULL);
+    pthread_cond_init(&s->search_idle, NULL);
+    cv_search_routes(s);
+    cv_err e;
+    cv_buf url = {0};
+    if (o->embed && *o->embed) {
+        if (o->http && *o->http) {
+            cv_error(
+                "event=bad_option option=--http error=\"the search page and /metrics are served by the "
+                "in-process model's server\" fix=\"drop --embed to run the model here, or drop --http and "
+                "read the embedding server's own /metrics\"");
+            return CV_ERR_ARG;
+        }
+        cv_buf_puts(&url, o->embed);
+        s->reg = cv_metrics_new();
+        s->own_reg = 1;
+    } else {
+        cv_minilm_opts mo = {.threads = o->threads, .device = o->device};
+        if ((e = cv_minilm_load(o->model_dir && *o->model_dir ? o->model_dir : cv_minilm_default_dir(), &mo,
+                                &s->model))) {
+            cv_error("event=model_unavailable fix=\"python3 models/fetch_model.py\"");
+            return e;
+        }
+        s->dim = cv_minilm_cfg(s->model)->hidden;
+        cv_buf_printf(&url, "inproc://cdcvec-sync-%d", (int)getpid());
+        /* in-process, a text is only ever read up to its first 256 tokens: no size limit but
+         * PostgreSQL's own (1 GB a value) */
+        cv_server_opts so = {.listen = url.p,
+                             .http = o->http,
+                             .batch_tokens = 16384,
+                             .batch_deadline_ms = 2,
+                             .max_queue_tokens = 1 << 22,
+                             .max_inflight = 64,
+                             .max_message_bytes = 1 << 30,
+                             .max_texts = 4096,
+                             .max_text_bytes = 1 << 30,
+                             .model_id = "sentence-transformers/all-MiniLM-L6-v2",
+                             .routes = s->routes,
+                             .nroutes = 2};
+        if ((e = cv_server_start(s->model, &so, &s->server))) {
+            free(url.p);
+            return e;
+        }
+        s->reg = cv_server_metrics(s->server);
+    }
+    cv_client_opts co = {.timeout_ms = 120000, .retries = 20, .backoff_ms = 20};
+    e = cv_client_open(url.p, &co, &s->client);
+    free(url.p);
+    if (e) return e;
+    cv_metrics *r = s->reg;
+    static const char *ch = "Source changes applied, by kind.";
+    s->m_changes_ins = cv_metrics_counter(r, "cdcvec_sync_changes_total", ch, "kind=\"insert\"");
+    s->m_changes_upd = cv_metrics_counter(r, "cdcvec_sync_changes_total", ch, "kind=\"update\"");
+    s->m_changes_del = cv_metrics_counter(r, "cdcvec_sync_changes_total", ch, "kind=\"delete\"");
+    s->m_changes_trunc = cv_metrics_counter(r, "cdcvec_sync_changes_total", ch, "kind=\"truncate\"");
+    s->m_lag = cv_metrics_gauge(r, "cdcvec_sync_replication_lag_bytes",
+                                "Server WAL position minus the position committed to the sink.", NULL);
+    s->m_retries = cv_metrics_counter(r, "cdcvec_sync_session_retries_total",
+                                      "Sessions started again after a retriable error.", NULL);
+    /* every series of the errors counter exists from the start, at 0 */
+    static const char *stages[] = {"source", "sink", "embed"};
+    static const char *kinds[] = {"connection", "auth", "privilege", "missing_object", "config",
+                                  "resources",  "data", "conflict",  "server"};
+    for (size_t i = 0; i < 3; i++)
+        for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+            cv_buf labels = {0};
+            cv_buf_printf(&labels, "stage=\"%s\",kind=\"%s\"", stages[i], kinds[k]);
+            s->err_series[s->n_err_series].stage = stages[i];
+            s->err_series[s->n_err_series].kind = kinds[k];
+            s->err_series[s->n_err_series++].m =
+                cv_metrics_counter(r, "cdcvec_sync_errors_total", "Sync errors by stage and kind.", labels.p);
+            free(labels.p);
+        }
+    cv_apply_opts ao = {.client = s->client,
+                        .dim = s->dim,
+                        .reg = r,
+                        .on_error_stop = o->on_error_stop,
+                        .fetch = cv_sync_fetch,
+                        .fetch_arg = s,
+                        .table = o->table};
+    return cv_apply_new(&ao, &s->apply);
+}
+
+void cv_sync_runtime_close(cv_sync *s) {
+    cv_sync_session_close(s);
+    cv_search_close(s);
+    cv_client_close(s->client);
+    if (s->server) {
+        cv_server_drain(s->server, 5000);
+        cv_server_free(s->server);
+    }
+    cv_apply_free(s->apply);
+    if (s->own_reg) cv_metrics_free(s->reg);
+    cv_minilm_free(s->model);
+    pthread_mutex_destroy(&s->search_mu);
+    pthread_cond_destroy(&s->search_idle);
+    memset(s, 0, sizeof *s);
+}
+
+cv_err cv_sync_fetch(void *arg, cv_change **chg, int n) {
+    cv_sync *s = arg;
+    cv_pg_fault f = {1, "connection", NULL};
+    cv_err e = cv_fetch_texts(s->src, &s->t, chg, n, &f);
+    if (e) cv_sync_error(s, "source", &f);
+    return e;
+}
+
+/* One advisory lock per slot name: one sync process per table (PostgreSQL releases it when
+ * the holder's connection ends, kill -9 included). */
+static cv_err lock_table(cv_sync *s) {
+    const char *p[1] = {s->slot};
+    PGresult *r = PQexecParams(s->src,
+                               "SELECT pg_try_advisory_lock(hashtextextended('cdcvec sync ' || $1, 0)), "
+                               "(SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1)",
+                               1, NULL, p, NULL, NULL, 0);
+    cv_err e = CV_OK;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        cv_pg_classify_result(s->src, r, &s->fault);
+        e = s->fault.retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
+        cv_sync_error(s, "source", &s->fault);
+    } else if (PQgetvalue(r, 0, 0)[0] != 't') {
+        s->fault = (cv_pg_fault){1, "conflict", NULL};
+        cv_warn(
+            "event=table_busy table=%s slot=%s walsender_pid=%s note=\"another cdcvec sync holds this table; "
+            "waiting for it to stop\"",
+            s->t.qualified, s->slot, PQgetisnull(r, 0, 1) ? "-" : PQgetvalue(r, 0, 1));
+        e = CV_ERR_TIMEOUT;
+    }
+    PQclear(r);
+    return e;
+}
+
+/* The stream name, from the options or cv_names (slot and publication share it). */
+static void names(cv_sync *s) {
+    const cv_sync_opts *o = &s->o;
+    const char *dot = strchr(o->table, '.');
+    char *schema = dot ? strndup(o->table, (size_t)(dot - o->table)) : strdup("public");
+    const char *table = dot ? dot + 1 : o->table;
+    cv_buf slot = {0}, pub = {0};
+    if (o->slot && *o->slot)
+        cv_buf_puts(&slot, o->slot);
+    else
+        cv_name_slot(schema, table, &slot);
+    if (o->publication && *o->publication)
+        cv_buf_puts(&pub, o->publication);
+    else
+        cv_buf_puts(&pub, slot.p);
+    free(schema);
+    s->slot = slot.p;
+    s->publication = pub.p;
+    s->stream = strdup(slot.p);
+}
+
+cv_err cv_sync_session_open(cv_sync *s, int replication) {
+    s->in_session = 1;
+    s->resnapshot = s->refresh = s->restart_now = 0;
+    s->fault = (cv_pg_fault){1, "connection", NULL};
+    names(s);
+    const cv_sync_opts *o = &s->o;
+    s->src = cv_pg_connect(o->source, 0, "source");
+    if (PQstatus(s->src) != CONNECTION_OK) {
+        cv_pg_classify_connect(s->src, &s->fault);
+        cv_buf m = {0};
+        cv_error("event=source_connect kind=%s retriable=%d error=\"%s\"%s%s%s", s->fault.kind,
+                 s->fault.retriable, cv_pg_errtext(PQerrorMessage(s->src), &m), s->fault.fix ? " fix=\"" : "",
+                 s->fault.fix ? s->fault.fix : "", s->fault.fix ? "\"" : "");
+        free(m.p);
+        cv_sync_error(s, "source", &s->fault);
+        return s->fault.retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
+    }
+    /* what an earlier run recorded (to follow a renamed text column) */
+    s->sink_conninfo = o->sink && *o->sink ? o->sink : o->source;
+    cv_sink_meta meta = {0};
+    cv_sink_meta_peek(s->sink_conninfo, s->stream, &meta);
+    const char *text = o->search ? NULL : o->text_column && *o->text_column ? o->text_column : "description";
+    cv_err e = cv_table_describe(s->src, o->table, text, o->search ? NULL : o->template_, meta.text_source,
+                                 &s->t, &s->fault);
+    if (e) {
+        cv_sync_error(s, "source", &s->fault);
+        cv_sink_meta_free(&meta);
+        return e;
+    }
+    if (replication) {
+        if ((e = lock_table(s)) || (e = cv_source_prepare(s->src, &s->t, s->publication, &s->fault))) {
+            if (e != CV_ERR_TIMEOUT || strcmp(s->fault.kind, "conflict"))
+                cv_sync_error(s, "source", &s->fault);
+            cv_sink_meta_free(&meta);
+            return e;
+        }
+    }
+    cv_sink_table st = {.schema = s->t.schema,
+                        .table = s->t.name,
+                        .nkeys = s->t.nkeys,
+                        .key_names = s->t.keyname,
+                        .key_types = s->t.keytype,
+                        .dim = s->dim,
+                        .model_id = "sentence-transformers/all-MiniLM-L6-v2",
+                        .stream = s->stream};
+    if ((e = cv_sink_open(s->sink_conninfo, &st, &s->sink))) {
+        const char *kind, *fix;
+        cv_sink_last_fault(s->sink, &kind, &fix);
+        cv_pg_fault f = {e == CV_ERR_TIMEOUT, kind, fix};
+        cv_sync_error(s, "sink", &f);
+        cv_sink_meta_free(&meta);
+        return e;
+    }
+    cv_apply_set_sink(s->apply, s->sink, cv_sync_fetch, s, s->t.key_exact);
+    cv_search_set_table(s);
+    /* what changed since the last run */
+    if (replication && meta.relid && meta.relid != s->t.oid) {
+        cv_warn(
+            "event=table_recreated table=%s old_oid=%u new_oid=%u action=\"rebuilding the index from a new "
+            "snapshot\"",
+            s->t.qualified, meta.relid, s->t.oid);
+        s->resnapshot = 1;
+    } else if (replication && meta.layout && strcmp(meta.layout, s->t.layout) != 0) {
+        cv_info(
+            "event=schema_changed table=%s action=\"refreshing every row's payload (texts re-embedded only "
+            "where they changed)\"",
+            s->t.qualified);
+        s->refresh = 1;
+    }
+    if (replication && meta.text_source && strcmp(meta.text_source, s->t.text_source) != 0 &&
+        !s->resnapshot) {
+        cv_info(
+            "event=text_source_changed table=%s from=\"%s\" to=\"%s\" action=\"re-embedding rows whose text "
+            "changed\"",
+            s->t.qualified, meta.text_source, s->t.text_source);
+        s->refresh = 1;
+    }
+    cv_sink_meta_free(&meta);
+    return CV_OK;
+}
+
+void cv_sync_session_close(cv_sync *s) {
+    if (!s->in_session) return;
+    cv_apply_set_sink(s->apply, NULL, NULL, NULL, 1);
+    cv_sink_close(s->sink);
+    if (s->src) PQfinish(s->src);
+    cv_table_free(&s->t);
+    free(s->slot), free(s->publication), free(s->stream);
+    s->slot = s->publication = s->stream = NULL;
+    s->sink = NULL;
+    s->src = NULL;
+    s->in_session = 0;
+}
