@@ -318,10 +318,12 @@ static cv_err add_handler(cv_server *s, const char *path, const char *method, vo
 }
 
 cv_err cv_http_start(cv_server *s) {
-    char url[600];
-    snprintf(url, sizeof url, "http://%s", s->o.http);
+    cv_buf url = {0};
+    cv_buf_printf(&url, "http://%s", s->o.http);
+    if (url.oom) return CV_ERR_NOMEM;
     nng_url *u;
-    int rv = nng_url_parse(&u, url);
+    int rv = nng_url_parse(&u, url.p);
+    free(url.p);
     if (rv) {
         cv_error("event=http_address address=%s error=\"%s\" fix=\"use host:port, e.g. 127.0.0.1:9464\"",
                  s->o.http, nng_strerror(rv));
