@@ -1,6 +1,6 @@
 /* cmd_bench.c: cdcvec bench embed: sentences/s and tokens/s at several batch sizes,
- * single-text latency, tokenizer MB/s, and an anchor (sentence-transformers) run on the
- * same texts in the same invocation. */
+ * single-text latency, tokenizer MB/s, and anchors (sentence-transformers, onnxruntime, ...) run
+ * on the same texts in the same invocation, one sent/s and one ratio column each. */
 #define _POSIX_C_SOURCE 200809L
 #include <getopt.h>
 #include <stdio.h>
@@ -9,6 +9,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cblas.h> /* openblas_get_corename, openblas_get_config */
+
+#include "../common/cv_buf.h"
 #include "../common/cv_log.h"
 #include "bench_corpus.h"
 #include "cli.h"
@@ -73,6 +76,26 @@ static int run_anchor(const char *cmd, anchor_row *rows, int max) {
     return st == 0 ? n : -1;
 }
 
+/* One --anchor NAME=CMD: the command that benchmarks NAME on the same texts, and its rows. */
+enum { MAX_ANCHORS = 8, MAX_ANCHOR_ROWS = 128 };
+typedef struct {
+    const char *name, *cmd; /* point into argv; the name is name_len bytes */
+    int name_len;
+    anchor_row rows[MAX_ANCHOR_ROWS];
+    int n; /* rows read; -1 when the command failed */
+} anchor;
+
+/* Splits NAME=CMD; without a NAME= prefix, CMD is sentence-transformers (the old --anchor CMD). */
+static int anchor_parse(const char *arg, anchor *a) {
+    size_t k = strspn(arg, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._+-");
+    if (k > 0 && arg[k] == '=')
+        a->name = arg, a->name_len = (int)k, a->cmd = arg + k + 1;
+    else
+        a->name = "sentence-transformers", a->name_len = (int)strlen(a->name), a->cmd = arg;
+    a->n = 0;
+    return *a->cmd ? 0 : -1;
+}
+
 static double anchor_lookup(const anchor_row *rows, int n, const char *set, int batch) {
     for (int i = 0; i < n; i++)
         if (rows[i].batch == batch && strcmp(rows[i].set, set) == 0) return rows[i].sps;
@@ -80,17 +103,19 @@ static double anchor_lookup(const anchor_row *rows, int n, const char *set, int 
 }
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: cdcvec bench embed [options]\n\n"
-            "  --model DIR      model folder\n"
-            "  --threads N      threads (default: all online CPUs)\n"
-            "  --seconds S      time per measurement (default 3)\n"
-            "  --device D       auto (default), cpu or cuda\n"
-            "  --batches LIST   batch sizes, comma-separated (default 1,8,64,256)\n"
-            "  --anchor CMD     command that benchmarks the reference on the same texts; it gets\n"
-            "                   --short FILE --long FILE --batches LIST --seconds S --threads N --device D\n"
-            "                   and prints {\"set\":..,\"batch\":..,\"sent_per_s\":..} lines\n"
-            "                   (bench/st_anchor.py does this for sentence-transformers)\n");
+    fprintf(f, "usage: cdcvec bench embed [options]\n\n"
+               "  --model DIR      model folder\n"
+               "  --threads N      threads (default: all online CPUs)\n"
+               "  --seconds S      time per measurement (default 3)\n"
+               "  --device D       auto (default), cpu or cuda\n"
+               "  --batches LIST   batch sizes, comma-separated (default 1,8,64,256)\n"
+               "  --anchor NAME=CMD\n"
+               "                   command that benchmarks NAME on the same texts; repeatable (up to 8),\n"
+               "                   one sent/s and one ratio column each, in order; a bare CMD means\n"
+               "                   sentence-transformers. It gets --short FILE --long FILE --batches LIST\n"
+               "                   --seconds S --threads N --device D and prints\n"
+               "                   {\"set\":..,\"batch\":..,\"sent_per_s\":..} lines\n"
+               "                   (bench/st_anchor.py, bench/ort_anchor.py)\n");
 }
 
 int cv_cmd_bench(int argc, char **argv) {
@@ -118,7 +143,9 @@ int cv_cmd_bench(int argc, char **argv) {
                                          {"batches", required_argument, 0, O_BATCHES},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
-    const char *model = cv_minilm_default_dir(), *anchor = NULL, *batch_list = "1,8,64,256";
+    const char *model = cv_minilm_default_dir(), *batch_list = "1,8,64,256";
+    anchor an[MAX_ANCHORS];
+    int nan = 0;
     cv_device dev = CV_DEVICE_AUTO;
     long threads = 0, secs = 3;
     int c;
@@ -132,7 +159,13 @@ int cv_cmd_bench(int argc, char **argv) {
         case O_SECONDS:
             if (cv_cli_parse_int("--seconds", optarg, 1, 3600, &secs)) return 2;
             break;
-        case O_ANCHOR: anchor = optarg; break;
+        case O_ANCHOR:
+            if (nan == MAX_ANCHORS || anchor_parse(optarg, &an[nan++])) {
+                fprintf(stderr, "cdcvec bench: --anchor: expected NAME=CMD (at most %d), got '%s'\n",
+                        MAX_ANCHORS, optarg);
+                return 2;
+            }
+            break;
         case O_DEVICE:
             if (cv_cli_parse_device(optarg, &dev)) return 2;
             break;
@@ -161,23 +194,27 @@ int cv_cmd_bench(int argc, char **argv) {
     corpus_make(&sets[0], "short", 2048, 10, 48, 0x9E3779B97F4A7C15ull); /* ~15-60 tokens */
     corpus_make(&sets[1], "long", 256, 260, 320, 0xD1B54A32D192ED03ull); /* truncated at 256 */
 
-    anchor_row arows[128];
-    int na = 0;
-    if (anchor) {
+    if (nan) {
         char sp[] = "/tmp/cdcvec-bench-short-XXXXXX", lp[] = "/tmp/cdcvec-bench-long-XXXXXX";
         int fs = mkstemp(sp), fl = mkstemp(lp);
         if (fs >= 0) close(fs);
         if (fl >= 0) close(fl);
         if (fs < 0 || fl < 0 || write_corpus(&sets[0], sp) || write_corpus(&sets[1], lp)) {
-            fprintf(stderr, "cdcvec bench: cannot write the corpus for the anchor\n");
+            fprintf(stderr, "cdcvec bench: cannot write the corpus for the anchors\n");
         } else {
-            char cmd[8192];
-            snprintf(cmd, sizeof cmd,
-                     "%s --short %s --long %s --batches %s --seconds %ld --threads %d --device %s", anchor,
-                     sp, lp, batch_list, secs, nt, cv_minilm_device(m));
-            fprintf(stderr, "anchor: %s\n", cmd);
-            na = run_anchor(cmd, arows, 128);
-            if (na < 0) fprintf(stderr, "cdcvec bench: the anchor command failed; no ratios\n");
+            for (int i = 0; i < nan; i++) {
+                cv_buf cmd = {0};
+                cv_buf_printf(&cmd,
+                              "%s --short %s --long %s --batches %s --seconds %ld --threads %d --device %s",
+                              an[i].cmd, sp, lp, batch_list, secs, nt, cv_minilm_device(m));
+                fprintf(stderr, "anchor %.*s: %s\n", an[i].name_len, an[i].name,
+                        cmd.oom ? "(out of memory)" : cmd.p);
+                an[i].n = cmd.oom ? -1 : run_anchor(cmd.p, an[i].rows, MAX_ANCHOR_ROWS);
+                if (an[i].n < 0)
+                    fprintf(stderr, "cdcvec bench: anchor %.*s failed; no ratios for it\n", an[i].name_len,
+                            an[i].name);
+                cv_buf_free(&cmd);
+            }
         }
         unlink(sp);
         unlink(lp);
@@ -208,28 +245,36 @@ int cv_cmd_bench(int argc, char **argv) {
     double big_us = (cv_now() - t0) / 100 * 1e6;
     free(big);
 
-    printf("# cdcvec bench embed: device=%s threads=%d seconds/measurement=%ld\n", cv_minilm_device(m), nt,
-           secs);
+    printf("# cdcvec bench embed: device=%s threads=%d seconds/measurement=%ld blas_core=%s "
+           "blas_config=\"%s\"\n",
+           cv_minilm_device(m), nt, secs, openblas_get_corename(), openblas_get_config());
     printf("tokenizer: %.1f MB/s on one thread (%ld short texts); 10 MB text: %.1f us per encode\n\n",
            tok_mbs, ntexts, big_us);
     /* GEMM work per token: 2 flops per weight of the encoder's matrices */
     const cv_minilm_config *cf = cv_minilm_cfg(m);
     const double gemm_flop =
         2.0 * cf->layers * (4.0 * cf->hidden * cf->hidden + 2.0 * (double)cf->hidden * cf->intermediate);
-    printf("| set | batch | cdcvec sent/s | cdcvec tok/s | GEMM GFLOP/s | sentence-transformers sent/s | "
-           "ratio |\n");
-    printf("|---|---:|---:|---:|---:|---:|---:|\n");
+    printf("| set | batch | cdcvec sent/s | cdcvec tok/s | GEMM GFLOP/s |");
+    for (int i = 0; i < nan; i++)
+        printf(" %.*s sent/s | ratio |", an[i].name_len, an[i].name);
+    printf("\n|---|---:|---:|---:|---:|");
+    for (int i = 0; i < nan; i++)
+        printf("---:|---:|");
+    printf("\n");
     for (int s = 0; s < 2; s++)
         for (int b = 0; b < nb; b++) {
             double sps, tps;
             measure(m, &sets[s], batches[b], (double)secs, &sps, &tps);
-            double a = anchor_lookup(arows, na > 0 ? na : 0, sets[s].name, batches[b]);
-            if (a > 0)
-                printf("| %s | %d | %.1f | %.0f | %.1f | %.1f | %.2fx |\n", sets[s].name, batches[b], sps,
-                       tps, tps * gemm_flop / 1e9, a, sps / a);
-            else
-                printf("| %s | %d | %.1f | %.0f | %.1f | - | - |\n", sets[s].name, batches[b], sps, tps,
-                       tps * gemm_flop / 1e9);
+            printf("| %s | %d | %.1f | %.0f | %.1f |", sets[s].name, batches[b], sps, tps,
+                   tps * gemm_flop / 1e9);
+            for (int i = 0; i < nan; i++) {
+                double a = anchor_lookup(an[i].rows, an[i].n, sets[s].name, batches[b]);
+                if (a > 0)
+                    printf(" %.1f | %.2fx |", a, sps / a);
+                else
+                    printf(" - | - |");
+            }
+            printf("\n");
             fflush(stdout);
         }
 
