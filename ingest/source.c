@@ -226,9 +226,13 @@ cv_err cv_table_describe(PGconn *db, const char *qualified, const char *text_col
         cv_buf_puts(&src, "none");
     } else {
         t->text_col = col_index(t, text_column, strlen(text_column));
-        int rec = 0;
-        if (recorded && sscanf(recorded, "column %d", &rec) == 1 && t->text_col < 0) {
-            /* the column embedded until now has another name: a rename, followed */
+        int rec = 0, at = 0;
+        /* recorded "column <attnum> <name>": when the name asked for is the one recorded and is
+         * gone, while that attnum lives on under another name, the column was renamed: follow */
+        if (recorded && sscanf(recorded, "column %d %n", &rec, &at) == 1 && at > 0 &&
+            strcmp(recorded + at, text_column) != 0)
+            rec = 0; /* another column asked for than the one recorded: no rename to follow */
+        if (rec && t->text_col < 0) {
             for (int i = 0; i < t->ncols; i++)
                 if (t->attnum[i] == rec) t->text_col = i;
             if (t->text_col >= 0) {
@@ -266,7 +270,7 @@ cv_err cv_table_describe(PGconn *db, const char *qualified, const char *text_col
             free(cols.p);
             e = refuse(f, "config");
         } else {
-            cv_buf_printf(&src, "column %d", t->attnum[t->text_col]);
+            cv_buf_printf(&src, "column %d %s", t->attnum[t->text_col], t->col[t->text_col]);
         }
     }
     t->text_source = src.p;

@@ -33,7 +33,7 @@ typedef struct cv_table {
     char **seg_text;                 /* (nseg) literal text or NULL */
     int *seg_col;                    /* (nseg) column index or -1 */
     char *layout;                    /* "attnum:name:typoid,..." of every column: a schema change alters it */
-    char *text_source;               /* "column <attnum>" or "template <text>": what is embedded */
+    char *text_source;               /* "column <attnum> <name>" or "template <text>": what is embedded */
 } cv_table;
 
 /* A row's values by column index: kind 'n' NULL, 'u' unknown (an unchanged TOASTed value, or a
@@ -46,7 +46,7 @@ typedef struct cv_rowval {
 
 /* Describes schema.table on db: columns, their types, the primary key, the text column or
  * template (text_column NULL and no template: no text, for searches). recorded_text_source:
- * what an earlier run embedded ("column <attnum>"), to follow a rename (NULL: none). Errors are logged with
+ * what an earlier run embedded ("column <attnum> <name>"), to follow a rename (NULL: none). Errors are logged with
  * the fix; *fault says whether it is permanent. */
 cv_err cv_table_describe(PGconn *db, const char *qualified, const char *text_column, const char *template_,
                          const char *recorded_text_source, cv_table *t, cv_pg_fault *fault);

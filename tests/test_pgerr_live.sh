@@ -52,7 +52,20 @@ rewrite() { local tmp=$work/rewrite.tmp; cat >"$tmp" && cat "$tmp" >"$1" && rm -
 p1=$(free_port $((43000 + $$ % 4000)))
 p2=$(free_port $((p1 + 1)))
 dead=$(free_port $((p2 + 1)))
-DB1=$(bash "$root/scripts/pg.sh" start "$work/pg1" "$p1") || { echo "FAIL cannot start PostgreSQL"; exit 1; }
+# start_pg DIR PORT: a private server; another free port if that one was taken meanwhile
+start_pg() {
+  local dir=$1 port=$2 try
+  for try in 1 2 3; do
+    bash "$root/scripts/pg.sh" start "$dir" "$port" && return 0
+    tail -3 "$dir/server.log" >&2 2>/dev/null
+    bash "$root/scripts/pg.sh" stop "$dir" 2>/dev/null
+    rm -rf "$dir"
+    port=$(free_port $((port + 17 * try)))
+  done
+  return 1
+}
+DB1=$(start_pg "$work/pg1" "$p1") || { echo "FAIL cannot start PostgreSQL"; exit 1; }
+p1=${DB1##*:}; p1=${p1%%/*} # the port it got
 H1="host=127.0.0.1 port=$p1"
 q1() { psql -qAtX "$DB1" -c "$1"; }
 psql -qX "$DB1" >/dev/null <<'SQL'
@@ -115,7 +128,8 @@ kill "$recv_pid" 2>/dev/null && wait "$recv_pid" 2>/dev/null
 recv_pid=
 
 echo "# second server: max_replication_slots = 1, then wal_level = replica with SSL"
-DB2=$(bash "$root/scripts/pg.sh" start "$work/pg2" "$p2") || { echo "FAIL cannot start PostgreSQL"; exit 1; }
+DB2=$(start_pg "$work/pg2" "$p2") || { echo "FAIL cannot start PostgreSQL"; exit 1; }
+p2=${DB2##*:}; p2=${p2%%/*} # the port it got
 H2="host=127.0.0.1 port=$p2"
 echo "max_replication_slots = 1" >>"$work/pg2/data/postgresql.conf"
 bash "$root/scripts/pg.sh" restart "$work/pg2"

@@ -21,7 +21,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
-DB=$(bash "$root/scripts/pg.sh" start "$work/pg" "$port") || { echo "FAIL cannot start PostgreSQL"; exit 1; }
+DB=
+for try in 1 2 3; do # another free port if this one was taken meanwhile
+  DB=$(bash "$root/scripts/pg.sh" start "$work/pg" "$port") && break
+  bash "$root/scripts/pg.sh" stop "$work/pg" 2>/dev/null
+  rm -rf "$work/pg"
+  port=$(free_port $((port + 17 * try)))
+  DB=
+done
+[ -n "$DB" ] || { echo "FAIL cannot start PostgreSQL"; exit 1; }
 psql -qX -v ON_ERROR_STOP=1 "$DB" >/dev/null <<'SQL' || { echo "FAIL cannot create the table"; exit 1; }
 CREATE EXTENSION citext;
 CREATE EXTENSION hstore;
