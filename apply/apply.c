@@ -308,6 +308,15 @@ static cv_err apply_step(cv_apply *a, cv_change *chg, int n, uint64_t position, 
             continue;
         }
         cv_sink_row r = {.key = (const char *const *)c->key, .payload = c->payload, .keep = c->keep};
+        if (c->text_state == CV_TEXT_KNOWN && a->o.max_text_bytes && strlen(c->text) > a->o.max_text_bytes) {
+            char why[200];
+            snprintf(why, sizeof why,
+                     "the text is %zu bytes, over --max-text-bytes %zu (the embedding server's limit)",
+                     strlen(c->text), a->o.max_text_bytes);
+            dead_add(dead, c->key, why);
+            gone[ng++] = c; /* its stale vector goes */
+            continue;
+        }
         if (c->text_state == CV_TEXT_KNOWN) {
             uint8_t h[32];
             sha256(c->text, strlen(c->text), h);

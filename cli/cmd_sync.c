@@ -14,7 +14,7 @@
 typedef struct {
     const char *source, *table, *text_column, *template_, *sink, *embed, *slot, *publication, *http, *model,
         *device, *after, *on_error;
-    long batch_rows, threads, resnapshot, force, limit;
+    long batch_rows, threads, resnapshot, force, limit, max_text_bytes;
     double batch_ms;
 } sync_conf;
 
@@ -53,6 +53,10 @@ static const cv_conf_prop PROPS[] = {
      "backfill: resume after this primary key, as the progress line prints it (v1,v2 for composite keys; "
      "\"a,b\" quoted when a value holds a comma or a quote)"},
     {"limit", NULL, CV_CONF_INT, "5", 1, 1000, F(limit), "search: results"},
+    {"max-text-bytes", "CDCVEC_MAX_TEXT_BYTES", CV_CONF_INT, "1048576", 1, 1L << 30, F(max_text_bytes),
+     "with --embed: longer texts are recorded as dead letters and not sent (the server's own "
+     "--max-text-bytes; "
+     "in-process, any size is embedded)"},
     {"on-error", "CDCVEC_ON_ERROR", CV_CONF_STR, "dead-letter", 0, 0, F(on_error),
      "a change that cannot be applied: dead-letter (record it in cdcvec.dead_letters with its reason and go "
      "on) "
@@ -122,7 +126,8 @@ int cv_cmd_sync(int argc, char **argv, const char *which) {
                       .threads = (int)c.threads,
                       .resnapshot = (int)c.resnapshot,
                       .force = (int)c.force,
-                      .after = c.after};
+                      .after = c.after,
+                      .max_text_bytes = c.max_text_bytes};
     if (cv_cli_parse_device(c.device, &o.device)) return 2;
     if (strcmp(c.on_error, "stop") == 0)
         o.on_error_stop = 1;

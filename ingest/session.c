@@ -114,6 +114,7 @@ cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o) {
                         .dim = s->dim,
                         .reg = r,
                         .on_error_stop = o->on_error_stop,
+                        .max_text_bytes = o->embed && *o->embed ? (size_t)o->max_text_bytes : 0,
                         .fetch = cv_sync_fetch,
                         .fetch_arg = s,
                         .table = o->table};

@@ -5,6 +5,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "source.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,9 +34,16 @@ static cv_err failed(PGconn *db, PGresult *r, const char *step, cv_pg_fault *f) 
     return f->retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
 }
 
-/* A permanent set-up problem found by our own checks. */
-static cv_err refuse(cv_pg_fault *f, const char *kind) {
-    if (f) *f = (cv_pg_fault){0, kind, NULL};
+/* A permanent set-up problem found by our own checks; the fix is kept for the final line. */
+static char refusal_fix[512];
+static cv_err refuse(cv_pg_fault *f, const char *kind, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static cv_err refuse(cv_pg_fault *f, const char *kind, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(refusal_fix, sizeof refusal_fix, fmt, ap);
+    va_end(ap);
+    if (f) *f = (cv_pg_fault){0, kind, refusal_fix};
     return CV_ERR_UNSUPPORTED;
 }
 
@@ -74,7 +82,9 @@ static cv_err parse_template(cv_table *t, const char *tpl, cv_buf *generated, cv
                                : "unknown column in {...}",
                          gen ? "use the columns it is computed from in the template"
                              : "name a column of the table");
-                return refuse(f, "config");
+                return refuse(f, "config", "%s",
+                              gen ? "use the columns it is computed from in the template"
+                                  : "name a column of the table");
             }
             t->seg_text[t->nseg] = NULL;
             t->seg_col[t->nseg++] = c;
@@ -201,7 +211,7 @@ cv_err cv_table_describe(PGconn *db, const char *qualified, const char *text_col
                  "fix=\"ALTER TABLE %s ADD PRIMARY KEY (...)\"",
                  t->schema, t->name, t->qualified);
         PQclear(r);
-        e = refuse(f, "config");
+        e = refuse(f, "config", "ALTER TABLE %s ADD PRIMARY KEY (...)", t->qualified);
         goto out;
     }
     t->key = calloc((size_t)t->nkeys, sizeof(int));
@@ -268,7 +278,10 @@ cv_err cv_table_describe(PGconn *db, const char *qualified, const char *text_col
                     "or --template\"",
                     t->schema, t->name, text_column, cols.p ? cols.p : "");
             free(cols.p);
-            e = refuse(f, "config");
+            e = refuse(f, "config", "%s",
+                       gen   ? "embed the columns it is computed from with --template"
+                       : rec ? "choose another column with --text-column or --template, and --resnapshot 1"
+                             : "choose the column with --text-column or --template");
         } else {
             cv_buf_printf(&src, "column %d %s", t->attnum[t->text_col], t->col[t->text_col]);
         }
@@ -503,14 +516,14 @@ static cv_err check_table(PGconn *db, const cv_table *t, cv_pg_fault *f) {
         cv_error("event=table_not_logged table=%s error=\"%s tables are not written to the WAL, so logical "
                  "replication cannot see their changes\" fix=\"ALTER TABLE %s SET LOGGED\"",
                  t->qualified, t->persistence == 'u' ? "unlogged" : "temporary", t->qualified);
-        return refuse(f, "config");
+        return refuse(f, "config", "ALTER TABLE %s SET LOGGED", t->qualified);
     }
     if (t->replident == 'n') {
         cv_error("event=replica_identity_nothing table=%s error=\"REPLICA IDENTITY NOTHING: deletes and key "
                  "changes would not say which row they touch, and publishing the table would make the "
                  "application's own UPDATE and DELETE fail\" fix=\"ALTER TABLE %s REPLICA IDENTITY DEFAULT\"",
                  t->qualified, t->qualified);
-        return refuse(f, "config");
+        return refuse(f, "config", "ALTER TABLE %s REPLICA IDENTITY DEFAULT", t->qualified);
     }
     if (t->replident == 'i') { /* the identity index must hold every primary key column */
         char oid[16];
@@ -536,7 +549,7 @@ static cv_err check_table(PGconn *db, const cv_table *t, cv_pg_fault *f) {
                 "the primary key, so a DELETE would not say which vector to remove\" fix=\"ALTER TABLE %s "
                 "REPLICA IDENTITY DEFAULT (or FULL)\"",
                 t->qualified, t->qualified);
-            return refuse(f, "config");
+            return refuse(f, "config", "ALTER TABLE %s REPLICA IDENTITY DEFAULT (or FULL)", t->qualified);
         }
     }
     return CV_OK;
@@ -557,13 +570,14 @@ cv_err cv_source_prepare(PGconn *db, const cv_table *t, const char *publication,
             "restart PostgreSQL\"",
             PQgetvalue(r, 0, 0));
         PQclear(r);
-        return refuse(f, "config");
+        return refuse(f, "config", "set wal_level = logical in postgresql.conf and restart PostgreSQL");
     }
     if (PQgetvalue(r, 0, 1)[0] != 't') {
         cv_error("event=no_replication_privilege role=%s fix=\"ALTER ROLE %s REPLICATION (as a superuser)\"",
                  PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 2));
+        cv_err e = refuse(f, "privilege", "ALTER ROLE %s REPLICATION (as a superuser)", PQgetvalue(r, 0, 2));
         PQclear(r);
-        return refuse(f, "privilege");
+        return e;
     }
     PQclear(r);
     cv_err e = check_table(db, t, f); /* before any publication exists: never in the application's way */

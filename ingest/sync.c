@@ -209,7 +209,9 @@ static int text_column_moved(stream *st, const cv_pg_rel *rel, cv_err *e) {
             "later changes would have no text\" fix=\"choose another with --text-column or --template, and "
             "--resnapshot 1\"",
             t->qualified, t->col[t->text_col]);
-        s->fault = (cv_pg_fault){0, "config", NULL};
+        s->fault = (cv_pg_fault){0, "config",
+                                 "choose another column with --text-column or --template, and "
+                                 "--resnapshot 1"};
         *e = CV_ERR_UNSUPPORTED;
     }
     PQclear(r);
@@ -341,7 +343,8 @@ static cv_err on_message(stream *st, const uint8_t *data, size_t len) {
     default: break; /* Y, O, M */
     }
     if (e == CV_ERR_FORMAT) { /* a row image without its key: the replica identity changed under us */
-        s->fault = (cv_pg_fault){0, "config", NULL};
+        s->fault = (cv_pg_fault){0, "config",
+                                 "ALTER TABLE ... REPLICA IDENTITY DEFAULT, then start cdcvec sync again"};
         cv_sync_error(s, "source", &s->fault);
         e = CV_ERR_UNSUPPORTED;
     }
@@ -655,8 +658,10 @@ int cv_sync_run(const cv_sync_opts *o, volatile sig_atomic_t *stop) {
         cv_sync_session_close(&s);
         if (!e || *stop) break;
         if (!f.retriable || e == CV_ERR_UNSUPPORTED || e == CV_ERR_NOTFOUND || e == CV_ERR_ARG) {
-            cv_error("event=sync_stopped kind=%s error=\"%s\"%s%s%s", f.kind ? f.kind : "config",
-                     cv_strerror(e), f.fix ? " fix=\"" : "", f.fix ? f.fix : "", f.fix ? "\"" : "");
+            cv_error(
+                "event=sync_stopped kind=%s error=\"a permanent error: retrying cannot help (the line above "
+                "says what)\"%s%s%s",
+                f.kind ? f.kind : "config", f.fix ? " fix=\"" : "", f.fix ? f.fix : "", f.fix ? "\"" : "");
             rc = 1;
             break;
         }
