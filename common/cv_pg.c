@@ -64,6 +64,7 @@
 #include "cv_pg.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cv_log.h"
@@ -343,4 +344,14 @@ PGconn *cv_pg_connect(const char *conninfo, int replication, const char *role) {
     PGconn *c = PQconnectdbParams(kw, val, 1);
     if (c && PQstatus(c) == CONNECTION_OK) PQsetNoticeProcessor(c, cv_pg_notice, NULL);
     return c;
+}
+
+void cv_pg_log_fault(const char *event, const char *step, const char *sqlstate, const cv_pg_fault *f,
+                     const char *libpq_message) {
+    cv_buf m = {0};
+    cv_error("event=%s%s%s%s%s kind=%s retriable=%d error=\"%s\"%s%s%s", event, step ? " step=" : "",
+             step ? step : "", sqlstate ? " sqlstate=" : "", sqlstate ? sqlstate : "", f->kind, f->retriable,
+             cv_pg_errtext(libpq_message ? libpq_message : "", &m), f->fix ? " fix=\"" : "",
+             f->fix ? f->fix : "", f->fix ? "\"" : "");
+    free(m.p);
 }

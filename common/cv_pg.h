@@ -65,6 +65,11 @@ void cv_pg_ident(cv_buf *out, const char *name);
  * cv_pgcommon into cv_sink (both copies in one link are a multiple definition). */
 void cv_pg_notice(void *arg, const char *message);
 
+/* Logs one classified failure at error level: `event=EVENT [step=STEP] [sqlstate=S] kind=K
+ * retriable=R error="one-line libpq message" [fix="..."]`. step, sqlstate may be NULL. */
+void cv_pg_log_fault(const char *event, const char *step, const char *sqlstate, const cv_pg_fault *f,
+                     const char *libpq_message);
+
 /* Connects to conninfo (a libpq connection string or URI) with the session settings the
  * value conversions rely on (DateStyle ISO, TimeZone UTC, IntervalStyle postgres,
  * extra_float_digits 1, bytea_output hex, client_encoding UTF8: they override the same settings

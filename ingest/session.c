@@ -200,11 +200,7 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
     s->src = cv_pg_connect(o->source, 0, "source");
     if (PQstatus(s->src) != CONNECTION_OK) {
         cv_pg_classify_connect(s->src, &s->fault);
-        cv_buf m = {0};
-        cv_error("event=source_connect kind=%s retriable=%d error=\"%s\"%s%s%s", s->fault.kind,
-                 s->fault.retriable, cv_pg_errtext(PQerrorMessage(s->src), &m), s->fault.fix ? " fix=\"" : "",
-                 s->fault.fix ? s->fault.fix : "", s->fault.fix ? "\"" : "");
-        free(m.p);
+        cv_pg_log_fault("source_connect", NULL, NULL, &s->fault, PQerrorMessage(s->src));
         cv_sync_error(s, "source", &s->fault);
         return s->fault.retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
     }

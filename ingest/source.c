@@ -24,13 +24,8 @@ static cv_err failed(PGconn *db, PGresult *r, const char *step, cv_pg_fault *f) 
     cv_pg_fault local;
     if (!f) f = &local;
     cv_pg_classify_result(db, r, f);
-    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
-    cv_buf m = {0};
-    cv_error("event=source_failed step=%s sqlstate=%s kind=%s retriable=%d error=\"%s\"%s%s%s", step,
-             state ? state : "-", f->kind, f->retriable,
-             cv_pg_errtext(r ? PQresultErrorMessage(r) : PQerrorMessage(db), &m), f->fix ? " fix=\"" : "",
-             f->fix ? f->fix : "", f->fix ? "\"" : "");
-    free(m.p);
+    cv_pg_log_fault("source_failed", step, r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL, f,
+                    r ? PQresultErrorMessage(r) : PQerrorMessage(db));
     return f->retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
 }
 

@@ -95,12 +95,8 @@ static cv_err repl_failed(stream *st, PGresult *r, const char *step) {
         cv_pg_classify_result(st->repl, r, &s->fault);
     else
         s->fault = (cv_pg_fault){1, "connection", NULL};
-    cv_buf m = {0};
-    cv_error("event=replication_failed step=%s slot=%s kind=%s retriable=%d error=\"%s\"%s%s%s", step,
-             s->slot, s->fault.kind, s->fault.retriable,
-             cv_pg_errtext(r ? PQresultErrorMessage(r) : PQerrorMessage(st->repl), &m),
-             s->fault.fix ? " fix=\"" : "", s->fault.fix ? s->fault.fix : "", s->fault.fix ? "\"" : "");
-    free(m.p);
+    cv_pg_log_fault("replication_failed", step, r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL, &s->fault,
+                    r ? PQresultErrorMessage(r) : PQerrorMessage(st->repl));
     cv_sync_error(s, "source", &s->fault);
     return s->fault.retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
 }
@@ -528,11 +524,7 @@ static cv_err session(cv_sync *s, volatile sig_atomic_t *stop, double *streaming
     st.repl = cv_pg_connect(s->o.source, 1, "replication");
     if (PQstatus(st.repl) != CONNECTION_OK) {
         cv_pg_classify_connect(st.repl, &s->fault);
-        cv_buf m = {0};
-        cv_error("event=replication_connect kind=%s retriable=%d error=\"%s\"%s%s%s", s->fault.kind,
-                 s->fault.retriable, cv_pg_errtext(PQerrorMessage(st.repl), &m),
-                 s->fault.fix ? " fix=\"" : "", s->fault.fix ? s->fault.fix : "", s->fault.fix ? "\"" : "");
-        free(m.p);
+        cv_pg_log_fault("replication_connect", NULL, NULL, &s->fault, PQerrorMessage(st.repl));
         cv_sync_error(s, "source", &s->fault);
         PQfinish(st.repl);
         return s->fault.retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;

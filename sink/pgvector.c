@@ -57,14 +57,9 @@ static void arr_elem(cv_buf *b, const char *v, int first) {
 static cv_err exec_ok(cv_sink *s, PGresult *r, const char *what) {
     ExecStatusType st = PQresultStatus(r);
     if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return CV_OK;
-    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
     cv_pg_classify_result(s->db, r, &s->fault);
-    cv_buf m = {0};
-    cv_error("event=sink_failed step=%s sqlstate=%s kind=%s retriable=%d error=\"%s\"%s%s%s", what,
-             state ? state : "-", s->fault.kind, s->fault.retriable,
-             cv_pg_errtext(r ? PQresultErrorMessage(r) : PQerrorMessage(s->db), &m),
-             s->fault.fix ? " fix=\"" : "", s->fault.fix ? s->fault.fix : "", s->fault.fix ? "\"" : "");
-    free(m.p);
+    cv_pg_log_fault("sink_failed", what, r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL, &s->fault,
+                    r ? PQresultErrorMessage(r) : PQerrorMessage(s->db));
     if (s->fault.retriable) return CV_ERR_TIMEOUT;
     return strcmp(s->fault.kind, "data") == 0 ? CV_ERR_FORMAT : CV_ERR_UNSUPPORTED;
 }
@@ -102,11 +97,7 @@ cv_err cv_sink_open(const char *conninfo, const cv_sink_table *t, cv_sink **out)
     s->db = cv_pg_connect(conninfo, 0, "sink");
     if (PQstatus(s->db) != CONNECTION_OK) {
         cv_pg_classify_connect(s->db, &s->fault);
-        cv_buf m = {0};
-        cv_error("event=sink_connect kind=%s retriable=%d error=\"%s\"%s%s%s", s->fault.kind,
-                 s->fault.retriable, cv_pg_errtext(PQerrorMessage(s->db), &m), s->fault.fix ? " fix=\"" : "",
-                 s->fault.fix ? s->fault.fix : "", s->fault.fix ? "\"" : "");
-        free(m.p);
+        cv_pg_log_fault("sink_connect", NULL, NULL, &s->fault, PQerrorMessage(s->db));
         cv_err e = s->fault.retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
         cv_sink_close(s);
         return e;
