@@ -41,7 +41,14 @@ struct cv_backend {
                      int D, const float *word /* (V,D) */, const float *pos /* (P,D) */,
                      const float *type0 /* (D) */, const float *gamma /* (D) */, const float *beta /* (D) */,
                      float eps, float *out /* (T,D) */);
-    /* y = act(x w^T + bias): x (M,K), w (N,K) as nn.Linear stores it, bias (N), y (M,N). */
+    /* Optional (NULL when linear() reads w as nn.Linear's (N,K)): the layout linear() reads its
+     * weights in. linear_pack(w, N, K, dst) writes w (N,K) into dst, linear_pack_floats(N, K)
+     * floats of host memory (64-byte aligned, caller-owned), once at load; the packed copy then
+     * goes through weights() like any weight and is what linear() gets as w. */
+    size_t (*linear_pack_floats)(int N, int K);
+    void (*linear_pack)(const float *w, int N, int K, float *dst);
+    /* y = act(x w^T + bias): x (M,K), w (N,K) as nn.Linear stores it (or as linear_pack
+     * wrote it), bias (N), y (M,N). */
     void (*linear)(cv_backend *be, const float *x, const float *w, const float *bias, int M, int N, int K,
                    cv_act act, float *y);
     /* x = LayerNorm(x + res) over rows of D: x (M,D) in/out, res (M,D). */

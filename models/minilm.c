@@ -25,6 +25,7 @@
 
 #include "../common/cv_half.h"
 #include "../common/cv_log.h"
+#include "../common/cv_mem.h"
 #include "../common/cv_pool.h"
 #include "../kernels/backend.h"
 #include "safetensors.h"
@@ -160,8 +161,8 @@ static void *own(cv_minilm *m, size_t bytes) {
         m->owned = p;
         m->owned_cap = cap;
     }
-    void *p = NULL;
-    if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0) return NULL;
+    void *p = cv_mem_alloc(bytes);
+    if (!p) return NULL;
     m->owned[m->nowned++] = p;
     return p;
 }
@@ -263,6 +264,42 @@ static cv_err load_weights(cv_minilm *m, const char *dir) {
         memcpy(bqkv + 2 * D, bv, sizeof(float) * (size_t)D);
         L->wqkv = wqkv;
         L->bqkv = bqkv;
+    }
+    return CV_OK;
+}
+
+/* Frees p, a buffer from own(), early. */
+static void disown(cv_minilm *m, const void *p) {
+    for (int i = 0; i < m->nowned; i++)
+        if (m->owned[i] == p) {
+            free(m->owned[i]);
+            m->owned[i] = m->owned[--m->nowned];
+            return;
+        }
+}
+
+/* Rewrites the GEMM weights of host into the layout be->linear() reads (be->linear_pack),
+ * all of them in one buffer. */
+static cv_err pack_linear_weights(cv_minilm *m, const cv_backend *be) {
+    const cv_minilm_config *c = &m->cfg;
+    const int D = c->hidden, NI = c->intermediate;
+    const size_t per_layer = be->linear_pack_floats(3 * D, D) + be->linear_pack_floats(D, D) +
+                             be->linear_pack_floats(NI, D) + be->linear_pack_floats(D, NI);
+    float *p = own(m, sizeof(float) * per_layer * (size_t)c->layers);
+    if (!p) return CV_ERR_NOMEM;
+    for (int l = 0; l < c->layers; l++) {
+        layer_w *L = &m->host.layer[l];
+        const float *wqkv = L->wqkv;
+        struct {
+            const float **w;
+            int N, K;
+        } mats[] = {{&L->wqkv, 3 * D, D}, {&L->wo, D, D}, {&L->w1, NI, D}, {&L->w2, D, NI}};
+        for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) {
+            be->linear_pack(*mats[i].w, mats[i].N, mats[i].K, p);
+            *mats[i].w = p;
+            p += be->linear_pack_floats(mats[i].N, mats[i].K);
+        }
+        disown(m, wqkv); /* the Q|K|V concatenation from load_weights */
     }
     return CV_OK;
 }
@@ -473,6 +510,10 @@ cv_err cv_minilm_load(const char *model_dir, const cv_minilm_opts *opts, cv_mini
     for (int i = 0; i < m->nworkers && !err; i++) {
         cv_backend *be = gpu;
         if (!be && (err = cv_backend_cpu_new(&be))) break;
+        if (i == 0 && be->linear_pack && (err = pack_linear_weights(m, be))) {
+            be->destroy(be);
+            break;
+        }
         err = worker_init(m, &m->wk[i], be);
     }
     if (err) {

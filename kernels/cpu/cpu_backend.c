@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../common/cv_mem.h"
 #include "../../common/cv_pool.h"
 #include "cpu_ops.h"
 
@@ -20,7 +21,7 @@ static void linear_part(void *arg, int t) {
     /* column slices aligned to 16 floats (one cache line) */
     int n0 = (int)((long)j->N * t / j->parts) & ~15,
         n1 = t + 1 == j->parts ? j->N : (int)((long)j->N * (t + 1) / j->parts) & ~15;
-    cv_cpu_linear_cols(j->x, j->w, j->bias, j->M, j->N, j->K, j->act, j->y, n0, n1);
+    cv_cpu_linear_packed(j->x, j->w, j->bias, j->M, j->N, j->K, j->act, j->y, n0, n1);
 }
 
 static void attention_part(void *arg, int t) {
@@ -33,10 +34,7 @@ void cv_backend_cpu_set_pool(cv_backend *be, struct cv_pool *pool) { be->impl = 
 
 static void *cpu_alloc(cv_backend *be, size_t bytes) {
     (void)be;
-    void *p = NULL;
-    size_t rounded = (bytes + 63) & ~(size_t)63;
-    if (posix_memalign(&p, 64, rounded ? rounded : 64) != 0) return NULL;
-    return p;
+    return cv_mem_alloc(bytes);
 }
 static void cpu_release(cv_backend *be, void *p) {
     (void)be;
@@ -66,7 +64,7 @@ static void cpu_linear(cv_backend *be, const float *x, const float *w, const flo
                        cv_act act, float *y) {
     cv_pool *pool = be->impl;
     if (!pool || N < 64) {
-        cv_cpu_linear(x, w, bias, M, N, K, act, y);
+        cv_cpu_linear_packed(x, w, bias, M, N, K, act, y, 0, N);
         return;
     }
     split_job j = {.x = x,
@@ -119,6 +117,8 @@ cv_err cv_backend_cpu_new(cv_backend **out) {
         .download = cpu_copy,
         .sync = cpu_sync,
         .embed_ln = cpu_embed_ln,
+        .linear_pack_floats = cv_cpu_pack_floats,
+        .linear_pack = cv_cpu_pack_linear,
         .linear = cpu_linear,
         .add_ln = cpu_add_ln,
         .attention = cpu_attention,

@@ -1,0 +1,143 @@
+/* gemm.c: y = act(x w^T + b) for weights packed once at load (layout in gemm_impl.h).
+ *
+ * Why not sgemm: OpenBLAS packs its operands on every call, and for the weights that is
+ * the whole matrix, every time. With the few rows of a single text (M ~ 10-60) that packing
+ * cost more than the multiplication (half of the batch-1 time). Packing the weights once
+ * leaves only x to pack per call (M x K floats, tiny next to M x N x K flops).
+ *
+ * Loops: row blocks of MC rows (x block in L2), k blocks of KC (one panel's k block in L1),
+ * then the kernel set's block() over panels and MR-row slivers. The kernel set is picked
+ * once from CPUID (AVX-512F, else AVX2+FMA, else scalar) and can be forced for tests. */
+#include <string.h>
+
+#include "cpu_ops.h"
+#include "gemm_impl.h"
+#include "vmath.h"
+
+#define MC 144 /* rows of x per block: a multiple of every set's mr */
+#define KC 256 /* k per block: a panel pair's k block (32 KB) stays in L1 */
+
+/* ---- scalar kernel set: the reference for the SIMD ones ------------------------------- */
+
+#define SMR 4
+
+static void scalar_block(const float *xp, int mc, int kc, const float *wp, size_t pstride, int ncols,
+                         float *y, size_t ldy, const float *bias, int first, int gelu) {
+    for (int c = 0; c < ncols; c += CV_GEMM_NR) {
+        const int n = ncols - c < CV_GEMM_NR ? ncols - c : CV_GEMM_NR;
+        const float *w = wp + (size_t)(c / CV_GEMM_NR) * pstride;
+        for (int r0 = 0; r0 < mc; r0 += SMR) {
+            const int mr = mc - r0 < SMR ? mc - r0 : SMR;
+            const float *xs = xp + (size_t)r0 * kc;
+            float acc[SMR][CV_GEMM_NR];
+            for (int r = 0; r < mr; r++)
+                for (int j = 0; j < CV_GEMM_NR; j++)
+                    acc[r][j] = first ? (bias && j < n ? bias[c + j] : 0.0f)
+                                      : (j < n ? y[(size_t)(r0 + r) * ldy + c + j] : 0.0f);
+            for (int k = 0; k < kc; k++)
+                for (int r = 0; r < mr; r++) {
+                    const float a = xs[(size_t)k * mr + r];
+                    for (int j = 0; j < CV_GEMM_NR; j++)
+                        acc[r][j] += a * w[(size_t)k * CV_GEMM_NR + j];
+                }
+            for (int r = 0; r < mr; r++)
+                for (int j = 0; j < n; j++)
+                    y[(size_t)(r0 + r) * ldy + c + j] = gelu ? cv_gelu_fast(acc[r][j]) : acc[r][j];
+        }
+    }
+}
+
+const cv_gemm_set cv_gemm_scalar = {"scalar", SMR, scalar_block};
+
+/* ---- choice of kernel set ---------------------------------------------------------------- */
+
+static int cpu_has(const char *isa) {
+    if (strcmp(isa, "scalar") == 0) return 1;
+#if CV_GEMM_X86
+    __builtin_cpu_init();
+    if (strcmp(isa, "avx2") == 0) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (strcmp(isa, "avx512") == 0) return __builtin_cpu_supports("avx512f");
+#endif
+    return 0;
+}
+
+static const cv_gemm_set *sets[] = {
+#if CV_GEMM_X86
+    &cv_gemm_avx512, &cv_gemm_avx2,
+#endif
+    &cv_gemm_scalar};
+
+static const cv_gemm_set *active;
+
+static const cv_gemm_set *current(void) {
+    const cv_gemm_set *s = __atomic_load_n(&active, __ATOMIC_ACQUIRE);
+    if (s) return s;
+    for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++)
+        if (cpu_has(sets[i]->name)) {
+            s = sets[i];
+            break;
+        }
+    __atomic_store_n(&active, s, __ATOMIC_RELEASE);
+    return s;
+}
+
+const char *cv_cpu_gemm_isa(void) { return current()->name; }
+
+cv_err cv_cpu_gemm_use(const char *isa) {
+    for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++)
+        if (strcmp(sets[i]->name, isa) == 0) {
+            if (!cpu_has(isa)) return CV_ERR_UNSUPPORTED;
+            __atomic_store_n(&active, sets[i], __ATOMIC_RELEASE);
+            return CV_OK;
+        }
+    return CV_ERR_ARG;
+}
+
+/* ---- packing and loops ------------------------------------------------------------------- */
+
+size_t cv_cpu_pack_floats(int N, int K) {
+    return (size_t)((N + CV_GEMM_NR - 1) / CV_GEMM_NR) * CV_GEMM_NR * (size_t)K;
+}
+
+void cv_cpu_pack_linear(const float *w, int N, int K, float *wp) {
+    for (int j = 0; j < (N + CV_GEMM_NR - 1) / CV_GEMM_NR; j++) {
+        float *p = wp + (size_t)j * K * CV_GEMM_NR;
+        for (int c = 0; c < CV_GEMM_NR; c++) {
+            const int n = j * CV_GEMM_NR + c;
+            for (int k = 0; k < K; k++)
+                p[(size_t)k * CV_GEMM_NR + c] = n < N ? w[(size_t)n * K + k] : 0.0f;
+        }
+    }
+}
+
+/* Rows [0, mc) x columns [0, kc) of x (row stride ldx) into slivers of mr rows, k-major. */
+static void pack_x(const float *x, size_t ldx, int mc, int kc, int mr, float *xp) {
+    for (int r0 = 0; r0 < mc; r0 += mr) {
+        const int m = mc - r0 < mr ? mc - r0 : mr;
+        float *s = xp + (size_t)r0 * kc;
+        for (int r = 0; r < m; r++) {
+            const float *row = x + (size_t)(r0 + r) * ldx;
+            for (int k = 0; k < kc; k++)
+                s[(size_t)k * m + r] = row[k];
+        }
+    }
+}
+
+void cv_cpu_linear_packed(const float *x, const float *wp, const float *bias, int M, int N, int K, cv_act act,
+                          float *y, int n0, int n1) {
+    if (M <= 0 || n1 <= n0) return;
+    CV_ASSERT(n0 % CV_GEMM_NR == 0 && n1 <= N);
+    static _Thread_local float xp[MC * KC] __attribute__((aligned(64)));
+    const cv_gemm_set *s = current();
+    const size_t pstride = (size_t)K * CV_GEMM_NR;
+    for (int m0 = 0; m0 < M; m0 += MC) {
+        const int mc = M - m0 < MC ? M - m0 : MC;
+        for (int k0 = 0; k0 < K; k0 += KC) {
+            const int kc = K - k0 < KC ? K - k0 : KC;
+            pack_x(x + (size_t)m0 * K + k0, (size_t)K, mc, kc, s->mr, xp);
+            s->block(xp, mc, kc, wp + (size_t)(n0 / CV_GEMM_NR) * pstride + (size_t)k0 * CV_GEMM_NR, pstride,
+                     n1 - n0, y + (size_t)m0 * N + n0, (size_t)N, bias ? bias + n0 : NULL, k0 == 0,
+                     act == CV_ACT_GELU && k0 + kc == K);
+        }
+    }
+}
