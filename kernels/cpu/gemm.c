@@ -5,7 +5,7 @@
  * cost more than the multiplication (half of the batch-1 time). Packing the weights once
  * leaves only x to pack per call (M x K floats, tiny next to M x N x K flops).
  *
- * Loops: row blocks of MC rows (x block in L2), k blocks of KC (one panel's k block in L1),
+ * Loops: row blocks of MC rows (x block in L2), k blocks of KC (a panel pair's block in L1),
  * then the kernel set's block() over panels and MR-row slivers. The kernel set is picked
  * once from CPUID (AVX-512F, else AVX2+FMA, else scalar) and can be forced for tests. */
 #include <string.h>
@@ -15,7 +15,7 @@
 #include "vmath.h"
 
 #define MC 144 /* rows of x per block: a multiple of every set's mr */
-#define KC 256 /* k per block: a panel pair's k block (32 KB) stays in L1 */
+#define KC CV_GEMM_KC
 
 /* ---- scalar kernel set: the reference for the SIMD ones ------------------------------- */
 
@@ -28,7 +28,7 @@ static void scalar_block(const float *xp, int mc, int kc, const float *wp, size_
         const float *w = wp + (size_t)(c / CV_GEMM_NR) * pstride;
         for (int r0 = 0; r0 < mc; r0 += SMR) {
             const int mr = mc - r0 < SMR ? mc - r0 : SMR;
-            const float *xs = xp + (size_t)r0 * kc;
+            const float *xs = xp + (size_t)r0 * KC;
             float acc[SMR][CV_GEMM_NR];
             for (int r = 0; r < mr; r++)
                 for (int j = 0; j < CV_GEMM_NR; j++)
@@ -36,7 +36,7 @@ static void scalar_block(const float *xp, int mc, int kc, const float *wp, size_
                                       : (j < n ? y[(size_t)(r0 + r) * ldy + c + j] : 0.0f);
             for (int k = 0; k < kc; k++)
                 for (int r = 0; r < mr; r++) {
-                    const float a = xs[(size_t)k * mr + r];
+                    const float a = xs[(size_t)r * KC + k];
                     for (int j = 0; j < CV_GEMM_NR; j++)
                         acc[r][j] += a * w[(size_t)k * CV_GEMM_NR + j];
                 }
@@ -110,17 +110,10 @@ void cv_cpu_pack_linear(const float *w, int N, int K, float *wp) {
     }
 }
 
-/* Rows [0, mc) x columns [0, kc) of x (row stride ldx) into slivers of mr rows, k-major. */
-static void pack_x(const float *x, size_t ldx, int mc, int kc, int mr, float *xp) {
-    for (int r0 = 0; r0 < mc; r0 += mr) {
-        const int m = mc - r0 < mr ? mc - r0 : mr;
-        float *s = xp + (size_t)r0 * kc;
-        for (int r = 0; r < m; r++) {
-            const float *row = x + (size_t)(r0 + r) * ldx;
-            for (int k = 0; k < kc; k++)
-                s[(size_t)k * m + r] = row[k];
-        }
-    }
+/* Rows [0, mc) x columns [0, kc) of x (row stride ldx) into rows of stride KC. */
+static void pack_x(const float *x, size_t ldx, int mc, int kc, float *xp) {
+    for (int r = 0; r < mc; r++)
+        memcpy(xp + (size_t)r * KC, x + (size_t)r * ldx, sizeof(float) * (size_t)kc);
 }
 
 void cv_cpu_linear_packed(const float *x, const float *wp, const float *bias, int M, int N, int K, cv_act act,
@@ -134,7 +127,7 @@ void cv_cpu_linear_packed(const float *x, const float *wp, const float *bias, in
         const int mc = M - m0 < MC ? M - m0 : MC;
         for (int k0 = 0; k0 < K; k0 += KC) {
             const int kc = K - k0 < KC ? K - k0 : KC;
-            pack_x(x + (size_t)m0 * K + k0, (size_t)K, mc, kc, s->mr, xp);
+            pack_x(x + (size_t)m0 * K + k0, (size_t)K, mc, kc, xp);
             s->block(xp, mc, kc, wp + (size_t)(n0 / CV_GEMM_NR) * pstride + (size_t)k0 * CV_GEMM_NR, pstride,
                      n1 - n0, y + (size_t)m0 * N + n0, (size_t)N, bias ? bias + n0 : NULL, k0 == 0,
                      act == CV_ACT_GELU && k0 + kc == K);

@@ -41,10 +41,10 @@ static inline __attribute__((always_inline)) void tile(const int mr, const float
 #pragma GCC unroll 2
     for (int k = 0; k < kc; k++) {
         const __m256 b0 = _mm256_load_ps(w + (size_t)k * 16), b1 = _mm256_load_ps(w + (size_t)k * 16 + 8);
-        const float *a = xp + (size_t)k * mr;
+        const float *a = xp + k;
 #pragma GCC unroll 6
         for (int r = 0; r < mr; r++) {
-            const __m256 av = _mm256_broadcast_ss(a + r);
+            const __m256 av = _mm256_broadcast_ss(a + r * CV_GEMM_KC);
             c0[r] = _mm256_fmadd_ps(av, b0, c0[r]);
             c1[r] = _mm256_fmadd_ps(av, b1, c1[r]);
         }
@@ -64,7 +64,7 @@ static void block(const float *xp, int mc, int kc, const float *wp, size_t pstri
         const float *w = wp + (size_t)(c / 16) * pstride;
         for (int r0 = 0; r0 < mc; r0 += MR) {
             const int mr = mc - r0 < MR ? mc - r0 : MR;
-            const float *xs = xp + (size_t)r0 * kc, *b = bias ? bias + c : NULL;
+            const float *xs = xp + (size_t)r0 * CV_GEMM_KC, *b = bias ? bias + c : NULL;
             float *yt = y + (size_t)r0 * ldy + c, *dst = yt;
             size_t ld = ldy;
             if (n < 16) { /* partial panel: work on a full-width copy */

@@ -47,14 +47,14 @@ static inline __attribute__((always_inline)) void tile(const int mr, const int n
     for (int k = 0; k < kc; k++) {
         const __m512 b0 = _mm512_load_ps(w0 + (size_t)k * 16);
         const __m512 b1 = np == 2 ? _mm512_load_ps(w1 + (size_t)k * 16) : _mm512_setzero_ps();
-        const float *a = xp + (size_t)k * mr;
+        const float *a = xp + k;
         if (pf) {
             _mm_prefetch((const char *)(pf + (size_t)k * 16), _MM_HINT_T1);
             _mm_prefetch((const char *)(pf + pstride + (size_t)k * 16), _MM_HINT_T1);
         }
 #pragma GCC unroll 12
         for (int r = 0; r < mr; r++) {
-            const __m512 av = _mm512_set1_ps(a[r]);
+            const __m512 av = _mm512_set1_ps(a[r * CV_GEMM_KC]);
             c0[r] = _mm512_fmadd_ps(av, b0, c0[r]);
             if (np == 2) c1[r] = _mm512_fmadd_ps(av, b1, c1[r]);
         }
@@ -79,7 +79,7 @@ static void block(const float *xp, int mc, int kc, const float *wp, size_t pstri
         for (int r0 = 0; r0 < mc; r0 += MR) {
             const float *pf = r0 == 0 ? next : NULL;
             const int mr = mc - r0 < MR ? mc - r0 : MR;
-            const float *xs = xp + (size_t)r0 * kc;
+            const float *xs = xp + (size_t)r0 * CV_GEMM_KC;
             float *yt = y + (size_t)r0 * ldy + c;
             switch (mr * 2 + np - 1) {
 #define CASE(R)                                                                                              \

@@ -2,18 +2,20 @@
  *
  * Weights (nn.Linear's w (N,K)) are packed once at load into column panels of CV_GEMM_NR
  * output columns, k-major inside a panel: panel j holds wp[j*K*16 + k*16 + c] = w[j*16+c][k]
- * (columns past N are zero). Per call, x is packed per (row block, k block) into slivers of
- * `mr` rows, k-major: xp[k*mr + r]. A kernel set computes one such block against a range of
- * panels (see cv_gemm_block_fn); gemm.c owns the loops, the packing and the choice of set. */
+ * (columns past N are zero). Per call, x is copied per (row block, k block) into rows of a
+ * fixed stride CV_GEMM_KC, xp[r*CV_GEMM_KC + k], so kernels address a row by an immediate
+ * offset. A kernel set computes one such block against a range of panels (see
+ * cv_gemm_block_fn); gemm.c owns the loops, the packing and the choice of set. */
 #ifndef CV_GEMM_IMPL_H
 #define CV_GEMM_IMPL_H
 
 #include <stddef.h>
 
-#define CV_GEMM_NR 16 /* output columns per weight panel */
+#define CV_GEMM_NR 16  /* output columns per weight panel */
+#define CV_GEMM_KC 256 /* k per block: a panel pair's k block (32 KB) stays in L1 */
 
-/* y[r][c] (op)= sum over kc of xp * panel, for the mc rows of the packed block xp (slivers of
- * set->mr rows, the last one shorter) and the columns [0, ncols) of the panels starting at
+/* y[r][c] (op)= sum over kc of xp * panel, for the mc rows of the packed block xp (taken in
+ * slivers of set->mr rows, the last one shorter) and the columns [0, ncols) of the panels at
  * wp (panel p at wp + p*pstride, already offset to this k block). first: y = bias + product
  * (bias may be NULL: zero); else y += product. gelu: then y = GELU(y), for the last k block.
  * y and bias start at the first panel's column. */
