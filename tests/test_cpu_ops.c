@@ -127,6 +127,37 @@ static void test_linear_packed(void **state) {
     assert_int_equal(cv_cpu_gemm_use("sse9"), CV_ERR_ARG);
 }
 
+/* GELU as the packed GEMM applies it (each kernel set has its own): K = 1, w = 1, so that
+ * y = GELU(x) for x over [-20, 20]. */
+static void test_linear_packed_gelu_range(void **state) {
+    (void)state;
+    static const char *const isas[] = {"scalar", "avx2", "avx512"};
+    const char *best = cv_cpu_gemm_isa();
+    const int M = 4001, N = 16;
+    float *x = malloc(sizeof(float) * M), *w = malloc(sizeof(float) * N), *y = poisoned((size_t)M * N), *wp;
+    assert_int_equal(posix_memalign((void **)&wp, 64, sizeof(float) * cv_cpu_pack_floats(N, 1)), 0);
+    for (int i = 0; i < M; i++)
+        x[i] = (float)(i - 2000) * 1e-2f;
+    for (int j = 0; j < N; j++)
+        w[j] = 1.0f;
+    cv_cpu_pack_linear(w, N, 1, wp);
+    for (size_t i = 0; i < sizeof isas / sizeof isas[0]; i++) {
+        if (cv_cpu_gemm_use(isas[i]) != CV_OK) continue;
+        cv_cpu_linear_packed(x, wp, NULL, M, N, 1, CV_ACT_GELU, y, 0, N);
+        double worst = 0;
+        for (int r = 0; r < M; r++)
+            for (int j = 0; j < N; j++) {
+                double want = gelu_ref(x[r]), got = y[(size_t)r * N + j];
+                double e = isfinite(got) ? fabs(got - want) / fmax(1.0, fabs(want)) : INFINITY;
+                if (e > worst) worst = e;
+            }
+        print_message("linear_packed gelu isa=%s max_rel_err over [-20,20]=%.2e\n", isas[i], worst);
+        assert_true(worst < 1e-6);
+    }
+    assert_int_equal(cv_cpu_gemm_use(best), CV_OK);
+    free(x), free(w), free(y), free(wp);
+}
+
 static void test_gelu_range(void **state) {
     (void)state;
     double worst = 0;
@@ -281,10 +312,15 @@ static void test_pool_l2(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_linear),     cmocka_unit_test(test_linear_packed),
-        cmocka_unit_test(test_gelu_range), cmocka_unit_test(test_expf),
-        cmocka_unit_test(test_add_ln),     cmocka_unit_test(test_embed_ln),
-        cmocka_unit_test(test_attention),  cmocka_unit_test(test_pool_l2),
+        cmocka_unit_test(test_linear),
+        cmocka_unit_test(test_linear_packed),
+        cmocka_unit_test(test_linear_packed_gelu_range),
+        cmocka_unit_test(test_gelu_range),
+        cmocka_unit_test(test_expf),
+        cmocka_unit_test(test_add_ln),
+        cmocka_unit_test(test_embed_ln),
+        cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_pool_l2),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
