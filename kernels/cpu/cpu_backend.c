@@ -18,9 +18,9 @@ typedef struct {
 
 static void linear_part(void *arg, int t) {
     split_job *j = arg;
-    /* column slices aligned to 16 floats (one cache line) */
-    int n0 = (int)((long)j->N * t / j->parts) & ~15,
-        n1 = t + 1 == j->parts ? j->N : (int)((long)j->N * (t + 1) / j->parts) & ~15;
+    /* column slices aligned to 32 floats (a panel pair of the packed kernels) */
+    int n0 = (int)((long)j->N * t / j->parts) & ~31,
+        n1 = t + 1 == j->parts ? j->N : (int)((long)j->N * (t + 1) / j->parts) & ~31;
     cv_cpu_linear_packed(j->x, j->w, j->bias, j->M, j->N, j->K, j->act, j->y, n0, n1);
 }
 
@@ -28,6 +28,13 @@ static void attention_part(void *arg, int t) {
     split_job *j = arg;
     cv_cpu_attention_heads(j->qkv, j->offs, j->nseq, j->H, j->hd, j->H * t / j->parts,
                            j->H * (t + 1) / j->parts, j->y);
+}
+
+/* Tasks per split op: twice the threads, so that a thread that starts late (a busy
+ * machine) costs half a slice instead of stalling the op; the pool balances them. */
+static int split_parts(const cv_pool *pool, int units) {
+    int parts = 2 * cv_pool_size(pool);
+    return parts < units ? parts : units;
 }
 
 void cv_backend_cpu_set_pool(cv_backend *be, struct cv_pool *pool) { be->impl = pool; }
@@ -75,7 +82,7 @@ static void cpu_linear(cv_backend *be, const float *x, const float *w, const flo
                    .K = K,
                    .act = act,
                    .y = y,
-                   .parts = cv_pool_size(pool)};
+                   .parts = split_parts(pool, N / 32)};
     cv_pool_run(pool, j.parts, linear_part, &j);
 }
 static void cpu_add_ln(cv_backend *be, float *x, const float *res, const float *gamma, const float *beta,
@@ -90,13 +97,8 @@ static void cpu_attention(cv_backend *be, const float *qkv, const int32_t *offs,
         cv_cpu_attention(qkv, offs, nseq, H, hd, out);
         return;
     }
-    split_job j = {.qkv = qkv,
-                   .offs = offs,
-                   .nseq = nseq,
-                   .H = H,
-                   .hd = hd,
-                   .y = out,
-                   .parts = cv_pool_size(pool) < H ? cv_pool_size(pool) : H};
+    split_job j = {
+        .qkv = qkv, .offs = offs, .nseq = nseq, .H = H, .hd = hd, .y = out, .parts = split_parts(pool, H)};
     cv_pool_run(pool, j.parts, attention_part, &j);
 }
 static void cpu_pool_l2(cv_backend *be, const float *x, const int32_t *offs, int nseq, int D, float *out) {
