@@ -22,7 +22,7 @@
 #define SMR 4
 
 static void scalar_block(const float *xp, int mc, int kc, const float *wp, size_t pstride, int ncols,
-                         float *y, size_t ldy, const float *bias, int first, int gelu) {
+                         float *y, size_t ldy, const float *bias, int first, int gelu, const float *after) {
     for (int c = 0; c < ncols; c += CV_GEMM_NR) {
         const int n = ncols - c < CV_GEMM_NR ? ncols - c : CV_GEMM_NR;
         const float *w = wp + (size_t)(c / CV_GEMM_NR) * pstride;
@@ -128,9 +128,13 @@ void cv_cpu_linear_packed(const float *x, const float *wp, const float *bias, in
         for (int k0 = 0; k0 < K; k0 += KC) {
             const int kc = K - k0 < KC ? K - k0 : KC;
             pack_x(x + (size_t)m0 * K + k0, (size_t)K, mc, kc, xp);
-            s->block(xp, mc, kc, wp + (size_t)(n0 / CV_GEMM_NR) * pstride + (size_t)k0 * CV_GEMM_NR, pstride,
-                     n1 - n0, y + (size_t)m0 * N + n0, (size_t)N, bias ? bias + n0 : NULL, k0 == 0,
-                     act == CV_ACT_GELU && k0 + kc == K);
+            /* the first pair of the next k block, or of the next row block */
+            const float *w = wp + (size_t)(n0 / CV_GEMM_NR) * pstride,
+                        *after = k0 + kc < K   ? w + (size_t)(k0 + kc) * CV_GEMM_NR
+                                 : m0 + mc < M ? w
+                                               : NULL;
+            s->block(xp, mc, kc, w + (size_t)k0 * CV_GEMM_NR, pstride, n1 - n0, y + (size_t)m0 * N + n0,
+                     (size_t)N, bias ? bias + n0 : NULL, k0 == 0, act == CV_ACT_GELU && k0 + kc == K, after);
         }
     }
 }

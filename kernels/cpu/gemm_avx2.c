@@ -57,7 +57,7 @@ static inline __attribute__((always_inline)) void tile(const int mr, const float
 }
 
 static void block(const float *xp, int mc, int kc, const float *wp, size_t pstride, int ncols, float *y,
-                  size_t ldy, const float *bias, int first, int gelu) {
+                  size_t ldy, const float *bias, int first, int gelu, const float *after) {
     float tmp[MR * 16] __attribute__((aligned(32))), tbias[16];
     for (int c = 0; c < ncols; c += 16) {
         const int n = ncols - c < 16 ? ncols - c : 16;

@@ -118,7 +118,7 @@ static inline __attribute__((always_inline)) void tile(const int mr, const int n
 }
 
 static void block(const float *xp, int mc, int kc, const float *wp, size_t pstride, int ncols, float *y,
-                  size_t ldy, const float *bias, int first, int gelu) {
+                  size_t ldy, const float *bias, int first, int gelu, const float *after) {
     for (int c = 0; c < ncols; c += 32) {
         const int n = ncols - c, np = n > 16 ? 2 : 1;
         const __mmask16 m0 = n >= 16 ? 0xFFFF : (__mmask16)((1u << n) - 1),
@@ -126,7 +126,7 @@ static void block(const float *xp, int mc, int kc, const float *wp, size_t pstri
                              : n > 16 ? (__mmask16)((1u << (n - 16)) - 1)
                                       : 0;
         const float *w0 = wp + (size_t)(c / 16) * pstride, *w1 = w0 + pstride;
-        const float *b = bias ? bias + c : NULL, *next = c + 32 < ncols ? w0 + 2 * pstride : NULL;
+        const float *b = bias ? bias + c : NULL, *next = c + 32 < ncols ? w0 + 2 * pstride : after;
         for (int r0 = 0; r0 < mc; r0 += MR) {
             const float *pf = r0 == 0 ? next : NULL;
             const int mr = mc - r0 < MR ? mc - r0 : MR;

@@ -18,9 +18,11 @@
  * slivers of set->mr rows, the last one shorter) and the columns [0, ncols) of the panels at
  * wp (panel p at wp + p*pstride, already offset to this k block). first: y = bias + product
  * (bias may be NULL: zero); else y += product. gelu: then y = GELU(y), for the last k block.
- * y and bias start at the first panel's column. */
+ * y and bias start at the first panel's column. after: the panel pair the next call will
+ * start with (same pstride), for kernels that prefetch, or NULL. */
 typedef void (*cv_gemm_block_fn)(const float *xp, int mc, int kc, const float *wp, size_t pstride, int ncols,
-                                 float *y, size_t ldy, const float *bias, int first, int gelu);
+                                 float *y, size_t ldy, const float *bias, int first, int gelu,
+                                 const float *after);
 
 typedef struct {
     const char *name; /* "avx512", "avx2", "scalar" */
