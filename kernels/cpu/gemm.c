@@ -5,7 +5,7 @@
  * cost more than the multiplication (half of the batch-1 time). Packing the weights once
  * leaves only x to pack per call (M x K floats, tiny next to M x N x K flops).
  *
- * Loops: row blocks of MC rows (x block in L2), k blocks of KC (a panel pair's block in L1),
+ * Loops: row blocks of MC rows (x block in L2), k blocks of KC (a panel pair's block in L1/L2),
  * then the kernel set's block() over panels and MR-row slivers. The kernel set is picked
  * once from CPUID (AVX-512F, else AVX2+FMA, else scalar) and can be forced for tests. */
 #include <string.h>

@@ -12,7 +12,7 @@
 #include <stddef.h>
 
 #define CV_GEMM_NR 16  /* output columns per weight panel */
-#define CV_GEMM_KC 256 /* k per block: a panel pair's k block (32 KB) stays in L1 */
+#define CV_GEMM_KC 384 /* k per block: one block for K = 384 (y is never reloaded) */
 
 /* y[r][c] (op)= sum over kc of xp * panel, for the mc rows of the packed block xp (taken in
  * slivers of set->mr rows, the last one shorter) and the columns [0, ncols) of the panels at
