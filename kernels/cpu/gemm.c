@@ -127,13 +127,18 @@ void cv_cpu_linear_packed(const float *x, const float *wp, const float *bias, in
         const int mc = M - m0 < MC ? M - m0 : MC;
         for (int k0 = 0; k0 < K; k0 += KC) {
             const int kc = K - k0 < KC ? K - k0 : KC;
-            pack_x(x + (size_t)m0 * K + k0, (size_t)K, mc, kc, xp);
+            /* rows of x already have stride KC when K == KC: no copy */
+            const float *xb = x + (size_t)m0 * K;
+            if (K != KC) {
+                pack_x(xb + k0, (size_t)K, mc, kc, xp);
+                xb = xp;
+            }
             /* the first pair of the next k block, or of the next row block */
             const float *w = wp + (size_t)(n0 / CV_GEMM_NR) * pstride,
                         *after = k0 + kc < K   ? w + (size_t)(k0 + kc) * CV_GEMM_NR
                                  : m0 + mc < M ? w
                                                : NULL;
-            s->block(xp, mc, kc, w + (size_t)k0 * CV_GEMM_NR, pstride, n1 - n0, y + (size_t)m0 * N + n0,
+            s->block(xb, mc, kc, w + (size_t)k0 * CV_GEMM_NR, pstride, n1 - n0, y + (size_t)m0 * N + n0,
                      (size_t)N, bias ? bias + n0 : NULL, k0 == 0, act == CV_ACT_GELU && k0 + kc == K, after);
         }
     }

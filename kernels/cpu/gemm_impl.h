@@ -4,8 +4,9 @@
  * output columns, k-major inside a panel: panel j holds wp[j*K*16 + k*16 + c] = w[j*16+c][k]
  * (columns past N are zero). Per call, x is copied per (row block, k block) into rows of a
  * fixed stride CV_GEMM_KC, xp[r*CV_GEMM_KC + k], so kernels address a row by an immediate
- * offset. A kernel set computes one such block against a range of panels (see
- * cv_gemm_block_fn); gemm.c owns the loops, the packing and the choice of set. */
+ * offset (x is read in place when K == CV_GEMM_KC: its rows already have that stride). A kernel set computes
+ * one such block against a range of panels (see cv_gemm_block_fn); gemm.c owns the loops, the packing and the
+ * choice of set. */
 #ifndef CV_GEMM_IMPL_H
 #define CV_GEMM_IMPL_H
 
