@@ -68,6 +68,10 @@ struct cv_backend {
 
 /* A CPU backend that runs ops in the calling thread. *out owned by the caller (destroy). */
 cv_err cv_backend_cpu_new(cv_backend **out);
+/* The same with bf16 GEMMs: weights packed as bfloat16, activations rounded to bfloat16 per
+ * GEMM, fp32 accumulation; every other op and the residual stream stay fp32. Needs
+ * AVX512-BF16: CV_ERR_UNSUPPORTED on other CPUs. */
+cv_err cv_backend_cpu_new_bf16(cv_backend **out);
 
 /* Lets a CPU backend split each GEMM (by output columns) and attention (by heads) across
  * pool's threads; NULL returns to single-threaded ops. The pool must not be running a task

@@ -28,6 +28,7 @@
 #include "../common/cv_mem.h"
 #include "../common/cv_pool.h"
 #include "../kernels/backend.h"
+#include "../kernels/cpu/cpu_ops.h"
 #include "safetensors.h"
 
 #define MAX_CHUNK_TOKENS     4096 /* rows per forward call: bounds scratch memory per thread */
@@ -507,9 +508,25 @@ cv_err cv_minilm_load(const char *model_dir, const cv_minilm_opts *opts, cv_mini
         cv_minilm_free(m);
         return err ? err : CV_ERR_NOMEM;
     }
+    if (o.precision == CV_PRECISION_BF16 && gpu) {
+        cv_error("event=precision_unsupported precision=bf16 device=cuda error=\"bf16 is a CPU backend "
+                 "option\" fix=\"use --device cpu, or fp32\"");
+        gpu->destroy(gpu);
+        cv_minilm_free(m);
+        return CV_ERR_UNSUPPORTED;
+    }
+    if (o.precision == CV_PRECISION_BF16 && !cv_cpu_bf16_supported()) {
+        cv_error(
+            "event=precision_unsupported precision=bf16 device=cpu error=\"this CPU has no AVX512-BF16\" "
+            "fix=\"use fp32\"");
+        cv_minilm_free(m);
+        return CV_ERR_UNSUPPORTED;
+    }
     for (int i = 0; i < m->nworkers && !err; i++) {
         cv_backend *be = gpu;
-        if (!be && (err = cv_backend_cpu_new(&be))) break;
+        if (!be &&
+            (err = o.precision == CV_PRECISION_BF16 ? cv_backend_cpu_new_bf16(&be) : cv_backend_cpu_new(&be)))
+            break;
         if (i == 0 && be->linear_pack && (err = pack_linear_weights(m, be))) {
             be->destroy(be);
             break;
@@ -520,6 +537,8 @@ cv_err cv_minilm_load(const char *model_dir, const cv_minilm_opts *opts, cv_mini
         cv_minilm_free(m);
         return err;
     }
+    if (o.precision == CV_PRECISION_BF16)
+        cv_info("event=gemm_precision precision=bf16 kernel=%s", cv_cpu_bf16_kernel());
     cv_info("event=model_loaded dir=%s device=%s reason=\"%s\" threads=%d layers=%d hidden=%d max_seq=%d",
             model_dir, m->wk[0].be->name, why, nt, m->cfg.layers, m->cfg.hidden, m->cfg.max_seq);
     *out = m;

@@ -158,6 +158,64 @@ static void test_linear_packed_gelu_range(void **state) {
     free(x), free(w), free(y), free(wp);
 }
 
+/* cv_cpu_linear_bf16 against double products of the bf16-rounded inputs (so only the fp32
+ * accumulation differs): SKIPPED on CPUs without AVX512-BF16. */
+static void test_linear_bf16(void **state) {
+    (void)state;
+    if (!cv_cpu_bf16_supported()) {
+        print_message("linear_bf16: this CPU has no AVX512-BF16\n");
+        skip();
+    }
+    static const int shapes[][3] = {{1, 384, 384}, {35, 1152, 384}, {13, 384, 1536}, {150, 40, 301},
+                                    {3, 5, 7},     {12, 33, 17},    {25, 16, 513},   {600, 48, 384}};
+    static const char *const kernels[] = {"avx512bf16", "amx"};
+    const char *best = cv_cpu_bf16_kernel();
+    uint64_t seed = 17;
+    for (size_t s = 0; s < 2 * sizeof shapes / sizeof shapes[0]; s++) {
+        const char *kernel = kernels[s % 2];
+        if (cv_cpu_bf16_use(kernel) != CV_OK) {
+            print_message("linear_bf16 kernel=%s not supported here\n", kernel);
+            continue;
+        }
+        const int M = shapes[s / 2][0], N = shapes[s / 2][1], K = shapes[s / 2][2];
+        float *x = malloc(sizeof(float) * (size_t)M * K), *w = malloc(sizeof(float) * (size_t)N * K),
+              *b = malloc(sizeof(float) * (size_t)N), *y = poisoned((size_t)M * N);
+        uint16_t *wp = NULL;
+        assert_int_equal(posix_memalign((void **)&wp, 64, cv_cpu_pack_bf16_bytes(N, K)), 0);
+        tu_fill(x, (size_t)M * K, -2, 2, &seed);
+        tu_fill(w, (size_t)N * K, -0.1f, 0.1f, &seed);
+        tu_fill(b, (size_t)N, -1, 1, &seed);
+        cv_cpu_pack_linear_bf16(w, N, K, wp);
+        double *want = malloc(sizeof(double) * (size_t)M * N);
+        for (int act = 0; act < 2; act++) {
+            for (int i = 0; i < M; i++)
+                for (int j = 0; j < N; j++) {
+                    double acc = b[j];
+                    for (int k = 0; k < K; k++)
+                        acc += (double)cv_cpu_from_bf16(cv_cpu_to_bf16(x[(size_t)i * K + k])) *
+                               cv_cpu_from_bf16(cv_cpu_to_bf16(w[(size_t)j * K + k]));
+                    want[(size_t)i * N + j] = act ? gelu_ref(acc) : acc;
+                }
+            const int mid = (N / 2) & ~15;
+            cv_cpu_linear_bf16(x, wp, b, M, N, K, (cv_act)act, y, 0, mid);
+            cv_cpu_linear_bf16(x, wp, b, M, N, K, (cv_act)act, y, mid, N);
+            double err = max_rel_err(y, want, (size_t)M * N);
+            print_message("linear_bf16 kernel=%s M=%d N=%d K=%d act=%d max_rel_err=%.2e\n", kernel, M, N, K,
+                          act, err);
+            assert_true(err < 2e-5);
+            for (size_t j = 0; j < (size_t)M * N; j++)
+                y[j] = NAN;
+        }
+        free(x), free(w), free(b), free(y), free(wp), free(want);
+    }
+    assert_int_equal(cv_cpu_bf16_use(best), CV_OK);
+    /* rounding: to nearest even, NaN stays NaN */
+    assert_int_equal(cv_cpu_to_bf16(1.0f), 0x3f80);
+    assert_int_equal(cv_cpu_to_bf16(1.00390625f), 0x3f80); /* tie, to even */
+    assert_int_equal(cv_cpu_to_bf16(1.01171875f), 0x3f82); /* tie, to even (up) */
+    assert_true(isnan(cv_cpu_from_bf16(cv_cpu_to_bf16(NAN))));
+}
+
 static void test_gelu_range(void **state) {
     (void)state;
     double worst = 0;
@@ -315,6 +373,7 @@ int main(void) {
         cmocka_unit_test(test_linear),
         cmocka_unit_test(test_linear_packed),
         cmocka_unit_test(test_linear_packed_gelu_range),
+        cmocka_unit_test(test_linear_bf16),
         cmocka_unit_test(test_gelu_range),
         cmocka_unit_test(test_expf),
         cmocka_unit_test(test_add_ln),

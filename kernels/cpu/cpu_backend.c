@@ -11,7 +11,7 @@
 typedef struct {
     const float *x, *w, *bias, *qkv;
     const int32_t *offs;
-    int M, N, K, nseq, H, hd, parts;
+    int M, N, K, nseq, H, hd, parts, bf16;
     cv_act act;
     float *y;
 } split_job;
@@ -21,7 +21,10 @@ static void linear_part(void *arg, int t) {
     /* column slices aligned to 32 floats (a panel pair of the packed kernels) */
     int n0 = (int)((long)j->N * t / j->parts) & ~31,
         n1 = t + 1 == j->parts ? j->N : (int)((long)j->N * (t + 1) / j->parts) & ~31;
-    cv_cpu_linear_packed(j->x, j->w, j->bias, j->M, j->N, j->K, j->act, j->y, n0, n1);
+    if (j->bf16)
+        cv_cpu_linear_bf16(j->x, (const uint16_t *)j->w, j->bias, j->M, j->N, j->K, j->act, j->y, n0, n1);
+    else
+        cv_cpu_linear_packed(j->x, j->w, j->bias, j->M, j->N, j->K, j->act, j->y, n0, n1);
 }
 
 static void attention_part(void *arg, int t) {
@@ -67,13 +70,9 @@ static void cpu_embed_ln(cv_backend *be, const int32_t *ids, const int32_t *pos_
     (void)be;
     cv_cpu_embed_ln(ids, pos_ids, T, D, word, pos, type0, gamma, beta, eps, out);
 }
-static void cpu_linear(cv_backend *be, const float *x, const float *w, const float *bias, int M, int N, int K,
-                       cv_act act, float *y) {
+static void linear_split(cv_backend *be, const float *x, const float *w, const float *bias, int M, int N,
+                         int K, cv_act act, float *y, int bf16) {
     cv_pool *pool = be->impl;
-    if (!pool || N < 64) {
-        cv_cpu_linear_packed(x, w, bias, M, N, K, act, y, 0, N);
-        return;
-    }
     split_job j = {.x = x,
                    .w = w,
                    .bias = bias,
@@ -82,8 +81,24 @@ static void cpu_linear(cv_backend *be, const float *x, const float *w, const flo
                    .K = K,
                    .act = act,
                    .y = y,
-                   .parts = split_parts(pool, N / 32)};
-    cv_pool_run(pool, j.parts, linear_part, &j);
+                   .bf16 = bf16,
+                   .parts = pool && N >= 64 ? split_parts(pool, N / 32) : 1};
+    if (j.parts == 1)
+        linear_part(&j, 0);
+    else
+        cv_pool_run(pool, j.parts, linear_part, &j);
+}
+static void cpu_linear(cv_backend *be, const float *x, const float *w, const float *bias, int M, int N, int K,
+                       cv_act act, float *y) {
+    linear_split(be, x, w, bias, M, N, K, act, y, 0);
+}
+static void cpu_linear_bf16(cv_backend *be, const float *x, const float *w, const float *bias, int M, int N,
+                            int K, cv_act act, float *y) {
+    linear_split(be, x, w, bias, M, N, K, act, y, 1);
+}
+static size_t pack_bf16_floats(int N, int K) { return (cv_cpu_pack_bf16_bytes(N, K) + 3) / sizeof(float); }
+static void pack_bf16(const float *w, int N, int K, float *dst) {
+    cv_cpu_pack_linear_bf16(w, N, K, (uint16_t *)dst);
 }
 static void cpu_add_ln(cv_backend *be, float *x, const float *res, const float *gamma, const float *beta,
                        int M, int D, float eps) {
@@ -128,5 +143,16 @@ cv_err cv_backend_cpu_new(cv_backend **out) {
         .destroy = cpu_destroy,
     };
     *out = be;
+    return CV_OK;
+}
+
+cv_err cv_backend_cpu_new_bf16(cv_backend **out) {
+    if (!cv_cpu_bf16_supported()) return CV_ERR_UNSUPPORTED;
+    (void)cv_cpu_bf16_kernel(); /* AMX or not, decided (and permitted) now, not at the first text */
+    cv_err err = cv_backend_cpu_new(out);
+    if (err) return err;
+    (*out)->linear_pack_floats = pack_bf16_floats;
+    (*out)->linear_pack = pack_bf16;
+    (*out)->linear = cpu_linear_bf16;
     return CV_OK;
 }

@@ -8,6 +8,7 @@
  * Loops: row blocks of MC rows (x block in L2), k blocks of KC (a panel pair's block in L1/L2),
  * then the kernel set's block() over panels and MR-row slivers. The kernel set is picked
  * once from CPUID (AVX-512F, else AVX2+FMA, else scalar) and can be forced for tests. */
+#define _DEFAULT_SOURCE /* syscall */
 #include <string.h>
 
 #include "cpu_ops.h"
@@ -142,4 +143,124 @@ void cv_cpu_linear_packed(const float *x, const float *wp, const float *bias, in
                      (size_t)N, bias ? bias + n0 : NULL, k0 == 0, act == CV_ACT_GELU && k0 + kc == K, after);
         }
     }
+}
+
+/* ---- bf16 (kernels in gemm_amx.c and gemm_bf16.c) ----------------------------------------- */
+
+#if CV_GEMM_X86
+#include <cpuid.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+void cv_cpu_linear_bf16_avx512(const float *x, const uint16_t *wp, const float *bias, int M, int N, int K,
+                               cv_act act, float *y, int n0, int n1);
+void cv_cpu_linear_amx(const float *x, const uint16_t *wp, const float *bias, int M, int N, int K, cv_act act,
+                       float *y, int n0, int n1);
+
+/* AMX-BF16 and AMX-TILE in CPUID, tile state enabled by the OS (XCR0 bits 17, 18), and the
+ * process allowed to use tile data (Linux: arch_prctl ARCH_REQ_XCOMP_PERM, once). */
+static int amx_probe(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d & (1u << 22)) || !(d & (1u << 24))) return 0;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return 0; /* OSXSAVE */
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if ((lo & (3u << 17)) != (3u << 17)) return 0;
+#if defined(__linux__)
+    return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+#else
+    return 0;
+#endif
+}
+#endif
+
+static int bf16_amx = -1; /* -1 not probed yet; 0 AVX512-BF16 kernel; 1 AMX */
+
+int cv_cpu_bf16_supported(void) {
+#if CV_GEMM_X86
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512bf16");
+#else
+    return 0;
+#endif
+}
+
+const char *cv_cpu_bf16_kernel(void) {
+    int v = __atomic_load_n(&bf16_amx, __ATOMIC_ACQUIRE);
+    if (v < 0) {
+#if CV_GEMM_X86
+        v = cv_cpu_bf16_supported() && amx_probe();
+#else
+        v = 0;
+#endif
+        __atomic_store_n(&bf16_amx, v, __ATOMIC_RELEASE);
+    }
+    return v ? "amx" : "avx512bf16";
+}
+
+cv_err cv_cpu_bf16_use(const char *kernel) {
+    if (strcmp(kernel, "avx512bf16") == 0) {
+        if (!cv_cpu_bf16_supported()) return CV_ERR_UNSUPPORTED;
+        cv_cpu_bf16_kernel(); /* the AMX permission, once */
+        __atomic_store_n(&bf16_amx, 0, __ATOMIC_RELEASE);
+        return CV_OK;
+    }
+    if (strcmp(kernel, "amx") == 0) {
+        __atomic_store_n(&bf16_amx, -1, __ATOMIC_RELEASE);
+        return strcmp(cv_cpu_bf16_kernel(), "amx") == 0 ? CV_OK : CV_ERR_UNSUPPORTED;
+    }
+    return CV_ERR_ARG;
+}
+
+uint16_t cv_cpu_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* NaN stays NaN */
+    u += 0x7fffu + ((u >> 16) & 1u);                                          /* round to nearest even */
+    return (uint16_t)(u >> 16);
+}
+
+float cv_cpu_from_bf16(uint16_t h) {
+    const uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* k pairs per panel: padded to 16, the rows of an AMX B tile */
+static int bf16_pairs(int K) { return ((K + 1) / 2 + 15) & ~15; }
+
+size_t cv_cpu_pack_bf16_bytes(int N, int K) {
+    return (size_t)((N + CV_GEMM_NR - 1) / CV_GEMM_NR) * CV_GEMM_NR * (size_t)bf16_pairs(K) * 2 *
+           sizeof(uint16_t);
+}
+
+void cv_cpu_pack_linear_bf16(const float *w, int N, int K, uint16_t *wp) {
+    const int Kp = bf16_pairs(K);
+    for (int j = 0; j < (N + CV_GEMM_NR - 1) / CV_GEMM_NR; j++) {
+        uint16_t *p = wp + (size_t)j * Kp * CV_GEMM_NR * 2;
+        for (int kk = 0; kk < Kp; kk++)
+            for (int c = 0; c < CV_GEMM_NR; c++)
+                for (int t = 0; t < 2; t++) {
+                    const int n = j * CV_GEMM_NR + c, k = 2 * kk + t;
+                    p[((size_t)kk * CV_GEMM_NR + c) * 2 + t] =
+                        n < N && k < K ? cv_cpu_to_bf16(w[(size_t)n * K + k]) : 0;
+                }
+    }
+}
+
+void cv_cpu_linear_bf16(const float *x, const uint16_t *wp, const float *bias, int M, int N, int K,
+                        cv_act act, float *y, int n0, int n1) {
+#if CV_GEMM_X86
+    CV_ASSERT(cv_cpu_bf16_supported());
+    if (strcmp(cv_cpu_bf16_kernel(), "amx") == 0)
+        cv_cpu_linear_amx(x, wp, bias, M, N, K, act, y, n0, n1);
+    else
+        cv_cpu_linear_bf16_avx512(x, wp, bias, M, N, K, act, y, n0, n1);
+#else
+    CV_ASSERT(!"cv_cpu_linear_bf16 without AVX512-BF16");
+#endif
 }
