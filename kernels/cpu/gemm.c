@@ -9,6 +9,8 @@
  * then the kernel set's block() over panels and MR-row slivers. The kernel set is picked
  * once from CPUID (AVX-512F, else AVX2+FMA, else scalar) and can be forced for tests. */
 #define _DEFAULT_SOURCE /* syscall */
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cpu_ops.h"
@@ -94,6 +96,27 @@ cv_err cv_cpu_gemm_use(const char *isa) {
     return CV_ERR_ARG;
 }
 
+/* ---- per-thread scratch ------------------------------------------------------------------ */
+
+/* Not static _Thread_local arrays: glibc gives every thread of the process (nng's, libpq's)
+ * the whole static TLS block, zeroed, inside its stack. */
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static void scratch_key_init(void) { CV_ASSERT(pthread_key_create(&scratch_key, free) == 0); }
+
+void *cv_gemm_scratch(size_t bytes) {
+    pthread_once(&scratch_once, scratch_key_init);
+    size_t *p = pthread_getspecific(scratch_key); /* p[0]: capacity; data from p + 64 bytes */
+    if (!p || p[0] < bytes) {
+        free(p);
+        p = NULL;
+        CV_ASSERT(posix_memalign((void **)&p, 64, bytes + 64) == 0);
+        p[0] = bytes;
+        CV_ASSERT(pthread_setspecific(scratch_key, p) == 0);
+    }
+    return (char *)p + 64;
+}
+
 /* ---- packing and loops ------------------------------------------------------------------- */
 
 size_t cv_cpu_pack_floats(int N, int K) {
@@ -121,7 +144,7 @@ void cv_cpu_linear_packed(const float *x, const float *wp, const float *bias, in
                           float *y, int n0, int n1) {
     if (M <= 0 || n1 <= n0) return;
     CV_ASSERT(n0 % CV_GEMM_NR == 0 && n1 <= N);
-    static _Thread_local float xp[MC * KC] __attribute__((aligned(64)));
+    float *xp = K != KC ? cv_gemm_scratch(sizeof(float) * MC * KC) : NULL;
     const cv_gemm_set *s = current();
     const size_t pstride = (size_t)K * CV_GEMM_NR;
     for (int m0 = 0; m0 < M; m0 += MC) {

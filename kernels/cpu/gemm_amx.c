@@ -104,7 +104,7 @@ void cv_cpu_linear_amx(const float *x, const uint16_t *wp, const float *bias, in
                        float *y, int n0, int n1) {
     if (M <= 0 || n1 <= n0) return;
     CV_ASSERT(n0 % CV_GEMM_NR == 0 && n1 <= N);
-    static _Thread_local uint16_t xb[XBUF] __attribute__((aligned(64)));
+    uint16_t *xb = cv_gemm_scratch(sizeof(uint16_t) * XBUF);
     float cs[32 * 32] __attribute__((aligned(64)));
     const int kp = ((K + 1) / 2 + 15) & ~15; /* pairs per panel, as packed */
     const int ldb = 2 * kp;                  /* bf16 per packed x row */

@@ -147,7 +147,7 @@ void cv_cpu_linear_bf16_avx512(const float *x, const uint16_t *wp, const float *
                                cv_act act, float *y, int n0, int n1) {
     if (M <= 0 || n1 <= n0) return;
     CV_ASSERT(n0 % CV_GEMM_NR == 0 && n1 <= N);
-    static _Thread_local uint16_t xp[MC * KC] __attribute__((aligned(64)));
+    uint16_t *xp = cv_gemm_scratch(sizeof(uint16_t) * MC * KC);
     const int Kp = ((K + 1) / 2 + 15) & ~15; /* pairs per panel, as packed (padded to 16) */
     const size_t pstride = (size_t)Kp * PAN; /* bf16 per panel */
     const uint16_t *w = wp + (size_t)(n0 / CV_GEMM_NR) * pstride;

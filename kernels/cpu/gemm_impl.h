@@ -25,6 +25,10 @@ typedef void (*cv_gemm_block_fn)(const float *xp, int mc, int kc, const float *w
                                  float *y, size_t ldy, const float *bias, int first, int gelu,
                                  const float *after);
 
+/* A buffer of at least bytes for the calling thread (64-byte aligned), reused by its next
+ * call and freed when the thread exits: the per-call x copies of the kernels. */
+void *cv_gemm_scratch(size_t bytes);
+
 typedef struct {
     const char *name; /* "avx512", "avx2", "scalar" */
     int mr;           /* rows per x sliver */
