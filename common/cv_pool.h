@@ -11,13 +11,16 @@ extern "C" {
 typedef struct cv_pool cv_pool;
 typedef void (*cv_pool_fn)(void *arg, int task);
 
-/* nthreads >= 1 counts the caller: nthreads-1 workers are started. */
+/* nthreads >= 1 counts the caller: nthreads-1 workers are started. Idle workers poll for a
+ * fraction of a millisecond after each run, then sleep. */
 cv_err cv_pool_new(int nthreads, cv_pool **out);
 void cv_pool_free(cv_pool *p);
 int cv_pool_size(const cv_pool *p);
 
-/* Runs fn(arg, 0..ntasks-1), ntasks <= cv_pool_size(p); task 0 runs in the caller.
- * Returns when all have finished. Not reentrant: one run at a time per pool. */
+/* Runs fn(arg, 0..ntasks-1), 1 <= ntasks <= 65535, each task once, on whichever of the
+ * caller and the workers claims it first (the caller takes part; with ntasks > threads,
+ * tasks balance themselves). Returns when all have finished. Not reentrant: one run at a
+ * time per pool, and fn must not call cv_pool_run on the same pool. */
 void cv_pool_run(cv_pool *p, int ntasks, cv_pool_fn fn, void *arg);
 
 #ifdef __cplusplus

@@ -41,7 +41,14 @@ struct cv_backend {
                      int D, const float *word /* (V,D) */, const float *pos /* (P,D) */,
                      const float *type0 /* (D) */, const float *gamma /* (D) */, const float *beta /* (D) */,
                      float eps, float *out /* (T,D) */);
-    /* y = act(x w^T + bias): x (M,K), w (N,K) as nn.Linear stores it, bias (N), y (M,N). */
+    /* Optional (NULL when linear() reads w as nn.Linear's (N,K)): the layout linear() reads its
+     * weights in. linear_pack(w, N, K, dst) writes w (N,K) into dst, linear_pack_floats(N, K)
+     * floats of host memory (64-byte aligned, caller-owned), once at load; the packed copy then
+     * goes through weights() like any weight and is what linear() gets as w. */
+    size_t (*linear_pack_floats)(int N, int K);
+    void (*linear_pack)(const float *w, int N, int K, float *dst);
+    /* y = act(x w^T + bias): x (M,K), w (N,K) as nn.Linear stores it (or as linear_pack
+     * wrote it), bias (N), y (M,N). */
     void (*linear)(cv_backend *be, const float *x, const float *w, const float *bias, int M, int N, int K,
                    cv_act act, float *y);
     /* x = LayerNorm(x + res) over rows of D: x (M,D) in/out, res (M,D). */
@@ -61,6 +68,10 @@ struct cv_backend {
 
 /* A CPU backend that runs ops in the calling thread. *out owned by the caller (destroy). */
 cv_err cv_backend_cpu_new(cv_backend **out);
+/* The same with bf16 GEMMs: weights packed as bfloat16, activations rounded to bfloat16 per
+ * GEMM, fp32 accumulation; every other op and the residual stream stay fp32. Needs
+ * AVX512-BF16: CV_ERR_UNSUPPORTED on other CPUs. */
+cv_err cv_backend_cpu_new_bf16(cv_backend **out);
 
 /* Lets a CPU backend split each GEMM (by output columns) and attention (by heads) across
  * pool's threads; NULL returns to single-threaded ops. The pool must not be running a task

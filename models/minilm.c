@@ -26,8 +26,10 @@
 
 #include "../common/cv_half.h"
 #include "../common/cv_log.h"
+#include "../common/cv_mem.h"
 #include "../common/cv_pool.h"
 #include "../kernels/backend.h"
+#include "../kernels/cpu/cpu_ops.h"
 #include "safetensors.h"
 
 #define MAX_CHUNK_TOKENS     4096 /* rows per forward call: bounds scratch memory per thread */
@@ -161,8 +163,8 @@ static void *own(cv_minilm *m, size_t bytes) {
         m->owned = p;
         m->owned_cap = cap;
     }
-    void *p = NULL;
-    if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0) return NULL;
+    void *p = cv_mem_alloc(bytes);
+    if (!p) return NULL;
     m->owned[m->nowned++] = p;
     return p;
 }
@@ -264,6 +266,42 @@ static cv_err load_weights(cv_minilm *m, const char *dir) {
         memcpy(bqkv + 2 * D, bv, sizeof(float) * (size_t)D);
         L->wqkv = wqkv;
         L->bqkv = bqkv;
+    }
+    return CV_OK;
+}
+
+/* Frees p, a buffer from own(), early. */
+static void disown(cv_minilm *m, const void *p) {
+    for (int i = 0; i < m->nowned; i++)
+        if (m->owned[i] == p) {
+            free(m->owned[i]);
+            m->owned[i] = m->owned[--m->nowned];
+            return;
+        }
+}
+
+/* Rewrites the GEMM weights of host into the layout be->linear() reads (be->linear_pack),
+ * all of them in one buffer. */
+static cv_err pack_linear_weights(cv_minilm *m, const cv_backend *be) {
+    const cv_minilm_config *c = &m->cfg;
+    const int D = c->hidden, NI = c->intermediate;
+    const size_t per_layer = be->linear_pack_floats(3 * D, D) + be->linear_pack_floats(D, D) +
+                             be->linear_pack_floats(NI, D) + be->linear_pack_floats(D, NI);
+    float *p = own(m, sizeof(float) * per_layer * (size_t)c->layers);
+    if (!p) return CV_ERR_NOMEM;
+    for (int l = 0; l < c->layers; l++) {
+        layer_w *L = &m->host.layer[l];
+        const float *wqkv = L->wqkv;
+        struct {
+            const float **w;
+            int N, K;
+        } mats[] = {{&L->wqkv, 3 * D, D}, {&L->wo, D, D}, {&L->w1, NI, D}, {&L->w2, D, NI}};
+        for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) {
+            be->linear_pack(*mats[i].w, mats[i].N, mats[i].K, p);
+            *mats[i].w = p;
+            p += be->linear_pack_floats(mats[i].N, mats[i].K);
+        }
+        disown(m, wqkv); /* the Q|K|V concatenation from load_weights */
     }
     return CV_OK;
 }
@@ -471,21 +509,43 @@ cv_err cv_minilm_load(const char *model_dir, const cv_minilm_opts *opts, cv_mini
         cv_minilm_free(m);
         return err ? err : CV_ERR_NOMEM;
     }
+    if (o.precision == CV_PRECISION_BF16 && gpu) {
+        cv_error("event=precision_unsupported precision=bf16 device=cuda error=\"bf16 is a CPU backend "
+                 "option\" fix=\"use --device cpu, or fp32\"");
+        gpu->destroy(gpu);
+        cv_minilm_free(m);
+        return CV_ERR_UNSUPPORTED;
+    }
+    if (o.precision == CV_PRECISION_BF16 && !cv_cpu_bf16_supported()) {
+        cv_error(
+            "event=precision_unsupported precision=bf16 device=cpu error=\"this CPU has no AVX512-BF16\" "
+            "fix=\"use fp32\"");
+        cv_minilm_free(m);
+        return CV_ERR_UNSUPPORTED;
+    }
     for (int i = 0; i < m->nworkers && !err; i++) {
         cv_backend *be = gpu;
-        if (!be && (err = cv_backend_cpu_new(&be))) break;
+        if (!be &&
+            (err = o.precision == CV_PRECISION_BF16 ? cv_backend_cpu_new_bf16(&be) : cv_backend_cpu_new(&be)))
+            break;
+        if (i == 0 && be->linear_pack && (err = pack_linear_weights(m, be))) {
+            be->destroy(be);
+            break;
+        }
         err = worker_init(m, &m->wk[i], be);
     }
     if (err) {
         cv_minilm_free(m);
         return err;
     }
+    if (o.precision == CV_PRECISION_BF16)
+        cv_info("event=gemm_precision precision=bf16 kernel=%s", cv_cpu_bf16_kernel());
     cv_blas_info bi;
     cv_blas_info_get(&bi);
     cv_info("event=model_loaded dir=%s device=%s reason=\"%s\" threads=%d layers=%d hidden=%d max_seq=%d "
-            "blas_kernel=%s blas_chosen_by=%s openblas_default=%s cpu_best=%s",
-            model_dir, m->wk[0].be->name, why, nt, m->cfg.layers, m->cfg.hidden, m->cfg.max_seq, bi.kernel,
-            bi.chosen_by, bi.openblas_default, bi.best);
+            "gemm=%s blas_kernel=%s blas_chosen_by=%s openblas_default=%s cpu_best=%s",
+            model_dir, m->wk[0].be->name, why, nt, m->cfg.layers, m->cfg.hidden, m->cfg.max_seq,
+            cv_cpu_gemm_isa(), bi.kernel, bi.chosen_by, bi.openblas_default, bi.best);
     *out = m;
     return CV_OK;
 }

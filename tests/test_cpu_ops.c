@@ -1,6 +1,7 @@
 /* test_cpu_ops.c: every CPU op against a naive double-precision version on random inputs
  * of several shapes (never zeros; outputs poisoned with NaN first). Tolerances are stated
  * per op as max |got - want| relative to max(1, |want|). */
+#define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -73,6 +74,146 @@ static void test_linear(void **state) {
             free(x), free(w), free(b), free(y), free(want);
         }
     }
+}
+
+/* cv_cpu_linear_packed with every kernel set this CPU runs, on shapes that exercise row and
+ * column tails (N not a multiple of 16, M not a multiple of any sliver), k blocks (K > 256),
+ * and column ranges as the thread split makes them. */
+static void test_linear_packed(void **state) {
+    (void)state;
+    static const int shapes[][3] = {{1, 384, 384},  {7, 1152, 384}, {35, 1536, 384}, {13, 384, 1536},
+                                    {150, 40, 300}, {3, 5, 7},      {12, 33, 17},    {25, 16, 513}};
+    static const char *const isas[] = {"scalar", "avx2", "avx512"};
+    const char *best = cv_cpu_gemm_isa();
+    uint64_t seed = 13;
+    for (size_t i = 0; i < sizeof isas / sizeof isas[0]; i++) {
+        if (cv_cpu_gemm_use(isas[i]) != CV_OK) {
+            print_message("linear_packed isa=%s not supported by this CPU\n", isas[i]);
+            continue;
+        }
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+            float *x = malloc(sizeof(float) * (size_t)M * K), *w = malloc(sizeof(float) * (size_t)N * K),
+                  *b = malloc(sizeof(float) * (size_t)N), *y = poisoned((size_t)M * N), *wp = NULL;
+            assert_int_equal(posix_memalign((void **)&wp, 64, sizeof(float) * cv_cpu_pack_floats(N, K)), 0);
+            tu_fill(x, (size_t)M * K, -2, 2, &seed);
+            tu_fill(w, (size_t)N * K, -0.1f, 0.1f, &seed);
+            tu_fill(b, (size_t)N, -1, 1, &seed);
+            cv_cpu_pack_linear(w, N, K, wp);
+            double *want = malloc(sizeof(double) * (size_t)M * N);
+            for (int act = 0; act < 2; act++) {
+                for (int i2 = 0; i2 < M; i2++)
+                    for (int j = 0; j < N; j++) {
+                        double acc = b[j];
+                        for (int k = 0; k < K; k++)
+                            acc += (double)x[(size_t)i2 * K + k] * w[(size_t)j * K + k];
+                        want[(size_t)i2 * N + j] = act ? gelu_ref(acc) : acc;
+                    }
+                /* two column ranges split at a multiple of 16, as the thread pool does */
+                const int mid = (N / 2) & ~15;
+                cv_cpu_linear_packed(x, wp, b, M, N, K, (cv_act)act, y, 0, mid);
+                cv_cpu_linear_packed(x, wp, b, M, N, K, (cv_act)act, y, mid, N);
+                double err = max_rel_err(y, want, (size_t)M * N);
+                print_message("linear_packed isa=%s M=%d N=%d K=%d act=%d max_rel_err=%.2e\n", isas[i], M, N,
+                              K, act, err);
+                assert_true(err < 2e-5);
+                for (size_t j = 0; j < (size_t)M * N; j++)
+                    y[j] = NAN;
+            }
+            free(x), free(w), free(b), free(y), free(wp), free(want);
+        }
+    }
+    assert_int_equal(cv_cpu_gemm_use(best), CV_OK);
+    assert_int_equal(cv_cpu_gemm_use("sse9"), CV_ERR_ARG);
+}
+
+/* GELU as the packed GEMM applies it (each kernel set has its own): K = 1, w = 1, so that
+ * y = GELU(x) for x over [-20, 20]. */
+static void test_linear_packed_gelu_range(void **state) {
+    (void)state;
+    static const char *const isas[] = {"scalar", "avx2", "avx512"};
+    const char *best = cv_cpu_gemm_isa();
+    const int M = 4001, N = 16;
+    float *x = malloc(sizeof(float) * M), *w = malloc(sizeof(float) * N), *y = poisoned((size_t)M * N), *wp;
+    assert_int_equal(posix_memalign((void **)&wp, 64, sizeof(float) * cv_cpu_pack_floats(N, 1)), 0);
+    for (int i = 0; i < M; i++)
+        x[i] = (float)(i - 2000) * 1e-2f;
+    for (int j = 0; j < N; j++)
+        w[j] = 1.0f;
+    cv_cpu_pack_linear(w, N, 1, wp);
+    for (size_t i = 0; i < sizeof isas / sizeof isas[0]; i++) {
+        if (cv_cpu_gemm_use(isas[i]) != CV_OK) continue;
+        cv_cpu_linear_packed(x, wp, NULL, M, N, 1, CV_ACT_GELU, y, 0, N);
+        double worst = 0;
+        for (int r = 0; r < M; r++)
+            for (int j = 0; j < N; j++) {
+                double want = gelu_ref(x[r]), got = y[(size_t)r * N + j];
+                double e = isfinite(got) ? fabs(got - want) / fmax(1.0, fabs(want)) : INFINITY;
+                if (e > worst) worst = e;
+            }
+        print_message("linear_packed gelu isa=%s max_rel_err over [-20,20]=%.2e\n", isas[i], worst);
+        assert_true(worst < 1e-6);
+    }
+    assert_int_equal(cv_cpu_gemm_use(best), CV_OK);
+    free(x), free(w), free(y), free(wp);
+}
+
+/* cv_cpu_linear_bf16 against double products of the bf16-rounded inputs (so only the fp32
+ * accumulation differs): SKIPPED on CPUs without AVX512-BF16. */
+static void test_linear_bf16(void **state) {
+    (void)state;
+    if (!cv_cpu_bf16_supported()) {
+        print_message("linear_bf16: this CPU has no AVX512-BF16\n");
+        skip();
+    }
+    static const int shapes[][3] = {{1, 384, 384}, {35, 1152, 384}, {13, 384, 1536}, {150, 40, 301},
+                                    {3, 5, 7},     {12, 33, 17},    {25, 16, 513},   {600, 48, 384}};
+    static const char *const kernels[] = {"avx512bf16", "amx"};
+    const char *best = cv_cpu_bf16_kernel();
+    uint64_t seed = 17;
+    for (size_t s = 0; s < 2 * sizeof shapes / sizeof shapes[0]; s++) {
+        const char *kernel = kernels[s % 2];
+        if (cv_cpu_bf16_use(kernel) != CV_OK) {
+            print_message("linear_bf16 kernel=%s not supported here\n", kernel);
+            continue;
+        }
+        const int M = shapes[s / 2][0], N = shapes[s / 2][1], K = shapes[s / 2][2];
+        float *x = malloc(sizeof(float) * (size_t)M * K), *w = malloc(sizeof(float) * (size_t)N * K),
+              *b = malloc(sizeof(float) * (size_t)N), *y = poisoned((size_t)M * N);
+        uint16_t *wp = NULL;
+        assert_int_equal(posix_memalign((void **)&wp, 64, cv_cpu_pack_bf16_bytes(N, K)), 0);
+        tu_fill(x, (size_t)M * K, -2, 2, &seed);
+        tu_fill(w, (size_t)N * K, -0.1f, 0.1f, &seed);
+        tu_fill(b, (size_t)N, -1, 1, &seed);
+        cv_cpu_pack_linear_bf16(w, N, K, wp);
+        double *want = malloc(sizeof(double) * (size_t)M * N);
+        for (int act = 0; act < 2; act++) {
+            for (int i = 0; i < M; i++)
+                for (int j = 0; j < N; j++) {
+                    double acc = b[j];
+                    for (int k = 0; k < K; k++)
+                        acc += (double)cv_cpu_from_bf16(cv_cpu_to_bf16(x[(size_t)i * K + k])) *
+                               cv_cpu_from_bf16(cv_cpu_to_bf16(w[(size_t)j * K + k]));
+                    want[(size_t)i * N + j] = act ? gelu_ref(acc) : acc;
+                }
+            const int mid = (N / 2) & ~15;
+            cv_cpu_linear_bf16(x, wp, b, M, N, K, (cv_act)act, y, 0, mid);
+            cv_cpu_linear_bf16(x, wp, b, M, N, K, (cv_act)act, y, mid, N);
+            double err = max_rel_err(y, want, (size_t)M * N);
+            print_message("linear_bf16 kernel=%s M=%d N=%d K=%d act=%d max_rel_err=%.2e\n", kernel, M, N, K,
+                          act, err);
+            assert_true(err < 2e-5);
+            for (size_t j = 0; j < (size_t)M * N; j++)
+                y[j] = NAN;
+        }
+        free(x), free(w), free(b), free(y), free(wp), free(want);
+    }
+    assert_int_equal(cv_cpu_bf16_use(best), CV_OK);
+    /* rounding: to nearest even, NaN stays NaN */
+    assert_int_equal(cv_cpu_to_bf16(1.0f), 0x3f80);
+    assert_int_equal(cv_cpu_to_bf16(1.00390625f), 0x3f80); /* tie, to even */
+    assert_int_equal(cv_cpu_to_bf16(1.01171875f), 0x3f82); /* tie, to even (up) */
+    assert_true(isnan(cv_cpu_from_bf16(cv_cpu_to_bf16(NAN))));
 }
 
 static void test_gelu_range(void **state) {
@@ -229,8 +370,15 @@ static void test_pool_l2(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_linear),  cmocka_unit_test(test_gelu_range), cmocka_unit_test(test_expf),
-        cmocka_unit_test(test_add_ln),  cmocka_unit_test(test_embed_ln),   cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_linear),
+        cmocka_unit_test(test_linear_packed),
+        cmocka_unit_test(test_linear_packed_gelu_range),
+        cmocka_unit_test(test_linear_bf16),
+        cmocka_unit_test(test_gelu_range),
+        cmocka_unit_test(test_expf),
+        cmocka_unit_test(test_add_ln),
+        cmocka_unit_test(test_embed_ln),
+        cmocka_unit_test(test_attention),
         cmocka_unit_test(test_pool_l2),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

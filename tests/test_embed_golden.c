@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include "../kernels/backend.h"
+#include "../kernels/cpu/cpu_ops.h"
 #include "../models/minilm.h"
 #include "test_util.h"
 
@@ -151,6 +152,39 @@ static void test_batching_invariant(void **state) {
     cv_minilm_free(m2);
 }
 
+#ifndef CV_TEST_CUDA
+/* precision bf16 (GEMM inputs rounded to bfloat16): min cosine >= 0.9995; SKIPPED on CPUs
+ * without AVX512-BF16. */
+static void test_golden_bf16(void **state) {
+    (void)state;
+    if (!cv_cpu_bf16_supported()) {
+        print_message("golden bf16: this CPU has no AVX512-BF16\n");
+        skip();
+    }
+    cv_minilm_opts o = {.threads = 0, .device = CV_DEVICE_CPU, .precision = CV_PRECISION_BF16};
+    cv_minilm *m = NULL;
+    assert_int_equal(cv_minilm_load(cv_minilm_default_dir(), &o, &m), CV_OK);
+    float *out = malloc(sizeof(float) * DIM * (size_t)ntexts);
+    assert_int_equal(cv_minilm_embed(m, (const char *const *)texts, lens, ntexts, out, NULL), CV_OK);
+    double min_cos = 1, sum_cos = 0;
+    int worst = -1;
+    for (int i = 0; i < ntexts; i++) {
+        const float *a = out + (size_t)i * DIM, *b = golden + (size_t)i * DIM;
+        double dot = 0, na = 0, nb = 0;
+        for (int j = 0; j < DIM; j++)
+            dot += (double)a[j] * b[j], na += (double)a[j] * a[j], nb += (double)b[j] * b[j];
+        double cos = dot / sqrt(na * nb);
+        sum_cos += cos;
+        if (cos < min_cos) min_cos = cos, worst = i;
+    }
+    print_message("golden embeddings bf16 (kernel %s): texts=%d min_cos=%.6f mean_cos=%.6f worst_index=%d\n",
+                  cv_cpu_bf16_kernel(), ntexts, min_cos, sum_cos / ntexts, worst);
+    assert_true(min_cos >= 0.9995);
+    free(out);
+    cv_minilm_free(m);
+}
+#endif
+
 static void test_bad_ids(void **state) {
     (void)state;
     cv_minilm *m = load(1);
@@ -172,6 +206,9 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_golden_cosine),
         cmocka_unit_test(test_batching_invariant),
+#ifndef CV_TEST_CUDA
+        cmocka_unit_test(test_golden_bf16),
+#endif
         cmocka_unit_test(test_bad_ids),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

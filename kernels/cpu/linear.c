@@ -1,4 +1,5 @@
-/* linear.c: y = act(x w^T + b) through OpenBLAS sgemm, then one fused bias + GELU pass. */
+/* linear.c: y = act(x w^T + b) through OpenBLAS sgemm, then one fused bias + GELU pass: the
+ * reference for the packed GEMM the CPU backend runs (gemm.c) and for the CUDA tests. */
 #include <cblas.h>
 #include <math.h>
 
