@@ -23,6 +23,8 @@ int cv_cli_parse_device(const char *s, cv_device *out);
 int cv_cli_parse_int(const char *opt, const char *s, long lo, long hi, long *out);
 
 /* Loads the model and prints a fix-it hint when the files are missing. */
-int cv_cli_load_model(const char *dir, int threads, cv_device dev, cv_minilm **out);
+int cv_cli_load_model(const char *dir, int threads, cv_device dev, cv_precision precision, cv_minilm **out);
+/* "fp32" or "bf16"; -1 after printing an error naming the option. */
+int cv_cli_parse_precision(const char *s, cv_precision *out);
 
 #endif

@@ -108,6 +108,7 @@ static void usage(FILE *f) {
                "  --threads N      threads (default: all online CPUs)\n"
                "  --seconds S      time per measurement (default 3)\n"
                "  --device D       auto (default), cpu or cuda\n"
+               "  --precision P    fp32 (default) or bf16 (CPU with AVX512-BF16)\n"
                "  --batches LIST   batch sizes, comma-separated (default 1,8,64,256)\n"
                "  --anchor NAME=CMD\n"
                "                   command that benchmarks NAME on the same texts; repeatable (up to 8),\n"
@@ -134,12 +135,13 @@ int cv_cmd_bench(int argc, char **argv) {
         return 2;
     }
     argc--, argv++;
-    enum { O_MODEL = 256, O_THREADS, O_SECONDS, O_ANCHOR, O_DEVICE, O_BATCHES };
+    enum { O_MODEL = 256, O_THREADS, O_SECONDS, O_ANCHOR, O_DEVICE, O_BATCHES, O_PRECISION };
     static const struct option opts[] = {{"model", required_argument, 0, O_MODEL},
                                          {"threads", required_argument, 0, O_THREADS},
                                          {"seconds", required_argument, 0, O_SECONDS},
                                          {"anchor", required_argument, 0, O_ANCHOR},
                                          {"device", required_argument, 0, O_DEVICE},
+                                         {"precision", required_argument, 0, O_PRECISION},
                                          {"batches", required_argument, 0, O_BATCHES},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
@@ -147,6 +149,7 @@ int cv_cmd_bench(int argc, char **argv) {
     anchor an[MAX_ANCHORS];
     int nan = 0;
     cv_device dev = CV_DEVICE_AUTO;
+    cv_precision precision = CV_PRECISION_FP32;
     long threads = 0, secs = 3;
     int c;
     optind = 1;
@@ -165,6 +168,9 @@ int cv_cmd_bench(int argc, char **argv) {
                         MAX_ANCHORS, optarg);
                 return 2;
             }
+            break;
+        case O_PRECISION:
+            if (cv_cli_parse_precision(optarg, &precision)) return 2;
             break;
         case O_DEVICE:
             if (cv_cli_parse_device(optarg, &dev)) return 2;
@@ -188,7 +194,7 @@ int cv_cmd_bench(int argc, char **argv) {
         p = *end ? end + 1 : end;
     }
     cv_minilm *m;
-    if (cv_cli_load_model(model, (int)threads, dev, &m)) return 1;
+    if (cv_cli_load_model(model, (int)threads, dev, precision, &m)) return 1;
     const int nt = cv_minilm_threads(m);
     corpus sets[2];
     corpus_make(&sets[0], "short", 2048, 10, 48, 0x9E3779B97F4A7C15ull); /* ~15-60 tokens */

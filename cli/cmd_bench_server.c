@@ -111,7 +111,7 @@ int cv_bench_server(int argc, char **argv) {
         }
     }
     cv_minilm *m;
-    if (cv_cli_load_model(model, (int)threads, CV_DEVICE_AUTO, &m)) return 1;
+    if (cv_cli_load_model(model, (int)threads, CV_DEVICE_AUTO, CV_PRECISION_FP32, &m)) return 1;
     corpus c;
     corpus_make(&c, "short", 2048, 10, 48, 0x9E3779B97F4A7C15ull);
     /* the engine alone, same texts */

@@ -68,7 +68,9 @@ int cv_cmd_serve(int argc, char **argv) {
     cv_device dev;
     if (cv_cli_parse_device(c.device, &dev)) return 2;
     cv_minilm *m;
-    if (cv_cli_load_model(*c.model ? c.model : cv_minilm_default_dir(), (int)c.threads, dev, &m)) return 1;
+    if (cv_cli_load_model(*c.model ? c.model : cv_minilm_default_dir(), (int)c.threads, dev,
+                          CV_PRECISION_FP32, &m))
+        return 1;
     cv_server_opts o = {
         .listen = c.listen,
         .http = c.http,

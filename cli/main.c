@@ -69,8 +69,20 @@ int cv_cli_parse_int(const char *opt, const char *s, long lo, long hi, long *out
     return 0;
 }
 
-int cv_cli_load_model(const char *dir, int threads, cv_device dev, cv_minilm **out) {
-    cv_minilm_opts o = {.threads = threads, .device = dev};
+int cv_cli_parse_precision(const char *s, cv_precision *out) {
+    if (strcmp(s, "fp32") == 0)
+        *out = CV_PRECISION_FP32;
+    else if (strcmp(s, "bf16") == 0)
+        *out = CV_PRECISION_BF16;
+    else {
+        fprintf(stderr, "cdcvec: --precision: expected fp32 or bf16, got '%s'\n", s);
+        return -1;
+    }
+    return 0;
+}
+
+int cv_cli_load_model(const char *dir, int threads, cv_device dev, cv_precision precision, cv_minilm **out) {
+    cv_minilm_opts o = {.threads = threads, .device = dev, .precision = precision};
     cv_err err = cv_minilm_load(dir, &o, out);
     if (err == CV_ERR_NOTFOUND || err == CV_ERR_FORMAT || err == CV_ERR_MISMATCH) {
         fprintf(stderr,
