@@ -16,8 +16,8 @@
 #   usage: test_cdc_matrix.sh path/to/cdcvec
 #   CDCVEC_MATRIX_CASES="1 3 7": run only those cases (default: all, 1..14; 13 runs with 7)
 #   CDCVEC_TEST_STALL_S=60: the stall bound (sync_lib.sh)
-#   CDCVEC_MATRIX_BUDGET_S=3000: cases not started by then count as failures (a broken build
-#     waits out a stall at every check; the run still ends before ctest's TIMEOUT)
+#   CDCVEC_MATRIX_BUDGET_S=3000: past it, cases and waits fail at once (a broken build waits
+#     out a stall at every check; the run still ends before ctest's TIMEOUT)
 #   CDCVEC_TEST_KEEP=1: keep the work folder (logs, PostgreSQL data) after the run
 set -u
 bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
@@ -47,6 +47,12 @@ q "CREATE EXTENSION vector" >/dev/null
 q "CREATE EXTENSION citext" >/dev/null || { echo "FAIL the citext extension is missing (postgresql-contrib)"; exit 1; }
 
 # ---- helpers ---------------------------------------------------------------------------------
+
+# A run of a badly broken build (every check waiting out its stall) must still end, with its
+# FAIL lines, before ctest's TIMEOUT: past the budget, no case starts and every wait or run
+# fails at once.
+budget=${CDCVEC_MATRIX_BUDGET_S:-3000}
+over_budget() { [ $((SECONDS - t_start)) -ge "$budget" ]; }
 
 # Drops the slots no process holds (a case's own, once its syncs stopped): the cluster has 16.
 drop_slots() {
@@ -90,10 +96,15 @@ stop_sync() {
   wait "$p" 2>/dev/null
 }
 # run_exit NAME ARGS...: `cdcvec sync` in the foreground, expected to exit by itself: at most
-# 2 x STALL_S seconds (timeout's rc 124 means it was still retrying). Sets rc; log $work/NAME.log.
+# 2 x STALL_S seconds (timeout's rc 124 means it was still retrying; 125: not run, past the
+# budget). Sets rc; log $work/NAME.log.
 run_exit() {
   local name=$1
   shift
+  if over_budget; then
+    rc=125 # not run
+    return
+  fi
   CDCVEC_LOG=info timeout $((STALL_S * 2)) "$bin" sync --batch-ms 10 --threads 2 "$@" >"$work/$name.log" 2>&1
   rc=$?
   fail_logs+=("$work/$name.log")
@@ -103,6 +114,11 @@ run_exit() {
 # retry before it, and the message (anywhere in the log) matching MESSAGE_RE (grep -Ei).
 stopped() {
   local name=$1 lg=$2 kind=$3 msg=$4
+  if [ "$rc" = 125 ]; then
+    echo "FAIL $name: not run, the run is past its budget of ${budget}s"
+    fail=1
+    return 1
+  fi
   if [ "$rc" = 124 ]; then
     echo "FAIL $name: still running after $((STALL_S * 2))s (retried forever)"
     fail=1
@@ -129,6 +145,7 @@ sink_progress() { # SINK_TABLE [DB] (replaces sync_lib's, used by converged_q)
 }
 # wait_for CONDITION PROGRESS: wait_until with the bound.
 wait_for() {
+  over_budget && { echo "  (not waited: the run is past its budget of ${budget}s)"; return 1; }
   wait_t0=$SECONDS
   wait_until "$1" "capped || { $2; }"
 }
@@ -159,6 +176,7 @@ oracle() {
 }
 # conv PID MISMATCH_SQL SINK_TABLE: waits until the sink equals the source while PID runs.
 conv() {
+  over_budget && { echo "  (not waited: the run is past its budget of ${budget}s)"; return 1; }
   wait_t0=$SECONDS
   WATCH_PID=$1 converged_q "$2" "$3"
 }
@@ -800,7 +818,12 @@ case14() {
   [ -n "$out" ] && echo "$out" | head -3 | sed 's/^/  /'
   q "CREATE UNLOGGED TABLE ck_u (k text PRIMARY KEY, description text)"
   run_exit ck_unlogged --source "$DB" --table public.ck_u --text-column description # a multi-line server error
-  # every line of a failing run's log is a log record (a timestamp first) or a progress line
+}
+
+# 14 (end of the run): every line of the logs of the runs that ended in an error (cases 4, 5, 6,
+# 8 and 14) is a log record (a timestamp first) or a progress line: no error text split a line.
+log_lines() {
+  echo "# 14. no log line split by a newline inside an error text"
   local l bad='' n=0
   for l in "${fail_logs[@]}"; do
     [ -f "$l" ] || continue
@@ -813,20 +836,21 @@ case14() {
   chk "14 no log line of the $n failing runs is split by a newline${bad:+ (split in:$bad)}" '[ $n -gt 0 ] && [ -z "$bad" ]'
 }
 
-# A run of a badly broken build (every check waiting out its stall) must still end, with its
-# FAIL lines, before ctest's TIMEOUT: cases not started within the budget count as failures.
-budget=${CDCVEC_MATRIX_BUDGET_S:-3000}
-for c in 1 2 3 4 5 6 7 8 9 10 11 12 14; do
+# Case 8 (each error waits up to 2 x STALL_S on a build that retries for ever) runs last, so a
+# broken build still gets a verdict on the others within the budget.
+for c in 1 2 3 4 5 6 7 9 10 11 12 14 8; do
   wants $c || { [ $c = 7 ] && wants 13; } || continue
-  if [ $((SECONDS - t_start)) -ge "$budget" ]; then
+  if over_budget; then
     echo "FAIL case $c not run: the run is past its budget of ${budget}s (CDCVEC_MATRIX_BUDGET_S)"
     fail=1
     continue
   fi
   t=$SECONDS
   case$c
+  [ $c = 14 ] && ran14=1
   drop_slots
   echo "  (case $c: $((SECONDS - t)) s)"
 done
+[ -n "${ran14:-}" ] && log_lines
 echo "# total: $((SECONDS - t_start)) s"
 exit $fail
