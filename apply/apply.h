@@ -42,9 +42,9 @@ typedef struct cv_apply_opts {
     cv_sink *sink;
     cv_client *client; /* embedding service (in-process or remote) */
     int dim;
-    cv_metrics *reg;   /* counters registered once here; they live as long as reg */
-    int key_exact;     /* 1: two keys are equal exactly when their text forms are (int, text, uuid...) */
-    int on_error_stop; /* 1: a change that cannot be applied stops the batch (CV_ERR_ARG) */
+    cv_metrics *reg;       /* counters registered once here; they live as long as reg */
+    int key_exact;         /* 1: two keys are equal exactly when their text forms are (int, text, uuid...) */
+    int on_error_stop;     /* 1: a change that cannot be applied stops the batch (CV_ERR_ARG) */
     size_t max_text_bytes; /* texts longer than this are dead letters, never sent (a remote server's
                               limit: frames over its size are dropped without a reply); 0: none */
     cv_apply_fetch_fn fetch;

@@ -29,13 +29,13 @@ typedef struct cv_sync_opts {
     const char *model_dir;
     cv_device device;
     int threads;
-    int resnapshot;    /* drop the slot and the sink state, then backfill again */
-    int force;         /* backfill: re-embed even when the text hash is unchanged */
-    const char *after; /* backfill: resume after this primary key (the progress line's key text) */
-    int search;        /* only searching: the text column is not needed */
+    int resnapshot;      /* drop the slot and the sink state, then backfill again */
+    int force;           /* backfill: re-embed even when the text hash is unchanged */
+    const char *after;   /* backfill: resume after this primary key (the progress line's key text) */
+    int search;          /* only searching: the text column is not needed */
     long max_text_bytes; /* with --embed: longer texts become dead letters, never sent */
-    int on_error_stop; /* 1: a change that cannot be applied stops the sync (exit 1) instead of
-                          going to cdcvec.dead_letters */
+    int on_error_stop;   /* 1: a change that cannot be applied stops the sync (exit 1) instead of
+                            going to cdcvec.dead_letters */
 } cv_sync_opts;
 
 /* Runs until *stop becomes nonzero (then finishes the batch in hand, acknowledges, returns

@@ -46,8 +46,8 @@ typedef struct cv_rowval {
 
 /* Describes schema.table on db: columns, their types, the primary key, the text column or
  * template (text_column NULL and no template: no text, for searches). recorded_text_source:
- * what an earlier run embedded ("column <attnum> <name>"), to follow a rename (NULL: none). Errors are logged with
- * the fix; *fault says whether it is permanent. */
+ * what an earlier run embedded ("column <attnum> <name>"), to follow a rename (NULL: none). Errors are logged
+ * with the fix; *fault says whether it is permanent. */
 cv_err cv_table_describe(PGconn *db, const char *qualified, const char *text_column, const char *template_,
                          const char *recorded_text_source, cv_table *t, cv_pg_fault *fault);
 void cv_table_free(cv_table *t);
