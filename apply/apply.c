@@ -274,10 +274,10 @@ static cv_err apply_step(cv_apply *a, cv_change *chg, int n, uint64_t position, 
     }
     cv_err e = delete_keys(a, del, nd);
     /* stored hashes, after this step's deletes */
-    int *found = calloc((size_t)nu + 1, sizeof(int)), *need = calloc((size_t)nu + 1, sizeof(int));
+    int *found = calloc((size_t)nu + 1, sizeof(int));
     uint8_t(*hash)[32] = calloc((size_t)nu + 1, 32);
     const char ***keys = calloc((size_t)nu + 1, sizeof(char **));
-    CV_ASSERT(found && need && hash && keys);
+    CV_ASSERT(found && hash && keys);
     for (int i = 0; i < nu; i++)
         keys[i] = (const char **)up[i]->key;
     if (!e && nu) e = cv_sink_hashes(a->o.sink, (const char *const *const *)keys, nu, found, hash);
@@ -323,7 +323,6 @@ static cv_err apply_step(cv_apply *a, cv_change *chg, int n, uint64_t position, 
             if (!found[i] || force || memcmp(h, hash[i], 32) != 0) {
                 memcpy(hash[i], h, 32);
                 r.hash = hash[i];
-                need[i] = 1;
                 embc[nt] = c;
                 emb[nt] = r;
                 texts[nt++] = c->text;
@@ -387,7 +386,7 @@ static cv_err apply_step(cv_apply *a, cv_change *chg, int n, uint64_t position, 
     }
     embed_wait(a, NULL, 0); /* never leave a call writing into freed memory */
     free(vec), free(texts), free(rows), free(emb), free(gone), free(embc);
-    free(found), free(need), free(hash), free(keys), free(del), free(up), free(fetch);
+    free(found), free(hash), free(keys), free(del), free(up), free(fetch);
     return e;
 }
 

@@ -59,10 +59,7 @@ cv_err cv_sync_backfill(cv_sync *s, PGconn *db, uint64_t position, int force, co
         for (int k = 0; k < s->t.nkeys; k++)
             after[k] = strdup(chg[n - 1].key[k]);
         if ((e = cv_apply_batch(s->apply, chg, n, 0, position, force, 0))) {
-            const char *kind, *fix;
-            cv_sink_last_fault(s->sink, &kind, &fix);
-            cv_pg_fault sf = {e == CV_ERR_TIMEOUT || e == CV_ERR_BUSY, kind, fix};
-            cv_sync_error(s, e == CV_ERR_TIMEOUT && !strcmp(kind, "connection") ? "embed" : "sink", &sf);
+            e = cv_sync_batch_failed(s, e);
             break;
         }
         done += n;

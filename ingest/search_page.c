@@ -158,13 +158,18 @@ static void search_table_free(cv_sync *s) {
     memset(&s->search_table, 0, sizeof s->search_table);
 }
 
-void cv_search_close(cv_sync *s) {
-    pthread_mutex_lock(&s->search_mu);
+/* With search_mu held: waits for searches in flight, closes their sink, forgets the table. */
+static void search_idle_reset(cv_sync *s) {
     while (s->searching > 0)
         pthread_cond_wait(&s->search_idle, &s->search_mu);
     if (s->search_sink) cv_sink_close(s->search_sink);
     s->search_sink = NULL;
     search_table_free(s);
+}
+
+void cv_search_close(cv_sync *s) {
+    pthread_mutex_lock(&s->search_mu);
+    search_idle_reset(s);
     pthread_mutex_unlock(&s->search_mu);
 }
 
@@ -176,11 +181,7 @@ static const char *own(cv_sync *s, const char *v) {
 
 void cv_search_set_table(cv_sync *s) {
     pthread_mutex_lock(&s->search_mu);
-    while (s->searching > 0)
-        pthread_cond_wait(&s->search_idle, &s->search_mu);
-    if (s->search_sink) cv_sink_close(s->search_sink);
-    s->search_sink = NULL;
-    search_table_free(s);
+    search_idle_reset(s);
     const cv_table *t = &s->t;
     s->search_own = calloc((size_t)(2 * t->nkeys + 4), sizeof(char *));
     const char **names = calloc((size_t)t->nkeys + 1, sizeof(char *)),

@@ -33,6 +33,25 @@ void cv_sync_error(cv_sync *s, const char *stage, const cv_pg_fault *f) {
     cv_metric_add(m, 1);
 }
 
+/* A failed batch: counted by stage and kind; permanent when the store refused for good or a
+ * change failed under --on-error stop. */
+cv_err cv_sync_batch_failed(cv_sync *s, cv_err e) {
+    if (e == CV_ERR_ARG) {
+        s->fault = (cv_pg_fault){0, "data",
+                                 "fix the row (its key and reason are logged above) or run with "
+                                 "--on-error dead-letter to record it and go on"};
+        cv_sync_error(s, "sink", &s->fault);
+        return CV_ERR_UNSUPPORTED;
+    }
+    const char *kind, *fix;
+    cv_sink_last_fault(s->sink, &kind, &fix);
+    int embed =
+        e == CV_ERR_BUSY || e == CV_ERR_SHUTDOWN || (e == CV_ERR_TIMEOUT && !strcmp(kind, "connection"));
+    cv_pg_fault f = {e == CV_ERR_TIMEOUT || e == CV_ERR_BUSY || e == CV_ERR_SHUTDOWN, kind, fix};
+    cv_sync_error(s, embed ? "embed" : "sink", &f);
+    return f.retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
+}
+
 cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o) {
     memset(s, 0, sizeof *s);
     s->o = *o;

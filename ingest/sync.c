@@ -115,32 +115,13 @@ static cv_err send_feedback(stream *st) {
     return CV_OK;
 }
 
-/* A failed batch: counted by stage and kind; permanent when the store refused for good or a
- * change failed under --on-error stop. */
-static cv_err batch_failed(cv_sync *s, cv_err e) {
-    if (e == CV_ERR_ARG) {
-        s->fault = (cv_pg_fault){0, "data",
-                                 "fix the row (its key and reason are logged above) or run with "
-                                 "--on-error dead-letter to record it and go on"};
-        cv_sync_error(s, "sink", &s->fault);
-        return CV_ERR_UNSUPPORTED;
-    }
-    const char *kind, *fix;
-    cv_sink_last_fault(s->sink, &kind, &fix);
-    int embed =
-        e == CV_ERR_BUSY || e == CV_ERR_SHUTDOWN || (e == CV_ERR_TIMEOUT && !strcmp(kind, "connection"));
-    cv_pg_fault f = {e == CV_ERR_TIMEOUT || e == CV_ERR_BUSY || e == CV_ERR_SHUTDOWN, kind, fix};
-    cv_sync_error(s, embed ? "embed" : "sink", &f);
-    return f.retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
-}
-
 static cv_err flush_pending(stream *st) {
     if (st->pend.n == 0 && !st->pend_truncate) return CV_OK;
     cv_sync *s = st->s;
     cv_err e = cv_apply_batch(s->apply, st->pend.v, st->pend.n, st->pend_truncate, st->pend_end, 0,
                               st->pend_commit_unix);
     st->pend.n = 0; /* consumed either way: on failure the session ends and the slot replays */
-    if (e) return batch_failed(s, e);
+    if (e) return cv_sync_batch_failed(s, e);
     cv_metric_add(s->m_changes_ins, (double)st->n_ins);
     cv_metric_add(s->m_changes_upd, (double)st->n_upd);
     cv_metric_add(s->m_changes_del, (double)st->n_del);
@@ -396,7 +377,7 @@ static cv_err ensure_slot(stream *st, volatile sig_atomic_t *stop) {
     uint64_t pos, bpos;
     int done;
     cv_err e = cv_sink_state(s->sink, &pos, &done, &bpos);
-    if (e) return batch_failed(s, e);
+    if (e) return cv_sync_batch_failed(s, e);
     const char *p[1] = {s->slot};
     PGresult *r =
         PQexecParams(s->src,
@@ -502,11 +483,11 @@ static cv_err ensure_slot(stream *st, volatile sig_atomic_t *stop) {
     }
     free(snapshot);
     long rows = 0;
-    if (!e && (e = cv_sink_backfill_mark(s->sink, cp, 0))) e = batch_failed(s, e);
+    if (!e && (e = cv_sink_backfill_mark(s->sink, cp, 0))) e = cv_sync_batch_failed(s, e);
     if (!e) e = cv_sync_backfill(s, bf, cp, 0, NULL, stop, &rows);
     if (!e) PQclear(PQexec(bf, "COMMIT"));
     PQfinish(bf);
-    if (!e && (e = cv_sink_backfill_mark(s->sink, cp, 1))) e = batch_failed(s, e);
+    if (!e && (e = cv_sink_backfill_mark(s->sink, cp, 1))) e = cv_sync_batch_failed(s, e);
     if (!e) e = record_meta(s);
     if (e) return e;
     char l[24];

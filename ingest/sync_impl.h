@@ -81,6 +81,10 @@ void cv_sync_session_close(cv_sync *s);
 /* Counts an error of a stage ("source", "sink", "embed") and kind, and remembers the fault. */
 void cv_sync_error(cv_sync *s, const char *stage, const cv_pg_fault *f);
 
+/* A failed cv_apply_batch (or sink step): counted by stage and kind, the fault remembered;
+ * CV_ERR_TIMEOUT when retrying can help, else CV_ERR_UNSUPPORTED. */
+cv_err cv_sync_batch_failed(cv_sync *s, cv_err e);
+
 /* Embeds the table's rows through db's current transaction (snapshot), in key order,
  * recording position; progress on stderr (with the last key done, for --after). start_after:
  * NULL, or the progress line's key text. */
