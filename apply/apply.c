@@ -49,7 +49,7 @@ struct cv_apply {
 void cv_change_free(cv_change *c) {
     for (int k = 0; c->key && c->key[k]; k++)
         free(c->key[k]);
-    free(c->key), free(c->text), free(c->payload), free(c->keep), free(c->fail);
+    free(c->key), free(c->text), free(c->payload), free(c->keep), free(c->fail), free(c->vec), free(c->wire);
     memset(c, 0, sizeof *c);
 }
 
@@ -281,26 +281,25 @@ static cv_err apply_step(cv_apply *a, cv_change *chg, int n, uint64_t position, 
     for (int i = 0; i < nu; i++)
         keys[i] = (const char **)up[i]->key;
     if (!e && nu) e = cv_sink_hashes(a->o.sink, (const char *const *const *)keys, nu, found, hash);
-    for (int i = 0; !e && i < nu; i++)
-        if (up[i]->text_fetch || (up[i]->text_state == CV_TEXT_UNKNOWN && (!found[i] || force)))
+    for (int i = 0; !e && i < nu; i++) {
+        if (!(up[i]->text_fetch || (up[i]->text_state == CV_TEXT_UNKNOWN && (!found[i] || force)))) continue;
+        if (a->o.fetch) {
             fetch[nf++] = up[i];
-    if (!e && nf) {
-        if (!a->o.fetch) {
-            e = CV_ERR_UNSUPPORTED;
-            cv_error(
-                "event=apply_failed table=%s error=\"a text must be read from the source, and this stage has "
-                "no source\"",
-                a->o.table);
-        } else {
-            e = a->o.fetch(a->o.fetch_arg, fetch, nf);
+        } else { /* a Kafka sink has no source to read the text from */
+            dead_add(dead, up[i]->key,
+                     "the text is unknown (an unchanged TOASTed value, or a template column missing from the "
+                     "row image) and the store has no vector for this key to keep; run cdcvec backfill");
+            up[i]->text_state = CV_TEXT_NULL; /* nothing stale stays */
         }
     }
+    if (!e && nf) e = a->o.fetch(a->o.fetch_arg, fetch, nf);
     /* decide: vector gone (text NULL now), payload only, or embed */
     const char **texts = calloc((size_t)nu + 1, sizeof(char *));
-    cv_sink_row *rows = calloc((size_t)nu + 1, sizeof *rows), *emb = calloc((size_t)nu + 1, sizeof *emb);
+    cv_sink_row *rows = calloc((size_t)nu + 1, sizeof *rows), *emb = calloc((size_t)nu + 1, sizeof *emb),
+                *pre = calloc((size_t)nu + 1, sizeof *pre);
     cv_change **gone = calloc((size_t)nu + 1, sizeof *gone), **embc = calloc((size_t)nu + 1, sizeof *embc);
     CV_ASSERT(texts && rows && emb && gone && embc);
-    int nt = 0, nr = 0, ng = 0;
+    int nt = 0, nr = 0, ng = 0, npre = 0;
     for (int i = 0; !e && i < nu; i++) {
         cv_change *c = up[i];
         if (c->text_state == CV_TEXT_NULL) {
@@ -315,6 +314,16 @@ static cv_err apply_step(cv_apply *a, cv_change *chg, int n, uint64_t position, 
                      strlen(c->text), a->o.max_text_bytes);
             dead_add(dead, c->key, why);
             gone[ng++] = c; /* its stale vector goes */
+            continue;
+        }
+        if (c->vec) { /* embedded upstream */
+            if (!found[i] || force || memcmp(c->vec_hash, hash[i], 32) != 0) {
+                r.vec = c->vec;
+                r.hash = c->vec_hash;
+                pre[npre++] = r;
+            } else {
+                rows[nr++] = r;
+            }
             continue;
         }
         if (c->text_state == CV_TEXT_KNOWN) {
@@ -334,6 +343,8 @@ static cv_err apply_step(cv_apply *a, cv_change *chg, int n, uint64_t position, 
     if (!e) e = delete_keys(a, gone, ng);
     if (!e && nr) e = cv_sink_put(a->o.sink, rows, nr, position);
     *nskipped += nr;
+    if (!e && npre) e = cv_sink_put(a->o.sink, pre, npre, position);
+    *nembedded += npre;
     /* embed chunk by chunk; write chunk k while chunk k+1 is embedded */
     float *vec = malloc(sizeof(float) * (size_t)a->o.dim * (size_t)(nt ? nt : 1));
     CV_ASSERT(vec);
@@ -385,7 +396,7 @@ static cv_err apply_step(cv_apply *a, cv_change *chg, int n, uint64_t position, 
         *nembedded += m;
     }
     embed_wait(a, NULL, 0); /* never leave a call writing into freed memory */
-    free(vec), free(texts), free(rows), free(emb), free(gone), free(embc);
+    free(vec), free(texts), free(rows), free(emb), free(pre), free(gone), free(embc);
     free(found), free(hash), free(keys), free(del), free(up), free(fetch);
     return e;
 }

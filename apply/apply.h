@@ -30,6 +30,13 @@ typedef struct cv_change {
     char *keep;     /* JSON array of column names whose stored payload values stay (unchanged
                        TOASTed values, columns the change's row image does not have), or NULL */
     char *fail;     /* the change cannot be applied: why (it becomes a dead letter) */
+    float *vec;     /* (dim) the text's embedding, computed upstream (a Kafka embed worker), or NULL */
+    uint8_t vec_hash[32]; /* with vec: SHA-256 of the text it embeds (text itself may be NULL) */
+    /* where it comes from (kept by the Kafka stages; 0 when unknown) */
+    uint64_t lsn;       /* end LSN of the source transaction */
+    double commit_unix; /* its commit time */
+    int txn_seq, txn_size; /* position within the transaction, and its number of changes */
+    char *wire;         /* capture --format quix: the message, as the tutorial's CDC service writes it */
 } cv_change;
 
 void cv_change_free(cv_change *c);
@@ -59,7 +66,10 @@ void cv_apply_free(cv_apply *a);
 /* The store and the source reader change with each session; the counters stay. */
 void cv_apply_set_sink(cv_apply *a, cv_sink *sink, cv_apply_fetch_fn fetch, void *fetch_arg, int key_exact);
 
-/* Applies n changes (consumed: freed) in one store transaction recorded at position.
+/* Applies n changes (consumed: freed) in one store transaction recorded at position. A change
+ * with vec is written with that vector unless the stored text hash equals vec_hash (then its
+ * payload alone); a text that is unknown (an unchanged TOASTed value), with no stored row and no
+ * source to read it from, becomes a dead letter.
  * truncate: empty the table first; force: re-embed unchanged texts too; commit_unix: when the
  * last change committed at the source (unix seconds, 0 = unknown), for the latency histogram.
  * Errors: retriable ones (store or embedding service unreachable) and CV_ERR_ARG when

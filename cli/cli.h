@@ -12,6 +12,8 @@ int cv_cmd_serve(int argc, char **argv);
 int cv_bench_server(int argc, char **argv);
 /* sync, backfill or search (which) */
 int cv_cmd_sync(int argc, char **argv, const char *which);
+/* capture | worker | sink (cmd_kafka.c) */
+int cv_cmd_kafka(int argc, char **argv, const char *which);
 
 /* SIGTERM and SIGINT set *flag (the handler does nothing else); SIGPIPE is ignored. */
 void cv_cli_on_stop(volatile sig_atomic_t *flag);

@@ -50,9 +50,9 @@ static size_t put_slug(cv_buf *out, const char *s, size_t max) {
     return n;
 }
 
-void cv_name_slot(const char *schema, const char *table, cv_buf *out) {
-    static const char prefix[] = "cdcvec_";
-    size_t room = CV_NAME_MAX - (sizeof prefix - 1) - HASH_LEN; /* 47 readable bytes */
+/* prefix + readable part + hash, at most CV_NAME_MAX bytes. */
+static void slot_name(const char *prefix, const char *schema, const char *table, cv_buf *out) {
+    size_t room = CV_NAME_MAX - strlen(prefix) - HASH_LEN;
     cv_buf_puts(out, prefix);
     room -= put_slug(out, schema, room);
     if (room > 0) {
@@ -60,6 +60,12 @@ void cv_name_slot(const char *schema, const char *table, cv_buf *out) {
         put_slug(out, table, room - 1);
     }
     put_hash(out, schema, table);
+}
+
+void cv_name_slot(const char *schema, const char *table, cv_buf *out) { slot_name("cdcvec_", schema, table, out); }
+
+void cv_name_capture_slot(const char *schema, const char *table, cv_buf *out) {
+    slot_name("cdcvec_capture_", schema, table, out);
 }
 
 void cv_name_sink_table(const char *schema, const char *table, cv_buf *out) {

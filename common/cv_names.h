@@ -23,6 +23,9 @@ extern "C" {
  * fit. Only [a-z0-9_] (what slot names allow), at most CV_NAME_MAX bytes, always hashed: two
  * tables differing only in case or punctuation ("Notes"/"notes", "a_b"."c"/"a"."b_c") differ. */
 void cv_name_slot(const char *schema, const char *table, cv_buf *out);
+/* The same for `cdcvec capture` (its own slot: a sync and a capture of one table may run side
+ * by side): "cdcvec_capture_" + readable part (cut to 39 bytes) + "_" + hash. */
+void cv_name_capture_slot(const char *schema, const char *table, cv_buf *out);
 
 /* Name (unquoted) of the pgvector table in schema cdcvec: schema "_" table byte for byte when
  * that fits in CV_NAME_MAX bytes (the name earlier versions used, so existing installations

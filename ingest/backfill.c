@@ -58,7 +58,9 @@ cv_err cv_sync_backfill(cv_sync *s, PGconn *db, uint64_t position, int force, co
         CV_ASSERT(after);
         for (int k = 0; k < s->t.nkeys; k++)
             after[k] = strdup(chg[n - 1].key[k]);
-        if ((e = cv_apply_batch(s->apply, chg, n, 0, position, force, 0))) {
+        for (int i = 0; i < n; i++)
+            chg[i].lsn = position;
+        if ((e = cv_sync_deliver(s, chg, n, 0, position, force, 0))) {
             e = cv_sync_batch_failed(s, e);
             break;
         }

@@ -36,6 +36,7 @@ void cv_sync_error(cv_sync *s, const char *stage, const cv_pg_fault *f) {
 /* A failed batch: counted by stage and kind; permanent when the store refused for good or a
  * change failed under --on-error stop. */
 cv_err cv_sync_batch_failed(cv_sync *s, cv_err e) {
+    if (s->cap) return e; /* capture classified its failure where it happened */
     if (e == CV_ERR_ARG) {
         s->fault = (cv_pg_fault){0, "data",
                                  "fix the row (its key and reason are logged above) or run with "
@@ -61,7 +62,10 @@ cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o) {
     cv_search_routes(s);
     cv_err e;
     cv_buf url = {0};
-    if (o->embed && *o->embed) {
+    if (o->capture) { /* no model: changes go to Kafka with their texts */
+        s->reg = cv_metrics_new();
+        s->own_reg = 1;
+    } else if (o->embed && *o->embed) {
         if (o->http && *o->http) {
             cv_error(
                 "event=bad_option option=--http error=\"the search page and /metrics are served by the "
@@ -101,8 +105,10 @@ cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o) {
         }
         s->reg = cv_server_metrics(s->server);
     }
-    cv_client_opts co = {.timeout_ms = 120000, .retries = 20, .backoff_ms = 20};
-    e = cv_client_open(url.p, &co, &s->client);
+    if (!o->capture) {
+        cv_client_opts co = {.timeout_ms = 120000, .retries = 20, .backoff_ms = 20};
+        e = cv_client_open(url.p, &co, &s->client);
+    }
     free(url.p);
     if (e) return e;
     cv_metrics *r = s->reg;
@@ -129,6 +135,7 @@ cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o) {
                 cv_metrics_counter(r, "cdcvec_sync_errors_total", "Sync errors by stage and kind.", labels.p);
             free(labels.p);
         }
+    if (o->capture) return cv_capture_open(s);
     cv_apply_opts ao = {.client = s->client,
                         .dim = s->dim,
                         .reg = r,
@@ -143,6 +150,7 @@ cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o) {
 void cv_sync_runtime_close(cv_sync *s) {
     cv_sync_session_close(s);
     cv_search_close(s);
+    cv_capture_close(s);
     cv_client_close(s->client);
     if (s->server) {
         cv_server_drain(s->server, 5000);
@@ -154,6 +162,12 @@ void cv_sync_runtime_close(cv_sync *s) {
     pthread_mutex_destroy(&s->search_mu);
     pthread_cond_destroy(&s->search_idle);
     memset(s, 0, sizeof *s);
+}
+
+cv_err cv_sync_deliver(cv_sync *s, cv_change *chg, int n, int truncate, uint64_t position, int force,
+                       double commit_unix) {
+    if (s->cap) return cv_capture_deliver(s, chg, n, truncate, position, commit_unix);
+    return cv_apply_batch(s->apply, chg, n, truncate, position, force, commit_unix);
 }
 
 cv_err cv_sync_fetch(void *arg, cv_change **chg, int n) {
@@ -198,6 +212,8 @@ static void names(cv_sync *s) {
     cv_buf slot = {0}, pub = {0};
     if (o->slot && *o->slot)
         cv_buf_puts(&slot, o->slot);
+    else if (o->capture)
+        cv_name_capture_slot(schema, table, &slot);
     else
         cv_name_slot(schema, table, &slot);
     if (o->publication && *o->publication)
@@ -235,6 +251,10 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
         cv_sink_meta_free(&meta);
         return e;
     }
+    if (o->capture && o->capture->quix) {
+        s->t.row_hook = cv_capture_row_hook; /* backfill rows as the tutorial's insert messages */
+        s->t.row_hook_arg = s;
+    }
     if (replication) {
         if ((e = lock_table(s)) || (e = cv_source_prepare(s->src, &s->t, s->publication, &s->fault))) {
             if (e != CV_ERR_TIMEOUT || strcmp(s->fault.kind, "conflict"))
@@ -248,7 +268,7 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
                         .nkeys = s->t.nkeys,
                         .key_names = s->t.keyname,
                         .key_types = s->t.keytype,
-                        .dim = s->dim,
+                        .dim = o->capture ? 0 : s->dim, /* capture: its bookkeeping only */
                         .model_id = "sentence-transformers/all-MiniLM-L6-v2",
                         .stream = s->stream};
     if ((e = cv_sink_open(s->sink_conninfo, &st, &s->sink))) {
@@ -259,8 +279,8 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
         cv_sink_meta_free(&meta);
         return e;
     }
-    cv_apply_set_sink(s->apply, s->sink, cv_sync_fetch, s, s->t.key_exact);
-    cv_search_set_table(s);
+    if (s->apply) cv_apply_set_sink(s->apply, s->sink, cv_sync_fetch, s, s->t.key_exact);
+    if (!o->capture) cv_search_set_table(s);
     /* what changed since the last run */
     if (replication && meta.relid && meta.relid != s->t.oid) {
         cv_warn(
@@ -289,7 +309,7 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
 
 void cv_sync_session_close(cv_sync *s) {
     if (!s->in_session) return;
-    cv_apply_set_sink(s->apply, NULL, NULL, NULL, 1);
+    if (s->apply) cv_apply_set_sink(s->apply, NULL, NULL, NULL, 1);
     cv_sink_close(s->sink);
     if (s->src) PQfinish(s->src);
     cv_table_free(&s->t);

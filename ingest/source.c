@@ -498,7 +498,10 @@ cv_err cv_read_page(PGconn *db, const cv_table *t, char **after, int limit, cv_c
     cv_err e = CV_OK;
     for (int i = 0; i < PQntuples(r) && !e; i++) {
         rowvals_from_result(t, r, i, v);
-        if ((e = cv_change_from_row(t, v, 0, &out[i])) == CV_OK) (*n)++;
+        if ((e = cv_change_from_row(t, v, 0, &out[i])) == CV_OK) {
+            if (t->row_hook) t->row_hook(t->row_hook_arg, v, &out[i]);
+            (*n)++;
+        }
     }
     free(v);
     PQclear(r);

@@ -10,6 +10,8 @@
 #include "../common/cv_pg.h"
 #include "pgvalue.h"
 
+struct cv_rowval;
+
 typedef struct cv_table {
     char *schema, *name;
     char *qualified; /* "schema"."name" */
@@ -34,6 +36,9 @@ typedef struct cv_table {
     int *seg_col;                    /* (nseg) column index or -1 */
     char *layout;                    /* "attnum:name:typoid,..." of every column: a schema change alters it */
     char *text_source;               /* "column <attnum> <name>" or "template <text>": what is embedded */
+    /* called by cv_read_page with each row's values and its change (capture --format quix) */
+    void (*row_hook)(void *arg, const struct cv_rowval *v, struct cv_change *c);
+    void *row_hook_arg;
 } cv_table;
 
 /* A row's values by column index: kind 'n' NULL, 'u' unknown (an unchanged TOASTed value, or a

@@ -118,8 +118,8 @@ static cv_err send_feedback(stream *st) {
 static cv_err flush_pending(stream *st) {
     if (st->pend.n == 0 && !st->pend_truncate) return CV_OK;
     cv_sync *s = st->s;
-    cv_err e = cv_apply_batch(s->apply, st->pend.v, st->pend.n, st->pend_truncate, st->pend_end, 0,
-                              st->pend_commit_unix);
+    cv_err e = cv_sync_deliver(s, st->pend.v, st->pend.n, st->pend_truncate, st->pend_end, 0,
+                               st->pend_commit_unix);
     st->pend.n = 0; /* consumed either way: on failure the session ends and the slot replays */
     if (e) return cv_sync_batch_failed(s, e);
     cv_metric_add(s->m_changes_ins, (double)st->n_ins);
@@ -262,6 +262,7 @@ static cv_err on_message(stream *st, const uint8_t *data, size_t len) {
                 rowvals(st, &m.new_tup, nv);
                 cv_change nc;
                 e = cv_change_from_row(t, nv, 0, &nc);
+                if (!e && s->cap) cv_capture_wire(s, nv, v, "update", &nc);
                 free(nv);
                 if (e) {
                     cv_change_free(&c);
@@ -274,6 +275,7 @@ static cv_err on_message(stream *st, const uint8_t *data, size_t len) {
                 list_push(&st->txn, &nc);
                 st->n_upd++;
             } else {
+                if (s->cap) cv_capture_wire(s, v, NULL, "delete", &c);
                 list_push(&st->txn, &c);
                 st->n_del++;
             }
@@ -281,6 +283,7 @@ static cv_err on_message(stream *st, const uint8_t *data, size_t len) {
         }
         rowvals(st, &m.new_tup, v);
         if ((e = cv_change_from_row(t, v, 0, &c))) break;
+        if (s->cap) cv_capture_wire(s, v, NULL, m.type == 'I' ? "insert" : "update", &c);
         list_push(&st->txn, &c);
         if (m.type == 'I')
             st->n_ins++;
@@ -312,9 +315,16 @@ static cv_err on_message(stream *st, const uint8_t *data, size_t len) {
         if (st->pend.n == 0) st->pend_since = cv_now();
         for (int i = 0; i < st->txn.n; i++)
             list_push(&st->pend, &st->txn.v[i]);
-        st->txn.n = 0; /* moved */
         st->pend_end = m.end_lsn;
         st->pend_commit_unix = (double)m.commit_ts / 1e6 + PG_EPOCH_UNIX;
+        for (int i = 0; i < st->txn.n; i++) { /* where each change comes from (Kafka messages carry it) */
+            cv_change *cc = &st->pend.v[st->pend.n - st->txn.n + i];
+            cc->lsn = m.end_lsn;
+            cc->commit_unix = st->pend_commit_unix;
+            cc->txn_seq = i;
+            cc->txn_size = st->txn.n;
+        }
+        st->txn.n = 0; /* moved */
         if (st->pend.n == 0 && st->pend_truncate) st->pend_since = cv_now();
         break;
     default: break; /* Y, O, M */
@@ -605,12 +615,19 @@ out:
 }
 
 /* Exponential backoff with full jitter in [d/2, d], d = base * 2^attempt capped. */
-static double backoff_delay(int attempt) {
+double cv_stage_backoff(int attempt) {
     double d = BACKOFF_BASE;
     for (int i = 1; i < attempt && d < BACKOFF_CAP; i++)
         d *= 2;
     if (d > BACKOFF_CAP) d = BACKOFF_CAP;
     return d / 2 + d / 2 * ((double)rand() / RAND_MAX);
+}
+
+void cv_stage_sleep(double d, volatile sig_atomic_t *stop) {
+    for (double w = 0; w < d && !*stop; w += 0.05) {
+        struct timespec ts = {0, 50000000};
+        nanosleep(&ts, NULL);
+    }
 }
 
 int cv_sync_run(const cv_sync_opts *o, volatile sig_atomic_t *stop) {
@@ -641,14 +658,11 @@ int cv_sync_run(const cv_sync_opts *o, volatile sig_atomic_t *stop) {
         if (restart_now) continue; /* a schema change: the next session picks it up at once */
         if (since > 0 && cv_now() - since >= HEALTHY_SESSION) attempt = 0;
         attempt++;
-        double d = backoff_delay(attempt);
+        double d = cv_stage_backoff(attempt);
         cv_metric_add(s.m_retries, 1);
         cv_warn("event=sync_retry attempt=%d in_seconds=%.2f kind=%s error=\"%s\"", attempt, d,
                 f.kind ? f.kind : "connection", cv_strerror(e));
-        for (double w = 0; w < d && !*stop; w += 0.05) {
-            struct timespec ts = {0, 50000000};
-            nanosleep(&ts, NULL);
-        }
+        cv_stage_sleep(d, stop);
     }
     if (!rc) cv_info("event=sync_stopped reason=signal");
     cv_sync_runtime_close(&s);

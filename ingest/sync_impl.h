@@ -60,7 +60,30 @@ typedef struct cv_sync {
     int resnapshot;  /* the table was dropped and recreated: rebuild from a new snapshot */
     int refresh;     /* columns or the embedded text changed: refresh every row (hash-checked) */
     int restart_now; /* the session ended to pick up a schema change: reconnect at once */
+    /* ---- capture: changes go to a Kafka topic instead of the apply stage (capture.c) ---- */
+    struct cv_capture *cap;
 } cv_sync;
+
+/* Hands a batch to the apply stage, or to Kafka when capturing (same contract as
+ * cv_apply_batch: chg consumed). */
+cv_err cv_sync_deliver(cv_sync *s, cv_change *chg, int n, int truncate, uint64_t position, int force,
+                       double commit_unix);
+
+/* Exponential backoff with full jitter for retry attempt n (1, 2, ...), capped at 30 s; and a
+ * sleep of d seconds that ends early when *stop is set. */
+double cv_stage_backoff(int attempt);
+void cv_stage_sleep(double d, volatile sig_atomic_t *stop);
+
+/* capture.c: opening the producer with the runtime, delivering a batch, closing. */
+cv_err cv_capture_open(cv_sync *s);
+cv_err cv_capture_deliver(cv_sync *s, cv_change *chg, int n, int truncate, uint64_t position,
+                          double commit_unix);
+void cv_capture_close(cv_sync *s);
+/* capture --format quix: the tutorial's message for a change made from row values v (old:
+ * the old row's values for an update's oldkeys, or NULL: the key of v), set as c->wire. */
+void cv_capture_wire(const cv_sync *s, const cv_rowval *v, const cv_rowval *old, const char *kind, cv_change *c);
+/* cv_table.row_hook for the backfill of capture --format quix (arg: the cv_sync). */
+void cv_capture_row_hook(void *arg, const cv_rowval *v, cv_change *c);
 
 /* Fills s->routes with GET / (the page) and GET /search (JSON). */
 void cv_search_routes(cv_sync *s);

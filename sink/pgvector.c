@@ -116,18 +116,22 @@ cv_err cv_sink_open(const char *conninfo, const cv_sink_table *t, cv_sink **out)
     s->keylist = keys.p;
     s->keycast = cast.p;
     s->stream = strdup(t->stream);
-    cv_buf_puts(&sql, "CREATE EXTENSION IF NOT EXISTS vector; CREATE SCHEMA IF NOT EXISTS cdcvec; ");
-    cv_buf_printf(&sql, "CREATE TABLE IF NOT EXISTS %s (", s->qtable);
-    for (int i = 0; i < t->nkeys; i++) {
-        cv_pg_ident(&sql, t->key_names[i]);
-        cv_buf_printf(&sql, " %s NOT NULL, ", t->key_types[i]);
+    if (t->dim == 0) { /* state only (capture): no vectors here */
+        cv_buf_puts(&sql, "CREATE SCHEMA IF NOT EXISTS cdcvec; ");
+    } else {
+        cv_buf_puts(&sql, "CREATE EXTENSION IF NOT EXISTS vector; CREATE SCHEMA IF NOT EXISTS cdcvec; ");
+        cv_buf_printf(&sql, "CREATE TABLE IF NOT EXISTS %s (", s->qtable);
+        for (int i = 0; i < t->nkeys; i++) {
+            cv_pg_ident(&sql, t->key_names[i]);
+            cv_buf_printf(&sql, " %s NOT NULL, ", t->key_types[i]);
+        }
+        cv_buf_printf(
+            &sql,
+            "embedding vector(%d) NOT NULL, payload jsonb NOT NULL DEFAULT '{}', text_hash bytea NOT NULL, "
+            "model text NOT NULL, source_lsn pg_lsn NOT NULL, updated_at timestamptz NOT NULL DEFAULT now(), "
+            "PRIMARY KEY (%s)); ",
+            t->dim, s->keylist);
     }
-    cv_buf_printf(
-        &sql,
-        "embedding vector(%d) NOT NULL, payload jsonb NOT NULL DEFAULT '{}', text_hash bytea NOT NULL, "
-        "model text NOT NULL, source_lsn pg_lsn NOT NULL, updated_at timestamptz NOT NULL DEFAULT now(), "
-        "PRIMARY KEY (%s)); ",
-        t->dim, s->keylist);
     cv_buf_puts(
         &sql,
         "CREATE TABLE IF NOT EXISTS cdcvec.state (stream text PRIMARY KEY, lsn pg_lsn NOT NULL, "
@@ -145,7 +149,7 @@ cv_err cv_sink_open(const char *conninfo, const cv_sink_table *t, cv_sink **out)
     uint64_t pos, bpos;
     int done;
     if (!e) e = cv_sink_state(s, &pos, &done, &bpos);
-    if (!e && done) e = ensure_index(s);
+    if (!e && done && t->dim) e = ensure_index(s);
     if (e) {
         cv_sink_close(s);
         return e;
@@ -494,7 +498,7 @@ cv_err cv_sink_backfill_mark(cv_sink *s, uint64_t p, int done) {
     cv_lsn_format(p, lsn);
     const char *params[3] = {s->stream, lsn, done ? "true" : "false"};
     cv_err e = run(s, "BEGIN", "begin");
-    if (!e && done) {
+    if (!e && done && s->t.dim) {
         cv_buf q = {0};
         cv_buf_printf(&q, "DELETE FROM %s WHERE source_lsn < $1::pg_lsn", s->qtable);
         const char *pp[1] = {lsn};
@@ -518,7 +522,7 @@ cv_err cv_sink_backfill_mark(cv_sink *s, uint64_t p, int done) {
         e = run(s, "COMMIT", "commit");
     else
         PQclear(PQexec(s->db, "ROLLBACK"));
-    if (!e && done) e = ensure_index(s);
+    if (!e && done && s->t.dim) e = ensure_index(s);
     return e;
 }
 

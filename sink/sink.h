@@ -15,7 +15,8 @@ typedef struct cv_sink_table {
     int nkeys;
     const char *const *key_names; /* (nkeys) primary key columns */
     const char *const *key_types; /* (nkeys) SQL types, as format_type() writes them */
-    int dim;                      /* vector dimension */
+    int dim;                      /* vector dimension; 0: the store keeps only the stream's state (position,
+                                     backfill marks, meta: cdcvec capture's bookkeeping), no vectors */
     const char *model_id;
     const char *stream; /* name of the change stream (the replication slot): keys the state row */
 } cv_sink_table;

@@ -1,0 +1,207 @@
+/* cmd_kafka.c: cdcvec capture | worker | sink: the stages joined by Kafka topics
+ * (docs/KAFKA.md). Options from one property table per command; librdkafka properties with
+ * -X key=value (repeatable) or --kafka-config FILE; secrets from the environment only. */
+#define _POSIX_C_SOURCE 200809L
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/cv_conf.h"
+#include "../common/cv_kafka.h"
+#include "../common/cv_log.h"
+#include "../ingest/ingest.h"
+#include "cli.h"
+
+typedef struct {
+    const char *source, *table, *text_column, *template_, *to, *from, *format, *slot, *publication, *group,
+        *dead_letter, *key_columns, *sink, *embed, *model, *device, *http, *kafka_config, *on_error;
+    long batch_rows, threads, resnapshot;
+    double batch_ms;
+} kconf;
+
+#define F(x) offsetof(kconf, x)
+#define P_KCONF                                                                                                \
+    {"kafka-config", "CDCVEC_KAFKA_CONFIG", CV_CONF_STR, "", 0, 0, F(kafka_config),                            \
+     "a librdkafka properties file (key=value lines; may hold secrets); -X key=value sets one property"}
+#define P_BATCH(rows)                                                                                          \
+    {"batch-rows", "CDCVEC_BATCH_ROWS", CV_CONF_INT, rows, 1, 100000, F(batch_rows), "messages per batch"},   \
+        {"batch-ms", "CDCVEC_BATCH_MS", CV_CONF_DOUBLE, "20", 0, 60000, F(batch_ms),                           \
+         "longest a message waits for its batch, in milliseconds"}
+#define P_MODEL                                                                                                \
+    {"embed", "CDCVEC_EMBED", CV_CONF_STR, "", 0, 0, F(embed),                                                 \
+     "nng URL of a remote cdcvec serve (empty: the model runs in-process)"},                                   \
+        {"model", "CDCVEC_MODEL_DIR", CV_CONF_STR, "", 0, 0, F(model), "model folder"},                        \
+        {"device", "CDCVEC_DEVICE", CV_CONF_STR, "auto", 0, 0, F(device), "auto, cpu or cuda"},                \
+        {"threads", "CDCVEC_THREADS", CV_CONF_INT, "0", 0, 256, F(threads), "CPU threads; 0: all"},            \
+        {"http", "CDCVEC_STAGE_HTTP", CV_CONF_STR, "", 0, 0, F(http),                                          \
+         "host:port for /metrics and /healthz (in-process model only; empty: none)"}
+#define P_TUTORIAL                                                                                             \
+    {"key-columns", "CDCVEC_KEY_COLUMNS", CV_CONF_STR, "id", 0, 0, F(key_columns),                             \
+     "the tutorial's messages (which do not name an insert's key): key columns, comma-separated"},             \
+        {"text-column", "CDCVEC_TEXT_COLUMN", CV_CONF_STR, "description", 0, 0, F(text_column),                \
+         "the tutorial's messages: the column embedded"}
+
+static const cv_conf_prop CAPTURE[] = {
+    {"source", "CDCVEC_SOURCE", CV_CONF_STR, "", 0, 0, F(source),
+     "source database: libpq connection string or postgres:// URI (required; a password belongs in PGPASSWORD "
+     "or ~/.pgpass)"},
+    {"table", "CDCVEC_TABLE", CV_CONF_STR, "public.books", 0, 0, F(table), "table to capture, schema.table"},
+    {"text-column", "CDCVEC_TEXT_COLUMN", CV_CONF_STR, "description", 0, 0, F(text_column),
+     "column whose text the workers embed"},
+    {"template", "CDCVEC_TEMPLATE", CV_CONF_STR, "", 0, 0, F(template_),
+     "embed a template of columns instead, e.g. '{name}: {description}'"},
+    {"to", "CDCVEC_TO", CV_CONF_STR, "", 0, 0, F(to), "kafka://host:port/topic the changes go to (required)"},
+    {"format", "CDCVEC_FORMAT", CV_CONF_STR, "cdcvec", 0, 0, F(format),
+     "cdcvec (docs/KAFKA.md) or quix (the tutorial's wal2json v1 messages, docs/TUTORIAL_FORMAT.md)"},
+    {"slot", "CDCVEC_SLOT", CV_CONF_STR, "", 0, 0, F(slot),
+     "replication slot (empty: cdcvec_capture_<schema>_<table>_<hash>)"},
+    {"publication", "CDCVEC_PUBLICATION", CV_CONF_STR, "", 0, 0, F(publication), "publication (empty: the slot's name)"},
+    P_BATCH("512"),
+    {"resnapshot", NULL, CV_CONF_INT, "0", 0, 1, F(resnapshot),
+     "1: drop the slot and send every row again from a new snapshot"},
+    P_KCONF,
+};
+
+static const cv_conf_prop WORKER[] = {
+    {"from", "CDCVEC_FROM", CV_CONF_STR, "", 0, 0, F(from), "kafka://host:port/topic of the changes (required)"},
+    {"to", "CDCVEC_TO", CV_CONF_STR, "", 0, 0, F(to), "kafka://host:port/topic the embeddings go to (required)"},
+    {"group", "CDCVEC_GROUP", CV_CONF_STR, "cdcvec-workers", 0, 0, F(group),
+     "consumer group: the workers of one group split the partitions"},
+    {"format", "CDCVEC_FORMAT", CV_CONF_STR, "cdcvec", 0, 0, F(format),
+     "what is produced: cdcvec or quix (the tutorial's embeddings message); either is consumed"},
+    {"dead-letter", "CDCVEC_DEAD_LETTER", CV_CONF_STR, "cdcvec-dead-letters", 0, 0, F(dead_letter),
+     "topic (same brokers) for messages that cannot be read or embedded, with the reason"},
+    P_TUTORIAL,
+    P_BATCH("256"),
+    P_MODEL,
+    P_KCONF,
+};
+
+static const cv_conf_prop SINK[] = {
+    {"from", "CDCVEC_FROM", CV_CONF_STR, "", 0, 0, F(from), "kafka://host:port/topic of the embeddings (required)"},
+    {"sink", "CDCVEC_SINK", CV_CONF_STR, "", 0, 0, F(sink),
+     "the store: a pgvector database (libpq connection string or postgres:// URI; required)"},
+    {"group", "CDCVEC_GROUP", CV_CONF_STR, "cdcvec-sink", 0, 0, F(group), "consumer group keeping the offsets"},
+    {"table", "CDCVEC_TABLE", CV_CONF_STR, "", 0, 0, F(table), "unused (the messages name their table)"},
+    {"dead-letter", "CDCVEC_DEAD_LETTER", CV_CONF_STR, "cdcvec-dead-letters", 0, 0, F(dead_letter),
+     "topic (same brokers) for messages that cannot be read, with the reason"},
+    {"on-error", "CDCVEC_ON_ERROR", CV_CONF_STR, "dead-letter", 0, 0, F(on_error),
+     "a change the store cannot take: dead-letter (cdcvec.dead_letters) or stop (exit 1)"},
+    P_TUTORIAL,
+    P_BATCH("512"),
+    P_MODEL,
+    P_KCONF,
+};
+#undef F
+
+static volatile sig_atomic_t stop_flag;
+
+/* -X properties, the --kafka-config file, then the environment's secrets. */
+static int kafka_props(cv_kafka_props *p, const kconf *c, int from_argv_rc) {
+    if (from_argv_rc) return -1;
+    if (*c->kafka_config && cv_kafka_props_from_file(p, c->kafka_config)) return -1;
+    return cv_kafka_props_from_env(p);
+}
+
+static int need(const char *cmd, const char *opt, const char *v, const char *example) {
+    if (v && *v) return 0;
+    fprintf(stderr, "cdcvec %s: --%s is required, e.g. --%s %s\n", cmd, opt, opt, example);
+    return -1;
+}
+
+static int parse_format(const char *cmd, const char *f, int *quix) {
+    if (strcmp(f, "cdcvec") == 0)
+        *quix = 0;
+    else if (strcmp(f, "quix") == 0)
+        *quix = 1;
+    else {
+        fprintf(stderr, "cdcvec %s: --format: expected cdcvec or quix, got '%s'\n", cmd, f);
+        return -1;
+    }
+    return 0;
+}
+
+int cv_cmd_kafka(int argc, char **argv, const char *which) {
+    const cv_conf_prop *props = !strcmp(which, "capture") ? CAPTURE : !strcmp(which, "worker") ? WORKER : SINK;
+    int nprops = !strcmp(which, "capture")  ? (int)(sizeof CAPTURE / sizeof *CAPTURE)
+                 : !strcmp(which, "worker") ? (int)(sizeof WORKER / sizeof *WORKER)
+                                            : (int)(sizeof SINK / sizeof *SINK);
+    if (argc > 1 && strcmp(argv[1], "--config-markdown") == 0) {
+        cv_conf_markdown(stdout, props, nprops);
+        return 0;
+    }
+    cv_kafka_props kp = {0};
+    int xrc = cv_kafka_props_from_argv(&kp, &argc, argv);
+    kconf c;
+    char usage[512];
+    snprintf(usage, sizeof usage, "usage: cdcvec %s [options] [-X librdkafka.property=value ...]\n\n%s", which,
+             !strcmp(which, "capture") ? "PostgreSQL logical replication into a Kafka topic, one message per row change."
+             : !strcmp(which, "worker")
+                 ? "Embeds the texts of a change topic into an embeddings topic (one consumer group of workers)."
+                 : "Applies an embeddings topic to a vector store.");
+    int rc = xrc ? 2 : cv_conf_parse(props, nprops, &c, argc, argv, usage);
+    if (rc) {
+        cv_kafka_props_free(&kp);
+        return rc == 1 ? 0 : 2;
+    }
+    if (kafka_props(&kp, &c, 0)) {
+        cv_kafka_props_free(&kp);
+        return 2;
+    }
+    cv_sync_opts o = {.text_column = c.text_column, .batch_rows = c.batch_rows, .batch_ms = c.batch_ms};
+    int quix = 0;
+    rc = 2;
+    cv_cli_on_stop(&stop_flag);
+    if (!strcmp(which, "capture")) {
+        if (need(which, "source", c.source, "postgres://user@host/db") ||
+            need(which, "to", c.to, "kafka://localhost:9092/postgres-cdc-data") ||
+            parse_format(which, c.format, &quix))
+            goto out;
+        o.source = c.source, o.table = c.table, o.template_ = c.template_, o.slot = c.slot,
+        o.publication = c.publication, o.resnapshot = (int)c.resnapshot;
+        cv_capture_opts k = {.to = c.to, .quix = quix, .props = &kp};
+        rc = cv_capture_run(&o, &k, &stop_flag);
+        goto out;
+    }
+    if (cv_cli_parse_device(c.device, &o.device)) goto out;
+    o.embed = c.embed, o.model_dir = c.model, o.threads = (int)c.threads, o.http = c.http;
+    if (!strcmp(which, "worker")) {
+        if (need(which, "from", c.from, "kafka://localhost:9092/postgres-cdc-data") ||
+            need(which, "to", c.to, "kafka://localhost:9092/embeddings") || parse_format(which, c.format, &quix))
+            goto out;
+        o.table = "kafka";
+        cv_worker_opts w = {.from = c.from,
+                            .to = c.to,
+                            .group = c.group,
+                            .dead_letter = c.dead_letter,
+                            .quix = quix,
+                            .key_columns = c.key_columns,
+                            .batch_rows = c.batch_rows,
+                            .batch_ms = c.batch_ms,
+                            .props = &kp};
+        rc = cv_worker_run(&o, &w, &stop_flag);
+    } else {
+        if (need(which, "from", c.from, "kafka://localhost:9092/embeddings") ||
+            need(which, "sink", c.sink, "postgres://user@host/db"))
+            goto out;
+        if (strcmp(c.on_error, "stop") == 0)
+            o.on_error_stop = 1;
+        else if (strcmp(c.on_error, "dead-letter") != 0) {
+            fprintf(stderr, "cdcvec sink: --on-error: expected dead-letter or stop, got '%s'\n", c.on_error);
+            goto out;
+        }
+        o.sink = c.sink, o.table = "kafka";
+        cv_sink_stage_opts k = {.from = c.from,
+                                .group = c.group,
+                                .dead_letter = c.dead_letter,
+                                .key_columns = c.key_columns,
+                                .batch_rows = c.batch_rows,
+                                .props = &kp};
+        rc = cv_sink_stage_run(&o, &k, &stop_flag);
+    }
+out:
+    cv_kafka_props_free(&kp);
+    return rc;
+}

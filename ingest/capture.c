@@ -1,0 +1,173 @@
+/* capture.c: `cdcvec capture`: the replication stream of `cdcvec sync` (sync.c, session.c,
+ * backfill.c), delivered to a Kafka topic instead of the apply stage.
+ *
+ * One message per row change, keyed by the row's primary key (its key text), so that a
+ * partition keeps each row's changes in commit order; each carries its transaction's commit
+ * LSN. A batch is produced, then waited for until the broker acknowledged every message of it
+ * (idempotent producer, acks=all); only then is its position recorded (cdcvec.state in the
+ * source database, beside the slot) and confirmed to PostgreSQL as the slot's flush position.
+ * A crash before that replays the batch from the slot: consumers downstream are idempotent.
+ *
+ * A TRUNCATE is one message sent to every partition of the topic: whatever partition a row
+ * went to, its consumer meets the truncate after that row's earlier changes (the sink stage
+ * applies it once every partition reached it).
+ *
+ * With --format quix the messages are the tutorial's: wal2json format-version-1 change objects
+ * as its CDC service writes them (capture_quix.c), key "<schema>.<table>". */
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/cv_kafka.h"
+#include "../common/cv_log.h"
+#include "../common/cv_lsn.h"
+#include "sync_impl.h"
+#include "wire.h"
+
+typedef struct cv_capture {
+    cv_kafka_url url;
+    const cv_capture_opts *k;
+    cv_kafka_producer *p;
+    cv_kafka_metrics km;
+    int partitions; /* of the topic, read once per producer */
+    cv_metric *m_truncate_quix;
+} cv_capture;
+
+cv_err cv_capture_open(cv_sync *s) {
+    const cv_capture_opts *k = s->o.capture;
+    cv_capture *c = calloc(1, sizeof *c);
+    CV_ASSERT(c);
+    c->k = k;
+    char err[512];
+    if (cv_kafka_url_parse(k->to, &c->url, err, sizeof err)) {
+        cv_error("event=bad_option option=--to error=\"%s\"", err);
+        free(c);
+        return CV_ERR_ARG;
+    }
+    cv_kafka_metrics_init(&c->km, s->reg, "capture");
+    c->m_truncate_quix = cv_metrics_counter(
+        s->reg, "cdcvec_capture_truncates_quix_total",
+        "TRUNCATEs sent as {\"kind\":\"truncate\"} messages (wal2json v1 has no truncate).", NULL);
+    s->cap = c;
+    return CV_OK;
+}
+
+void cv_capture_close(cv_sync *s) {
+    cv_capture *c = s->cap;
+    if (!c) return;
+    cv_kafka_producer_free(c->p);
+    cv_kafka_url_free(&c->url);
+    free(c);
+    s->cap = NULL;
+}
+
+/* A Kafka failure: counted, remembered as the session's fault. */
+static cv_err kafka_failed(cv_sync *s, cv_err e, const char *what) {
+    int retriable = e == CV_ERR_TIMEOUT || e == CV_ERR_SHUTDOWN;
+    s->fault = (cv_pg_fault){retriable, retriable ? "connection" : "config",
+                             retriable ? NULL : "check the --to URL and the -X properties (the line above says which)"};
+    cv_sync_error(s, "kafka", &s->fault);
+    if (e != CV_ERR_SHUTDOWN) cv_warn("event=capture_batch_failed step=%s error=\"%s\"", what, cv_strerror(e));
+    return retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
+}
+
+/* The producer, created on first use (and again after a fatal producer error). */
+static cv_err producer(cv_sync *s) {
+    cv_capture *c = s->cap;
+    if (c->p) return CV_OK;
+    cv_err e = cv_kafka_producer_new(c->url.bootstrap, c->url.topic, c->k->props, &c->km, &c->p);
+    if (!e) e = cv_kafka_producer_partitions(c->p, &c->partitions);
+    if (e) {
+        cv_kafka_producer_free(c->p);
+        c->p = NULL;
+        return kafka_failed(s, e, "producer");
+    }
+    cv_info("event=capture_topic topic=%s partitions=%d format=%s", c->url.topic, c->partitions,
+            c->k->quix ? "quix" : "cdcvec");
+    return CV_OK;
+}
+
+cv_err cv_capture_deliver(cv_sync *s, cv_change *chg, int n, int truncate, uint64_t position,
+                          double commit_unix) {
+    cv_capture *c = s->cap;
+    cv_err e = producer(s);
+    /* a template whose column is an unchanged TOASTed value: the text is read now (the workers
+     * downstream have no source connection) */
+    cv_change **fetch = calloc((size_t)n + 1, sizeof *fetch);
+    CV_ASSERT(fetch);
+    int nf = 0;
+    for (int i = 0; i < n; i++)
+        if (!chg[i].del && chg[i].text_fetch) fetch[nf++] = &chg[i];
+    if (!e && nf && !c->k->quix) {
+        if ((e = cv_sync_fetch(s, fetch, nf))) e = s->fault.retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
+        for (int i = 0; i < nf; i++)
+            fetch[i]->text_fetch = 0;
+    }
+    free(fetch);
+    cv_wire_table wt = {.schema = s->t.schema,
+                        .table = s->t.name,
+                        .nkeys = s->t.nkeys,
+                        .key_names = (char **)s->t.keyname,
+                        .key_types = (char **)s->t.keytype};
+    cv_buf key = {0}, val = {0};
+    if (!e && truncate) { /* one copy per partition, before the batch's changes (they follow it) */
+        if (c->k->quix) {
+            cv_buf_puts(&val, "{\"kind\": \"truncate\", \"schema\": ");
+            cv_json_string(&val, s->t.schema, strlen(s->t.schema));
+            cv_buf_puts(&val, ", \"table\": ");
+            cv_json_string(&val, s->t.name, strlen(s->t.name));
+            cv_buf_puts(&val, "}");
+            cv_metric_add(c->m_truncate_quix, 1);
+        } else {
+            cv_wire_encode_truncate(&val, &wt, position, commit_unix, c->partitions);
+        }
+        cv_buf_printf(&key, "%s.%s", s->t.schema, s->t.name);
+        for (int p = 0; !e && p < c->partitions; p++)
+            if ((e = cv_kafka_produce(c->p, p, key.p, key.len, val.p, val.len))) e = kafka_failed(s, e, "produce");
+    }
+    for (int i = 0; !e && i < n; i++) {
+        key.len = val.len = 0;
+        if (c->k->quix) {
+            if (!chg[i].wire) continue; /* the old key of a key-changing update: in the update's oldkeys */
+            cv_buf_printf(&key, "%s.%s", s->t.schema, s->t.name);
+            cv_buf_puts(&val, chg[i].wire);
+        } else {
+            cv_wire_key(&key, chg[i].key);
+            cv_wire_encode(&val, &wt, &chg[i], NULL, 0);
+        }
+        CV_ASSERT(!key.oom && !val.oom);
+        if ((e = cv_kafka_produce(c->p, -1, key.p, key.len, val.p, val.len))) e = kafka_failed(s, e, "produce");
+    }
+    free(key.p), free(val.p);
+    if (!e && (e = cv_kafka_producer_wait(c->p, NULL))) {
+        e = kafka_failed(s, e, "acknowledgement");
+        cv_kafka_producer_free(c->p); /* a fresh producer (and idempotence epoch) for the replay */
+        c->p = NULL;
+    }
+    /* every message is in the log: record the position (the slot is confirmed by the caller) */
+    if (!e) {
+        cv_err se = cv_sink_begin(s->sink, 0);
+        if (!se) se = cv_sink_commit(s->sink, position);
+        if (se) {
+            s->cap = NULL; /* classified as a store failure, like sync's */
+            e = cv_sync_batch_failed(s, se);
+            s->cap = c;
+        }
+    }
+    for (int i = 0; i < n; i++)
+        cv_change_free(&chg[i]);
+    if (!e) {
+        char l[24];
+        cv_lsn_format(position, l);
+        cv_debug("event=capture_batch changes=%d truncate=%d position=%s", n, truncate, l);
+    }
+    return e;
+}
+
+int cv_capture_run(const cv_sync_opts *o, const cv_capture_opts *k, volatile sig_atomic_t *stop) {
+    cv_sync_opts oc = *o;
+    oc.capture = k;
+    oc.embed = NULL;
+    return cv_sync_run(&oc, stop);
+}

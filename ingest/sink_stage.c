@@ -1,0 +1,349 @@
+/* sink_stage.c: `cdcvec sink`: the embeddings topic into a store, through the apply stage.
+ *
+ * The same rules as `cdcvec sync`: a batch is collapsed by key, deletes go first, a vector is
+ * written only when the stored text hash differs (else the payload alone), and what cannot be
+ * applied is recorded with its reason. Messages without a vector (a text still to embed: the
+ * tutorial's CDC topic read directly) are embedded here. Offsets are committed only after the
+ * store committed the batch; a crash replays from the committed offsets, idempotently.
+ *
+ * One sink process reads every partition of the topic (assigned, not balanced: the group only
+ * keeps its offsets), because a TRUNCATE arrives as one copy per partition and is applied once
+ * every partition has reached its copy: a row's earlier changes, in whatever partition, are
+ * then behind it, and its later ones wait (that partition is paused) until it is applied. */
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/cv_log.h"
+#include "../common/cv_lsn.h"
+#include "kafka_in.h"
+#include "sync_impl.h"
+
+#define MODEL_ID "sentence-transformers/all-MiniLM-L6-v2"
+
+typedef struct {
+    cv_sync s;
+    const cv_sink_stage_opts *k;
+    cv_kafka_url in;
+    cv_kafka_metrics km;
+    rd_kafka_t *rk;
+    cv_kafka_producer *dlq;
+    int parts;
+    /* the store, opened for the first message's table */
+    cv_sink *sink;
+    char *schema, *table, *stream;
+    int index_ready;
+    /* a truncate in progress: partitions that reached it, and what came after them */
+    uint64_t trunc_lsn;
+    int trunc_copies, *at_trunc;
+    cv_kin_msg *held, *trunc_msgs;
+    int nheld, capheld, ntrunc;
+    /* the batch being gathered */
+    cv_change *chg;
+    int nchg;
+    cv_kin_msg *done; /* messages whose offsets the batch commits */
+    int ndone;
+    uint64_t pos;
+    double commit_unix;
+    cv_metric *m_dead, *m_other;
+} stage;
+
+static cv_err dead_letter(stage *st, const cv_kin_msg *m, const char *why) {
+    cv_warn("event=dead_letter stage=sink partition=%d offset=%lld reason=\"%s\"", m->partition, (long long)m->offset,
+            why);
+    cv_metric_add(st->m_dead, 1);
+    cv_buf v = {0};
+    cv_buf_printf(&v, "{\"format\":\"cdcvec-dead-letter/1\",\"stage\":\"sink\",\"topic\":\"%s\",\"partition\":%d,"
+                      "\"offset\":%lld,\"reason\":",
+                  st->in.topic, m->partition, (long long)m->offset);
+    cv_json_string(&v, why, strlen(why));
+    cv_buf_puts(&v, ",\"value\":");
+    cv_json_string(&v, m->raw ? m->raw : "", m->rlen);
+    cv_buf_puts(&v, "}");
+    cv_err e = cv_kafka_produce(st->dlq, -1, m->key, m->klen, v.p, v.len);
+    free(v.p);
+    return e;
+}
+
+/* Opens the store for the table of w (the first message's). */
+static cv_err open_store(stage *st, const cv_wire_msg *w) {
+    cv_buf stream = {0};
+    cv_buf_printf(&stream, "kafka_%s", st->in.topic);
+    st->stream = stream.p;
+    st->schema = strdup(w->t.schema), st->table = strdup(w->t.table);
+    cv_sink_table t = {.schema = st->schema,
+                       .table = st->table,
+                       .nkeys = w->t.nkeys,
+                       .key_names = (const char *const *)w->t.key_names,
+                       .key_types = (const char *const *)w->t.key_types,
+                       .dim = st->s.dim,
+                       .model_id = MODEL_ID,
+                       .stream = st->stream};
+    cv_err e = cv_sink_open(st->s.o.sink, &t, &st->sink);
+    if (e) {
+        const char *kind, *fix;
+        cv_sink_last_fault(st->sink, &kind, &fix);
+        cv_error("event=sink_open table=%s.%s kind=%s%s%s%s", st->schema, st->table, kind ? kind : "connection",
+                 fix ? " fix=\"" : "", fix ? fix : "", fix ? "\"" : "");
+        cv_sink_close(st->sink);
+        st->sink = NULL;
+        return e == CV_ERR_TIMEOUT ? e : CV_ERR_UNSUPPORTED;
+    }
+    uint64_t pos, bpos;
+    int done;
+    if (!cv_sink_state(st->sink, &pos, &done, &bpos)) st->index_ready = done;
+    cv_apply_set_sink(st->s.apply, st->sink, NULL, NULL, 0);
+    cv_info("event=sink_store table=%s.%s stream=%s", st->schema, st->table, st->stream);
+    return CV_OK;
+}
+
+/* Applies the gathered batch, then commits its offsets. */
+static cv_err flush(stage *st) {
+    if (st->nchg == 0 && st->ndone == 0) return CV_OK;
+    cv_err e = CV_OK;
+    if (st->nchg) {
+        e = cv_apply_batch(st->s.apply, st->chg, st->nchg, 0, st->pos, 0, st->commit_unix);
+        st->nchg = 0;
+        if (e == CV_ERR_ARG) return CV_ERR_UNSUPPORTED; /* --on-error stop: logged with the key */
+        if (e) return e == CV_ERR_TIMEOUT || e == CV_ERR_BUSY || e == CV_ERR_SHUTDOWN ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
+    }
+    if (!e) e = cv_kafka_producer_wait(st->dlq, NULL);
+    if (!e) e = cv_kin_commit(st->rk, st->in.topic, st->done, st->ndone);
+    for (int i = 0; i < st->ndone; i++)
+        cv_kin_msg_free(&st->done[i]);
+    st->ndone = 0;
+    st->pos = 0, st->commit_unix = 0;
+    return e;
+}
+
+static void push_change(stage *st, cv_change *c) {
+    st->chg[st->nchg++] = *c;
+    memset(c, 0, sizeof *c);
+}
+
+static void keep_done(stage *st, cv_kin_msg *m) {
+    st->done[st->ndone++] = *m;
+    memset(m, 0, sizeof *m);
+}
+
+static cv_err take(stage *st, cv_kin_msg *m);
+
+/* Every partition reached the truncate: apply it, then what waited behind it. */
+static cv_err finish_truncate(stage *st) {
+    cv_err e = flush(st);
+    if (!e) e = cv_apply_batch(st->s.apply, NULL, 0, 1, st->trunc_lsn, 0, 0);
+    if (e) return e == CV_ERR_TIMEOUT ? e : CV_ERR_UNSUPPORTED;
+    char l[24];
+    cv_lsn_format(st->trunc_lsn, l);
+    cv_info("event=sink_truncated table=%s.%s lsn=%s", st->schema, st->table, l);
+    e = cv_kin_commit(st->rk, st->in.topic, st->trunc_msgs, st->ntrunc);
+    for (int i = 0; i < st->ntrunc; i++)
+        cv_kin_msg_free(&st->trunc_msgs[i]);
+    st->ntrunc = 0;
+    st->trunc_lsn = 0;
+    rd_kafka_topic_partition_list_t *l2 = rd_kafka_topic_partition_list_new(st->parts);
+    for (int p = 0; p < st->parts; p++)
+        if (st->at_trunc[p]) rd_kafka_topic_partition_list_add(l2, st->in.topic, p);
+    rd_kafka_resume_partitions(st->rk, l2);
+    rd_kafka_topic_partition_list_destroy(l2);
+    memset(st->at_trunc, 0, sizeof(int) * (size_t)st->parts);
+    int nh = st->nheld;
+    cv_kin_msg *h = st->held;
+    st->held = NULL, st->nheld = st->capheld = 0;
+    for (int i = 0; i < nh; i++) {
+        if (!e) e = take(st, &h[i]);
+        cv_kin_msg_free(&h[i]);
+    }
+    free(h);
+    return e;
+}
+
+/* Takes one message into the batch (or the truncate in progress). m's contents are moved. */
+static cv_err take(stage *st, cv_kin_msg *m) {
+    if (st->trunc_lsn && st->at_trunc[m->partition]) { /* behind a truncate: waits for it */
+        if (st->nheld == st->capheld) {
+            st->capheld = st->capheld ? 2 * st->capheld : 64;
+            st->held = realloc(st->held, sizeof *st->held * (size_t)st->capheld);
+            CV_ASSERT(st->held);
+        }
+        st->held[st->nheld++] = *m;
+        memset(m, 0, sizeof *m);
+        return CV_OK;
+    }
+    if (m->format == CV_KIN_BAD) {
+        cv_err e = dead_letter(st, m, m->why);
+        keep_done(st, m);
+        return e;
+    }
+    cv_wire_msg *w = &m->m;
+    if (!st->sink) {
+        cv_err e = open_store(st, w);
+        if (e) return e;
+    }
+    if (strcmp(w->t.schema, st->schema) || strcmp(w->t.table, st->table)) {
+        cv_buf why = {0};
+        cv_buf_printf(&why, "a change of table %s.%s; this sink applies %s.%s (one table per sink process)",
+                      w->t.schema, w->t.table, st->schema, st->table);
+        cv_err e = dead_letter(st, m, why.p);
+        free(why.p);
+        keep_done(st, m);
+        return e;
+    }
+    if (w->op == CV_WIRE_TRUNCATE) {
+        if (!st->trunc_lsn) st->trunc_lsn = w->c.lsn ? w->c.lsn : 1, st->trunc_copies = w->copies;
+        int copies = st->trunc_copies < st->parts ? st->trunc_copies : st->parts;
+        st->at_trunc[m->partition] = 1;
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(l, st->in.topic, m->partition);
+        rd_kafka_pause_partitions(st->rk, l);
+        rd_kafka_topic_partition_list_destroy(l);
+        st->trunc_msgs = realloc(st->trunc_msgs, sizeof *st->trunc_msgs * (size_t)(st->ntrunc + 1));
+        CV_ASSERT(st->trunc_msgs);
+        st->trunc_msgs[st->ntrunc++] = *m;
+        memset(m, 0, sizeof *m);
+        int all = 1;
+        for (int p = 0; p < copies; p++)
+            all &= st->at_trunc[p];
+        return all ? finish_truncate(st) : CV_OK;
+    }
+    if (w->c.lsn > st->pos) st->pos = w->c.lsn;
+    if (w->c.commit_unix > st->commit_unix) st->commit_unix = w->c.commit_unix;
+    if (m->m_old.op == CV_WIRE_DELETE) push_change(st, &m->m_old.c);
+    push_change(st, &w->c);
+    keep_done(st, m);
+    return CV_OK;
+}
+
+static void session_close(stage *st) {
+    if (st->rk) {
+        rd_kafka_consumer_close(st->rk);
+        rd_kafka_destroy(st->rk);
+    }
+    cv_kafka_producer_free(st->dlq);
+    st->rk = NULL, st->dlq = NULL;
+    for (int i = 0; i < st->nchg; i++)
+        cv_change_free(&st->chg[i]);
+    for (int i = 0; i < st->ndone; i++)
+        cv_kin_msg_free(&st->done[i]);
+    for (int i = 0; i < st->nheld; i++)
+        cv_kin_msg_free(&st->held[i]);
+    for (int i = 0; i < st->ntrunc; i++)
+        cv_kin_msg_free(&st->trunc_msgs[i]);
+    free(st->held), free(st->trunc_msgs), free(st->at_trunc);
+    st->held = st->trunc_msgs = NULL, st->at_trunc = NULL;
+    st->nchg = st->ndone = st->nheld = st->capheld = st->ntrunc = 0;
+    st->trunc_lsn = 0;
+    if (st->sink) {
+        cv_apply_set_sink(st->s.apply, NULL, NULL, NULL, 1);
+        cv_sink_close(st->sink);
+        st->sink = NULL;
+    }
+    free(st->schema), free(st->table), free(st->stream);
+    st->schema = st->table = st->stream = NULL;
+}
+
+/* Assigns every partition of the topic, from the group's committed offsets. */
+static cv_err assign_all(stage *st) {
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(st->rk, st->in.topic, NULL);
+    const struct rd_kafka_metadata *md = NULL;
+    cv_err e = CV_OK;
+    for (int attempt = 0; attempt < 50; attempt++) {
+        rd_kafka_resp_err_t ke = rd_kafka_metadata(st->rk, 0, rkt, &md, 5000);
+        if (!ke && md->topic_cnt == 1 && md->topics[0].partition_cnt > 0) break;
+        if (md) rd_kafka_metadata_destroy(md), md = NULL;
+        if (ke && !cv_kafka_retriable(ke)) {
+            cv_error("event=kafka_metadata topic=%s error=\"%s\"", st->in.topic, rd_kafka_err2str(ke));
+            e = CV_ERR_UNSUPPORTED;
+            break;
+        }
+        rd_kafka_poll(st->rk, 200);
+    }
+    rd_kafka_topic_destroy(rkt);
+    if (!md) return e ? e : CV_ERR_TIMEOUT;
+    st->parts = md->topics[0].partition_cnt;
+    rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(st->parts);
+    for (int p = 0; p < st->parts; p++)
+        rd_kafka_topic_partition_list_add(l, st->in.topic, p);
+    rd_kafka_resp_err_t ke = rd_kafka_committed(st->rk, l, 10000);
+    if (!ke) ke = rd_kafka_assign(st->rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    if (ke) {
+        cv_warn("event=kafka_assign topic=%s error=\"%s\"", st->in.topic, rd_kafka_err2str(ke));
+        return cv_kafka_retriable(ke) ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
+    }
+    st->at_trunc = calloc((size_t)st->parts, sizeof(int));
+    CV_ASSERT(st->at_trunc);
+    return CV_OK;
+}
+
+static cv_err session(stage *st, volatile sig_atomic_t *stop) {
+    const cv_sink_stage_opts *k = st->k;
+    cv_err e = cv_kafka_consumer_new(st->in.bootstrap, k->group, k->props, &st->km, &st->rk);
+    if (!e) e = cv_kafka_producer_new(st->in.bootstrap, k->dead_letter, k->props, &st->km, &st->dlq);
+    if (!e) e = assign_all(st);
+    if (e) return e;
+    cv_info("event=sink_started from=%s partitions=%d group=%s dead_letters=%s", st->in.topic, st->parts, k->group,
+            k->dead_letter);
+    int max = (int)k->batch_rows;
+    cv_kin_msg *msgs = calloc((size_t)max, sizeof *msgs);
+    st->chg = calloc((size_t)max * 2 + 2, sizeof *st->chg);
+    st->done = calloc((size_t)max + 1, sizeof *st->done);
+    CV_ASSERT(msgs && st->chg && st->done);
+    cv_kin_opts ko = {.key_columns = k->key_columns, .text_column = st->s.o.text_column, .dim = st->s.dim};
+    while (!e && !*stop) {
+        int n = cv_kin_poll(st->rk, &ko, &st->km, msgs, max, 0.5, st->s.o.batch_ms / 1000.0, stop);
+        for (int i = 0; i < n; i++) {
+            if (!e) e = take(st, &msgs[i]);
+            cv_kin_msg_free(&msgs[i]);
+        }
+        if (!e) e = flush(st);
+        double lag = cv_kafka_consumer_lag(st->rk);
+        if (lag >= 0) cv_metric_set(st->km.lag, lag);
+        if (!e && lag == 0 && n == 0 && st->sink && !st->index_ready) { /* caught up: build the index now */
+            if (!cv_sink_backfill_mark(st->sink, 0, 1)) st->index_ready = 1;
+        }
+    }
+    free(msgs);
+    free(st->chg), free(st->done);
+    st->chg = NULL, st->done = NULL;
+    return e;
+}
+
+int cv_sink_stage_run(const cv_sync_opts *o, const cv_sink_stage_opts *k, volatile sig_atomic_t *stop) {
+    stage st = {.k = k};
+    char err[512];
+    if (cv_kafka_url_parse(k->from, &st.in, err, sizeof err)) {
+        cv_error("event=bad_option option=--from error=\"%s\"", err);
+        return 2;
+    }
+    int rc = 0;
+    if (cv_sync_runtime_open(&st.s, o)) {
+        cv_error("event=sink_stopped kind=config error=\"cannot start the model or the embedding client\"");
+        rc = 1;
+    }
+    if (!rc) {
+        cv_kafka_metrics_init(&st.km, st.s.reg, "sink");
+        st.m_dead = cv_metrics_counter(st.s.reg, "cdcvec_kafka_dead_letters_total",
+                                       "Messages sent to the dead-letter topic, with their reason.", "stage=\"sink\"");
+    }
+    for (int attempt = 0; !rc && !*stop;) {
+        cv_err e = session(&st, stop);
+        session_close(&st);
+        if (!e || *stop) break;
+        if (e != CV_ERR_TIMEOUT && e != CV_ERR_BUSY) {
+            cv_error("event=sink_stopped kind=config error=\"a permanent error: retrying cannot help (the line "
+                     "above says what)\"");
+            rc = 1;
+            break;
+        }
+        double d = cv_stage_backoff(++attempt);
+        cv_warn("event=sink_retry attempt=%d in_seconds=%.2f error=\"%s\"", attempt, d, cv_strerror(e));
+        cv_stage_sleep(d, stop);
+    }
+    if (!rc) cv_info("event=sink_stopped reason=signal");
+    cv_sync_runtime_close(&st.s);
+    cv_kafka_url_free(&st.in);
+    return rc;
+}

@@ -1,0 +1,285 @@
+/* wire.c: cdcvec/1 Kafka messages (wire.h, docs/KAFKA.md). Encoding splices the payload,
+ * which is JSON already, into the message text; decoding validates every field it reads. */
+#define _POSIX_C_SOURCE 200809L
+#include "wire.h"
+
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/cv_keytext.h"
+#include "../common/cv_log.h"
+#include "../common/cv_lsn.h"
+#include "pgvalue.h"
+
+#define FORMAT "cdcvec/1"
+
+void cv_wire_table_free(cv_wire_table *t) {
+    for (int i = 0; i < t->nkeys; i++) {
+        if (t->key_names) free(t->key_names[i]);
+        if (t->key_types) free(t->key_types[i]);
+    }
+    free(t->key_names), free(t->key_types), free(t->schema), free(t->table);
+    memset(t, 0, sizeof *t);
+}
+
+void cv_wire_msg_free(cv_wire_msg *m) {
+    cv_wire_table_free(&m->t);
+    cv_change_free(&m->c);
+    free(m->model);
+    memset(m, 0, sizeof *m);
+}
+
+static void str(cv_buf *b, const char *s) { cv_json_string(b, s, strlen(s)); }
+
+static void str_array(cv_buf *b, char *const *v, int n) {
+    cv_buf_puts(b, "[");
+    for (int i = 0; i < n; i++) {
+        if (i) cv_buf_puts(b, ",");
+        str(b, v[i]);
+    }
+    cv_buf_puts(b, "]");
+}
+
+static void head(cv_buf *b, const char *op, const cv_wire_table *t, uint64_t lsn, double commit_unix) {
+    char l[24];
+    cv_lsn_format(lsn, l);
+    cv_buf_printf(b, "{\"format\":\"" FORMAT "\",\"op\":\"%s\",\"schema\":", op);
+    str(b, t->schema);
+    cv_buf_puts(b, ",\"table\":");
+    str(b, t->table);
+    cv_buf_puts(b, ",\"key_columns\":");
+    str_array(b, t->key_names, t->nkeys);
+    cv_buf_puts(b, ",\"key_types\":");
+    str_array(b, t->key_types, t->nkeys);
+    cv_buf_printf(b, ",\"lsn\":\"%s\",\"commit_time\":%.6f", l, commit_unix);
+}
+
+void cv_wire_key(cv_buf *b, char *const *key) {
+    int n = 0;
+    while (key[n])
+        n++;
+    cv_key_format((const char *const *)key, n, b);
+}
+
+void cv_wire_encode(cv_buf *b, const cv_wire_table *t, const cv_change *c, const char *model, int dim) {
+    head(b, c->del ? "delete" : "upsert", t, c->lsn, c->commit_unix);
+    cv_buf_puts(b, ",\"key\":");
+    int nk = 0;
+    while (c->key[nk])
+        nk++;
+    str_array(b, c->key, nk);
+    if (c->txn_size) cv_buf_printf(b, ",\"txn\":{\"seq\":%d,\"size\":%d}", c->txn_seq, c->txn_size);
+    if (c->fail) {
+        cv_buf_puts(b, ",\"fail\":");
+        str(b, c->fail);
+    }
+    if (!c->del) {
+        static const char *const states[] = {"known", "null", "unknown"};
+        cv_buf_printf(b, ",\"text_state\":\"%s\"", states[c->text_state]);
+        if (c->text_fetch) cv_buf_puts(b, ",\"text_fetch\":true");
+        if (c->text_state == CV_TEXT_KNOWN && c->text && !c->vec) {
+            cv_buf_puts(b, ",\"text\":");
+            str(b, c->text);
+        }
+        cv_buf_puts(b, ",\"payload\":");
+        cv_buf_puts(b, c->payload ? c->payload : "{}");
+        if (c->keep) {
+            cv_buf_puts(b, ",\"keep\":");
+            cv_buf_puts(b, c->keep);
+        }
+        if (c->vec) {
+            char hex[65];
+            for (int i = 0; i < 32; i++)
+                snprintf(hex + 2 * i, 3, "%02x", c->vec_hash[i]);
+            cv_buf_puts(b, ",\"model\":");
+            str(b, model ? model : "");
+            cv_buf_printf(b, ",\"dim\":%d,\"text_hash\":\"%s\",\"vector\":\"", dim, hex);
+            size_t raw = sizeof(float) * (size_t)dim, enc = 4 * ((raw + 2) / 3) + 1;
+            char *tmp = malloc(enc);
+            CV_ASSERT(tmp);
+            /* little-endian float32: the x86-64 and arm64 layout, copied as is */
+            int m = EVP_EncodeBlock((unsigned char *)tmp, (const unsigned char *)c->vec, (int)raw);
+            cv_buf_put(b, tmp, (size_t)m);
+            free(tmp);
+            cv_buf_puts(b, "\"");
+        }
+    }
+    cv_buf_puts(b, "}");
+}
+
+void cv_wire_encode_truncate(cv_buf *b, const cv_wire_table *t, uint64_t lsn, double commit_unix, int copies) {
+    head(b, "truncate", t, lsn, commit_unix);
+    cv_buf_printf(b, ",\"copies\":%d}", copies);
+}
+
+int cv_wire_is_cdcvec(const char *buf, size_t len) {
+    /* cheap: our encoder always starts with the format field */
+    static const char pre[] = "{\"format\":\"" FORMAT "\"";
+    if (len >= sizeof pre - 1 && memcmp(buf, pre, sizeof pre - 1) == 0) return 1;
+    /* someone else's encoder (any field order) */
+    json_t *j = json_loadb(buf, len, 0, NULL);
+    int yes = j && json_is_string(json_object_get(j, "format")) &&
+              strcmp(json_string_value(json_object_get(j, "format")), FORMAT) == 0;
+    json_decref(j);
+    return yes;
+}
+
+#define FAIL(...)                                                                                              \
+    do {                                                                                                       \
+        snprintf(err, errlen, __VA_ARGS__);                                                                    \
+        goto bad;                                                                                              \
+    } while (0)
+
+/* A JSON array of strings into a NULL-terminated owned array; -1 if not one (or not n long). */
+static int strings(json_t *a, int n, char ***out) {
+    if (!json_is_array(a) || (n >= 0 && (int)json_array_size(a) != n)) return -1;
+    size_t k = json_array_size(a);
+    char **v = calloc(k + 1, sizeof *v);
+    CV_ASSERT(v);
+    for (size_t i = 0; i < k; i++) {
+        json_t *s = json_array_get(a, i);
+        if (!json_is_string(s) || memchr(json_string_value(s), 0, json_string_length(s))) {
+            cv_key_free(v);
+            return -1;
+        }
+        v[i] = strdup(json_string_value(s));
+    }
+    *out = v;
+    return 0;
+}
+
+static int hexval(char c) {
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+cv_err cv_wire_decode(const char *buf, size_t len, int dim, cv_wire_msg *m, char *err, size_t errlen) {
+    memset(m, 0, sizeof *m);
+    json_error_t je;
+    json_t *j = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &je);
+    if (!j) {
+        snprintf(err, errlen, "not JSON: %s at line %d column %d", je.text, je.line, je.column);
+        return CV_ERR_FORMAT;
+    }
+    const char *s;
+    if (!json_is_object(j)) FAIL("not a JSON object");
+    s = json_string_value(json_object_get(j, "format"));
+    if (!s || strcmp(s, FORMAT) != 0) FAIL("\"format\" is not \"" FORMAT "\"");
+    s = json_string_value(json_object_get(j, "op"));
+    if (!s) FAIL("\"op\" missing");
+    m->op = strcmp(s, "upsert") == 0   ? CV_WIRE_UPSERT
+            : strcmp(s, "delete") == 0 ? CV_WIRE_DELETE
+            : strcmp(s, "truncate") == 0
+                ? CV_WIRE_TRUNCATE
+                : -1;
+    if (m->op < 0) FAIL("\"op\" is \"%s\", expected upsert, delete or truncate", s);
+    json_t *sc = json_object_get(j, "schema"), *tb = json_object_get(j, "table");
+    if (!json_is_string(sc) || !json_is_string(tb) || !json_string_length(tb)) FAIL("\"schema\"/\"table\" missing");
+    m->t.schema = strdup(json_string_value(sc));
+    m->t.table = strdup(json_string_value(tb));
+    json_t *kn = json_object_get(j, "key_columns");
+    if (!json_is_array(kn) || json_array_size(kn) == 0 || json_array_size(kn) > 32)
+        FAIL("\"key_columns\": expected 1 to 32 column names");
+    m->t.nkeys = (int)json_array_size(kn);
+    if (strings(kn, m->t.nkeys, &m->t.key_names)) FAIL("\"key_columns\": expected strings");
+    if (strings(json_object_get(j, "key_types"), m->t.nkeys, &m->t.key_types))
+        FAIL("\"key_types\": expected %d strings", m->t.nkeys);
+    s = json_string_value(json_object_get(j, "lsn"));
+    if (!s || cv_lsn_parse(s, &m->c.lsn)) FAIL("\"lsn\": expected a PostgreSQL LSN like \"0/16B3748\"");
+    json_t *ct = json_object_get(j, "commit_time");
+    if (ct && !json_is_number(ct)) FAIL("\"commit_time\": expected a number (unix seconds)");
+    m->c.commit_unix = ct ? json_number_value(ct) : 0;
+    if (m->op == CV_WIRE_TRUNCATE) {
+        json_t *cp = json_object_get(j, "copies");
+        if (!json_is_integer(cp) || json_integer_value(cp) < 1) FAIL("\"copies\": expected a positive integer");
+        m->copies = (int)json_integer_value(cp);
+        json_decref(j);
+        return CV_OK;
+    }
+    if (strings(json_object_get(j, "key"), m->t.nkeys, &m->c.key))
+        FAIL("\"key\": expected %d strings (one per key column)", m->t.nkeys);
+    json_t *txn = json_object_get(j, "txn");
+    if (txn) {
+        json_t *q = json_object_get(txn, "seq"), *z = json_object_get(txn, "size");
+        if (!json_is_integer(q) || !json_is_integer(z)) FAIL("\"txn\": expected {\"seq\":int,\"size\":int}");
+        m->c.txn_seq = (int)json_integer_value(q), m->c.txn_size = (int)json_integer_value(z);
+    }
+    json_t *f = json_object_get(j, "fail");
+    if (f) {
+        if (!json_is_string(f)) FAIL("\"fail\": expected a string");
+        m->c.fail = strdup(json_string_value(f));
+    }
+    m->c.del = m->op == CV_WIRE_DELETE;
+    if (m->c.del) {
+        json_decref(j);
+        return CV_OK;
+    }
+    s = json_string_value(json_object_get(j, "text_state"));
+    if (!s) FAIL("\"text_state\" missing");
+    m->c.text_state = strcmp(s, "known") == 0  ? CV_TEXT_KNOWN
+                      : strcmp(s, "null") == 0 ? CV_TEXT_NULL
+                      : strcmp(s, "unknown") == 0
+                          ? CV_TEXT_UNKNOWN
+                          : -1;
+    if (m->c.text_state < 0) FAIL("\"text_state\" is \"%s\", expected known, null or unknown", s);
+    m->c.text_fetch = json_is_true(json_object_get(j, "text_fetch"));
+    json_t *p = json_object_get(j, "payload");
+    if (!json_is_object(p)) FAIL("\"payload\": expected an object");
+    m->c.payload = json_dumps(p, JSON_COMPACT | JSON_ENCODE_ANY);
+    json_t *k = json_object_get(j, "keep");
+    if (k) {
+        char **tmp = NULL;
+        if (strings(k, -1, &tmp)) FAIL("\"keep\": expected an array of column names");
+        cv_key_free(tmp);
+        m->c.keep = json_dumps(k, JSON_COMPACT);
+    }
+    json_t *v = json_object_get(j, "vector");
+    json_t *t = json_object_get(j, "text");
+    if (t) {
+        if (!json_is_string(t)) FAIL("\"text\": expected a string");
+        m->c.text = strndup(json_string_value(t), json_string_length(t));
+    }
+    if (m->c.text_state == CV_TEXT_KNOWN && !t && !v) FAIL("text_state is known but neither \"text\" nor \"vector\" is given");
+    if (v) {
+        if (!json_is_string(v)) FAIL("\"vector\": expected base64 of little-endian float32");
+        json_t *d = json_object_get(j, "dim");
+        if (!json_is_integer(d) || json_integer_value(d) < 1 || json_integer_value(d) > 65536)
+            FAIL("\"dim\": expected the vector's dimension");
+        int vd = (int)json_integer_value(d);
+        if (dim && vd != dim) FAIL("\"dim\" is %d, the store holds %d-dimensional vectors", vd, dim);
+        size_t raw = sizeof(float) * (size_t)vd, bl = json_string_length(v);
+        if (bl != 4 * ((raw + 2) / 3)) FAIL("\"vector\": %zu base64 characters, expected %zu for %d floats", bl, 4 * ((raw + 2) / 3), vd);
+        unsigned char *tmp = malloc(bl + 3);
+        CV_ASSERT(tmp);
+        int got = EVP_DecodeBlock(tmp, (const unsigned char *)json_string_value(v), (int)bl);
+        if (got < (int)raw) {
+            free(tmp);
+            FAIL("\"vector\": not valid base64");
+        }
+        m->c.vec = malloc(raw);
+        CV_ASSERT(m->c.vec);
+        memcpy(m->c.vec, tmp, raw);
+        free(tmp);
+        for (int i = 0; i < vd; i++)
+            if (!(m->c.vec[i] == m->c.vec[i]) || m->c.vec[i] > 1e30f || m->c.vec[i] < -1e30f)
+                FAIL("\"vector\": element %d is not a finite number", i);
+        const char *h = json_string_value(json_object_get(j, "text_hash"));
+        if (!h || strlen(h) != 64) FAIL("\"text_hash\": expected 64 hex digits (SHA-256 of the text)");
+        for (int i = 0; i < 32; i++) {
+            int hi = hexval(h[2 * i]), lo = hexval(h[2 * i + 1]);
+            if (hi < 0 || lo < 0) FAIL("\"text_hash\": expected 64 lowercase hex digits");
+            m->c.vec_hash[i] = (uint8_t)(hi << 4 | lo);
+        }
+        s = json_string_value(json_object_get(j, "model"));
+        m->model = strdup(s ? s : "");
+        m->c.text_state = CV_TEXT_KNOWN;
+    }
+    json_decref(j);
+    return CV_OK;
+bad:
+    json_decref(j);
+    cv_wire_msg_free(m);
+    return CV_ERR_FORMAT;
+}

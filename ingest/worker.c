@@ -1,0 +1,263 @@
+/* worker.c: `cdcvec worker`: the embed stage between two topics.
+ *
+ * Consumes the change topic in a consumer group (several workers split its partitions),
+ * embeds the batch's texts (in-process model or --embed tcp://...), and produces each change
+ * with its vector to the embeddings topic, to the same partition number it came from (so a
+ * partition downstream holds exactly one partition upstream, in order, truncates included).
+ * Offsets are committed only after every produced message is acknowledged: a worker killed
+ * mid-batch leaves its batch uncommitted, and whoever owns the partitions next embeds it again
+ * (the sink is idempotent). A message that cannot be read or embedded goes to the
+ * dead-letter topic with the reason in its headers, never dropped.
+ *
+ * Any failure of the broker or the embedding service ends the session: consumer and producers
+ * are closed, and after a backoff with jitter a new session resumes from the committed offsets. */
+#define _POSIX_C_SOURCE 200809L
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../common/cv_log.h"
+#include "kafka_in.h"
+#include "sync_impl.h"
+
+#define MODEL_ID "sentence-transformers/all-MiniLM-L6-v2"
+
+typedef struct {
+    cv_sync s; /* the runtime: model or client, metrics, HTTP */
+    const cv_worker_opts *w;
+    cv_kafka_url in, out;
+    cv_kafka_metrics km;
+    rd_kafka_t *rk;
+    cv_kafka_producer *p, *dlq;
+    int out_parts;
+    cv_metric *m_dead;
+} worker;
+
+/* Produces m's raw message to the dead-letter topic with the reason. */
+static cv_err dead_letter(worker *wk, const cv_kin_msg *m, const char *why) {
+    cv_warn("event=dead_letter stage=worker partition=%d offset=%lld reason=\"%s\"", m->partition,
+            (long long)m->offset, why);
+    cv_metric_add(wk->m_dead, 1);
+    cv_buf v = {0};
+    cv_buf_printf(&v, "{\"format\":\"cdcvec-dead-letter/1\",\"stage\":\"worker\",\"topic\":\"%s\",\"partition\":%d,"
+                      "\"offset\":%lld,\"reason\":",
+                  wk->in.topic, m->partition, (long long)m->offset);
+    cv_json_string(&v, why, strlen(why));
+    cv_buf_puts(&v, ",\"value\":");
+    cv_json_string(&v, m->raw ? m->raw : "", m->rlen);
+    cv_buf_puts(&v, "}");
+    cv_err e = cv_kafka_produce(wk->dlq, -1, m->key, m->klen, v.p, v.len);
+    free(v.p);
+    return e;
+}
+
+static void sha256_hex(const char *s, uint8_t out[32]) {
+    unsigned int l = 32;
+    EVP_Digest(s, strlen(s), out, &l, EVP_sha256(), NULL);
+}
+
+/* The tutorial's embeddings message: the row's columns, kind and table, "embeddings" and
+ * "Timestamp" (ns) (docs/TUTORIAL_FORMAT.md). */
+static void quix_out(cv_buf *b, const cv_kin_msg *m, const cv_wire_msg *w, const float *vec, int dim) {
+    json_t *row = m->row ? json_loads(m->row, 0, NULL) : NULL;
+    if (!row && w->c.payload) row = json_loads(w->c.payload, 0, NULL);
+    if (!row) row = json_object();
+    json_t *o = json_object();
+    json_object_set_new(o, "kind", json_string(m->kind ? m->kind : w->c.del ? "delete" : "update"));
+    json_object_set_new(o, "table", json_string(w->t.table));
+    json_object_update(o, row);
+    if (w->c.del)
+        for (int k = 0; k < w->t.nkeys; k++)
+            if (!json_object_get(o, w->t.key_names[k]))
+                json_object_set_new(o, w->t.key_names[k], json_string(w->c.key[k]));
+    if (vec) {
+        json_t *a = json_array();
+        for (int i = 0; i < dim; i++)
+            json_array_append_new(a, json_real((double)vec[i]));
+        json_object_set_new(o, "embeddings", a);
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    json_object_set_new(o, "Timestamp", json_integer((json_int_t)ts.tv_sec * 1000000000 + ts.tv_nsec));
+    char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(9));
+    cv_buf_puts(b, s);
+    free(s);
+    json_decref(o), json_decref(row);
+}
+
+/* One output message for w (vec: its vector or NULL). */
+static cv_err emit(worker *wk, const cv_kin_msg *m, const cv_wire_msg *w, const float *vec) {
+    cv_buf v = {0}, key = {0};
+    cv_change c = w->c; /* borrowed view */
+    c.vec = (float *)vec;
+    if (vec && c.text) sha256_hex(c.text, c.vec_hash);
+    if (wk->w->quix) {
+        quix_out(&v, m, w, vec, wk->s.dim);
+    } else if (w->op == CV_WIRE_TRUNCATE) {
+        cv_wire_encode_truncate(&v, &w->t, w->c.lsn, w->c.commit_unix, w->copies);
+    } else {
+        cv_wire_encode(&v, &w->t, &c, MODEL_ID, wk->s.dim);
+    }
+    if (m->key)
+        cv_buf_put(&key, m->key, m->klen);
+    else if (w->c.key)
+        cv_wire_key(&key, w->c.key);
+    int part = m->partition < wk->out_parts ? m->partition : -1;
+    cv_err e = cv_kafka_produce(wk->p, part, key.p, key.len, v.p, v.len);
+    free(v.p), free(key.p);
+    return e;
+}
+
+/* Embeds, produces and acknowledges one batch; then commits its offsets. */
+static cv_err batch(worker *wk, cv_kin_msg *msgs, int n, volatile sig_atomic_t *stop) {
+    const char **texts = calloc((size_t)n + 1, sizeof *texts);
+    size_t *lens = calloc((size_t)n + 1, sizeof *lens);
+    int *idx = calloc((size_t)n + 1, sizeof *idx), nt = 0, dim = wk->s.dim;
+    CV_ASSERT(texts && lens && idx);
+    for (int i = 0; i < n; i++) {
+        cv_wire_msg *w = &msgs[i].m;
+        if (msgs[i].format != CV_KIN_BAD && w->op == CV_WIRE_UPSERT && !w->c.fail &&
+            w->c.text_state == CV_TEXT_KNOWN && !w->c.vec && w->c.text)
+            texts[nt] = w->c.text, lens[nt] = strlen(w->c.text), idx[nt++] = i;
+    }
+    float *vec = malloc(sizeof(float) * (size_t)dim * (size_t)(nt ? nt : 1));
+    int *refused = calloc((size_t)nt + 1, sizeof(int));
+    CV_ASSERT(vec && refused);
+    cv_err e = CV_OK;
+    char msg[256] = "";
+    if (nt) {
+        int got = dim;
+        e = cv_client_embed(wk->s.client, texts, lens, nt, vec, dim, &got, msg, sizeof msg);
+        if (e == CV_ERR_ARG || e == CV_ERR_FORMAT) { /* a text refused: find which, one at a time */
+            e = CV_OK;
+            for (int k = 0; k < nt && !e; k++) {
+                cv_err e1 = cv_client_embed(wk->s.client, texts + k, lens + k, 1, vec + (size_t)k * dim, dim, &got,
+                                            msg, sizeof msg);
+                if (e1 == CV_ERR_ARG || e1 == CV_ERR_FORMAT)
+                    refused[k] = 1;
+                else
+                    e = e1;
+            }
+        }
+        if (e) cv_warn("event=worker_embed_failed texts=%d error=\"%s: %s\"", nt, cv_strerror(e), msg);
+    }
+    float **vof = calloc((size_t)n + 1, sizeof *vof);
+    CV_ASSERT(vof);
+    for (int k = 0; k < nt; k++)
+        if (!refused[k]) vof[idx[k]] = vec + (size_t)k * dim;
+    for (int k = 0; !e && k < nt; k++)
+        if (refused[k]) {
+            cv_buf why = {0};
+            cv_buf_printf(&why, "the embedding service refused the text (%zu bytes): %s", lens[k], msg);
+            e = dead_letter(wk, &msgs[idx[k]], why.p);
+            free(why.p);
+            msgs[idx[k]].format = CV_KIN_BAD; /* handled */
+        }
+    for (int i = 0; !e && i < n; i++) {
+        cv_kin_msg *m = &msgs[i];
+        if (m->format == CV_KIN_BAD) {
+            if (m->why) e = dead_letter(wk, m, m->why);
+            continue;
+        }
+        if (m->m_old.op == CV_WIRE_DELETE && (e = emit(wk, m, &m->m_old, NULL))) break;
+        if (m->m.op == CV_WIRE_UPSERT && m->format == CV_KIN_QUIX_EMBEDDING) { /* embedded already */
+            e = emit(wk, m, &m->m, m->m.c.vec);
+            continue;
+        }
+        e = emit(wk, m, &m->m, vof[i]);
+    }
+    if (!e) e = cv_kafka_producer_wait(wk->p, stop);
+    if (!e) e = cv_kafka_producer_wait(wk->dlq, stop);
+    if (!e) e = cv_kin_commit(wk->rk, wk->in.topic, msgs, n);
+    free(texts), free(lens), free(idx), free(vec), free(refused), free(vof);
+    return e;
+}
+
+static void session_close(worker *wk) {
+    if (wk->rk) {
+        rd_kafka_consumer_close(wk->rk);
+        rd_kafka_destroy(wk->rk);
+    }
+    cv_kafka_producer_free(wk->p);
+    cv_kafka_producer_free(wk->dlq);
+    wk->rk = NULL, wk->p = wk->dlq = NULL;
+}
+
+/* One session: consumer, producers, then batches until stopped or failed. */
+static cv_err session(worker *wk, volatile sig_atomic_t *stop) {
+    const cv_worker_opts *w = wk->w;
+    cv_err e = cv_kafka_consumer_new(wk->in.bootstrap, w->group, w->props, &wk->km, &wk->rk);
+    if (!e) e = cv_kafka_producer_new(wk->out.bootstrap, wk->out.topic, w->props, &wk->km, &wk->p);
+    if (!e) e = cv_kafka_producer_new(wk->out.bootstrap, w->dead_letter, w->props, &wk->km, &wk->dlq);
+    if (!e) e = cv_kafka_producer_partitions(wk->p, &wk->out_parts);
+    if (e) return e;
+    rd_kafka_topic_partition_list_t *sub = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(sub, wk->in.topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t ke = rd_kafka_subscribe(wk->rk, sub);
+    rd_kafka_topic_partition_list_destroy(sub);
+    if (ke) {
+        cv_error("event=kafka_subscribe topic=%s error=\"%s\"", wk->in.topic, rd_kafka_err2str(ke));
+        return CV_ERR_UNSUPPORTED;
+    }
+    cv_info("event=worker_started from=%s to=%s group=%s format=%s dead_letters=%s", wk->in.topic, wk->out.topic,
+            w->group, w->quix ? "quix" : "cdcvec", w->dead_letter);
+    int max = (int)w->batch_rows;
+    cv_kin_msg *msgs = calloc((size_t)max, sizeof *msgs);
+    CV_ASSERT(msgs);
+    cv_kin_opts ko = {.key_columns = w->key_columns, .text_column = wk->s.o.text_column, .dim = wk->s.dim};
+    while (!e && !*stop) {
+        int n = cv_kin_poll(wk->rk, &ko, &wk->km, msgs, max, 0.5, w->batch_ms / 1000.0, stop);
+        if (n) e = batch(wk, msgs, n, stop);
+        for (int i = 0; i < n; i++)
+            cv_kin_msg_free(&msgs[i]);
+        double lag = cv_kafka_consumer_lag(wk->rk);
+        if (lag >= 0) cv_metric_set(wk->km.lag, lag);
+    }
+    free(msgs);
+    return e == CV_ERR_SHUTDOWN ? CV_OK : e;
+}
+
+int cv_worker_run(const cv_sync_opts *o, const cv_worker_opts *w, volatile sig_atomic_t *stop) {
+    worker wk = {.w = w};
+    char err[512];
+    if (cv_kafka_url_parse(w->from, &wk.in, err, sizeof err)) {
+        cv_error("event=bad_option option=--from error=\"%s\"", err);
+        return 2;
+    }
+    if (cv_kafka_url_parse(w->to, &wk.out, err, sizeof err)) {
+        cv_error("event=bad_option option=--to error=\"%s\"", err);
+        cv_kafka_url_free(&wk.in);
+        return 2;
+    }
+    int rc = 0;
+    if (cv_sync_runtime_open(&wk.s, o)) {
+        cv_error("event=worker_stopped kind=config error=\"cannot start the model or the embedding client\"");
+        rc = 1;
+    }
+    if (!rc) {
+        cv_kafka_metrics_init(&wk.km, wk.s.reg, "worker");
+        wk.m_dead = cv_metrics_counter(wk.s.reg, "cdcvec_kafka_dead_letters_total",
+                                       "Messages sent to the dead-letter topic, with their reason.", "stage=\"worker\"");
+    }
+    for (int attempt = 0; !rc && !*stop;) {
+        cv_err e = session(&wk, stop);
+        session_close(&wk);
+        if (!e || *stop) break;
+        if (e == CV_ERR_ARG || e == CV_ERR_UNSUPPORTED) {
+            cv_error("event=worker_stopped kind=config error=\"a permanent error: retrying cannot help (the line "
+                     "above says what)\"");
+            rc = 1;
+            break;
+        }
+        double d = cv_stage_backoff(++attempt);
+        cv_warn("event=worker_retry attempt=%d in_seconds=%.2f error=\"%s\"", attempt, d, cv_strerror(e));
+        cv_stage_sleep(d, stop);
+    }
+    if (!rc) cv_info("event=worker_stopped reason=signal");
+    cv_sync_runtime_close(&wk.s);
+    cv_kafka_url_free(&wk.in), cv_kafka_url_free(&wk.out);
+    return rc;
+}
