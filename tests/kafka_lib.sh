@@ -48,7 +48,7 @@ kmock_cmd() {
 }
 
 kmock_stop() {
-  [ -n "${KMOCK_PID:-}" ] || return 0
+  [ -n "${KMOCK_DIR:-}" ] || return 0
   if kill -0 "$KMOCK_PID" 2>/dev/null; then
     printf 'quit\n' >&"$KMOCK_FD" 2>/dev/null
     local i
@@ -59,5 +59,5 @@ kmock_stop() {
   [ -n "${KMOCK_FD:-}" ] && exec {KMOCK_FD}>&-
   [ -n "${KMOCK_RFD:-}" ] && exec {KMOCK_RFD}<&-
   rm -rf "$KMOCK_DIR"
-  KMOCK_PID= KMOCK_FD= KMOCK_RFD=
+  KMOCK_PID= KMOCK_FD= KMOCK_RFD= KMOCK_DIR=
 }
