@@ -85,6 +85,8 @@ typedef struct cv_quix_embed_msg {
 } cv_quix_embed_msg;
 
 /* Parses an embeddings message; want_dim > 0 requires that many floats (inserts and updates).
+ * kind is any string (a row's own "kind" column overwrites it in the tutorial's dict); only
+ * "delete" may come without "embeddings".
  * CV_ERR_FORMAT / CV_ERR_MISMATCH (dimension) with a reason in why. Free with
  * cv_quix_embed_msg_free on success. */
 cv_err cv_quix_parse_embeddings(const char *json, size_t len, int want_dim, cv_quix_embed_msg *out,

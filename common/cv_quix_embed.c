@@ -199,9 +199,6 @@ cv_err cv_quix_parse_embeddings(const char *json, size_t len, int want_dim, cv_q
         e = fail(why, CV_ERR_FORMAT, "not a JSON object");
     else if (!json_is_string(k))
         e = fail(why, CV_ERR_FORMAT, "no string \"kind\"");
-    else if (strcmp(json_string_value(k), "insert") && strcmp(json_string_value(k), "update") &&
-             strcmp(json_string_value(k), "delete"))
-        e = fail(why, CV_ERR_FORMAT, "unknown kind \"%s\" (insert, update, delete)", json_string_value(k));
     else if (!json_is_string(t))
         e = fail(why, CV_ERR_FORMAT, "no string \"table\"");
     else if (ts && !json_is_integer(ts))
