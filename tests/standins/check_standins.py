@@ -140,6 +140,18 @@ def check_faults(tag, s, make_request, error_of):
     got = sock.recv(100)
     sock.close()
     check("%s fault drop on a raw socket: EOF and zero bytes" % tag, got == b"", got)
+    s.fault({"drop": 1, "reset": True})
+    sock = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+    sock.sendall(b"GET /__x HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+    e = raises(lambda: sock.recv(100), ConnectionResetError)
+    sock.close()
+    check("%s fault drop with reset: the connection is reset (RST)" % tag, isinstance(e, ConnectionResetError), repr(e))
+    s.fault({"down_s": 30})
+    check("%s fault down_s: /__standin/ stays reachable while down" % tag,
+          s.control("/__standin/faults")["down_s_left"] > 25)
+    s.fault({"clear": True})
+    with httpx.Client(timeout=5) as c:
+        check("%s fault clear ends a down_s window at once" % tag, make_request(c).status_code == 200)
     s.fault({"down_s": 1.0})
     with httpx.Client(timeout=5) as c:
         e = raises(lambda: make_request(c), httpx.HTTPError)

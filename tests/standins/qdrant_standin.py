@@ -523,7 +523,15 @@ NAME_RE = re.compile(r"^[^<>:\"/\\|?*\x00-\x1f]{1,255}$")
 
 
 class Handler(standin_common.StandinHandler):
-    def fault_response(self, status, message):
+    def fault_response(self, status, message, retry_after):
+        if message is None:
+            if status == 429:  # Qdrant's RateLimitExceeded wording
+                message = "Rate limiting exceeded: Write rate limit exceeded (stand-in injected fault)%s" % (
+                    ", Retry after %ss" % retry_after if retry_after is not None else "")
+            elif status >= 500:
+                message = "Service internal error: stand-in injected fault (HTTP %d)" % status
+            else:
+                message = "Bad request: stand-in injected fault (HTTP %d)" % status
         body = json.dumps({"status": {"error": message}, "time": 0.0}).encode()
         return status, [("Content-Type", "application/json")], body
 

@@ -407,7 +407,10 @@ def merge_patch(target, patch):
 
 
 class Handler(standin_common.StandinHandler):
-    def fault_response(self, status, message):
+    def fault_response(self, status, message, retry_after):
+        if message is None:
+            message = ("Too many requests (stand-in injected fault)" if status == 429
+                       else "stand-in injected fault: HTTP %d" % status)
         return status, [("Content-Type", "application/json")], json.dumps({"error": message, "status": status}).encode()
 
     def reply(self, result):
