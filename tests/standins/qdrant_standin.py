@@ -84,6 +84,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import standin_common  # noqa: E402
 
 import pydantic  # noqa: E402
+import pydantic_core  # noqa: E402
 import qdrant_edge as qe  # noqa: E402
 from qdrant_client.http import models as qm  # noqa: E402
 
@@ -264,13 +265,14 @@ def parse_body(body, kind, headers):
     if not body.strip():
         raise QError(400, "Format error in JSON body: EOF while parsing a value at line 1 column 0")
     try:
-        raw = json.loads(body, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
-    except (ValueError, UnicodeDecodeError):
-        raw = None  # pydantic's JSON parser words it (serde-like: "... at line L column C")
-    if raw is not None:
-        walk_ids(raw, kind)
+        # jiter (pydantic-core's JSON parser): serde-like messages, no NaN/Infinity, and several
+        # times faster than json.loads on a batch of 384-float vectors
+        raw = pydantic_core.from_json(body, allow_inf_nan=False)
+    except ValueError as e:
+        raise QError(400, "Format error in JSON body: %s" % e)
+    walk_ids(raw, kind)
     try:
-        return TA[kind].validate_json(body)
+        return TA[kind].validate_python(raw)
     except pydantic.ValidationError as e:
         raise QError(400, "Format error in JSON body: " + _pydantic_detail(e))
 
