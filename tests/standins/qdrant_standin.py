@@ -27,7 +27,9 @@ How faithful
   so an unknown or misspelt field is a 400 as with Qdrant (whose serde types deny unknown
   fields). The error texts are Qdrant's where this file knows them (from Qdrant's source):
     400 {"status":{"error":"Format error in JSON body: <detail>"},"time":..}   bad JSON / bad shape
-        (<detail> is pydantic's description, not serde's, except for point ids:)
+        (<detail>: JSON syntax errors are worded like serde's, "EOF while parsing a value at
+        line 1 column 14", by pydantic-core's parser; a wrong shape gets pydantic's description,
+        not serde's; point ids get Qdrant's own text:)
     400 "Format error in JSON body: value abc is not a valid point ID, valid values are either
         an unsigned integer or a UUID"            ids: JSON integers 0..2^64-1 or UUID strings
         (simple, hyphenated, urn:uuid:, {braced}); "123" (a string) is rejected like Qdrant does
@@ -59,8 +61,9 @@ named/sparse/multi vectors, inference objects (Document/Image), prefetch/fusion/
 discover/formula/order-by queries, slice conditions, shard keys, snapshots, aliases, payload
 indexes, the legacy /points/search API, gRPC. Collection creation options other than
 vectors.size/distance are accepted and ignored (GET returns fixed hnsw/optimizer defaults).
-`wait=false` is not asynchronous. Deserialisation messages other than point ids are pydantic's,
-not serde's, so match on the prefix ("Format error in JSON body:"), not the whole text.
+`wait=false` is not asynchronous. Shape errors are worded by pydantic, not serde: match on the
+prefix ("Format error in JSON body:"), not the whole text. Storage calls are serialised per
+collection (HTTP requests themselves are served concurrently, one thread each).
 
 Fault injection and statistics (not part of Qdrant's API; no auth): see standin_common.py --
 POST /__standin/faults {"status":429,"retry_after":2,"count":3,"path":"regex"} | {"drop":N} |
