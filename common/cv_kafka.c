@@ -267,6 +267,12 @@ static void log_error(rd_kafka_t *rk, int err, const char *reason, cv_kafka_metr
     }
 }
 
+/* librdkafka's own log lines, in ours (its errors also reach the error callback: debug here) */
+static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
+    (void)level;
+    cv_debug("event=librdkafka client=%s facility=%s message=\"%s\"", rd_kafka_name(rk), fac, buf);
+}
+
 /* error_cb of a consumer: opaque is its metrics (or NULL) */
 static void on_consumer_error(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
     log_error(rk, err, reason, opaque);
@@ -371,6 +377,7 @@ cv_err cv_kafka_producer_new(const char *bootstrap, const char *topic, const cv_
     rd_kafka_conf_set_opaque(c, p);
     rd_kafka_conf_set_dr_msg_cb(c, on_delivery);
     rd_kafka_conf_set_error_cb(c, on_producer_error);
+    rd_kafka_conf_set_log_cb(c, on_log);
     char err[512];
     p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, c, err, sizeof err);
     if (!p->rk) {
@@ -473,8 +480,11 @@ cv_err cv_kafka_producer_wait(cv_kafka_producer *p, volatile sig_atomic_t *stop)
 
 cv_err cv_kafka_consumer_new(const char *bootstrap, const char *group, const cv_kafka_props *props,
                              cv_kafka_metrics *m, rd_kafka_t **out) {
+    /* a member that died (kill -9) is noticed in seconds, not minutes: librdkafka's defaults
+     * (45 s session, 300 s poll interval, which is also how long a rebalance waits for it) */
     static const char *const defaults[] = {"auto.offset.reset", "earliest", "client.id", "cdcvec",
-                                           "enable.partition.eof", "false", NULL};
+                                           "enable.partition.eof", "false", "session.timeout.ms", "10000",
+                                           "heartbeat.interval.ms", "1000", "max.poll.interval.ms", "60000", NULL};
     const char *locked[] = {"enable.auto.commit", "false", "enable.auto.offset.store", "false", "group.id", group,
                             NULL};
     rd_kafka_conf_t *c = make_conf(bootstrap, defaults, props, locked,
@@ -482,6 +492,7 @@ cv_err cv_kafka_consumer_new(const char *bootstrap, const char *group, const cv_
     if (!c) return CV_ERR_ARG;
     rd_kafka_conf_set_opaque(c, m);
     rd_kafka_conf_set_error_cb(c, on_consumer_error);
+    rd_kafka_conf_set_log_cb(c, on_log);
     char err[512];
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, err, sizeof err);
     if (!rk) {

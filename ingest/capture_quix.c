@@ -37,9 +37,16 @@ void cv_capture_wire(const cv_sync *s, const cv_rowval *v, const cv_rowval *old,
     }
     int is_insert = strcmp(kind, "insert") == 0;
     free(c->wire);
+    cv_err e = CV_OK;
+    cv_buf why = {0};
     c->wire = cv_quix_change(kind, t->schema, t->name, cols, t->ncols, is_insert ? NULL : keys,
-                             is_insert ? 0 : t->nkeys);
-    CV_ASSERT(c->wire);
+                             is_insert ? 0 : t->nkeys, &e, &why);
+    if (!c->wire && !c->fail) { /* the tutorial's format cannot carry it: a dead letter downstream */
+        cv_buf f = {0};
+        cv_buf_printf(&f, "the tutorial's message format cannot carry this row: %s", why.p ? why.p : cv_strerror(e));
+        c->fail = f.p;
+    }
+    free(why.p);
     free(cols), free(keys);
 }
 

@@ -288,7 +288,7 @@ void cv_kin_decode(const cv_kin_opts *o, const char *val, size_t len, cv_kin_msg
         json_decref(j);
         return;
     }
-    if (json_object_get(j, "embeddings")) {
+    if (json_object_get(j, "embeddings") || json_object_get(j, "Timestamp")) { /* wal2json has neither */
         km->format = CV_KIN_QUIX_EMBEDDING;
         decode_quix_embedding(o, j, km);
     } else if (json_object_get(j, "kind")) {

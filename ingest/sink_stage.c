@@ -33,6 +33,7 @@ typedef struct {
     /* the store, opened for the first message's table */
     cv_sink *sink;
     char *schema, *table, *stream;
+    cv_wire_table keys; /* the store's key columns (owned: the store borrows them) */
     int index_ready;
     /* a truncate in progress: partitions that reached it, and what came after them */
     uint64_t trunc_lsn;
@@ -72,11 +73,17 @@ static cv_err open_store(stage *st, const cv_wire_msg *w) {
     cv_buf_printf(&stream, "kafka_%s", st->in.topic);
     st->stream = stream.p;
     st->schema = strdup(w->t.schema), st->table = strdup(w->t.table);
+    st->keys.nkeys = w->t.nkeys;
+    st->keys.key_names = calloc((size_t)w->t.nkeys + 1, sizeof(char *));
+    st->keys.key_types = calloc((size_t)w->t.nkeys + 1, sizeof(char *));
+    CV_ASSERT(st->keys.key_names && st->keys.key_types);
+    for (int k = 0; k < w->t.nkeys; k++)
+        st->keys.key_names[k] = strdup(w->t.key_names[k]), st->keys.key_types[k] = strdup(w->t.key_types[k]);
     cv_sink_table t = {.schema = st->schema,
                        .table = st->table,
                        .nkeys = w->t.nkeys,
-                       .key_names = (const char *const *)w->t.key_names,
-                       .key_types = (const char *const *)w->t.key_types,
+                       .key_names = (const char *const *)st->keys.key_names,
+                       .key_types = (const char *const *)st->keys.key_types,
                        .dim = st->s.dim,
                        .model_id = MODEL_ID,
                        .stream = st->stream};
@@ -241,6 +248,7 @@ static void session_close(stage *st) {
     }
     free(st->schema), free(st->table), free(st->stream);
     st->schema = st->table = st->stream = NULL;
+    cv_wire_table_free(&st->keys);
 }
 
 /* Assigns every partition of the topic, from the group's committed offsets. */

@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "../common/cv_log.h"
+#include "../common/cv_quix.h"
 #include "kafka_in.h"
 #include "sync_impl.h"
 
@@ -62,17 +63,24 @@ static void sha256_hex(const char *s, uint8_t out[32]) {
 /* The tutorial's embeddings message: the row's columns, kind and table, "embeddings" and
  * "Timestamp" (ns) (docs/TUTORIAL_FORMAT.md). */
 static void quix_out(cv_buf *b, const cv_kin_msg *m, const cv_wire_msg *w, const float *vec, int dim) {
-    json_t *row = m->row ? json_loads(m->row, 0, NULL) : NULL;
-    if (!row && w->c.payload) row = json_loads(w->c.payload, 0, NULL);
+    json_t *row = NULL;
+    if (!w->c.del) {
+        row = m->row ? json_loads(m->row, 0, NULL) : NULL;
+        if (!row && w->c.payload) row = json_loads(w->c.payload, 0, NULL);
+    }
     if (!row) row = json_object();
     json_t *o = json_object();
-    json_object_set_new(o, "kind", json_string(m->kind ? m->kind : w->c.del ? "delete" : "update"));
+    json_object_set_new(o, "kind", json_string(w->c.del ? "delete" : m->kind ? m->kind : "update"));
     json_object_set_new(o, "table", json_string(w->t.table));
     json_object_update(o, row);
-    if (w->c.del)
-        for (int k = 0; k < w->t.nkeys; k++)
-            if (!json_object_get(o, w->t.key_names[k]))
-                json_object_set_new(o, w->t.key_names[k], json_string(w->c.key[k]));
+    if (w->c.del) /* the shape of docs/TUTORIAL_FORMAT.md: the old key's columns by name */
+        for (int k = 0; k < w->t.nkeys; k++) {
+            const char *ty = w->t.key_types[k], *v = w->c.key[k];
+            char *end;
+            long long n = strtoll(v, &end, 10);
+            int integer = (!strcmp(ty, "integer") || !strcmp(ty, "bigint") || !strcmp(ty, "smallint")) && *v && !*end;
+            json_object_set_new(o, w->t.key_names[k], integer ? json_integer(n) : json_string(v));
+        }
     if (vec) {
         json_t *a = json_array();
         for (int i = 0; i < dim; i++)
@@ -94,7 +102,27 @@ static cv_err emit(worker *wk, const cv_kin_msg *m, const cv_wire_msg *w, const 
     cv_change c = w->c; /* borrowed view */
     c.vec = (float *)vec;
     if (vec && c.text) sha256_hex(c.text, c.vec_hash);
-    if (wk->w->quix) {
+    if (wk->w->quix && m->format == CV_KIN_QUIX_CHANGE && w == &m->m && w->op != CV_WIRE_TRUNCATE) {
+        /* the tutorial's own embeddings message, byte for byte as its service writes it */
+        cv_quix_change_msg qm;
+        cv_buf why = {0};
+        cv_err qe = cv_quix_parse_change(m->raw, m->rlen, &qm, &why);
+        char *s = NULL;
+        if (!qe) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            s = cv_quix_embeddings(&qm, vec, wk->s.dim, (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec, &qe, &why);
+            cv_quix_change_msg_free(&qm);
+        }
+        if (s) cv_buf_puts(&v, s);
+        free(s);
+        if (!s) {
+            cv_err de = dead_letter(wk, m, why.p ? why.p : "the tutorial's embeddings message cannot carry it");
+            free(why.p), free(v.p);
+            return de;
+        }
+        free(why.p);
+    } else if (wk->w->quix) {
         quix_out(&v, m, w, vec, wk->s.dim);
     } else if (w->op == CV_WIRE_TRUNCATE) {
         cv_wire_encode_truncate(&v, &w->t, w->c.lsn, w->c.commit_unix, w->copies);

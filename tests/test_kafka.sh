@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# test_kafka.sh: the Kafka path end to end: `cdcvec capture` (a real PostgreSQL 15 with
+# pgvector, started by scripts/pg.sh as a non-root user) → librdkafka's mock cluster (a real
+# Kafka protocol peer over TCP, tests/kafka_mock_broker.c) → `cdcvec worker` → `cdcvec sink`
+# into pgvector. After every step the store must equal the source (every id on both sides, the
+# text hash, the payload: no loss, no orphan): inserts, text updates, payload-only updates
+# (vector untouched), deletes, multi-row transactions, truncate, TOASTed texts; then faults:
+# the broker down for 30 s, produce and fetch errors, two workers with one killed -9 (the group
+# rebalances), kill -9 of capture and of the sink during 10,000 changes, and a message no one
+# can read (it reaches the dead-letter topic with its reason).
+#   usage: test_kafka.sh path/to/cdcvec path/to/kafka_mock_broker
+set -u
+bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
+broker=$2
+root=$(cd "$(dirname "$0")/.." && pwd)
+. "$root/tests/sync_lib.sh"
+. "$root/tests/kafka_lib.sh"
+if ! PY=$(bash "$root/scripts/test-venv.sh" 2>/tmp/kafka-venv.$$); then
+  echo "SKIPPED: the tests' Python venv could not be built: $(tail -3 /tmp/kafka-venv.$$)"
+  rm -f /tmp/kafka-venv.$$
+  exit 77
+fi
+rm -f /tmp/kafka-venv.$$
+work=$(bash "$root/scripts/pg.sh" dir "$(dirname "$bin")/test-kafka-$$")
+port=$(free_port $((43000 + $$ % 8000)))
+cap_pid= sink_pid= w1_pid= w2_pid=
+cleanup() {
+  for p in $cap_pid $sink_pid $w1_pid $w2_pid; do kill -9 "$p" 2>/dev/null; done
+  kmock_stop
+  bash "$root/scripts/pg.sh" stop "$work/pg" 2>/dev/null
+  [ "${fail:-0}" = 0 ] && rm -rf "$work"
+}
+trap cleanup EXIT
+mkdir -p "$work"
+
+DB=$(bash "$root/scripts/pg.sh" start "$work/pg" "$port") || { echo "FAIL cannot start PostgreSQL"; exit 1; }
+q "CREATE EXTENSION vector" >/dev/null
+sed -n '1,/-- batch 2/p' "$root/tests/data/books.sql" | psql -qX "$DB" >/dev/null
+kmock_start "$broker" --topic cdc:4 --topic emb:4 || { echo "FAIL cannot start the mock broker"; exit 1; }
+K=$KMOCK_BOOTSTRAP
+echo "mock broker at $K"
+
+run() { # LOGNAME ARGS...: a stage in the background, its pid in $!
+  local log=$1
+  shift
+  CDCVEC_LOG=${LOG:-warn} "$bin" "$@" >>"$work/$log.log" 2>&1 &
+}
+start_capture() { run capture capture --source "$DB" --table public.books --to "kafka://$K/cdc" --batch-ms 10; cap_pid=$!; }
+start_worker() { run "worker$1" worker --from "kafka://$K/cdc" --to "kafka://$K/emb" --threads 1 --batch-ms 10; eval "w$1_pid=$!"; }
+start_sink() { run sink sink --from "kafka://$K/emb" --sink "$DB" --threads 1 --batch-ms 10; sink_pid=$!; }
+
+MISMATCH="SELECT count(*) FROM (SELECT * FROM books WHERE description IS NOT NULL) b
+  FULL JOIN cdcvec.public_books v USING (id)
+  WHERE b.id IS NULL OR v.id IS NULL OR v.text_hash <> sha256(convert_to(b.description, 'UTF8'))
+     OR v.payload->>'name' IS DISTINCT FROM b.name OR (v.payload->>'year')::int IS DISTINCT FROM b.year"
+# the sink table exists only once the first message arrived: until then, every source row is a mismatch
+converged() {
+  wait_until '[ "$(q "SELECT to_regclass('"'"'cdcvec.public_books'"'"') IS NOT NULL")" = t ]' 'date +%s%N | cut -c1-9' &&
+    converged_q "$MISMATCH" cdcvec.public_books
+}
+
+start_capture
+start_worker 1
+start_sink
+check "rows existing before capture started reach the store (backfill through the topic)" converged
+check "capture's slot has its own name (cdcvec_capture_public_books_<hash>)" \
+  '[ "$(q "SELECT count(*) FROM pg_replication_slots WHERE slot_name ~ '"'"'^cdcvec_capture_public_books_[0-9a-f]{8}$'"'"'")" = 1 ]'
+check "capture keeps no vectors in the source (state only)" \
+  '[ "$(q "SELECT count(*) FROM cdcvec.state WHERE stream LIKE '"'"'cdcvec_capture_%'"'"'")" = 1 ]'
+
+sed -n '/-- batch 2/,$p' "$root/tests/data/books.sql" | psql -qX "$DB" >/dev/null
+check "inserts" converged
+q "UPDATE books SET description = 'A boy wizard attends a school of magic.' WHERE id = 1"
+check "update of the text re-embeds" converged
+before=$(q "SELECT md5(embedding::text) FROM cdcvec.public_books WHERE id = 4")
+q "UPDATE books SET year = 1966 WHERE id = 4"
+check "payload-only update: payload follows" converged
+after=$(q "SELECT md5(embedding::text) FROM cdcvec.public_books WHERE id = 4")
+check "payload-only update: the stored vector is untouched" '[ -n "$before" ] && [ "$before" = "$after" ]'
+q "DELETE FROM books WHERE id = 2"
+check "delete" converged
+q "BEGIN; INSERT INTO books (name, description, author, year) VALUES ('Tx A', 'first of three', 'x', 2000), ('Tx B', 'second of three', 'x', 2001), ('Tx C', 'third of three', 'x', 2002); UPDATE books SET description = 'changed in the same transaction' WHERE name = 'Tx A'; DELETE FROM books WHERE name = 'Tx B'; COMMIT"
+check "multi-row transaction" converged
+q "UPDATE books SET id = 1000 WHERE id = 3"
+check "an update that changes the primary key (old key deleted)" converged
+q "ALTER TABLE books ALTER COLUMN description SET STORAGE EXTERNAL"
+q "INSERT INTO books (name, description, author, year) SELECT 'Toasted', string_agg(md5(i::text), ' '), 'x', 1999 FROM generate_series(1, 3000) i"
+check "100 KB TOASTed text" converged
+before=$(q "SELECT md5(embedding::text) FROM cdcvec.public_books WHERE payload->>'name' = 'Toasted'")
+q "UPDATE books SET year = 2024 WHERE name = 'Toasted'"
+check "TOASTed text unchanged, other column updated: payload follows" converged
+after=$(q "SELECT md5(embedding::text) FROM cdcvec.public_books WHERE payload->>'name' = 'Toasted'")
+check "TOASTed text unchanged: vector untouched" '[ -n "$before" ] && [ "$before" = "$after" ]'
+q "BEGIN; INSERT INTO books (name, description, author, year) VALUES ('Before truncate', 'gone soon', 'x', 1); TRUNCATE books; INSERT INTO books (name, description, author, year) VALUES ('After truncate', 'the only book left', 'x', 2); COMMIT"
+check "truncate (one copy per partition, applied once all partitions reached it)" \
+  'converged && [ "$(q "SELECT count(*) FROM cdcvec.public_books")" = 1 ]'
+q "INSERT INTO books (name, description, author, year) SELECT 'Book ' || i, 'A story about the number ' || i, 'x', 2000 + i % 20 FROM generate_series(1, 200) i"
+check "inserts after a truncate" converged
+
+# ---- faults ----------------------------------------------------------------------------------
+DOWN_S=${CDCVEC_KAFKA_DOWN_S:-30}
+kmock_cmd "down -1"
+q "UPDATE books SET description = description || ' (edited while the broker was down)' WHERE id % 3 = 0"
+q "DELETE FROM books WHERE id % 7 = 0"
+sleep "$DOWN_S" # the fault itself lasts this long; nothing waits on a guess
+kmock_cmd "up -1"
+check "broker down for ${DOWN_S}s mid-stream: nothing lost once it is back" converged
+
+kmock_cmd "errors Produce 6 NOT_LEADER_FOR_PARTITION REQUEST_TIMED_OUT NOT_ENOUGH_REPLICAS _TRANSPORT NOT_LEADER_FOR_PARTITION REQUEST_TIMED_OUT"
+kmock_cmd "errors Fetch 4 NOT_LEADER_FOR_PARTITION _TRANSPORT REQUEST_TIMED_OUT NOT_LEADER_FOR_PARTITION"
+q "UPDATE books SET year = year + 1 WHERE id % 2 = 0"
+q "INSERT INTO books (name, description, author, year) SELECT 'Err ' || i, 'Written while requests failed ' || i, 'x', 1990 FROM generate_series(1, 100) i"
+check "produce and fetch errors: retried, nothing lost" converged
+
+start_worker 2
+q "INSERT INTO books (name, description, author, year) SELECT 'Two ' || i, 'Two workers share this ' || i, 'x', 1980 FROM generate_series(1, 300) i"
+check "two workers in one group" converged
+q "UPDATE books SET description = description || ' again' WHERE name LIKE 'Two %'"
+sleep 0.5
+kill -9 "$w1_pid" 2>/dev/null
+wait "$w1_pid" 2>/dev/null
+w1_pid=
+check "one worker killed -9 mid-stream: the group rebalances, nothing lost" converged
+
+q "INSERT INTO books (name, description, author, year) SELECT 'Bulk ' || i, 'Bulk text number ' || i, 'x', 1900 + i % 100 FROM generate_series(1, 5000) i" &
+load=$!
+sleep 1
+kill -9 "$cap_pid" 2>/dev/null
+wait "$cap_pid" 2>/dev/null
+wait "$load"
+q "UPDATE books SET year = year + 1 WHERE name LIKE 'Bulk %' AND id % 2 = 0"
+start_capture
+check "capture killed -9 during 5,000 inserts + 2,500 updates: converges after restart" converged
+
+q "UPDATE books SET description = 'Rewritten ' || id WHERE name LIKE 'Bulk %' AND id % 5 = 0" &
+load=$!
+sleep 1
+kill -9 "$sink_pid" 2>/dev/null
+wait "$sink_pid" 2>/dev/null
+wait "$load"
+q "DELETE FROM books WHERE name LIKE 'Bulk %' AND id % 11 = 0"
+start_sink
+check "sink killed -9 during 1,000 rewrites + deletes: converges after restart" converged
+
+# a message no stage can read: the dead-letter topic gets it with the reason, the rest goes on
+echo '{"key":"x","value":"this is not JSON"}' | $PY "$root/tests/kafka_tutorial.py" produce --bootstrap "$K" --topic cdc >/dev/null
+q "UPDATE books SET year = 1 WHERE id = (SELECT min(id) FROM books)"
+check "a message no one can read goes to the dead-letter topic with its reason" \
+  '$PY "$root/tests/kafka_tutorial.py" consume --bootstrap "$K" --topic cdcvec-dead-letters --count 1 --timeout-s 60 | grep -q "not JSON"'
+check "...and the pipeline goes on" converged
+
+check "no stage exited on its own" 'kill -0 $cap_pid && kill -0 $w2_pid && kill -0 $sink_pid'
+rcs=
+for p in $cap_pid $w2_pid $sink_pid; do
+  kill -TERM "$p"
+  wait "$p"
+  rcs="$rcs$?"
+done
+cap_pid= w2_pid= sink_pid=
+check "the stages stop on SIGTERM with status 0 ($rcs)" '[ "$rcs" = 000 ]'
+if [ "$fail" != 0 ]; then
+  for f in "$work"/*.log; do echo "--- $f"; tail -30 "$f"; done
+fi
+exit $fail
