@@ -129,8 +129,16 @@ int cv_cmd_bench(int argc, char **argv) {
         fprintf(stderr, "cdcvec bench pipeline: cannot run %s\n", script);
         return 1;
     }
+    if (argc >= 2 && strcmp(argv[1], "kafka") == 0) {
+        /* a private PostgreSQL and the mock broker, set up by the script around this binary */
+        char script[4096];
+        snprintf(script, sizeof script, "%s/bench/run_kafka.sh", CDCVEC_SOURCE_DIR);
+        execl("/bin/bash", "bash", script, argc > 2 ? argv[2] : "3000", (char *)NULL);
+        fprintf(stderr, "cdcvec bench kafka: cannot run %s\n", script);
+        return 1;
+    }
     if (argc < 2 || strcmp(argv[1], "embed") != 0) {
-        fprintf(stderr, "cdcvec bench: expected 'embed', 'server' or 'pipeline [ROWS]'\n");
+        fprintf(stderr, "cdcvec bench: expected 'embed', 'server', 'pipeline [ROWS]' or 'kafka [ROWS]'\n");
         usage(stderr);
         return 2;
     }

@@ -84,7 +84,6 @@ static const cv_conf_prop SINK[] = {
     {"sink", "CDCVEC_SINK", CV_CONF_STR, "", 0, 0, F(sink),
      "the store: a pgvector database (libpq connection string or postgres:// URI; required)"},
     {"group", "CDCVEC_GROUP", CV_CONF_STR, "cdcvec-sink", 0, 0, F(group), "consumer group keeping the offsets"},
-    {"table", "CDCVEC_TABLE", CV_CONF_STR, "", 0, 0, F(table), "unused (the messages name their table)"},
     {"dead-letter", "CDCVEC_DEAD_LETTER", CV_CONF_STR, "cdcvec-dead-letters", 0, 0, F(dead_letter),
      "topic (same brokers) for messages that cannot be read, with the reason"},
     {"on-error", "CDCVEC_ON_ERROR", CV_CONF_STR, "dead-letter", 0, 0, F(on_error),

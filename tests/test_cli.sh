@@ -38,6 +38,19 @@ check "docs/CONFIG.md matches the serve property table" \
 "$bin" sync --config-markdown >"$tmp/sconf.md"
 check "docs/CONFIG.md matches the sync property table" \
   'sed -n "/^<!-- generated: cdcvec sync/,/^<!-- end generated/p" "$docs" | sed "1d;\$d" | cmp -s - "$tmp/sconf.md"'
+for cmd in capture worker sink; do
+  "$bin" $cmd --config-markdown >"$tmp/kconf.md"
+  check "docs/CONFIG.md matches the $cmd property table" \
+    'sed -n "/^<!-- generated: cdcvec $cmd/,/^<!-- end generated/p" "$docs" | sed "1d;\$d" | cmp -s - "$tmp/kconf.md"'
+done
+"$bin" worker --from kafka://h:1/t --to kafka://h:1/u -X sasl.password=secret >/dev/null 2>"$tmp/err"; rc=$?
+check "a Kafka secret on the command line is refused with where it belongs" '[ $rc -eq 2 ] && grep -q "CDCVEC_KAFKA" "$tmp/err" && ! grep -q secret\$ "$tmp/err"'
+"$bin" capture --source x --to kafka://user:pw@h:1/t >/dev/null 2>"$tmp/err"; rc=$?
+check "credentials in a kafka:// URL are refused" '[ $rc -ne 0 ] && grep -q "credentials do not belong" "$tmp/err"'
+"$bin" worker --from kafka://h:1/t --to kafka://h:1/u -X acks=1 >/dev/null 2>"$tmp/err"; rc=$?
+check "a -X that would weaken delivery (acks=1) is refused, naming why" '[ $rc -ne 0 ] && grep -q "acks" "$tmp/err"'
+"$bin" sink --from kafka://h:1/t >/dev/null 2>"$tmp/err"; rc=$?
+check "sink without --sink: exit 2 with an example" '[ $rc -eq 2 ] && grep -q -- "--sink is required" "$tmp/err"'
 "$bin" serve --batch-tokens 10 >/dev/null 2>"$tmp/err"; rc=$?
 check "serve: out-of-range option rejected with its range" '[ $rc -eq 2 ] && grep -q "batch-tokens: expected an integer in \[256" "$tmp/err"'
 CDCVEC_BATCH_DEADLINE_MS=abc "$bin" serve >/dev/null 2>"$tmp/err"; rc=$?

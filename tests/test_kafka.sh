@@ -25,7 +25,7 @@ work=$(bash "$root/scripts/pg.sh" dir "$(dirname "$bin")/test-kafka-$$")
 port=$(free_port $((43000 + $$ % 8000)))
 cap_pid= sink_pid= w1_pid= w2_pid=
 cleanup() {
-  for p in $cap_pid $sink_pid $w1_pid $w2_pid; do kill -9 "$p" 2>/dev/null; done
+  for p in $cap_pid $sink_pid $w1_pid $w2_pid; do kill -9 "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
   kmock_stop
   bash "$root/scripts/pg.sh" stop "$work/pg" 2>/dev/null
   [ "${fail:-0}" = 0 ] && rm -rf "$work"

@@ -28,7 +28,7 @@ work=$(bash "$root/scripts/pg.sh" dir "$(dirname "$bin")/test-kquix-$$")
 port=$(free_port $((44000 + $$ % 8000)))
 pids=
 cleanup() {
-  for p in $pids; do kill -9 "$p" 2>/dev/null; done
+  for p in $pids; do kill -9 "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
   kmock_stop
   bash "$root/scripts/pg.sh" stop "$work/pg" 2>/dev/null
   [ "${fail:-0}" = 0 ] && rm -rf "$work"

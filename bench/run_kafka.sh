@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# run_kafka.sh (`cdcvec bench kafka` runs it): the Kafka path beside in-process `cdcvec sync`, on
+# one private PostgreSQL, the same texts and the same machine, in one run:
+#   (1) sustained rows/s: N pre-generated rows inserted in transactions of 100 as fast as
+#       PostgreSQL takes them, until all are searchable in pgvector, for
+#       (a) `cdcvec sync` (the anchor), (b) capture → mock broker → 1 worker → sink,
+#       (c) the same with 2 workers in one group;
+#   (2) commit-to-searchable at a steady ~25 rows/s (500 rows) for (a) and (b): p50/p99/max of
+#       the sink row's updated_at minus the source row's clock_timestamp() at insert.
+# The broker is librdkafka's mock cluster (tests/kafka_mock_broker.c), a real protocol peer on
+# loopback with no disk: a real broker adds its fsync/replication latency on top.
+#   usage: bash bench/run_kafka.sh [N]      (env: BUILD_DIR, CDCVEC_BENCH_PORT, THREADS)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-3000}
+BUILD_DIR=${BUILD_DIR:-build}
+PORT=${CDCVEC_BENCH_PORT:-56532}
+bin=${CDCVEC_BIN:-$PWD/$BUILD_DIR/cdcvec}
+broker=$PWD/$BUILD_DIR/tests/kafka_mock_broker
+[ -x "$bin" ] && [ -x "$broker" ] || cmake --build "$BUILD_DIR" -j"$(nproc)" --target cdcvec kafka_mock_broker >/dev/null
+. tests/kafka_lib.sh
+rm -rf "$BUILD_DIR/bench-kafka-pg"
+pgdir=$(bash scripts/pg.sh dir "$PWD/$BUILD_DIR/bench-kafka-pg")
+pids=
+stop_all() {
+  for p in $pids; do kill -TERM "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
+  pids=
+}
+cleanup() {
+  stop_all
+  kmock_stop
+  bash scripts/pg.sh stop "$pgdir" 2>/dev/null || true
+  case $pgdir in /tmp/cdcvec-pg.*) rm -rf "$pgdir" ;; esac
+}
+trap cleanup EXIT
+DB=$(bash scripts/pg.sh start "$pgdir" "$PORT")
+q() { psql -qAtX "$DB" -c "$1"; }
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+calc() { awk "BEGIN { print $1 }"; }
+THREADS=${THREADS:-0}
+q "CREATE EXTENSION vector"
+q "CREATE FUNCTION rdesc(n int) RETURNS text LANGUAGE sql VOLATILE AS \$\$
+  SELECT string_agg((ARRAY['the','a','of','and','to','in','alien','invasion','planet','desert','political','intrigue',
+    'power','struggle','mathematician','science','future','civilization','collapse','virtual','reality','martian',
+    'earth','chaos','dystopian','society','teenagers','spectacle','peaceful','childhood','meteor','population',
+    'ocean','residents','interstellar','war','detective','murder','mystery','kingdom','dragon','quest','romance',
+    'family','secrets','journey','island','empire','rebellion','magic','ancient'])[1 + floor(random() * 51)::int], ' ')
+  FROM generate_series(1, n) \$\$"
+q "SELECT setseed(0.42)"
+q "CREATE TABLE staging AS SELECT g, rdesc(10 + g % 38) AS description FROM generate_series(1, $N) g"
+q "CREATE TABLE lat_texts AS SELECT g, rdesc(10 + g % 38) AS description FROM generate_series(1, 500) g"
+kmock_start "$broker" >/dev/null
+K=$KMOCK_BOOTSTRAP
+echo "# cdcvec bench kafka: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores, $(date -u +%F), $N rows, mock broker at $K"
+
+# starts MODE (sync | kafka1 | kafka2) for table T
+start_path() {
+  local mode=$1 t=$2 log=$pgdir/$1.log
+  q "CREATE TABLE $t (id bigserial PRIMARY KEY, description text NOT NULL, created timestamptz NOT NULL DEFAULT clock_timestamp())"
+  if [ "$mode" = sync ]; then
+    CDCVEC_LOG=warn "$bin" sync --source "$DB" --table "public.$t" --threads "$THREADS" >>"$log" 2>&1 &
+    pids="$pids $!"
+    return
+  fi
+  CDCVEC_LOG=warn "$bin" capture --source "$DB" --table "public.$t" --to "kafka://$K/$t-cdc" >>"$log" 2>&1 &
+  pids="$pids $!"
+  local w
+  for w in $(seq "${mode#kafka}"); do
+    CDCVEC_LOG=warn "$bin" worker --from "kafka://$K/$t-cdc" --to "kafka://$K/$t-emb" --group "$t" \
+      --threads "$([ "$THREADS" = 0 ] && echo $((($(nproc) + ${mode#kafka} - 1) / ${mode#kafka})) || echo "$THREADS")" >>"$log" 2>&1 &
+    pids="$pids $!"
+  done
+  CDCVEC_LOG=warn "$bin" sink --from "kafka://$K/$t-emb" --sink "$DB" --group "$t-sink" --threads 1 >>"$log" 2>&1 &
+  pids="$pids $!"
+}
+# waits until T's sink table exists (the stages are up and the empty backfill went through)
+ready() { until [ "$(q "SELECT to_regclass('cdcvec.public_$1') IS NOT NULL")" = t ]; do sleep 0.1; done; }
+searchable() { q "SELECT count(*) FROM cdcvec.public_$1"; }
+
+sustained() { # MODE TABLE: prints rows/s
+  local mode=$1 t=$2
+  start_path "$mode" "$t"
+  q "INSERT INTO $t (description) VALUES ('warm-up')"
+  ready "$t"
+  until [ "$(searchable "$t")" -ge 1 ]; do sleep 0.05; done
+  local t0 t1
+  t0=$(now_ms)
+  q "DO \$\$ BEGIN FOR i IN 0..$((N / 100 - 1)) LOOP INSERT INTO $t (description) SELECT description FROM staging WHERE g > i * 100 AND g <= (i + 1) * 100; COMMIT; END LOOP; END \$\$"
+  until [ "$(searchable "$t")" -ge $((N + 1)) ]; do sleep 0.05; done
+  t1=$(now_ms)
+  calc "$N * 1000 / ($t1 - $t0)"
+}
+
+latency() { # TABLE (its path still running): p50/p99/max ms at ~25 rows/s
+  local t=$1 mark
+  mark=$(q "SELECT max(id) FROM $t")
+  q "DO \$\$ BEGIN FOR i IN 1..500 LOOP INSERT INTO $t (description) SELECT description FROM lat_texts WHERE g = i; COMMIT; PERFORM pg_sleep(0.04); END LOOP; END \$\$"
+  until [ "$(q "SELECT count(*) FROM $t c JOIN cdcvec.public_$t v USING (id) WHERE c.id > $mark")" -ge 500 ]; do sleep 0.05; done
+  q "SELECT format('p50 %s ms, p99 %s ms, max %s ms',
+      round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 1),
+      round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 1), round(max(ms)::numeric, 1))
+    FROM (SELECT extract(epoch FROM v.updated_at - c.created) * 1000 AS ms FROM $t c
+          JOIN cdcvec.public_$t v USING (id) WHERE c.id > $mark) x"
+}
+
+r_sync=$(sustained sync t_sync)
+l_sync=$(latency t_sync)
+stop_all
+r_k1=$(sustained kafka1 t_k1)
+l_k1=$(latency t_k1)
+stop_all
+r_k2=$(sustained kafka2 t_k2)
+stop_all
+printf 'sustained, in-process cdcvec sync (anchor): %.1f rows/s\n' "$r_sync"
+printf 'sustained, Kafka (capture -> broker -> 1 worker -> sink): %.1f rows/s = %.0f%% of sync\n' "$r_k1" "$(calc "100 * $r_k1 / $r_sync")"
+printf 'sustained, Kafka with 2 workers in one group: %.1f rows/s = %.0f%% of 1 worker\n' "$r_k2" "$(calc "100 * $r_k2 / $r_k1")"
+echo "commit-to-searchable at ~25 rows/s, in-process sync: $l_sync"
+echo "commit-to-searchable at ~25 rows/s, Kafka (1 worker):  $l_k1"

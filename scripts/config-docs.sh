@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# config-docs.sh BIN: regenerates the option tables of docs/CONFIG.md from the commands' own
+# property tables (`cdcvec CMD --config-markdown`), between the "generated" markers; a command
+# whose block is missing gets a new section at the end. tests/test_cli.sh checks the result.
+set -euo pipefail
+bin=${1:?usage: scripts/config-docs.sh path/to/cdcvec}
+cd "$(dirname "$0")/.."
+for cmd in serve sync capture worker sink; do
+  "$bin" $cmd --config-markdown >"/tmp/cdcvec-conf-$cmd.md"
+done
+python3 - docs/CONFIG.md <<'PY'
+import re, sys
+p = sys.argv[1]
+s = open(p).read()
+for cmd in ["serve", "sync", "capture", "worker", "sink"]:
+    table = open(f"/tmp/cdcvec-conf-{cmd}.md").read()
+    start = f"<!-- generated: cdcvec {cmd} --config-markdown -->\n"
+    block = start + table + "<!-- end generated -->\n"
+    if start in s:
+        s = re.sub(re.escape(start) + r".*?<!-- end generated -->\n", lambda m: block, s, count=1, flags=re.S)
+    else:
+        s += (f"\n## `cdcvec {cmd}`\n\nThe Kafka stage `{cmd}` (docs/KAFKA.md). librdkafka properties: `-X key=value` "
+              "(repeatable) or `--kafka-config FILE`; secrets only from the environment or that file.\n\n" + block)
+open(p, "w").write(s)
+PY
