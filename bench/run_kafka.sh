@@ -8,7 +8,11 @@
 #   (2) commit-to-searchable at a steady ~25 rows/s (500 rows) for (a) and (b): p50/p99/max of
 #       the sink row's updated_at minus the source row's clock_timestamp() at insert.
 # The broker is librdkafka's mock cluster (tests/kafka_mock_broker.c), a real protocol peer on
-# loopback with no disk: a real broker adds its fsync/replication latency on top.
+# loopback with no disk: a real broker adds its fsync/replication latency on top. The mock
+# answers a fetch that found no data only when fetch.wait.max.ms (librdkafka's default: 500 ms)
+# has passed, where a real broker answers as soon as data arrives (fetch.min.bytes=1); so the
+# consumers here run with -X fetch.wait.max.ms=$FETCH_WAIT_MS (default 10), which is what a
+# real broker's long poll gives for free.
 #   usage: bash bench/run_kafka.sh [N]      (env: BUILD_DIR, CDCVEC_BENCH_PORT, THREADS)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +42,7 @@ q() { psql -qAtX "$DB" -c "$1"; }
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 calc() { awk "BEGIN { print $1 }"; }
 THREADS=${THREADS:-0}
+FETCH_WAIT_MS=${FETCH_WAIT_MS:-10}
 q "CREATE EXTENSION vector"
 q "CREATE FUNCTION rdesc(n int) RETURNS text LANGUAGE sql VOLATILE AS \$\$
   SELECT string_agg((ARRAY['the','a','of','and','to','in','alien','invasion','planet','desert','political','intrigue',
@@ -66,11 +71,12 @@ start_path() {
   pids="$pids $!"
   local w
   for w in $(seq "${mode#kafka}"); do
-    CDCVEC_LOG=warn "$bin" worker --from "kafka://$K/$t-cdc" --to "kafka://$K/$t-emb" --group "$t" \
+    CDCVEC_LOG=warn "$bin" worker --from "kafka://$K/$t-cdc" --to "kafka://$K/$t-emb" --group "$t" -X fetch.wait.max.ms=$FETCH_WAIT_MS \
       --threads "$([ "$THREADS" = 0 ] && echo $((($(nproc) + ${mode#kafka} - 1) / ${mode#kafka})) || echo "$THREADS")" >>"$log" 2>&1 &
     pids="$pids $!"
   done
-  CDCVEC_LOG=warn "$bin" sink --from "kafka://$K/$t-emb" --sink "$DB" --group "$t-sink" --threads 1 >>"$log" 2>&1 &
+  CDCVEC_LOG=warn "$bin" sink --from "kafka://$K/$t-emb" --sink "$DB" --group "$t-sink" --threads 1 \
+    -X fetch.wait.max.ms=$FETCH_WAIT_MS >>"$log" 2>&1 &
   pids="$pids $!"
 }
 # waits until T's sink table exists (the stages are up and the empty backfill went through)
@@ -115,4 +121,4 @@ printf 'sustained, in-process cdcvec sync (anchor): %.1f rows/s\n' "$r_sync"
 printf 'sustained, Kafka (capture -> broker -> 1 worker -> sink): %.1f rows/s = %.0f%% of sync\n' "$r_k1" "$(calc "100 * $r_k1 / $r_sync")"
 printf 'sustained, Kafka with 2 workers in one group: %.1f rows/s = %.0f%% of 1 worker\n' "$r_k2" "$(calc "100 * $r_k2 / $r_k1")"
 echo "commit-to-searchable at ~25 rows/s, in-process sync: $l_sync"
-echo "commit-to-searchable at ~25 rows/s, Kafka (1 worker):  $l_k1"
+echo "commit-to-searchable at ~25 rows/s, Kafka (1 worker, fetch.wait.max.ms=$FETCH_WAIT_MS):  $l_k1"

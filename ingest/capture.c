@@ -140,7 +140,7 @@ cv_err cv_capture_deliver(cv_sync *s, cv_change *chg, int n, int truncate, uint6
         if ((e = cv_kafka_produce(c->p, -1, key.p, key.len, val.p, val.len))) e = kafka_failed(s, e, "produce");
     }
     free(key.p), free(val.p);
-    if (!e && (e = cv_kafka_producer_wait(c->p, NULL))) {
+    if (!e && (e = cv_kafka_producer_wait(c->p, s->stop))) { /* a stop ends the wait: the slot replays */
         e = kafka_failed(s, e, "acknowledgement");
         cv_kafka_producer_free(c->p); /* a fresh producer (and idempotence epoch) for the replay */
         c->p = NULL;

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "../common/cv_log.h"
+#include "../common/cv_time.h"
 #include "../common/cv_lsn.h"
 #include "kafka_in.h"
 #include "sync_impl.h"
@@ -337,8 +338,10 @@ int cv_sink_stage_run(const cv_sync_opts *o, const cv_sink_stage_opts *k, volati
                                        "Messages sent to the dead-letter topic, with their reason.", "stage=\"sink\"");
     }
     for (int attempt = 0; !rc && !*stop;) {
+        double t0 = cv_now();
         cv_err e = session(&st, stop);
         session_close(&st);
+        if (cv_now() - t0 > 60) attempt = 0; /* a healthy session: the backoff starts over */
         if (!e || *stop) break;
         if (e != CV_ERR_TIMEOUT && e != CV_ERR_BUSY) {
             cv_error("event=sink_stopped kind=config error=\"a permanent error: retrying cannot help (the line "

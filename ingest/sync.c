@@ -638,6 +638,7 @@ int cv_sync_run(const cv_sync_opts *o, volatile sig_atomic_t *stop) {
         cv_sync_runtime_close(&s);
         return 1;
     }
+    s.stop = stop;
     int attempt = 0, rc = 0;
     while (!*stop) {
         double since = 0;

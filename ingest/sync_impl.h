@@ -62,6 +62,7 @@ typedef struct cv_sync {
     int restart_now; /* the session ended to pick up a schema change: reconnect at once */
     /* ---- capture: changes go to a Kafka topic instead of the apply stage (capture.c) ---- */
     struct cv_capture *cap;
+    volatile sig_atomic_t *stop; /* the process's stop flag (cv_sync_run), or NULL */
 } cv_sync;
 
 /* Hands a batch to the apply stage, or to Kafka when capturing (same contract as

@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "../common/cv_log.h"
+#include "../common/cv_time.h"
 #include "../common/cv_quix.h"
 #include "kafka_in.h"
 #include "sync_impl.h"
@@ -271,8 +272,10 @@ int cv_worker_run(const cv_sync_opts *o, const cv_worker_opts *w, volatile sig_a
                                        "Messages sent to the dead-letter topic, with their reason.", "stage=\"worker\"");
     }
     for (int attempt = 0; !rc && !*stop;) {
+        double t0 = cv_now();
         cv_err e = session(&wk, stop);
         session_close(&wk);
+        if (cv_now() - t0 > 60) attempt = 0; /* a healthy session: the backoff starts over */
         if (!e || *stop) break;
         if (e == CV_ERR_ARG || e == CV_ERR_UNSUPPORTED) {
             cv_error("event=worker_stopped kind=config error=\"a permanent error: retrying cannot help (the line "
