@@ -29,6 +29,9 @@ typedef struct {
     {"batch-rows", "CDCVEC_BATCH_ROWS", CV_CONF_INT, rows, 1, 100000, F(batch_rows), "messages per batch"},   \
         {"batch-ms", "CDCVEC_BATCH_MS", CV_CONF_DOUBLE, "20", 0, 60000, F(batch_ms),                           \
          "longest a message waits for its batch, in milliseconds"}
+#define P_ROWS(rows)                                                                                           \
+    {"batch-rows", "CDCVEC_BATCH_ROWS", CV_CONF_INT, rows, 1, 100000, F(batch_rows),                           \
+     "most messages per batch (a batch is what has arrived: an idle stage does not wait to fill it)"}
 #define P_MODEL                                                                                                \
     {"embed", "CDCVEC_EMBED", CV_CONF_STR, "", 0, 0, F(embed),                                                 \
      "nng URL of a remote cdcvec serve (empty: the model runs in-process)"},                                   \
@@ -74,7 +77,7 @@ static const cv_conf_prop WORKER[] = {
     {"dead-letter", "CDCVEC_DEAD_LETTER", CV_CONF_STR, "cdcvec-dead-letters", 0, 0, F(dead_letter),
      "topic (same brokers) for messages that cannot be read or embedded, with the reason"},
     P_TUTORIAL,
-    P_BATCH("256"),
+    P_ROWS("256"),
     P_MODEL,
     P_KCONF,
 };
@@ -89,7 +92,7 @@ static const cv_conf_prop SINK[] = {
     {"on-error", "CDCVEC_ON_ERROR", CV_CONF_STR, "dead-letter", 0, 0, F(on_error),
      "a change the store cannot take: dead-letter (cdcvec.dead_letters) or stop (exit 1)"},
     P_TUTORIAL,
-    P_BATCH("512"),
+    P_ROWS("512"),
     P_MODEL,
     P_KCONF,
 };
@@ -178,7 +181,6 @@ int cv_cmd_kafka(int argc, char **argv, const char *which) {
                             .quix = quix,
                             .key_columns = c.key_columns,
                             .batch_rows = c.batch_rows,
-                            .batch_ms = c.batch_ms,
                             .props = &kp};
         rc = cv_worker_run(&o, &w, &stop_flag);
     } else {

@@ -58,8 +58,7 @@ typedef struct cv_worker_opts {
     const char *dead_letter;            /* topic for messages that cannot be read or embedded */
     int quix;                           /* 1: produce the tutorial's embeddings messages */
     const char *key_columns;            /* the tutorial's messages: key columns (default "id") */
-    long batch_rows;
-    double batch_ms;
+    long batch_rows;                    /* most messages per batch */
     const struct cv_kafka_props *props;
 } cv_worker_opts;
 int cv_worker_run(const cv_sync_opts *o, const cv_worker_opts *w, volatile sig_atomic_t *stop);

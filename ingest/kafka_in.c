@@ -303,15 +303,18 @@ void cv_kin_decode(const cv_kin_opts *o, const char *val, size_t len, cv_kin_msg
 }
 
 int cv_kin_poll(rd_kafka_t *rk, const cv_kin_opts *o, cv_kafka_metrics *km, cv_kin_msg *out, int max, double wait_s,
-                double linger_s, volatile sig_atomic_t *stop) {
+                volatile sig_atomic_t *stop) {
     int n = 0;
-    double t0 = cv_now(), first = 0;
+    double t0 = cv_now();
     while (n < max && !(stop && *stop)) {
-        double now = cv_now(), left = n ? first + linger_s - now : t0 + wait_s - now;
-        if (left <= 0) break;
-        int ms = (int)(left * 1000) + 1;
+        double left = t0 + wait_s - cv_now();
+        if (!n && left <= 0) break;
+        int ms = n ? 0 : (int)(left * 1000) + 1; /* after the first: only what is here already */
         rd_kafka_message_t *msg = rd_kafka_consumer_poll(rk, ms > 100 ? 100 : ms);
-        if (!msg) continue;
+        if (!msg) {
+            if (n) break;
+            continue;
+        }
         if (msg->err) {
             if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
                 cv_warn("event=kafka_consume_error topic=%s partition=%d error=\"%s\"",
@@ -321,7 +324,6 @@ int cv_kin_poll(rd_kafka_t *rk, const cv_kin_opts *o, cv_kafka_metrics *km, cv_k
             rd_kafka_message_destroy(msg);
             continue;
         }
-        if (!n) first = cv_now();
         cv_kin_msg *m = &out[n++];
         memset(m, 0, sizeof *m);
         m->partition = msg->partition;

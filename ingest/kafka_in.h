@@ -34,10 +34,12 @@ typedef struct cv_kin_opts {
     int dim;                 /* vectors carried must have it */
 } cv_kin_opts;
 
-/* Polls up to max messages into out: waits up to wait_s for the first, then takes what else
- * arrives within linger_s. Returns the number taken; consumer errors are logged and counted. */
+/* Polls up to max messages into out: waits up to wait_s for the first, then takes what the
+ * client has fetched already, without waiting (under load the batch fills from librdkafka's
+ * prefetch; idle, a lone change goes on at once). Returns the number taken; consumer errors
+ * are logged and counted. */
 int cv_kin_poll(rd_kafka_t *rk, const cv_kin_opts *o, cv_kafka_metrics *km, cv_kin_msg *out, int max, double wait_s,
-                double linger_s, volatile sig_atomic_t *stop);
+                volatile sig_atomic_t *stop);
 /* Decodes one message value (len bytes) into m (format, m, m_old, row, kind, or why). */
 void cv_kin_decode(const cv_kin_opts *o, const char *val, size_t len, cv_kin_msg *m);
 void cv_kin_msg_free(cv_kin_msg *m);

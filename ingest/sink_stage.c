@@ -302,7 +302,7 @@ static cv_err session(stage *st, volatile sig_atomic_t *stop) {
     CV_ASSERT(msgs && st->chg && st->done);
     cv_kin_opts ko = {.key_columns = k->key_columns, .text_column = st->s.o.text_column, .dim = st->s.dim};
     while (!e && !*stop) {
-        int n = cv_kin_poll(st->rk, &ko, &st->km, msgs, max, 0.5, st->s.o.batch_ms / 1000.0, stop);
+        int n = cv_kin_poll(st->rk, &ko, &st->km, msgs, max, 0.5, stop);
         for (int i = 0; i < n; i++) {
             if (!e) e = take(st, &msgs[i]);
             cv_kin_msg_free(&msgs[i]);

@@ -238,7 +238,7 @@ static cv_err session(worker *wk, volatile sig_atomic_t *stop) {
     CV_ASSERT(msgs);
     cv_kin_opts ko = {.key_columns = w->key_columns, .text_column = wk->s.o.text_column, .dim = wk->s.dim};
     while (!e && !*stop) {
-        int n = cv_kin_poll(wk->rk, &ko, &wk->km, msgs, max, 0.5, w->batch_ms / 1000.0, stop);
+        int n = cv_kin_poll(wk->rk, &ko, &wk->km, msgs, max, 0.5, stop);
         if (n) e = batch(wk, msgs, n, stop);
         for (int i = 0; i < n; i++)
             cv_kin_msg_free(&msgs[i]);

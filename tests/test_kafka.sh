@@ -46,8 +46,8 @@ run() { # LOGNAME ARGS...: a stage in the background, its pid in $!
   CDCVEC_LOG=${LOG:-warn} "$bin" "$@" >>"$work/$log.log" 2>&1 &
 }
 start_capture() { run capture capture --source "$DB" --table public.books --to "kafka://$K/cdc" --batch-ms 10; cap_pid=$!; }
-start_worker() { run "worker$1" worker --from "kafka://$K/cdc" --to "kafka://$K/emb" --threads 1 --batch-ms 10; eval "w$1_pid=$!"; }
-start_sink() { run sink sink --from "kafka://$K/emb" --sink "$DB" --threads 1 --batch-ms 10; sink_pid=$!; }
+start_worker() { run "worker$1" worker --from "kafka://$K/cdc" --to "kafka://$K/emb" --threads 1; eval "w$1_pid=$!"; }
+start_sink() { run sink sink --from "kafka://$K/emb" --sink "$DB" --threads 1; sink_pid=$!; }
 
 MISMATCH="SELECT count(*) FROM (SELECT * FROM books WHERE description IS NOT NULL) b
   FULL JOIN cdcvec.public_books v USING (id)
@@ -122,25 +122,28 @@ wait "$w1_pid" 2>/dev/null
 w1_pid=
 check "one worker killed -9 mid-stream: the group rebalances, nothing lost" converged
 
-q "INSERT INTO books (name, description, author, year) SELECT 'Bulk ' || i, 'Bulk text number ' || i, 'x', 1900 + i % 100 FROM generate_series(1, 5000) i" &
+# 10,000 changes in 100 transactions, with capture killed -9 in the middle of them
+tx100() { # SQL with $i: 100 transactions, one statement each
+  q "DO \$\$ BEGIN FOR i IN 0..99 LOOP $1; COMMIT; END LOOP; END \$\$"
+}
+tx100 "INSERT INTO books (name, description, author, year) SELECT 'Bulk ' || (i * 50 + g), 'Bulk text number ' || (i * 50 + g), 'x', 1900 + g FROM generate_series(1, 50) g; UPDATE books SET year = year + 1 WHERE name LIKE 'Bulk %' AND id % 100 = i" &
 load=$!
-sleep 1
+sleep 2
 kill -9 "$cap_pid" 2>/dev/null
 wait "$cap_pid" 2>/dev/null
 wait "$load"
-q "UPDATE books SET year = year + 1 WHERE name LIKE 'Bulk %' AND id % 2 = 0"
 start_capture
-check "capture killed -9 during 5,000 inserts + 2,500 updates: converges after restart" converged
+check "capture killed -9 during 10,000 changes (5,000 inserts + 5,000 updates): converges after restart" converged
 
-q "UPDATE books SET description = 'Rewritten ' || id WHERE name LIKE 'Bulk %' AND id % 5 = 0" &
+# 10,000 changes (payload-only updates, re-embedded texts, deletes, inserts), the sink killed -9 meanwhile
+tx100 "UPDATE books SET year = year + 1 WHERE name LIKE 'Bulk %' AND id % 100 = i; UPDATE books SET description = 'Rewritten ' || id WHERE name LIKE 'Bulk %' AND id % 100 = i AND id % 5 = 0; DELETE FROM books WHERE name LIKE 'Bulk %' AND id % 100 = i AND id % 10 = 1; INSERT INTO books (name, description, author, year) SELECT 'Late ' || (i * 35 + g), 'Late text ' || (i * 35 + g), 'x', 2001 FROM generate_series(1, 35) g" &
 load=$!
-sleep 1
+sleep 2
 kill -9 "$sink_pid" 2>/dev/null
 wait "$sink_pid" 2>/dev/null
 wait "$load"
-q "DELETE FROM books WHERE name LIKE 'Bulk %' AND id % 11 = 0"
 start_sink
-check "sink killed -9 during 1,000 rewrites + deletes: converges after restart" converged
+check "sink killed -9 during 10,000 changes: converges after restart" converged
 
 # a message no stage can read: the dead-letter topic gets it with the reason, the rest goes on
 echo '{"key":"x","value":"this is not JSON"}' | $PY "$root/tests/kafka_tutorial.py" produce --bootstrap "$K" --topic cdc >/dev/null

@@ -87,7 +87,7 @@ if len(a) != len(e) or bad:
 "'
 
 # 2. cdcvec's worker in the tutorial's format, beside the tutorial's own embedding service
-run worker worker --from "kafka://$K/postgres-cdc-data" --to "kafka://$K/embeddings-cdcvec" --format quix --threads 1 --batch-ms 10
+run worker worker --from "kafka://$K/postgres-cdc-data" --to "kafka://$K/embeddings-cdcvec" --format quix --threads 1
 # one message more than the changes: the key-changing update also deletes its old key
 $KT consume --bootstrap "$K" --topic embeddings-cdcvec --group check2 --count $((n + 1)) --timeout-s 120 >"$work/emb.cdcvec"
 # vectors for the tutorial's service: cdcvec's own, so that only the message shapes differ
@@ -132,13 +132,13 @@ converged() {
   wait_until '[ "$(q "SELECT to_regclass('"'"'cdcvec.public_books'"'"') IS NOT NULL")" = t ]' 'date +%s%N | cut -c1-9' &&
     converged_q "$MISMATCH" cdcvec.public_books
 }
-run sink sink --from "kafka://$K/embeddings-cdcvec" --sink "$DB" --group sink1 --threads 1 --batch-ms 10
+run sink sink --from "kafka://$K/embeddings-cdcvec" --sink "$DB" --group sink1 --threads 1
 check "cdcvec sink from cdcvec's quix embeddings: store equals source, the delete and the key change applied" converged
 sinkpid=${pids##* }
 kill -TERM "$sinkpid"; wait "$sinkpid"
 q "DROP TABLE cdcvec.public_books"
 q "DELETE FROM cdcvec.state WHERE stream LIKE 'kafka_%'"
-run sink2 sink --from "kafka://$K/embeddings-tutorial" --sink "$DB" --group sink2 --threads 1 --batch-ms 10
+run sink2 sink --from "kafka://$K/embeddings-tutorial" --sink "$DB" --group sink2 --threads 1
 # the tutorial's service skips deletes (it would crash on them): compare the rows it saw
 MISMATCH="SELECT count(*) FROM books b FULL JOIN cdcvec.public_books v USING (id)
   WHERE v.id IS NULL OR (b.id IS NULL AND v.id NOT IN (2, 3))
