@@ -26,9 +26,11 @@ typedef struct {
     {"kafka-config", "CDCVEC_KAFKA_CONFIG", CV_CONF_STR, "", 0, 0, F(kafka_config),                            \
      "a librdkafka properties file (key=value lines; may hold secrets); -X key=value sets one property"}
 #define P_BATCH(rows)                                                                                          \
-    {"batch-rows", "CDCVEC_BATCH_ROWS", CV_CONF_INT, rows, 1, 100000, F(batch_rows), "messages per batch"},   \
-        {"batch-ms", "CDCVEC_BATCH_MS", CV_CONF_DOUBLE, "20", 0, 60000, F(batch_ms),                           \
-         "longest a message waits for its batch, in milliseconds"}
+    {"batch-rows", "CDCVEC_BATCH_ROWS", CV_CONF_INT, rows, 1, 100000, F(batch_rows),                           \
+     "changes per batch (whole source transactions): produced, acknowledged, then confirmed to the slot"},     \
+        {"batch-ms", "CDCVEC_BATCH_MS", CV_CONF_DOUBLE, "5", 0, 60000, F(batch_ms),                            \
+         "longest a committed change waits for its batch, in milliseconds (a batch costs capture one "        \
+         "acknowledgement wait and one small write: the workers batch for the model)"}
 #define P_ROWS(rows)                                                                                           \
     {"batch-rows", "CDCVEC_BATCH_ROWS", CV_CONF_INT, rows, 1, 100000, F(batch_rows),                           \
      "most messages per batch (a batch is what has arrived: an idle stage does not wait to fill it)"}
