@@ -8,7 +8,7 @@
 set -euo pipefail
 
 PACKAGES=(build-essential cmake pkg-config python3 python3-pip dpkg-dev
-  libpq-dev libnng-dev librdkafka-dev libjansson-dev libcurl4-openssl-dev libutf8proc-dev
+  libpq-dev libnng-dev libmicrohttpd-dev librdkafka-dev libjansson-dev libcurl4-openssl-dev libutf8proc-dev
   libopenblas-dev libcmocka-dev postgresql-15 postgresql-server-dev-15
   libssl-dev clang libclang-rt-14-dev prometheus curl python3-venv)
 PGVECTOR_VERSION=0.8.0

@@ -68,6 +68,7 @@ static cv_server_opts opts(void) {
                         .max_texts = 16,
                         .max_text_bytes = 4000,
                         .api_key = NULL,
+                        .http_opts = {.max_body_bytes = 1 << 20},
                         .model_id = "test-model"};
     return o;
 }
@@ -409,7 +410,8 @@ static void test_http(void **state) {
     free(b.p);
     /* OpenAI-compatible, floats */
     char req[512];
-    snprintf(req, sizeof req, "{\"model\":\"x\",\"input\":[\"%s\",\"%s\"]}", TEXTS[0], TEXTS[3]);
+    snprintf(req, sizeof req, "{\"model\":\"all-MiniLM-L6-v2\",\"input\":[\"%s\",\"%s\"]}", TEXTS[0],
+             TEXTS[3]);
     assert_int_equal(post("/v1/embeddings", req, &b), 200);
     json_t *o = json_loads(b.p, 0, NULL);
     assert_non_null(o);
@@ -466,6 +468,13 @@ static void test_http(void **state) {
         check_error_json(&b);
         free(b.p);
     }
+    /* a model this server does not serve: 404, as OpenAI answers */
+    assert_int_equal(post("/v1/embeddings", "{\"model\":\"text-embedding-3-small\",\"input\":\"a\"}", &b),
+                     404);
+    check_error_json(&b);
+    free(b.p);
+    assert_int_equal(post("/v1/embeddings", "{\"model\":\"test-model\",\"input\":\"a\"}", &b), 200);
+    free(b.p);
     /* too many texts: 413 */
     char many[400] = "{\"inputs\":[";
     for (int i = 0; i < 17; i++)
