@@ -617,22 +617,20 @@ cv_err cv_http_start(cv_server *s) {
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
     h->starting = 1;
     h->d = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)h->o.threads,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)connection_cap(&h->o), MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-        (unsigned)(h->o.max_per_client < 0 ? 0 : h->o.max_per_client), MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)h->o.idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)h->o.max_header_bytes,
-        MHD_OPTION_URI_LOG_CALLBACK, on_uri, h, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
-        MHD_OPTION_NOTIFY_CONNECTION, on_connection, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h,
-        MHD_OPTION_END);
+        flags, 0, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_THREAD_POOL_SIZE,
+        (unsigned)h->o.threads, MHD_OPTION_CONNECTION_LIMIT, (unsigned)connection_cap(&h->o),
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)(h->o.max_per_client < 0 ? 0 : h->o.max_per_client),
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)h->o.idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)h->o.max_header_bytes, MHD_OPTION_URI_LOG_CALLBACK, on_uri, h, MHD_OPTION_NOTIFY_COMPLETED,
+        on_completed, h, MHD_OPTION_NOTIFY_CONNECTION, on_connection, h, MHD_OPTION_EXTERNAL_LOGGER,
+        on_mhd_log, h, MHD_OPTION_END);
     int eno = errno;
     h->starting = 0;
     freeaddrinfo(ai);
     if (!h->d) {
-        cv_error("event=http_listen address=%s error=\"%s\" errno=\"%s\" fix=\"check the address, or that "
+        cv_error("event=http_listen address=%s error=\"%s\" library=\"%s\" fix=\"check the address, or that "
                  "nothing else listens there\"",
-                 s->o.http, h->start_err.p ? h->start_err.p : "libmicrohttpd refused to start",
-                 strerror(eno));
+                 s->o.http, strerror(eno), h->start_err.p ? h->start_err.p : "-");
         return CV_ERR_IO;
     }
     if (pthread_create(&h->reaper, NULL, reaper_main, h) != 0) {
