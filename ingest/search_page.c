@@ -2,7 +2,8 @@
  *   GET /                   a query box (plain HTML form, no script)
  *   GET /?q=...&limit=10    the same page with the results rendered on the server, so a search
  *                           can be linked: each hit shows its title, score, the matched text (the
- *                           embedded column, or the template filled from the row) and the row's
+ *                           embedded column, or the template filled, read from the source table
+ *                           by key: the sink keeps only its hash) and the row's
  *                           other fields (the tutorial's Streamlit page: name, description, score,
  *                           author, year, id)
  *   GET /search?q=...&limit=5  JSON {"query":..., "results":[{"rank":1,"similarity":0.71,"key":"4",
@@ -18,7 +19,9 @@
 #include <string.h>
 
 #include "../common/cv_buf.h"
+#include "../common/cv_keytext.h"
 #include "../common/cv_log.h"
+#include "../common/cv_pg.h"
 #include "sync_impl.h"
 
 #define CV_SEARCH_MAX_Q       2048 /* bytes of a query, decoded */
@@ -75,33 +78,6 @@ typedef struct {
     json_t *hits;
 } search_req;
 
-/* The matched text of a hit: the embedded column's value, or the template filled from the row. */
-static void put_matched(cv_buf *b, const char *source, json_t *payload) {
-    if (!source || !json_is_object(payload)) return;
-    if (strncmp(source, "column ", 7) == 0) {
-        const char *name = strchr(source + 7, ' ');
-        json_t *v = name ? json_object_get(payload, name + 1) : NULL;
-        if (v && !json_is_null(v)) put_value(b, v, 0);
-        return;
-    }
-    if (strncmp(source, "template ", 9) != 0) return;
-    for (const char *p = source + 9; *p;) {
-        const char *e = *p == '{' ? strchr(p, '}') : NULL;
-        if (e) {
-            char *col = strndup(p + 1, (size_t)(e - p - 1));
-            json_t *v = col ? json_object_get(payload, col) : NULL;
-            if (v && !json_is_null(v)) put_value(b, v, 0);
-            free(col);
-            p = e + 1;
-        } else {
-            const char *n = strchr(p + 1, '{');
-            size_t len = n ? (size_t)(n - p) : strlen(p);
-            cv_buf_put(b, p, len);
-            p += len;
-        }
-    }
-}
-
 /* The embedded column's name, or NULL with a template. */
 static const char *text_column(const char *source) {
     const char *sp = source && strncmp(source, "column ", 7) == 0 ? strchr(source + 7, ' ') : NULL;
@@ -112,12 +88,72 @@ static void add_hit(void *arg, int rank, double sim, const char *key, const char
     search_req *r = arg;
     json_t *hit = json_pack("{s:i,s:f,s:s}", "rank", rank, "similarity", sim, "key", key);
     json_t *p = json_loads(payload, 0, NULL);
-    cv_buf text = {0};
-    put_matched(&text, r->text_source, p);
-    json_object_set_new(hit, "text", json_stringn(text.p ? text.p : "", text.len));
+    json_object_set_new(hit, "text", json_string(""));
     json_object_set_new(hit, "payload", p ? p : json_string(payload));
     json_array_append_new(r->hits, hit);
-    free(text.p);
+}
+
+/* SQL reading the embedded text (the column, or the template filled) of one row by key. */
+static void text_sql(PGconn *db, const cv_sink_table *t, const char *source, cv_buf *sql) {
+    char *id;
+    cv_buf_puts(sql, "SELECT ");
+    if (strncmp(source, "column ", 7) == 0) {
+        id = PQescapeIdentifier(db, text_column(source), strlen(text_column(source)));
+        cv_buf_printf(sql, "%s::text", id ? id : "\"\"");
+        PQfreemem(id);
+    } else {
+        cv_buf_puts(sql, "''");
+        for (const char *p = source + 9; *p;) {
+            const char *e = *p == '{' ? strchr(p, '}') : NULL;
+            size_t len = e ? (size_t)(e - p - 1)
+                           : (p[1] && strchr(p + 1, '{') ? (size_t)(strchr(p + 1, '{') - p) : strlen(p));
+            char *v = e ? PQescapeIdentifier(db, p + 1, len) : PQescapeLiteral(db, p, len);
+            cv_buf_printf(sql, e ? " || coalesce(%s::text, '')" : " || %s", v ? v : "''");
+            PQfreemem(v);
+            p = e ? e + 1 : p + len;
+        }
+    }
+    char *sc = PQescapeIdentifier(db, t->schema, strlen(t->schema)),
+         *tb = PQescapeIdentifier(db, t->table, strlen(t->table));
+    cv_buf_printf(sql, " FROM %s.%s WHERE ", sc ? sc : "", tb ? tb : "");
+    PQfreemem(sc), PQfreemem(tb);
+    for (int k = 0; k < t->nkeys; k++) {
+        id = PQescapeIdentifier(db, t->key_names[k], strlen(t->key_names[k]));
+        cv_buf_printf(sql, "%s%s::text = $%d", k ? " AND " : "", id ? id : "", k + 1);
+        PQfreemem(id);
+    }
+}
+
+/* With search_mu held: the matched text of each hit, read from the source table by key (the
+ * sink keeps the text's hash, not the text). A failure leaves the texts empty, logged. */
+static void fetch_texts(cv_sync *s, search_req *r) {
+    if (!r->text_source || !json_array_size(r->hits)) return;
+    if (s->search_src && PQstatus(s->search_src) != CONNECTION_OK)
+        PQfinish(s->search_src), s->search_src = NULL;
+    if (!s->search_src) s->search_src = cv_pg_connect(s->o.source, 0, "search");
+    if (PQstatus(s->search_src) != CONNECTION_OK) {
+        cv_warn("event=search_text_unavailable error=\"%s\"", PQerrorMessage(s->search_src));
+        return;
+    }
+    cv_buf sql = {0};
+    text_sql(s->search_src, &s->search_table, r->text_source, &sql);
+    size_t i;
+    json_t *hit;
+    json_array_foreach(r->hits, i, hit) {
+        char **vals = NULL;
+        if (sql.oom ||
+            cv_key_parse(json_string_value(json_object_get(hit, "key")), s->search_table.nkeys, &vals, NULL))
+            continue;
+        PGresult *res = PQexecParams(s->search_src, sql.p, s->search_table.nkeys, NULL,
+                                     (const char *const *)vals, NULL, NULL, 0);
+        if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 && !PQgetisnull(res, 0, 0))
+            json_object_set_new(hit, "text", json_string(PQgetvalue(res, 0, 0)));
+        else if (PQresultStatus(res) != PGRES_TUPLES_OK)
+            cv_warn("event=search_text_failed error=\"%s\"", PQresultErrorMessage(res));
+        PQclear(res);
+        cv_key_free(vals);
+    }
+    free(sql.p);
 }
 
 /* The payload's title: its name or title field, else the key. */
@@ -219,6 +255,7 @@ static cv_err run_search(search_req *r) {
     if (!e) {
         r->text_source = s->search_text_source ? strdup(s->search_text_source) : NULL;
         e = cv_sink_search(s->search_sink, vec, (int)r->limit, add_hit, r);
+        if (!e) fetch_texts(s, r);
     }
     if (e && s->search_sink) { /* reconnect on the next search */
         cv_sink_close(s->search_sink);
@@ -343,6 +380,8 @@ static void search_idle_reset(cv_sync *s) {
         pthread_cond_wait(&s->search_idle, &s->search_mu);
     if (s->search_sink) cv_sink_close(s->search_sink);
     s->search_sink = NULL;
+    if (s->search_src) PQfinish(s->search_src);
+    s->search_src = NULL;
     search_table_free(s);
 }
 
