@@ -39,7 +39,8 @@ HEADER_TIMEOUT=3
 serve_pid=$!
 WATCH_PID=$serve_pid STALL_S=60 wait_until 'curl -sf "http://127.0.0.1:$hport/healthz" >/dev/null' true ||
   { echo "FAIL serve did not start"; cat "$work/serve.log"; exit 1; }
-timeout 240 "$PY" "$root/tests/http_robustness.py" serve "127.0.0.1:$hport" "$serve_pid" $HEADER_TIMEOUT || fail=1
+timeout 240 "$PY" "$root/tests/http_robustness.py" serve "127.0.0.1:$hport" "$serve_pid" $HEADER_TIMEOUT \
+  "127.0.0.1:$nport" || fail=1
 check "serve exits 0 on SIGTERM after all that" 'kill -TERM $serve_pid && wait $serve_pid'
 serve_pid=
 
