@@ -541,7 +541,46 @@ static void test_http_api_key(void **state) {
     assert_int_equal(http("POST", "/v1/embeddings", req, strlen(req), "Authorization: Bearer s3cret", &b),
                      200);
     free(b.p);
+    /* the scheme in any case, spaces around the key */
+    assert_int_equal(http("POST", "/embed", "{\"inputs\":\"a\"}", 14, "Authorization: bEaReR   s3cret ", &b),
+                     200);
+    free(b.p);
+    /* a key that is a prefix of the right one, or longer: refused */
+    assert_int_equal(http("POST", "/embed", "{\"inputs\":\"a\"}", 14, "Authorization: Bearer s3cre", &b),
+                     401);
+    free(b.p);
+    assert_int_equal(http("POST", "/embed", "{\"inputs\":\"a\"}", 14, "Authorization: Bearer s3cretX", &b),
+                     401);
+    free(b.p);
+    /* /healthz and /metrics stay open by default */
+    assert_int_equal(http("GET", "/healthz", NULL, 0, NULL, &b), 200);
+    free(b.p);
+    assert_int_equal(http("GET", "/metrics", NULL, 0, NULL, &b), 200);
+    free(b.p);
     snprintf(http_addr, sizeof http_addr, "%s", saved);
+    /* --metrics-auth 1: they need the key too */
+    {
+        char a4[64];
+        snprintf(a4, sizeof a4, "127.0.0.1:%d", port + 4);
+        cv_server_opts o4 = opts();
+        o4.listen = NULL;
+        o4.http = a4;
+        o4.api_key = "s3cret";
+        o4.http_opts.metrics_auth = 1;
+        cv_server *s4;
+        assert_int_equal(cv_server_start(model, &o4, &s4), CV_OK);
+        snprintf(http_addr, sizeof http_addr, "%s", a4);
+        assert_int_equal(http("GET", "/metrics", NULL, 0, NULL, &b), 401);
+        check_error_json(&b);
+        free(b.p);
+        assert_int_equal(http("GET", "/healthz", NULL, 0, NULL, &b), 401);
+        free(b.p);
+        assert_int_equal(http("GET", "/metrics", NULL, 0, "Authorization: Bearer s3cret", &b), 200);
+        free(b.p);
+        snprintf(http_addr, sizeof http_addr, "%s", saved);
+        cv_server_drain(s4, 1000);
+        cv_server_free(s4);
+    }
     /* inproc:// works for in-process users (cdcvec sync) */
     cv_client *c;
     assert_int_equal(cv_client_open(u3, NULL, &c), CV_OK);
