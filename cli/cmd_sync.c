@@ -104,10 +104,12 @@ int cv_cmd_sync(int argc, char **argv, const char *which) {
     }
     sync_conf c;
     char usage[256];
-    snprintf(usage, sizeof usage, "usage: cdcvec %s [options]%s", which,
-             strcmp(which, "sync") == 0
-                 ? "\n\nKeeps a pgvector index in step with a PostgreSQL table until SIGTERM."
-                 : "");
+    snprintf(
+        usage, sizeof usage, "usage: cdcvec %s [options]%s", which,
+        strcmp(which, "sync") == 0
+            ? "\n\nKeeps a pgvector index in step with a PostgreSQL table until SIGTERM.\nThe HTTP API key "
+              "(--http) is read from CDCVEC_API_KEY or the file named by CDCVEC_API_KEY_FILE."
+            : "");
     int rc = cv_conf_parse(PROPS, NPROPS, &c, argc, argv, usage);
     if (rc) return rc == 1 ? 0 : 2;
     if (!*c.source) {
