@@ -593,6 +593,34 @@ static void test_http_api_key(void **state) {
     cv_server_free(s3);
 }
 
+/* ---- query parameters (the search page's q) ---------------------------------------------- */
+
+static void test_query_param(void **state) {
+    (void)state;
+    cv_buf v = {0};
+    assert_int_equal(cv_http_query_param("/search?q=a+b%21&limit=3", "q", 100, &v), CV_QP_OK);
+    assert_string_equal(v.p, "a b!");
+    assert_int_equal(cv_http_query_param("/search?qq=x&q=y&q=z", "q", 100, &v), CV_QP_OK);
+    assert_string_equal(v.p, "y"); /* the first q, not qq */
+    assert_int_equal(cv_http_query_param("/search?limit=3", "q", 100, &v), CV_QP_ABSENT);
+    assert_int_equal(cv_http_query_param("/search", "q", 100, &v), CV_QP_ABSENT);
+    assert_int_equal(cv_http_query_param("/?q=", "q", 100, &v), CV_QP_OK);
+    assert_int_equal(v.len, 0);
+    assert_int_equal(cv_http_query_param("/?q=%e2%82%ac", "q", 100, &v), CV_QP_OK); /* the euro sign */
+    assert_string_equal(v.p, "\xe2\x82\xac");
+    assert_int_equal(cv_http_query_param("/?q=%F0%9F%98%80", "q", 100, &v), CV_QP_OK); /* 4 bytes */
+    assert_int_equal(cv_http_query_param("/?q=a%00b", "q", 100, &v), CV_QP_NUL);
+    assert_int_equal(cv_http_query_param("/?q=%ZZ", "q", 100, &v), CV_QP_BAD_ESCAPE);
+    assert_int_equal(cv_http_query_param("/?q=%4", "q", 100, &v), CV_QP_BAD_ESCAPE);
+    static const char *bad[] = {"/?q=%FF",          "/?q=%E2%82",    "/?q=%C0%AF", "/?q=%ED%A0%80",
+                                "/?q=%F4%90%80%80", "/?q=%E0%80%80", "/?q=%80",    "/?q=a%C3"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(cv_http_query_param(bad[i], "q", 100, &v), CV_QP_BAD_UTF8);
+    assert_int_equal(cv_http_query_param("/?q=abcd", "q", 4, &v), CV_QP_OK);
+    assert_int_equal(cv_http_query_param("/?q=abcde", "q", 4, &v), CV_QP_TOO_LONG); /* never cut */
+    cv_buf_free(&v);
+}
+
 /* ---- SIGTERM drains ---------------------------------------------------------------------- */
 
 /* SIGTERM with requests in flight: every request is answered and the server exits 0. The work
@@ -690,6 +718,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_busy),
         cmocka_unit_test(test_http),
         cmocka_unit_test(test_http_api_key),
+        cmocka_unit_test(test_query_param),
         cmocka_unit_test(test_sigterm_drains),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
