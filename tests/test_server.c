@@ -4,7 +4,8 @@
  *   - malformed frames, wrong version, too many / too long texts, invalid UTF-8: typed errors,
  *     and the server keeps serving; over capacity: "busy";
  *   - HTTP: /healthz, /metrics (promtool check metrics), /embed, /v1/embeddings (float and
- *     base64), 4xx JSON errors, API key;
+ *     base64), 4xx JSON errors, model names, API key (scheme in any case, --metrics-auth);
+ *   - query parameters of the search page (escapes, NUL, UTF-8, the length limit);
  *   - `cdcvec serve` (argv[1]) answers in-flight requests after SIGTERM, then exits 0. */
 #define _DEFAULT_SOURCE
 #define _POSIX_C_SOURCE 200809L
