@@ -28,17 +28,23 @@ trap cleanup EXIT
 mkdir -p "$work"
 
 # ---- 1. serve ---------------------------------------------------------------------------
-nport=$(free_port $((43000 + $$ % 4000)))
-hport=$(free_port $((nport + 1)))
 HEADER_TIMEOUT=3
-(
-  ulimit -n 1024
-  exec "$bin" serve --listen "tcp://127.0.0.1:$nport" --http "127.0.0.1:$hport" --threads 1 --max-texts 64 \
-    --http-header-timeout-s $HEADER_TIMEOUT --drain-timeout-ms 2000
-) >"$work/serve.log" 2>&1 &
-serve_pid=$!
-WATCH_PID=$serve_pid STALL_S=60 wait_until 'curl -sf "http://127.0.0.1:$hport/healthz" >/dev/null' true ||
-  { echo "FAIL serve did not start"; cat "$work/serve.log"; exit 1; }
+# a port free of listeners may still be bound by some client socket: try a few
+nport=$((43000 + $$ % 4000))
+for attempt in 1 2 3 4 5; do
+  nport=$(free_port $((nport + 2)))
+  hport=$(free_port $((nport + 1)))
+  (
+    ulimit -n 1024
+    exec "$bin" serve --listen "tcp://127.0.0.1:$nport" --http "127.0.0.1:$hport" --threads 1 --max-texts 64 \
+      --http-header-timeout-s $HEADER_TIMEOUT --drain-timeout-ms 2000
+  ) >"$work/serve.log" 2>&1 &
+  serve_pid=$!
+  WATCH_PID=$serve_pid STALL_S=60 wait_until 'curl -sf "http://127.0.0.1:$hport/healthz" >/dev/null' true && break
+  grep -q "in use" "$work/serve.log" || { echo "FAIL serve did not start"; cat "$work/serve.log"; exit 1; }
+  serve_pid=
+done
+[ -n "$serve_pid" ] || { echo "FAIL serve did not start: no free ports"; exit 1; }
 timeout 240 "$PY" "$root/tests/http_robustness.py" serve "127.0.0.1:$hport" "$serve_pid" $HEADER_TIMEOUT \
   "127.0.0.1:$nport" || fail=1
 check "serve exits 0 on SIGTERM after all that" 'kill -TERM $serve_pid && wait $serve_pid'
