@@ -3,8 +3,11 @@
 #define CV_CLI_H
 
 #include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
 
 #include "../models/minilm.h"
+#include "../server/server.h"
 
 int cv_cmd_embed(int argc, char **argv);
 int cv_cmd_bench(int argc, char **argv);
@@ -28,5 +31,54 @@ int cv_cli_parse_int(const char *opt, const char *s, long lo, long hi, long *out
 int cv_cli_load_model(const char *dir, int threads, cv_device dev, cv_precision precision, cv_minilm **out);
 /* "fp32" or "bf16"; -1 after printing an error naming the option. */
 int cv_cli_parse_precision(const char *s, cv_precision *out);
+
+/* The HTTP front door's options (cv_http_opts), one set for serve and sync: a command's conf
+ * struct T holds `cv_cli_http hl;` and its property table lists CV_CLI_HTTP_PROPS(T). */
+typedef struct {
+    long max_body_bytes, body_memory_bytes, max_parses, max_connections, max_per_client, header_timeout_s,
+        body_timeout_s, idle_timeout_s, max_header_bytes, threads, metrics_auth;
+} cv_cli_http;
+/* clang-format off */
+#define CV_CLI_HTTP_PROPS(T)                                                                             \
+    {"http-max-body-bytes", "CDCVEC_HTTP_MAX_BODY_BYTES", CV_CONF_INT, "16777216", 1024, 1L << 30,      \
+     offsetof(T, hl.max_body_bytes),                                                                    \
+     "largest HTTP request body: a larger one is answered 413 before it is read"},                      \
+    {"http-body-memory-bytes", "CDCVEC_HTTP_BODY_MEMORY_BYTES", CV_CONF_INT, "67108864", 1024, 1L << 34, \
+     offsetof(T, hl.body_memory_bytes),                                                                 \
+     "request bodies held at once, declared sizes reserved up front (a chunked body: the largest "      \
+     "size); beyond: 503 with Retry-After"},                                                            \
+    {"http-max-parses", "CDCVEC_HTTP_MAX_PARSES", CV_CONF_INT, "2", 1, 1024, offsetof(T, hl.max_parses), \
+     "request bodies decoded at once; more: 503 with Retry-After"},                                     \
+    {"http-max-connections", "CDCVEC_HTTP_MAX_CONNECTIONS", CV_CONF_INT, "1000", 1, 1000000,            \
+     offsetof(T, hl.max_connections), "HTTP connections at once (at most the open-file limit - 64)"},   \
+    {"http-max-per-client", "CDCVEC_HTTP_MAX_PER_CLIENT", CV_CONF_INT, "128", -1, 1000000,              \
+     offsetof(T, hl.max_per_client), "HTTP connections at once from one IP address; -1: no limit"},    \
+    {"http-header-timeout-s", "CDCVEC_HTTP_HEADER_TIMEOUT_S", CV_CONF_INT, "10", 1, 3600,               \
+     offsetof(T, hl.header_timeout_s),                                                                  \
+     "a request line and its headers must arrive within this many seconds (of the connection's "        \
+     "opening or the previous answer), or the connection is closed"},                                  \
+    {"http-body-timeout-s", "CDCVEC_HTTP_BODY_TIMEOUT_S", CV_CONF_INT, "60", 1, 3600,                   \
+     offsetof(T, hl.body_timeout_s), "a request body must arrive within this many seconds"},            \
+    {"http-idle-timeout-s", "CDCVEC_HTTP_IDLE_TIMEOUT_S", CV_CONF_INT, "30", 1, 86400,                  \
+     offsetof(T, hl.idle_timeout_s),                                                                    \
+     "an HTTP connection without traffic is closed after this many seconds"},                           \
+    {"http-max-header-bytes", "CDCVEC_HTTP_MAX_HEADER_BYTES", CV_CONF_INT, "32768", 4096, 1 << 24,      \
+     offsetof(T, hl.max_header_bytes),                                                                  \
+     "memory for a request line and its headers: a longer request line is answered 414, longer "        \
+     "headers 431"},                                                                                    \
+    {"http-threads", "CDCVEC_HTTP_THREADS", CV_CONF_INT, "2", 1, 256, offsetof(T, hl.threads),          \
+     "HTTP polling threads (each serves many connections; none waits for the model)"},                  \
+    {"metrics-auth", "CDCVEC_METRICS_AUTH", CV_CONF_INT, "0", 0, 1, offsetof(T, hl.metrics_auth),       \
+     "1: /metrics and /healthz need the API key too (docs/CONFIG.md, Authentication)"}
+/* clang-format on */
+
+/* cv_cli_http -> cv_http_opts. */
+void cv_cli_http_opts(const cv_cli_http *c, cv_http_opts *o);
+/* The HTTP API key from CDCVEC_API_KEY or the file named by CDCVEC_API_KEY_FILE (one line; the
+ * newline is dropped); *key is NULL when neither is set, else owned by the caller. Returns 0,
+ * or -1 after printing what is wrong (both set, unreadable or empty file). */
+int cv_cli_api_key(const char *cmd, char **key);
+/* The environment-only rows of the configuration table (the API key). */
+void cv_cli_api_key_markdown(FILE *f);
 
 #endif

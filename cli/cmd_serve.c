@@ -17,6 +17,7 @@ typedef struct {
     long threads, batch_tokens, max_queue_tokens, max_inflight, max_message_bytes, max_texts, max_text_bytes;
     long drain_timeout_ms;
     double batch_deadline_ms;
+    cv_cli_http hl;
 } serve_conf;
 
 #define F(x) offsetof(serve_conf, x)
@@ -40,12 +41,13 @@ static const cv_conf_prop PROPS[] = {
     {"max-inflight", "CDCVEC_MAX_INFLIGHT", CV_CONF_INT, "256", 1, 65536, F(max_inflight),
      "requests served at once on the nng socket (one context each)"},
     {"max-message-bytes", "CDCVEC_MAX_MESSAGE_BYTES", CV_CONF_INT, "16777216", 1024, 1L << 30,
-     F(max_message_bytes), "largest request (nng frame or HTTP body), in bytes"},
+     F(max_message_bytes), "largest nng request frame, in bytes (HTTP bodies: --http-max-body-bytes)"},
     {"max-texts", "CDCVEC_MAX_TEXTS", CV_CONF_INT, "2048", 1, 1 << 20, F(max_texts), "texts per request"},
     {"max-text-bytes", "CDCVEC_MAX_TEXT_BYTES", CV_CONF_INT, "1048576", 1, 1L << 30, F(max_text_bytes),
      "bytes per text"},
     {"drain-timeout-ms", "CDCVEC_DRAIN_TIMEOUT_MS", CV_CONF_INT, "10000", 0, 3600000, F(drain_timeout_ms),
      "on SIGTERM, how long to wait for in-flight requests"},
+    CV_CLI_HTTP_PROPS(serve_conf),
 };
 #undef F
 #define NPROPS ((int)(sizeof PROPS / sizeof PROPS[0]))
@@ -55,22 +57,27 @@ static volatile sig_atomic_t stop_requested;
 int cv_cmd_serve(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "--config-markdown") == 0) {
         cv_conf_markdown(stdout, PROPS, NPROPS);
-        printf("| (environment only) | `CDCVEC_API_KEY` | string | unset | | bearer token required by POST "
-               "/embed and /v1/embeddings when set |\n");
+        cv_cli_api_key_markdown(stdout);
         return 0;
     }
     serve_conf c;
     int rc = cv_conf_parse(
         PROPS, NPROPS, &c, argc, argv,
         "usage: cdcvec serve [options]\n\nServes embeddings over nng (docs/PROTOCOL.md) and HTTP "
-        "until SIGTERM or SIGINT, then drains.\nThe HTTP API key is read from CDCVEC_API_KEY.");
+        "until SIGTERM or SIGINT, then drains.\nThe HTTP API key is read from CDCVEC_API_KEY or the file "
+        "named "
+        "by CDCVEC_API_KEY_FILE.");
     if (rc) return rc == 1 ? 0 : 2;
+    char *key;
+    if (cv_cli_api_key("serve", &key)) return 2;
     cv_device dev;
     if (cv_cli_parse_device(c.device, &dev)) return 2;
     cv_minilm *m;
     if (cv_cli_load_model(*c.model ? c.model : cv_minilm_default_dir(), (int)c.threads, dev,
-                          CV_PRECISION_FP32, &m))
+                          CV_PRECISION_FP32, &m)) {
+        free(key);
         return 1;
+    }
     cv_server_opts o = {
         .listen = c.listen,
         .http = c.http,
@@ -81,13 +88,15 @@ int cv_cmd_serve(int argc, char **argv) {
         .max_message_bytes = c.max_message_bytes,
         .max_texts = (int)c.max_texts,
         .max_text_bytes = c.max_text_bytes,
-        .api_key = getenv("CDCVEC_API_KEY"),
+        .api_key = key,
         .model_id = c.model_id,
     };
+    cv_cli_http_opts(&c.hl, &o.http_opts);
     cv_cli_on_stop(&stop_requested);
     cv_server *s;
     if (cv_server_start(m, &o, &s)) {
         cv_minilm_free(m);
+        free(key);
         return 1;
     }
     while (!stop_requested) {
@@ -98,5 +107,6 @@ int cv_cmd_serve(int argc, char **argv) {
     int left = cv_server_drain(s, (int)c.drain_timeout_ms);
     cv_server_free(s);
     cv_minilm_free(m);
+    free(key);
     return left ? 1 : 0;
 }

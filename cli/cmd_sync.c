@@ -16,6 +16,7 @@ typedef struct {
         *device, *after, *on_error;
     long batch_rows, threads, resnapshot, force, limit, max_text_bytes;
     double batch_ms;
+    cv_cli_http hl;
 } sync_conf;
 
 #define F(x) offsetof(sync_conf, x)
@@ -42,7 +43,8 @@ static const cv_conf_prop PROPS[] = {
     {"batch-ms", "CDCVEC_BATCH_MS", CV_CONF_DOUBLE, "20", 0, 60000, F(batch_ms),
      "longest a committed change waits for its batch, in milliseconds"},
     {"http", "CDCVEC_SYNC_HTTP", CV_CONF_STR, "", 0, 0, F(http),
-     "host:port for /metrics and /healthz (empty: none)"},
+     "host:port for HTTP: the search page (/ and /search), /v1/embeddings, /embed, /metrics, /healthz "
+     "(empty: none)"},
     {"model", "CDCVEC_MODEL_DIR", CV_CONF_STR, "", 0, 0, F(model), "model folder"},
     {"device", "CDCVEC_DEVICE", CV_CONF_STR, "auto", 0, 0, F(device), "auto, cpu or cuda"},
     {"threads", "CDCVEC_THREADS", CV_CONF_INT, "0", 0, 256, F(threads), "CPU threads; 0: all"},
@@ -61,6 +63,7 @@ static const cv_conf_prop PROPS[] = {
      "a change that cannot be applied: dead-letter (record it in cdcvec.dead_letters with its reason and go "
      "on) "
      "or stop (exit 1)"},
+    CV_CLI_HTTP_PROPS(sync_conf),
 };
 #undef F
 #define NPROPS ((int)(sizeof PROPS / sizeof PROPS[0]))
@@ -70,6 +73,7 @@ static volatile sig_atomic_t stop_flag;
 int cv_cmd_sync(int argc, char **argv, const char *which) {
     if (argc > 1 && strcmp(argv[1], "--config-markdown") == 0) {
         cv_conf_markdown(stdout, PROPS, NPROPS);
+        cv_cli_api_key_markdown(stdout);
         return 0;
     }
     const char *query = NULL;
@@ -100,10 +104,12 @@ int cv_cmd_sync(int argc, char **argv, const char *which) {
     }
     sync_conf c;
     char usage[256];
-    snprintf(usage, sizeof usage, "usage: cdcvec %s [options]%s", which,
-             strcmp(which, "sync") == 0
-                 ? "\n\nKeeps a pgvector index in step with a PostgreSQL table until SIGTERM."
-                 : "");
+    snprintf(
+        usage, sizeof usage, "usage: cdcvec %s [options]%s", which,
+        strcmp(which, "sync") == 0
+            ? "\n\nKeeps a pgvector index in step with a PostgreSQL table until SIGTERM.\nThe HTTP API key "
+              "(--http) is read from CDCVEC_API_KEY or the file named by CDCVEC_API_KEY_FILE."
+            : "");
     int rc = cv_conf_parse(PROPS, NPROPS, &c, argc, argv, usage);
     if (rc) return rc == 1 ? 0 : 2;
     if (!*c.source) {
@@ -128,6 +134,7 @@ int cv_cmd_sync(int argc, char **argv, const char *which) {
                       .force = (int)c.force,
                       .after = c.after,
                       .max_text_bytes = c.max_text_bytes};
+    cv_cli_http_opts(&c.hl, &o.http_opts);
     if (cv_cli_parse_device(c.device, &o.device)) return 2;
     if (strcmp(c.on_error, "stop") == 0)
         o.on_error_stop = 1;
@@ -136,8 +143,13 @@ int cv_cmd_sync(int argc, char **argv, const char *which) {
         return 2;
     }
     o.search = query != NULL;
+    char *key = NULL;
+    if (strcmp(which, "sync") == 0 && cv_cli_api_key(which, &key)) return 2;
+    o.api_key = key;
     cv_cli_on_stop(&stop_flag);
     if (query) return cv_search_run(&o, query, (int)c.limit);
     if (strcmp(which, "backfill") == 0) return cv_backfill_run(&o, &stop_flag);
-    return cv_sync_run(&o, &stop_flag);
+    rc = cv_sync_run(&o, &stop_flag);
+    free(key);
+    return rc;
 }

@@ -14,6 +14,7 @@
 
 #include "../common/cv_err.h"
 #include "../models/minilm.h"
+#include "../server/server.h"
 
 typedef struct cv_sync_opts {
     const char *source;             /* libpq connection string or URI of the source database */
@@ -25,7 +26,9 @@ typedef struct cv_sync_opts {
     const char *slot, *publication; /* default cdcvec_<schema>_<table> */
     long batch_rows;                /* changes per sink transaction (at transaction boundaries) */
     double batch_ms;                /* longest a committed change waits for its batch */
-    const char *http;               /* host:port for /metrics and /healthz; NULL or "" = none */
+    const char *http;               /* host:port for HTTP (search page, embeddings); NULL or "" = none */
+    const char *api_key;            /* HTTP API key (docs/CONFIG.md, Authentication); NULL = none */
+    cv_http_opts http_opts;         /* HTTP limits; zeros = defaults */
     const char *model_dir;
     cv_device device;
     int threads;

@@ -97,6 +97,8 @@ cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o) {
                              .max_texts = 4096,
                              .max_text_bytes = 1 << 30,
                              .model_id = "sentence-transformers/all-MiniLM-L6-v2",
+                             .api_key = o->api_key,
+                             .http_opts = o->http_opts,
                              .routes = s->routes,
                              .nroutes = 2};
         if ((e = cv_server_start(s->model, &so, &s->server))) {

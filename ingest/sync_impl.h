@@ -44,7 +44,9 @@ typedef struct cv_sync {
     pthread_mutex_t search_mu;
     pthread_cond_t search_idle;
     cv_sink *search_sink;
-    cv_sink_table search_table; /* strings owned (search_own) */
+    cv_sink_table search_table;     /* strings owned (search_own) */
+    const char *search_text_source; /* the table's text_source (owned in search_own), or NULL */
+    PGconn *search_src;             /* the search page's source connection (matched texts), or NULL */
     char **search_own;
     int n_search_own;
     const char *sink_conninfo;

@@ -8,9 +8,12 @@
 set -euo pipefail
 
 PACKAGES=(build-essential cmake pkg-config python3 python3-pip dpkg-dev
-  libpq-dev libnng-dev librdkafka-dev libjansson-dev libcurl4-openssl-dev libutf8proc-dev
+  libpq-dev libnng-dev libmicrohttpd-dev librdkafka-dev libjansson-dev libcurl4-openssl-dev libutf8proc-dev
   libopenblas-dev libcmocka-dev postgresql-15 postgresql-server-dev-15
   libssl-dev clang libclang-rt-14-dev prometheus curl python3-venv postgresql-15-wal2json)
+# best effort: the search page's browser check (tests/test_http.sh) reports SKIPPED without it;
+# CDCVEC_SKIP_BROWSER=1 leaves it out
+OPTIONAL=(chromium)
 PGVECTOR_VERSION=0.8.0
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 
@@ -35,6 +38,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   log "installing Debian packages: ${missing[*]}"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ "${CDCVEC_SKIP_BROWSER:-0}" != 1 ]; then
+  for p in "${OPTIONAL[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" && continue
+    log "installing $p (optional: the search page's browser check)"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$p" >/dev/null ||
+      log "could not install $p: the browser check will report SKIPPED"
+  done
 fi
 
 pgvector_installed() {

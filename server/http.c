@@ -1,375 +1,670 @@
-/* http.c: HTTP endpoints on nng's HTTP server.
- *   GET  /healthz          {"status":"ok",...}; 503 while draining
- *   GET  /metrics          Prometheus text format 0.0.4
- *   POST /embed            {"inputs": "text" | ["text", ...]} -> [[384 floats], ...]
- *   POST /v1/embeddings    OpenAI-compatible: {"input": ..., "encoding_format": "float"|"base64"}
- * Errors are JSON: {"error": {"message": "...", "type": "..."}} with a 4xx/5xx status.
- * Embedding requests join the same batcher as nng requests and complete asynchronously. */
-#define _POSIX_C_SOURCE 200809L
-#include <jansson.h>
+/* http.c: the HTTP front door of `cdcvec serve` and `cdcvec sync --http`, on GNU libmicrohttpd.
+ *
+ * Threads: MHD's internal polling threads (epoll on Linux, a pool of o.threads) run every
+ * connection; nothing on them waits for the model. An embedding request is parsed on its
+ * polling thread, handed to the batcher, and its connection is suspended; the batch thread
+ * builds the reply and resumes it. Searches run on threads of their own and answer the same
+ * way. So /healthz answers while the model is busy, and thousands of idle connections cost a
+ * file descriptor and a small memory pool each, not a thread.
+ *
+ * Limits, each where it is cheapest:
+ *   - connections: MHD's connection cap (clamped below RLIMIT_NOFILE) and per-IP cap;
+ *   - time: MHD's idle timeout (no traffic), and a deadline thread that shuts down a connection
+ *     whose request line + headers (or body) take too long, e.g. a client sending 1 byte/s;
+ *   - request line and headers: MHD's per-connection memory pool; MHD answers 414 / 431 itself
+ *     (with its own short HTML body: libmicrohttpd 0.9.75 has no hook for those pages);
+ *   - bodies: Content-Length above the limit is answered 413 before a byte of the body is
+ *     read (no 100 Continue is sent); a chunked body is cut at the limit (413 if it ends within
+ *     another limit's worth, else the connection is closed); a byte budget for all bodies held
+ *     at once (declared sizes reserved up front, 503 + Retry-After when it is spent) and a cap
+ *     on bodies decoded at once (503 + Retry-After); malloc_trim after large bodies.
+ * Every answer cdcvec makes is JSON (but the search page's HTML) with a reason phrase from MHD. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <malloc.h>
+#include <netdb.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "../common/cv_buf.h"
 #include "../common/cv_log.h"
-#include "server_impl.h"
+#include "../common/cv_time.h"
+#include "http_impl.h"
 
-typedef struct {
-    cv_job job;
+enum { RQ_NEW, RQ_BODY, RQ_WAIT };
+enum { PH_HEAD, PH_BODY, PH_BUSY }; /* what a connection is waiting for: deadlines apply to the first two */
+
+typedef struct http_conn {
+    int fd;
+    int phase;
+    int shut;
+    double since; /* monotonic seconds when the phase began */
+    struct http_conn *prev, *next;
+} http_conn;
+
+typedef struct http_endpoint {
+    const char *path;
+    int post;  /* POST with a JSON body; else GET (and HEAD) */
+    int open;  /* no API key needed, unless metrics_auth */
+    int route; /* index in o.routes, or -1 */
+    void (*fn)(cv_http_req *r);
+} http_endpoint;
+
+struct cv_http {
     cv_server *s;
-    nng_aio *aio;
-    int openai, b64;
-} http_job;
+    cv_http_opts o; /* defaults filled in */
+    struct MHD_Daemon *d;
+    http_endpoint *eps;
+    int neps;
+    _Atomic long body_bytes; /* bytes of the body budget reserved */
+    atomic_int parsing;      /* bodies being decoded */
+    pthread_rwlock_t submit_lock;
+    int quiesced; /* under submit_lock */
+    /* deadlines */
+    pthread_mutex_t conn_mu;
+    pthread_cond_t conn_cv;
+    http_conn *conns;
+    int nconns, stop, have_reaper;
+    pthread_t reaper;
+    cv_metric *m_timeout_head, *m_timeout_body, *m_refused_budget, *m_refused_parse;
+    cv_buf start_err; /* MHD's messages while starting */
+    int starting;
+};
 
-static void respond(nng_aio *aio, uint16_t status, const char *ctype, const char *body, size_t len,
-                    const char *retry_after) {
-    nng_http_res *res;
-    if (nng_http_res_alloc(&res) != 0) {
-        nng_aio_finish(aio, NNG_ENOMEM);
-        return;
-    }
-    nng_http_res_set_status(res, status);
-    nng_http_res_set_header(res, "Content-Type", ctype);
-    if (retry_after) nng_http_res_set_header(res, "Retry-After", retry_after);
-    if (nng_http_res_copy_data(res, body, len) != 0) {
-        nng_http_res_free(res);
-        nng_aio_finish(aio, NNG_ENOMEM);
-        return;
-    }
-    nng_aio_set_output(aio, 0, res);
-    nng_aio_finish(aio, 0);
+/* ---- answers -------------------------------------------------------------------------- */
+
+static void add_std_headers(cv_http_req *r, struct MHD_Response *resp, int status, const char *ctype) {
+    MHD_add_response_header(resp, "Content-Type", ctype);
+    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(resp, "Cache-Control", "no-store");
+    if (strncmp(ctype, "text/html", 9) == 0)
+        MHD_add_response_header(resp, "Content-Security-Policy",
+                                "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'");
+    if (status == 503) MHD_add_response_header(resp, "Retry-After", "1");
+    if (status == 401) MHD_add_response_header(resp, "WWW-Authenticate", "Bearer realm=\"cdcvec\"");
+    if (status == 405 && r->ep) MHD_add_response_header(resp, "Allow", r->ep->post ? "POST" : "GET, HEAD");
 }
 
-static void respond_error(nng_aio *aio, uint16_t status, const char *type, const char *fmt, ...) {
-    char msg[512];
+/* Stores the answer; resumes the connection when its request is suspended. */
+static void set_answer(cv_http_req *r, int status, struct MHD_Response *resp, const char *ctype) {
+    if (resp) add_std_headers(r, resp, status, ctype);
+    pthread_mutex_lock(&r->mu);
+    CV_ASSERT(!r->answered); /* answered once */
+    r->answered = 1;
+    r->resp = resp;
+    r->status = resp ? (unsigned)status : 0;
+    int resume = r->suspended;
+    r->suspended = 0;
+    if (resume) MHD_resume_connection(r->conn);
+    pthread_mutex_unlock(&r->mu);
+}
+
+void cv_http_answer(cv_http_req *r, int status, const char *ctype, const char *body, size_t len) {
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+    if (!resp) cv_error("event=http_answer_failed status=%d bytes=%zu error=\"out of memory\"", status, len);
+    set_answer(r, status, resp, ctype);
+}
+
+void cv_http_answer_owned(cv_http_req *r, int status, const char *ctype, char *body, size_t len) {
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(body);
+        cv_error("event=http_answer_failed status=%d bytes=%zu error=\"out of memory\"", status, len);
+    }
+    set_answer(r, status, resp, ctype);
+}
+
+/* Appends s to b as the inside of a JSON string. */
+static void put_json_chars(cv_buf *b, const char *s) {
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            cv_buf_printf(b, "\\%c", c);
+        else if (c < 0x20)
+            cv_buf_printf(b, "\\u%04x", c);
+        else
+            cv_buf_put(b, s, 1);
+    }
+}
+
+static void verror(cv_http_req *r, int status, const char *type, const char *fmt, va_list ap) {
+    cv_buf msg = {0}, b = {0};
+    va_list ap2;
+    va_copy(ap2, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap2);
+    va_end(ap2);
+    if (n >= 0 && (msg.p = malloc((size_t)n + 1))) vsnprintf(msg.p, (size_t)n + 1, fmt, ap);
+    cv_buf_puts(&b, "{\"error\":{\"message\":\"");
+    put_json_chars(&b, msg.p ? msg.p : "out of memory");
+    cv_buf_puts(&b, "\",\"type\":\"");
+    put_json_chars(&b, type);
+    cv_buf_printf(&b, "\",\"code\":%d}}", status);
+    free(msg.p);
+    if (b.oom) {
+        static const char oom[] =
+            "{\"error\":{\"message\":\"out of memory\",\"type\":\"internal\",\"code\":500}}";
+        free(b.p);
+        cv_http_answer(r, 500, "application/json", oom, sizeof oom - 1);
+        return;
+    }
+    cv_http_answer_owned(r, status, "application/json", b.p, b.len);
+}
+
+void cv_http_error(cv_http_req *r, int status, const char *type, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    verror(r, status, type, fmt, ap);
     va_end(ap);
-    json_t *o = json_pack("{s:{s:s,s:s,s:i}}", "error", "message", msg, "type", type, "code", status);
-    char *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
-    const char *text = body ? body : "{\"error\":{\"message\":\"out of memory\",\"type\":\"internal\"}}";
-    respond(aio, status, "application/json", text, strlen(text), status == 503 ? "1" : NULL);
-    free(body);
-    json_decref(o);
 }
-
-static cv_server *server_of(nng_aio *aio) {
-    return nng_http_handler_get_data((nng_http_handler *)nng_aio_get_input(aio, 1));
-}
-
-static void on_healthz(nng_aio *aio) {
-    cv_server *s = server_of(aio);
-    char body[512];
-    int draining = atomic_load(&s->draining);
-    int n =
-        snprintf(body, sizeof body, "{\"status\":\"%s\",\"device\":\"%s\",\"model\":\"%s\"}",
-                 draining ? "draining" : "ok", cv_minilm_device(s->m), s->o.model_id ? s->o.model_id : "");
-    respond(aio, draining ? 503 : 200, "application/json", body, (size_t)n, NULL);
-}
-
-static void on_metrics(nng_aio *aio) {
-    cv_server *s = server_of(aio);
-    size_t len;
-    char *text = cv_metrics_render(s->reg, &len);
-    if (!text) {
-        respond_error(aio, 500, "internal", "out of memory");
-        return;
-    }
-    respond(aio, 200, "text/plain; version=0.0.4; charset=utf-8", text, len, NULL);
-    free(text);
-}
-
-static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-static void put_base64(cv_buf *b, const uint8_t *d, size_t n) {
-    char q[4];
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v =
-            (uint32_t)d[i] << 16 | (i + 1 < n ? (uint32_t)d[i + 1] << 8 : 0) | (i + 2 < n ? d[i + 2] : 0);
-        q[0] = B64[v >> 18 & 63], q[1] = B64[v >> 12 & 63];
-        q[2] = i + 1 < n ? B64[v >> 6 & 63] : '=';
-        q[3] = i + 2 < n ? B64[v & 63] : '=';
-        cv_buf_put(b, q, 4);
-    }
-}
-
-static void put_vector(cv_buf *b, const float *v, int dim, int b64) {
-    char num[32];
-    if (b64) { /* little-endian float32, as OpenAI's clients decode it */
-        cv_buf_put(b, "\"", 1);
-        put_base64(b, (const uint8_t *)v, sizeof(float) * (size_t)dim);
-        cv_buf_put(b, "\"", 1);
-        return;
-    }
-    cv_buf_put(b, "[", 1);
-    for (int j = 0; j < dim; j++) {
-        int n = snprintf(num, sizeof num, j ? ",%.9g" : "%.9g", (double)v[j]);
-        cv_buf_put(b, num, (size_t)n);
-    }
-    cv_buf_put(b, "]", 1);
-}
-
-/* Batch thread: vectors ready (or failed). */
-static void http_job_done(cv_job *j) {
-    http_job *h = (http_job *)j;
-    cv_server *s = h->s;
-    const int dim = cv_minilm_cfg(s->m)->hidden;
-    cv_metric_observe(s->m_latency, cv_now() - j->t_submit);
-    atomic_fetch_sub(&s->inflight, 1);
-    if (j->err) {
-        respond_error(h->aio, 500, "internal", "embedding failed: %s", cv_strerror(j->err));
-    } else {
-        cv_buf b = {0};
-        char tmp[256];
-        if (h->openai) {
-            cv_buf_puts(&b, "{\"object\":\"list\",\"data\":[");
-            for (int i = 0; i < j->n; i++) {
-                snprintf(tmp, sizeof tmp,
-                         "%s{\"object\":\"embedding\",\"index\":%d,\"embedding\":", i ? "," : "", i);
-                cv_buf_puts(&b, tmp);
-                put_vector(&b, j->vec + (size_t)i * dim, dim, h->b64);
-                cv_buf_puts(&b, "}");
-            }
-            snprintf(tmp, sizeof tmp,
-                     "],\"model\":\"%s\",\"usage\":{\"prompt_tokens\":%ld,\"total_tokens\":%ld}}",
-                     s->o.model_id ? s->o.model_id : "", j->ntokens, j->ntokens);
-            cv_buf_puts(&b, tmp);
-        } else {
-            cv_buf_puts(&b, "[");
-            for (int i = 0; i < j->n; i++) {
-                if (i) cv_buf_puts(&b, ",");
-                put_vector(&b, j->vec + (size_t)i * dim, dim, 0);
-            }
-            cv_buf_puts(&b, "]");
-        }
-        if (b.oom)
-            respond_error(h->aio, 500, "internal", "out of memory");
-        else
-            respond(h->aio, 200, "application/json", b.p, b.len, NULL);
-        free(b.p);
-    }
-    cv_job_release(j);
-    free(h);
-}
-
-static int authorized(cv_server *s, nng_http_req *req) {
-    if (!s->o.api_key || !*s->o.api_key) return 1;
-    const char *h = nng_http_req_get_header(req, "Authorization");
-    return h && strncmp(h, "Bearer ", 7) == 0 && strcmp(h + 7, s->o.api_key) == 0;
-}
-
-static void embed_common(nng_aio *aio, int openai) {
-    cv_server *s = server_of(aio);
-    nng_http_req *req = nng_aio_get_input(aio, 0);
-    cv_metric_add(s->m_req_http, 1);
-    if (!authorized(s, req)) {
-        cv_metric_add(s->m_err_auth, 1);
-        respond_error(aio, 401, "unauthorized", "missing or wrong 'Authorization: Bearer' API key");
-        return;
-    }
-    if (atomic_load(&s->draining)) {
-        cv_server_count_error(s, CV_ST_SHUTTING_DOWN);
-        respond_error(aio, 503, "shutting_down", "server is shutting down; retry on another instance");
-        return;
-    }
-    void *data;
-    size_t len;
-    nng_http_req_get_data(req, &data, &len);
-    json_error_t je;
-    json_t *root = json_loadb(data, len, JSON_REJECT_DUPLICATES, &je);
-    const char *field = openai ? "input" : "inputs";
-    json_t *in = json_is_object(root) ? json_object_get(root, field) : NULL;
-    int b64 = 0;
-    const char **texts = NULL;
-    size_t *lens = NULL, n = 0;
-    cv_status st = CV_ST_BAD_REQUEST;
-    char msg[300] = "";
-    if (!root) {
-        snprintf(msg, sizeof msg, "invalid JSON body at line %d, column %d: %s", je.line, je.column, je.text);
-        goto refuse;
-    }
-    if (!in) {
-        snprintf(msg, sizeof msg,
-                 "body must be a JSON object with field \"%s\" (a string or an array of strings)", field);
-        goto refuse;
-    }
-    if (openai) {
-        json_t *fmt = json_object_get(root, "encoding_format"), *dims = json_object_get(root, "dimensions");
-        if (fmt && (!json_is_string(fmt) || (strcmp(json_string_value(fmt), "float") != 0 &&
-                                             strcmp(json_string_value(fmt), "base64") != 0))) {
-            snprintf(msg, sizeof msg, "encoding_format must be \"float\" or \"base64\"");
-            goto refuse;
-        }
-        b64 = fmt && strcmp(json_string_value(fmt), "base64") == 0;
-        if (dims && (!json_is_integer(dims) || json_integer_value(dims) != cv_minilm_cfg(s->m)->hidden)) {
-            snprintf(msg, sizeof msg, "dimensions must be %d for this model", cv_minilm_cfg(s->m)->hidden);
-            goto refuse;
-        }
-    }
-    n = json_is_array(in) ? json_array_size(in) : 1;
-    if (!json_is_string(in) && !json_is_array(in)) {
-        snprintf(msg, sizeof msg, "\"%s\" must be a string or an array of strings", field);
-        goto refuse;
-    }
-    if (n == 0) {
-        snprintf(msg, sizeof msg, "\"%s\" is an empty array", field);
-        goto refuse;
-    }
-    if (n > (size_t)s->o.max_texts) {
-        st = CV_ST_TOO_LARGE;
-        snprintf(msg, sizeof msg, "%zu texts, more than the limit of %d per request", n, s->o.max_texts);
-        goto refuse;
-    }
-    texts = malloc(sizeof(char *) * n);
-    lens = malloc(sizeof(size_t) * n);
-    if (!texts || !lens) {
-        st = CV_ST_INTERNAL;
-        snprintf(msg, sizeof msg, "out of memory");
-        goto refuse;
-    }
-    for (size_t i = 0; i < n; i++) {
-        json_t *t = json_is_array(in) ? json_array_get(in, i) : in;
-        if (!json_is_string(t)) {
-            snprintf(msg, sizeof msg, "\"%s\"[%zu] is not a string (token arrays are not supported)", field,
-                     i);
-            goto refuse;
-        }
-        texts[i] = json_string_value(t);
-        lens[i] = json_string_length(t);
-        if (lens[i] > (size_t)s->o.max_text_bytes) {
-            st = CV_ST_TOO_LARGE;
-            snprintf(msg, sizeof msg, "\"%s\"[%zu] has %zu bytes, more than the limit of %ld", field, i,
-                     lens[i], s->o.max_text_bytes);
-            goto refuse;
-        }
-    }
-    http_job *h = calloc(1, sizeof *h);
-    if (!h || cv_job_prepare(&h->job, s->m, texts, lens, (int)n) != CV_OK) {
-        free(h);
-        st = CV_ST_INTERNAL;
-        snprintf(msg, sizeof msg, "out of memory");
-        goto refuse;
-    }
-    free(texts), free(lens);
-    json_decref(root);
-    h->s = s;
-    h->aio = aio;
-    h->openai = openai;
-    h->b64 = b64;
-    h->job.done = http_job_done;
-    cv_metric_add(s->m_texts, h->job.n);
-    cv_metric_add(s->m_tokens, (double)h->job.ntokens);
-    atomic_fetch_add(&s->inflight, 1);
-    cv_err e = cv_batcher_submit(s->batcher, &h->job);
-    if (e) {
-        atomic_fetch_sub(&s->inflight, 1);
-        cv_job_release(&h->job);
-        free(h);
-        cv_server_count_error(s, e == CV_ERR_BUSY ? CV_ST_BUSY : CV_ST_SHUTTING_DOWN);
-        respond_error(aio, 503, e == CV_ERR_BUSY ? "busy" : "shutting_down",
-                      e == CV_ERR_BUSY ? "queue full; retry after a backoff" : "server is shutting down");
-    }
-    return;
-refuse:
-    free(texts), free(lens);
-    json_decref(root);
-    cv_server_count_error(s, st);
-    respond_error(aio,
-                  st == CV_ST_TOO_LARGE  ? 413
-                  : st == CV_ST_INTERNAL ? 500
-                                         : 400,
-                  cv_status_name(st), "%s", msg);
-}
-
-static void on_embed(nng_aio *aio) { embed_common(aio, 0); }
-static void on_openai(nng_aio *aio) { embed_common(aio, 1); }
 
 void cv_http_reply(void *reply_handle, int status, const char *content_type, const char *body, size_t len) {
-    respond((nng_aio *)reply_handle, (uint16_t)status, content_type, body, len, NULL);
+    cv_http_answer(reply_handle, status, content_type, body, len);
 }
 
-static void on_route(nng_aio *aio) {
-    const cv_http_route *r = nng_http_handler_get_data((nng_http_handler *)nng_aio_get_input(aio, 1));
-    nng_http_req *req = nng_aio_get_input(aio, 0);
-    r->cb(r->arg, nng_http_req_get_uri(req), aio);
+void cv_http_reply_error(void *reply_handle, int status, const char *type, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    verror(reply_handle, status, type, fmt, ap);
+    va_end(ap);
 }
 
-static cv_err add_handler_data(cv_server *s, const char *path, const char *method, void (*cb)(nng_aio *),
-                               void *data) {
-    nng_http_handler *h;
-    int rv = nng_http_handler_alloc(&h, path, cb);
-    if (!rv) rv = nng_http_handler_set_method(h, method);
-    if (!rv && strcmp(method, "POST") == 0)
-        rv = nng_http_handler_collect_body(h, true, (size_t)s->o.max_message_bytes);
-    if (!rv) rv = nng_http_handler_set_data(h, data, NULL);
-    if (!rv) rv = nng_http_server_add_handler(s->http, h);
-    if (rv) {
-        cv_error("event=http_handler path=%s error=\"%s\"", path, nng_strerror(rv));
-        return CV_ERR_IO;
+int cv_http_submit_begin(cv_http_req *r) {
+    pthread_rwlock_rdlock(&r->h->submit_lock);
+    if (!r->h->quiesced) return 1;
+    pthread_rwlock_unlock(&r->h->submit_lock);
+    return 0;
+}
+
+void cv_http_submit_end(cv_http_req *r) { pthread_rwlock_unlock(&r->h->submit_lock); }
+
+/* Hands r's answer to MHD now, or suspends the connection until another thread answers. */
+static enum MHD_Result finish(cv_http_req *r) {
+    pthread_mutex_lock(&r->mu);
+    if (!r->answered) {
+        r->state = RQ_WAIT;
+        r->suspended = 1;
+        MHD_suspend_connection(r->conn);
+        pthread_mutex_unlock(&r->mu);
+        return MHD_YES;
     }
+    struct MHD_Response *resp = r->resp;
+    r->resp = NULL;
+    pthread_mutex_unlock(&r->mu);
+    if (!resp) return MHD_NO; /* no memory for an answer: close */
+    enum MHD_Result ok = MHD_queue_response(r->conn, r->status, resp);
+    MHD_destroy_response(resp);
+    return ok;
+}
+
+/* ---- deadlines -------------------------------------------------------------------------- */
+
+static void set_phase(cv_http *h, http_conn *c, int phase) {
+    if (!c) return;
+    pthread_mutex_lock(&h->conn_mu);
+    c->phase = phase;
+    c->since = cv_now();
+    pthread_mutex_unlock(&h->conn_mu);
+}
+
+/* MHD: a connection opened or closed (before its socket is closed). */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code) {
+    cv_http *h = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        http_conn *c = calloc(1, sizeof *c);
+        if (!c || !ci) { /* without an entry only MHD's idle timeout applies */
+            free(c);
+            return;
+        }
+        c->fd = ci->connect_fd;
+        c->since = cv_now();
+        pthread_mutex_lock(&h->conn_mu);
+        c->next = h->conns;
+        if (h->conns) h->conns->prev = c;
+        h->conns = c;
+        h->nconns++;
+        pthread_mutex_unlock(&h->conn_mu);
+        *socket_context = c;
+        return;
+    }
+    http_conn *c = *socket_context;
+    if (!c) return;
+    pthread_mutex_lock(&h->conn_mu);
+    if (c->prev) c->prev->next = c->next;
+    if (c->next) c->next->prev = c->prev;
+    if (h->conns == c) h->conns = c->next;
+    h->nconns--;
+    pthread_mutex_unlock(&h->conn_mu);
+    free(c);
+    *socket_context = NULL;
+}
+
+/* Deadline thread: shuts down connections whose headers or body are overdue (MHD then sees
+ * the end of the stream and closes them on its own thread). */
+static void *reaper_main(void *arg) {
+    cv_http *h = arg;
+    pthread_mutex_lock(&h->conn_mu);
+    while (!h->stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 250000000L;
+        if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+        pthread_cond_timedwait(&h->conn_cv, &h->conn_mu, &ts);
+        const double now = cv_now();
+        for (http_conn *c = h->conns; c; c = c->next) {
+            double limit = c->phase == PH_HEAD   ? h->o.header_timeout_s
+                           : c->phase == PH_BODY ? h->o.body_timeout_s
+                                                 : -1;
+            if (c->shut || limit < 0 || now - c->since <= limit) continue;
+            c->shut = 1;
+            shutdown(c->fd, SHUT_RDWR);
+            cv_metric_add(c->phase == PH_HEAD ? h->m_timeout_head : h->m_timeout_body, 1);
+            cv_debug("event=http_deadline phase=%s after_s=%.1f", c->phase == PH_HEAD ? "headers" : "body",
+                     now - c->since);
+        }
+    }
+    pthread_mutex_unlock(&h->conn_mu);
+    return NULL;
+}
+
+/* ---- requests --------------------------------------------------------------------------- */
+
+/* MHD: the request line is in (headers follow); the request's state starts here. */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn) {
+    cv_http *h = cls;
+    cv_http_req *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->uri = strdup(uri ? uri : "/");
+    if (!r->uri) {
+        free(r);
+        return NULL;
+    }
+    r->s = h->s;
+    r->h = h;
+    r->conn = conn;
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    r->hc = ci ? ci->socket_context : NULL;
+    pthread_mutex_init(&r->mu, NULL);
+    return r;
+}
+
+static void release_body(cv_http_req *r) {
+    if (r->body_cap > r->peak) r->peak = r->body_cap;
+    free(r->body);
+    r->body = NULL;
+    r->body_len = r->body_cap = 0;
+    if (r->reserved) atomic_fetch_sub(&r->h->body_bytes, (long)r->reserved);
+    r->reserved = 0;
+}
+
+/* MHD: the request is over (answered, or the connection failed). */
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe) {
+    cv_http *h = cls;
+    cv_http_req *r = *con_cls;
+    if (!r) return;
+    release_body(r);
+    if (r->hc) set_phase(h, r->hc, PH_HEAD); /* keep-alive: the next request's headers are due */
+    if (r->resp) MHD_destroy_response(r->resp);
+    pthread_mutex_destroy(&r->mu);
+    if (r->peak >= (1u << 20)) malloc_trim(0); /* give a large body's pages back */
+    free(r->uri);
+    free(r);
+    *con_cls = NULL;
+}
+
+/* Constant-time comparison of a presented key with the configured one. */
+static int key_equal(const char *given, size_t glen, const char *key) {
+    size_t klen = strlen(key);
+    unsigned diff = glen != klen;
+    for (size_t i = 0; i < klen; i++)
+        diff |= (unsigned char)key[i] ^ (unsigned char)(i < glen ? given[i] : 0);
+    return diff == 0;
+}
+
+/* The request carries "Authorization: Bearer <key>" (scheme in any case) with the right key. */
+static int authorized(cv_http_req *r) {
+    const char *key = r->s->o.api_key;
+    if (!key || !*key) return 1;
+    const char *a = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Authorization");
+    if (!a) return 0;
+    while (*a == ' ' || *a == '\t')
+        a++;
+    if (strncasecmp(a, "Bearer", 6) != 0 || (a[6] != ' ' && a[6] != '\t')) return 0;
+    a += 6;
+    while (*a == ' ' || *a == '\t')
+        a++;
+    size_t n = strlen(a);
+    while (n && (a[n - 1] == ' ' || a[n - 1] == '\t'))
+        n--;
+    return key_equal(a, n, key);
+}
+
+static const http_endpoint *find_endpoint(cv_http *h, const char *path) {
+    for (int i = 0; i < h->neps; i++)
+        if (strcmp(h->eps[i].path, path) == 0) return &h->eps[i];
+    return NULL;
+}
+
+/* Reserves n bytes of the body budget; 0 when it is spent. */
+static int reserve_body(cv_http *h, size_t n) {
+    long cur = atomic_load(&h->body_bytes);
+    do {
+        if (cur + (long)n > h->o.body_memory_bytes) return 0;
+    } while (!atomic_compare_exchange_weak(&h->body_bytes, &cur, cur + (long)n));
+    return 1;
+}
+
+/* Runs the endpoint now that the whole request (and its body) is in. */
+static void dispatch(cv_http_req *r) {
+    if (r->ep->route >= 0) {
+        const cv_http_route *rt = &r->s->o.routes[r->ep->route];
+        rt->cb(rt->arg, r->uri, r);
+    } else {
+        r->ep->fn(r);
+    }
+}
+
+/* First call: the headers are in. Routing, method, key, body size; no byte of a body read yet. */
+static enum MHD_Result on_headers(cv_http *h, cv_http_req *r, const char *url, const char *method) {
+    cv_metric_add(r->s->m_req_http, 1);
+    int is_get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+    int is_post = strcmp(method, "POST") == 0;
+    r->ep = find_endpoint(h, url);
+    const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Length");
+    const char *te = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Transfer-Encoding");
+    unsigned long long len = cl ? strtoull(cl, NULL, 10) : 0; /* MHD has checked its syntax */
+    int has_body = len > 0 || (te && strcasecmp(te, "identity") != 0);
+    if (!r->ep) {
+        cv_http_error(r, 404, "not_found", "no such endpoint: %s", url);
+    } else if ((r->ep->post && !is_post) || (!r->ep->post && !is_get)) {
+        cv_http_error(r, 405, "method_not_allowed", "%s takes %s, not %s", r->ep->path,
+                      r->ep->post ? "POST" : "GET", method);
+    } else if ((!r->ep->open || h->o.metrics_auth) && !authorized(r)) {
+        cv_metric_add(r->s->m_err_auth, 1);
+        cv_http_error(r, 401, "unauthorized",
+                      "missing or wrong API key: send 'Authorization: Bearer <key>' (CDCVEC_API_KEY)");
+    } else if (!r->ep->post && has_body) {
+        cv_http_error(r, 400, "bad_request", "a GET request carries no body");
+    } else if (has_body && len > (unsigned long long)h->o.max_body_bytes) {
+        cv_server_count_error(r->s, CV_ST_TOO_LARGE);
+        cv_http_error(r, 413, "too_large", "body of %llu bytes is over the limit of %ld bytes", len,
+                      h->o.max_body_bytes);
+    } else if (has_body && !reserve_body(h, cl ? (size_t)len : (size_t)h->o.max_body_bytes)) {
+        cv_metric_add(h->m_refused_budget, 1);
+        cv_server_count_error(r->s, CV_ST_BUSY);
+        cv_http_error(r, 503, "busy", "too many request bodies in flight; retry after a backoff");
+    } else if (has_body) {
+        r->reserved = cl ? (size_t)len : (size_t)h->o.max_body_bytes;
+        if (cl) { /* the whole declared body at once: no doubling */
+            r->body = malloc((size_t)len + 1);
+            r->body_cap = r->body ? (size_t)len + 1 : 0;
+        }
+        r->state = RQ_BODY;
+        set_phase(h, r->hc, PH_BODY);
+        return MHD_YES; /* MHD sends 100 Continue when asked, then the body */
+    } else {            /* no body: MHD calls again at the end of the request (answering now would close) */
+        r->state = RQ_BODY;
+        return MHD_YES;
+    }
+    set_phase(h, r->hc, PH_BUSY);
+    return finish(r);
+}
+
+/* A piece of the body. */
+static enum MHD_Result on_body_data(cv_http *h, cv_http_req *r, const char *data, size_t n) {
+    if (r->too_large) { /* past the limit: drop, and close once it goes on for another limit */
+        r->discarded += n;
+        return r->discarded > (size_t)h->o.max_body_bytes ? MHD_NO : MHD_YES;
+    }
+    if (r->body_len + n > (size_t)h->o.max_body_bytes) {
+        r->too_large = 1;
+        r->discarded = n;
+        release_body(r);
+        return MHD_YES;
+    }
+    if (r->body_len + n + 1 > r->body_cap) {
+        size_t cap = r->body_cap ? r->body_cap * 2 : 4096;
+        while (cap < r->body_len + n + 1)
+            cap *= 2;
+        if (cap > (size_t)h->o.max_body_bytes + 1) cap = (size_t)h->o.max_body_bytes + 1;
+        char *p = realloc(r->body, cap);
+        if (!p) {
+            cv_error("event=http_body_alloc_failed bytes=%zu", cap);
+            return MHD_NO;
+        }
+        r->body = p;
+        r->body_cap = cap;
+    }
+    memcpy(r->body + r->body_len, data, n);
+    r->body_len += n;
+    return MHD_YES;
+}
+
+/* The request is complete: decode its body (within the cap on decodes at once), run the endpoint. */
+static enum MHD_Result on_body_end(cv_http *h, cv_http_req *r) {
+    set_phase(h, r->hc, PH_BUSY);
+    if (r->too_large) {
+        cv_server_count_error(r->s, CV_ST_TOO_LARGE);
+        cv_http_error(r, 413, "too_large", "body over the limit of %ld bytes", h->o.max_body_bytes);
+        return finish(r);
+    }
+    if (!r->ep->post) {
+        dispatch(r);
+        return finish(r);
+    }
+    if (atomic_fetch_add(&h->parsing, 1) >= h->o.max_parses) {
+        atomic_fetch_sub(&h->parsing, 1);
+        release_body(r);
+        cv_metric_add(h->m_refused_parse, 1);
+        cv_server_count_error(r->s, CV_ST_BUSY);
+        cv_http_error(r, 503, "busy", "too many request bodies being decoded; retry after a backoff");
+        return finish(r);
+    }
+    if (r->body) r->body[r->body_len] = 0;
+    dispatch(r);
+    atomic_fetch_sub(&h->parsing, 1);
+    release_body(r);
+    return finish(r);
+}
+
+/* MHD's access handler: called at the headers, for each piece of body, at its end, on resume. */
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                  const char *version, const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls) {
+    cv_http *h = cls;
+    cv_http_req *r = *con_cls;
+    if (!r && !(r = *con_cls = on_uri(h, url, conn))) return MHD_NO;
+    switch (r->state) {
+    case RQ_NEW: return on_headers(h, r, url, method);
+    case RQ_BODY:
+        if (*upload_data_size) {
+            size_t n = *upload_data_size;
+            *upload_data_size = 0;
+            return on_body_data(h, r, upload_data, n);
+        }
+        return on_body_end(h, r);
+    default: return finish(r);
+    }
+}
+
+/* MHD's log lines: debug level, and kept while starting (to say why a start failed). */
+static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
+    cv_http *h = cls;
+    char line[512];
+    vsnprintf(line, sizeof line, fmt, ap);
+    size_t n = strlen(line);
+    while (n && (line[n - 1] == '\n' || line[n - 1] == ' '))
+        line[--n] = 0;
+    if (h->starting) {
+        h->start_err.len = 0;
+        cv_buf_puts(&h->start_err, line);
+    }
+    cv_debug("event=http_library msg=\"%s\"", line);
+}
+
+/* ---- start and stop ---------------------------------------------------------------------- */
+
+static void fill_defaults(cv_http_opts *o) {
+    if (o->max_body_bytes <= 0) o->max_body_bytes = 16L << 20;
+    if (o->body_memory_bytes <= 0) o->body_memory_bytes = 64L << 20;
+    if (o->body_memory_bytes < o->max_body_bytes) o->body_memory_bytes = o->max_body_bytes;
+    if (o->max_parses <= 0) o->max_parses = 2;
+    if (o->max_connections <= 0) o->max_connections = 1000;
+    if (o->max_per_client == 0) o->max_per_client = 128;
+    if (o->header_timeout_s <= 0) o->header_timeout_s = 10;
+    if (o->body_timeout_s <= 0) o->body_timeout_s = 60;
+    if (o->idle_timeout_s <= 0) o->idle_timeout_s = 30;
+    if (o->max_header_bytes <= 0) o->max_header_bytes = 32768;
+    if (o->threads <= 0) o->threads = 2;
+}
+
+/* host:port (host may be [v6], empty or * for any) into an address for MHD. */
+static cv_err resolve(const char *hostport, struct addrinfo **out) {
+    const char *colon = strrchr(hostport, ':');
+    if (!colon || !colon[1]) return CV_ERR_ARG;
+    size_t hl = (size_t)(colon - hostport);
+    char *host = strndup(hostport, hl);
+    if (!host) return CV_ERR_NOMEM;
+    char *hp = host;
+    if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']') host[hl - 1] = 0, hp++;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+    int rv = getaddrinfo(*hp && strcmp(hp, "*") ? hp : NULL, colon + 1, &hints, out);
+    free(host);
+    return rv ? CV_ERR_ARG : CV_OK;
+}
+
+/* The connection cap, below the descriptors this process may open. */
+static int connection_cap(const cv_http_opts *o) {
+    struct rlimit rl;
+    int cap = o->max_connections;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && (long)rl.rlim_cur - 64 < cap) {
+        cap = (long)rl.rlim_cur > 128 ? (int)rl.rlim_cur - 64 : (int)rl.rlim_cur / 2;
+        cv_warn("event=http_connection_cap wanted=%d cap=%d nofile=%ld fix=\"raise ulimit -n to serve more "
+                "connections\"",
+                o->max_connections, cap, (long)rl.rlim_cur);
+    }
+    return cap;
+}
+
+static cv_err build_endpoints(cv_http *h) {
+    cv_server_opts *so = &h->s->o;
+    h->eps = calloc((size_t)so->nroutes + 4, sizeof *h->eps);
+    if (!h->eps) return CV_ERR_NOMEM;
+    const http_endpoint fixed[] = {{"/healthz", 0, 1, -1, cv_http_on_healthz},
+                                   {"/metrics", 0, 1, -1, cv_http_on_metrics},
+                                   {"/embed", 1, 0, -1, cv_http_on_embed},
+                                   {"/v1/embeddings", 1, 0, -1, cv_http_on_openai}};
+    for (int i = 0; i < 4; i++)
+        h->eps[h->neps++] = fixed[i];
+    for (int i = 0; i < so->nroutes; i++)
+        h->eps[h->neps++] = (http_endpoint){so->routes[i].path, 0, 0, i, NULL};
     return CV_OK;
 }
 
-static cv_err add_handler(cv_server *s, const char *path, const char *method, void (*cb)(nng_aio *)) {
-    return add_handler_data(s, path, method, cb, s);
+static double conns_gauge(void *arg) {
+    cv_http *h = arg;
+    pthread_mutex_lock(&h->conn_mu);
+    int n = h->nconns;
+    pthread_mutex_unlock(&h->conn_mu);
+    return n;
+}
+static double body_bytes_gauge(void *arg) { return (double)atomic_load(&((cv_http *)arg)->body_bytes); }
+
+static void register_metrics(cv_http *h) {
+    cv_metrics *m = h->s->reg;
+    static const char *th = "HTTP connections shut down for missing a deadline, by phase.";
+    h->m_timeout_head = cv_metrics_counter(m, "cdcvec_http_deadline_closes_total", th, "phase=\"headers\"");
+    h->m_timeout_body = cv_metrics_counter(m, "cdcvec_http_deadline_closes_total", th, "phase=\"body\"");
+    static const char *rh = "HTTP requests answered 503 by a limit on request bodies, by limit.";
+    h->m_refused_budget = cv_metrics_counter(m, "cdcvec_http_body_refusals_total", rh, "limit=\"memory\"");
+    h->m_refused_parse = cv_metrics_counter(m, "cdcvec_http_body_refusals_total", rh, "limit=\"decoding\"");
+    cv_metrics_gauge_fn(m, "cdcvec_http_connections", "Open HTTP connections.", NULL, conns_gauge, h);
+    cv_metrics_gauge_fn(m, "cdcvec_http_body_bytes", "Bytes of the request body budget in use.", NULL,
+                        body_bytes_gauge, h);
 }
 
 cv_err cv_http_start(cv_server *s) {
-    cv_buf url = {0};
-    cv_buf_printf(&url, "http://%s", s->o.http);
-    if (url.oom) return CV_ERR_NOMEM;
-    nng_url *u;
-    int rv = nng_url_parse(&u, url.p);
-    free(url.p);
-    if (rv) {
-        cv_error("event=http_address address=%s error=\"%s\" fix=\"use host:port, e.g. 127.0.0.1:9464\"",
-                 s->o.http, nng_strerror(rv));
+    cv_http *h = calloc(1, sizeof *h);
+    if (!h) return CV_ERR_NOMEM;
+    s->http = h;
+    h->s = s;
+    h->o = s->o.http_opts;
+    fill_defaults(&h->o);
+    pthread_rwlock_init(&h->submit_lock, NULL);
+    pthread_mutex_init(&h->conn_mu, NULL);
+    pthread_cond_init(&h->conn_cv, NULL);
+    cv_err err = build_endpoints(h);
+    if (err) return err;
+    register_metrics(h);
+    struct addrinfo *ai = NULL;
+    if (resolve(s->o.http, &ai)) {
+        cv_error("event=http_address address=%s error=\"not host:port\" fix=\"use host:port, e.g. "
+                 "127.0.0.1:9464\"",
+                 s->o.http);
         return CV_ERR_ARG;
     }
-    rv = nng_http_server_hold(&s->http, u);
-    nng_url_free(u);
-    if (rv) {
-        cv_error("event=http_server address=%s error=\"%s\"", s->o.http, nng_strerror(rv));
+    unsigned flags =
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
+    h->starting = 1;
+    h->d = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_THREAD_POOL_SIZE,
+        (unsigned)h->o.threads, MHD_OPTION_CONNECTION_LIMIT, (unsigned)connection_cap(&h->o),
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)(h->o.max_per_client < 0 ? 0 : h->o.max_per_client),
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)h->o.idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)h->o.max_header_bytes, MHD_OPTION_URI_LOG_CALLBACK, on_uri, h, MHD_OPTION_NOTIFY_COMPLETED,
+        on_completed, h, MHD_OPTION_NOTIFY_CONNECTION, on_connection, h, MHD_OPTION_EXTERNAL_LOGGER,
+        on_mhd_log, h, MHD_OPTION_END);
+    int eno = errno;
+    h->starting = 0;
+    freeaddrinfo(ai);
+    if (!h->d) {
+        cv_error("event=http_listen address=%s error=\"%s\" library=\"%s\" fix=\"check the address, or that "
+                 "nothing else listens there\"",
+                 s->o.http, strerror(eno), h->start_err.p ? h->start_err.p : "-");
         return CV_ERR_IO;
     }
-    cv_err err;
-    if ((err = add_handler(s, "/healthz", "GET", on_healthz)) ||
-        (err = add_handler(s, "/metrics", "GET", on_metrics)) ||
-        (err = add_handler(s, "/embed", "POST", on_embed)) ||
-        (err = add_handler(s, "/v1/embeddings", "POST", on_openai)))
-        return err;
-    /* errors nng answers by itself (body over the limit, unknown path or method): JSON too */
-    static const struct {
-        uint16_t code;
-        const char *body;
-    } pages[] = {
-        {400, "{\"error\":{\"message\":\"bad request (a body over --max-message-bytes is refused)\",\"type\":"
-              "\"bad_request\",\"code\":400}}"},
-        {404, "{\"error\":{\"message\":\"no such endpoint\",\"type\":\"not_found\",\"code\":404}}"},
-        {405, "{\"error\":{\"message\":\"method not allowed here\",\"type\":\"method_not_allowed\","
-              "\"code\":405}}"},
-    };
-    for (size_t i = 0; i < sizeof pages / sizeof pages[0]; i++)
-        nng_http_server_set_error_page(s->http, pages[i].code, pages[i].body);
-    for (int i = 0; i < s->o.nroutes; i++)
-        if ((err = add_handler_data(s, s->o.routes[i].path, "GET", on_route, (void *)&s->o.routes[i])))
-            return err;
-    if ((rv = nng_http_server_start(s->http)) != 0) {
-        cv_error(
-            "event=http_listen address=%s error=\"%s\" fix=\"check the address, or that nothing else listens "
-            "there\"",
-            s->o.http, nng_strerror(rv));
-        return CV_ERR_IO;
+    if (pthread_create(&h->reaper, NULL, reaper_main, h) != 0) {
+        cv_error("event=http_thread error=\"cannot start the deadline thread\"");
+        return CV_ERR_NOMEM;
     }
+    h->have_reaper = 1;
     return CV_OK;
 }
 
+void cv_http_quiesce(cv_server *s) {
+    cv_http *h = s->http;
+    if (!h) return;
+    pthread_rwlock_wrlock(&h->submit_lock);
+    h->quiesced = 1;
+    pthread_rwlock_unlock(&h->submit_lock);
+}
+
 void cv_http_stop(cv_server *s) {
-    if (!s->http) return;
-    nng_http_server_stop(s->http);
-    nng_http_server_release(s->http);
+    cv_http *h = s->http;
+    if (!h) return;
+    if (h->d) MHD_stop_daemon(h->d);
+    if (h->have_reaper) {
+        pthread_mutex_lock(&h->conn_mu);
+        h->stop = 1;
+        pthread_cond_signal(&h->conn_cv);
+        pthread_mutex_unlock(&h->conn_mu);
+        pthread_join(h->reaper, NULL);
+    }
+    pthread_rwlock_destroy(&h->submit_lock);
+    pthread_mutex_destroy(&h->conn_mu);
+    pthread_cond_destroy(&h->conn_cv);
+    free(h->eps);
+    free(h->start_err.p);
+    free(h);
     s->http = NULL;
 }

@@ -290,7 +290,7 @@ int cv_server_drain(cv_server *s, int timeout_ms) {
 
 void cv_server_free(cv_server *s) {
     if (!s) return;
-    cv_http_stop(s);
+    cv_http_quiesce(s);                   /* HTTP submits nothing more */
     if (s->have_sock) nng_close(s->sock); /* aborts receives: callbacks see NNG_ECLOSED */
     cv_batcher_free(s->batcher);          /* finishes queued jobs: their sends fail on the closed socket */
     if (s->workers) {
@@ -300,6 +300,7 @@ void cv_server_free(cv_server *s) {
             if (s->workers[i].aio) nng_aio_free(s->workers[i].aio);
         free(s->workers);
     }
+    cv_http_stop(s); /* after the batcher: its last jobs answered their HTTP requests */
     cv_metrics_free(s->reg);
     free(s);
 }

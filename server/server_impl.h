@@ -1,9 +1,8 @@
-/* server_impl.h: state shared by server.c (nng) and http.c. */
+/* server_impl.h: state shared by server.c (nng), http.c (the HTTP layer) and http_routes.c. */
 #ifndef CV_SERVER_IMPL_H
 #define CV_SERVER_IMPL_H
 
 #include <nng/nng.h>
-#include <nng/supplemental/http/http.h>
 #include <stdatomic.h>
 
 #include "batch.h"
@@ -19,8 +18,8 @@ struct cv_server {
     nng_listener listener;
     int have_sock, have_listener;
     struct ctx_worker *workers; /* (o.max_inflight) */
-    nng_http_server *http;
-    atomic_int inflight; /* requests accepted and not yet answered */
+    struct cv_http *http;       /* the HTTP layer (http.c), or NULL */
+    atomic_int inflight;        /* requests accepted and not yet answered */
     atomic_int draining;
     cv_metric *m_req_nng, *m_req_http, *m_texts, *m_tokens, *m_latency;
     cv_metric *m_err_bad, *m_err_large, *m_err_busy, *m_err_shutdown, *m_err_auth;
@@ -30,6 +29,9 @@ struct cv_server {
 void cv_server_count_error(cv_server *s, cv_status st);
 /* Starts the HTTP server on s->o.http. */
 cv_err cv_http_start(cv_server *s);
+/* Refuses new embedding work on HTTP (answered 503), before the batcher goes away. */
+void cv_http_quiesce(cv_server *s);
+/* Stops the HTTP server and frees it (after cv_http_quiesce and the batcher's last jobs). */
 void cv_http_stop(cv_server *s);
 
 #endif

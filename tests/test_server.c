@@ -4,7 +4,8 @@
  *   - malformed frames, wrong version, too many / too long texts, invalid UTF-8: typed errors,
  *     and the server keeps serving; over capacity: "busy";
  *   - HTTP: /healthz, /metrics (promtool check metrics), /embed, /v1/embeddings (float and
- *     base64), 4xx JSON errors, API key;
+ *     base64), 4xx JSON errors, model names, API key (scheme in any case, --metrics-auth);
+ *   - query parameters of the search page (escapes, NUL, UTF-8, the length limit);
  *   - `cdcvec serve` (argv[1]) answers in-flight requests after SIGTERM, then exits 0. */
 #define _DEFAULT_SOURCE
 #define _POSIX_C_SOURCE 200809L
@@ -68,6 +69,7 @@ static cv_server_opts opts(void) {
                         .max_texts = 16,
                         .max_text_bytes = 4000,
                         .api_key = NULL,
+                        .http_opts = {.max_body_bytes = 1 << 20},
                         .model_id = "test-model"};
     return o;
 }
@@ -409,7 +411,8 @@ static void test_http(void **state) {
     free(b.p);
     /* OpenAI-compatible, floats */
     char req[512];
-    snprintf(req, sizeof req, "{\"model\":\"x\",\"input\":[\"%s\",\"%s\"]}", TEXTS[0], TEXTS[3]);
+    snprintf(req, sizeof req, "{\"model\":\"all-MiniLM-L6-v2\",\"input\":[\"%s\",\"%s\"]}", TEXTS[0],
+             TEXTS[3]);
     assert_int_equal(post("/v1/embeddings", req, &b), 200);
     json_t *o = json_loads(b.p, 0, NULL);
     assert_non_null(o);
@@ -466,6 +469,13 @@ static void test_http(void **state) {
         check_error_json(&b);
         free(b.p);
     }
+    /* a model this server does not serve: 404, as OpenAI answers */
+    assert_int_equal(post("/v1/embeddings", "{\"model\":\"text-embedding-3-small\",\"input\":\"a\"}", &b),
+                     404);
+    check_error_json(&b);
+    free(b.p);
+    assert_int_equal(post("/v1/embeddings", "{\"model\":\"test-model\",\"input\":\"a\"}", &b), 200);
+    free(b.p);
     /* too many texts: 413 */
     char many[400] = "{\"inputs\":[";
     for (int i = 0; i < 17; i++)
@@ -532,7 +542,46 @@ static void test_http_api_key(void **state) {
     assert_int_equal(http("POST", "/v1/embeddings", req, strlen(req), "Authorization: Bearer s3cret", &b),
                      200);
     free(b.p);
+    /* the scheme in any case, spaces around the key */
+    assert_int_equal(http("POST", "/embed", "{\"inputs\":\"a\"}", 14, "Authorization: bEaReR   s3cret ", &b),
+                     200);
+    free(b.p);
+    /* a key that is a prefix of the right one, or longer: refused */
+    assert_int_equal(http("POST", "/embed", "{\"inputs\":\"a\"}", 14, "Authorization: Bearer s3cre", &b),
+                     401);
+    free(b.p);
+    assert_int_equal(http("POST", "/embed", "{\"inputs\":\"a\"}", 14, "Authorization: Bearer s3cretX", &b),
+                     401);
+    free(b.p);
+    /* /healthz and /metrics stay open by default */
+    assert_int_equal(http("GET", "/healthz", NULL, 0, NULL, &b), 200);
+    free(b.p);
+    assert_int_equal(http("GET", "/metrics", NULL, 0, NULL, &b), 200);
+    free(b.p);
     snprintf(http_addr, sizeof http_addr, "%s", saved);
+    /* --metrics-auth 1: they need the key too */
+    {
+        char a4[64];
+        snprintf(a4, sizeof a4, "127.0.0.1:%d", port + 4);
+        cv_server_opts o4 = opts();
+        o4.listen = NULL;
+        o4.http = a4;
+        o4.api_key = "s3cret";
+        o4.http_opts.metrics_auth = 1;
+        cv_server *s4;
+        assert_int_equal(cv_server_start(model, &o4, &s4), CV_OK);
+        snprintf(http_addr, sizeof http_addr, "%s", a4);
+        assert_int_equal(http("GET", "/metrics", NULL, 0, NULL, &b), 401);
+        check_error_json(&b);
+        free(b.p);
+        assert_int_equal(http("GET", "/healthz", NULL, 0, NULL, &b), 401);
+        free(b.p);
+        assert_int_equal(http("GET", "/metrics", NULL, 0, "Authorization: Bearer s3cret", &b), 200);
+        free(b.p);
+        snprintf(http_addr, sizeof http_addr, "%s", saved);
+        cv_server_drain(s4, 1000);
+        cv_server_free(s4);
+    }
     /* inproc:// works for in-process users (cdcvec sync) */
     cv_client *c;
     assert_int_equal(cv_client_open(u3, NULL, &c), CV_OK);
@@ -543,6 +592,34 @@ static void test_http_api_key(void **state) {
     cv_client_close(c);
     cv_server_drain(s3, 1000);
     cv_server_free(s3);
+}
+
+/* ---- query parameters (the search page's q) ---------------------------------------------- */
+
+static void test_query_param(void **state) {
+    (void)state;
+    cv_buf v = {0};
+    assert_int_equal(cv_http_query_param("/search?q=a+b%21&limit=3", "q", 100, &v), CV_QP_OK);
+    assert_string_equal(v.p, "a b!");
+    assert_int_equal(cv_http_query_param("/search?qq=x&q=y&q=z", "q", 100, &v), CV_QP_OK);
+    assert_string_equal(v.p, "y"); /* the first q, not qq */
+    assert_int_equal(cv_http_query_param("/search?limit=3", "q", 100, &v), CV_QP_ABSENT);
+    assert_int_equal(cv_http_query_param("/search", "q", 100, &v), CV_QP_ABSENT);
+    assert_int_equal(cv_http_query_param("/?q=", "q", 100, &v), CV_QP_OK);
+    assert_int_equal(v.len, 0);
+    assert_int_equal(cv_http_query_param("/?q=%e2%82%ac", "q", 100, &v), CV_QP_OK); /* the euro sign */
+    assert_string_equal(v.p, "\xe2\x82\xac");
+    assert_int_equal(cv_http_query_param("/?q=%F0%9F%98%80", "q", 100, &v), CV_QP_OK); /* 4 bytes */
+    assert_int_equal(cv_http_query_param("/?q=a%00b", "q", 100, &v), CV_QP_NUL);
+    assert_int_equal(cv_http_query_param("/?q=%ZZ", "q", 100, &v), CV_QP_BAD_ESCAPE);
+    assert_int_equal(cv_http_query_param("/?q=%4", "q", 100, &v), CV_QP_BAD_ESCAPE);
+    static const char *bad[] = {"/?q=%FF",          "/?q=%E2%82",    "/?q=%C0%AF", "/?q=%ED%A0%80",
+                                "/?q=%F4%90%80%80", "/?q=%E0%80%80", "/?q=%80",    "/?q=a%C3"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(cv_http_query_param(bad[i], "q", 100, &v), CV_QP_BAD_UTF8);
+    assert_int_equal(cv_http_query_param("/?q=abcd", "q", 4, &v), CV_QP_OK);
+    assert_int_equal(cv_http_query_param("/?q=abcde", "q", 4, &v), CV_QP_TOO_LONG); /* never cut */
+    cv_buf_free(&v);
 }
 
 /* ---- SIGTERM drains ---------------------------------------------------------------------- */
@@ -642,6 +719,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_busy),
         cmocka_unit_test(test_http),
         cmocka_unit_test(test_http_api_key),
+        cmocka_unit_test(test_query_param),
         cmocka_unit_test(test_sigterm_drains),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -1,0 +1,307 @@
+/* http_routes.c: the HTTP endpoints of the inference server.
+ *   GET  /healthz          {"status":"ok",...}; 503 while draining
+ *   GET  /metrics          Prometheus text format 0.0.4
+ *   POST /embed            {"inputs": "text" | ["text", ...]} -> [[384 floats], ...]
+ *   POST /v1/embeddings    OpenAI-compatible: {"input": ..., "model": ..., "encoding_format":
+ * "float"|"base64"} Errors are JSON: {"error": {"message": "...", "type": "...", "code": status}}. A body's
+ * shape is counted before it is decoded (values, depth), so a body of millions of empty arrays is refused for
+ * the price of one pass over its bytes, not a JSON tree 30 times its size. Embedding requests join the same
+ * batcher as nng requests and complete asynchronously (http.c suspends the connection until the batch thread
+ * answers). */
+#define _POSIX_C_SOURCE 200809L
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/cv_buf.h"
+#include "../common/cv_log.h"
+#include "http_impl.h"
+
+typedef struct {
+    cv_job job;
+    cv_http_req *r;
+    cv_server *s;
+    int openai, b64;
+} http_job;
+
+void cv_http_on_healthz(cv_http_req *r) {
+    cv_server *s = r->s;
+    cv_buf b = {0};
+    int draining = atomic_load(&s->draining);
+    cv_buf_printf(&b, "{\"status\":\"%s\",\"device\":\"%s\",\"model\":\"%s\"}", draining ? "draining" : "ok",
+                  cv_minilm_device(s->m), s->o.model_id ? s->o.model_id : "");
+    if (b.oom) {
+        free(b.p);
+        cv_http_error(r, 500, "internal", "out of memory");
+        return;
+    }
+    cv_http_answer_owned(r, draining ? 503 : 200, "application/json", b.p, b.len);
+}
+
+void cv_http_on_metrics(cv_http_req *r) {
+    size_t len;
+    char *text = cv_metrics_render(r->s->reg, &len);
+    if (!text) {
+        cv_http_error(r, 500, "internal", "out of memory");
+        return;
+    }
+    cv_http_answer_owned(r, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+}
+
+static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+static void put_base64(cv_buf *b, const uint8_t *d, size_t n) {
+    char q[4];
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v =
+            (uint32_t)d[i] << 16 | (i + 1 < n ? (uint32_t)d[i + 1] << 8 : 0) | (i + 2 < n ? d[i + 2] : 0);
+        q[0] = B64[v >> 18 & 63], q[1] = B64[v >> 12 & 63];
+        q[2] = i + 1 < n ? B64[v >> 6 & 63] : '=';
+        q[3] = i + 2 < n ? B64[v & 63] : '=';
+        cv_buf_put(b, q, 4);
+    }
+}
+
+static void put_vector(cv_buf *b, const float *v, int dim, int b64) {
+    char num[32];
+    if (b64) { /* little-endian float32, as OpenAI's clients decode it */
+        cv_buf_put(b, "\"", 1);
+        put_base64(b, (const uint8_t *)v, sizeof(float) * (size_t)dim);
+        cv_buf_put(b, "\"", 1);
+        return;
+    }
+    cv_buf_put(b, "[", 1);
+    for (int j = 0; j < dim; j++) {
+        int n = snprintf(num, sizeof num, j ? ",%.9g" : "%.9g", (double)v[j]);
+        cv_buf_put(b, num, (size_t)n);
+    }
+    cv_buf_put(b, "]", 1);
+}
+
+/* Batch thread: vectors ready (or failed); answers the suspended request. */
+static void http_job_done(cv_job *j) {
+    http_job *h = (http_job *)j;
+    cv_server *s = h->s;
+    const int dim = cv_minilm_cfg(s->m)->hidden;
+    cv_metric_observe(s->m_latency, cv_now() - j->t_submit);
+    if (j->err) {
+        cv_http_error(h->r, 500, "internal", "embedding failed: %s", cv_strerror(j->err));
+    } else {
+        cv_buf b = {0};
+        if (h->openai) {
+            cv_buf_puts(&b, "{\"object\":\"list\",\"data\":[");
+            for (int i = 0; i < j->n; i++) {
+                cv_buf_printf(&b, "%s{\"object\":\"embedding\",\"index\":%d,\"embedding\":", i ? "," : "", i);
+                put_vector(&b, j->vec + (size_t)i * dim, dim, h->b64);
+                cv_buf_puts(&b, "}");
+            }
+            cv_buf_printf(&b, "],\"model\":\"%s\",\"usage\":{\"prompt_tokens\":%ld,\"total_tokens\":%ld}}",
+                          s->o.model_id ? s->o.model_id : "", j->ntokens, j->ntokens);
+        } else {
+            cv_buf_puts(&b, "[");
+            for (int i = 0; i < j->n; i++) {
+                if (i) cv_buf_puts(&b, ",");
+                put_vector(&b, j->vec + (size_t)i * dim, dim, 0);
+            }
+            cv_buf_puts(&b, "]");
+        }
+        if (b.oom) {
+            free(b.p);
+            cv_http_error(h->r, 500, "internal", "out of memory");
+        } else {
+            cv_http_answer_owned(h->r, 200, "application/json", b.p, b.len);
+        }
+    }
+    cv_job_release(j);
+    free(h);
+    atomic_fetch_sub(&s->inflight, 1); /* last: the drain may free the server after this */
+}
+
+/* One pass over a JSON text: the number of values and the deepest nesting, strings skipped.
+ * It does not validate (jansson does, after): it only bounds what decoding will build. */
+static void json_shape(const char *p, size_t n, size_t *values, int *depth) {
+    size_t v = 0;
+    int d = 0, maxd = 0, in_str = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = p[i];
+        if (in_str) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_str = 0;
+            continue;
+        }
+        if (c == '"') {
+            in_str = 1;
+            v++;
+        } else if (c == '[' || c == '{') {
+            v++;
+            if (++d > maxd) maxd = d;
+        } else if (c == ']' || c == '}') {
+            d--;
+        } else if (c == ',') {
+            v++;
+        }
+    }
+    *values = v;
+    *depth = maxd;
+}
+
+/* The model names this server answers to: its --model-id, that id's last part, and the
+ * names of all-MiniLM-L6-v2. */
+static int model_served(cv_server *s, const char *name) {
+    const char *id = s->o.model_id ? s->o.model_id : "";
+    const char *slash = strrchr(id, '/');
+    return strcmp(name, id) == 0 || (slash && strcmp(name, slash + 1) == 0) ||
+           strcmp(name, "sentence-transformers/all-MiniLM-L6-v2") == 0 ||
+           strcmp(name, "all-MiniLM-L6-v2") == 0;
+}
+
+/* Checks the OpenAI fields other than input; 0 after answering an error. */
+static int openai_fields(cv_http_req *r, json_t *root, int *b64) {
+    cv_server *s = r->s;
+    json_t *fmt = json_object_get(root, "encoding_format"), *dims = json_object_get(root, "dimensions"),
+           *model = json_object_get(root, "model");
+    if (model && !json_is_null(model)) {
+        if (!json_is_string(model)) {
+            cv_http_error(r, 400, "bad_request", "\"model\" must be a string");
+            return 0;
+        }
+        if (!model_served(s, json_string_value(model))) {
+            cv_http_error(r, 404, "model_not_found",
+                          "the model '%s' is not served here: use \"%s\" (or \"all-MiniLM-L6-v2\"), or leave "
+                          "\"model\" out",
+                          json_string_value(model), s->o.model_id ? s->o.model_id : "all-MiniLM-L6-v2");
+            return 0;
+        }
+    }
+    if (fmt && (!json_is_string(fmt) || (strcmp(json_string_value(fmt), "float") != 0 &&
+                                         strcmp(json_string_value(fmt), "base64") != 0))) {
+        cv_http_error(r, 400, "bad_request", "encoding_format must be \"float\" or \"base64\"");
+        return 0;
+    }
+    *b64 = fmt && strcmp(json_string_value(fmt), "base64") == 0;
+    if (dims && (!json_is_integer(dims) || json_integer_value(dims) != cv_minilm_cfg(s->m)->hidden)) {
+        cv_http_error(r, 400, "bad_request", "dimensions must be %d for this model",
+                      cv_minilm_cfg(s->m)->hidden);
+        return 0;
+    }
+    return 1;
+}
+
+/* Tokenizes the texts of in and hands them to the batcher; answers on refusal. */
+static void submit(cv_http_req *r, json_t *in, const char *field, int openai, int b64) {
+    cv_server *s = r->s;
+    size_t n = json_is_array(in) ? json_array_size(in) : 1;
+    const char **texts = malloc(sizeof(char *) * n);
+    size_t *lens = malloc(sizeof(size_t) * n);
+    http_job *h = calloc(1, sizeof *h);
+    if (!texts || !lens || !h) goto oom;
+    for (size_t i = 0; i < n; i++) {
+        json_t *t = json_is_array(in) ? json_array_get(in, i) : in;
+        if (!json_is_string(t)) {
+            cv_server_count_error(s, CV_ST_BAD_REQUEST);
+            cv_http_error(r, 400, "bad_request",
+                          "\"%s\"[%zu] is not a string (token arrays are not supported)", field, i);
+            goto out;
+        }
+        texts[i] = json_string_value(t);
+        lens[i] = json_string_length(t);
+        if (lens[i] > (size_t)s->o.max_text_bytes) {
+            cv_server_count_error(s, CV_ST_TOO_LARGE);
+            cv_http_error(r, 413, "too_large", "\"%s\"[%zu] has %zu bytes, more than the limit of %ld", field,
+                          i, lens[i], s->o.max_text_bytes);
+            goto out;
+        }
+    }
+    if (cv_job_prepare(&h->job, s->m, texts, lens, (int)n) != CV_OK) goto oom;
+    h->s = s;
+    h->r = r;
+    h->openai = openai;
+    h->b64 = b64;
+    h->job.done = http_job_done;
+    cv_metric_add(s->m_texts, h->job.n);
+    cv_metric_add(s->m_tokens, (double)h->job.ntokens);
+    atomic_fetch_add(&s->inflight, 1);
+    cv_err e = CV_ERR_SHUTDOWN;
+    if (cv_http_submit_begin(r)) { /* the batcher stays alive while we submit */
+        e = cv_batcher_submit(s->batcher, &h->job);
+        cv_http_submit_end(r);
+    }
+    if (e) {
+        atomic_fetch_sub(&s->inflight, 1);
+        cv_job_release(&h->job);
+        cv_server_count_error(s, e == CV_ERR_BUSY ? CV_ST_BUSY : CV_ST_SHUTTING_DOWN);
+        cv_http_error(r, 503, e == CV_ERR_BUSY ? "busy" : "shutting_down",
+                      e == CV_ERR_BUSY ? "queue full; retry after a backoff" : "server is shutting down");
+        goto out;
+    }
+    free(texts), free(lens);
+    return;
+oom:
+    cv_server_count_error(s, CV_ST_INTERNAL);
+    cv_http_error(r, 500, "internal", "out of memory");
+out:
+    free(texts), free(lens), free(h);
+}
+
+static void embed_common(cv_http_req *r, int openai) {
+    cv_server *s = r->s;
+    const char *field = openai ? "input" : "inputs";
+    if (atomic_load(&s->draining)) {
+        cv_server_count_error(s, CV_ST_SHUTTING_DOWN);
+        cv_http_error(r, 503, "shutting_down", "server is shutting down; retry on another instance");
+        return;
+    }
+    if (!r->body_len) {
+        cv_server_count_error(s, CV_ST_BAD_REQUEST);
+        cv_http_error(
+            r, 400, "bad_request",
+            "empty body: expected a JSON object with field \"%s\" (a string or an array of strings)", field);
+        return;
+    }
+    size_t values;
+    int depth;
+    json_shape(r->body, r->body_len, &values, &depth);
+    if (values > 2 * (size_t)s->o.max_texts + 64 || depth > 4) {
+        cv_server_count_error(s, CV_ST_TOO_LARGE);
+        cv_http_error(r, 413, "too_large",
+                      "body holds %zu JSON values nested %d deep; a request takes at most %d texts in a flat "
+                      "array",
+                      values, depth, s->o.max_texts);
+        return;
+    }
+    json_error_t je;
+    json_t *root = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, &je);
+    json_t *in = json_is_object(root) ? json_object_get(root, field) : NULL;
+    int b64 = 0;
+    size_t n = json_is_array(in) ? json_array_size(in) : 1;
+    cv_status st = CV_ST_BAD_REQUEST;
+    if (!root)
+        cv_http_error(r, 400, "bad_request", "invalid JSON body at line %d, column %d: %s", je.line,
+                      je.column, je.text);
+    else if (!in)
+        cv_http_error(r, 400, "bad_request",
+                      "body must be a JSON object with field \"%s\" (a string or an array of strings)",
+                      field);
+    else if (openai && !openai_fields(r, root, &b64))
+        st = CV_ST_OK; /* answered */
+    else if (!json_is_string(in) && !json_is_array(in))
+        cv_http_error(r, 400, "bad_request", "\"%s\" must be a string or an array of strings", field);
+    else if (n == 0)
+        cv_http_error(r, 400, "bad_request", "\"%s\" is an empty array", field);
+    else if (n > (size_t)s->o.max_texts) {
+        st = CV_ST_TOO_LARGE;
+        cv_http_error(r, 413, "too_large", "%zu texts, more than the limit of %d per request", n,
+                      s->o.max_texts);
+    } else {
+        st = CV_ST_OK;
+        submit(r, in, field, openai, b64);
+    }
+    if (st != CV_ST_OK) cv_server_count_error(s, st);
+    json_decref(root);
+}
+
+void cv_http_on_embed(cv_http_req *r) { embed_common(r, 0); }
+void cv_http_on_openai(cv_http_req *r) { embed_common(r, 1); }

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# test_http.sh: the HTTP front door against the findings of issue 12 (loopback only, bounded).
+#   1. `cdcvec serve` under `ulimit -n 1024`: tests/http_robustness.py serve (limits, deadlines,
+#      chunked bodies, 100-continue, JSON on every status, memory after 4 x 16 MB bodies, 1,100
+#      idle connections, 40,000 header lines, a client at 1 byte/s);
+#   2. `cdcvec sync --http` with CDCVEC_API_KEY set: every embedding and search endpoint refuses
+#      a missing or wrong key, the search checks (q limits, UTF-8, NUL), the rendered page;
+#   3. the search page in headless Chromium (Debian's `chromium`; SKIPPED when absent): a query
+#      in the URL, a screenshot in the test's output folder, the hits asserted in the DOM,
+#      hostile titles shown as text.
+#   usage: test_http.sh path/to/cdcvec [output-dir]
+set -u
+bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
+root=$(cd "$(dirname "$0")/.." && pwd)
+out=${2:-$(dirname "$bin")/test-http-out}
+mkdir -p "$out"
+work=$(bash "$root/scripts/pg.sh" dir "$(dirname "$bin")/test-http-$$")
+. "$root/tests/sync_lib.sh"
+PY=$(bash "$root/scripts/test-venv.sh") || { echo "FAIL cannot make the tests' Python venv"; exit 1; }
+serve_pid= sync_pid=
+cleanup() {
+  [ -n "$serve_pid" ] && kill -9 "$serve_pid" 2>/dev/null
+  [ -n "$sync_pid" ] && kill -9 "$sync_pid" 2>/dev/null
+  bash "$root/scripts/pg.sh" stop "$work/pg" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+mkdir -p "$work"
+
+# ---- 1. serve ---------------------------------------------------------------------------
+HEADER_TIMEOUT=3
+# a port free of listeners may still be bound by some client socket: try a few
+nport=$((43000 + $$ % 4000))
+for attempt in 1 2 3 4 5; do
+  nport=$(free_port $((nport + 2)))
+  hport=$(free_port $((nport + 1)))
+  (
+    ulimit -n 1024
+    exec "$bin" serve --listen "tcp://127.0.0.1:$nport" --http "127.0.0.1:$hport" --threads 1 --max-texts 64 \
+      --http-header-timeout-s $HEADER_TIMEOUT --drain-timeout-ms 2000
+  ) >"$work/serve.log" 2>&1 &
+  serve_pid=$!
+  WATCH_PID=$serve_pid STALL_S=60 wait_until 'curl -sf "http://127.0.0.1:$hport/healthz" >/dev/null' true && break
+  grep -q "in use" "$work/serve.log" || { echo "FAIL serve did not start"; cat "$work/serve.log"; exit 1; }
+  serve_pid=
+done
+[ -n "$serve_pid" ] || { echo "FAIL serve did not start: no free ports"; exit 1; }
+timeout 240 "$PY" "$root/tests/http_robustness.py" serve "127.0.0.1:$hport" "$serve_pid" $HEADER_TIMEOUT \
+  "127.0.0.1:$nport" || fail=1
+check "serve exits 0 on SIGTERM after all that" 'kill -TERM $serve_pid && wait $serve_pid'
+serve_pid=
+
+# ---- 2. sync --http with an API key -------------------------------------------------------
+port=$(free_port $((hport + 1)))
+DB=$(bash "$root/scripts/pg.sh" start "$work/pg" "$port") || { echo "FAIL cannot start PostgreSQL"; exit 1; }
+q "CREATE EXTENSION vector" >/dev/null
+psql -qX "$DB" <"$root/tests/data/books.sql" >/dev/null
+# hostile titles: shown as text by the page, never as markup
+q "INSERT INTO books (name, description, author, year) VALUES ('<script>document.title=\"pwned\"</script><img src=x onerror=alert(1)>', 'Aliens from Mars land and invade the earth, & nobody <b>notices</b>.', 'Mallory \"<i>\"', 2024)"
+sport=$(free_port $((port + 1)))
+KEY=k-$$-$RANDOM
+start_sync() { # KEY (empty: none)
+  CDCVEC_API_KEY=$1 CDCVEC_LOG=warn "$bin" sync --source "$DB" --table public.books --batch-ms 10 --threads 1 \
+    --http "127.0.0.1:$sport" >>"$work/sync.log" 2>&1 &
+  sync_pid=$!
+  WATCH_PID=$sync_pid wait_until 'curl -sf "http://127.0.0.1:$sport/healthz" >/dev/null' true
+}
+start_sync "$KEY"
+check "the table is synced" 'converged_q "SELECT count(*) FROM books b FULL JOIN cdcvec.public_books v USING (id) WHERE b.id IS NULL OR v.id IS NULL" cdcvec.public_books'
+timeout 120 "$PY" "$root/tests/http_robustness.py" sync "127.0.0.1:$sport" "$KEY" || fail=1
+kill -TERM "$sync_pid" && wait "$sync_pid"
+sync_pid=
+
+# ---- 3. the page in a real browser (no key: a browser cannot send one from a link) ---------
+start_sync ""
+chrome=$(command -v chromium || command -v chromium-browser || true)
+url="http://127.0.0.1:$sport/?q=a+martian+invasion+of+earth&limit=5"
+if [ -z "$chrome" ]; then
+  echo "SKIPPED browser check: no chromium (apt-get install chromium)"
+else
+  flags=(--headless --no-sandbox --disable-gpu --disable-dev-shm-usage --hide-scrollbars --no-first-run
+    --user-data-dir="$work/chrome" --window-size=1000,1300)
+  timeout 60 "$chrome" "${flags[@]}" --screenshot="$out/search-page.png" "$url" >"$work/chrome.log" 2>&1
+  timeout 60 "$chrome" "${flags[@]}" --dump-dom "$url" >"$out/search-page.html" 2>>"$work/chrome.log"
+  check "browser: a screenshot of the rendered search is saved ($out/search-page.png)" '[ -s "$out/search-page.png" ]'
+  hits=$(grep -o '<li class="hit"' "$out/search-page.html" | wc -l)
+  check "browser: 5 hits in the DOM, the query in the box" '[ "$hits" = 5 ] && grep -q "value=\"a martian invasion of earth\"" "$out/search-page.html"'
+  check "browser: a hit shows title, score, matched text and the other fields" \
+    'grep -q "The War of the Worlds" "$out/search-page.html" && grep -q "A Martian invasion of Earth throws humanity into chaos." "$out/search-page.html" && grep -q "score 0\.[0-9]\{3\}" "$out/search-page.html" && grep -q "<b>author</b>: H.G. Wells" "$out/search-page.html" && grep -q "<b>year</b>: 1898" "$out/search-page.html" && grep -q "id [0-9]" "$out/search-page.html"'
+  check "browser: the hostile title is text, not markup (no script ran, no img element)" \
+    'grep -q "&lt;script&gt;document.title" "$out/search-page.html" && ! grep -q "<img" "$out/search-page.html" && ! grep -q "<title>pwned" "$out/search-page.html" && grep -q "&amp; nobody &lt;b&gt;notices" "$out/search-page.html"'
+  [ "$fail" = 0 ] || sed -n '1,20p' "$work/chrome.log"
+fi
+kill -TERM "$sync_pid" && wait "$sync_pid"
+sync_pid=
+[ "$fail" = 0 ] && echo "test_http: all passed" || { echo "test_http: FAILED"; tail -20 "$work/sync.log"; }
+exit "$fail"
