@@ -19,6 +19,7 @@ typedef struct {
         *dead_letter, *key_columns, *sink, *embed, *model, *device, *http, *kafka_config, *on_error;
     long batch_rows, threads, resnapshot;
     double batch_ms;
+    cv_cli_http hl;
 } kconf;
 
 #define F(x) offsetof(kconf, x)
@@ -81,6 +82,7 @@ static const cv_conf_prop WORKER[] = {
     P_TUTORIAL,
     P_ROWS("256"),
     P_MODEL,
+    CV_CLI_HTTP_PROPS(kconf),
     P_KCONF,
 };
 
@@ -96,6 +98,7 @@ static const cv_conf_prop SINK[] = {
     P_TUTORIAL,
     P_ROWS("512"),
     P_MODEL,
+    CV_CLI_HTTP_PROPS(kconf),
     P_KCONF,
 };
 #undef F
@@ -156,6 +159,7 @@ int cv_cmd_kafka(int argc, char **argv, const char *which) {
     }
     cv_sync_opts o = {.text_column = c.text_column, .batch_rows = c.batch_rows, .batch_ms = c.batch_ms};
     int quix = 0;
+    char *key = NULL;
     rc = 2;
     cv_cli_on_stop(&stop_flag);
     if (!strcmp(which, "capture")) {
@@ -171,6 +175,9 @@ int cv_cmd_kafka(int argc, char **argv, const char *which) {
     }
     if (cv_cli_parse_device(c.device, &o.device)) goto out;
     o.embed = c.embed, o.model_dir = c.model, o.threads = (int)c.threads, o.http = c.http;
+    cv_cli_http_opts(&c.hl, &o.http_opts);
+    if (cv_cli_api_key(which, &key)) goto out; /* its HTTP port serves embeddings: one rule (CONFIG.md) */
+    o.api_key = key;
     if (!strcmp(which, "worker")) {
         if (need(which, "from", c.from, "kafka://localhost:9092/postgres-cdc-data") ||
             need(which, "to", c.to, "kafka://localhost:9092/embeddings") || parse_format(which, c.format, &quix))
@@ -206,5 +213,6 @@ int cv_cmd_kafka(int argc, char **argv, const char *which) {
     }
 out:
     cv_kafka_props_free(&kp);
+    free(key);
     return rc;
 }
