@@ -67,6 +67,8 @@ static const cv_conf_prop CAPTURE[] = {
     P_BATCH("512"),
     {"resnapshot", NULL, CV_CONF_INT, "0", 0, 1, F(resnapshot),
      "1: drop the slot and send every row again from a new snapshot"},
+    {"http", "CDCVEC_STAGE_HTTP", CV_CONF_STR, "", 0, 0, F(http), "host:port for /metrics and /healthz (empty: none)"},
+    CV_CLI_HTTP_PROPS(kconf),
     P_KCONF,
 };
 
@@ -168,7 +170,10 @@ int cv_cmd_kafka(int argc, char **argv, const char *which) {
             parse_format(which, c.format, &quix))
             goto out;
         o.source = c.source, o.table = c.table, o.template_ = c.template_, o.slot = c.slot,
-        o.publication = c.publication, o.resnapshot = (int)c.resnapshot;
+        o.publication = c.publication, o.resnapshot = (int)c.resnapshot, o.http = c.http;
+        cv_cli_http_opts(&c.hl, &o.http_opts);
+        if (cv_cli_api_key(which, &key)) goto out; /* --metrics-auth 1 puts /metrics behind it */
+        o.api_key = key;
         cv_capture_opts k = {.to = c.to, .quix = quix, .props = &kp};
         rc = cv_capture_run(&o, &k, &stop_flag);
         goto out;

@@ -62,9 +62,15 @@ cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o) {
     cv_search_routes(s);
     cv_err e;
     cv_buf url = {0};
-    if (o->capture) { /* no model: changes go to Kafka with their texts */
-        s->reg = cv_metrics_new();
-        s->own_reg = 1;
+    if (o->capture) { /* no model: changes go to Kafka with their texts; HTTP for /metrics only */
+        if (o->http && *o->http) {
+            cv_server_opts so = {.http = o->http, .api_key = o->api_key, .http_opts = o->http_opts};
+            if ((e = cv_server_start(NULL, &so, &s->server))) return e;
+            s->reg = cv_server_metrics(s->server);
+        } else {
+            s->reg = cv_metrics_new();
+            s->own_reg = 1;
+        }
     } else if (o->embed && *o->embed) {
         if (o->http && *o->http) {
             cv_error(

@@ -563,7 +563,7 @@ static cv_err build_endpoints(cv_http *h) {
                                    {"/metrics", 0, 1, -1, cv_http_on_metrics},
                                    {"/embed", 1, 0, -1, cv_http_on_embed},
                                    {"/v1/embeddings", 1, 0, -1, cv_http_on_openai}};
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < (h->s->m ? 4 : 2); i++) /* no model (capture): /healthz and /metrics only */
         h->eps[h->neps++] = fixed[i];
     for (int i = 0; i < so->nroutes; i++)
         h->eps[h->neps++] = (http_endpoint){so->routes[i].path, 0, 0, i, NULL};

@@ -254,11 +254,11 @@ cv_err cv_server_start(cv_minilm *m, const cv_server_opts *o, cv_server **out) {
     if (s->o.max_inflight < 1) s->o.max_inflight = 1;
     s->reg = cv_metrics_new();
     cv_err err = s->reg ? CV_OK : CV_ERR_NOMEM;
-    if (!err)
+    if (!err && m)
         err = cv_batcher_new(m, o->batch_tokens, o->batch_deadline_ms / 1000.0, o->max_queue_tokens, s->reg,
                              &s->batcher);
-    if (!err) register_metrics(s);
-    if (!err && o->listen && *o->listen) err = start_nng(s);
+    if (!err && m) register_metrics(s);
+    if (!err && m && o->listen && *o->listen) err = start_nng(s);
     if (!err && o->http && *o->http) err = cv_http_start(s);
     if (err) {
         cv_server_free(s);
@@ -266,7 +266,7 @@ cv_err cv_server_start(cv_minilm *m, const cv_server_opts *o, cv_server **out) {
     }
     cv_info("event=serving listen=%s http=%s device=%s batch_tokens=%ld batch_deadline_ms=%g max_inflight=%d",
             o->listen && *o->listen ? o->listen : "-", o->http && *o->http ? o->http : "-",
-            cv_minilm_device(m), o->batch_tokens, o->batch_deadline_ms, s->o.max_inflight);
+            m ? cv_minilm_device(m) : "none", o->batch_tokens, o->batch_deadline_ms, s->o.max_inflight);
     *out = s;
     return CV_OK;
 }
@@ -276,7 +276,7 @@ int cv_server_drain(cv_server *s, int timeout_ms) {
      * the replies still owed; new requests are answered "shutting down" instead */
     atomic_store(&s->draining, 1);
     const double until = cv_now() + timeout_ms / 1000.0;
-    while ((atomic_load(&s->inflight) > 0 || cv_batcher_busy(s->batcher)) && cv_now() < until) {
+    while ((atomic_load(&s->inflight) > 0 || (s->batcher && cv_batcher_busy(s->batcher))) && cv_now() < until) {
         struct timespec ts = {0, 1000000};
         nanosleep(&ts, NULL);
     }

@@ -76,8 +76,9 @@ typedef struct cv_server_opts {
 
 typedef struct cv_server cv_server;
 
-/* Starts listening; m is borrowed and must outlive the server. Errors are logged with the
- * address that failed. *out owned by the caller (cv_server_free). */
+/* Starts listening; m is borrowed and must outlive the server. m NULL: HTTP only, serving
+ * /healthz, /metrics and the extra routes (a process without a model: cdcvec capture). Errors
+ * are logged with the address that failed. *out owned by the caller (cv_server_free). */
 cv_err cv_server_start(cv_minilm *m, const cv_server_opts *o, cv_server **out);
 
 /* Stops accepting work (new requests are answered "shutting down", retriable; /healthz

@@ -45,9 +45,14 @@ run() { # LOGNAME ARGS...: a stage in the background, its pid in $!
   shift
   CDCVEC_LOG=${LOG:-warn} "$bin" "$@" >>"$work/$log.log" 2>&1 &
 }
-start_capture() { run capture capture --source "$DB" --table public.books --to "kafka://$K/cdc" --batch-ms 10; cap_pid=$!; }
+cap_http=$(free_port $((port + 100)))
+sink_http=$(free_port $((cap_http + 1)))
+start_capture() { run capture capture --source "$DB" --table public.books --to "kafka://$K/cdc" --batch-ms 10 --http "127.0.0.1:$cap_http"; cap_pid=$!; }
 start_worker() { run "worker$1" worker --from "kafka://$K/cdc" --to "kafka://$K/emb" --threads 1; eval "w$1_pid=$!"; }
-start_sink() { run sink sink --from "kafka://$K/emb" --sink "$DB" --threads 1; sink_pid=$!; }
+start_sink() { run sink sink --from "kafka://$K/emb" --sink "$DB" --threads 1 --http "127.0.0.1:$sink_http"; sink_pid=$!; }
+metric() { # PORT SERIES: its value (0 when absent)
+  curl -s "http://127.0.0.1:$1/metrics" | awk -v s="$2" 'index($0, s " ") == 1 { v = $2 } END { print v + 0 }'
+}
 
 MISMATCH="SELECT count(*) FROM (SELECT * FROM books WHERE description IS NOT NULL) b
   FULL JOIN cdcvec.public_books v USING (id)
@@ -67,6 +72,15 @@ check "capture's slot has its own name (cdcvec_capture_public_books_<hash>)" \
   '[ "$(q "SELECT count(*) FROM pg_replication_slots WHERE slot_name ~ '"'"'^cdcvec_capture_public_books_[0-9a-f]{8}$'"'"'")" = 1 ]'
 check "capture keeps no vectors in the source (state only)" \
   '[ "$(q "SELECT count(*) FROM cdcvec.state WHERE stream LIKE '"'"'cdcvec_capture_%'"'"'")" = 1 ]'
+
+check "capture's /metrics: messages produced and their acknowledgement latency" \
+  '[ "$(metric $cap_http "cdcvec_kafka_messages_total{stage=\"capture\",direction=\"out\"}")" -ge 8 ] &&
+   [ "$(metric $cap_http "cdcvec_kafka_produce_latency_seconds_count{stage=\"capture\"}")" -ge 8 ]'
+check "capture's HTTP port serves no embeddings (it has no model): 404" \
+  '[ "$(curl -s -o /dev/null -w "%{http_code}" -d "{\"input\":\"x\"}" http://127.0.0.1:$cap_http/v1/embeddings)" = 404 ]'
+check "sink's /metrics: messages consumed, consumer lag exported" \
+  '[ "$(metric $sink_http "cdcvec_kafka_messages_total{stage=\"sink\",direction=\"in\"}")" -ge 8 ] &&
+   curl -s http://127.0.0.1:$sink_http/metrics | grep -q "^cdcvec_kafka_consumer_lag_messages{stage=\"sink\"} "'
 
 sed -n '/-- batch 2/,$p' "$root/tests/data/books.sql" | psql -qX "$DB" >/dev/null
 check "inserts" converged
