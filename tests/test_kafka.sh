@@ -160,7 +160,7 @@ start_sink
 check "sink killed -9 during 10,000 changes: converges after restart" converged
 
 # a message no stage can read: the dead-letter topic gets it with the reason, the rest goes on
-echo '{"key":"x","value":"this is not JSON"}' | $PY "$root/tests/kafka_tutorial.py" produce --bootstrap "$K" --topic cdc >/dev/null
+echo '{"key":"x","value":"this is not JSON"}' | $PY "$root/tests/kafka_tutorial.py" produce --bootstrap "$K" --topic cdc >/dev/null 2>&1
 q "UPDATE books SET year = 1 WHERE id = (SELECT min(id) FROM books)"
 check "a message no one can read goes to the dead-letter topic with its reason" \
   '$PY "$root/tests/kafka_tutorial.py" consume --bootstrap "$K" --topic cdcvec-dead-letters --count 1 --timeout-s 60 | grep -q "not JSON"'
