@@ -18,8 +18,7 @@
 
 #include "common/cv_quix.h"
 
-/* Records a reason in why (when given, replacing what it held) and returns err. */
-__attribute__((format(printf, 3, 4))) static cv_err fail(cv_buf *why, cv_err err, const char *fmt, ...) {
+cv_err cv_quix_fail(cv_buf *why, cv_err err, const char *fmt, ...) {
     if (!why) return err;
     va_list ap, ap2;
     va_start(ap, fmt);
@@ -81,16 +80,16 @@ static cv_err put_number(cv_buf *b, const cv_quix_val *v, cv_buf *why) {
         return CV_OK;
     }
     if (len == 0 || strspn(s, "0123456789+-eE.") < len)
-        return fail(why, CV_ERR_FORMAT,
+        return cv_quix_fail(why, CV_ERR_FORMAT,
                     "column %s: wal2json refuses a number of this text (\"is not a number\")", v->name);
     int is_int;
     if (json_number_len(s, len, &is_int) != len)
-        return fail(why, CV_ERR_FORMAT,
+        return cv_quix_fail(why, CV_ERR_FORMAT,
                     "column %s: the value is no JSON number, the tutorial's json.loads fails", v->name);
     if (is_int) {
         size_t digits = len - (s[0] == '-');
         if (digits > 4300) /* Python >= 3.11: int('...') over 4300 digits raises ValueError */
-            return fail(why, CV_ERR_FORMAT,
+            return cv_quix_fail(why, CV_ERR_FORMAT,
                         "column %s: an integer of %zu digits, over Python's 4300-digit limit", v->name,
                         digits);
         if (len == 2 && s[0] == '-' && s[1] == '0')
@@ -114,12 +113,12 @@ static cv_err put_type(cv_buf *b, const cv_quix_val *v, cv_buf *why) {
     size_t n = strlen(t);
     if (n && t[0] == '"' && t[n - 1] != ']') {
         if (n < 2 || t[n - 1] != '"' || memchr(t + 1, '"', n - 2) || memchr(t + 1, '\\', n - 2))
-            return fail(why, CV_ERR_FORMAT, "column %s: wal2json writes its type name as invalid JSON",
+            return cv_quix_fail(why, CV_ERR_FORMAT, "column %s: wal2json writes its type name as invalid JSON",
                         v->name);
         t++, n -= 2;
     }
     if (cv_quix_put_pystr(b, t, n))
-        return fail(why, CV_ERR_FORMAT, "column %s: type name not UTF-8", v->name);
+        return cv_quix_fail(why, CV_ERR_FORMAT, "column %s: type name not UTF-8", v->name);
     return CV_OK;
 }
 
@@ -129,7 +128,7 @@ static cv_err put_value(cv_buf *b, const cv_quix_val *v, cv_buf *why) {
         cv_buf_puts(b, "null");
         return CV_OK;
     }
-    if (!v->val && v->len) return fail(why, CV_ERR_ARG, "column %s: value NULL with a length", v->name);
+    if (!v->val && v->len) return cv_quix_fail(why, CV_ERR_ARG, "column %s: value NULL with a length", v->name);
     if (is_number_type(v->typoid)) return put_number(b, v, why);
     if (v->typoid == 16) {
         cv_buf_puts(b, v->len == 1 && v->val[0] == 't' ? "true" : "false");
@@ -141,7 +140,7 @@ static cv_err put_value(cv_buf *b, const cv_quix_val *v, cv_buf *why) {
         size_t skip = len < 2 ? len : 2;
         s += skip, len -= skip;
     }
-    if (cv_quix_put_pystr(b, s, len)) return fail(why, CV_ERR_FORMAT, "column %s: value not UTF-8", v->name);
+    if (cv_quix_put_pystr(b, s, len)) return cv_quix_fail(why, CV_ERR_FORMAT, "column %s: value not UTF-8", v->name);
     return CV_OK;
 }
 
@@ -155,14 +154,14 @@ static cv_err put_columns(cv_buf *b, const char *pfx, const cv_quix_val *c, int 
         int first = 1;
         for (int i = 0; i < n && !e; i++) {
             if (c[i].kind != 'n' && c[i].kind != 'u' && c[i].kind != 't')
-                return fail(why, CV_ERR_ARG, "column %s: kind '%c' is none of n, u, t",
+                return cv_quix_fail(why, CV_ERR_ARG, "column %s: kind '%c' is none of n, u, t",
                             c[i].name ? c[i].name : "?", c[i].kind);
-            if (!c[i].name) return fail(why, CV_ERR_ARG, "column %d has no name", i);
+            if (!c[i].name) return cv_quix_fail(why, CV_ERR_ARG, "column %d has no name", i);
             if (c[i].kind == 'u' || (keys && c[i].kind == 'n')) continue;
             if (!first) cv_buf_puts(b, ", ");
             first = 0;
             if (part == 0 && cv_quix_put_pystr(b, c[i].name, strlen(c[i].name)))
-                e = fail(why, CV_ERR_FORMAT, "column name %s is not UTF-8", c[i].name);
+                e = cv_quix_fail(why, CV_ERR_FORMAT, "column name %s is not UTF-8", c[i].name);
             if (part == 1) e = put_type(b, &c[i], why);
             if (part == 2) e = put_value(b, &c[i], why);
         }
@@ -178,11 +177,11 @@ char *cv_quix_change(const char *kind, const char *schema, const char *table, co
     int ins = kind && !strcmp(kind, "insert"), upd = kind && !strcmp(kind, "update"),
         del = kind && !strcmp(kind, "delete");
     if (!ins && !upd && !del)
-        e = fail(why, CV_ERR_ARG, "kind %s is none of insert, update, delete", kind ? kind : "(null)");
+        e = cv_quix_fail(why, CV_ERR_ARG, "kind %s is none of insert, update, delete", kind ? kind : "(null)");
     else if (!schema || !table)
-        e = fail(why, CV_ERR_ARG, "schema and table are required");
+        e = cv_quix_fail(why, CV_ERR_ARG, "schema and table are required");
     else if ((!del && ncols > 0 && !cols) || (!ins && nkeys > 0 && !oldkeys) || ncols < 0 || nkeys < 0)
-        e = fail(why, CV_ERR_ARG, "column arrays missing or negative counts");
+        e = cv_quix_fail(why, CV_ERR_ARG, "column arrays missing or negative counts");
     if (e) {
         *err = e;
         return NULL;
@@ -190,10 +189,10 @@ char *cv_quix_change(const char *kind, const char *schema, const char *table, co
     cv_buf b = {0};
     cv_buf_printf(&b, "{\"kind\": \"%s\", \"schema\": ", kind);
     if (cv_quix_put_pystr(&b, schema, strlen(schema)))
-        e = fail(why, CV_ERR_FORMAT, "schema %s not UTF-8", schema);
+        e = cv_quix_fail(why, CV_ERR_FORMAT, "schema %s not UTF-8", schema);
     cv_buf_puts(&b, ", \"table\": ");
     if (!e && cv_quix_put_pystr(&b, table, strlen(table)))
-        e = fail(why, CV_ERR_FORMAT, "table %s not UTF-8", table);
+        e = cv_quix_fail(why, CV_ERR_FORMAT, "table %s not UTF-8", table);
     if (!e && !del) {
         cv_buf_puts(&b, ", ");
         e = put_columns(&b, "column", cols, ncols, 0, why);
@@ -238,18 +237,18 @@ static cv_err get_triple(json_t *o, const char *pfx, const char *what, json_t **
     snprintf(kv, sizeof kv, "%svalues", pfx);
     int bad = 0;
     *names = get_array(o, kn, &bad), *types = get_array(o, kt, &bad), *values = get_array(o, kv, &bad);
-    if (bad) return fail(why, CV_ERR_FORMAT, "%s: a names/types/values member is not an array", what);
-    if (!*names) return fail(why, CV_ERR_FORMAT, "%s: no \"%s\" array", what, kn);
-    if (!*values) return fail(why, CV_ERR_FORMAT, "%s: no \"%s\" array", what, kv);
+    if (bad) return cv_quix_fail(why, CV_ERR_FORMAT, "%s: a names/types/values member is not an array", what);
+    if (!*names) return cv_quix_fail(why, CV_ERR_FORMAT, "%s: no \"%s\" array", what, kn);
+    if (!*values) return cv_quix_fail(why, CV_ERR_FORMAT, "%s: no \"%s\" array", what, kv);
     *n = json_array_size(*names);
     if (json_array_size(*values) != *n || (*types && json_array_size(*types) != *n)) {
-        return fail(why, CV_ERR_FORMAT, "%s: lengths differ: %zu names, %zu types, %zu values", what, *n,
+        return cv_quix_fail(why, CV_ERR_FORMAT, "%s: lengths differ: %zu names, %zu types, %zu values", what, *n,
                     *types ? json_array_size(*types) : *n, json_array_size(*values));
     }
     long i = first_non_string(*names);
-    if (i >= 0) return fail(why, CV_ERR_FORMAT, "%s: name %ld is not a string", what, i);
+    if (i >= 0) return cv_quix_fail(why, CV_ERR_FORMAT, "%s: name %ld is not a string", what, i);
     if ((i = first_non_string(*types)) >= 0)
-        return fail(why, CV_ERR_FORMAT, "%s: type %ld is not a string", what, i);
+        return cv_quix_fail(why, CV_ERR_FORMAT, "%s: type %ld is not a string", what, i);
     return CV_OK;
 }
 
@@ -258,22 +257,22 @@ cv_err cv_quix_parse_change(const char *json, size_t len, cv_quix_change_msg *ou
     json_error_t je;
     json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
     if (!root) {
-        return fail(why, CV_ERR_FORMAT, "not JSON: %s at line %d column %d", je.text, je.line, je.column);
+        return cv_quix_fail(why, CV_ERR_FORMAT, "not JSON: %s at line %d column %d", je.text, je.line, je.column);
     }
     cv_err e = CV_OK;
     json_t *k = json_object_get(root, "kind"), *s = json_object_get(root, "schema"),
            *t = json_object_get(root, "table");
     if (!json_is_object(root))
-        e = fail(why, CV_ERR_FORMAT, "not a JSON object");
+        e = cv_quix_fail(why, CV_ERR_FORMAT, "not a JSON object");
     else if (!json_is_string(k))
-        e = fail(why, CV_ERR_FORMAT, "no string \"kind\"");
+        e = cv_quix_fail(why, CV_ERR_FORMAT, "no string \"kind\"");
     else if (strcmp(json_string_value(k), "insert") && strcmp(json_string_value(k), "update") &&
              strcmp(json_string_value(k), "delete"))
-        e = fail(why, CV_ERR_FORMAT, "unknown kind \"%s\" (insert, update, delete)", json_string_value(k));
+        e = cv_quix_fail(why, CV_ERR_FORMAT, "unknown kind \"%s\" (insert, update, delete)", json_string_value(k));
     else if (!json_is_string(t))
-        e = fail(why, CV_ERR_FORMAT, "no string \"table\"");
+        e = cv_quix_fail(why, CV_ERR_FORMAT, "no string \"table\"");
     else if (s && !json_is_string(s))
-        e = fail(why, CV_ERR_FORMAT, "\"schema\" is not a string");
+        e = cv_quix_fail(why, CV_ERR_FORMAT, "\"schema\" is not a string");
     if (e) {
         json_decref(root);
         return e;
@@ -287,9 +286,9 @@ cv_err cv_quix_parse_change(const char *json, size_t len, cv_quix_change_msg *ou
         e = get_triple(root, "column", "columns", &out->names, &out->types, &out->values, &out->ncols, why);
     json_t *ok = json_object_get(root, "oldkeys");
     if (!e && ok && !json_is_object(ok))
-        e = fail(why, CV_ERR_FORMAT, "\"oldkeys\" is not an object");
+        e = cv_quix_fail(why, CV_ERR_FORMAT, "\"oldkeys\" is not an object");
     else if (!e && !ok && del)
-        e = fail(why, CV_ERR_FORMAT, "a delete without \"oldkeys\"");
+        e = cv_quix_fail(why, CV_ERR_FORMAT, "a delete without \"oldkeys\"");
     else if (!e && ok)
         e = get_triple(ok, "key", "oldkeys", &out->keynames, &out->keytypes, &out->keyvalues, &out->nkeys,
                        why);

@@ -94,6 +94,10 @@ cv_err cv_quix_parse_embeddings(const char *json, size_t len, int want_dim, cv_q
 /* Releases what cv_quix_parse_embeddings allocated. */
 void cv_quix_embed_msg_free(cv_quix_embed_msg *m);
 
+/* Records a reason in why (when given, replacing what it held) and returns err (shared by the
+ * cv_quix*.c files). */
+cv_err cv_quix_fail(cv_buf *why, cv_err err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* Number and string layouts of the two serializers (exposed for tests). */
 /* Appends Python's repr(x) (json.dumps' form: NaN, Infinity, -Infinity for non-finite). */
 void cv_quix_put_pyfloat(cv_buf *b, double x);

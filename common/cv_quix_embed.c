@@ -16,22 +16,6 @@
 
 #include "common/cv_quix.h"
 
-/* Records a reason in why (when given, replacing what it held) and returns err. */
-__attribute__((format(printf, 3, 4))) static cv_err fail(cv_buf *why, cv_err err, const char *fmt, ...) {
-    if (!why) return err;
-    va_list ap, ap2;
-    va_start(ap, fmt);
-    va_copy(ap2, ap);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    char *m = n >= 0 ? malloc((size_t)n + 1) : NULL;
-    if (m) vsnprintf(m, (size_t)n + 1, fmt, ap2);
-    va_end(ap2);
-    why->len = 0;
-    cv_buf_puts(why, m ? m : "out of memory");
-    free(m);
-    return err;
-}
 
 /* Appends v as orjson.dumps writes it (compact); -1 on a string that is not UTF-8. */
 static int put_orjson(cv_buf *b, json_t *v) {
@@ -132,11 +116,11 @@ char *cv_quix_embeddings(const cv_quix_change_msg *m, const float *vec, int dim,
     row_t r = {0};
     cv_buf b = {0};
     if (!m || !m->root || !m->kind || !m->table) {
-        *err = fail(why, CV_ERR_ARG, "no parsed change");
+        *err = cv_quix_fail(why, CV_ERR_ARG, "no parsed change");
         return NULL;
     }
     if (!del && (!vec || dim <= 0)) {
-        *err = fail(why, CV_ERR_ARG, "an %s needs its vector (dim %d)", m->kind, dim);
+        *err = cv_quix_fail(why, CV_ERR_ARG, "an %s needs its vector (dim %d)", m->kind, dim);
         return NULL;
     }
     json_t *names = del ? m->keynames : m->names, *values = del ? m->keyvalues : m->values;
@@ -149,7 +133,7 @@ char *cv_quix_embeddings(const cv_quix_change_msg *m, const float *vec, int dim,
     if (!oom && y >= 0) { /* the tutorial: new_structure["year"] = str(new_structure["year"]) */
         year = python_str(r.vals[y]);
         if (!year)
-            e = fail(why, CV_ERR_FORMAT, "\"year\" is an array or object: no Python str() rule here");
+            e = cv_quix_fail(why, CV_ERR_FORMAT, "\"year\" is an array or object: no Python str() rule here");
         else
             r.vals[y] = year;
     }
@@ -166,12 +150,12 @@ char *cv_quix_embeddings(const cv_quix_change_msg *m, const float *vec, int dim,
             if (i) cv_buf_put(&b, ",", 1);
             if (cv_quix_put_orjson_str(&b, r.names[i], strlen(r.names[i])) || (cv_buf_put(&b, ":", 1), 0) ||
                 put_orjson(&b, r.vals[i]))
-                e = fail(why, CV_ERR_FORMAT, "column %s: not UTF-8", r.names[i]);
+                e = cv_quix_fail(why, CV_ERR_FORMAT, "column %s: not UTF-8", r.names[i]);
         }
         cv_buf_put(&b, "}", 1);
         oom = b.oom;
     }
-    if (oom && !e) e = fail(why, CV_ERR_NOMEM, "out of memory");
+    if (oom && !e) e = cv_quix_fail(why, CV_ERR_NOMEM, "out of memory");
     json_decref(kind), json_decref(table), json_decref(year), json_decref(emb), json_decref(ts);
     free(r.names), free(r.vals);
     if (e) {
@@ -190,49 +174,49 @@ cv_err cv_quix_parse_embeddings(const char *json, size_t len, int want_dim, cv_q
     json_error_t je;
     json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
     if (!root)
-        return fail(why, CV_ERR_FORMAT, "not JSON: %s at line %d column %d", je.text, je.line, je.column);
+        return cv_quix_fail(why, CV_ERR_FORMAT, "not JSON: %s at line %d column %d", je.text, je.line, je.column);
     out->root = root;
     cv_err e = CV_OK;
     json_t *k = json_object_get(root, "kind"), *t = json_object_get(root, "table");
     json_t *emb = json_object_get(root, "embeddings"), *ts = json_object_get(root, "Timestamp");
     if (!json_is_object(root))
-        e = fail(why, CV_ERR_FORMAT, "not a JSON object");
+        e = cv_quix_fail(why, CV_ERR_FORMAT, "not a JSON object");
     else if (!json_is_string(k))
-        e = fail(why, CV_ERR_FORMAT, "no string \"kind\"");
+        e = cv_quix_fail(why, CV_ERR_FORMAT, "no string \"kind\"");
     else if (!json_is_string(t))
-        e = fail(why, CV_ERR_FORMAT, "no string \"table\"");
+        e = cv_quix_fail(why, CV_ERR_FORMAT, "no string \"table\"");
     else if (ts && !json_is_integer(ts))
-        e = fail(why, CV_ERR_FORMAT, "\"Timestamp\" is not an integer");
+        e = cv_quix_fail(why, CV_ERR_FORMAT, "\"Timestamp\" is not an integer");
     else if (emb && !json_is_array(emb))
-        e = fail(why, CV_ERR_FORMAT, "\"embeddings\" is not an array");
+        e = cv_quix_fail(why, CV_ERR_FORMAT, "\"embeddings\" is not an array");
     else if (!emb && strcmp(json_string_value(k), "delete"))
-        e = fail(why, CV_ERR_FORMAT, "an %s without \"embeddings\"", json_string_value(k));
+        e = cv_quix_fail(why, CV_ERR_FORMAT, "an %s without \"embeddings\"", json_string_value(k));
     if (!e && emb) {
         size_t n = json_array_size(emb);
         if (want_dim > 0 && n != (size_t)want_dim)
-            e = fail(why, CV_ERR_MISMATCH, "\"embeddings\" has %zu floats, the model makes %d", n, want_dim);
+            e = cv_quix_fail(why, CV_ERR_MISMATCH, "\"embeddings\" has %zu floats, the model makes %d", n, want_dim);
         else if (n == 0)
-            e = fail(why, CV_ERR_FORMAT, "\"embeddings\" is empty");
+            e = cv_quix_fail(why, CV_ERR_FORMAT, "\"embeddings\" is empty");
         else if (!(out->vec = malloc(n * sizeof *out->vec)))
-            e = fail(why, CV_ERR_NOMEM, "out of memory");
+            e = cv_quix_fail(why, CV_ERR_NOMEM, "out of memory");
         for (size_t i = 0; !e && i < n; i++) {
             json_t *x = json_array_get(emb, i);
             double d = json_number_value(x);
             if (!json_is_number(x) || !isfinite(d) || fabs(d) > 3.4028234663852886e38)
-                e = fail(why, CV_ERR_FORMAT, "\"embeddings\"[%zu] is not a finite float32", i);
+                e = cv_quix_fail(why, CV_ERR_FORMAT, "\"embeddings\"[%zu] is not a finite float32", i);
             else
                 out->vec[i] = (float)d;
         }
         out->dim = (int)n;
     }
-    if (!e && !(out->row = json_object())) e = fail(why, CV_ERR_NOMEM, "out of memory");
+    if (!e && !(out->row = json_object())) e = cv_quix_fail(why, CV_ERR_NOMEM, "out of memory");
     if (!e) {
         const char *key;
         json_t *v;
         json_object_foreach(root, key, v) {
             if (strcmp(key, "kind") && strcmp(key, "table") && strcmp(key, "embeddings") &&
                 strcmp(key, "Timestamp") && json_object_set(out->row, key, v)) {
-                e = fail(why, CV_ERR_NOMEM, "out of memory");
+                e = cv_quix_fail(why, CV_ERR_NOMEM, "out of memory");
                 break;
             }
         }

@@ -362,3 +362,21 @@ cv_err cv_kin_commit(rd_kafka_t *rk, const char *topic, const cv_kin_msg *msgs, 
     }
     return CV_OK;
 }
+
+cv_err cv_kin_dead_letter(cv_kafka_producer *dlq, const char *stage, const char *topic, const cv_kin_msg *m,
+                          const char *why, cv_metric *dead) {
+    cv_warn("event=dead_letter stage=%s topic=%s partition=%d offset=%lld reason=\"%s\"", stage, topic, m->partition,
+            (long long)m->offset, why);
+    cv_metric_add(dead, 1);
+    cv_buf v = {0};
+    cv_buf_printf(&v, "{\"format\":\"cdcvec-dead-letter/1\",\"stage\":\"%s\",\"topic\":", stage);
+    cv_json_string(&v, topic, strlen(topic));
+    cv_buf_printf(&v, ",\"partition\":%d,\"offset\":%lld,\"reason\":", m->partition, (long long)m->offset);
+    cv_json_string(&v, why, strlen(why));
+    cv_buf_puts(&v, ",\"value\":");
+    cv_json_string(&v, m->raw ? m->raw : "", m->rlen);
+    cv_buf_puts(&v, "}");
+    cv_err e = cv_kafka_produce(dlq, -1, m->key, m->klen, v.p, v.len);
+    free(v.p);
+    return e;
+}

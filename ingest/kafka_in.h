@@ -48,4 +48,10 @@ void cv_kin_msg_free(cv_kin_msg *m);
  * (synchronously). */
 cv_err cv_kin_commit(rd_kafka_t *rk, const char *topic, const cv_kin_msg *msgs, int n);
 
+/* Sends m's original value to the dead-letter topic of dlq with the reason, as
+ * {"format":"cdcvec-dead-letter/1","stage","topic","partition","offset","reason","value"},
+ * logged and counted in dead. */
+cv_err cv_kin_dead_letter(cv_kafka_producer *dlq, const char *stage, const char *topic, const cv_kin_msg *m,
+                          const char *why, cv_metric *dead);
+
 #endif

@@ -48,24 +48,12 @@ typedef struct {
     int ndone;
     uint64_t pos;
     double commit_unix;
-    cv_metric *m_dead, *m_other;
+    cv_metric *m_dead;
 } stage;
 
+/* The dead-letter topic gets m with the reason. */
 static cv_err dead_letter(stage *st, const cv_kin_msg *m, const char *why) {
-    cv_warn("event=dead_letter stage=sink partition=%d offset=%lld reason=\"%s\"", m->partition, (long long)m->offset,
-            why);
-    cv_metric_add(st->m_dead, 1);
-    cv_buf v = {0};
-    cv_buf_printf(&v, "{\"format\":\"cdcvec-dead-letter/1\",\"stage\":\"sink\",\"topic\":\"%s\",\"partition\":%d,"
-                      "\"offset\":%lld,\"reason\":",
-                  st->in.topic, m->partition, (long long)m->offset);
-    cv_json_string(&v, why, strlen(why));
-    cv_buf_puts(&v, ",\"value\":");
-    cv_json_string(&v, m->raw ? m->raw : "", m->rlen);
-    cv_buf_puts(&v, "}");
-    cv_err e = cv_kafka_produce(st->dlq, -1, m->key, m->klen, v.p, v.len);
-    free(v.p);
-    return e;
+    return cv_kin_dead_letter(st->dlq, "sink", st->in.topic, m, why, st->m_dead);
 }
 
 /* Opens the store for the table of w (the first message's). */

@@ -38,22 +38,9 @@ typedef struct {
     cv_metric *m_dead;
 } worker;
 
-/* Produces m's raw message to the dead-letter topic with the reason. */
+/* The dead-letter topic gets m with the reason. */
 static cv_err dead_letter(worker *wk, const cv_kin_msg *m, const char *why) {
-    cv_warn("event=dead_letter stage=worker partition=%d offset=%lld reason=\"%s\"", m->partition,
-            (long long)m->offset, why);
-    cv_metric_add(wk->m_dead, 1);
-    cv_buf v = {0};
-    cv_buf_printf(&v, "{\"format\":\"cdcvec-dead-letter/1\",\"stage\":\"worker\",\"topic\":\"%s\",\"partition\":%d,"
-                      "\"offset\":%lld,\"reason\":",
-                  wk->in.topic, m->partition, (long long)m->offset);
-    cv_json_string(&v, why, strlen(why));
-    cv_buf_puts(&v, ",\"value\":");
-    cv_json_string(&v, m->raw ? m->raw : "", m->rlen);
-    cv_buf_puts(&v, "}");
-    cv_err e = cv_kafka_produce(wk->dlq, -1, m->key, m->klen, v.p, v.len);
-    free(v.p);
-    return e;
+    return cv_kin_dead_letter(wk->dlq, "worker", wk->in.topic, m, why, wk->m_dead);
 }
 
 static void sha256_hex(const char *s, uint8_t out[32]) {

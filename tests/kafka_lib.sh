@@ -61,3 +61,16 @@ kmock_stop() {
   rm -rf "$KMOCK_DIR"
   KMOCK_PID= KMOCK_FD= KMOCK_RFD= KMOCK_DIR=
 }
+
+# kafka_venv ROOT: sets PY to the tests' venv python, or prints SKIPPED and exits 77 (the
+# venv could not be built: no PyPI, say).
+kafka_venv() {
+  local log
+  log=$(mktemp)
+  if ! PY=$(bash "$1/scripts/test-venv.sh" 2>"$log"); then
+    echo "SKIPPED: the tests' Python venv could not be built: $(tail -3 "$log")"
+    rm -f "$log"
+    exit 77
+  fi
+  rm -f "$log"
+}

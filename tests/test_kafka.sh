@@ -15,12 +15,7 @@ broker=$2
 root=$(cd "$(dirname "$0")/.." && pwd)
 . "$root/tests/sync_lib.sh"
 . "$root/tests/kafka_lib.sh"
-if ! PY=$(bash "$root/scripts/test-venv.sh" 2>/tmp/kafka-venv.$$); then
-  echo "SKIPPED: the tests' Python venv could not be built: $(tail -3 /tmp/kafka-venv.$$)"
-  rm -f /tmp/kafka-venv.$$
-  exit 77
-fi
-rm -f /tmp/kafka-venv.$$
+kafka_venv "$root"
 work=$(bash "$root/scripts/pg.sh" dir "$(dirname "$bin")/test-kafka-$$")
 port=$(free_port $((43000 + $$ % 8000)))
 cap_pid= sink_pid= w1_pid= w2_pid=

@@ -17,12 +17,7 @@ broker=$2
 root=$(cd "$(dirname "$0")/.." && pwd)
 . "$root/tests/sync_lib.sh"
 . "$root/tests/kafka_lib.sh"
-if ! PY=$(bash "$root/scripts/test-venv.sh" 2>/tmp/kquix-venv.$$); then
-  echo "SKIPPED: the tests' Python venv could not be built: $(tail -3 /tmp/kquix-venv.$$)"
-  rm -f /tmp/kquix-venv.$$
-  exit 77
-fi
-rm -f /tmp/kquix-venv.$$
+kafka_venv "$root"
 KT="$PY $root/tests/kafka_tutorial.py"
 work=$(bash "$root/scripts/pg.sh" dir "$(dirname "$bin")/test-kquix-$$")
 port=$(free_port $((44000 + $$ % 8000)))
