@@ -1,0 +1,18 @@
+#!/bin/bash
+# cdcvec-healthcheck: the images' HEALTHCHECK. GET /healthz on the container's own HTTP port
+# (200 when up, 503 while draining) with bash's /dev/tcp: no curl in the image. The port is the
+# one the command was given through the environment: CDCVEC_HEALTH_ADDR, else CDCVEC_SYNC_HTTP
+# (sync), CDCVEC_STAGE_HTTP (capture, worker, sink), CDCVEC_HTTP (serve).
+set -u
+addr=${CDCVEC_HEALTH_ADDR:-${CDCVEC_SYNC_HTTP:-${CDCVEC_STAGE_HTTP:-${CDCVEC_HTTP:-127.0.0.1:9464}}}}
+host=${addr%:*}
+port=${addr##*:}
+case $host in "" | 0.0.0.0 | "*") host=127.0.0.1 ;; "[::]") host=::1 ;; esac
+host=${host#[}
+host=${host%]}
+exec 3<>"/dev/tcp/$host/$port" || exit 1
+printf 'GET /healthz HTTP/1.0\r\nHost: %s\r\n\r\n' "$host" >&3
+IFS= read -r -t 3 status <&3 || exit 1
+case $status in "HTTP/1."?" 200"*) exit 0 ;; esac
+echo "healthz: $status" >&2
+exit 1
