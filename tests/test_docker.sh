@@ -226,5 +226,51 @@ for _ in $(seq 1 60); do
 done
 [ "$up" = 1 ] || { echo "FAIL: Prometheus does not see cdcvec sync up" >&2; exit 1; }
 echo "Prometheus: up{job=\"cdcvec-sync\"} = 1; sync container healthy, uid 10001, device logged"
+
+# --- the gpu profile's wiring, with the CPU image standing in for the GPU server -------------
+# (no GPU here: serve-gpu runs cdcvec-test:cpu with --device cpu and no device reservation);
+# checks sync-gpu embedding through serve-gpu over nng tcp://, the API-key secret, the order
+"${C[@]}" down -v --timeout 10 >/dev/null 2>&1
+head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$tmp/secrets/cdcvec_api_key.txt"
+chmod 644 "$tmp/secrets/cdcvec_api_key.txt"
+cat >"$tmp/gpu-standin.yaml" <<EOF2
+services:
+  serve-gpu:
+    image: cdcvec-test:cpu
+    command: ["serve", "--device", "cpu"]
+    deploy: !reset {}
+EOF2
+export CDCVEC_SERVE_PORT=$(port)
+G=("$COMPOSE" -p "$project" -f docker/compose.yaml -f "$tmp/gpu-standin.yaml" --profile gpu)
+C=("${G[@]}")
+"${G[@]}" up -d --no-build --scale sync=0 >"$tmp/up-gpu.log" 2>&1 || { cat "$tmp/up-gpu.log" >&2; exit 1; }
+n=
+for _ in $(seq 1 300); do
+  n=$(psql_q "SELECT count(*) FROM cdcvec.public_books" 2>/dev/null || true)
+  [ "$n" = 16 ] && break
+  sleep 0.2
+done
+[ "$n" = 16 ] || { echo "FAIL: gpu profile: $n of 16 rows indexed through serve-gpu" >&2; exit 1; }
+[ -z "$("${G[@]}" ps -q sync)" ] || { echo "FAIL: --scale sync=0 left the default sync running" >&2; exit 1; }
+"${G[@]}" logs sync-gpu 2>&1 | grep -q 'event=model_loaded' && { echo "FAIL: sync-gpu loaded a model of its own" >&2; exit 1; }
+"${G[@]}" logs serve-gpu 2>&1 | grep -q 'event=model_loaded .*device=cpu' || { echo "FAIL: serve-gpu did not log its device" >&2; exit 1; }
+SERVE=http://127.0.0.1:$CDCVEC_SERVE_PORT
+code=$(curl -s -o /dev/null -w '%{http_code}' "$SERVE/v1/embeddings" -d '{"input":["a"]}')
+[ "$code" = 401 ] || { echo "FAIL: serve-gpu without the API key answered $code" >&2; exit 1; }
+curl -sf "$SERVE/v1/embeddings" -H "Authorization: Bearer $(cat "$tmp/secrets/cdcvec_api_key.txt")" \
+  -d '{"input":["a desert planet"]}' | grep -q '"embedding"' || { echo "FAIL: serve-gpu with the API key" >&2; exit 1; }
+id=$(psql_q "INSERT INTO books (name, description, author, year) VALUES ('Orbit', 'A cat learns to fly a spaceship.', 'T', 2024) RETURNING id")
+for _ in $(seq 1 100); do
+  [ "$(psql_q "SELECT count(*) FROM cdcvec.public_books WHERE id = $id")" = 1 ] && break
+  sleep 0.1
+done
+[ "$(psql_q "SELECT count(*) FROM cdcvec.public_books WHERE id = $id")" = 1 ] ||
+  { echo "FAIL: gpu profile: an insert did not reach the index" >&2; exit 1; }
+texts=$(curl -sf "$SERVE/metrics" | awk '$1 == "cdcvec_texts_total" {print int($2)}')
+[ "${texts:-0}" -ge 17 ] || { echo "FAIL: serve-gpu embedded ${texts:-no} texts (want the 16 rows, the insert)" >&2; exit 1; }
+top=$("${G[@]}" exec -T sync-gpu cdcvec-entrypoint search "a flying cat" --source postgres://cdcvec@postgres:5432/shop \
+  --table public.books --limit 1 2>&1)
+grep -q 'Orbit' <<<"$top" || { echo "FAIL: search in sync-gpu: $top" >&2; exit 1; }
+echo "gpu profile (CPU stand-in for the GPU): 16 rows + an insert embedded by serve-gpu over nng tcp://, API key enforced, search in the container finds it"
 ok=1
 echo "test_docker: OK"
