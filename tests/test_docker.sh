@@ -6,7 +6,8 @@
 # (tests/docker/). Checks: the demo catalog searchable (search page JSON and /), /metrics and
 # /healthz answering, the container healthy, non-root, logging its device, Prometheus scraping
 # sync, and a change in PostgreSQL (insert, update, delete) visible in search. Records image
-# sizes and `compose up` to the first searchable row.
+# sizes and `compose up` to the first searchable row. Then the gpu profile's wiring, the CPU
+# image standing in for the GPU server: sync-gpu embedding through serve-gpu over nng tcp://.
 #   SKIPPED (77): not root, no dockerd / mmdebstrap, an engine that cannot start, or
 #   CDCVEC_DOCKER_TEST unset (the first run builds base images: minutes).
 #   CDCVEC_DOCKER_CACHE (default ~/.cache/cdcvec/docker): base tars, wheel, the engine's images.
