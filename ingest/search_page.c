@@ -183,7 +183,7 @@ void cv_search_set_table(cv_sync *s) {
     pthread_mutex_lock(&s->search_mu);
     search_idle_reset(s);
     const cv_table *t = &s->t;
-    s->search_own = calloc((size_t)(2 * t->nkeys + 4), sizeof(char *));
+    s->search_own = calloc((size_t)(2 * t->nkeys + 5), sizeof(char *));
     const char **names = calloc((size_t)t->nkeys + 1, sizeof(char *)),
                **types = calloc((size_t)t->nkeys + 1, sizeof(char *));
     CV_ASSERT(s->search_own && names && types);
@@ -196,6 +196,7 @@ void cv_search_set_table(cv_sync *s) {
                                       .key_types = types,
                                       .dim = s->dim,
                                       .model_id = "sentence-transformers/all-MiniLM-L6-v2",
-                                      .stream = own(s, s->stream)};
+                                      .stream = own(s, s->stream),
+                                      .ns = s->o.ns ? own(s, s->o.ns) : NULL};
     pthread_mutex_unlock(&s->search_mu);
 }
