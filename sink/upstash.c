@@ -363,11 +363,11 @@ static cv_err u_put(cv_sink *s, const cv_sink_row *rows, int n, uint64_t positio
             e = CV_ERR_FORMAT;
         } else if (strlen(md) > CV_UPSTASH_METADATA) {
             cv_buf why = {0};
-            cv_buf_printf(
-                &why,
-                "its metadata is %zu bytes, over Upstash's limit of %d per vector: shorten the row's "
-                "columns (or embed from a table with fewer of them)",
-                strlen(md), CV_UPSTASH_METADATA);
+            cv_buf_printf(&why,
+                          "its metadata is %zu bytes, over Upstash's limit of 48 KB (%d bytes) per vector: "
+                          "shorten the row's "
+                          "columns (or embed from a table with fewer of them)",
+                          strlen(md), CV_UPSTASH_METADATA);
             cv_warn("event=dead_letter store=upstash key=\"%s\" reason=\"%s\"", kt, why.p);
             cv_rstate_dead_add(u->st, kt, why.p);
             free(why.p);

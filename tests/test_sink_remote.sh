@@ -117,6 +117,16 @@ q "DELETE FROM books WHERE author = 'f' AND id % 7 = 0"
 STALL_S=$((STALL_S + 40)) check "$store: a 30 s outage: nothing lost once the store is back" converged
 check "$store: sync survived the outage" 'kill -0 "$sync_pid"'
 
+if [ "$store" = upstash ]; then # metadata over 48 KB: a dead letter naming the key, the rest goes on
+  q "ALTER TABLE books ADD COLUMN notes text" # a new column: the session refreshes every payload
+  q "INSERT INTO books (name, description, author, year, notes) VALUES ('Big', 'a book with huge notes', 'x', 2020, repeat('x', 50000)), ('Small', 'written in the same transaction', 'y', 2020, 'short')"
+  big=$(q "SELECT id FROM books WHERE name = 'Big'")
+  WATCH_PID=$sync_pid wait_until '[ "$(q "SELECT count(*) FROM cdcvec.dead_letters WHERE key = '"'"'$big'"'"' AND reason LIKE '"'"'%48%'"'"'")" = 1 ]' state
+  check "$store: metadata over 48 KB: a dead letter naming the key" '[ "$(q "SELECT count(*) FROM cdcvec.dead_letters WHERE key = '"'"'$big'"'"'")" = 1 ]'
+  q "DELETE FROM books WHERE id = $big"
+  check "$store: metadata over 48 KB: the rest of the batch written" converged
+fi
+
 # ---- crash safety: kill -9 at random points during 10,000 changes ----------------------
 cat >"$work/load.sql" <<'SQL'
 \set QUIET on
@@ -150,12 +160,19 @@ check "$store: kill -9 landed during the load ($kills times)" '[ $kills -ge 3 ]'
 check "$store: after $kills kill -9 and restarts: store equals source (ids, hashes, payloads, no orphan)" converged
 check "$store: point count equals the source's rows" '[ "$(check_py count)" = "$(q "SELECT count(*) FROM books WHERE description IS NOT NULL")" ]'
 check "SIGTERM: sync exits 0" stop_sync
+CDCVEC_LOG=warn "$bin" backfill --source "$DB" --table public.books --sink "$SINK" --force 1 --threads 2 2>"$work/bf.log"; rc=$?
+check "$store: cdcvec backfill --force 1: exit 0, store still equal to the source" '[ $rc -eq 0 ] && converged' || tail -3 "$work/bf.log"
 
 # ---- refused key, key in the URL ----------------------------------------------------------
 echo wrong >"$work/badkey"
 if [ "$store" = qdrant ]; then
   QDRANT_API_KEY_FILE=$work/badkey CDCVEC_LOG=warn timeout 120 "$bin" sync --source "$DB" --table public.books --sink "$SINK" >"$work/bad.log" 2>&1; rc=$?
   check "$store: a refused API key: exit 1 with the fix" '[ $rc -eq 1 ] && grep -q "kind=auth.*fix=.*QDRANT_API_KEY" "$work/bad.log"' || tail -3 "$work/bad.log"
+  curl -sf -XPUT "http://127.0.0.1:$sport/collections/small" -H "api-key: $(cat "$work/key")" -H 'Content-Type: application/json' \
+    -d '{"vectors":{"size":3,"distance":"Cosine"}}' >/dev/null
+  CDCVEC_LOG=warn timeout 120 "$bin" sync --source "$DB" --table public.books --slot mismatch --sink "qdrant://127.0.0.1:$sport/small" >"$work/bad.log" 2>&1; rc=$?
+  check "$store: a collection of another vector size: exit 1 with the fix, never recreated" \
+    '[ $rc -eq 1 ] && grep -q "event=sink_schema_mismatch.*small.*3-dimensional" "$work/bad.log" && curl -s "http://127.0.0.1:$sport/collections/small" -H "api-key: $(cat "$work/key")" | grep -q "size.: *3"' || tail -3 "$work/bad.log"
   CDCVEC_LOG=warn timeout 60 "$bin" sync --source "$DB" --table public.books --sink "qdrant://k3y@127.0.0.1:$sport/books" >"$work/bad.log" 2>&1; rc=$?
   check "$store: a key in the sink URL is refused" '[ $rc -eq 1 ] && grep -q "event=bad_sink_url.*QDRANT_API_KEY" "$work/bad.log" && ! grep -q k3y "$work/bad.log"' || tail -3 "$work/bad.log"
 else
