@@ -90,9 +90,11 @@ json_t *cv_sink_point_payload(const cv_sink_table *t, const cv_sink_row *r, cons
     return p;
 }
 
-char *cv_sink_public_payload(json_t *payload) {
+char *cv_sink_public_payload(const cv_sink_table *t, json_t *payload) {
     json_t *c = json_is_object(payload) ? json_copy(payload) : json_object();
     json_object_del(c, "cdcvec");
+    for (int k = 0; k < t->nkeys; k++)
+        json_object_del(c, t->key_names[k]);
     char *s = json_dumps(c, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(c);
     return s ? s : strdup("{}");

@@ -41,10 +41,9 @@ typedef struct q_sink {
     char *coll, *cpath; /* the collection, and "/collections/<escaped>" */
     char *tname;        /* schema.table */
     char *where;        /* "Qdrant collection X at http://host:port", for messages */
-    int int_ids;
-    int no_batch;   /* the server has no /points/batch (the test stand-in) */
-    json_t *stored; /* point id text -> stored payload, read by cv_sink_hashes for this batch */
-    cv_buf pend;    /* points gathered for the next upsert: JSON objects, comma-separated */
+    int no_batch;       /* the server has no /points/batch (the test stand-in) */
+    json_t *stored;     /* point id text -> stored payload, read by cv_sink_hashes for this batch */
+    cv_buf pend;        /* points gathered for the next upsert: JSON objects, comma-separated */
     int npend;
 } q_sink;
 
@@ -52,8 +51,9 @@ typedef struct q_sink {
 
 /* The point id as JSON (a number or a quoted UUID) into js, and as text (the key to match
  * what Qdrant returns) into str. */
-static void point_id(const q_sink *q, const char *const *key, cv_buf *js, cv_buf *str) {
-    if (q->int_ids && key[0][0] && strspn(key[0], "0123456789") == strlen(key[0]) && strlen(key[0]) <= 20) {
+void cv_qdrant_point_id(const cv_sink_table *t, const char *const *key, cv_buf *js, cv_buf *str) {
+    if (cv_sink_int_key(t) && key[0][0] && strspn(key[0], "0123456789") == strlen(key[0]) &&
+        strlen(key[0]) <= 20) {
         unsigned long long v = strtoull(key[0], NULL, 10);
         char num[24];
         snprintf(num, sizeof num, "%llu", v);
@@ -63,10 +63,10 @@ static void point_id(const q_sink *q, const char *const *key, cv_buf *js, cv_buf
             return;
         }
     }
-    char *kt = cv_sink_key_text(&q->t, key);
+    char *kt = cv_sink_key_text(t, key);
     cv_buf name = {0};
     cv_buf_put(&name, (const char *)CV_QDRANT_NS, 16);
-    cv_buf_printf(&name, "%s:%s", q->tname, kt);
+    cv_buf_printf(&name, "%s.%s:%s", t->schema, t->table, kt);
     free(kt);
     uint8_t d[EVP_MAX_MD_SIZE];
     unsigned dl = 0;
@@ -79,6 +79,11 @@ static void point_id(const q_sink *q, const char *const *key, cv_buf *js, cv_buf
              d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9], d[10], d[11], d[12], d[13], d[14], d[15]);
     if (js) cv_buf_printf(js, "\"%s\"", u);
     if (str) cv_buf_puts(str, u);
+}
+
+/* The point id of a key of this sink's table. */
+static void point_id(const q_sink *q, const char *const *key, cv_buf *js, cv_buf *str) {
+    cv_qdrant_point_id(&q->t, key, js, str);
 }
 
 /* A returned id (number or string) as text. */
@@ -274,7 +279,6 @@ static cv_err q_open(const char *url, const cv_sink_table *t, cv_sink **out) {
     q->cpath = p.p;
     cv_buf_printf(&w, "Qdrant collection %s at %s", q->coll, base.p);
     q->where = w.p;
-    q->int_ids = cv_sink_int_key(t);
     q->stored = json_object();
     const char *ferr;
     char *key = cv_sink_env_secret("QDRANT_API_KEY", &ferr);
@@ -583,7 +587,7 @@ static cv_err q_search(cv_sink *s, const float *v, int limit, cv_sink_hit_cb cb,
     json_array_foreach(json_object_get(json_object_get(r, "result"), "points"), i, pt) {
         json_t *pl = json_object_get(pt, "payload");
         const char *key = json_string_value(json_object_get(json_object_get(pl, "cdcvec"), "key"));
-        char *pub = cv_sink_public_payload(pl);
+        char *pub = cv_sink_public_payload(&q->t, pl);
         cb(arg, (int)i + 1, json_number_value(json_object_get(pt, "score")), key ? key : "", pub);
         free(pub);
     }

@@ -87,8 +87,12 @@ json_t *cv_sink_point_payload(const cv_sink_table *t, const cv_sink_row *r, cons
                               json_t *stored, uint64_t position, const char *now_iso);
 /* The stored text hash (payload.cdcvec.text_hash): 1 and hash filled when present. */
 int cv_sink_stored_hash(json_t *payload, uint8_t hash[32]);
-/* The payload without the "cdcvec" object, as text, for search results; caller frees. */
-char *cv_sink_public_payload(json_t *payload);
+/* The payload without the "cdcvec" object and the key columns (as pgvector's payload), as
+ * text, for search results; caller frees. */
+char *cv_sink_public_payload(const cv_sink_table *t, json_t *payload);
+/* Qdrant's point id of a key: a number (one integer key column, value >= 0, fitting uint64) or
+ * a UUIDv5; as JSON into js and as text into str (either may be NULL). qdrant.c. */
+void cv_qdrant_point_id(const cv_sink_table *t, const char *const *key, cv_buf *js, cv_buf *str);
 /* Now as 2026-01-02T03:04:05.678Z. */
 void cv_sink_now_iso(char out[48]);
 /* Appends a vector as a JSON array ("%.9g", round-trips a float). */

@@ -463,7 +463,7 @@ static cv_err u_search(cv_sink *s, const float *v, int limit, cv_sink_hit_cb cb,
         json_t *md = json_object_get(hit, "metadata");
         const char *key = json_string_value(json_object_get(json_object_get(md, "cdcvec"), "key"));
         if (!key) key = json_string_value(json_object_get(hit, "id"));
-        char *pub = cv_sink_public_payload(md);
+        char *pub = cv_sink_public_payload(&u->t, md);
         /* Upstash reports (1 + cos) / 2 for the cosine similarity */
         cb(arg, (int)i + 1, 2.0 * json_number_value(json_object_get(hit, "score")) - 1.0, key ? key : "",
            pub);

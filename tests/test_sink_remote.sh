@@ -72,6 +72,9 @@ start_sync
 check "$store: rows existing before the first start are all embedded" converged
 out=$(search)
 check "$store: after batch 1, \"books like star wars\" ranks Dune first" 'echo "$out" | head -1 | grep -q "^ 1\. 0\.[0-9]*  key=[0-9]*  {.*\"name\":\"Dune\""' || echo "$out"
+sim=$(echo "$out" | head -1 | awk '{print $2}')
+# the cosine, not Upstash's (1 + cos) / 2 (which would read about 0.61 here); pgvector prints 0.2175
+check "$store: search reports the cosine similarity ($sim)" 'awk -v s="$sim" "BEGIN { exit !(s > 0.19 && s < 0.25) }"'
 sed -n '/-- batch 2/,$p' "$root/tests/data/books.sql" | psql -qX "$DB" >/dev/null
 check "$store: inserts" converged
 out=$(search)
