@@ -2,6 +2,7 @@
  * the apply stage hands them (typed as pgvector's payload), the key columns, and an object
  * "cdcvec" with what cdcvec needs back: table, key text, text hash, model, position, time. */
 #define _POSIX_C_SOURCE 200809L
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,11 +101,55 @@ char *cv_sink_public_payload(const cv_sink_table *t, json_t *payload) {
     return s ? s : strdup("{}");
 }
 
+/* Writes f with 9 significant digits (enough for a float to read back bit for bit), as
+ * d.dddddddde±x, trailing zeros dropped; out needs 20 bytes. Integer digits, no printf: a
+ * vector is 384 of these and printf was most of a sink's CPU time. Returns the length. */
+int cv_sink_float_text(float f, char *out) {
+    static const double p10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                                 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+    double v = f;
+    char *p = out;
+    if (!isfinite(v)) return snprintf(out, 20, "0"); /* JSON has no NaN: never embedded (checked upstream) */
+    if (v == 0) {
+        *p++ = '0';
+        return (int)(p - out);
+    }
+    if (v < 0) *p++ = '-', v = -v;
+    int e = (int)floor(log10(v));
+    int k = 8 - e; /* v * 10^k has 9 digits before the point */
+    double sc = k >= 0 ? (k <= 22 ? v * p10[k] : v * 1e22 * pow(10, k - 22))
+                       : (-k <= 22 ? v / p10[-k] : v / pow(10, -k));
+    uint64_t m = (uint64_t)(sc + 0.5);
+    if (m >= 1000000000u) m = (m + 5) / 10, e++;            /* rounded up to 10 digits, or log10 was low */
+    if (m < 100000000u) m = (uint64_t)(sc * 10 + 0.5), e--; /* log10 was high */
+    char d[9];
+    for (int i = 8; i >= 0; i--)
+        d[i] = (char)('0' + m % 10), m /= 10;
+    int nd = 9;
+    while (nd > 1 && d[nd - 1] == '0')
+        nd--;
+    *p++ = d[0];
+    if (nd > 1) {
+        *p++ = '.';
+        memcpy(p, d + 1, (size_t)nd - 1);
+        p += nd - 1;
+    }
+    if (e) {
+        *p++ = 'e';
+        if (e < 0) *p++ = '-', e = -e;
+        if (e >= 10) *p++ = (char)('0' + e / 10);
+        *p++ = (char)('0' + e % 10);
+    }
+    return (int)(p - out);
+}
+
 void cv_sink_vec_json(cv_buf *b, const float *v, int dim) {
-    char num[32];
+    char num[24];
     cv_buf_put(b, "[", 1);
     for (int j = 0; j < dim; j++) {
-        int n = snprintf(num, sizeof num, j ? ",%.9g" : "%.9g", (double)v[j]);
+        int n = 0;
+        if (j) num[n++] = ',';
+        n += cv_sink_float_text(v[j], num + n);
         cv_buf_put(b, num, (size_t)n);
     }
     cv_buf_put(b, "]", 1);

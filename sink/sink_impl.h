@@ -95,7 +95,9 @@ char *cv_sink_public_payload(const cv_sink_table *t, json_t *payload);
 void cv_qdrant_point_id(const cv_sink_table *t, const char *const *key, cv_buf *js, cv_buf *str);
 /* Now as 2026-01-02T03:04:05.678Z. */
 void cv_sink_now_iso(char out[48]);
-/* Appends a vector as a JSON array ("%.9g", round-trips a float). */
+/* f with 9 significant digits (reads back as the same float); out: 20 bytes; the length. */
+int cv_sink_float_text(float f, char *out);
+/* Appends a vector as a JSON array (cv_sink_float_text: round-trips every float). */
 void cv_sink_vec_json(cv_buf *b, const float *v, int dim);
 /* Appends s as a JSON string. */
 void cv_sink_json_str(cv_buf *b, const char *s);
