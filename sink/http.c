@@ -12,6 +12,7 @@
 #include "http.h"
 
 #include <curl/curl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,9 +72,11 @@ static size_t on_header(char *p, size_t sz, size_t n, void *arg) {
     return len;
 }
 
+static void curl_init_once(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
+
 cv_err cv_http_new(cv_sink *s, const cv_http_opts *o, cv_http **out) {
-    static int global_done;
-    if (!global_done++) curl_global_init(CURL_GLOBAL_DEFAULT);
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, curl_init_once); /* sinks may open on search threads too */
     cv_http *h = calloc(1, sizeof *h);
     CV_ASSERT(h);
     h->sink = s;
