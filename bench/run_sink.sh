@@ -4,10 +4,11 @@
 # commit), beside the stand-in alone (bodies serialised beforehand, batched: the server's
 # ceiling) and the tutorial's own ingest (one point per call through the vendor's SDK), same
 # stand-in process, same run.
-#   usage: bench/run_sink.sh [ROWS (10000)] [TUTORIAL_ROWS (2000)]
+#   usage: bench/run_sink.sh [ROWS (10000)] [TUTORIAL_ROWS (2000)] [REPEAT (1): cdcvec and the
+#          stand-in alone, alternately, each on new ids]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-rows=${1:-10000} trows=${2:-2000}
+rows=${1:-10000} trows=${2:-2000} repeat=${3:-1}
 bin=${CDCVEC_BIN:-$root/build/cdcvec}
 PY=$(bash "$root/scripts/test-venv.sh")
 tmp=$(mktemp -d)
@@ -25,7 +26,9 @@ echo "# $(date -u +%FT%TZ) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 |
 for s in qdrant upstash; do
   url=qdrant://127.0.0.1:$qp/bench
   [ $s = upstash ] && url=upstash://
-  CDCVEC_LOG=warn "$bin" bench sink --sink "$url" --rows "$rows" --first-id 1
-  "$PY" "$root/bench/sink_anchor.py" raw $s "$rows" $((rows + 1))
-  "$PY" "$root/bench/sink_anchor.py" tutorial $s "$trows" $((3 * rows + 1))
+  for r in $(seq "$repeat"); do
+    CDCVEC_LOG=warn "$bin" bench sink --sink "$url" --rows "$rows" --first-id $((2 * r * rows + 1))
+    "$PY" "$root/bench/sink_anchor.py" raw $s "$rows" $(((2 * r + 1) * rows + 1))
+  done
+  "$PY" "$root/bench/sink_anchor.py" tutorial $s "$trows" 1
 done
