@@ -17,9 +17,9 @@ never itself faulted):
                            "reset":true closes it with a TCP RST instead (curl: "Connection
                            reset by peer")
       {"delay_ms":D,"count":N}  the next N matching requests are answered normally, D ms late
-      {"down_s":S}         for S seconds every connection is closed as soon as it is accepted
-                           and every request on an already open connection is dropped without a
-                           reply: a store that is down
+      {"down_s":S}         for S seconds every request (on a new or an open connection) is read
+                           and its connection closed without a reply: a store that is down
+                           (/__standin/ itself stays reachable, e.g. to clear it early)
       {"clear":true}       forget every pending fault and end a down_s window
     "path" (optional, every fault kind) is a Python regex searched in the request target
     (path and query string, e.g. "/points/delete" or "^/upsert"); "method" (optional) limits a
@@ -41,6 +41,7 @@ import struct
 import sys
 import threading
 import time
+import weakref
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 MAX_BODY = 64 * 1024 * 1024  # refuse bodies above 64 MiB outright (both vendors' limits are far lower)
@@ -161,15 +162,17 @@ class StandinServer(ThreadingHTTPServer):
     def __init__(self, addr, handler_cls, state, verbose):
         self.state = state
         self.verbose = verbose
+        self.reset_socks = weakref.WeakSet()
         super().__init__(addr, handler_cls)
 
-    def verify_request(self, request, client_address):
-        # a store that is down: the connection is closed at once, before any request is read
-        if self.state.is_down():
-            with self.state.lock:
-                self.state.faults_served += 1
-            return False
-        return True
+    def shutdown_request(self, request):
+        # a connection marked for a reset is closed at once (SO_LINGER 0: an RST), without the
+        # FIN that socketserver's shutdown(SHUT_WR) would send first
+        if request in self.reset_socks:
+            self.reset_socks.discard(request)
+            self.close_request(request)
+            return
+        super().shutdown_request(request)
 
 
 class StandinHandler(BaseHTTPRequestHandler):
@@ -184,8 +187,9 @@ class StandinHandler(BaseHTTPRequestHandler):
     def handle_api(self, method, path, query, body):  # pragma: no cover - overridden
         raise NotImplementedError
 
-    def fault_response(self, status, message):
-        """A vendor-shaped error body for an injected status."""
+    def fault_response(self, status, message, retry_after):
+        """A vendor-shaped error body for an injected status; message None: the stand-in's own
+        default wording for that status."""
         raise NotImplementedError
 
     # ---- plumbing ------------------------------------------------------------------------
@@ -248,6 +252,7 @@ class StandinHandler(BaseHTTPRequestHandler):
         try:
             if reset:
                 self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.server.reset_socks.add(self.connection)
             else:
                 self.connection.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -263,21 +268,20 @@ class StandinHandler(BaseHTTPRequestHandler):
                 status, headers, out = self._control(path, body)
                 self._send(status, headers, out)
                 return
+            state.count_request(path)
             if state.is_down():
                 # the request is read so that the client has sent everything, then: nothing
                 self._read_body()
                 with state.lock:
                     state.faults_served += 1
                 raise DropConnection()
-            state.count_request(path)
             body = self._read_body()
             rule = state.take_fault(self.command, target)
             if rule is not None:
                 if rule.kind == "drop":
                     raise DropConnection(rule.reset)
                 if rule.kind == "status":
-                    msg = rule.body or ("stand-in injected fault: HTTP %d" % rule.status)
-                    st, hdrs, out = self.fault_response(rule.status, msg)
+                    st, hdrs, out = self.fault_response(rule.status, rule.body, rule.retry_after)
                     hdrs = list(hdrs)
                     if rule.retry_after is not None:
                         hdrs.append(("Retry-After", str(rule.retry_after)))
