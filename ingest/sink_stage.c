@@ -75,7 +75,9 @@ static cv_err open_store(stage *st, const cv_wire_msg *w) {
                        .key_types = (const char *const *)st->keys.key_types,
                        .dim = st->s.dim,
                        .model_id = MODEL_ID,
-                       .stream = st->stream};
+                       .stream = st->stream,
+                       .state_conninfo = st->k->state && *st->k->state ? st->k->state : NULL,
+                       .ns = st->s.o.ns};
     cv_err e = cv_sink_open(st->s.o.sink, &t, &st->sink);
     if (e) {
         const char *kind, *fix;
