@@ -13,6 +13,8 @@ int cv_cmd_embed(int argc, char **argv);
 int cv_cmd_bench(int argc, char **argv);
 int cv_cmd_serve(int argc, char **argv);
 int cv_bench_server(int argc, char **argv);
+/* cdcvec bench sink: a store's write throughput with precomputed vectors (cmd_bench_sink.c). */
+int cv_bench_sink(int argc, char **argv);
 /* sync, backfill or search (which) */
 int cv_cmd_sync(int argc, char **argv, const char *which);
 /* capture | worker | sink (cmd_kafka.c) */

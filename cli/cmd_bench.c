@@ -121,6 +121,7 @@ static void usage(FILE *f) {
 
 int cv_cmd_bench(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "server") == 0) return cv_bench_server(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "sink") == 0) return cv_bench_sink(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "pipeline") == 0) {
         /* needs a private PostgreSQL: the script sets it up around this binary */
         char script[4096];

@@ -16,7 +16,7 @@
 
 typedef struct {
     const char *source, *table, *text_column, *template_, *to, *from, *format, *slot, *publication, *group,
-        *dead_letter, *key_columns, *sink, *embed, *model, *device, *http, *kafka_config, *on_error;
+        *dead_letter, *key_columns, *sink, *embed, *model, *device, *http, *kafka_config, *on_error, *state, *ns;
     long batch_rows, threads, resnapshot;
     double batch_ms;
     cv_cli_http hl;
@@ -91,7 +91,12 @@ static const cv_conf_prop WORKER[] = {
 static const cv_conf_prop SINK[] = {
     {"from", "CDCVEC_FROM", CV_CONF_STR, "", 0, 0, F(from), "kafka://host:port/topic of the embeddings (required)"},
     {"sink", "CDCVEC_SINK", CV_CONF_STR, "", 0, 0, F(sink),
-     "the store: a pgvector database (libpq connection string or postgres:// URI; required)"},
+     "the store (required): a pgvector database (libpq connection string or postgres:// URI), "
+     "qdrant://host:port/COLLECTION or upstash:// (docs/CONFIG.md)"},
+    {"state", "CDCVEC_STATE", CV_CONF_STR, "", 0, 0, F(state),
+     "Qdrant/Upstash: a PostgreSQL database keeping the dead letters and the applied position (empty: "
+     "dead letters are logged with their key and reason; the offsets are the position)"},
+    {"namespace", "CDCVEC_NAMESPACE", CV_CONF_STR, "", 0, 0, F(ns), "Upstash namespace (empty: the table's name)"},
     {"group", "CDCVEC_GROUP", CV_CONF_STR, "cdcvec-sink", 0, 0, F(group), "consumer group keeping the offsets"},
     {"dead-letter", "CDCVEC_DEAD_LETTER", CV_CONF_STR, "cdcvec-dead-letters", 0, 0, F(dead_letter),
      "topic (same brokers) for messages that cannot be read, with the reason"},
@@ -207,12 +212,13 @@ int cv_cmd_kafka(int argc, char **argv, const char *which) {
             fprintf(stderr, "cdcvec sink: --on-error: expected dead-letter or stop, got '%s'\n", c.on_error);
             goto out;
         }
-        o.sink = c.sink, o.table = "kafka";
+        o.sink = c.sink, o.table = "kafka", o.ns = c.ns;
         cv_sink_stage_opts k = {.from = c.from,
                                 .group = c.group,
                                 .dead_letter = c.dead_letter,
                                 .key_columns = c.key_columns,
                                 .batch_rows = c.batch_rows,
+                                .state = c.state,
                                 .props = &kp};
         rc = cv_sink_stage_run(&o, &k, &stop_flag);
     }

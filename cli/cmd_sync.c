@@ -12,7 +12,7 @@
 #include "cli.h"
 
 typedef struct {
-    const char *source, *table, *text_column, *template_, *sink, *embed, *slot, *publication, *http, *model,
+    const char *source, *table, *text_column, *template_, *sink, *ns, *embed, *slot, *publication, *http, *model,
         *device, *after, *on_error;
     long batch_rows, threads, resnapshot, force, limit, max_text_bytes;
     double batch_ms;
@@ -31,7 +31,13 @@ static const cv_conf_prop PROPS[] = {
     {"template", "CDCVEC_TEMPLATE", CV_CONF_STR, "", 0, 0, F(template_),
      "embed a template of columns instead, e.g. '{name}: {description}'"},
     {"sink", "CDCVEC_SINK", CV_CONF_STR, "", 0, 0, F(sink),
-     "pgvector database for the vectors (empty: the source database, schema cdcvec)"},
+     "where the vectors go: a PostgreSQL database with pgvector (empty: the source database, schema cdcvec), "
+     "qdrant://HOST:PORT/COLLECTION (qdrants:// for TLS; key in QDRANT_API_KEY or QDRANT_API_KEY_FILE) or "
+     "upstash:// (URL and token in UPSTASH_VECTOR_REST_URL and UPSTASH_VECTOR_REST_TOKEN, or their _FILE "
+     "variants); with Qdrant and Upstash the position and dead letters stay in the source database (schema "
+     "cdcvec)"},
+    {"namespace", "CDCVEC_NAMESPACE", CV_CONF_STR, "", 0, 0, F(ns),
+     "Upstash namespace of the table's vectors (empty: the table's name; TRUNCATE resets it)"},
     {"embed", "CDCVEC_EMBED", CV_CONF_STR, "", 0, 0, F(embed),
      "nng URL of a remote cdcvec serve (empty: the model runs in-process)"},
     {"slot", "CDCVEC_SLOT", CV_CONF_STR, "", 0, 0, F(slot),
@@ -122,6 +128,7 @@ int cv_cmd_sync(int argc, char **argv, const char *which) {
                       .text_column = c.text_column,
                       .template_ = c.template_,
                       .sink = c.sink,
+                      .ns = c.ns,
                       .embed = c.embed,
                       .slot = c.slot,
                       .publication = c.publication,

@@ -21,7 +21,9 @@ typedef struct cv_sync_opts {
     const char *table;              /* schema.table (schema defaults to public) */
     const char *text_column;        /* column embedded (default "description") */
     const char *template_;          /* or a template like "{name}: {description}" (overrides text_column) */
-    const char *sink;               /* pgvector database; NULL or "" = the source database */
+    const char *sink;               /* pgvector database, qdrant://host:port/COLLECTION or upstash://
+                                       (sink/sink.h); NULL or "" = the source database */
+    const char *ns;                 /* Upstash namespace; NULL or "" = the table's name */
     const char *embed;              /* nng URL of a remote `cdcvec serve`; NULL or "" = in-process model */
     const char *slot, *publication; /* default cdcvec_<schema>_<table> */
     long batch_rows;                /* changes per sink transaction (at transaction boundaries) */
@@ -74,6 +76,7 @@ typedef struct cv_sink_stage_opts {
     const char *dead_letter;            /* topic for messages that cannot be read */
     const char *key_columns;            /* the tutorial's messages: key columns (default "id") */
     long batch_rows;
+    const char *state;                  /* Qdrant/Upstash: PostgreSQL database for dead letters and position */
     const struct cv_kafka_props *props;
 } cv_sink_stage_opts;
 int cv_sink_stage_run(const cv_sync_opts *o, const cv_sink_stage_opts *k, volatile sig_atomic_t *stop);

@@ -414,7 +414,8 @@ void cv_search_set_table(cv_sync *s) {
                                       .key_types = types,
                                       .dim = s->dim,
                                       .model_id = "sentence-transformers/all-MiniLM-L6-v2",
-                                      .stream = own(s, s->stream)};
+                                      .stream = own(s, s->stream),
+                                      .ns = s->o.ns ? own(s, s->o.ns) : NULL};
     s->search_text_source = t->text_source ? own(s, t->text_source) : NULL;
     pthread_mutex_unlock(&s->search_mu);
 }

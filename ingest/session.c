@@ -250,7 +250,11 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
     /* what an earlier run recorded (to follow a renamed text column) */
     s->sink_conninfo = o->sink && *o->sink ? o->sink : o->source;
     cv_sink_meta meta = {0};
-    cv_sink_meta_peek(s->sink_conninfo, s->stream, &meta);
+    /* Qdrant / Upstash keep position and meta in the source database (sink/sink.h) */
+    cv_sink_table peek = {.table = o->table, .stream = s->stream, .state_conninfo = o->source, .ns = o->ns};
+    const char *dot = strchr(o->table, '.');
+    if (dot) peek.table = dot + 1;
+    cv_sink_meta_peek_table(s->sink_conninfo, &peek, &meta);
     const char *text = o->search ? NULL : o->text_column && *o->text_column ? o->text_column : "description";
     cv_err e = cv_table_describe(s->src, o->table, text, o->search ? NULL : o->template_, meta.text_source,
                                  &s->t, &s->fault);
@@ -278,7 +282,9 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
                         .key_types = s->t.keytype,
                         .dim = o->capture ? 0 : s->dim, /* capture: its bookkeeping only */
                         .model_id = "sentence-transformers/all-MiniLM-L6-v2",
-                        .stream = s->stream};
+                        .stream = s->stream,
+                        .state_conninfo = o->source,
+                        .ns = o->ns};
     if ((e = cv_sink_open(s->sink_conninfo, &st, &s->sink))) {
         const char *kind, *fix;
         cv_sink_last_fault(s->sink, &kind, &fix);

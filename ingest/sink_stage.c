@@ -43,7 +43,7 @@ typedef struct {
     int nheld, capheld, ntrunc;
     /* the batch being gathered */
     cv_change *chg;
-    int nchg;
+    int nchg, cap; /* cap: messages a batch holds (each gives at most 2 changes) */
     cv_kin_msg *done; /* messages whose offsets the batch commits */
     int ndone;
     uint64_t pos;
@@ -75,7 +75,9 @@ static cv_err open_store(stage *st, const cv_wire_msg *w) {
                        .key_types = (const char *const *)st->keys.key_types,
                        .dim = st->s.dim,
                        .model_id = MODEL_ID,
-                       .stream = st->stream};
+                       .stream = st->stream,
+                       .state_conninfo = st->k->state && *st->k->state ? st->k->state : NULL,
+                       .ns = st->s.o.ns};
     cv_err e = cv_sink_open(st->s.o.sink, &t, &st->sink);
     if (e) {
         const char *kind, *fix;
@@ -166,6 +168,10 @@ static cv_err take(stage *st, cv_kin_msg *m) {
         st->held[st->nheld++] = *m;
         memset(m, 0, sizeof *m);
         return CV_OK;
+    }
+    if (st->ndone >= st->cap) { /* full (the messages a truncate held come in beyond a poll's batch) */
+        cv_err e = flush(st);
+        if (e) return e;
     }
     if (m->format == CV_KIN_BAD) {
         cv_err e = dead_letter(st, m, m->why);
@@ -285,6 +291,7 @@ static cv_err session(stage *st, volatile sig_atomic_t *stop) {
             k->dead_letter);
     int max = (int)k->batch_rows;
     cv_kin_msg *msgs = calloc((size_t)max, sizeof *msgs);
+    st->cap = max;
     st->chg = calloc((size_t)max * 2 + 2, sizeof *st->chg);
     st->done = calloc((size_t)max + 1, sizeof *st->done);
     CV_ASSERT(msgs && st->chg && st->done);

@@ -20,9 +20,10 @@
 #include "../common/cv_lsn.h"
 #include "../common/cv_names.h"
 #include "../common/cv_pg.h"
-#include "sink.h"
+#include "sink_impl.h"
 
-struct cv_sink {
+typedef struct pg_sink {
+    cv_sink base; /* first: the handle sink.c dispatches on */
     PGconn *db;
     cv_sink_table t;
     cv_pg_fault fault; /* of the last error */
@@ -31,7 +32,7 @@ struct cv_sink {
     char *keylist;     /* "k1","k2" */
     char *keycast;     /* unnest arguments: $1::t1[],$2::t2[] */
     char *stream;
-};
+} pg_sink;
 
 /* SQL must be whole: running out of memory while building a statement is fatal here. */
 static int sql_oom(void) {
@@ -54,30 +55,30 @@ static void arr_elem(cv_buf *b, const char *v, int first) {
 }
 
 /* Classifies a failed statement once, here (common/cv_pg.h), logs it with the fix. */
-static cv_err exec_ok(cv_sink *s, PGresult *r, const char *what) {
+static cv_err exec_ok(pg_sink *s, PGresult *r, const char *what) {
     ExecStatusType st = PQresultStatus(r);
     if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return CV_OK;
     cv_pg_classify_result(s->db, r, &s->fault);
+    s->base.kind = s->fault.kind, s->base.fix = s->fault.fix;
     cv_pg_log_fault("sink_failed", what, r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL, &s->fault,
                     r ? PQresultErrorMessage(r) : PQerrorMessage(s->db));
     if (s->fault.retriable) return CV_ERR_TIMEOUT;
     return strcmp(s->fault.kind, "data") == 0 ? CV_ERR_FORMAT : CV_ERR_UNSUPPORTED;
 }
 
-void cv_sink_last_fault(const cv_sink *s, const char **kind, const char **fix) {
-    *kind = s && s->fault.kind ? s->fault.kind : "connection";
-    *fix = s ? s->fault.fix : NULL;
-}
-
-static cv_err run(cv_sink *s, const char *sql, const char *what) {
+static cv_err run(pg_sink *s, const char *sql, const char *what) {
     PGresult *r = PQexec(s->db, sql);
     cv_err e = exec_ok(s, r, what);
     PQclear(r);
     return e;
 }
 
+static void pg_close(cv_sink *sk);
+static void pg_rollback(cv_sink *sk);
+static cv_err pg_state(cv_sink *sk, uint64_t *pos, int *done, uint64_t *bpos);
+
 /* CREATE INDEX IF NOT EXISTS ... USING hnsw (embedding vector_cosine_ops), with room to build. */
-static cv_err ensure_index(cv_sink *s) {
+static cv_err ensure_index(pg_sink *s) {
     cv_buf name = {0}, sql = {0};
     cv_name_index(s->tname, "_embedding_hnsw", &name);
     cv_buf_puts(&sql, "SET maintenance_work_mem = '512MB'; CREATE INDEX IF NOT EXISTS ");
@@ -89,17 +90,19 @@ static cv_err ensure_index(cv_sink *s) {
     return e;
 }
 
-cv_err cv_sink_open(const char *conninfo, const cv_sink_table *t, cv_sink **out) {
+static cv_err pg_open(const char *conninfo, const cv_sink_table *t, cv_sink **out) {
     *out = NULL;
-    cv_sink *s = calloc(1, sizeof *s);
+    pg_sink *s = calloc(1, sizeof *s);
     if (!s) return CV_ERR_NOMEM;
+    s->base.ops = &cv_sink_pgvector_ops;
     s->t = *t;
     s->db = cv_pg_connect(conninfo, 0, "sink");
     if (PQstatus(s->db) != CONNECTION_OK) {
         cv_pg_classify_connect(s->db, &s->fault);
         cv_pg_log_fault("sink_connect", NULL, NULL, &s->fault, PQerrorMessage(s->db));
         cv_err e = s->fault.retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
-        cv_sink_close(s);
+        cv_sink_open_failed(s->fault.kind, s->fault.fix);
+        pg_close(&s->base);
         return e;
     }
     cv_buf name = {0}, tab = {0}, keys = {0}, cast = {0}, sql = {0};
@@ -132,40 +135,34 @@ cv_err cv_sink_open(const char *conninfo, const cv_sink_table *t, cv_sink **out)
             "PRIMARY KEY (%s)); ",
             t->dim, s->keylist);
     }
-    cv_buf_puts(
-        &sql,
-        "CREATE TABLE IF NOT EXISTS cdcvec.state (stream text PRIMARY KEY, lsn pg_lsn NOT NULL, "
-        "backfill_lsn pg_lsn, backfill_done boolean NOT NULL DEFAULT false, "
-        "updated_at timestamptz NOT NULL DEFAULT now()); "
-        "ALTER TABLE cdcvec.state ADD COLUMN IF NOT EXISTS relid oid, "
-        "ADD COLUMN IF NOT EXISTS layout text, ADD COLUMN IF NOT EXISTS text_source text; "
-        "CREATE TABLE IF NOT EXISTS cdcvec.dead_letters (id bigserial PRIMARY KEY, stream text NOT NULL, "
-        "lsn pg_lsn NOT NULL, key text NOT NULL, reason text NOT NULL, "
-        "failed_at timestamptz NOT NULL DEFAULT now());");
+    cv_buf_puts(&sql, cv_rstate_ddl);
     cv_err e = run(s, sql.p, "create_tables");
     free(sql.p);
     /* the HNSW index is built once the initial backfill is done (pgvector: "add any indexes
      * after loading the initial data"; inserting 100k rows into a live graph was 3x slower) */
     uint64_t pos, bpos;
     int done;
-    if (!e) e = cv_sink_state(s, &pos, &done, &bpos);
+    if (!e) e = pg_state(&s->base, &pos, &done, &bpos);
     if (!e && done && t->dim) e = ensure_index(s);
     if (e) {
-        cv_sink_close(s);
+        cv_sink_open_failed(s->fault.kind, s->fault.fix);
+        pg_close(&s->base);
         return e;
     }
-    *out = s;
+    *out = &s->base;
     return CV_OK;
 }
 
-void cv_sink_close(cv_sink *s) {
+static void pg_close(cv_sink *sk) {
+    pg_sink *s = (pg_sink *)sk;
     if (!s) return;
     if (s->db) PQfinish(s->db);
     free(s->tname), free(s->qtable), free(s->keylist), free(s->keycast), free(s->stream);
     free(s);
 }
 
-cv_err cv_sink_state(cv_sink *s, uint64_t *pos, int *done, uint64_t *bpos) {
+static cv_err pg_state(cv_sink *sk, uint64_t *pos, int *done, uint64_t *bpos) {
+    pg_sink *s = (pg_sink *)sk;
     const char *p[1] = {s->stream};
     PGresult *r = PQexecParams(s->db,
                                "SELECT lsn::text, backfill_done, coalesce(backfill_lsn::text, '0/0') "
@@ -183,7 +180,7 @@ cv_err cv_sink_state(cv_sink *s, uint64_t *pos, int *done, uint64_t *bpos) {
 }
 
 /* Fills params[0..nkeys) with key arrays for n rows. Caller frees the strings. */
-static void key_arrays(const cv_sink *s, const char *const *const *keys, int n, char **params) {
+static void key_arrays(const pg_sink *s, const char *const *const *keys, int n, char **params) {
     for (int k = 0; k < s->t.nkeys; k++) {
         cv_buf b = {0};
         cv_buf_put(&b, "{", 1);
@@ -197,7 +194,7 @@ static void key_arrays(const cv_sink *s, const char *const *const *keys, int n, 
 static int hexval(char c) { return c <= '9' ? c - '0' : (c | 32) - 'a' + 10; }
 
 /* "k1","k2" as unnest output columns, and "t.k1 = u.k1 AND ...". */
-static void key_sql(const cv_sink *s, cv_buf *ucols, cv_buf *match) {
+static void key_sql(const pg_sink *s, cv_buf *ucols, cv_buf *match) {
     for (int i = 0; i < s->t.nkeys; i++) {
         cv_buf k = {0};
         cv_pg_ident(&k, s->t.key_names[i]);
@@ -207,7 +204,8 @@ static void key_sql(const cv_sink *s, cv_buf *ucols, cv_buf *match) {
     }
 }
 
-cv_err cv_sink_hashes(cv_sink *s, const char *const *const *keys, int n, int *found, uint8_t (*hash)[32]) {
+static cv_err pg_hashes(cv_sink *sk, const char *const *const *keys, int n, int *found, uint8_t (*hash)[32]) {
+    pg_sink *s = (pg_sink *)sk;
     for (int i = 0; i < n; i++)
         found[i] = 0;
     if (n == 0) return CV_OK;
@@ -258,7 +256,7 @@ static void vec_text(cv_buf *b, const float *v, int dim) {
     "coalesce((SELECT jsonb_object_agg(o.key, o.value) FROM jsonb_each(" old ".payload) o WHERE o.key IN "   \
     "(SELECT jsonb_array_elements_text(u.kp::jsonb))), '{}') || u.p::jsonb"
 
-static cv_err apply_rows(cv_sink *s, const cv_sink_row *rows, int n, int with_vec, const char *lsn) {
+static cv_err apply_rows(pg_sink *s, const cv_sink_row *rows, int n, int with_vec, const char *lsn) {
     if (n == 0) return CV_OK;
     const int nk = s->t.nkeys;
     const char **keys[n > 0 ? n : 1];
@@ -341,7 +339,8 @@ static cv_err apply_rows(cv_sink *s, const cv_sink_row *rows, int n, int with_ve
     return e;
 }
 
-cv_err cv_sink_begin(cv_sink *s, int truncate) {
+static cv_err pg_begin(cv_sink *sk, int truncate) {
+    pg_sink *s = (pg_sink *)sk;
     cv_err e = run(s, "BEGIN", "begin");
     if (!e && truncate) {
         cv_buf q = {0};
@@ -349,11 +348,12 @@ cv_err cv_sink_begin(cv_sink *s, int truncate) {
         e = run(s, q.p, "truncate");
         free(q.p);
     }
-    if (e) cv_sink_rollback(s);
+    if (e) pg_rollback(&s->base);
     return e;
 }
 
-cv_err cv_sink_delete(cv_sink *s, const char *const *const *keys, int n) {
+static cv_err pg_delete(cv_sink *sk, const char *const *const *keys, int n) {
+    pg_sink *s = (pg_sink *)sk;
     cv_err e = CV_OK;
     if (n) {
         char *params[s->t.nkeys];
@@ -368,11 +368,12 @@ cv_err cv_sink_delete(cv_sink *s, const char *const *const *keys, int n) {
         for (int i = 0; i < s->t.nkeys; i++)
             free(params[i]);
     }
-    if (e) cv_sink_rollback(s);
+    if (e) pg_rollback(&s->base);
     return e;
 }
 
-cv_err cv_sink_put(cv_sink *s, const cv_sink_row *rows, int n, uint64_t position) {
+static cv_err pg_put(cv_sink *sk, const cv_sink_row *rows, int n, uint64_t position) {
+    pg_sink *s = (pg_sink *)sk;
     char lsn[24];
     cv_lsn_format(position, lsn);
     cv_sink_row *without = malloc(sizeof(cv_sink_row) * (size_t)(n + 1)),
@@ -388,11 +389,12 @@ cv_err cv_sink_put(cv_sink *s, const cv_sink_row *rows, int n, uint64_t position
     cv_err e = apply_rows(s, without, a, 0, lsn);
     if (!e) e = apply_rows(s, with, b, 1, lsn);
     free(without), free(with);
-    if (e) cv_sink_rollback(s);
+    if (e) pg_rollback(&s->base);
     return e;
 }
 
-cv_err cv_sink_dead_put(cv_sink *s, const cv_sink_dead *d, int n, uint64_t position) {
+static cv_err pg_dead_put(cv_sink *sk, const cv_sink_dead *d, int n, uint64_t position) {
+    pg_sink *s = (pg_sink *)sk;
     if (n == 0) return CV_OK;
     char lsn[24];
     cv_lsn_format(position, lsn);
@@ -414,11 +416,12 @@ cv_err cv_sink_dead_put(cv_sink *s, const cv_sink_dead *d, int n, uint64_t posit
     cv_err e = exec_ok(s, r, "dead_letters");
     PQclear(r);
     free(keys.p), free(why.p);
-    if (e) cv_sink_rollback(s);
+    if (e) pg_rollback(&s->base);
     return e;
 }
 
-cv_err cv_sink_meta_get(cv_sink *s, cv_sink_meta *m) {
+static cv_err pg_meta_get(cv_sink *sk, cv_sink_meta *m) {
+    pg_sink *s = (pg_sink *)sk;
     memset(m, 0, sizeof *m);
     const char *p[1] = {s->stream};
     PGresult *r = PQexecParams(s->db, "SELECT relid, layout, text_source FROM cdcvec.state WHERE stream = $1",
@@ -433,7 +436,8 @@ cv_err cv_sink_meta_get(cv_sink *s, cv_sink_meta *m) {
     return e;
 }
 
-cv_err cv_sink_meta_set(cv_sink *s, const cv_sink_meta *m) {
+static cv_err pg_meta_set(cv_sink *sk, const cv_sink_meta *m) {
+    pg_sink *s = (pg_sink *)sk;
     char relid[16];
     snprintf(relid, sizeof relid, "%u", m->relid);
     const char *p[4] = {s->stream, relid, m->layout, m->text_source};
@@ -468,12 +472,8 @@ void cv_sink_meta_peek(const char *conninfo, const char *stream, cv_sink_meta *m
     PQfinish(db);
 }
 
-void cv_sink_meta_free(cv_sink_meta *m) {
-    free(m->layout), free(m->text_source);
-    memset(m, 0, sizeof *m);
-}
-
-cv_err cv_sink_commit(cv_sink *s, uint64_t position) {
+static cv_err pg_commit(cv_sink *sk, uint64_t position) {
+    pg_sink *s = (pg_sink *)sk;
     char lsn[24];
     cv_lsn_format(position, lsn);
     const char *p[2] = {s->stream, lsn};
@@ -487,13 +487,17 @@ cv_err cv_sink_commit(cv_sink *s, uint64_t position) {
     if (!e)
         e = run(s, "COMMIT", "commit");
     else
-        cv_sink_rollback(s);
+        pg_rollback(&s->base);
     return e;
 }
 
-void cv_sink_rollback(cv_sink *s) { PQclear(PQexec(s->db, "ROLLBACK")); }
+static void pg_rollback(cv_sink *sk) {
+    pg_sink *s = (pg_sink *)sk;
+    PQclear(PQexec(s->db, "ROLLBACK"));
+}
 
-cv_err cv_sink_backfill_mark(cv_sink *s, uint64_t p, int done) {
+static cv_err pg_backfill_mark(cv_sink *sk, uint64_t p, int done) {
+    pg_sink *s = (pg_sink *)sk;
     char lsn[24];
     cv_lsn_format(p, lsn);
     const char *params[3] = {s->stream, lsn, done ? "true" : "false"};
@@ -526,7 +530,8 @@ cv_err cv_sink_backfill_mark(cv_sink *s, uint64_t p, int done) {
     return e;
 }
 
-cv_err cv_sink_search(cv_sink *s, const float *q, int limit, cv_sink_hit_cb cb, void *arg) {
+static cv_err pg_search(cv_sink *sk, const float *q, int limit, cv_sink_hit_cb cb, void *arg) {
+    pg_sink *s = (pg_sink *)sk;
     cv_buf v = {0}, sql = {0}, keyexpr = {0};
     vec_text(&v, q, s->t.dim);
     char lim[16];
@@ -549,3 +554,8 @@ cv_err cv_sink_search(cv_sink *s, const float *q, int limit, cv_sink_hit_cb cb, 
     free(v.p), free(sql.p), free(keyexpr.p);
     return e;
 }
+
+/* The pgvector store's row in the table of stores (sink_impl.h). */
+const cv_sink_ops cv_sink_pgvector_ops = {
+    "pgvector",  pg_open,   pg_close,    pg_state,    pg_hashes,   pg_begin,         pg_delete, pg_put,
+    pg_dead_put, pg_commit, pg_rollback, pg_meta_get, pg_meta_set, pg_backfill_mark, pg_search, NULL};

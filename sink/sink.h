@@ -1,7 +1,25 @@
-/* sink.h: vector stores behind one interface. Today: pgvector (libpq). A sink stores, per
- * source row key, the embedding, a JSON payload, the hash of the embedded text, the model
- * id and the source position (an opaque, increasing 64-bit number: ingest passes LSNs), and
- * records the highest applied position in the same transaction as the rows it covers. */
+/* sink.h: vector stores behind one interface: pgvector (libpq, sink/pgvector.c), Qdrant and
+ * Upstash Vector (libcurl + jansson, sink/qdrant.c, sink/upstash.c). cv_sink_open picks the
+ * store from the sink string: `qdrant://host:port/COLLECTION` (`qdrants://` for TLS),
+ * `upstash://` (URL and token from UPSTASH_VECTOR_REST_URL / UPSTASH_VECTOR_REST_TOKEN, or
+ * their *_FILE variants), anything else is a PostgreSQL conninfo or URI: pgvector. A sink
+ * stores, per source row key, the embedding, a JSON payload, the hash of the embedded text,
+ * the model id and the source position (an opaque, increasing 64-bit number: ingest passes
+ * LSNs), and records the highest applied position.
+ *
+ * Where the position lives. pgvector records it in the same transaction as the rows. Qdrant
+ * and Upstash have no transactions: their writes are idempotent (upsert by point id, delete by
+ * id), cv_sink_commit returns only after the store acknowledged every write of the batch, and
+ * then records the position, the meta, backfill marks and dead letters in the state database
+ * (cv_sink_table.state_conninfo: tables cdcvec.state and cdcvec.dead_letters, as pgvector
+ * keeps them, keyed by stream and store). A crash between the store's acknowledgement and the
+ * state write replays the batch, which converges. Without a state database (state_conninfo
+ * NULL: a Kafka sink stage that keeps its own offsets) cv_sink_state reads 0, the meta is not
+ * kept, and dead letters are logged at warn level with their key and reason
+ * (event=dead_letter), for the caller to route. The text hash per key is kept in the store
+ * itself (payload / metadata `cdcvec.text_hash`), so it survives whatever cdcvec loses.
+ * Secrets (QDRANT_API_KEY, UPSTASH_VECTOR_REST_TOKEN) come from the environment or files,
+ * never from the sink string; one holding userinfo is refused. */
 #ifndef CV_SINK_H
 #define CV_SINK_H
 
@@ -19,6 +37,10 @@ typedef struct cv_sink_table {
                                      backfill marks, meta: cdcvec capture's bookkeeping), no vectors */
     const char *model_id;
     const char *stream; /* name of the change stream (the replication slot): keys the state row */
+    /* Qdrant / Upstash only: the PostgreSQL database (conninfo or URI) where cdcvec keeps the
+     * position, meta, backfill marks and dead letters; NULL: none kept (see above) */
+    const char *state_conninfo;
+    const char *ns; /* Upstash namespace; NULL or "": the table's name */
 } cv_sink_table;
 
 typedef struct cv_sink_row {
@@ -43,9 +65,11 @@ typedef struct cv_sink_meta {
 
 typedef struct cv_sink cv_sink;
 
-/* Connects to conninfo and creates what is missing (extension, schema cdcvec, the table, the
- * state table, and the HNSW cosine index once the initial backfill is done). *out owned by
- * the caller. */
+/* Connects to conninfo and creates what is missing (pgvector: extension, schema cdcvec, the
+ * table, the state table, and the HNSW cosine index once the initial backfill is done;
+ * Qdrant: the collection (dim, Cosine) when missing, never recreated; all remote stores: the
+ * state tables in t->state_conninfo). *out owned by the caller. On failure *out is NULL and
+ * cv_sink_last_fault(NULL, ...) tells this thread's last failed open. */
 cv_err cv_sink_open(const char *conninfo, const cv_sink_table *t, cv_sink **out);
 void cv_sink_close(cv_sink *s);
 
@@ -67,13 +91,27 @@ cv_err cv_sink_hashes(cv_sink *s, const char *const *const *keys, int n, int *fo
 cv_err cv_sink_begin(cv_sink *s, int truncate);
 cv_err cv_sink_delete(cv_sink *s, const char *const *const *keys, int n);
 cv_err cv_sink_put(cv_sink *s, const cv_sink_row *rows, int n, uint64_t position);
+/* Qdrant / Upstash: the steps are sent as they come (upserts gathered into requests of the
+ * store's batch size, sent while later puts arrive), a failed step leaves what was written
+ * (idempotent: the replay converges), rollback forgets the dead letters not yet recorded, and
+ * commit waits for every acknowledgement before recording the position. A row the store
+ * refuses for its size (Upstash metadata over 48 KB) becomes a dead letter naming its key,
+ * its stale vector deleted: never a lost batch. */
 /* Records changes that could not be applied (the dead-letter table), in the transaction. */
 cv_err cv_sink_dead_put(cv_sink *s, const cv_sink_dead *d, int n, uint64_t position);
 cv_err cv_sink_commit(cv_sink *s, uint64_t position);
 void cv_sink_rollback(cv_sink *s);
 
-/* The kind ("connection", "privilege", "data", ...) and the fix (or NULL) of the last error. */
+/* The kind ("connection", "auth", "privilege", "config", "data", ...) and the fix (or NULL) of
+ * the last error; s NULL: of this thread's last failed cv_sink_open. The strings live as long
+ * as the process. */
 void cv_sink_last_fault(const cv_sink *s, const char **kind, const char **fix);
+
+/* "pgvector", "qdrant" or "upstash": the store a sink string names. */
+const char *cv_sink_kind(const char *conninfo_or_url);
+
+/* Requests sent to the store (HTTP requests, retries included; 0 for pgvector) and retries. */
+void cv_sink_stats(const cv_sink *s, long *requests, long *retries);
 
 /* The recorded facts about the source table (fields NULL/0 when never recorded; strings
  * owned by the caller), and recording them. */
@@ -84,13 +122,17 @@ void cv_sink_meta_free(cv_sink_meta *m);
  * connects, reads, disconnects; empty when nothing is recorded or the store is unreachable
  * (the open that follows reports that). */
 void cv_sink_meta_peek(const char *conninfo, const char *stream, cv_sink_meta *m);
+/* The same for any store: reads t->state_conninfo for Qdrant / Upstash (under the state key
+ * that store uses), conninfo itself for pgvector. */
+void cv_sink_meta_peek_table(const char *conninfo_or_url, const cv_sink_table *t, cv_sink_meta *m);
 
 /* Backfill bookkeeping: started at position p (done=0), or finished (done=1): then rows
  * stored at a position below p (left by an interrupted earlier backfill) are deleted and the
  * HNSW index is built if missing. */
 cv_err cv_sink_backfill_mark(cv_sink *s, uint64_t p, int done);
 
-/* Nearest rows to q by cosine distance; cb gets rank, similarity, key text and payload. */
+/* Nearest rows to q by cosine distance; cb gets rank, cosine similarity (Upstash's
+ * (1 + cos) / 2 converted back), key text and payload (the row's columns). */
 typedef void (*cv_sink_hit_cb)(void *arg, int rank, double similarity, const char *key, const char *payload);
 cv_err cv_sink_search(cv_sink *s, const float *q, int limit, cv_sink_hit_cb cb, void *arg);
 

@@ -60,7 +60,8 @@ bad = []
 want = {
     "": {"postgres", "sync", "prometheus"},
     "gpu": {"postgres", "sync", "prometheus", "serve-gpu", "sync-gpu"},
-    "kafka": {"postgres", "sync", "prometheus", "redpanda", "topics", "capture", "worker", "sink"},
+    "kafka": {"postgres", "sync", "prometheus", "redpanda", "topics", "capture", "worker", "sink", "qdrant",
+              "sink-qdrant"},
 }
 for p, names in want.items():
     got = set(cfg[p]["services"])
@@ -89,7 +90,7 @@ for name, s in svcs.items():
 dev = svcs["serve-gpu"]["deploy"]["resources"]["reservations"]["devices"]
 if not any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) for d in dev):
     bad.append(f"serve-gpu: GPU reservation {dev}")
-for name in ("postgres", "sync", "capture", "sink"):
+for name in ("postgres", "sync", "capture", "sink", "sink-qdrant"):
     if "pg_password" not in [x["source"] for x in svcs[name].get("secrets") or []]:
         bad.append(f"{name}: no pg_password secret")
 for name, s in full.get("secrets", {}).items():

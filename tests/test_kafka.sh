@@ -161,6 +161,21 @@ check "a message no one can read goes to the dead-letter topic with its reason" 
   '$PY "$root/tests/kafka_tutorial.py" consume --bootstrap "$K" --topic cdcvec-dead-letters --count 1 --timeout-s 60 | grep -q "not JSON"'
 check "...and the pipeline goes on" converged
 
+# a second sink stage on the same embeddings topic, into Qdrant (the stand-in of tests/standins/:
+# Qdrant's own engine behind its REST models; no Qdrant server can run here)
+qport=$(free_port $((sink_http + 1)))
+"$PY" "$root/tests/standins/qdrant_standin.py" --port "$qport" --storage "$work/qdrant" >"$work/qdrant.log" 2>&1 &
+q_pid=$!
+WATCH_PID=$q_pid wait_until 'grep -q "^READY" "$work/qdrant.log"' 'wc -c <"$work/qdrant.log"'
+run qsink sink --from "kafka://$K/emb" --sink "qdrant://127.0.0.1:$qport/books" --group qdrant-sink --threads 1
+qsink_pid=$!
+qcount() { curl -s -XPOST "http://127.0.0.1:$qport/collections/books/points/count" -H 'Content-Type: application/json' \
+  -d '{"exact":true}' | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["result"]["count"])' 2>/dev/null; }
+check "a second sink, into Qdrant, replays the topic to the source's rows" \
+  'WATCH_PID=$qsink_pid wait_until "[ \"\$(qcount)\" = \"\$(q \"SELECT count(*) FROM books WHERE description IS NOT NULL\")\" ]" qcount'
+kill -TERM "$qsink_pid" "$q_pid" 2>/dev/null
+wait "$qsink_pid" "$q_pid" 2>/dev/null
+
 check "no stage exited on its own" 'kill -0 $cap_pid && kill -0 $w2_pid && kill -0 $sink_pid'
 rcs=
 for p in $cap_pid $w2_pid $sink_pid; do

@@ -1,0 +1,157 @@
+/* sink.c: one interface over several stores (sink.h): picks the store from the sink string
+ * and dispatches each call through its table of operations (sink_impl.h). */
+#define _POSIX_C_SOURCE 200809L
+#include <ctype.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sink_impl.h"
+
+static _Thread_local const char *open_kind, *open_fix;
+
+/* The store a sink string names. */
+static const cv_sink_ops *ops_for(const char *url) {
+    if (url && (!strncmp(url, "qdrant://", 9) || !strncmp(url, "qdrants://", 10))) return &cv_sink_qdrant_ops;
+    if (url && !strncmp(url, "upstash://", 10)) return &cv_sink_upstash_ops;
+    return &cv_sink_pgvector_ops;
+}
+
+const char *cv_sink_kind(const char *url) { return ops_for(url)->name; }
+
+const char *cv_sink_intern(const char *s) {
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    static char **v;
+    static int n, cap;
+    if (!s) return NULL;
+    pthread_mutex_lock(&mu);
+    const char *r = NULL;
+    for (int i = 0; i < n && !r; i++)
+        if (!strcmp(v[i], s)) r = v[i];
+    if (!r) {
+        if (n == cap) {
+            cap = cap ? 2 * cap : 16;
+            v = realloc(v, sizeof *v * (size_t)cap);
+            CV_ASSERT(v);
+        }
+        r = v[n++] = strdup(s);
+        CV_ASSERT(r);
+    }
+    pthread_mutex_unlock(&mu);
+    return r;
+}
+
+void cv_sink_fault(cv_sink *s, const char *kind, const char *fix) {
+    s->kind = kind;
+    s->fix = cv_sink_intern(fix);
+}
+
+void cv_sink_open_failed(const char *kind, const char *fix) {
+    open_kind = kind;
+    open_fix = cv_sink_intern(fix);
+}
+
+char *cv_sink_env_secret(const char *name, const char **err) {
+    *err = NULL;
+    const char *v = getenv(name);
+    if (v && *v) return strdup(v);
+    char fname[128];
+    snprintf(fname, sizeof fname, "%s_FILE", name);
+    const char *path = getenv(fname);
+    if (!path || !*path) return NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        *err = "cannot be read";
+        return NULL;
+    }
+    cv_buf b = {0};
+    char chunk[4096];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        cv_buf_put(&b, chunk, n);
+    fclose(f);
+    while (b.p && b.len && isspace((unsigned char)b.p[b.len - 1]))
+        b.p[--b.len] = 0;
+    if (!b.p) b.p = strdup("");
+    return b.p;
+}
+
+cv_err cv_sink_open(const char *conninfo, const cv_sink_table *t, cv_sink **out) {
+    *out = NULL;
+    open_kind = "connection", open_fix = NULL;
+    cv_err e = ops_for(conninfo)->open(conninfo, t, out);
+    if (e && *out) { /* an open that kept its handle on failure: report through the thread */
+        open_kind = (*out)->kind, open_fix = (*out)->fix;
+        cv_sink_close(*out);
+        *out = NULL;
+    }
+    return e;
+}
+
+void cv_sink_close(cv_sink *s) {
+    if (s) s->ops->close(s);
+}
+
+void cv_sink_last_fault(const cv_sink *s, const char **kind, const char **fix) {
+    *kind = s ? (s->kind ? s->kind : "connection") : (open_kind ? open_kind : "connection");
+    *fix = s ? s->fix : open_fix;
+}
+
+void cv_sink_stats(const cv_sink *s, long *requests, long *retries) {
+    *requests = s ? s->requests : 0;
+    *retries = s ? s->retries : 0;
+}
+
+cv_err cv_sink_state(cv_sink *s, uint64_t *pos, int *done, uint64_t *bpos) {
+    return s->ops->state(s, pos, done, bpos);
+}
+
+cv_err cv_sink_hashes(cv_sink *s, const char *const *const *keys, int n, int *found, uint8_t (*hash)[32]) {
+    return s->ops->hashes(s, keys, n, found, hash);
+}
+
+cv_err cv_sink_begin(cv_sink *s, int truncate) { return s->ops->begin(s, truncate); }
+
+cv_err cv_sink_delete(cv_sink *s, const char *const *const *keys, int n) { return s->ops->del(s, keys, n); }
+
+cv_err cv_sink_put(cv_sink *s, const cv_sink_row *rows, int n, uint64_t position) {
+    return s->ops->put(s, rows, n, position);
+}
+
+cv_err cv_sink_dead_put(cv_sink *s, const cv_sink_dead *d, int n, uint64_t position) {
+    return s->ops->dead_put(s, d, n, position);
+}
+
+cv_err cv_sink_commit(cv_sink *s, uint64_t position) { return s->ops->commit(s, position); }
+
+void cv_sink_rollback(cv_sink *s) { s->ops->rollback(s); }
+
+cv_err cv_sink_meta_get(cv_sink *s, cv_sink_meta *m) { return s->ops->meta_get(s, m); }
+
+cv_err cv_sink_meta_set(cv_sink *s, const cv_sink_meta *m) { return s->ops->meta_set(s, m); }
+
+void cv_sink_meta_free(cv_sink_meta *m) {
+    free(m->layout), free(m->text_source);
+    memset(m, 0, sizeof *m);
+}
+
+void cv_sink_meta_peek_table(const char *url, const cv_sink_table *t, cv_sink_meta *m) {
+    const cv_sink_ops *ops = ops_for(url);
+    if (!ops->state_key) {
+        cv_sink_meta_peek(url, t->stream, m);
+        return;
+    }
+    memset(m, 0, sizeof *m);
+    if (!t->state_conninfo) return;
+    cv_buf key = {0};
+    ops->state_key(url, t, &key);
+    if (key.p) cv_rstate_peek(t->state_conninfo, key.p, m);
+    free(key.p);
+}
+
+cv_err cv_sink_backfill_mark(cv_sink *s, uint64_t p, int done) { return s->ops->backfill_mark(s, p, done); }
+
+cv_err cv_sink_search(cv_sink *s, const float *q, int limit, cv_sink_hit_cb cb, void *arg) {
+    return s->ops->search(s, q, limit, cb, arg);
+}

@@ -1,0 +1,107 @@
+/* sink_impl.h: what the stores behind sink/sink.h share: the table of operations each store
+ * fills in (sink.c dispatches through it), the fault every sink remembers, the state database
+ * of the stores without transactions (state.c), and the JSON a remote store's point carries
+ * (payload.c). Internal to sink/. */
+#ifndef CV_SINK_IMPL_H
+#define CV_SINK_IMPL_H
+
+#include <jansson.h>
+
+#include "../common/cv_buf.h"
+#include "sink.h"
+
+typedef struct cv_sink_ops {
+    const char *name; /* "pgvector", "qdrant", "upstash" */
+    cv_err (*open)(const char *url, const cv_sink_table *t, cv_sink **out);
+    void (*close)(cv_sink *s);
+    cv_err (*state)(cv_sink *s, uint64_t *pos, int *done, uint64_t *bpos);
+    cv_err (*hashes)(cv_sink *s, const char *const *const *keys, int n, int *found, uint8_t (*hash)[32]);
+    cv_err (*begin)(cv_sink *s, int truncate);
+    cv_err (*del)(cv_sink *s, const char *const *const *keys, int n);
+    cv_err (*put)(cv_sink *s, const cv_sink_row *rows, int n, uint64_t position);
+    cv_err (*dead_put)(cv_sink *s, const cv_sink_dead *d, int n, uint64_t position);
+    cv_err (*commit)(cv_sink *s, uint64_t position);
+    void (*rollback)(cv_sink *s);
+    cv_err (*meta_get)(cv_sink *s, cv_sink_meta *m);
+    cv_err (*meta_set)(cv_sink *s, const cv_sink_meta *m);
+    cv_err (*backfill_mark)(cv_sink *s, uint64_t p, int done);
+    cv_err (*search)(cv_sink *s, const float *q, int limit, cv_sink_hit_cb cb, void *arg);
+    /* the state key and database of a remote store (NULL for pgvector): for the meta peek */
+    void (*state_key)(const char *url, const cv_sink_table *t, cv_buf *key);
+} cv_sink_ops;
+
+/* Every store's handle starts with this. */
+struct cv_sink {
+    const cv_sink_ops *ops;
+    const char *kind, *fix; /* the last error's fault (static or cv_sink_intern strings) */
+    long requests, retries; /* HTTP requests sent and retried (remote stores) */
+};
+
+extern const cv_sink_ops cv_sink_pgvector_ops, cv_sink_qdrant_ops, cv_sink_upstash_ops;
+
+/* A copy of s that lives as long as the process (fix sentences that name a collection must
+ * outlive the sink that built them); the same text gives the same pointer. */
+const char *cv_sink_intern(const char *s);
+/* Records a fault: kind static, fix copied (cv_sink_intern) or NULL. */
+void cv_sink_fault(cv_sink *s, const char *kind, const char *fix);
+/* The failed open's fault, for cv_sink_last_fault(NULL). */
+void cv_sink_open_failed(const char *kind, const char *fix);
+
+/* A secret or setting from the environment: NAME, else the contents of the file NAME_FILE
+ * (trailing white space dropped). NULL when neither is set; *err names an unreadable file.
+ * Caller frees. */
+char *cv_sink_env_secret(const char *name, const char **err);
+
+/* ---- the state database of stores without transactions (state.c) ---- */
+
+typedef struct cv_rstate cv_rstate;
+
+/* Opens (creates cdcvec.state and cdcvec.dead_letters when missing) the state kept under key
+ * in conninfo; conninfo NULL: a state that keeps nothing. Errors set s's fault. */
+cv_err cv_rstate_open(cv_sink *s, const char *conninfo, const char *key, cv_rstate **out);
+void cv_rstate_close(cv_rstate *r);
+cv_err cv_rstate_get(cv_sink *s, cv_rstate *r, uint64_t *pos, int *done, uint64_t *bpos);
+/* Buffers a dead letter until cv_rstate_commit (copies the strings). */
+void cv_rstate_dead_add(cv_rstate *r, const char *key, const char *reason);
+/* Forgets the buffered dead letters (begin, rollback). */
+void cv_rstate_reset(cv_rstate *r);
+/* Records the buffered dead letters and the position (never moving back), in one transaction. */
+cv_err cv_rstate_commit(cv_sink *s, cv_rstate *r, uint64_t pos);
+cv_err cv_rstate_meta_get(cv_sink *s, cv_rstate *r, cv_sink_meta *m);
+cv_err cv_rstate_meta_set(cv_sink *s, cv_rstate *r, const cv_sink_meta *m);
+cv_err cv_rstate_backfill(cv_sink *s, cv_rstate *r, uint64_t p, int done);
+/* Reads the meta kept under key (empty when none or unreachable). */
+void cv_rstate_peek(const char *conninfo, const char *key, cv_sink_meta *m);
+/* The CREATE statements of the state tables (shared with pgvector.c). */
+extern const char cv_rstate_ddl[];
+
+/* ---- a remote point's JSON (payload.c) ---- */
+
+/* The key as one line of text (common/cv_keytext.h); caller frees. */
+char *cv_sink_key_text(const cv_sink_table *t, const char *const *key);
+/* The payload a remote store keeps for a row: the change's payload, its keys (integers as
+ * numbers), the stored values of the keys named in keep (from stored, may be NULL), and the
+ * object "cdcvec": {table, key, text_hash (hex; from the row, else the stored one), model,
+ * lsn, updated_at}. NULL when the change's payload is not a JSON object. Caller decrefs. */
+json_t *cv_sink_point_payload(const cv_sink_table *t, const cv_sink_row *r, const char *keytext,
+                              json_t *stored, uint64_t position, const char *now_iso);
+/* The stored text hash (payload.cdcvec.text_hash): 1 and hash filled when present. */
+int cv_sink_stored_hash(json_t *payload, uint8_t hash[32]);
+/* The payload without the "cdcvec" object and the key columns (as pgvector's payload), as
+ * text, for search results; caller frees. */
+char *cv_sink_public_payload(const cv_sink_table *t, json_t *payload);
+/* Qdrant's point id of a key: a number (one integer key column, value >= 0, fitting uint64) or
+ * a UUIDv5; as JSON into js and as text into str (either may be NULL). qdrant.c. */
+void cv_qdrant_point_id(const cv_sink_table *t, const char *const *key, cv_buf *js, cv_buf *str);
+/* Now as 2026-01-02T03:04:05.678Z. */
+void cv_sink_now_iso(char out[48]);
+/* f with 9 significant digits (reads back as the same float); out: 20 bytes; the length. */
+int cv_sink_float_text(float f, char *out);
+/* Appends a vector as a JSON array (cv_sink_float_text: round-trips every float). */
+void cv_sink_vec_json(cv_buf *b, const float *v, int dim);
+/* Appends s as a JSON string. */
+void cv_sink_json_str(cv_buf *b, const char *s);
+/* Whether the key is one integer column (smallint, integer, bigint). */
+int cv_sink_int_key(const cv_sink_table *t);
+
+#endif

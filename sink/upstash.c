@@ -1,0 +1,479 @@
+/* upstash.c: the Upstash Vector sink over its REST API (PROTOCOLS.md §6, §12), through
+ * sink/http.c.
+ *
+ * `--sink upstash://`: the index's REST URL and token come from UPSTASH_VECTOR_REST_URL and
+ * UPSTASH_VECTOR_REST_TOKEN (or the files named by *_FILE), never from the command line;
+ * `upstash://HOST` names the index's host instead of the URL variable (https). Each table
+ * lives in a namespace of its own (cv_sink_table.ns, `--namespace`; default the table's name),
+ * so TRUNCATE is `/reset/NAMESPACE`. The index must have the model's dimension and the cosine
+ * similarity (checked with /info at open: a mismatch stops the sink with the fix).
+ *
+ * Vector id: the primary key as one line of text (common/cv_keytext.h: 42, or a,b for a
+ * composite key). Metadata: the row's columns, its key columns and "cdcvec" {table, key,
+ * text_hash, model, lsn, updated_at} (payload.c); a row whose metadata is over 48 KB (Upstash's
+ * limit) becomes a dead letter naming its key, its stale vector deleted, and the rest of the
+ * batch goes on. Upserts gather up to 1000 vectors per request (and at most CV_UPSTASH_BODY
+ * bytes), sent while later rows arrive; deletes by ids; metadata-only updates with /update
+ * (OVERWRITE, the stored values of `keep` columns and the stored text hash read back with
+ * /fetch by cv_sink_hashes), several in flight. Search converts Upstash's score, (1 + cos) / 2
+ * for cosine, back to the cosine. Position, meta and dead letters: the state database
+ * (state.c), written at commit once every request was acknowledged. */
+#define _POSIX_C_SOURCE 200809L
+#include <curl/curl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/cv_log.h"
+#include "http.h"
+
+#define CV_UPSTASH_BATCH    1000        /* vectors per upsert, fetch or delete request */
+#define CV_UPSTASH_BODY     (8 << 20)   /* bytes per upsert request */
+#define CV_UPSTASH_METADATA (48 * 1024) /* bytes of metadata per vector */
+
+typedef struct u_sink {
+    cv_sink base;
+    cv_sink_table t;
+    cv_http *http;
+    cv_rstate *st;
+    char *ns, *nsq; /* namespace, and "/<escaped namespace>" to append to paths */
+    char *tname;    /* schema.table */
+    char *where;    /* "Upstash index at https://... namespace X", for messages */
+    json_t *stored; /* id -> stored metadata, read by cv_sink_hashes for this batch */
+    cv_buf pend;    /* vectors gathered for the next upsert: JSON objects, comma-separated */
+    int npend;
+} u_sink;
+
+/* Upstash's error text: {"error":"...","status":N}. */
+static const char *err_text(json_t *body) {
+    const char *m = json_string_value(json_object_get(body, "error"));
+    return m ? m : "(no message)";
+}
+
+/* A 4xx: a dimension the index does not have (config), else the data. */
+static cv_err judge(cv_sink *s, long status, json_t *body, const char *what) {
+    u_sink *u = (u_sink *)s;
+    const char *m = err_text(body);
+    cv_buf fix = {0};
+    const char *kind = "data";
+    cv_err e = CV_ERR_FORMAT;
+    if (strstr(m, "dimension")) {
+        kind = "config", e = CV_ERR_UNSUPPORTED;
+        cv_buf_printf(
+            &fix,
+            "the %s has another dimension than this model's %d: create an index of dimension %d with the "
+            "cosine similarity and point UPSTASH_VECTOR_REST_URL / UPSTASH_VECTOR_REST_TOKEN at it",
+            u->where, u->t.dim, u->t.dim);
+    } else {
+        cv_buf_printf(&fix, "the %s refused the data: see the error", u->where);
+    }
+    cv_error("event=sink_failed store=upstash request=\"%s\" status=%ld kind=%s error=\"%s\" fix=\"%s\"",
+             what, status, kind, m, fix.p);
+    cv_sink_fault(s, kind, fix.p);
+    free(fix.p);
+    return e;
+}
+
+static cv_err setup_fault(u_sink *u, const char *event, const char *kind, const char *fix) {
+    cv_error("event=%s store=upstash namespace=%s kind=%s fix=\"%s\"", event, u->ns ? u->ns : "-", kind, fix);
+    cv_sink_fault(&u->base, kind, fix);
+    return CV_ERR_UNSUPPORTED;
+}
+
+/* The REST base URL: upstash://HOST, else UPSTASH_VECTOR_REST_URL(_FILE). NULL + why. */
+static char *base_url(const char *url, const char **why) {
+    const char *h = url + 10;
+    *why = NULL;
+    if (strchr(h, '@') || strchr(h, '?')) {
+        *why = "the sink URL holds a user, token or query: the token belongs in UPSTASH_VECTOR_REST_TOKEN or "
+               "UPSTASH_VECTOR_REST_TOKEN_FILE, never on the command line";
+        return NULL;
+    }
+    cv_buf b = {0};
+    if (*h) {
+        size_t hl = strcspn(h, "/");
+        cv_buf_printf(&b, "https://%.*s", (int)hl, h);
+        return b.p;
+    }
+    const char *ferr;
+    char *v = cv_sink_env_secret("UPSTASH_VECTOR_REST_URL", &ferr);
+    if (!v) {
+        *why =
+            ferr
+                ? "UPSTASH_VECTOR_REST_URL_FILE names a file this process cannot read"
+                : "set UPSTASH_VECTOR_REST_URL (or UPSTASH_VECTOR_REST_URL_FILE) to the index's REST URL, as "
+                  "the Upstash console shows it";
+        return NULL;
+    }
+    size_t n = strlen(v);
+    while (n && v[n - 1] == '/')
+        v[--n] = 0;
+    if (strncmp(v, "http://", 7) && strncmp(v, "https://", 8)) {
+        cv_buf_printf(&b, "https://%s", v);
+        free(v);
+        return b.p;
+    }
+    return v;
+}
+
+static const char *ns_of(const cv_sink_table *t) { return t->ns && *t->ns ? t->ns : t->table; }
+
+static void u_state_key(const char *url, const cv_sink_table *t, cv_buf *key) {
+    const char *why;
+    char *b = base_url(url, &why);
+    if (b) cv_buf_printf(key, "%s@upstash:%s/%s", t->stream, b, ns_of(t));
+    free(b);
+}
+
+static void u_close(cv_sink *s) {
+    u_sink *u = (u_sink *)s;
+    if (!u) return;
+    cv_http_free(u->http);
+    cv_rstate_close(u->st);
+    json_decref(u->stored);
+    free(u->ns), free(u->nsq), free(u->tname), free(u->where), free(u->pend.p);
+    free(u);
+}
+
+/* A path with the namespace: "/op/ns". Caller frees. */
+static char *path_of(const u_sink *u, const char *op) {
+    cv_buf p = {0};
+    cv_buf_printf(&p, "/%s%s", op, u->nsq);
+    return p.p;
+}
+
+/* Checks the index's dimension and similarity (/info). */
+static cv_err check_index(u_sink *u) {
+    json_t *r = NULL;
+    long st = 0;
+    cv_err e = cv_http_call(u->http, "POST", "/info", NULL, 0, 1, &st, &r);
+    if (e) return e;
+    json_t *res = json_object_get(r, "result");
+    json_int_t dim = json_integer_value(json_object_get(res, "dimension"));
+    const char *sim = json_string_value(json_object_get(res, "similarityFunction"));
+    cv_buf fix = {0};
+    if (st != 200)
+        cv_buf_printf(&fix, "the %s answered %ld to /info: check UPSTASH_VECTOR_REST_URL", u->where, st);
+    else if (dim != u->t.dim || (sim && strcmp(sim, "COSINE")))
+        cv_buf_printf(&fix,
+                      "the %s has dimension %lld and similarity %s, this model writes %d-dimensional vectors "
+                      "compared by cosine: create an index with dimension %d and COSINE, and point "
+                      "UPSTASH_VECTOR_REST_URL / UPSTASH_VECTOR_REST_TOKEN at it",
+                      u->where, (long long)dim, sim ? sim : "?", u->t.dim, u->t.dim);
+    json_decref(r);
+    if (fix.p) e = setup_fault(u, "sink_schema_mismatch", "config", fix.p);
+    free(fix.p);
+    return e;
+}
+
+static cv_err u_open(const char *url, const cv_sink_table *t, cv_sink **out) {
+    u_sink *u = calloc(1, sizeof *u);
+    CV_ASSERT(u);
+    u->base.ops = &cv_sink_upstash_ops;
+    *out = &u->base;
+    u->t = *t;
+    u->ns = strdup(ns_of(t));
+    char *esc = curl_easy_escape(NULL, u->ns, 0);
+    cv_buf nsq = {0}, tn = {0}, w = {0};
+    cv_buf_printf(&nsq, "/%s", esc);
+    curl_free(esc);
+    u->nsq = nsq.p;
+    cv_buf_printf(&tn, "%s.%s", t->schema, t->table);
+    u->tname = tn.p;
+    u->stored = json_object();
+    const char *why;
+    char *base = base_url(url, &why);
+    if (!base) return setup_fault(u, "bad_sink_url", "config", why);
+    cv_buf_printf(&w, "Upstash index at %s (namespace %s)", base, u->ns);
+    u->where = w.p;
+    const char *ferr;
+    char *tok = cv_sink_env_secret("UPSTASH_VECTOR_REST_TOKEN", &ferr);
+    if (!tok) {
+        free(base);
+        return setup_fault(
+            u, "sink_token_missing", "config",
+            ferr ? "UPSTASH_VECTOR_REST_TOKEN_FILE names a file this process cannot read"
+                 : "set UPSTASH_VECTOR_REST_TOKEN (or UPSTASH_VECTOR_REST_TOKEN_FILE) to the index's "
+                   "REST token, as the Upstash console shows it");
+    }
+    cv_buf auth = {0}, afix = {0};
+    cv_buf_printf(&auth, "Authorization: Bearer %s", tok);
+    cv_buf_printf(
+        &afix,
+        "the %s refused the token: set UPSTASH_VECTOR_REST_TOKEN (or UPSTASH_VECTOR_REST_TOKEN_FILE) "
+        "to this index's read-write REST token",
+        u->where);
+    cv_http_opts ho = {.base = base,
+                       .store = "upstash",
+                       .auth_header = auth.p,
+                       .auth_fix = afix.p,
+                       .judge = judge,
+                       .max_inflight = 4};
+    cv_err e = cv_http_new(&u->base, &ho, &u->http);
+    memset(auth.p, 0, auth.len);
+    memset(tok, 0, strlen(tok));
+    free(auth.p), free(tok), free(afix.p);
+    if (!e) e = check_index(u);
+    cv_buf sk = {0};
+    cv_buf_printf(&sk, "%s@upstash:%s/%s", t->stream, base, u->ns);
+    free(base);
+    if (!e) e = cv_rstate_open(&u->base, t->state_conninfo, sk.p, &u->st);
+    free(sk.p);
+    return e;
+}
+
+/* ---- writes ------------------------------------------------------------------------------- */
+
+static cv_err flush(u_sink *u) {
+    if (!u->npend) return CV_OK;
+    cv_buf body = {0};
+    cv_buf_puts(&body, "[");
+    cv_buf_put(&body, u->pend.p, u->pend.len);
+    cv_buf_puts(&body, "]");
+    CV_ASSERT(!body.oom);
+    cv_buf_free(&u->pend);
+    u->npend = 0;
+    char *path = path_of(u, "upsert");
+    cv_err e = cv_http_submit(u->http, "POST", path, body.p, body.len, NULL, NULL);
+    free(path);
+    return e;
+}
+
+static cv_err settle(u_sink *u) {
+    cv_err e = flush(u);
+    cv_err w = cv_http_wait(u->http);
+    return e ? e : w;
+}
+
+/* Appends the ids of keys[0..n) as a JSON array of strings. */
+static void ids_json(const u_sink *u, const char *const *const *keys, int n, cv_buf *b) {
+    cv_buf_put(b, "[", 1);
+    for (int i = 0; i < n; i++) {
+        char *kt = cv_sink_key_text(&u->t, keys[i]);
+        if (i) cv_buf_put(b, ",", 1);
+        cv_sink_json_str(b, kt);
+        free(kt);
+    }
+    cv_buf_put(b, "]", 1);
+}
+
+/* Reads the stored metadata of keys[0..n) into u->stored (/fetch). */
+static cv_err fetch(u_sink *u, const char *const *const *keys, int n) {
+    for (int i0 = 0; i0 < n; i0 += CV_UPSTASH_BATCH) {
+        int m = n - i0 < CV_UPSTASH_BATCH ? n - i0 : CV_UPSTASH_BATCH;
+        cv_buf body = {0};
+        cv_buf_puts(&body, "{\"ids\":");
+        ids_json(u, keys + i0, m, &body);
+        cv_buf_puts(&body, ",\"includeMetadata\":true,\"includeVectors\":false}");
+        char *path = path_of(u, "fetch");
+        json_t *r = NULL;
+        cv_err e = cv_http_call(u->http, "POST", path, body.p, body.len, 0, NULL, &r);
+        free(path);
+        size_t k;
+        json_t *v;
+        json_array_foreach(json_object_get(r, "result"), k, v) {
+            const char *id = json_string_value(json_object_get(v, "id"));
+            json_t *md = json_object_get(v, "metadata");
+            if (id && json_is_object(md)) json_object_set(u->stored, id, md);
+        }
+        json_decref(r);
+        if (e) return e;
+    }
+    return CV_OK;
+}
+
+static cv_err u_hashes(cv_sink *s, const char *const *const *keys, int n, int *found, uint8_t (*hash)[32]) {
+    u_sink *u = (u_sink *)s;
+    cv_err e = settle(u);
+    if (!e) e = fetch(u, keys, n);
+    for (int i = 0; i < n; i++) {
+        char *kt = cv_sink_key_text(&u->t, keys[i]);
+        found[i] = !e && cv_sink_stored_hash(json_object_get(u->stored, kt), hash[i]);
+        free(kt);
+    }
+    return e;
+}
+
+static cv_err u_begin(cv_sink *s, int truncate) {
+    u_sink *u = (u_sink *)s;
+    json_object_clear(u->stored);
+    cv_buf_free(&u->pend);
+    u->npend = 0;
+    cv_rstate_reset(u->st);
+    if (!truncate) return CV_OK;
+    char *path = path_of(u, "reset");
+    cv_err e = cv_http_call(u->http, "POST", path, NULL, 0, 0, NULL, NULL);
+    free(path);
+    return e;
+}
+
+/* Sends deletes of keys[0..n) by id (not waited for). */
+static cv_err delete_ids(u_sink *u, const char *const *const *keys, int n) {
+    cv_err e = flush(u);
+    for (int i0 = 0; !e && i0 < n; i0 += CV_UPSTASH_BATCH) {
+        int m = n - i0 < CV_UPSTASH_BATCH ? n - i0 : CV_UPSTASH_BATCH;
+        cv_buf body = {0};
+        cv_buf_puts(&body, "{\"ids\":");
+        ids_json(u, keys + i0, m, &body);
+        cv_buf_puts(&body, "}");
+        for (int i = 0; i < m; i++) {
+            char *kt = cv_sink_key_text(&u->t, keys[i0 + i]);
+            json_object_del(u->stored, kt);
+            free(kt);
+        }
+        char *path = path_of(u, "delete");
+        e = cv_http_submit(u->http, "POST", path, body.p, body.len, NULL, NULL);
+        free(path);
+    }
+    return e;
+}
+
+static cv_err u_delete(cv_sink *s, const char *const *const *keys, int n) {
+    u_sink *u = (u_sink *)s;
+    cv_err e = delete_ids(u, keys, n);
+    cv_err w = cv_http_wait(u->http);
+    return e ? e : w;
+}
+
+static cv_err u_put(cv_sink *s, const cv_sink_row *rows, int n, uint64_t position) {
+    u_sink *u = (u_sink *)s;
+    char now[48];
+    cv_sink_now_iso(now);
+    cv_err e = CV_OK;
+    const char ***miss = calloc((size_t)n + 1, sizeof *miss), ***big = calloc((size_t)n + 1, sizeof *big);
+    CV_ASSERT(miss && big);
+    int nm = 0, nb = 0;
+    for (int i = 0; i < n; i++) {
+        if (rows[i].vec && !rows[i].keep) continue;
+        char *kt = cv_sink_key_text(&u->t, rows[i].key);
+        if (!json_object_get(u->stored, kt)) miss[nm++] = (const char **)rows[i].key;
+        free(kt);
+    }
+    if (nm) e = fetch(u, (const char *const *const *)miss, nm);
+    char *upath = path_of(u, "update");
+    for (int i = 0; !e && i < n; i++) {
+        const cv_sink_row *r = &rows[i];
+        char *kt = cv_sink_key_text(&u->t, r->key);
+        json_t *stored = json_object_get(u->stored, kt);
+        json_t *p = cv_sink_point_payload(&u->t, r, kt, stored, position, now);
+        char *md = p ? json_dumps(p, JSON_COMPACT) : NULL;
+        json_decref(p);
+        if (!md) {
+            cv_sink_fault(s, "data", "the change's payload is not a JSON object (a bug: please report it)");
+            e = CV_ERR_FORMAT;
+        } else if (strlen(md) > CV_UPSTASH_METADATA) {
+            cv_buf why = {0};
+            cv_buf_printf(&why,
+                          "its metadata is %zu bytes, over Upstash's limit of 48 KB (%d bytes) per vector: "
+                          "shorten the row's "
+                          "columns (or embed from a table with fewer of them)",
+                          strlen(md), CV_UPSTASH_METADATA);
+            cv_warn("event=dead_letter store=upstash key=\"%s\" reason=\"%s\"", kt, why.p);
+            cv_rstate_dead_add(u->st, kt, why.p);
+            free(why.p);
+            big[nb++] = (const char **)r->key; /* its stale vector goes */
+        } else if (r->vec) {
+            cv_buf one = {0};
+            cv_buf_puts(&one, "{\"id\":");
+            cv_sink_json_str(&one, kt);
+            cv_buf_puts(&one, ",\"vector\":");
+            cv_sink_vec_json(&one, r->vec, u->t.dim);
+            cv_buf_printf(&one, ",\"metadata\":%s}", md);
+            CV_ASSERT(!one.oom);
+            if (u->npend && u->pend.len + one.len + 2 > CV_UPSTASH_BODY) e = flush(u);
+            if (u->npend) cv_buf_put(&u->pend, ",", 1);
+            cv_buf_put(&u->pend, one.p, one.len);
+            free(one.p);
+            if (!e && ++u->npend >= CV_UPSTASH_BATCH) e = flush(u);
+        } else if (stored) { /* metadata only: the vector stays as stored */
+            cv_buf body = {0};
+            cv_buf_puts(&body, "{\"id\":");
+            cv_sink_json_str(&body, kt);
+            cv_buf_printf(&body, ",\"metadata\":%s,\"metadataUpdateMode\":\"OVERWRITE\"}", md);
+            e = cv_http_submit(u->http, "POST", upath, body.p, body.len, NULL, NULL);
+        }
+        free(md), free(kt);
+    }
+    free(upath);
+    if (!e && nb) e = delete_ids(u, (const char *const *const *)big, nb);
+    free(miss), free(big);
+    CV_ASSERT(!u->pend.oom);
+    return e;
+}
+
+static cv_err u_dead_put(cv_sink *s, const cv_sink_dead *d, int n, uint64_t position) {
+    (void)position;
+    for (int i = 0; i < n; i++)
+        cv_rstate_dead_add(((u_sink *)s)->st, d[i].key, d[i].reason);
+    return CV_OK;
+}
+
+static cv_err u_commit(cv_sink *s, uint64_t position) {
+    u_sink *u = (u_sink *)s;
+    cv_err e = settle(u);
+    if (!e) e = cv_rstate_commit(s, u->st, position);
+    json_object_clear(u->stored);
+    return e;
+}
+
+static void u_rollback(cv_sink *s) {
+    u_sink *u = (u_sink *)s;
+    cv_http_wait(u->http);
+    cv_buf_free(&u->pend);
+    u->npend = 0;
+    json_object_clear(u->stored);
+    cv_rstate_reset(u->st);
+}
+
+static cv_err u_state(cv_sink *s, uint64_t *pos, int *done, uint64_t *bpos) {
+    return cv_rstate_get(s, ((u_sink *)s)->st, pos, done, bpos);
+}
+static cv_err u_meta_get(cv_sink *s, cv_sink_meta *m) { return cv_rstate_meta_get(s, ((u_sink *)s)->st, m); }
+static cv_err u_meta_set(cv_sink *s, const cv_sink_meta *m) {
+    return cv_rstate_meta_set(s, ((u_sink *)s)->st, m);
+}
+
+static cv_err u_backfill_mark(cv_sink *s, uint64_t p, int done) {
+    u_sink *u = (u_sink *)s;
+    cv_err e = settle(u);
+    if (!e && done && p) { /* vectors an interrupted earlier backfill left (written below p) */
+        cv_buf body = {0};
+        cv_buf_printf(&body, "{\"filter\":\"cdcvec.lsn < %llu\"}", (unsigned long long)p);
+        char *path = path_of(u, "delete");
+        e = cv_http_call(u->http, "POST", path, body.p, body.len, 0, NULL, NULL);
+        free(path);
+    }
+    if (!e) e = cv_rstate_backfill(s, u->st, p, done);
+    return e;
+}
+
+static cv_err u_search(cv_sink *s, const float *v, int limit, cv_sink_hit_cb cb, void *arg) {
+    u_sink *u = (u_sink *)s;
+    cv_buf body = {0};
+    cv_buf_puts(&body, "{\"vector\":");
+    cv_sink_vec_json(&body, v, u->t.dim);
+    cv_buf_printf(&body, ",\"topK\":%d,\"includeMetadata\":true,\"includeVectors\":false}", limit);
+    char *path = path_of(u, "query");
+    json_t *r = NULL;
+    cv_err e = cv_http_call(u->http, "POST", path, body.p, body.len, 0, NULL, &r);
+    free(path);
+    size_t i;
+    json_t *hit;
+    json_array_foreach(json_object_get(r, "result"), i, hit) {
+        json_t *md = json_object_get(hit, "metadata");
+        const char *key = json_string_value(json_object_get(json_object_get(md, "cdcvec"), "key"));
+        if (!key) key = json_string_value(json_object_get(hit, "id"));
+        char *pub = cv_sink_public_payload(&u->t, md);
+        /* Upstash reports (1 + cos) / 2 for the cosine similarity */
+        cb(arg, (int)i + 1, 2.0 * json_number_value(json_object_get(hit, "score")) - 1.0, key ? key : "",
+           pub);
+        free(pub);
+    }
+    json_decref(r);
+    return e;
+}
+
+/* The Upstash store's row in the table of stores (sink_impl.h). */
+const cv_sink_ops cv_sink_upstash_ops = {
+    "upstash",  u_open,   u_close,    u_state,    u_hashes,   u_begin,         u_delete, u_put,
+    u_dead_put, u_commit, u_rollback, u_meta_get, u_meta_set, u_backfill_mark, u_search, u_state_key};
