@@ -31,7 +31,7 @@ static void fill_vec(float *v, uint64_t seed) {
 
 int cv_bench_sink(int argc, char **argv) {
     const char *url = NULL, *state = NULL, *table = "bench_sink";
-    long rows = 10000, txn = 1000, first = 1;
+    long rows = 10000, txn = 0, first = 1; /* txn 0: the store's cv_sink_batch_rows */
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--sink"))
             url = argv[i + 1];
@@ -50,10 +50,10 @@ int cv_bench_sink(int argc, char **argv) {
             break;
         }
     }
-    if (!url || rows < 1 || txn < 1) {
-        fprintf(stderr,
-                "usage: cdcvec bench sink --sink URL [--rows 10000] [--batch-rows 1000] [--first-id 1] "
-                "[--table bench_sink] [--state CONNINFO]\n");
+    if (!url || rows < 1 || txn < 0) {
+        fprintf(stderr, "usage: cdcvec bench sink --sink URL [--rows 10000] [--batch-rows N (default: the "
+                        "store's batch)] [--first-id 1] "
+                        "[--table bench_sink] [--state CONNINFO]\n");
         return 2;
     }
     static const char *kn[] = {"id"}, *kt[] = {"integer"};
@@ -74,6 +74,7 @@ int cv_bench_sink(int argc, char **argv) {
         fprintf(stderr, "bench sink: cannot open the sink (%s): %s\n", kind, fix ? fix : cv_strerror(e));
         return 1;
     }
+    if (txn == 0) txn = cv_sink_batch_rows(s);
     float *vec = malloc(sizeof(float) * DIM * (size_t)rows);
     char(*keys)[24] = malloc(24 * (size_t)rows), (*pay)[64] = malloc(64 * (size_t)rows);
     const char **kp = malloc(sizeof(char *) * (size_t)rows);

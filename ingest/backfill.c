@@ -13,7 +13,8 @@
 
 cv_err cv_sync_backfill(cv_sync *s, PGconn *db, uint64_t position, int force, const char *start_after,
                         volatile sig_atomic_t *stop, long *rows) {
-    const int page = 512;
+    /* rows per sink transaction: 512, or what fills the store's requests (Upstash: 1000) */
+    const int page = cv_sink_batch_rows(s->sink) > 512 ? cv_sink_batch_rows(s->sink) : 512;
     char **after = NULL;
     if (start_after && *start_after) {
         cv_buf err = {0};

@@ -261,6 +261,7 @@ static cv_err q_open(const char *url, const cv_sink_table *t, cv_sink **out) {
     q_sink *q = calloc(1, sizeof *q);
     CV_ASSERT(q);
     q->base.ops = &cv_sink_qdrant_ops;
+    q->base.batch_rows = 4 * CV_QDRANT_BATCH;
     *out = &q->base;
     q->t = *t;
     cv_buf base = {0}, coll = {0}, tn = {0};

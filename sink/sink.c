@@ -98,6 +98,8 @@ void cv_sink_last_fault(const cv_sink *s, const char **kind, const char **fix) {
     *fix = s ? s->fix : open_fix;
 }
 
+int cv_sink_batch_rows(const cv_sink *s) { return s && s->batch_rows > 0 ? s->batch_rows : 512; }
+
 void cv_sink_stats(const cv_sink *s, long *requests, long *retries) {
     *requests = s ? s->requests : 0;
     *retries = s ? s->retries : 0;

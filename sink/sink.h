@@ -110,6 +110,10 @@ void cv_sink_last_fault(const cv_sink *s, const char **kind, const char **fix);
 /* "pgvector", "qdrant" or "upstash": the store a sink string names. */
 const char *cv_sink_kind(const char *conninfo_or_url);
 
+/* Rows per transaction that fill the store's requests (Qdrant 1024: 4 upserts of 256 and one
+ * lookup; Upstash 1000; pgvector 512): a hint for callers that choose their batch size. */
+int cv_sink_batch_rows(const cv_sink *s);
+
 /* Requests sent to the store (HTTP requests, retries included; 0 for pgvector) and retries. */
 void cv_sink_stats(const cv_sink *s, long *requests, long *retries);
 

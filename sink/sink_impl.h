@@ -35,6 +35,7 @@ struct cv_sink {
     const cv_sink_ops *ops;
     const char *kind, *fix; /* the last error's fault (static or cv_sink_intern strings) */
     long requests, retries; /* HTTP requests sent and retried (remote stores) */
+    int batch_rows;         /* cv_sink_batch_rows (0: 512) */
 };
 
 extern const cv_sink_ops cv_sink_pgvector_ops, cv_sink_qdrant_ops, cv_sink_upstash_ops;

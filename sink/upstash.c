@@ -170,6 +170,7 @@ static cv_err u_open(const char *url, const cv_sink_table *t, cv_sink **out) {
     u_sink *u = calloc(1, sizeof *u);
     CV_ASSERT(u);
     u->base.ops = &cv_sink_upstash_ops;
+    u->base.batch_rows = CV_UPSTASH_BATCH;
     *out = &u->base;
     u->t = *t;
     u->ns = strdup(ns_of(t));
