@@ -163,11 +163,11 @@ check "...and the pipeline goes on" converged
 
 # a second sink stage on the same embeddings topic, into Qdrant (the stand-in of tests/standins/:
 # Qdrant's own engine behind its REST models; no Qdrant server can run here)
-qport=$(free_port $((sink_http + 1)))
-"$PY" "$root/tests/standins/qdrant_standin.py" --port "$qport" --storage "$work/qdrant" >"$work/qdrant.log" 2>&1 &
+"$PY" "$root/tests/standins/qdrant_standin.py" --port 0 --storage "$work/qdrant" >"$work/qdrant.log" 2>&1 &
 q_pid=$!
 WATCH_PID=$q_pid wait_until 'grep -q "^READY" "$work/qdrant.log"' 'wc -c <"$work/qdrant.log"'
-run qsink sink --from "kafka://$K/emb" --sink "qdrant://127.0.0.1:$qport/books" --group qdrant-sink --threads 1
+qport=$(sed -n 's|^READY http://127.0.0.1:\([0-9]*\).*|\1|p' "$work/qdrant.log")
+LOG=${QLOG:-${LOG:-warn}} run qsink sink --from "kafka://$K/emb" --sink "qdrant://127.0.0.1:$qport/books" --group qdrant-sink --threads 1
 qsink_pid=$!
 qcount() { curl -s -XPOST "http://127.0.0.1:$qport/collections/books/points/count" -H 'Content-Type: application/json' \
   -d '{"exact":true}' | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["result"]["count"])' 2>/dev/null; }
