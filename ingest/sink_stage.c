@@ -37,6 +37,8 @@ typedef struct {
     cv_wire_table keys; /* the store's key columns (owned: the store borrows them) */
     int index_ready;
     /* a truncate in progress: partitions that reached it, and what came after them */
+    uint64_t floor; /* the last truncate applied (recorded in the store as its backfill position):
+                       a change or truncate copy from before it is a replayed duplicate */
     uint64_t trunc_lsn;
     int trunc_copies, *at_trunc;
     cv_kin_msg *held, *trunc_msgs;
@@ -90,7 +92,7 @@ static cv_err open_store(stage *st, const cv_wire_msg *w) {
     }
     uint64_t pos, bpos;
     int done;
-    if (!cv_sink_state(st->sink, &pos, &done, &bpos)) st->index_ready = done;
+    if (!cv_sink_state(st->sink, &pos, &done, &bpos)) st->index_ready = done, st->floor = bpos;
     cv_apply_set_sink(st->s.apply, st->sink, NULL, NULL, 0);
     cv_info("event=sink_store table=%s.%s stream=%s", st->schema, st->table, st->stream);
     return CV_OK;
@@ -131,7 +133,11 @@ static cv_err take(stage *st, cv_kin_msg *m);
 static cv_err finish_truncate(stage *st) {
     cv_err e = flush(st);
     if (!e) e = cv_apply_batch(st->s.apply, NULL, 0, 1, st->trunc_lsn, 0, 0);
+    /* the truncate's LSN becomes the store's floor, kept across restarts (and the HNSW index,
+     * pgvector's, is built now if it was not) */
+    if (!e) e = cv_sink_backfill_mark(st->sink, st->trunc_lsn, 1);
     if (e) return e == CV_ERR_TIMEOUT ? e : CV_ERR_UNSUPPORTED;
+    st->floor = st->trunc_lsn, st->index_ready = 1;
     char l[24];
     cv_lsn_format(st->trunc_lsn, l);
     cv_info("event=sink_truncated table=%s.%s lsn=%s", st->schema, st->table, l);
@@ -192,7 +198,23 @@ static cv_err take(stage *st, cv_kin_msg *m) {
         keep_done(st, m);
         return e;
     }
+    if (w->c.lsn && (w->op == CV_WIRE_TRUNCATE ? w->c.lsn <= st->floor : w->c.lsn < st->floor)) {
+        /* before the last truncate applied: a duplicate a worker produced again (at least once) */
+        char l[24], f[24];
+        cv_lsn_format(w->c.lsn, l), cv_lsn_format(st->floor, f);
+        cv_debug("event=sink_skip_replayed partition=%d offset=%lld lsn=%s truncated_at=%s", m->partition,
+                 (long long)m->offset, l, f);
+        keep_done(st, m);
+        return CV_OK;
+    }
     if (w->op == CV_WIRE_TRUNCATE) {
+        if (st->trunc_lsn && w->c.lsn != st->trunc_lsn) {
+            char a[24], b[24];
+            cv_lsn_format(st->trunc_lsn, a), cv_lsn_format(w->c.lsn, b);
+            cv_warn("event=sink_truncate_overlap partition=%d waiting_lsn=%s got_lsn=%s note=\"a second truncate "
+                    "reached this partition before the first one completed\"",
+                    m->partition, a, b);
+        }
         if (!st->trunc_lsn) st->trunc_lsn = w->c.lsn ? w->c.lsn : 1, st->trunc_copies = w->copies;
         int copies = st->trunc_copies < st->parts ? st->trunc_copies : st->parts;
         st->at_trunc[m->partition] = 1;
@@ -204,9 +226,10 @@ static cv_err take(stage *st, cv_kin_msg *m) {
         CV_ASSERT(st->trunc_msgs);
         st->trunc_msgs[st->ntrunc++] = *m;
         memset(m, 0, sizeof *m);
-        int all = 1;
+        int all = 1, at = 0;
         for (int p = 0; p < copies; p++)
-            all &= st->at_trunc[p];
+            all &= st->at_trunc[p], at += st->at_trunc[p];
+        cv_info("event=sink_truncate_barrier partition=%d reached=%d of=%d", m->partition, at, copies);
         return all ? finish_truncate(st) : CV_OK;
     }
     if (w->c.lsn > st->pos) st->pos = w->c.lsn;
@@ -306,7 +329,7 @@ static cv_err session(stage *st, volatile sig_atomic_t *stop) {
         double lag = cv_kafka_consumer_lag(st->rk);
         if (lag >= 0) cv_metric_set(st->km.lag, lag);
         if (!e && lag == 0 && n == 0 && st->sink && !st->index_ready) { /* caught up: build the index now */
-            if (!cv_sink_backfill_mark(st->sink, 0, 1)) st->index_ready = 1;
+            if (!cv_sink_backfill_mark(st->sink, st->floor, 1)) st->index_ready = 1;
         }
     }
     free(msgs);

@@ -18,9 +18,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 kafka_venv "$root"
 work=$(bash "$root/scripts/pg.sh" dir "$(dirname "$bin")/test-kafka-$$")
 port=$(free_port $((43000 + $$ % 8000)))
-cap_pid= sink_pid= w1_pid= w2_pid=
+cap_pid= sink_pid= w1_pid= w2_pid= qsink_pid= q_pid=
 cleanup() {
-  for p in $cap_pid $sink_pid $w1_pid $w2_pid; do kill -9 "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+  for p in $cap_pid $sink_pid $w1_pid $w2_pid $qsink_pid $q_pid; do kill -9 "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
   kmock_stop
   bash "$root/scripts/pg.sh" stop "$work/pg" 2>/dev/null
   [ "${fail:-0}" = 0 ] && rm -rf "$work"
@@ -76,6 +76,19 @@ check "capture's HTTP port serves no embeddings (it has no model): 404" \
 check "sink's /metrics: messages consumed, consumer lag exported" \
   '[ "$(metric $sink_http "cdcvec_kafka_messages_total{stage=\"sink\",direction=\"in\"}")" -ge 8 ] &&
    curl -s http://127.0.0.1:$sink_http/metrics | grep -q "^cdcvec_kafka_consumer_lag_messages{stage=\"sink\"} "'
+
+# a second sink stage on the same embeddings topic, into Qdrant (the stand-in of tests/standins/:
+# Qdrant's own engine behind its REST models; no Qdrant server can run here). It follows the
+# topic from here on, through every fault below, like a second store would. (It does not replay
+# the whole topic at the end: the mock broker keeps only the last 5 MB of each partition.)
+"$PY" "$root/tests/standins/qdrant_standin.py" --port 0 --storage "$work/qdrant" >"$work/qdrant.log" 2>&1 &
+q_pid=$!
+WATCH_PID=$q_pid wait_until 'grep -q "^READY" "$work/qdrant.log"' 'wc -c <"$work/qdrant.log"'
+qport=$(sed -n 's|^READY http://127.0.0.1:\([0-9]*\).*|\1|p' "$work/qdrant.log")
+LOG=${QLOG:-${LOG:-warn}} run qsink sink --from "kafka://$K/emb" --sink "qdrant://127.0.0.1:$qport/books" --group qdrant-sink --threads 1
+qsink_pid=$!
+qcount() { curl -s -XPOST "http://127.0.0.1:$qport/collections/books/points/count" -H 'Content-Type: application/json' \
+  -d '{"exact":true}' | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["result"]["count"])' 2>/dev/null; }
 
 sed -n '/-- batch 2/,$p' "$root/tests/data/books.sql" | psql -qX "$DB" >/dev/null
 check "inserts" converged
@@ -161,20 +174,11 @@ check "a message no one can read goes to the dead-letter topic with its reason" 
   '$PY "$root/tests/kafka_tutorial.py" consume --bootstrap "$K" --topic cdcvec-dead-letters --count 1 --timeout-s 60 | grep -q "not JSON"'
 check "...and the pipeline goes on" converged
 
-# a second sink stage on the same embeddings topic, into Qdrant (the stand-in of tests/standins/:
-# Qdrant's own engine behind its REST models; no Qdrant server can run here)
-"$PY" "$root/tests/standins/qdrant_standin.py" --port 0 --storage "$work/qdrant" >"$work/qdrant.log" 2>&1 &
-q_pid=$!
-WATCH_PID=$q_pid wait_until 'grep -q "^READY" "$work/qdrant.log"' 'wc -c <"$work/qdrant.log"'
-qport=$(sed -n 's|^READY http://127.0.0.1:\([0-9]*\).*|\1|p' "$work/qdrant.log")
-LOG=${QLOG:-${LOG:-warn}} run qsink sink --from "kafka://$K/emb" --sink "qdrant://127.0.0.1:$qport/books" --group qdrant-sink --threads 1
-qsink_pid=$!
-qcount() { curl -s -XPOST "http://127.0.0.1:$qport/collections/books/points/count" -H 'Content-Type: application/json' \
-  -d '{"exact":true}' | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["result"]["count"])' 2>/dev/null; }
-check "a second sink, into Qdrant, replays the topic to the source's rows" \
+check "the second sink, into Qdrant, followed every change and fault: as many points as source rows" \
   'WATCH_PID=$qsink_pid wait_until "[ \"\$(qcount)\" = \"\$(q \"SELECT count(*) FROM books WHERE description IS NOT NULL\")\" ]" qcount'
 kill -TERM "$qsink_pid" "$q_pid" 2>/dev/null
 wait "$qsink_pid" "$q_pid" 2>/dev/null
+qsink_pid= q_pid=
 
 check "no stage exited on its own" 'kill -0 $cap_pid && kill -0 $w2_pid && kill -0 $sink_pid'
 rcs=
