@@ -17,6 +17,8 @@ int cv_bench_server(int argc, char **argv);
 int cv_bench_sink(int argc, char **argv);
 /* sync, backfill or search (which) */
 int cv_cmd_sync(int argc, char **argv, const char *which);
+/* cdcvec wait --lsn: read-your-writes through a running sync's /wait (cmd_wait.c). */
+int cv_cmd_wait(int argc, char **argv);
 /* capture | worker | sink (cmd_kafka.c) */
 int cv_cmd_kafka(int argc, char **argv, const char *which);
 

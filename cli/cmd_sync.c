@@ -1,4 +1,4 @@
-/* cmd_sync.c: cdcvec sync | backfill | search: options from one property table. */
+/* cmd_sync.c: cdcvec sync | backfill | search | verify: options from one property table. */
 #define _POSIX_C_SOURCE 200809L
 #include <signal.h>
 #include <stddef.h>
@@ -14,7 +14,7 @@
 typedef struct {
     const char *source, *table, *text_column, *template_, *sink, *ns, *embed, *slot, *publication, *http, *model,
         *device, *after, *on_error;
-    long batch_rows, threads, resnapshot, force, limit, max_text_bytes;
+    long batch_rows, threads, resnapshot, force, limit, max_text_bytes, repair;
     double batch_ms;
     cv_cli_http hl;
 } sync_conf;
@@ -61,6 +61,9 @@ static const cv_conf_prop PROPS[] = {
      "backfill: resume after this primary key, as the progress line prints it (v1,v2 for composite keys; "
      "\"a,b\" quoted when a value holds a comma or a quote)"},
     {"limit", NULL, CV_CONF_INT, "5", 1, 1000, F(limit), "search: results"},
+    {"repair", NULL, CV_CONF_INT, "0", 0, 1, F(repair),
+     "verify: 1 fixes the differences through the apply stage (missing and stale rows re-embedded, drifted "
+     "payloads rewritten, orphans deleted); refused while a sync of the table runs"},
     {"max-text-bytes", "CDCVEC_MAX_TEXT_BYTES", CV_CONF_INT, "1048576", 1, 1L << 30, F(max_text_bytes),
      "with --embed: longer texts are recorded as dead letters and not sent (the server's own "
      "--max-text-bytes; "
@@ -156,6 +159,7 @@ int cv_cmd_sync(int argc, char **argv, const char *which) {
     cv_cli_on_stop(&stop_flag);
     if (query) return cv_search_run(&o, query, (int)c.limit);
     if (strcmp(which, "backfill") == 0) return cv_backfill_run(&o, &stop_flag);
+    if (strcmp(which, "verify") == 0) return cv_verify_run(&o, (int)c.repair, &stop_flag);
     rc = cv_sync_run(&o, &stop_flag);
     free(key);
     return rc;

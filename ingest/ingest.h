@@ -93,4 +93,8 @@ int cv_backfill_run(const cv_sync_opts *o, volatile sig_atomic_t *stop);
 /* Embeds query and prints the nearest rows: rank, similarity, key and payload. */
 int cv_search_run(const cv_sync_opts *o, const char *query, int limit);
 
+/* cdcvec verify: compares the source with the store (missing, stale, payload drift, orphans);
+ * repair: fixes them through the apply stage. Exit status: 0 none, 3 found, 1 error (verify.c). */
+int cv_verify_run(const cv_sync_opts *o, int repair, volatile sig_atomic_t *stop);
+
 #endif

@@ -6,12 +6,13 @@
  *                           by key: the sink keeps only its hash) and the row's
  *                           other fields (the tutorial's Streamlit page: name, description, score,
  *                           author, year, id)
- *   GET /search?q=...&limit=5  JSON {"query":..., "results":[{"rank":1,"similarity":0.71,"key":"4",
- *                           "text":"...", "payload":{...}}]}
- * q: URL-decoded, at most CV_SEARCH_MAX_Q bytes (414 beyond), valid UTF-8 and no NUL (400);
- * nothing is cut. Everything from the table is HTML-escaped. Each search runs on a thread of its
- * own (embedding waits on the model) with a sink connection of its own (libpq connections are
- * not shared between threads); at most CV_SEARCH_MAX_AT_ONCE at once, more are answered 503. */
+ *   GET /search?q=...&limit=5&min_lsn=X/Y&timeout_ms=N  JSON {"query":...,
+ * "results":[{"rank":1,"similarity":0.71,"key":"4", "text":"...", "payload":{...}}]} min_lsn: search only
+ * once the index covers that LSN (wait.c; 504 after timeout_ms). q: URL-decoded, at most CV_SEARCH_MAX_Q
+ * bytes (414 beyond), valid UTF-8 and no NUL (400); nothing is cut. Everything from the table is
+ * HTML-escaped. Each search runs on a thread of its own (embedding waits on the model) with a sink connection
+ * of its own (libpq connections are not shared between threads); at most CV_SEARCH_MAX_AT_ONCE at once, more
+ * are answered 503. */
 #define _POSIX_C_SOURCE 200809L
 #include <jansson.h>
 #include <pthread.h>
@@ -74,6 +75,9 @@ typedef struct {
     int html;
     cv_buf q; /* the query, decoded and checked */
     long limit;
+    uint64_t min_lsn; /* with has_min: wait until the index covers it (wait.c) */
+    int has_min;
+    long wait_ms;
     char *text_source; /* the table's "column N name" or "template T" when the search began */
     json_t *hits;
 } search_req;
@@ -268,8 +272,12 @@ static cv_err run_search(search_req *r) {
 static void *search_thread(void *p) {
     search_req *r = p;
     cv_sync *s = r->s;
-    cv_err e = run_search(r);
-    if (e) {
+    uint64_t covered;
+    double t0 = cv_now();
+    cv_err e = CV_OK;
+    if (r->has_min && !cv_wait_until(s, r->min_lsn, r->wait_ms, &covered))
+        cv_wait_reply_timeout(r->reply, r->min_lsn, covered, cv_now() - t0);
+    else if ((e = run_search(r))) {
         cv_buf m = {0};
         cv_buf_printf(&m, "search failed: %s%s", cv_strerror(e),
                       e == CV_ERR_BUSY ? " (the table is not described yet; retry shortly)" : "");
@@ -296,6 +304,7 @@ static void *search_thread(void *p) {
 static int check_params(search_req *r) {
     char msg[160];
     cv_buf lim = {0};
+    if (!cv_wait_search_params(r->uri, &r->min_lsn, &r->has_min, &r->wait_ms, r->reply)) return 0;
     cv_qp st = cv_http_query_param(r->uri, "q", CV_SEARCH_MAX_Q, &r->q);
     cv_qp sl = cv_http_query_param(r->uri, "limit", 8, &lim);
     char *end = NULL;

@@ -60,6 +60,7 @@ cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o) {
     pthread_mutex_init(&s->search_mu, NULL);
     pthread_cond_init(&s->search_idle, NULL);
     cv_search_routes(s);
+    cv_wait_route(s, &s->routes[2]);
     cv_err e;
     cv_buf url = {0};
     if (o->capture) { /* no model: changes go to Kafka with their texts; HTTP for /metrics only */
@@ -106,7 +107,7 @@ cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o) {
                              .api_key = o->api_key,
                              .http_opts = o->http_opts,
                              .routes = s->routes,
-                             .nroutes = 2};
+                             .nroutes = 3};
         if ((e = cv_server_start(s->model, &so, &s->server))) {
             free(url.p);
             return e;
@@ -144,6 +145,7 @@ cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o) {
             free(labels.p);
         }
     if (o->capture) return cv_capture_open(s);
+    if ((e = cv_wait_open(s))) return e;
     cv_apply_opts ao = {.client = s->client,
                         .dim = s->dim,
                         .reg = r,
@@ -158,12 +160,14 @@ cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o) {
 void cv_sync_runtime_close(cv_sync *s) {
     cv_sync_session_close(s);
     cv_search_close(s);
+    cv_wait_stop(s);
     cv_capture_close(s);
     cv_client_close(s->client);
     if (s->server) {
         cv_server_drain(s->server, 5000);
         cv_server_free(s->server);
     }
+    cv_wait_close(s);
     cv_apply_free(s->apply);
     if (s->own_reg) cv_metrics_free(s->reg);
     cv_minilm_free(s->model);

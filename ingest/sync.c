@@ -129,6 +129,7 @@ static cv_err flush_pending(stream *st) {
     st->n_ins = st->n_upd = st->n_del = st->n_trunc = 0;
     st->pend_truncate = 0;
     st->applied = st->confirmed = st->pend_end;
+    cv_wait_advance(s, st->applied);
     cv_metric_set(s->m_lag, st->received > st->applied ? (double)(st->received - st->applied) : 0);
     return send_feedback(st);
 }
@@ -521,6 +522,7 @@ static cv_err session(cv_sync *s, volatile sig_atomic_t *stop, double *streaming
         return s->fault.retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
     }
     if ((e = ensure_slot(&st, stop))) goto out;
+    cv_wait_advance(s, st.applied);
     if (s->refresh) { /* columns or the embedded text changed since the last run */
         long rows = 0;
         if (!(e = cv_sync_backfill(s, s->src, st.applied, 0, NULL, stop, &rows))) e = record_meta(s);
@@ -594,8 +596,11 @@ static cv_err session(cv_sync *s, volatile sig_atomic_t *stop, double *streaming
             uint64_t end = be64(buf + 1);
             if (end > st.received) st.received = end;
             /* nothing of ours in flight: the position may move with the server's */
-            if (!st.in_txn && st.pend.n == 0 && !st.pend_truncate && end > st.confirmed) st.confirmed = end;
-            if (buf[17]) e = send_feedback(&st);
+            int moved = !st.in_txn && st.pend.n == 0 && !st.pend_truncate && end > st.confirmed;
+            if (moved)
+                cv_wait_advance(s, st.confirmed = end); /* and answered at once: the next WAL brings
+                                                          the next keepalive (read-your-writes) */
+            if (buf[17] || moved) e = send_feedback(&st);
         } else if (buf[0] == 'w' && n >= 25) {
             uint64_t end = be64(buf + 9);
             if (end > st.received) st.received = end;

@@ -40,7 +40,8 @@ typedef struct cv_sync {
     } err_series[64];
     int n_err_series;
     /* the search page (search_page.c): its own sink connection, reopened when the session changes */
-    cv_http_route routes[2];
+    cv_http_route routes[3]; /* /, /search, /wait */
+    struct cv_waitq *waitq;  /* read-your-writes (wait.c), NULL when capturing */
     pthread_mutex_t search_mu;
     pthread_cond_t search_idle;
     cv_sink *search_sink;
@@ -94,6 +95,25 @@ void cv_search_routes(cv_sync *s);
 void cv_search_close(cv_sync *s);
 /* Points the search page at the session's sink table. */
 void cv_search_set_table(cv_sync *s);
+
+/* wait.c: read-your-writes. The covered position moves forward only (cv_wait_advance: after a
+ * sink commit, or a keepalive with nothing of ours in flight); GET /wait answers from a thread
+ * of its own, /search?min_lsn= waits on a search thread (cv_wait_until: 1 when covered, else 0
+ * after timeout_ms; *covered: the position then). */
+cv_err cv_wait_open(cv_sync *s);
+/* Answers the waiting requests 503 and stops the thread (later requests are answered at once);
+ * close frees, once the HTTP server is gone. */
+void cv_wait_stop(cv_sync *s);
+void cv_wait_close(cv_sync *s);
+void cv_wait_advance(cv_sync *s, uint64_t pos);
+int cv_wait_until(cv_sync *s, uint64_t lsn, long timeout_ms, uint64_t *covered);
+void cv_wait_route(cv_sync *s, cv_http_route *r);
+/* "X/Y" (1 to 8 hex digits each, nothing else) into *out; 0 on success. */
+int cv_wait_parse_lsn(const char *s, uint64_t *out);
+/* /search's min_lsn= and timeout_ms=: 0 after answering 400. */
+int cv_wait_search_params(const char *uri, uint64_t *min_lsn, int *has, long *timeout_ms, void *reply);
+/* The 504 of a search whose min_lsn was not covered in time. */
+void cv_wait_reply_timeout(void *reply, uint64_t lsn, uint64_t covered, double waited_s);
 
 /* The runtime: model (or remote client), server with HTTP, metrics, apply stage. */
 cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o);

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "../common/cv_buf.h"
+#include "../common/cv_keytext.h"
 #include "../common/cv_log.h"
 #include "../common/cv_lsn.h"
 #include "../common/cv_names.h"
@@ -555,7 +556,88 @@ static cv_err pg_search(cv_sink *sk, const float *q, int limit, cv_sink_hit_cb c
     return e;
 }
 
+static cv_err pg_fetch(cv_sink *sk, const char *const *const *keys, int n, int *found, uint8_t (*hash)[32],
+                       char **payload) {
+    pg_sink *s = (pg_sink *)sk;
+    const int nk = s->t.nkeys;
+    char **params = calloc((size_t)nk, sizeof(char *));
+    CV_ASSERT(params);
+    key_arrays(s, keys, n, params);
+    cv_buf sql = {0}, ucols = {0}, match = {0};
+    key_sql(s, &ucols, &match);
+    cv_buf_printf(
+        &sql,
+        "SELECT u.ord, encode(t.text_hash, 'hex'), t.payload::text FROM unnest(%s) WITH ORDINALITY AS "
+        "u(%s, ord) JOIN %s t ON %s",
+        s->keycast, ucols.p, s->qtable, match.p);
+    PGresult *r = PQexecParams(s->db, sql.p, nk, NULL, (const char *const *)params, NULL, NULL, 0);
+    cv_err e = exec_ok(s, r, "verify_fetch");
+    for (int row = 0; !e && row < PQntuples(r); row++) {
+        long i = strtol(PQgetvalue(r, row, 0), NULL, 10) - 1;
+        const char *hx = PQgetvalue(r, row, 1);
+        if (i < 0 || i >= n || strlen(hx) != 64) continue;
+        for (int b = 0; b < 32; b++)
+            hash[i][b] = (uint8_t)(hexval(hx[2 * b]) << 4 | hexval(hx[2 * b + 1]));
+        found[i] = 1;
+        payload[i] = strdup(PQgetvalue(r, row, 2));
+    }
+    PQclear(r);
+    for (int i = 0; i < nk; i++)
+        free(params[i]);
+    free(params), free(sql.p), free(ucols.p), free(match.p);
+    return e;
+}
+
+/* Keyset pages over the primary key: WHERE (k...) > (cursor...) ORDER BY k... LIMIT n. */
+static cv_err pg_scan(cv_sink *sk, cv_buf *cursor, int limit, cv_sink_key_cb cb, void *arg, int *more) {
+    pg_sink *s = (pg_sink *)sk;
+    const int nk = s->t.nkeys;
+    char **after = NULL;
+    if (cursor->len && cv_key_parse(cursor->p, nk, &after, NULL)) return CV_ERR_ARG;
+    cv_buf sql = {0}, cols = {0}, vals = {0};
+    for (int i = 0; i < nk; i++) {
+        cv_buf k = {0};
+        cv_pg_ident(&k, s->t.key_names[i]);
+        cv_buf_printf(&cols, "%s%s", i ? "," : "", k.p);
+        cv_buf_printf(&vals, "%s$%d::%s", i ? "," : "", i + 1, s->t.key_types[i]);
+        free(k.p);
+    }
+    cv_buf_puts(&sql, "SELECT ");
+    for (int i = 0; i < nk; i++) {
+        cv_buf_printf(&sql, "%s", i ? "," : "");
+        cv_pg_ident(&sql, s->t.key_names[i]);
+        cv_buf_puts(&sql, "::text");
+    }
+    cv_buf_printf(&sql, " FROM %s", s->qtable);
+    if (after) cv_buf_printf(&sql, " WHERE (%s) > (%s)", cols.p, vals.p);
+    cv_buf_printf(&sql, " ORDER BY %s LIMIT %d", cols.p, limit);
+    PGresult *r = PQexecParams(s->db, sql.p, after ? nk : 0, NULL, (const char *const *)after, NULL, NULL, 0);
+    cv_err e = exec_ok(s, r, "verify_scan");
+    int rows = e ? 0 : PQntuples(r);
+    const char **v = calloc((size_t)nk + 1, sizeof(char *));
+    CV_ASSERT(v);
+    for (int row = 0; row < rows; row++) {
+        for (int k = 0; k < nk; k++)
+            v[k] = PQgetvalue(r, row, k);
+        cv_buf kt = {0};
+        cv_key_format(v, nk, &kt);
+        cb(arg, kt.p);
+        if (row == rows - 1) {
+            cursor->len = 0;
+            cv_buf_put(cursor, kt.p, kt.len);
+        }
+        free(kt.p);
+    }
+    *more = !e && rows == limit;
+    free(v);
+    PQclear(r);
+    cv_key_free(after);
+    free(sql.p), free(cols.p), free(vals.p);
+    return e;
+}
+
 /* The pgvector store's row in the table of stores (sink_impl.h). */
-const cv_sink_ops cv_sink_pgvector_ops = {
-    "pgvector",  pg_open,   pg_close,    pg_state,    pg_hashes,   pg_begin,         pg_delete, pg_put,
-    pg_dead_put, pg_commit, pg_rollback, pg_meta_get, pg_meta_set, pg_backfill_mark, pg_search, NULL};
+const cv_sink_ops cv_sink_pgvector_ops = {"pgvector",  pg_open,     pg_close,    pg_state,         pg_hashes,
+                                          pg_begin,    pg_delete,   pg_put,      pg_dead_put,      pg_commit,
+                                          pg_rollback, pg_meta_get, pg_meta_set, pg_backfill_mark, pg_search,
+                                          NULL,        pg_fetch,    pg_scan};

@@ -596,7 +596,62 @@ static cv_err q_search(cv_sink *s, const float *v, int limit, cv_sink_hit_cb cb,
     return e;
 }
 
+/* verify: the stored hash and public payload of keys (retrieve into a map of its own). */
+static cv_err q_fetch(cv_sink *s, const char *const *const *keys, int n, int *found, uint8_t (*hash)[32],
+                      char **payload) {
+    q_sink *q = (q_sink *)s;
+    cv_err e = settle(q);
+    json_t *keep = q->stored;
+    q->stored = json_object();
+    if (!e) e = retrieve(q, keys, n);
+    for (int i = 0; !e && i < n; i++) {
+        cv_buf id = {0};
+        point_id(q, keys[i], NULL, &id);
+        json_t *pl = json_object_get(q->stored, id.p);
+        found[i] = pl != NULL;
+        if (pl && !cv_sink_stored_hash(pl, hash[i])) memset(hash[i], 0, 32);
+        if (pl) payload[i] = cv_sink_public_payload(&q->t, pl);
+        free(id.p);
+    }
+    json_decref(q->stored);
+    q->stored = keep;
+    return e;
+}
+
+/* verify: one page of this table's points (scroll by id, filtered on cdcvec.table); the cursor
+ * is the next page's offset as JSON. */
+static cv_err q_scan(cv_sink *s, cv_buf *cursor, int limit, cv_sink_key_cb cb, void *arg, int *more) {
+    q_sink *q = (q_sink *)s;
+    cv_buf body = {0}, path = {0};
+    cv_buf_puts(&body, "{\"filter\":{\"must\":[{\"key\":\"cdcvec.table\",\"match\":{\"value\":");
+    cv_sink_json_str(&body, q->tname);
+    cv_buf_printf(&body, "}}]},\"limit\":%d,\"with_payload\":true,\"with_vector\":false", limit);
+    if (cursor->len) cv_buf_printf(&body, ",\"offset\":%s", cursor->p);
+    cv_buf_puts(&body, "}");
+    cv_buf_printf(&path, "%s/points/scroll", q->cpath);
+    json_t *r = NULL;
+    cv_err e = cv_http_call(q->http, "POST", path.p, body.p, body.len, 0, NULL, &r);
+    free(path.p);
+    json_t *res = json_object_get(r, "result"), *pt;
+    size_t k;
+    json_array_foreach(json_object_get(res, "points"), k, pt) {
+        const char *kt = json_string_value(
+            json_object_get(json_object_get(json_object_get(pt, "payload"), "cdcvec"), "key"));
+        if (kt) cb(arg, kt);
+    }
+    json_t *next = json_object_get(res, "next_page_offset");
+    *more = !e && next && !json_is_null(next);
+    cursor->len = 0;
+    if (*more) {
+        char *t = json_dumps(next, JSON_ENCODE_ANY | JSON_COMPACT);
+        cv_buf_puts(cursor, t ? t : "null");
+        free(t);
+    }
+    json_decref(r);
+    return e;
+}
+
 /* The Qdrant store's row in the table of stores (sink_impl.h). */
 const cv_sink_ops cv_sink_qdrant_ops = {
-    "qdrant",   q_open,   q_close,    q_state,    q_hashes,   q_begin,         q_delete, q_put,
-    q_dead_put, q_commit, q_rollback, q_meta_get, q_meta_set, q_backfill_mark, q_search, q_state_key};
+    "qdrant", q_open,     q_close,    q_state,    q_hashes,        q_begin,  q_delete,    q_put,   q_dead_put,
+    q_commit, q_rollback, q_meta_get, q_meta_set, q_backfill_mark, q_search, q_state_key, q_fetch, q_scan};

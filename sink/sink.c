@@ -157,3 +157,14 @@ cv_err cv_sink_backfill_mark(cv_sink *s, uint64_t p, int done) { return s->ops->
 cv_err cv_sink_search(cv_sink *s, const float *q, int limit, cv_sink_hit_cb cb, void *arg) {
     return s->ops->search(s, q, limit, cb, arg);
 }
+
+cv_err cv_sink_fetch(cv_sink *s, const char *const *const *keys, int n, int *found, uint8_t (*hash)[32],
+                     char **payload) {
+    for (int i = 0; i < n; i++)
+        found[i] = 0, payload[i] = NULL;
+    return n ? s->ops->fetch(s, keys, n, found, hash, payload) : CV_OK;
+}
+
+cv_err cv_sink_scan(cv_sink *s, cv_buf *cursor, int limit, cv_sink_key_cb cb, void *arg, int *more) {
+    return s->ops->scan(s, cursor, limit, cb, arg, more);
+}

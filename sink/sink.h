@@ -26,6 +26,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../common/cv_buf.h"
 #include "../common/cv_err.h"
 
 typedef struct cv_sink_table {
@@ -139,5 +140,21 @@ cv_err cv_sink_backfill_mark(cv_sink *s, uint64_t p, int done);
  * (1 + cos) / 2 converted back), key text and payload (the row's columns). */
 typedef void (*cv_sink_hit_cb)(void *arg, int rank, double similarity, const char *key, const char *payload);
 cv_err cv_sink_search(cv_sink *s, const float *q, int limit, cv_sink_hit_cb cb, void *arg);
+
+/* ---- verify (ingest/verify.c): what the store holds, read back ---- */
+
+/* The stored text hash and payload of keys[0..n): found[i] = 1 and hash[i], payload[i] filled
+ * when the row exists. payload[i]: the JSON object as pgvector keeps it (the row's columns but
+ * the keys and the embedded one; remote stores: their point's payload without the keys and the
+ * "cdcvec" object), malloc'd, the caller frees; NULL when not found. */
+cv_err cv_sink_fetch(cv_sink *s, const char *const *const *keys, int n, int *found, uint8_t (*hash)[32],
+                     char **payload);
+
+/* One page of the store's keys (as one line of text, common/cv_keytext.h) to cb, at most limit,
+ * continuing from *cursor (empty at first; opaque, owned by the caller); *more = 0 after the
+ * last page. pgvector walks the primary key in order (keyset), Qdrant scrolls by point id
+ * (filtered on the table), Upstash ranges over its namespace. */
+typedef void (*cv_sink_key_cb)(void *arg, const char *keytext);
+cv_err cv_sink_scan(cv_sink *s, cv_buf *cursor, int limit, cv_sink_key_cb cb, void *arg, int *more);
 
 #endif

@@ -28,6 +28,9 @@ typedef struct cv_sink_ops {
     cv_err (*search)(cv_sink *s, const float *q, int limit, cv_sink_hit_cb cb, void *arg);
     /* the state key and database of a remote store (NULL for pgvector): for the meta peek */
     void (*state_key)(const char *url, const cv_sink_table *t, cv_buf *key);
+    cv_err (*fetch)(cv_sink *s, const char *const *const *keys, int n, int *found, uint8_t (*hash)[32],
+                    char **payload);
+    cv_err (*scan)(cv_sink *s, cv_buf *cursor, int limit, cv_sink_key_cb cb, void *arg, int *more);
 } cv_sink_ops;
 
 /* Every store's handle starts with this. */

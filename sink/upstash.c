@@ -474,7 +474,54 @@ static cv_err u_search(cv_sink *s, const float *v, int limit, cv_sink_hit_cb cb,
     return e;
 }
 
+/* verify: the stored hash and public payload of keys (/fetch into a map of its own). */
+static cv_err u_fetch(cv_sink *s, const char *const *const *keys, int n, int *found, uint8_t (*hash)[32],
+                      char **payload) {
+    u_sink *u = (u_sink *)s;
+    cv_err e = settle(u);
+    json_t *keep = u->stored;
+    u->stored = json_object();
+    if (!e) e = fetch(u, keys, n);
+    for (int i = 0; !e && i < n; i++) {
+        char *kt = cv_sink_key_text(&u->t, keys[i]);
+        json_t *md = json_object_get(u->stored, kt);
+        found[i] = md != NULL;
+        if (md && !cv_sink_stored_hash(md, hash[i])) memset(hash[i], 0, 32);
+        if (md) payload[i] = cv_sink_public_payload(&u->t, md);
+        free(kt);
+    }
+    json_decref(u->stored);
+    u->stored = keep;
+    return e;
+}
+
+/* verify: one page of the namespace's ids (/range; the cursor is Upstash's nextCursor). */
+static cv_err u_scan(cv_sink *s, cv_buf *cursor, int limit, cv_sink_key_cb cb, void *arg, int *more) {
+    u_sink *u = (u_sink *)s;
+    cv_buf body = {0};
+    cv_buf_puts(&body, "{\"cursor\":");
+    cv_sink_json_str(&body, cursor->len ? cursor->p : "0");
+    cv_buf_printf(&body, ",\"limit\":%d,\"includeMetadata\":false,\"includeVectors\":false}", limit);
+    char *path = path_of(u, "range");
+    json_t *r = NULL;
+    cv_err e = cv_http_call(u->http, "POST", path, body.p, body.len, 0, NULL, &r);
+    free(path);
+    json_t *res = json_object_get(r, "result"), *v;
+    size_t k;
+    json_array_foreach(json_object_get(res, "vectors"), k, v) {
+        const char *id = json_string_value(json_object_get(v, "id"));
+        if (id) cb(arg, id);
+    }
+    const char *next = json_string_value(json_object_get(res, "nextCursor"));
+    *more = !e && next && *next;
+    cursor->len = 0;
+    if (*more) cv_buf_puts(cursor, next);
+    json_decref(r);
+    return e;
+}
+
 /* The Upstash store's row in the table of stores (sink_impl.h). */
-const cv_sink_ops cv_sink_upstash_ops = {
-    "upstash",  u_open,   u_close,    u_state,    u_hashes,   u_begin,         u_delete, u_put,
-    u_dead_put, u_commit, u_rollback, u_meta_get, u_meta_set, u_backfill_mark, u_search, u_state_key};
+const cv_sink_ops cv_sink_upstash_ops = {"upstash",   u_open,     u_close,    u_state,         u_hashes,
+                                         u_begin,     u_delete,   u_put,      u_dead_put,      u_commit,
+                                         u_rollback,  u_meta_get, u_meta_set, u_backfill_mark, u_search,
+                                         u_state_key, u_fetch,    u_scan};

@@ -38,7 +38,7 @@ check "docs/CONFIG.md matches the serve property table" \
 "$bin" sync --config-markdown >"$tmp/sconf.md"
 check "docs/CONFIG.md matches the sync property table" \
   'sed -n "/^<!-- generated: cdcvec sync/,/^<!-- end generated/p" "$docs" | sed "1d;\$d" | cmp -s - "$tmp/sconf.md"'
-for cmd in capture worker sink; do
+for cmd in capture worker sink wait; do
   "$bin" $cmd --config-markdown >"$tmp/kconf.md"
   check "docs/CONFIG.md matches the $cmd property table" \
     'sed -n "/^<!-- generated: cdcvec $cmd/,/^<!-- end generated/p" "$docs" | sed "1d;\$d" | cmp -s - "$tmp/kconf.md"'

@@ -1,0 +1,298 @@
+/* verify.c: `cdcvec verify [--repair 1]`: does the store hold what the source has?
+ *
+ * Two walks, each in pages of CV_VERIFY_PAGE rows, so memory is bounded whatever the size:
+ *   1. the source in primary-key order (keyset pages, cv_read_page): each page's keys are read
+ *      back from the store (cv_sink_fetch: text hash and payload) and compared: a row with a text
+ *      but no vector is *missing*, a stored hash that is not SHA-256 of the text is *stale*, a
+ *      payload that differs from the row's columns (compared as JSON) is *payload drift*, and a
+ *      vector for a row whose text is NULL is an *orphan*;
+ *   2. the store in its own order (cv_sink_scan: pgvector's primary key, Qdrant's point ids,
+ *      Upstash's range): each page's keys are looked up in the source; a key the source does
+ *      not have is an *orphan*.
+ * With --repair 1 the differing rows go through the apply stage as the backfill sends them
+ * (its hash check re-embeds stale and missing rows and rewrites drifted payloads alone) and
+ * orphans as deletes, at the position the store recorded (never moved back). Deleting while
+ * scanning can shift a store's cursor (Upstash), so after a pass that deleted anything the
+ * store walk runs again until it finds nothing. A repair refuses to run beside a sync of the
+ * same slot (its advisory lock): the sync would race it.
+ * Output: one line per difference (the first CV_VERIFY_SHOW of each kind), a summary line on
+ * stdout, counters cdcvec_verify_differences_total{kind}. Exit 0: none; 3: differences were
+ * found (repaired with --repair); 1: an error. */
+#define _POSIX_C_SOURCE 200809L
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/cv_buf.h"
+#include "../common/cv_keytext.h"
+#include "../common/cv_log.h"
+#include "sync_impl.h"
+
+#define CV_VERIFY_PAGE 500
+#define CV_VERIFY_SHOW 20
+
+enum { D_MISSING, D_STALE, D_DRIFT, D_ORPHAN, D_KINDS };
+static const char *const KIND[D_KINDS] = {"missing", "stale", "payload_drift", "orphan"};
+
+typedef struct {
+    cv_sync *s;
+    int repair;
+    long found[D_KINDS], source_rows, store_rows;
+    cv_metric *m[D_KINDS];
+    char **page; /* store walk: this page's key texts */
+    int npage;
+} verify;
+
+/* Counts and reports one difference. */
+static void diff(verify *v, int kind, const char *keytext) {
+    if (v->found[kind]++ < CV_VERIFY_SHOW) printf("%s key=%s\n", KIND[kind], keytext);
+    cv_metric_add(v->m[kind], 1);
+}
+
+/* Whether two payloads (JSON object texts) hold the same values. */
+static int same_payload(const char *a, const char *b) {
+    json_t *x = json_loads(a ? a : "{}", 0, NULL), *y = json_loads(b ? b : "{}", 0, NULL);
+    int eq = x && y && json_equal(x, y);
+    json_decref(x), json_decref(y);
+    return eq;
+}
+
+/* Walk 1: a page of source rows against the store; the differing ones repaired. */
+static cv_err check_page(verify *v, cv_change *chg, int n, uint64_t pos) {
+    cv_sync *s = v->s;
+    const char **keys[CV_VERIFY_PAGE] = {0};
+    int found[CV_VERIFY_PAGE], bad[CV_VERIFY_PAGE];
+    uint8_t hash[CV_VERIFY_PAGE][32];
+    char *payload[CV_VERIFY_PAGE];
+    for (int i = 0; i < n; i++)
+        keys[i] = (const char **)chg[i].key;
+    cv_err e = cv_sink_fetch(s->sink, (const char *const *const *)keys, n, found, hash, payload);
+    int nbad = 0;
+    for (int i = 0; !e && i < n; i++) {
+        cv_buf kt = {0};
+        cv_key_format((const char *const *)chg[i].key, s->t.nkeys, &kt);
+        int kind = -1;
+        if (chg[i].text_state != CV_TEXT_KNOWN || chg[i].fail) {
+            if (found[i]) kind = D_ORPHAN; /* no text: the row has no vector */
+        } else if (!found[i]) {
+            kind = D_MISSING;
+        } else {
+            uint8_t h[32];
+            unsigned hl = 32;
+            EVP_Digest(chg[i].text, strlen(chg[i].text), h, &hl, EVP_sha256(), NULL);
+            if (memcmp(h, hash[i], 32) != 0)
+                kind = D_STALE;
+            else if (!same_payload(chg[i].payload, payload[i]))
+                kind = D_DRIFT;
+        }
+        if (kind >= 0) diff(v, kind, kt.p ? kt.p : "");
+        bad[i] = kind >= 0;
+        nbad += bad[i];
+        free(kt.p);
+    }
+    for (int i = 0; i < n; i++)
+        free(payload[i]);
+    if (!e && v->repair && nbad) { /* the differing rows, moved to the front, through the apply stage */
+        int m = 0;
+        for (int i = 0; i < n; i++) {
+            if (!bad[i]) continue;
+            cv_change c = chg[m];
+            chg[m++] = chg[i];
+            chg[i] = c;
+        }
+        for (int i = m; i < n; i++)
+            cv_change_free(&chg[i]);
+        if ((e = cv_sync_deliver(s, chg, m, 0, pos, 0, 0))) e = cv_sync_batch_failed(s, e);
+    } else {
+        for (int i = 0; i < n; i++)
+            cv_change_free(&chg[i]);
+    }
+    memset(chg, 0, sizeof *chg * (size_t)n);
+    return e;
+}
+
+/* cv_sink_scan's callback: keeps the page's key texts. */
+static void on_key(void *arg, const char *kt) {
+    verify *v = arg;
+    v->page[v->npage++] = strdup(kt);
+}
+
+/* Appends one element of a PostgreSQL array literal. */
+static void arr_elem(cv_buf *b, const char *x, int first) {
+    if (!first) cv_buf_put(b, ",", 1);
+    cv_buf_put(b, "\"", 1);
+    for (const char *p = x; *p; p++) {
+        if (*p == '"' || *p == '\\') cv_buf_put(b, "\\", 1);
+        cv_buf_put(b, p, 1);
+    }
+    cv_buf_put(b, "\"", 1);
+}
+
+/* Walk 2: which of the page's keys the source lacks (gone[i] = 1). */
+static cv_err lookup_source(verify *v, char ***vals, int n, int *gone) {
+    cv_sync *s = v->s;
+    const cv_table *t = &s->t;
+    cv_buf sql = {0}, cast = {0}, cols = {0}, match = {0};
+    char **params = calloc((size_t)t->nkeys, sizeof(char *));
+    CV_ASSERT(params);
+    for (int k = 0; k < t->nkeys; k++) {
+        cv_buf a = {0}, id = {0};
+        cv_buf_put(&a, "{", 1);
+        for (int i = 0; i < n; i++)
+            arr_elem(&a, vals[i][k], i == 0);
+        cv_buf_put(&a, "}", 1);
+        params[k] = a.p;
+        cv_pg_ident(&id, t->keyname[k]);
+        cv_buf_printf(&cast, "%s$%d::%s[]", k ? "," : "", k + 1, t->keytype[k]);
+        cv_buf_printf(&cols, "%s%s", k ? "," : "", id.p);
+        cv_buf_printf(&match, "%st.%s = u.%s", k ? " AND " : "", id.p, id.p);
+        free(id.p);
+    }
+    cv_buf_printf(
+        &sql,
+        "SELECT u.ord FROM unnest(%s) WITH ORDINALITY AS u(%s, ord) WHERE NOT EXISTS (SELECT 1 FROM %s "
+        "t WHERE %s)",
+        cast.p, cols.p, t->qualified, match.p);
+    PGresult *r = PQexecParams(s->src, sql.p, t->nkeys, NULL, (const char *const *)params, NULL, NULL, 0);
+    cv_err e = CV_OK;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        cv_pg_fault f;
+        cv_pg_classify_result(s->src, r, &f);
+        cv_pg_log_fault("verify_failed", "source_lookup", PQresultErrorField(r, PG_DIAG_SQLSTATE), &f,
+                        PQresultErrorMessage(r));
+        cv_sync_error(s, "source", &f);
+        e = f.retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
+    }
+    for (int i = 0; i < n; i++)
+        gone[i] = 0;
+    for (int row = 0; !e && row < PQntuples(r); row++) {
+        long i = strtol(PQgetvalue(r, row, 0), NULL, 10) - 1;
+        if (i >= 0 && i < n) gone[i] = 1;
+    }
+    PQclear(r);
+    for (int k = 0; k < t->nkeys; k++)
+        free(params[k]);
+    free(params), free(sql.p), free(cast.p), free(cols.p), free(match.p);
+    return e;
+}
+
+/* Walk 2, once over the store; *deleted: orphans deleted in this pass. */
+static cv_err store_walk(verify *v, uint64_t pos, int count, long *deleted, volatile sig_atomic_t *stop) {
+    cv_sync *s = v->s;
+    cv_buf cursor = {0};
+    char *page[CV_VERIFY_PAGE];
+    int more = 1;
+    cv_err e = CV_OK;
+    *deleted = 0;
+    while (!e && more) {
+        if (stop && *stop) {
+            e = CV_ERR_SHUTDOWN;
+            break;
+        }
+        v->page = page, v->npage = 0;
+        if ((e = cv_sink_scan(s->sink, &cursor, CV_VERIFY_PAGE, on_key, v, &more))) {
+            e = cv_sync_batch_failed(s, e);
+        }
+        char **vals[CV_VERIFY_PAGE];
+        int gone[CV_VERIFY_PAGE], nv = 0, ngone = 0;
+        for (int i = 0; i < v->npage; i++) /* a key that does not parse cannot be in the source */
+            if (cv_key_parse(page[i], s->t.nkeys, &vals[nv], NULL) == 0) page[nv] = page[i], nv++;
+        if (!e && nv) e = lookup_source(v, vals, nv, gone);
+        if (count) v->store_rows += v->npage;
+        cv_change del[CV_VERIFY_PAGE];
+        for (int i = 0; !e && i < nv; i++) {
+            if (!gone[i]) continue;
+            if (count) diff(v, D_ORPHAN, page[i]);
+            del[ngone++] = (cv_change){.del = 1, .key = vals[i]};
+            vals[i] = NULL;
+        }
+        if (!e && v->repair && ngone) {
+            if ((e = cv_sync_deliver(s, del, ngone, 0, pos, 0, 0))) e = cv_sync_batch_failed(s, e);
+            *deleted += ngone;
+        } else {
+            for (int i = 0; i < ngone; i++)
+                cv_change_free(&del[i]);
+        }
+        for (int i = 0; i < nv; i++) {
+            cv_key_free(vals[i]);
+            free(page[i]);
+        }
+    }
+    free(cursor.p);
+    return e;
+}
+
+int cv_verify_run(const cv_sync_opts *o, int repair, volatile sig_atomic_t *stop) {
+    cv_sync s;
+    verify v = {.s = &s, .repair = repair};
+    cv_err e = cv_sync_runtime_open(&s, o);
+    if (!e) e = cv_sync_session_open(&s, 0);
+    if (!e && repair) { /* one writer per slot: the sync's advisory lock */
+        const char *p[1] = {s.slot};
+        PGresult *r =
+            PQexecParams(s.src, "SELECT pg_try_advisory_lock(hashtextextended('cdcvec sync ' || $1, 0))", 1,
+                         NULL, p, NULL, NULL, 0);
+        if (PQresultStatus(r) != PGRES_TUPLES_OK || PQgetvalue(r, 0, 0)[0] != 't') {
+            cv_error("event=verify_stopped error=\"a cdcvec sync of this table is running\" fix=\"stop it, "
+                     "run cdcvec verify --repair 1, start it again (or verify without --repair)\"");
+            e = CV_ERR_BUSY;
+        }
+        PQclear(r);
+    }
+    uint64_t pos = 0, bpos;
+    int done;
+    if (!e && (e = cv_sink_state(s.sink, &pos, &done, &bpos))) e = cv_sync_batch_failed(&s, e);
+    for (int k = 0; !e && k < D_KINDS; k++) {
+        cv_buf l = {0};
+        cv_buf_printf(&l, "kind=\"%s\"", KIND[k]);
+        v.m[k] =
+            cv_metrics_counter(s.reg, "cdcvec_verify_differences_total",
+                               "Differences between the source and the store found by cdcvec verify.", l.p);
+        free(l.p);
+    }
+    char **after = NULL;
+    cv_change *chg = calloc(CV_VERIFY_PAGE, sizeof *chg);
+    CV_ASSERT(chg);
+    while (!e) { /* walk 1: the source, in key order */
+        if (stop && *stop) {
+            e = CV_ERR_SHUTDOWN;
+            break;
+        }
+        int n = 0;
+        cv_pg_fault f = {1, "connection", NULL};
+        if ((e = cv_read_page(s.src, &s.t, after, CV_VERIFY_PAGE, chg, &n, &f))) {
+            cv_sync_error(&s, "source", &f);
+            break;
+        }
+        if (n == 0) break;
+        cv_key_free(after);
+        after = calloc((size_t)s.t.nkeys + 1, sizeof(char *));
+        CV_ASSERT(after);
+        for (int k = 0; k < s.t.nkeys; k++)
+            after[k] = strdup(chg[n - 1].key[k]);
+        v.source_rows += n;
+        e = check_page(&v, chg, n, pos);
+    }
+    cv_key_free(after);
+    free(chg);
+    long deleted = 0;
+    if (!e) e = store_walk(&v, pos, 1, &deleted, stop);
+    for (int pass = 0; !e && repair && deleted && pass < 10; pass++) /* a cursor the deletes shifted */
+        e = store_walk(&v, pos, 0, &deleted, stop);
+    long total = 0;
+    for (int k = 0; k < D_KINDS; k++)
+        total += v.found[k];
+    if (!e)
+        printf(
+            "verify table=%s store=%s source_rows=%ld store_rows=%ld missing=%ld stale=%ld payload_drift=%ld "
+            "orphans=%ld differences=%ld%s\n",
+            s.t.qualified, cv_sink_kind(s.sink_conninfo), v.source_rows, v.store_rows, v.found[D_MISSING],
+            v.found[D_STALE], v.found[D_DRIFT], v.found[D_ORPHAN], total,
+            repair ? (total ? " repaired=1" : " repaired=0") : "");
+    fflush(stdout);
+    if (e && s.fault.fix) cv_error("event=verify_stopped kind=%s fix=\"%s\"", s.fault.kind, s.fault.fix);
+    cv_sync_runtime_close(&s);
+    return e ? 1 : total ? 3 : 0;
+}
