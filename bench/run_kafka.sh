@@ -62,6 +62,7 @@ echo "# cdcvec bench kafka: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) co
 start_path() {
   local mode=$1 t=$2 log=$pgdir/$1.log
   q "CREATE TABLE $t (id bigserial PRIMARY KEY, description text NOT NULL, created timestamptz NOT NULL DEFAULT clock_timestamp())"
+  whttp=
   if [ "$mode" = sync ]; then
     CDCVEC_LOG=warn "$bin" sync --source "$DB" --table "public.$t" --threads "$THREADS" >>"$log" 2>&1 &
     pids="$pids $!"
@@ -70,8 +71,11 @@ start_path() {
   CDCVEC_LOG=warn "$bin" capture --source "$DB" --table "public.$t" --to "kafka://$K/$t-cdc" >>"$log" 2>&1 &
   pids="$pids $!"
   local w
+  whttp=
   for w in $(seq "${mode#kafka}"); do
+    whttp="$whttp $((PORT + 10 + w))"
     CDCVEC_LOG=warn "$bin" worker --from "kafka://$K/$t-cdc" --to "kafka://$K/$t-emb" --group "$t" -X fetch.wait.max.ms=$FETCH_WAIT_MS \
+      --http "127.0.0.1:$((PORT + 10 + w))" \
       --threads "$([ "$THREADS" = 0 ] && echo $((($(nproc) + ${mode#kafka} - 1) / ${mode#kafka})) || echo "$THREADS")" >>"$log" 2>&1 &
     pids="$pids $!"
   done
@@ -83,39 +87,57 @@ start_path() {
 ready() { until [ "$(q "SELECT to_regclass('cdcvec.public_$1') IS NOT NULL")" = t ]; do sleep 0.1; done; }
 searchable() { q "SELECT count(*) FROM cdcvec.public_$1"; }
 
-sustained() { # MODE TABLE: prints rows/s
-  local mode=$1 t=$2
+# messages a worker has consumed (its /metrics)
+consumed() { curl -s "http://127.0.0.1:$1/metrics" | awk '/^cdcvec_kafka_messages_total\{stage="worker",direction="in"\}/ { print $2 + 0 }'; }
+
+sustained() { # MODE TABLE: sets rate (rows/s); runs in this shell (its stages' pids are kept)
+  local mode=$1 t=$2 warm=1 p
   start_path "$mode" "$t"
   q "INSERT INTO $t (description) VALUES ('warm-up')"
   ready "$t"
-  until [ "$(searchable "$t")" -ge 1 ]; do sleep 0.05; done
+  # the clock starts once every worker of the group holds partitions (each consumed a change),
+  # so no rebalance falls inside the measurement
+  for p in $whttp; do
+    until [ "$(consumed "$p")" -ge 1 ] 2>/dev/null; do
+      for q_ in $pids; do kill -0 "$q_" 2>/dev/null || { echo "a stage exited: see $pgdir/$mode.log" >&2; exit 1; }; done
+      q "INSERT INTO $t (description) SELECT 'warm-up ' || g FROM generate_series(1, 8) g"
+      warm=$((warm + 8))
+      sleep 0.5
+    done
+  done
+  until [ "$(searchable "$t")" -ge "$warm" ]; do sleep 0.05; done
   local t0 t1
   t0=$(now_ms)
   q "DO \$\$ BEGIN FOR i IN 0..$((N / 100 - 1)) LOOP INSERT INTO $t (description) SELECT description FROM staging WHERE g > i * 100 AND g <= (i + 1) * 100; COMMIT; END LOOP; END \$\$"
-  until [ "$(searchable "$t")" -ge $((N + 1)) ]; do sleep 0.05; done
+  until [ "$(searchable "$t")" -ge $((N + warm)) ]; do sleep 0.05; done
   t1=$(now_ms)
-  calc "$N * 1000 / ($t1 - $t0)"
+  rate=$(calc "$N * 1000 / ($t1 - $t0)")
 }
 
-latency() { # TABLE (its path still running): p50/p99/max ms at ~25 rows/s
+latency() { # TABLE (its path still running): sets lat (p50/p99/max ms at ~25 rows/s)
   local t=$1 mark
   mark=$(q "SELECT max(id) FROM $t")
   q "DO \$\$ BEGIN FOR i IN 1..500 LOOP INSERT INTO $t (description) SELECT description FROM lat_texts WHERE g = i; COMMIT; PERFORM pg_sleep(0.04); END LOOP; END \$\$"
   until [ "$(q "SELECT count(*) FROM $t c JOIN cdcvec.public_$t v USING (id) WHERE c.id > $mark")" -ge 500 ]; do sleep 0.05; done
-  q "SELECT format('p50 %s ms, p99 %s ms, max %s ms',
+  lat=$(q "SELECT format('p50 %s ms, p99 %s ms, max %s ms',
       round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 1),
       round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 1), round(max(ms)::numeric, 1))
     FROM (SELECT extract(epoch FROM v.updated_at - c.created) * 1000 AS ms FROM $t c
-          JOIN cdcvec.public_$t v USING (id) WHERE c.id > $mark) x"
+          JOIN cdcvec.public_$t v USING (id) WHERE c.id > $mark) x")
 }
 
-r_sync=$(sustained sync t_sync)
-l_sync=$(latency t_sync)
+sustained sync t_sync
+r_sync=$rate
+latency t_sync
+l_sync=$lat
 stop_all
-r_k1=$(sustained kafka1 t_k1)
-l_k1=$(latency t_k1)
+sustained kafka1 t_k1
+r_k1=$rate
+latency t_k1
+l_k1=$lat
 stop_all
-r_k2=$(sustained kafka2 t_k2)
+sustained kafka2 t_k2
+r_k2=$rate
 stop_all
 printf 'sustained, in-process cdcvec sync (anchor): %.1f rows/s\n' "$r_sync"
 printf 'sustained, Kafka (capture -> broker -> 1 worker -> sink): %.1f rows/s = %.0f%% of sync\n' "$r_k1" "$(calc "100 * $r_k1 / $r_sync")"
