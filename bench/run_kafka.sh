@@ -44,13 +44,7 @@ calc() { awk "BEGIN { print $1 }"; }
 THREADS=${THREADS:-0}
 FETCH_WAIT_MS=${FETCH_WAIT_MS:-10}
 q "CREATE EXTENSION vector"
-q "CREATE FUNCTION rdesc(n int) RETURNS text LANGUAGE sql VOLATILE AS \$\$
-  SELECT string_agg((ARRAY['the','a','of','and','to','in','alien','invasion','planet','desert','political','intrigue',
-    'power','struggle','mathematician','science','future','civilization','collapse','virtual','reality','martian',
-    'earth','chaos','dystopian','society','teenagers','spectacle','peaceful','childhood','meteor','population',
-    'ocean','residents','interstellar','war','detective','murder','mystery','kingdom','dragon','quest','romance',
-    'family','secrets','journey','island','empire','rebellion','magic','ancient'])[1 + floor(random() * 51)::int], ' ')
-  FROM generate_series(1, n) \$\$"
+psql -qX -v ON_ERROR_STOP=1 "$DB" -f bench/rdesc.sql >/dev/null
 q "SELECT setseed(0.42)"
 q "CREATE TABLE staging AS SELECT g, rdesc(10 + g % 38) AS description FROM generate_series(1, $N) g"
 q "CREATE TABLE lat_texts AS SELECT g, rdesc(10 + g % 38) AS description FROM generate_series(1, 500) g"

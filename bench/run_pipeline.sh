@@ -30,13 +30,7 @@ now_ms() { echo $(($(date +%s%N) / 1000000)); }
 calc() { awk "BEGIN { print $1 }"; } # floating-point arithmetic without bc
 q "CREATE EXTENSION vector"
 q "CREATE TABLE catalog (id bigserial PRIMARY KEY, description text NOT NULL, price numeric, created timestamptz NOT NULL DEFAULT clock_timestamp())"
-q "CREATE FUNCTION rdesc(n int) RETURNS text LANGUAGE sql VOLATILE AS \$\$
-  SELECT string_agg((ARRAY['the','a','of','and','to','in','alien','invasion','planet','desert','political','intrigue',
-    'power','struggle','mathematician','science','future','civilization','collapse','virtual','reality','martian',
-    'earth','chaos','dystopian','society','teenagers','spectacle','peaceful','childhood','meteor','population',
-    'ocean','residents','interstellar','war','detective','murder','mystery','kingdom','dragon','quest','romance',
-    'family','secrets','journey','island','empire','rebellion','magic','ancient'])[1 + floor(random() * 51)::int], ' ')
-  FROM generate_series(1, n) \$\$"
+psql -qX -v ON_ERROR_STOP=1 "$DB" -f bench/rdesc.sql >/dev/null
 q "INSERT INTO catalog (description, price) SELECT rdesc(10 + g % 38), g % 50 FROM generate_series(1, $ROWS) g"
 echo "# cdcvec bench pipeline: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores, $(date -u +%F), $ROWS rows"
 
