@@ -50,7 +50,7 @@ typedef struct {
     int ndone;
     uint64_t pos;
     double commit_unix;
-    cv_metric *m_dead;
+    cv_metric *m_dead, *m_replayed;
 } stage;
 
 /* The dead-letter topic gets m with the reason. */
@@ -204,6 +204,7 @@ static cv_err take(stage *st, cv_kin_msg *m) {
         cv_lsn_format(w->c.lsn, l), cv_lsn_format(st->floor, f);
         cv_debug("event=sink_skip_replayed partition=%d offset=%lld lsn=%s truncated_at=%s", m->partition,
                  (long long)m->offset, l, f);
+        cv_metric_add(st->m_replayed, 1);
         keep_done(st, m);
         return CV_OK;
     }
@@ -354,6 +355,10 @@ int cv_sink_stage_run(const cv_sync_opts *o, const cv_sink_stage_opts *k, volati
         cv_kafka_metrics_init(&st.km, st.s.reg, "sink");
         st.m_dead = cv_metrics_counter(st.s.reg, "cdcvec_kafka_dead_letters_total",
                                        "Messages sent to the dead-letter topic, with their reason.", "stage=\"sink\"");
+        st.m_replayed = cv_metrics_counter(st.s.reg, "cdcvec_kafka_superseded_total",
+                                           "Replayed messages from before the last truncate applied: skipped, the "
+                                           "truncate removed what they wrote.",
+                                           "stage=\"sink\"");
     }
     for (int attempt = 0; !rc && !*stop;) {
         double t0 = cv_now();
