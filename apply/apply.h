@@ -24,19 +24,19 @@ typedef struct cv_change {
     char **key; /* (nkeys) NULL-terminated, text form */
     char *text; /* CV_TEXT_KNOWN: the text to embed */
     int text_state;
-    int text_fetch; /* the text must be read from the source before deciding (template with an
-                       unchanged TOASTed column) */
-    char *payload;  /* JSON object of the columns known in this change */
-    char *keep;     /* JSON array of column names whose stored payload values stay (unchanged
-                       TOASTed values, columns the change's row image does not have), or NULL */
-    char *fail;     /* the change cannot be applied: why (it becomes a dead letter) */
-    float *vec;     /* (dim) the text's embedding, computed upstream (a Kafka embed worker), or NULL */
+    int text_fetch;       /* the text must be read from the source before deciding (template with an
+                             unchanged TOASTed column) */
+    char *payload;        /* JSON object of the columns known in this change */
+    char *keep;           /* JSON array of column names whose stored payload values stay (unchanged
+                             TOASTed values, columns the change's row image does not have), or NULL */
+    char *fail;           /* the change cannot be applied: why (it becomes a dead letter) */
+    float *vec;           /* (dim) the text's embedding, computed upstream (a Kafka embed worker), or NULL */
     uint8_t vec_hash[32]; /* with vec: SHA-256 of the text it embeds (text itself may be NULL) */
     /* where it comes from (kept by the Kafka stages; 0 when unknown) */
-    uint64_t lsn;       /* end LSN of the source transaction */
-    double commit_unix; /* its commit time */
+    uint64_t lsn;          /* end LSN of the source transaction */
+    double commit_unix;    /* its commit time */
     int txn_seq, txn_size; /* position within the transaction, and its number of changes */
-    char *wire;         /* capture --format quix: the message, as the tutorial's CDC service writes it */
+    char *wire;            /* capture --format quix: the message, as the tutorial's CDC service writes it */
 } cv_change;
 
 void cv_change_free(cv_change *c);

@@ -16,42 +16,68 @@
 
 typedef struct {
     const char *source, *table, *text_column, *template_, *to, *from, *format, *slot, *publication, *group,
-        *dead_letter, *key_columns, *sink, *embed, *model, *device, *http, *kafka_config, *on_error, *state, *ns;
+        *dead_letter, *key_columns, *sink, *embed, *model, *device, *http, *kafka_config, *on_error, *state,
+        *ns;
     long batch_rows, threads, resnapshot;
     double batch_ms;
     cv_cli_http hl;
 } kconf;
 
 #define F(x) offsetof(kconf, x)
-#define P_KCONF                                                                                                \
-    {"kafka-config", "CDCVEC_KAFKA_CONFIG", CV_CONF_STR, "", 0, 0, F(kafka_config),                            \
-     "a librdkafka properties file (key=value lines; may hold secrets); -X key=value sets one property"}
-#define P_BATCH(rows)                                                                                          \
-    {"batch-rows", "CDCVEC_BATCH_ROWS", CV_CONF_INT, rows, 1, 100000, F(batch_rows),                           \
-     "changes per batch (whole source transactions): produced, acknowledged, then confirmed to the slot"},     \
-        {"batch-ms", "CDCVEC_BATCH_MS", CV_CONF_DOUBLE, "5", 0, 60000, F(batch_ms),                            \
-         "longest a committed change waits for its batch, in milliseconds (a batch costs capture one "        \
-         "acknowledgement wait and one small write: the workers batch for the model)"}
-#define P_ROWS(rows)                                                                                           \
-    {"batch-rows", "CDCVEC_BATCH_ROWS", CV_CONF_INT, rows, 1, 100000, F(batch_rows),                           \
-     "most messages per batch (a batch is what has arrived: an idle stage does not wait to fill it)"}
-#define P_MODEL                                                                                                \
-    {"embed", "CDCVEC_EMBED", CV_CONF_STR, "", 0, 0, F(embed),                                                 \
-     "nng URL of a remote cdcvec serve (empty: the model runs in-process)"},                                   \
-        {"model", "CDCVEC_MODEL_DIR", CV_CONF_STR, "", 0, 0, F(model), "model folder"},                        \
-        {"device", "CDCVEC_DEVICE", CV_CONF_STR, "auto", 0, 0, F(device), "auto, cpu or cuda"},                \
-        {"threads", "CDCVEC_THREADS", CV_CONF_INT, "0", 0, 256, F(threads), "CPU threads; 0: all"},            \
-        {"http", "CDCVEC_STAGE_HTTP", CV_CONF_STR, "", 0, 0, F(http),                                          \
-         "host:port for /metrics and /healthz (in-process model only; empty: none)"}
-#define P_TUTORIAL                                                                                             \
-    {"key-columns", "CDCVEC_KEY_COLUMNS", CV_CONF_STR, "id", 0, 0, F(key_columns),                             \
-     "the tutorial's messages (which do not name an insert's key): key columns, comma-separated"},             \
-        {"text-column", "CDCVEC_TEXT_COLUMN", CV_CONF_STR, "description", 0, 0, F(text_column),                \
-         "the tutorial's messages: the column embedded"}
+#define P_KCONF                                                                                              \
+    {                                                                                                        \
+        "kafka-config", "CDCVEC_KAFKA_CONFIG", CV_CONF_STR, "", 0, 0, F(kafka_config),                       \
+            "a librdkafka properties file (key=value lines; may hold secrets); -X key=value sets one "       \
+            "property"                                                                                       \
+    }
+#define P_BATCH(rows)                                                                                        \
+    {"batch-rows",                                                                                           \
+     "CDCVEC_BATCH_ROWS",                                                                                    \
+     CV_CONF_INT,                                                                                            \
+     rows,                                                                                                   \
+     1,                                                                                                      \
+     100000,                                                                                                 \
+     F(batch_rows),                                                                                          \
+     "changes per batch (whole source transactions): produced, acknowledged, then confirmed to the slot"},   \
+    {                                                                                                        \
+        "batch-ms", "CDCVEC_BATCH_MS", CV_CONF_DOUBLE, "5", 0, 60000, F(batch_ms),                           \
+            "longest a committed change waits for its batch, in milliseconds (a batch costs capture one "    \
+            "acknowledgement wait and one small write: the workers batch for the model)"                     \
+    }
+#define P_ROWS(rows)                                                                                         \
+    {                                                                                                        \
+        "batch-rows", "CDCVEC_BATCH_ROWS", CV_CONF_INT, rows, 1, 100000, F(batch_rows),                      \
+            "most messages per batch (a batch is what has arrived: an idle stage does not wait to fill it)"  \
+    }
+#define P_MODEL                                                                                              \
+    {"embed",     "CDCVEC_EMBED",                                                                            \
+     CV_CONF_STR, "",                                                                                        \
+     0,           0,                                                                                         \
+     F(embed),    "nng URL of a remote cdcvec serve (empty: the model runs in-process)"},                    \
+        {"model", "CDCVEC_MODEL_DIR", CV_CONF_STR, "", 0, 0, F(model), "model folder"},                      \
+        {"device", "CDCVEC_DEVICE", CV_CONF_STR, "auto", 0, 0, F(device), "auto, cpu or cuda"},              \
+        {"threads", "CDCVEC_THREADS", CV_CONF_INT, "0", 0, 256, F(threads), "CPU threads; 0: all"}, {        \
+        "http", "CDCVEC_STAGE_HTTP", CV_CONF_STR, "", 0, 0, F(http),                                         \
+            "host:port for /metrics and /healthz (in-process model only; empty: none)"                       \
+    }
+#define P_TUTORIAL                                                                                           \
+    {"key-columns",                                                                                          \
+     "CDCVEC_KEY_COLUMNS",                                                                                   \
+     CV_CONF_STR,                                                                                            \
+     "id",                                                                                                   \
+     0,                                                                                                      \
+     0,                                                                                                      \
+     F(key_columns),                                                                                         \
+     "the tutorial's messages (which do not name an insert's key): key columns, comma-separated"},           \
+    {                                                                                                        \
+        "text-column", "CDCVEC_TEXT_COLUMN", CV_CONF_STR, "description", 0, 0, F(text_column),               \
+            "the tutorial's messages: the column embedded"                                                   \
+    }
 
 static const cv_conf_prop CAPTURE[] = {
     {"source", "CDCVEC_SOURCE", CV_CONF_STR, "", 0, 0, F(source),
-     "source database: libpq connection string or postgres:// URI (required; a password belongs in PGPASSWORD "
+     "source database: libpq connection string or postgres:// URI (required; a password belongs in "
+     "PGPASSWORD "
      "or ~/.pgpass)"},
     {"table", "CDCVEC_TABLE", CV_CONF_STR, "public.books", 0, 0, F(table), "table to capture, schema.table"},
     {"text-column", "CDCVEC_TEXT_COLUMN", CV_CONF_STR, "description", 0, 0, F(text_column),
@@ -63,18 +89,22 @@ static const cv_conf_prop CAPTURE[] = {
      "cdcvec (docs/KAFKA.md) or quix (the tutorial's wal2json v1 messages, docs/TUTORIAL_FORMAT.md)"},
     {"slot", "CDCVEC_SLOT", CV_CONF_STR, "", 0, 0, F(slot),
      "replication slot (empty: cdcvec_capture_<schema>_<table>_<hash>)"},
-    {"publication", "CDCVEC_PUBLICATION", CV_CONF_STR, "", 0, 0, F(publication), "publication (empty: the slot's name)"},
+    {"publication", "CDCVEC_PUBLICATION", CV_CONF_STR, "", 0, 0, F(publication),
+     "publication (empty: the slot's name)"},
     P_BATCH("512"),
     {"resnapshot", NULL, CV_CONF_INT, "0", 0, 1, F(resnapshot),
      "1: drop the slot and send every row again from a new snapshot"},
-    {"http", "CDCVEC_STAGE_HTTP", CV_CONF_STR, "", 0, 0, F(http), "host:port for /metrics and /healthz (empty: none)"},
+    {"http", "CDCVEC_STAGE_HTTP", CV_CONF_STR, "", 0, 0, F(http),
+     "host:port for /metrics and /healthz (empty: none)"},
     CV_CLI_HTTP_PROPS(kconf),
     P_KCONF,
 };
 
 static const cv_conf_prop WORKER[] = {
-    {"from", "CDCVEC_FROM", CV_CONF_STR, "", 0, 0, F(from), "kafka://host:port/topic of the changes (required)"},
-    {"to", "CDCVEC_TO", CV_CONF_STR, "", 0, 0, F(to), "kafka://host:port/topic the embeddings go to (required)"},
+    {"from", "CDCVEC_FROM", CV_CONF_STR, "", 0, 0, F(from),
+     "kafka://host:port/topic of the changes (required)"},
+    {"to", "CDCVEC_TO", CV_CONF_STR, "", 0, 0, F(to),
+     "kafka://host:port/topic the embeddings go to (required)"},
     {"group", "CDCVEC_GROUP", CV_CONF_STR, "cdcvec-workers", 0, 0, F(group),
      "consumer group: the workers of one group split the partitions"},
     {"format", "CDCVEC_FORMAT", CV_CONF_STR, "cdcvec", 0, 0, F(format),
@@ -89,15 +119,18 @@ static const cv_conf_prop WORKER[] = {
 };
 
 static const cv_conf_prop SINK[] = {
-    {"from", "CDCVEC_FROM", CV_CONF_STR, "", 0, 0, F(from), "kafka://host:port/topic of the embeddings (required)"},
+    {"from", "CDCVEC_FROM", CV_CONF_STR, "", 0, 0, F(from),
+     "kafka://host:port/topic of the embeddings (required)"},
     {"sink", "CDCVEC_SINK", CV_CONF_STR, "", 0, 0, F(sink),
      "the store (required): a pgvector database (libpq connection string or postgres:// URI), "
      "qdrant://host:port/COLLECTION or upstash:// (docs/CONFIG.md)"},
     {"state", "CDCVEC_STATE", CV_CONF_STR, "", 0, 0, F(state),
      "Qdrant/Upstash: a PostgreSQL database keeping the dead letters and the applied position (empty: "
      "dead letters are logged with their key and reason; the offsets are the position)"},
-    {"namespace", "CDCVEC_NAMESPACE", CV_CONF_STR, "", 0, 0, F(ns), "Upstash namespace (empty: the table's name)"},
-    {"group", "CDCVEC_GROUP", CV_CONF_STR, "cdcvec-sink", 0, 0, F(group), "consumer group keeping the offsets"},
+    {"namespace", "CDCVEC_NAMESPACE", CV_CONF_STR, "", 0, 0, F(ns),
+     "Upstash namespace (empty: the table's name)"},
+    {"group", "CDCVEC_GROUP", CV_CONF_STR, "cdcvec-sink", 0, 0, F(group),
+     "consumer group keeping the offsets"},
     {"dead-letter", "CDCVEC_DEAD_LETTER", CV_CONF_STR, "cdcvec-dead-letters", 0, 0, F(dead_letter),
      "topic (same brokers) for messages that cannot be read, with the reason"},
     {"on-error", "CDCVEC_ON_ERROR", CV_CONF_STR, "dead-letter", 0, 0, F(on_error),
@@ -138,7 +171,9 @@ static int parse_format(const char *cmd, const char *f, int *quix) {
 }
 
 int cv_cmd_kafka(int argc, char **argv, const char *which) {
-    const cv_conf_prop *props = !strcmp(which, "capture") ? CAPTURE : !strcmp(which, "worker") ? WORKER : SINK;
+    const cv_conf_prop *props = !strcmp(which, "capture")  ? CAPTURE
+                                : !strcmp(which, "worker") ? WORKER
+                                                           : SINK;
     int nprops = !strcmp(which, "capture")  ? (int)(sizeof CAPTURE / sizeof *CAPTURE)
                  : !strcmp(which, "worker") ? (int)(sizeof WORKER / sizeof *WORKER)
                                             : (int)(sizeof SINK / sizeof *SINK);
@@ -150,11 +185,13 @@ int cv_cmd_kafka(int argc, char **argv, const char *which) {
     int xrc = cv_kafka_props_from_argv(&kp, &argc, argv);
     kconf c;
     char usage[512];
-    snprintf(usage, sizeof usage, "usage: cdcvec %s [options] [-X librdkafka.property=value ...]\n\n%s", which,
-             !strcmp(which, "capture") ? "PostgreSQL logical replication into a Kafka topic, one message per row change."
-             : !strcmp(which, "worker")
-                 ? "Embeds the texts of a change topic into an embeddings topic (one consumer group of workers)."
-                 : "Applies an embeddings topic to a vector store.");
+    snprintf(
+        usage, sizeof usage, "usage: cdcvec %s [options] [-X librdkafka.property=value ...]\n\n%s", which,
+        !strcmp(which, "capture")
+            ? "PostgreSQL logical replication into a Kafka topic, one message per row change."
+        : !strcmp(which, "worker")
+            ? "Embeds the texts of a change topic into an embeddings topic (one consumer group of workers)."
+            : "Applies an embeddings topic to a vector store.");
     int rc = xrc ? 2 : cv_conf_parse(props, nprops, &c, argc, argv, usage);
     if (rc) {
         cv_kafka_props_free(&kp);
@@ -190,7 +227,8 @@ int cv_cmd_kafka(int argc, char **argv, const char *which) {
     o.api_key = key;
     if (!strcmp(which, "worker")) {
         if (need(which, "from", c.from, "kafka://localhost:9092/postgres-cdc-data") ||
-            need(which, "to", c.to, "kafka://localhost:9092/embeddings") || parse_format(which, c.format, &quix))
+            need(which, "to", c.to, "kafka://localhost:9092/embeddings") ||
+            parse_format(which, c.format, &quix))
             goto out;
         o.table = "kafka";
         cv_worker_opts w = {.from = c.from,

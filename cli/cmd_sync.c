@@ -12,8 +12,8 @@
 #include "cli.h"
 
 typedef struct {
-    const char *source, *table, *text_column, *template_, *sink, *ns, *embed, *slot, *publication, *http, *model,
-        *device, *after, *on_error;
+    const char *source, *table, *text_column, *template_, *sink, *ns, *embed, *slot, *publication, *http,
+        *model, *device, *after, *on_error;
     long batch_rows, threads, resnapshot, force, limit, max_text_bytes, repair;
     double batch_ms;
     cv_cli_http hl;

@@ -18,7 +18,8 @@ cv_err cv_kafka_url_parse(const char *url, cv_kafka_url *u, char *err, size_t er
     memset(u, 0, sizeof *u);
     const char *pre = "kafka://";
     if (!url || strncmp(url, pre, strlen(pre)) != 0) {
-        snprintf(err, errlen, "'%s' is not a kafka:// URL (expected kafka://host:port/topic)", url ? url : "");
+        snprintf(err, errlen, "'%s' is not a kafka:// URL (expected kafka://host:port/topic)",
+                 url ? url : "");
         return CV_ERR_FORMAT;
     }
     const char *h = url + strlen(pre), *slash = strchr(h, '/');
@@ -65,8 +66,12 @@ void cv_kafka_url_free(cv_kafka_url *u) {
 
 /* ---- properties -------------------------------------------------------------------------- */
 
-static const char *const SECRET[] = {"sasl.password",        "ssl.key.password", "ssl.keystore.password",
-                                     "sasl.oauthbearer.client.secret", "ssl.key.pem", "sasl.oauthbearer.config",
+static const char *const SECRET[] = {"sasl.password",
+                                     "ssl.key.password",
+                                     "ssl.keystore.password",
+                                     "sasl.oauthbearer.client.secret",
+                                     "ssl.key.pem",
+                                     "sasl.oauthbearer.config",
                                      NULL};
 
 static int is_secret(const char *k) {
@@ -187,11 +192,11 @@ static char *env_or_file(const char *name, int *bad) {
 }
 
 int cv_kafka_props_from_env(cv_kafka_props *p) {
-    static const char *const map[][2] = {{"CDCVEC_KAFKA_SASL_USERNAME", "sasl.username"},
-                                         {"CDCVEC_KAFKA_SASL_PASSWORD", "sasl.password"},
-                                         {"CDCVEC_KAFKA_SSL_KEY_PASSWORD", "ssl.key.password"},
-                                         {"CDCVEC_KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET",
-                                          "sasl.oauthbearer.client.secret"}};
+    static const char *const map[][2] = {
+        {"CDCVEC_KAFKA_SASL_USERNAME", "sasl.username"},
+        {"CDCVEC_KAFKA_SASL_PASSWORD", "sasl.password"},
+        {"CDCVEC_KAFKA_SSL_KEY_PASSWORD", "ssl.key.password"},
+        {"CDCVEC_KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET", "sasl.oauthbearer.client.secret"}};
     int bad = 0;
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
         char *v = env_or_file(map[i][0], &bad);
@@ -210,8 +215,9 @@ void cv_kafka_props_free(cv_kafka_props *p) {
 
 /* A conf: bootstrap, defaults (k, v, ..., NULL), the user's props, then the locked settings,
  * which the user may not change (an attempt is refused with why). NULL after logging. */
-static rd_kafka_conf_t *make_conf(const char *bootstrap, const char *const *defaults, const cv_kafka_props *props,
-                                  const char *const *locked, const char *why_locked) {
+static rd_kafka_conf_t *make_conf(const char *bootstrap, const char *const *defaults,
+                                  const cv_kafka_props *props, const char *const *locked,
+                                  const char *why_locked) {
     rd_kafka_conf_t *c = rd_kafka_conf_new();
     char err[512];
     for (int i = 0; defaults[i]; i += 2)
@@ -223,8 +229,9 @@ static rd_kafka_conf_t *make_conf(const char *bootstrap, const char *const *defa
     for (int i = 0; props && i < props->n; i++) {
         for (int j = 0; locked[j]; j += 2)
             if (strcmp(props->key[i], locked[j]) == 0 && strcmp(props->val[i], locked[j + 1]) != 0) {
-                cv_error("event=kafka_config property=%s error=\"cdcvec sets %s=%s: %s\" fix=\"remove -X %s\"",
-                         props->key[i], locked[j], locked[j + 1], why_locked, props->key[i]);
+                cv_error(
+                    "event=kafka_config property=%s error=\"cdcvec sets %s=%s: %s\" fix=\"remove -X %s\"",
+                    props->key[i], locked[j], locked[j + 1], why_locked, props->key[i]);
                 rd_kafka_conf_destroy(c);
                 return NULL;
             }
@@ -309,12 +316,15 @@ void cv_kafka_metrics_init(cv_kafka_metrics *m, cv_metrics *reg, const char *sta
     memset(m, 0, sizeof *m);
     m->reg = reg, m->stage = stage;
     snprintf(l, sizeof l, "stage=\"%s\",direction=\"in\"", stage);
-    m->in = cv_metrics_counter(reg, "cdcvec_kafka_messages_total", "Kafka messages consumed (in) or produced (out).", l);
+    m->in = cv_metrics_counter(reg, "cdcvec_kafka_messages_total",
+                               "Kafka messages consumed (in) or produced (out).", l);
     snprintf(l, sizeof l, "stage=\"%s\",direction=\"out\"", stage);
-    m->out = cv_metrics_counter(reg, "cdcvec_kafka_messages_total", "Kafka messages consumed (in) or produced (out).", l);
+    m->out = cv_metrics_counter(reg, "cdcvec_kafka_messages_total",
+                                "Kafka messages consumed (in) or produced (out).", l);
     snprintf(l, sizeof l, "stage=\"%s\"", stage);
-    m->lag = cv_metrics_gauge(reg, "cdcvec_kafka_consumer_lag_messages",
-                              "Messages in the assigned partitions not yet consumed (high watermark - position).", l);
+    m->lag = cv_metrics_gauge(
+        reg, "cdcvec_kafka_consumer_lag_messages",
+        "Messages in the assigned partitions not yet consumed (high watermark - position).", l);
     static const double b[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 30};
     m->produce_latency = cv_metrics_histogram(reg, "cdcvec_kafka_produce_latency_seconds",
                                               "From produce() to the broker's acknowledgement.", l, b, 13);
@@ -325,7 +335,8 @@ void cv_kafka_metrics_error(cv_kafka_metrics *m, const char *kind) {
     char l[128];
     snprintf(l, sizeof l, "stage=\"%s\",kind=\"%s\"", m->stage, kind);
     /* the registry returns the existing series for a name and labels seen before */
-    cv_metric_add(cv_metrics_counter(m->reg, "cdcvec_kafka_errors_total", "Kafka errors by stage and kind.", l), 1);
+    cv_metric_add(
+        cv_metrics_counter(m->reg, "cdcvec_kafka_errors_total", "Kafka errors by stage and kind.", l), 1);
 }
 
 /* ---- producer ---------------------------------------------------------------------------- */
@@ -335,7 +346,7 @@ struct cv_kafka_producer {
     rd_kafka_topic_t *rkt;
     char *topic;
     cv_kafka_metrics *m;
-    long failed;         /* delivery failures since the last wait */
+    long failed; /* delivery failures since the last wait */
     rd_kafka_resp_err_t last_err;
 };
 
@@ -343,8 +354,8 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
     cv_kafka_producer *p = opaque;
     if (msg->err) {
         if (p->failed++ == 0)
-            cv_warn("event=kafka_delivery_failed topic=%s partition=%d error=\"%s\"", p->topic, msg->partition,
-                    rd_kafka_err2str(msg->err));
+            cv_warn("event=kafka_delivery_failed topic=%s partition=%d error=\"%s\"", p->topic,
+                    msg->partition, rd_kafka_err2str(msg->err));
         p->last_err = msg->err;
         cv_kafka_metrics_error(p->m, "delivery");
         return;
@@ -363,12 +374,13 @@ static void on_producer_error(rd_kafka_t *rk, int err, const char *reason, void 
 
 cv_err cv_kafka_producer_new(const char *bootstrap, const char *topic, const cv_kafka_props *props,
                              cv_kafka_metrics *m, cv_kafka_producer **out) {
-    static const char *const defaults[] = {"linger.ms", "5", "client.id", "cdcvec", "compression.codec", "lz4",
-                                           "message.timeout.ms", "300000", NULL};
+    static const char *const defaults[] = {
+        "linger.ms",          "5",      "client.id", "cdcvec", "compression.codec", "lz4",
+        "message.timeout.ms", "300000", NULL};
     static const char *const locked[] = {"enable.idempotence", "true", "acks", "all", NULL};
-    rd_kafka_conf_t *c =
-        make_conf(bootstrap, defaults, props, locked,
-                  "each source position is confirmed only once every message up to it is in the log, in order");
+    rd_kafka_conf_t *c = make_conf(
+        bootstrap, defaults, props, locked,
+        "each source position is confirmed only once every message up to it is in the log, in order");
     if (!c) return CV_ERR_ARG;
     cv_kafka_producer *p = calloc(1, sizeof *p);
     CV_ASSERT(p);
@@ -432,9 +444,10 @@ cv_err cv_kafka_producer_partitions(cv_kafka_producer *p, int *n) {
         if (!e && *n > 0) return CV_OK;
         rd_kafka_poll(p->rk, 200);
     }
-    cv_error("event=kafka_metadata topic=%s error=\"the topic has no partitions (not created?)\" fix=\"create "
-             "the topic, or let the brokers auto-create topics\"",
-             p->topic);
+    cv_error(
+        "event=kafka_metadata topic=%s error=\"the topic has no partitions (not created?)\" fix=\"create "
+        "the topic, or let the brokers auto-create topics\"",
+        p->topic);
     return CV_ERR_TIMEOUT;
 }
 
@@ -448,7 +461,8 @@ cv_err cv_kafka_produce(cv_kafka_producer *p, int partition, const void *key, si
         if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
             cv_error("event=kafka_produce topic=%s error=\"%s\"", p->topic, rd_kafka_err2str(e));
             cv_kafka_metrics_error(p->m, "produce");
-            return e == RD_KAFKA_RESP_ERR__FATAL || !cv_kafka_retriable(e) ? CV_ERR_UNSUPPORTED : CV_ERR_TIMEOUT;
+            return e == RD_KAFKA_RESP_ERR__FATAL || !cv_kafka_retriable(e) ? CV_ERR_UNSUPPORTED
+                                                                           : CV_ERR_TIMEOUT;
         }
         rd_kafka_poll(p->rk, 50); /* the local queue is full: let deliveries drain it */
     }
@@ -468,8 +482,8 @@ cv_err cv_kafka_producer_wait(cv_kafka_producer *p, volatile sig_atomic_t *stop)
     }
     rd_kafka_poll(p->rk, 0);
     if (p->failed) {
-        cv_warn("event=kafka_batch_not_acknowledged topic=%s failed=%ld error=\"%s\" note=\"sent again\"", p->topic,
-                p->failed, rd_kafka_err2str(p->last_err));
+        cv_warn("event=kafka_batch_not_acknowledged topic=%s failed=%ld error=\"%s\" note=\"sent again\"",
+                p->topic, p->failed, rd_kafka_err2str(p->last_err));
         p->failed = 0;
         return CV_ERR_TIMEOUT;
     }
@@ -482,11 +496,21 @@ cv_err cv_kafka_consumer_new(const char *bootstrap, const char *group, const cv_
                              cv_kafka_metrics *m, rd_kafka_t **out) {
     /* a member that died (kill -9) is noticed in seconds, not minutes: librdkafka's defaults
      * (45 s session, 300 s poll interval, which is also how long a rebalance waits for it) */
-    static const char *const defaults[] = {"auto.offset.reset", "earliest", "client.id", "cdcvec",
-                                           "enable.partition.eof", "false", "session.timeout.ms", "10000",
-                                           "heartbeat.interval.ms", "1000", "max.poll.interval.ms", "60000", NULL};
-    const char *locked[] = {"enable.auto.commit", "false", "enable.auto.offset.store", "false", "group.id", group,
-                            NULL};
+    static const char *const defaults[] = {"auto.offset.reset",
+                                           "earliest",
+                                           "client.id",
+                                           "cdcvec",
+                                           "enable.partition.eof",
+                                           "false",
+                                           "session.timeout.ms",
+                                           "10000",
+                                           "heartbeat.interval.ms",
+                                           "1000",
+                                           "max.poll.interval.ms",
+                                           "60000",
+                                           NULL};
+    const char *locked[] = {
+        "enable.auto.commit", "false", "enable.auto.offset.store", "false", "group.id", group, NULL};
     rd_kafka_conf_t *c = make_conf(bootstrap, defaults, props, locked,
                                    "offsets are committed only after the output of a message is safe");
     if (!c) return CV_ERR_ARG;

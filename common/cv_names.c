@@ -62,7 +62,9 @@ static void slot_name(const char *prefix, const char *schema, const char *table,
     put_hash(out, schema, table);
 }
 
-void cv_name_slot(const char *schema, const char *table, cv_buf *out) { slot_name("cdcvec_", schema, table, out); }
+void cv_name_slot(const char *schema, const char *table, cv_buf *out) {
+    slot_name("cdcvec_", schema, table, out);
+}
 
 void cv_name_capture_slot(const char *schema, const char *table, cv_buf *out) {
     slot_name("cdcvec_capture_", schema, table, out);

@@ -81,17 +81,19 @@ static cv_err put_number(cv_buf *b, const cv_quix_val *v, cv_buf *why) {
     }
     if (len == 0 || strspn(s, "0123456789+-eE.") < len)
         return cv_quix_fail(why, CV_ERR_FORMAT,
-                    "column %s: wal2json refuses a number of this text (\"is not a number\")", v->name);
+                            "column %s: wal2json refuses a number of this text (\"is not a number\")",
+                            v->name);
     int is_int;
     if (json_number_len(s, len, &is_int) != len)
         return cv_quix_fail(why, CV_ERR_FORMAT,
-                    "column %s: the value is no JSON number, the tutorial's json.loads fails", v->name);
+                            "column %s: the value is no JSON number, the tutorial's json.loads fails",
+                            v->name);
     if (is_int) {
         size_t digits = len - (s[0] == '-');
         if (digits > 4300) /* Python >= 3.11: int('...') over 4300 digits raises ValueError */
             return cv_quix_fail(why, CV_ERR_FORMAT,
-                        "column %s: an integer of %zu digits, over Python's 4300-digit limit", v->name,
-                        digits);
+                                "column %s: an integer of %zu digits, over Python's 4300-digit limit",
+                                v->name, digits);
         if (len == 2 && s[0] == '-' && s[1] == '0')
             cv_buf_put(b, "0", 1);
         else
@@ -113,8 +115,8 @@ static cv_err put_type(cv_buf *b, const cv_quix_val *v, cv_buf *why) {
     size_t n = strlen(t);
     if (n && t[0] == '"' && t[n - 1] != ']') {
         if (n < 2 || t[n - 1] != '"' || memchr(t + 1, '"', n - 2) || memchr(t + 1, '\\', n - 2))
-            return cv_quix_fail(why, CV_ERR_FORMAT, "column %s: wal2json writes its type name as invalid JSON",
-                        v->name);
+            return cv_quix_fail(why, CV_ERR_FORMAT,
+                                "column %s: wal2json writes its type name as invalid JSON", v->name);
         t++, n -= 2;
     }
     if (cv_quix_put_pystr(b, t, n))
@@ -128,7 +130,8 @@ static cv_err put_value(cv_buf *b, const cv_quix_val *v, cv_buf *why) {
         cv_buf_puts(b, "null");
         return CV_OK;
     }
-    if (!v->val && v->len) return cv_quix_fail(why, CV_ERR_ARG, "column %s: value NULL with a length", v->name);
+    if (!v->val && v->len)
+        return cv_quix_fail(why, CV_ERR_ARG, "column %s: value NULL with a length", v->name);
     if (is_number_type(v->typoid)) return put_number(b, v, why);
     if (v->typoid == 16) {
         cv_buf_puts(b, v->len == 1 && v->val[0] == 't' ? "true" : "false");
@@ -140,7 +143,8 @@ static cv_err put_value(cv_buf *b, const cv_quix_val *v, cv_buf *why) {
         size_t skip = len < 2 ? len : 2;
         s += skip, len -= skip;
     }
-    if (cv_quix_put_pystr(b, s, len)) return cv_quix_fail(why, CV_ERR_FORMAT, "column %s: value not UTF-8", v->name);
+    if (cv_quix_put_pystr(b, s, len))
+        return cv_quix_fail(why, CV_ERR_FORMAT, "column %s: value not UTF-8", v->name);
     return CV_OK;
 }
 
@@ -155,7 +159,7 @@ static cv_err put_columns(cv_buf *b, const char *pfx, const cv_quix_val *c, int 
         for (int i = 0; i < n && !e; i++) {
             if (c[i].kind != 'n' && c[i].kind != 'u' && c[i].kind != 't')
                 return cv_quix_fail(why, CV_ERR_ARG, "column %s: kind '%c' is none of n, u, t",
-                            c[i].name ? c[i].name : "?", c[i].kind);
+                                    c[i].name ? c[i].name : "?", c[i].kind);
             if (!c[i].name) return cv_quix_fail(why, CV_ERR_ARG, "column %d has no name", i);
             if (c[i].kind == 'u' || (keys && c[i].kind == 'n')) continue;
             if (!first) cv_buf_puts(b, ", ");
@@ -177,7 +181,8 @@ char *cv_quix_change(const char *kind, const char *schema, const char *table, co
     int ins = kind && !strcmp(kind, "insert"), upd = kind && !strcmp(kind, "update"),
         del = kind && !strcmp(kind, "delete");
     if (!ins && !upd && !del)
-        e = cv_quix_fail(why, CV_ERR_ARG, "kind %s is none of insert, update, delete", kind ? kind : "(null)");
+        e = cv_quix_fail(why, CV_ERR_ARG, "kind %s is none of insert, update, delete",
+                         kind ? kind : "(null)");
     else if (!schema || !table)
         e = cv_quix_fail(why, CV_ERR_ARG, "schema and table are required");
     else if ((!del && ncols > 0 && !cols) || (!ins && nkeys > 0 && !oldkeys) || ncols < 0 || nkeys < 0)
@@ -242,8 +247,8 @@ static cv_err get_triple(json_t *o, const char *pfx, const char *what, json_t **
     if (!*values) return cv_quix_fail(why, CV_ERR_FORMAT, "%s: no \"%s\" array", what, kv);
     *n = json_array_size(*names);
     if (json_array_size(*values) != *n || (*types && json_array_size(*types) != *n)) {
-        return cv_quix_fail(why, CV_ERR_FORMAT, "%s: lengths differ: %zu names, %zu types, %zu values", what, *n,
-                    *types ? json_array_size(*types) : *n, json_array_size(*values));
+        return cv_quix_fail(why, CV_ERR_FORMAT, "%s: lengths differ: %zu names, %zu types, %zu values", what,
+                            *n, *types ? json_array_size(*types) : *n, json_array_size(*values));
     }
     long i = first_non_string(*names);
     if (i >= 0) return cv_quix_fail(why, CV_ERR_FORMAT, "%s: name %ld is not a string", what, i);
@@ -257,7 +262,8 @@ cv_err cv_quix_parse_change(const char *json, size_t len, cv_quix_change_msg *ou
     json_error_t je;
     json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
     if (!root) {
-        return cv_quix_fail(why, CV_ERR_FORMAT, "not JSON: %s at line %d column %d", je.text, je.line, je.column);
+        return cv_quix_fail(why, CV_ERR_FORMAT, "not JSON: %s at line %d column %d", je.text, je.line,
+                            je.column);
     }
     cv_err e = CV_OK;
     json_t *k = json_object_get(root, "kind"), *s = json_object_get(root, "schema"),
@@ -268,7 +274,8 @@ cv_err cv_quix_parse_change(const char *json, size_t len, cv_quix_change_msg *ou
         e = cv_quix_fail(why, CV_ERR_FORMAT, "no string \"kind\"");
     else if (strcmp(json_string_value(k), "insert") && strcmp(json_string_value(k), "update") &&
              strcmp(json_string_value(k), "delete"))
-        e = cv_quix_fail(why, CV_ERR_FORMAT, "unknown kind \"%s\" (insert, update, delete)", json_string_value(k));
+        e = cv_quix_fail(why, CV_ERR_FORMAT, "unknown kind \"%s\" (insert, update, delete)",
+                         json_string_value(k));
     else if (!json_is_string(t))
         e = cv_quix_fail(why, CV_ERR_FORMAT, "no string \"table\"");
     else if (s && !json_is_string(s))

@@ -16,7 +16,6 @@
 
 #include "common/cv_quix.h"
 
-
 /* Appends v as orjson.dumps writes it (compact); -1 on a string that is not UTF-8. */
 static int put_orjson(cv_buf *b, json_t *v) {
     switch (json_typeof(v)) {
@@ -174,7 +173,8 @@ cv_err cv_quix_parse_embeddings(const char *json, size_t len, int want_dim, cv_q
     json_error_t je;
     json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
     if (!root)
-        return cv_quix_fail(why, CV_ERR_FORMAT, "not JSON: %s at line %d column %d", je.text, je.line, je.column);
+        return cv_quix_fail(why, CV_ERR_FORMAT, "not JSON: %s at line %d column %d", je.text, je.line,
+                            je.column);
     out->root = root;
     cv_err e = CV_OK;
     json_t *k = json_object_get(root, "kind"), *t = json_object_get(root, "table");
@@ -194,7 +194,8 @@ cv_err cv_quix_parse_embeddings(const char *json, size_t len, int want_dim, cv_q
     if (!e && emb) {
         size_t n = json_array_size(emb);
         if (want_dim > 0 && n != (size_t)want_dim)
-            e = cv_quix_fail(why, CV_ERR_MISMATCH, "\"embeddings\" has %zu floats, the model makes %d", n, want_dim);
+            e = cv_quix_fail(why, CV_ERR_MISMATCH, "\"embeddings\" has %zu floats, the model makes %d", n,
+                             want_dim);
         else if (n == 0)
             e = cv_quix_fail(why, CV_ERR_FORMAT, "\"embeddings\" is empty");
         else if (!(out->vec = malloc(n * sizeof *out->vec)))

@@ -65,10 +65,12 @@ void cv_capture_close(cv_sync *s) {
 /* A Kafka failure: counted, remembered as the session's fault. */
 static cv_err kafka_failed(cv_sync *s, cv_err e, const char *what) {
     int retriable = e == CV_ERR_TIMEOUT || e == CV_ERR_SHUTDOWN;
-    s->fault = (cv_pg_fault){retriable, retriable ? "connection" : "config",
-                             retriable ? NULL : "check the --to URL and the -X properties (the line above says which)"};
+    s->fault = (cv_pg_fault){
+        retriable, retriable ? "connection" : "config",
+        retriable ? NULL : "check the --to URL and the -X properties (the line above says which)"};
     cv_sync_error(s, "kafka", &s->fault);
-    if (e != CV_ERR_SHUTDOWN) cv_warn("event=capture_batch_failed step=%s error=\"%s\"", what, cv_strerror(e));
+    if (e != CV_ERR_SHUTDOWN)
+        cv_warn("event=capture_batch_failed step=%s error=\"%s\"", what, cv_strerror(e));
     return retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
 }
 
@@ -124,7 +126,8 @@ cv_err cv_capture_deliver(cv_sync *s, cv_change *chg, int n, int truncate, uint6
         }
         cv_buf_printf(&key, "%s.%s", s->t.schema, s->t.name);
         for (int p = 0; !e && p < c->partitions; p++)
-            if ((e = cv_kafka_produce(c->p, p, key.p, key.len, val.p, val.len))) e = kafka_failed(s, e, "produce");
+            if ((e = cv_kafka_produce(c->p, p, key.p, key.len, val.p, val.len)))
+                e = kafka_failed(s, e, "produce");
     }
     for (int i = 0; !e && i < n; i++) {
         key.len = val.len = 0;
@@ -137,7 +140,8 @@ cv_err cv_capture_deliver(cv_sync *s, cv_change *chg, int n, int truncate, uint6
             cv_wire_encode(&val, &wt, &chg[i], NULL, 0);
         }
         CV_ASSERT(!key.oom && !val.oom);
-        if ((e = cv_kafka_produce(c->p, -1, key.p, key.len, val.p, val.len))) e = kafka_failed(s, e, "produce");
+        if ((e = cv_kafka_produce(c->p, -1, key.p, key.len, val.p, val.len)))
+            e = kafka_failed(s, e, "produce");
     }
     free(key.p), free(val.p);
     if (!e && (e = cv_kafka_producer_wait(c->p, s->stop))) { /* a stop ends the wait: the slot replays */

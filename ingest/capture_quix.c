@@ -19,10 +19,12 @@ static void quix_vals(const cv_table *t, const cv_rowval *v, cv_quix_val *out) {
                                .len = v[i].len};
 }
 
-void cv_capture_wire(const cv_sync *s, const cv_rowval *v, const cv_rowval *old, const char *kind, cv_change *c) {
+void cv_capture_wire(const cv_sync *s, const cv_rowval *v, const cv_rowval *old, const char *kind,
+                     cv_change *c) {
     if (!s->cap || !s->o.capture || !s->o.capture->quix) return;
     const cv_table *t = &s->t;
-    cv_quix_val *cols = calloc((size_t)t->ncols + 1, sizeof *cols), *keys = calloc((size_t)t->nkeys + 1, sizeof *keys);
+    cv_quix_val *cols = calloc((size_t)t->ncols + 1, sizeof *cols),
+                *keys = calloc((size_t)t->nkeys + 1, sizeof *keys);
     CV_ASSERT(cols && keys);
     quix_vals(t, v, cols);
     const cv_rowval *kv = old ? old : v; /* wal2json: the old tuple's identity when there is one */
@@ -43,7 +45,8 @@ void cv_capture_wire(const cv_sync *s, const cv_rowval *v, const cv_rowval *old,
                              is_insert ? 0 : t->nkeys, &e, &why);
     if (!c->wire && !c->fail) { /* the tutorial's format cannot carry it: a dead letter downstream */
         cv_buf f = {0};
-        cv_buf_printf(&f, "the tutorial's message format cannot carry this row: %s", why.p ? why.p : cv_strerror(e));
+        cv_buf_printf(&f, "the tutorial's message format cannot carry this row: %s",
+                      why.p ? why.p : cv_strerror(e));
         c->fail = f.p;
     }
     free(why.p);

@@ -48,9 +48,9 @@ typedef struct cv_sync_opts {
  * snapshot) into a Kafka topic, one message per row change keyed by its primary key; the
  * slot's flush position is confirmed only once every message up to it is acknowledged. */
 typedef struct cv_capture_opts {
-    const char *to;                      /* kafka://host:port/topic */
-    int quix;                            /* 1: the tutorial's messages (wal2json v1 change objects) */
-    const struct cv_kafka_props *props;  /* librdkafka properties from the user */
+    const char *to;                     /* kafka://host:port/topic */
+    int quix;                           /* 1: the tutorial's messages (wal2json v1 change objects) */
+    const struct cv_kafka_props *props; /* librdkafka properties from the user */
 } cv_capture_opts;
 int cv_capture_run(const cv_sync_opts *o, const cv_capture_opts *k, volatile sig_atomic_t *stop);
 
@@ -58,12 +58,12 @@ int cv_capture_run(const cv_sync_opts *o, const cv_capture_opts *k, volatile sig
  * model from o: in-process, or o->embed). Offsets are committed once the output is
  * acknowledged. */
 typedef struct cv_worker_opts {
-    const char *from, *to;              /* kafka:// URLs */
-    const char *group;                  /* consumer group */
-    const char *dead_letter;            /* topic for messages that cannot be read or embedded */
-    int quix;                           /* 1: produce the tutorial's embeddings messages */
-    const char *key_columns;            /* the tutorial's messages: key columns (default "id") */
-    long batch_rows;                    /* most messages per batch */
+    const char *from, *to;   /* kafka:// URLs */
+    const char *group;       /* consumer group */
+    const char *dead_letter; /* topic for messages that cannot be read or embedded */
+    int quix;                /* 1: produce the tutorial's embeddings messages */
+    const char *key_columns; /* the tutorial's messages: key columns (default "id") */
+    long batch_rows;         /* most messages per batch */
     const struct cv_kafka_props *props;
 } cv_worker_opts;
 int cv_worker_run(const cv_sync_opts *o, const cv_worker_opts *w, volatile sig_atomic_t *stop);
@@ -71,12 +71,12 @@ int cv_worker_run(const cv_sync_opts *o, const cv_worker_opts *w, volatile sig_a
 /* `cdcvec sink`: the embeddings (or change) topic into the store o->sink, through the apply
  * stage. Offsets are committed once the store committed. */
 typedef struct cv_sink_stage_opts {
-    const char *from;                   /* kafka:// URL */
-    const char *group;                  /* keeps the offsets */
-    const char *dead_letter;            /* topic for messages that cannot be read */
-    const char *key_columns;            /* the tutorial's messages: key columns (default "id") */
+    const char *from;        /* kafka:// URL */
+    const char *group;       /* keeps the offsets */
+    const char *dead_letter; /* topic for messages that cannot be read */
+    const char *key_columns; /* the tutorial's messages: key columns (default "id") */
     long batch_rows;
-    const char *state;                  /* Qdrant/Upstash: PostgreSQL database for dead letters and position */
+    const char *state; /* Qdrant/Upstash: PostgreSQL database for dead letters and position */
     const struct cv_kafka_props *props;
 } cv_sink_stage_opts;
 int cv_sink_stage_run(const cv_sync_opts *o, const cv_sink_stage_opts *k, volatile sig_atomic_t *stop);

@@ -67,7 +67,9 @@ static int key_from(const cv_kin_opts *o, json_t *row, json_t *types_by_name, cv
     for (int k = 0; k < nk; k++) {
         json_t *v = json_object_get(row, names[k]);
         json_t *ty = types_by_name ? json_object_get(types_by_name, names[k]) : NULL;
-        m->t.key_types[k] = strdup(json_is_string(ty) ? json_string_value(ty) : json_is_integer(v) ? "bigint" : "text");
+        m->t.key_types[k] = strdup(json_is_string(ty)   ? json_string_value(ty)
+                                   : json_is_integer(v) ? "bigint"
+                                                        : "text");
         m->c.key[k] = v ? scalar_text(v) : NULL;
         if (!m->c.key[k]) {
             cv_buf b = {0};
@@ -110,16 +112,18 @@ static void decode_quix_change(const cv_kin_opts *o, json_t *j, cv_kin_msg *km) 
     json_t *names = json_object_get(j, "columnnames"), *types = json_object_get(j, "columntypes"),
            *vals = json_object_get(j, "columnvalues"), *old = json_object_get(j, "oldkeys");
     json_t *row = json_object(), *tys = json_object(), *oldrow = NULL, *oldtys = NULL;
-#define BAD(...)                                                                                               \
-    do {                                                                                                       \
-        cv_buf b_ = {0};                                                                                       \
-        cv_buf_printf(&b_, __VA_ARGS__);                                                                       \
-        why = b_.p;                                                                                            \
-        goto out;                                                                                              \
+#define BAD(...)                                                                                             \
+    do {                                                                                                     \
+        cv_buf b_ = {0};                                                                                     \
+        cv_buf_printf(&b_, __VA_ARGS__);                                                                     \
+        why = b_.p;                                                                                          \
+        goto out;                                                                                            \
     } while (0)
-    if (!kind || (strcmp(kind, "insert") && strcmp(kind, "update") && strcmp(kind, "delete") && strcmp(kind, "truncate")))
+    if (!kind || (strcmp(kind, "insert") && strcmp(kind, "update") && strcmp(kind, "delete") &&
+                  strcmp(kind, "truncate")))
         BAD("\"kind\" is not insert, update, delete or truncate");
-    if (!json_is_string(schema) || !json_is_string(table)) BAD("\"schema\" or \"table\" missing (a wal2json v1 change)");
+    if (!json_is_string(schema) || !json_is_string(table))
+        BAD("\"schema\" or \"table\" missing (a wal2json v1 change)");
     m->t.schema = strdup(json_string_value(schema));
     m->t.table = strdup(json_string_value(table));
     km->kind = strdup(kind);
@@ -158,7 +162,8 @@ static void decode_quix_change(const cv_kin_opts *o, json_t *j, cv_kin_msg *km) 
         /* the change names its key: it wins over --key-columns */
         cv_kin_opts o2 = *o;
         o2.key_columns = cols.p;
-        int r = key_from(&o2, !strcmp(kind, "delete") ? oldrow : row, !strcmp(kind, "delete") ? oldtys : tys, m, &why);
+        int r = key_from(&o2, !strcmp(kind, "delete") ? oldrow : row, !strcmp(kind, "delete") ? oldtys : tys,
+                         m, &why);
         if (!r && !strcmp(kind, "update")) {
             /* the key changed: the old key goes */
             cv_wire_msg *d = &km->m_old;
@@ -189,7 +194,9 @@ static void decode_quix_change(const cv_kin_opts *o, json_t *j, cv_kin_msg *km) 
     }
 out:
 #undef BAD
-    if (!why) km->row = json_dumps(m->op == CV_WIRE_DELETE && oldrow ? oldrow : row, JSON_COMPACT | JSON_REAL_PRECISION(17));
+    if (!why)
+        km->row = json_dumps(m->op == CV_WIRE_DELETE && oldrow ? oldrow : row,
+                             JSON_COMPACT | JSON_REAL_PRECISION(17));
     json_decref(row), json_decref(tys), json_decref(oldrow), json_decref(oldtys);
     if (why) km->format = CV_KIN_BAD, km->why = why;
 }
@@ -302,8 +309,8 @@ void cv_kin_decode(const cv_kin_opts *o, const char *val, size_t len, cv_kin_msg
     json_decref(j);
 }
 
-int cv_kin_poll(rd_kafka_t *rk, const cv_kin_opts *o, cv_kafka_metrics *km, cv_kin_msg *out, int max, double wait_s,
-                volatile sig_atomic_t *stop) {
+int cv_kin_poll(rd_kafka_t *rk, const cv_kin_opts *o, cv_kafka_metrics *km, cv_kin_msg *out, int max,
+                double wait_s, volatile sig_atomic_t *stop) {
     int n = 0;
     double t0 = cv_now();
     while (n < max && !(stop && *stop)) {
@@ -318,7 +325,8 @@ int cv_kin_poll(rd_kafka_t *rk, const cv_kin_opts *o, cv_kafka_metrics *km, cv_k
         if (msg->err) {
             if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
                 cv_warn("event=kafka_consume_error topic=%s partition=%d error=\"%s\"",
-                        msg->rkt ? rd_kafka_topic_name(msg->rkt) : "-", msg->partition, rd_kafka_message_errstr(msg));
+                        msg->rkt ? rd_kafka_topic_name(msg->rkt) : "-", msg->partition,
+                        rd_kafka_message_errstr(msg));
                 cv_kafka_metrics_error(km, "consume");
             }
             rd_kafka_message_destroy(msg);
@@ -365,8 +373,8 @@ cv_err cv_kin_commit(rd_kafka_t *rk, const char *topic, const cv_kin_msg *msgs, 
 
 cv_err cv_kin_dead_letter(cv_kafka_producer *dlq, const char *stage, const char *topic, const cv_kin_msg *m,
                           const char *why, cv_metric *dead) {
-    cv_warn("event=dead_letter stage=%s topic=%s partition=%d offset=%lld reason=\"%s\"", stage, topic, m->partition,
-            (long long)m->offset, why);
+    cv_warn("event=dead_letter stage=%s topic=%s partition=%d offset=%lld reason=\"%s\"", stage, topic,
+            m->partition, (long long)m->offset, why);
     cv_metric_add(dead, 1);
     cv_buf v = {0};
     cv_buf_printf(&v, "{\"format\":\"cdcvec-dead-letter/1\",\"stage\":\"%s\",\"topic\":", stage);

@@ -17,14 +17,14 @@ enum { CV_KIN_CDCVEC = 0, CV_KIN_QUIX_CHANGE, CV_KIN_QUIX_EMBEDDING, CV_KIN_BAD 
 typedef struct cv_kin_msg {
     int32_t partition;
     int64_t offset;
-    int format;         /* CV_KIN_* */
-    cv_wire_msg m;      /* the change (or truncate) */
-    cv_wire_msg m_old;  /* a tutorial update that changed the key: the old key's delete (op -1: none) */
-    char *row;          /* tutorial formats: the row's columns as a JSON object (for the tutorial's output) */
-    char *kind;         /* tutorial formats: "insert", "update", "delete" */
-    char *key, *raw;    /* the Kafka key and value, copied */
+    int format;        /* CV_KIN_* */
+    cv_wire_msg m;     /* the change (or truncate) */
+    cv_wire_msg m_old; /* a tutorial update that changed the key: the old key's delete (op -1: none) */
+    char *row;         /* tutorial formats: the row's columns as a JSON object (for the tutorial's output) */
+    char *kind;        /* tutorial formats: "insert", "update", "delete" */
+    char *key, *raw;   /* the Kafka key and value, copied */
     size_t klen, rlen;
-    char *why;          /* CV_KIN_BAD: why it could not be read */
+    char *why; /* CV_KIN_BAD: why it could not be read */
 } cv_kin_msg;
 
 typedef struct cv_kin_opts {
@@ -38,8 +38,8 @@ typedef struct cv_kin_opts {
  * client has fetched already, without waiting (under load the batch fills from librdkafka's
  * prefetch; idle, a lone change goes on at once). Returns the number taken; consumer errors
  * are logged and counted. */
-int cv_kin_poll(rd_kafka_t *rk, const cv_kin_opts *o, cv_kafka_metrics *km, cv_kin_msg *out, int max, double wait_s,
-                volatile sig_atomic_t *stop);
+int cv_kin_poll(rd_kafka_t *rk, const cv_kin_opts *o, cv_kafka_metrics *km, cv_kin_msg *out, int max,
+                double wait_s, volatile sig_atomic_t *stop);
 /* Decodes one message value (len bytes) into m (format, m, m_old, row, kind, or why). */
 void cv_kin_decode(const cv_kin_opts *o, const char *val, size_t len, cv_kin_msg *m);
 void cv_kin_msg_free(cv_kin_msg *m);

@@ -45,7 +45,7 @@ typedef struct {
     int nheld, capheld, ntrunc;
     /* the batch being gathered */
     cv_change *chg;
-    int nchg, cap; /* cap: messages a batch holds (each gives at most 2 changes) */
+    int nchg, cap;    /* cap: messages a batch holds (each gives at most 2 changes) */
     cv_kin_msg *done; /* messages whose offsets the batch commits */
     int ndone;
     uint64_t pos;
@@ -84,8 +84,8 @@ static cv_err open_store(stage *st, const cv_wire_msg *w) {
     if (e) {
         const char *kind, *fix;
         cv_sink_last_fault(st->sink, &kind, &fix);
-        cv_error("event=sink_open table=%s.%s kind=%s%s%s%s", st->schema, st->table, kind ? kind : "connection",
-                 fix ? " fix=\"" : "", fix ? fix : "", fix ? "\"" : "");
+        cv_error("event=sink_open table=%s.%s kind=%s%s%s%s", st->schema, st->table,
+                 kind ? kind : "connection", fix ? " fix=\"" : "", fix ? fix : "", fix ? "\"" : "");
         cv_sink_close(st->sink);
         st->sink = NULL;
         return e == CV_ERR_TIMEOUT ? e : CV_ERR_UNSUPPORTED;
@@ -106,7 +106,9 @@ static cv_err flush(stage *st) {
         e = cv_apply_batch(st->s.apply, st->chg, st->nchg, 0, st->pos, 0, st->commit_unix);
         st->nchg = 0;
         if (e == CV_ERR_ARG) return CV_ERR_UNSUPPORTED; /* --on-error stop: logged with the key */
-        if (e) return e == CV_ERR_TIMEOUT || e == CV_ERR_BUSY || e == CV_ERR_SHUTDOWN ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
+        if (e)
+            return e == CV_ERR_TIMEOUT || e == CV_ERR_BUSY || e == CV_ERR_SHUTDOWN ? CV_ERR_TIMEOUT
+                                                                                   : CV_ERR_UNSUPPORTED;
     }
     if (!e) e = cv_kafka_producer_wait(st->dlq, NULL);
     if (!e) e = cv_kin_commit(st->rk, st->in.topic, st->done, st->ndone);
@@ -212,9 +214,10 @@ static cv_err take(stage *st, cv_kin_msg *m) {
         if (st->trunc_lsn && w->c.lsn != st->trunc_lsn) {
             char a[24], b[24];
             cv_lsn_format(st->trunc_lsn, a), cv_lsn_format(w->c.lsn, b);
-            cv_warn("event=sink_truncate_overlap partition=%d waiting_lsn=%s got_lsn=%s note=\"a second truncate "
-                    "reached this partition before the first one completed\"",
-                    m->partition, a, b);
+            cv_warn(
+                "event=sink_truncate_overlap partition=%d waiting_lsn=%s got_lsn=%s note=\"a second truncate "
+                "reached this partition before the first one completed\"",
+                m->partition, a, b);
         }
         if (!st->trunc_lsn) st->trunc_lsn = w->c.lsn ? w->c.lsn : 1, st->trunc_copies = w->copies;
         int copies = st->trunc_copies < st->parts ? st->trunc_copies : st->parts;
@@ -311,8 +314,8 @@ static cv_err session(stage *st, volatile sig_atomic_t *stop) {
     if (!e) e = cv_kafka_producer_new(st->in.bootstrap, k->dead_letter, k->props, &st->km, &st->dlq);
     if (!e) e = assign_all(st);
     if (e) return e;
-    cv_info("event=sink_started from=%s partitions=%d group=%s dead_letters=%s", st->in.topic, st->parts, k->group,
-            k->dead_letter);
+    cv_info("event=sink_started from=%s partitions=%d group=%s dead_letters=%s", st->in.topic, st->parts,
+            k->group, k->dead_letter);
     int max = (int)k->batch_rows;
     cv_kin_msg *msgs = calloc((size_t)max, sizeof *msgs);
     st->cap = max;
@@ -354,11 +357,13 @@ int cv_sink_stage_run(const cv_sync_opts *o, const cv_sink_stage_opts *k, volati
     if (!rc) {
         cv_kafka_metrics_init(&st.km, st.s.reg, "sink");
         st.m_dead = cv_metrics_counter(st.s.reg, "cdcvec_kafka_dead_letters_total",
-                                       "Messages sent to the dead-letter topic, with their reason.", "stage=\"sink\"");
-        st.m_replayed = cv_metrics_counter(st.s.reg, "cdcvec_kafka_superseded_total",
-                                           "Replayed messages from before the last truncate applied: skipped, the "
-                                           "truncate removed what they wrote.",
-                                           "stage=\"sink\"");
+                                       "Messages sent to the dead-letter topic, with their reason.",
+                                       "stage=\"sink\"");
+        st.m_replayed =
+            cv_metrics_counter(st.s.reg, "cdcvec_kafka_superseded_total",
+                               "Replayed messages from before the last truncate applied: skipped, the "
+                               "truncate removed what they wrote.",
+                               "stage=\"sink\"");
     }
     for (int attempt = 0; !rc && !*stop;) {
         double t0 = cv_now();
@@ -367,8 +372,9 @@ int cv_sink_stage_run(const cv_sync_opts *o, const cv_sink_stage_opts *k, volati
         if (cv_now() - t0 > 60) attempt = 0; /* a healthy session: the backoff starts over */
         if (!e || *stop) break;
         if (e != CV_ERR_TIMEOUT && e != CV_ERR_BUSY) {
-            cv_error("event=sink_stopped kind=config error=\"a permanent error: retrying cannot help (the line "
-                     "above says what)\"");
+            cv_error(
+                "event=sink_stopped kind=config error=\"a permanent error: retrying cannot help (the line "
+                "above says what)\"");
             rc = 1;
             break;
         }

@@ -118,8 +118,8 @@ static cv_err send_feedback(stream *st) {
 static cv_err flush_pending(stream *st) {
     if (st->pend.n == 0 && !st->pend_truncate) return CV_OK;
     cv_sync *s = st->s;
-    cv_err e = cv_sync_deliver(s, st->pend.v, st->pend.n, st->pend_truncate, st->pend_end, 0,
-                               st->pend_commit_unix);
+    cv_err e =
+        cv_sync_deliver(s, st->pend.v, st->pend.n, st->pend_truncate, st->pend_end, 0, st->pend_commit_unix);
     st->pend.n = 0; /* consumed either way: on failure the session ends and the slot replays */
     if (e) return cv_sync_batch_failed(s, e);
     cv_metric_add(s->m_changes_ins, (double)st->n_ins);

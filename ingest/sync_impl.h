@@ -85,7 +85,8 @@ cv_err cv_capture_deliver(cv_sync *s, cv_change *chg, int n, int truncate, uint6
 void cv_capture_close(cv_sync *s);
 /* capture --format quix: the tutorial's message for a change made from row values v (old:
  * the old row's values for an update's oldkeys, or NULL: the key of v), set as c->wire. */
-void cv_capture_wire(const cv_sync *s, const cv_rowval *v, const cv_rowval *old, const char *kind, cv_change *c);
+void cv_capture_wire(const cv_sync *s, const cv_rowval *v, const cv_rowval *old, const char *kind,
+                     cv_change *c);
 /* cv_table.row_hook for the backfill of capture --format quix (arg: the cv_sync). */
 void cv_capture_row_hook(void *arg, const cv_rowval *v, cv_change *c);
 

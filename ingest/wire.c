@@ -110,7 +110,8 @@ void cv_wire_encode(cv_buf *b, const cv_wire_table *t, const cv_change *c, const
     cv_buf_puts(b, "}");
 }
 
-void cv_wire_encode_truncate(cv_buf *b, const cv_wire_table *t, uint64_t lsn, double commit_unix, int copies) {
+void cv_wire_encode_truncate(cv_buf *b, const cv_wire_table *t, uint64_t lsn, double commit_unix,
+                             int copies) {
     head(b, "truncate", t, lsn, commit_unix);
     cv_buf_printf(b, ",\"copies\":%d}", copies);
 }
@@ -127,10 +128,10 @@ int cv_wire_is_cdcvec(const char *buf, size_t len) {
     return yes;
 }
 
-#define FAIL(...)                                                                                              \
-    do {                                                                                                       \
-        snprintf(err, errlen, __VA_ARGS__);                                                                    \
-        goto bad;                                                                                              \
+#define FAIL(...)                                                                                            \
+    do {                                                                                                     \
+        snprintf(err, errlen, __VA_ARGS__);                                                                  \
+        goto bad;                                                                                            \
     } while (0)
 
 /* A JSON array of strings into a NULL-terminated owned array; -1 if not one (or not n long). */
@@ -169,14 +170,14 @@ cv_err cv_wire_decode(const char *buf, size_t len, int dim, cv_wire_msg *m, char
     if (!s || strcmp(s, FORMAT) != 0) FAIL("\"format\" is not \"" FORMAT "\"");
     s = json_string_value(json_object_get(j, "op"));
     if (!s) FAIL("\"op\" missing");
-    m->op = strcmp(s, "upsert") == 0   ? CV_WIRE_UPSERT
-            : strcmp(s, "delete") == 0 ? CV_WIRE_DELETE
-            : strcmp(s, "truncate") == 0
-                ? CV_WIRE_TRUNCATE
-                : -1;
+    m->op = strcmp(s, "upsert") == 0     ? CV_WIRE_UPSERT
+            : strcmp(s, "delete") == 0   ? CV_WIRE_DELETE
+            : strcmp(s, "truncate") == 0 ? CV_WIRE_TRUNCATE
+                                         : -1;
     if (m->op < 0) FAIL("\"op\" is \"%s\", expected upsert, delete or truncate", s);
     json_t *sc = json_object_get(j, "schema"), *tb = json_object_get(j, "table");
-    if (!json_is_string(sc) || !json_is_string(tb) || !json_string_length(tb)) FAIL("\"schema\"/\"table\" missing");
+    if (!json_is_string(sc) || !json_is_string(tb) || !json_string_length(tb))
+        FAIL("\"schema\"/\"table\" missing");
     m->t.schema = strdup(json_string_value(sc));
     m->t.table = strdup(json_string_value(tb));
     json_t *kn = json_object_get(j, "key_columns");
@@ -193,7 +194,8 @@ cv_err cv_wire_decode(const char *buf, size_t len, int dim, cv_wire_msg *m, char
     m->c.commit_unix = ct ? json_number_value(ct) : 0;
     if (m->op == CV_WIRE_TRUNCATE) {
         json_t *cp = json_object_get(j, "copies");
-        if (!json_is_integer(cp) || json_integer_value(cp) < 1) FAIL("\"copies\": expected a positive integer");
+        if (!json_is_integer(cp) || json_integer_value(cp) < 1)
+            FAIL("\"copies\": expected a positive integer");
         m->copies = (int)json_integer_value(cp);
         json_decref(j);
         return CV_OK;
@@ -218,11 +220,10 @@ cv_err cv_wire_decode(const char *buf, size_t len, int dim, cv_wire_msg *m, char
     }
     s = json_string_value(json_object_get(j, "text_state"));
     if (!s) FAIL("\"text_state\" missing");
-    m->c.text_state = strcmp(s, "known") == 0  ? CV_TEXT_KNOWN
-                      : strcmp(s, "null") == 0 ? CV_TEXT_NULL
-                      : strcmp(s, "unknown") == 0
-                          ? CV_TEXT_UNKNOWN
-                          : -1;
+    m->c.text_state = strcmp(s, "known") == 0     ? CV_TEXT_KNOWN
+                      : strcmp(s, "null") == 0    ? CV_TEXT_NULL
+                      : strcmp(s, "unknown") == 0 ? CV_TEXT_UNKNOWN
+                                                  : -1;
     if (m->c.text_state < 0) FAIL("\"text_state\" is \"%s\", expected known, null or unknown", s);
     m->c.text_fetch = json_is_true(json_object_get(j, "text_fetch"));
     json_t *p = json_object_get(j, "payload");
@@ -241,7 +242,8 @@ cv_err cv_wire_decode(const char *buf, size_t len, int dim, cv_wire_msg *m, char
         if (!json_is_string(t)) FAIL("\"text\": expected a string");
         m->c.text = strndup(json_string_value(t), json_string_length(t));
     }
-    if (m->c.text_state == CV_TEXT_KNOWN && !t && !v) FAIL("text_state is known but neither \"text\" nor \"vector\" is given");
+    if (m->c.text_state == CV_TEXT_KNOWN && !t && !v)
+        FAIL("text_state is known but neither \"text\" nor \"vector\" is given");
     if (v) {
         if (!json_is_string(v)) FAIL("\"vector\": expected base64 of little-endian float32");
         json_t *d = json_object_get(j, "dim");
@@ -250,7 +252,9 @@ cv_err cv_wire_decode(const char *buf, size_t len, int dim, cv_wire_msg *m, char
         int vd = (int)json_integer_value(d);
         if (dim && vd != dim) FAIL("\"dim\" is %d, the store holds %d-dimensional vectors", vd, dim);
         size_t raw = sizeof(float) * (size_t)vd, bl = json_string_length(v);
-        if (bl != 4 * ((raw + 2) / 3)) FAIL("\"vector\": %zu base64 characters, expected %zu for %d floats", bl, 4 * ((raw + 2) / 3), vd);
+        if (bl != 4 * ((raw + 2) / 3))
+            FAIL("\"vector\": %zu base64 characters, expected %zu for %d floats", bl, 4 * ((raw + 2) / 3),
+                 vd);
         unsigned char *tmp = malloc(bl + 3);
         CV_ASSERT(tmp);
         int got = EVP_DecodeBlock(tmp, (const unsigned char *)json_string_value(v), (int)bl);

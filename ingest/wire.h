@@ -26,9 +26,9 @@ enum { CV_WIRE_UPSERT = 0, CV_WIRE_DELETE, CV_WIRE_TRUNCATE };
 typedef struct cv_wire_msg {
     int op;
     cv_wire_table t;
-    cv_change c;       /* key, text, payload, keep, fail, vec + vec_hash, lsn, commit_unix, txn */
-    char *model;       /* with a vector: the model that made it */
-    int copies;        /* truncate: the number of partitions it was sent to (one copy each) */
+    cv_change c; /* key, text, payload, keep, fail, vec + vec_hash, lsn, commit_unix, txn */
+    char *model; /* with a vector: the model that made it */
+    int copies;  /* truncate: the number of partitions it was sent to (one copy each) */
 } cv_wire_msg;
 
 void cv_wire_msg_free(cv_wire_msg *m);

@@ -66,7 +66,8 @@ static void quix_out(cv_buf *b, const cv_kin_msg *m, const cv_wire_msg *w, const
             const char *ty = w->t.key_types[k], *v = w->c.key[k];
             char *end;
             long long n = strtoll(v, &end, 10);
-            int integer = (!strcmp(ty, "integer") || !strcmp(ty, "bigint") || !strcmp(ty, "smallint")) && *v && !*end;
+            int integer =
+                (!strcmp(ty, "integer") || !strcmp(ty, "bigint") || !strcmp(ty, "smallint")) && *v && !*end;
             json_object_set_new(o, w->t.key_names[k], integer ? json_integer(n) : json_string(v));
         }
     if (vec) {
@@ -99,13 +100,15 @@ static cv_err emit(worker *wk, const cv_kin_msg *m, const cv_wire_msg *w, const 
         if (!qe) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
-            s = cv_quix_embeddings(&qm, vec, wk->s.dim, (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec, &qe, &why);
+            s = cv_quix_embeddings(&qm, vec, wk->s.dim, (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec, &qe,
+                                   &why);
             cv_quix_change_msg_free(&qm);
         }
         if (s) cv_buf_puts(&v, s);
         free(s);
         if (!s) {
-            cv_err de = dead_letter(wk, m, why.p ? why.p : "the tutorial's embeddings message cannot carry it");
+            cv_err de =
+                dead_letter(wk, m, why.p ? why.p : "the tutorial's embeddings message cannot carry it");
             free(why.p), free(v.p);
             return de;
         }
@@ -150,8 +153,8 @@ static cv_err batch(worker *wk, cv_kin_msg *msgs, int n, volatile sig_atomic_t *
         if (e == CV_ERR_ARG || e == CV_ERR_FORMAT) { /* a text refused: find which, one at a time */
             e = CV_OK;
             for (int k = 0; k < nt && !e; k++) {
-                cv_err e1 = cv_client_embed(wk->s.client, texts + k, lens + k, 1, vec + (size_t)k * dim, dim, &got,
-                                            msg, sizeof msg);
+                cv_err e1 = cv_client_embed(wk->s.client, texts + k, lens + k, 1, vec + (size_t)k * dim, dim,
+                                            &got, msg, sizeof msg);
                 if (e1 == CV_ERR_ARG || e1 == CV_ERR_FORMAT)
                     refused[k] = 1;
                 else
@@ -218,8 +221,8 @@ static cv_err session(worker *wk, volatile sig_atomic_t *stop) {
         cv_error("event=kafka_subscribe topic=%s error=\"%s\"", wk->in.topic, rd_kafka_err2str(ke));
         return CV_ERR_UNSUPPORTED;
     }
-    cv_info("event=worker_started from=%s to=%s group=%s format=%s dead_letters=%s", wk->in.topic, wk->out.topic,
-            w->group, w->quix ? "quix" : "cdcvec", w->dead_letter);
+    cv_info("event=worker_started from=%s to=%s group=%s format=%s dead_letters=%s", wk->in.topic,
+            wk->out.topic, w->group, w->quix ? "quix" : "cdcvec", w->dead_letter);
     int max = (int)w->batch_rows;
     cv_kin_msg *msgs = calloc((size_t)max, sizeof *msgs);
     CV_ASSERT(msgs);
@@ -256,7 +259,8 @@ int cv_worker_run(const cv_sync_opts *o, const cv_worker_opts *w, volatile sig_a
     if (!rc) {
         cv_kafka_metrics_init(&wk.km, wk.s.reg, "worker");
         wk.m_dead = cv_metrics_counter(wk.s.reg, "cdcvec_kafka_dead_letters_total",
-                                       "Messages sent to the dead-letter topic, with their reason.", "stage=\"worker\"");
+                                       "Messages sent to the dead-letter topic, with their reason.",
+                                       "stage=\"worker\"");
     }
     for (int attempt = 0; !rc && !*stop;) {
         double t0 = cv_now();
@@ -265,8 +269,9 @@ int cv_worker_run(const cv_sync_opts *o, const cv_worker_opts *w, volatile sig_a
         if (cv_now() - t0 > 60) attempt = 0; /* a healthy session: the backoff starts over */
         if (!e || *stop) break;
         if (e == CV_ERR_ARG || e == CV_ERR_UNSUPPORTED) {
-            cv_error("event=worker_stopped kind=config error=\"a permanent error: retrying cannot help (the line "
-                     "above says what)\"");
+            cv_error(
+                "event=worker_stopped kind=config error=\"a permanent error: retrying cannot help (the line "
+                "above says what)\"");
             rc = 1;
             break;
         }

@@ -276,7 +276,8 @@ int cv_server_drain(cv_server *s, int timeout_ms) {
      * the replies still owed; new requests are answered "shutting down" instead */
     atomic_store(&s->draining, 1);
     const double until = cv_now() + timeout_ms / 1000.0;
-    while ((atomic_load(&s->inflight) > 0 || (s->batcher && cv_batcher_busy(s->batcher))) && cv_now() < until) {
+    while ((atomic_load(&s->inflight) > 0 || (s->batcher && cv_batcher_busy(s->batcher))) &&
+           cv_now() < until) {
         struct timespec ts = {0, 1000000};
         nanosleep(&ts, NULL);
     }
