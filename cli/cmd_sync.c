@@ -14,7 +14,7 @@
 typedef struct {
     const char *source, *table, *text_column, *template_, *sink, *ns, *embed, *slot, *publication, *http,
         *model, *device, *after, *on_error;
-    long batch_rows, threads, resnapshot, force, limit, max_text_bytes, repair;
+    long batch_rows, threads, resnapshot, force, limit, max_text_bytes, repair, sink_writers, index_memory;
     double batch_ms;
     cv_cli_http hl;
 } sync_conf;
@@ -46,6 +46,13 @@ static const cv_conf_prop PROPS[] = {
      "publication (empty: the slot's name)"},
     {"batch-rows", "CDCVEC_BATCH_ROWS", CV_CONF_INT, "512", 1, 1000000, F(batch_rows),
      "changes per sink transaction (whole source transactions)"},
+    {"sink-writers", "CDCVEC_SINK_WRITERS", CV_CONF_INT, "2", 1, 16, F(sink_writers),
+     "pgvector: connections that write each batch in parallel, rows split by primary key (one key is never "
+     "in two concurrent transactions; the position is recorded after every part committed); 1 when a key "
+     "column does not compare exactly by its text form"},
+    {"index-memory", "CDCVEC_INDEX_MEMORY", CV_CONF_INT, "1024", 64, 262144, F(index_memory),
+     "pgvector: the most maintenance_work_mem, in MB, the HNSW index build after the backfill asks for (it "
+     "asks for what the graph needs, from 64 MB, and for the server's max_parallel_workers)"},
     {"batch-ms", "CDCVEC_BATCH_MS", CV_CONF_DOUBLE, "20", 0, 60000, F(batch_ms),
      "longest a committed change waits for its batch, in milliseconds"},
     {"http", "CDCVEC_SYNC_HTTP", CV_CONF_STR, "", 0, 0, F(http),
@@ -143,7 +150,9 @@ int cv_cmd_sync(int argc, char **argv, const char *which) {
                       .resnapshot = (int)c.resnapshot,
                       .force = (int)c.force,
                       .after = c.after,
-                      .max_text_bytes = c.max_text_bytes};
+                      .max_text_bytes = c.max_text_bytes,
+                      .sink_writers = (int)c.sink_writers,
+                      .index_memory_mb = (int)c.index_memory};
     cv_cli_http_opts(&c.hl, &o.http_opts);
     if (cv_cli_parse_device(c.device, &o.device)) return 2;
     if (strcmp(c.on_error, "stop") == 0)

@@ -41,6 +41,8 @@ typedef struct cv_sync_opts {
     long max_text_bytes; /* with --embed: longer texts become dead letters, never sent */
     int on_error_stop;   /* 1: a change that cannot be applied stops the sync (exit 1) instead of
                             going to cdcvec.dead_letters */
+    int sink_writers;    /* pgvector: connections writing each batch in parallel (0: 1) */
+    int index_memory_mb; /* pgvector: the most maintenance_work_mem the HNSW build asks for (0: 1024) */
     const struct cv_capture_opts *capture; /* cdcvec capture: changes go to Kafka (NULL: sync) */
 } cv_sync_opts;
 

@@ -288,7 +288,10 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
                         .model_id = "sentence-transformers/all-MiniLM-L6-v2",
                         .stream = s->stream,
                         .state_conninfo = o->source,
-                        .ns = o->ns};
+                        .ns = o->ns,
+                        .writers = o->sink_writers,
+                        .key_exact = s->t.key_exact,
+                        .index_mem_mb = o->index_memory_mb};
     if ((e = cv_sink_open(s->sink_conninfo, &st, &s->sink))) {
         const char *kind, *fix;
         cv_sink_last_fault(s->sink, &kind, &fix);

@@ -42,6 +42,11 @@ typedef struct cv_sink_table {
      * position, meta, backfill marks and dead letters; NULL: none kept (see above) */
     const char *state_conninfo;
     const char *ns; /* Upstash namespace; NULL or "": the table's name */
+    /* pgvector only: connections writing each batch in parallel, rows split by key (0 or 1: one;
+     * at most 16), used when key_exact (every key column compares exactly by its text form, so
+     * one key always lands on the same connection); index_mem_mb: the most maintenance_work_mem
+     * the HNSW build may ask for (0: 1024) */
+    int writers, key_exact, index_mem_mb;
 } cv_sink_table;
 
 typedef struct cv_sink_row {

@@ -43,6 +43,20 @@ converged() { converged_q "${1:-$MISMATCH}" "${2:-cdcvec.public_books}"; }
 
 start_sync
 check "rows existing before the first start are all embedded" converged
+# the stored vectors are the model's (the sink's binary COPY path: byte order, dimension, values)
+q "COPY (SELECT description FROM books WHERE id IN (1, 3, 5) ORDER BY id) TO STDOUT" >"$work/ref.txt"
+"$bin" embed --threads 2 --format f32 -o "$work/ref.f32" "$work/ref.txt" 2>/dev/null
+q "SELECT embedding::text FROM cdcvec.public_books WHERE id IN (1, 3, 5) ORDER BY id" >"$work/stored.txt"
+check "stored vectors equal cdcvec embed's for the same texts (max |diff| < 1e-6)" \
+  'python3 -c "
+import struct, sys
+ref = open(sys.argv[1], \"rb\").read(); rows = open(sys.argv[2]).read().split()
+assert len(rows) == 3 and len(ref) == 3 * 384 * 4, (len(rows), len(ref))
+for i, line in enumerate(rows):
+    got = [float(x) for x in line.strip(\"[]\").split(\",\")]
+    want = struct.unpack(\"<384f\", ref[i * 1536:(i + 1) * 1536])
+    assert len(got) == 384 and max(abs(a - b) for a, b in zip(got, want)) < 1e-6, i
+" "$work/ref.f32" "$work/stored.txt"'
 check "the HNSW index is built once the backfill is done" '[ "$(q "SELECT count(*) FROM pg_indexes WHERE schemaname = '"'"'cdcvec'"'"' AND tablename = '"'"'public_books'"'"' AND indexdef LIKE '"'"'%hnsw%vector_cosine_ops%'"'"'")" = 1 ]'
 SLOT=$(q "SELECT slot_name FROM pg_replication_slots WHERE slot_name LIKE 'cdcvec_public_books_%'")
 check "the slot exists, is active, and its name is unique to the table ($SLOT)" '[ "$(q "SELECT active FROM pg_replication_slots WHERE slot_name = '"'"'$SLOT'"'"'")" = t ] && [[ $SLOT =~ ^cdcvec_public_books_[0-9a-f]{8}$ ]]'
