@@ -5,6 +5,7 @@
 #   (2) raw embedding: `cdcvec embed` over the same kind of texts: sentences/s (the anchor)
 #   (3) highest sustained rows/s: 6,000 pre-generated rows inserted as fast as PostgreSQL takes
 #       them, in transactions of 100, until the sink has them all
+#   (3b) the sink alone into the same indexed table (`cdcvec bench sink`): the other bound
 #   (4) commit-to-searchable latency at a steady 50 rows/s: sink updated_at (the sink
 #       transaction's start, just before its commit) minus the row's clock_timestamp() at insert
 #   usage: bash bench/run_pipeline.sh [ROWS]      (env: BUILD_DIR, CDCVEC_BENCH_PORT)
@@ -65,6 +66,17 @@ t1=$(now_ms)
 printf 'sustained: %d rows committed and searchable in %.1f s = %.1f rows/s (%.0f%% of raw)\n' $N \
   "$(calc "($t1 - $t0) / 1000")" "$(calc "$N * 1000 / ($t1 - $t0)")" \
   "$(calc "100 * $N * 1000 / ($t1 - $t0) / $raw")"
+
+# (3b) the sink alone, same table, same index, same transactions of 100, precomputed vectors
+# (`cdcvec bench sink`, default --sink-writers), new ids far above the catalog's, removed after
+sink_alone=$("$bin" bench sink --sink "$DB" --table catalog --rows 2000 --batch-rows 100 --first-id 100000000 \
+  --writers "${CDCVEC_SINK_WRITERS:-2}" 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["points_per_s"])')
+q "DELETE FROM cdcvec.public_catalog WHERE id >= 100000000; DELETE FROM cdcvec.state WHERE stream = 'cdcvec_bench_sink'"
+bound=$(calc "($raw < $sink_alone) ? $raw : $sink_alone")
+printf 'sink alone (cdcvec bench sink into the same indexed table, transactions of 100): %s rows/s\n' "$sink_alone"
+printf 'sustained vs min(raw embedding %.1f, sink alone %s) = %.1f rows/s: %.0f%%; vs both stages sharing the same cores (1 / (1/embed + 1/sink) = %.1f rows/s): %.0f%%\n' \
+  "$raw" "$sink_alone" "$bound" "$(calc "100 * $N * 1000 / ($t1 - $t0) / $bound")" \
+  "$(calc "1 / (1 / $raw + 1 / $sink_alone)")" "$(calc "100 * $N * 1000 / ($t1 - $t0) * (1 / $raw + 1 / $sink_alone)")"
 
 # (4) latency at a steady 50 rows/s for 20 s
 mark=$(q "SELECT max(id) FROM catalog")

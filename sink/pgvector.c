@@ -166,6 +166,13 @@ static void pg_close(cv_sink *sk);
 static void pg_rollback(cv_sink *sk);
 static cv_err pg_state(cv_sink *sk, uint64_t *pos, int *done, uint64_t *bpos);
 
+/* Notices during the index build: pgvector says when the graph outgrew maintenance_work_mem
+ * (the build goes on, slower); remembered for the warning that names the fix. */
+static void build_notice(void *arg, const char *message) {
+    if (strstr(message, "no longer fits into maintenance_work_mem")) *(int *)arg = 1;
+    cv_pg_notice(NULL, message);
+}
+
 /* CREATE INDEX IF NOT EXISTS ... USING hnsw (embedding vector_cosine_ops), sized to the table
  * and the server: maintenance_work_mem for the whole graph (pgvector builds fastest while the
  * graph fits in it; estimated at rows x (4 x dim + 300) bytes x 1.25, at least 64 MB, at most
@@ -211,7 +218,15 @@ static cv_err ensure_index(pg_sink *s) {
                       " ON %s USING hnsw (embedding vector_cosine_ops); RESET maintenance_work_mem; RESET "
                       "max_parallel_maintenance_workers;",
                       s->qtable);
+        int spilled = 0;
+        PQnoticeProcessor prev = PQsetNoticeProcessor(s->db, build_notice, &spilled);
         r = PQexec(s->db, sql.p);
+        PQsetNoticeProcessor(s->db, prev, NULL);
+        if (spilled)
+            cv_warn("event=index_build_slow table=%s maintenance_work_mem_mb=%ld note=\"the HNSW graph outgrew "
+                    "maintenance_work_mem: the build went on, slower\" fix=\"raise --index-memory (and the "
+                    "server's memory for it)\"",
+                    s->qtable, mb);
         ExecStatusType st = PQresultStatus(r);
         if (st != PGRES_COMMAND_OK && workers > 0 && attempt == 0 && PQstatus(s->db) == CONNECTION_OK) {
             cv_warn("event=index_build_retry table=%s workers=%d error=\"%s\" note=\"retrying without parallel "
