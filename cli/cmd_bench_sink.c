@@ -54,7 +54,8 @@ static cv_err write_range(cv_sink *s, long first, long count, long txn, double *
             kp[i] = keys[i];
             unsigned int hl = 32;
             EVP_Digest(pay[i], strlen(pay[i]), hash[i], &hl, EVP_sha256(), NULL);
-            r[i] = (cv_sink_row){.key = &kp[i], .vec = vec + (size_t)i * DIM, .payload = pay[i], .hash = hash[i]};
+            r[i] = (cv_sink_row){
+                .key = &kp[i], .vec = vec + (size_t)i * DIM, .payload = pay[i], .hash = hash[i]};
             kk[i] = &kp[i];
         }
         double t0 = cv_now();
@@ -105,7 +106,8 @@ int cv_bench_sink(int argc, char **argv) {
     }
     if (!url || rows < 1 || txn < 0 || writers < 1 || writers > 16 || prefill < 0 || index < 0 || index > 1) {
         fprintf(stderr,
-                "usage: cdcvec bench sink --sink URL [--rows 10000] [--batch-rows N (default: the store's batch)] "
+                "usage: cdcvec bench sink --sink URL [--rows 10000] [--batch-rows N (default: the store's "
+                "batch)] "
                 "[--first-id 1] [--writers 1..16 (pgvector)] [--prefill N (rows loaded first, timed apart)] "
                 "[--index 0|1 (pgvector: build the HNSW index before the timed rows, as after a backfill)] "
                 "[--table bench_sink] [--state CONNINFO]\n");
@@ -147,7 +149,8 @@ int cv_bench_sink(int argc, char **argv) {
         long req = req1 - req0;
         printf("{\"store\":\"%s\",\"writers\":%ld,\"rows\":%ld,\"batch_rows\":%ld,\"seconds\":%.3f,"
                "\"points_per_s\":%.0f,\"requests\":%ld,\"retries\":%ld,\"requests_per_10k\":%.1f",
-               cv_sink_kind(url), writers, rows, txn, dt, rows / dt, req, retry1 - retry0, req * 10000.0 / rows);
+               cv_sink_kind(url), writers, rows, txn, dt, rows / dt, req, retry1 - retry0,
+               req * 10000.0 / rows);
         if (prefill) printf(",\"prefill_rows\":%ld,\"prefill_rows_per_s\":%.0f", prefill, prefill / pre_s);
         if (index) printf(",\"index_build_s\":%.2f", index_s);
         printf("}\n");

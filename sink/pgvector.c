@@ -186,8 +186,8 @@ static cv_err ensure_index(pg_sink *s) {
     cv_buf qn = {0};
     cv_buf_puts(&qn, "cdcvec.");
     cv_pg_ident(&qn, name.p);
-    PGresult *r = PQexecParams(s->db, "SELECT to_regclass($1) IS NOT NULL", 1, NULL, (const char *const[]){qn.p}, NULL,
-                     NULL, 0);
+    PGresult *r = PQexecParams(s->db, "SELECT to_regclass($1) IS NOT NULL", 1, NULL,
+                               (const char *const[]){qn.p}, NULL, NULL, 0);
     cv_err e = exec_ok(s, r, "find_index");
     int exists = !e && PQntuples(r) == 1 && PQgetvalue(r, 0, 0)[0] == 't';
     PQclear(r);
@@ -210,8 +210,8 @@ static cv_err ensure_index(pg_sink *s) {
     const double t0 = cv_wall_now();
     for (int attempt = 0; !e; attempt++) {
         sql.len = 0;
-        cv_buf_printf(&sql, "SET maintenance_work_mem = '%ldMB'; SET max_parallel_maintenance_workers = %d; ", mb,
-                      workers);
+        cv_buf_printf(&sql, "SET maintenance_work_mem = '%ldMB'; SET max_parallel_maintenance_workers = %d; ",
+                      mb, workers);
         cv_buf_puts(&sql, "CREATE INDEX IF NOT EXISTS ");
         cv_pg_ident(&sql, name.p);
         cv_buf_printf(&sql,
@@ -223,15 +223,17 @@ static cv_err ensure_index(pg_sink *s) {
         r = PQexec(s->db, sql.p);
         PQsetNoticeProcessor(s->db, prev, NULL);
         if (spilled)
-            cv_warn("event=index_build_slow table=%s maintenance_work_mem_mb=%ld note=\"the HNSW graph outgrew "
-                    "maintenance_work_mem: the build went on, slower\" fix=\"raise --index-memory (and the "
-                    "server's memory for it)\"",
-                    s->qtable, mb);
+            cv_warn(
+                "event=index_build_slow table=%s maintenance_work_mem_mb=%ld note=\"the HNSW graph outgrew "
+                "maintenance_work_mem: the build went on, slower\" fix=\"raise --index-memory (and the "
+                "server's memory for it)\"",
+                s->qtable, mb);
         ExecStatusType st = PQresultStatus(r);
         if (st != PGRES_COMMAND_OK && workers > 0 && attempt == 0 && PQstatus(s->db) == CONNECTION_OK) {
-            cv_warn("event=index_build_retry table=%s workers=%d error=\"%s\" note=\"retrying without parallel "
-                    "workers (a parallel build needs maintenance_work_mem of shared memory)\"",
-                    s->qtable, workers, PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY));
+            cv_warn(
+                "event=index_build_retry table=%s workers=%d error=\"%s\" note=\"retrying without parallel "
+                "workers (a parallel build needs maintenance_work_mem of shared memory)\"",
+                s->qtable, workers, PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY));
             PQclear(r);
             PQclear(PQexec(s->db, "RESET maintenance_work_mem; RESET max_parallel_maintenance_workers;"));
             workers = 0;
@@ -274,17 +276,19 @@ static char *upsert_sql(const pg_sink *s, int merged) {
         cv_pg_ident(&xmatch, s->t.key_names[k]);
         cv_buf_printf(&xmatch, " = u.k%d::%s", k, s->t.key_types[k]);
     }
-    cv_buf_printf(&sql,
-                  "WITH u AS (DELETE FROM pg_temp.cdcvec_stage RETURNING *) INSERT INTO %s AS t (%s, embedding, "
-                  "payload, text_hash, model, source_lsn, updated_at) SELECT %s, u.e, %s, u.h, $1, $2::pg_lsn, "
-                  "now() FROM u ",
-                  s->qtable, s->keylist, cast.p, merged ? MERGED_PAYLOAD("x") : "u.p::jsonb");
+    cv_buf_printf(
+        &sql,
+        "WITH u AS (DELETE FROM pg_temp.cdcvec_stage RETURNING *) INSERT INTO %s AS t (%s, embedding, "
+        "payload, text_hash, model, source_lsn, updated_at) SELECT %s, u.e, %s, u.h, $1, $2::pg_lsn, "
+        "now() FROM u ",
+        s->qtable, s->keylist, cast.p, merged ? MERGED_PAYLOAD("x") : "u.p::jsonb");
     if (merged) cv_buf_printf(&sql, "LEFT JOIN %s x ON %s ", s->qtable, xmatch.p);
-    cv_buf_printf(&sql,
-                  "ON CONFLICT (%s) DO UPDATE SET embedding = EXCLUDED.embedding, payload = EXCLUDED.payload, "
-                  "text_hash = EXCLUDED.text_hash, model = EXCLUDED.model, source_lsn = EXCLUDED.source_lsn, "
-                  "updated_at = EXCLUDED.updated_at",
-                  s->keylist);
+    cv_buf_printf(
+        &sql,
+        "ON CONFLICT (%s) DO UPDATE SET embedding = EXCLUDED.embedding, payload = EXCLUDED.payload, "
+        "text_hash = EXCLUDED.text_hash, model = EXCLUDED.model, source_lsn = EXCLUDED.source_lsn, "
+        "updated_at = EXCLUDED.updated_at",
+        s->keylist);
     free(cast.p), free(xmatch.p);
     return sql.p;
 }
@@ -352,9 +356,10 @@ static cv_err pg_open(const char *conninfo, const cv_sink_table *t, cv_sink **ou
     int want = t->dim && t->writers > 1 ? t->writers : 1;
     if (want > MAX_WRITERS) want = MAX_WRITERS;
     if (want > 1 && !t->key_exact) {
-        cv_info("event=sink_writers table=%s writers=1 requested=%d note=\"a primary key column does not compare "
-                "exactly by its text form: one connection writes\"",
-                s->qtable, want);
+        cv_info(
+            "event=sink_writers table=%s writers=1 requested=%d note=\"a primary key column does not compare "
+            "exactly by its text form: one connection writes\"",
+            s->qtable, want);
         want = 1;
     }
     while (!e && s->nw < want) {
@@ -513,7 +518,8 @@ static void vec_text(cv_buf *b, const float *v, int dim) {
 }
 
 /* Payload-only updates of rows[0..n) (existing rows; the vector stays), sent on connection w. */
-static void send_update(pg_sink *s, int w, const cv_sink_row *const *rows, int n, const char *lsn, int *sent) {
+static void send_update(pg_sink *s, int w, const cv_sink_row *const *rows, int n, const char *lsn,
+                        int *sent) {
     const int nk = s->t.nkeys;
     const char **keys[n > 0 ? n : 1];
     for (int i = 0; i < n; i++)
@@ -531,11 +537,12 @@ static void send_update(pg_sink *s, int w, const cv_sink_row *const *rows, int n
     cv_buf_put(&keep, "}", 1);
     key_sql(s, &ucols, &match);
     params[nk] = pay.p, params[nk + 1] = keep.p, params[nk + 2] = (char *)lsn;
-    cv_buf_printf(&sql,
-                  "UPDATE %s AS t SET payload = " MERGED_PAYLOAD("t") ", source_lsn = $%d::pg_lsn, updated_at = "
-                                                                     "now() FROM unnest(%s, $%d::text[], "
-                                                                     "$%d::text[]) AS u(%s, p, kp) WHERE %s",
-                  s->qtable, nk + 3, s->keycast, nk + 1, nk + 2, ucols.p, match.p);
+    cv_buf_printf(
+        &sql,
+        "UPDATE %s AS t SET payload = " MERGED_PAYLOAD("t") ", source_lsn = $%d::pg_lsn, updated_at = "
+                                                            "now() FROM unnest(%s, $%d::text[], "
+                                                            "$%d::text[]) AS u(%s, p, kp) WHERE %s",
+        s->qtable, nk + 3, s->keycast, nk + 1, nk + 2, ucols.p, match.p);
     send_on(s, w, sql.p, nk + 3, (const char *const *)params, sent);
     for (int i = 0; i < nk; i++)
         free(params[i]);
@@ -548,8 +555,7 @@ static void be16(cv_buf *b, uint16_t v) {
 }
 
 static void be32(cv_buf *b, uint32_t v) {
-    char x[4] = {(char)(v >> 24), (char)(v >> 16), (char)(v >> 8),
-                 (char)v};
+    char x[4] = {(char)(v >> 24), (char)(v >> 16), (char)(v >> 8), (char)v};
     cv_buf_put(b, x, 4);
 }
 
@@ -817,11 +823,11 @@ static cv_err pg_commit(cv_sink *sk, uint64_t position) {
     cv_lsn_format(position, lsn);
     const char *p[2] = {s->stream, lsn};
     if (!e) {
-        PGresult *r =
-            PQexecParams(s->db,
-                         "INSERT INTO cdcvec.state (stream, lsn) VALUES ($1, $2::pg_lsn) ON CONFLICT (stream) "
-                         "DO UPDATE SET lsn = greatest(cdcvec.state.lsn, EXCLUDED.lsn), updated_at = now()",
-                         2, NULL, p, NULL, NULL, 0);
+        PGresult *r = PQexecParams(
+            s->db,
+            "INSERT INTO cdcvec.state (stream, lsn) VALUES ($1, $2::pg_lsn) ON CONFLICT (stream) "
+            "DO UPDATE SET lsn = greatest(cdcvec.state.lsn, EXCLUDED.lsn), updated_at = now()",
+            2, NULL, p, NULL, NULL, 0);
         e = exec_ok(s, r, "record_position");
         PQclear(r);
     }
