@@ -11,6 +11,23 @@
 #include "../common/cv_lsn.h"
 #include "sync_impl.h"
 
+/* The page after the one being applied is read meanwhile: its statement is sent on db before
+ * the page goes to cv_sync_deliver and its rows are received after (cv_read_page_send/_recv),
+ * so PostgreSQL scans, formats and sends it while the model and the sink work.
+ *
+ * Why libpq's asynchronous calls and not a reader thread: the rows must come from db itself
+ * (the initial backfill reads through the replication slot's exported snapshot, imported into
+ * db's transaction; another connection would need a snapshot exported again from db and a
+ * transaction of its own), and a PGconn takes one thread and one statement at a time. Sending
+ * the next statement keeps db in this thread and everything else as it was: the row hook, the
+ * error classification, cv_sync_error and the stop flag all run where they ran. Nothing else
+ * uses db while a page is applied: the initial snapshot's db is a connection of its own; for
+ * `cdcvec backfill` and refreshes db is the session's source connection, which delivery reaches
+ * only through cv_sync_fetch, for changes whose text the stream could not give (a page read
+ * gives every text; cv_sync_fetch asserts it). What stays unoverlapped: converting the rows
+ * (cv_change_from_row, after delivery), and, for pages larger than the socket buffers, the part
+ * of the page the server could not send yet. Memory: the page being applied (changes) plus the
+ * next one (libpq's result): two pages. */
 cv_err cv_sync_backfill(cv_sync *s, PGconn *db, uint64_t position, int force, const char *start_after,
                         volatile sig_atomic_t *stop, long *rows) {
     /* rows per sink transaction: 512, or what fills the store's requests (Upstash: 1000) */
@@ -40,15 +57,25 @@ cv_err cv_sync_backfill(cv_sync *s, PGconn *db, uint64_t position, int force, co
     free(sql.p);
     const double t0 = cv_wall_now();
     double last_print = 0;
-    cv_err e = CV_OK;
-    for (;;) {
+    cv_pg_fault f = {1, "connection", NULL};
+    cv_err e = CV_OK, next_e = CV_OK; /* next_e: sending the next page's statement failed */
+    int in_flight = 0;                /* a page's statement is sent and not received */
+    if (!(stop && *stop)) {
+        if ((e = cv_read_page_send(db, &s->t, after, page, &f)))
+            cv_sync_error(s, "source", &f);
+        else
+            in_flight = 1;
+    }
+    while (!e) {
         if (stop && *stop) {
             e = CV_ERR_SHUTDOWN;
             break;
         }
         int n = 0;
-        cv_pg_fault f = {1, "connection", NULL};
-        if ((e = cv_read_page(db, &s->t, after, page, chg, &n, &f))) {
+        const double tr = cv_now(); /* read_ms: receiving and converting this page, sending the next */
+        CV_ASSERT(in_flight);
+        in_flight = 0;
+        if ((e = cv_read_page_recv(db, &s->t, chg, &n, &f))) {
             cv_sync_error(s, "source", &f);
             break;
         }
@@ -61,10 +88,20 @@ cv_err cv_sync_backfill(cv_sync *s, PGconn *db, uint64_t position, int force, co
             after[k] = strdup(chg[n - 1].key[k]);
         for (int i = 0; i < n; i++)
             chg[i].lsn = position;
+        if (!(stop && *stop)) { /* the next page is read while this one is applied */
+            cv_pg_fault nf = {1, "connection", NULL};
+            if ((next_e = cv_read_page_send(db, &s->t, after, page, &nf)))
+                f = nf;
+            else
+                in_flight = 1;
+        }
+        const double tp = cv_now();
         if ((e = cv_sync_deliver(s, chg, n, 0, position, force, 0))) {
             e = cv_sync_batch_failed(s, e);
             break;
         }
+        cv_debug("event=backfill_page table=%s rows=%d read_ms=%.1f apply_ms=%.1f next_in_flight=%d",
+                 s->t.qualified, n, (tp - tr) * 1e3, (cv_now() - tp) * 1e3, in_flight);
         done += n;
         double now = cv_wall_now();
         if (now - last_print > 1.0 || n < page) {
@@ -78,7 +115,12 @@ cv_err cv_sync_backfill(cv_sync *s, PGconn *db, uint64_t position, int force, co
             last_print = now;
         }
         memset(chg, 0, sizeof *chg * page);
+        if (next_e) { /* after the page in hand was applied, as when reading it failed */
+            cv_sync_error(s, "source", &f);
+            e = next_e;
+        }
     }
+    if (in_flight) cv_read_page_discard(db); /* stopped or failed: db is free for what follows */
     cv_key_free(after);
     free(chg);
     if (rows) *rows = done;

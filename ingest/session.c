@@ -184,6 +184,9 @@ cv_err cv_sync_deliver(cv_sync *s, cv_change *chg, int n, int truncate, uint64_t
 
 cv_err cv_sync_fetch(void *arg, cv_change **chg, int n) {
     cv_sync *s = arg;
+    /* never while a backfill page's statement is in flight on the same connection (backfill.c):
+     * the changes of a page read carry their texts */
+    CV_ASSERT(PQtransactionStatus(s->src) != PQTRANS_ACTIVE);
     cv_pg_fault f = {1, "connection", NULL};
     cv_err e = cv_fetch_texts(s->src, &s->t, chg, n, &f);
     if (e) cv_sync_error(s, "source", &f);

@@ -467,34 +467,51 @@ cv_err cv_fetch_texts(PGconn *db, const cv_table *t, cv_change **chg, int n, cv_
     return e;
 }
 
-cv_err cv_read_page(PGconn *db, const cv_table *t, char **after, int limit, cv_change *out, int *n,
-                    cv_pg_fault *f) {
-    cv_buf sql = {0}, keys = {0}, params = {0};
+/* The page's statement: every column, in key order, after `after` (NULL: from the start). */
+static cv_err page_sql(const cv_table *t, int after, int limit, cv_buf *sql) {
+    cv_buf keys = {0}, params = {0};
     for (int k = 0; k < t->nkeys; k++) {
         /* qualified: a bare name in ORDER BY could mean an output column */
         cv_buf_puts(&keys, k ? ", src." : "src.");
         cv_pg_ident(&keys, t->keyname[k]);
         cv_buf_printf(&params, "%s$%d::%s", k ? ", " : "", k + 1, t->keytype[k]);
     }
-    cv_buf_puts(&sql, "SELECT ");
-    select_list(t, &sql);
-    cv_buf_printf(&sql, " FROM %s AS src", t->qualified);
-    if (after) cv_buf_printf(&sql, " WHERE (%s) > (%s)", keys.p, params.p);
-    cv_buf_printf(&sql, " ORDER BY %s LIMIT %d", keys.p, limit);
-    *n = 0;
-    if (sql.oom || keys.oom || params.oom) {
-        free(sql.p), free(keys.p), free(params.p);
-        return CV_ERR_NOMEM;
+    cv_buf_puts(sql, "SELECT ");
+    select_list(t, sql);
+    cv_buf_printf(sql, " FROM %s AS src", t->qualified);
+    if (after) cv_buf_printf(sql, " WHERE (%s) > (%s)", keys.p, params.p);
+    cv_buf_printf(sql, " ORDER BY %s LIMIT %d", keys.p, limit);
+    cv_err e = sql->oom || keys.oom || params.oom ? CV_ERR_NOMEM : CV_OK;
+    free(keys.p), free(params.p);
+    return e;
+}
+
+cv_err cv_read_page_send(PGconn *db, const cv_table *t, char **after, int limit, cv_pg_fault *f) {
+    cv_buf sql = {0};
+    cv_err e = page_sql(t, after != NULL, limit, &sql);
+    if (e) {
+        free(sql.p);
+        return e;
     }
-    PGresult *r =
-        PQexecParams(db, sql.p, after ? t->nkeys : 0, NULL, (const char *const *)after, NULL, NULL, 0);
-    free(sql.p), free(keys.p), free(params.p);
+    /* libpq copies the parameters into its output buffer and, on a blocking connection, sends
+     * the statement before returning */
+    if (!PQsendQueryParams(db, sql.p, after ? t->nkeys : 0, NULL, (const char *const *)after, NULL, NULL, 0))
+        e = failed(db, NULL, "backfill_page", f);
+    free(sql.p);
+    return e;
+}
+
+cv_err cv_read_page_recv(PGconn *db, const cv_table *t, cv_change *out, int *n, cv_pg_fault *f) {
+    *n = 0;
+    PGresult *r = PQgetResult(db);
+    cv_read_page_discard(db); /* nothing else follows one statement; the connection is free again */
     if (!ok(r)) {
         cv_err e = failed(db, r, "backfill_page", f);
         PQclear(r);
         return e;
     }
     cv_rowval *v = calloc((size_t)t->ncols + 1, sizeof *v);
+    CV_ASSERT(v);
     cv_err e = CV_OK;
     for (int i = 0; i < PQntuples(r) && !e; i++) {
         rowvals_from_result(t, r, i, v);
@@ -506,6 +523,19 @@ cv_err cv_read_page(PGconn *db, const cv_table *t, char **after, int limit, cv_c
     free(v);
     PQclear(r);
     return e;
+}
+
+void cv_read_page_discard(PGconn *db) {
+    PGresult *r;
+    while ((r = PQgetResult(db)) != NULL)
+        PQclear(r);
+}
+
+cv_err cv_read_page(PGconn *db, const cv_table *t, char **after, int limit, cv_change *out, int *n,
+                    cv_pg_fault *f) {
+    *n = 0;
+    cv_err e = cv_read_page_send(db, t, after, limit, f);
+    return e ? e : cv_read_page_recv(db, t, out, n, f);
 }
 
 /* The table itself must be publishable and its row images must carry the primary key. */

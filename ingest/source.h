@@ -70,9 +70,19 @@ cv_err cv_change_from_row(const cv_table *t, const cv_rowval *v, int del, cv_cha
 cv_err cv_fetch_texts(PGconn *db, const cv_table *t, cv_change **chg, int n, cv_pg_fault *fault);
 
 /* One page of rows in key order after `after` (NULL: from the start), within whatever
- * transaction db has open. Returns the number of changes written into out (<= limit). */
+ * transaction db has open. Returns the number of changes written into out (<= limit), each
+ * owned by the caller; t->row_hook is called with each. */
 cv_err cv_read_page(PGconn *db, const cv_table *t, char **after, int limit, cv_change *out, int *n,
                     cv_pg_fault *fault);
+
+/* cv_read_page in two halves, so that the server reads the next page while the caller works:
+ * _send sends the page's statement (after: copied, the caller keeps it) and returns; until
+ * _recv (or _discard) nothing else may be sent on db. _recv waits for the rows and converts
+ * them as cv_read_page does. _discard drops a statement sent and not received (after an error
+ * elsewhere), leaving db free; it does nothing when none is in flight. */
+cv_err cv_read_page_send(PGconn *db, const cv_table *t, char **after, int limit, cv_pg_fault *fault);
+cv_err cv_read_page_recv(PGconn *db, const cv_table *t, cv_change *out, int *n, cv_pg_fault *fault);
+void cv_read_page_discard(PGconn *db);
 
 /* Checks what the server and the table must provide (wal_level=logical, REPLICATION, a
  * logged table, a replica identity that carries the primary key) and creates or completes the

@@ -174,8 +174,10 @@ kill -TERM $rpid; wait $rpid
 
 # ---- cdcvec backfill: on demand, resumable by primary key ------------------------------------
 t_before=$(q "SELECT max(updated_at) FROM cdcvec.public_reviews WHERE id <= 1000")
-CDCVEC_LOG=warn "$bin" backfill --source "$DB" --table public.reviews --force 1 --after 1000 --threads 2 2>"$work/bf.log"; rc=$?
+CDCVEC_LOG=debug "$bin" backfill --source "$DB" --table public.reviews --force 1 --after 1000 --threads 2 2>"$work/bf.log"; rc=$?
 check "backfill --after: exit 0 with a progress line naming the last key" '[ $rc -eq 0 ] && grep -q "rows/s, ETA .* last key [0-9]" "$work/bf.log"'
+# 700 rows after key 1000: two pages, each applied while the next page's statement runs
+check "backfill: each page applied with the next page's read in flight" '[ "$(grep -c "event=backfill_page .* read_ms=[0-9.]* apply_ms=[0-9.]* next_in_flight=1" "$work/bf.log")" = 2 ]'
 check "backfill --after: rows up to the key untouched, the rest re-embedded" '[ "$(q "SELECT max(updated_at) FROM cdcvec.public_reviews WHERE id <= 1000")" = "$t_before" ] && [ "$(q "SELECT bool_and(updated_at > '"'"'$t_before'"'"') FROM cdcvec.public_reviews WHERE id > 1000")" = t ]'
 check "backfill leaves the index equal to the source" 'converged "$RMISMATCH" cdcvec.public_reviews'
 CDCVEC_LOG=warn "$bin" backfill --source "$DB" --table public.reviews --after 1,2 2>"$work/bf.log"; rc=$?
