@@ -103,6 +103,8 @@ cv_err cv_sync_backfill(cv_sync *s, PGconn *db, uint64_t position, int force, co
         cv_debug("event=backfill_page table=%s rows=%d read_ms=%.1f apply_ms=%.1f next_in_flight=%d",
                  s->t.qualified, n, (tp - tr) * 1e3, (cv_now() - tp) * 1e3, in_flight);
         done += n;
+        s->bf_done.len = 0;
+        cv_key_format((const char *const *)after, s->t.nkeys, &s->bf_done);
         double now = cv_wall_now();
         if (now - last_print > 1.0 || n < page) {
             double rate = done / (now - t0 > 1e-6 ? now - t0 : 1e-6),
@@ -127,20 +129,51 @@ cv_err cv_sync_backfill(cv_sync *s, PGconn *db, uint64_t position, int force, co
     return e;
 }
 
+/* `cdcvec backfill`: a retriable failure (the source or the store unreachable, the embedding
+ * service busy) opens a new session after a backoff and goes on after the last key applied, so
+ * a long backfill survives a restart of either database. */
 int cv_backfill_run(const cv_sync_opts *o, volatile sig_atomic_t *stop) {
     cv_sync s;
+    srand((unsigned)(cv_wall_now() * 1e3));
     cv_err e = cv_sync_runtime_open(&s, o);
-    if (!e) e = cv_sync_session_open(&s, 0);
-    if (!e) {
-        uint64_t pos, bpos;
-        int done;
-        e = cv_sink_state(s.sink, &pos, &done, &bpos);
-        long rows = 0;
-        /* rows keep the last applied position: the stream replays idempotently over them */
-        if (!e) e = cv_sync_backfill(&s, s.src, pos, o->force, o->after, stop, &rows);
-        if (!e) cv_info("event=backfill_done table=%s rows=%ld", s.t.qualified, rows);
+    char *resume = o->after && *o->after ? strdup(o->after) : NULL;
+    long total = 0;
+    for (int attempt = 0; !e;) {
+        e = cv_sync_session_open(&s, 0);
+        if (!e) {
+            uint64_t pos, bpos;
+            int done;
+            e = cv_sink_state(s.sink, &pos, &done, &bpos);
+            long rows = 0;
+            s.bf_done.len = 0;
+            /* rows keep the last applied position: the stream replays idempotently over them */
+            if (!e) e = cv_sync_backfill(&s, s.src, pos, o->force, resume, stop, &rows);
+            total += rows;
+            if (s.bf_done.len) {
+                free(resume);
+                resume = strdup(s.bf_done.p);
+                attempt = 0; /* progress: the backoff starts over */
+            }
+        }
+        cv_pg_fault f = s.fault;
+        cv_sync_session_close(&s);
+        if (!e || (stop && *stop) || e != CV_ERR_TIMEOUT) break;
+        double d = cv_stage_backoff(++attempt);
+        cv_warn("event=backfill_retry attempt=%d in_seconds=%.2f kind=%s after=\"%s\"", attempt, d,
+                f.kind ? f.kind : "connection", resume ? resume : "");
+        cv_stage_sleep(d, stop);
+        if (stop && *stop) break;
+        e = CV_OK;
     }
-    if (e && s.fault.fix) cv_error("event=backfill_stopped kind=%s fix=\"%s\"", s.fault.kind, s.fault.fix);
+    if (!e && !(stop && *stop)) {
+        cv_info("event=backfill_done table=%s rows=%ld", o->table, total);
+    } else {
+        if (s.fault.fix) cv_error("event=backfill_stopped kind=%s fix=\"%s\"", s.fault.kind, s.fault.fix);
+        if (resume) /* what resumes it, as the progress line prints it */
+            cv_warn("event=backfill_interrupted rows=%ld resume=\"--after %s\"", total, resume);
+        if (!e) e = CV_ERR_SHUTDOWN;
+    }
+    free(resume);
     cv_sync_runtime_close(&s);
     return e ? 1 : 0;
 }

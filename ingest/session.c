@@ -169,6 +169,7 @@ void cv_sync_runtime_close(cv_sync *s) {
     }
     cv_wait_close(s);
     cv_apply_free(s->apply);
+    cv_buf_free(&s->bf_done);
     if (s->own_reg) cv_metrics_free(s->reg);
     cv_minilm_free(s->model);
     pthread_mutex_destroy(&s->search_mu);

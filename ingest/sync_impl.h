@@ -33,6 +33,7 @@ typedef struct cv_sync {
     int own_reg;
     int dim;
     cv_apply *apply;
+    cv_buf bf_done; /* the last key whose page cv_sync_backfill applied (key text; empty: none) */
     cv_metric *m_changes_ins, *m_changes_upd, *m_changes_del, *m_changes_trunc, *m_lag, *m_retries;
     struct {
         const char *stage, *kind;

@@ -180,6 +180,18 @@ check "backfill --after: exit 0 with a progress line naming the last key" '[ $rc
 check "backfill: each page applied with the next page's read in flight" '[ "$(grep -c "event=backfill_page .* read_ms=[0-9.]* apply_ms=[0-9.]* next_in_flight=1" "$work/bf.log")" = 2 ]'
 check "backfill --after: rows up to the key untouched, the rest re-embedded" '[ "$(q "SELECT max(updated_at) FROM cdcvec.public_reviews WHERE id <= 1000")" = "$t_before" ] && [ "$(q "SELECT bool_and(updated_at > '"'"'$t_before'"'"') FROM cdcvec.public_reviews WHERE id > 1000")" = t ]'
 check "backfill leaves the index equal to the source" 'converged "$RMISMATCH" cdcvec.public_reviews'
+# a database restart in the middle: the backfill retries by itself, after the last key applied
+t_mark=$(q "SELECT now()")
+CDCVEC_LOG=info "$bin" backfill --source "$DB" --table public.reviews --force 1 --threads 2 2>"$work/bf2.log" &
+bpid=$!
+WATCH_PID=$bpid wait_until '[ "$(q "SELECT count(*) FROM cdcvec.public_reviews WHERE updated_at > '"'"'$t_mark'"'"'" 2>/dev/null)" -gt 0 ]' \
+  'sink_progress cdcvec.public_reviews'
+bash "$root/scripts/pg.sh" restart "$work/pg" >/dev/null
+wait "$bpid"; rc=$?
+check "backfill: a database restart mid-way is retried after the last key applied (exit 0)" \
+  '[ $rc -eq 0 ] && grep -q "event=backfill_retry .*after=\"[0-9]" "$work/bf2.log" && grep -q event=backfill_done "$work/bf2.log"' || tail -5 "$work/bf2.log"
+check "... every row re-embedded by it, the index equal to the source" \
+  '[ "$(q "SELECT bool_and(updated_at > '"'"'$t_mark'"'"') FROM cdcvec.public_reviews")" = t ] && converged "$RMISMATCH" cdcvec.public_reviews'
 CDCVEC_LOG=warn "$bin" backfill --source "$DB" --table public.reviews --after 1,2 2>"$work/bf.log"; rc=$?
 check "backfill --after with the wrong number of key values: exit 1, named" '[ $rc -eq 1 ] && grep -q "event=bad_option option=--after" "$work/bf.log"'
 
