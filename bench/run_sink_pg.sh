@@ -7,8 +7,8 @@
 #      shape (no conflict handling, no hash lookups: what the server takes at best);
 #   2. streaming into the indexed table: ROWS rows loaded, the HNSW index built as after a
 #      backfill (its build time printed), then STREAM new rows in transactions of 100 with 1, 2
-#      and 4 writers; anchor: one psql session inserting the same number of rows, in
-#      transactions of 100, into the same index.
+#      and 4 writers; anchor: one psql session inserting as many new rows (other vectors of the
+#      same generator, read from a table), in transactions of 100, into the same index.
 #   usage: bench/run_sink_pg.sh [ROWS (100000)] [STREAM (1000)] [REPEAT (3)]
 #   CDCVEC_BIN (default build/cdcvec); the old binary to compare with: OLD_BIN (optional)
 set -euo pipefail
@@ -52,9 +52,12 @@ done
 
 echo "## streaming: $stream new rows in transactions of 100 into a $rows-row HNSW index (rows/s)"
 fresh
+# the anchor's rows: new vectors (not copies of indexed ones), one slice per run, in a table of
+# their own written before the index exists
+bench --table bench_anchor --rows $((stream * repeat)) --first-id 900000001 --batch-rows 512 >/dev/null
 bench --prefill "$rows" --index 1 --rows 100 --batch-rows 100 |
   python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); print("prefill %d rows/s, index build %.1f s" % (d["prefill_rows_per_s"], d["index_build_s"]))'
-q "CREATE TABLE anchor AS SELECT * FROM $T WHERE id <= $stream"
+q "CREATE TABLE anchor AS SELECT id - 900000000 AS id, embedding, payload, text_hash, model, source_lsn FROM cdcvec.public_bench_anchor"
 next=$((rows * 10))
 for r in $(seq "$repeat"); do
   line="run $r:"
@@ -68,7 +71,7 @@ for r in $(seq "$repeat"); do
   fi
   # anchor: one session, the same rows (new ids), transactions of 100
   sql=""
-  for a in $(seq 0 100 $((stream - 1))); do
+  for a in $(seq $(((r - 1) * stream)) 100 $((r * stream - 1))); do
     sql="$sql BEGIN; INSERT INTO $T SELECT id + $next, embedding, payload, text_hash, model, source_lsn, now() FROM anchor WHERE id > $a AND id <= $((a + 100)); COMMIT;"
   done
   t0=$(now)
