@@ -146,6 +146,9 @@ wait "$load_pid"
 check "kill -9 landed during the load ($kills times)" '[ $kills -ge 3 ]'
 check "load of 10,000 changes ran" '[ "$(q "SELECT count(*) FROM books WHERE author = '"'"'gen'"'"'")" -gt 4000 ]'
 check "after $kills kill -9 and restarts: sink equals source (ids, hashes, payloads)" converged
+# pgvector's HNSW scan stops at hnsw.ef_search rows (40 by default): a larger limit gets them all
+n60=$("$bin" search "a generated book" --source "$DB" --table public.books --limit 150 2>/dev/null | grep -c '^ *[0-9]*\. ')
+check "search --limit 150 over the HNSW index returns 150 results ($n60)" '[ "$n60" = 150 ]'
 check "no orphaned or duplicate vectors" '[ "$(q "SELECT count(*) FROM cdcvec.public_books")" = "$(q "SELECT count(*) FROM books WHERE description IS NOT NULL")" ]'
 
 # ---- PostgreSQL restarted under a running sync -------------------------------------------
