@@ -522,11 +522,13 @@ static void vec_text(cv_buf *b, const float *v, int dim) {
 static void send_update(pg_sink *s, int w, const cv_sink_row *const *rows, int n, const char *lsn,
                         int *sent) {
     const int nk = s->t.nkeys;
-    const char **keys[n > 0 ? n : 1];
+    const char ***keys = malloc(sizeof(char **) * (size_t)(n > 0 ? n : 1)); /* batches can be large */
+    CV_ASSERT(keys);
     for (int i = 0; i < n; i++)
         keys[i] = (const char **)rows[i]->key;
     char *params[nk + 3];
     key_arrays(s, (const char *const *const *)keys, n, params);
+    free(keys);
     cv_buf pay = {0}, keep = {0}, sql = {0}, ucols = {0}, match = {0};
     cv_buf_put(&pay, "{", 1);
     cv_buf_put(&keep, "{", 1);
