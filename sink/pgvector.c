@@ -904,6 +904,16 @@ static cv_err pg_search(cv_sink *sk, const float *q, int limit, cv_sink_hit_cb c
      * bench/RESULTS.md, "HNSW parameters and recall@10") */
     int ef = limit > 100 ? limit : 100;
     cv_err e = CV_OK;
+    if (!s->ef_search) {
+        /* rows deleted or updated since the graph was built still take candidates' places, so
+         * even ef_search = limit can return fewer; pgvector 0.8's iterative scan goes on until
+         * the limit is met, in exact order (older versions lack it: then say so, once) */
+        PGresult *r = PQexec(s->db, "SET hnsw.iterative_scan = strict_order");
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+            cv_info("event=search_iterative_scan available=0 note=\"pgvector before 0.8: a search over an "
+                    "index with many deleted rows may return fewer rows than its limit\"");
+        PQclear(r);
+    }
     if (ef != s->ef_search) {
         char set[64];
         snprintf(set, sizeof set, "SET hnsw.ef_search = %d", ef);
