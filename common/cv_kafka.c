@@ -304,7 +304,10 @@ int cv_kafka_retriable(rd_kafka_resp_err_t e) {
     case RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS:
     case RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS:
     case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
-    case RD_KAFKA_RESP_ERR_NETWORK_EXCEPTION: return 1;
+    case RD_KAFKA_RESP_ERR_NETWORK_EXCEPTION:
+    case RD_KAFKA_RESP_ERR__WAIT_COORD: /* a commit while the group coordinator is away (broker restart) */
+    case RD_KAFKA_RESP_ERR__TIMED_OUT_QUEUE:
+    case RD_KAFKA_RESP_ERR__ASSIGNMENT_LOST: return 1;
     default: return 0;
     }
 }
