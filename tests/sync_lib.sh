@@ -17,6 +17,20 @@ free_port() {
   echo $p
 }
 
+# pg_start_retry DIR: starts a private PostgreSQL (scripts/pg.sh) in DIR on $port, or on another
+# free port when that one was taken meanwhile (tests and other programs run beside); sets DB and
+# port. Needs $root.
+pg_start_retry() {
+  local try
+  for try in 1 2 3; do
+    DB=$(bash "$root/scripts/pg.sh" start "$1" "$port") && return 0
+    rm -rf "$1"
+    port=$(free_port $((port + 20 * try)))
+  done
+  DB=
+  return 1
+}
+
 # check NAME CONDITION: prints ok/FAIL, remembers a failure.
 check() { if eval "$2"; then echo "ok   $1"; else echo "FAIL $1"; fail=1; return 1; fi; }
 

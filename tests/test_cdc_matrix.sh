@@ -42,7 +42,7 @@ trap cleanup EXIT
 mkdir -p "$work"
 t_start=$SECONDS
 
-DB=$(bash "$root/scripts/pg.sh" start "$work/pg" "$port") || { echo "FAIL cannot start PostgreSQL"; exit 1; }
+pg_start_retry "$work/pg" || { echo "FAIL cannot start PostgreSQL"; exit 1; }
 q "CREATE EXTENSION vector" >/dev/null
 q "CREATE EXTENSION citext" >/dev/null || { echo "FAIL the citext extension is missing (postgresql-contrib)"; exit 1; }
 

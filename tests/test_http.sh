@@ -52,7 +52,7 @@ serve_pid=
 
 # ---- 2. sync --http with an API key -------------------------------------------------------
 port=$(free_port $((hport + 1)))
-DB=$(bash "$root/scripts/pg.sh" start "$work/pg" "$port") || { echo "FAIL cannot start PostgreSQL"; exit 1; }
+pg_start_retry "$work/pg" || { echo "FAIL cannot start PostgreSQL"; exit 1; }
 q "CREATE EXTENSION vector" >/dev/null
 psql -qX "$DB" <"$root/tests/data/books.sql" >/dev/null
 # hostile titles: shown as text by the page, never as markup

@@ -30,7 +30,7 @@ cleanup() {
 }
 trap cleanup EXIT
 mkdir -p "$work"
-DB=$(bash "$root/scripts/pg.sh" start "$work/pg" "$port") || { echo "FAIL cannot start PostgreSQL"; exit 1; }
+pg_start_retry "$work/pg" || { echo "FAIL cannot start PostgreSQL"; exit 1; }
 q "CREATE EXTENSION vector" >/dev/null
 # PostgreSQL 15.20+ loads only the output plugins this setting names
 q "ALTER SYSTEM SET output_plugin_libraries = pgoutput, test_decoding, wal2json" >/dev/null 2>&1 &&

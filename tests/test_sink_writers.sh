@@ -28,14 +28,7 @@ cleanup() {
 }
 trap cleanup EXIT
 mkdir -p "$work"
-DB=
-for try in 1 2 3; do # another port if this one is taken meanwhile (other tests run beside)
-  DB=$(bash "$root/scripts/pg.sh" start "$work/pg" "$port") && break
-  DB=
-  rm -rf "$work/pg"
-  port=$(free_port $((port + 20 * try)))
-done
-[ -n "$DB" ] || { echo "FAIL cannot start PostgreSQL"; exit 1; }
+pg_start_retry "$work/pg" || { echo "FAIL cannot start PostgreSQL"; exit 1; }
 q "CREATE EXTENSION vector" >/dev/null
 sed -n '1,/-- batch 2/p' "$root/tests/data/books.sql" | psql -qX "$DB" >/dev/null
 # enough rows for the backfill to write batches of several parts

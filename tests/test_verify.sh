@@ -21,7 +21,7 @@ cleanup() {
 }
 trap cleanup EXIT
 mkdir -p "$work"
-DB=$(bash "$root/scripts/pg.sh" start "$work/pg" "$port") || { echo "FAIL cannot start PostgreSQL"; exit 1; }
+pg_start_retry "$work/pg" || { echo "FAIL cannot start PostgreSQL"; exit 1; }
 q "CREATE EXTENSION vector" >/dev/null
 psql -qX "$DB" -f "$root/tests/data/books.sql" >/dev/null
 q "INSERT INTO books (name, description, author, year) SELECT 'gen ' || g, 'generated book ' || g || ' about ' || md5(g::text), 'gen', 2000 + g % 20 FROM generate_series(1, 1200) g"
