@@ -63,6 +63,7 @@ start_sync() { # KEY (empty: none)
   CDCVEC_API_KEY=$1 CDCVEC_LOG=warn "$bin" sync --source "$DB" --table public.books --batch-ms 10 --threads 1 \
     --http "127.0.0.1:$sport" >>"$work/sync.log" 2>&1 &
   sync_pid=$!
+  watch $sync_pid sync "$work/sync.log"
   WATCH_PID=$sync_pid wait_until 'curl -sf "http://127.0.0.1:$sport/healthz" >/dev/null' true
 }
 start_sync "$KEY"

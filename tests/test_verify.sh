@@ -33,6 +33,7 @@ if [ "$store" = qdrant ]; then
   echo "s3cret-$$" >"$work/key"
   "$PY" "$root/tests/standins/qdrant_standin.py" --port "$sport" --api-key-file "$work/key" >"$work/standin.log" 2>&1 &
   standin_pid=$!
+  watch $standin_pid "$store stand-in" "$work/standin.log"
   export QDRANT_API_KEY_FILE=$work/key
   SINK=qdrant://127.0.0.1:$sport/books
   WATCH_PID=$standin_pid wait_until 'grep -q "^READY" "$work/standin.log"' 'wc -c <"$work/standin.log"' || exit 1
@@ -43,6 +44,7 @@ elif [ "$store" = upstash ]; then
   echo "s3cret-$$" >"$work/key"
   "$PY" "$root/tests/standins/upstash_standin.py" --port "$sport" --token-file "$work/key" --dimension 384 >"$work/standin.log" 2>&1 &
   standin_pid=$!
+  watch $standin_pid "$store stand-in" "$work/standin.log"
   export UPSTASH_VECTOR_REST_URL=http://127.0.0.1:$sport UPSTASH_VECTOR_REST_TOKEN_FILE=$work/key
   SINK=upstash://
   WATCH_PID=$standin_pid wait_until 'grep -q "^READY" "$work/standin.log"' 'wc -c <"$work/standin.log"' || exit 1
@@ -53,6 +55,7 @@ verify() { CDCVEC_LOG=error "$bin" verify --source "$DB" --table public.books $(
 
 CDCVEC_LOG=warn "$bin" sync --source "$DB" --table public.books $(sinkopt) --batch-ms 10 --threads 2 >>"$work/sync.log" 2>&1 &
 sync_pid=$!
+watch $sync_pid sync "$work/sync.log"
 WATCH_PID=$sync_pid wait_until '[ "$(q "SELECT count(*) FROM cdcvec.state WHERE backfill_done" 2>/dev/null)" = 1 ]' \
   'q "SELECT lsn FROM cdcvec.state"; tail -c 300 "$work/sync.log"'
 WATCH_PID=$sync_pid wait_until 'verify >"$work/v0.out"' 'cat "$work/v0.out"'
