@@ -91,6 +91,10 @@ step tests "${CDCVEC_GPU_T_TESTS:-90}" "$OUT/tests.log" bash -c "cd '$B' && ctes
   -R '^(test_cpu_ops|test_safetensors|test_tokenizer|test_blas|test_cuda_ops|test_embed_golden_cuda)\$'"
 grep -E "Test +#[0-9]+:|tests passed|tests failed" "$OUT/tests.log" | sed 's/^/  /' | tee -a "$SUM" || true
 
+if [ $GPU = 1 ] && grep -qE 'test_(cuda_ops|embed_golden_cuda) .*Skipped' "$OUT/tests.log"; then
+  note "step=tests result=FAILED: nvidia-smi lists a GPU but the GPU tests skipped (no usable device: see tests.log)"
+  failed=1
+fi
 if [ $GPU = 0 ]; then
   note "gpu=absent: bench_embed SKIPPED, bench_server SKIPPED (nvidia-smi lists no GPU)"
   [ $failed = 0 ] || exit 1
