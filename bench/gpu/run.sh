@@ -63,6 +63,9 @@ cat "$OUT/env.txt"
 [ -n "$NVCC" ] || die "no nvcc on PATH nor in /usr/local/cuda/bin: the CUDA toolkit is needed"
 [ -f .gpu/deps.tar.xz ] && [ -f .gpu/model/model.safetensors ] ||
   die ".gpu/deps.tar.xz or .gpu/model/ missing: run bash bench/gpu/prepare.sh here first and carry [\".gpu\"]"
+glibc=$(ldd --version 2>/dev/null | head -1 | grep -oE '[0-9]+\.[0-9]+$' || echo 0.0)
+[ "${glibc%%.*}" -gt 2 ] || [ "${glibc#*.}" -ge 34 ] ||
+  die "glibc $glibc: the carried libraries (Debian 12's) need 2.34 or later"
 GPU=1
 nvidia-smi -L 2>/dev/null | grep -q '^GPU ' || GPU=0
 
