@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# test_http.sh: the HTTP front door against the findings of issue 12 (loopback only, bounded).
+# test_http.sh: the HTTP front door against the findings of issues 12 and 21 (loopback only, bounded).
 #   1. `cdcvec serve` under `ulimit -n 1024`: tests/http_robustness.py serve (limits, deadlines,
-#      chunked bodies, 100-continue, JSON on every status, memory after 4 x 16 MB bodies, 1,100
-#      idle connections, 40,000 header lines, a client at 1 byte/s);
+#      chunked bodies, 100-continue, JSON on every status, memory after 4 x 16 MB bodies, slow
+#      uploads, 1,100 idle connections, 40,000 header lines, a client at 1 byte/s; ambiguous
+#      framing, content types, Host, CORS, clients behind a trusted proxy, TEI's truncate and
+#      normalize, LangChain's token arrays);
 #   2. `cdcvec sync --http` with CDCVEC_API_KEY set: every embedding and search endpoint refuses
 #      a missing or wrong key, the search checks (q limits, UTF-8, NUL), the rendered page;
 #   3. the search page in headless Chromium (Debian's `chromium`; SKIPPED when absent): a query
@@ -37,7 +39,8 @@ for attempt in 1 2 3 4 5; do
   (
     ulimit -n 1024
     exec "$bin" serve --listen "tcp://127.0.0.1:$nport" --http "127.0.0.1:$hport" --threads 1 --max-texts 64 \
-      --http-header-timeout-s $HEADER_TIMEOUT --drain-timeout-ms 2000
+      --http-header-timeout-s $HEADER_TIMEOUT --drain-timeout-ms 2000 --http-trusted-proxies 127.0.0.20 \
+      --http-allowed-hosts cdcvec.internal --http-cors-origins https://app.example
   ) >"$work/serve.log" 2>&1 &
   serve_pid=$!
   WATCH_PID=$serve_pid STALL_S=60 wait_until 'curl -sf "http://127.0.0.1:$hport/healthz" >/dev/null' true && break
