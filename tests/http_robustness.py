@@ -576,6 +576,9 @@ def sync_checks(addr, key):
               r[3][:100])
         r = req(addr, "GET", "/?q=" + q, None, auth)
         check(f"{what} on the page: 400, the message in the page", r[0] == 400 and word in r[3])
+    r = req(addr, "GET", "/search?q=aliens&limit=3", None, dict(auth, Host="rebound.example:%d" % addr[1]))
+    check("sync's /search with the right key but a rebinding Host: 403 (DNS rebinding), no results",
+          r[0] == 403 and b"results" not in r[3] and is_json_error(r), r[3][:120])
     r = req(addr, "GET", "/?q=aliens+invade+the+earth", None, auth)
     check("GET /?q=... renders the hits on the server", r[0] == 200 and r[3].count(b'class=hit') >= 5 and
           r[2].get("content-type", "").startswith("text/html"))

@@ -53,6 +53,22 @@ timeout 240 "$PY" "$root/tests/http_robustness.py" serve "127.0.0.1:$hport" "$se
 check "serve exits 0 on SIGTERM after all that" 'kill -TERM $serve_pid && wait $serve_pid'
 serve_pid=
 
+# ---- 1b. the images' HEALTHCHECK with --metrics-auth 1 and a key (issue 21.6) ----------------
+kport=$(free_port $((hport + 1)))
+printf 'hk-%s\n' "$$" >"$work/key"
+CDCVEC_API_KEY_FILE="$work/key" "$bin" serve --listen "" --http "127.0.0.1:$kport" --threads 1 --metrics-auth 1 \
+  >"$work/serve-key.log" 2>&1 &
+serve_pid=$!
+WATCH_PID=$serve_pid wait_until '[ "$(curl -s -o /dev/null -w "%{http_code}" "http://127.0.0.1:$kport/healthz")" = 401 ]' true
+check "docker/healthcheck.sh sends the key from CDCVEC_API_KEY_FILE: healthy under --metrics-auth 1" \
+  'CDCVEC_HTTP=127.0.0.1:$kport CDCVEC_API_KEY_FILE="$work/key" bash "$root/docker/healthcheck.sh"'
+check "docker/healthcheck.sh sends the key from CDCVEC_API_KEY too" \
+  'CDCVEC_HTTP=127.0.0.1:$kport CDCVEC_API_KEY="hk-$$" bash "$root/docker/healthcheck.sh"'
+check "docker/healthcheck.sh without the key: unhealthy (401)" \
+  '! CDCVEC_HTTP=127.0.0.1:$kport bash "$root/docker/healthcheck.sh" 2>/dev/null'
+kill -TERM "$serve_pid" && wait "$serve_pid"
+serve_pid=
+
 # ---- 2. sync --http with an API key -------------------------------------------------------
 port=$(free_port $((hport + 1)))
 pg_start_retry "$work/pg" || { echo "FAIL cannot start PostgreSQL"; exit 1; }
