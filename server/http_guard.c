@@ -2,7 +2,7 @@
  * forwarded clients.
  *   - Host (DNS rebinding): a page on evil.example whose name is made to point at 127.0.0.1
  *     sends "Host: evil.example". Accepted: no Host (HTTP/1.0), IP addresses, localhost and
- *     *.localhost, the --http host, and --http-allowed-hosts; else 403.
+ *     *.localhost, the --http host, this machine's host name, and --http-allowed-hosts; else 403.
  *   - Origin (browsers): a cross-origin request (Origin not this Host) is refused 403 unless
  *     its origin is in --http-cors-origins; then the answer carries CORS headers and OPTIONS
  *     preflights are answered 204.
@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "../common/cv_log.h"
 #include "http_impl.h"
@@ -240,6 +241,8 @@ static int host_allowed(cv_http *h, const char *host) {
     if (inet_pton(AF_INET, name, b) == 1 || inet_pton(AF_INET6, name, b) == 1) return 1;
     if (strcmp(name, "localhost") == 0 || (n > 10 && strcmp(name + n - 10, ".localhost") == 0)) return 1;
     if (*h->listen_host && strcmp(name, h->listen_host) == 0) return 1;
+    char me[256];
+    if (gethostname(me, sizeof me) == 0 && (me[sizeof me - 1] = 0, strcasecmp(name, me) == 0)) return 1;
     return in_list(h->o.allowed_hosts, name, n);
 }
 

@@ -50,6 +50,12 @@ done
 [ -n "$serve_pid" ] || { echo "FAIL serve did not start: no free ports"; exit 1; }
 timeout 240 "$PY" "$root/tests/http_robustness.py" serve "127.0.0.1:$hport" "$serve_pid" $HEADER_TIMEOUT \
   "127.0.0.1:$nport" || fail=1
+if "$PY" -c "import langchain_openai" 2>/dev/null; then
+  check "LangChain's OpenAIEmbeddings: defaults refused with the setting named, then vectors with it" \
+    'timeout 60 "$PY" "$root/tests/langchain_check.py" "http://127.0.0.1:$hport/v1"'
+else
+  echo "SKIPPED LangChain check: langchain_openai is not in the tests' venv (tests/http_robustness.py sends its request shape)"
+fi
 check "serve exits 0 on SIGTERM after all that" 'kill -TERM $serve_pid && wait $serve_pid'
 serve_pid=
 
