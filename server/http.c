@@ -313,11 +313,14 @@ static enum MHD_Result on_headers(cv_http *h, cv_http_req *r, const char *url, c
             r->cl ? r->cl->key : "-", h->o.max_per_client);
     } else if (has_body) {
         r->declared = cl ? (size_t)len : (size_t)h->o.max_body_bytes;
-        if (!cv_http_budget_take(r, r->declared + 1, 1)) {
+        r->sized = cl != NULL;
+        if (!cv_http_budget_open(h)) {
             cv_metric_add(h->m_refused_budget, 1);
             cv_server_count_error(r->s, CV_ST_BUSY);
             cv_http_error(r, 503, "busy", "too many request bodies in flight; retry after a backoff");
-        } else {
+        } else { /* a first grant when the arriving share has room; else the body's bytes must find it */
+            cv_http_budget_take(r, r->declared + 1 < HTTP_FIRST_GRANT ? r->declared + 1 : HTTP_FIRST_GRANT,
+                                0);
             r->state = RQ_BODY;
             cv_http_set_phase(h, r->hc, PH_BODY);
             cv_http_body_progress(h, r->hc, 0, r->declared);
@@ -331,16 +334,16 @@ static enum MHD_Result on_headers(cv_http *h, cv_http_req *r, const char *url, c
     return finish(r);
 }
 
-/* Grows r's buffer (and its share of the body budget) to hold need bytes; 0 when the budget
- * cannot grow. */
-static int grow_body(cv_http *h, cv_http_req *r, size_t need) {
+/* Grows r's buffer (and its share of the body budget) to hold need bytes, exactly when they
+ * complete the body (whole); 0 when the budget cannot grow. */
+static int grow_body(cv_http *h, cv_http_req *r, size_t need, int whole) {
     size_t limit = r->declared + 1;
     size_t cap = r->body_cap ? r->body_cap * 2 : r->reserved;
     if (cap < 4096) cap = 4096;
     while (cap < need)
         cap *= 2;
-    if (cap > limit) cap = limit;
-    if (cap > r->reserved && !cv_http_budget_take(r, cap, 0)) return 0;
+    if (cap > limit || whole) cap = whole ? need : limit;
+    if (cap > r->reserved && !cv_http_budget_take(r, cap, whole)) return 0;
     char *p = realloc(r->body, cap);
     if (!p) {
         cv_error("event=http_body_alloc_failed bytes=%zu", cap);
@@ -364,7 +367,8 @@ static enum MHD_Result on_body_data(cv_http *h, cv_http_req *r, const char *data
         release_body(r);
         return MHD_YES;
     }
-    if (r->body_len + n + 1 > r->body_cap && !grow_body(h, r, r->body_len + n + 1)) {
+    if (r->body_len + n + 1 > r->body_cap &&
+        !grow_body(h, r, r->body_len + n + 1, r->sized && r->body_len + n == r->declared)) {
         r->over_budget = 1;
         r->discarded = r->body_len + n;
         release_body(r);

@@ -35,7 +35,6 @@
 #include "../common/cv_time.h"
 #include "http_impl.h"
 
-enum { HTTP_FIRST_GRANT = 64 << 10 };
 #define HTTP_RATE_GRACE_S 2.0
 
 /* ---- clients -------------------------------------------------------------------------------- */
@@ -223,22 +222,33 @@ int cv_http_attribute(cv_http_req *r) {
 
 /* ---- the body budget ------------------------------------------------------------------------- */
 
-int cv_http_budget_take(cv_http_req *r, size_t want, int first) {
+int cv_http_budget_open(cv_http *h) {
+    pthread_mutex_lock(&h->conn_mu);
+    int open = h->body_bytes < h->o.body_memory_bytes;
+    pthread_mutex_unlock(&h->conn_mu);
+    return open;
+}
+
+int cv_http_budget_take(cv_http_req *r, size_t want, int whole) {
     cv_http *h = r->h;
-    if (first && want > HTTP_FIRST_GRANT) want = HTTP_FIRST_GRANT;
     if (want <= r->reserved) return 1;
     long d = (long)(want - r->reserved);
     int ok = 0;
     pthread_mutex_lock(&h->conn_mu);
     if (h->body_bytes + d <= h->o.body_memory_bytes &&
-        (first || h->body_arriving + d <= h->o.body_memory_bytes - h->body_keep) &&
+        (whole || h->body_arriving + d <= h->o.body_memory_bytes - h->body_keep) &&
         (!r->cl || r->cl->body_bytes + d <= h->body_per_client)) {
         ok = 1;
         h->body_bytes += d;
-        h->body_arriving += d;
         if (r->cl) r->cl->body_bytes += d;
+        if (whole) { /* arrived: nothing of it counts as arriving any more */
+            if (r->arriving) h->body_arriving -= (long)r->reserved;
+            r->arriving = 0;
+        } else {
+            h->body_arriving += d;
+            r->arriving = 1;
+        }
         r->reserved = want;
-        r->arriving = 1;
     }
     pthread_mutex_unlock(&h->conn_mu);
     return ok;

@@ -97,6 +97,7 @@ struct cv_http_req {
     size_t body_len, body_cap;
     size_t reserved;  /* bytes of the body budget held (the body buffer's capacity) */
     size_t declared;  /* Content-Length, or the body limit for a chunked body */
+    int sized;        /* declared is a Content-Length */
     int arriving;     /* reserved counts as a body still arriving */
     int over_budget;  /* the budget could not grow: the rest is dropped, 503 at the end */
     http_client *cl;  /* the client the body's bytes are charged to */
@@ -143,9 +144,13 @@ void cv_http_mark_request(cv_http *h, http_conn *c, int on);
 /* Attributes c to the client a trusted proxy forwarded (when c comes from one); 0 when that client
  * is over --http-max-per-client. */
 int cv_http_attribute(cv_http_req *r);
-/* The body budget: grows r's reservation to want bytes in all (first: at the headers). 0 when
- * it cannot. */
-int cv_http_budget_take(cv_http_req *r, size_t want, int first);
+enum { HTTP_FIRST_GRANT = 64 << 10 }; /* body bytes reserved at the headers, at most */
+/* 0 when the whole body budget is held (a new body is answered 503 before it is read). */
+int cv_http_budget_open(cv_http *h);
+/* Grows r's reservation to want bytes in all: whole 0, as a body still arriving (within the
+ * budget less the quarter kept); whole 1, for bytes that complete the body (within the whole
+ * budget). 0 when it cannot. */
+int cv_http_budget_take(cv_http_req *r, size_t want, int whole);
 /* The body has arrived: its bytes no longer count as arriving. */
 void cv_http_budget_arrived(cv_http_req *r);
 void cv_http_budget_release(cv_http_req *r);

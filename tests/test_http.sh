@@ -40,7 +40,7 @@ for attempt in 1 2 3 4 5; do
     ulimit -n 1024
     exec "$bin" serve --listen "tcp://127.0.0.1:$nport" --http "127.0.0.1:$hport" --threads 1 --max-texts 64 \
       --http-header-timeout-s $HEADER_TIMEOUT --drain-timeout-ms 2000 --http-trusted-proxies 127.0.0.20 \
-      --http-allowed-hosts cdcvec.internal --http-cors-origins https://app.example
+      --http-allowed-hosts cdcvec.internal --http-cors-origins https://app.example --http-body-memory-bytes 25165824
   ) >"$work/serve.log" 2>&1 &
   serve_pid=$!
   WATCH_PID=$serve_pid STALL_S=60 wait_until 'curl -sf "http://127.0.0.1:$hport/healthz" >/dev/null' true && break
