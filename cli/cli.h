@@ -50,8 +50,8 @@ typedef struct {
      "largest HTTP request body: a larger one is answered 413 before it is read"},                      \
     {"http-body-memory-bytes", "CDCVEC_HTTP_BODY_MEMORY_BYTES", CV_CONF_INT, "67108864", 1024, 1L << 34, \
      offsetof(T, hl.body_memory_bytes),                                                                 \
-     "request bodies held at once, declared sizes reserved up front (a chunked body: the largest "      \
-     "size); beyond: 503 with Retry-After"},                                                            \
+     "request bodies held at once, reserved by bytes received (a quarter kept for bodies that "        \
+     "arrive whole, a quarter per client); beyond: 503 with Retry-After"},                              \
     {"http-max-parses", "CDCVEC_HTTP_MAX_PARSES", CV_CONF_INT, "2", 1, 1024, offsetof(T, hl.max_parses), \
      "request bodies decoded at once; more: 503 with Retry-After"},                                     \
     {"http-max-connections", "CDCVEC_HTTP_MAX_CONNECTIONS", CV_CONF_INT, "1000", 1, 1000000,            \

@@ -19,8 +19,9 @@
  *   - bodies: Content-Length above the limit is answered 413 before a byte of the body is
  *     read (no 100 Continue is sent); a chunked body is cut at the limit (413 if it ends within
  *     another limit's worth, else the connection is closed); a byte budget for all bodies held
- *     at once (declared sizes reserved up front, 503 + Retry-After when it is spent) and a cap
- *     on bodies decoded at once (503 + Retry-After); malloc_trim after large bodies.
+ *     at once, reserved by bytes received, per client (http_admit.c; 503 + Retry-After when it
+ *     is spent), and a cap on bodies decoded at once (503 + Retry-After); malloc_trim after
+ *     large bodies.
  * Every answer cdcvec makes is JSON (but the search page's HTML) with a reason phrase from MHD. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -31,7 +32,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>

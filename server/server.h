@@ -45,7 +45,7 @@ const char *cv_qp_message(cv_qp q);
 /* The HTTP front door's limits (docs/CONFIG.md); 0 in a field means its default. */
 typedef struct cv_http_opts {
     long max_body_bytes;    /* largest request body; larger is answered 413 before it is read (16 MiB) */
-    long body_memory_bytes; /* request bodies held at once, declared sizes reserved up front (64 MiB) */
+    long body_memory_bytes; /* request bodies held at once, reserved by bytes received (64 MiB) */
     int max_parses;         /* bodies decoded at once; more are answered 503 + Retry-After (2) */
     int max_connections;    /* connections at once, at most RLIMIT_NOFILE - 64 (1000) */
     int max_per_client;     /* connections at once from one IP address; -1 = no limit (128) */
