@@ -90,10 +90,14 @@ int cv_cli_load_model(const char *dir, int threads, cv_device dev, cv_precision 
     cv_minilm_opts o = {.threads = threads, .device = dev, .precision = precision};
     cv_err err = cv_minilm_load(dir, &o, out);
     if (err == CV_ERR_NOTFOUND || err == CV_ERR_FORMAT || err == CV_ERR_MISMATCH) {
-        fprintf(stderr,
-                "cdcvec: cannot load the model from %s: %s\n"
-                "  fetch it with: python3 models/fetch_model.py --dest %s\n",
-                dir, cv_strerror(err), dir);
+        const char *fix = cv_minilm_fetch_fix();
+        if (strncmp(fix, "python3", 7) == 0)
+            fprintf(stderr,
+                    "cdcvec: cannot load the model from %s: %s\n"
+                    "  fetch it with: python3 models/fetch_model.py --dest %s\n",
+                    dir, cv_strerror(err), dir);
+        else
+            fprintf(stderr, "cdcvec: cannot load the model from %s: %s\n  %s\n", dir, cv_strerror(err), fix);
     } else if (err) {
         fprintf(stderr, "cdcvec: cannot start the model: %s (see the log line above)\n", cv_strerror(err));
     }

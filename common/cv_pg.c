@@ -79,6 +79,9 @@
 #define FIX_PRIV                                                                                             \
     "grant the connecting role the privilege the error names (GRANT SELECT ON the table, GRANT USAGE ON "    \
     "its schema, GRANT CREATE ON the database or schema)"
+#define FIX_EXT_SUPER                                                                                        \
+    "only a superuser can create pgvector: run CREATE EXTENSION vector once as a superuser in the sink "     \
+    "database (e.g. psql -U postgres -d DB -c 'CREATE EXTENSION vector'); cdcvec then finds it"
 #define FIX_AUTH                                                                                             \
     "check the user name and password (PGPASSWORD or a password file, not the command line) and the "        \
     "server's pg_hba.conf"
@@ -143,6 +146,7 @@ static const state_rule STATE_RULES[] = {
     {"28", NULL, 0, "auth", FIX_AUTH},
     {"42501", "must be owner", 0, "privilege", FIX_OWNER},
     {"42501", "replication role", 0, "privilege", FIX_REPLROLE},
+    {"42501", "to create extension", 0, "privilege", FIX_EXT_SUPER}, /* not GRANTs: a superuser's step */
     {"42501", NULL, 0, "privilege", FIX_PRIV},
     {"42P01", NULL, 0, "missing_object", FIX_TABLE},
     {"42703", NULL, 0, "missing_object", FIX_COLUMN},

@@ -87,7 +87,7 @@ cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o) {
         cv_minilm_opts mo = {.threads = o->threads, .device = o->device};
         if ((e = cv_minilm_load(o->model_dir && *o->model_dir ? o->model_dir : cv_minilm_default_dir(), &mo,
                                 &s->model))) {
-            cv_error("event=model_unavailable fix=\"python3 models/fetch_model.py\"");
+            cv_error("event=model_unavailable fix=\"%s\"", cv_minilm_fetch_fix());
             return e;
         }
         s->dim = cv_minilm_cfg(s->model)->hidden;

@@ -100,15 +100,25 @@ static cv_err json_int(json_t *o, const char *path, const char *key, int *out, i
     return CV_OK;
 }
 
+const char *cv_minilm_fetch_fix(void) {
+    const char *c = getenv("CDCVEC_CONTAINER");
+    if (c && *c && strcmp(c, "0") != 0)
+        return "this image has no model and cannot fetch one: mount an all-MiniLM-L6-v2 folder (made by "
+               "models/fetch_model.py) read-only at CDCVEC_MODEL_DIR, e.g. docker run -v "
+               "/path/to/all-MiniLM-L6-v2:/opt/cdcvec/model:ro (compose: a volume on the service), or use "
+               "the "
+               "image built with the model (Dockerfile target runtime)";
+    return "python3 models/fetch_model.py";
+}
+
 static cv_err load_config(const char *dir, cv_minilm_config *c) {
     char path[4096];
     json_error_t jerr;
     snprintf(path, sizeof path, "%s/config.json", dir);
     json_t *o = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
     if (!o) {
-        cv_error("event=config_read path=%s error=\"%s\" line=%d fix=\"python3 "
-                 "models/fetch_model.py\"",
-                 path, jerr.text, jerr.line);
+        cv_error("event=config_read path=%s error=\"%s\" line=%d fix=\"%s\"", path, jerr.text, jerr.line,
+                 cv_minilm_fetch_fix());
         return CV_ERR_NOTFOUND;
     }
     cv_err err = CV_OK;
