@@ -14,7 +14,8 @@
 typedef struct {
     const char *source, *table, *text_column, *template_, *sink, *ns, *embed, *slot, *publication, *http,
         *model, *device, *after, *on_error;
-    long batch_rows, threads, resnapshot, force, limit, max_text_bytes, repair, sink_writers, index_memory;
+    long batch_rows, threads, resnapshot, force, limit, max_text_bytes, repair, show, sink_writers,
+        index_memory;
     double batch_ms;
     cv_cli_http hl;
 } sync_conf;
@@ -71,6 +72,8 @@ static const cv_conf_prop PROPS[] = {
     {"repair", NULL, CV_CONF_INT, "0", 0, 1, F(repair),
      "verify: 1 fixes the differences through the apply stage (missing and stale rows re-embedded, drifted "
      "payloads rewritten, orphans deleted); refused while a sync of the table runs"},
+    {"show", NULL, CV_CONF_INT, "20", 0, 1000000000, F(show),
+     "verify: lines printed per kind of difference (a not_shown line counts the rest); 0: every one"},
     {"max-text-bytes", "CDCVEC_MAX_TEXT_BYTES", CV_CONF_INT, "1048576", 1, 1L << 30, F(max_text_bytes),
      "with --embed: longer texts are recorded as dead letters and not sent (the server's own "
      "--max-text-bytes; "
@@ -168,7 +171,7 @@ int cv_cmd_sync(int argc, char **argv, const char *which) {
     cv_cli_on_stop(&stop_flag);
     if (query) return cv_search_run(&o, query, (int)c.limit);
     if (strcmp(which, "backfill") == 0) return cv_backfill_run(&o, &stop_flag);
-    if (strcmp(which, "verify") == 0) return cv_verify_run(&o, (int)c.repair, &stop_flag);
+    if (strcmp(which, "verify") == 0) return cv_verify_run(&o, (int)c.repair, c.show, &stop_flag);
     rc = cv_sync_run(&o, &stop_flag);
     free(key);
     return rc;

@@ -96,7 +96,8 @@ int cv_backfill_run(const cv_sync_opts *o, volatile sig_atomic_t *stop);
 int cv_search_run(const cv_sync_opts *o, const char *query, int limit);
 
 /* cdcvec verify: compares the source with the store (missing, stale, payload drift, orphans);
- * repair: fixes them through the apply stage. Exit status: 0 none, 3 found, 1 error (verify.c). */
-int cv_verify_run(const cv_sync_opts *o, int repair, volatile sig_atomic_t *stop);
+ * repair: fixes them through the apply stage; show: lines printed per kind of difference (0:
+ * all). Exit status: 0 none, 3 found, 1 error (verify.c). */
+int cv_verify_run(const cv_sync_opts *o, int repair, long show, volatile sig_atomic_t *stop);
 
 #endif

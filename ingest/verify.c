@@ -15,9 +15,10 @@
  * scanning can shift a store's cursor (Upstash), so after a pass that deleted anything the
  * store walk runs again until it finds nothing. A repair refuses to run beside a sync of the
  * same slot (its advisory lock): the sync would race it.
- * Output: one line per difference (the first CV_VERIFY_SHOW of each kind), a summary line on
- * stdout, counters cdcvec_verify_differences_total{kind}. Exit 0: none; 3: differences were
- * found (repaired with --repair); 1: an error. */
+ * Output: one line per difference (the first --show of each kind, all with --show 0; a line
+ * `not_shown kind=... count=N` says how many more each kind had), a summary line on stdout, counters
+ * cdcvec_verify_differences_total{kind}. Exit 0: none; 3: differences were found (repaired with --repair); 1:
+ * an error. */
 #define _POSIX_C_SOURCE 200809L
 #include <jansson.h>
 #include <openssl/evp.h>
@@ -31,7 +32,6 @@
 #include "sync_impl.h"
 
 #define CV_VERIFY_PAGE 500
-#define CV_VERIFY_SHOW 20
 
 enum { D_MISSING, D_STALE, D_DRIFT, D_ORPHAN, D_KINDS };
 static const char *const KIND[D_KINDS] = {"missing", "stale", "payload_drift", "orphan"};
@@ -39,6 +39,7 @@ static const char *const KIND[D_KINDS] = {"missing", "stale", "payload_drift", "
 typedef struct {
     cv_sync *s;
     int repair;
+    long show; /* lines printed per kind; 0: all */
     long found[D_KINDS], source_rows, store_rows;
     cv_metric *m[D_KINDS];
     char **page; /* store walk: this page's key texts */
@@ -47,7 +48,8 @@ typedef struct {
 
 /* Counts and reports one difference. */
 static void diff(verify *v, int kind, const char *keytext) {
-    if (v->found[kind]++ < CV_VERIFY_SHOW) printf("%s key=%s\n", KIND[kind], keytext);
+    if (v->show == 0 || v->found[kind] < v->show) printf("%s key=%s\n", KIND[kind], keytext);
+    v->found[kind]++;
     cv_metric_add(v->m[kind], 1);
 }
 
@@ -224,9 +226,9 @@ static cv_err store_walk(verify *v, uint64_t pos, int count, long *deleted, vola
     return e;
 }
 
-int cv_verify_run(const cv_sync_opts *o, int repair, volatile sig_atomic_t *stop) {
+int cv_verify_run(const cv_sync_opts *o, int repair, long show, volatile sig_atomic_t *stop) {
     cv_sync s;
-    verify v = {.s = &s, .repair = repair};
+    verify v = {.s = &s, .repair = repair, .show = show};
     cv_err e = cv_sync_runtime_open(&s, o);
     if (!e) e = cv_sync_session_open(&s, 0);
     if (!e && repair) { /* one writer per slot: the sync's advisory lock */
@@ -282,8 +284,12 @@ int cv_verify_run(const cv_sync_opts *o, int repair, volatile sig_atomic_t *stop
     for (int pass = 0; !e && repair && deleted && pass < 10; pass++) /* a cursor the deletes shifted */
         e = store_walk(&v, pos, 0, &deleted, stop);
     long total = 0;
-    for (int k = 0; k < D_KINDS; k++)
+    for (int k = 0; k < D_KINDS; k++) {
         total += v.found[k];
+        if (!e && show && v.found[k] > show)
+            printf("not_shown kind=%s count=%ld note=\"--show 0 prints every one\"\n", KIND[k],
+                   v.found[k] - show);
+    }
     if (!e)
         printf(
             "verify table=%s store=%s source_rows=%ld store_rows=%ld missing=%ld stale=%ld payload_drift=%ld "

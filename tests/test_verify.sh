@@ -3,7 +3,8 @@
 # pgvector, or the Qdrant or Upstash stand-in (tests/standins/). Four faults are planted in the store by
 # hand (a deleted vector, a corrupted text hash, an edited payload, an extra row); verify must
 # name each (exit 3), --repair 1 must fix them through the apply stage, and verify must then
-# find nothing (exit 0). A repair beside a running sync is refused.
+# find nothing (exit 0). A repair beside a running sync is refused. On pgvector, thousands of
+# faults of every kind over many pages, on an integer key and a text key, are counted exactly.
 #   usage: test_verify.sh pgvector|qdrant|upstash path/to/cdcvec
 set -u
 store=$1
@@ -97,6 +98,70 @@ if [ "$store" = pgvector ]; then
     WHERE b.id IS NULL OR v.id IS NULL OR v.text_hash <> sha256(convert_to(b.description, 'UTF8'))
        OR v.payload->>'name' IS DISTINCT FROM b.name OR (v.payload->>'year')::int IS DISTINCT FROM b.year"
   check "pgvector: after --repair the sink equals the source (SQL)" '[ "$(q "$MISMATCH")" = 0 ]'
+fi
+
+# many faults over many pages (pgvector: issue 20 #5, a store walk that sorted its keys as text
+# and paged them as integers skipped rows and never reported their orphans): thousands of
+# planted faults of every kind, on an integer key and on a text key, counted exactly
+many_faults() { # TABLE KEY STORE_TABLE
+  local t=$1 k=$2 st=$3 tag=$1 rc
+  local cls="(abs(hashtext($k::text)) % 7)" # the class of a key: 1 missing, 2 stale, 3 drift, 5 orphan
+  local miss stale drift orph
+  miss=$(q "SELECT count(*) FROM $st WHERE $cls = 1")
+  stale=$(q "SELECT count(*) FROM $st WHERE $cls = 2")
+  drift=$(q "SELECT count(*) FROM $st WHERE $cls = 3")
+  orph=$(q "SELECT count(*) FROM $st WHERE $cls = 5")
+  q "DELETE FROM $st WHERE $cls = 1; UPDATE $st SET text_hash = sha256('not the text') WHERE $cls = 2;
+     UPDATE $st SET payload = payload || '{\"planted\": 1}' WHERE $cls = 3;
+     DELETE FROM public.$t WHERE $cls = 5" # source rows gone: their vectors are orphans between the others
+  if [ "$t" = books ]; then # and 2,000 past the last key
+    q "INSERT INTO $st SELECT 100000 + g, embedding, payload, text_hash, model, source_lsn, updated_at
+       FROM $st, generate_series(1, 2000) g WHERE id = 5"
+  else
+    q "INSERT INTO $st SELECT 'zz orphan ' || g, embedding, payload, text_hash, model, source_lsn, updated_at
+       FROM $st, generate_series(1, 2000) g WHERE code = (SELECT min(code) FROM $st)"
+  fi
+  orph=$((orph + 2000))
+  local srows strows
+  srows=$(q "SELECT count(*) FROM public.$t")
+  strows=$(q "SELECT count(*) FROM $st")
+  q "SELECT $k::text FROM $st v WHERE NOT EXISTS (SELECT 1 FROM public.$t b WHERE b.$k = v.$k)" | sort >"$work/$tag.orph.want"
+  tv() { CDCVEC_LOG=error "$bin" verify --source "$DB" --table public.$t --text-column "$TEXTCOL" --threads 2 "$@" 2>>"$work/verify.err"; }
+  tv >"$work/$tag.m1.out"; rc=$?
+  local sum="source_rows=$srows store_rows=$strows missing=$miss stale=$stale payload_drift=$drift orphans=$orph differences=$((miss + stale + drift + orph))"
+  check "$tag: $((miss + stale + drift + orph)) planted faults over $((strows / 500 + 1)) store pages counted exactly (exit 3; $sum)" \
+    '[ $rc = 3 ] && grep -q "$sum" "$work/$tag.m1.out"' || tail -3 "$work/$tag.m1.out"
+  check "$tag: 20 lines per kind, and a not_shown line counts the rest of each" \
+    '[ "$(grep -c "^orphan key=" "$work/$tag.m1.out")" = 20 ] && [ "$(grep -c "^missing key=" "$work/$tag.m1.out")" = 20 ] &&
+     grep -q "^not_shown kind=orphan count=$((orph - 20)) " "$work/$tag.m1.out" &&
+     grep -q "^not_shown kind=missing count=$((miss - 20)) " "$work/$tag.m1.out"'
+  tv --show 0 >"$work/$tag.m2.out"
+  sed -n 's/^orphan key=//p' "$work/$tag.m2.out" | sort >"$work/$tag.orph.got"
+  check "$tag: --show 0 names every orphan (exactly the store rows the source lacks) and every missing row" \
+    'cmp -s "$work/$tag.orph.want" "$work/$tag.orph.got" && [ "$(grep -c "^missing key=" "$work/$tag.m2.out")" = $miss ] &&
+     ! grep -q "^not_shown" "$work/$tag.m2.out"' || diff "$work/$tag.orph.want" "$work/$tag.orph.got" | head -5
+  tv --repair 1 >"$work/$tag.m3.out"; rc=$?
+  check "$tag: --repair 1 over many pages: exit 3, repaired=1" '[ $rc = 3 ] && grep -q "repaired=1" "$work/$tag.m3.out"'
+  tv >"$work/$tag.m4.out"; rc=$?
+  check "$tag: after --repair, zero differences and the store has one row per source row" \
+    '[ $rc = 0 ] && grep -q "source_rows=$srows store_rows=$srows .*differences=0" "$work/$tag.m4.out"' || tail -3 "$work/$tag.m4.out"
+  check "$tag: after --repair the store equals the source (SQL)" \
+    '[ "$(q "SELECT count(*) FROM public.$t b FULL JOIN $st v USING ($k) WHERE b.$k IS NULL OR v.$k IS NULL
+              OR v.text_hash <> sha256(convert_to(b.$TEXTCOL, '"'UTF8'"')) OR v.payload ? '"'planted'"'")" = 0 ]'
+}
+if [ "$store" = pgvector ]; then
+  TEXTCOL=description many_faults books id cdcvec.public_books
+  # a text key: the store walk pages in the key's own (collation) order
+  q "CREATE TABLE tags (code text PRIMARY KEY, label text NOT NULL)"
+  q "INSERT INTO tags SELECT CASE g % 3 WHEN 0 THEN upper(md5(g::text)) WHEN 1 THEN 'k ' || g ELSE 'Ä-' || g END,
+     'tag ' || g FROM generate_series(1, 1500) g"
+  CDCVEC_LOG=warn "$bin" sync --source "$DB" --table public.tags --text-column label --batch-ms 10 --threads 2 >>"$work/sync.log" 2>&1 &
+  sync_pid=$!
+  WATCH_PID=$sync_pid wait_until '[ "$(q "SELECT count(*) FROM cdcvec.state WHERE backfill_done" 2>/dev/null)" = 2 ]' \
+    'q "SELECT count(*) FROM cdcvec.public_tags"; tail -c 300 "$work/sync.log"'
+  kill -TERM $sync_pid && wait $sync_pid
+  sync_pid=
+  TEXTCOL=label many_faults tags code cdcvec.public_tags
 fi
 [ $fail -ne 0 ] && { echo "--- verify stderr (tail)"; tail -20 "$work/verify.err"; tail -5 "$work/sync.log"; }
 exit $fail
