@@ -100,4 +100,9 @@ int cv_search_run(const cv_sync_opts *o, const char *query, int limit);
  * all). Exit status: 0 none, 3 found, 1 error (verify.c). */
 int cv_verify_run(const cv_sync_opts *o, int repair, long show, volatile sig_atomic_t *stop);
 
+/* cdcvec dead-letters list | retry | clear (dead_letters.c): the table's dead letters in its
+ * store's state (key: only that key's, or NULL). Exit status: 0; 3: retry left some failing;
+ * 1: an error. */
+int cv_dead_letters_run(const cv_sync_opts *o, const char *action, const char *key, volatile sig_atomic_t *stop);
+
 #endif

@@ -14,7 +14,8 @@
  * orphans as deletes, at the position the store recorded (never moved back). Deleting while
  * scanning can shift a store's cursor (Upstash), so after a pass that deleted anything the
  * store walk runs again until it finds nothing. A repair refuses to run beside a sync of the
- * same slot (its advisory lock): the sync would race it.
+ * same slot (its advisory lock): the sync would race it. The dead letters of the keys a repair
+ * fixed are removed (dead_letters.c; those the repair itself wrote stay).
  * Output: one line per difference (the first --show of each kind, all with --show 0; a line
  * `not_shown kind=... count=N` says how many more each kind had), a summary line on stdout, counters
  * cdcvec_verify_differences_total{kind}. Exit 0: none; 3: differences were found (repaired with --repair); 1:
@@ -44,7 +45,17 @@ typedef struct {
     cv_metric *m[D_KINDS];
     char **page; /* store walk: this page's key texts */
     int npage;
+    cv_dl dl;     /* --repair: the dead letters of the keys repaired are removed */
+    long cleared; /* dead letters removed */
 } verify;
+
+/* After a repair of keys kt[0..n): their dead letters (older than this run) are resolved. */
+static cv_err clear_dead(verify *v, char *const *kt, int n) {
+    long c = 0;
+    cv_err e = cv_dl_clear_keys(v->s, &v->dl, kt, n, &c);
+    v->cleared += c;
+    return e;
+}
 
 /* Counts and reports one difference. */
 static void diff(verify *v, int kind, const char *keytext) {
@@ -66,6 +77,7 @@ static cv_err check_page(verify *v, cv_change *chg, int n, uint64_t pos) {
     cv_sync *s = v->s;
     const char **keys[CV_VERIFY_PAGE] = {0};
     int found[CV_VERIFY_PAGE], bad[CV_VERIFY_PAGE];
+    char *badkt[CV_VERIFY_PAGE];
     uint8_t hash[CV_VERIFY_PAGE][32];
     char *payload[CV_VERIFY_PAGE];
     for (int i = 0; i < n; i++)
@@ -91,8 +103,10 @@ static cv_err check_page(verify *v, cv_change *chg, int n, uint64_t pos) {
         }
         if (kind >= 0) diff(v, kind, kt.p ? kt.p : "");
         bad[i] = kind >= 0;
-        nbad += bad[i];
-        free(kt.p);
+        if (bad[i])
+            badkt[nbad++] = kt.p ? kt.p : strdup("");
+        else
+            free(kt.p);
     }
     for (int i = 0; i < n; i++)
         free(payload[i]);
@@ -107,11 +121,14 @@ static cv_err check_page(verify *v, cv_change *chg, int n, uint64_t pos) {
         for (int i = m; i < n; i++)
             cv_change_free(&chg[i]);
         if ((e = cv_sync_deliver(s, chg, m, 0, pos, 0, 0))) e = cv_sync_batch_failed(s, e);
+        if (!e) e = clear_dead(v, badkt, nbad);
     } else {
         for (int i = 0; i < n; i++)
             cv_change_free(&chg[i]);
     }
     memset(chg, 0, sizeof *chg * (size_t)n);
+    for (int i = 0; i < nbad; i++)
+        free(badkt[i]);
     return e;
 }
 
@@ -204,14 +221,17 @@ static cv_err store_walk(verify *v, uint64_t pos, int count, long *deleted, vola
         if (!e && nv) e = lookup_source(v, vals, nv, gone);
         if (count) v->store_rows += v->npage;
         cv_change del[CV_VERIFY_PAGE];
+        char *delkt[CV_VERIFY_PAGE];
         for (int i = 0; !e && i < nv; i++) {
             if (!gone[i]) continue;
             if (count) diff(v, D_ORPHAN, page[i]);
+            delkt[ngone] = page[i];
             del[ngone++] = (cv_change){.del = 1, .key = vals[i]};
             vals[i] = NULL;
         }
         if (!e && v->repair && ngone) {
             if ((e = cv_sync_deliver(s, del, ngone, 0, pos, 0, 0))) e = cv_sync_batch_failed(s, e);
+            if (!e) e = clear_dead(v, delkt, ngone);
             *deleted += ngone;
         } else {
             for (int i = 0; i < ngone; i++)
@@ -243,6 +263,7 @@ int cv_verify_run(const cv_sync_opts *o, int repair, long show, volatile sig_ato
         }
         PQclear(r);
     }
+    if (!e && repair) e = cv_dl_open(&s, &v.dl);
     uint64_t pos = 0, bpos;
     int done;
     if (!e && (e = cv_sink_state(s.sink, &pos, &done, &bpos))) e = cv_sync_batch_failed(&s, e);
@@ -297,8 +318,10 @@ int cv_verify_run(const cv_sync_opts *o, int repair, long show, volatile sig_ato
             s.t.qualified, cv_sink_kind(s.sink_conninfo), v.source_rows, v.store_rows, v.found[D_MISSING],
             v.found[D_STALE], v.found[D_DRIFT], v.found[D_ORPHAN], total,
             repair ? (total ? " repaired=1" : " repaired=0") : "");
+    if (!e && v.cleared) printf("dead_letters_cleared table=%s count=%ld\n", s.t.qualified, v.cleared);
     fflush(stdout);
     if (e && s.fault.fix) cv_error("event=verify_stopped kind=%s fix=\"%s\"", s.fault.kind, s.fault.fix);
+    cv_dl_close(&v.dl);
     cv_sync_runtime_close(&s);
     return e ? 1 : total ? 3 : 0;
 }

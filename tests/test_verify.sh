@@ -163,5 +163,76 @@ if [ "$store" = pgvector ]; then
   sync_pid=
   TEXTCOL=label many_faults tags code cdcvec.public_tags
 fi
+
+# cdcvec dead-letters list | retry | clear, verify --repair's clean-up, and sync --embed with its
+# own --http (/metrics, /wait): rows over --max-text-bytes (checked before they are sent to the
+# remote server) are dead letters until their cause is fixed
+dead_letters_checks() {
+  local sport hport sp= rc L dl
+  sport=$(free_port $((port + 40)))
+  CDCVEC_LOG=info "$bin" serve --listen "tcp://127.0.0.1:$sport" --http '' --threads 2 >>"$work/serve.log" 2>&1 &
+  sp=$!
+  standin_pid=$sp # (cleanup stops it)
+  WATCH_PID=$sp wait_until '(exec 3<>/dev/tcp/127.0.0.1/$sport) 2>/dev/null' 'wc -c <"$work/serve.log"' || return
+  q "CREATE TABLE notes (id int PRIMARY KEY, body text NOT NULL)"
+  q "INSERT INTO notes SELECT g, CASE WHEN g IN (3, 5, 7) THEN 'a long note ' || repeat('x', 100) ELSE 'note ' || g END
+     FROM generate_series(1, 10) g"
+  hport=$(free_port $((port + 50)))
+  local E=(--source "$DB" --table public.notes --text-column body --embed "tcp://127.0.0.1:$sport" --threads 2)
+  CDCVEC_LOG=warn "$bin" sync "${E[@]}" --max-text-bytes 50 --http "127.0.0.1:$hport" --batch-ms 10 >>"$work/sync.log" 2>&1 &
+  sync_pid=$!
+  WATCH_PID=$sync_pid wait_until '[ "$(q "SELECT count(*) FROM cdcvec.public_notes" 2>/dev/null)" = 7 ]' 'q "SELECT count(*) FROM cdcvec.public_notes" 2>/dev/null; wc -c <"$work/sync.log"'
+  q "INSERT INTO notes VALUES (11, 'another long note ' || repeat('y', 100)), (12, 'note 12')"
+  L=$(q "SELECT pg_current_wal_lsn()")
+  check "sync --embed --http: /wait answers once the stream covers a commit" \
+    'curl -sf "http://127.0.0.1:$hport/wait?lsn=$L&timeout_ms=30000" | grep -q applied_lsn'
+  check "sync --embed --http: the search page embeds the query through the remote server" \
+    'curl -sf "http://127.0.0.1:$hport/search?q=note+12&limit=1" | grep -q "\"key\":\"12\""'
+  curl -sf "http://127.0.0.1:$hport/metrics" >"$work/embed-metrics.txt"
+  check "sync --embed --http: its own /metrics counts the dead letters (4) and exports the lag" \
+    'grep -q "^cdcvec_sync_dead_letters_total 4" "$work/embed-metrics.txt" && grep -q "^cdcvec_sync_replication_lag_bytes" "$work/embed-metrics.txt"'
+  kill -TERM $sync_pid && wait $sync_pid
+  sync_pid=
+  dl() { CDCVEC_LOG=error "$bin" dead-letters "$1" "${E[@]}" "${@:2}" 2>>"$work/dl.err"; }
+  dl list >"$work/dl1.out"; rc=$?
+  check "dead-letters list: one line per entry (key, table, position, time, reason) and the count" \
+    '[ $rc = 0 ] && [ "$(grep -c "^dead_letter id=[0-9]* table=public.notes key=\"[0-9]*\" position=[0-9A-F]*/[0-9A-F]* failed_at=20[0-9-]*T[0-9:]*Z reason=\".*max-text-bytes" "$work/dl1.out")" = 4 ] &&
+     grep -q "^dead_letters table=public.notes store=pgvector count=4$" "$work/dl1.out"' || cat "$work/dl1.out"
+  dl list --key 5 >"$work/dl2.out"
+  check "dead-letters list --key: that key's entry only" '[ "$(grep -c "^dead_letter " "$work/dl2.out")" = 1 ] && grep -q "key=\"5\"" "$work/dl2.out"'
+  # the causes of two are fixed in the source (3 shortened, 5 deleted); 7 and 11 still fail
+  q "UPDATE notes SET body = 'short now' WHERE id = 3; DELETE FROM notes WHERE id = 5"
+  q "INSERT INTO cdcvec.public_notes SELECT 5, embedding, payload, text_hash, model, source_lsn, updated_at FROM cdcvec.public_notes WHERE id = 1"
+  dl retry --max-text-bytes 50 >"$work/dl3.out"; rc=$?
+  check "dead-letters retry: the fixed ones applied (3 embedded, 5's vector deleted), the others fail again and are named (exit 3)" \
+    '[ $rc = 3 ] && grep -q "^dead_letters_retried table=public.notes keys=4 applied=2 failed=2 skipped=0" "$work/dl3.out" &&
+     grep -q "^retry_failed key=\"7\"" "$work/dl3.out" && grep -q "^retry_failed key=\"11\"" "$work/dl3.out" &&
+     [ "$(q "SELECT count(*) FROM cdcvec.public_notes WHERE id = 3 AND text_hash = sha256(convert_to('"'short now'"', '"'UTF8'"'))")" = 1 ] &&
+     [ "$(q "SELECT count(*) FROM cdcvec.public_notes WHERE id = 5")" = 0 ]' || cat "$work/dl3.out"
+  dl list >"$work/dl4.out"
+  check "dead-letters list after the retry: only the two that failed again, as new entries" \
+    'grep -q "count=2$" "$work/dl4.out" && [ "$(sed -n "s/^dead_letter id=\([0-9]*\) .*/\1/p" "$work/dl4.out" | sort -n | head -1)" -gt "$(sed -n "s/^dead_letter id=\([0-9]*\) .*/\1/p" "$work/dl1.out" | sort -n | tail -1)" ]' || cat "$work/dl4.out"
+  dl clear --key 11 >"$work/dl5.out"
+  check "dead-letters clear --key: that key's entry removed, the other kept" \
+    'grep -q "^dead_letters_cleared table=public.notes count=1$" "$work/dl5.out" && [ "$(q "SELECT string_agg(key, '"','"') FROM cdcvec.dead_letters")" = 7 ]'
+  # the cause fixed for 7 by a larger limit: verify --repair re-embeds it and resolves its entry
+  CDCVEC_LOG=error "$bin" verify "${E[@]}" --repair 1 >"$work/dl6.out" 2>>"$work/dl.err"; rc=$?
+  check "verify --repair: the dead-lettered rows repaired (7, 11) and their entries removed" \
+    '[ $rc = 3 ] && grep -q "missing=2 " "$work/dl6.out" && grep -q "^dead_letters_cleared table=\"public\".\"notes\" count=1$" "$work/dl6.out" &&
+     [ "$(q "SELECT count(*) FROM cdcvec.dead_letters")" = 0 ] && [ "$(q "SELECT count(*) FROM cdcvec.public_notes")" = 11 ]' || cat "$work/dl6.out"
+  q "INSERT INTO cdcvec.dead_letters (stream, lsn, key, reason) SELECT stream, '0/1', k, 'planted' FROM cdcvec.state, unnest('{1,2}'::text[]) k WHERE stream ~ 'notes'"
+  dl clear >"$work/dl7.out"
+  dl retry >"$work/dl8.out"; rc=$?
+  check "dead-letters clear: every entry of the table removed; retry with none: exit 0" \
+    'grep -q "count=2$" "$work/dl7.out" && [ $rc = 0 ] && grep -q "keys=0 applied=0 failed=0" "$work/dl8.out" && [ "$(q "SELECT count(*) FROM cdcvec.dead_letters")" = 0 ]'
+  CDCVEC_LOG=warn "$bin" sync "${E[@]}" --batch-ms 10 >>"$work/sync.log" 2>&1 &
+  sync_pid=$!
+  WATCH_PID=$sync_pid wait_until '[ "$(q "SELECT count(*) FROM pg_replication_slots WHERE active AND slot_name ~ '"'notes'"'")" = 1 ]' 'wc -c <"$work/sync.log"'
+  dl retry >"$work/dl9.out"; rc=$?
+  check "dead-letters retry beside a running sync of the table is refused (exit 1, named)" '[ $rc = 1 ] && grep -q "sync of this table is running" "$work/dl.err"'
+  kill -TERM $sync_pid && wait $sync_pid
+  sync_pid=
+}
+[ "$store" = pgvector ] && dead_letters_checks
 [ $fail -ne 0 ] && { echo "--- verify stderr (tail)"; tail -20 "$work/verify.err"; tail -5 "$work/sync.log"; }
 exit $fail
