@@ -89,8 +89,16 @@ check "$store: the corrupted hash is reported stale" 'grep -qx "stale key=3" "$w
 check "$store: the edited payload is reported as payload drift" 'grep -qx "payload_drift key=4" "$work/v1.out"'
 check "$store: the extra row is reported as an orphan" 'grep -qx "orphan key=999999" "$work/v1.out"'
 check "$store: nothing else, and the summary counts them" 'grep -q "source_rows=1216 .*missing=1 stale=1 payload_drift=1 orphans=1 differences=4" "$work/v1.out" && [ "$(wc -l <"$work/v1.out")" = 5 ]' || cat "$work/v1.out"
+# a dead letter of the missing row, where the store keeps them (pgvector: its own database;
+# Qdrant, Upstash: the source database under the state key): listed, then resolved by the repair
+q "INSERT INTO cdcvec.dead_letters (stream, lsn, key, reason) SELECT stream, '0/1', '2', 'planted' FROM cdcvec.state"
+CDCVEC_LOG=error "$bin" dead-letters list --source "$DB" --table public.books $(sinkopt) >"$work/dl0.out" 2>>"$work/verify.err"
+check "$store: dead-letters list finds the table's entry in its store's state" \
+  'grep -q "^dead_letter id=[0-9]* table=public.books key=\"2\" .*reason=\"planted\"" "$work/dl0.out" && grep -q "count=1$" "$work/dl0.out"' || cat "$work/dl0.out"
 verify --repair 1 >"$work/v2.out"; rc=$?
 check "$store: --repair 1: exit 3 (differences were found) and repaired=1" '[ $rc = 3 ] && grep -q "repaired=1" "$work/v2.out"'
+check "$store: --repair 1 removed the dead letter of the row it repaired" \
+  '[ "$(q "SELECT count(*) FROM cdcvec.dead_letters")" = 0 ] && grep -q "^dead_letters_cleared .* count=1$" "$work/v2.out"'
 verify >"$work/v3.out"; rc=$?
 check "$store: after --repair, verify finds zero differences (exit 0)" '[ $rc = 0 ] && grep -q "differences=0" "$work/v3.out"' || cat "$work/v3.out"
 if [ "$store" = pgvector ]; then
