@@ -101,6 +101,26 @@ check "$store: --repair 1 removed the dead letter of the row it repaired" \
   '[ "$(q "SELECT count(*) FROM cdcvec.dead_letters")" = 0 ] && grep -q "^dead_letters_cleared .* count=1$" "$work/v2.out"'
 verify >"$work/v3.out"; rc=$?
 check "$store: after --repair, verify finds zero differences (exit 0)" '[ $rc = 0 ] && grep -q "differences=0" "$work/v3.out"' || cat "$work/v3.out"
+if [ "$store" = upstash ]; then # issue 20 #17: no O(N) delete by filter after a backfill when nothing can be stale
+  fdel() { curl -sf "http://127.0.0.1:$sport/__standin/stats" | python3 -c 'import json, sys; print(json.load(sys.stdin).get("filter_deletes", 0))'; }
+  check "upstash: the first backfill (into an empty namespace) sent no delete by filter" '[ "$(fdel)" = 0 ]'
+  resnap() {
+    : >"$work/resnap.log"
+    CDCVEC_LOG=info "$bin" sync --source "$DB" --table public.books $(sinkopt) --batch-ms 10 --threads 2 --resnapshot 1 >"$work/resnap.log" 2>&1 &
+    sync_pid=$!
+    WATCH_PID=$sync_pid wait_until 'grep -q "event=backfill_done" "$work/resnap.log"' 'wc -c <"$work/resnap.log"'
+    kill -TERM $sync_pid && wait $sync_pid
+    sync_pid=
+  }
+  vec=$(python3 -c 'print([0.05] * 384)')
+  up upsert '[{"id":"888888","vector":'"$vec"',"metadata":{"name":"left by an earlier backfill","cdcvec":{"table":"public.books","key":"888888","lsn":1,"text_hash":"'"$(printf %064d 0)"'"}}}]'
+  resnap
+  check "upstash: a backfill over a namespace with a vector it did not write deletes by filter, and the stale vector is gone" \
+    '[ "$(fdel)" = 1 ] && grep -q "event=backfill_cleanup .*method=filter" "$work/resnap.log" && verify >"$work/v4.out"' || { cat "$work/v4.out"; grep backfill_cleanup "$work/resnap.log"; }
+  resnap
+  check "upstash: a backfill that rewrote every vector of the namespace sends no delete by filter" \
+    '[ "$(fdel)" = 1 ] && grep -q "event=backfill_cleanup .*namespace_vectors=1216 method=none" "$work/resnap.log"' || grep backfill_cleanup "$work/resnap.log"
+fi
 if [ "$store" = pgvector ]; then
   MISMATCH="SELECT count(*) FROM books b FULL JOIN cdcvec.public_books v USING (id)
     WHERE b.id IS NULL OR v.id IS NULL OR v.text_hash <> sha256(convert_to(b.description, 'UTF8'))

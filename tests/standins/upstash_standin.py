@@ -586,6 +586,8 @@ class Handler(standin_common.StandinHandler):
             else:
                 f = compile_filter(req["filter"])
                 victims = [i for i, e in sp.items() if f(e.meta)]
+                self.server.state.add_extra("filter_deletes", 1)  # each one a full scan (O(N))
+                self.server.state.add_extra("filter_scanned", len(sp))
             for i in victims:
                 del sp[i]
         self.server.state.add_extra("vectors_deleted", len(victims))
