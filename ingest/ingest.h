@@ -103,6 +103,7 @@ int cv_verify_run(const cv_sync_opts *o, int repair, long show, volatile sig_ato
 /* cdcvec dead-letters list | retry | clear (dead_letters.c): the table's dead letters in its
  * store's state (key: only that key's, or NULL). Exit status: 0; 3: retry left some failing;
  * 1: an error. */
-int cv_dead_letters_run(const cv_sync_opts *o, const char *action, const char *key, volatile sig_atomic_t *stop);
+int cv_dead_letters_run(const cv_sync_opts *o, const char *action, const char *key,
+                        volatile sig_atomic_t *stop);
 
 #endif
