@@ -4,7 +4,9 @@
 # hand (a deleted vector, a corrupted text hash, an edited payload, an extra row); verify must
 # name each (exit 3), --repair 1 must fix them through the apply stage, and verify must then
 # find nothing (exit 0). A repair beside a running sync is refused. On pgvector, thousands of
-# faults of every kind over many pages, on an integer key and a text key, are counted exactly.
+# faults of every kind over many pages, on an integer key and a text key, are counted exactly;
+# then cdcvec dead-letters list|retry|clear and sync --embed's own --http (/metrics, /wait,
+# search). On Upstash, a backfill sends its O(N) delete by filter only when stale vectors can exist.
 #   usage: test_verify.sh pgvector|qdrant|upstash path/to/cdcvec
 set -u
 store=$1
