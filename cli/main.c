@@ -21,6 +21,7 @@ static void usage(FILE *f) {
             "  backfill re-embed a table on demand (skips unchanged texts unless --force 1)\n"
             "  search   nearest rows to a query: cdcvec search \"books like star wars\"\n"
             "  verify   compare the store with the source; --repair 1 fixes the differences\n"
+            "  dead-letters list|retry|clear  changes that could not be applied: print, re-apply, remove\n"
             "  wait     wait until a running sync made a committed LSN searchable (read-your-writes)\n"
             "  capture  PostgreSQL changes into a Kafka topic (the first stage of the Kafka path)\n"
             "  worker   embed a Kafka change topic into an embeddings topic (consumer group)\n"
@@ -126,7 +127,7 @@ int main(int argc, char **argv) {
     if (strcmp(argv[1], "capture") == 0 || strcmp(argv[1], "worker") == 0 || strcmp(argv[1], "sink") == 0)
         return cv_cmd_kafka(argc - 1, argv + 1, argv[1]);
     if (strcmp(argv[1], "sync") == 0 || strcmp(argv[1], "backfill") == 0 || strcmp(argv[1], "search") == 0 ||
-        strcmp(argv[1], "verify") == 0)
+        strcmp(argv[1], "verify") == 0 || strcmp(argv[1], "dead-letters") == 0)
         return cv_cmd_sync(argc - 1, argv + 1, argv[1]);
     fprintf(stderr, "cdcvec: unknown command '%s'\n\n", argv[1]);
     usage(stderr);

@@ -96,7 +96,14 @@ int cv_backfill_run(const cv_sync_opts *o, volatile sig_atomic_t *stop);
 int cv_search_run(const cv_sync_opts *o, const char *query, int limit);
 
 /* cdcvec verify: compares the source with the store (missing, stale, payload drift, orphans);
- * repair: fixes them through the apply stage. Exit status: 0 none, 3 found, 1 error (verify.c). */
-int cv_verify_run(const cv_sync_opts *o, int repair, volatile sig_atomic_t *stop);
+ * repair: fixes them through the apply stage; show: lines printed per kind of difference (0:
+ * all). Exit status: 0 none, 3 found, 1 error (verify.c). */
+int cv_verify_run(const cv_sync_opts *o, int repair, long show, volatile sig_atomic_t *stop);
+
+/* cdcvec dead-letters list | retry | clear (dead_letters.c): the table's dead letters in its
+ * store's state (key: only that key's, or NULL). Exit status: 0; 3: retry left some failing;
+ * 1: an error. */
+int cv_dead_letters_run(const cv_sync_opts *o, const char *action, const char *key,
+                        volatile sig_atomic_t *stop);
 
 #endif

@@ -53,6 +53,20 @@ cv_err cv_sync_batch_failed(cv_sync *s, cv_err e) {
     return f.retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
 }
 
+/* HTTP without an in-process model (capture; sync --embed): /metrics, /healthz and the routes
+ * given (sync --embed: the search page, which embeds through the remote server, and /wait). */
+static cv_err http_without_model(cv_sync *s, const cv_sync_opts *o, const cv_http_route *routes,
+                                 int nroutes) {
+    cv_server_opts so = {.http = o->http,
+                         .api_key = o->api_key,
+                         .http_opts = o->http_opts,
+                         .routes = routes,
+                         .nroutes = nroutes};
+    cv_err e = cv_server_start(NULL, &so, &s->server);
+    if (!e) s->reg = cv_server_metrics(s->server);
+    return e;
+}
+
 cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o) {
     memset(s, 0, sizeof *s);
     s->o = *o;
@@ -65,24 +79,22 @@ cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o) {
     cv_buf url = {0};
     if (o->capture) { /* no model: changes go to Kafka with their texts; HTTP for /metrics only */
         if (o->http && *o->http) {
-            cv_server_opts so = {.http = o->http, .api_key = o->api_key, .http_opts = o->http_opts};
-            if ((e = cv_server_start(NULL, &so, &s->server))) return e;
-            s->reg = cv_server_metrics(s->server);
+            if ((e = http_without_model(s, o, NULL, 0))) return e;
         } else {
             s->reg = cv_metrics_new();
             s->own_reg = 1;
         }
     } else if (o->embed && *o->embed) {
-        if (o->http && *o->http) {
-            cv_error(
-                "event=bad_option option=--http error=\"the search page and /metrics are served by the "
-                "in-process model's server\" fix=\"drop --embed to run the model here, or drop --http and "
-                "read the embedding server's own /metrics\"");
-            return CV_ERR_ARG;
-        }
         cv_buf_puts(&url, o->embed);
-        s->reg = cv_metrics_new();
-        s->own_reg = 1;
+        if (o->http && *o->http) { /* this process's own /metrics, /wait and search page */
+            if ((e = http_without_model(s, o, s->routes, 3))) {
+                free(url.p);
+                return e;
+            }
+        } else {
+            s->reg = cv_metrics_new();
+            s->own_reg = 1;
+        }
     } else {
         cv_minilm_opts mo = {.threads = o->threads, .device = o->device};
         if ((e = cv_minilm_load(o->model_dir && *o->model_dir ? o->model_dir : cv_minilm_default_dir(), &mo,
@@ -344,3 +356,5 @@ void cv_sync_session_close(cv_sync *s) {
     s->src = NULL;
     s->in_session = 0;
 }
+
+void cv_sync_stream_names(cv_sync *s) { names(s); }

@@ -467,6 +467,44 @@ cv_err cv_fetch_texts(PGconn *db, const cv_table *t, cv_change **chg, int n, cv_
     return e;
 }
 
+cv_err cv_read_keys(PGconn *db, const cv_table *t, char **const *keys, int n, cv_change *out,
+                    cv_pg_fault *f) {
+    cv_buf sql = {0};
+    cv_buf_puts(&sql, "SELECT ");
+    select_list(t, &sql);
+    cv_buf_printf(&sql, " FROM %s AS src WHERE ", t->qualified);
+    for (int k = 0; k < t->nkeys; k++) {
+        if (k) cv_buf_puts(&sql, " AND ");
+        cv_buf_puts(&sql, "src.");
+        cv_pg_ident(&sql, t->keyname[k]);
+        cv_buf_printf(&sql, " = $%d::%s", k + 1, t->keytype[k]);
+    }
+    if (sql.oom) return CV_ERR_NOMEM;
+    cv_rowval *v = calloc((size_t)t->ncols + 1, sizeof *v);
+    CV_ASSERT(v);
+    cv_err e = CV_OK;
+    for (int i = 0; i < n && !e; i++) {
+        memset(&out[i], 0, sizeof out[i]);
+        PGresult *r = PQexecParams(db, sql.p, t->nkeys, NULL, (const char *const *)keys[i], NULL, NULL, 0);
+        if (!ok(r)) {
+            e = failed(db, r, "read_row", f);
+        } else if (PQntuples(r) == 0) { /* gone: its vector must go too */
+            out[i].del = 1;
+            out[i].key = calloc((size_t)t->nkeys + 1, sizeof(char *));
+            CV_ASSERT(out[i].key);
+            for (int k = 0; k < t->nkeys; k++)
+                out[i].key[k] = strdup(keys[i][k]);
+        } else {
+            rowvals_from_result(t, r, 0, v);
+            e = cv_change_from_row(t, v, 0, &out[i]);
+        }
+        PQclear(r);
+    }
+    free(v);
+    free(sql.p);
+    return e;
+}
+
 /* The page's statement: every column, in key order, after `after` (NULL: from the start). */
 static cv_err page_sql(const cv_table *t, int after, int limit, cv_buf *sql) {
     cv_buf keys = {0}, params = {0};

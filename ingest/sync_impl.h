@@ -126,6 +126,24 @@ void cv_sync_runtime_close(cv_sync *s);
 cv_err cv_sync_session_open(cv_sync *s, int replication);
 void cv_sync_session_close(cv_sync *s);
 
+/* The session's slot, publication and stream names (s->o; after s->src is connected), as a
+ * session sets them: for commands that need the names without a session (dead-letters). */
+void cv_sync_stream_names(cv_sync *s);
+
+/* dead_letters.c: the dead letters of the session's table and store, as cdcvec.dead_letters
+ * keeps them. open: connects (s->o, s->stream and s->sink_conninfo set) and remembers the
+ * newest entry, so that clear_keys removes only entries written before it (a repair's own
+ * new dead letters stay). clear_keys: the entries of these key texts; *cleared: how many. */
+typedef struct cv_dl {
+    PGconn *db;   /* NULL: no state database (nothing kept) */
+    char *stream; /* cdcvec.dead_letters.stream */
+    char *maxid;  /* the newest entry's id when opened ("0": none) */
+    int exists;   /* the table exists */
+} cv_dl;
+cv_err cv_dl_open(cv_sync *s, cv_dl *d);
+cv_err cv_dl_clear_keys(cv_sync *s, cv_dl *d, char *const *keytexts, int n, long *cleared);
+void cv_dl_close(cv_dl *d);
+
 /* Counts an error of a stage ("source", "sink", "embed") and kind, and remembers the fault. */
 void cv_sync_error(cv_sync *s, const char *stage, const cv_pg_fault *f);
 

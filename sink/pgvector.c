@@ -971,17 +971,19 @@ static cv_err pg_scan(cv_sink *sk, cv_buf *cursor, int limit, cv_sink_key_cb cb,
     for (int i = 0; i < nk; i++) {
         cv_buf k = {0};
         cv_pg_ident(&k, s->t.key_names[i]);
-        cv_buf_printf(&cols, "%s%s", i ? "," : "", k.p);
+        /* qualified: a bare name in ORDER BY means the output column, key::text, whose text
+         * order (1, 10, 100, ...) is not the WHERE's (the key type's) order */
+        cv_buf_printf(&cols, "%st.%s", i ? "," : "", k.p);
         cv_buf_printf(&vals, "%s$%d::%s", i ? "," : "", i + 1, s->t.key_types[i]);
         free(k.p);
     }
     cv_buf_puts(&sql, "SELECT ");
     for (int i = 0; i < nk; i++) {
-        cv_buf_printf(&sql, "%s", i ? "," : "");
+        cv_buf_printf(&sql, "%st.", i ? "," : "");
         cv_pg_ident(&sql, s->t.key_names[i]);
         cv_buf_puts(&sql, "::text");
     }
-    cv_buf_printf(&sql, " FROM %s", s->qtable);
+    cv_buf_printf(&sql, " FROM %s AS t", s->qtable);
     if (after) cv_buf_printf(&sql, " WHERE (%s) > (%s)", cols.p, vals.p);
     cv_buf_printf(&sql, " ORDER BY %s LIMIT %d", cols.p, limit);
     PGresult *r = PQexecParams(s->db, sql.p, after ? nk : 0, NULL, (const char *const *)after, NULL, NULL, 0);

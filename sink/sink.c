@@ -152,6 +152,16 @@ void cv_sink_meta_peek_table(const char *url, const cv_sink_table *t, cv_sink_me
     free(key.p);
 }
 
+const char *cv_sink_dead_where(const char *url, const cv_sink_table *t, cv_buf *stream) {
+    const cv_sink_ops *ops = ops_for(url);
+    if (!ops->state_key) {
+        cv_buf_puts(stream, t->stream);
+        return url;
+    }
+    ops->state_key(url, t, stream);
+    return t->state_conninfo;
+}
+
 cv_err cv_sink_backfill_mark(cv_sink *s, uint64_t p, int done) { return s->ops->backfill_mark(s, p, done); }
 
 cv_err cv_sink_search(cv_sink *s, const float *q, int limit, cv_sink_hit_cb cb, void *arg) {

@@ -103,6 +103,13 @@ cv_err cv_sink_put(cv_sink *s, const cv_sink_row *rows, int n, uint64_t position
  * commit waits for every acknowledgement before recording the position. A row the store
  * refuses for its size (Upstash metadata over 48 KB) becomes a dead letter naming its key,
  * its stale vector deleted: never a lost batch. */
+/* Where the dead letters of table t in the store at url are kept (cdcvec dead-letters): returns
+ * the database (a conninfo: url itself for pgvector, t->state_conninfo for Qdrant and Upstash,
+ * NULL when none) and appends to stream the value of cdcvec.dead_letters.stream (pgvector:
+ * t->stream; the others: their state key; empty when url does not parse). Needs only t's
+ * table, stream, state_conninfo and ns. */
+const char *cv_sink_dead_where(const char *url, const cv_sink_table *t, cv_buf *stream);
+
 /* Records changes that could not be applied (the dead-letter table), in the transaction. */
 cv_err cv_sink_dead_put(cv_sink *s, const cv_sink_dead *d, int n, uint64_t position);
 cv_err cv_sink_commit(cv_sink *s, uint64_t position);

@@ -17,7 +17,10 @@
  * (OVERWRITE, the stored values of `keep` columns and the stored text hash read back with
  * /fetch by cv_sink_hashes), several in flight. Search converts Upstash's score, (1 + cos) / 2
  * for cosine, back to the cosine. Position, meta and dead letters: the state database
- * (state.c), written at commit once every request was acknowledged. */
+ * (state.c), written at commit once every request was acknowledged. After a backfill, vectors
+ * left below its position are deleted by a metadata filter (a full scan of the namespace, O(N))
+ * only when some can exist: not when the namespace was empty at the start, nor when it holds no
+ * more vectors than the backfill wrote (u_backfill_mark). */
 #define _POSIX_C_SOURCE 200809L
 #include <curl/curl.h>
 #include <stdio.h>
@@ -42,6 +45,12 @@ typedef struct u_sink {
     json_t *stored; /* id -> stored metadata, read by cv_sink_hashes for this batch */
     cv_buf pend;    /* vectors gathered for the next upsert: JSON objects, comma-separated */
     int npend;
+    /* the backfill's clean-up (u_backfill_mark): ids written and sent for deletion by this
+     * batch, and since the backfill at position bf_p began (bf_on), committed batches only;
+     * bf_empty: the namespace held nothing then */
+    long b_puts, b_dels, bf_puts, bf_dels;
+    uint64_t bf_p;
+    int bf_on, bf_empty;
 } u_sink;
 
 /* Upstash's error text: {"error":"...","status":N}. */
@@ -297,6 +306,7 @@ static cv_err u_hashes(cv_sink *s, const char *const *const *keys, int n, int *f
 
 static cv_err u_begin(cv_sink *s, int truncate) {
     u_sink *u = (u_sink *)s;
+    u->b_puts = u->b_dels = 0;
     json_object_clear(u->stored);
     cv_buf_free(&u->pend);
     u->npend = 0;
@@ -317,6 +327,7 @@ static cv_err delete_ids(u_sink *u, const char *const *const *keys, int n) {
         cv_buf_puts(&body, "{\"ids\":");
         ids_json(u, keys + i0, m, &body);
         cv_buf_puts(&body, "}");
+        u->b_dels += m;
         for (int i = 0; i < m; i++) {
             char *kt = cv_sink_key_text(&u->t, keys[i0 + i]);
             json_object_del(u->stored, kt);
@@ -385,6 +396,7 @@ static cv_err u_put(cv_sink *s, const cv_sink_row *rows, int n, uint64_t positio
             if (u->npend) cv_buf_put(&u->pend, ",", 1);
             cv_buf_put(&u->pend, one.p, one.len);
             free(one.p);
+            u->b_puts++;
             if (!e && ++u->npend >= CV_UPSTASH_BATCH) e = flush(u);
         } else if (stored) { /* metadata only: the vector stays as stored */
             cv_buf body = {0};
@@ -392,6 +404,7 @@ static cv_err u_put(cv_sink *s, const cv_sink_row *rows, int n, uint64_t positio
             cv_sink_json_str(&body, kt);
             cv_buf_printf(&body, ",\"metadata\":%s,\"metadataUpdateMode\":\"OVERWRITE\"}", md);
             e = cv_http_submit(u->http, "POST", upath, body.p, body.len, NULL, NULL);
+            u->b_puts++;
         }
         free(md), free(kt);
     }
@@ -414,12 +427,16 @@ static cv_err u_commit(cv_sink *s, uint64_t position) {
     cv_err e = settle(u);
     if (!e) e = cv_rstate_commit(s, u->st, position);
     json_object_clear(u->stored);
+    if (!e) u->bf_puts += u->b_puts, u->bf_dels += u->b_dels;
+    u->b_puts = u->b_dels = 0;
     return e;
 }
 
 static void u_rollback(cv_sink *s) {
     u_sink *u = (u_sink *)s;
     cv_http_wait(u->http);
+    u->bf_dels += u->b_dels; /* sent, so perhaps done; the writes do not count */
+    u->b_puts = u->b_dels = 0;
     cv_buf_free(&u->pend);
     u->npend = 0;
     json_object_clear(u->stored);
@@ -434,16 +451,60 @@ static cv_err u_meta_set(cv_sink *s, const cv_sink_meta *m) {
     return cv_rstate_meta_set(s, ((u_sink *)s)->st, m);
 }
 
+/* The vectors in the namespace now, pending ones included (/info). */
+static cv_err ns_count(u_sink *u, long long *n) {
+    json_t *r = NULL;
+    *n = 0;
+    cv_err e = cv_http_call(u->http, "POST", "/info", NULL, 0, 0, NULL, &r);
+    json_t *ns = json_object_get(json_object_get(json_object_get(r, "result"), "namespaces"), u->ns);
+    if (!e && ns)
+        *n = json_integer_value(json_object_get(ns, "vectorCount")) +
+             json_integer_value(json_object_get(ns, "pendingVectorCount"));
+    json_decref(r);
+    return e;
+}
+
+/* Whether the finished backfill at p can have left vectors written below p (an interrupted
+ * earlier backfill's rows deleted since): not when the namespace was empty when it began, nor
+ * when it holds no more vectors than the backfill wrote (every id it wrote is there with a
+ * position >= p; an id sent for deletion counts against it). Otherwise Upstash's delete by a
+ * metadata filter, which scans the whole namespace (O(N)), finds them. */
+static cv_err stale_possible(u_sink *u, uint64_t p, int *stale, long long *count) {
+    *stale = 1, *count = -1;
+    if (!u->bf_on || u->bf_p != p) return CV_OK; /* not this process's backfill: scan */
+    if (u->bf_empty) {
+        *stale = 0;
+        return CV_OK;
+    }
+    cv_err e = ns_count(u, count);
+    if (!e && *count <= u->bf_puts - u->bf_dels) *stale = 0;
+    return e;
+}
+
 static cv_err u_backfill_mark(cv_sink *s, uint64_t p, int done) {
     u_sink *u = (u_sink *)s;
     cv_err e = settle(u);
-    if (!e && done && p) { /* vectors an interrupted earlier backfill left (written below p) */
+    if (!e && !done && p) { /* a backfill begins: count from here */
+        long long n = 0;
+        e = ns_count(u, &n);
+        u->bf_on = !e, u->bf_p = p, u->bf_empty = n == 0, u->bf_puts = u->bf_dels = 0;
+    }
+    int stale = 1;
+    long long count = -1;
+    if (!e && done && p) e = stale_possible(u, p, &stale, &count);
+    if (!e && done && p)
+        cv_info("event=backfill_cleanup store=upstash namespace=%s written=%ld deleted=%ld "
+                "namespace_vectors=%lld "
+                "method=%s",
+                u->ns, u->bf_puts, u->bf_dels, count, stale ? "filter" : "none");
+    if (!e && done && p && stale) { /* vectors an interrupted earlier backfill left (written below p) */
         cv_buf body = {0};
         cv_buf_printf(&body, "{\"filter\":\"cdcvec.lsn < %llu\"}", (unsigned long long)p);
         char *path = path_of(u, "delete");
         e = cv_http_call(u->http, "POST", path, body.p, body.len, 0, NULL, NULL);
         free(path);
     }
+    if (done) u->bf_on = 0;
     if (!e) e = cv_rstate_backfill(s, u->st, p, done);
     return e;
 }
