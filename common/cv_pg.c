@@ -312,6 +312,16 @@ const char *cv_pg_errtext(const char *msg, cv_buf *out) {
     return out->oom ? "" : out->p + start;
 }
 
+void cv_pg_array_elem(cv_buf *b, const char *v, int first) {
+    if (!first) cv_buf_put(b, ",", 1);
+    cv_buf_put(b, "\"", 1);
+    for (const char *p = v; *p; p++) {
+        if (*p == '"' || *p == '\\') cv_buf_put(b, "\\", 1);
+        cv_buf_put(b, p, 1);
+    }
+    cv_buf_put(b, "\"", 1);
+}
+
 void cv_pg_ident(cv_buf *out, const char *name) {
     cv_buf_put(out, "\"", 1);
     for (const char *p = name;;) {

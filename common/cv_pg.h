@@ -59,6 +59,10 @@ const char *cv_pg_errtext(const char *libpq_message, cv_buf *out);
 /* Appends name as a double-quoted SQL identifier ("a""b"), whatever its length. */
 void cv_pg_ident(cv_buf *out, const char *name);
 
+/* Appends one element of a PostgreSQL array literal ("value" with \ and " escaped), preceded
+ * by a comma unless first. */
+void cv_pg_array_elem(cv_buf *out, const char *value, int first);
+
 /* libpq notice processor (PQsetNoticeProcessor(c, cv_pg_notice, NULL)): logs the notice at
  * debug level as event=postgres_notice message="...". arg is unused. Same signature and
  * behaviour as the copy in sink/pgvector.c, which must be deleted in the commit that links

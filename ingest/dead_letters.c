@@ -77,22 +77,11 @@ void cv_dl_close(cv_dl *d) {
     memset(d, 0, sizeof *d);
 }
 
-/* Appends one element of a PostgreSQL array literal. */
-static void arr_elem(cv_buf *b, const char *x, int first) {
-    if (!first) cv_buf_put(b, ",", 1);
-    cv_buf_put(b, "\"", 1);
-    for (const char *p = x; *p; p++) {
-        if (*p == '"' || *p == '\\') cv_buf_put(b, "\\", 1);
-        cv_buf_put(b, p, 1);
-    }
-    cv_buf_put(b, "\"", 1);
-}
-
 static char *text_array(char *const *v, int n) {
     cv_buf a = {0};
     cv_buf_put(&a, "{", 1);
     for (int i = 0; i < n; i++)
-        arr_elem(&a, v[i], i == 0);
+        cv_pg_array_elem(&a, v[i], i == 0);
     cv_buf_put(&a, "}", 1);
     CV_ASSERT(!a.oom);
     return a.p;

@@ -426,18 +426,26 @@ static void rowvals_from_result(const cv_table *t, PGresult *r, int row, cv_rowv
     }
 }
 
+/* The statement that reads one row by its key ($1.. the key's text values) into sql, which
+ * stays the caller's. */
+static cv_err key_lookup_sql(const cv_table *t, cv_buf *sql) {
+    cv_buf_puts(sql, "SELECT ");
+    select_list(t, sql);
+    cv_buf_printf(sql, " FROM %s AS src WHERE ", t->qualified);
+    for (int k = 0; k < t->nkeys; k++) {
+        if (k) cv_buf_puts(sql, " AND ");
+        cv_buf_puts(sql, "src.");
+        cv_pg_ident(sql, t->keyname[k]);
+        cv_buf_printf(sql, " = $%d::%s", k + 1, t->keytype[k]);
+    }
+    if (!sql->oom) return CV_OK;
+    free(sql->p);
+    return CV_ERR_NOMEM;
+}
+
 cv_err cv_fetch_texts(PGconn *db, const cv_table *t, cv_change **chg, int n, cv_pg_fault *f) {
     cv_buf sql = {0};
-    cv_buf_puts(&sql, "SELECT ");
-    select_list(t, &sql);
-    cv_buf_printf(&sql, " FROM %s AS src WHERE ", t->qualified);
-    for (int k = 0; k < t->nkeys; k++) {
-        if (k) cv_buf_puts(&sql, " AND ");
-        cv_buf_puts(&sql, "src.");
-        cv_pg_ident(&sql, t->keyname[k]);
-        cv_buf_printf(&sql, " = $%d::%s", k + 1, t->keytype[k]);
-    }
-    if (sql.oom) return CV_ERR_NOMEM;
+    if (key_lookup_sql(t, &sql)) return CV_ERR_NOMEM;
     cv_rowval *v = calloc((size_t)t->ncols + 1, sizeof *v);
     cv_err e = CV_OK;
     for (int i = 0; i < n && !e; i++) {
@@ -470,16 +478,7 @@ cv_err cv_fetch_texts(PGconn *db, const cv_table *t, cv_change **chg, int n, cv_
 cv_err cv_read_keys(PGconn *db, const cv_table *t, char **const *keys, int n, cv_change *out,
                     cv_pg_fault *f) {
     cv_buf sql = {0};
-    cv_buf_puts(&sql, "SELECT ");
-    select_list(t, &sql);
-    cv_buf_printf(&sql, " FROM %s AS src WHERE ", t->qualified);
-    for (int k = 0; k < t->nkeys; k++) {
-        if (k) cv_buf_puts(&sql, " AND ");
-        cv_buf_puts(&sql, "src.");
-        cv_pg_ident(&sql, t->keyname[k]);
-        cv_buf_printf(&sql, " = $%d::%s", k + 1, t->keytype[k]);
-    }
-    if (sql.oom) return CV_ERR_NOMEM;
+    if (key_lookup_sql(t, &sql)) return CV_ERR_NOMEM;
     cv_rowval *v = calloc((size_t)t->ncols + 1, sizeof *v);
     CV_ASSERT(v);
     cv_err e = CV_OK;

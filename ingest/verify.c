@@ -138,17 +138,6 @@ static void on_key(void *arg, const char *kt) {
     v->page[v->npage++] = strdup(kt);
 }
 
-/* Appends one element of a PostgreSQL array literal. */
-static void arr_elem(cv_buf *b, const char *x, int first) {
-    if (!first) cv_buf_put(b, ",", 1);
-    cv_buf_put(b, "\"", 1);
-    for (const char *p = x; *p; p++) {
-        if (*p == '"' || *p == '\\') cv_buf_put(b, "\\", 1);
-        cv_buf_put(b, p, 1);
-    }
-    cv_buf_put(b, "\"", 1);
-}
-
 /* Walk 2: which of the page's keys the source lacks (gone[i] = 1). */
 static cv_err lookup_source(verify *v, char ***vals, int n, int *gone) {
     cv_sync *s = v->s;
@@ -160,7 +149,7 @@ static cv_err lookup_source(verify *v, char ***vals, int n, int *gone) {
         cv_buf a = {0}, id = {0};
         cv_buf_put(&a, "{", 1);
         for (int i = 0; i < n; i++)
-            arr_elem(&a, vals[i][k], i == 0);
+            cv_pg_array_elem(&a, vals[i][k], i == 0);
         cv_buf_put(&a, "}", 1);
         params[k] = a.p;
         cv_pg_ident(&id, t->keyname[k]);

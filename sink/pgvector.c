@@ -72,17 +72,6 @@ static int sql_oom(void) {
 #define cv_buf_puts(b, s)     ((cv_buf_puts)((b), (s)), (void)(!(b)->oom || sql_oom()))
 #define cv_buf_printf(b, ...) ((cv_buf_printf)((b), __VA_ARGS__), (void)(!(b)->oom || sql_oom()))
 
-/* Appends one element of a PostgreSQL array literal: "value" with \ and " escaped. */
-static void arr_elem(cv_buf *b, const char *v, int first) {
-    if (!first) cv_buf_put(b, ",", 1);
-    cv_buf_put(b, "\"", 1);
-    for (const char *p = v; *p; p++) {
-        if (*p == '"' || *p == '\\') cv_buf_put(b, "\\", 1);
-        cv_buf_put(b, p, 1);
-    }
-    cv_buf_put(b, "\"", 1);
-}
-
 /* Classifies a failed statement on connection c once, here (common/cv_pg.h), logs it with the fix. */
 static cv_err exec_on(pg_sink *s, PGconn *c, PGresult *r, const char *what) {
     ExecStatusType st = PQresultStatus(r);
@@ -415,7 +404,7 @@ static void key_arrays(const pg_sink *s, const char *const *const *keys, int n, 
         cv_buf b = {0};
         cv_buf_put(&b, "{", 1);
         for (int i = 0; i < n; i++)
-            arr_elem(&b, keys[i][k], i == 0);
+            cv_pg_array_elem(&b, keys[i][k], i == 0);
         cv_buf_put(&b, "}", 1);
         params[k] = b.p;
     }
@@ -533,8 +522,8 @@ static void send_update(pg_sink *s, int w, const cv_sink_row *const *rows, int n
     cv_buf_put(&pay, "{", 1);
     cv_buf_put(&keep, "{", 1);
     for (int i = 0; i < n; i++) {
-        arr_elem(&pay, rows[i]->payload ? rows[i]->payload : "{}", i == 0);
-        arr_elem(&keep, rows[i]->keep ? rows[i]->keep : "[]", i == 0);
+        cv_pg_array_elem(&pay, rows[i]->payload ? rows[i]->payload : "{}", i == 0);
+        cv_pg_array_elem(&keep, rows[i]->keep ? rows[i]->keep : "[]", i == 0);
     }
     cv_buf_put(&pay, "}", 1);
     cv_buf_put(&keep, "}", 1);
@@ -734,8 +723,8 @@ static cv_err pg_dead_put(cv_sink *sk, const cv_sink_dead *d, int n, uint64_t po
     cv_buf_put(&keys, "{", 1);
     cv_buf_put(&why, "{", 1);
     for (int i = 0; i < n; i++) {
-        arr_elem(&keys, d[i].key, i == 0);
-        arr_elem(&why, d[i].reason, i == 0);
+        cv_pg_array_elem(&keys, d[i].key, i == 0);
+        cv_pg_array_elem(&why, d[i].reason, i == 0);
     }
     cv_buf_put(&keys, "}", 1);
     cv_buf_put(&why, "}", 1);
