@@ -49,6 +49,9 @@ cv_err cv_sync_batch_failed(cv_sync *s, cv_err e) {
     int embed =
         e == CV_ERR_BUSY || e == CV_ERR_SHUTDOWN || (e == CV_ERR_TIMEOUT && !strcmp(kind, "connection"));
     cv_pg_fault f = {e == CV_ERR_TIMEOUT || e == CV_ERR_BUSY || e == CV_ERR_SHUTDOWN, kind, fix};
+    if (!f.retriable) /* said here: the store's own lines may not name it */
+        cv_error("event=batch_failed stage=%s kind=%s error=\"%s\"%s%s%s", embed ? "embed" : "sink",
+                 kind ? kind : "data", cv_strerror(e), fix ? " fix=\"" : "", fix ? fix : "", fix ? "\"" : "");
     cv_sync_error(s, embed ? "embed" : "sink", &f);
     return f.retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
 }

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/cv_jnum.h"
 #include "../common/cv_log.h"
 #include "http.h"
 
@@ -88,10 +89,16 @@ static void point_id(const q_sink *q, const char *const *key, cv_buf *js, cv_buf
 
 /* A returned id (number or string) as text. */
 static void id_text(json_t *id, char out[48]) {
+    char *big = cv_jnum_number(id, NULL) && !json_is_integer(id)
+                    ? cv_jnum_dumps(id, JSON_ENCODE_ANY, CV_JNUM_EXACT)
+                    : NULL; /* an id beyond int64 */
     if (json_is_integer(id))
         snprintf(out, 48, "%lld", (long long)json_integer_value(id));
+    else if (big)
+        snprintf(out, 48, "%s", big);
     else
         snprintf(out, 48, "%s", json_string_value(id) ? json_string_value(id) : "");
+    free(big);
 }
 
 /* ---- failures ---------------------------------------------------------------------------- */
@@ -453,14 +460,14 @@ static cv_err payload_ops(q_sink *q, cv_buf *ops) {
     if (!e && q->no_batch) {
         cv_buf b = {0}; /* ops is a list without its brackets */
         cv_buf_printf(&b, "[%.*s]", (int)ops->len, ops->p);
-        json_t *all = json_loads(b.p, 0, NULL);
+        json_t *all = cv_jnum_loads(b.p, 0, NULL);
         free(b.p);
         size_t i;
         json_t *op;
         cv_buf path = {0};
         cv_buf_printf(&path, "%s/points/payload?wait=true", q->cpath);
         json_array_foreach(all, i, op) {
-            char *ob = json_dumps(json_object_get(op, "overwrite_payload"), JSON_COMPACT);
+            char *ob = cv_jnum_dumps(json_object_get(op, "overwrite_payload"), JSON_COMPACT, CV_JNUM_EXACT);
             if (!e)
                 e = cv_http_submit(q->http, "PUT", path.p, ob, strlen(ob), NULL, NULL);
             else
@@ -492,7 +499,9 @@ static cv_err q_put(cv_sink *s, const cv_sink_row *rows, int n, uint64_t positio
     if (nm) e = retrieve(q, (const char *const *const *)miss, nm);
     free(miss);
     cv_buf ops = {0};
-    int nops = 0;
+    int nops = 0, nbad = 0;
+    const char ***bad = calloc((size_t)n + 1, sizeof *bad);
+    CV_ASSERT(bad);
     for (int i = 0; !e && i < n; i++) {
         const cv_sink_row *r = &rows[i];
         cv_buf id = {0}, js = {0};
@@ -500,12 +509,11 @@ static cv_err q_put(cv_sink *s, const cv_sink_row *rows, int n, uint64_t positio
         json_t *stored = json_object_get(q->stored, id.p);
         char *kt = cv_sink_key_text(&q->t, r->key);
         json_t *p = cv_sink_point_payload(&q->t, r, kt, stored, position, now);
-        free(kt);
-        char *ptext = p ? json_dumps(p, JSON_COMPACT) : NULL;
+        char *ptext = p ? cv_sink_point_text(p) : NULL;
         json_decref(p);
-        if (!ptext) {
-            cv_sink_fault(s, "data", "the change's payload is not a JSON object (a bug: please report it)");
-            e = CV_ERR_FORMAT;
+        if (!ptext) { /* this row alone: a dead letter, its stale point deleted */
+            cv_sink_dead_note(s, q->st, kt, CV_SINK_BAD_PAYLOAD);
+            bad[nbad++] = (const char **)r->key;
         } else if (r->vec) {
             if (q->npend) cv_buf_put(&q->pend, ",", 1);
             cv_buf_printf(&q->pend, "{\"id\":%s,\"vector\":", js.p);
@@ -516,13 +524,15 @@ static cv_err q_put(cv_sink *s, const cv_sink_row *rows, int n, uint64_t positio
             cv_buf_printf(&ops, "%s{\"overwrite_payload\":{\"payload\":%s,\"points\":[%s]}}",
                           nops++ ? "," : "", ptext, js.p);
         }
-        free(ptext), free(id.p), free(js.p);
+        free(ptext), free(id.p), free(js.p), free(kt);
         if (!e && nops && (nops >= CV_QDRANT_BATCH || i == n - 1)) {
             e = payload_ops(q, &ops);
             nops = 0;
         }
     }
     free(ops.p);
+    if (!e && nbad) e = q_delete(s, (const char *const *const *)bad, nbad);
+    free(bad);
     CV_ASSERT(!q->pend.oom);
     return e;
 }
@@ -589,7 +599,9 @@ static cv_err q_search(cv_sink *s, const float *v, int limit, cv_sink_hit_cb cb,
         json_t *pl = json_object_get(pt, "payload");
         const char *key = json_string_value(json_object_get(json_object_get(pl, "cdcvec"), "key"));
         char *pub = cv_sink_public_payload(&q->t, pl);
-        cb(arg, (int)i + 1, json_number_value(json_object_get(pt, "score")), key ? key : "", pub);
+        double score = 0;
+        cv_jnum_number(json_object_get(pt, "score"), &score);
+        cb(arg, (int)i + 1, score, key ? key : "", pub);
         free(pub);
     }
     json_decref(r);

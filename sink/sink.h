@@ -103,6 +103,20 @@ cv_err cv_sink_put(cv_sink *s, const cv_sink_row *rows, int n, uint64_t position
  * commit waits for every acknowledgement before recording the position. A row the store
  * refuses for its size (Upstash metadata over 48 KB) becomes a dead letter naming its key,
  * its stale vector deleted: never a lost batch. */
+/* Every dead letter of this sink, as it is found (apply's through cv_sink_dead_put, and rows
+ * the store itself refuses), goes to cb too, before the commit that records it: a caller
+ * without a state database (a Kafka sink stage) routes them to a durable place of its own. A
+ * batch that fails and is replayed reports its dead letters again. cb NULL: none. */
+typedef void (*cv_sink_dead_cb)(void *arg, const char *key, const char *reason);
+void cv_sink_on_dead(cv_sink *s, cv_sink_dead_cb cb, void *arg);
+
+/* The payload text (a JSON object) as this store keeps it: pgvector's jsonb keeps every digit
+ * (the same text); Qdrant and Upstash keep numbers as doubles, so a number a double cannot hold
+ * exactly (beyond int64, beyond a double's range, more digits than it keeps) is stored as a
+ * string of its exact text. NULL when payload is not JSON. Caller frees. (verify compares the
+ * source's row in this form with what the store holds.) */
+char *cv_sink_payload_stored(const cv_sink *s, const char *payload);
+
 /* Records changes that could not be applied (the dead-letter table), in the transaction. */
 cv_err cv_sink_dead_put(cv_sink *s, const cv_sink_dead *d, int n, uint64_t position);
 cv_err cv_sink_commit(cv_sink *s, uint64_t position);

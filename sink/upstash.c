@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/cv_jnum.h"
 #include "../common/cv_log.h"
 #include "http.h"
 
@@ -357,11 +358,11 @@ static cv_err u_put(cv_sink *s, const cv_sink_row *rows, int n, uint64_t positio
         char *kt = cv_sink_key_text(&u->t, r->key);
         json_t *stored = json_object_get(u->stored, kt);
         json_t *p = cv_sink_point_payload(&u->t, r, kt, stored, position, now);
-        char *md = p ? json_dumps(p, JSON_COMPACT) : NULL;
+        char *md = p ? cv_sink_point_text(p) : NULL;
         json_decref(p);
-        if (!md) {
-            cv_sink_fault(s, "data", "the change's payload is not a JSON object (a bug: please report it)");
-            e = CV_ERR_FORMAT;
+        if (!md) { /* this row alone: a dead letter, its stale vector deleted */
+            cv_sink_dead_note(s, u->st, kt, CV_SINK_BAD_PAYLOAD);
+            big[nb++] = (const char **)r->key;
         } else if (strlen(md) > CV_UPSTASH_METADATA) {
             cv_buf why = {0};
             cv_buf_printf(&why,
@@ -369,8 +370,7 @@ static cv_err u_put(cv_sink *s, const cv_sink_row *rows, int n, uint64_t positio
                           "shorten the row's "
                           "columns (or embed from a table with fewer of them)",
                           strlen(md), CV_UPSTASH_METADATA);
-            cv_warn("event=dead_letter store=upstash key=\"%s\" reason=\"%s\"", kt, why.p);
-            cv_rstate_dead_add(u->st, kt, why.p);
+            cv_sink_dead_note(s, u->st, kt, why.p);
             free(why.p);
             big[nb++] = (const char **)r->key; /* its stale vector goes */
         } else if (r->vec) {
@@ -466,8 +466,9 @@ static cv_err u_search(cv_sink *s, const float *v, int limit, cv_sink_hit_cb cb,
         if (!key) key = json_string_value(json_object_get(hit, "id"));
         char *pub = cv_sink_public_payload(&u->t, md);
         /* Upstash reports (1 + cos) / 2 for the cosine similarity */
-        cb(arg, (int)i + 1, 2.0 * json_number_value(json_object_get(hit, "score")) - 1.0, key ? key : "",
-           pub);
+        double score = 0;
+        cv_jnum_number(json_object_get(hit, "score"), &score);
+        cb(arg, (int)i + 1, 2.0 * score - 1.0, key ? key : "", pub);
         free(pub);
     }
     json_decref(r);
