@@ -262,7 +262,11 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
     s->sink_conninfo = o->sink && *o->sink ? o->sink : o->source;
     cv_sink_meta meta = {0};
     /* Qdrant / Upstash keep position and meta in the source database (sink/sink.h) */
-    cv_sink_table peek = {.table = o->table, .stream = s->stream, .state_conninfo = o->source, .ns = o->ns};
+    cv_sink_table peek = {.table = o->table,
+                          .stream = s->stream,
+                          .state_conninfo = o->source,
+                          .ns = o->ns,
+                          .uuid_ids = o->uuid_ids};
     const char *dot = strchr(o->table, '.');
     if (dot) peek.table = dot + 1;
     cv_sink_meta_peek_table(s->sink_conninfo, &peek, &meta);
@@ -296,6 +300,7 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
                         .stream = s->stream,
                         .state_conninfo = o->source,
                         .ns = o->ns,
+                        .uuid_ids = o->uuid_ids,
                         .writers = o->sink_writers,
                         .key_exact = s->t.key_exact,
                         .index_mem_mb = o->index_memory_mb};

@@ -79,7 +79,8 @@ static cv_err open_store(stage *st, const cv_wire_msg *w) {
                        .model_id = MODEL_ID,
                        .stream = st->stream,
                        .state_conninfo = st->k->state && *st->k->state ? st->k->state : NULL,
-                       .ns = st->s.o.ns};
+                       .ns = st->s.o.ns,
+                       .uuid_ids = st->s.o.uuid_ids};
     cv_err e = cv_sink_open(st->s.o.sink, &t, &st->sink);
     if (e) {
         const char *kind, *fix;

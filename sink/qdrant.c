@@ -53,7 +53,7 @@ typedef struct q_sink {
 /* The point id as JSON (a number or a quoted UUID) into js, and as text (the key to match
  * what Qdrant returns) into str. */
 void cv_qdrant_point_id(const cv_sink_table *t, const char *const *key, cv_buf *js, cv_buf *str) {
-    if (cv_sink_int_key(t) && key[0][0] && strspn(key[0], "0123456789") == strlen(key[0]) &&
+    if (!t->uuid_ids && cv_sink_int_key(t) && key[0][0] && strspn(key[0], "0123456789") == strlen(key[0]) &&
         strlen(key[0]) <= 20) {
         unsigned long long v = strtoull(key[0], NULL, 10);
         char num[24];
@@ -184,7 +184,7 @@ static void q_state_key(const char *url, const cv_sink_table *t, cv_buf *key) {
     cv_buf base = {0}, coll = {0};
     const char *why;
     if (!parse_url(url, t, &base, &coll, &why))
-        cv_buf_printf(key, "%s@qdrant:%s/%s", t->stream, base.p, coll.p);
+        cv_buf_printf(key, "%s@qdrant:%s/%s%s", t->stream, base.p, coll.p, t->uuid_ids ? "#uuid-ids" : "");
     free(base.p), free(coll.p);
 }
 
@@ -264,6 +264,45 @@ static cv_err ensure_collection(q_sink *q) {
                        "the collection could neither be found nor created");
 }
 
+/* A table whose point ids are its integer keys refuses a collection where another table's
+ * points have integer ids too: the two would overwrite each other's points (id 7 of one table is
+ * id 7 of the other). Looks at up to 64 points of other tables. */
+static cv_err check_shared(q_sink *q) {
+    if (q->t.uuid_ids || !cv_sink_int_key(&q->t)) return CV_OK; /* UUIDs of table + key never meet */
+    cv_buf body = {0}, path = {0};
+    cv_buf_puts(&body, "{\"filter\":{\"must_not\":[{\"key\":\"cdcvec.table\",\"match\":{\"value\":");
+    cv_sink_json_str(&body, q->tname);
+    cv_buf_puts(&body, "}}]},\"limit\":64,\"with_payload\":true,\"with_vector\":false}");
+    cv_buf_printf(&path, "%s/points/scroll", q->cpath);
+    json_t *r = NULL;
+    cv_err e = cv_http_call(q->http, "POST", path.p, body.p, body.len, 0, NULL, &r);
+    free(path.p);
+    size_t i;
+    json_t *pt;
+    const char *other = NULL;
+    json_array_foreach(json_object_get(json_object_get(r, "result"), "points"), i, pt) {
+        if (!json_is_integer(json_object_get(pt, "id"))) continue;
+        other = json_string_value(
+            json_object_get(json_object_get(json_object_get(pt, "payload"), "cdcvec"), "table"));
+        if (!other) other = "(a point cdcvec did not write)";
+        break;
+    }
+    if (!e && other) {
+        cv_buf fix = {0};
+        cv_buf_printf(
+            &fix,
+            "%s already holds points of %s with integer ids, and %s's ids would be its integer keys "
+            "too: the two tables would overwrite each other's points. Give %s a collection of its "
+            "own (--sink qdrant://HOST:PORT/NEW_NAME), or run %s with --point-ids uuid (ids from "
+            "table and key, which never meet another table's)",
+            q->where, other, q->tname, q->tname, q->tname);
+        e = setup_fault(q, "sink_collection_shared", "config", fix.p);
+        free(fix.p);
+    }
+    json_decref(r);
+    return e;
+}
+
 static cv_err q_open(const char *url, const cv_sink_table *t, cv_sink **out) {
     q_sink *q = calloc(1, sizeof *q);
     CV_ASSERT(q);
@@ -312,8 +351,11 @@ static cv_err q_open(const char *url, const cv_sink_table *t, cv_sink **out) {
     if (key) memset(key, 0, strlen(key));
     free(auth.p), free(key), free(afix.p);
     if (!e) e = ensure_collection(q);
+    if (!e) e = check_shared(q);
     cv_buf sk = {0};
-    cv_buf_printf(&sk, "%s@qdrant:%s/%s", t->stream, base.p, q->coll);
+    /* other point ids are another store: a switch of --point-ids backfills again, and the
+     * clean-up after it removes the points under the old ids */
+    cv_buf_printf(&sk, "%s@qdrant:%s/%s%s", t->stream, base.p, q->coll, t->uuid_ids ? "#uuid-ids" : "");
     free(base.p);
     if (!e) e = cv_rstate_open(&q->base, t->state_conninfo, sk.p, &q->st);
     free(sk.p);
@@ -417,7 +459,8 @@ static cv_err q_delete(cv_sink *s, const char *const *const *keys, int n) {
     for (int i0 = 0; !e && i0 < n; i0 += CV_QDRANT_IDS) {
         int m = n - i0 < CV_QDRANT_IDS ? n - i0 : CV_QDRANT_IDS;
         cv_buf body = {0}, path = {0};
-        cv_buf_puts(&body, "{\"points\":[");
+        /* by id, within this table's points: never another table's point of the same id */
+        cv_buf_puts(&body, "{\"filter\":{\"must\":[{\"has_id\":[");
         for (int i = 0; i < m; i++) {
             cv_buf id = {0};
             if (i) cv_buf_put(&body, ",", 1);
@@ -425,7 +468,9 @@ static cv_err q_delete(cv_sink *s, const char *const *const *keys, int n) {
             json_object_del(q->stored, id.p);
             free(id.p);
         }
-        cv_buf_puts(&body, "]}");
+        cv_buf_puts(&body, "]},{\"key\":\"cdcvec.table\",\"match\":{\"value\":");
+        cv_sink_json_str(&body, q->tname);
+        cv_buf_puts(&body, "}}]}}");
         cv_buf_printf(&path, "%s/points/delete?wait=true", q->cpath);
         e = cv_http_submit(q->http, "POST", path.p, body.p, body.len, NULL, NULL);
         free(path.p);

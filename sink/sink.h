@@ -42,6 +42,10 @@ typedef struct cv_sink_table {
      * position, meta, backfill marks and dead letters; NULL: none kept (see above) */
     const char *state_conninfo;
     const char *ns; /* Upstash namespace; NULL or "": the table's name */
+    /* Qdrant: 0: a point's id is the key itself when it is one integer column (>= 0), else a
+     * UUIDv5 of table and key; 1: always the UUIDv5, so that several tables with integer keys
+     * can share a collection (a table whose ids would collide with another's is refused) */
+    int uuid_ids;
     /* pgvector only: connections writing each batch in parallel, rows split by key (0 or 1: one;
      * at most 16), used when key_exact (every key column compares exactly by its text form, so
      * one key always lands on the same connection); index_mem_mb: the most maintenance_work_mem

@@ -167,6 +167,40 @@ static cv_err check_index(u_sink *u) {
     return e;
 }
 
+/* A namespace holding another table's vectors is refused: ids are the keys' text, so the two
+ * tables would overwrite each other's vectors, and a TRUNCATE (/reset of the namespace) would
+ * empty both. One query: the nearest vector whose cdcvec.table is another. */
+static cv_err check_namespace(u_sink *u) {
+    if (strchr(u->tname, '\'')) return CV_OK; /* not expressible in the filter language: not checked */
+    cv_buf body = {0};
+    cv_buf_puts(&body, "{\"vector\":[1");
+    for (int i = 1; i < u->t.dim; i++)
+        cv_buf_puts(&body, ",0");
+    cv_buf_printf(&body, "],\"topK\":1,\"includeMetadata\":true,\"filter\":\"cdcvec.table != '%s'\"}",
+                  u->tname);
+    char *path = path_of(u, "query");
+    json_t *r = NULL;
+    long st = 0;
+    cv_err e = cv_http_call(u->http, "POST", path, body.p, body.len, 1, &st, &r);
+    free(path); /* body: the call's now */
+    json_t *hit = json_array_get(json_object_get(r, "result"), 0);
+    const char *other = json_string_value(
+        json_object_get(json_object_get(json_object_get(hit, "metadata"), "cdcvec"), "table"));
+    if (!e && st == 200 && other) {
+        cv_buf fix = {0};
+        cv_buf_printf(
+            &fix,
+            "the %s already holds vectors of %s: its ids are key values too, so the two tables would "
+            "overwrite each other's vectors and a TRUNCATE of either would empty both; give %s a "
+            "namespace of its own (--namespace, default: the table's name)",
+            u->where, other, u->tname);
+        e = setup_fault(u, "sink_namespace_shared", "config", fix.p);
+        free(fix.p);
+    }
+    json_decref(r);
+    return e;
+}
+
 static cv_err u_open(const char *url, const cv_sink_table *t, cv_sink **out) {
     u_sink *u = calloc(1, sizeof *u);
     CV_ASSERT(u);
@@ -216,6 +250,7 @@ static cv_err u_open(const char *url, const cv_sink_table *t, cv_sink **out) {
     memset(tok, 0, strlen(tok));
     free(auth.p), free(tok), free(afix.p);
     if (!e) e = check_index(u);
+    if (!e) e = check_namespace(u);
     cv_buf sk = {0};
     cv_buf_printf(&sk, "%s@upstash:%s/%s", t->stream, base, u->ns);
     free(base);
