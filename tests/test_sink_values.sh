@@ -174,7 +174,7 @@ check "Kafka sink without --state: a row the store refuses reaches the dead-lett
   'dlq_has "$work/dlq-up.json" 6 "48 KB" && kill -0 $usink_pid' ||
   { cat "$work/dlq-up.json" "$work/dlq-up.err"; tail -5 "$work/usink.log"; }
 check "Kafka path: nothing went to the worker's dead-letter topic" \
-  '! "$PY" "$root/tests/kafka_tutorial.py" consume --bootstrap "$K" --topic dlq-worker --count 1 --timeout-s 3 >/dev/null 2>&1'
+  '! "$PY" "$root/tests/kafka_tutorial.py" consume --bootstrap "$K" --topic dlq-worker --count 1 --timeout-s 10 >/dev/null 2>&1'
 check "no stage exited on its own" 'kill -0 $cap_pid && kill -0 $sink_pid && kill -0 $usink_pid'
 if [ "$fail" != 0 ]; then
   for f in "$work"/*.log; do echo "--- $f"; tail -15 "$f"; done
