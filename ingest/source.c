@@ -503,6 +503,7 @@ cv_err cv_fetch_texts(PGconn *db, const cv_table *t, cv_change **chg, int n, cv_
                 chg[i]->text = fresh.text;
                 chg[i]->text_state = fresh.text_state;
                 chg[i]->text_fetch = 0;
+                if (fresh.fail && !chg[i]->fail) chg[i]->fail = fresh.fail, fresh.fail = NULL; /* not UTF-8 */
                 fresh.text = NULL;
                 cv_change_free(&fresh);
             }

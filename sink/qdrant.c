@@ -131,7 +131,7 @@ static cv_err judge(cv_sink *s, long status, json_t *body, const char *what) {
                       "recreate and refill it",
                       q->where);
     } else {
-        cv_buf_printf(&fix, "%s refused the data: see the error; a bug report with it is welcome", q->where);
+        cv_buf_printf(&fix, "%s refused the data (%s: status %ld: %s)", q->where, what, status, m);
     }
     cv_error("event=sink_failed store=qdrant request=\"%s\" status=%ld kind=%s error=\"%s\" fix=\"%s\"", what,
              status, kind, m, fix.p);

@@ -66,7 +66,7 @@ static cv_err judge(cv_sink *s, long status, json_t *body, const char *what) {
             "cosine similarity and point UPSTASH_VECTOR_REST_URL / UPSTASH_VECTOR_REST_TOKEN at it",
             u->where, u->t.dim, u->t.dim);
     } else {
-        cv_buf_printf(&fix, "the %s refused the data: see the error", u->where);
+        cv_buf_printf(&fix, "the %s refused the data (%s: status %ld: %s)", u->where, what, status, m);
     }
     cv_error("event=sink_failed store=upstash request=\"%s\" status=%ld kind=%s error=\"%s\" fix=\"%s\"",
              what, status, kind, m, fix.p);

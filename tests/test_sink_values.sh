@@ -109,6 +109,15 @@ other_pid=$!
 WATCH_PID=$other_pid wait_until '[ "$(qpoints nums | grep -c " public.other ")" = 2 ]' 'qpoints nums'
 check "Qdrant: with --point-ids uuid both tables are stored, neither overwrites the other" \
   '[ "$(qpoints nums | grep -c " public.other ")" = 2 ] && [ "$(qpoints nums | grep -c "^[0-9]* public.nums ")" = 5 ]' || qpoints nums
+# a row the store refuses (the stand-in answers 400 to the batch's upsert, then to the first row
+# alone): that row is a dead letter with the store's reason, the rest of the batch is written
+curl -sf -XPOST "http://127.0.0.1:$qport/__standin/faults" -H 'Content-Type: application/json' \
+  -d '{"status":400,"count":2,"method":"PUT","path":"/points\\?wait"}' >/dev/null
+q "INSERT INTO other VALUES (10, 'refused by the store'), (11, 'taken'), (12, 'taken too')"
+WATCH_PID=$other_pid wait_until '[ "$(qpoints nums | grep -c " public.other ")" = 4 ] && [ "$(q "SELECT count(*) FROM cdcvec.dead_letters WHERE key = '"'"'10'"'"'")" = 1 ]' 'qpoints nums; q "SELECT count(*) FROM cdcvec.dead_letters"'
+check "Qdrant: a row the store refuses is a dead letter with the store's reason, the rest of its batch is written" \
+  '[ "$(q "SELECT count(*) FROM cdcvec.dead_letters WHERE key = '"'"'10'"'"' AND reason LIKE '"'"'%status 400%'"'"'")" = 1 ] &&
+   [ "$(qpoints nums | grep -c " public.other ")" = 4 ] && kill -0 $other_pid' || { q "SELECT * FROM cdcvec.dead_letters"; qpoints nums; }
 q "TRUNCATE other"
 WATCH_PID=$other_pid wait_until '[ "$(qpoints nums | grep -c " public.other ")" = 0 ]' 'qpoints nums'
 check "Qdrant: TRUNCATE of one table leaves the other's points" \
