@@ -123,9 +123,15 @@ static cv_err flush(stage *st) {
         e = cv_apply_batch(st->s.apply, st->chg, st->nchg, 0, st->pos, 0, st->commit_unix);
         st->nchg = 0;
         if (e == CV_ERR_ARG) return CV_ERR_UNSUPPORTED; /* --on-error stop: logged with the key */
-        if (e)
-            return e == CV_ERR_TIMEOUT || e == CV_ERR_BUSY || e == CV_ERR_SHUTDOWN ? CV_ERR_TIMEOUT
-                                                                                   : CV_ERR_UNSUPPORTED;
+        if (e == CV_ERR_TIMEOUT || e == CV_ERR_BUSY || e == CV_ERR_SHUTDOWN) return CV_ERR_TIMEOUT;
+        if (e) { /* said here: the store's own lines may not name it */
+            const char *kind, *fix;
+            cv_sink_last_fault(st->sink, &kind, &fix);
+            cv_error("event=batch_failed stage=sink table=%s.%s kind=%s error=\"%s\"%s%s%s", st->schema,
+                     st->table, kind ? kind : "data", cv_strerror(e), fix ? " fix=\"" : "", fix ? fix : "",
+                     fix ? "\"" : "");
+            return CV_ERR_UNSUPPORTED;
+        }
     }
     if (!e && st->dead_err) e = st->dead_err; /* a dead letter not sent: replay the batch */
     st->dead_err = CV_OK;
@@ -396,8 +402,9 @@ int cv_sink_stage_run(const cv_sync_opts *o, const cv_sink_stage_opts *k, volati
         if (!e || *stop) break;
         if (e != CV_ERR_TIMEOUT && e != CV_ERR_BUSY) {
             cv_error(
-                "event=sink_stopped kind=config error=\"a permanent error: retrying cannot help (the line "
-                "above says what)\"");
+                "event=sink_stopped error=\"%s: a permanent error, retrying cannot help (the level=error "
+                "lines before this one say where and what to do)\"",
+                cv_strerror(e));
             rc = 1;
             break;
         }

@@ -271,8 +271,9 @@ int cv_worker_run(const cv_sync_opts *o, const cv_worker_opts *w, volatile sig_a
         if (!e || *stop) break;
         if (e == CV_ERR_ARG || e == CV_ERR_UNSUPPORTED) {
             cv_error(
-                "event=worker_stopped kind=config error=\"a permanent error: retrying cannot help (the line "
-                "above says what)\"");
+                "event=worker_stopped error=\"%s: a permanent error, retrying cannot help (the level=error "
+                "lines before this one say where and what to do)\"",
+                cv_strerror(e));
             rc = 1;
             break;
         }
