@@ -16,7 +16,7 @@
  * state write replays the batch, which converges. Without a state database (state_conninfo
  * NULL: a Kafka sink stage that keeps its own offsets) cv_sink_state reads 0, the meta is not
  * kept, and dead letters are logged at warn level with their key and reason
- * (event=dead_letter), for the caller to route. The text hash per key is kept in the store
+ * (event=dead_letter) and handed to the caller's cv_sink_on_dead callback, for it to route. The text hash per key is kept in the store
  * itself (payload / metadata `cdcvec.text_hash`), so it survives whatever cdcvec loses.
  * Secrets (QDRANT_API_KEY, UPSTASH_VECTOR_REST_TOKEN) come from the environment or files,
  * never from the sink string; one holding userinfo is refused. */
@@ -105,8 +105,9 @@ cv_err cv_sink_put(cv_sink *s, const cv_sink_row *rows, int n, uint64_t position
  * store's batch size, sent while later puts arrive), a failed step leaves what was written
  * (idempotent: the replay converges), rollback forgets the dead letters not yet recorded, and
  * commit waits for every acknowledgement before recording the position. A row the store
- * refuses for its size (Upstash metadata over 48 KB) becomes a dead letter naming its key,
- * its stale vector deleted: never a lost batch. */
+ * refuses for its size (Upstash metadata over 48 KB) or whose payload cannot be read becomes a
+ * dead letter naming its key, its stale vector deleted: never a lost batch. (A batch refused by
+ * the store as a whole, CV_ERR_FORMAT, is applied again row by row by apply/apply.c.) */
 /* Every dead letter of this sink, as it is found (apply's through cv_sink_dead_put, and rows
  * the store itself refuses), goes to cb too, before the commit that records it: a caller
  * without a state database (a Kafka sink stage) routes them to a durable place of its own. A
