@@ -28,6 +28,18 @@ void cv_cli_on_stop(volatile sig_atomic_t *flag);
 /* Parses auto|cpu|cuda; returns 0 on success. */
 int cv_cli_parse_device(const char *s, cv_device *out);
 
+/* --point-ids: a property for a command's conf struct T with `const char *point_ids;`, and its
+ * parser (auto: 0, uuid: 1; -1 after printing an error naming the command). */
+#define CV_CLI_POINT_IDS_PROP(T)                                                                             \
+    {                                                                                                        \
+        "point-ids", "CDCVEC_POINT_IDS", CV_CONF_STR, "auto", 0, 0, offsetof(T, point_ids),                  \
+            "Qdrant point ids: auto (the key itself when it is one integer column, else a UUID of table "    \
+            "and "                                                                                           \
+            "key) or uuid (always the UUID: several tables with integer keys in one collection; a table "    \
+            "whose integer ids would meet another table's there is refused)"                                 \
+    }
+int cv_cli_point_ids(const char *cmd, const char *s, int *uuid);
+
 /* Parses a positive integer option value in [lo, hi]; prints an error naming opt. */
 int cv_cli_parse_int(const char *opt, const char *s, long lo, long hi, long *out);
 

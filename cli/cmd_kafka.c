@@ -17,7 +17,7 @@
 typedef struct {
     const char *source, *table, *text_column, *template_, *to, *from, *format, *slot, *publication, *group,
         *dead_letter, *key_columns, *sink, *embed, *model, *device, *http, *kafka_config, *on_error, *state,
-        *ns;
+        *ns, *point_ids;
     long batch_rows, threads, resnapshot;
     double batch_ms;
     cv_cli_http hl;
@@ -129,6 +129,7 @@ static const cv_conf_prop SINK[] = {
      "dead letters are logged with their key and reason; the offsets are the position)"},
     {"namespace", "CDCVEC_NAMESPACE", CV_CONF_STR, "", 0, 0, F(ns),
      "Upstash namespace (empty: the table's name)"},
+    CV_CLI_POINT_IDS_PROP(kconf),
     {"group", "CDCVEC_GROUP", CV_CONF_STR, "cdcvec-sink", 0, 0, F(group),
      "consumer group keeping the offsets"},
     {"dead-letter", "CDCVEC_DEAD_LETTER", CV_CONF_STR, "cdcvec-dead-letters", 0, 0, F(dead_letter),
@@ -251,6 +252,7 @@ int cv_cmd_kafka(int argc, char **argv, const char *which) {
             goto out;
         }
         o.sink = c.sink, o.table = "kafka", o.ns = c.ns;
+        if (cv_cli_point_ids(which, c.point_ids, &o.uuid_ids)) goto out;
         cv_sink_stage_opts k = {.from = c.from,
                                 .group = c.group,
                                 .dead_letter = c.dead_letter,

@@ -13,7 +13,7 @@
 
 typedef struct {
     const char *source, *table, *text_column, *template_, *sink, *ns, *embed, *slot, *publication, *http,
-        *model, *device, *after, *on_error, *key;
+        *model, *device, *after, *on_error, *key, *point_ids;
     long batch_rows, threads, resnapshot, force, limit, max_text_bytes, repair, show, sink_writers,
         index_memory;
     double batch_ms;
@@ -39,6 +39,7 @@ static const cv_conf_prop PROPS[] = {
      "cdcvec)"},
     {"namespace", "CDCVEC_NAMESPACE", CV_CONF_STR, "", 0, 0, F(ns),
      "Upstash namespace of the table's vectors (empty: the table's name; TRUNCATE resets it)"},
+    CV_CLI_POINT_IDS_PROP(sync_conf),
     {"embed", "CDCVEC_EMBED", CV_CONF_STR, "", 0, 0, F(embed),
      "nng URL of a remote cdcvec serve (empty: the model runs in-process)"},
     {"slot", "CDCVEC_SLOT", CV_CONF_STR, "", 0, 0, F(slot),
@@ -184,6 +185,7 @@ int cv_cmd_sync(int argc, char **argv, const char *which) {
                       .index_memory_mb = (int)c.index_memory};
     cv_cli_http_opts(&c.hl, &o.http_opts);
     if (cv_cli_parse_device(c.device, &o.device)) return 2;
+    if (cv_cli_point_ids(which, c.point_ids, &o.uuid_ids)) return 2;
     if (strcmp(c.on_error, "stop") == 0)
         o.on_error_stop = 1;
     else if (strcmp(c.on_error, "dead-letter") != 0) {

@@ -48,6 +48,18 @@ void cv_cli_on_stop(volatile sig_atomic_t *flag) {
     signal(SIGPIPE, SIG_IGN);
 }
 
+int cv_cli_point_ids(const char *cmd, const char *s, int *uuid) {
+    if (!s || !*s || strcmp(s, "auto") == 0)
+        *uuid = 0;
+    else if (strcmp(s, "uuid") == 0)
+        *uuid = 1;
+    else {
+        fprintf(stderr, "cdcvec %s: --point-ids: expected auto or uuid, got '%s'\n", cmd, s);
+        return -1;
+    }
+    return 0;
+}
+
 int cv_cli_parse_device(const char *s, cv_device *out) {
     if (strcmp(s, "auto") == 0)
         *out = CV_DEVICE_AUTO;

@@ -356,7 +356,15 @@ PGconn *cv_pg_connect(const char *conninfo, int replication, const char *role) {
         "-c bytea_output=hex -c client_encoding=UTF8",
         app, "database", NULL};
     PGconn *c = PQconnectdbParams(kw, val, 1);
-    if (c && PQstatus(c) == CONNECTION_OK) PQsetNoticeProcessor(c, cv_pg_notice, NULL);
+    if (c && PQstatus(c) == CONNECTION_OK) {
+        PQsetNoticeProcessor(c, cv_pg_notice, NULL);
+        /* A SQL_ASCII database stores any bytes. With client_encoding UTF8 the server checks
+         * every value it sends, so one byte that is not UTF-8 fails the whole statement (a
+         * backfill page, the replication stream): take the bytes as stored instead; the
+         * reader checks each row and makes a bad one a dead letter (ingest/source.c). */
+        const char *enc = PQparameterStatus(c, "server_encoding");
+        if (enc && !strcmp(enc, "SQL_ASCII")) PQsetClientEncoding(c, "SQL_ASCII");
+    }
     return c;
 }
 

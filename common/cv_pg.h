@@ -77,8 +77,10 @@ void cv_pg_log_fault(const char *event, const char *step, const char *sqlstate, 
 /* Connects to conninfo (a libpq connection string or URI) with the session settings the
  * value conversions rely on (DateStyle ISO, TimeZone UTC, IntervalStyle postgres,
  * extra_float_digits 1, bytea_output hex, client_encoding UTF8: they override the same settings
- * given in conninfo's options) and application_name "cdcvec <role>" unless conninfo names one.
- * replication: a logical replication connection. Never NULL (check PQstatus). */
+ * given in conninfo's options; a SQL_ASCII database: client_encoding SQL_ASCII, values as stored,
+ * not checked, so one that is not UTF-8 fails its row alone, where it is read) and application_name "cdcvec
+ * <role>" unless conninfo names one. replication: a logical replication connection. Never NULL (check
+ * PQstatus). */
 PGconn *cv_pg_connect(const char *conninfo, int replication, const char *role);
 
 #ifdef __cplusplus

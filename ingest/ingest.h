@@ -17,14 +17,15 @@
 #include "../server/server.h"
 
 typedef struct cv_sync_opts {
-    const char *source;             /* libpq connection string or URI of the source database */
-    const char *table;              /* schema.table (schema defaults to public) */
-    const char *text_column;        /* column embedded (default "description") */
-    const char *template_;          /* or a template like "{name}: {description}" (overrides text_column) */
-    const char *sink;               /* pgvector database, qdrant://host:port/COLLECTION or upstash://
-                                       (sink/sink.h); NULL or "" = the source database */
-    const char *ns;                 /* Upstash namespace; NULL or "" = the table's name */
-    const char *embed;              /* nng URL of a remote `cdcvec serve`; NULL or "" = in-process model */
+    const char *source;      /* libpq connection string or URI of the source database */
+    const char *table;       /* schema.table (schema defaults to public) */
+    const char *text_column; /* column embedded (default "description") */
+    const char *template_;   /* or a template like "{name}: {description}" (overrides text_column) */
+    const char *sink;        /* pgvector database, qdrant://host:port/COLLECTION or upstash://
+                                (sink/sink.h); NULL or "" = the source database */
+    const char *ns;          /* Upstash namespace; NULL or "" = the table's name */
+    int uuid_ids;            /* Qdrant: point ids from table + key, always (several tables per collection) */
+    const char *embed;       /* nng URL of a remote `cdcvec serve`; NULL or "" = in-process model */
     const char *slot, *publication; /* default cdcvec_<schema>_<table> */
     long batch_rows;                /* changes per sink transaction (at transaction boundaries) */
     double batch_ms;                /* longest a committed change waits for its batch */

@@ -49,6 +49,9 @@ cv_err cv_sync_batch_failed(cv_sync *s, cv_err e) {
     int embed =
         e == CV_ERR_BUSY || e == CV_ERR_SHUTDOWN || (e == CV_ERR_TIMEOUT && !strcmp(kind, "connection"));
     cv_pg_fault f = {e == CV_ERR_TIMEOUT || e == CV_ERR_BUSY || e == CV_ERR_SHUTDOWN, kind, fix};
+    if (!f.retriable) /* said here: the store's own lines may not name it */
+        cv_error("event=batch_failed stage=%s kind=%s error=\"%s\"%s%s%s", embed ? "embed" : "sink",
+                 kind ? kind : "data", cv_strerror(e), fix ? " fix=\"" : "", fix ? fix : "", fix ? "\"" : "");
     cv_sync_error(s, embed ? "embed" : "sink", &f);
     return f.retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
 }
@@ -271,7 +274,11 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
     s->sink_conninfo = o->sink && *o->sink ? o->sink : o->source;
     cv_sink_meta meta = {0};
     /* Qdrant / Upstash keep position and meta in the source database (sink/sink.h) */
-    cv_sink_table peek = {.table = o->table, .stream = s->stream, .state_conninfo = o->source, .ns = o->ns};
+    cv_sink_table peek = {.table = o->table,
+                          .stream = s->stream,
+                          .state_conninfo = o->source,
+                          .ns = o->ns,
+                          .uuid_ids = o->uuid_ids};
     const char *dot = strchr(o->table, '.');
     if (dot) peek.table = dot + 1;
     cv_sink_meta_peek_table(s->sink_conninfo, &peek, &meta);
@@ -305,6 +312,7 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
                         .stream = s->stream,
                         .state_conninfo = o->source,
                         .ns = o->ns,
+                        .uuid_ids = o->uuid_ids,
                         .writers = o->sink_writers,
                         .key_exact = s->t.key_exact,
                         .index_mem_mb = o->index_memory_mb};

@@ -51,11 +51,26 @@ typedef struct {
     uint64_t pos;
     double commit_unix;
     cv_metric *m_dead, *m_replayed;
+    cv_err dead_err; /* a dead letter could not be sent to the topic (on_dead) */
 } stage;
 
 /* The dead-letter topic gets m with the reason. */
 static cv_err dead_letter(stage *st, const cv_kin_msg *m, const char *why) {
     return cv_kin_dead_letter(st->dlq, "sink", st->in.topic, m, why, st->m_dead);
+}
+
+/* A change the store or the apply stage could not take (cv_sink_on_dead): its message goes to
+ * the dead-letter topic with the key and reason, acknowledged before the batch's offsets are
+ * committed (flush waits for it), so no refusal lives only in a log line, with or without
+ * --state. A failed send fails the session, which replays the batch. */
+static void on_dead(void *arg, const char *key, const char *reason) {
+    stage *st = arg;
+    const cv_kin_msg *m = NULL;
+    for (int i = st->ndone - 1; i >= 0 && !m; i--) /* the last change of the key: the one applied */
+        if (st->done[i].keytext && !strcmp(st->done[i].keytext, key)) m = &st->done[i];
+    cv_kin_msg none = {.partition = -1, .offset = -1, .keytext = (char *)key};
+    cv_err e = cv_kin_dead_letter(st->dlq, "sink", st->in.topic, m ? m : &none, reason, st->m_dead);
+    if (e && !st->dead_err) st->dead_err = e;
 }
 
 /* Opens the store for the table of w (the first message's). */
@@ -79,7 +94,8 @@ static cv_err open_store(stage *st, const cv_wire_msg *w) {
                        .model_id = MODEL_ID,
                        .stream = st->stream,
                        .state_conninfo = st->k->state && *st->k->state ? st->k->state : NULL,
-                       .ns = st->s.o.ns};
+                       .ns = st->s.o.ns,
+                       .uuid_ids = st->s.o.uuid_ids};
     cv_err e = cv_sink_open(st->s.o.sink, &t, &st->sink);
     if (e) {
         const char *kind, *fix;
@@ -90,6 +106,7 @@ static cv_err open_store(stage *st, const cv_wire_msg *w) {
         st->sink = NULL;
         return e == CV_ERR_TIMEOUT ? e : CV_ERR_UNSUPPORTED;
     }
+    cv_sink_on_dead(st->sink, on_dead, st);
     uint64_t pos, bpos;
     int done;
     if (!cv_sink_state(st->sink, &pos, &done, &bpos)) st->index_ready = done, st->floor = bpos;
@@ -106,10 +123,18 @@ static cv_err flush(stage *st) {
         e = cv_apply_batch(st->s.apply, st->chg, st->nchg, 0, st->pos, 0, st->commit_unix);
         st->nchg = 0;
         if (e == CV_ERR_ARG) return CV_ERR_UNSUPPORTED; /* --on-error stop: logged with the key */
-        if (e)
-            return e == CV_ERR_TIMEOUT || e == CV_ERR_BUSY || e == CV_ERR_SHUTDOWN ? CV_ERR_TIMEOUT
-                                                                                   : CV_ERR_UNSUPPORTED;
+        if (e == CV_ERR_TIMEOUT || e == CV_ERR_BUSY || e == CV_ERR_SHUTDOWN) return CV_ERR_TIMEOUT;
+        if (e) { /* said here: the store's own lines may not name it */
+            const char *kind, *fix;
+            cv_sink_last_fault(st->sink, &kind, &fix);
+            cv_error("event=batch_failed stage=sink table=%s.%s kind=%s error=\"%s\"%s%s%s", st->schema,
+                     st->table, kind ? kind : "data", cv_strerror(e), fix ? " fix=\"" : "", fix ? fix : "",
+                     fix ? "\"" : "");
+            return CV_ERR_UNSUPPORTED;
+        }
     }
+    if (!e && st->dead_err) e = st->dead_err; /* a dead letter not sent: replay the batch */
+    st->dead_err = CV_OK;
     if (!e) e = cv_kafka_producer_wait(st->dlq, NULL);
     if (!e) e = cv_kin_commit(st->rk, st->in.topic, st->done, st->ndone);
     for (int i = 0; i < st->ndone; i++)
@@ -238,6 +263,9 @@ static cv_err take(stage *st, cv_kin_msg *m) {
     }
     if (w->c.lsn > st->pos) st->pos = w->c.lsn;
     if (w->c.commit_unix > st->commit_unix) st->commit_unix = w->c.commit_unix;
+    cv_buf kt = {0}; /* to find the message of a dead letter (on_dead) */
+    cv_wire_key(&kt, w->c.key);
+    m->keytext = kt.p;
     if (m->m_old.op == CV_WIRE_DELETE) push_change(st, &m->m_old.c);
     push_change(st, &w->c);
     keep_done(st, m);
@@ -263,6 +291,7 @@ static void session_close(stage *st) {
     st->held = st->trunc_msgs = NULL, st->at_trunc = NULL;
     st->nchg = st->ndone = st->nheld = st->capheld = st->ntrunc = 0;
     st->trunc_lsn = 0;
+    st->dead_err = CV_OK;
     if (st->sink) {
         cv_apply_set_sink(st->s.apply, NULL, NULL, NULL, 1);
         cv_sink_close(st->sink);
@@ -373,8 +402,9 @@ int cv_sink_stage_run(const cv_sync_opts *o, const cv_sink_stage_opts *k, volati
         if (!e || *stop) break;
         if (e != CV_ERR_TIMEOUT && e != CV_ERR_BUSY) {
             cv_error(
-                "event=sink_stopped kind=config error=\"a permanent error: retrying cannot help (the line "
-                "above says what)\"");
+                "event=sink_stopped error=\"%s: a permanent error, retrying cannot help (the level=error "
+                "lines before this one say where and what to do)\"",
+                cv_strerror(e));
             rc = 1;
             break;
         }

@@ -654,10 +654,10 @@ int cv_sync_run(const cv_sync_opts *o, volatile sig_atomic_t *stop) {
         cv_sync_session_close(&s);
         if (!e || *stop) break;
         if (!f.retriable || e == CV_ERR_UNSUPPORTED || e == CV_ERR_NOTFOUND || e == CV_ERR_ARG) {
-            cv_error(
-                "event=sync_stopped kind=%s error=\"a permanent error: retrying cannot help (the line above "
-                "says what)\"%s%s%s",
-                f.kind ? f.kind : "config", f.fix ? " fix=\"" : "", f.fix ? f.fix : "", f.fix ? "\"" : "");
+            cv_error("event=sync_stopped kind=%s error=\"%s: a permanent error, retrying cannot help (the "
+                     "level=error lines before this one say where)\"%s%s%s",
+                     f.kind ? f.kind : "config", cv_strerror(e), f.fix ? " fix=\"" : "", f.fix ? f.fix : "",
+                     f.fix ? "\"" : "");
             rc = 1;
             break;
         }

@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "../common/cv_buf.h"
+#include "../common/cv_jnum.h"
 #include "../common/cv_keytext.h"
 #include "../common/cv_log.h"
 #include "sync_impl.h"
@@ -64,11 +65,15 @@ static void diff(verify *v, int kind, const char *keytext) {
     cv_metric_add(v->m[kind], 1);
 }
 
-/* Whether two payloads (JSON object texts) hold the same values. */
-static int same_payload(const char *a, const char *b) {
-    json_t *x = json_loads(a ? a : "{}", 0, NULL), *y = json_loads(b ? b : "{}", 0, NULL);
-    int eq = x && y && json_equal(x, y);
+/* Whether the source row's payload (JSON object text), in the form the store keeps it
+ * (cv_sink_payload_stored: remote stores keep numbers a double cannot hold as their text), and
+ * the stored one hold the same values, numbers compared exactly by their decimal value. */
+static int same_payload(const cv_sink *sink, const char *src, const char *stored) {
+    char *a = cv_sink_payload_stored(sink, src);
+    json_t *x = a ? cv_jnum_loads(a, 0, NULL) : NULL, *y = cv_jnum_loads(stored ? stored : "{}", 0, NULL);
+    int eq = x && y && cv_jnum_equal(x, y);
     json_decref(x), json_decref(y);
+    free(a);
     return eq;
 }
 
@@ -98,7 +103,7 @@ static cv_err check_page(verify *v, cv_change *chg, int n, uint64_t pos) {
             EVP_Digest(chg[i].text, strlen(chg[i].text), h, &hl, EVP_sha256(), NULL);
             if (memcmp(h, hash[i], 32) != 0)
                 kind = D_STALE;
-            else if (!same_payload(chg[i].payload, payload[i]))
+            else if (!same_payload(s->sink, chg[i].payload, payload[i]))
                 kind = D_DRIFT;
         }
         if (kind >= 0) diff(v, kind, kt.p ? kt.p : "");

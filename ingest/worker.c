@@ -19,6 +19,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "../common/cv_jnum.h"
 #include "../common/cv_log.h"
 #include "../common/cv_time.h"
 #include "../common/cv_quix.h"
@@ -53,8 +54,8 @@ static void sha256_hex(const char *s, uint8_t out[32]) {
 static void quix_out(cv_buf *b, const cv_kin_msg *m, const cv_wire_msg *w, const float *vec, int dim) {
     json_t *row = NULL;
     if (!w->c.del) {
-        row = m->row ? json_loads(m->row, 0, NULL) : NULL;
-        if (!row && w->c.payload) row = json_loads(w->c.payload, 0, NULL);
+        row = m->row ? cv_jnum_loads(m->row, 0, NULL) : NULL;
+        if (!row && w->c.payload) row = cv_jnum_loads(w->c.payload, 0, NULL);
     }
     if (!row) row = json_object();
     json_t *o = json_object();
@@ -79,7 +80,7 @@ static void quix_out(cv_buf *b, const cv_kin_msg *m, const cv_wire_msg *w, const
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     json_object_set_new(o, "Timestamp", json_integer((json_int_t)ts.tv_sec * 1000000000 + ts.tv_nsec));
-    char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(9));
+    char *s = cv_jnum_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(9), CV_JNUM_EXACT);
     cv_buf_puts(b, s);
     free(s);
     json_decref(o), json_decref(row);
@@ -270,8 +271,9 @@ int cv_worker_run(const cv_sync_opts *o, const cv_worker_opts *w, volatile sig_a
         if (!e || *stop) break;
         if (e == CV_ERR_ARG || e == CV_ERR_UNSUPPORTED) {
             cv_error(
-                "event=worker_stopped kind=config error=\"a permanent error: retrying cannot help (the line "
-                "above says what)\"");
+                "event=worker_stopped error=\"%s: a permanent error, retrying cannot help (the level=error "
+                "lines before this one say where and what to do)\"",
+                cv_strerror(e));
             rc = 1;
             break;
         }

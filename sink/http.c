@@ -18,6 +18,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "../common/cv_jnum.h"
 #include "../common/cv_log.h"
 #include "../common/cv_time.h"
 
@@ -221,7 +222,8 @@ static void finish(cv_http *h, slot *sl, CURLcode rc) {
         sl->wake = now + d;
         return;
     }
-    json_t *body = sl->resp.p ? json_loadb(sl->resp.p, sl->resp.len, 0, NULL) : NULL;
+    /* numbers kept exactly (payloads read back): cv_jnum_number reads them */
+    json_t *body = sl->resp.p ? cv_jnum_loadb(sl->resp.p, sl->resp.len, 0, NULL) : NULL;
     cv_err e = CV_OK;
     if (status == 401 || status == 403) {
         const char *msg = json_string_value(json_object_get(body, "error"));

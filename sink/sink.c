@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/cv_jnum.h"
 #include "sink_impl.h"
 
 static _Thread_local const char *open_kind, *open_fix;
@@ -122,7 +123,20 @@ cv_err cv_sink_put(cv_sink *s, const cv_sink_row *rows, int n, uint64_t position
 }
 
 cv_err cv_sink_dead_put(cv_sink *s, const cv_sink_dead *d, int n, uint64_t position) {
+    for (int i = 0; s->dead_cb && i < n; i++)
+        s->dead_cb(s->dead_arg, d[i].key, d[i].reason);
     return s->ops->dead_put(s, d, n, position);
+}
+
+void cv_sink_on_dead(cv_sink *s, cv_sink_dead_cb cb, void *arg) { s->dead_cb = cb, s->dead_arg = arg; }
+
+char *cv_sink_payload_stored(const cv_sink *s, const char *payload) {
+    json_t *j = cv_jnum_loads(payload ? payload : "{}", 0, NULL);
+    char *t = !j                                ? NULL
+              : s->ops == &cv_sink_pgvector_ops ? strdup(payload ? payload : "{}")
+                                                : cv_sink_point_text(j);
+    json_decref(j);
+    return t;
 }
 
 cv_err cv_sink_commit(cv_sink *s, uint64_t position) { return s->ops->commit(s, position); }

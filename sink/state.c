@@ -143,10 +143,10 @@ cv_err cv_rstate_commit(cv_sink *s, cv_rstate *r, uint64_t pos) {
     char lsn[24];
     cv_lsn_format(pos, lsn);
     if (!r->conninfo) {
-        for (int i = 0; i < r->nd; i++)
-            cv_warn("event=dead_letter position=%s key=\"%s\" reason=\"%s\" note=\"no state database: not "
-                    "recorded\"",
-                    lsn, r->dkey[i], r->dwhy[i]);
+        for (int i = 0; i < r->nd; i++) /* s->dead_cb (a Kafka sink's dead-letter topic) had each */
+            cv_warn("event=dead_letter position=%s key=\"%s\" reason=\"%s\" note=\"no state database: %s\"",
+                    lsn, r->dkey[i], r->dwhy[i],
+                    s->dead_cb ? "sent to the caller's dead-letter topic" : "not recorded");
         cv_rstate_reset(r);
         return CV_OK;
     }

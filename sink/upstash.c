@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/cv_jnum.h"
 #include "../common/cv_log.h"
 #include "http.h"
 
@@ -74,7 +75,7 @@ static cv_err judge(cv_sink *s, long status, json_t *body, const char *what) {
             "cosine similarity and point UPSTASH_VECTOR_REST_URL / UPSTASH_VECTOR_REST_TOKEN at it",
             u->where, u->t.dim, u->t.dim);
     } else {
-        cv_buf_printf(&fix, "the %s refused the data: see the error", u->where);
+        cv_buf_printf(&fix, "the %s refused the data (%s: status %ld: %s)", u->where, what, status, m);
     }
     cv_error("event=sink_failed store=upstash request=\"%s\" status=%ld kind=%s error=\"%s\" fix=\"%s\"",
              what, status, kind, m, fix.p);
@@ -175,6 +176,40 @@ static cv_err check_index(u_sink *u) {
     return e;
 }
 
+/* A namespace holding another table's vectors is refused: ids are the keys' text, so the two
+ * tables would overwrite each other's vectors, and a TRUNCATE (/reset of the namespace) would
+ * empty both. One query: the nearest vector whose cdcvec.table is another. */
+static cv_err check_namespace(u_sink *u) {
+    if (strchr(u->tname, '\'')) return CV_OK; /* not expressible in the filter language: not checked */
+    cv_buf body = {0};
+    cv_buf_puts(&body, "{\"vector\":[1");
+    for (int i = 1; i < u->t.dim; i++)
+        cv_buf_puts(&body, ",0");
+    cv_buf_printf(&body, "],\"topK\":1,\"includeMetadata\":true,\"filter\":\"cdcvec.table != '%s'\"}",
+                  u->tname);
+    char *path = path_of(u, "query");
+    json_t *r = NULL;
+    long st = 0;
+    cv_err e = cv_http_call(u->http, "POST", path, body.p, body.len, 1, &st, &r);
+    free(path); /* body: the call's now */
+    json_t *hit = json_array_get(json_object_get(r, "result"), 0);
+    const char *other = json_string_value(
+        json_object_get(json_object_get(json_object_get(hit, "metadata"), "cdcvec"), "table"));
+    if (!e && st == 200 && other) {
+        cv_buf fix = {0};
+        cv_buf_printf(
+            &fix,
+            "the %s already holds vectors of %s: its ids are key values too, so the two tables would "
+            "overwrite each other's vectors and a TRUNCATE of either would empty both; give %s a "
+            "namespace of its own (--namespace, default: the table's name)",
+            u->where, other, u->tname);
+        e = setup_fault(u, "sink_namespace_shared", "config", fix.p);
+        free(fix.p);
+    }
+    json_decref(r);
+    return e;
+}
+
 static cv_err u_open(const char *url, const cv_sink_table *t, cv_sink **out) {
     u_sink *u = calloc(1, sizeof *u);
     CV_ASSERT(u);
@@ -224,6 +259,7 @@ static cv_err u_open(const char *url, const cv_sink_table *t, cv_sink **out) {
     memset(tok, 0, strlen(tok));
     free(auth.p), free(tok), free(afix.p);
     if (!e) e = check_index(u);
+    if (!e) e = check_namespace(u);
     cv_buf sk = {0};
     cv_buf_printf(&sk, "%s@upstash:%s/%s", t->stream, base, u->ns);
     free(base);
@@ -368,11 +404,11 @@ static cv_err u_put(cv_sink *s, const cv_sink_row *rows, int n, uint64_t positio
         char *kt = cv_sink_key_text(&u->t, r->key);
         json_t *stored = json_object_get(u->stored, kt);
         json_t *p = cv_sink_point_payload(&u->t, r, kt, stored, position, now);
-        char *md = p ? json_dumps(p, JSON_COMPACT) : NULL;
+        char *md = p ? cv_sink_point_text(p) : NULL;
         json_decref(p);
-        if (!md) {
-            cv_sink_fault(s, "data", "the change's payload is not a JSON object (a bug: please report it)");
-            e = CV_ERR_FORMAT;
+        if (!md) { /* this row alone: a dead letter, its stale vector deleted */
+            cv_sink_dead_note(s, u->st, kt, CV_SINK_BAD_PAYLOAD);
+            big[nb++] = (const char **)r->key;
         } else if (strlen(md) > CV_UPSTASH_METADATA) {
             cv_buf why = {0};
             cv_buf_printf(&why,
@@ -380,8 +416,7 @@ static cv_err u_put(cv_sink *s, const cv_sink_row *rows, int n, uint64_t positio
                           "shorten the row's "
                           "columns (or embed from a table with fewer of them)",
                           strlen(md), CV_UPSTASH_METADATA);
-            cv_warn("event=dead_letter store=upstash key=\"%s\" reason=\"%s\"", kt, why.p);
-            cv_rstate_dead_add(u->st, kt, why.p);
+            cv_sink_dead_note(s, u->st, kt, why.p);
             free(why.p);
             big[nb++] = (const char **)r->key; /* its stale vector goes */
         } else if (r->vec) {
@@ -527,8 +562,9 @@ static cv_err u_search(cv_sink *s, const float *v, int limit, cv_sink_hit_cb cb,
         if (!key) key = json_string_value(json_object_get(hit, "id"));
         char *pub = cv_sink_public_payload(&u->t, md);
         /* Upstash reports (1 + cos) / 2 for the cosine similarity */
-        cb(arg, (int)i + 1, 2.0 * json_number_value(json_object_get(hit, "score")) - 1.0, key ? key : "",
-           pub);
+        double score = 0;
+        cv_jnum_number(json_object_get(hit, "score"), &score);
+        cb(arg, (int)i + 1, 2.0 * score - 1.0, key ? key : "", pub);
         free(pub);
     }
     json_decref(r);
