@@ -46,6 +46,7 @@ cv_err cv_capture_open(cv_sync *s) {
         return CV_ERR_ARG;
     }
     cv_kafka_metrics_init(&c->km, s->reg, "capture");
+    cv_health_kafka(s, &c->km);
     c->m_truncate_quix = cv_metrics_counter(
         s->reg, "cdcvec_capture_truncates_quix_total",
         "TRUNCATEs sent as {\"kind\":\"truncate\"} messages (wal2json v1 has no truncate).", NULL);
@@ -69,6 +70,7 @@ static cv_err kafka_failed(cv_sync *s, cv_err e, const char *what) {
         retriable, retriable ? "connection" : "config",
         retriable ? NULL : "check the --to URL and the -X properties (the line above says which)"};
     cv_sync_error(s, "kafka", &s->fault);
+    cv_health_store(s, 0);
     if (e != CV_ERR_SHUTDOWN)
         cv_warn("event=capture_batch_failed step=%s error=\"%s\"", what, cv_strerror(e));
     return retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;

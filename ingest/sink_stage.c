@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "../common/cv_log.h"
+#include "../common/cv_signal.h"
 #include "../common/cv_time.h"
 #include "../common/cv_lsn.h"
 #include "kafka_in.h"
@@ -105,6 +106,7 @@ static cv_err flush(stage *st) {
     if (st->nchg) {
         e = cv_apply_batch(st->s.apply, st->chg, st->nchg, 0, st->pos, 0, st->commit_unix);
         st->nchg = 0;
+        cv_health_store(&st->s, e == CV_OK || e == CV_ERR_ARG);
         if (e == CV_ERR_ARG) return CV_ERR_UNSUPPORTED; /* --on-error stop: logged with the key */
         if (e)
             return e == CV_ERR_TIMEOUT || e == CV_ERR_BUSY || e == CV_ERR_SHUTDOWN ? CV_ERR_TIMEOUT
@@ -278,8 +280,8 @@ static cv_err assign_all(stage *st) {
     rd_kafka_topic_t *rkt = rd_kafka_topic_new(st->rk, st->in.topic, NULL);
     const struct rd_kafka_metadata *md = NULL;
     cv_err e = CV_OK;
-    for (int attempt = 0; attempt < 50; attempt++) {
-        rd_kafka_resp_err_t ke = rd_kafka_metadata(st->rk, 0, rkt, &md, 5000);
+    for (int attempt = 0; attempt < 250 && !cv_stopping(); attempt++) {
+        rd_kafka_resp_err_t ke = rd_kafka_metadata(st->rk, 0, rkt, &md, 1000); /* short: a stop is noticed */
         if (!ke && md->topic_cnt == 1 && md->topics[0].partition_cnt > 0) break;
         if (md) rd_kafka_metadata_destroy(md), md = NULL;
         if (ke && !cv_kafka_retriable(ke)) {
@@ -356,6 +358,8 @@ int cv_sink_stage_run(const cv_sync_opts *o, const cv_sink_stage_opts *k, volati
     }
     if (!rc) {
         cv_kafka_metrics_init(&st.km, st.s.reg, "sink");
+        cv_health_kafka(&st.s, &st.km);
+        if (cv_health_monitor(&st.s, 0)) rc = 1;
         st.m_dead = cv_metrics_counter(st.s.reg, "cdcvec_kafka_dead_letters_total",
                                        "Messages sent to the dead-letter topic, with their reason.",
                                        "stage=\"sink\"");

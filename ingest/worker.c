@@ -258,6 +258,8 @@ int cv_worker_run(const cv_sync_opts *o, const cv_worker_opts *w, volatile sig_a
     }
     if (!rc) {
         cv_kafka_metrics_init(&wk.km, wk.s.reg, "worker");
+        cv_health_kafka(&wk.s, &wk.km);
+        if (cv_health_monitor(&wk.s, 0)) rc = 1;
         wk.m_dead = cv_metrics_counter(wk.s.reg, "cdcvec_kafka_dead_letters_total",
                                        "Messages sent to the dead-letter topic, with their reason.",
                                        "stage=\"worker\"");

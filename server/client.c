@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../common/cv_signal.h"
 #include "../common/cv_log.h"
 #include "proto.h"
 
@@ -81,6 +82,7 @@ cv_err cv_client_embed(cv_client *c, const char *const *texts, const size_t *len
     cv_err err = CV_ERR_IO;
     char last[256] = "";
     for (int attempt = 0; attempt <= c->o.retries; attempt++) {
+        if (attempt && cv_stopping()) break; /* no retries once stopping (cv_signal.h) */
         if (attempt) nng_msleep(backoff_ms(c, attempt - 1));
         nng_ctx ctx;
         nng_msg *m = NULL;
@@ -184,7 +186,7 @@ static void async_send(async_call *a) {
 }
 
 static void async_retry_or_fail(async_call *a, cv_err err, const char *msg) {
-    if (a->attempt < a->c->o.retries) {
+    if (a->attempt < a->c->o.retries && !cv_stopping()) {
         a->state = A_SLEEP;
         nng_sleep_aio(backoff_ms(a->c, a->attempt++), a->aio);
         return;
