@@ -491,6 +491,10 @@ void cv_kafka_producer_free(cv_kafka_producer *p) {
     free(p);
 }
 
+void cv_kafka_producer_poll(cv_kafka_producer *p) {
+    if (p) rd_kafka_poll(p->rk, 0);
+}
+
 /* The partition count of topic on rk (0 while the topic is being created). */
 static cv_err partitions_of(rd_kafka_t *rk, rd_kafka_topic_t *rkt, int *n) {
     const struct rd_kafka_metadata *md = NULL;

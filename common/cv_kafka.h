@@ -74,6 +74,8 @@ typedef struct cv_kafka_producer cv_kafka_producer;
 cv_err cv_kafka_producer_new(const char *bootstrap, const char *topic, const cv_kafka_props *props,
                              cv_kafka_metrics *m, cv_kafka_producer **out);
 void cv_kafka_producer_free(cv_kafka_producer *p);
+/* Serves the producer's callbacks (deliveries, errors, statistics) without waiting. */
+void cv_kafka_producer_poll(cv_kafka_producer *p);
 /* The topic's partition count (metadata; the topic is created if the broker auto-creates). */
 cv_err cv_kafka_producer_partitions(cv_kafka_producer *p, int *n);
 /* Queues one message (copied). partition -1: by key (librdkafka's default partitioner,

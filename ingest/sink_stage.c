@@ -52,6 +52,10 @@ typedef struct {
     uint64_t pos;
     double commit_unix;
     cv_metric *m_dead, *m_replayed;
+    /* read-your-writes: per partition, the last position mark taken into the batch and the last
+     * one applied (everything of the table up to it in that partition is in the store) */
+    uint64_t *mark_taken, *mark_applied;
+    int mark_copies, mark_mismatch_logged;
 } stage;
 
 /* The dead-letter topic gets m with the reason. */
@@ -99,6 +103,27 @@ static cv_err open_store(stage *st, const cv_wire_msg *w) {
     return CV_OK;
 }
 
+/* The batch is in the store: its marks count. /wait covers the smallest mark every partition
+ * has reached (a partition without one yet holds it at 0). */
+static void advance_marks(stage *st) {
+    if (!st->mark_taken) return;
+    uint64_t covered = UINT64_MAX;
+    for (int p = 0; p < st->parts; p++) {
+        if (st->mark_taken[p] > st->mark_applied[p]) st->mark_applied[p] = st->mark_taken[p];
+        if (st->mark_applied[p] < covered) covered = st->mark_applied[p];
+    }
+    if (st->mark_copies && st->mark_copies != st->parts) {
+        if (!st->mark_mismatch_logged++)
+            cv_warn(
+                "event=sink_marks_unusable topic=%s partitions=%d source_partitions=%d note=\"/wait cannot "
+                "answer: the embeddings topic must have as many partitions as the change topic (a "
+                "worker keeps each change in its partition number)\"",
+                st->in.topic, st->parts, st->mark_copies);
+        return;
+    }
+    if (covered && covered != UINT64_MAX) cv_wait_advance(&st->s, covered);
+}
+
 /* Applies the gathered batch, then commits its offsets. */
 static cv_err flush(stage *st) {
     if (st->nchg == 0 && st->ndone == 0) return CV_OK;
@@ -114,6 +139,7 @@ static cv_err flush(stage *st) {
     }
     if (!e) e = cv_kafka_producer_wait(st->dlq, NULL);
     if (!e) e = cv_kin_commit(st->rk, st->in.topic, st->done, st->ndone);
+    if (!e) advance_marks(st);
     for (int i = 0; i < st->ndone; i++)
         cv_kin_msg_free(&st->done[i]);
     st->ndone = 0;
@@ -212,6 +238,13 @@ static cv_err take(stage *st, cv_kin_msg *m) {
         keep_done(st, m);
         return CV_OK;
     }
+    if (w->op == CV_WIRE_MARK) { /* counts once the batch before it is in the store */
+        if (st->mark_taken && w->c.lsn > st->mark_taken[m->partition])
+            st->mark_taken[m->partition] = w->c.lsn;
+        st->mark_copies = w->copies;
+        keep_done(st, m);
+        return CV_OK;
+    }
     if (w->op == CV_WIRE_TRUNCATE) {
         if (st->trunc_lsn && w->c.lsn != st->trunc_lsn) {
             char a[24], b[24];
@@ -262,7 +295,9 @@ static void session_close(stage *st) {
     for (int i = 0; i < st->ntrunc; i++)
         cv_kin_msg_free(&st->trunc_msgs[i]);
     free(st->held), free(st->trunc_msgs), free(st->at_trunc);
+    free(st->mark_taken), free(st->mark_applied);
     st->held = st->trunc_msgs = NULL, st->at_trunc = NULL;
+    st->mark_taken = st->mark_applied = NULL;
     st->nchg = st->ndone = st->nheld = st->capheld = st->ntrunc = 0;
     st->trunc_lsn = 0;
     if (st->sink) {
@@ -306,7 +341,9 @@ static cv_err assign_all(stage *st) {
         return cv_kafka_retriable(ke) ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
     }
     st->at_trunc = calloc((size_t)st->parts, sizeof(int));
-    CV_ASSERT(st->at_trunc);
+    st->mark_taken = calloc((size_t)st->parts, sizeof(uint64_t));
+    st->mark_applied = calloc((size_t)st->parts, sizeof(uint64_t));
+    CV_ASSERT(st->at_trunc && st->mark_taken && st->mark_applied);
     return CV_OK;
 }
 

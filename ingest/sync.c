@@ -566,6 +566,7 @@ static cv_err session(cv_sync *s, volatile sig_atomic_t *stop, double *streaming
             ((st.pend.n || st.pend_truncate) && now - st.pend_since >= batch_s) || (*stop && !st.in_txn))
             if ((e = flush_pending(&st))) break;
         if (*stop) break;
+        if (s->cap && !st.in_txn && st.pend.n == 0 && !st.pend_truncate) cv_capture_mark(s, 0);
         if (now - st.last_feedback >= FEEDBACK_INTERVAL && (e = send_feedback(&st))) break;
         if (!st.in_txn && now - st.last_probe >= PROBE_INTERVAL && (e = probe(&st))) break;
         char *buf = NULL;
@@ -599,9 +600,11 @@ static cv_err session(cv_sync *s, volatile sig_atomic_t *stop, double *streaming
             if (end > st.received) st.received = end;
             /* nothing of ours in flight: the position may move with the server's */
             int moved = !st.in_txn && st.pend.n == 0 && !st.pend_truncate && end > st.confirmed;
-            if (moved)
+            if (moved) {
                 cv_wait_advance(s, st.confirmed = end); /* and answered at once: the next WAL brings
                                                           the next keepalive (read-your-writes) */
+                if (s->cap) cv_capture_mark(s, end);    /* the Kafka path's read-your-writes */
+            }
             if (buf[17] || moved) e = send_feedback(&st);
         } else if (buf[0] == 'w' && n >= 25) {
             uint64_t end = be64(buf + 9);

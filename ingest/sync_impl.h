@@ -85,6 +85,9 @@ cv_err cv_capture_open(cv_sync *s);
 cv_err cv_capture_deliver(cv_sync *s, cv_change *chg, int n, int truncate, uint64_t position,
                           double commit_unix);
 void cv_capture_close(cv_sync *s);
+/* The stream is covered up to pos without a change of the table (a keepalive): position marks
+ * go to every partition at most every 100 ms (call it with 0 to send what is due). */
+void cv_capture_mark(cv_sync *s, uint64_t pos);
 /* capture --format quix: the tutorial's message for a change made from row values v (old:
  * the old row's values for an update's oldkeys, or NULL: the key of v), set as c->wire. */
 void cv_capture_wire(const cv_sync *s, const cv_rowval *v, const cv_rowval *old, const char *kind,

@@ -91,6 +91,7 @@ static cv_err emit(worker *wk, const cv_kin_msg *m, const cv_wire_msg *w, const 
     cv_change c = w->c; /* borrowed view */
     c.vec = (float *)vec;
     if (vec && c.text) sha256_hex(c.text, c.vec_hash);
+    if (w->op == CV_WIRE_MARK && wk->w->quix) return CV_OK; /* the tutorial's format has no marks */
     if (wk->w->quix && m->format == CV_KIN_QUIX_CHANGE && w == &m->m && w->op != CV_WIRE_TRUNCATE) {
         /* the tutorial's own embeddings message, byte for byte as its service writes it */
         cv_quix_change_msg qm;
@@ -117,6 +118,8 @@ static cv_err emit(worker *wk, const cv_kin_msg *m, const cv_wire_msg *w, const 
         quix_out(&v, m, w, vec, wk->s.dim);
     } else if (w->op == CV_WIRE_TRUNCATE) {
         cv_wire_encode_truncate(&v, &w->t, w->c.lsn, w->c.commit_unix, w->copies);
+    } else if (w->op == CV_WIRE_MARK) { /* to the same partition number, behind what came before it */
+        cv_wire_encode_mark(&v, &w->t, w->c.lsn, w->copies);
     } else {
         cv_wire_encode(&v, &w->t, &c, MODEL_ID, wk->s.dim);
     }

@@ -7,7 +7,9 @@
 #     store is down (the server's figures, read on a connection of their own), a warning once
 #     the retained WAL passes --wal-warn-mb, and the lag falls once the store is back;
 #   - SIGHUP leaves sync running and logs event=sighup_ignored;
-#   - SIGTERM while the store is down (requests being retried) exits 0 within 2 s.
+#   - SIGTERM while the store is down (requests being retried) exits 0 within 2 s;
+#   - pgvector with its table locked by another transaction: /readyz 503, and SIGTERM exits 0
+#     within 2 s (the statement waiting on the lock is cancelled).
 #   usage: test_health.sh path/to/cdcvec
 set -u
 bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
@@ -21,7 +23,7 @@ cleanup() {
   [ -n "$sync_pid" ] && kill -9 "$sync_pid" 2>/dev/null
   [ -n "$standin_pid" ] && kill "$standin_pid" 2>/dev/null
   bash "$root/scripts/pg.sh" stop "$work/pg" 2>/dev/null
-  rm -rf "$work"
+  [ "${KEEP:-}" ] || rm -rf "$work"
 }
 trap cleanup EXIT
 mkdir -p "$work"
@@ -92,5 +94,30 @@ ms=$((($(date +%s%N) - t0) / 1000000))
 if kill -0 $sync_pid 2>/dev/null; then rc=timeout; else wait $sync_pid; rc=$?; fi
 sync_pid=
 check "SIGTERM while the store is down: exit 0 within 2 s (rc $rc after $ms ms)" '[ "$rc" = 0 ] && [ $ms -le 2000 ]'
+
+# pgvector, its table locked by another transaction: the sink's statement waits on the lock
+q "CREATE EXTENSION IF NOT EXISTS vector" >/dev/null
+hport=$(free_port $((hport + 1)))
+base=http://127.0.0.1:$hport
+CDCVEC_LOG=info "$bin" sync --source "$DB" --table public.books --slot health_pg --batch-ms 10 --threads 2 \
+  --http 127.0.0.1:$hport --ready-lag-s 2 >>"$work/sync.log" 2>&1 &
+sync_pid=$!
+WATCH_PID=$sync_pid
+wait_until '[ "$(code /readyz)" = 200 ]' progress
+psql -qX "$DB" -c "BEGIN" -c "LOCK TABLE cdcvec.public_books IN ACCESS EXCLUSIVE MODE" -c "SELECT pg_sleep(600)" >/dev/null 2>&1 &
+locker=$!
+q "INSERT INTO books (name, description, author, year) VALUES ('lag 4', 'written while the index table is locked', 'x', 2004)"
+wait_until '[ "$(q "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE '"'"'cdcvec%'"'"' AND wait_event_type = '"'"'Lock'"'"'")" -ge 1 ] && [ "$(code /readyz)" = 503 ]' progress
+check "pgvector table locked: /readyz 503 (the oldest unapplied change is older than --ready-lag-s)" '[ "$(code /readyz)" = 503 ]'
+t0=$(date +%s%N)
+kill -TERM $sync_pid
+for _ in $(seq 1 50); do kill -0 $sync_pid 2>/dev/null || break; sleep 0.1; done
+ms=$((($(date +%s%N) - t0) / 1000000))
+if kill -0 $sync_pid 2>/dev/null; then rc=timeout; else wait $sync_pid; rc=$?; fi
+[ "$rc" = timeout ] || sync_pid=
+check "SIGTERM while the sink waits on a lock: exit 0 within 2 s (rc $rc after $ms ms)" '[ "$rc" = 0 ] && [ $ms -le 2000 ]'
+kill $locker 2>/dev/null
+q "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(600)%' AND pid <> pg_backend_pid()" >/dev/null
+wait $locker 2>/dev/null
 [ $fail -ne 0 ] && { echo "--- sync log (tail)"; tail -30 "$work/sync.log"; }
 exit $fail
