@@ -2,7 +2,8 @@
 # cdcvec-healthcheck: the images' HEALTHCHECK. GET /healthz on the container's own HTTP port
 # (200 when up, 503 while draining) with bash's /dev/tcp: no curl in the image. The port is the
 # one the command was given through the environment: CDCVEC_HEALTH_ADDR, else CDCVEC_SYNC_HTTP
-# (sync), CDCVEC_STAGE_HTTP (capture, worker, sink), CDCVEC_HTTP (serve).
+# (sync), CDCVEC_STAGE_HTTP (capture, worker, sink), CDCVEC_HTTP (serve). /healthz is liveness
+# (the process runs); readiness (source, store, brokers, lag) is /readyz, for orchestrators.
 set -u
 addr=${CDCVEC_HEALTH_ADDR:-${CDCVEC_SYNC_HTTP:-${CDCVEC_STAGE_HTTP:-${CDCVEC_HTTP:-127.0.0.1:9464}}}}
 host=${addr%:*}
