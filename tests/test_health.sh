@@ -6,6 +6,9 @@
 #   - cdcvec_sync_replication_lag_bytes / _seconds and the slot's retained WAL grow while the
 #     store is down (the server's figures, read on a connection of their own), a warning once
 #     the retained WAL passes --wal-warn-mb, and the lag falls once the store is back;
+#   - the source database down: /readyz 503, cdcvec_sync_source_up 0; back: ready;
+#   - max_slot_wal_keep_size passed while the store is down: the invalidated slot is an error
+#     with the fix (event=slot_lost), and the index is rebuilt once the store is back;
 #   - SIGHUP leaves sync running and logs event=sighup_ignored;
 #   - SIGTERM while the store is down (requests being retried) exits 0 within 2 s;
 #   - pgvector with its table locked by another transaction: /readyz 503, and SIGTERM exits 0
@@ -82,6 +85,33 @@ check "/readyz 200 again once the store is back" '[ "$(code /readyz)" = 200 ]'
 wait_until 'l=$(metric cdcvec_sync_replication_lag_bytes); [ -n "$l" ] && [ "${l%.*}" -lt 1000000 ]' progress
 check "lag bytes fall once the store is back ($(metric cdcvec_sync_replication_lag_bytes))" \
   '[ "$(metric cdcvec_sync_replication_lag_bytes | cut -d. -f1)" -lt 1000000 ]'
+
+# the source database down: not ready, and said so; back: ready again
+bash "$root/scripts/pg.sh" stop "$work/pg"
+wait_until '[ "$(code /readyz)" = 503 ] && [ "$(metric cdcvec_sync_source_up)" = 0 ]' progress
+check "the source down: /readyz 503 naming it, cdcvec_sync_source_up 0" \
+  '[ "$(code /readyz)" = 503 ] && grep -q "source database" "$work/body" && [ "$(metric cdcvec_sync_source_up)" = 0 ]'
+bash "$root/scripts/pg.sh" start "$work/pg" "$port" >/dev/null || { echo "FAIL cannot restart PostgreSQL"; exit 1; }
+wait_until '[ "$(code /readyz)" = 200 ]' progress
+check "the source back: /readyz 200" '[ "$(code /readyz)" = 200 ] && [ "$(metric cdcvec_sync_source_up)" = 1 ]'
+
+# max_slot_wal_keep_size: the store down while the server moves on past it invalidates the slot
+q "ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'" >/dev/null
+q "SELECT pg_reload_conf()" >/dev/null
+stop_standin
+q "INSERT INTO books (name, description, author, year) VALUES ('lost 1', 'written before the slot was lost', 'x', 2005)"
+for _ in 1 2 3 4 5; do q "INSERT INTO unrelated (pad) VALUES ('x')"; q "SELECT pg_switch_wal()" >/dev/null; done
+q "CHECKPOINT"
+wait_until 'grep -q "event=slot_lost" "$work/sync.log"' 'progress; q "SELECT wal_status FROM pg_replication_slots"'
+check "an invalidated slot (wal_status lost) is an error with the fix, and not ready" \
+  'grep -q "level=error event=slot_lost .*fix=" "$work/sync.log" && [ "$(code /readyz)" = 503 ]'
+q "ALTER SYSTEM RESET max_slot_wal_keep_size" >/dev/null
+q "SELECT pg_reload_conf()" >/dev/null
+start_standin 3
+wait_until '[ "$(code /readyz)" = 200 ] && [ "$(metric cdcvec_sync_slot_lost)" = 0 ]' progress
+check "...rebuilt from a new snapshot once the store is back: ready again, the row written meanwhile indexed" \
+  'grep -q "slot_recreate.*max_slot_wal_keep_size" "$work/sync.log" && [ "$(code /readyz)" = 200 ] &&
+   [ "$(curl -s -XPOST "http://127.0.0.1:$sport/collections/books/points/count" -H "Content-Type: application/json" -d "{\"exact\":true}" | python3 -c "import json,sys; print(json.load(sys.stdin)[\"result\"][\"count\"])")" = "$(q "SELECT count(*) FROM books WHERE description IS NOT NULL")" ]'
 
 # SIGTERM while the store is down and a batch is being retried
 stop_standin
