@@ -43,6 +43,7 @@ struct cv_health {
     int streaming, store_ok, source_up;
     double oldest_unapplied; /* wall-clock commit time of the oldest change not in the store; 0: none */
     double lag_bytes, retained, lag_s;
+    double skew; /* the source's clock minus ours: commit times are the source's */
     int over, lost, unreserved;
     double over_logged;
     cv_kafka_metrics *km[4]; /* Kafka clients whose broker contact counts */
@@ -142,7 +143,7 @@ void cv_health_applied(cv_sync *s) {
 /* The readiness verdict and its reasons (h->mu held); detail gets a JSON object, may be NULL. */
 static int verdict(struct cv_health *h, cv_buf *detail) {
     const cv_sync_opts *o = &h->s->o;
-    double now = cv_wall_now();
+    double now = cv_wall_now() + h->skew; /* on the source's clock */
     h->lag_s = h->oldest_unapplied ? now - h->oldest_unapplied : 0;
     if (h->lag_s < 0) h->lag_s = 0;
     int ok = 1;
@@ -201,40 +202,38 @@ int cv_health_ready(void *arg, cv_buf *detail) {
     return ok;
 }
 
-/* One reading of the slot on db (the monitor's connection); 0 on success. */
-static int read_slot(struct cv_health *h, PGconn *db) {
+/* One reading of the slot on db (the monitor's connection); 0 on success, else the error in
+ * *why (owned by the caller). */
+static int read_slot(struct cv_health *h, PGconn *db, cv_buf *why) {
     pthread_mutex_lock(&h->mu);
     char *slot = h->slot ? strdup(h->slot) : NULL;
     pthread_mutex_unlock(&h->mu);
-    if (!slot) {
-        PGresult *r = PQexec(db, "SELECT 1");
-        int bad = PQresultStatus(r) != PGRES_TUPLES_OK;
-        PQclear(r);
-        return bad;
-    }
-    const char *p[1] = {slot};
+    const char *p[1] = {slot ? slot : ""};
+    double asked = cv_wall_now();
+    /* one row always: the server's clock, then the slot's figures (NULL without the slot) */
     PGresult *r = PQexecParams(db,
-                               "SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::float8, "
+                               "SELECT extract(epoch FROM clock_timestamp())::float8, "
+                               "(pg_current_wal_lsn() - confirmed_flush_lsn)::float8, "
                                "(pg_current_wal_lsn() - restart_lsn)::float8, wal_status, "
-                               "safe_wal_size::float8, confirmed_flush_lsn FROM pg_replication_slots "
-                               "WHERE slot_name = $1",
+                               "safe_wal_size::float8 FROM (SELECT 1) one LEFT JOIN pg_replication_slots "
+                               "ON slot_name = $1",
                                1, NULL, p, NULL, NULL, 0);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        cv_buf m = {0};
-        cv_warn("event=lag_monitor_query error=\"%s\"", cv_pg_errtext(PQresultErrorMessage(r), &m));
-        free(m.p);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        cv_pg_errtext(PQresultErrorMessage(r), why);
         PQclear(r);
         free(slot);
         return 1;
     }
+    double answered = cv_wall_now();
     const cv_sync_opts *o = &h->s->o;
     pthread_mutex_lock(&h->mu);
-    if (PQntuples(r) == 1) {
-        h->lag_bytes = PQgetisnull(r, 0, 0) ? h->lag_bytes : atof(PQgetvalue(r, 0, 0));
-        h->retained = PQgetisnull(r, 0, 1) ? h->retained : atof(PQgetvalue(r, 0, 1));
+    h->skew = atof(PQgetvalue(r, 0, 0)) - (asked + answered) / 2;
+    if (slot && !PQgetisnull(r, 0, 3)) {
+        h->lag_bytes = PQgetisnull(r, 0, 1) ? h->lag_bytes : atof(PQgetvalue(r, 0, 1));
+        h->retained = PQgetisnull(r, 0, 2) ? h->retained : atof(PQgetvalue(r, 0, 2));
         if (h->lag_bytes < 0) h->lag_bytes = 0;
         if (h->retained < 0) h->retained = 0;
-        const char *ws = PQgetvalue(r, 0, 2);
+        const char *ws = PQgetvalue(r, 0, 3);
         int lost = !strcmp(ws, "lost"), unreserved = !strcmp(ws, "unreserved");
         if (lost && !h->lost)
             cv_error(
@@ -248,7 +247,7 @@ static int read_slot(struct cv_health *h, PGconn *db) {
             cv_warn(
                 "event=slot_wal_unreserved slot=%s safe_wal_bytes=%s note=\"the slot retains more WAL than "
                 "max_slot_wal_keep_size: the next checkpoint may remove it and invalidate the slot\"",
-                slot, PQgetisnull(r, 0, 3) ? "-" : PQgetvalue(r, 0, 3));
+                slot, PQgetisnull(r, 0, 4) ? "-" : PQgetvalue(r, 0, 4));
         h->lost = lost, h->unreserved = unreserved;
         double limit = (double)o->wal_warn_mb * MB;
         double now = cv_now();
@@ -298,21 +297,24 @@ static void *monitor(void *arg) {
                 db = cv_pg_connect(h->s->o.source, 0, "monitor");
                 if (PQstatus(db) == CONNECTION_OK) PQclear(PQexec(db, "SET statement_timeout = 5000"));
             }
-            int up = PQstatus(db) == CONNECTION_OK && read_slot(h, db) == 0;
-            if (!up) {
-                if (!down_logged++ && !cv_stopping()) {
-                    cv_buf m = {0};
+            cv_buf why = {0};
+            int up = 0;
+            if (PQstatus(db) == CONNECTION_OK)
+                up = read_slot(h, db, &why) == 0;
+            else
+                cv_pg_errtext(PQerrorMessage(db), &why);
+            if (up) {
+                down_logged = 0;
+            } else {
+                if (!down_logged++ && !cv_stopping())
                     cv_warn(
                         "event=lag_monitor_source_down error=\"%s\" note=\"the lag cannot be read; /readyz "
                         "answers 503 until the source answers\"",
-                        cv_pg_errtext(PQerrorMessage(db), &m));
-                    free(m.p);
-                }
+                        why.p ? why.p : "");
                 PQfinish(db);
                 db = NULL;
-            } else {
-                down_logged = 0;
             }
+            free(why.p);
             pthread_mutex_lock(&h->mu);
             h->source_up = up;
             cv_metric_set(h->m_source_up, up);

@@ -136,9 +136,11 @@ WATCH_PID=$sync_pid
 wait_until '[ "$(code /readyz)" = 200 ]' progress
 psql -qX "$DB" -c "BEGIN" -c "LOCK TABLE cdcvec.public_books IN ACCESS EXCLUSIVE MODE" -c "SELECT pg_sleep(600)" >/dev/null 2>&1 &
 locker=$!
+WATCH_PID=$locker wait_until '[ "$(q "SELECT count(*) FROM pg_locks WHERE relation = '"'"'cdcvec.public_books'"'"'::regclass AND mode = '"'"'AccessExclusiveLock'"'"' AND granted")" = 1 ]' progress
 q "INSERT INTO books (name, description, author, year) VALUES ('lag 4', 'written while the index table is locked', 'x', 2004)"
 wait_until '[ "$(q "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE '"'"'cdcvec%'"'"' AND wait_event_type = '"'"'Lock'"'"'")" -ge 1 ] && [ "$(code /readyz)" = 503 ]' progress
-check "pgvector table locked: /readyz 503 (the oldest unapplied change is older than --ready-lag-s)" '[ "$(code /readyz)" = 503 ]'
+check "pgvector table locked: /readyz 503 (the oldest unapplied change is older than --ready-lag-s)" \
+  '[ "$(code /readyz)" = 503 ] || { cat "$work/body"; false; }'
 t0=$(date +%s%N)
 kill -TERM $sync_pid
 for _ in $(seq 1 50); do kill -0 $sync_pid 2>/dev/null || break; sleep 0.1; done
