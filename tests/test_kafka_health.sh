@@ -8,7 +8,7 @@
 #   - the broker down past --broker-down-s: every stage says so at error level
 #     (event=kafka_brokers_unreachable), cdcvec_kafka_broker_up is 0 and /readyz 503; back up:
 #     /readyz 200 again, /wait answers again;
-#   - SIGTERM while the broker is down: the worker exits 0 within 2 s.
+#   - SIGTERM while the broker is down: the worker and the sink exit 0 within 2 s.
 #   usage: test_kafka_health.sh path/to/cdcvec path/to/kafka_mock_broker
 set -u
 bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
@@ -90,14 +90,20 @@ check "...and fails readiness (/readyz 503 on sink and capture)" \
 check "...while the stages keep running" alive
 check "/healthz stays 200 (liveness)" '[ "$(code $sink_http /healthz)" = 200 ]'
 
-t0=$(date +%s%N)
-kill -TERM $w_pid
-for _ in $(seq 1 50); do kill -0 $w_pid 2>/dev/null || break; sleep 0.1; done
-ms=$((($(date +%s%N) - t0) / 1000000))
-if kill -0 $w_pid 2>/dev/null; then rc=timeout; else wait $w_pid; rc=$?; fi
-check "SIGTERM while the broker is down: the worker exits 0 within 2 s (rc $rc after $ms ms)" '[ "$rc" = 0 ] && [ $ms -le 2000 ]'
-[ "$rc" = timeout ] && kill -9 $w_pid
+stop_timed() { # PID NAME: SIGTERM, then a check that it exited 0 within 2 s
+  local t0 ms rc
+  t0=$(date +%s%N)
+  kill -TERM $1
+  for _ in $(seq 1 50); do kill -0 $1 2>/dev/null || break; sleep 0.1; done
+  ms=$((($(date +%s%N) - t0) / 1000000))
+  if kill -0 $1 2>/dev/null; then rc=timeout; kill -9 $1; else wait $1; rc=$?; fi
+  check "SIGTERM while the broker is down: the $2 exits 0 within 2 s (rc $rc after $ms ms)" '[ "$rc" = 0 ] && [ $ms -le 2000 ]'
+}
+stop_timed $w_pid worker
 start_worker
+stop_timed $sink_pid sink
+run sink sink --from "kafka://$K/emb" --sink "$DB" --threads 1 --http "127.0.0.1:$sink_http"
+sink_pid=$!
 
 kmock_cmd "up -1"
 WATCH_PID=$sink_pid wait_until '[ "$(code $sink_http /readyz)" = 200 ] && [ "$(code $cap_http /readyz)" = 200 ]' progress
