@@ -12,7 +12,8 @@
 #   - SIGHUP leaves sync running and logs event=sighup_ignored;
 #   - SIGTERM while the store is down (requests being retried) exits 0 within 2 s;
 #   - pgvector with its table locked by another transaction: /readyz 503, and SIGTERM exits 0
-#     within 2 s (the statement waiting on the lock is cancelled).
+#     within 2 s (the statement waiting on the lock is cancelled);
+#   - --embed a server that accepts and never answers: SIGTERM exits 0 within 2 s.
 #   usage: test_health.sh path/to/cdcvec
 set -u
 bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
@@ -151,5 +152,28 @@ check "SIGTERM while the sink waits on a lock: exit 0 within 2 s (rc $rc after $
 kill $locker 2>/dev/null
 q "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(600)%' AND pid <> pg_backend_pid()" >/dev/null
 wait $locker 2>/dev/null
+
+# --embed: an embedding server that accepts connections and never answers
+eport=$(free_port $((hport + 1)))
+python3 -c 'import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(8); held = []
+while True:
+    held.append(s.accept()); print("accepted", flush=True)' "$eport" >"$work/hold.log" 2>&1 &
+holder=$!
+WATCH_PID=$holder wait_until '(exec 3<>/dev/tcp/127.0.0.1/'"$eport"') 2>/dev/null' 'cat "$work/hold.log"'
+CDCVEC_LOG=info "$bin" sync --source "$DB" --table public.books --slot health_embed --embed "tcp://127.0.0.1:$eport" \
+  --batch-ms 10 >>"$work/sync.log" 2>&1 &
+sync_pid=$!
+WATCH_PID=$sync_pid wait_until 'grep -q "slot=health_embed" "$work/sync.log" && [ "$(grep -c accepted "$work/hold.log")" -ge 2 ]' progress
+t0=$(date +%s%N)
+kill -TERM $sync_pid
+for _ in $(seq 1 50); do kill -0 $sync_pid 2>/dev/null || break; sleep 0.1; done
+ms=$((($(date +%s%N) - t0) / 1000000))
+if kill -0 $sync_pid 2>/dev/null; then rc=timeout; else wait $sync_pid; rc=$?; fi
+[ "$rc" = timeout ] || sync_pid=
+check "SIGTERM while the embedding server does not answer: exit 0 within 2 s (rc $rc after $ms ms)" '[ "$rc" = 0 ] && [ $ms -le 2000 ]'
+kill $holder 2>/dev/null
+wait $holder 2>/dev/null
 [ $fail -ne 0 ] && { echo "--- sync log (tail)"; tail -30 "$work/sync.log"; }
 exit $fail
