@@ -15,8 +15,8 @@ typedef struct {
     const char *source, *table, *text_column, *template_, *sink, *ns, *embed, *slot, *publication, *http,
         *model, *device, *after, *on_error, *key, *point_ids;
     long batch_rows, threads, resnapshot, force, limit, max_text_bytes, repair, show, sink_writers,
-        index_memory;
-    double batch_ms;
+        index_memory, wal_warn_mb;
+    double batch_ms, ready_lag_s;
     cv_cli_http hl;
 } sync_conf;
 
@@ -87,6 +87,13 @@ static const cv_conf_prop PROPS[] = {
      "a change that cannot be applied: dead-letter (record it in cdcvec.dead_letters with its reason and go "
      "on) "
      "or stop (exit 1)"},
+    {"wal-warn-mb", "CDCVEC_WAL_WARN_MB", CV_CONF_INT, "1024", 1, 100000000, F(wal_warn_mb),
+     "sync: WAL the slot keeps on the source (pg_current_wal_lsn() - restart_lsn), in MB, above which "
+     "cdcvec warns (event=wal_retained_high), sets cdcvec_sync_slot_retained_wal_over_threshold and "
+     "answers /readyz 503"},
+    {"ready-lag-s", "CDCVEC_READY_LAG_S", CV_CONF_DOUBLE, "60", 0.1, 86400, F(ready_lag_s),
+     "sync: /readyz answers 503 while the oldest committed change not yet in the store is older than "
+     "this, in seconds"},
     CV_CLI_HTTP_PROPS(sync_conf),
 };
 #undef F
@@ -174,6 +181,8 @@ int cv_cmd_sync(int argc, char **argv, const char *which) {
                       .publication = c.publication,
                       .batch_rows = c.batch_rows,
                       .batch_ms = c.batch_ms,
+                      .wal_warn_mb = c.wal_warn_mb,
+                      .ready_lag_s = c.ready_lag_s,
                       .http = c.http,
                       .model_dir = c.model,
                       .threads = (int)c.threads,

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "../common/cv_log.h"
+#include "../common/cv_signal.h"
 #include "../kernels/blas.h"
 #include "cli.h"
 
@@ -32,21 +33,7 @@ static void usage(FILE *f) {
             CDCVEC_VERSION);
 }
 
-static volatile sig_atomic_t *stop_flag;
-static void on_stop_signal(int sig) {
-    (void)sig;
-    *stop_flag = 1;
-}
-
-void cv_cli_on_stop(volatile sig_atomic_t *flag) {
-    stop_flag = flag;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_stop_signal;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-}
+void cv_cli_on_stop(volatile sig_atomic_t *flag) { cv_signal_on_stop(flag); }
 
 int cv_cli_point_ids(const char *cmd, const char *s, int *uuid) {
     if (!s || !*s || strcmp(s, "auto") == 0)
@@ -120,6 +107,7 @@ int cv_cli_load_model(const char *dir, int threads, cv_device dev, cv_precision 
 int main(int argc, char **argv) {
     cv_log_init_from_env();
     cv_blas_ensure_best(argv); /* may re-execute this program with the right OpenBLAS kernel */
+    cv_signal_init();          /* SIGHUP: ignored and logged, in every command */
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

@@ -2,9 +2,10 @@
 # cdcvec-healthcheck: the images' HEALTHCHECK. GET /healthz on the container's own HTTP port
 # (200 when up, 503 while draining) with bash's /dev/tcp: no curl in the image. The port is the
 # one the command was given through the environment: CDCVEC_HEALTH_ADDR, else CDCVEC_SYNC_HTTP
-# (sync), CDCVEC_STAGE_HTTP (capture, worker, sink), CDCVEC_HTTP (serve). The API key, when the
-# container has one (CDCVEC_API_KEY or CDCVEC_API_KEY_FILE), goes with it: with --metrics-auth 1
-# /healthz needs it. printf is bash's builtin: the key is in no process's argv.
+# (sync), CDCVEC_STAGE_HTTP (capture, worker, sink), CDCVEC_HTTP (serve). /healthz is liveness
+# (the process runs); readiness (source, store, brokers, lag) is /readyz, for orchestrators. The
+# API key, when the container has one (CDCVEC_API_KEY or CDCVEC_API_KEY_FILE), goes with it:
+# with --metrics-auth 1 /healthz needs it. printf is bash's builtin: the key is in no process's argv.
 set -u
 addr=${CDCVEC_HEALTH_ADDR:-${CDCVEC_SYNC_HTTP:-${CDCVEC_STAGE_HTTP:-${CDCVEC_HTTP:-127.0.0.1:9464}}}}
 host=${addr%:*}

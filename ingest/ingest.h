@@ -45,6 +45,9 @@ typedef struct cv_sync_opts {
     int sink_writers;    /* pgvector: connections writing each batch in parallel (0: 1) */
     int index_memory_mb; /* pgvector: the most maintenance_work_mem the HNSW build asks for (0: 1024) */
     const struct cv_capture_opts *capture; /* cdcvec capture: changes go to Kafka (NULL: sync) */
+    long wal_warn_mb;     /* the slot's retained WAL above which cdcvec warns and is not ready (0: 1024) */
+    double ready_lag_s;   /* /readyz: 503 while the oldest unapplied commit is older (0: 60 s) */
+    double broker_down_s; /* Kafka stages: no broker this long is an error and not ready (0: 60 s) */
 } cv_sync_opts;
 
 /* `cdcvec capture`: the replication stream (and the initial backfill through the slot's

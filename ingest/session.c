@@ -53,6 +53,7 @@ cv_err cv_sync_batch_failed(cv_sync *s, cv_err e) {
         cv_error("event=batch_failed stage=%s kind=%s error=\"%s\"%s%s%s", embed ? "embed" : "sink",
                  kind ? kind : "data", cv_strerror(e), fix ? " fix=\"" : "", fix ? fix : "", fix ? "\"" : "");
     cv_sync_error(s, embed ? "embed" : "sink", &f);
+    cv_health_store(s, 0);
     return f.retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
 }
 
@@ -64,7 +65,9 @@ static cv_err http_without_model(cv_sync *s, const cv_sync_opts *o, const cv_htt
                          .api_key = o->api_key,
                          .http_opts = o->http_opts,
                          .routes = routes,
-                         .nroutes = nroutes};
+                         .nroutes = nroutes,
+                         .ready = cv_health_ready,
+                         .ready_arg = s};
     cv_err e = cv_server_start(NULL, &so, &s->server);
     if (!e) s->reg = cv_server_metrics(s->server);
     return e;
@@ -122,7 +125,9 @@ cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o) {
                              .api_key = o->api_key,
                              .http_opts = o->http_opts,
                              .routes = s->routes,
-                             .nroutes = 3};
+                             .nroutes = 3,
+                             .ready = cv_health_ready,
+                             .ready_arg = s};
         if ((e = cv_server_start(s->model, &so, &s->server))) {
             free(url.p);
             return e;
@@ -142,7 +147,13 @@ cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o) {
     s->m_changes_del = cv_metrics_counter(r, "cdcvec_sync_changes_total", ch, "kind=\"delete\"");
     s->m_changes_trunc = cv_metrics_counter(r, "cdcvec_sync_changes_total", ch, "kind=\"truncate\"");
     s->m_lag = cv_metrics_gauge(r, "cdcvec_sync_replication_lag_bytes",
-                                "Server WAL position minus the position committed to the sink.", NULL);
+                                "pg_current_wal_lsn() minus the slot's confirmed_flush_lsn (the position "
+                                "committed to the store), read from the server every second.",
+                                NULL);
+    if (s->o.wal_warn_mb <= 0) s->o.wal_warn_mb = 1024;
+    if (s->o.ready_lag_s <= 0) s->o.ready_lag_s = 60;
+    if (s->o.broker_down_s <= 0) s->o.broker_down_s = 60;
+    if ((e = cv_health_open(s))) return e;
     s->m_retries = cv_metrics_counter(r, "cdcvec_sync_session_retries_total",
                                       "Sessions started again after a retriable error.", NULL);
     /* every series of the errors counter exists from the start, at 0 */
@@ -174,6 +185,7 @@ cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o) {
 
 void cv_sync_runtime_close(cv_sync *s) {
     cv_sync_session_close(s);
+    cv_health_stop(s); /* its thread sets metrics of the server's registry */
     cv_search_close(s);
     cv_wait_stop(s);
     cv_capture_close(s);
@@ -183,6 +195,7 @@ void cv_sync_runtime_close(cv_sync *s) {
         cv_server_free(s->server);
     }
     cv_wait_close(s);
+    cv_health_close(s);
     cv_apply_free(s->apply);
     cv_buf_free(&s->bf_done);
     if (s->own_reg) cv_metrics_free(s->reg);
@@ -321,9 +334,12 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
         cv_sink_last_fault(s->sink, &kind, &fix);
         cv_pg_fault f = {e == CV_ERR_TIMEOUT, kind, fix};
         cv_sync_error(s, "sink", &f);
+        cv_health_store(s, 0);
         cv_sink_meta_free(&meta);
         return e;
     }
+    cv_health_store(s, 1);
+    cv_health_slot(s, s->slot);
     if (s->apply) cv_apply_set_sink(s->apply, s->sink, cv_sync_fetch, s, s->t.key_exact);
     if (!o->capture) cv_search_set_table(s);
     /* what changed since the last run */

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "../common/cv_log.h"
+#include "../common/cv_signal.h"
 #include "../common/cv_time.h"
 #include "../common/cv_lsn.h"
 #include "kafka_in.h"
@@ -52,6 +53,10 @@ typedef struct {
     double commit_unix;
     cv_metric *m_dead, *m_replayed;
     cv_err dead_err; /* a dead letter could not be sent to the topic (on_dead) */
+    /* read-your-writes: per partition, the last position mark taken into the batch and the last
+     * one applied (everything of the table up to it in that partition is in the store) */
+    uint64_t *mark_taken, *mark_applied;
+    int mark_copies, mark_mismatch_logged;
 } stage;
 
 /* The dead-letter topic gets m with the reason. */
@@ -115,6 +120,27 @@ static cv_err open_store(stage *st, const cv_wire_msg *w) {
     return CV_OK;
 }
 
+/* The batch is in the store: its marks count. /wait covers the smallest mark every partition
+ * has reached (a partition without one yet holds it at 0). */
+static void advance_marks(stage *st) {
+    if (!st->mark_taken) return;
+    uint64_t covered = UINT64_MAX;
+    for (int p = 0; p < st->parts; p++) {
+        if (st->mark_taken[p] > st->mark_applied[p]) st->mark_applied[p] = st->mark_taken[p];
+        if (st->mark_applied[p] < covered) covered = st->mark_applied[p];
+    }
+    if (st->mark_copies && st->mark_copies != st->parts) {
+        if (!st->mark_mismatch_logged++)
+            cv_warn(
+                "event=sink_marks_unusable topic=%s partitions=%d source_partitions=%d note=\"/wait cannot "
+                "answer: the embeddings topic must have as many partitions as the change topic (a "
+                "worker keeps each change in its partition number)\"",
+                st->in.topic, st->parts, st->mark_copies);
+        return;
+    }
+    if (covered && covered != UINT64_MAX) cv_wait_advance(&st->s, covered);
+}
+
 /* Applies the gathered batch, then commits its offsets. */
 static cv_err flush(stage *st) {
     if (st->nchg == 0 && st->ndone == 0) return CV_OK;
@@ -122,6 +148,7 @@ static cv_err flush(stage *st) {
     if (st->nchg) {
         e = cv_apply_batch(st->s.apply, st->chg, st->nchg, 0, st->pos, 0, st->commit_unix);
         st->nchg = 0;
+        cv_health_store(&st->s, e == CV_OK || e == CV_ERR_ARG);
         if (e == CV_ERR_ARG) return CV_ERR_UNSUPPORTED; /* --on-error stop: logged with the key */
         if (e == CV_ERR_TIMEOUT || e == CV_ERR_BUSY || e == CV_ERR_SHUTDOWN) return CV_ERR_TIMEOUT;
         if (e) { /* said here: the store's own lines may not name it */
@@ -137,6 +164,7 @@ static cv_err flush(stage *st) {
     st->dead_err = CV_OK;
     if (!e) e = cv_kafka_producer_wait(st->dlq, NULL);
     if (!e) e = cv_kin_commit(st->rk, st->in.topic, st->done, st->ndone);
+    if (!e) advance_marks(st);
     for (int i = 0; i < st->ndone; i++)
         cv_kin_msg_free(&st->done[i]);
     st->ndone = 0;
@@ -235,6 +263,13 @@ static cv_err take(stage *st, cv_kin_msg *m) {
         keep_done(st, m);
         return CV_OK;
     }
+    if (w->op == CV_WIRE_MARK) { /* counts once the batch before it is in the store */
+        if (st->mark_taken && w->c.lsn > st->mark_taken[m->partition])
+            st->mark_taken[m->partition] = w->c.lsn;
+        st->mark_copies = w->copies;
+        keep_done(st, m);
+        return CV_OK;
+    }
     if (w->op == CV_WIRE_TRUNCATE) {
         if (st->trunc_lsn && w->c.lsn != st->trunc_lsn) {
             char a[24], b[24];
@@ -288,7 +323,9 @@ static void session_close(stage *st) {
     for (int i = 0; i < st->ntrunc; i++)
         cv_kin_msg_free(&st->trunc_msgs[i]);
     free(st->held), free(st->trunc_msgs), free(st->at_trunc);
+    free(st->mark_taken), free(st->mark_applied);
     st->held = st->trunc_msgs = NULL, st->at_trunc = NULL;
+    st->mark_taken = st->mark_applied = NULL;
     st->nchg = st->ndone = st->nheld = st->capheld = st->ntrunc = 0;
     st->trunc_lsn = 0;
     st->dead_err = CV_OK;
@@ -307,8 +344,8 @@ static cv_err assign_all(stage *st) {
     rd_kafka_topic_t *rkt = rd_kafka_topic_new(st->rk, st->in.topic, NULL);
     const struct rd_kafka_metadata *md = NULL;
     cv_err e = CV_OK;
-    for (int attempt = 0; attempt < 50; attempt++) {
-        rd_kafka_resp_err_t ke = rd_kafka_metadata(st->rk, 0, rkt, &md, 5000);
+    for (int attempt = 0; attempt < 250 && !cv_stopping(); attempt++) {
+        rd_kafka_resp_err_t ke = rd_kafka_metadata(st->rk, 0, rkt, &md, 1000); /* short: a stop is noticed */
         if (!ke && md->topic_cnt == 1 && md->topics[0].partition_cnt > 0) break;
         if (md) rd_kafka_metadata_destroy(md), md = NULL;
         if (ke && !cv_kafka_retriable(ke)) {
@@ -333,7 +370,9 @@ static cv_err assign_all(stage *st) {
         return cv_kafka_retriable(ke) ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
     }
     st->at_trunc = calloc((size_t)st->parts, sizeof(int));
-    CV_ASSERT(st->at_trunc);
+    st->mark_taken = calloc((size_t)st->parts, sizeof(uint64_t));
+    st->mark_applied = calloc((size_t)st->parts, sizeof(uint64_t));
+    CV_ASSERT(st->at_trunc && st->mark_taken && st->mark_applied);
     return CV_OK;
 }
 
@@ -385,6 +424,8 @@ int cv_sink_stage_run(const cv_sync_opts *o, const cv_sink_stage_opts *k, volati
     }
     if (!rc) {
         cv_kafka_metrics_init(&st.km, st.s.reg, "sink");
+        cv_health_kafka(&st.s, &st.km);
+        if (cv_health_monitor(&st.s, 0)) rc = 1;
         st.m_dead = cv_metrics_counter(st.s.reg, "cdcvec_kafka_dead_letters_total",
                                        "Messages sent to the dead-letter topic, with their reason.",
                                        "stage=\"sink\"");

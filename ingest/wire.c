@@ -119,6 +119,11 @@ void cv_wire_encode_truncate(cv_buf *b, const cv_wire_table *t, uint64_t lsn, do
     cv_buf_printf(b, ",\"copies\":%d}", copies);
 }
 
+void cv_wire_encode_mark(cv_buf *b, const cv_wire_table *t, uint64_t lsn, int copies) {
+    head(b, "mark", t, lsn, 0);
+    cv_buf_printf(b, ",\"copies\":%d}", copies);
+}
+
 int cv_wire_is_cdcvec(const char *buf, size_t len) {
     /* cheap: our encoder always starts with the format field */
     static const char pre[] = "{\"format\":\"" FORMAT "\"";
@@ -176,8 +181,9 @@ cv_err cv_wire_decode(const char *buf, size_t len, int dim, cv_wire_msg *m, char
     m->op = strcmp(s, "upsert") == 0     ? CV_WIRE_UPSERT
             : strcmp(s, "delete") == 0   ? CV_WIRE_DELETE
             : strcmp(s, "truncate") == 0 ? CV_WIRE_TRUNCATE
+            : strcmp(s, "mark") == 0     ? CV_WIRE_MARK
                                          : -1;
-    if (m->op < 0) FAIL("\"op\" is \"%s\", expected upsert, delete or truncate", s);
+    if (m->op < 0) FAIL("\"op\" is \"%s\", expected upsert, delete, truncate or mark", s);
     json_t *sc = json_object_get(j, "schema"), *tb = json_object_get(j, "table");
     if (!json_is_string(sc) || !json_is_string(tb) || !json_string_length(tb))
         FAIL("\"schema\"/\"table\" missing");
@@ -195,7 +201,7 @@ cv_err cv_wire_decode(const char *buf, size_t len, int dim, cv_wire_msg *m, char
     json_t *ct = json_object_get(j, "commit_time");
     if (ct && !cv_jnum_number(ct, &m->c.commit_unix))
         FAIL("\"commit_time\": expected a number (unix seconds)");
-    if (m->op == CV_WIRE_TRUNCATE) {
+    if (m->op == CV_WIRE_TRUNCATE || m->op == CV_WIRE_MARK) {
         json_t *cp = json_object_get(j, "copies");
         if (!json_is_integer(cp) || json_integer_value(cp) < 1)
             FAIL("\"copies\": expected a positive integer");

@@ -92,6 +92,7 @@ static cv_err emit(worker *wk, const cv_kin_msg *m, const cv_wire_msg *w, const 
     cv_change c = w->c; /* borrowed view */
     c.vec = (float *)vec;
     if (vec && c.text) sha256_hex(c.text, c.vec_hash);
+    if (w->op == CV_WIRE_MARK && wk->w->quix) return CV_OK; /* the tutorial's format has no marks */
     if (wk->w->quix && m->format == CV_KIN_QUIX_CHANGE && w == &m->m && w->op != CV_WIRE_TRUNCATE) {
         /* the tutorial's own embeddings message, byte for byte as its service writes it */
         cv_quix_change_msg qm;
@@ -118,6 +119,8 @@ static cv_err emit(worker *wk, const cv_kin_msg *m, const cv_wire_msg *w, const 
         quix_out(&v, m, w, vec, wk->s.dim);
     } else if (w->op == CV_WIRE_TRUNCATE) {
         cv_wire_encode_truncate(&v, &w->t, w->c.lsn, w->c.commit_unix, w->copies);
+    } else if (w->op == CV_WIRE_MARK) { /* to the same partition number, behind what came before it */
+        cv_wire_encode_mark(&v, &w->t, w->c.lsn, w->copies);
     } else {
         cv_wire_encode(&v, &w->t, &c, MODEL_ID, wk->s.dim);
     }
@@ -259,6 +262,8 @@ int cv_worker_run(const cv_sync_opts *o, const cv_worker_opts *w, volatile sig_a
     }
     if (!rc) {
         cv_kafka_metrics_init(&wk.km, wk.s.reg, "worker");
+        cv_health_kafka(&wk.s, &wk.km);
+        if (cv_health_monitor(&wk.s, 0)) rc = 1;
         wk.m_dead = cv_metrics_counter(wk.s.reg, "cdcvec_kafka_dead_letters_total",
                                        "Messages sent to the dead-letter topic, with their reason.",
                                        "stage=\"worker\"");

@@ -487,13 +487,14 @@ static cv_err resolve(const char *hostport, struct addrinfo **out) {
 
 static cv_err build_endpoints(cv_http *h) {
     cv_server_opts *so = &h->s->o;
-    h->eps = calloc((size_t)so->nroutes + 4, sizeof *h->eps);
+    h->eps = calloc((size_t)so->nroutes + 5, sizeof *h->eps);
     if (!h->eps) return CV_ERR_NOMEM;
     const http_endpoint fixed[] = {{"/healthz", 0, 1, -1, cv_http_on_healthz},
+                                   {"/readyz", 0, 1, -1, cv_http_on_readyz},
                                    {"/metrics", 0, 1, -1, cv_http_on_metrics},
                                    {"/embed", 1, 0, -1, cv_http_on_embed},
                                    {"/v1/embeddings", 1, 0, -1, cv_http_on_openai}};
-    for (int i = 0; i < (h->s->m ? 4 : 2); i++) /* no model (capture): /healthz and /metrics only */
+    for (int i = 0; i < (h->s->m ? 5 : 3); i++) /* no model (capture): /healthz, /readyz, /metrics */
         h->eps[h->neps++] = fixed[i];
     for (int i = 0; i < so->nroutes; i++)
         h->eps[h->neps++] = (http_endpoint){so->routes[i].path, 0, 0, i, NULL};

@@ -180,6 +180,7 @@ void cv_http_on_options(cv_http_req *r);
 
 /* The endpoints (http_routes.c). A POST endpoint finds its body in r->body / r->body_len. */
 void cv_http_on_healthz(cv_http_req *r);
+void cv_http_on_readyz(cv_http_req *r);
 void cv_http_on_metrics(cv_http_req *r);
 void cv_http_on_embed(cv_http_req *r);
 void cv_http_on_openai(cv_http_req *r);

@@ -1,5 +1,7 @@
 /* http_routes.c: the HTTP endpoints of the inference server.
- *   GET  /healthz          {"status":"ok",...}; 503 while draining
+ *   GET  /healthz          liveness: {"status":"ok",...}; 503 only while draining
+ *   GET  /readyz           readiness: 200 {"status":"ready"} or 503 with the reason (the
+ *                          process's hook: streaming, source and store up, lag under bounds)
  *   GET  /metrics          Prometheus text format 0.0.4
  *   POST /embed            {"inputs": "text" | ["text", ...], "truncate": bool, "normalize": true}
  *                          -> [[384 floats], ...] (TEI's; "truncate": false refuses a text over
@@ -39,6 +41,29 @@ void cv_http_on_healthz(cv_http_req *r) {
         return;
     }
     cv_http_answer_owned(r, draining ? 503 : 200, "application/json", b.p, b.len);
+}
+
+/* Readiness (Kubernetes' meaning: send traffic here now?): 503 while draining or while the
+ * process's hook says it is not doing its job; /healthz stays the liveness probe. */
+void cv_http_on_readyz(cv_http_req *r) {
+    cv_server *s = r->s;
+    cv_buf b = {0};
+    int ok;
+    if (atomic_load(&s->draining)) {
+        ok = 0;
+        cv_buf_puts(&b, "{\"status\":\"draining\"}");
+    } else if (s->o.ready) {
+        ok = s->o.ready(s->o.ready_arg, &b);
+    } else {
+        ok = 1;
+        cv_buf_puts(&b, "{\"status\":\"ready\"}");
+    }
+    if (b.oom) {
+        free(b.p);
+        cv_http_error(r, 500, "internal", "out of memory");
+        return;
+    }
+    cv_http_answer_owned(r, ok ? 200 : 503, "application/json", b.p, b.len);
 }
 
 void cv_http_on_metrics(cv_http_req *r) {

@@ -7,6 +7,7 @@
 
 #include "../common/cv_buf.h"
 #include "../common/cv_err.h"
+#include "../common/cv_buf.h"
 #include "../common/cv_metrics.h"
 #include "../models/minilm.h"
 
@@ -78,6 +79,9 @@ typedef struct cv_server_opts {
     const char *model_id;        /* reported in /metrics and /v1/embeddings */
     const cv_http_route *routes; /* extra GET endpoints, or NULL */
     int nroutes;
+    /* GET /readyz: 1 when ready; body: the JSON answer (appended). NULL: ready once started. */
+    int (*ready)(void *arg, cv_buf *body);
+    void *ready_arg;
 } cv_server_opts;
 
 typedef struct cv_server cv_server;

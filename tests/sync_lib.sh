@@ -158,13 +158,14 @@ wait_until() {
 # Progress of a sink table: rows, newest write, recorded positions, and the newest statement
 # any client but psql and cdcvec's source connection started (the sink writes a batch in
 # chunks inside one transaction, so its statements show progress before the batch commits;
-# the source connection's catalog probe every 2 s is not progress).
+# the source connection's catalog probe every 2 s and the lag monitor's reading every second are not
+# progress).
 sink_progress() { # SINK_TABLE [DB]
   q "SELECT (SELECT count(*) || ' ' || coalesce(max(updated_at)::text, '-') FROM $1),
             (SELECT string_agg(lsn::text || backfill_done::text, ',' ORDER BY stream) FROM cdcvec.state),
             (SELECT max(query_start)::text FROM pg_stat_activity
               WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
-                AND application_name NOT IN ('psql', 'cdcvec source'))" "${2:-$DB}"
+                AND application_name NOT IN ('psql', 'cdcvec source', 'cdcvec monitor'))" "${2:-$DB}"
 }
 
 # converged MISMATCH_SQL SINK_TABLE [DB]: waits until the mismatch query counts 0, while the
