@@ -22,7 +22,10 @@ void cv_cuda_pool_l2(cv_backend *be, const float *x, const int32_t *offs, int ns
 
 bool cv_cuda_reserve_half(cv_cuda *c, __half **buf, size_t *cap, size_t n) {
     if (n <= *cap) return true;
-    if (*buf) cudaFree(*buf);
+    if (*buf) { /* queued work (the last GEMM, its to_half) may still read the old buffer */
+        cv_cuda_note(c, cudaStreamSynchronize(c->stream));
+        cudaFree(*buf);
+    }
     *buf = NULL;
     *cap = 0;
     cudaError_t e = cudaMalloc((void **)buf, n * sizeof(__half));
@@ -65,14 +68,15 @@ static const float *cuda_weights(cv_backend *be, const float *host, size_t count
     }
     float *d = (float *)cuda_alloc(be, count * sizeof(float));
     if (!d) return NULL;
-    cudaError_t e = cudaMemcpy(d, host, count * sizeof(float), cudaMemcpyHostToDevice);
+    /* on the backend's stream: to_half below reads d, and a plain cudaMemcpy (legacy stream,
+     * from pageable memory it may return before the device copy is done) is not ordered before
+     * work on a non-blocking stream */
+    cudaError_t e = cudaMemcpyAsync(d, host, count * sizeof(float), cudaMemcpyHostToDevice, c->stream);
     __half *h = NULL;
-    if (e == cudaSuccess && count > 4096) {
-        if ((e = cudaMalloc((void **)&h, count * sizeof(__half))) == cudaSuccess) {
-            cv_cuda_to_half(c, d, h, count);
-            e = cudaStreamSynchronize(c->stream);
-        }
-    }
+    if (e == cudaSuccess && count > 4096 &&
+        (e = cudaMalloc((void **)&h, count * sizeof(__half))) == cudaSuccess)
+        cv_cuda_to_half(c, d, h, count);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
     if (e != cudaSuccess) {
         cv_error("event=cuda_weights error=\"%s\"", cudaGetErrorString(e));
         cudaFree(d);
