@@ -319,6 +319,8 @@ static cv_err worker_init(cv_minilm *m, worker *k, cv_backend *be) {
     k->w.type0 = be->weights(be, h->type0, D);
     k->w.ln_g = be->weights(be, h->ln_g, D);
     k->w.ln_b = be->weights(be, h->ln_b, D);
+    /* a device backend returns NULL when an upload fails: every weight is checked */
+    if (!k->w.word || !k->w.pos || !k->w.type0 || !k->w.ln_g || !k->w.ln_b) return CV_ERR_DEVICE;
     k->w.layer = calloc((size_t)c->layers, sizeof(layer_w));
     if (!k->w.layer) return CV_ERR_NOMEM;
     for (int l = 0; l < c->layers; l++) {
@@ -336,7 +338,9 @@ static cv_err worker_init(cv_minilm *m, worker *k, cv_backend *be) {
         d->b2 = be->weights(be, s->b2, D);
         d->ln2_g = be->weights(be, s->ln2_g, D);
         d->ln2_b = be->weights(be, s->ln2_b, D);
-        if (!d->wqkv || !d->w1 || !d->w2) return CV_ERR_DEVICE;
+        if (!d->wqkv || !d->bqkv || !d->wo || !d->bo || !d->ln1_g || !d->ln1_b || !d->w1 || !d->b1 ||
+            !d->w2 || !d->b2 || !d->ln2_g || !d->ln2_b)
+            return CV_ERR_DEVICE;
     }
     return CV_OK;
 }

@@ -163,6 +163,49 @@ static void test_attention_and_pool(void **state) {
     }
 }
 
+/* A failed copy is reported and leaves the backend usable: the next copies, ops and sync work
+ * (it used to leave the error set, and every later forward failed). */
+static void test_error_recovery(void **state) {
+    (void)state;
+    float h[4] = {1, 2, 3, 4}, back[4] = {0};
+    assert_int_equal(gpu->upload(gpu, NULL, h, sizeof h), CV_ERR_DEVICE);
+    float *d = gpu->alloc(gpu, sizeof h);
+    assert_non_null(d);
+    assert_int_equal(gpu->upload(gpu, d, h, sizeof h), CV_OK);
+    assert_int_equal(gpu->download(gpu, back, d, sizeof h), CV_OK);
+    assert_int_equal(gpu->sync(gpu), CV_OK);
+    assert_memory_equal(back, h, sizeof h);
+    assert_int_equal(gpu->download(gpu, NULL, d, sizeof h), CV_ERR_DEVICE);
+    assert_int_equal(gpu->download(gpu, back, d, sizeof h), CV_OK);
+    assert_int_equal(gpu->sync(gpu), CV_OK);
+    gpu->release(gpu, d);
+}
+
+/* Linears queued back to back without a sync, the staging buffers growing between them (the
+ * second's K is 4x the first's): each must read its own input. */
+static void test_linear_queued(void **state) {
+    (void)state;
+    const int M = 33, N = 96, K1 = 64, K2 = 256;
+    float *x1 = host_rand((size_t)M * K1, -2, 2), *w1 = host_rand((size_t)N * K1, -0.1f, 0.1f),
+          *x2 = host_rand((size_t)M * K2, -2, 2), *w2 = host_rand((size_t)N * K2, -0.1f, 0.1f),
+          *b = host_rand(N, -1, 1), *want1 = malloc(sizeof(float) * (size_t)M * N),
+          *want2 = malloc(sizeof(float) * (size_t)M * N);
+    cv_cpu_linear(x1, w1, b, M, N, K1, CV_ACT_GELU, want1);
+    cv_cpu_linear(x2, w2, b, M, N, K2, CV_ACT_NONE, want2);
+    float *dx1 = dev_from(x1, (size_t)M * K1), *dx2 = dev_from(x2, (size_t)M * K2), *db = dev_from(b, N),
+          *dy1 = dev_poisoned((size_t)M * N), *dy2 = dev_poisoned((size_t)M * N);
+    /* unregistered weights: converted per call into the growing fp16 staging buffer */
+    float *dw1 = dev_from(w1, (size_t)N * K1), *dw2 = dev_from(w2, (size_t)N * K2);
+    gpu->linear(gpu, dx1, dw1, db, M, N, K1, CV_ACT_GELU, dy1);
+    gpu->linear(gpu, dx2, dw2, db, M, N, K2, CV_ACT_NONE, dy2);
+    double e1 = compare(dy1, want1, (size_t)M * N), e2 = compare(dy2, want2, (size_t)M * N);
+    print_message("cuda linear queued err=%.2e %.2e\n", e1, e2);
+    assert_true(e1 < 5e-3 && e2 < 5e-3);
+    gpu->release(gpu, dx1), gpu->release(gpu, dx2), gpu->release(gpu, db);
+    gpu->release(gpu, dw1), gpu->release(gpu, dw2);
+    free(x1), free(w1), free(x2), free(w2), free(b), free(want1), free(want2);
+}
+
 int main(void) {
     char why[256];
     if (cv_cuda_device_count() == 0 || cv_backend_cuda_new(0, &gpu, why, sizeof why) != CV_OK) {
@@ -171,10 +214,9 @@ int main(void) {
     }
     printf("device: %s\n", why);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_linear),
-        cmocka_unit_test(test_add_ln),
-        cmocka_unit_test(test_embed_ln),
-        cmocka_unit_test(test_attention_and_pool),
+        cmocka_unit_test(test_linear),         cmocka_unit_test(test_add_ln),
+        cmocka_unit_test(test_embed_ln),       cmocka_unit_test(test_attention_and_pool),
+        cmocka_unit_test(test_error_recovery), cmocka_unit_test(test_linear_queued),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     gpu->destroy(gpu);

@@ -218,6 +218,33 @@ static void test_bad_ids(void **state) {
     cv_minilm_free(m);
 }
 
+#ifdef CV_TEST_CUDA_SIM
+void cusim_fail_malloc_at(long n); /* tests/cuda_sim: the n-th cudaMalloc from now fails */
+long cusim_live_allocations(void);
+
+/* A weight whose upload fails (any of them: a vector, a matrix's fp32 or fp16 copy, the last
+ * one) fails the load with an error instead of a model that reads NULL later. */
+static void test_weight_upload_failure(void **state) {
+    (void)state;
+    const long before = cusim_live_allocations();
+    cv_minilm *m = load(1);
+    const long n = cusim_live_allocations() - before; /* device allocations of one load */
+    cv_minilm_free(m);
+    assert_int_equal(cusim_live_allocations(), before);
+    const long which[] = {4 /* type0 */, 9 /* layer 0 bqkv */, 13 /* layer 0 ln1_g */, n - 1};
+    for (size_t i = 0; i < sizeof which / sizeof which[0]; i++) {
+        cusim_fail_malloc_at(which[i]);
+        cv_minilm_opts o = {.threads = 1, .device = DEVICE};
+        cv_err err = cv_minilm_load(cv_minilm_default_dir(), &o, &m);
+        cusim_fail_malloc_at(-1);
+        print_message("upload of allocation %ld of %ld fails: load returns %s\n", which[i], n,
+                      cv_strerror(err));
+        assert_int_not_equal(err, CV_OK);
+        assert_int_equal(cusim_live_allocations(), before);
+    }
+}
+#endif
+
 int main(void) {
 #ifdef CV_TEST_CUDA
     if (cv_cuda_device_count() == 0) {
@@ -232,6 +259,9 @@ int main(void) {
         cmocka_unit_test(test_golden_bf16),
 #endif
         cmocka_unit_test(test_bad_ids),
+#ifdef CV_TEST_CUDA_SIM
+        cmocka_unit_test(test_weight_upload_failure),
+#endif
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

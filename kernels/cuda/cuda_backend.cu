@@ -87,19 +87,8 @@ static const float *cuda_weights(cv_backend *be, const float *host, size_t count
     return d;
 }
 
-static cv_err cuda_upload(cv_backend *be, void *dst, const void *src, size_t bytes) {
-    cv_cuda *c = cv_cuda_of(be);
-    cv_cuda_note(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream));
-    return c->sticky == cudaSuccess ? CV_OK : CV_ERR_DEVICE;
-}
-
-static cv_err cuda_download(cv_backend *be, void *dst, const void *src, size_t bytes) {
-    cv_cuda *c = cv_cuda_of(be);
-    cv_cuda_note(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->stream));
-    return c->sticky == cudaSuccess ? CV_OK : CV_ERR_DEVICE;
-}
-
-/* Waits for the stream; any failure since the last sync is an error, never silent output. */
+/* Waits for the stream; any failure since the last sync is an error, never silent output.
+ * The error is reported once and cleared: the next forward starts clean. */
 static cv_err cuda_sync(cv_backend *be) {
     cv_cuda *c = cv_cuda_of(be);
     cv_cuda_note(c, cudaStreamSynchronize(c->stream));
@@ -112,6 +101,24 @@ static cv_err cuda_sync(cv_backend *be) {
         return CV_ERR_DEVICE;
     }
     return CV_OK;
+}
+
+/* A failed copy (or an earlier failure it finds) ends the forward: callers return at once, so
+ * the error is reported and cleared here as sync() would, not left to fail every later call. */
+static cv_err cuda_copy(cv_backend *be, void *dst, const void *src, size_t bytes, cudaMemcpyKind kind) {
+    cv_cuda *c = cv_cuda_of(be);
+    cv_cuda_note(c, cudaMemcpyAsync(dst, src, bytes, kind, c->stream));
+    if (c->sticky == cudaSuccess) return CV_OK;
+    cuda_sync(be);
+    return CV_ERR_DEVICE;
+}
+
+static cv_err cuda_upload(cv_backend *be, void *dst, const void *src, size_t bytes) {
+    return cuda_copy(be, dst, src, bytes, cudaMemcpyHostToDevice);
+}
+
+static cv_err cuda_download(cv_backend *be, void *dst, const void *src, size_t bytes) {
+    return cuda_copy(be, dst, src, bytes, cudaMemcpyDeviceToHost);
 }
 
 static void cuda_destroy(cv_backend *be) {

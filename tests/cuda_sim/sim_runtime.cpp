@@ -139,11 +139,6 @@ static void init() {
     ss.ss_sp = altstack;
     ss.ss_size = sizeof altstack;
     sigaltstack(&ss, NULL);
-    struct sigaction sa = {};
-    sa.sa_sigaction = on_segv;
-    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
-    sigaction(SIGSEGV, &sa, NULL);
-    sigaction(SIGBUS, &sa, NULL);
     atexit(report_leaks);
 }
 
@@ -159,6 +154,12 @@ cusim_stream *resolve(cudaStream_t s) {
 static void drain(cusim_stream *s, unsigned long long upto = ~0ull) {
     if (in_drain) return; /* ops never wait on streams themselves */
     in_drain = true;
+    /* our fault handler while operations run (test frameworks install their own per test) */
+    struct sigaction sa = {}, old_segv, old_bus;
+    sa.sa_sigaction = on_segv;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigaction(SIGSEGV, &sa, &old_segv);
+    sigaction(SIGBUS, &sa, &old_bus);
     set_access(true);
     while (!s->q.empty() && s->done < upto) {
         Op op = std::move(s->q.front());
@@ -167,6 +168,8 @@ static void drain(cusim_stream *s, unsigned long long upto = ~0ull) {
         s->done++;
     }
     set_access(false);
+    sigaction(SIGSEGV, &old_segv, NULL);
+    sigaction(SIGBUS, &old_bus, NULL);
     in_drain = false;
 }
 
@@ -239,28 +242,31 @@ static cudaError_t check_copy(void *dst, const void *src, size_t bytes, cudaMemc
     *src_dev = find(src, nullptr) && !find(src, nullptr)->pinned;
     *dst_dev = find(dst, nullptr) && !find(dst, nullptr)->pinned;
     const char *why = nullptr;
-    switch (kind) {
-    case cudaMemcpyHostToDevice:
-        if (!*dst_dev)
-            why = "kind HostToDevice but dst is not device memory";
-        else if (*src_dev)
-            why = "kind HostToDevice but src is device memory";
-        break;
-    case cudaMemcpyDeviceToHost:
-        if (!*src_dev)
-            why = "kind DeviceToHost but src is not device memory";
-        else if (*dst_dev)
-            why = "kind DeviceToHost but dst is device memory";
-        break;
-    case cudaMemcpyDeviceToDevice:
-        if (!*src_dev || !*dst_dev) why = "kind DeviceToDevice but an end is not device memory";
-        break;
-    case cudaMemcpyHostToHost:
-        if (*src_dev || *dst_dev) why = "kind HostToHost but an end is device memory";
-        break;
-    case cudaMemcpyDefault: break;
-    default: why = "invalid kind";
-    }
+    if (!dst || !src)
+        why = "a NULL pointer";
+    else
+        switch (kind) {
+        case cudaMemcpyHostToDevice:
+            if (!*dst_dev)
+                why = "kind HostToDevice but dst is not device memory";
+            else if (*src_dev)
+                why = "kind HostToDevice but src is device memory";
+            break;
+        case cudaMemcpyDeviceToHost:
+            if (!*src_dev)
+                why = "kind DeviceToHost but src is not device memory";
+            else if (*dst_dev)
+                why = "kind DeviceToHost but dst is device memory";
+            break;
+        case cudaMemcpyDeviceToDevice:
+            if (!*src_dev || !*dst_dev) why = "kind DeviceToDevice but an end is not device memory";
+            break;
+        case cudaMemcpyHostToHost:
+            if (*src_dev || *dst_dev) why = "kind HostToHost but an end is device memory";
+            break;
+        case cudaMemcpyDefault: break;
+        default: why = "invalid kind";
+        }
     if (!why && *dst_dev && !is_device(dst, bytes)) why = "dst range overruns its device allocation";
     if (!why && *src_dev && !is_device(src, bytes)) why = "src range overruns its device allocation";
     if (why) {
