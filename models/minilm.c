@@ -38,15 +38,7 @@
  * forward per thread (measured with cdcvec bench embed, bench/RESULTS.md) */
 #define INTRA_OP_TOKENS 256
 
-typedef struct {
-    const float *wqkv;          /* (3D, D) packed Q|K|V */
-    const float *bqkv;          /* (3D) */
-    const float *wo, *bo;       /* (D, D), (D) */
-    const float *ln1_g, *ln1_b; /* (D) */
-    const float *w1, *b1;       /* (NI, D), (NI) */
-    const float *w2, *b2;       /* (D, NI), (D) */
-    const float *ln2_g, *ln2_b; /* (D) */
-} layer_w;
+typedef cv_encoder_layer layer_w; /* kernels/backend.h */
 
 typedef struct {
     const float *word;  /* (V, D) */
@@ -58,8 +50,9 @@ typedef struct {
 
 typedef struct {
     cv_backend *be;
-    model_w w; /* in the backend's memory */
-    int cap;   /* token capacity of the scratch below */
+    model_w w;      /* in the backend's memory */
+    cv_encoder enc; /* the same for be->encode */
+    int cap;        /* token capacity of the scratch below */
     int seq_cap;
     float *h, *qkv, *ctx, *a, *inter; /* (cap, D|3D|D|D|NI) */
     int32_t *ids, *pos, *offs;        /* (cap), (cap), (seq_cap+1) */
@@ -342,6 +335,17 @@ static cv_err worker_init(cv_minilm *m, worker *k, cv_backend *be) {
             !d->w2 || !d->b2 || !d->ln2_g || !d->ln2_b)
             return CV_ERR_DEVICE;
     }
+    k->enc = (cv_encoder){.word = k->w.word,
+                          .pos = k->w.pos,
+                          .type0 = k->w.type0,
+                          .ln_g = k->w.ln_g,
+                          .ln_b = k->w.ln_b,
+                          .layer = k->w.layer,
+                          .layers = c->layers,
+                          .D = c->hidden,
+                          .H = c->heads,
+                          .NI = c->intermediate,
+                          .eps = c->ln_eps};
     return CV_OK;
 }
 
@@ -384,9 +388,9 @@ static cv_err worker_reserve(const cv_minilm_config *c, worker *k, int tokens, i
 static cv_err forward(const cv_minilm_config *c, worker *k, const int32_t *ids, const int32_t *offs, int nseq,
                       float *out) {
     const int T = offs[nseq] - offs[0], D = c->hidden, H = c->heads, hd = D / H;
-    cv_err err = worker_reserve(c, k, T, nseq);
-    if (err) return err;
     cv_backend *be = k->be;
+    cv_err err = be->encode ? CV_OK : worker_reserve(c, k, T, nseq);
+    if (err) return err;
     /* positions restart at 0 for every sequence; offsets rebased to 0 */
     int32_t *pos = malloc(sizeof(int32_t) * ((size_t)T + (size_t)nseq + 1));
     if (!pos) return CV_ERR_NOMEM;
@@ -398,6 +402,11 @@ static cv_err forward(const cv_minilm_config *c, worker *k, const int32_t *ids, 
         if (roffs[s + 1] - roffs[s] > max_len) max_len = roffs[s + 1] - roffs[s];
         for (int t = roffs[s]; t < roffs[s + 1]; t++)
             pos[t] = t - roffs[s];
+    }
+    if (be->encode) { /* the backend runs the whole encoder (CUDA: fp16, fused, graphs) */
+        err = be->encode(be, &k->enc, ids + offs[0], pos, roffs, T, nseq, max_len, out);
+        free(pos);
+        return err;
     }
     if ((err = be->upload(be, k->ids, ids + offs[0], sizeof(int32_t) * (size_t)T)) ||
         (err = be->upload(be, k->pos, pos, sizeof(int32_t) * (size_t)T)) ||

@@ -19,6 +19,8 @@ void cv_cuda_attention(cv_backend *be, const float *qkv, const int32_t *offs, in
                        int hd, float *out);
 void cv_cuda_pool_l2(cv_backend *be, const float *x, const int32_t *offs, int nseq, int D, float *out);
 }
+cv_err cv_cuda_encode(cv_backend *be, const cv_encoder *m, const int32_t *ids, const int32_t *pos_ids,
+                      const int32_t *offs, int T, int nseq, int max_len, float *out);
 
 bool cv_cuda_reserve_half(cv_cuda *c, __half **buf, size_t *cap, size_t n) {
     if (n <= *cap) return true;
@@ -56,7 +58,7 @@ static void *cuda_alloc(cv_backend *be, size_t bytes) {
 
 static void cuda_release(cv_backend *be, void *p) { cudaFree(p); }
 
-/* Uploads a weight once; matrices (more than 1 row of 4096) also get an fp16 copy. */
+/* Uploads a weight once, with an fp16 copy (GEMM operands, and biases for cuBLASLt's epilogue). */
 static const float *cuda_weights(cv_backend *be, const float *host, size_t count) {
     cv_cuda *c = cv_cuda_of(be);
     if (c->nw == c->wcap) {
@@ -73,12 +75,13 @@ static const float *cuda_weights(cv_backend *be, const float *host, size_t count
      * work on a non-blocking stream */
     cudaError_t e = cudaMemcpyAsync(d, host, count * sizeof(float), cudaMemcpyHostToDevice, c->stream);
     __half *h = NULL;
-    if (e == cudaSuccess && count > 4096 &&
-        (e = cudaMalloc((void **)&h, count * sizeof(__half))) == cudaSuccess)
+    if (e == cudaSuccess && (e = cudaMalloc((void **)&h, count * sizeof(__half))) == cudaSuccess)
         cv_cuda_to_half(c, d, h, count);
     if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
     if (e != cudaSuccess) {
         cv_error("event=cuda_weights error=\"%s\"", cudaGetErrorString(e));
+        cudaStreamSynchronize(c->stream); /* the copy into d may still be queued */
+        cudaGetLastError();
         cudaFree(d);
         if (h) cudaFree(h);
         return NULL;
@@ -125,6 +128,7 @@ static void cuda_destroy(cv_backend *be) {
     cv_cuda *c = cv_cuda_of(be);
     if (c) {
         cudaSetDevice(c->device);
+        cv_cuda_enc_free(c);
         for (int i = 0; i < c->nw; i++) {
             cudaFree((void *)c->w[i].f32);
             if (c->w[i].f16) cudaFree(c->w[i].f16);
@@ -203,6 +207,7 @@ extern "C" cv_err cv_backend_cuda_new(int device, cv_backend **out, char *why, s
     be->add_ln = cv_cuda_add_ln;
     be->attention = cv_cuda_attention;
     be->pool_l2 = cv_cuda_pool_l2;
+    be->encode = cv_cuda_encode;
     be->destroy = cuda_destroy;
     snprintf(why, why_len, "%s, compute capability %d.%d, %.1f GiB", prop.name, prop.major, prop.minor,
              (double)prop.totalGlobalMem / (1 << 30));

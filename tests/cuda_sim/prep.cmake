@@ -1,7 +1,7 @@
 # prep.cmake: makes a .cu file compilable as C++ for the CPU execution layer, keeping its lines.
 #   cmake -DIN=kernels/cuda/x.cu -DOUT=build/.../x.cpp -P prep.cmake
 # Two rewrites, nothing else:
-#   kernel<<<grid, block, smem, stream>>>(args)  ->  CUDA_SIM_LAUNCH(kernel, grid, block, smem, stream)(args)
+#   kernel<<<grid, block, smem, stream>>>(args)  ->  CUDA_SIM_LAUNCH((kernel), grid, block, smem, stream)(args)
 #   extern __shared__ T name[];                  ->  T *name = (T *)::cusim::dyn_smem;
 # and a #line directive so that messages and __FILE__ name the original file.
 cmake_minimum_required(VERSION 3.22)
@@ -31,7 +31,7 @@ while(TRUE)
   string(LENGTH "${CMAKE_MATCH_0}" ml)
   math(EXPR keep "${hl} - ${ml}")
   string(SUBSTRING "${head}" 0 ${keep} head)
-  string(APPEND out "${head}CUDA_SIM_LAUNCH(${kernel}, ${cfg})")
+  string(APPEND out "${head}CUDA_SIM_LAUNCH((${kernel}), ${cfg})")
 endwhile()
 string(APPEND out "${src}")
 string(REGEX REPLACE
