@@ -1,7 +1,8 @@
 /* test_cuda_ops.c: every CUDA op against the CPU reference on random inputs of several
  * shapes (never zeros; device outputs poisoned with NaN first). Tolerance, as max
  * |got - want| / max(1, max |want|): 5e-3 for linear (fp16 inputs, fp32 accumulation),
- * 1e-5 for the fp32 ops. SKIPPED (exit 77) without a CUDA device. */
+ * 1e-5 for the fp32 ops. SKIPPED (exit 77) without a CUDA device. Also built as
+ * test_cuda_ops_sim on the CPU execution layer (tests/cuda_sim/), which runs in every build. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
