@@ -81,11 +81,15 @@ struct cv_backend {
                     float *out /* (nseq,D) */);
 
     /* Optional (NULL: the ops above are composed by the caller): the whole encoder, mean
-     * pooling and L2 normalization in one call, with the backend's own activations (CUDA: fp16
+     * pooling and L2 normalization of one batch, with the backend's own activations (CUDA: fp16
      * end to end, fused epilogues, graphs). ids, pos_ids (T) and offs (nseq+1, offs[0] == 0)
-     * are host arrays, out (nseq, D) host memory; returns when out is written. */
+     * are host arrays, free to reuse once encode returns; out (nseq, D) is host memory, written
+     * when encode_wait returns. encode queues the batch and returns at once, so the caller can
+     * prepare the next batch meanwhile; one batch in flight (a second encode waits for the
+     * first). */
     cv_err (*encode)(cv_backend *be, const cv_encoder *m, const int32_t *ids, const int32_t *pos_ids,
                      const int32_t *offs, int T, int nseq, int max_len, float *out);
+    cv_err (*encode_wait)(cv_backend *be);
 
     void (*destroy)(cv_backend *be);
 };

@@ -32,8 +32,10 @@
 #include "../kernels/cpu/cpu_ops.h"
 #include "safetensors.h"
 
-#define MAX_CHUNK_TOKENS     4096 /* rows per forward call: bounds scratch memory per thread */
+#define MAX_CHUNK_TOKENS 4096 /* rows per forward call: bounds scratch memory per thread */
+#ifndef MAX_CHUNK_TOKENS_GPU  /* tests/cuda_sim sets it small: many batches, pipelined */
 #define MAX_CHUNK_TOKENS_GPU 65536
+#endif
 /* below this many tokens per thread, one forward with ops split across threads beats one
  * forward per thread (measured with cdcvec bench embed, bench/RESULTS.md) */
 #define INTRA_OP_TOKENS 256
@@ -384,9 +386,11 @@ static cv_err worker_reserve(const cv_minilm_config *c, worker *k, int tokens, i
     return CV_OK;
 }
 
-/* Runs the encoder on nseq packed sequences (host ids/offs, offs[0] may be nonzero). */
+/* Runs the encoder on nseq packed sequences (host ids/offs, offs[0] may be nonzero). With wait
+ * 0 and a backend that has encode(), returns once the batch is queued: out is written at
+ * be->encode_wait(). */
 static cv_err forward(const cv_minilm_config *c, worker *k, const int32_t *ids, const int32_t *offs, int nseq,
-                      float *out) {
+                      float *out, int wait) {
     const int T = offs[nseq] - offs[0], D = c->hidden, H = c->heads, hd = D / H;
     cv_backend *be = k->be;
     cv_err err = be->encode ? CV_OK : worker_reserve(c, k, T, nseq);
@@ -406,7 +410,7 @@ static cv_err forward(const cv_minilm_config *c, worker *k, const int32_t *ids, 
     if (be->encode) { /* the backend runs the whole encoder (CUDA: fp16, fused, graphs) */
         err = be->encode(be, &k->enc, ids + offs[0], pos, roffs, T, nseq, max_len, out);
         free(pos);
-        return err;
+        return err || !wait ? err : be->encode_wait(be);
     }
     if ((err = be->upload(be, k->ids, ids + offs[0], sizeof(int32_t) * (size_t)T)) ||
         (err = be->upload(be, k->pos, pos, sizeof(int32_t) * (size_t)T)) ||
@@ -612,7 +616,7 @@ static void run_group(void *p, int g) {
         int e = s + 1;
         while (e < end && a->offs[e + 1] - a->offs[s] <= a->m->chunk_tokens)
             e++;
-        k->err = forward(&a->m->cfg, k, a->ids, a->offs + s, e - s, a->out + (size_t)s * D);
+        k->err = forward(&a->m->cfg, k, a->ids, a->offs + s, e - s, a->out + (size_t)s * D, 1);
         s = e;
     }
 }
@@ -660,15 +664,50 @@ typedef struct {
     cv_minilm *m;
     const char *const *texts;
     const size_t *lens;
-    int n, nt;
+    int start, n, nt; /* texts start .. n-1 */
 } tok_arg;
 
 static void tok_task(void *p, int task) {
     tok_arg *a = p;
     const int ms = a->m->cfg.max_seq;
-    for (int i = task; i < a->n; i += a->nt)
+    for (int i = a->start + task; i < a->n; i += a->nt)
         a->m->tok_len[i] =
             cv_tok_encode(a->m->tok, a->texts[i], a->lens[i], a->m->tok_ids + (size_t)i * ms, ms);
+}
+
+/* Tokenizes texts start .. end-1 into tok_ids/tok_len on the pool. */
+static void tokenize(cv_minilm *m, const char *const *texts, const size_t *lens, int start, int end) {
+    int nt = m->nthreads < end - start ? m->nthreads : end - start;
+    tok_arg ta = {m, texts, lens, start, end, nt};
+    cv_pool_run(m->pool, nt, tok_task, &ta);
+}
+
+/* A device backend with encode(): batches of chunk_tokens / max_seq texts, the next one
+ * tokenized while the device runs the current one. */
+static cv_err embed_pipelined(cv_minilm *m, const char *const *texts, const size_t *lens, int n, float *out,
+                              long *ntokens) {
+    const int ms = m->cfg.max_seq, D = m->cfg.hidden,
+              step = m->chunk_tokens / ms > 0 ? m->chunk_tokens / ms : 1;
+    worker *k = &m->wk[0];
+    long tok = 0;
+    cv_err err = CV_OK;
+    tokenize(m, texts, lens, 0, step < n ? step : n);
+    for (int s = 0; s < n && !err; s += step) {
+        const int e = s + step < n ? s + step : n;
+        m->offs[0] = 0;
+        for (int i = s; i < e; i++) {
+            memcpy(m->packed + m->offs[i - s], m->tok_ids + (size_t)i * ms,
+                   sizeof(int32_t) * (size_t)m->tok_len[i]);
+            m->offs[i - s + 1] = m->offs[i - s] + m->tok_len[i];
+        }
+        tok += m->offs[e - s];
+        err = forward(&m->cfg, k, m->packed, m->offs, e - s, out + (size_t)s * D, 0);
+        if (!err && e < n) tokenize(m, texts, lens, e, e + step < n ? e + step : n); /* overlaps the device */
+        cv_err werr = k->be->encode_wait(k->be);
+        if (!err) err = werr;
+    }
+    if (ntokens) *ntokens = tok;
+    return err;
 }
 
 cv_err cv_minilm_embed(cv_minilm *m, const char *const *texts, const size_t *lens, int n, float *out,
@@ -692,9 +731,9 @@ cv_err cv_minilm_embed(cv_minilm *m, const char *const *texts, const size_t *len
             return CV_ERR_NOMEM;
         }
     }
-    int nt = m->nthreads < n ? m->nthreads : n;
-    tok_arg ta = {m, texts, lens, n, nt};
-    cv_pool_run(m->pool, nt, tok_task, &ta);
+    if (m->nworkers == 1 && m->wk[0].be->encode && n > m->chunk_tokens / ms)
+        return embed_pipelined(m, texts, lens, n, out, ntokens);
+    tokenize(m, texts, lens, 0, n);
     m->offs[0] = 0;
     for (int i = 0; i < n; i++) {
         memcpy(m->packed + m->offs[i], m->tok_ids + (size_t)i * ms, sizeof(int32_t) * (size_t)m->tok_len[i]);

@@ -21,6 +21,7 @@ void cv_cuda_pool_l2(cv_backend *be, const float *x, const int32_t *offs, int ns
 }
 cv_err cv_cuda_encode(cv_backend *be, const cv_encoder *m, const int32_t *ids, const int32_t *pos_ids,
                       const int32_t *offs, int T, int nseq, int max_len, float *out);
+cv_err cv_cuda_encode_wait(cv_backend *be);
 
 bool cv_cuda_reserve_half(cv_cuda *c, __half **buf, size_t *cap, size_t n) {
     if (n <= *cap) return true;
@@ -208,6 +209,7 @@ extern "C" cv_err cv_backend_cuda_new(int device, cv_backend **out, char *why, s
     be->attention = cv_cuda_attention;
     be->pool_l2 = cv_cuda_pool_l2;
     be->encode = cv_cuda_encode;
+    be->encode_wait = cv_cuda_encode_wait;
     be->destroy = cuda_destroy;
     snprintf(why, why_len, "%s, compute capability %d.%d, %.1f GiB", prop.name, prop.major, prop.minor,
              (double)prop.totalGlobalMem / (1 << 30));

@@ -7,7 +7,8 @@
  *   form in one in-place kernel by default, or cuBLASLt's GELU_BIAS epilogue (its tanh
  *   approximation: cv_cuda_set_gelu_tanh);
  * - ids, positions and offsets go up, the pooled vectors come down, through pinned buffers with
- *   async copies on the backend's stream, one sync per batch;
+ *   async copies on the backend's stream, one sync per batch (encode_wait: the caller tokenizes
+ *   the next batch meanwhile);
  * - batches of up to CV_GRAPH_MAX_TOKENS tokens run as a CUDA graph captured once per shape
  *   (tokens, sequences, longest sequence): one launch instead of ~50.
  * Scratch grows to the largest batch seen; growing waits for the stream and drops the graphs
@@ -37,10 +38,12 @@ struct cv_cuda_enc {
     int cap, seq_cap; /* token and sequence capacity of the buffers below */
     int D, NI;        /* the widths they were sized for */
     __half *h, *qkv, *ctx, *a, *inter;
-    int32_t *in;     /* device: ids (cap) | pos (cap) | offs (seq_cap + 1) */
-    float *out;      /* device (seq_cap, D) */
-    int32_t *pin_in; /* pinned, as in */
-    float *pin_out;  /* pinned, as out */
+    int32_t *in;        /* device: ids (cap) | pos (cap) | offs (seq_cap + 1) */
+    float *out;         /* device (seq_cap, D) */
+    int32_t *pin_in;    /* pinned, as in */
+    float *pin_out;     /* pinned, as out */
+    float *pending_out; /* the queued batch's destination (encode_wait copies into it) */
+    size_t pending_n;
     enc_graph graphs[CV_GRAPH_CACHE];
     int ngraphs;
     unsigned long long tick;
@@ -256,6 +259,18 @@ static cudaGraphExec_t graph_for(cv_cuda *c, const cv_encoder *m, int T, int nse
     return exec;
 }
 
+/* Waits for the queued batch and copies its vectors out. */
+cv_err cv_cuda_encode_wait(cv_backend *be) {
+    cv_cuda *c = cv_cuda_of(be);
+    struct cv_cuda_enc *e = c->enc;
+    cv_err err = be->sync(be);
+    if (e && e->pending_out) {
+        if (!err) memcpy(e->pending_out, e->pin_out, sizeof(float) * e->pending_n);
+        e->pending_out = NULL;
+    }
+    return err;
+}
+
 cv_err cv_cuda_encode(cv_backend *be, const cv_encoder *m, const int32_t *ids, const int32_t *pos_ids,
                       const int32_t *offs, int T, int nseq, int max_len, float *out) {
     cv_cuda *c = cv_cuda_of(be);
@@ -263,8 +278,11 @@ cv_err cv_cuda_encode(cv_backend *be, const cv_encoder *m, const int32_t *ids, c
     if (m->D > 32 * CV_LN_MAX_PER_LANE) return CV_ERR_ARG;
     struct cv_cuda_enc *e = enc_of(c);
     if (!e) return CV_ERR_DEVICE;
+    if (e->pending_out) { /* one batch in flight: the pinned buffers are still in use */
+        cv_err err = cv_cuda_encode_wait(be);
+        if (err) return err;
+    }
     if (!reserve(c, m, T, nseq)) return be->sync(be) ? CV_ERR_DEVICE : CV_ERR_NOMEM;
-    /* the previous batch's copies are done (sync below): the pinned buffers are free */
     memcpy(e->pin_in, ids, sizeof(int32_t) * (size_t)T);
     memcpy(e->pin_in + e->cap, pos_ids, sizeof(int32_t) * (size_t)T);
     memcpy(e->pin_in + 2 * (size_t)e->cap, offs, sizeof(int32_t) * ((size_t)nseq + 1));
@@ -273,9 +291,10 @@ cv_err cv_cuda_encode(cv_backend *be, const cv_encoder *m, const int32_t *ids, c
         cv_cuda_note(c, cudaGraphLaunch(g, c->stream));
     else if (c->sticky == cudaSuccess && c->sticky_blas == CUBLAS_STATUS_SUCCESS)
         enqueue_forward(c, m, T, nseq, max_len);
-    cv_err err = be->sync(be);
-    if (!err) memcpy(out, e->pin_out, sizeof(float) * (size_t)nseq * (size_t)m->D);
-    return err;
+    e->pending_out = out;
+    e->pending_n = (size_t)nseq * (size_t)m->D;
+    if (c->sticky != cudaSuccess || c->sticky_blas != CUBLAS_STATUS_SUCCESS) return cv_cuda_encode_wait(be);
+    return CV_OK;
 }
 
 extern "C" void cv_cuda_set_gelu_tanh(int on) { gelu_tanh_default = !!on; }
