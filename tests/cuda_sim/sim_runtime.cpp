@@ -140,6 +140,11 @@ static void init() {
     ss.ss_size = sizeof altstack;
     sigaltstack(&ss, NULL);
     atexit(report_leaks);
+    struct sigaction sa = {};
+    sa.sa_sigaction = on_segv;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigaction(SIGSEGV, &sa, NULL); /* test frameworks may install theirs per test: drain() reinstalls */
+    sigaction(SIGBUS, &sa, NULL);
 }
 
 /* ---- streams ---------------------------------------------------------------------------- */
