@@ -9,8 +9,9 @@
  * - ids, positions and offsets go up, the pooled vectors come down, through pinned buffers with
  *   async copies on the backend's stream, one sync per batch (encode_wait: the caller tokenizes
  *   the next batch meanwhile);
- * - batches of up to CV_GRAPH_MAX_TOKENS tokens run as a CUDA graph captured once per shape
- *   (tokens, sequences, longest sequence): one launch instead of ~50.
+ * - batches of up to CV_GRAPH_MAX_TOKENS tokens run as a CUDA graph captured per shape (tokens,
+ *   sequences, longest sequence) the second time that shape is seen (a one-off shape does not
+ *   pay for a capture): one launch instead of ~50.
  * Scratch grows to the largest batch seen; growing waits for the stream and drops the graphs
  * (they hold the old buffers' addresses). */
 #include <cublasLt.h>
@@ -22,7 +23,7 @@
 #include "cuda_impl.cuh"
 
 #define CV_GRAPH_MAX_TOKENS 1024
-#define CV_GRAPH_CACHE      64
+#define CV_GRAPH_CACHE      256 /* shapes remembered (batch 1: one per length) */
 #define CV_LT_WORKSPACE     (4u << 20)
 
 typedef struct {
@@ -143,7 +144,7 @@ static void enqueue_forward(cv_cuda *c, const cv_encoder *m, int T, int nseq, in
 
 static void drop_graphs(struct cv_cuda_enc *e) {
     for (int i = 0; i < e->ngraphs; i++)
-        cudaGraphExecDestroy(e->graphs[i].exec);
+        if (e->graphs[i].exec) cudaGraphExecDestroy(e->graphs[i].exec);
     e->ngraphs = 0;
 }
 
@@ -220,17 +221,29 @@ static struct cv_cuda_enc *enc_of(cv_cuda *c) {
     return e;
 }
 
-/* The graph for this batch shape, captured on first use; NULL when capture failed (the batch
- * then runs op by op). */
+/* The graph for this batch shape, captured the second time the shape is seen; NULL the first
+ * time, or when capture failed (the batch then runs op by op). */
 static cudaGraphExec_t graph_for(cv_cuda *c, const cv_encoder *m, int T, int nseq, int max_len) {
     struct cv_cuda_enc *e = c->enc;
-    for (int i = 0; i < e->ngraphs; i++) {
-        enc_graph *g = &e->graphs[i];
-        if (g->m == m && g->T == T && g->nseq == nseq && g->max_len == max_len) {
-            g->used = ++e->tick;
-            return g->exec;
-        }
+    enc_graph *g = NULL;
+    for (int i = 0; i < e->ngraphs && !g; i++)
+        if (e->graphs[i].m == m && e->graphs[i].T == T && e->graphs[i].nseq == nseq &&
+            e->graphs[i].max_len == max_len)
+            g = &e->graphs[i];
+    if (!g) { /* first sight: remember the shape, evicting the least recently used */
+        int slot = e->ngraphs;
+        if (slot == CV_GRAPH_CACHE) {
+            slot = 0;
+            for (int i = 1; i < e->ngraphs; i++)
+                if (e->graphs[i].used < e->graphs[slot].used) slot = i;
+            if (e->graphs[slot].exec) cudaGraphExecDestroy(e->graphs[slot].exec);
+        } else
+            e->ngraphs++;
+        e->graphs[slot] = (enc_graph){m, T, nseq, max_len, NULL, ++e->tick};
+        return NULL;
     }
+    g->used = ++e->tick;
+    if (g->exec) return g->exec;
     cudaGraph_t graph = NULL;
     cudaGraphExec_t exec = NULL;
     if (cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
@@ -245,17 +258,10 @@ static cudaGraphExec_t graph_for(cv_cuda *c, const cv_encoder *m, int T, int nse
         cv_warn("event=cuda_graph_capture_failed tokens=%d seqs=%d error=\"%s\" cublas_status=%d", T, nseq,
                 cudaGetErrorString(err != cudaSuccess ? err : c->sticky), (int)c->sticky_blas);
         if (exec) cudaGraphExecDestroy(exec);
+        cudaGetLastError();
         return NULL; /* sync() reports a sticky error */
     }
-    int slot = e->ngraphs;
-    if (slot == CV_GRAPH_CACHE) { /* evict the least recently used */
-        slot = 0;
-        for (int i = 1; i < e->ngraphs; i++)
-            if (e->graphs[i].used < e->graphs[slot].used) slot = i;
-        cudaGraphExecDestroy(e->graphs[slot].exec);
-    } else
-        e->ngraphs++;
-    e->graphs[slot] = (enc_graph){m, T, nseq, max_len, exec, ++e->tick};
+    g->exec = exec;
     return exec;
 }
 

@@ -16,6 +16,7 @@
 #include "sim_internal.h"
 
 struct cusim_stream {
+    cusim_stream(bool nb, bool leg) : nonblocking(nb), legacy(leg) {}
     bool nonblocking, legacy, capturing = false, invalidated = false;
     std::deque<cusim::Op> q;
     unsigned long long enq = 0, done = 0;
@@ -48,9 +49,9 @@ struct Alloc {
     bool pinned;
 };
 static std::map<uintptr_t, Alloc> allocs; /* by start */
-static cusim_stream legacy_stream{false, true};
+static cusim_stream legacy_stream(false, true);
 static std::vector<cusim_stream *> streams;
-static long fail_malloc_at = -1;
+static long fail_malloc_at = -1, graph_launches;
 static bool protect = true, accessible = true, in_drain;
 
 static void set_access(bool on) {
@@ -240,7 +241,7 @@ static const char *kind_name(cudaMemcpyKind k) {
     return (unsigned)k <= 4 ? n[k] : "invalid";
 }
 
-/* Checks a copy's direction and extents; sets *h2d/*d2h. */
+/* Checks a copy's direction and extents; says which ends are device memory. */
 static cudaError_t check_copy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind, bool *src_dev,
                               bool *dst_dev, const char *fn) {
     init();
@@ -317,6 +318,7 @@ extern "C" {
 void cusim_fail_malloc_at(long n) { fail_malloc_at = n; }
 long cusim_live_allocations(void) { return (long)allocs.size(); }
 long cusim_launch_count(void) { return launches; }
+long cusim_graph_launch_count(void) { return graph_launches; }
 }
 
 const char *cudaGetErrorString(cudaError_t e) {
@@ -493,7 +495,7 @@ cudaError_t cudaMemset(void *p, int v, size_t bytes) { return cudaMemsetAsync(p,
 
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags) {
     init();
-    auto *x = new cusim_stream{(flags & cudaStreamNonBlocking) != 0, false};
+    auto *x = new cusim_stream((flags & cudaStreamNonBlocking) != 0, false);
     streams.push_back(x);
     *s = x;
     return cudaSuccess;
@@ -601,6 +603,7 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t *x, cudaGraph_t g, unsigned lon
 }
 cudaError_t cudaGraphLaunch(cudaGraphExec_t x, cudaStream_t h) {
     if (!x || !resolve(h)) return cudaErrorInvalidResourceHandle;
+    graph_launches++;
     for (auto &op : x->ops) {
         cudaError_t e = enqueue(h, op.again());
         if (e) return e;

@@ -144,6 +144,8 @@ void cusim_fail_malloc_at(long n);
 long cusim_live_allocations(void);
 /* Kernel launches and cuBLAS calls executed so far, and device bytes they touched. */
 long cusim_launch_count(void);
+/* cudaGraphLaunch calls so far. */
+long cusim_graph_launch_count(void);
 }
 
 #endif
