@@ -1,7 +1,9 @@
 /* cuda_impl.cuh: the CUDA backend's private state and helpers, shared by its .cu files.
- * Activations cross the backend interface as fp32 (the same meaning as the CPU ops); GEMM
- * inputs are converted to fp16 and multiplied with fp32 accumulation by cuBLAS; LayerNorm,
- * softmax, GELU and pooling keep fp32 arithmetic and statistics. */
+ * The per-op interface takes fp32 activations (the same meaning as the CPU ops); GEMM inputs
+ * are converted to fp16 and multiplied with fp32 accumulation by cuBLAS. encode() (encoder.cu)
+ * keeps activations in fp16 between its kernels. Either way LayerNorm, softmax, GELU and
+ * pooling keep fp32 arithmetic and statistics. These sources also compile as C++ for the CPU
+ * execution layer (tests/cuda_sim/): keep to what its headers provide. */
 #ifndef CV_CUDA_IMPL_CUH
 #define CV_CUDA_IMPL_CUH
 
