@@ -17,11 +17,26 @@
 STALL_S=${CDCVEC_TEST_STALL_S:-60}
 fail=${fail:-0}
 
-# A free TCP port at or after $1 (nothing accepts a connection there).
+# A free TCP port at or after $1: no socket of any state uses it, and it lies outside the
+# kernel's ephemeral range (where client connections take their local ports: a port free there
+# now may be a connection's the next moment, and a test that opened thousands of connections
+# leaves them on ports there). A port asked for in that range moves below it, 10000 and up.
+read -r CV_EPH_LO CV_EPH_HI </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || CV_EPH_LO=32768 CV_EPH_HI=60999
+[ "$CV_EPH_LO" -gt 11000 ] || CV_EPH_LO=65536 CV_EPH_HI=65536 # no room below it: only the wrap
 free_port() {
   local p=$1
-  while (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; do p=$((p + 1)); done
-  echo $p
+  while :; do
+    if [ "$p" -gt 65535 ] || { [ "$p" -ge "$CV_EPH_LO" ] && [ "$p" -le "$CV_EPH_HI" ]; }; then
+      p=$((10000 + (p - CV_EPH_LO + 65536) % (CV_EPH_LO - 10000)))
+    fi
+    if (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null ||
+      [ -n "$(ss -Htan "( sport = :$p )" 2>/dev/null | head -1)" ]; then
+      p=$((p + 1))
+      continue
+    fi
+    echo $p
+    return
+  done
 }
 
 # pg_start_retry DIR: starts a private PostgreSQL (scripts/pg.sh) in DIR on $port, or on another

@@ -13,12 +13,7 @@ probe=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
 root=$(cd "$(dirname "$0")/.." && pwd)
 BIN=/usr/lib/postgresql/15/bin
 work=$(bash "$root/scripts/pg.sh" dir "$(dirname "$probe")/test-pgerr-$$")
-# a free TCP port at or after $1 (nothing accepts a connection there)
-free_port() {
-  local p=$1
-  while (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; do p=$((p + 1)); done
-  echo $p
-}
+. "$root/tests/sync_lib.sh" # free_port
 fail=0
 recv_pid=
 cleanup() {

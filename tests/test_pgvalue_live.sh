@@ -8,12 +8,7 @@ set -u
 probe=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(bash "$root/scripts/pg.sh" dir "$(dirname "$probe")/test-pgvalue-$$")
-# a free TCP port at or after $1 (nothing accepts a connection there)
-free_port() {
-  local p=$1
-  while (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; do p=$((p + 1)); done
-  echo $p
-}
+. "$root/tests/sync_lib.sh" # free_port
 port=$(free_port $((49000 + $$ % 8000)))
 cleanup() {
   bash "$root/scripts/pg.sh" stop "$work/pg" 2>/dev/null
