@@ -20,6 +20,7 @@
 #include "../sink/sink.h"
 #include "ingest.h"
 #include "source.h"
+#include "wlock.h"
 
 #define CV_ERR_STAGES 3 /* source, sink, embed */
 
@@ -59,6 +60,8 @@ typedef struct cv_sync {
     PGconn *src; /* ordinary connection to the source */
     cv_sink *sink;
     cv_pg_fault fault; /* why the session ended */
+    char why[512];     /* and what happened, for the retry line ("" : the last error logged) */
+    cv_wlock wlock;    /* one writer per store table (wlock.c) */
     int in_session;
     /* what the session start found, for the stream to act on */
     int resnapshot;  /* the table was dropped and recreated: rebuild from a new snapshot */

@@ -13,8 +13,8 @@
  * (its hash check re-embeds stale and missing rows and rewrites drifted payloads alone) and
  * orphans as deletes, at the position the store recorded (never moved back). Deleting while
  * scanning can shift a store's cursor (Upstash), so after a pass that deleted anything the
- * store walk runs again until it finds nothing. A repair refuses to run beside a sync of the
- * same slot (its advisory lock): the sync would race it.
+ * store walk runs again until it finds nothing. A repair refuses to run beside a sync or a Kafka
+ * sink stage of the same table and store (their writer lock, wlock.c): it would race them.
  * Output: one line per difference (the first CV_VERIFY_SHOW of each kind), a summary line on
  * stdout, counters cdcvec_verify_differences_total{kind}. Exit 0: none; 3: differences were
  * found (repaired with --repair); 1: an error. */
@@ -224,23 +224,33 @@ static cv_err store_walk(verify *v, uint64_t pos, int count, long *deleted, vola
     return e;
 }
 
+/* A repair writes: it takes the store table's writer lock (wlock.c) that a sync or a Kafka sink
+ * stage of the table holds while it runs, and is refused while one does. */
+static cv_err lock_store(cv_sync *s) {
+    const cv_sync_opts *o = &s->o;
+    cv_buf key = {0}, holder = {0};
+    const char *home;
+    cv_sink_table st = {.schema = s->t.schema, .table = s->t.name, .ns = o->ns};
+    cv_wlock_place(o->sink, o->source, o->source, &st, &home, &key);
+    cv_pg_fault f = {1, "connection", NULL};
+    cv_err e = cv_wlock_take(&s->wlock, home, !strcmp(home, o->source) ? s->src : NULL, key.p,
+                             "verify --repair", &holder, &f);
+    if (e == CV_ERR_BUSY)
+        cv_error(
+            "event=verify_stopped table=%s holder=\"%s\" error=\"another process writes this table's "
+            "vectors into this store (a cdcvec sync or a Kafka sink stage): a repair beside it would race "
+            "it\" fix=\"stop it, run cdcvec verify --repair 1, start it again (or verify without --repair)\"",
+            s->t.qualified, holder.p);
+    free(key.p), free(holder.p);
+    return e;
+}
+
 int cv_verify_run(const cv_sync_opts *o, int repair, volatile sig_atomic_t *stop) {
     cv_sync s;
     verify v = {.s = &s, .repair = repair};
     cv_err e = cv_sync_runtime_open(&s, o);
     if (!e) e = cv_sync_session_open(&s, 0);
-    if (!e && repair) { /* one writer per slot: the sync's advisory lock */
-        const char *p[1] = {s.slot};
-        PGresult *r =
-            PQexecParams(s.src, "SELECT pg_try_advisory_lock(hashtextextended('cdcvec sync ' || $1, 0))", 1,
-                         NULL, p, NULL, NULL, 0);
-        if (PQresultStatus(r) != PGRES_TUPLES_OK || PQgetvalue(r, 0, 0)[0] != 't') {
-            cv_error("event=verify_stopped error=\"a cdcvec sync of this table is running\" fix=\"stop it, "
-                     "run cdcvec verify --repair 1, start it again (or verify without --repair)\"");
-            e = CV_ERR_BUSY;
-        }
-        PQclear(r);
-    }
+    if (!e && repair) e = lock_store(&s);
     uint64_t pos = 0, bpos;
     int done;
     if (!e && (e = cv_sink_state(s.sink, &pos, &done, &bpos))) e = cv_sync_batch_failed(&s, e);
