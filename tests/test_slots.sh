@@ -137,22 +137,41 @@ check "a refused connection: the retry line says so, not \"timed out\"" \
 stop_sync $pr
 
 echo "# 3. two syncs started at once on a fresh database"
-for r in 1 2 3 4 5; do
+# round 0 forces the race: a transaction creating the extension and the schema is held open until
+# both syncs wait behind it, then rolled back, so both go for the catalogs' unique indexes at once
+for r in 0 1 2 3 4 5; do
   d=fresh_$r
   q "CREATE DATABASE $d" >/dev/null
   q "CREATE TABLE t1 (id int PRIMARY KEY, description text); CREATE TABLE t2 (id int PRIMARY KEY, description text);
      INSERT INTO t1 VALUES (1, 'one'), (2, 'two'); INSERT INTO t2 VALUES (1, 'uno'), (2, 'dos')" "$(dbof $d)" >/dev/null
+  if [ $r = 0 ]; then
+    mkfifo "$work/hold"
+    psql -qX "$(dbof $d)" -v ON_ERROR_STOP=1 <"$work/hold" >/dev/null 2>&1 &
+    hp=$!
+    pids+=("$hp")
+    exec 7>"$work/hold"
+    echo "BEGIN; CREATE EXTENSION vector; CREATE SCHEMA cdcvec;" >&7
+    WATCH_PID=$hp wait_until '[ "$(q "SELECT count(*) FROM pg_stat_activity WHERE datname = '"'"'$d'"'"' AND state = '"'"'idle in transaction'"'"'")" = 1 ]' true >/dev/null
+  fi
   for t in t1 t2; do
     CDCVEC_LOG=info "$bin" sync --source "$(dbof $d)" --table public.$t --text-column description --embed "$EMBED" \
-      >"$work/$d-$t.log" 2>&1 &
+      >"$work/$d-$t.log" 2>&1 7>&- &
     eval "p_$t=\$!"
     pids+=("$!")
   done
+  if [ $r = 0 ]; then
+    wait_until '! kill -0 $p_t1 2>/dev/null || ! kill -0 $p_t2 2>/dev/null ||
+      [ "$(q "SELECT count(*) FROM pg_stat_activity WHERE datname = '"'"'$d'"'"' AND wait_event_type = '"'"'Lock'"'"'")" = 2 ]' \
+      'cat "$work/$d-t1.log" "$work/$d-t2.log" | wc -c' >/dev/null
+    echo "ROLLBACK;" >&7
+    exec 7>&-
+    wait $hp
+  fi
   # (a sync that exits ends the wait at once)
   wait_until '! kill -0 $p_t1 2>/dev/null || ! kill -0 $p_t2 2>/dev/null ||
     [ "$(q "SELECT count(*) FROM cdcvec.state WHERE backfill_done" "$(dbof $d)" 2>/dev/null)" = 2 ]' \
     'cat "$work/$d-t1.log" "$work/$d-t2.log" | wc -c' >/dev/null
-  check "round $r: both syncs come up" \
+  check "round $r: both syncs come up$([ $r = 0 ] && echo " (both released at once behind a held CREATE)")" \
     'kill -0 $p_t1 2>/dev/null && kill -0 $p_t2 2>/dev/null && [ "$(q "SELECT count(*) FROM cdcvec.state WHERE backfill_done" "$(dbof $d)")" = 2 ]' ||
     dump "$work/$d-t1.log" "$work/$d-t2.log"
   stop_sync $p_t1
