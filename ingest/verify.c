@@ -236,11 +236,10 @@ static cv_err lock_store(cv_sync *s) {
     cv_err e = cv_wlock_take(&s->wlock, home, !strcmp(home, o->source) ? s->src : NULL, key.p,
                              "verify --repair", &holder, &f);
     if (e == CV_ERR_BUSY)
-        cv_error(
-            "event=verify_stopped table=%s holder=\"%s\" error=\"another process writes this table's "
-            "vectors into this store (a cdcvec sync or a Kafka sink stage): a repair beside it would race "
-            "it\" fix=\"stop it, run cdcvec verify --repair 1, start it again (or verify without --repair)\"",
-            s->t.qualified, holder.p);
+        cv_error("event=verify_stopped table=%s holder=\"%s\" error=\"a cdcvec sync of this table is running "
+                 "(or a Kafka sink stage writes it into this store): a repair beside it would race it\" "
+                 "fix=\"stop it, run cdcvec verify --repair 1, start it again (or verify without --repair)\"",
+                 s->t.qualified, holder.p);
     free(key.p), free(holder.p);
     return e;
 }
