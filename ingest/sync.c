@@ -392,6 +392,27 @@ static cv_err record_meta(cv_sync *s) {
     return e;
 }
 
+/* A new slot: inactive cdcvec slots of the same table in this database (another store, an
+ * earlier configuration) are named, for each keeps WAL until it is dropped. */
+static void warn_other_slots(cv_sync *s) {
+    const char *p[3] = {s->slot, s->t.schema, s->t.name};
+    PGresult *r = PQexecParams(
+        s->src,
+        "SELECT string_agg(s.slot_name, ' ' ORDER BY s.slot_name) FROM pg_replication_slots s WHERE "
+        "s.database = "
+        "current_database() AND NOT s.active AND s.slot_name <> $1 AND s.slot_name LIKE 'cdcvec%' AND EXISTS "
+        "(SELECT 1 FROM pg_publication_tables t WHERE t.pubname = s.slot_name AND t.schemaname = $2 AND "
+        "t.tablename = $3)",
+        3, NULL, p, NULL, NULL, 0);
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && !PQgetisnull(r, 0, 0))
+        cv_warn(
+            "event=slot_other table=%s slots=\"%s\" note=\"inactive cdcvec slots of this table (a sync into "
+            "another store, or an earlier configuration) keep WAL until dropped: SELECT "
+            "pg_drop_replication_slot('NAME') for each one no cdcvec process uses\"",
+            s->t.qualified, PQgetvalue(r, 0, 0));
+    PQclear(r);
+}
+
 /* Ensures the slot (creating it and backfilling through its snapshot when needed). */
 static cv_err ensure_slot(stream *st, volatile sig_atomic_t *stop) {
     cv_sync *s = st->s;
@@ -492,6 +513,7 @@ static cv_err ensure_slot(stream *st, volatile sig_atomic_t *stop) {
     PQclear(r);
     cv_lsn_format(cp, cps);
     cv_info("event=slot_created slot=%s consistent_point=%s snapshot=%s", s->slot, cps, snapshot);
+    warn_other_slots(s);
     /* backfill through the exported snapshot, before any other command on the replication
      * connection (which would end the snapshot) */
     PGconn *bf = cv_pg_connect(s->o.source, 0, "backfill");

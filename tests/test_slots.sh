@@ -5,7 +5,8 @@
 #      database never takes over or drops the other's (a restart of the first after the second
 #      ran converges, the row written meanwhile included); a --slot naming the other database's
 #      slot is refused (exit 1, slot_clash); an earlier version's slot (cdcvec_public_books_<hash>)
-#      is adopted, not left holding WAL beside a new one
+#      is adopted, not left holding WAL beside a new one; a second store of the table gets a slot
+#      of its own, the first store's inactive slot named
 #   2. a second sync of the same table with its own --slot waits (table_busy, no slot created),
 #      its retry line saying so; verify --repair beside the sync is refused; a refused
 #      connection's retry line says so
@@ -109,6 +110,17 @@ check "upgrade: the earlier slot is adopted (event=slot_adopted) and the row wri
   'conv $pc shop_c && grep -q "event=slot_adopted slot=$legacy" "$work/c2.log"' || dump "$work/c2.log"
 check "upgrade: no new slot, no second backfill" \
   '! grep -Eq "event=slot_(created|recreate)" "$work/c2.log" && [ "$(q "SELECT string_agg(slot_name, '"'"','"'"') FROM pg_replication_slots WHERE database = '"'"'shop_c'"'"'")" = "$legacy" ]'
+stop_sync $pc
+# the same table into a second store (pgvector in another database: the writer lock is held there,
+# on a connection of its own): a slot of its own; the first store's, inactive, is named
+start_sync c3 "$(dbof shop_c)" --sink "$(dbof shop_b)"
+pc=$spid
+WATCH_PID=$pc wait_until 'grep -q "event=streaming" "$work/c3.log"' 'wc -c <"$work/c3.log"' >/dev/null
+check "a second store of the table: a slot of its own, and the first store's inactive slot is named (slot_other)" \
+  'grep -q "event=slot_other table=\"public\".\"books\" slots=\"$legacy\"" "$work/c3.log" && [ "$(q "SELECT count(*) FROM pg_replication_slots WHERE database = '"'"'shop_c'"'"'")" = 2 ]' ||
+  dump "$work/c3.log"
+check "its writer lock is held in the store's database (cdcvec sync (writer lock) in shop_b)" \
+  '[ "$(q "SELECT count(*) FROM pg_stat_activity WHERE datname = '"'"'shop_b'"'"' AND application_name = '"'"'cdcvec sync (writer lock)'"'"'")" = 1 ]'
 stop_sync $pc
 
 echo "# 2. one writer per table and store"
