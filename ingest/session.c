@@ -214,8 +214,7 @@ static cv_err lock_table(cv_sync *s) {
     if (e == CV_ERR_BUSY) {
         if (o->capture)
             cv_warn("event=table_busy table=%s topic=%s holder=\"%s\" note=\"another cdcvec capture of this "
-                    "table "
-                    "into the same topic is running; waiting for it to stop\"",
+                    "table into the same topic is running; waiting for it to stop\"",
                     s->t.qualified, o->capture->to, holder.p);
         else
             cv_warn(
@@ -243,8 +242,7 @@ static cv_err adopt_legacy(cv_sync *s, cv_buf *slot, const char *legacy, const c
         s->src,
         "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1), (SELECT database = "
         "current_database() FROM pg_replication_slots WHERE slot_name = $2), (SELECT c.oid FROM pg_class c "
-        "JOIN "
-        "pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $3 AND c.relname = $4)",
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $3 AND c.relname = $4)",
         4, NULL, p, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         cv_pg_classify_result(s->src, r, &s->fault);
@@ -262,8 +260,7 @@ static cv_err adopt_legacy(cv_sync *s, cv_buf *slot, const char *legacy, const c
     cv_sink_meta_peek_table(s->sink_conninfo, &peek, &m);
     if (m.relid && m.relid == oid) {
         cv_info("event=slot_adopted slot=%s table=%s.%s note=\"the slot (and position) of an earlier cdcvec, "
-                "kept; a "
-                "new install would use %s\"",
+                "kept; a new install would use %s\"",
                 legacy, schema, table, slot->p);
         slot->len = 0;
         cv_buf_puts(slot, legacy);

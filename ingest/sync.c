@@ -399,8 +399,8 @@ static void warn_other_slots(cv_sync *s) {
     PGresult *r = PQexecParams(
         s->src,
         "SELECT string_agg(s.slot_name, ' ' ORDER BY s.slot_name) FROM pg_replication_slots s WHERE "
-        "s.database = "
-        "current_database() AND NOT s.active AND s.slot_name <> $1 AND s.slot_name LIKE 'cdcvec%' AND EXISTS "
+        "s.database = current_database() AND NOT s.active AND s.slot_name <> $1 AND s.slot_name LIKE "
+        "'cdcvec%' AND EXISTS "
         "(SELECT 1 FROM pg_publication_tables t WHERE t.pubname = s.slot_name AND t.schemaname = $2 AND "
         "t.tablename = $3)",
         3, NULL, p, NULL, NULL, 0);
