@@ -293,6 +293,11 @@ static cv_err apply_step(cv_apply *a, cv_change *chg, int n, uint64_t position, 
         }
     }
     if (!e && nf) e = a->o.fetch(a->o.fetch_arg, fetch, nf);
+    for (int k = 0; !e && k < nf; k++)
+        if (fetch[k]->fail) { /* the row read cannot be applied (a value that is not UTF-8) */
+            dead_add(dead, fetch[k]->key, fetch[k]->fail);
+            fetch[k]->text_state = CV_TEXT_NULL, fetch[k]->text_fetch = 0; /* its stale vector goes */
+        }
     /* decide: vector gone (text NULL now), payload only, or embed */
     const char **texts = calloc((size_t)nu + 1, sizeof(char *));
     cv_sink_row *rows = calloc((size_t)nu + 1, sizeof *rows), *emb = calloc((size_t)nu + 1, sizeof *emb),
@@ -414,6 +419,65 @@ static int step_end(const cv_change *chg, int from, int n, int key_exact) {
     return n;
 }
 
+/* The store refused the batch's data (CV_ERR_FORMAT: a row it cannot take): the changes again,
+ * one transaction each, recorded at the position the store had (so a crash midway replays the
+ * whole batch), and the ones the store refuses alone become dead letters with its reason, their
+ * stale vectors deleted; then the dead letters and the batch's position, together. Retriable
+ * failures return as they are (the caller replays the batch). */
+static cv_err isolate(cv_apply *a, cv_change *chg, int n, int truncate, uint64_t position, int force,
+                      dead_list *dead, int *nemb, int *nskip) {
+    uint64_t pos0 = 0, bpos;
+    int done;
+    cv_err e = cv_sink_state(a->o.sink, &pos0, &done, &bpos);
+    if (e) return e;
+    cv_warn("event=batch_refused table=%s changes=%d note=\"the store refused the batch's data: its changes "
+            "go one at a time to find the rows it cannot take\"",
+            a->o.table, n);
+    if (truncate && !(e = cv_sink_begin(a->o.sink, 1))) e = cv_sink_commit(a->o.sink, pos0);
+    for (int i = 0; !e && i < n; i++) {
+        dead_list one = {0};
+        e = cv_sink_begin(a->o.sink, 0);
+        if (!e) e = apply_step(a, &chg[i], 1, position, force, &one, nemb, nskip);
+        for (int k = 0; !e && k < one.n; k++)
+            dead_add(dead, chg[i].key, one.v[k].reason);
+        for (int k = 0; k < one.n; k++)
+            free(one.v[k].key.p), free(one.v[k].reason);
+        free(one.v);
+        if (!e)
+            e = cv_sink_commit(a->o.sink, pos0);
+        else
+            cv_sink_rollback(a->o.sink);
+        if (e != CV_ERR_FORMAT) continue;
+        const char *kind, *fix;
+        cv_sink_last_fault(a->o.sink, &kind, &fix);
+        cv_buf why = {0};
+        cv_buf_printf(&why, "the store refused the row: %s", fix ? fix : "its data (see the log)");
+        dead_add(dead, chg[i].key, why.p);
+        free(why.p);
+        const char *const *k1[1] = {(const char *const *)chg[i].key};
+        if (!(e = cv_sink_begin(a->o.sink, 0)) && !(e = cv_sink_delete(a->o.sink, k1, 1)))
+            e = cv_sink_commit(a->o.sink, pos0); /* its stale vector goes */
+        else if (e)
+            cv_sink_rollback(a->o.sink);
+    }
+    if (!e) e = cv_sink_begin(a->o.sink, 0);
+    if (!e && dead->n) {
+        cv_sink_dead *d = calloc((size_t)dead->n, sizeof *d);
+        CV_ASSERT(d);
+        for (int i = 0; i < dead->n; i++) {
+            d[i] = (cv_sink_dead){dead->v[i].key.p ? dead->v[i].key.p : "", dead->v[i].reason};
+            cv_warn("event=dead_letter table=%s key=\"%s\" reason=\"%s\"", a->o.table, d[i].key, d[i].reason);
+        }
+        e = cv_sink_dead_put(a->o.sink, d, dead->n, position);
+        free(d);
+    }
+    if (!e)
+        e = cv_sink_commit(a->o.sink, position);
+    else
+        cv_sink_rollback(a->o.sink);
+    return e;
+}
+
 cv_err cv_apply_batch(cv_apply *a, cv_change *chg, int n, int truncate, uint64_t position, int force,
                       double commit_unix) {
     const double t0 = cv_wall_now();
@@ -445,6 +509,12 @@ cv_err cv_apply_batch(cv_apply *a, cv_change *chg, int n, int truncate, uint64_t
         e = cv_sink_commit(a->o.sink, position);
     else
         cv_sink_rollback(a->o.sink);
+    if (e == CV_ERR_FORMAT && !a->o.on_error_stop && n > 0) { /* one row the store cannot take */
+        for (int i = 0; i < dead.n; i++)
+            free(dead.v[i].key.p), free(dead.v[i].reason);
+        dead.n = 0, nemb = 0, nskip = 0;
+        e = isolate(a, chg, n, truncate, position, force, &dead, &nemb, &nskip);
+    }
     if (!e) {
         cv_metric_add(a->m.batches, 1);
         cv_metric_add(a->m.embedded, nemb);

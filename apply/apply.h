@@ -72,6 +72,9 @@ void cv_apply_set_sink(cv_apply *a, cv_sink *sink, cv_apply_fetch_fn fetch, void
  * source to read it from, becomes a dead letter.
  * truncate: empty the table first; force: re-embed unchanged texts too; commit_unix: when the
  * last change committed at the source (unix seconds, 0 = unknown), for the latency histogram.
+ * A batch whose data the store refuses (CV_ERR_FORMAT) is applied again one change at a time,
+ * each recorded at the store's current position: the changes refused alone become dead
+ * letters with the store's reason, then the batch's position is recorded with them.
  * Errors: retriable ones (store or embedding service unreachable) and CV_ERR_ARG when
  * on_error_stop and a change failed (logged with its key and reason). */
 cv_err cv_apply_batch(cv_apply *a, cv_change *chg, int n, int truncate, uint64_t position, int force,

@@ -64,7 +64,7 @@ class Attack(threading.Thread):
         self.stop, self.reconnects, self.sent = False, 0, 0
 
     def run(self):
-        line = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"z" * 100000
+        line = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"z" * 100000
         slow = [[connect(i), 0] for i in range(200)]
         idle = [connect(200 + i) for i in range(500)]
         next_tick = time.monotonic()

@@ -35,6 +35,18 @@ void cv_cli_on_stop(volatile sig_atomic_t *flag);
 /* Parses auto|cpu|cuda; returns 0 on success. */
 int cv_cli_parse_device(const char *s, cv_device *out);
 
+/* --point-ids: a property for a command's conf struct T with `const char *point_ids;`, and its
+ * parser (auto: 0, uuid: 1; -1 after printing an error naming the command). */
+#define CV_CLI_POINT_IDS_PROP(T)                                                                             \
+    {                                                                                                        \
+        "point-ids", "CDCVEC_POINT_IDS", CV_CONF_STR, "auto", 0, 0, offsetof(T, point_ids),                  \
+            "Qdrant point ids: auto (the key itself when it is one integer column, else a UUID of table "    \
+            "and "                                                                                           \
+            "key) or uuid (always the UUID: several tables with integer keys in one collection; a table "    \
+            "whose integer ids would meet another table's there is refused)"                                 \
+    }
+int cv_cli_point_ids(const char *cmd, const char *s, int *uuid);
+
 /* Parses a positive integer option value in [lo, hi]; prints an error naming opt. */
 int cv_cli_parse_int(const char *opt, const char *s, long lo, long hi, long *out);
 
@@ -47,7 +59,8 @@ int cv_cli_parse_precision(const char *s, cv_precision *out);
  * struct T holds `cv_cli_http hl;` and its property table lists CV_CLI_HTTP_PROPS(T). */
 typedef struct {
     long max_body_bytes, body_memory_bytes, max_parses, max_connections, max_per_client, header_timeout_s,
-        body_timeout_s, idle_timeout_s, max_header_bytes, threads, metrics_auth;
+        body_timeout_s, idle_timeout_s, max_header_bytes, threads, metrics_auth, min_body_rate;
+    const char *trusted_proxies, *allowed_hosts, *cors_origins;
 } cv_cli_http;
 /* clang-format off */
 #define CV_CLI_HTTP_PROPS(T)                                                                             \
@@ -56,8 +69,8 @@ typedef struct {
      "largest HTTP request body: a larger one is answered 413 before it is read"},                      \
     {"http-body-memory-bytes", "CDCVEC_HTTP_BODY_MEMORY_BYTES", CV_CONF_INT, "67108864", 1024, 1L << 34, \
      offsetof(T, hl.body_memory_bytes),                                                                 \
-     "request bodies held at once, declared sizes reserved up front (a chunked body: the largest "      \
-     "size); beyond: 503 with Retry-After"},                                                            \
+     "request bodies held at once, reserved by bytes received (a quarter kept for bodies that "        \
+     "arrive whole, a quarter per client); beyond: 503 with Retry-After"},                              \
     {"http-max-parses", "CDCVEC_HTTP_MAX_PARSES", CV_CONF_INT, "2", 1, 1024, offsetof(T, hl.max_parses), \
      "request bodies decoded at once; more: 503 with Retry-After"},                                     \
     {"http-max-connections", "CDCVEC_HTTP_MAX_CONNECTIONS", CV_CONF_INT, "1000", 1, 1000000,            \
@@ -80,7 +93,22 @@ typedef struct {
     {"http-threads", "CDCVEC_HTTP_THREADS", CV_CONF_INT, "2", 1, 256, offsetof(T, hl.threads),          \
      "HTTP polling threads (each serves many connections; none waits for the model)"},                  \
     {"metrics-auth", "CDCVEC_METRICS_AUTH", CV_CONF_INT, "0", 0, 1, offsetof(T, hl.metrics_auth),       \
-     "1: /metrics and /healthz need the API key too (docs/CONFIG.md, Authentication)"}
+     "1: /metrics and /healthz need the API key too (docs/CONFIG.md, Authentication)"},               \
+    {"http-min-body-rate", "CDCVEC_HTTP_MIN_BODY_RATE", CV_CONF_INT, "32768", 1, 1L << 30,            \
+     offsetof(T, hl.min_body_rate),                                                                     \
+     "bytes per second a request body must keep up after a 2 s grace, or its connection is closed"},   \
+    {"http-trusted-proxies", "CDCVEC_HTTP_TRUSTED_PROXIES", CV_CONF_STR, "", 0, 0,                       \
+     offsetof(T, hl.trusted_proxies),                                                                   \
+     "comma list of proxy addresses or CIDRs (e.g. 172.16.0.0/12) whose X-Forwarded-For / Forwarded "   \
+     "name the client for the per-client limits; empty: none trusted"},                                 \
+    {"http-allowed-hosts", "CDCVEC_HTTP_ALLOWED_HOSTS", CV_CONF_STR, "", 0, 0,                           \
+     offsetof(T, hl.allowed_hosts),                                                                     \
+     "comma list of names accepted in the Host header besides IP addresses, localhost and the --http "  \
+     "host (DNS rebinding); .example.com: any subdomain; *: any"},                                      \
+    {"http-cors-origins", "CDCVEC_HTTP_CORS_ORIGINS", CV_CONF_STR, "", 0, 0,                             \
+     offsetof(T, hl.cors_origins),                                                                      \
+     "comma list of web origins (https://app.example.com) allowed to call the API from a browser "      \
+     "(CORS, OPTIONS preflight); *: any; empty: none"}
 /* clang-format on */
 
 /* cv_cli_http -> cv_http_opts. */

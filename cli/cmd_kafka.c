@@ -17,9 +17,9 @@
 typedef struct {
     const char *source, *table, *text_column, *template_, *to, *from, *format, *slot, *publication, *group,
         *dead_letter, *key_columns, *sink, *embed, *model, *device, *http, *kafka_config, *on_error, *state,
-        *ns;
-    long batch_rows, threads, resnapshot;
-    double batch_ms;
+        *ns, *point_ids;
+    long batch_rows, threads, resnapshot, wal_warn_mb;
+    double batch_ms, ready_lag_s, broker_down_s;
     cv_cli_http hl;
 } kconf;
 
@@ -58,7 +58,14 @@ typedef struct {
         {"device", "CDCVEC_DEVICE", CV_CONF_STR, "auto", 0, 0, F(device), "auto, cpu or cuda"},              \
         {"threads", "CDCVEC_THREADS", CV_CONF_INT, "0", 0, 256, F(threads), "CPU threads; 0: all"}, {        \
         "http", "CDCVEC_STAGE_HTTP", CV_CONF_STR, "", 0, 0, F(http),                                         \
-            "host:port for /metrics and /healthz (in-process model only; empty: none)"                       \
+            "host:port for /metrics, /healthz and /readyz (in-process model only; empty: none)"              \
+    }
+#define P_BROKER_DOWN                                                                                        \
+    {                                                                                                        \
+        "broker-down-s", "CDCVEC_BROKER_DOWN_S", CV_CONF_DOUBLE, "60", 0.5, 86400, F(broker_down_s),         \
+            "seconds without a reachable Kafka broker after which the stage logs an error "                  \
+            "(event=kafka_brokers_unreachable) and /readyz answers 503 (cdcvec_kafka_broker_up shows it "    \
+            "at once); the stage keeps reconnecting"                                                         \
     }
 #define P_TUTORIAL                                                                                           \
     {"key-columns",                                                                                          \
@@ -96,7 +103,13 @@ static const cv_conf_prop CAPTURE[] = {
     {"resnapshot", NULL, CV_CONF_INT, "0", 0, 1, F(resnapshot),
      "1: drop the slot and send every row again from a new snapshot"},
     {"http", "CDCVEC_STAGE_HTTP", CV_CONF_STR, "", 0, 0, F(http),
-     "host:port for /metrics and /healthz (empty: none)"},
+     "host:port for /metrics, /healthz and /readyz (empty: none)"},
+    {"wal-warn-mb", "CDCVEC_WAL_WARN_MB", CV_CONF_INT, "1024", 1, 100000000, F(wal_warn_mb),
+     "WAL the slot keeps on the source, in MB, above which capture warns and /readyz answers 503"},
+    {"ready-lag-s", "CDCVEC_READY_LAG_S", CV_CONF_DOUBLE, "60", 0.1, 86400, F(ready_lag_s),
+     "/readyz answers 503 while the oldest committed change not yet produced is older than this, in "
+     "seconds"},
+    P_BROKER_DOWN,
     CV_CLI_HTTP_PROPS(kconf),
     P_KCONF,
 };
@@ -115,6 +128,7 @@ static const cv_conf_prop WORKER[] = {
     P_TUTORIAL,
     P_ROWS("256"),
     P_MODEL,
+    P_BROKER_DOWN,
     CV_CLI_HTTP_PROPS(kconf),
     P_KCONF,
 };
@@ -130,6 +144,7 @@ static const cv_conf_prop SINK[] = {
      "dead letters are logged with their key and reason; the offsets are the position)"},
     {"namespace", "CDCVEC_NAMESPACE", CV_CONF_STR, "", 0, 0, F(ns),
      "Upstash namespace (empty: the table's name)"},
+    CV_CLI_POINT_IDS_PROP(kconf),
     {"group", "CDCVEC_GROUP", CV_CONF_STR, "cdcvec-sink", 0, 0, F(group),
      "consumer group keeping the offsets"},
     {"dead-letter", "CDCVEC_DEAD_LETTER", CV_CONF_STR, "cdcvec-dead-letters", 0, 0, F(dead_letter),
@@ -139,6 +154,7 @@ static const cv_conf_prop SINK[] = {
     P_TUTORIAL,
     P_ROWS("512"),
     P_MODEL,
+    P_BROKER_DOWN,
     CV_CLI_HTTP_PROPS(kconf),
     P_KCONF,
 };
@@ -184,7 +200,7 @@ int cv_cmd_kafka(int argc, char **argv, const char *which) {
     }
     cv_kafka_props kp = {0};
     int xrc = cv_kafka_props_from_argv(&kp, &argc, argv);
-    kconf c;
+    kconf c = {0}; /* fields another command's table does not list stay 0 (defaults) */
     char usage[512];
     snprintf(
         usage, sizeof usage, "usage: cdcvec %s [options] [-X librdkafka.property=value ...]\n\n%s", which,
@@ -202,7 +218,12 @@ int cv_cmd_kafka(int argc, char **argv, const char *which) {
         cv_kafka_props_free(&kp);
         return 2;
     }
-    cv_sync_opts o = {.text_column = c.text_column, .batch_rows = c.batch_rows, .batch_ms = c.batch_ms};
+    cv_sync_opts o = {.text_column = c.text_column,
+                      .batch_rows = c.batch_rows,
+                      .batch_ms = c.batch_ms,
+                      .wal_warn_mb = c.wal_warn_mb,
+                      .ready_lag_s = c.ready_lag_s,
+                      .broker_down_s = c.broker_down_s};
     int quix = 0;
     char *key = NULL;
     rc = 2;
@@ -253,6 +274,7 @@ int cv_cmd_kafka(int argc, char **argv, const char *which) {
             goto out;
         }
         o.sink = c.sink, o.table = "kafka", o.ns = c.ns;
+        if (cv_cli_point_ids(which, c.point_ids, &o.uuid_ids)) goto out;
         cv_sink_stage_opts k = {.from = c.from,
                                 .group = c.group,
                                 .dead_letter = c.dead_letter,

@@ -13,9 +13,10 @@
 
 typedef struct {
     const char *source, *table, *text_column, *template_, *sink, *ns, *embed, *slot, *publication, *http,
-        *model, *device, *after, *on_error;
-    long batch_rows, threads, resnapshot, force, limit, max_text_bytes, repair, sink_writers, index_memory;
-    double batch_ms;
+        *model, *device, *after, *on_error, *key, *point_ids;
+    long batch_rows, threads, resnapshot, force, limit, max_text_bytes, repair, show, sink_writers,
+        index_memory, wal_warn_mb;
+    double batch_ms, ready_lag_s;
     cv_cli_http hl;
 } sync_conf;
 
@@ -38,6 +39,7 @@ static const cv_conf_prop PROPS[] = {
      "cdcvec)"},
     {"namespace", "CDCVEC_NAMESPACE", CV_CONF_STR, "", 0, 0, F(ns),
      "Upstash namespace of the table's vectors (empty: the table's name; TRUNCATE resets it)"},
+    CV_CLI_POINT_IDS_PROP(sync_conf),
     {"embed", "CDCVEC_EMBED", CV_CONF_STR, "", 0, 0, F(embed),
      "nng URL of a remote cdcvec serve (empty: the model runs in-process)"},
     {"slot", "CDCVEC_SLOT", CV_CONF_STR, "", 0, 0, F(slot),
@@ -60,7 +62,8 @@ static const cv_conf_prop PROPS[] = {
      "longest a committed change waits for its batch, in milliseconds"},
     {"http", "CDCVEC_SYNC_HTTP", CV_CONF_STR, "", 0, 0, F(http),
      "host:port for HTTP: the search page (/ and /search), /v1/embeddings, /embed, /metrics, /healthz "
-     "(empty: none)"},
+     "(empty: none); with --embed: the search page, /wait, /metrics (this process's counters, dead letters "
+     "and lag) and /healthz, the embeddings being the remote server's"},
     {"model", "CDCVEC_MODEL_DIR", CV_CONF_STR, "", 0, 0, F(model), "model folder"},
     {"device", "CDCVEC_DEVICE", CV_CONF_STR, "auto", 0, 0, F(device), "auto, cpu or cuda"},
     {"threads", "CDCVEC_THREADS", CV_CONF_INT, "0", 0, 256, F(threads), "CPU threads; 0: all"},
@@ -75,6 +78,11 @@ static const cv_conf_prop PROPS[] = {
      "verify: 1 fixes the differences through the apply stage (missing and stale rows re-embedded, drifted "
      "payloads rewritten, orphans deleted); refused while a sync or Kafka sink stage writes the table into "
      "the same store"},
+    {"key", NULL, CV_CONF_STR, "", 0, 0, F(key),
+     "dead-letters: only the entries of this primary key, as list prints it (empty: every entry of the "
+     "table)"},
+    {"show", NULL, CV_CONF_INT, "20", 0, 1000000000, F(show),
+     "verify: lines printed per kind of difference (a not_shown line counts the rest); 0: every one"},
     {"max-text-bytes", "CDCVEC_MAX_TEXT_BYTES", CV_CONF_INT, "1048576", 1, 1L << 30, F(max_text_bytes),
      "with --embed: longer texts are recorded as dead letters and not sent (the server's own "
      "--max-text-bytes; "
@@ -83,6 +91,13 @@ static const cv_conf_prop PROPS[] = {
      "a change that cannot be applied: dead-letter (record it in cdcvec.dead_letters with its reason and go "
      "on) "
      "or stop (exit 1)"},
+    {"wal-warn-mb", "CDCVEC_WAL_WARN_MB", CV_CONF_INT, "1024", 1, 100000000, F(wal_warn_mb),
+     "sync: WAL the slot keeps on the source (pg_current_wal_lsn() - restart_lsn), in MB, above which "
+     "cdcvec warns (event=wal_retained_high), sets cdcvec_sync_slot_retained_wal_over_threshold and "
+     "answers /readyz 503"},
+    {"ready-lag-s", "CDCVEC_READY_LAG_S", CV_CONF_DOUBLE, "60", 0.1, 86400, F(ready_lag_s),
+     "sync: /readyz answers 503 while the oldest committed change not yet in the store is older than "
+     "this, in seconds"},
     CV_CLI_HTTP_PROPS(sync_conf),
 };
 #undef F
@@ -122,6 +137,22 @@ int cv_cmd_sync(int argc, char **argv, const char *which) {
         memmove(&argv[at], &argv[at + 1], sizeof(char *) * (size_t)(argc - at - 1));
         argc--;
     }
+    const char *action = NULL;
+    if (strcmp(which, "dead-letters") == 0) { /* the action is the first operand */
+        if (argc > 1 &&
+            (!strcmp(argv[1], "list") || !strcmp(argv[1], "retry") || !strcmp(argv[1], "clear"))) {
+            action = argv[1];
+            memmove(&argv[1], &argv[2], sizeof(char *) * (size_t)(argc - 2));
+            argc--;
+        } else if (argc < 2 || (strcmp(argv[1], "--help") && strcmp(argv[1], "-h"))) {
+            fprintf(stderr,
+                    "cdcvec dead-letters: expected list, retry or clear, got '%s'\n"
+                    "usage: cdcvec dead-letters list|retry|clear --source ... --table ... [--sink ...] "
+                    "[--key KEY]\n",
+                    argc > 1 ? argv[1] : "");
+            return 2;
+        }
+    }
     /* backfill, search and verify serve no HTTP: their tables leave the HTTP options out */
     int serves = strcmp(which, "sync") == 0, nprops = 0;
     cv_conf_prop props[NPROPS];
@@ -132,10 +163,16 @@ int cv_cmd_sync(int argc, char **argv, const char *which) {
     sync_conf c;
     memset(&c, 0, sizeof c);
     c.http = "";
-    char usage[256];
+    char usage[512];
     snprintf(
-        usage, sizeof usage, "usage: cdcvec %s [options]%s", which,
-        strcmp(which, "sync") == 0
+        usage, sizeof usage, "usage: cdcvec %s%s [options]%s", which,
+        action || strcmp(which, "dead-letters") ? "" : " list|retry|clear",
+        !strcmp(which, "dead-letters")
+            ? "\n\nlist: the table's dead letters (key, position, time, reason); retry: re-read each key's "
+              "row from the source and apply it again (refused while a sync of the table runs); clear: "
+              "remove "
+              "them (--key: one key's)."
+        : strcmp(which, "sync") == 0
             ? "\n\nKeeps a pgvector index in step with a PostgreSQL table until SIGTERM.\nThe HTTP API key "
               "(--http) is read from CDCVEC_API_KEY or the file named by CDCVEC_API_KEY_FILE."
             : "");
@@ -158,6 +195,8 @@ int cv_cmd_sync(int argc, char **argv, const char *which) {
                       .publication = c.publication,
                       .batch_rows = c.batch_rows,
                       .batch_ms = c.batch_ms,
+                      .wal_warn_mb = c.wal_warn_mb,
+                      .ready_lag_s = c.ready_lag_s,
                       .http = c.http,
                       .model_dir = c.model,
                       .threads = (int)c.threads,
@@ -169,6 +208,7 @@ int cv_cmd_sync(int argc, char **argv, const char *which) {
                       .index_memory_mb = (int)c.index_memory};
     cv_cli_http_opts(&c.hl, &o.http_opts);
     if (cv_cli_parse_device(c.device, &o.device)) return 2;
+    if (cv_cli_point_ids(which, c.point_ids, &o.uuid_ids)) return 2;
     if (strcmp(c.on_error, "stop") == 0)
         o.on_error_stop = 1;
     else if (strcmp(c.on_error, "dead-letter") != 0) {
@@ -182,7 +222,8 @@ int cv_cmd_sync(int argc, char **argv, const char *which) {
     cv_cli_on_stop(&stop_flag);
     if (query) return cv_search_run(&o, query, (int)c.limit);
     if (strcmp(which, "backfill") == 0) return cv_backfill_run(&o, &stop_flag);
-    if (strcmp(which, "verify") == 0) return cv_verify_run(&o, (int)c.repair, &stop_flag);
+    if (action) return cv_dead_letters_run(&o, action, *c.key ? c.key : NULL, &stop_flag);
+    if (strcmp(which, "verify") == 0) return cv_verify_run(&o, (int)c.repair, c.show, &stop_flag);
     rc = cv_sync_run(&o, &stop_flag);
     free(key);
     return rc;

@@ -79,7 +79,9 @@ int cv_cmd_wait(int argc, char **argv) {
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
     if (cc != CURLE_OK)
         fprintf(stderr,
-                "cdcvec wait: cannot ask the sync at %s: %s (is cdcvec sync running with --http %s?)\n",
+                "cdcvec wait: cannot ask the sync at %s: %s (is cdcvec sync running with --http %s? the "
+                "sync of docker/compose.yaml answers at 127.0.0.1:9465: pass --http 127.0.0.1:9465 or set "
+                "CDCVEC_SYNC_HTTP)\n",
                 c.http, curl_easy_strerror(cc), c.http);
     else if (body.p)
         printf("%s\n", body.p);

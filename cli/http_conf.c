@@ -20,7 +20,11 @@ void cv_cli_http_opts(const cv_cli_http *c, cv_http_opts *o) {
                         .idle_timeout_s = (int)c->idle_timeout_s,
                         .max_header_bytes = (int)c->max_header_bytes,
                         .threads = (int)c->threads,
-                        .metrics_auth = (int)c->metrics_auth};
+                        .metrics_auth = (int)c->metrics_auth,
+                        .min_body_rate = c->min_body_rate,
+                        .trusted_proxies = c->trusted_proxies,
+                        .allowed_hosts = c->allowed_hosts,
+                        .cors_origins = c->cors_origins};
 }
 
 int cv_cli_api_key(const char *cmd, char **key) {

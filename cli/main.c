@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "../common/cv_log.h"
+#include "../common/cv_signal.h"
 #include "../kernels/blas.h"
 #include "cli.h"
 
@@ -21,6 +22,7 @@ static void usage(FILE *f) {
             "  backfill re-embed a table on demand (skips unchanged texts unless --force 1)\n"
             "  search   nearest rows to a query: cdcvec search \"books like star wars\"\n"
             "  verify   compare the store with the source; --repair 1 fixes the differences\n"
+            "  dead-letters list|retry|clear  changes that could not be applied: print, re-apply, remove\n"
             "  wait     wait until a running sync made a committed LSN searchable (read-your-writes)\n"
             "  capture  PostgreSQL changes into a Kafka topic (the first stage of the Kafka path)\n"
             "  worker   embed a Kafka change topic into an embeddings topic (consumer group)\n"
@@ -31,20 +33,18 @@ static void usage(FILE *f) {
             CDCVEC_VERSION);
 }
 
-static volatile sig_atomic_t *stop_flag;
-static void on_stop_signal(int sig) {
-    (void)sig;
-    *stop_flag = 1;
-}
+void cv_cli_on_stop(volatile sig_atomic_t *flag) { cv_signal_on_stop(flag); }
 
-void cv_cli_on_stop(volatile sig_atomic_t *flag) {
-    stop_flag = flag;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_stop_signal;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+int cv_cli_point_ids(const char *cmd, const char *s, int *uuid) {
+    if (!s || !*s || strcmp(s, "auto") == 0)
+        *uuid = 0;
+    else if (strcmp(s, "uuid") == 0)
+        *uuid = 1;
+    else {
+        fprintf(stderr, "cdcvec %s: --point-ids: expected auto or uuid, got '%s'\n", cmd, s);
+        return -1;
+    }
+    return 0;
 }
 
 int cv_cli_parse_device(const char *s, cv_device *out) {
@@ -90,10 +90,14 @@ int cv_cli_load_model(const char *dir, int threads, cv_device dev, cv_precision 
     cv_minilm_opts o = {.threads = threads, .device = dev, .precision = precision};
     cv_err err = cv_minilm_load(dir, &o, out);
     if (err == CV_ERR_NOTFOUND || err == CV_ERR_FORMAT || err == CV_ERR_MISMATCH) {
-        fprintf(stderr,
-                "cdcvec: cannot load the model from %s: %s\n"
-                "  fetch it with: python3 models/fetch_model.py --dest %s\n",
-                dir, cv_strerror(err), dir);
+        const char *fix = cv_minilm_fetch_fix();
+        if (strncmp(fix, "python3", 7) == 0)
+            fprintf(stderr,
+                    "cdcvec: cannot load the model from %s: %s\n"
+                    "  fetch it with: python3 models/fetch_model.py --dest %s\n",
+                    dir, cv_strerror(err), dir);
+        else
+            fprintf(stderr, "cdcvec: cannot load the model from %s: %s\n  %s\n", dir, cv_strerror(err), fix);
     } else if (err) {
         fprintf(stderr, "cdcvec: cannot start the model: %s (see the log line above)\n", cv_strerror(err));
     }
@@ -103,6 +107,7 @@ int cv_cli_load_model(const char *dir, int threads, cv_device dev, cv_precision 
 int main(int argc, char **argv) {
     cv_log_init_from_env();
     cv_blas_ensure_best(argv); /* may re-execute this program with the right OpenBLAS kernel */
+    cv_signal_init();          /* SIGHUP: ignored and logged, in every command */
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
@@ -122,7 +127,7 @@ int main(int argc, char **argv) {
     if (strcmp(argv[1], "capture") == 0 || strcmp(argv[1], "worker") == 0 || strcmp(argv[1], "sink") == 0)
         return cv_cmd_kafka(argc - 1, argv + 1, argv[1]);
     if (strcmp(argv[1], "sync") == 0 || strcmp(argv[1], "backfill") == 0 || strcmp(argv[1], "search") == 0 ||
-        strcmp(argv[1], "verify") == 0)
+        strcmp(argv[1], "verify") == 0 || strcmp(argv[1], "dead-letters") == 0)
         return cv_cmd_sync(argc - 1, argv + 1, argv[1]);
     fprintf(stderr, "cdcvec: unknown command '%s'\n\n", argv[1]);
     usage(stderr);

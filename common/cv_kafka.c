@@ -5,12 +5,15 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cv_buf.h"
 #include "cv_log.h"
+#include "cv_signal.h"
+#include "cv_time.h"
 
 /* ---- URLs -------------------------------------------------------------------------------- */
 
@@ -280,6 +283,59 @@ static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char 
     cv_debug("event=librdkafka client=%s facility=%s message=\"%s\"", rd_kafka_name(rk), fac, buf);
 }
 
+/* Statistics of a client: is any broker (a real one: nodeid >= 0, not a bootstrap address)
+ * UP? Sets the stage's broker state. */
+static void broker_state(const char *json, size_t len, cv_kafka_metrics *m) {
+    if (!m) return;
+    json_t *root = json_loadb(json, len, 0, NULL);
+    json_t *brokers = json_object_get(root, "brokers");
+    if (!json_is_object(brokers)) {
+        json_decref(root);
+        return;
+    }
+    int up = 0;
+    const char *name;
+    json_t *b;
+    json_object_foreach(brokers, name, b) {
+        json_t *id = json_object_get(b, "nodeid");
+        const char *st = json_string_value(json_object_get(b, "state"));
+        if (json_is_integer(id) && json_integer_value(id) >= 0 && st && !strcmp(st, "UP")) up = 1;
+    }
+    json_decref(root);
+    if (up)
+        m->down_since = 0;
+    else if (m->down_since == 0)
+        m->down_since = cv_now();
+    cv_metric_set(m->broker_up, up);
+}
+
+static int on_consumer_stats(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
+    (void)rk;
+    broker_state(json, len, opaque);
+    return 0; /* librdkafka frees json */
+}
+
+double cv_kafka_broker_down_s(cv_kafka_metrics *m) {
+    double since = m ? m->down_since : 0;
+    return since > 0 ? cv_now() - since : 0;
+}
+
+void cv_kafka_broker_watch(cv_kafka_metrics *m, double bound_s) {
+    double down = cv_kafka_broker_down_s(m);
+    if (bound_s > 0 && down > bound_s && !m->down_logged) {
+        cv_error(
+            "event=kafka_brokers_unreachable stage=%s down_seconds=%.0f bound_seconds=%g error=\"no Kafka "
+            "broker has been reachable for %.0f s: nothing moves through this stage\" fix=\"start the "
+            "brokers or fix the kafka:// address (the kafka_error lines above name it); this stage "
+            "reconnects by itself\"",
+            m->stage, down, bound_s, down);
+        m->down_logged = 1;
+    } else if (down == 0 && m->down_logged) {
+        cv_info("event=kafka_brokers_back stage=%s", m->stage);
+        m->down_logged = 0;
+    }
+}
+
 /* error_cb of a consumer: opaque is its metrics (or NULL) */
 static void on_consumer_error(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
     log_error(rk, err, reason, opaque);
@@ -331,6 +387,10 @@ void cv_kafka_metrics_init(cv_kafka_metrics *m, cv_metrics *reg, const char *sta
     static const double b[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 30};
     m->produce_latency = cv_metrics_histogram(reg, "cdcvec_kafka_produce_latency_seconds",
                                               "From produce() to the broker's acknowledgement.", l, b, 13);
+    m->broker_up =
+        cv_metrics_gauge(reg, "cdcvec_kafka_broker_up",
+                         "1 while this stage's Kafka clients see a broker up (librdkafka statistics).", l);
+    cv_metric_set(m->broker_up, 1);
 }
 
 void cv_kafka_metrics_error(cv_kafka_metrics *m, const char *kind) {
@@ -370,6 +430,12 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
     }
 }
 
+static int on_producer_stats(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
+    (void)rk;
+    broker_state(json, len, ((cv_kafka_producer *)opaque)->m);
+    return 0;
+}
+
 /* error_cb of a producer: opaque is the cv_kafka_producer */
 static void on_producer_error(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
     log_error(rk, err, reason, ((cv_kafka_producer *)opaque)->m);
@@ -377,9 +443,17 @@ static void on_producer_error(rd_kafka_t *rk, int err, const char *reason, void 
 
 cv_err cv_kafka_producer_new(const char *bootstrap, const char *topic, const cv_kafka_props *props,
                              cv_kafka_metrics *m, cv_kafka_producer **out) {
-    static const char *const defaults[] = {
-        "linger.ms",          "5",      "client.id", "cdcvec", "compression.codec", "lz4",
-        "message.timeout.ms", "300000", NULL};
+    static const char *const defaults[] = {"linger.ms",
+                                           "5",
+                                           "client.id",
+                                           "cdcvec",
+                                           "compression.codec",
+                                           "lz4",
+                                           "message.timeout.ms",
+                                           "300000",
+                                           "statistics.interval.ms",
+                                           "1000",
+                                           NULL};
     static const char *const locked[] = {"enable.idempotence", "true", "acks", "all", NULL};
     rd_kafka_conf_t *c = make_conf(
         bootstrap, defaults, props, locked,
@@ -392,6 +466,7 @@ cv_err cv_kafka_producer_new(const char *bootstrap, const char *topic, const cv_
     rd_kafka_conf_set_opaque(c, p);
     rd_kafka_conf_set_dr_msg_cb(c, on_delivery);
     rd_kafka_conf_set_error_cb(c, on_producer_error);
+    rd_kafka_conf_set_stats_cb(c, on_producer_stats);
     rd_kafka_conf_set_log_cb(c, on_log);
     char err[512];
     p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, c, err, sizeof err);
@@ -409,17 +484,21 @@ cv_err cv_kafka_producer_new(const char *bootstrap, const char *topic, const cv_
 
 void cv_kafka_producer_free(cv_kafka_producer *p) {
     if (!p) return;
-    rd_kafka_flush(p->rk, 5000); /* whatever is still in flight gets its chance */
+    rd_kafka_flush(p->rk, cv_stopping() ? 500 : 5000); /* what is in flight gets its chance */
     rd_kafka_topic_destroy(p->rkt);
     rd_kafka_destroy(p->rk);
     free(p->topic);
     free(p);
 }
 
+void cv_kafka_producer_poll(cv_kafka_producer *p) {
+    if (p) rd_kafka_poll(p->rk, 0);
+}
+
 /* The partition count of topic on rk (0 while the topic is being created). */
 static cv_err partitions_of(rd_kafka_t *rk, rd_kafka_topic_t *rkt, int *n) {
     const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 0, rkt, &md, 10000);
+    rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 0, rkt, &md, 1000); /* short: a stop is noticed */
     if (e) {
         cv_warn("event=kafka_metadata topic=%s error=\"%s\"", rd_kafka_topic_name(rkt), rd_kafka_err2str(e));
         return cv_kafka_retriable(e) ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
@@ -441,7 +520,7 @@ static cv_err partitions_of(rd_kafka_t *rk, rd_kafka_topic_t *rkt, int *n) {
 }
 
 cv_err cv_kafka_producer_partitions(cv_kafka_producer *p, int *n) {
-    for (int attempt = 0; attempt < 50; attempt++) {
+    for (int attempt = 0; attempt < 250 && !cv_stopping(); attempt++) {
         cv_err e = partitions_of(p->rk, p->rkt, n);
         if (e == CV_ERR_UNSUPPORTED) return e;
         if (!e && *n > 0) return CV_OK;
@@ -511,6 +590,8 @@ cv_err cv_kafka_consumer_new(const char *bootstrap, const char *group, const cv_
                                            "1000",
                                            "max.poll.interval.ms",
                                            "60000",
+                                           "statistics.interval.ms",
+                                           "1000",
                                            NULL};
     const char *locked[] = {
         "enable.auto.commit", "false", "enable.auto.offset.store", "false", "group.id", group, NULL};
@@ -519,6 +600,7 @@ cv_err cv_kafka_consumer_new(const char *bootstrap, const char *group, const cv_
     if (!c) return CV_ERR_ARG;
     rd_kafka_conf_set_opaque(c, m);
     rd_kafka_conf_set_error_cb(c, on_consumer_error);
+    rd_kafka_conf_set_stats_cb(c, on_consumer_stats);
     rd_kafka_conf_set_log_cb(c, on_log);
     char err[512];
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, err, sizeof err);

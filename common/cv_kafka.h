@@ -48,11 +48,20 @@ void cv_kafka_props_free(cv_kafka_props *p);
 
 /* Per-stage Kafka series: messages in/out, errors by kind, produce latency, consumer lag. */
 typedef struct cv_kafka_metrics {
-    cv_metric *in, *out, *lag, *produce_latency;
+    cv_metric *in, *out, *lag, *produce_latency, *broker_up;
     cv_metrics *reg;
     const char *stage;
+    /* broker contact, from librdkafka's statistics (statistics.interval.ms, 1 s by default
+     * here): cv_now() since when the clients of this stage saw no broker UP, 0 while one is */
+    _Atomic double down_since;
+    int down_logged;
 } cv_kafka_metrics;
 void cv_kafka_metrics_init(cv_kafka_metrics *m, cv_metrics *reg, const char *stage);
+/* Seconds this stage's clients have seen no broker up (0: a broker is up, or not known yet). */
+double cv_kafka_broker_down_s(cv_kafka_metrics *m);
+/* Logs at error level once an outage passed bound_s seconds (event=kafka_brokers_unreachable,
+ * with the fix), and at info level when a broker is back. Call it now and then (one thread). */
+void cv_kafka_broker_watch(cv_kafka_metrics *m, double bound_s);
 /* Counts an error of this kind (a new series on first use). */
 void cv_kafka_metrics_error(cv_kafka_metrics *m, const char *kind);
 
@@ -65,6 +74,8 @@ typedef struct cv_kafka_producer cv_kafka_producer;
 cv_err cv_kafka_producer_new(const char *bootstrap, const char *topic, const cv_kafka_props *props,
                              cv_kafka_metrics *m, cv_kafka_producer **out);
 void cv_kafka_producer_free(cv_kafka_producer *p);
+/* Serves the producer's callbacks (deliveries, errors, statistics) without waiting. */
+void cv_kafka_producer_poll(cv_kafka_producer *p);
 /* The topic's partition count (metadata; the topic is created if the broker auto-creates). */
 cv_err cv_kafka_producer_partitions(cv_kafka_producer *p, int *n);
 /* Queues one message (copied). partition -1: by key (librdkafka's default partitioner,

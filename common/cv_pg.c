@@ -63,11 +63,16 @@
 #define _POSIX_C_SOURCE 200809L
 #include "cv_pg.h"
 
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cv_log.h"
+#include "cv_signal.h"
 
 /* Fix sentences: static, no '%', each names what to do. */
 #define FIX_OWNER                                                                                            \
@@ -79,6 +84,9 @@
 #define FIX_PRIV                                                                                             \
     "grant the connecting role the privilege the error names (GRANT SELECT ON the table, GRANT USAGE ON "    \
     "its schema, GRANT CREATE ON the database or schema)"
+#define FIX_EXT_SUPER                                                                                        \
+    "only a superuser can create pgvector: run CREATE EXTENSION vector once as a superuser in the sink "     \
+    "database (e.g. psql -U postgres -d DB -c 'CREATE EXTENSION vector'); cdcvec then finds it"
 #define FIX_AUTH                                                                                             \
     "check the user name and password (PGPASSWORD or a password file, not the command line) and the "        \
     "server's pg_hba.conf"
@@ -143,6 +151,7 @@ static const state_rule STATE_RULES[] = {
     {"28", NULL, 0, "auth", FIX_AUTH},
     {"42501", "must be owner", 0, "privilege", FIX_OWNER},
     {"42501", "replication role", 0, "privilege", FIX_REPLROLE},
+    {"42501", "to create extension", 0, "privilege", FIX_EXT_SUPER}, /* not GRANTs: a superuser's step */
     {"42501", NULL, 0, "privilege", FIX_PRIV},
     {"42P01", NULL, 0, "missing_object", FIX_TABLE},
     {"42703", NULL, 0, "missing_object", FIX_COLUMN},
@@ -315,6 +324,16 @@ const char *cv_pg_errtext(const char *msg, cv_buf *out) {
     return out->oom ? "" : out->p + start;
 }
 
+void cv_pg_array_elem(cv_buf *b, const char *v, int first) {
+    if (!first) cv_buf_put(b, ",", 1);
+    cv_buf_put(b, "\"", 1);
+    for (const char *p = v; *p; p++) {
+        if (*p == '"' || *p == '\\') cv_buf_put(b, "\\", 1);
+        cv_buf_put(b, p, 1);
+    }
+    cv_buf_put(b, "\"", 1);
+}
+
 void cv_pg_ident(cv_buf *out, const char *name) {
     cv_buf_put(out, "\"", 1);
     for (const char *p = name;;) {
@@ -338,6 +357,66 @@ void cv_pg_notice(void *arg, const char *message) {
     cv_buf_free(&b);
 }
 
+/* Connections a stop signal cancels (cv_signal.h): the cancel handles of the last CANCEL_RING
+ * connections made. A handle outlives its connection harmlessly: a cancel request names the
+ * backend by pid and secret key, so a stale one cancels nothing. */
+#define CANCEL_RING 256
+static pthread_mutex_t cancel_mu = PTHREAD_MUTEX_INITIALIZER;
+static PGcancel *cancel_ring[CANCEL_RING];
+static unsigned cancel_next;
+
+static void cancel_all(void) {
+    char err[256];
+    pthread_mutex_lock(&cancel_mu);
+    for (int i = 0; i < CANCEL_RING; i++)
+        if (cancel_ring[i]) PQcancel(cancel_ring[i], err, sizeof err);
+    pthread_mutex_unlock(&cancel_mu);
+}
+
+static void remember_cancel(PGconn *c) {
+    PGcancel *k = PQgetCancel(c);
+    if (!k) return;
+    cv_signal_add_stop_hook(cancel_all);
+    pthread_mutex_lock(&cancel_mu);
+    unsigned i = cancel_next++ % CANCEL_RING;
+    if (cancel_ring[i]) PQfreeCancel(cancel_ring[i]);
+    cancel_ring[i] = k;
+    pthread_mutex_unlock(&cancel_mu);
+}
+
+/* PQconnectdbParams, but a stop signal ends the wait within 100 ms (an unreachable host would
+ * hold it for the TCP timeout): the connection is then returned unfinished (not CONNECTION_OK).
+ * connect_timeout, which libpq enforces only in its blocking calls, bounds the whole attempt. */
+static PGconn *connect_interruptible(const char *const *kw, const char *const *val) {
+    PGconn *c = PQconnectStartParams(kw, val, 1);
+    if (!c || PQstatus(c) == CONNECTION_BAD) return c;
+    double limit = 0;
+    PQconninfoOption *opts = PQconninfo(c);
+    for (PQconninfoOption *o = opts; o && o->keyword; o++)
+        if (!strcmp(o->keyword, "connect_timeout") && o->val && *o->val) limit = atof(o->val);
+    PQconninfoFree(opts);
+    if (limit > 0 && limit < 2) limit = 2; /* libpq's own minimum */
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+    while (st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED && !cv_stopping()) {
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        if (limit > 0 && (double)(t.tv_sec - t0.tv_sec) + (double)(t.tv_nsec - t0.tv_nsec) * 1e-9 > limit) {
+            cv_warn(
+                "event=pg_connect_timeout connect_timeout=%.0f note=\"the server did not answer in time\"",
+                limit);
+            break;
+        }
+        int sock = PQsocket(c);
+        if (sock < 0) break;
+        struct pollfd pfd = {sock, st == PGRES_POLLING_READING ? POLLIN : POLLOUT, 0};
+        int r = poll(&pfd, 1, 100);
+        if (r < 0 && errno != EINTR) break;
+        if (r > 0) st = PQconnectPoll(c);
+    }
+    return c;
+}
+
 PGconn *cv_pg_connect(const char *conninfo, int replication, const char *role) {
     char app[64];
     snprintf(app, sizeof app, "cdcvec %s", role ? role : "");
@@ -348,8 +427,17 @@ PGconn *cv_pg_connect(const char *conninfo, int replication, const char *role) {
         "-c DateStyle=ISO,MDY -c TimeZone=UTC -c IntervalStyle=postgres -c extra_float_digits=1 "
         "-c bytea_output=hex -c client_encoding=UTF8",
         app, "database", NULL};
-    PGconn *c = PQconnectdbParams(kw, val, 1);
-    if (c && PQstatus(c) == CONNECTION_OK) PQsetNoticeProcessor(c, cv_pg_notice, NULL);
+    PGconn *c = connect_interruptible(kw, val);
+    if (c && PQstatus(c) == CONNECTION_OK) {
+        PQsetNoticeProcessor(c, cv_pg_notice, NULL);
+        remember_cancel(c);
+        /* A SQL_ASCII database stores any bytes. With client_encoding UTF8 the server checks
+         * every value it sends, so one byte that is not UTF-8 fails the whole statement (a
+         * backfill page, the replication stream): take the bytes as stored instead; the
+         * reader checks each row and makes a bad one a dead letter (ingest/source.c). */
+        const char *enc = PQparameterStatus(c, "server_encoding");
+        if (enc && !strcmp(enc, "SQL_ASCII")) PQsetClientEncoding(c, "SQL_ASCII");
+    }
     return c;
 }
 

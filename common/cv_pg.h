@@ -61,6 +61,10 @@ const char *cv_pg_errtext(const char *libpq_message, cv_buf *out);
 /* Appends name as a double-quoted SQL identifier ("a""b"), whatever its length. */
 void cv_pg_ident(cv_buf *out, const char *name);
 
+/* Appends one element of a PostgreSQL array literal ("value" with \ and " escaped), preceded
+ * by a comma unless first. */
+void cv_pg_array_elem(cv_buf *out, const char *value, int first);
+
 /* libpq notice processor (PQsetNoticeProcessor(c, cv_pg_notice, NULL)): logs the notice at
  * debug level as event=postgres_notice message="...". arg is unused. Same signature and
  * behaviour as the copy in sink/pgvector.c, which must be deleted in the commit that links
@@ -80,8 +84,10 @@ void cv_pg_last_message_clear(void);
 /* Connects to conninfo (a libpq connection string or URI) with the session settings the
  * value conversions rely on (DateStyle ISO, TimeZone UTC, IntervalStyle postgres,
  * extra_float_digits 1, bytea_output hex, client_encoding UTF8: they override the same settings
- * given in conninfo's options) and application_name "cdcvec <role>" unless conninfo names one.
- * replication: a logical replication connection. Never NULL (check PQstatus). */
+ * given in conninfo's options; a SQL_ASCII database: client_encoding SQL_ASCII, values as stored,
+ * not checked, so one that is not UTF-8 fails its row alone, where it is read) and application_name "cdcvec
+ * <role>" unless conninfo names one. replication: a logical replication connection. Never NULL (check
+ * PQstatus). */
 PGconn *cv_pg_connect(const char *conninfo, int replication, const char *role);
 
 #ifdef __cplusplus

@@ -22,6 +22,7 @@
 #include "../common/cv_kafka.h"
 #include "../common/cv_log.h"
 #include "../common/cv_lsn.h"
+#include "../common/cv_time.h"
 #include "sync_impl.h"
 #include "wire.h"
 
@@ -32,7 +33,11 @@ typedef struct cv_capture {
     cv_kafka_metrics km;
     int partitions; /* of the topic, read once per producer */
     cv_metric *m_truncate_quix;
+    uint64_t mark_want, mark_sent; /* position marks (read-your-writes): wanted, last produced */
+    double mark_at;                /* cv_now() of the last marks */
 } cv_capture;
+
+#define MARK_INTERVAL 0.1 /* seconds between the marks of a moving position without changes */
 
 cv_err cv_capture_open(cv_sync *s) {
     const cv_capture_opts *k = s->o.capture;
@@ -46,6 +51,7 @@ cv_err cv_capture_open(cv_sync *s) {
         return CV_ERR_ARG;
     }
     cv_kafka_metrics_init(&c->km, s->reg, "capture");
+    cv_health_kafka(s, &c->km);
     c->m_truncate_quix = cv_metrics_counter(
         s->reg, "cdcvec_capture_truncates_quix_total",
         "TRUNCATEs sent as {\"kind\":\"truncate\"} messages (wal2json v1 has no truncate).", NULL);
@@ -69,6 +75,7 @@ static cv_err kafka_failed(cv_sync *s, cv_err e, const char *what) {
         retriable, retriable ? "connection" : "config",
         retriable ? NULL : "check the --to URL and the -X properties (the line above says which)"};
     cv_sync_error(s, "kafka", &s->fault);
+    cv_health_store(s, 0);
     if (e != CV_ERR_SHUTDOWN)
         cv_warn("event=capture_batch_failed step=%s error=\"%s\"", what, cv_strerror(e));
     return retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
@@ -88,6 +95,39 @@ static cv_err producer(cv_sync *s) {
     cv_info("event=capture_topic topic=%s partitions=%d format=%s", c->url.topic, c->partitions,
             c->k->quix ? "quix" : "cdcvec");
     return CV_OK;
+}
+
+/* Produces a position mark to every partition (cdcvec format only; the tutorial's has none). */
+static cv_err produce_marks(cv_sync *s, uint64_t pos) {
+    cv_capture *c = s->cap;
+    if (c->k->quix || !c->p || !pos) return CV_OK;
+    cv_wire_table wt = {.schema = s->t.schema,
+                        .table = s->t.name,
+                        .nkeys = s->t.nkeys,
+                        .key_names = (char **)s->t.keyname,
+                        .key_types = (char **)s->t.keytype};
+    cv_buf key = {0}, val = {0};
+    cv_wire_encode_mark(&val, &wt, pos, c->partitions);
+    cv_buf_printf(&key, "%s.%s", s->t.schema, s->t.name);
+    CV_ASSERT(!key.oom && !val.oom);
+    cv_err e = CV_OK;
+    for (int p = 0; !e && p < c->partitions; p++)
+        e = cv_kafka_produce(c->p, p, key.p, key.len, val.p, val.len);
+    free(key.p), free(val.p);
+    if (!e) {
+        if (pos > c->mark_sent) c->mark_sent = pos;
+        c->mark_at = cv_now();
+    }
+    return e;
+}
+
+void cv_capture_mark(cv_sync *s, uint64_t pos) {
+    cv_capture *c = s->cap;
+    if (!c) return;
+    cv_kafka_producer_poll(c->p); /* idle: the broker's health is still watched (statistics) */
+    if (pos > c->mark_want) c->mark_want = pos;
+    if (c->mark_want > c->mark_sent && cv_now() - c->mark_at >= MARK_INTERVAL && s->t.name)
+        produce_marks(s, c->mark_want); /* not waited for: a lost mark is followed by the next */
 }
 
 cv_err cv_capture_deliver(cv_sync *s, cv_change *chg, int n, int truncate, uint64_t position,
@@ -144,6 +184,8 @@ cv_err cv_capture_deliver(cv_sync *s, cv_change *chg, int n, int truncate, uint6
             e = kafka_failed(s, e, "produce");
     }
     free(key.p), free(val.p);
+    if (!e && (e = produce_marks(s, position))) /* behind the batch in every partition */
+        e = kafka_failed(s, e, "produce");
     if (!e && (e = cv_kafka_producer_wait(c->p, s->stop))) { /* a stop ends the wait: the slot replays */
         e = kafka_failed(s, e, "acknowledgement");
         cv_kafka_producer_free(c->p); /* a fresh producer (and idempotence epoch) for the replay */

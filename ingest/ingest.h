@@ -17,14 +17,15 @@
 #include "../server/server.h"
 
 typedef struct cv_sync_opts {
-    const char *source;             /* libpq connection string or URI of the source database */
-    const char *table;              /* schema.table (schema defaults to public) */
-    const char *text_column;        /* column embedded (default "description") */
-    const char *template_;          /* or a template like "{name}: {description}" (overrides text_column) */
-    const char *sink;               /* pgvector database, qdrant://host:port/COLLECTION or upstash://
-                                       (sink/sink.h); NULL or "" = the source database */
-    const char *ns;                 /* Upstash namespace; NULL or "" = the table's name */
-    const char *embed;              /* nng URL of a remote `cdcvec serve`; NULL or "" = in-process model */
+    const char *source;      /* libpq connection string or URI of the source database */
+    const char *table;       /* schema.table (schema defaults to public) */
+    const char *text_column; /* column embedded (default "description") */
+    const char *template_;   /* or a template like "{name}: {description}" (overrides text_column) */
+    const char *sink;        /* pgvector database, qdrant://host:port/COLLECTION or upstash://
+                                (sink/sink.h); NULL or "" = the source database */
+    const char *ns;          /* Upstash namespace; NULL or "" = the table's name */
+    int uuid_ids;            /* Qdrant: point ids from table + key, always (several tables per collection) */
+    const char *embed;       /* nng URL of a remote `cdcvec serve`; NULL or "" = in-process model */
     const char *slot, *publication; /* default cdcvec_<schema>_<table> */
     long batch_rows;                /* changes per sink transaction (at transaction boundaries) */
     double batch_ms;                /* longest a committed change waits for its batch */
@@ -44,6 +45,9 @@ typedef struct cv_sync_opts {
     int sink_writers;    /* pgvector: connections writing each batch in parallel (0: 1) */
     int index_memory_mb; /* pgvector: the most maintenance_work_mem the HNSW build asks for (0: 1024) */
     const struct cv_capture_opts *capture; /* cdcvec capture: changes go to Kafka (NULL: sync) */
+    long wal_warn_mb;     /* the slot's retained WAL above which cdcvec warns and is not ready (0: 1024) */
+    double ready_lag_s;   /* /readyz: 503 while the oldest unapplied commit is older (0: 60 s) */
+    double broker_down_s; /* Kafka stages: no broker this long is an error and not ready (0: 60 s) */
 } cv_sync_opts;
 
 /* `cdcvec capture`: the replication stream (and the initial backfill through the slot's
@@ -96,7 +100,14 @@ int cv_backfill_run(const cv_sync_opts *o, volatile sig_atomic_t *stop);
 int cv_search_run(const cv_sync_opts *o, const char *query, int limit);
 
 /* cdcvec verify: compares the source with the store (missing, stale, payload drift, orphans);
- * repair: fixes them through the apply stage. Exit status: 0 none, 3 found, 1 error (verify.c). */
-int cv_verify_run(const cv_sync_opts *o, int repair, volatile sig_atomic_t *stop);
+ * repair: fixes them through the apply stage; show: lines printed per kind of difference (0:
+ * all). Exit status: 0 none, 3 found, 1 error (verify.c). */
+int cv_verify_run(const cv_sync_opts *o, int repair, long show, volatile sig_atomic_t *stop);
+
+/* cdcvec dead-letters list | retry | clear (dead_letters.c): the table's dead letters in its
+ * store's state (key: only that key's, or NULL). Exit status: 0; 3: retry left some failing;
+ * 1: an error. */
+int cv_dead_letters_run(const cv_sync_opts *o, const char *action, const char *key,
+                        volatile sig_atomic_t *stop);
 
 #endif

@@ -22,7 +22,7 @@
 void cv_kin_msg_free(cv_kin_msg *m) {
     cv_wire_msg_free(&m->m);
     cv_wire_msg_free(&m->m_old);
-    free(m->row), free(m->kind), free(m->key), free(m->raw), free(m->why);
+    free(m->row), free(m->kind), free(m->key), free(m->raw), free(m->why), free(m->keytext);
     memset(m, 0, sizeof *m);
 }
 
@@ -373,13 +373,20 @@ cv_err cv_kin_commit(rd_kafka_t *rk, const char *topic, const cv_kin_msg *msgs, 
 
 cv_err cv_kin_dead_letter(cv_kafka_producer *dlq, const char *stage, const char *topic, const cv_kin_msg *m,
                           const char *why, cv_metric *dead) {
-    cv_warn("event=dead_letter stage=%s topic=%s partition=%d offset=%lld reason=\"%s\"", stage, topic,
-            m->partition, (long long)m->offset, why);
+    cv_warn("event=dead_letter stage=%s topic=%s partition=%d offset=%lld%s%s%s reason=\"%s\"", stage, topic,
+            m->partition, (long long)m->offset, m->keytext ? " key=\"" : "", m->keytext ? m->keytext : "",
+            m->keytext ? "\"" : "", why);
     cv_metric_add(dead, 1);
     cv_buf v = {0};
     cv_buf_printf(&v, "{\"format\":\"cdcvec-dead-letter/1\",\"stage\":\"%s\",\"topic\":", stage);
     cv_json_string(&v, topic, strlen(topic));
-    cv_buf_printf(&v, ",\"partition\":%d,\"offset\":%lld,\"reason\":", m->partition, (long long)m->offset);
+    cv_buf_printf(&v, ",\"partition\":%d,\"offset\":%lld,", m->partition, (long long)m->offset);
+    if (m->keytext) {
+        cv_buf_puts(&v, "\"key\":");
+        cv_json_string(&v, m->keytext, strlen(m->keytext));
+        cv_buf_puts(&v, ",");
+    }
+    cv_buf_puts(&v, "\"reason\":");
     cv_json_string(&v, why, strlen(why));
     cv_buf_puts(&v, ",\"value\":");
     cv_json_string(&v, m->raw ? m->raw : "", m->rlen);

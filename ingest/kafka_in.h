@@ -24,7 +24,8 @@ typedef struct cv_kin_msg {
     char *kind;        /* tutorial formats: "insert", "update", "delete" */
     char *key, *raw;   /* the Kafka key and value, copied */
     size_t klen, rlen;
-    char *why; /* CV_KIN_BAD: why it could not be read */
+    char *why;     /* CV_KIN_BAD: why it could not be read */
+    char *keytext; /* the row's key as one line (common/cv_keytext.h), when a stage noted it, or NULL */
 } cv_kin_msg;
 
 typedef struct cv_kin_opts {
@@ -49,8 +50,8 @@ void cv_kin_msg_free(cv_kin_msg *m);
 cv_err cv_kin_commit(rd_kafka_t *rk, const char *topic, const cv_kin_msg *msgs, int n);
 
 /* Sends m's original value to the dead-letter topic of dlq with the reason, as
- * {"format":"cdcvec-dead-letter/1","stage","topic","partition","offset","reason","value"},
- * logged and counted in dead. */
+ * {"format":"cdcvec-dead-letter/1","stage","topic","partition","offset","reason","value"} (and
+ * "key": the row's key, when m->keytext is set), logged and counted in dead. */
 cv_err cv_kin_dead_letter(cv_kafka_producer *dlq, const char *stage, const char *topic, const cv_kin_msg *m,
                           const char *why, cv_metric *dead);
 

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/cv_jnum.h"
 #include "../common/cv_buf.h"
 #include "../common/cv_keytext.h"
 #include "../common/cv_log.h"
@@ -55,14 +56,14 @@ static void put_html_s(cv_buf *b, const char *s) { put_html(b, s, strlen(s)); }
 
 /* A JSON value as text: strings as they are, anything else as compact JSON. */
 static void put_value(cv_buf *b, json_t *v, int html) {
-    if (json_is_string(v)) {
+    if (json_is_string(v) && !cv_jnum_number(v, NULL)) {
         if (html)
             put_html(b, json_string_value(v), json_string_length(v));
         else
             cv_buf_put(b, json_string_value(v), json_string_length(v));
         return;
     }
-    char *t = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    char *t = cv_jnum_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY, CV_JNUM_EXACT);
     if (t && html) put_html_s(b, t);
     if (t && !html) cv_buf_puts(b, t);
     free(t);
@@ -91,7 +92,7 @@ static const char *text_column(const char *source) {
 static void add_hit(void *arg, int rank, double sim, const char *key, const char *payload) {
     search_req *r = arg;
     json_t *hit = json_pack("{s:i,s:f,s:s}", "rank", rank, "similarity", sim, "key", key);
-    json_t *p = json_loads(payload, 0, NULL);
+    json_t *p = cv_jnum_loads(payload, 0, NULL); /* numbers: every digit */
     json_object_set_new(hit, "text", json_string(""));
     json_object_set_new(hit, "payload", p ? p : json_string(payload));
     json_array_append_new(r->hits, hit);
@@ -226,7 +227,7 @@ static void render_page(search_req *r, int status, const char *error) {
 }
 
 static void reply_json(void *reply, int status, json_t *o) {
-    char *body = json_dumps(o, JSON_COMPACT);
+    char *body = cv_jnum_dumps(o, JSON_COMPACT, CV_JNUM_EXACT);
     if (body)
         cv_http_reply(reply, status, "application/json", body, strlen(body));
     else

@@ -49,8 +49,28 @@ cv_err cv_sync_batch_failed(cv_sync *s, cv_err e) {
     int embed =
         e == CV_ERR_BUSY || e == CV_ERR_SHUTDOWN || (e == CV_ERR_TIMEOUT && !strcmp(kind, "connection"));
     cv_pg_fault f = {e == CV_ERR_TIMEOUT || e == CV_ERR_BUSY || e == CV_ERR_SHUTDOWN, kind, fix};
+    if (!f.retriable) /* said here: the store's own lines may not name it */
+        cv_error("event=batch_failed stage=%s kind=%s error=\"%s\"%s%s%s", embed ? "embed" : "sink",
+                 kind ? kind : "data", cv_strerror(e), fix ? " fix=\"" : "", fix ? fix : "", fix ? "\"" : "");
     cv_sync_error(s, embed ? "embed" : "sink", &f);
+    cv_health_store(s, 0);
     return f.retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
+}
+
+/* HTTP without an in-process model (capture; sync --embed): /metrics, /healthz and the routes
+ * given (sync --embed: the search page, which embeds through the remote server, and /wait). */
+static cv_err http_without_model(cv_sync *s, const cv_sync_opts *o, const cv_http_route *routes,
+                                 int nroutes) {
+    cv_server_opts so = {.http = o->http,
+                         .api_key = o->api_key,
+                         .http_opts = o->http_opts,
+                         .routes = routes,
+                         .nroutes = nroutes,
+                         .ready = cv_health_ready,
+                         .ready_arg = s};
+    cv_err e = cv_server_start(NULL, &so, &s->server);
+    if (!e) s->reg = cv_server_metrics(s->server);
+    return e;
 }
 
 cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o) {
@@ -65,29 +85,27 @@ cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o) {
     cv_buf url = {0};
     if (o->capture) { /* no model: changes go to Kafka with their texts; HTTP for /metrics only */
         if (o->http && *o->http) {
-            cv_server_opts so = {.http = o->http, .api_key = o->api_key, .http_opts = o->http_opts};
-            if ((e = cv_server_start(NULL, &so, &s->server))) return e;
-            s->reg = cv_server_metrics(s->server);
+            if ((e = http_without_model(s, o, NULL, 0))) return e;
         } else {
             s->reg = cv_metrics_new();
             s->own_reg = 1;
         }
     } else if (o->embed && *o->embed) {
-        if (o->http && *o->http) {
-            cv_error(
-                "event=bad_option option=--http error=\"the search page and /metrics are served by the "
-                "in-process model's server\" fix=\"drop --embed to run the model here, or drop --http and "
-                "read the embedding server's own /metrics\"");
-            return CV_ERR_ARG;
-        }
         cv_buf_puts(&url, o->embed);
-        s->reg = cv_metrics_new();
-        s->own_reg = 1;
+        if (o->http && *o->http) { /* this process's own /metrics, /wait and search page */
+            if ((e = http_without_model(s, o, s->routes, 3))) {
+                free(url.p);
+                return e;
+            }
+        } else {
+            s->reg = cv_metrics_new();
+            s->own_reg = 1;
+        }
     } else {
         cv_minilm_opts mo = {.threads = o->threads, .device = o->device};
         if ((e = cv_minilm_load(o->model_dir && *o->model_dir ? o->model_dir : cv_minilm_default_dir(), &mo,
                                 &s->model))) {
-            cv_error("event=model_unavailable fix=\"python3 models/fetch_model.py\"");
+            cv_error("event=model_unavailable fix=\"%s\"", cv_minilm_fetch_fix());
             return e;
         }
         s->dim = cv_minilm_cfg(s->model)->hidden;
@@ -107,7 +125,9 @@ cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o) {
                              .api_key = o->api_key,
                              .http_opts = o->http_opts,
                              .routes = s->routes,
-                             .nroutes = 3};
+                             .nroutes = 3,
+                             .ready = cv_health_ready,
+                             .ready_arg = s};
         if ((e = cv_server_start(s->model, &so, &s->server))) {
             free(url.p);
             return e;
@@ -127,7 +147,13 @@ cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o) {
     s->m_changes_del = cv_metrics_counter(r, "cdcvec_sync_changes_total", ch, "kind=\"delete\"");
     s->m_changes_trunc = cv_metrics_counter(r, "cdcvec_sync_changes_total", ch, "kind=\"truncate\"");
     s->m_lag = cv_metrics_gauge(r, "cdcvec_sync_replication_lag_bytes",
-                                "Server WAL position minus the position committed to the sink.", NULL);
+                                "pg_current_wal_lsn() minus the slot's confirmed_flush_lsn (the position "
+                                "committed to the store), read from the server every second.",
+                                NULL);
+    if (s->o.wal_warn_mb <= 0) s->o.wal_warn_mb = 1024;
+    if (s->o.ready_lag_s <= 0) s->o.ready_lag_s = 60;
+    if (s->o.broker_down_s <= 0) s->o.broker_down_s = 60;
+    if ((e = cv_health_open(s))) return e;
     s->m_retries = cv_metrics_counter(r, "cdcvec_sync_session_retries_total",
                                       "Sessions started again after a retriable error.", NULL);
     /* every series of the errors counter exists from the start, at 0 */
@@ -159,6 +185,7 @@ cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o) {
 
 void cv_sync_runtime_close(cv_sync *s) {
     cv_sync_session_close(s);
+    cv_health_stop(s); /* its thread sets metrics of the server's registry */
     cv_search_close(s);
     cv_wait_stop(s);
     cv_capture_close(s);
@@ -168,6 +195,7 @@ void cv_sync_runtime_close(cv_sync *s) {
         cv_server_free(s->server);
     }
     cv_wait_close(s);
+    cv_health_close(s);
     cv_apply_free(s->apply);
     cv_buf_free(&s->bf_done);
     if (s->own_reg) cv_metrics_free(s->reg);
@@ -227,6 +255,19 @@ static cv_err lock_table(cv_sync *s) {
         e = CV_ERR_TIMEOUT;
     }
     free(key.p), free(holder.p), free(store.p);
+    return e;
+}
+
+cv_err cv_sync_writer_lock(cv_sync *s, const char *role, cv_buf *holder) {
+    const cv_sync_opts *o = &s->o;
+    cv_buf key = {0};
+    const char *home;
+    cv_sink_table st = {.schema = s->t.schema, .table = s->t.name, .ns = o->ns};
+    cv_wlock_place(o->sink, o->source, o->source, &st, &home, &key);
+    cv_pg_fault f = {1, "connection", NULL};
+    cv_err e =
+        cv_wlock_take(&s->wlock, home, !strcmp(home, o->source) ? s->src : NULL, key.p, role, holder, &f);
+    free(key.p);
     return e;
 }
 
@@ -343,7 +384,11 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
     /* what an earlier run recorded (to follow a renamed text column) */
     cv_sink_meta meta = {0};
     /* Qdrant / Upstash keep position and meta in the source database (sink/sink.h) */
-    cv_sink_table peek = {.table = o->table, .stream = s->stream, .state_conninfo = o->source, .ns = o->ns};
+    cv_sink_table peek = {.table = o->table,
+                          .stream = s->stream,
+                          .state_conninfo = o->source,
+                          .ns = o->ns,
+                          .uuid_ids = o->uuid_ids};
     const char *dot = strchr(o->table, '.');
     if (dot) peek.table = dot + 1;
     cv_sink_meta_peek_table(s->sink_conninfo, &peek, &meta);
@@ -377,6 +422,7 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
                         .stream = s->stream,
                         .state_conninfo = o->source,
                         .ns = o->ns,
+                        .uuid_ids = o->uuid_ids,
                         .writers = o->sink_writers,
                         .key_exact = s->t.key_exact,
                         .index_mem_mb = o->index_memory_mb};
@@ -385,9 +431,12 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
         cv_sink_last_fault(s->sink, &kind, &fix);
         cv_pg_fault f = {e == CV_ERR_TIMEOUT, kind, fix};
         cv_sync_error(s, "sink", &f);
+        cv_health_store(s, 0);
         cv_sink_meta_free(&meta);
         return e;
     }
+    cv_health_store(s, 1);
+    cv_health_slot(s, s->slot);
     if (s->apply) cv_apply_set_sink(s->apply, s->sink, cv_sync_fetch, s, s->t.key_exact);
     if (!o->capture) cv_search_set_table(s);
     /* what changed since the last run */
@@ -429,3 +478,5 @@ void cv_sync_session_close(cv_sync *s) {
     s->src = NULL;
     s->in_session = 0;
 }
+
+void cv_sync_stream_names(cv_sync *s) { names(s); }

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "../common/cv_log.h"
+#include "../common/cv_signal.h"
 #include "../common/cv_time.h"
 #include "../common/cv_lsn.h"
 #include "kafka_in.h"
@@ -52,6 +53,11 @@ typedef struct {
     uint64_t pos;
     double commit_unix;
     cv_metric *m_dead, *m_replayed;
+    cv_err dead_err; /* a dead letter could not be sent to the topic (on_dead) */
+    /* read-your-writes: per partition, the last position mark taken into the batch and the last
+     * one applied (everything of the table up to it in that partition is in the store) */
+    uint64_t *mark_taken, *mark_applied;
+    int mark_copies, mark_mismatch_logged;
 } stage;
 
 /* The dead-letter topic gets m with the reason. */
@@ -85,6 +91,20 @@ static cv_err lock_store(stage *st, const cv_sink_table *t) {
     return e == CV_ERR_BUSY || e == CV_ERR_TIMEOUT ? CV_ERR_TIMEOUT : e;
 }
 
+/* A change the store or the apply stage could not take (cv_sink_on_dead): its message goes to
+ * the dead-letter topic with the key and reason, acknowledged before the batch's offsets are
+ * committed (flush waits for it), so no refusal lives only in a log line, with or without
+ * --state. A failed send fails the session, which replays the batch. */
+static void on_dead(void *arg, const char *key, const char *reason) {
+    stage *st = arg;
+    const cv_kin_msg *m = NULL;
+    for (int i = st->ndone - 1; i >= 0 && !m; i--) /* the last change of the key: the one applied */
+        if (st->done[i].keytext && !strcmp(st->done[i].keytext, key)) m = &st->done[i];
+    cv_kin_msg none = {.partition = -1, .offset = -1, .keytext = (char *)key};
+    cv_err e = cv_kin_dead_letter(st->dlq, "sink", st->in.topic, m ? m : &none, reason, st->m_dead);
+    if (e && !st->dead_err) st->dead_err = e;
+}
+
 /* Opens the store for the table of w (the first message's). */
 static cv_err open_store(stage *st, const cv_wire_msg *w) {
     cv_buf stream = {0};
@@ -106,7 +126,8 @@ static cv_err open_store(stage *st, const cv_wire_msg *w) {
                        .model_id = MODEL_ID,
                        .stream = st->stream,
                        .state_conninfo = st->k->state && *st->k->state ? st->k->state : NULL,
-                       .ns = st->s.o.ns};
+                       .ns = st->s.o.ns,
+                       .uuid_ids = st->s.o.uuid_ids};
     cv_err e = cv_sink_open(st->s.o.sink, &t, &st->sink);
     if (e) {
         const char *kind, *fix;
@@ -122,12 +143,34 @@ static cv_err open_store(stage *st, const cv_wire_msg *w) {
         st->sink = NULL;
         return e;
     }
+    cv_sink_on_dead(st->sink, on_dead, st);
     uint64_t pos, bpos;
     int done;
     if (!cv_sink_state(st->sink, &pos, &done, &bpos)) st->index_ready = done, st->floor = bpos;
     cv_apply_set_sink(st->s.apply, st->sink, NULL, NULL, 0);
     cv_info("event=sink_store table=%s.%s stream=%s", st->schema, st->table, st->stream);
     return CV_OK;
+}
+
+/* The batch is in the store: its marks count. /wait covers the smallest mark every partition
+ * has reached (a partition without one yet holds it at 0). */
+static void advance_marks(stage *st) {
+    if (!st->mark_taken) return;
+    uint64_t covered = UINT64_MAX;
+    for (int p = 0; p < st->parts; p++) {
+        if (st->mark_taken[p] > st->mark_applied[p]) st->mark_applied[p] = st->mark_taken[p];
+        if (st->mark_applied[p] < covered) covered = st->mark_applied[p];
+    }
+    if (st->mark_copies && st->mark_copies != st->parts) {
+        if (!st->mark_mismatch_logged++)
+            cv_warn(
+                "event=sink_marks_unusable topic=%s partitions=%d source_partitions=%d note=\"/wait cannot "
+                "answer: the embeddings topic must have as many partitions as the change topic (a "
+                "worker keeps each change in its partition number)\"",
+                st->in.topic, st->parts, st->mark_copies);
+        return;
+    }
+    if (covered && covered != UINT64_MAX) cv_wait_advance(&st->s, covered);
 }
 
 /* Applies the gathered batch, then commits its offsets. */
@@ -137,13 +180,23 @@ static cv_err flush(stage *st) {
     if (st->nchg) {
         e = cv_apply_batch(st->s.apply, st->chg, st->nchg, 0, st->pos, 0, st->commit_unix);
         st->nchg = 0;
+        cv_health_store(&st->s, e == CV_OK || e == CV_ERR_ARG);
         if (e == CV_ERR_ARG) return CV_ERR_UNSUPPORTED; /* --on-error stop: logged with the key */
-        if (e)
-            return e == CV_ERR_TIMEOUT || e == CV_ERR_BUSY || e == CV_ERR_SHUTDOWN ? CV_ERR_TIMEOUT
-                                                                                   : CV_ERR_UNSUPPORTED;
+        if (e == CV_ERR_TIMEOUT || e == CV_ERR_BUSY || e == CV_ERR_SHUTDOWN) return CV_ERR_TIMEOUT;
+        if (e) { /* said here: the store's own lines may not name it */
+            const char *kind, *fix;
+            cv_sink_last_fault(st->sink, &kind, &fix);
+            cv_error("event=batch_failed stage=sink table=%s.%s kind=%s error=\"%s\"%s%s%s", st->schema,
+                     st->table, kind ? kind : "data", cv_strerror(e), fix ? " fix=\"" : "", fix ? fix : "",
+                     fix ? "\"" : "");
+            return CV_ERR_UNSUPPORTED;
+        }
     }
+    if (!e && st->dead_err) e = st->dead_err; /* a dead letter not sent: replay the batch */
+    st->dead_err = CV_OK;
     if (!e) e = cv_kafka_producer_wait(st->dlq, NULL);
     if (!e) e = cv_kin_commit(st->rk, st->in.topic, st->done, st->ndone);
+    if (!e) advance_marks(st);
     for (int i = 0; i < st->ndone; i++)
         cv_kin_msg_free(&st->done[i]);
     st->ndone = 0;
@@ -242,6 +295,13 @@ static cv_err take(stage *st, cv_kin_msg *m) {
         keep_done(st, m);
         return CV_OK;
     }
+    if (w->op == CV_WIRE_MARK) { /* counts once the batch before it is in the store */
+        if (st->mark_taken && w->c.lsn > st->mark_taken[m->partition])
+            st->mark_taken[m->partition] = w->c.lsn;
+        st->mark_copies = w->copies;
+        keep_done(st, m);
+        return CV_OK;
+    }
     if (w->op == CV_WIRE_TRUNCATE) {
         if (st->trunc_lsn && w->c.lsn != st->trunc_lsn) {
             char a[24], b[24];
@@ -270,6 +330,9 @@ static cv_err take(stage *st, cv_kin_msg *m) {
     }
     if (w->c.lsn > st->pos) st->pos = w->c.lsn;
     if (w->c.commit_unix > st->commit_unix) st->commit_unix = w->c.commit_unix;
+    cv_buf kt = {0}; /* to find the message of a dead letter (on_dead) */
+    cv_wire_key(&kt, w->c.key);
+    m->keytext = kt.p;
     if (m->m_old.op == CV_WIRE_DELETE) push_change(st, &m->m_old.c);
     push_change(st, &w->c);
     keep_done(st, m);
@@ -292,9 +355,12 @@ static void session_close(stage *st) {
     for (int i = 0; i < st->ntrunc; i++)
         cv_kin_msg_free(&st->trunc_msgs[i]);
     free(st->held), free(st->trunc_msgs), free(st->at_trunc);
+    free(st->mark_taken), free(st->mark_applied);
     st->held = st->trunc_msgs = NULL, st->at_trunc = NULL;
+    st->mark_taken = st->mark_applied = NULL;
     st->nchg = st->ndone = st->nheld = st->capheld = st->ntrunc = 0;
     st->trunc_lsn = 0;
+    st->dead_err = CV_OK;
     if (st->sink) {
         cv_apply_set_sink(st->s.apply, NULL, NULL, NULL, 1);
         cv_sink_close(st->sink);
@@ -311,8 +377,8 @@ static cv_err assign_all(stage *st) {
     rd_kafka_topic_t *rkt = rd_kafka_topic_new(st->rk, st->in.topic, NULL);
     const struct rd_kafka_metadata *md = NULL;
     cv_err e = CV_OK;
-    for (int attempt = 0; attempt < 50; attempt++) {
-        rd_kafka_resp_err_t ke = rd_kafka_metadata(st->rk, 0, rkt, &md, 5000);
+    for (int attempt = 0; attempt < 250 && !cv_stopping(); attempt++) {
+        rd_kafka_resp_err_t ke = rd_kafka_metadata(st->rk, 0, rkt, &md, 1000); /* short: a stop is noticed */
         if (!ke && md->topic_cnt == 1 && md->topics[0].partition_cnt > 0) break;
         if (md) rd_kafka_metadata_destroy(md), md = NULL;
         if (ke && !cv_kafka_retriable(ke)) {
@@ -337,7 +403,9 @@ static cv_err assign_all(stage *st) {
         return cv_kafka_retriable(ke) ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
     }
     st->at_trunc = calloc((size_t)st->parts, sizeof(int));
-    CV_ASSERT(st->at_trunc);
+    st->mark_taken = calloc((size_t)st->parts, sizeof(uint64_t));
+    st->mark_applied = calloc((size_t)st->parts, sizeof(uint64_t));
+    CV_ASSERT(st->at_trunc && st->mark_taken && st->mark_applied);
     return CV_OK;
 }
 
@@ -389,6 +457,8 @@ int cv_sink_stage_run(const cv_sync_opts *o, const cv_sink_stage_opts *k, volati
     }
     if (!rc) {
         cv_kafka_metrics_init(&st.km, st.s.reg, "sink");
+        cv_health_kafka(&st.s, &st.km);
+        if (cv_health_monitor(&st.s, 0)) rc = 1;
         st.m_dead = cv_metrics_counter(st.s.reg, "cdcvec_kafka_dead_letters_total",
                                        "Messages sent to the dead-letter topic, with their reason.",
                                        "stage=\"sink\"");
@@ -406,8 +476,9 @@ int cv_sink_stage_run(const cv_sync_opts *o, const cv_sink_stage_opts *k, volati
         if (!e || *stop) break;
         if (e != CV_ERR_TIMEOUT && e != CV_ERR_BUSY) {
             cv_error(
-                "event=sink_stopped kind=config error=\"a permanent error: retrying cannot help (the line "
-                "above says what)\"");
+                "event=sink_stopped error=\"%s: a permanent error, retrying cannot help (the level=error "
+                "lines before this one say where and what to do)\"",
+                cv_strerror(e));
             rc = 1;
             break;
         }

@@ -331,6 +331,48 @@ static int is_key(const cv_table *t, int i) {
     return 0;
 }
 
+/* The offset of the first byte of s[0..n) that does not start or continue valid UTF-8
+ * (overlong forms, surrogates and code points beyond U+10FFFF refused), or n when all is. */
+static size_t utf8_bad(const unsigned char *s, size_t n) {
+    for (size_t i = 0; i < n;) {
+        unsigned c = s[i];
+        size_t k = c < 0x80             ? 1
+                   : (c & 0xE0) == 0xC0 ? 2
+                   : (c & 0xF0) == 0xE0 ? 3
+                   : (c & 0xF8) == 0xF0 ? 4
+                                        : 0;
+        if (!k || i + k > n) return i;
+        unsigned cp = k == 1 ? c : k == 2 ? c & 0x1F : k == 3 ? c & 0x0F : c & 0x07;
+        for (size_t j = 1; j < k; j++) {
+            if ((s[i + j] & 0xC0) != 0x80) return i;
+            cp = cp << 6 | (s[i + j] & 0x3F);
+        }
+        static const unsigned min[5] = {0, 0, 0x80, 0x800, 0x10000};
+        if (cp < min[k] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return i;
+        i += k;
+    }
+    return n;
+}
+
+/* Why a row cannot be read (a value that is not UTF-8: a SQL_ASCII database stores any bytes),
+ * or NULL. The caller frees. */
+static char *row_not_utf8(const cv_table *t, const cv_rowval *v) {
+    for (int i = 0; i < t->ncols; i++) {
+        if (v[i].kind != 't') continue;
+        size_t at = utf8_bad((const unsigned char *)v[i].val, v[i].len);
+        if (at == v[i].len) continue;
+        cv_buf why = {0};
+        cv_buf_printf(
+            &why,
+            "column %s holds bytes that are not UTF-8 (byte 0x%02x at offset %zu of %zu; the "
+            "database's encoding, SQL_ASCII, does not check what it stores): the row is left out of "
+            "the store; correct the value at the source",
+            t->col[i], (unsigned char)v[i].val[at], at, v[i].len);
+        return why.p ? why.p : strdup("a value is not UTF-8");
+    }
+    return NULL;
+}
+
 cv_err cv_change_from_row(const cv_table *t, const cv_rowval *v, int del, cv_change *c) {
     memset(c, 0, sizeof *c);
     c->del = del;
@@ -348,6 +390,11 @@ cv_err cv_change_from_row(const cv_table *t, const cv_rowval *v, int del, cv_cha
         c->key[k] = strndup(kv->val, kv->len);
     }
     if (del) return CV_OK;
+    if ((c->fail = row_not_utf8(t, v))) { /* a dead letter naming its key; its stale vector goes */
+        c->text_state = CV_TEXT_NULL;
+        c->payload = strdup("{}");
+        return CV_OK;
+    }
     /* the text */
     if (t->text_col >= 0) {
         const cv_rowval *tv = &v[t->text_col];
@@ -426,18 +473,26 @@ static void rowvals_from_result(const cv_table *t, PGresult *r, int row, cv_rowv
     }
 }
 
+/* The statement that reads one row by its key ($1.. the key's text values) into sql, which
+ * stays the caller's. */
+static cv_err key_lookup_sql(const cv_table *t, cv_buf *sql) {
+    cv_buf_puts(sql, "SELECT ");
+    select_list(t, sql);
+    cv_buf_printf(sql, " FROM %s AS src WHERE ", t->qualified);
+    for (int k = 0; k < t->nkeys; k++) {
+        if (k) cv_buf_puts(sql, " AND ");
+        cv_buf_puts(sql, "src.");
+        cv_pg_ident(sql, t->keyname[k]);
+        cv_buf_printf(sql, " = $%d::%s", k + 1, t->keytype[k]);
+    }
+    if (!sql->oom) return CV_OK;
+    free(sql->p);
+    return CV_ERR_NOMEM;
+}
+
 cv_err cv_fetch_texts(PGconn *db, const cv_table *t, cv_change **chg, int n, cv_pg_fault *f) {
     cv_buf sql = {0};
-    cv_buf_puts(&sql, "SELECT ");
-    select_list(t, &sql);
-    cv_buf_printf(&sql, " FROM %s AS src WHERE ", t->qualified);
-    for (int k = 0; k < t->nkeys; k++) {
-        if (k) cv_buf_puts(&sql, " AND ");
-        cv_buf_puts(&sql, "src.");
-        cv_pg_ident(&sql, t->keyname[k]);
-        cv_buf_printf(&sql, " = $%d::%s", k + 1, t->keytype[k]);
-    }
-    if (sql.oom) return CV_ERR_NOMEM;
+    if (key_lookup_sql(t, &sql)) return CV_ERR_NOMEM;
     cv_rowval *v = calloc((size_t)t->ncols + 1, sizeof *v);
     cv_err e = CV_OK;
     for (int i = 0; i < n && !e; i++) {
@@ -456,9 +511,39 @@ cv_err cv_fetch_texts(PGconn *db, const cv_table *t, cv_change **chg, int n, cv_
                 chg[i]->text = fresh.text;
                 chg[i]->text_state = fresh.text_state;
                 chg[i]->text_fetch = 0;
+                if (fresh.fail && !chg[i]->fail) chg[i]->fail = fresh.fail, fresh.fail = NULL; /* not UTF-8 */
                 fresh.text = NULL;
                 cv_change_free(&fresh);
             }
+        }
+        PQclear(r);
+    }
+    free(v);
+    free(sql.p);
+    return e;
+}
+
+cv_err cv_read_keys(PGconn *db, const cv_table *t, char **const *keys, int n, cv_change *out,
+                    cv_pg_fault *f) {
+    cv_buf sql = {0};
+    if (key_lookup_sql(t, &sql)) return CV_ERR_NOMEM;
+    cv_rowval *v = calloc((size_t)t->ncols + 1, sizeof *v);
+    CV_ASSERT(v);
+    cv_err e = CV_OK;
+    for (int i = 0; i < n && !e; i++) {
+        memset(&out[i], 0, sizeof out[i]);
+        PGresult *r = PQexecParams(db, sql.p, t->nkeys, NULL, (const char *const *)keys[i], NULL, NULL, 0);
+        if (!ok(r)) {
+            e = failed(db, r, "read_row", f);
+        } else if (PQntuples(r) == 0) { /* gone: its vector must go too */
+            out[i].del = 1;
+            out[i].key = calloc((size_t)t->nkeys + 1, sizeof(char *));
+            CV_ASSERT(out[i].key);
+            for (int k = 0; k < t->nkeys; k++)
+                out[i].key[k] = strdup(keys[i][k]);
+        } else {
+            rowvals_from_result(t, r, 0, v);
+            e = cv_change_from_row(t, v, 0, &out[i]);
         }
         PQclear(r);
     }

@@ -69,6 +69,11 @@ cv_err cv_change_from_row(const cv_table *t, const cv_rowval *v, int del, cv_cha
  * not give (unchanged TOASTed values). Sets text/text_state of each change. */
 cv_err cv_fetch_texts(PGconn *db, const cv_table *t, cv_change **chg, int n, cv_pg_fault *fault);
 
+/* The rows of keys[0..n) (each nkeys values, text form) as they are now, into out[0..n) (owned
+ * by the caller): a row, or a delete of the key when the source no longer has it. */
+cv_err cv_read_keys(PGconn *db, const cv_table *t, char **const *keys, int n, cv_change *out,
+                    cv_pg_fault *fault);
+
 /* One page of rows in key order after `after` (NULL: from the start), within whatever
  * transaction db has open. Returns the number of changes written into out (<= limit), each
  * owned by the caller; t->row_hook is called with each. */

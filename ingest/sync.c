@@ -130,7 +130,7 @@ static cv_err flush_pending(stream *st) {
     st->pend_truncate = 0;
     st->applied = st->confirmed = st->pend_end;
     cv_wait_advance(s, st->applied);
-    cv_metric_set(s->m_lag, st->received > st->applied ? (double)(st->received - st->applied) : 0);
+    cv_health_applied(s); /* the lag in bytes is the server's figure (health.c) */
     return send_feedback(st);
 }
 
@@ -318,6 +318,7 @@ static cv_err on_message(stream *st, const uint8_t *data, size_t len) {
             list_push(&st->pend, &st->txn.v[i]);
         st->pend_end = m.end_lsn;
         st->pend_commit_unix = (double)m.commit_ts / 1e6 + PG_EPOCH_UNIX;
+        cv_health_unapplied(s, st->pend_commit_unix);
         for (int i = 0; i < st->txn.n; i++) { /* where each change comes from (Kafka messages carry it) */
             cv_change *cc = &st->pend.v[st->pend.n - st->txn.n + i];
             cc->lsn = m.end_lsn;
@@ -609,6 +610,7 @@ static cv_err session(cv_sync *s, volatile sig_atomic_t *stop, double *streaming
     cv_info("event=streaming slot=%s publication=%s table=%s from=%s", s->slot, s->publication,
             s->t.qualified, l);
     *streaming_since = cv_now();
+    cv_health_streaming(s, 1);
     st.last_feedback = st.last_probe = cv_now();
     const double batch_s = s->o.batch_ms / 1000.0;
     while (!e) {
@@ -617,6 +619,7 @@ static cv_err session(cv_sync *s, volatile sig_atomic_t *stop, double *streaming
             ((st.pend.n || st.pend_truncate) && now - st.pend_since >= batch_s) || (*stop && !st.in_txn))
             if ((e = flush_pending(&st))) break;
         if (*stop) break;
+        if (s->cap && !st.in_txn && st.pend.n == 0 && !st.pend_truncate) cv_capture_mark(s, 0);
         if (now - st.last_feedback >= FEEDBACK_INTERVAL && (e = send_feedback(&st))) break;
         if (!st.in_txn && now - st.last_probe >= PROBE_INTERVAL && (e = probe(&st))) break;
         char *buf = NULL;
@@ -650,9 +653,11 @@ static cv_err session(cv_sync *s, volatile sig_atomic_t *stop, double *streaming
             if (end > st.received) st.received = end;
             /* nothing of ours in flight: the position may move with the server's */
             int moved = !st.in_txn && st.pend.n == 0 && !st.pend_truncate && end > st.confirmed;
-            if (moved)
+            if (moved) {
                 cv_wait_advance(s, st.confirmed = end); /* and answered at once: the next WAL brings
                                                           the next keepalive (read-your-writes) */
+                if (s->cap) cv_capture_mark(s, end);    /* the Kafka path's read-your-writes */
+            }
             if (buf[17] || moved) e = send_feedback(&st);
         } else if (buf[0] == 'w' && n >= 25) {
             uint64_t end = be64(buf + 9);
@@ -663,6 +668,7 @@ static cv_err session(cv_sync *s, volatile sig_atomic_t *stop, double *streaming
     }
     if (!e && *stop) e = send_feedback(&st);
 out:
+    cv_health_streaming(s, 0);
     list_clear(&st.txn);
     list_clear(&st.pend);
     free(st.txn.v);
@@ -697,6 +703,10 @@ int cv_sync_run(const cv_sync_opts *o, volatile sig_atomic_t *stop) {
         return 1;
     }
     s.stop = stop;
+    if (cv_health_monitor(&s, 1)) {
+        cv_sync_runtime_close(&s);
+        return 1;
+    }
     int attempt = 0, rc = 0;
     while (!*stop) {
         double since = 0;
@@ -713,10 +723,10 @@ int cv_sync_run(const cv_sync_opts *o, volatile sig_atomic_t *stop) {
         cv_sync_session_close(&s);
         if (!e || *stop) break;
         if (!f.retriable || e == CV_ERR_UNSUPPORTED || e == CV_ERR_NOTFOUND || e == CV_ERR_ARG) {
-            cv_error(
-                "event=sync_stopped kind=%s error=\"a permanent error: retrying cannot help (the line above "
-                "says what)\"%s%s%s",
-                f.kind ? f.kind : "config", f.fix ? " fix=\"" : "", f.fix ? f.fix : "", f.fix ? "\"" : "");
+            cv_error("event=sync_stopped kind=%s error=\"%s: a permanent error, retrying cannot help (the "
+                     "level=error lines before this one say where)\"%s%s%s",
+                     f.kind ? f.kind : "config", cv_strerror(e), f.fix ? " fix=\"" : "", f.fix ? f.fix : "",
+                     f.fix ? "\"" : "");
             rc = 1;
             break;
         }

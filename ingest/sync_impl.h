@@ -42,8 +42,9 @@ typedef struct cv_sync {
     } err_series[64];
     int n_err_series;
     /* the search page (search_page.c): its own sink connection, reopened when the session changes */
-    cv_http_route routes[3]; /* /, /search, /wait */
-    struct cv_waitq *waitq;  /* read-your-writes (wait.c), NULL when capturing */
+    cv_http_route routes[3];  /* /, /search, /wait */
+    struct cv_waitq *waitq;   /* read-your-writes (wait.c), NULL when capturing */
+    struct cv_health *health; /* readiness and lag (health.c) */
     pthread_mutex_t search_mu;
     pthread_cond_t search_idle;
     cv_sink *search_sink;
@@ -87,6 +88,9 @@ cv_err cv_capture_open(cv_sync *s);
 cv_err cv_capture_deliver(cv_sync *s, cv_change *chg, int n, int truncate, uint64_t position,
                           double commit_unix);
 void cv_capture_close(cv_sync *s);
+/* The stream is covered up to pos without a change of the table (a keepalive): position marks
+ * go to every partition at most every 100 ms (call it with 0 to send what is due). */
+void cv_capture_mark(cv_sync *s, uint64_t pos);
 /* capture --format quix: the tutorial's message for a change made from row values v (old:
  * the old row's values for an update's oldkeys, or NULL: the key of v), set as c->wire. */
 void cv_capture_wire(const cv_sync *s, const cv_rowval *v, const cv_rowval *old, const char *kind,
@@ -120,6 +124,26 @@ int cv_wait_search_params(const char *uri, uint64_t *min_lsn, int *has, long *ti
 /* The 504 of a search whose min_lsn was not covered in time. */
 void cv_wait_reply_timeout(void *reply, uint64_t lsn, uint64_t covered, double waited_s);
 
+/* health.c: /readyz and the lag. open: with the runtime (registers cdcvec_ready); monitor: the
+ * thread that reads the slot every second (replication: sync, capture) and watches the Kafka
+ * clients registered with cv_health_kafka (before the monitor starts); stop joins it; close
+ * frees, once the HTTP server is gone. The stream reports what it does: streaming or not, a
+ * store failure or success, a commit received but not applied (its commit time), everything
+ * applied. cv_health_ready is the server's readiness hook (arg: the cv_sync); detail gets the
+ * JSON body of /readyz. */
+struct cv_kafka_metrics;
+cv_err cv_health_open(cv_sync *s);
+cv_err cv_health_monitor(cv_sync *s, int replication);
+void cv_health_kafka(cv_sync *s, struct cv_kafka_metrics *km);
+void cv_health_stop(cv_sync *s);
+void cv_health_close(cv_sync *s);
+void cv_health_slot(cv_sync *s, const char *slot);
+void cv_health_streaming(cv_sync *s, int on);
+void cv_health_store(cv_sync *s, int ok);
+void cv_health_unapplied(cv_sync *s, double commit_unix);
+void cv_health_applied(cv_sync *s);
+int cv_health_ready(void *arg, cv_buf *detail);
+
 /* The runtime: model (or remote client), server with HTTP, metrics, apply stage. */
 cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o);
 void cv_sync_runtime_close(cv_sync *s);
@@ -128,6 +152,30 @@ void cv_sync_runtime_close(cv_sync *s);
  * and the publication, when replication), sink, and what changed since the last run. */
 cv_err cv_sync_session_open(cv_sync *s, int replication);
 void cv_sync_session_close(cv_sync *s);
+
+/* The session's slot, publication and stream names (s->o; after s->src is connected), as a
+ * session sets them: for commands that need the names without a session (dead-letters). */
+void cv_sync_stream_names(cv_sync *s);
+
+/* dead_letters.c: the dead letters of the session's table and store, as cdcvec.dead_letters
+ * keeps them. open: connects (s->o, s->stream and s->sink_conninfo set) and remembers the
+ * newest entry, so that clear_keys removes only entries written before it (a repair's own
+ * new dead letters stay). clear_keys: the entries of these key texts; *cleared: how many. */
+typedef struct cv_dl {
+    PGconn *db;   /* NULL: no state database (nothing kept) */
+    char *stream; /* cdcvec.dead_letters.stream */
+    char *maxid;  /* the newest entry's id when opened ("0": none) */
+    int exists;   /* the table exists */
+} cv_dl;
+cv_err cv_dl_open(cv_sync *s, cv_dl *d);
+cv_err cv_dl_clear_keys(cv_sync *s, cv_dl *d, char *const *keytexts, int n, long *cleared);
+void cv_dl_close(cv_dl *d);
+
+/* One writer per store table (wlock.c), for a command that writes beside no sync (verify
+ * --repair, dead-letters retry): takes the lock a sync or Kafka sink stage of the table into
+ * the same store holds (released by cv_sync_session_close). CV_ERR_BUSY: one runs (holder says
+ * which process); other errors are logged. role names the lock's own connection, if any. */
+cv_err cv_sync_writer_lock(cv_sync *s, const char *role, cv_buf *holder);
 
 /* Counts an error of a stage ("source", "sink", "embed") and kind, and remembers the fault. */
 void cv_sync_error(cv_sync *s, const char *stage, const cv_pg_fault *f);

@@ -13,11 +13,13 @@
  * (its hash check re-embeds stale and missing rows and rewrites drifted payloads alone) and
  * orphans as deletes, at the position the store recorded (never moved back). Deleting while
  * scanning can shift a store's cursor (Upstash), so after a pass that deleted anything the
- * store walk runs again until it finds nothing. A repair refuses to run beside a sync or a Kafka
- * sink stage of the same table and store (their writer lock, wlock.c): it would race them.
- * Output: one line per difference (the first CV_VERIFY_SHOW of each kind), a summary line on
- * stdout, counters cdcvec_verify_differences_total{kind}. Exit 0: none; 3: differences were
- * found (repaired with --repair); 1: an error. */
+ * store walk runs again until it finds nothing. A repair refuses to run beside a sync or a
+ * Kafka sink stage of the same table and store (their writer lock, wlock.c): it would race them. The dead
+ * letters of the keys a repair fixed are removed (dead_letters.c; those the repair itself wrote stay).
+ * Output: one line per difference (the first --show of each kind, all with --show 0; a line
+ * `not_shown kind=... count=N` says how many more each kind had), a summary line on stdout, counters
+ * cdcvec_verify_differences_total{kind}. Exit 0: none; 3: differences were found (repaired with --repair); 1:
+ * an error. */
 #define _POSIX_C_SOURCE 200809L
 #include <jansson.h>
 #include <openssl/evp.h>
@@ -26,12 +28,12 @@
 #include <string.h>
 
 #include "../common/cv_buf.h"
+#include "../common/cv_jnum.h"
 #include "../common/cv_keytext.h"
 #include "../common/cv_log.h"
 #include "sync_impl.h"
 
 #define CV_VERIFY_PAGE 500
-#define CV_VERIFY_SHOW 20
 
 enum { D_MISSING, D_STALE, D_DRIFT, D_ORPHAN, D_KINDS };
 static const char *const KIND[D_KINDS] = {"missing", "stale", "payload_drift", "orphan"};
@@ -39,23 +41,39 @@ static const char *const KIND[D_KINDS] = {"missing", "stale", "payload_drift", "
 typedef struct {
     cv_sync *s;
     int repair;
+    long show; /* lines printed per kind; 0: all */
     long found[D_KINDS], source_rows, store_rows;
     cv_metric *m[D_KINDS];
     char **page; /* store walk: this page's key texts */
     int npage;
+    cv_dl dl;     /* --repair: the dead letters of the keys repaired are removed */
+    long cleared; /* dead letters removed */
 } verify;
+
+/* After a repair of keys kt[0..n): their dead letters (older than this run) are resolved. */
+static cv_err clear_dead(verify *v, char *const *kt, int n) {
+    long c = 0;
+    cv_err e = cv_dl_clear_keys(v->s, &v->dl, kt, n, &c);
+    v->cleared += c;
+    return e;
+}
 
 /* Counts and reports one difference. */
 static void diff(verify *v, int kind, const char *keytext) {
-    if (v->found[kind]++ < CV_VERIFY_SHOW) printf("%s key=%s\n", KIND[kind], keytext);
+    if (v->show == 0 || v->found[kind] < v->show) printf("%s key=%s\n", KIND[kind], keytext);
+    v->found[kind]++;
     cv_metric_add(v->m[kind], 1);
 }
 
-/* Whether two payloads (JSON object texts) hold the same values. */
-static int same_payload(const char *a, const char *b) {
-    json_t *x = json_loads(a ? a : "{}", 0, NULL), *y = json_loads(b ? b : "{}", 0, NULL);
-    int eq = x && y && json_equal(x, y);
+/* Whether the source row's payload (JSON object text), in the form the store keeps it
+ * (cv_sink_payload_stored: remote stores keep numbers a double cannot hold as their text), and
+ * the stored one hold the same values, numbers compared exactly by their decimal value. */
+static int same_payload(const cv_sink *sink, const char *src, const char *stored) {
+    char *a = cv_sink_payload_stored(sink, src);
+    json_t *x = a ? cv_jnum_loads(a, 0, NULL) : NULL, *y = cv_jnum_loads(stored ? stored : "{}", 0, NULL);
+    int eq = x && y && cv_jnum_equal(x, y);
     json_decref(x), json_decref(y);
+    free(a);
     return eq;
 }
 
@@ -64,6 +82,7 @@ static cv_err check_page(verify *v, cv_change *chg, int n, uint64_t pos) {
     cv_sync *s = v->s;
     const char **keys[CV_VERIFY_PAGE] = {0};
     int found[CV_VERIFY_PAGE], bad[CV_VERIFY_PAGE];
+    char *badkt[CV_VERIFY_PAGE];
     uint8_t hash[CV_VERIFY_PAGE][32];
     char *payload[CV_VERIFY_PAGE];
     for (int i = 0; i < n; i++)
@@ -84,13 +103,15 @@ static cv_err check_page(verify *v, cv_change *chg, int n, uint64_t pos) {
             EVP_Digest(chg[i].text, strlen(chg[i].text), h, &hl, EVP_sha256(), NULL);
             if (memcmp(h, hash[i], 32) != 0)
                 kind = D_STALE;
-            else if (!same_payload(chg[i].payload, payload[i]))
+            else if (!same_payload(s->sink, chg[i].payload, payload[i]))
                 kind = D_DRIFT;
         }
         if (kind >= 0) diff(v, kind, kt.p ? kt.p : "");
         bad[i] = kind >= 0;
-        nbad += bad[i];
-        free(kt.p);
+        if (bad[i])
+            badkt[nbad++] = kt.p ? kt.p : strdup("");
+        else
+            free(kt.p);
     }
     for (int i = 0; i < n; i++)
         free(payload[i]);
@@ -105,11 +126,14 @@ static cv_err check_page(verify *v, cv_change *chg, int n, uint64_t pos) {
         for (int i = m; i < n; i++)
             cv_change_free(&chg[i]);
         if ((e = cv_sync_deliver(s, chg, m, 0, pos, 0, 0))) e = cv_sync_batch_failed(s, e);
+        if (!e) e = clear_dead(v, badkt, nbad);
     } else {
         for (int i = 0; i < n; i++)
             cv_change_free(&chg[i]);
     }
     memset(chg, 0, sizeof *chg * (size_t)n);
+    for (int i = 0; i < nbad; i++)
+        free(badkt[i]);
     return e;
 }
 
@@ -117,17 +141,6 @@ static cv_err check_page(verify *v, cv_change *chg, int n, uint64_t pos) {
 static void on_key(void *arg, const char *kt) {
     verify *v = arg;
     v->page[v->npage++] = strdup(kt);
-}
-
-/* Appends one element of a PostgreSQL array literal. */
-static void arr_elem(cv_buf *b, const char *x, int first) {
-    if (!first) cv_buf_put(b, ",", 1);
-    cv_buf_put(b, "\"", 1);
-    for (const char *p = x; *p; p++) {
-        if (*p == '"' || *p == '\\') cv_buf_put(b, "\\", 1);
-        cv_buf_put(b, p, 1);
-    }
-    cv_buf_put(b, "\"", 1);
 }
 
 /* Walk 2: which of the page's keys the source lacks (gone[i] = 1). */
@@ -141,7 +154,7 @@ static cv_err lookup_source(verify *v, char ***vals, int n, int *gone) {
         cv_buf a = {0}, id = {0};
         cv_buf_put(&a, "{", 1);
         for (int i = 0; i < n; i++)
-            arr_elem(&a, vals[i][k], i == 0);
+            cv_pg_array_elem(&a, vals[i][k], i == 0);
         cv_buf_put(&a, "}", 1);
         params[k] = a.p;
         cv_pg_ident(&id, t->keyname[k]);
@@ -202,14 +215,17 @@ static cv_err store_walk(verify *v, uint64_t pos, int count, long *deleted, vola
         if (!e && nv) e = lookup_source(v, vals, nv, gone);
         if (count) v->store_rows += v->npage;
         cv_change del[CV_VERIFY_PAGE];
+        char *delkt[CV_VERIFY_PAGE];
         for (int i = 0; !e && i < nv; i++) {
             if (!gone[i]) continue;
             if (count) diff(v, D_ORPHAN, page[i]);
+            delkt[ngone] = page[i];
             del[ngone++] = (cv_change){.del = 1, .key = vals[i]};
             vals[i] = NULL;
         }
         if (!e && v->repair && ngone) {
             if ((e = cv_sync_deliver(s, del, ngone, 0, pos, 0, 0))) e = cv_sync_batch_failed(s, e);
+            if (!e) e = clear_dead(v, delkt, ngone);
             *deleted += ngone;
         } else {
             for (int i = 0; i < ngone; i++)
@@ -227,29 +243,24 @@ static cv_err store_walk(verify *v, uint64_t pos, int count, long *deleted, vola
 /* A repair writes: it takes the store table's writer lock (wlock.c) that a sync or a Kafka sink
  * stage of the table holds while it runs, and is refused while one does. */
 static cv_err lock_store(cv_sync *s) {
-    const cv_sync_opts *o = &s->o;
-    cv_buf key = {0}, holder = {0};
-    const char *home;
-    cv_sink_table st = {.schema = s->t.schema, .table = s->t.name, .ns = o->ns};
-    cv_wlock_place(o->sink, o->source, o->source, &st, &home, &key);
-    cv_pg_fault f = {1, "connection", NULL};
-    cv_err e = cv_wlock_take(&s->wlock, home, !strcmp(home, o->source) ? s->src : NULL, key.p,
-                             "verify --repair", &holder, &f);
+    cv_buf holder = {0};
+    cv_err e = cv_sync_writer_lock(s, "verify --repair", &holder);
     if (e == CV_ERR_BUSY)
         cv_error("event=verify_stopped table=%s holder=\"%s\" error=\"a cdcvec sync of this table is running "
                  "(or a Kafka sink stage writes it into this store): a repair beside it would race it\" "
                  "fix=\"stop it, run cdcvec verify --repair 1, start it again (or verify without --repair)\"",
                  s->t.qualified, holder.p);
-    free(key.p), free(holder.p);
+    free(holder.p);
     return e;
 }
 
-int cv_verify_run(const cv_sync_opts *o, int repair, volatile sig_atomic_t *stop) {
+int cv_verify_run(const cv_sync_opts *o, int repair, long show, volatile sig_atomic_t *stop) {
     cv_sync s;
-    verify v = {.s = &s, .repair = repair};
+    verify v = {.s = &s, .repair = repair, .show = show};
     cv_err e = cv_sync_runtime_open(&s, o);
     if (!e) e = cv_sync_session_open(&s, 0);
     if (!e && repair) e = lock_store(&s);
+    if (!e && repair) e = cv_dl_open(&s, &v.dl);
     uint64_t pos = 0, bpos;
     int done;
     if (!e && (e = cv_sink_state(s.sink, &pos, &done, &bpos))) e = cv_sync_batch_failed(&s, e);
@@ -291,8 +302,12 @@ int cv_verify_run(const cv_sync_opts *o, int repair, volatile sig_atomic_t *stop
     for (int pass = 0; !e && repair && deleted && pass < 10; pass++) /* a cursor the deletes shifted */
         e = store_walk(&v, pos, 0, &deleted, stop);
     long total = 0;
-    for (int k = 0; k < D_KINDS; k++)
+    for (int k = 0; k < D_KINDS; k++) {
         total += v.found[k];
+        if (!e && show && v.found[k] > show)
+            printf("not_shown kind=%s count=%ld note=\"--show 0 prints every one\"\n", KIND[k],
+                   v.found[k] - show);
+    }
     if (!e)
         printf(
             "verify table=%s store=%s source_rows=%ld store_rows=%ld missing=%ld stale=%ld payload_drift=%ld "
@@ -300,8 +315,10 @@ int cv_verify_run(const cv_sync_opts *o, int repair, volatile sig_atomic_t *stop
             s.t.qualified, cv_sink_kind(s.sink_conninfo), v.source_rows, v.store_rows, v.found[D_MISSING],
             v.found[D_STALE], v.found[D_DRIFT], v.found[D_ORPHAN], total,
             repair ? (total ? " repaired=1" : " repaired=0") : "");
+    if (!e && v.cleared) printf("dead_letters_cleared table=%s count=%ld\n", s.t.qualified, v.cleared);
     fflush(stdout);
     if (e && s.fault.fix) cv_error("event=verify_stopped kind=%s fix=\"%s\"", s.fault.kind, s.fault.fix);
+    cv_dl_close(&v.dl);
     cv_sync_runtime_close(&s);
     return e ? 1 : total ? 3 : 0;
 }

@@ -1,5 +1,7 @@
 /* wire.c: cdcvec/1 Kafka messages (wire.h, docs/KAFKA.md). Encoding splices the payload,
- * which is JSON already, into the message text; decoding validates every field it reads. */
+ * which is JSON already, into the message text; decoding validates every field it reads and
+ * gives the payload back with every number as written (common/cv_jnum.h: a numeric beyond
+ * int64 or a double's range is as valid in a message as in the row). */
 #define _POSIX_C_SOURCE 200809L
 #include "wire.h"
 
@@ -9,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/cv_jnum.h"
 #include "../common/cv_keytext.h"
 #include "../common/cv_log.h"
 #include "../common/cv_lsn.h"
@@ -116,12 +119,17 @@ void cv_wire_encode_truncate(cv_buf *b, const cv_wire_table *t, uint64_t lsn, do
     cv_buf_printf(b, ",\"copies\":%d}", copies);
 }
 
+void cv_wire_encode_mark(cv_buf *b, const cv_wire_table *t, uint64_t lsn, int copies) {
+    head(b, "mark", t, lsn, 0);
+    cv_buf_printf(b, ",\"copies\":%d}", copies);
+}
+
 int cv_wire_is_cdcvec(const char *buf, size_t len) {
     /* cheap: our encoder always starts with the format field */
     static const char pre[] = "{\"format\":\"" FORMAT "\"";
     if (len >= sizeof pre - 1 && memcmp(buf, pre, sizeof pre - 1) == 0) return 1;
     /* someone else's encoder (any field order) */
-    json_t *j = json_loadb(buf, len, 0, NULL);
+    json_t *j = cv_jnum_loadb(buf, len, 0, NULL);
     int yes = j && json_is_string(json_object_get(j, "format")) &&
               strcmp(json_string_value(json_object_get(j, "format")), FORMAT) == 0;
     json_decref(j);
@@ -159,7 +167,7 @@ static int hexval(char c) {
 cv_err cv_wire_decode(const char *buf, size_t len, int dim, cv_wire_msg *m, char *err, size_t errlen) {
     memset(m, 0, sizeof *m);
     json_error_t je;
-    json_t *j = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &je);
+    json_t *j = cv_jnum_loadb(buf, len, JSON_REJECT_DUPLICATES, &je); /* the payload's numbers: every digit */
     if (!j) {
         snprintf(err, errlen, "not JSON: %s at line %d column %d", je.text, je.line, je.column);
         return CV_ERR_FORMAT;
@@ -173,8 +181,9 @@ cv_err cv_wire_decode(const char *buf, size_t len, int dim, cv_wire_msg *m, char
     m->op = strcmp(s, "upsert") == 0     ? CV_WIRE_UPSERT
             : strcmp(s, "delete") == 0   ? CV_WIRE_DELETE
             : strcmp(s, "truncate") == 0 ? CV_WIRE_TRUNCATE
+            : strcmp(s, "mark") == 0     ? CV_WIRE_MARK
                                          : -1;
-    if (m->op < 0) FAIL("\"op\" is \"%s\", expected upsert, delete or truncate", s);
+    if (m->op < 0) FAIL("\"op\" is \"%s\", expected upsert, delete, truncate or mark", s);
     json_t *sc = json_object_get(j, "schema"), *tb = json_object_get(j, "table");
     if (!json_is_string(sc) || !json_is_string(tb) || !json_string_length(tb))
         FAIL("\"schema\"/\"table\" missing");
@@ -190,9 +199,9 @@ cv_err cv_wire_decode(const char *buf, size_t len, int dim, cv_wire_msg *m, char
     s = json_string_value(json_object_get(j, "lsn"));
     if (!s || cv_lsn_parse(s, &m->c.lsn)) FAIL("\"lsn\": expected a PostgreSQL LSN like \"0/16B3748\"");
     json_t *ct = json_object_get(j, "commit_time");
-    if (ct && !json_is_number(ct)) FAIL("\"commit_time\": expected a number (unix seconds)");
-    m->c.commit_unix = ct ? json_number_value(ct) : 0;
-    if (m->op == CV_WIRE_TRUNCATE) {
+    if (ct && !cv_jnum_number(ct, &m->c.commit_unix))
+        FAIL("\"commit_time\": expected a number (unix seconds)");
+    if (m->op == CV_WIRE_TRUNCATE || m->op == CV_WIRE_MARK) {
         json_t *cp = json_object_get(j, "copies");
         if (!json_is_integer(cp) || json_integer_value(cp) < 1)
             FAIL("\"copies\": expected a positive integer");
@@ -228,7 +237,7 @@ cv_err cv_wire_decode(const char *buf, size_t len, int dim, cv_wire_msg *m, char
     m->c.text_fetch = json_is_true(json_object_get(j, "text_fetch"));
     json_t *p = json_object_get(j, "payload");
     if (!json_is_object(p)) FAIL("\"payload\": expected an object");
-    m->c.payload = json_dumps(p, JSON_COMPACT | JSON_ENCODE_ANY);
+    m->c.payload = cv_jnum_dumps(p, JSON_COMPACT | JSON_ENCODE_ANY, CV_JNUM_EXACT);
     json_t *k = json_object_get(j, "keep");
     if (k) {
         char **tmp = NULL;

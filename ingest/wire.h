@@ -20,7 +20,12 @@ typedef struct cv_wire_table {
     char **key_names, **key_types; /* (nkeys) */
 } cv_wire_table;
 
-enum { CV_WIRE_UPSERT = 0, CV_WIRE_DELETE, CV_WIRE_TRUNCATE };
+/* CV_WIRE_MARK: a position mark (read-your-writes on the Kafka path, docs/KAFKA.md): capture
+ * sends one to every partition after each acknowledged batch (and when the source's position
+ * moved without a change of the table); every change of the table up to its LSN is before it
+ * in its partition. Workers pass it on to the same partition number; the sink's /wait covers
+ * the smallest mark every partition has reached. */
+enum { CV_WIRE_UPSERT = 0, CV_WIRE_DELETE, CV_WIRE_TRUNCATE, CV_WIRE_MARK };
 
 /* A decoded message: op, its table, and (upsert/delete) the change; strings owned. */
 typedef struct cv_wire_msg {
@@ -28,7 +33,7 @@ typedef struct cv_wire_msg {
     cv_wire_table t;
     cv_change c; /* key, text, payload, keep, fail, vec + vec_hash, lsn, commit_unix, txn */
     char *model; /* with a vector: the model that made it */
-    int copies;  /* truncate: the number of partitions it was sent to (one copy each) */
+    int copies;  /* truncate, mark: the number of partitions it was sent to (one copy each) */
 } cv_wire_msg;
 
 void cv_wire_msg_free(cv_wire_msg *m);
@@ -39,6 +44,9 @@ void cv_wire_table_free(cv_wire_table *t);
 void cv_wire_encode(cv_buf *b, const cv_wire_table *t, const cv_change *c, const char *model, int dim);
 /* Appends a truncate message (sent once to each of `copies` partitions). */
 void cv_wire_encode_truncate(cv_buf *b, const cv_wire_table *t, uint64_t lsn, double commit_unix, int copies);
+
+/* Appends a position mark (sent once to each of `copies` partitions). */
+void cv_wire_encode_mark(cv_buf *b, const cv_wire_table *t, uint64_t lsn, int copies);
 
 /* Decodes a cdcvec/1 message. dim: the vector dimension expected (0: any). Errors say what is
  * wrong and where (field name) in err; CV_ERR_FORMAT. */

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "../common/cv_jnum.h"
 #include "../common/cv_log.h"
 #include "../common/cv_time.h"
 #include "../common/cv_quix.h"
@@ -53,8 +54,8 @@ static void sha256_hex(const char *s, uint8_t out[32]) {
 static void quix_out(cv_buf *b, const cv_kin_msg *m, const cv_wire_msg *w, const float *vec, int dim) {
     json_t *row = NULL;
     if (!w->c.del) {
-        row = m->row ? json_loads(m->row, 0, NULL) : NULL;
-        if (!row && w->c.payload) row = json_loads(w->c.payload, 0, NULL);
+        row = m->row ? cv_jnum_loads(m->row, 0, NULL) : NULL;
+        if (!row && w->c.payload) row = cv_jnum_loads(w->c.payload, 0, NULL);
     }
     if (!row) row = json_object();
     json_t *o = json_object();
@@ -79,7 +80,7 @@ static void quix_out(cv_buf *b, const cv_kin_msg *m, const cv_wire_msg *w, const
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     json_object_set_new(o, "Timestamp", json_integer((json_int_t)ts.tv_sec * 1000000000 + ts.tv_nsec));
-    char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(9));
+    char *s = cv_jnum_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(9), CV_JNUM_EXACT);
     cv_buf_puts(b, s);
     free(s);
     json_decref(o), json_decref(row);
@@ -91,6 +92,7 @@ static cv_err emit(worker *wk, const cv_kin_msg *m, const cv_wire_msg *w, const 
     cv_change c = w->c; /* borrowed view */
     c.vec = (float *)vec;
     if (vec && c.text) sha256_hex(c.text, c.vec_hash);
+    if (w->op == CV_WIRE_MARK && wk->w->quix) return CV_OK; /* the tutorial's format has no marks */
     if (wk->w->quix && m->format == CV_KIN_QUIX_CHANGE && w == &m->m && w->op != CV_WIRE_TRUNCATE) {
         /* the tutorial's own embeddings message, byte for byte as its service writes it */
         cv_quix_change_msg qm;
@@ -117,6 +119,8 @@ static cv_err emit(worker *wk, const cv_kin_msg *m, const cv_wire_msg *w, const 
         quix_out(&v, m, w, vec, wk->s.dim);
     } else if (w->op == CV_WIRE_TRUNCATE) {
         cv_wire_encode_truncate(&v, &w->t, w->c.lsn, w->c.commit_unix, w->copies);
+    } else if (w->op == CV_WIRE_MARK) { /* to the same partition number, behind what came before it */
+        cv_wire_encode_mark(&v, &w->t, w->c.lsn, w->copies);
     } else {
         cv_wire_encode(&v, &w->t, &c, MODEL_ID, wk->s.dim);
     }
@@ -258,6 +262,8 @@ int cv_worker_run(const cv_sync_opts *o, const cv_worker_opts *w, volatile sig_a
     }
     if (!rc) {
         cv_kafka_metrics_init(&wk.km, wk.s.reg, "worker");
+        cv_health_kafka(&wk.s, &wk.km);
+        if (cv_health_monitor(&wk.s, 0)) rc = 1;
         wk.m_dead = cv_metrics_counter(wk.s.reg, "cdcvec_kafka_dead_letters_total",
                                        "Messages sent to the dead-letter topic, with their reason.",
                                        "stage=\"worker\"");
@@ -270,8 +276,9 @@ int cv_worker_run(const cv_sync_opts *o, const cv_worker_opts *w, volatile sig_a
         if (!e || *stop) break;
         if (e == CV_ERR_ARG || e == CV_ERR_UNSUPPORTED) {
             cv_error(
-                "event=worker_stopped kind=config error=\"a permanent error: retrying cannot help (the line "
-                "above says what)\"");
+                "event=worker_stopped error=\"%s: a permanent error, retrying cannot help (the level=error "
+                "lines before this one say where and what to do)\"",
+                cv_strerror(e));
             rc = 1;
             break;
         }

@@ -22,6 +22,23 @@ typedef enum { CV_ACT_NONE = 0, CV_ACT_GELU } cv_act;
 
 typedef struct cv_backend cv_backend;
 
+/* A BERT encoder's weights, as pointers from weights() (for encode()). */
+typedef struct cv_encoder_layer {
+    const float *wqkv;          /* (3D, D) packed Q|K|V */
+    const float *bqkv;          /* (3D) */
+    const float *wo, *bo;       /* (D, D), (D) */
+    const float *ln1_g, *ln1_b; /* (D) */
+    const float *w1, *b1;       /* (NI, D), (NI) */
+    const float *w2, *b2;       /* (D, NI), (D) */
+    const float *ln2_g, *ln2_b; /* (D) */
+} cv_encoder_layer;
+typedef struct cv_encoder {
+    const float *word, *pos, *type0, *ln_g, *ln_b; /* (V,D), (P,D), (D), (D), (D) */
+    const cv_encoder_layer *layer;                 /* (layers) */
+    int layers, D, H, NI;
+    float eps;
+} cv_encoder;
+
 struct cv_backend {
     const char *name; /* "cpu" or "cuda" */
     void *impl;
@@ -63,6 +80,17 @@ struct cv_backend {
     void (*pool_l2)(cv_backend *be, const float *x /* (T,D) */, const int32_t *offs, int nseq, int D,
                     float *out /* (nseq,D) */);
 
+    /* Optional (NULL: the ops above are composed by the caller): the whole encoder, mean
+     * pooling and L2 normalization of one batch, with the backend's own activations (CUDA: fp16
+     * end to end, fused epilogues, graphs). ids, pos_ids (T) and offs (nseq+1, offs[0] == 0)
+     * are host arrays, free to reuse once encode returns; out (nseq, D) is host memory, written
+     * when encode_wait returns. encode queues the batch and returns at once, so the caller can
+     * prepare the next batch meanwhile; one batch in flight (a second encode waits for the
+     * first). */
+    cv_err (*encode)(cv_backend *be, const cv_encoder *m, const int32_t *ids, const int32_t *pos_ids,
+                     const int32_t *offs, int T, int nseq, int max_len, float *out);
+    cv_err (*encode_wait)(cv_backend *be);
+
     void (*destroy)(cv_backend *be);
 };
 
@@ -85,6 +113,10 @@ void cv_backend_cpu_set_pool(cv_backend *be, struct cv_pool *pool);
 cv_err cv_backend_cuda_new(int device, cv_backend **out, char *why, size_t why_len);
 /* Number of CUDA devices the driver reports (0 when none or no driver). */
 int cv_cuda_device_count(void);
+/* encode()'s FFN activation on CUDA backends created after this call: 0 (default) the exact
+ * erf GELU in a kernel after cuBLASLt's bias epilogue, 1 cuBLASLt's GELU_BIAS epilogue (tanh
+ * approximation, one pass less). For tests and measurements. */
+void cv_cuda_set_gelu_tanh(int on);
 
 #ifdef __cplusplus
 }

@@ -32,21 +32,15 @@
 #include "../kernels/cpu/cpu_ops.h"
 #include "safetensors.h"
 
-#define MAX_CHUNK_TOKENS     4096 /* rows per forward call: bounds scratch memory per thread */
+#define MAX_CHUNK_TOKENS 4096 /* rows per forward call: bounds scratch memory per thread */
+#ifndef MAX_CHUNK_TOKENS_GPU  /* tests/cuda_sim sets it small: many batches, pipelined */
 #define MAX_CHUNK_TOKENS_GPU 65536
+#endif
 /* below this many tokens per thread, one forward with ops split across threads beats one
  * forward per thread (measured with cdcvec bench embed, bench/RESULTS.md) */
 #define INTRA_OP_TOKENS 256
 
-typedef struct {
-    const float *wqkv;          /* (3D, D) packed Q|K|V */
-    const float *bqkv;          /* (3D) */
-    const float *wo, *bo;       /* (D, D), (D) */
-    const float *ln1_g, *ln1_b; /* (D) */
-    const float *w1, *b1;       /* (NI, D), (NI) */
-    const float *w2, *b2;       /* (D, NI), (D) */
-    const float *ln2_g, *ln2_b; /* (D) */
-} layer_w;
+typedef cv_encoder_layer layer_w; /* kernels/backend.h */
 
 typedef struct {
     const float *word;  /* (V, D) */
@@ -58,8 +52,9 @@ typedef struct {
 
 typedef struct {
     cv_backend *be;
-    model_w w; /* in the backend's memory */
-    int cap;   /* token capacity of the scratch below */
+    model_w w;      /* in the backend's memory */
+    cv_encoder enc; /* the same for be->encode */
+    int cap;        /* token capacity of the scratch below */
     int seq_cap;
     float *h, *qkv, *ctx, *a, *inter; /* (cap, D|3D|D|D|NI) */
     int32_t *ids, *pos, *offs;        /* (cap), (cap), (seq_cap+1) */
@@ -100,15 +95,25 @@ static cv_err json_int(json_t *o, const char *path, const char *key, int *out, i
     return CV_OK;
 }
 
+const char *cv_minilm_fetch_fix(void) {
+    const char *c = getenv("CDCVEC_CONTAINER");
+    if (c && *c && strcmp(c, "0") != 0)
+        return "this image has no model and cannot fetch one: mount an all-MiniLM-L6-v2 folder (made by "
+               "models/fetch_model.py) read-only at CDCVEC_MODEL_DIR, e.g. docker run -v "
+               "/path/to/all-MiniLM-L6-v2:/opt/cdcvec/model:ro (compose: a volume on the service), or use "
+               "the "
+               "image built with the model (Dockerfile target runtime)";
+    return "python3 models/fetch_model.py";
+}
+
 static cv_err load_config(const char *dir, cv_minilm_config *c) {
     char path[4096];
     json_error_t jerr;
     snprintf(path, sizeof path, "%s/config.json", dir);
     json_t *o = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
     if (!o) {
-        cv_error("event=config_read path=%s error=\"%s\" line=%d fix=\"python3 "
-                 "models/fetch_model.py\"",
-                 path, jerr.text, jerr.line);
+        cv_error("event=config_read path=%s error=\"%s\" line=%d fix=\"%s\"", path, jerr.text, jerr.line,
+                 cv_minilm_fetch_fix());
         return CV_ERR_NOTFOUND;
     }
     cv_err err = CV_OK;
@@ -319,6 +324,8 @@ static cv_err worker_init(cv_minilm *m, worker *k, cv_backend *be) {
     k->w.type0 = be->weights(be, h->type0, D);
     k->w.ln_g = be->weights(be, h->ln_g, D);
     k->w.ln_b = be->weights(be, h->ln_b, D);
+    /* a device backend returns NULL when an upload fails: every weight is checked */
+    if (!k->w.word || !k->w.pos || !k->w.type0 || !k->w.ln_g || !k->w.ln_b) return CV_ERR_DEVICE;
     k->w.layer = calloc((size_t)c->layers, sizeof(layer_w));
     if (!k->w.layer) return CV_ERR_NOMEM;
     for (int l = 0; l < c->layers; l++) {
@@ -336,8 +343,21 @@ static cv_err worker_init(cv_minilm *m, worker *k, cv_backend *be) {
         d->b2 = be->weights(be, s->b2, D);
         d->ln2_g = be->weights(be, s->ln2_g, D);
         d->ln2_b = be->weights(be, s->ln2_b, D);
-        if (!d->wqkv || !d->w1 || !d->w2) return CV_ERR_DEVICE;
+        if (!d->wqkv || !d->bqkv || !d->wo || !d->bo || !d->ln1_g || !d->ln1_b || !d->w1 || !d->b1 ||
+            !d->w2 || !d->b2 || !d->ln2_g || !d->ln2_b)
+            return CV_ERR_DEVICE;
     }
+    k->enc = (cv_encoder){.word = k->w.word,
+                          .pos = k->w.pos,
+                          .type0 = k->w.type0,
+                          .ln_g = k->w.ln_g,
+                          .ln_b = k->w.ln_b,
+                          .layer = k->w.layer,
+                          .layers = c->layers,
+                          .D = c->hidden,
+                          .H = c->heads,
+                          .NI = c->intermediate,
+                          .eps = c->ln_eps};
     return CV_OK;
 }
 
@@ -376,13 +396,15 @@ static cv_err worker_reserve(const cv_minilm_config *c, worker *k, int tokens, i
     return CV_OK;
 }
 
-/* Runs the encoder on nseq packed sequences (host ids/offs, offs[0] may be nonzero). */
+/* Runs the encoder on nseq packed sequences (host ids/offs, offs[0] may be nonzero). With wait
+ * 0 and a backend that has encode(), returns once the batch is queued: out is written at
+ * be->encode_wait(). */
 static cv_err forward(const cv_minilm_config *c, worker *k, const int32_t *ids, const int32_t *offs, int nseq,
-                      float *out) {
+                      float *out, int wait) {
     const int T = offs[nseq] - offs[0], D = c->hidden, H = c->heads, hd = D / H;
-    cv_err err = worker_reserve(c, k, T, nseq);
-    if (err) return err;
     cv_backend *be = k->be;
+    cv_err err = be->encode ? CV_OK : worker_reserve(c, k, T, nseq);
+    if (err) return err;
     /* positions restart at 0 for every sequence; offsets rebased to 0 */
     int32_t *pos = malloc(sizeof(int32_t) * ((size_t)T + (size_t)nseq + 1));
     if (!pos) return CV_ERR_NOMEM;
@@ -394,6 +416,11 @@ static cv_err forward(const cv_minilm_config *c, worker *k, const int32_t *ids, 
         if (roffs[s + 1] - roffs[s] > max_len) max_len = roffs[s + 1] - roffs[s];
         for (int t = roffs[s]; t < roffs[s + 1]; t++)
             pos[t] = t - roffs[s];
+    }
+    if (be->encode) { /* the backend runs the whole encoder (CUDA: fp16, fused, graphs) */
+        err = be->encode(be, &k->enc, ids + offs[0], pos, roffs, T, nseq, max_len, out);
+        free(pos);
+        return err || !wait ? err : be->encode_wait(be);
     }
     if ((err = be->upload(be, k->ids, ids + offs[0], sizeof(int32_t) * (size_t)T)) ||
         (err = be->upload(be, k->pos, pos, sizeof(int32_t) * (size_t)T)) ||
@@ -599,7 +626,7 @@ static void run_group(void *p, int g) {
         int e = s + 1;
         while (e < end && a->offs[e + 1] - a->offs[s] <= a->m->chunk_tokens)
             e++;
-        k->err = forward(&a->m->cfg, k, a->ids, a->offs + s, e - s, a->out + (size_t)s * D);
+        k->err = forward(&a->m->cfg, k, a->ids, a->offs + s, e - s, a->out + (size_t)s * D, 1);
         s = e;
     }
 }
@@ -647,15 +674,50 @@ typedef struct {
     cv_minilm *m;
     const char *const *texts;
     const size_t *lens;
-    int n, nt;
+    int start, n, nt; /* texts start .. n-1 */
 } tok_arg;
 
 static void tok_task(void *p, int task) {
     tok_arg *a = p;
     const int ms = a->m->cfg.max_seq;
-    for (int i = task; i < a->n; i += a->nt)
+    for (int i = a->start + task; i < a->n; i += a->nt)
         a->m->tok_len[i] =
             cv_tok_encode(a->m->tok, a->texts[i], a->lens[i], a->m->tok_ids + (size_t)i * ms, ms);
+}
+
+/* Tokenizes texts start .. end-1 into tok_ids/tok_len on the pool. */
+static void tokenize(cv_minilm *m, const char *const *texts, const size_t *lens, int start, int end) {
+    int nt = m->nthreads < end - start ? m->nthreads : end - start;
+    tok_arg ta = {m, texts, lens, start, end, nt};
+    cv_pool_run(m->pool, nt, tok_task, &ta);
+}
+
+/* A device backend with encode(): batches of chunk_tokens / max_seq texts, the next one
+ * tokenized while the device runs the current one. */
+static cv_err embed_pipelined(cv_minilm *m, const char *const *texts, const size_t *lens, int n, float *out,
+                              long *ntokens) {
+    const int ms = m->cfg.max_seq, D = m->cfg.hidden,
+              step = m->chunk_tokens / ms > 0 ? m->chunk_tokens / ms : 1;
+    worker *k = &m->wk[0];
+    long tok = 0;
+    cv_err err = CV_OK;
+    tokenize(m, texts, lens, 0, step < n ? step : n);
+    for (int s = 0; s < n && !err; s += step) {
+        const int e = s + step < n ? s + step : n;
+        m->offs[0] = 0;
+        for (int i = s; i < e; i++) {
+            memcpy(m->packed + m->offs[i - s], m->tok_ids + (size_t)i * ms,
+                   sizeof(int32_t) * (size_t)m->tok_len[i]);
+            m->offs[i - s + 1] = m->offs[i - s] + m->tok_len[i];
+        }
+        tok += m->offs[e - s];
+        err = forward(&m->cfg, k, m->packed, m->offs, e - s, out + (size_t)s * D, 0);
+        if (!err && e < n) tokenize(m, texts, lens, e, e + step < n ? e + step : n); /* overlaps the device */
+        cv_err werr = k->be->encode_wait(k->be);
+        if (!err) err = werr;
+    }
+    if (ntokens) *ntokens = tok;
+    return err;
 }
 
 cv_err cv_minilm_embed(cv_minilm *m, const char *const *texts, const size_t *lens, int n, float *out,
@@ -679,9 +741,9 @@ cv_err cv_minilm_embed(cv_minilm *m, const char *const *texts, const size_t *len
             return CV_ERR_NOMEM;
         }
     }
-    int nt = m->nthreads < n ? m->nthreads : n;
-    tok_arg ta = {m, texts, lens, n, nt};
-    cv_pool_run(m->pool, nt, tok_task, &ta);
+    if (m->nworkers == 1 && m->wk[0].be->encode && n > m->chunk_tokens / ms)
+        return embed_pipelined(m, texts, lens, n, out, ntokens);
+    tokenize(m, texts, lens, 0, n);
     m->offs[0] = 0;
     for (int i = 0; i < n; i++) {
         memcpy(m->packed + m->offs[i], m->tok_ids + (size_t)i * ms, sizeof(int32_t) * (size_t)m->tok_len[i]);

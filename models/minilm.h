@@ -40,6 +40,11 @@ typedef struct cv_minilm cv_minilm;
  * all-MiniLM-L6-v2 (where models/fetch_model.py puts it). Static storage. */
 const char *cv_minilm_default_dir(void);
 
+/* What to do when the model's files are missing: "python3 models/fetch_model.py" from a source
+ * tree; in the container images (CDCVEC_CONTAINER=1, set by docker/Dockerfile*), how to mount
+ * the model folder, since the image cannot fetch it. Static storage. */
+const char *cv_minilm_fetch_fix(void);
+
 /* Loads model_dir/{config.json, vocab.txt, model.safetensors, sentence_bert_config.json},
  * checking every tensor's name, dtype and shape. On success *out is owned by the caller. */
 cv_err cv_minilm_load(const char *model_dir, const cv_minilm_opts *opts, cv_minilm **out);

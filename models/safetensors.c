@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "../common/cv_log.h"
+#include "minilm.h"
 
 #define MAX_HEADER (100u << 20)
 
@@ -88,9 +89,8 @@ cv_err cv_st_open(const char *path, cv_st **out) {
     *out = NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        cv_error("event=safetensors_open path=%s error=\"cannot open\" fix=\"python3 "
-                 "models/fetch_model.py\"",
-                 path);
+        cv_error("event=safetensors_open path=%s error=\"cannot open\" fix=\"%s\"", path,
+                 cv_minilm_fetch_fix());
         return CV_ERR_NOTFOUND;
     }
     struct stat sb;

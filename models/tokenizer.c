@@ -24,6 +24,7 @@
 #include <utf8proc.h>
 
 #include "../common/cv_log.h"
+#include "minilm.h"
 #include "tokenizer_unicode.h"
 
 #define MAX_WORD_CHARS 100 /* tokenizer.json: max_input_chars_per_word */
@@ -133,8 +134,8 @@ cv_err cv_tok_load(const char *vocab_path, cv_tok **out) {
     *out = NULL;
     FILE *f = fopen(vocab_path, "rb");
     if (!f) {
-        cv_error("event=vocab_open path=%s error=\"cannot open\" fix=\"run models/fetch_model.py\"",
-                 vocab_path);
+        cv_error("event=vocab_open path=%s error=\"cannot open\" fix=\"%s\"", vocab_path,
+                 cv_minilm_fetch_fix());
         return CV_ERR_NOTFOUND;
     }
     cv_tok *t = calloc(1, sizeof *t);

@@ -6,6 +6,7 @@
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
 #include <nng/supplemental/util/platform.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,13 +15,38 @@
 #include <unistd.h>
 
 #include "../common/cv_log.h"
+#include "../common/cv_signal.h"
 #include "proto.h"
 
 struct cv_client {
     nng_socket sock;
     cv_client_opts o;
     atomic_ullong next_id;
+    int remote; /* not inproc:// (registered below) */
 };
+
+/* Remote clients a stop signal closes (cv_signal.h): a request to a server that hangs would
+ * otherwise hold the process for its timeout; closing the socket ends every wait on it at once.
+ * In-process requests are left to finish (the model answers in seconds). */
+static pthread_mutex_t remote_mu = PTHREAD_MUTEX_INITIALIZER;
+static cv_client *remote[16];
+
+static void close_remote(void) {
+    pthread_mutex_lock(&remote_mu);
+    for (int i = 0; i < 16; i++)
+        if (remote[i]) nng_close(remote[i]->sock);
+    pthread_mutex_unlock(&remote_mu);
+}
+
+static void remote_set(cv_client *c, int on) {
+    pthread_mutex_lock(&remote_mu);
+    for (int i = 0; i < 16; i++)
+        if (on ? !remote[i] : remote[i] == c) {
+            remote[i] = on ? c : NULL;
+            break;
+        }
+    pthread_mutex_unlock(&remote_mu);
+}
 
 cv_err cv_client_open(const char *url, const cv_client_opts *o, cv_client **out) {
     *out = NULL;
@@ -44,12 +70,18 @@ cv_err cv_client_open(const char *url, const cv_client_opts *o, cv_client **out)
         free(c);
         return rv == NNG_EADDRINVAL || rv == NNG_ENOTSUP ? CV_ERR_ARG : CV_ERR_IO;
     }
+    c->remote = strncmp(url, "inproc://", 9) != 0;
+    if (c->remote) {
+        remote_set(c, 1);
+        cv_signal_add_stop_hook(close_remote);
+    }
     *out = c;
     return CV_OK;
 }
 
 void cv_client_close(cv_client *c) {
     if (!c) return;
+    if (c->remote) remote_set(c, 0);
     nng_close(c->sock);
     free(c);
 }
@@ -81,6 +113,7 @@ cv_err cv_client_embed(cv_client *c, const char *const *texts, const size_t *len
     cv_err err = CV_ERR_IO;
     char last[256] = "";
     for (int attempt = 0; attempt <= c->o.retries; attempt++) {
+        if (attempt && cv_stopping()) break; /* no retries once stopping (cv_signal.h) */
         if (attempt) nng_msleep(backoff_ms(c, attempt - 1));
         nng_ctx ctx;
         nng_msg *m = NULL;
@@ -184,7 +217,7 @@ static void async_send(async_call *a) {
 }
 
 static void async_retry_or_fail(async_call *a, cv_err err, const char *msg) {
-    if (a->attempt < a->c->o.retries) {
+    if (a->attempt < a->c->o.retries && !cv_stopping()) {
         a->state = A_SLEEP;
         nng_sleep_aio(backoff_ms(a->c, a->attempt++), a->aio);
         return;

@@ -8,16 +8,20 @@
  * file descriptor and a small memory pool each, not a thread.
  *
  * Limits, each where it is cheapest:
- *   - connections: MHD's connection cap (clamped below RLIMIT_NOFILE) and per-IP cap;
+ *   - connections: the connection cap (clamped below RLIMIT_NOFILE) and per-client cap, in the
+ *     accept policy, idle connections evicted near the cap (http_admit.c);
  *   - time: MHD's idle timeout (no traffic), and a deadline thread that shuts down a connection
- *     whose request line + headers (or body) take too long, e.g. a client sending 1 byte/s;
+ *     whose request line + headers (or body) take too long, e.g. a client sending 1 byte/s, or
+ *     whose body falls behind the minimum rate (http_admit.c);
+ *   - Host, Origin, framing and content types (http_guard.c);
  *   - request line and headers: MHD's per-connection memory pool; MHD answers 414 / 431 itself
  *     (with its own short HTML body: libmicrohttpd 0.9.75 has no hook for those pages);
  *   - bodies: Content-Length above the limit is answered 413 before a byte of the body is
  *     read (no 100 Continue is sent); a chunked body is cut at the limit (413 if it ends within
  *     another limit's worth, else the connection is closed); a byte budget for all bodies held
- *     at once (declared sizes reserved up front, 503 + Retry-After when it is spent) and a cap
- *     on bodies decoded at once (503 + Retry-After); malloc_trim after large bodies.
+ *     at once, reserved by bytes received, per client (http_admit.c; 503 + Retry-After when it
+ *     is spent), and a cap on bodies decoded at once (503 + Retry-After); malloc_trim after
+ *     large bodies.
  * Every answer cdcvec makes is JSON (but the search page's HTML) with a reason phrase from MHD. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -28,7 +32,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -39,44 +42,6 @@
 #include "http_impl.h"
 
 enum { RQ_NEW, RQ_BODY, RQ_WAIT };
-enum { PH_HEAD, PH_BODY, PH_BUSY }; /* what a connection is waiting for: deadlines apply to the first two */
-
-typedef struct http_conn {
-    int fd;
-    int phase;
-    int shut;
-    double since; /* monotonic seconds when the phase began */
-    struct http_conn *prev, *next;
-} http_conn;
-
-typedef struct http_endpoint {
-    const char *path;
-    int post;  /* POST with a JSON body; else GET (and HEAD) */
-    int open;  /* no API key needed, unless metrics_auth */
-    int route; /* index in o.routes, or -1 */
-    void (*fn)(cv_http_req *r);
-} http_endpoint;
-
-struct cv_http {
-    cv_server *s;
-    cv_http_opts o; /* defaults filled in */
-    struct MHD_Daemon *d;
-    http_endpoint *eps;
-    int neps;
-    _Atomic long body_bytes; /* bytes of the body budget reserved */
-    atomic_int parsing;      /* bodies being decoded */
-    pthread_rwlock_t submit_lock;
-    int quiesced; /* under submit_lock */
-    /* deadlines */
-    pthread_mutex_t conn_mu;
-    pthread_cond_t conn_cv;
-    http_conn *conns;
-    int nconns, stop, have_reaper;
-    pthread_t reaper;
-    cv_metric *m_timeout_head, *m_timeout_body, *m_refused_budget, *m_refused_parse;
-    cv_buf start_err; /* MHD's messages while starting */
-    int starting;
-};
 
 /* ---- answers -------------------------------------------------------------------------- */
 
@@ -87,14 +52,16 @@ static void add_std_headers(cv_http_req *r, struct MHD_Response *resp, int statu
     if (strncmp(ctype, "text/html", 9) == 0)
         MHD_add_response_header(resp, "Content-Security-Policy",
                                 "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'");
-    if (status == 503) MHD_add_response_header(resp, "Retry-After", "1");
+    if (status == 503 || status == 429) MHD_add_response_header(resp, "Retry-After", "1");
+    if (r->close) MHD_add_response_header(resp, "Connection", "close");
+    cv_http_cors_headers(r, resp);
     if (status == 401) MHD_add_response_header(resp, "WWW-Authenticate", "Bearer realm=\"cdcvec\"");
     if (status == 405 && r->ep) MHD_add_response_header(resp, "Allow", r->ep->post ? "POST" : "GET, HEAD");
 }
 
 /* Stores the answer; resumes the connection when its request is suspended. */
 static void set_answer(cv_http_req *r, int status, struct MHD_Response *resp, const char *ctype) {
-    if (resp) add_std_headers(r, resp, status, ctype);
+    if (resp && ctype) add_std_headers(r, resp, status, ctype);
     pthread_mutex_lock(&r->mu);
     CV_ASSERT(!r->answered); /* answered once */
     r->answered = 1;
@@ -104,6 +71,14 @@ static void set_answer(cv_http_req *r, int status, struct MHD_Response *resp, co
     r->suspended = 0;
     if (resume) MHD_resume_connection(r->conn);
     pthread_mutex_unlock(&r->mu);
+}
+
+void cv_http_answer_response(cv_http_req *r, int status, struct MHD_Response *resp) {
+    if (resp) {
+        MHD_add_response_header(resp, "Cache-Control", "no-store");
+        cv_http_cors_headers(r, resp);
+    }
+    set_answer(r, status, resp, NULL);
 }
 
 void cv_http_answer(cv_http_req *r, int status, const char *ctype, const char *body, size_t len) {
@@ -203,78 +178,6 @@ static enum MHD_Result finish(cv_http_req *r) {
     return ok;
 }
 
-/* ---- deadlines -------------------------------------------------------------------------- */
-
-static void set_phase(cv_http *h, http_conn *c, int phase) {
-    if (!c) return;
-    pthread_mutex_lock(&h->conn_mu);
-    c->phase = phase;
-    c->since = cv_now();
-    pthread_mutex_unlock(&h->conn_mu);
-}
-
-/* MHD: a connection opened or closed (before its socket is closed). */
-static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
-                          enum MHD_ConnectionNotificationCode code) {
-    cv_http *h = cls;
-    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
-        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-        http_conn *c = calloc(1, sizeof *c);
-        if (!c || !ci) { /* without an entry only MHD's idle timeout applies */
-            free(c);
-            return;
-        }
-        c->fd = ci->connect_fd;
-        c->since = cv_now();
-        pthread_mutex_lock(&h->conn_mu);
-        c->next = h->conns;
-        if (h->conns) h->conns->prev = c;
-        h->conns = c;
-        h->nconns++;
-        pthread_mutex_unlock(&h->conn_mu);
-        *socket_context = c;
-        return;
-    }
-    http_conn *c = *socket_context;
-    if (!c) return;
-    pthread_mutex_lock(&h->conn_mu);
-    if (c->prev) c->prev->next = c->next;
-    if (c->next) c->next->prev = c->prev;
-    if (h->conns == c) h->conns = c->next;
-    h->nconns--;
-    pthread_mutex_unlock(&h->conn_mu);
-    free(c);
-    *socket_context = NULL;
-}
-
-/* Deadline thread: shuts down connections whose headers or body are overdue (MHD then sees
- * the end of the stream and closes them on its own thread). */
-static void *reaper_main(void *arg) {
-    cv_http *h = arg;
-    pthread_mutex_lock(&h->conn_mu);
-    while (!h->stop) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 250000000L;
-        if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
-        pthread_cond_timedwait(&h->conn_cv, &h->conn_mu, &ts);
-        const double now = cv_now();
-        for (http_conn *c = h->conns; c; c = c->next) {
-            double limit = c->phase == PH_HEAD   ? h->o.header_timeout_s
-                           : c->phase == PH_BODY ? h->o.body_timeout_s
-                                                 : -1;
-            if (c->shut || limit < 0 || now - c->since <= limit) continue;
-            c->shut = 1;
-            shutdown(c->fd, SHUT_RDWR);
-            cv_metric_add(c->phase == PH_HEAD ? h->m_timeout_head : h->m_timeout_body, 1);
-            cv_debug("event=http_deadline phase=%s after_s=%.1f", c->phase == PH_HEAD ? "headers" : "body",
-                     now - c->since);
-        }
-    }
-    pthread_mutex_unlock(&h->conn_mu);
-    return NULL;
-}
-
 /* ---- requests --------------------------------------------------------------------------- */
 
 /* MHD: the request line is in (headers follow); the request's state starts here. */
@@ -293,6 +196,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn) {
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
     r->hc = ci ? ci->socket_context : NULL;
     pthread_mutex_init(&r->mu, NULL);
+    cv_http_mark_request(h, r->hc, 1);
     return r;
 }
 
@@ -301,8 +205,7 @@ static void release_body(cv_http_req *r) {
     free(r->body);
     r->body = NULL;
     r->body_len = r->body_cap = 0;
-    if (r->reserved) atomic_fetch_sub(&r->h->body_bytes, (long)r->reserved);
-    r->reserved = 0;
+    cv_http_budget_release(r);
 }
 
 /* MHD: the request is over (answered, or the connection failed). */
@@ -312,7 +215,11 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     cv_http_req *r = *con_cls;
     if (!r) return;
     release_body(r);
-    if (r->hc) set_phase(h, r->hc, PH_HEAD); /* keep-alive: the next request's headers are due */
+    if (r->hc) { /* keep-alive: the next request's headers are due */
+        cv_http_set_phase(h, r->hc, PH_HEAD);
+        cv_http_mark_request(h, r->hc, 0);
+    }
+    free(r->cors);
     if (r->resp) MHD_destroy_response(r->resp);
     pthread_mutex_destroy(&r->mu);
     if (r->peak >= (1u << 20)) malloc_trim(0); /* give a large body's pages back */
@@ -354,15 +261,6 @@ static const http_endpoint *find_endpoint(cv_http *h, const char *path) {
     return NULL;
 }
 
-/* Reserves n bytes of the body budget; 0 when it is spent. */
-static int reserve_body(cv_http *h, size_t n) {
-    long cur = atomic_load(&h->body_bytes);
-    do {
-        if (cur + (long)n > h->o.body_memory_bytes) return 0;
-    } while (!atomic_compare_exchange_weak(&h->body_bytes, &cur, cur + (long)n));
-    return 1;
-}
-
 /* Runs the endpoint now that the whole request (and its body) is in. */
 static void dispatch(cv_http_req *r) {
     if (r->ep->route >= 0) {
@@ -373,18 +271,23 @@ static void dispatch(cv_http_req *r) {
     }
 }
 
-/* First call: the headers are in. Routing, method, key, body size; no byte of a body read yet. */
+/* First call: the headers are in. Framing, Host, Origin, routing, method, key, content type,
+ * client, body size; no byte of a body read yet. */
 static enum MHD_Result on_headers(cv_http *h, cv_http_req *r, const char *url, const char *method) {
     cv_metric_add(r->s->m_req_http, 1);
     int is_get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
-    int is_post = strcmp(method, "POST") == 0;
+    int is_post = strcmp(method, "POST") == 0, is_options = strcmp(method, "OPTIONS") == 0;
     r->ep = find_endpoint(h, url);
     const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Length");
     const char *te = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Transfer-Encoding");
     unsigned long long len = cl ? strtoull(cl, NULL, 10) : 0; /* MHD has checked its syntax */
     int has_body = len > 0 || (te && strcasecmp(te, "identity") != 0);
-    if (!r->ep) {
+    if (!cv_http_guard_framing(r) || !cv_http_guard_request(r)) {
+        /* answered */
+    } else if (!r->ep) {
         cv_http_error(r, 404, "not_found", "no such endpoint: %s", url);
+    } else if (is_options) {
+        cv_http_on_options(r);
     } else if ((r->ep->post && !is_post) || (!r->ep->post && !is_get)) {
         cv_http_error(r, 405, "method_not_allowed", "%s takes %s, not %s", r->ep->path,
                       r->ep->post ? "POST" : "GET", method);
@@ -398,32 +301,65 @@ static enum MHD_Result on_headers(cv_http *h, cv_http_req *r, const char *url, c
         cv_server_count_error(r->s, CV_ST_TOO_LARGE);
         cv_http_error(r, 413, "too_large", "body of %llu bytes is over the limit of %ld bytes", len,
                       h->o.max_body_bytes);
-    } else if (has_body && !reserve_body(h, cl ? (size_t)len : (size_t)h->o.max_body_bytes)) {
-        cv_metric_add(h->m_refused_budget, 1);
+    } else if (!cv_http_guard_type(r, has_body)) {
+        cv_server_count_error(r->s, CV_ST_BAD_REQUEST);
+    } else if (!cv_http_attribute(r)) {
+        r->close = 1;
         cv_server_count_error(r->s, CV_ST_BUSY);
-        cv_http_error(r, 503, "busy", "too many request bodies in flight; retry after a backoff");
+        cv_http_error(
+            r, 429, "too_many_connections",
+            "client %s holds --http-max-per-client (%d) connections through the proxy already; close "
+            "some, or retry after a backoff",
+            r->cl ? r->cl->key : "-", h->o.max_per_client);
     } else if (has_body) {
-        r->reserved = cl ? (size_t)len : (size_t)h->o.max_body_bytes;
-        if (cl) { /* the whole declared body at once: no doubling */
-            r->body = malloc((size_t)len + 1);
-            r->body_cap = r->body ? (size_t)len + 1 : 0;
+        r->declared = cl ? (size_t)len : (size_t)h->o.max_body_bytes;
+        r->sized = cl != NULL;
+        if (!cv_http_budget_open(h)) {
+            cv_metric_add(h->m_refused_budget, 1);
+            cv_server_count_error(r->s, CV_ST_BUSY);
+            cv_http_error(r, 503, "busy", "too many request bodies in flight; retry after a backoff");
+        } else { /* a first grant when the arriving share has room; else the body's bytes must find it */
+            cv_http_budget_take(r, r->declared + 1 < HTTP_FIRST_GRANT ? r->declared + 1 : HTTP_FIRST_GRANT,
+                                0);
+            r->state = RQ_BODY;
+            cv_http_set_phase(h, r->hc, PH_BODY);
+            cv_http_body_progress(h, r->hc, 0, r->declared);
+            return MHD_YES; /* MHD sends 100 Continue when asked, then the body */
         }
-        r->state = RQ_BODY;
-        set_phase(h, r->hc, PH_BODY);
-        return MHD_YES; /* MHD sends 100 Continue when asked, then the body */
-    } else {            /* no body: MHD calls again at the end of the request (answering now would close) */
+    } else { /* no body: MHD calls again at the end of the request (answering now would close) */
         r->state = RQ_BODY;
         return MHD_YES;
     }
-    set_phase(h, r->hc, PH_BUSY);
+    cv_http_set_phase(h, r->hc, PH_BUSY);
     return finish(r);
+}
+
+/* Grows r's buffer (and its share of the body budget) to hold need bytes, exactly when they
+ * complete the body (whole); 0 when the budget cannot grow. */
+static int grow_body(cv_http *h, cv_http_req *r, size_t need, int whole) {
+    size_t limit = r->declared + 1;
+    size_t cap = r->body_cap ? r->body_cap * 2 : r->reserved;
+    if (cap < 4096) cap = 4096;
+    while (cap < need)
+        cap *= 2;
+    if (cap > limit || whole) cap = whole ? need : limit;
+    if (cap > r->reserved && !cv_http_budget_take(r, cap, whole)) return 0;
+    char *p = realloc(r->body, cap);
+    if (!p) {
+        cv_error("event=http_body_alloc_failed bytes=%zu", cap);
+        return 0;
+    }
+    r->body = p;
+    r->body_cap = cap;
+    return 1;
 }
 
 /* A piece of the body. */
 static enum MHD_Result on_body_data(cv_http *h, cv_http_req *r, const char *data, size_t n) {
-    if (r->too_large) { /* past the limit: drop, and close once it goes on for another limit */
+    if (r->too_large || r->over_budget) { /* dropped: past the limit, close once it goes on for another */
         r->discarded += n;
-        return r->discarded > (size_t)h->o.max_body_bytes ? MHD_NO : MHD_YES;
+        cv_http_body_progress(h, r->hc, r->body_len + r->discarded, r->declared);
+        return r->too_large && r->discarded > (size_t)h->o.max_body_bytes ? MHD_NO : MHD_YES;
     }
     if (r->body_len + n > (size_t)h->o.max_body_bytes) {
         r->too_large = 1;
@@ -431,30 +367,34 @@ static enum MHD_Result on_body_data(cv_http *h, cv_http_req *r, const char *data
         release_body(r);
         return MHD_YES;
     }
-    if (r->body_len + n + 1 > r->body_cap) {
-        size_t cap = r->body_cap ? r->body_cap * 2 : 4096;
-        while (cap < r->body_len + n + 1)
-            cap *= 2;
-        if (cap > (size_t)h->o.max_body_bytes + 1) cap = (size_t)h->o.max_body_bytes + 1;
-        char *p = realloc(r->body, cap);
-        if (!p) {
-            cv_error("event=http_body_alloc_failed bytes=%zu", cap);
-            return MHD_NO;
-        }
-        r->body = p;
-        r->body_cap = cap;
+    if (r->body_len + n + 1 > r->body_cap &&
+        !grow_body(h, r, r->body_len + n + 1, r->sized && r->body_len + n == r->declared)) {
+        r->over_budget = 1;
+        r->discarded = r->body_len + n;
+        release_body(r);
+        return MHD_YES;
     }
     memcpy(r->body + r->body_len, data, n);
     r->body_len += n;
+    cv_http_body_progress(h, r->hc, r->body_len, r->declared);
     return MHD_YES;
 }
 
 /* The request is complete: decode its body (within the cap on decodes at once), run the endpoint. */
 static enum MHD_Result on_body_end(cv_http *h, cv_http_req *r) {
-    set_phase(h, r->hc, PH_BUSY);
+    cv_http_set_phase(h, r->hc, PH_BUSY);
+    cv_http_budget_arrived(r);
     if (r->too_large) {
         cv_server_count_error(r->s, CV_ST_TOO_LARGE);
         cv_http_error(r, 413, "too_large", "body over the limit of %ld bytes", h->o.max_body_bytes);
+        return finish(r);
+    }
+    if (r->over_budget) {
+        cv_metric_add(h->m_refused_budget, 1);
+        cv_server_count_error(r->s, CV_ST_BUSY);
+        cv_http_error(r, 503, "busy",
+                      "the memory for request bodies is in use by other uploads (--http-body-memory-bytes); "
+                      "retry after a backoff");
         return finish(r);
     }
     if (!r->ep->post) {
@@ -516,7 +456,9 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
 static void fill_defaults(cv_http_opts *o) {
     if (o->max_body_bytes <= 0) o->max_body_bytes = 16L << 20;
     if (o->body_memory_bytes <= 0) o->body_memory_bytes = 64L << 20;
-    if (o->body_memory_bytes < o->max_body_bytes) o->body_memory_bytes = o->max_body_bytes;
+    /* bodies still arriving grow within 3/4 of the budget (http_admit.c): one largest body fits */
+    if (o->body_memory_bytes < o->max_body_bytes + o->max_body_bytes / 3 + 4096)
+        o->body_memory_bytes = o->max_body_bytes + o->max_body_bytes / 3 + 4096;
     if (o->max_parses <= 0) o->max_parses = 2;
     if (o->max_connections <= 0) o->max_connections = 1000;
     if (o->max_per_client == 0) o->max_per_client = 128;
@@ -525,6 +467,7 @@ static void fill_defaults(cv_http_opts *o) {
     if (o->idle_timeout_s <= 0) o->idle_timeout_s = 30;
     if (o->max_header_bytes <= 0) o->max_header_bytes = 32768;
     if (o->threads <= 0) o->threads = 2;
+    if (o->min_body_rate <= 0) o->min_body_rate = 32768;
 }
 
 /* host:port (host may be [v6], empty or * for any) into an address for MHD. */
@@ -542,32 +485,28 @@ static cv_err resolve(const char *hostport, struct addrinfo **out) {
     return rv ? CV_ERR_ARG : CV_OK;
 }
 
-/* The connection cap, below the descriptors this process may open. */
-static int connection_cap(const cv_http_opts *o) {
-    struct rlimit rl;
-    int cap = o->max_connections;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && (long)rl.rlim_cur - 64 < cap) {
-        cap = (long)rl.rlim_cur > 128 ? (int)rl.rlim_cur - 64 : (int)rl.rlim_cur / 2;
-        cv_warn("event=http_connection_cap wanted=%d cap=%d nofile=%ld fix=\"raise ulimit -n to serve more "
-                "connections\"",
-                o->max_connections, cap, (long)rl.rlim_cur);
-    }
-    return cap;
-}
-
 static cv_err build_endpoints(cv_http *h) {
     cv_server_opts *so = &h->s->o;
-    h->eps = calloc((size_t)so->nroutes + 4, sizeof *h->eps);
+    h->eps = calloc((size_t)so->nroutes + 5, sizeof *h->eps);
     if (!h->eps) return CV_ERR_NOMEM;
     const http_endpoint fixed[] = {{"/healthz", 0, 1, -1, cv_http_on_healthz},
+                                   {"/readyz", 0, 1, -1, cv_http_on_readyz},
                                    {"/metrics", 0, 1, -1, cv_http_on_metrics},
                                    {"/embed", 1, 0, -1, cv_http_on_embed},
                                    {"/v1/embeddings", 1, 0, -1, cv_http_on_openai}};
-    for (int i = 0; i < (h->s->m ? 4 : 2); i++) /* no model (capture): /healthz and /metrics only */
+    for (int i = 0; i < (h->s->m ? 5 : 3); i++) /* no model (capture): /healthz, /readyz, /metrics */
         h->eps[h->neps++] = fixed[i];
     for (int i = 0; i < so->nroutes; i++)
         h->eps[h->neps++] = (http_endpoint){so->routes[i].path, 0, 0, i, NULL};
     return CV_OK;
+}
+
+static double body_bytes_gauge(void *arg) {
+    cv_http *h = arg;
+    pthread_mutex_lock(&h->conn_mu);
+    long n = h->body_bytes;
+    pthread_mutex_unlock(&h->conn_mu);
+    return (double)n;
 }
 
 static double conns_gauge(void *arg) {
@@ -577,7 +516,6 @@ static double conns_gauge(void *arg) {
     pthread_mutex_unlock(&h->conn_mu);
     return n;
 }
-static double body_bytes_gauge(void *arg) { return (double)atomic_load(&((cv_http *)arg)->body_bytes); }
 
 static void register_metrics(cv_http *h) {
     cv_metrics *m = h->s->reg;
@@ -587,6 +525,16 @@ static void register_metrics(cv_http *h) {
     static const char *rh = "HTTP requests answered 503 by a limit on request bodies, by limit.";
     h->m_refused_budget = cv_metrics_counter(m, "cdcvec_http_body_refusals_total", rh, "limit=\"memory\"");
     h->m_refused_parse = cv_metrics_counter(m, "cdcvec_http_body_refusals_total", rh, "limit=\"decoding\"");
+    h->m_slow_body = cv_metrics_counter(m, "cdcvec_http_deadline_closes_total", th, "phase=\"body_rate\"");
+    static const char *ch = "HTTP connections refused at accept or shut down to make room, by reason.";
+    h->m_refused_conns = cv_metrics_counter(m, "cdcvec_http_connection_refusals_total", ch, "reason=\"cap\"");
+    h->m_refused_client =
+        cv_metrics_counter(m, "cdcvec_http_connection_refusals_total", ch, "reason=\"per_client\"");
+    h->m_evicted =
+        cv_metrics_counter(m, "cdcvec_http_connection_refusals_total", ch, "reason=\"idle_evicted\"");
+    static const char *gh = "HTTP requests refused by a guard (Host, Origin), by guard.";
+    h->m_refused_host = cv_metrics_counter(m, "cdcvec_http_guard_refusals_total", gh, "guard=\"host\"");
+    h->m_refused_origin = cv_metrics_counter(m, "cdcvec_http_guard_refusals_total", gh, "guard=\"origin\"");
     cv_metrics_gauge_fn(m, "cdcvec_http_connections", "Open HTTP connections.", NULL, conns_gauge, h);
     cv_metrics_gauge_fn(m, "cdcvec_http_body_bytes", "Bytes of the request body budget in use.", NULL,
                         body_bytes_gauge, h);
@@ -603,6 +551,7 @@ cv_err cv_http_start(cv_server *s) {
     pthread_mutex_init(&h->conn_mu, NULL);
     pthread_cond_init(&h->conn_cv, NULL);
     cv_err err = build_endpoints(h);
+    if (!err) err = cv_http_admit_init(h);
     if (err) return err;
     register_metrics(h);
     struct addrinfo *ai = NULL;
@@ -617,13 +566,12 @@ cv_err cv_http_start(cv_server *s) {
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
     h->starting = 1;
     h->d = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_THREAD_POOL_SIZE,
-        (unsigned)h->o.threads, MHD_OPTION_CONNECTION_LIMIT, (unsigned)connection_cap(&h->o),
-        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)(h->o.max_per_client < 0 ? 0 : h->o.max_per_client),
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)h->o.idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)h->o.max_header_bytes, MHD_OPTION_URI_LOG_CALLBACK, on_uri, h, MHD_OPTION_NOTIFY_COMPLETED,
-        on_completed, h, MHD_OPTION_NOTIFY_CONNECTION, on_connection, h, MHD_OPTION_EXTERNAL_LOGGER,
-        on_mhd_log, h, MHD_OPTION_END);
+        flags, 0, cv_http_accept, h, on_request, h, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)h->o.threads, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)(h->cap + HTTP_CAP_SLACK), MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)h->o.idle_timeout_s,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)h->o.max_header_bytes, MHD_OPTION_URI_LOG_CALLBACK,
+        on_uri, h, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_NOTIFY_CONNECTION,
+        cv_http_on_connection, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h, MHD_OPTION_END);
     int eno = errno;
     h->starting = 0;
     freeaddrinfo(ai);
@@ -633,7 +581,7 @@ cv_err cv_http_start(cv_server *s) {
                  s->o.http, strerror(eno), h->start_err.p ? h->start_err.p : "-");
         return CV_ERR_IO;
     }
-    if (pthread_create(&h->reaper, NULL, reaper_main, h) != 0) {
+    if (pthread_create(&h->reaper, NULL, cv_http_reaper_main, h) != 0) {
         cv_error("event=http_thread error=\"cannot start the deadline thread\"");
         return CV_ERR_NOMEM;
     }
@@ -663,6 +611,7 @@ void cv_http_stop(cv_server *s) {
     pthread_rwlock_destroy(&h->submit_lock);
     pthread_mutex_destroy(&h->conn_mu);
     pthread_cond_destroy(&h->conn_cv);
+    cv_http_admit_free(h);
     free(h->eps);
     free(h->start_err.p);
     free(h);

@@ -1,14 +1,18 @@
 /* http_routes.c: the HTTP endpoints of the inference server.
- *   GET  /healthz          {"status":"ok",...}; 503 while draining
+ *   GET  /healthz          liveness: {"status":"ok",...}; 503 only while draining
+ *   GET  /readyz           readiness: 200 {"status":"ready"} or 503 with the reason (the
+ *                          process's hook: streaming, source and store up, lag under bounds)
  *   GET  /metrics          Prometheus text format 0.0.4
- *   POST /embed            {"inputs": "text" | ["text", ...]} -> [[384 floats], ...]
+ *   POST /embed            {"inputs": "text" | ["text", ...], "truncate": bool, "normalize": true}
+ *                          -> [[384 floats], ...] (TEI's; "truncate": false refuses a text over
+ *                          the model's 256 tokens with 413, as TEI does)
  *   POST /v1/embeddings    OpenAI-compatible: {"input": ..., "model": ..., "encoding_format":
  * "float"|"base64"} Errors are JSON: {"error": {"message": "...", "type": "...", "code": status}}. A body's
  * shape is counted before it is decoded (values, depth), so a body of millions of empty arrays is refused for
  * the price of one pass over its bytes, not a JSON tree 30 times its size. Embedding requests join the same
  * batcher as nng requests and complete asynchronously (http.c suspends the connection until the batch thread
  * answers). */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +41,29 @@ void cv_http_on_healthz(cv_http_req *r) {
         return;
     }
     cv_http_answer_owned(r, draining ? 503 : 200, "application/json", b.p, b.len);
+}
+
+/* Readiness (Kubernetes' meaning: send traffic here now?): 503 while draining or while the
+ * process's hook says it is not doing its job; /healthz stays the liveness probe. */
+void cv_http_on_readyz(cv_http_req *r) {
+    cv_server *s = r->s;
+    cv_buf b = {0};
+    int ok;
+    if (atomic_load(&s->draining)) {
+        ok = 0;
+        cv_buf_puts(&b, "{\"status\":\"draining\"}");
+    } else if (s->o.ready) {
+        ok = s->o.ready(s->o.ready_arg, &b);
+    } else {
+        ok = 1;
+        cv_buf_puts(&b, "{\"status\":\"ready\"}");
+    }
+    if (b.oom) {
+        free(b.p);
+        cv_http_error(r, 500, "internal", "out of memory");
+        return;
+    }
+    cv_http_answer_owned(r, ok ? 200 : 503, "application/json", b.p, b.len);
 }
 
 void cv_http_on_metrics(cv_http_req *r) {
@@ -148,6 +175,26 @@ static void json_shape(const char *p, size_t n, size_t *values, int *depth) {
     *depth = maxd;
 }
 
+/* 1 when the body's field holds token ids ("input": [1, 2] or [[1, 2], ...]): found by a look at
+ * its first bytes, so a long token array gets the message meant for it, not the size limit's. */
+static int token_ids(const char *p, size_t n, const char *field) {
+    char key[16];
+    int kl = snprintf(key, sizeof key, "\"%s\"", field);
+    const char *e = p + n, *k = memmem(p, n, key, (size_t)kl);
+    if (!k) return 0;
+    const char *q = k + kl;
+    int brackets = 0;
+    for (; q < e; q++) {
+        if (*q == ' ' || *q == '\t' || *q == '\r' || *q == '\n' || (*q == ':' && brackets == 0)) continue;
+        if (*q == '[' && brackets < 2) {
+            brackets++;
+            continue;
+        }
+        break;
+    }
+    return brackets > 0 && q < e && (*q == '-' || (*q >= '0' && *q <= '9'));
+}
+
 /* The model names this server answers to: its --model-id, that id's last part, and the
  * names of all-MiniLM-L6-v2. */
 static int model_served(cv_server *s, const char *name) {
@@ -190,8 +237,39 @@ static int openai_fields(cv_http_req *r, json_t *root, int *b64) {
     return 1;
 }
 
-/* Tokenizes the texts of in and hands them to the batcher; answers on refusal. */
-static void submit(cv_http_req *r, json_t *in, const char *field, int openai, int b64) {
+/* Tokens text would have untruncated ([CLS] and [SEP] included); -1 without memory. */
+static long count_tokens(cv_server *s, const char *text, size_t len) {
+    int32_t *ids = malloc(sizeof(int32_t) * (len + 2));
+    if (!ids) return -1;
+    long n = cv_tok_encode(cv_minilm_tok(s->m), text, len, ids, (int)(len + 2));
+    free(ids);
+    return n;
+}
+
+/* Checks TEI's options of /embed: "truncate" (absent: true, as TEI with --auto-truncate) and
+ * "normalize" (only true: the model's pooling ends in the L2 norm); 0 after answering. */
+static int tei_fields(cv_http_req *r, json_t *root, int *truncate) {
+    json_t *t = json_object_get(root, "truncate"), *nz = json_object_get(root, "normalize");
+    if ((t && !json_is_boolean(t) && !json_is_null(t)) || (nz && !json_is_boolean(nz) && !json_is_null(nz))) {
+        cv_http_error(r, 400, "bad_request", "\"%s\" must be true or false",
+                      t && !json_is_boolean(t) ? "truncate" : "normalize");
+        return 0;
+    }
+    if (json_is_false(nz)) {
+        cv_http_error(
+            r, 400, "bad_request",
+            "\"normalize\": false is not supported: this server returns unit-length (L2-normalized) "
+            "vectors only, as sentence-transformers' all-MiniLM-L6-v2 does; leave \"normalize\" out "
+            "or send true");
+        return 0;
+    }
+    *truncate = !json_is_false(t);
+    return 1;
+}
+
+/* Tokenizes the texts of in and hands them to the batcher; answers on refusal. With truncate 0
+ * (TEI's "truncate": false) a text over the model's sequence length is refused, as TEI does. */
+static void submit(cv_http_req *r, json_t *in, const char *field, int openai, int b64, int truncate) {
     cv_server *s = r->s;
     size_t n = json_is_array(in) ? json_array_size(in) : 1;
     const char **texts = malloc(sizeof(char *) * n);
@@ -202,8 +280,16 @@ static void submit(cv_http_req *r, json_t *in, const char *field, int openai, in
         json_t *t = json_is_array(in) ? json_array_get(in, i) : in;
         if (!json_is_string(t)) {
             cv_server_count_error(s, CV_ST_BAD_REQUEST);
-            cv_http_error(r, 400, "bad_request",
-                          "\"%s\"[%zu] is not a string (token arrays are not supported)", field, i);
+            if (json_is_integer(t) || json_is_array(t))
+                cv_http_error(
+                    r, 400, "bad_request",
+                    "\"%s\"[%zu] is an array of token ids: send the text instead. Token ids are not "
+                    "accepted because a client's ids (tiktoken's cl100k) are not this model's "
+                    "vocabulary. LangChain's OpenAIEmbeddings sends them by default: pass "
+                    "check_embedding_ctx_length=False (and model=\"all-MiniLM-L6-v2\")",
+                    field, i);
+            else
+                cv_http_error(r, 400, "bad_request", "\"%s\"[%zu] is not a string", field, i);
             goto out;
         }
         texts[i] = json_string_value(t);
@@ -212,6 +298,17 @@ static void submit(cv_http_req *r, json_t *in, const char *field, int openai, in
             cv_server_count_error(s, CV_ST_TOO_LARGE);
             cv_http_error(r, 413, "too_large", "\"%s\"[%zu] has %zu bytes, more than the limit of %ld", field,
                           i, lens[i], s->o.max_text_bytes);
+            goto out;
+        }
+        long nt = truncate ? 0 : count_tokens(s, texts[i], lens[i]);
+        if (nt < 0) goto oom;
+        if (nt > cv_minilm_cfg(s->m)->max_seq) {
+            cv_server_count_error(s, CV_ST_TOO_LARGE);
+            cv_http_error(
+                r, 413, "validation",
+                "Input validation error: `%s` must have less than %d tokens. Given: %ld (\"%s\"[%zu]); "
+                "send \"truncate\": true to embed its first %d tokens",
+                field, cv_minilm_cfg(s->m)->max_seq, nt, field, i, cv_minilm_cfg(s->m)->max_seq);
             goto out;
         }
     }
@@ -261,6 +358,16 @@ static void embed_common(cv_http_req *r, int openai) {
             "empty body: expected a JSON object with field \"%s\" (a string or an array of strings)", field);
         return;
     }
+    if (token_ids(r->body, r->body_len, field)) {
+        cv_server_count_error(s, CV_ST_BAD_REQUEST);
+        cv_http_error(r, 400, "bad_request",
+                      "\"%s\" holds token ids: send the text instead. Token ids are not accepted because a "
+                      "client's ids (tiktoken's cl100k) are not this model's vocabulary. LangChain's "
+                      "OpenAIEmbeddings sends them by default: pass check_embedding_ctx_length=False (and "
+                      "model=\"all-MiniLM-L6-v2\")",
+                      field);
+        return;
+    }
     size_t values;
     int depth;
     json_shape(r->body, r->body_len, &values, &depth);
@@ -275,7 +382,7 @@ static void embed_common(cv_http_req *r, int openai) {
     json_error_t je;
     json_t *root = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, &je);
     json_t *in = json_is_object(root) ? json_object_get(root, field) : NULL;
-    int b64 = 0;
+    int b64 = 0, truncate = 1;
     size_t n = json_is_array(in) ? json_array_size(in) : 1;
     cv_status st = CV_ST_BAD_REQUEST;
     if (!root)
@@ -287,6 +394,8 @@ static void embed_common(cv_http_req *r, int openai) {
                       field);
     else if (openai && !openai_fields(r, root, &b64))
         st = CV_ST_OK; /* answered */
+    else if (!openai && !tei_fields(r, root, &truncate))
+        ; /* answered */
     else if (!json_is_string(in) && !json_is_array(in))
         cv_http_error(r, 400, "bad_request", "\"%s\" must be a string or an array of strings", field);
     else if (n == 0)
@@ -297,7 +406,7 @@ static void embed_common(cv_http_req *r, int openai) {
                       s->o.max_texts);
     } else {
         st = CV_ST_OK;
-        submit(r, in, field, openai, b64);
+        submit(r, in, field, openai, b64, truncate);
     }
     if (st != CV_ST_OK) cv_server_count_error(s, st);
     json_decref(root);

@@ -7,6 +7,7 @@
 
 #include "../common/cv_buf.h"
 #include "../common/cv_err.h"
+#include "../common/cv_buf.h"
 #include "../common/cv_metrics.h"
 #include "../models/minilm.h"
 
@@ -45,7 +46,7 @@ const char *cv_qp_message(cv_qp q);
 /* The HTTP front door's limits (docs/CONFIG.md); 0 in a field means its default. */
 typedef struct cv_http_opts {
     long max_body_bytes;    /* largest request body; larger is answered 413 before it is read (16 MiB) */
-    long body_memory_bytes; /* request bodies held at once, declared sizes reserved up front (64 MiB) */
+    long body_memory_bytes; /* request bodies held at once, reserved by bytes received (64 MiB) */
     int max_parses;         /* bodies decoded at once; more are answered 503 + Retry-After (2) */
     int max_connections;    /* connections at once, at most RLIMIT_NOFILE - 64 (1000) */
     int max_per_client;     /* connections at once from one IP address; -1 = no limit (128) */
@@ -55,6 +56,12 @@ typedef struct cv_http_opts {
     int max_header_bytes;   /* request line + headers (per-connection memory): 414 / 431 beyond (32 KiB) */
     int threads;            /* polling threads (2) */
     int metrics_auth;       /* 1: /metrics and /healthz need the API key too */
+    long min_body_rate;     /* bytes/s a body must keep up after a 2 s grace, or be closed (32 KiB/s) */
+    const char *trusted_proxies; /* comma list of addresses/CIDRs whose X-Forwarded-For / Forwarded
+                                    name the client (per-client limits); NULL or "" = none */
+    const char *allowed_hosts;   /* comma list of host names accepted in Host besides IP literals,
+                                    localhost and the listen host; "*" = any */
+    const char *cors_origins;    /* comma list of origins answered with CORS headers; "*" = any */
 } cv_http_opts;
 
 typedef struct cv_server_opts {
@@ -72,6 +79,9 @@ typedef struct cv_server_opts {
     const char *model_id;        /* reported in /metrics and /v1/embeddings */
     const cv_http_route *routes; /* extra GET endpoints, or NULL */
     int nroutes;
+    /* GET /readyz: 1 when ready; body: the JSON answer (appended). NULL: ready once started. */
+    int (*ready)(void *arg, cv_buf *body);
+    void *ready_arg;
 } cv_server_opts;
 
 typedef struct cv_server cv_server;

@@ -18,7 +18,9 @@
 #include <string.h>
 #include <strings.h>
 
+#include "../common/cv_jnum.h"
 #include "../common/cv_log.h"
+#include "../common/cv_signal.h"
 #include "../common/cv_time.h"
 
 #define BACKOFF_BASE    0.1
@@ -196,6 +198,13 @@ static void finish(cv_http *h, slot *sl, CURLcode rc) {
     } else if (status == 408 || status >= 500) {
         kind = "server";
     }
+    if (kind && cv_stopping()) { /* no retries once stopping: the batch replays from the position */
+        cv_info("event=sink_request_abandoned store=%s request=\"%s\" reason=stopping", h->store, sl->what);
+        cv_sink_fault(h->sink, kind, NULL);
+        set_err(h, CV_ERR_SHUTDOWN);
+        slot_clear(sl);
+        return;
+    }
     if (kind) {
         double now = cv_now(), d = backoff(sl->attempt);
         if (status == 429 && sl->retry_after >= 0)
@@ -221,7 +230,8 @@ static void finish(cv_http *h, slot *sl, CURLcode rc) {
         sl->wake = now + d;
         return;
     }
-    json_t *body = sl->resp.p ? json_loadb(sl->resp.p, sl->resp.len, 0, NULL) : NULL;
+    /* numbers kept exactly (payloads read back): cv_jnum_number reads them */
+    json_t *body = sl->resp.p ? cv_jnum_loadb(sl->resp.p, sl->resp.len, 0, NULL) : NULL;
     cv_err e = CV_OK;
     if (status == 401 || status == 403) {
         const char *msg = json_string_value(json_object_get(body, "error"));
@@ -246,6 +256,20 @@ static void finish(cv_http *h, slot *sl, CURLcode rc) {
 /* Drives requests until a slot is idle (all = 0) or every slot is (all = 1). */
 static void pump(cv_http *h, int all) {
     for (;;) {
+        /* stopping: retries waiting end now, requests in flight 0.5 s after the signal (a drain
+         * that the store answers completes; a store that does not answer holds nothing up) */
+        double age = cv_stop_age();
+        for (int i = 0; age >= 0 && i < h->n; i++) {
+            slot *sl = &h->slots[i];
+            if (sl->state == SLEEPING || (sl->state == RUNNING && age >= 0.5)) {
+                if (sl->state == RUNNING) curl_multi_remove_handle(h->multi, sl->easy);
+                cv_info("event=sink_request_abandoned store=%s request=\"%s\" reason=stopping", h->store,
+                        sl->what);
+                cv_sink_fault(h->sink, "connection", NULL);
+                set_err(h, CV_ERR_SHUTDOWN);
+                slot_clear(sl);
+            }
+        }
         double now = cv_now(), next = now + 0.1;
         int idle = 0, busy = 0;
         for (int i = 0; i < h->n; i++) {

@@ -8,7 +8,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "../common/cv_jnum.h"
 #include "../common/cv_keytext.h"
+#include "../common/cv_log.h"
 #include "sink_impl.h"
 
 char *cv_sink_key_text(const cv_sink_table *t, const char *const *key) {
@@ -48,13 +50,13 @@ int cv_sink_stored_hash(json_t *payload, uint8_t hash[32]) {
 
 json_t *cv_sink_point_payload(const cv_sink_table *t, const cv_sink_row *r, const char *keytext,
                               json_t *stored, uint64_t position, const char *now_iso) {
-    json_t *p = json_loads(r->payload ? r->payload : "{}", 0, NULL);
+    json_t *p = cv_jnum_loads(r->payload ? r->payload : "{}", 0, NULL); /* numbers as their text */
     if (!json_is_object(p)) {
         json_decref(p);
         return NULL;
     }
     if (r->keep && stored) { /* values the change did not carry: the stored ones stay */
-        json_t *keep = json_loads(r->keep, 0, NULL);
+        json_t *keep = cv_jnum_loads(r->keep, 0, NULL);
         size_t i;
         json_t *k;
         json_array_foreach(keep, i, k) {
@@ -91,12 +93,20 @@ json_t *cv_sink_point_payload(const cv_sink_table *t, const cv_sink_row *r, cons
     return p;
 }
 
+char *cv_sink_point_text(const json_t *p) { return cv_jnum_dumps(p, JSON_COMPACT, CV_JNUM_DOUBLE); }
+
+void cv_sink_dead_note(cv_sink *s, cv_rstate *st, const char *key, const char *reason) {
+    cv_warn("event=dead_letter store=%s key=\"%s\" reason=\"%s\"", s->ops->name, key, reason);
+    if (s->dead_cb) s->dead_cb(s->dead_arg, key, reason);
+    cv_rstate_dead_add(st, key, reason);
+}
+
 char *cv_sink_public_payload(const cv_sink_table *t, json_t *payload) {
     json_t *c = json_is_object(payload) ? json_copy(payload) : json_object();
     json_object_del(c, "cdcvec");
     for (int k = 0; k < t->nkeys; k++)
         json_object_del(c, t->key_names[k]);
-    char *s = json_dumps(c, JSON_COMPACT | JSON_SORT_KEYS);
+    char *s = cv_jnum_dumps(c, JSON_COMPACT | JSON_SORT_KEYS, CV_JNUM_EXACT);
     json_decref(c);
     return s ? s : strdup("{}");
 }

@@ -72,17 +72,6 @@ static int sql_oom(void) {
 #define cv_buf_puts(b, s)     ((cv_buf_puts)((b), (s)), (void)(!(b)->oom || sql_oom()))
 #define cv_buf_printf(b, ...) ((cv_buf_printf)((b), __VA_ARGS__), (void)(!(b)->oom || sql_oom()))
 
-/* Appends one element of a PostgreSQL array literal: "value" with \ and " escaped. */
-static void arr_elem(cv_buf *b, const char *v, int first) {
-    if (!first) cv_buf_put(b, ",", 1);
-    cv_buf_put(b, "\"", 1);
-    for (const char *p = v; *p; p++) {
-        if (*p == '"' || *p == '\\') cv_buf_put(b, "\\", 1);
-        cv_buf_put(b, p, 1);
-    }
-    cv_buf_put(b, "\"", 1);
-}
-
 /* Classifies a failed statement on connection c once, here (common/cv_pg.h), logs it with the fix. */
 static cv_err exec_on(pg_sink *s, PGconn *c, PGresult *r, const char *what) {
     ExecStatusType st = PQresultStatus(r);
@@ -416,7 +405,7 @@ static void key_arrays(const pg_sink *s, const char *const *const *keys, int n, 
         cv_buf b = {0};
         cv_buf_put(&b, "{", 1);
         for (int i = 0; i < n; i++)
-            arr_elem(&b, keys[i][k], i == 0);
+            cv_pg_array_elem(&b, keys[i][k], i == 0);
         cv_buf_put(&b, "}", 1);
         params[k] = b.p;
     }
@@ -534,8 +523,8 @@ static void send_update(pg_sink *s, int w, const cv_sink_row *const *rows, int n
     cv_buf_put(&pay, "{", 1);
     cv_buf_put(&keep, "{", 1);
     for (int i = 0; i < n; i++) {
-        arr_elem(&pay, rows[i]->payload ? rows[i]->payload : "{}", i == 0);
-        arr_elem(&keep, rows[i]->keep ? rows[i]->keep : "[]", i == 0);
+        cv_pg_array_elem(&pay, rows[i]->payload ? rows[i]->payload : "{}", i == 0);
+        cv_pg_array_elem(&keep, rows[i]->keep ? rows[i]->keep : "[]", i == 0);
     }
     cv_buf_put(&pay, "}", 1);
     cv_buf_put(&keep, "}", 1);
@@ -735,8 +724,8 @@ static cv_err pg_dead_put(cv_sink *sk, const cv_sink_dead *d, int n, uint64_t po
     cv_buf_put(&keys, "{", 1);
     cv_buf_put(&why, "{", 1);
     for (int i = 0; i < n; i++) {
-        arr_elem(&keys, d[i].key, i == 0);
-        arr_elem(&why, d[i].reason, i == 0);
+        cv_pg_array_elem(&keys, d[i].key, i == 0);
+        cv_pg_array_elem(&why, d[i].reason, i == 0);
     }
     cv_buf_put(&keys, "}", 1);
     cv_buf_put(&why, "}", 1);
@@ -972,17 +961,19 @@ static cv_err pg_scan(cv_sink *sk, cv_buf *cursor, int limit, cv_sink_key_cb cb,
     for (int i = 0; i < nk; i++) {
         cv_buf k = {0};
         cv_pg_ident(&k, s->t.key_names[i]);
-        cv_buf_printf(&cols, "%s%s", i ? "," : "", k.p);
+        /* qualified: a bare name in ORDER BY means the output column, key::text, whose text
+         * order (1, 10, 100, ...) is not the WHERE's (the key type's) order */
+        cv_buf_printf(&cols, "%st.%s", i ? "," : "", k.p);
         cv_buf_printf(&vals, "%s$%d::%s", i ? "," : "", i + 1, s->t.key_types[i]);
         free(k.p);
     }
     cv_buf_puts(&sql, "SELECT ");
     for (int i = 0; i < nk; i++) {
-        cv_buf_printf(&sql, "%s", i ? "," : "");
+        cv_buf_printf(&sql, "%st.", i ? "," : "");
         cv_pg_ident(&sql, s->t.key_names[i]);
         cv_buf_puts(&sql, "::text");
     }
-    cv_buf_printf(&sql, " FROM %s", s->qtable);
+    cv_buf_printf(&sql, " FROM %s AS t", s->qtable);
     if (after) cv_buf_printf(&sql, " WHERE (%s) > (%s)", cols.p, vals.p);
     cv_buf_printf(&sql, " ORDER BY %s LIMIT %d", cols.p, limit);
     PGresult *r = PQexecParams(s->db, sql.p, after ? nk : 0, NULL, (const char *const *)after, NULL, NULL, 0);

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/cv_jnum.h"
 #include "../common/cv_log.h"
 #include "http.h"
 
@@ -52,7 +53,7 @@ typedef struct q_sink {
 /* The point id as JSON (a number or a quoted UUID) into js, and as text (the key to match
  * what Qdrant returns) into str. */
 void cv_qdrant_point_id(const cv_sink_table *t, const char *const *key, cv_buf *js, cv_buf *str) {
-    if (cv_sink_int_key(t) && key[0][0] && strspn(key[0], "0123456789") == strlen(key[0]) &&
+    if (!t->uuid_ids && cv_sink_int_key(t) && key[0][0] && strspn(key[0], "0123456789") == strlen(key[0]) &&
         strlen(key[0]) <= 20) {
         unsigned long long v = strtoull(key[0], NULL, 10);
         char num[24];
@@ -88,10 +89,16 @@ static void point_id(const q_sink *q, const char *const *key, cv_buf *js, cv_buf
 
 /* A returned id (number or string) as text. */
 static void id_text(json_t *id, char out[48]) {
+    char *big = cv_jnum_number(id, NULL) && !json_is_integer(id)
+                    ? cv_jnum_dumps(id, JSON_ENCODE_ANY, CV_JNUM_EXACT)
+                    : NULL; /* an id beyond int64 */
     if (json_is_integer(id))
         snprintf(out, 48, "%lld", (long long)json_integer_value(id));
+    else if (big)
+        snprintf(out, 48, "%s", big);
     else
         snprintf(out, 48, "%s", json_string_value(id) ? json_string_value(id) : "");
+    free(big);
 }
 
 /* ---- failures ---------------------------------------------------------------------------- */
@@ -124,7 +131,7 @@ static cv_err judge(cv_sink *s, long status, json_t *body, const char *what) {
                       "recreate and refill it",
                       q->where);
     } else {
-        cv_buf_printf(&fix, "%s refused the data: see the error; a bug report with it is welcome", q->where);
+        cv_buf_printf(&fix, "%s refused the data (%s: status %ld: %s)", q->where, what, status, m);
     }
     cv_error("event=sink_failed store=qdrant request=\"%s\" status=%ld kind=%s error=\"%s\" fix=\"%s\"", what,
              status, kind, m, fix.p);
@@ -177,7 +184,7 @@ static void q_state_key(const char *url, const cv_sink_table *t, cv_buf *key) {
     cv_buf base = {0}, coll = {0};
     const char *why;
     if (!parse_url(url, t, &base, &coll, &why))
-        cv_buf_printf(key, "%s@qdrant:%s/%s", t->stream, base.p, coll.p);
+        cv_buf_printf(key, "%s@qdrant:%s/%s%s", t->stream, base.p, coll.p, t->uuid_ids ? "#uuid-ids" : "");
     free(base.p), free(coll.p);
 }
 
@@ -257,6 +264,45 @@ static cv_err ensure_collection(q_sink *q) {
                        "the collection could neither be found nor created");
 }
 
+/* A table whose point ids are its integer keys refuses a collection where another table's
+ * points have integer ids too: the two would overwrite each other's points (id 7 of one table is
+ * id 7 of the other). Looks at up to 64 points of other tables. */
+static cv_err check_shared(q_sink *q) {
+    if (q->t.uuid_ids || !cv_sink_int_key(&q->t)) return CV_OK; /* UUIDs of table + key never meet */
+    cv_buf body = {0}, path = {0};
+    cv_buf_puts(&body, "{\"filter\":{\"must_not\":[{\"key\":\"cdcvec.table\",\"match\":{\"value\":");
+    cv_sink_json_str(&body, q->tname);
+    cv_buf_puts(&body, "}}]},\"limit\":64,\"with_payload\":true,\"with_vector\":false}");
+    cv_buf_printf(&path, "%s/points/scroll", q->cpath);
+    json_t *r = NULL;
+    cv_err e = cv_http_call(q->http, "POST", path.p, body.p, body.len, 0, NULL, &r);
+    free(path.p);
+    size_t i;
+    json_t *pt;
+    const char *other = NULL;
+    json_array_foreach(json_object_get(json_object_get(r, "result"), "points"), i, pt) {
+        if (!json_is_integer(json_object_get(pt, "id"))) continue;
+        other = json_string_value(
+            json_object_get(json_object_get(json_object_get(pt, "payload"), "cdcvec"), "table"));
+        if (!other) other = "(a point cdcvec did not write)";
+        break;
+    }
+    if (!e && other) {
+        cv_buf fix = {0};
+        cv_buf_printf(
+            &fix,
+            "%s already holds points of %s with integer ids, and %s's ids would be its integer keys "
+            "too: the two tables would overwrite each other's points. Give %s a collection of its "
+            "own (--sink qdrant://HOST:PORT/NEW_NAME), or run %s with --point-ids uuid (ids from "
+            "table and key, which never meet another table's)",
+            q->where, other, q->tname, q->tname, q->tname);
+        e = setup_fault(q, "sink_collection_shared", "config", fix.p);
+        free(fix.p);
+    }
+    json_decref(r);
+    return e;
+}
+
 static cv_err q_open(const char *url, const cv_sink_table *t, cv_sink **out) {
     q_sink *q = calloc(1, sizeof *q);
     CV_ASSERT(q);
@@ -305,8 +351,11 @@ static cv_err q_open(const char *url, const cv_sink_table *t, cv_sink **out) {
     if (key) memset(key, 0, strlen(key));
     free(auth.p), free(key), free(afix.p);
     if (!e) e = ensure_collection(q);
+    if (!e) e = check_shared(q);
     cv_buf sk = {0};
-    cv_buf_printf(&sk, "%s@qdrant:%s/%s", t->stream, base.p, q->coll);
+    /* other point ids are another store: a switch of --point-ids backfills again, and the
+     * clean-up after it removes the points under the old ids */
+    cv_buf_printf(&sk, "%s@qdrant:%s/%s%s", t->stream, base.p, q->coll, t->uuid_ids ? "#uuid-ids" : "");
     free(base.p);
     if (!e) e = cv_rstate_open(&q->base, t->state_conninfo, sk.p, &q->st);
     free(sk.p);
@@ -410,7 +459,8 @@ static cv_err q_delete(cv_sink *s, const char *const *const *keys, int n) {
     for (int i0 = 0; !e && i0 < n; i0 += CV_QDRANT_IDS) {
         int m = n - i0 < CV_QDRANT_IDS ? n - i0 : CV_QDRANT_IDS;
         cv_buf body = {0}, path = {0};
-        cv_buf_puts(&body, "{\"points\":[");
+        /* by id, within this table's points: never another table's point of the same id */
+        cv_buf_puts(&body, "{\"filter\":{\"must\":[{\"has_id\":[");
         for (int i = 0; i < m; i++) {
             cv_buf id = {0};
             if (i) cv_buf_put(&body, ",", 1);
@@ -418,7 +468,9 @@ static cv_err q_delete(cv_sink *s, const char *const *const *keys, int n) {
             json_object_del(q->stored, id.p);
             free(id.p);
         }
-        cv_buf_puts(&body, "]}");
+        cv_buf_puts(&body, "]},{\"key\":\"cdcvec.table\",\"match\":{\"value\":");
+        cv_sink_json_str(&body, q->tname);
+        cv_buf_puts(&body, "}}]}}");
         cv_buf_printf(&path, "%s/points/delete?wait=true", q->cpath);
         e = cv_http_submit(q->http, "POST", path.p, body.p, body.len, NULL, NULL);
         free(path.p);
@@ -453,14 +505,14 @@ static cv_err payload_ops(q_sink *q, cv_buf *ops) {
     if (!e && q->no_batch) {
         cv_buf b = {0}; /* ops is a list without its brackets */
         cv_buf_printf(&b, "[%.*s]", (int)ops->len, ops->p);
-        json_t *all = json_loads(b.p, 0, NULL);
+        json_t *all = cv_jnum_loads(b.p, 0, NULL);
         free(b.p);
         size_t i;
         json_t *op;
         cv_buf path = {0};
         cv_buf_printf(&path, "%s/points/payload?wait=true", q->cpath);
         json_array_foreach(all, i, op) {
-            char *ob = json_dumps(json_object_get(op, "overwrite_payload"), JSON_COMPACT);
+            char *ob = cv_jnum_dumps(json_object_get(op, "overwrite_payload"), JSON_COMPACT, CV_JNUM_EXACT);
             if (!e)
                 e = cv_http_submit(q->http, "PUT", path.p, ob, strlen(ob), NULL, NULL);
             else
@@ -492,7 +544,9 @@ static cv_err q_put(cv_sink *s, const cv_sink_row *rows, int n, uint64_t positio
     if (nm) e = retrieve(q, (const char *const *const *)miss, nm);
     free(miss);
     cv_buf ops = {0};
-    int nops = 0;
+    int nops = 0, nbad = 0;
+    const char ***bad = calloc((size_t)n + 1, sizeof *bad);
+    CV_ASSERT(bad);
     for (int i = 0; !e && i < n; i++) {
         const cv_sink_row *r = &rows[i];
         cv_buf id = {0}, js = {0};
@@ -500,12 +554,11 @@ static cv_err q_put(cv_sink *s, const cv_sink_row *rows, int n, uint64_t positio
         json_t *stored = json_object_get(q->stored, id.p);
         char *kt = cv_sink_key_text(&q->t, r->key);
         json_t *p = cv_sink_point_payload(&q->t, r, kt, stored, position, now);
-        free(kt);
-        char *ptext = p ? json_dumps(p, JSON_COMPACT) : NULL;
+        char *ptext = p ? cv_sink_point_text(p) : NULL;
         json_decref(p);
-        if (!ptext) {
-            cv_sink_fault(s, "data", "the change's payload is not a JSON object (a bug: please report it)");
-            e = CV_ERR_FORMAT;
+        if (!ptext) { /* this row alone: a dead letter, its stale point deleted */
+            cv_sink_dead_note(s, q->st, kt, CV_SINK_BAD_PAYLOAD);
+            bad[nbad++] = (const char **)r->key;
         } else if (r->vec) {
             if (q->npend) cv_buf_put(&q->pend, ",", 1);
             cv_buf_printf(&q->pend, "{\"id\":%s,\"vector\":", js.p);
@@ -516,13 +569,15 @@ static cv_err q_put(cv_sink *s, const cv_sink_row *rows, int n, uint64_t positio
             cv_buf_printf(&ops, "%s{\"overwrite_payload\":{\"payload\":%s,\"points\":[%s]}}",
                           nops++ ? "," : "", ptext, js.p);
         }
-        free(ptext), free(id.p), free(js.p);
+        free(ptext), free(id.p), free(js.p), free(kt);
         if (!e && nops && (nops >= CV_QDRANT_BATCH || i == n - 1)) {
             e = payload_ops(q, &ops);
             nops = 0;
         }
     }
     free(ops.p);
+    if (!e && nbad) e = q_delete(s, (const char *const *const *)bad, nbad);
+    free(bad);
     CV_ASSERT(!q->pend.oom);
     return e;
 }
@@ -589,7 +644,9 @@ static cv_err q_search(cv_sink *s, const float *v, int limit, cv_sink_hit_cb cb,
         json_t *pl = json_object_get(pt, "payload");
         const char *key = json_string_value(json_object_get(json_object_get(pl, "cdcvec"), "key"));
         char *pub = cv_sink_public_payload(&q->t, pl);
-        cb(arg, (int)i + 1, json_number_value(json_object_get(pt, "score")), key ? key : "", pub);
+        double score = 0;
+        cv_jnum_number(json_object_get(pt, "score"), &score);
+        cb(arg, (int)i + 1, score, key ? key : "", pub);
         free(pub);
     }
     json_decref(r);

@@ -9,6 +9,7 @@
 
 #include <libpq-fe.h>
 
+#include "../common/cv_jnum.h"
 #include "sink_impl.h"
 
 static _Thread_local const char *open_kind, *open_fix;
@@ -124,7 +125,20 @@ cv_err cv_sink_put(cv_sink *s, const cv_sink_row *rows, int n, uint64_t position
 }
 
 cv_err cv_sink_dead_put(cv_sink *s, const cv_sink_dead *d, int n, uint64_t position) {
+    for (int i = 0; s->dead_cb && i < n; i++)
+        s->dead_cb(s->dead_arg, d[i].key, d[i].reason);
     return s->ops->dead_put(s, d, n, position);
+}
+
+void cv_sink_on_dead(cv_sink *s, cv_sink_dead_cb cb, void *arg) { s->dead_cb = cb, s->dead_arg = arg; }
+
+char *cv_sink_payload_stored(const cv_sink *s, const char *payload) {
+    json_t *j = cv_jnum_loads(payload ? payload : "{}", 0, NULL);
+    char *t = !j                                ? NULL
+              : s->ops == &cv_sink_pgvector_ops ? strdup(payload ? payload : "{}")
+                                                : cv_sink_point_text(j);
+    json_decref(j);
+    return t;
 }
 
 cv_err cv_sink_commit(cv_sink *s, uint64_t position) { return s->ops->commit(s, position); }
@@ -180,6 +194,16 @@ void cv_sink_store_id(const char *url, const cv_sink_table *t, cv_buf *out) {
              !strcmp(o->keyword, "dbname")))
             cv_buf_printf(out, "%s=%s;", o->keyword, o->val);
     PQconninfoFree(opts);
+}
+
+const char *cv_sink_dead_where(const char *url, const cv_sink_table *t, cv_buf *stream) {
+    const cv_sink_ops *ops = ops_for(url);
+    if (!ops->state_key) {
+        cv_buf_puts(stream, t->stream);
+        return url;
+    }
+    ops->state_key(url, t, stream);
+    return t->state_conninfo;
 }
 
 cv_err cv_sink_backfill_mark(cv_sink *s, uint64_t p, int done) { return s->ops->backfill_mark(s, p, done); }

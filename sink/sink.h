@@ -16,7 +16,7 @@
  * state write replays the batch, which converges. Without a state database (state_conninfo
  * NULL: a Kafka sink stage that keeps its own offsets) cv_sink_state reads 0, the meta is not
  * kept, and dead letters are logged at warn level with their key and reason
- * (event=dead_letter), for the caller to route. The text hash per key is kept in the store
+ * (event=dead_letter) and handed to the caller's cv_sink_on_dead callback, for it to route. The text hash per key is kept in the store
  * itself (payload / metadata `cdcvec.text_hash`), so it survives whatever cdcvec loses.
  * Secrets (QDRANT_API_KEY, UPSTASH_VECTOR_REST_TOKEN) come from the environment or files,
  * never from the sink string; one holding userinfo is refused. */
@@ -42,6 +42,10 @@ typedef struct cv_sink_table {
      * position, meta, backfill marks and dead letters; NULL: none kept (see above) */
     const char *state_conninfo;
     const char *ns; /* Upstash namespace; NULL or "": the table's name */
+    /* Qdrant: 0: a point's id is the key itself when it is one integer column (>= 0), else a
+     * UUIDv5 of table and key; 1: always the UUIDv5, so that several tables with integer keys
+     * can share a collection (a table whose ids would collide with another's is refused) */
+    int uuid_ids;
     /* pgvector only: connections writing each batch in parallel, rows split by key (0 or 1: one;
      * at most 16), used when key_exact (every key column compares exactly by its text form, so
      * one key always lands on the same connection); index_mem_mb: the most maintenance_work_mem
@@ -101,8 +105,31 @@ cv_err cv_sink_put(cv_sink *s, const cv_sink_row *rows, int n, uint64_t position
  * store's batch size, sent while later puts arrive), a failed step leaves what was written
  * (idempotent: the replay converges), rollback forgets the dead letters not yet recorded, and
  * commit waits for every acknowledgement before recording the position. A row the store
- * refuses for its size (Upstash metadata over 48 KB) becomes a dead letter naming its key,
- * its stale vector deleted: never a lost batch. */
+ * refuses for its size (Upstash metadata over 48 KB) or whose payload cannot be read becomes a
+ * dead letter naming its key, its stale vector deleted: never a lost batch. (A batch refused by
+ * the store as a whole, CV_ERR_FORMAT, is applied again row by row by apply/apply.c.) */
+
+/* Where the dead letters of table t in the store at url are kept (cdcvec dead-letters): returns
+ * the database (a conninfo: url itself for pgvector, t->state_conninfo for Qdrant and Upstash,
+ * NULL when none) and appends to stream the value of cdcvec.dead_letters.stream (pgvector:
+ * t->stream; the others: their state key; empty when url does not parse). Needs only t's
+ * table, stream, state_conninfo and ns. */
+const char *cv_sink_dead_where(const char *url, const cv_sink_table *t, cv_buf *stream);
+
+/* Every dead letter of this sink, as it is found (apply's through cv_sink_dead_put, and rows
+ * the store itself refuses), goes to cb too, before the commit that records it: a caller
+ * without a state database (a Kafka sink stage) routes them to a durable place of its own. A
+ * batch that fails and is replayed reports its dead letters again. cb NULL: none. */
+typedef void (*cv_sink_dead_cb)(void *arg, const char *key, const char *reason);
+void cv_sink_on_dead(cv_sink *s, cv_sink_dead_cb cb, void *arg);
+
+/* The payload text (a JSON object) as this store keeps it: pgvector's jsonb keeps every digit
+ * (the same text); Qdrant and Upstash keep numbers as doubles, so a number a double cannot hold
+ * exactly (beyond int64, beyond a double's range, more digits than it keeps) is stored as a
+ * string of its exact text. NULL when payload is not JSON. Caller frees. (verify compares the
+ * source's row in this form with what the store holds.) */
+char *cv_sink_payload_stored(const cv_sink *s, const char *payload);
+
 /* Records changes that could not be applied (the dead-letter table), in the transaction. */
 cv_err cv_sink_dead_put(cv_sink *s, const cv_sink_dead *d, int n, uint64_t position);
 cv_err cv_sink_commit(cv_sink *s, uint64_t position);

@@ -36,9 +36,11 @@ typedef struct cv_sink_ops {
 /* Every store's handle starts with this. */
 struct cv_sink {
     const cv_sink_ops *ops;
-    const char *kind, *fix; /* the last error's fault (static or cv_sink_intern strings) */
-    long requests, retries; /* HTTP requests sent and retried (remote stores) */
-    int batch_rows;         /* cv_sink_batch_rows (0: 512) */
+    const char *kind, *fix;  /* the last error's fault (static or cv_sink_intern strings) */
+    long requests, retries;  /* HTTP requests sent and retried (remote stores) */
+    int batch_rows;          /* cv_sink_batch_rows (0: 512) */
+    cv_sink_dead_cb dead_cb; /* cv_sink_on_dead */
+    void *dead_arg;
 };
 
 extern const cv_sink_ops cv_sink_pgvector_ops, cv_sink_qdrant_ops, cv_sink_upstash_ops;
@@ -94,6 +96,18 @@ char *cv_sink_key_text(const cv_sink_table *t, const char *const *key);
  * lsn, updated_at}. NULL when the change's payload is not a JSON object. Caller decrefs. */
 json_t *cv_sink_point_payload(const cv_sink_table *t, const cv_sink_row *r, const char *keytext,
                               json_t *stored, uint64_t position, const char *now_iso);
+/* The text a remote store receives for a point's payload: numbers a double holds exactly as
+ * numbers, others (beyond int64 and a double's range or digits) as strings of their exact text
+ * (common/cv_jnum.h, CV_JNUM_DOUBLE): Qdrant and Upstash keep JSON numbers as doubles. NULL
+ * when it cannot be written. Caller frees. */
+char *cv_sink_point_text(const json_t *p);
+/* Why a row whose payload cannot be read is a dead letter (the rest of its batch goes on). */
+#define CV_SINK_BAD_PAYLOAD                                                                                  \
+    "its payload is not a JSON object that can be read (invalid JSON or UTF-8): the row is left out of the " \
+    "store; correct the row at the source"
+/* A row the store cannot take, found by the store itself: logged, handed to cv_sink_on_dead's
+ * callback, and buffered in st for the commit (cv_rstate_dead_add). */
+void cv_sink_dead_note(cv_sink *s, cv_rstate *st, const char *key, const char *reason);
 /* The stored text hash (payload.cdcvec.text_hash): 1 and hash filled when present. */
 int cv_sink_stored_hash(json_t *payload, uint8_t hash[32]);
 /* The payload without the "cdcvec" object and the key columns (as pgvector's payload), as

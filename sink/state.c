@@ -139,25 +139,14 @@ void cv_rstate_reset(cv_rstate *r) {
     r->nd = 0;
 }
 
-/* Appends one element of a PostgreSQL array literal. */
-static void arr_elem(cv_buf *b, const char *v, int first) {
-    if (!first) cv_buf_put(b, ",", 1);
-    cv_buf_put(b, "\"", 1);
-    for (const char *p = v; *p; p++) {
-        if (*p == '"' || *p == '\\') cv_buf_put(b, "\\", 1);
-        cv_buf_put(b, p, 1);
-    }
-    cv_buf_put(b, "\"", 1);
-}
-
 cv_err cv_rstate_commit(cv_sink *s, cv_rstate *r, uint64_t pos) {
     char lsn[24];
     cv_lsn_format(pos, lsn);
     if (!r->conninfo) {
-        for (int i = 0; i < r->nd; i++)
-            cv_warn("event=dead_letter position=%s key=\"%s\" reason=\"%s\" note=\"no state database: not "
-                    "recorded\"",
-                    lsn, r->dkey[i], r->dwhy[i]);
+        for (int i = 0; i < r->nd; i++) /* s->dead_cb (a Kafka sink's dead-letter topic) had each */
+            cv_warn("event=dead_letter position=%s key=\"%s\" reason=\"%s\" note=\"no state database: %s\"",
+                    lsn, r->dkey[i], r->dwhy[i],
+                    s->dead_cb ? "sent to the caller's dead-letter topic" : "not recorded");
         cv_rstate_reset(r);
         return CV_OK;
     }
@@ -165,7 +154,7 @@ cv_err cv_rstate_commit(cv_sink *s, cv_rstate *r, uint64_t pos) {
     cv_buf_put(&keys, "{", 1);
     cv_buf_put(&why, "{", 1);
     for (int i = 0; i < r->nd; i++)
-        arr_elem(&keys, r->dkey[i], i == 0), arr_elem(&why, r->dwhy[i], i == 0);
+        cv_pg_array_elem(&keys, r->dkey[i], i == 0), cv_pg_array_elem(&why, r->dwhy[i], i == 0);
     cv_buf_put(&keys, "}", 1);
     cv_buf_put(&why, "}", 1);
     CV_ASSERT(!keys.oom && !why.oom);

@@ -17,13 +17,17 @@
  * (OVERWRITE, the stored values of `keep` columns and the stored text hash read back with
  * /fetch by cv_sink_hashes), several in flight. Search converts Upstash's score, (1 + cos) / 2
  * for cosine, back to the cosine. Position, meta and dead letters: the state database
- * (state.c), written at commit once every request was acknowledged. */
+ * (state.c), written at commit once every request was acknowledged. After a backfill, vectors
+ * left below its position are deleted by a metadata filter (a full scan of the namespace, O(N))
+ * only when some can exist: not when the namespace was empty at the start, nor when it holds no
+ * more vectors than the backfill wrote (u_backfill_mark). */
 #define _POSIX_C_SOURCE 200809L
 #include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/cv_jnum.h"
 #include "../common/cv_log.h"
 #include "http.h"
 
@@ -42,6 +46,12 @@ typedef struct u_sink {
     json_t *stored; /* id -> stored metadata, read by cv_sink_hashes for this batch */
     cv_buf pend;    /* vectors gathered for the next upsert: JSON objects, comma-separated */
     int npend;
+    /* the backfill's clean-up (u_backfill_mark): ids written and sent for deletion by this
+     * batch, and since the backfill at position bf_p began (bf_on), committed batches only;
+     * bf_empty: the namespace held nothing then */
+    long b_puts, b_dels, bf_puts, bf_dels;
+    uint64_t bf_p;
+    int bf_on, bf_empty;
 } u_sink;
 
 /* Upstash's error text: {"error":"...","status":N}. */
@@ -65,7 +75,7 @@ static cv_err judge(cv_sink *s, long status, json_t *body, const char *what) {
             "cosine similarity and point UPSTASH_VECTOR_REST_URL / UPSTASH_VECTOR_REST_TOKEN at it",
             u->where, u->t.dim, u->t.dim);
     } else {
-        cv_buf_printf(&fix, "the %s refused the data: see the error", u->where);
+        cv_buf_printf(&fix, "the %s refused the data (%s: status %ld: %s)", u->where, what, status, m);
     }
     cv_error("event=sink_failed store=upstash request=\"%s\" status=%ld kind=%s error=\"%s\" fix=\"%s\"",
              what, status, kind, m, fix.p);
@@ -166,6 +176,40 @@ static cv_err check_index(u_sink *u) {
     return e;
 }
 
+/* A namespace holding another table's vectors is refused: ids are the keys' text, so the two
+ * tables would overwrite each other's vectors, and a TRUNCATE (/reset of the namespace) would
+ * empty both. One query: the nearest vector whose cdcvec.table is another. */
+static cv_err check_namespace(u_sink *u) {
+    if (strchr(u->tname, '\'')) return CV_OK; /* not expressible in the filter language: not checked */
+    cv_buf body = {0};
+    cv_buf_puts(&body, "{\"vector\":[1");
+    for (int i = 1; i < u->t.dim; i++)
+        cv_buf_puts(&body, ",0");
+    cv_buf_printf(&body, "],\"topK\":1,\"includeMetadata\":true,\"filter\":\"cdcvec.table != '%s'\"}",
+                  u->tname);
+    char *path = path_of(u, "query");
+    json_t *r = NULL;
+    long st = 0;
+    cv_err e = cv_http_call(u->http, "POST", path, body.p, body.len, 1, &st, &r);
+    free(path); /* body: the call's now */
+    json_t *hit = json_array_get(json_object_get(r, "result"), 0);
+    const char *other = json_string_value(
+        json_object_get(json_object_get(json_object_get(hit, "metadata"), "cdcvec"), "table"));
+    if (!e && st == 200 && other) {
+        cv_buf fix = {0};
+        cv_buf_printf(
+            &fix,
+            "the %s already holds vectors of %s: its ids are key values too, so the two tables would "
+            "overwrite each other's vectors and a TRUNCATE of either would empty both; give %s a "
+            "namespace of its own (--namespace, default: the table's name)",
+            u->where, other, u->tname);
+        e = setup_fault(u, "sink_namespace_shared", "config", fix.p);
+        free(fix.p);
+    }
+    json_decref(r);
+    return e;
+}
+
 static cv_err u_open(const char *url, const cv_sink_table *t, cv_sink **out) {
     u_sink *u = calloc(1, sizeof *u);
     CV_ASSERT(u);
@@ -215,6 +259,7 @@ static cv_err u_open(const char *url, const cv_sink_table *t, cv_sink **out) {
     memset(tok, 0, strlen(tok));
     free(auth.p), free(tok), free(afix.p);
     if (!e) e = check_index(u);
+    if (!e) e = check_namespace(u);
     cv_buf sk = {0};
     cv_buf_printf(&sk, "%s@upstash:%s/%s", t->stream, base, u->ns);
     free(base);
@@ -297,6 +342,7 @@ static cv_err u_hashes(cv_sink *s, const char *const *const *keys, int n, int *f
 
 static cv_err u_begin(cv_sink *s, int truncate) {
     u_sink *u = (u_sink *)s;
+    u->b_puts = u->b_dels = 0;
     json_object_clear(u->stored);
     cv_buf_free(&u->pend);
     u->npend = 0;
@@ -317,6 +363,7 @@ static cv_err delete_ids(u_sink *u, const char *const *const *keys, int n) {
         cv_buf_puts(&body, "{\"ids\":");
         ids_json(u, keys + i0, m, &body);
         cv_buf_puts(&body, "}");
+        u->b_dels += m;
         for (int i = 0; i < m; i++) {
             char *kt = cv_sink_key_text(&u->t, keys[i0 + i]);
             json_object_del(u->stored, kt);
@@ -357,11 +404,11 @@ static cv_err u_put(cv_sink *s, const cv_sink_row *rows, int n, uint64_t positio
         char *kt = cv_sink_key_text(&u->t, r->key);
         json_t *stored = json_object_get(u->stored, kt);
         json_t *p = cv_sink_point_payload(&u->t, r, kt, stored, position, now);
-        char *md = p ? json_dumps(p, JSON_COMPACT) : NULL;
+        char *md = p ? cv_sink_point_text(p) : NULL;
         json_decref(p);
-        if (!md) {
-            cv_sink_fault(s, "data", "the change's payload is not a JSON object (a bug: please report it)");
-            e = CV_ERR_FORMAT;
+        if (!md) { /* this row alone: a dead letter, its stale vector deleted */
+            cv_sink_dead_note(s, u->st, kt, CV_SINK_BAD_PAYLOAD);
+            big[nb++] = (const char **)r->key;
         } else if (strlen(md) > CV_UPSTASH_METADATA) {
             cv_buf why = {0};
             cv_buf_printf(&why,
@@ -369,8 +416,7 @@ static cv_err u_put(cv_sink *s, const cv_sink_row *rows, int n, uint64_t positio
                           "shorten the row's "
                           "columns (or embed from a table with fewer of them)",
                           strlen(md), CV_UPSTASH_METADATA);
-            cv_warn("event=dead_letter store=upstash key=\"%s\" reason=\"%s\"", kt, why.p);
-            cv_rstate_dead_add(u->st, kt, why.p);
+            cv_sink_dead_note(s, u->st, kt, why.p);
             free(why.p);
             big[nb++] = (const char **)r->key; /* its stale vector goes */
         } else if (r->vec) {
@@ -385,6 +431,7 @@ static cv_err u_put(cv_sink *s, const cv_sink_row *rows, int n, uint64_t positio
             if (u->npend) cv_buf_put(&u->pend, ",", 1);
             cv_buf_put(&u->pend, one.p, one.len);
             free(one.p);
+            u->b_puts++;
             if (!e && ++u->npend >= CV_UPSTASH_BATCH) e = flush(u);
         } else if (stored) { /* metadata only: the vector stays as stored */
             cv_buf body = {0};
@@ -392,6 +439,7 @@ static cv_err u_put(cv_sink *s, const cv_sink_row *rows, int n, uint64_t positio
             cv_sink_json_str(&body, kt);
             cv_buf_printf(&body, ",\"metadata\":%s,\"metadataUpdateMode\":\"OVERWRITE\"}", md);
             e = cv_http_submit(u->http, "POST", upath, body.p, body.len, NULL, NULL);
+            u->b_puts++;
         }
         free(md), free(kt);
     }
@@ -414,12 +462,16 @@ static cv_err u_commit(cv_sink *s, uint64_t position) {
     cv_err e = settle(u);
     if (!e) e = cv_rstate_commit(s, u->st, position);
     json_object_clear(u->stored);
+    if (!e) u->bf_puts += u->b_puts, u->bf_dels += u->b_dels;
+    u->b_puts = u->b_dels = 0;
     return e;
 }
 
 static void u_rollback(cv_sink *s) {
     u_sink *u = (u_sink *)s;
     cv_http_wait(u->http);
+    u->bf_dels += u->b_dels; /* sent, so perhaps done; the writes do not count */
+    u->b_puts = u->b_dels = 0;
     cv_buf_free(&u->pend);
     u->npend = 0;
     json_object_clear(u->stored);
@@ -434,16 +486,60 @@ static cv_err u_meta_set(cv_sink *s, const cv_sink_meta *m) {
     return cv_rstate_meta_set(s, ((u_sink *)s)->st, m);
 }
 
+/* The vectors in the namespace now, pending ones included (/info). */
+static cv_err ns_count(u_sink *u, long long *n) {
+    json_t *r = NULL;
+    *n = 0;
+    cv_err e = cv_http_call(u->http, "POST", "/info", NULL, 0, 0, NULL, &r);
+    json_t *ns = json_object_get(json_object_get(json_object_get(r, "result"), "namespaces"), u->ns);
+    if (!e && ns)
+        *n = json_integer_value(json_object_get(ns, "vectorCount")) +
+             json_integer_value(json_object_get(ns, "pendingVectorCount"));
+    json_decref(r);
+    return e;
+}
+
+/* Whether the finished backfill at p can have left vectors written below p (an interrupted
+ * earlier backfill's rows deleted since): not when the namespace was empty when it began, nor
+ * when it holds no more vectors than the backfill wrote (every id it wrote is there with a
+ * position >= p; an id sent for deletion counts against it). Otherwise Upstash's delete by a
+ * metadata filter, which scans the whole namespace (O(N)), finds them. */
+static cv_err stale_possible(u_sink *u, uint64_t p, int *stale, long long *count) {
+    *stale = 1, *count = -1;
+    if (!u->bf_on || u->bf_p != p) return CV_OK; /* not this process's backfill: scan */
+    if (u->bf_empty) {
+        *stale = 0;
+        return CV_OK;
+    }
+    cv_err e = ns_count(u, count);
+    if (!e && *count <= u->bf_puts - u->bf_dels) *stale = 0;
+    return e;
+}
+
 static cv_err u_backfill_mark(cv_sink *s, uint64_t p, int done) {
     u_sink *u = (u_sink *)s;
     cv_err e = settle(u);
-    if (!e && done && p) { /* vectors an interrupted earlier backfill left (written below p) */
+    if (!e && !done && p) { /* a backfill begins: count from here */
+        long long n = 0;
+        e = ns_count(u, &n);
+        u->bf_on = !e, u->bf_p = p, u->bf_empty = n == 0, u->bf_puts = u->bf_dels = 0;
+    }
+    int stale = 1;
+    long long count = -1;
+    if (!e && done && p) e = stale_possible(u, p, &stale, &count);
+    if (!e && done && p)
+        cv_info("event=backfill_cleanup store=upstash namespace=%s written=%ld deleted=%ld "
+                "namespace_vectors=%lld "
+                "method=%s",
+                u->ns, u->bf_puts, u->bf_dels, count, stale ? "filter" : "none");
+    if (!e && done && p && stale) { /* vectors an interrupted earlier backfill left (written below p) */
         cv_buf body = {0};
         cv_buf_printf(&body, "{\"filter\":\"cdcvec.lsn < %llu\"}", (unsigned long long)p);
         char *path = path_of(u, "delete");
         e = cv_http_call(u->http, "POST", path, body.p, body.len, 0, NULL, NULL);
         free(path);
     }
+    if (done) u->bf_on = 0;
     if (!e) e = cv_rstate_backfill(s, u->st, p, done);
     return e;
 }
@@ -466,8 +562,9 @@ static cv_err u_search(cv_sink *s, const float *v, int limit, cv_sink_hit_cb cb,
         if (!key) key = json_string_value(json_object_get(hit, "id"));
         char *pub = cv_sink_public_payload(&u->t, md);
         /* Upstash reports (1 + cos) / 2 for the cosine similarity */
-        cb(arg, (int)i + 1, 2.0 * json_number_value(json_object_get(hit, "score")) - 1.0, key ? key : "",
-           pub);
+        double score = 0;
+        cv_jnum_number(json_object_get(hit, "score"), &score);
+        cb(arg, (int)i + 1, 2.0 * score - 1.0, key ? key : "", pub);
         free(pub);
     }
     json_decref(r);

@@ -29,6 +29,11 @@ check "--threads 0 rejected" '[ $rc -eq 2 ] && grep -q -- "--threads" "$tmp/err"
 check "--device tpu rejected" '[ $rc -eq 2 ]'
 "$bin" embed --model /nonexistent </dev/null >/dev/null 2>"$tmp/err"; rc=$?
 check "missing model: exit 1 and the fix" '[ $rc -eq 1 ] && grep -q "fetch_model.py" "$tmp/err"'
+"$bin" wait --lsn 0/0 --http 127.0.0.1:1 >/dev/null 2>"$tmp/err"; rc=$?
+check "cdcvec wait with nothing answering: names the compose sync's port 9465" '[ $rc -eq 1 ] && grep -q "127.0.0.1:9465" "$tmp/err"'
+CDCVEC_CONTAINER=1 "$bin" embed --model /nonexistent </dev/null >/dev/null 2>"$tmp/err"; rc=$?
+check "missing model in an image (CDCVEC_CONTAINER=1): the fix says how to mount it, not to run fetch_model.py" \
+  '[ $rc -eq 1 ] && grep -q "mount an all-MiniLM-L6-v2 folder" "$tmp/err" && ! grep -q "run models/fetch\|fix=\"python3" "$tmp/err"'
 printf 'caf\xe9 \xff\xfe bytes\n' | "$bin" embed >"$tmp/bin.jsonl" 2>/dev/null; rc=$?
 check "invalid UTF-8 is accepted" '[ $rc -eq 0 ] && [ "$(wc -l <"$tmp/bin.jsonl")" -eq 1 ]'
 docs=$(dirname "$0")/../docs/CONFIG.md

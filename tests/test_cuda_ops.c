@@ -1,7 +1,8 @@
 /* test_cuda_ops.c: every CUDA op against the CPU reference on random inputs of several
  * shapes (never zeros; device outputs poisoned with NaN first). Tolerance, as max
  * |got - want| / max(1, max |want|): 5e-3 for linear (fp16 inputs, fp32 accumulation),
- * 1e-5 for the fp32 ops. SKIPPED (exit 77) without a CUDA device. */
+ * 1e-5 for the fp32 ops. SKIPPED (exit 77) without a CUDA device. Also built as
+ * test_cuda_ops_sim on the CPU execution layer (tests/cuda_sim/), which runs in every build. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -163,6 +164,135 @@ static void test_attention_and_pool(void **state) {
     }
 }
 
+/* A failed copy is reported and leaves the backend usable: the next copies, ops and sync work
+ * (it used to leave the error set, and every later forward failed). */
+static void test_error_recovery(void **state) {
+    (void)state;
+    float h[4] = {1, 2, 3, 4}, back[4] = {0};
+    assert_int_equal(gpu->upload(gpu, NULL, h, sizeof h), CV_ERR_DEVICE);
+    float *d = gpu->alloc(gpu, sizeof h);
+    assert_non_null(d);
+    assert_int_equal(gpu->upload(gpu, d, h, sizeof h), CV_OK);
+    assert_int_equal(gpu->download(gpu, back, d, sizeof h), CV_OK);
+    assert_int_equal(gpu->sync(gpu), CV_OK);
+    assert_memory_equal(back, h, sizeof h);
+    assert_int_equal(gpu->download(gpu, NULL, d, sizeof h), CV_ERR_DEVICE);
+    assert_int_equal(gpu->download(gpu, back, d, sizeof h), CV_OK);
+    assert_int_equal(gpu->sync(gpu), CV_OK);
+    gpu->release(gpu, d);
+}
+
+/* Linears queued back to back without a sync, the staging buffers growing between them (the
+ * second's K is 4x the first's): each must read its own input. */
+static void test_linear_queued(void **state) {
+    (void)state;
+    const int M = 33, N = 96, K1 = 64, K2 = 256;
+    float *x1 = host_rand((size_t)M * K1, -2, 2), *w1 = host_rand((size_t)N * K1, -0.1f, 0.1f),
+          *x2 = host_rand((size_t)M * K2, -2, 2), *w2 = host_rand((size_t)N * K2, -0.1f, 0.1f),
+          *b = host_rand(N, -1, 1), *want1 = malloc(sizeof(float) * (size_t)M * N),
+          *want2 = malloc(sizeof(float) * (size_t)M * N);
+    cv_cpu_linear(x1, w1, b, M, N, K1, CV_ACT_GELU, want1);
+    cv_cpu_linear(x2, w2, b, M, N, K2, CV_ACT_NONE, want2);
+    float *dx1 = dev_from(x1, (size_t)M * K1), *dx2 = dev_from(x2, (size_t)M * K2), *db = dev_from(b, N),
+          *dy1 = dev_poisoned((size_t)M * N), *dy2 = dev_poisoned((size_t)M * N);
+    /* unregistered weights: converted per call into the growing fp16 staging buffer */
+    float *dw1 = dev_from(w1, (size_t)N * K1), *dw2 = dev_from(w2, (size_t)N * K2);
+    gpu->linear(gpu, dx1, dw1, db, M, N, K1, CV_ACT_GELU, dy1);
+    gpu->linear(gpu, dx2, dw2, db, M, N, K2, CV_ACT_NONE, dy2);
+    double e1 = compare(dy1, want1, (size_t)M * N), e2 = compare(dy2, want2, (size_t)M * N);
+    print_message("cuda linear queued err=%.2e %.2e\n", e1, e2);
+    assert_true(e1 < 5e-3 && e2 < 5e-3);
+    gpu->release(gpu, dx1), gpu->release(gpu, dx2), gpu->release(gpu, db);
+    gpu->release(gpu, dw1), gpu->release(gpu, dw2);
+    free(x1), free(w1), free(x2), free(w2), free(b), free(want1), free(want2);
+}
+
+/* encode() (fp16 activations, cuBLASLt epilogues, graphs) against the fp32 CPU ops composed,
+ * on a small random 2-layer encoder: a batch of a few sequences three times (eager, captured,
+ * replayed) and one over the graph limit. Pooled vectors: max |diff| < 5e-3, cosine > 0.9999. */
+static void test_encode(void **state) {
+    (void)state;
+    const int V = 50, P = 300, D = 64, H = 2, NI = 128, NL = 2;
+    const float eps = 1e-12f;
+    float *word = host_rand((size_t)V * D, -1, 1), *pos = host_rand((size_t)P * D, -1, 1),
+          *type0 = host_rand(D, -1, 1), *g = host_rand(D, 0.5f, 1.5f), *b = host_rand(D, -0.5f, 0.5f);
+    cv_encoder_layer hl[2], dl[2];
+    for (int l = 0; l < NL; l++) {
+        float **f = (float **)&hl[l];
+        const size_t n[12] = {3 * D * D, 3 * D, D * D, D, D, D, (size_t)NI * D, NI, (size_t)D * NI, D, D, D};
+        for (int i = 0; i < 12; i++) { /* wqkv bqkv wo bo ln1_g ln1_b w1 b1 w2 b2 ln2_g ln2_b */
+            const int gain = i == 4 || i == 10;
+            f[i] = gain ? host_rand(n[i], 0.5f, 1.5f) : host_rand(n[i], -0.2f, 0.2f);
+            ((const float **)&dl[l])[i] = gpu->weights(gpu, f[i], n[i]);
+            assert_non_null(((const float **)&dl[l])[i]);
+        }
+    }
+    cv_encoder m = {gpu->weights(gpu, word, (size_t)V * D),
+                    gpu->weights(gpu, pos, (size_t)P * D),
+                    gpu->weights(gpu, type0, D),
+                    gpu->weights(gpu, g, D),
+                    gpu->weights(gpu, b, D),
+                    dl,
+                    NL,
+                    D,
+                    H,
+                    NI,
+                    eps};
+    static const int lens_sets[][8] = {{5, 17, 1, 64, 0}, {300, 280, 290, 250, 0}};
+    for (int c = 0; c < 2; c++) {
+        int32_t offs[9] = {0};
+        int nseq = 0, max_len = 0;
+        for (; lens_sets[c][nseq]; nseq++) {
+            offs[nseq + 1] = offs[nseq] + lens_sets[c][nseq];
+            if (lens_sets[c][nseq] > max_len) max_len = lens_sets[c][nseq];
+        }
+        const int T = offs[nseq];
+        int32_t *ids = malloc(sizeof(int32_t) * T), *pids = malloc(sizeof(int32_t) * T);
+        for (int s = 0; s < nseq; s++)
+            for (int t = offs[s]; t < offs[s + 1]; t++)
+                ids[t] = (int32_t)(tu_rand(&seed) % V), pids[t] = t - offs[s];
+        /* the CPU reference, fp32 throughout */
+        float *h = malloc(sizeof(float) * T * D), *qkv = malloc(sizeof(float) * T * 3 * D),
+              *ctx = malloc(sizeof(float) * T * D), *a = malloc(sizeof(float) * T * D),
+              *inter = malloc(sizeof(float) * T * NI), *want = malloc(sizeof(float) * nseq * D),
+              *got = malloc(sizeof(float) * nseq * D);
+        cv_cpu_embed_ln(ids, pids, T, D, word, pos, type0, g, b, eps, h);
+        for (int l = 0; l < NL; l++) {
+            const cv_encoder_layer *L = &hl[l];
+            cv_cpu_linear(h, L->wqkv, L->bqkv, T, 3 * D, D, CV_ACT_NONE, qkv);
+            cv_cpu_attention(qkv, offs, nseq, H, D / H, ctx);
+            cv_cpu_linear(ctx, L->wo, L->bo, T, D, D, CV_ACT_NONE, a);
+            cv_cpu_add_ln(a, h, L->ln1_g, L->ln1_b, T, D, eps);
+            cv_cpu_linear(a, L->w1, L->b1, T, NI, D, CV_ACT_GELU, inter);
+            cv_cpu_linear(inter, L->w2, L->b2, T, D, NI, CV_ACT_NONE, h);
+            cv_cpu_add_ln(h, a, L->ln2_g, L->ln2_b, T, D, eps);
+        }
+        cv_cpu_pool_l2(h, offs, nseq, D, want);
+        for (int round = 0; round < 3; round++) {
+            memset(got, 0, sizeof(float) * nseq * D);
+            assert_int_equal(gpu->encode(gpu, &m, ids, pids, offs, T, nseq, max_len, got), CV_OK);
+            assert_int_equal(gpu->encode_wait(gpu), CV_OK);
+            double err = 0, min_cos = 1;
+            for (int s = 0; s < nseq; s++) {
+                double dot = 0;
+                for (int j = 0; j < D; j++) {
+                    err = fmax(err, fabs((double)got[s * D + j] - want[s * D + j]));
+                    dot += (double)got[s * D + j] * want[s * D + j]; /* both unit length */
+                }
+                min_cos = fmin(min_cos, dot);
+            }
+            print_message("cuda encode T=%d nseq=%d round=%d max_abs_err=%.2e min_cos=%.7f\n", T, nseq, round,
+                          err, min_cos);
+            assert_true(err < 5e-3 && min_cos > 0.9999);
+        }
+        free(ids), free(pids), free(h), free(qkv), free(ctx), free(a), free(inter), free(want), free(got);
+    }
+    for (int l = 0; l < NL; l++)
+        for (int i = 0; i < 12; i++)
+            free(((float **)&hl[l])[i]);
+    free(word), free(pos), free(type0), free(g), free(b);
+}
+
 int main(void) {
     char why[256];
     if (cv_cuda_device_count() == 0 || cv_backend_cuda_new(0, &gpu, why, sizeof why) != CV_OK) {
@@ -171,10 +301,10 @@ int main(void) {
     }
     printf("device: %s\n", why);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_linear),
-        cmocka_unit_test(test_add_ln),
-        cmocka_unit_test(test_embed_ln),
-        cmocka_unit_test(test_attention_and_pool),
+        cmocka_unit_test(test_linear),         cmocka_unit_test(test_add_ln),
+        cmocka_unit_test(test_embed_ln),       cmocka_unit_test(test_attention_and_pool),
+        cmocka_unit_test(test_error_recovery), cmocka_unit_test(test_linear_queued),
+        cmocka_unit_test(test_encode),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     gpu->destroy(gpu);

@@ -23,6 +23,27 @@
 
 #define DIM 384
 
+#ifdef CV_TEST_CUDA_SIM
+void cusim_fail_malloc_at(long n); /* tests/cuda_sim: the n-th cudaMalloc from now fails */
+long cusim_live_allocations(void);
+long cusim_graph_launch_count(void);
+#endif
+
+/* test_embed_golden_cudasim (tests/cuda_sim/): the CUDA build on the CPU execution layer, on
+ * every 3rd text (all the truncated ones among them) and a shorter batching check, to keep CI
+ * time small. */
+#ifdef CV_TEST_CUDA_SIM
+#define STEP      3
+#define BATCH_N   8
+#define MIN_TEXTS 70
+#define MIN_LONG  7
+#else
+#define STEP      1
+#define BATCH_N   40
+#define MIN_TEXTS 200
+#define MIN_LONG  20
+#endif
+
 #ifdef CV_TEST_CUDA
 #define DEVICE    CV_DEVICE_CUDA
 #define MIN_COS   0.9999
@@ -91,17 +112,23 @@ static cv_minilm *load(int threads) {
     return m;
 }
 
-static void test_golden_cosine(void **state) {
-    (void)state;
-    assert_true(ntexts >= 200);
+static void golden_cosine(const char *what, double min_required) {
     cv_minilm *m = load(0);
-    float *out = malloc(sizeof(float) * DIM * (size_t)ntexts);
-    assert_int_equal(cv_minilm_embed(m, (const char *const *)texts, lens, ntexts, out, NULL), CV_OK);
+    /* the texts checked: every STEP-th */
+    int n = 0;
+    char **sel = malloc(sizeof(char *) * (size_t)ntexts);
+    size_t *sel_len = malloc(sizeof(size_t) * (size_t)ntexts);
+    for (int i = 0; i < ntexts; i += STEP)
+        sel[n] = texts[i], sel_len[n++] = lens[i];
+    assert_true(n >= MIN_TEXTS);
+    float *out = malloc(sizeof(float) * DIM * (size_t)n);
+    assert_int_equal(cv_minilm_embed(m, (const char *const *)sel, sel_len, n, out, NULL), CV_OK);
     double min_cos = 1, sum_cos = 0, max_abs = 0;
     int worst = -1, long_texts = 0;
     int32_t ids[256];
-    for (int i = 0; i < ntexts; i++) {
-        const float *a = out + (size_t)i * DIM, *b = golden + (size_t)i * DIM;
+    for (int k = 0; k < n; k++) {
+        const int i = k * STEP;
+        const float *a = out + (size_t)k * DIM, *b = golden + (size_t)i * DIM;
         double dot = 0, na = 0, nb = 0;
         for (int j = 0; j < DIM; j++) {
             dot += (double)a[j] * b[j], na += (double)a[j] * a[j], nb += (double)b[j] * b[j];
@@ -112,12 +139,53 @@ static void test_golden_cosine(void **state) {
         if (cos < min_cos) min_cos = cos, worst = i;
         long_texts += cv_tok_encode(cv_minilm_tok(m), texts[i], lens[i], ids, 256) == 256;
     }
-    print_message("golden embeddings: texts=%d (%d truncated at 256 tokens) min_cos=%.9f "
+    print_message("golden embeddings%s: texts=%d (%d truncated at 256 tokens) min_cos=%.9f "
                   "mean_cos=%.9f max_abs_diff=%.3e worst_index=%d\n",
-                  ntexts, long_texts, min_cos, sum_cos / ntexts, max_abs, worst);
-    assert_true(long_texts >= 20);
-    assert_true(min_cos >= MIN_COS);
-    free(out);
+                  what, n, long_texts, min_cos, sum_cos / n, max_abs, worst);
+    assert_true(long_texts >= MIN_LONG);
+    assert_true(min_cos >= min_required);
+    free(out), free(sel), free(sel_len);
+    cv_minilm_free(m);
+}
+
+static void test_golden_cosine(void **state) {
+    (void)state;
+    golden_cosine("", MIN_COS);
+}
+
+#ifdef CV_TEST_CUDA
+/* cuBLASLt's GELU_BIAS epilogue computes the tanh approximation of GELU (BERT's is the erf
+ * form): what that costs in fidelity, against the same bound. */
+static void test_golden_gelu_tanh(void **state) {
+    (void)state;
+    cv_cuda_set_gelu_tanh(1);
+    golden_cosine(" (cuBLASLt GELU epilogue, tanh approximation)", MIN_COS);
+    cv_cuda_set_gelu_tanh(0);
+}
+#endif
+
+/* The same batch three times on one model gives the same vectors bit for bit (on CUDA: op by
+ * op, then captured into a graph and launched, then the graph replayed). */
+static void test_repeat(void **state) {
+    (void)state;
+    cv_minilm *m = load(1);
+    float *a = malloc(sizeof(float) * DIM * 4), *b = malloc(sizeof(float) * DIM * 4);
+    for (int round = 0; round < 2; round++) {
+        const int n = round ? 1 : 4;
+        assert_int_equal(cv_minilm_embed(m, (const char *const *)texts, lens, n, a, NULL), CV_OK);
+#ifdef CV_TEST_CUDA_SIM
+        const long graphs = cusim_graph_launch_count();
+#endif
+        for (int again = 0; again < 2; again++) {
+            memset(b, 0, sizeof(float) * DIM * 4);
+            assert_int_equal(cv_minilm_embed(m, (const char *const *)texts, lens, n, b, NULL), CV_OK);
+            assert_memory_equal(a, b, sizeof(float) * DIM * (size_t)n);
+        }
+#ifdef CV_TEST_CUDA_SIM
+        assert_int_equal(cusim_graph_launch_count() - graphs, 2); /* captured, then replayed */
+#endif
+    }
+    free(a), free(b);
     cv_minilm_free(m);
 }
 
@@ -125,7 +193,7 @@ static void test_golden_cosine(void **state) {
 static void test_batching_invariant(void **state) {
     (void)state;
     cv_minilm *m1 = load(1), *m2 = load(2);
-    const int n = 40;
+    const int n = BATCH_N;
     float *all = malloc(sizeof(float) * DIM * n), *one = malloc(sizeof(float) * DIM);
     assert_int_equal(cv_minilm_embed(m2, (const char *const *)texts, lens, n, all, NULL), CV_OK);
     for (int i = 0; i < n; i++) {
@@ -139,7 +207,7 @@ static void test_batching_invariant(void **state) {
             assert_true(fabsf(one[j] - all[(size_t)i * DIM + j]) < BATCH_TOL);
     }
     /* the long texts (truncated at 256) through the split path too */
-    for (int i = ntexts - 35; i < ntexts; i += 7) {
+    for (int i = ntexts - 35; i < ntexts; i += 7 * STEP) {
         float *ref = malloc(sizeof(float) * DIM);
         assert_int_equal(cv_minilm_embed(m1, (const char *const *)&texts[i], &lens[i], 1, ref, NULL), CV_OK);
         assert_int_equal(cv_minilm_embed(m2, (const char *const *)&texts[i], &lens[i], 1, one, NULL), CV_OK);
@@ -196,6 +264,30 @@ static void test_bad_ids(void **state) {
     cv_minilm_free(m);
 }
 
+#ifdef CV_TEST_CUDA_SIM
+/* A weight whose upload fails (any of them: a vector, a matrix's fp32 or fp16 copy, the last
+ * one) fails the load with an error instead of a model that reads NULL later. */
+static void test_weight_upload_failure(void **state) {
+    (void)state;
+    const long before = cusim_live_allocations();
+    cv_minilm *m = load(1);
+    const long n = cusim_live_allocations() - before; /* device allocations of one load */
+    cv_minilm_free(m);
+    assert_int_equal(cusim_live_allocations(), before);
+    const long which[] = {4, 9, 13, n - 1}; /* vectors' fp32 and fp16 copies, a matrix's, the last */
+    for (size_t i = 0; i < sizeof which / sizeof which[0]; i++) {
+        cusim_fail_malloc_at(which[i]);
+        cv_minilm_opts o = {.threads = 1, .device = DEVICE};
+        cv_err err = cv_minilm_load(cv_minilm_default_dir(), &o, &m);
+        cusim_fail_malloc_at(-1);
+        print_message("upload of allocation %ld of %ld fails: load returns %s\n", which[i], n,
+                      cv_strerror(err));
+        assert_int_not_equal(err, CV_OK);
+        assert_int_equal(cusim_live_allocations(), before);
+    }
+}
+#endif
+
 int main(void) {
 #ifdef CV_TEST_CUDA
     if (cv_cuda_device_count() == 0) {
@@ -206,10 +298,17 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_golden_cosine),
         cmocka_unit_test(test_batching_invariant),
+        cmocka_unit_test(test_repeat),
+#ifdef CV_TEST_CUDA
+        cmocka_unit_test(test_golden_gelu_tanh),
+#endif
 #ifndef CV_TEST_CUDA
         cmocka_unit_test(test_golden_bf16),
 #endif
         cmocka_unit_test(test_bad_ids),
+#ifdef CV_TEST_CUDA_SIM
+        cmocka_unit_test(test_weight_upload_failure),
+#endif
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

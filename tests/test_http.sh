@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# test_http.sh: the HTTP front door against the findings of issue 12 (loopback only, bounded).
+# test_http.sh: the HTTP front door against the findings of issues 12 and 21 (loopback only, bounded).
 #   1. `cdcvec serve` under `ulimit -n 1024`: tests/http_robustness.py serve (limits, deadlines,
-#      chunked bodies, 100-continue, JSON on every status, memory after 4 x 16 MB bodies, 1,100
-#      idle connections, 40,000 header lines, a client at 1 byte/s);
+#      chunked bodies, 100-continue, JSON on every status, memory after 4 x 16 MB bodies, slow
+#      uploads, 1,100 idle connections, 40,000 header lines, a client at 1 byte/s; ambiguous
+#      framing, content types, Host, CORS, clients behind a trusted proxy, TEI's truncate and
+#      normalize, LangChain's token arrays);
 #   2. `cdcvec sync --http` with CDCVEC_API_KEY set: every embedding and search endpoint refuses
 #      a missing or wrong key, the search checks (q limits, UTF-8, NUL), the rendered page;
 #   3. the search page in headless Chromium (Debian's `chromium`; SKIPPED when absent): a query
@@ -37,7 +39,8 @@ for attempt in 1 2 3 4 5; do
   (
     ulimit -n 1024
     exec "$bin" serve --listen "tcp://127.0.0.1:$nport" --http "127.0.0.1:$hport" --threads 1 --max-texts 64 \
-      --http-header-timeout-s $HEADER_TIMEOUT --drain-timeout-ms 2000
+      --http-header-timeout-s $HEADER_TIMEOUT --drain-timeout-ms 2000 --http-trusted-proxies 127.0.0.20 \
+      --http-allowed-hosts cdcvec.internal --http-cors-origins https://app.example --http-body-memory-bytes 25165824
   ) >"$work/serve.log" 2>&1 &
   serve_pid=$!
   WATCH_PID=$serve_pid STALL_S=60 wait_until 'curl -sf "http://127.0.0.1:$hport/healthz" >/dev/null' true && break
@@ -47,7 +50,29 @@ done
 [ -n "$serve_pid" ] || { echo "FAIL serve did not start: no free ports"; exit 1; }
 timeout 240 "$PY" "$root/tests/http_robustness.py" serve "127.0.0.1:$hport" "$serve_pid" $HEADER_TIMEOUT \
   "127.0.0.1:$nport" || fail=1
+if "$PY" -c "import langchain_openai" 2>/dev/null; then
+  check "LangChain's OpenAIEmbeddings: defaults refused with the setting named, then vectors with it" \
+    'timeout 60 "$PY" "$root/tests/langchain_check.py" "http://127.0.0.1:$hport/v1"'
+else
+  echo "SKIPPED LangChain check: langchain_openai is not in the tests' venv (tests/http_robustness.py sends its request shape)"
+fi
 check "serve exits 0 on SIGTERM after all that" 'kill -TERM $serve_pid && wait $serve_pid'
+serve_pid=
+
+# ---- 1b. the images' HEALTHCHECK with --metrics-auth 1 and a key (issue 21.6) ----------------
+kport=$(free_port $((hport + 1)))
+printf 'hk-%s\n' "$$" >"$work/key"
+CDCVEC_API_KEY_FILE="$work/key" "$bin" serve --listen "" --http "127.0.0.1:$kport" --threads 1 --metrics-auth 1 \
+  >"$work/serve-key.log" 2>&1 &
+serve_pid=$!
+WATCH_PID=$serve_pid wait_until '[ "$(curl -s -o /dev/null -w "%{http_code}" "http://127.0.0.1:$kport/healthz")" = 401 ]' true
+check "docker/healthcheck.sh sends the key from CDCVEC_API_KEY_FILE: healthy under --metrics-auth 1" \
+  'CDCVEC_HTTP=127.0.0.1:$kport CDCVEC_API_KEY_FILE="$work/key" bash "$root/docker/healthcheck.sh"'
+check "docker/healthcheck.sh sends the key from CDCVEC_API_KEY too" \
+  'CDCVEC_HTTP=127.0.0.1:$kport CDCVEC_API_KEY="hk-$$" bash "$root/docker/healthcheck.sh"'
+check "docker/healthcheck.sh without the key: unhealthy (401)" \
+  '! CDCVEC_HTTP=127.0.0.1:$kport bash "$root/docker/healthcheck.sh" 2>/dev/null'
+kill -TERM "$serve_pid" && wait "$serve_pid"
 serve_pid=
 
 # ---- 2. sync --http with an API key -------------------------------------------------------
@@ -63,6 +88,7 @@ start_sync() { # KEY (empty: none)
   CDCVEC_API_KEY=$1 CDCVEC_LOG=warn "$bin" sync --source "$DB" --table public.books --batch-ms 10 --threads 1 \
     --http "127.0.0.1:$sport" >>"$work/sync.log" 2>&1 &
   sync_pid=$!
+  watch $sync_pid sync "$work/sync.log"
   WATCH_PID=$sync_pid wait_until 'curl -sf "http://127.0.0.1:$sport/healthz" >/dev/null' true
 }
 start_sync "$KEY"

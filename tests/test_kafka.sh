@@ -35,16 +35,27 @@ kmock_start "$broker" --topic cdc:4 --topic emb:4 || { echo "FAIL cannot start t
 K=$KMOCK_BOOTSTRAP
 echo "mock broker at $K"
 
-run() { # LOGNAME ARGS...: a stage in the background, its pid in $!
+run() { # LOGNAME ARGS...: a stage in the background, watched, its pid in $!
   local log=$1
   shift
   CDCVEC_LOG=${LOG:-warn} "$bin" "$@" >>"$work/$log.log" 2>&1 &
+  watch $! "$log" "$work/$log.log"
 }
+# the stages with an HTTP port start through start_listener: a port taken meanwhile by another
+# program moves to another one instead of failing the test (or hanging it)
 cap_http=$(free_port $((port + 100)))
 sink_http=$(free_port $((cap_http + 1)))
-start_capture() { run capture capture --source "$DB" --table public.books --to "kafka://$K/cdc" --batch-ms 10 --http "127.0.0.1:$cap_http"; cap_pid=$!; }
+start_capture() {
+  start_listener capture "$work/capture.log" cap_http env CDCVEC_LOG="${LOG:-warn}" "$bin" capture --source "$DB" \
+    --table public.books --to "kafka://$K/cdc" --batch-ms 10 --http "127.0.0.1:@PORT@" || echo "FAIL capture did not start"
+  cap_pid=$LISTENER_PID
+}
 start_worker() { run "worker$1" worker --from "kafka://$K/cdc" --to "kafka://$K/emb" --threads 1; eval "w$1_pid=$!"; }
-start_sink() { run sink sink --from "kafka://$K/emb" --sink "$DB" --threads 1 --http "127.0.0.1:$sink_http"; sink_pid=$!; }
+start_sink() {
+  start_listener sink "$work/sink.log" sink_http env CDCVEC_LOG="${LOG:-warn}" "$bin" sink --from "kafka://$K/emb" \
+    --sink "$DB" --threads 1 --http "127.0.0.1:@PORT@" || echo "FAIL sink did not start"
+  sink_pid=$LISTENER_PID
+}
 metric() { # PORT SERIES: its value (0 when absent)
   curl -s "http://127.0.0.1:$1/metrics" | awk -v s="$2" 'index($0, s " ") == 1 { v = $2 } END { print v + 0 }'
 }
@@ -54,8 +65,14 @@ MISMATCH="SELECT count(*) FROM (SELECT * FROM books WHERE description IS NOT NUL
   WHERE b.id IS NULL OR v.id IS NULL OR v.text_hash <> sha256(convert_to(b.description, 'UTF8'))
      OR v.payload->>'name' IS DISTINCT FROM b.name OR (v.payload->>'year')::int IS DISTINCT FROM b.year"
 # the sink table exists only once the first message arrived: until then, every source row is a mismatch
+# (progress: messages through capture and the sink, and the stages' logs)
+stages_progress() {
+  metric "$cap_http" 'cdcvec_kafka_messages_total{stage="capture",direction="out"}'
+  metric "$sink_http" 'cdcvec_kafka_messages_total{stage="sink",direction="in"}'
+  cat "$work"/*.log 2>/dev/null | wc -c
+}
 converged() {
-  wait_until '[ "$(q "SELECT to_regclass('"'"'cdcvec.public_books'"'"') IS NOT NULL")" = t ]' 'date +%s%N | cut -c1-9' &&
+  wait_until '[ "$(q "SELECT to_regclass('"'"'cdcvec.public_books'"'"') IS NOT NULL")" = t ]' stages_progress &&
     converged_q "$MISMATCH" cdcvec.public_books
 }
 
@@ -88,7 +105,8 @@ check "sink's /metrics: messages consumed, consumer lag exported" \
 # the whole topic at the end: the mock broker keeps only the last 5 MB of each partition.)
 "$PY" "$root/tests/standins/qdrant_standin.py" --port 0 --storage "$work/qdrant" >"$work/qdrant.log" 2>&1 &
 q_pid=$!
-WATCH_PID=$q_pid wait_until 'grep -q "^READY" "$work/qdrant.log"' 'wc -c <"$work/qdrant.log"'
+watch $q_pid qdrant-standin "$work/qdrant.log"
+wait_until 'grep -q "^READY" "$work/qdrant.log"' 'wc -c <"$work/qdrant.log"'
 qport=$(sed -n 's|^READY http://127.0.0.1:\([0-9]*\).*|\1|p' "$work/qdrant.log")
 LOG=${QLOG:-${LOG:-warn}} run qsink sink --from "kafka://$K/emb" --sink "qdrant://127.0.0.1:$qport/books" --group qdrant-sink --threads 1
 qsink_pid=$!

@@ -48,9 +48,11 @@ run() {
   shift
   CDCVEC_LOG=${LOG:-warn} "$bin" "$@" >>"$work/$log.log" 2>&1 &
   pids="$pids $!"
+  watch $! "$log" "$work/$log.log"
 }
+logs_progress() { cat "$work"/*.log 2>/dev/null | wc -c; } # the stages' output
 run capture capture --source "$DB" --table public.books --to "kafka://$K/postgres-cdc-data" --format quix --batch-ms 10
-wait_until '[ "$(q "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE '"'"'cdcvec_capture_%'"'"' AND active")" = 1 ]' 'date +%s | cut -c1-9'
+wait_until '[ "$(q "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE '"'"'cdcvec_capture_%'"'"' AND active")" = 1 ]' 'logs_progress; q "SELECT count(*) FROM pg_replication_slots"'
 
 # the same transactions for both: the tutorial's batch 1 and 2, updates (text, payload, key), deletes
 sed -n '/^INSERT/,$p' "$root/tests/data/books.sql" | psql -qX "$DB" >/dev/null
@@ -124,7 +126,7 @@ MISMATCH="SELECT count(*) FROM (SELECT * FROM books WHERE description IS NOT NUL
   WHERE b.id IS NULL OR v.id IS NULL OR v.text_hash <> sha256(convert_to(b.description, 'UTF8'))
      OR v.payload->>'name' IS DISTINCT FROM b.name OR (v.payload->>'year')::int IS DISTINCT FROM b.year"
 converged() {
-  wait_until '[ "$(q "SELECT to_regclass('"'"'cdcvec.public_books'"'"') IS NOT NULL")" = t ]' 'date +%s%N | cut -c1-9' &&
+  wait_until '[ "$(q "SELECT to_regclass('"'"'cdcvec.public_books'"'"') IS NOT NULL")" = t ]' logs_progress &&
     converged_q "$MISMATCH" cdcvec.public_books
 }
 run sink sink --from "kafka://$K/embeddings-cdcvec" --sink "$DB" --group sink1 --threads 1

@@ -74,6 +74,7 @@ static const state_case STATES[] = {
     {"42501", "must be superuser or replication role to use replication slots", 0, "privilege",
      "REPLICATION"},
     {"42501", "permission denied for table t_owned", 0, "privilege", "GRANT"},
+    {"42501", "permission denied to create extension \"vector\"", 0, "privilege", "as a superuser"},
     {"42501", NULL, 0, "privilege", "GRANT"},
     {"42P01", "relation \"nope\" does not exist", 0, "missing_object", "table"},
     {"42703", "column \"x\" does not exist", 0, "missing_object", "column"},

@@ -42,12 +42,14 @@ else
   SINK=upstash://
 fi
 standin_pid=$!
-WATCH_PID=$standin_pid wait_until 'grep -q "^READY" "$work/standin.log"' 'wc -c <"$work/standin.log"' || { cat "$work/standin.log"; exit 1; }
+watch $standin_pid "$store stand-in" "$work/standin.log"
+wait_until 'grep -q "^READY" "$work/standin.log"' 'wc -c <"$work/standin.log"' || { cat "$work/standin.log"; exit 1; }
 
 start_sync() {
   CDCVEC_LOG=${LOG:-warn} "$bin" sync --source "$DB" --table public.books --sink "$SINK" --batch-ms 10 --threads 2 "$@" \
     >>"$work/sync.log" 2>&1 &
   sync_pid=$!
+  watch "$sync_pid" sync "$work/sync.log"
 }
 stop_sync() { [ -n "$sync_pid" ] && kill -TERM "$sync_pid" && wait "$sync_pid"; local rc=$?; sync_pid=; return $rc; }
 check_py() { "$PY" "$root/tests/sink_check.py" "$store" "$@"; }

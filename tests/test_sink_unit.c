@@ -15,6 +15,7 @@
 
 #include <cmocka.h>
 
+#include "../common/cv_jnum.h"
 #include "../sink/sink_impl.h"
 
 static const char *kn1[] = {"id"}, *kt_int[] = {"integer"}, *kt_text[] = {"text"}, *kn2[] = {"a", "b"},
@@ -184,11 +185,97 @@ static void test_float_text(void **state) {
     assert_int_equal(strncmp(buf, "1.00000001e-1", 13), 0);
 }
 
+/* Numbers kept exactly (common/cv_jnum.h): what jansson alone refuses or rounds. */
+static void expect_dump(const char *in, int mode, const char *out) {
+    json_error_t je;
+    json_t *j = cv_jnum_loads(in, JSON_DECODE_ANY, &je);
+    if (!j) fail_msg("%s: %s", in, je.text);
+    char *s = cv_jnum_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY, mode);
+    if (!s || strcmp(s, out)) fail_msg("%s (mode %d) -> %s, expected %s", in, mode, s ? s : "NULL", out);
+    free(s);
+    json_decref(j);
+}
+
+static int jeq(const char *a, const char *b) {
+    json_t *x = cv_jnum_loads(a, 0, NULL), *y = cv_jnum_loads(b, 0, NULL);
+    int eq = x && y && cv_jnum_equal(x, y);
+    json_decref(x), json_decref(y);
+    return eq;
+}
+
+static void test_jnum(void **state) {
+    (void)state;
+    static const char *exact[] = {"{\"n\":9223372036854775808}",
+                                  "{\"n\":-9223372036854775809}",
+                                  "{\"n\":9223372036854775807}",
+                                  "{\"n\":0.1000000000000000000001}",
+                                  "{\"n\":1e400}",
+                                  "{\"n\":0.1}",
+                                  "{\"n\":1.50}",
+                                  "[1e-400,-0,0.0,123456789012345678901234567890,2.5E+3]",
+                                  "{\"a\":{\"b\":[1,2.0,{\"c\":1e300}]}}",
+                                  "\"plain\"",
+                                  "{\"s\":\"12.5\"}"};
+    for (size_t i = 0; i < sizeof exact / sizeof exact[0]; i++)
+        expect_dump(exact[i], CV_JNUM_EXACT, exact[i]);
+    char big[400] = "{\"x\":1";
+    for (int i = 0; i < 300; i++)
+        strcat(big, "0");
+    strcat(big, "}");
+    expect_dump(big, CV_JNUM_EXACT, big);
+    /* the doubles' form: a number where a double holds the decimal, else the exact text as a string */
+    expect_dump(big, CV_JNUM_DOUBLE, "{\"x\":1e+300}");
+    expect_dump("{\"n\":9223372036854775808}", CV_JNUM_DOUBLE, "{\"n\":\"9223372036854775808\"}");
+    expect_dump("{\"n\":9223372036854775807}", CV_JNUM_DOUBLE, "{\"n\":9223372036854775807}");
+    expect_dump("{\"n\":1e400}", CV_JNUM_DOUBLE, "{\"n\":\"1e400\"}");
+    expect_dump("{\"n\":0.1000000000000000000001}", CV_JNUM_DOUBLE, "{\"n\":\"0.1000000000000000000001\"}");
+    expect_dump("[0.1,1.50,2.5E+3,-0.25]", CV_JNUM_DOUBLE, "[0.1,1.5,2500.0,-0.25]");
+    /* strings that start with the mark (U+FDD0), raw or escaped, come back unchanged */
+    expect_dump("[\"\xef\xb7\x90"
+                "1.5\",\"\xef\xb7\x90\",\"x\xef\xb7\x90\"]",
+                CV_JNUM_EXACT,
+                "[\"\xef\xb7\x90"
+                "1.5\",\"\xef\xb7\x90\",\"x\xef\xb7\x90\"]");
+    expect_dump("[\"\\ufdd02\"]", CV_JNUM_DOUBLE,
+                "[\"\xef\xb7\x90"
+                "2\"]");
+    json_t *j = cv_jnum_loads("[\"\xef\xb7\x90"
+                              "1.5\",1.5]",
+                              0, NULL);
+    assert_false(cv_jnum_number(json_array_get(j, 0), NULL));
+    double v = 0;
+    assert_true(cv_jnum_number(json_array_get(j, 1), &v));
+    assert_true(v == 1.5);
+    json_decref(j);
+    /* not JSON stays not JSON */
+    assert_null(cv_jnum_loads("{\"n\":01}", 0, NULL));
+    assert_null(cv_jnum_loads("{\"n\":1.}", 0, NULL));
+    assert_null(cv_jnum_loads("[1e400", 0, NULL));
+    /* equal by decimal value */
+    assert_true(jeq("{\"a\":1.50,\"b\":[100]}", "{\"b\":[1e2],\"a\":1.5}"));
+    assert_true(jeq(big, "{\"x\":1e300}"));
+    assert_true(jeq("[0,-0,0.0]", "[0.00,0,-0.0e5]"));
+    assert_false(jeq("{\"n\":9223372036854775808}", "{\"n\":9223372036854775807}"));
+    assert_false(jeq("{\"n\":0.1000000000000000000001}", "{\"n\":0.1}"));
+    assert_false(jeq("{\"n\":\"1.5\"}", "{\"n\":1.5}"));
+    assert_false(jeq("{\"n\":1}", "{\"n\":1,\"m\":2}"));
+    char l1[200], l2[200]; /* long mantissas: every digit counts */
+    snprintf(l1, sizeof l1, "[0.%s1]",
+             "1234567890123456789012345678901234567890123456789012345678901234567890");
+    snprintf(l2, sizeof l2, "[0.%s2]",
+             "1234567890123456789012345678901234567890123456789012345678901234567890");
+    assert_false(jeq(l1, l2));
+    assert_true(jeq(l1, l1));
+    assert_true(cv_jnum_double_exact("0.1", 3));
+    assert_false(cv_jnum_double_exact("9007199254740993", 16));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_point_ids),   cmocka_unit_test(test_point_ids_text_digits),
         cmocka_unit_test(test_payload),     cmocka_unit_test(test_kind_and_urls),
         cmocka_unit_test(test_secret_file), cmocka_unit_test(test_float_text),
+        cmocka_unit_test(test_jnum),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

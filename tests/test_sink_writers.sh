@@ -40,6 +40,8 @@ start_sync() {
   env ${FAULT:+CDCVEC_TEST_FAULT=$FAULT} CDCVEC_LOG=${LOG:-warn} "$bin" sync --source "$DB" --table public.books \
     --sink-writers 4 --threads 2 --batch-ms 10 "$@" >>"$work/sync.log" 2>&1 &
   sync_pid=$!
+  # (a sync with a fault exits by itself: waited for by its own check, not watched)
+  [ -n "${FAULT:-}" ] || watch "$sync_pid" sync "$work/sync.log"
 }
 stop_sync() { [ -n "$sync_pid" ] && kill -TERM "$sync_pid" && wait "$sync_pid"; local rc=$?; sync_pid=; return $rc; }
 

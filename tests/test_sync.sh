@@ -30,6 +30,7 @@ start_sync() {
   CDCVEC_LOG=${LOG:-warn} "$bin" sync --source "$DB" --table public.books --batch-ms 10 --threads 2 "$@" \
     >>"$work/sync.log" 2>&1 &
   sync_pid=$!
+  watch "$sync_pid" sync "$work/sync.log"
 }
 stop_sync() { [ -n "$sync_pid" ] && kill -TERM "$sync_pid" && wait "$sync_pid"; local rc=$?; sync_pid=; return $rc; }
 
@@ -164,7 +165,8 @@ q "CREATE TABLE public.reviews (id serial PRIMARY KEY, description text NOT NULL
 q "INSERT INTO reviews (description, stars) SELECT 'review ' || g || ' of a book about ' || md5(g::text), g % 5 FROM generate_series(1, 1500) g"
 CDCVEC_LOG=warn "$bin" sync --source "$DB" --table public.reviews --batch-ms 10 --threads 2 >>"$work/sync2.log" 2>&1 &
 rpid=$!
-WATCH_PID=$rpid wait_until '[ "$(q "SELECT count(*) FROM cdcvec.state WHERE stream LIKE '"'"'cdcvec_postgres_public_reviews_%'"'"' AND NOT backfill_done" 2>/dev/null)" = 1 ]' true
+watch $rpid "sync of reviews" "$work/sync2.log"
+wait_until '[ "$(q "SELECT count(*) FROM cdcvec.state WHERE stream LIKE '"'"'cdcvec_postgres_public_reviews_%'"'"' AND NOT backfill_done" 2>/dev/null)" = 1 ]' true
 q "INSERT INTO reviews (description, stars) SELECT 'written during the backfill ' || g, 1 FROM generate_series(1, 200) g"
 q "UPDATE reviews SET description = description || ' (edited during the backfill)' WHERE id % 10 = 0"
 q "DELETE FROM reviews WHERE id % 7 = 0"
@@ -203,7 +205,8 @@ q "CREATE DATABASE vectors" >/dev/null
 VDB=${DB%/postgres}/vectors
 CDCVEC_LOG=warn "$bin" sync --source "$DB" --table public.reviews --sink "$VDB" --slot other_sink --threads 2 >>"$work/sync3.log" 2>&1 &
 opid=$!
-WATCH_PID=$opid wait_until '[ "$(q "SELECT count(*) FROM cdcvec.public_reviews" "$VDB" 2>/dev/null)" = "$(q "SELECT count(*) FROM reviews")" ]' \
+watch $opid "sync into another database" "$work/sync3.log"
+wait_until '[ "$(q "SELECT count(*) FROM cdcvec.public_reviews" "$VDB" 2>/dev/null)" = "$(q "SELECT count(*) FROM reviews")" ]' \
   'sink_progress cdcvec.public_reviews "$VDB"'
 check "--sink writes the index into another database" '[ "$(psql -qAtX "$VDB" -c "SELECT count(*) FROM cdcvec.public_reviews")" = "$(q "SELECT count(*) FROM reviews")" ]'
 kill -TERM $opid; wait $opid

@@ -30,6 +30,7 @@ AUTH="Authorization: Bearer $CDCVEC_API_KEY"
 CDCVEC_LOG=warn "$bin" sync --source "$DB" --table public.books --batch-ms 10 --threads 2 \
   --http 127.0.0.1:$hport >>"$work/sync.log" 2>&1 &
 sync_pid=$!
+watch $sync_pid sync "$work/sync.log"
 base="http://127.0.0.1:$hport"
 WATCH_PID=$sync_pid wait_until '[ "$(q "SELECT count(*) FROM cdcvec.state WHERE backfill_done" 2>/dev/null)" = 1 ] && curl -sf -H "$AUTH" "$base/healthz" >/dev/null' \
   'sink_progress cdcvec.public_books'

@@ -19,10 +19,16 @@ void cv_cuda_attention(cv_backend *be, const float *qkv, const int32_t *offs, in
                        int hd, float *out);
 void cv_cuda_pool_l2(cv_backend *be, const float *x, const int32_t *offs, int nseq, int D, float *out);
 }
+cv_err cv_cuda_encode(cv_backend *be, const cv_encoder *m, const int32_t *ids, const int32_t *pos_ids,
+                      const int32_t *offs, int T, int nseq, int max_len, float *out);
+cv_err cv_cuda_encode_wait(cv_backend *be);
 
 bool cv_cuda_reserve_half(cv_cuda *c, __half **buf, size_t *cap, size_t n) {
     if (n <= *cap) return true;
-    if (*buf) cudaFree(*buf);
+    if (*buf) { /* queued work (the last GEMM, its to_half) may still read the old buffer */
+        cv_cuda_note(c, cudaStreamSynchronize(c->stream));
+        cudaFree(*buf);
+    }
     *buf = NULL;
     *cap = 0;
     cudaError_t e = cudaMalloc((void **)buf, n * sizeof(__half));
@@ -53,7 +59,7 @@ static void *cuda_alloc(cv_backend *be, size_t bytes) {
 
 static void cuda_release(cv_backend *be, void *p) { cudaFree(p); }
 
-/* Uploads a weight once; matrices (more than 1 row of 4096) also get an fp16 copy. */
+/* Uploads a weight once, with an fp16 copy (GEMM operands, and biases for cuBLASLt's epilogue). */
 static const float *cuda_weights(cv_backend *be, const float *host, size_t count) {
     cv_cuda *c = cv_cuda_of(be);
     if (c->nw == c->wcap) {
@@ -65,16 +71,18 @@ static const float *cuda_weights(cv_backend *be, const float *host, size_t count
     }
     float *d = (float *)cuda_alloc(be, count * sizeof(float));
     if (!d) return NULL;
-    cudaError_t e = cudaMemcpy(d, host, count * sizeof(float), cudaMemcpyHostToDevice);
+    /* on the backend's stream: to_half below reads d, and a plain cudaMemcpy (legacy stream,
+     * from pageable memory it may return before the device copy is done) is not ordered before
+     * work on a non-blocking stream */
+    cudaError_t e = cudaMemcpyAsync(d, host, count * sizeof(float), cudaMemcpyHostToDevice, c->stream);
     __half *h = NULL;
-    if (e == cudaSuccess && count > 4096) {
-        if ((e = cudaMalloc((void **)&h, count * sizeof(__half))) == cudaSuccess) {
-            cv_cuda_to_half(c, d, h, count);
-            e = cudaStreamSynchronize(c->stream);
-        }
-    }
+    if (e == cudaSuccess && (e = cudaMalloc((void **)&h, count * sizeof(__half))) == cudaSuccess)
+        cv_cuda_to_half(c, d, h, count);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
     if (e != cudaSuccess) {
         cv_error("event=cuda_weights error=\"%s\"", cudaGetErrorString(e));
+        cudaStreamSynchronize(c->stream); /* the copy into d may still be queued */
+        cudaGetLastError();
         cudaFree(d);
         if (h) cudaFree(h);
         return NULL;
@@ -83,19 +91,8 @@ static const float *cuda_weights(cv_backend *be, const float *host, size_t count
     return d;
 }
 
-static cv_err cuda_upload(cv_backend *be, void *dst, const void *src, size_t bytes) {
-    cv_cuda *c = cv_cuda_of(be);
-    cv_cuda_note(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream));
-    return c->sticky == cudaSuccess ? CV_OK : CV_ERR_DEVICE;
-}
-
-static cv_err cuda_download(cv_backend *be, void *dst, const void *src, size_t bytes) {
-    cv_cuda *c = cv_cuda_of(be);
-    cv_cuda_note(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->stream));
-    return c->sticky == cudaSuccess ? CV_OK : CV_ERR_DEVICE;
-}
-
-/* Waits for the stream; any failure since the last sync is an error, never silent output. */
+/* Waits for the stream; any failure since the last sync is an error, never silent output.
+ * The error is reported once and cleared: the next forward starts clean. */
 static cv_err cuda_sync(cv_backend *be) {
     cv_cuda *c = cv_cuda_of(be);
     cv_cuda_note(c, cudaStreamSynchronize(c->stream));
@@ -110,10 +107,29 @@ static cv_err cuda_sync(cv_backend *be) {
     return CV_OK;
 }
 
+/* A failed copy (or an earlier failure it finds) ends the forward: callers return at once, so
+ * the error is reported and cleared here as sync() would, not left to fail every later call. */
+static cv_err cuda_copy(cv_backend *be, void *dst, const void *src, size_t bytes, cudaMemcpyKind kind) {
+    cv_cuda *c = cv_cuda_of(be);
+    cv_cuda_note(c, cudaMemcpyAsync(dst, src, bytes, kind, c->stream));
+    if (c->sticky == cudaSuccess) return CV_OK;
+    cuda_sync(be);
+    return CV_ERR_DEVICE;
+}
+
+static cv_err cuda_upload(cv_backend *be, void *dst, const void *src, size_t bytes) {
+    return cuda_copy(be, dst, src, bytes, cudaMemcpyHostToDevice);
+}
+
+static cv_err cuda_download(cv_backend *be, void *dst, const void *src, size_t bytes) {
+    return cuda_copy(be, dst, src, bytes, cudaMemcpyDeviceToHost);
+}
+
 static void cuda_destroy(cv_backend *be) {
     cv_cuda *c = cv_cuda_of(be);
     if (c) {
         cudaSetDevice(c->device);
+        cv_cuda_enc_free(c);
         for (int i = 0; i < c->nw; i++) {
             cudaFree((void *)c->w[i].f32);
             if (c->w[i].f16) cudaFree(c->w[i].f16);
@@ -192,6 +208,8 @@ extern "C" cv_err cv_backend_cuda_new(int device, cv_backend **out, char *why, s
     be->add_ln = cv_cuda_add_ln;
     be->attention = cv_cuda_attention;
     be->pool_l2 = cv_cuda_pool_l2;
+    be->encode = cv_cuda_encode;
+    be->encode_wait = cv_cuda_encode_wait;
     be->destroy = cuda_destroy;
     snprintf(why, why_len, "%s, compute capability %d.%d, %.1f GiB", prop.name, prop.major, prop.minor,
              (double)prop.totalGlobalMem / (1 << 30));

@@ -4,9 +4,10 @@
 #include "cuda_impl.cuh"
 #include "ln_warp.cuh"
 
+template <class O>
 __global__ void embed_ln_kernel(const int32_t *ids, const int32_t *pos_ids, int T, int D, const float *word,
                                 const float *pos, const float *type0, const float *gamma, const float *beta,
-                                float eps, float *out) {
+                                float eps, O *out) {
     const int lane = threadIdx.x & 31;
     const int t = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     if (t >= T) return;
@@ -20,17 +21,29 @@ __global__ void embed_ln_kernel(const int32_t *ids, const int32_t *pos_ids, int 
     cv_ln_warp_store(v, D, lane, gamma, beta, eps, out + (size_t)t * D);
 }
 
-extern "C" void cv_cuda_embed_ln(cv_backend *be, const int32_t *ids, const int32_t *pos_ids, int T, int D,
-                                 const float *word, const float *pos, const float *type0, const float *gamma,
-                                 const float *beta, float eps, float *out) {
-    cv_cuda *c = cv_cuda_of(be);
+template <class O>
+static void embed_ln(cv_cuda *c, const int32_t *ids, const int32_t *pos_ids, int T, int D, const float *word,
+                     const float *pos, const float *type0, const float *gamma, const float *beta, float eps,
+                     O *out) {
     if (T <= 0) return;
     if (D > 32 * CV_LN_MAX_PER_LANE) {
         cv_cuda_note(c, cudaErrorInvalidValue);
         return;
     }
     const int warps = 8;
-    embed_ln_kernel<<<(T + warps - 1) / warps, warps * 32, 0, c->stream>>>(ids, pos_ids, T, D, word, pos,
-                                                                           type0, gamma, beta, eps, out);
+    embed_ln_kernel<O><<<(T + warps - 1) / warps, warps * 32, 0, c->stream>>>(ids, pos_ids, T, D, word, pos,
+                                                                              type0, gamma, beta, eps, out);
     cv_cuda_note_launch(c);
+}
+
+extern "C" void cv_cuda_embed_ln(cv_backend *be, const int32_t *ids, const int32_t *pos_ids, int T, int D,
+                                 const float *word, const float *pos, const float *type0, const float *gamma,
+                                 const float *beta, float eps, float *out) {
+    embed_ln(cv_cuda_of(be), ids, pos_ids, T, D, word, pos, type0, gamma, beta, eps, out);
+}
+
+void cv_cuda_embed_ln_h(cv_cuda *c, const int32_t *ids, const int32_t *pos_ids, int T, int D,
+                        const float *word, const float *pos, const float *type0, const float *gamma,
+                        const float *beta, float eps, __half *out) {
+    embed_ln(c, ids, pos_ids, T, D, word, pos, type0, gamma, beta, eps, out);
 }

@@ -1,5 +1,6 @@
 /* ln_warp.cuh: LayerNorm of one row held across a warp's registers (element k*32+lane in
- * v[k]), fp32 two-pass statistics reduced with shuffles. */
+ * v[k]), fp32 two-pass statistics reduced with shuffles, stored as fp32 or rounded to fp16
+ * (the cast fused into the LayerNorm). */
 #ifndef CV_LN_WARP_CUH
 #define CV_LN_WARP_CUH
 
@@ -12,9 +13,9 @@ __device__ __forceinline__ float cv_warp_sum(float x) {
     return x;
 }
 
+template <class T>
 __device__ __forceinline__ void cv_ln_warp_store(float (&v)[CV_LN_MAX_PER_LANE], int D, int lane,
-                                                 const float *gamma, const float *beta, float eps,
-                                                 float *out) {
+                                                 const float *gamma, const float *beta, float eps, T *out) {
     float s = 0.0f;
 #pragma unroll
     for (int k = 0; k < CV_LN_MAX_PER_LANE; k++)
@@ -31,7 +32,7 @@ __device__ __forceinline__ void cv_ln_warp_store(float (&v)[CV_LN_MAX_PER_LANE],
 #pragma unroll
     for (int k = 0; k < CV_LN_MAX_PER_LANE; k++) {
         int j = k * 32 + lane;
-        if (j < D) out[j] = (v[k] - mean) * inv * gamma[j] + beta[j];
+        if (j < D) cv_st(out + j, (v[k] - mean) * inv * gamma[j] + beta[j]);
     }
 }
 

@@ -1,9 +1,9 @@
 /* pool_l2.cu: out[s] = L2-normalize(mean of sequence s's rows), one block per sequence,
- * fp32 sums, block-wide reduction of the squared norm. */
+ * fp32 or fp16 rows, fp32 sums, block-wide reduction of the squared norm. */
 #include "cuda_impl.cuh"
 #include "ln_warp.cuh"
 
-__global__ void pool_l2_kernel(const float *x, const int32_t *offs, int D, float *out) {
+template <class T> __global__ void pool_l2_kernel(const T *x, const int32_t *offs, int D, float *out) {
     const int s = blockIdx.x, t0 = offs[s], t1 = offs[s + 1];
     extern __shared__ float sm[]; /* (D) means, then (32) partial norms */
     float *mean = sm, *part = sm + D;
@@ -12,7 +12,7 @@ __global__ void pool_l2_kernel(const float *x, const int32_t *offs, int D, float
     for (int j = threadIdx.x; j < D; j += blockDim.x) {
         float acc = 0.0f;
         for (int t = t0; t < t1; t++)
-            acc += x[(size_t)t * D + j];
+            acc += cv_ld(x + (size_t)t * D + j);
         acc *= inv_len;
         mean[j] = acc;
         sq += acc * acc;
@@ -31,11 +31,19 @@ __global__ void pool_l2_kernel(const float *x, const int32_t *offs, int D, float
         out[(size_t)s * D + j] = mean[j] * inv;
 }
 
-extern "C" void cv_cuda_pool_l2(cv_backend *be, const float *x, const int32_t *offs, int nseq, int D,
-                                float *out) {
-    cv_cuda *c = cv_cuda_of(be);
+template <class T>
+static void pool_l2(cv_cuda *c, const T *x, const int32_t *offs, int nseq, int D, float *out) {
     if (nseq <= 0) return;
     const int threads = 128;
-    pool_l2_kernel<<<nseq, threads, sizeof(float) * (size_t)(D + 32), c->stream>>>(x, offs, D, out);
+    pool_l2_kernel<T><<<nseq, threads, sizeof(float) * (size_t)(D + 32), c->stream>>>(x, offs, D, out);
     cv_cuda_note_launch(c);
+}
+
+extern "C" void cv_cuda_pool_l2(cv_backend *be, const float *x, const int32_t *offs, int nseq, int D,
+                                float *out) {
+    pool_l2(cv_cuda_of(be), x, offs, nseq, D, out);
+}
+
+void cv_cuda_pool_l2_h(cv_cuda *c, const __half *x, const int32_t *offs, int nseq, int D, float *out) {
+    pool_l2(c, x, offs, nseq, D, out);
 }

@@ -35,7 +35,7 @@ Contract
 * /range[/ns]       {"cursor":""|c,"limit"(1..1000),"includeMetadata","includeVectors",
                     "includeData","prefix"?} -> {"nextCursor":"" when done,"vectors":[...]}, in id
                     (byte) order; the cursor is opaque.
-* /info             {"vectorCount","pendingVectorCount":0,"indexSize","dimension",
+* /info             {"vectorCount","pendingVectorCount":0,"indexSize" (the vectors' bytes),"dimension",
                     "similarityFunction","namespaces":{"":{"vectorCount","pendingVectorCount"}}}
 * /reset[/ns]       empties a namespace; /reset?all empties every namespace and drops the named
                     ones -> "Success".
@@ -492,10 +492,7 @@ class Handler(standin_common.StandinHandler):
         with STORE.lock:
             per = {k: {"vectorCount": len(v), "pendingVectorCount": 0} for k, v in STORE.ns.items()}
             total = sum(len(v) for v in STORE.ns.values())
-            size = 0
-            for sp in STORE.ns.values():
-                for vid, e in sp.items():
-                    size += DIM * 4 + len(vid) + (_meta_size(e.meta) if e.meta else 0)
+            size = total * DIM * 4  # the vectors' bytes: /info reads counters, it scans nothing
         return {"vectorCount": total, "pendingVectorCount": 0, "indexSize": size, "dimension": DIM,
                 "similarityFunction": SIMILARITY, "indexType": "DENSE", "namespaces": per}
 
@@ -586,6 +583,8 @@ class Handler(standin_common.StandinHandler):
             else:
                 f = compile_filter(req["filter"])
                 victims = [i for i, e in sp.items() if f(e.meta)]
+                self.server.state.add_extra("filter_deletes", 1)  # each one a full scan (O(N))
+                self.server.state.add_extra("filter_scanned", len(sp))
             for i in victims:
                 del sp[i]
         self.server.state.add_extra("vectors_deleted", len(victims))

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# test_kafka_health.sh: read-your-writes, readiness and a dead broker on the Kafka path (issue 20):
+# `cdcvec capture` (a real PostgreSQL 15) -> librdkafka's mock cluster (tests/kafka_mock_broker.c)
+# -> `cdcvec worker` -> `cdcvec sink --http` into pgvector.
+#   - the sink's /wait answers covered for a committed LSN, and the row is in the store then
+#     (position marks through every partition); an LSN of a transaction that did not touch
+#     the table is covered too; cdcvec_sync_applied_lsn moves;
+#   - the broker down past --broker-down-s: every stage says so at error level
+#     (event=kafka_brokers_unreachable), cdcvec_kafka_broker_up is 0 and /readyz 503; back up:
+#     /readyz 200 again, /wait answers again;
+#   - SIGTERM while the broker is down: the worker and the sink exit 0 within 2 s.
+#   usage: test_kafka_health.sh path/to/cdcvec path/to/kafka_mock_broker
+set -u
+bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
+broker=$2
+root=$(cd "$(dirname "$0")/.." && pwd)
+. "$root/tests/sync_lib.sh"
+. "$root/tests/kafka_lib.sh"
+work=$(bash "$root/scripts/pg.sh" dir "$(dirname "$bin")/test-kafka-health-$$")
+port=$(free_port $((43000 + $$ % 8000)))
+cap_pid= sink_pid= w_pid=
+cleanup() {
+  for p in $cap_pid $sink_pid $w_pid; do kill -9 "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+  kmock_stop
+  bash "$root/scripts/pg.sh" stop "$work/pg" 2>/dev/null
+  [ "${fail:-0}" = 0 ] && rm -rf "$work"
+}
+trap cleanup EXIT
+mkdir -p "$work"
+pg_start_retry "$work/pg" || { echo "FAIL cannot start PostgreSQL"; exit 1; }
+q "CREATE EXTENSION vector" >/dev/null
+sed -n '1,/-- batch 2/p' "$root/tests/data/books.sql" | psql -qX "$DB" >/dev/null
+q "CREATE TABLE unrelated (id serial PRIMARY KEY, v text)"
+kmock_start "$broker" --topic cdc:4 --topic emb:4 || { echo "FAIL cannot start the mock broker"; exit 1; }
+K=$KMOCK_BOOTSTRAP
+
+run() { # LOGNAME ARGS...: a stage in the background, its pid in $!
+  local log=$1
+  shift
+  CDCVEC_LOG=${LOG:-info} "$bin" "$@" --broker-down-s 3 >>"$work/$log.log" 2>&1 &
+}
+cap_http=$(free_port $((port + 100)))
+sink_http=$(free_port $((cap_http + 1)))
+run capture capture --source "$DB" --table public.books --to "kafka://$K/cdc" --batch-ms 10 --http "127.0.0.1:$cap_http"
+cap_pid=$!
+start_worker() { run worker worker --from "kafka://$K/cdc" --to "kafka://$K/emb" --threads 1; w_pid=$!; }
+start_worker
+run sink sink --from "kafka://$K/emb" --sink "$DB" --threads 1 --http "127.0.0.1:$sink_http"
+sink_pid=$!
+alive() { kill -0 $cap_pid && kill -0 $w_pid && kill -0 $sink_pid; }
+code() { curl -s -o "$work/body" -w "%{http_code}" "http://127.0.0.1:$1$2"; }
+metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v s="$2" 'index($0, s " ") == 1 { v = $2 } END { print v + 0 }'; }
+progress() { tail -qc 200 "$work"/*.log; }
+
+MISMATCH="SELECT count(*) FROM (SELECT * FROM books WHERE description IS NOT NULL) b
+  FULL JOIN cdcvec.public_books v USING (id)
+  WHERE b.id IS NULL OR v.id IS NULL OR v.text_hash <> sha256(convert_to(b.description, 'UTF8'))"
+WATCH_PID=$sink_pid wait_until '[ "$(q "SELECT to_regclass('"'"'cdcvec.public_books'"'"') IS NOT NULL")" = t ] && [ "$(q "$MISMATCH")" = 0 ]' progress
+check "the pipeline converged" '[ "$(q "$MISMATCH")" = 0 ]'
+check "/readyz 200 on capture and sink" '[ "$(code $cap_http /readyz)" = 200 ] && [ "$(code $sink_http /readyz)" = 200 ]'
+
+ryw() { # ROUND: commit, then /wait on the sink: 200, and the row is in the store at that moment
+  local out id lsn c
+  out=$(psql -qAtX "$DB" -c "INSERT INTO books (name, description, author, year) VALUES ('ryw $1', 'read your writes on the Kafka path, round $1', 'x', 2000) RETURNING id" -c "SELECT pg_current_wal_insert_lsn()")
+  id=$(echo "$out" | head -1)
+  lsn=$(echo "$out" | tail -1)
+  c=$(code $sink_http "/wait?lsn=$lsn&timeout_ms=30000")
+  [ "$c" = 200 ] || { echo "  round $1: /wait answered $c: $(cat "$work/body")"; return 1; }
+  [ "$(q "SELECT count(*) FROM cdcvec.public_books WHERE id = $id")" = 1 ] || { echo "  round $1: covered, but id $id is not in the store"; return 1; }
+}
+misses=0
+for i in 1 2 3 4 5 6; do ryw $i || misses=$((misses + 1)); done
+check "the sink's /wait answers covered, the row in the store then: 6 of 6 ($misses missed)" '[ $misses = 0 ]'
+lsn=$(psql -qAtX "$DB" -c "INSERT INTO unrelated (v) VALUES ('x')" -c "SELECT pg_current_wal_insert_lsn()" | tail -1)
+check "an LSN of a transaction that did not touch the table is covered (200)" \
+  '[ "$(code $sink_http "/wait?lsn=$lsn&timeout_ms=30000")" = 200 ]'
+check "the sink exports cdcvec_sync_applied_lsn" '[ "$(metric $sink_http cdcvec_sync_applied_lsn)" != 0 ]'
+
+# the broker goes away
+kmock_cmd "down -1"
+WATCH_PID=$sink_pid wait_until 'grep -q "event=kafka_brokers_unreachable stage=sink" "$work/sink.log" &&
+  grep -q "event=kafka_brokers_unreachable stage=worker" "$work/worker.log" &&
+  grep -q "event=kafka_brokers_unreachable stage=capture" "$work/capture.log"' progress
+check "no broker past --broker-down-s: every stage says so at error level" \
+  'grep -q "level=error event=kafka_brokers_unreachable" "$work/sink.log" && grep -q "level=error event=kafka_brokers_unreachable" "$work/worker.log" && grep -q "level=error event=kafka_brokers_unreachable" "$work/capture.log"'
+check "...exports it (cdcvec_kafka_broker_up 0)" \
+  '[ "$(metric $sink_http "cdcvec_kafka_broker_up{stage=\"sink\"}")" = 0 ] && [ "$(metric $cap_http "cdcvec_kafka_broker_up{stage=\"capture\"}")" = 0 ]'
+check "...and fails readiness (/readyz 503 on sink and capture)" \
+  '[ "$(code $sink_http /readyz)" = 503 ] && grep -q "Kafka broker" "$work/body" && [ "$(code $cap_http /readyz)" = 503 ]'
+check "...while the stages keep running" alive
+check "/healthz stays 200 (liveness)" '[ "$(code $sink_http /healthz)" = 200 ]'
+
+stop_timed() { # PID NAME: SIGTERM, then a check that it exited 0 within 2 s
+  local t0 ms rc
+  t0=$(date +%s%N)
+  kill -TERM $1
+  for _ in $(seq 1 50); do kill -0 $1 2>/dev/null || break; sleep 0.1; done
+  ms=$((($(date +%s%N) - t0) / 1000000))
+  if kill -0 $1 2>/dev/null; then rc=timeout; kill -9 $1; else wait $1; rc=$?; fi
+  check "SIGTERM while the broker is down: the $2 exits 0 within 2 s (rc $rc after $ms ms)" '[ "$rc" = 0 ] && [ $ms -le 2000 ]'
+}
+stop_timed $w_pid worker
+start_worker
+stop_timed $sink_pid sink
+run sink sink --from "kafka://$K/emb" --sink "$DB" --threads 1 --http "127.0.0.1:$sink_http"
+sink_pid=$!
+
+kmock_cmd "up -1"
+WATCH_PID=$sink_pid wait_until '[ "$(code $sink_http /readyz)" = 200 ] && [ "$(code $cap_http /readyz)" = 200 ]' progress
+check "the broker back: /readyz 200 again" '[ "$(code $sink_http /readyz)" = 200 ] && [ "$(code $cap_http /readyz)" = 200 ]'
+check "the broker back: read-your-writes again" 'ryw 7'
+check "no stage exited on its own" alive
+rcs=
+for p in $cap_pid $w_pid $sink_pid; do
+  kill -TERM "$p"
+  wait "$p"
+  rcs="$rcs$?"
+done
+cap_pid= w_pid= sink_pid=
+check "the stages stop on SIGTERM with status 0 ($rcs)" '[ "$rcs" = 000 ]'
+if [ "$fail" != 0 ]; then
+  for f in "$work"/*.log; do echo "--- $f"; tail -20 "$f"; done
+fi
+exit $fail
