@@ -95,7 +95,8 @@ static const cv_conf_prop CAPTURE[] = {
     {"format", "CDCVEC_FORMAT", CV_CONF_STR, "cdcvec", 0, 0, F(format),
      "cdcvec (docs/KAFKA.md) or quix (the tutorial's wal2json v1 messages, docs/TUTORIAL_FORMAT.md)"},
     {"slot", "CDCVEC_SLOT", CV_CONF_STR, "", 0, 0, F(slot),
-     "replication slot (empty: cdcvec_capture_<schema>_<table>_<hash>)"},
+     "replication slot (empty: cdcvec_capture_<database>_<schema>_<table>_<hash>, unique per database, table "
+     "and topic; an earlier version's cdcvec_capture_<schema>_<table>_<hash> of this database is kept)"},
     {"publication", "CDCVEC_PUBLICATION", CV_CONF_STR, "", 0, 0, F(publication),
      "publication (empty: the slot's name)"},
     P_BATCH("512"),
@@ -230,7 +231,7 @@ int cv_cmd_kafka(int argc, char **argv, const char *which) {
     if (!strcmp(which, "capture")) {
         if (need(which, "source", c.source, "postgres://user@host/db") ||
             need(which, "to", c.to, "kafka://localhost:9092/postgres-cdc-data") ||
-            parse_format(which, c.format, &quix))
+            parse_format(which, c.format, &quix) || cv_cli_check_pg(which, "source", c.source))
             goto out;
         o.source = c.source, o.table = c.table, o.template_ = c.template_, o.slot = c.slot,
         o.publication = c.publication, o.resnapshot = (int)c.resnapshot, o.http = c.http;
@@ -263,7 +264,8 @@ int cv_cmd_kafka(int argc, char **argv, const char *which) {
         rc = cv_worker_run(&o, &w, &stop_flag);
     } else {
         if (need(which, "from", c.from, "kafka://localhost:9092/embeddings") ||
-            need(which, "sink", c.sink, "postgres://user@host/db"))
+            need(which, "sink", c.sink, "postgres://user@host/db") || cv_cli_check_sink(which, c.sink) ||
+            cv_cli_check_pg(which, "state", c.state))
             goto out;
         if (strcmp(c.on_error, "stop") == 0)
             o.on_error_stop = 1;

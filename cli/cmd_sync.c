@@ -43,7 +43,10 @@ static const cv_conf_prop PROPS[] = {
     {"embed", "CDCVEC_EMBED", CV_CONF_STR, "", 0, 0, F(embed),
      "nng URL of a remote cdcvec serve (empty: the model runs in-process)"},
     {"slot", "CDCVEC_SLOT", CV_CONF_STR, "", 0, 0, F(slot),
-     "replication slot (empty: cdcvec_<schema>_<table>_<hash>, unique per table, at most 63 bytes)"},
+     "replication slot (empty: cdcvec_<database>_<schema>_<table>_<hash>, unique per database, table and "
+     "store, at most 63 bytes; an earlier version's cdcvec_<schema>_<table>_<hash> of this database is "
+     "kept); "
+     "a slot of another database is never used or dropped"},
     {"publication", "CDCVEC_PUBLICATION", CV_CONF_STR, "", 0, 0, F(publication),
      "publication (empty: the slot's name)"},
     {"batch-rows", "CDCVEC_BATCH_ROWS", CV_CONF_INT, "512", 1, 1000000, F(batch_rows),
@@ -73,7 +76,8 @@ static const cv_conf_prop PROPS[] = {
     {"limit", NULL, CV_CONF_INT, "5", 1, 1000, F(limit), "search: results"},
     {"repair", NULL, CV_CONF_INT, "0", 0, 1, F(repair),
      "verify: 1 fixes the differences through the apply stage (missing and stale rows re-embedded, drifted "
-     "payloads rewritten, orphans deleted); refused while a sync of the table runs"},
+     "payloads rewritten, orphans deleted); refused while a sync or Kafka sink stage writes the table into "
+     "the same store"},
     {"key", NULL, CV_CONF_STR, "", 0, 0, F(key),
      "dead-letters: only the entries of this primary key, as list prints it (empty: every entry of the "
      "table)"},
@@ -149,7 +153,16 @@ int cv_cmd_sync(int argc, char **argv, const char *which) {
             return 2;
         }
     }
+    /* backfill, search and verify serve no HTTP: their tables leave the HTTP options out */
+    int serves = strcmp(which, "sync") == 0, nprops = 0;
+    cv_conf_prop props[NPROPS];
+    for (int i = 0; i < NPROPS; i++)
+        if (serves || (strcmp(PROPS[i].name, "http") && strncmp(PROPS[i].name, "http-", 5) &&
+                       strcmp(PROPS[i].name, "metrics-auth")))
+            props[nprops++] = PROPS[i];
     sync_conf c;
+    memset(&c, 0, sizeof c);
+    c.http = "";
     char usage[512];
     snprintf(
         usage, sizeof usage, "usage: cdcvec %s%s [options]%s", which,
@@ -163,13 +176,14 @@ int cv_cmd_sync(int argc, char **argv, const char *which) {
             ? "\n\nKeeps a pgvector index in step with a PostgreSQL table until SIGTERM.\nThe HTTP API key "
               "(--http) is read from CDCVEC_API_KEY or the file named by CDCVEC_API_KEY_FILE."
             : "");
-    int rc = cv_conf_parse(PROPS, NPROPS, &c, argc, argv, usage);
+    int rc = cv_conf_parse(props, nprops, &c, argc, argv, usage);
     if (rc) return rc == 1 ? 0 : 2;
     if (!*c.source) {
         fprintf(stderr, "cdcvec %s: --source (or CDCVEC_SOURCE) is required, e.g. postgres://user@host/db\n",
                 which);
         return 2;
     }
+    if (cv_cli_check_pg(which, "source", c.source) || cv_cli_check_sink(which, c.sink)) return 2;
     cv_sync_opts o = {.source = c.source,
                       .table = c.table,
                       .text_column = c.text_column,

@@ -6,13 +6,16 @@
 
 #define HASH_LEN 9 /* "_" + 8 hex digits */
 
-/* Appends "_" + the first 4 bytes of SHA-256(a '\0' b) in hex; on failure marks out oom. */
-static void put_hash(cv_buf *out, const char *a, const char *b) {
+/* Appends "_" + the first 4 bytes of SHA-256(v[0] '\0' v[1] '\0' ... v[n-1]) in hex; on failure
+ * marks out oom. */
+static void put_hash_n(cv_buf *out, const char *const *v, int n) {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    int ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) && EVP_DigestUpdate(ctx, a, strlen(a) + 1) &&
-             EVP_DigestUpdate(ctx, b, strlen(b)) && EVP_DigestFinal_ex(ctx, md, &mdlen) && mdlen >= 4;
+    int ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+    for (int i = 0; ok && i < n; i++)
+        ok = EVP_DigestUpdate(ctx, v[i], strlen(v[i]) + (i + 1 < n));
+    ok = ok && EVP_DigestFinal_ex(ctx, md, &mdlen) && mdlen >= 4;
     EVP_MD_CTX_free(ctx);
     if (!ok) {
         out->oom = 1;
@@ -25,6 +28,11 @@ static void put_hash(cv_buf *out, const char *a, const char *b) {
         h[2 + 2 * i] = hex[md[i] & 15];
     }
     cv_buf_put(out, h, HASH_LEN);
+}
+
+static void put_hash(cv_buf *out, const char *a, const char *b) {
+    const char *v[2] = {a, b};
+    put_hash_n(out, v, 2);
 }
 
 /* Largest n <= max (and <= len) that does not end inside a UTF-8 character of s[0..len). */
@@ -68,6 +76,20 @@ void cv_name_slot(const char *schema, const char *table, cv_buf *out) {
 
 void cv_name_capture_slot(const char *schema, const char *table, cv_buf *out) {
     slot_name("cdcvec_capture_", schema, table, out);
+}
+
+void cv_name_slot_in(const char *database, const char *schema, const char *table, const char *store,
+                     int capture, cv_buf *out) {
+    const char *prefix = capture ? "cdcvec_capture_" : "cdcvec_";
+    size_t room = CV_NAME_MAX - strlen(prefix) - HASH_LEN;
+    cv_buf_puts(out, prefix);
+    const char *part[3] = {database, schema, table};
+    for (int i = 0; i < 3 && room > (i ? 1u : 0u); i++) {
+        if (i) cv_buf_put(out, "_", 1), room--;
+        room -= put_slug(out, part[i], room);
+    }
+    const char *v[4] = {database, schema, table, store ? store : ""};
+    put_hash_n(out, v, 4);
 }
 
 void cv_name_sink_table(const char *schema, const char *table, cv_buf *out) {

@@ -27,6 +27,16 @@ void cv_name_slot(const char *schema, const char *table, cv_buf *out);
  * by side): "cdcvec_capture_" + readable part (cut to 39 bytes) + "_" + hash. */
 void cv_name_capture_slot(const char *schema, const char *table, cv_buf *out);
 
+/* The default slot (and publication) of `cdcvec sync` (capture 1: of `cdcvec capture`) since
+ * slots became unique per database and store: slots are cluster-wide, so the same schema.table
+ * in two databases, or one table mirrored into two stores, must not share one. "cdcvec_" (or
+ * "cdcvec_capture_") + readable part (database "_" schema "_" table, mapped as above, cut to
+ * fit) + "_" + hash of database '\0' schema '\0' table '\0' store; store: what identifies
+ * the destination (sink/sink.h cv_sink_store_id; capture: its topic URL). cv_name_slot and
+ * cv_name_capture_slot are the names of earlier versions, which a sync adopts (ingest/session.c). */
+void cv_name_slot_in(const char *database, const char *schema, const char *table, const char *store,
+                     int capture, cv_buf *out);
+
 /* Name (unquoted) of the pgvector table in schema cdcvec: schema "_" table byte for byte when
  * that fits in CV_NAME_MAX bytes (the name earlier versions used, so existing installations
  * keep their table); otherwise its first bytes (never splitting a UTF-8 character) + "_" +

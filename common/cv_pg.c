@@ -197,8 +197,15 @@ void cv_pg_classify_result(const PGconn *c, const PGresult *r, cv_pg_fault *f) {
         *f = (cv_pg_fault){1, "resources", NULL};
         return;
     }
-    cv_pg_classify_sqlstate(PQresultErrorField(r, PG_DIAG_SQLSTATE),
-                            PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY), f);
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    const char *constraint = PQresultErrorField(r, PG_DIAG_CONSTRAINT_NAME);
+    if (state && !strcmp(state, "23505") && constraint && !strncmp(constraint, "pg_", 3)) {
+        /* a unique index of the system catalogs: two sessions ran the same CREATE ... IF NOT
+         * EXISTS at once (pg_namespace_nspname_index); the loser's retry finds the object */
+        *f = (cv_pg_fault){1, "conflict", NULL};
+        return;
+    }
+    cv_pg_classify_sqlstate(state, PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY), f);
 }
 
 #define FIX_C_PASSWORD                                                                                       \
@@ -434,9 +441,17 @@ PGconn *cv_pg_connect(const char *conninfo, int replication, const char *role) {
     return c;
 }
 
+static _Thread_local char last_message[512];
+
+const char *cv_pg_last_message(void) { return last_message; }
+
+void cv_pg_last_message_clear(void) { last_message[0] = 0; }
+
 void cv_pg_log_fault(const char *event, const char *step, const char *sqlstate, const cv_pg_fault *f,
                      const char *libpq_message) {
     cv_buf m = {0};
+    snprintf(last_message, sizeof last_message, "%s", cv_pg_errtext(libpq_message ? libpq_message : "", &m));
+    m.len = 0;
     cv_error("event=%s%s%s%s%s kind=%s retriable=%d error=\"%s\"%s%s%s", event, step ? " step=" : "",
              step ? step : "", sqlstate ? " sqlstate=" : "", sqlstate ? sqlstate : "", f->kind, f->retriable,
              cv_pg_errtext(libpq_message ? libpq_message : "", &m), f->fix ? " fix=\"" : "",

@@ -31,7 +31,9 @@ typedef struct cv_pg_fault {
  * c and r may be NULL (PQexec returns NULL when out of memory or unable to send); neither is
  * kept. The primary message only chooses between fix sentences and kinds within one SQLSTATE
  * (e.g. "must be owner of table" vs "permission denied"): retriability never depends on
- * message text, which the server may translate. */
+ * message text, which the server may translate. A unique violation (23505) on an index of the
+ * system catalogs (constraint pg_*: two sessions ran the same CREATE ... IF NOT EXISTS at once)
+ * is a retriable conflict: the retry finds the object. */
 void cv_pg_classify_result(const PGconn *c, const PGresult *r, cv_pg_fault *f);
 
 /* The SQLSTATE part of cv_pg_classify_result: sqlstate (5 characters, or NULL when the
@@ -73,6 +75,11 @@ void cv_pg_notice(void *arg, const char *message);
  * retriable=R error="one-line libpq message" [fix="..."]`. step, sqlstate may be NULL. */
 void cv_pg_log_fault(const char *event, const char *step, const char *sqlstate, const cv_pg_fault *f,
                      const char *libpq_message);
+
+/* The one-line message of the last cv_pg_log_fault on this thread ("" after _clear): what a
+ * retry line says happened. */
+const char *cv_pg_last_message(void);
+void cv_pg_last_message_clear(void);
 
 /* Connects to conninfo (a libpq connection string or URI) with the session settings the
  * value conversions rely on (DateStyle ISO, TimeZone UTC, IntervalStyle postgres,

@@ -8,7 +8,7 @@
  *   list   prints one line per entry (id, table, key, position, time, reason) and a count;
  *   retry  reads each key's row from the source as it is now and sends it through the apply
  *          stage (a row gone is a delete), at the position the store recorded (never moved
- *          back), beside no running sync (its advisory lock); the old entries of the keys are
+ *          back), beside no running sync (the writer lock, wlock.c); the old entries of the keys are
  *          removed and those that fail again get a new entry, which is printed (exit 3);
  *   clear  removes the entries (--key: of that key only).
  * verify --repair removes the entries of the keys it repaired (cv_dl_clear_keys). */
@@ -156,20 +156,17 @@ static cv_err dl_clear(cv_sync *s, cv_dl *d, const char *key, long *count) {
     return e;
 }
 
-/* One writer per table: the sync's advisory lock (as verify --repair takes it). */
+/* One writer per table and store: the writer lock (wlock.c) a sync or Kafka sink stage holds, as
+ * verify --repair takes it. */
 static cv_err lock_writer(cv_sync *s) {
-    const char *p[1] = {s->slot};
-    PGresult *r =
-        PQexecParams(s->src, "SELECT pg_try_advisory_lock(hashtextextended('cdcvec sync ' || $1, 0))", 1,
-                     NULL, p, NULL, NULL, 0);
-    cv_err e = CV_OK;
-    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQgetvalue(r, 0, 0)[0] != 't') {
-        cv_error(
-            "event=dead_letters_stopped error=\"a cdcvec sync of this table is running\" fix=\"stop it, run "
-            "cdcvec dead-letters retry, start it again\"");
-        e = CV_ERR_BUSY;
-    }
-    PQclear(r);
+    cv_buf holder = {0};
+    cv_err e = cv_sync_writer_lock(s, "dead-letters retry", &holder);
+    if (e == CV_ERR_BUSY)
+        cv_error("event=dead_letters_stopped table=%s holder=\"%s\" error=\"a cdcvec sync of this table is "
+                 "running (or a Kafka sink stage writes it into this store)\" fix=\"stop it, run cdcvec "
+                 "dead-letters retry, start it again\"",
+                 s->t.qualified, holder.p);
+    free(holder.p);
     return e;
 }
 

@@ -222,60 +222,153 @@ cv_err cv_sync_fetch(void *arg, cv_change **chg, int n) {
     return e;
 }
 
-/* One advisory lock per slot name: one sync process per table (PostgreSQL releases it when
- * the holder's connection ends, kill -9 included). */
+/* One writer per store table (wlock.c): the key names the table and the store (capture: the
+ * topic), never the slot, so a second sync with a --slot of its own waits here too. */
 static cv_err lock_table(cv_sync *s) {
-    const char *p[1] = {s->slot};
-    PGresult *r = PQexecParams(s->src,
-                               "SELECT pg_try_advisory_lock(hashtextextended('cdcvec sync ' || $1, 0)), "
-                               "(SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1)",
-                               1, NULL, p, NULL, NULL, 0);
-    cv_err e = CV_OK;
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        cv_pg_classify_result(s->src, r, &s->fault);
-        e = s->fault.retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
-        cv_sync_error(s, "source", &s->fault);
-    } else if (PQgetvalue(r, 0, 0)[0] != 't') {
-        s->fault = (cv_pg_fault){1, "conflict", NULL};
-        cv_warn(
-            "event=table_busy table=%s slot=%s walsender_pid=%s note=\"another cdcvec sync holds this table; "
-            "waiting for it to stop\"",
-            s->t.qualified, s->slot, PQgetisnull(r, 0, 1) ? "-" : PQgetvalue(r, 0, 1));
+    const cv_sync_opts *o = &s->o;
+    cv_buf key = {0}, holder = {0}, store = {0};
+    const char *home;
+    cv_sink_table st = {.schema = s->t.schema, .table = s->t.name, .ns = o->ns};
+    if (o->capture) {
+        home = o->source;
+        cv_buf_printf(&key, "cdcvec capture %s.%s kafka:%s", s->t.schema, s->t.name, o->capture->to);
+        cv_buf_printf(&store, "kafka:%s", o->capture->to);
+    } else {
+        cv_wlock_place(o->sink, o->source, o->source, &st, &home, &key);
+        cv_sink_store_id(o->sink, &st, &store);
+    }
+    PGconn *reuse = !strcmp(home, o->source) ? s->src : NULL;
+    cv_err e = cv_wlock_take(&s->wlock, home, reuse, key.p, "sync (writer lock)", &holder, &s->fault);
+    if (e == CV_ERR_BUSY) {
+        if (o->capture)
+            cv_warn("event=table_busy table=%s topic=%s holder=\"%s\" note=\"another cdcvec capture of this "
+                    "table into the same topic is running; waiting for it to stop\"",
+                    s->t.qualified, o->capture->to, holder.p);
+        else
+            cv_warn(
+                "event=table_busy table=%s store=%s holder=\"%s\" note=\"another process writes this table's "
+                "vectors into this store (a cdcvec sync, a Kafka sink stage or verify --repair); waiting for "
+                "it to stop\"",
+                s->t.qualified, store.p, holder.p);
+        snprintf(s->why, sizeof s->why, "table_busy: another %s holds %s (%s)",
+                 o->capture ? "cdcvec capture" : "writer of this store", s->t.qualified, holder.p);
         e = CV_ERR_TIMEOUT;
     }
-    PQclear(r);
+    free(key.p), free(holder.p), free(store.p);
     return e;
 }
 
-/* The stream name, from the options or cv_names (slot and publication share it). */
-static void names(cv_sync *s) {
+cv_err cv_sync_writer_lock(cv_sync *s, const char *role, cv_buf *holder) {
+    const cv_sync_opts *o = &s->o;
+    cv_buf key = {0};
+    const char *home;
+    cv_sink_table st = {.schema = s->t.schema, .table = s->t.name, .ns = o->ns};
+    cv_wlock_place(o->sink, o->source, o->source, &st, &home, &key);
+    cv_pg_fault f = {1, "connection", NULL};
+    cv_err e =
+        cv_wlock_take(&s->wlock, home, !strcmp(home, o->source) ? s->src : NULL, key.p, role, holder, &f);
+    free(key.p);
+    return e;
+}
+
+/* An install from before slots were named per database and store: its slot (named by schema
+ * and table alone) is kept when it is in this database and this store recorded this table
+ * under it (event=slot_adopted); one that is not is named, for it holds WAL until dropped. A
+ * slot of another database is never touched. */
+static cv_err adopt_legacy(cv_sync *s, cv_buf *slot, const char *legacy, const char *schema,
+                           const char *table) {
+    const cv_sync_opts *o = &s->o;
+    const char *p[4] = {slot->p, legacy, schema, table};
+    PGresult *r = PQexecParams(
+        s->src,
+        "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1), (SELECT database = "
+        "current_database() FROM pg_replication_slots WHERE slot_name = $2), (SELECT c.oid FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $3 AND c.relname = $4)",
+        4, NULL, p, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        cv_pg_classify_result(s->src, r, &s->fault);
+        cv_pg_log_fault("source_failed", "slot_names", PQresultErrorField(r, PG_DIAG_SQLSTATE), &s->fault,
+                        PQresultErrorMessage(r));
+        PQclear(r);
+        return s->fault.retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
+    }
+    int ours = PQgetvalue(r, 0, 1)[0] == 't', fresh = PQgetvalue(r, 0, 0)[0] != 't';
+    uint32_t oid = (uint32_t)strtoul(PQgetvalue(r, 0, 2), NULL, 10);
+    PQclear(r);
+    if (!fresh || !ours) return CV_OK;
+    cv_sink_meta m = {0};
+    cv_sink_table peek = {.table = table, .stream = legacy, .state_conninfo = o->source, .ns = o->ns};
+    cv_sink_meta_peek_table(s->sink_conninfo, &peek, &m);
+    if (m.relid && m.relid == oid) {
+        cv_info("event=slot_adopted slot=%s table=%s.%s note=\"the slot (and position) of an earlier cdcvec, "
+                "kept; a new install would use %s\"",
+                legacy, schema, table, slot->p);
+        slot->len = 0;
+        cv_buf_puts(slot, legacy);
+    } else {
+        cv_warn(
+            "event=slot_legacy slot=%s table=%s.%s note=\"a slot named the way earlier cdcvec versions named "
+            "them is in this database, but this store has no record of the table under it, so it is not "
+            "used; it keeps WAL until dropped: SELECT pg_drop_replication_slot('%s') once no cdcvec process "
+            "uses it\"",
+            legacy, schema, table, legacy);
+    }
+    cv_sink_meta_free(&m);
+    return CV_OK;
+}
+
+/* The slot, publication and stream (the state key) of the session: --slot, else a name unique
+ * per database and store (cv_name_slot_in), or an earlier version's slot (adopt_legacy). */
+static cv_err names(cv_sync *s) {
     const cv_sync_opts *o = &s->o;
     const char *dot = strchr(o->table, '.');
     char *schema = dot ? strndup(o->table, (size_t)(dot - o->table)) : strdup("public");
     const char *table = dot ? dot + 1 : o->table;
-    cv_buf slot = {0}, pub = {0};
-    if (o->slot && *o->slot)
+    cv_buf slot = {0}, pub = {0}, store = {0}, legacy = {0};
+    cv_err e = CV_OK;
+    if (o->slot && *o->slot) {
         cv_buf_puts(&slot, o->slot);
-    else if (o->capture)
-        cv_name_capture_slot(schema, table, &slot);
-    else
-        cv_name_slot(schema, table, &slot);
+    } else {
+        PGresult *r = PQexec(s->src, "SELECT current_database()");
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            cv_pg_classify_result(s->src, r, &s->fault);
+            cv_pg_log_fault("source_failed", "current_database", PQresultErrorField(r, PG_DIAG_SQLSTATE),
+                            &s->fault, PQresultErrorMessage(r));
+            e = s->fault.retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
+        } else {
+            cv_sink_table st = {.schema = schema, .table = table, .ns = o->ns};
+            if (o->capture)
+                cv_buf_printf(&store, "kafka:%s", o->capture->to);
+            else
+                cv_sink_store_id(o->sink, &st, &store);
+            cv_name_slot_in(PQgetvalue(r, 0, 0), schema, table, store.p, o->capture != NULL, &slot);
+            if (o->capture)
+                cv_name_capture_slot(schema, table, &legacy);
+            else
+                cv_name_slot(schema, table, &legacy);
+            e = adopt_legacy(s, &slot, legacy.p, schema, table);
+        }
+        PQclear(r);
+    }
     if (o->publication && *o->publication)
         cv_buf_puts(&pub, o->publication);
     else
-        cv_buf_puts(&pub, slot.p);
-    free(schema);
-    s->slot = slot.p;
+        cv_buf_puts(&pub, slot.p ? slot.p : "");
+    free(schema), free(store.p), free(legacy.p);
+    s->slot = slot.p ? slot.p : strdup("");
     s->publication = pub.p;
-    s->stream = strdup(slot.p);
+    s->stream = strdup(s->slot);
+    return e;
 }
 
 cv_err cv_sync_session_open(cv_sync *s, int replication) {
     s->in_session = 1;
     s->resnapshot = s->refresh = s->restart_now = 0;
     s->fault = (cv_pg_fault){1, "connection", NULL};
-    names(s);
+    s->why[0] = 0;
+    cv_pg_last_message_clear();
     const cv_sync_opts *o = &s->o;
+    s->sink_conninfo = o->sink && *o->sink ? o->sink : o->source;
     s->src = cv_pg_connect(o->source, 0, "source");
     if (PQstatus(s->src) != CONNECTION_OK) {
         cv_pg_classify_connect(s->src, &s->fault);
@@ -283,8 +376,12 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
         cv_sync_error(s, "source", &s->fault);
         return s->fault.retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
     }
+    cv_err e = names(s);
+    if (e) {
+        cv_sync_error(s, "source", &s->fault);
+        return e;
+    }
     /* what an earlier run recorded (to follow a renamed text column) */
-    s->sink_conninfo = o->sink && *o->sink ? o->sink : o->source;
     cv_sink_meta meta = {0};
     /* Qdrant / Upstash keep position and meta in the source database (sink/sink.h) */
     cv_sink_table peek = {.table = o->table,
@@ -296,8 +393,8 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
     if (dot) peek.table = dot + 1;
     cv_sink_meta_peek_table(s->sink_conninfo, &peek, &meta);
     const char *text = o->search ? NULL : o->text_column && *o->text_column ? o->text_column : "description";
-    cv_err e = cv_table_describe(s->src, o->table, text, o->search ? NULL : o->template_, meta.text_source,
-                                 &s->t, &s->fault);
+    e = cv_table_describe(s->src, o->table, text, o->search ? NULL : o->template_, meta.text_source, &s->t,
+                          &s->fault);
     if (e) {
         cv_sync_error(s, "source", &s->fault);
         cv_sink_meta_free(&meta);
@@ -374,6 +471,7 @@ void cv_sync_session_close(cv_sync *s) {
     cv_sink_close(s->sink);
     if (s->src) PQfinish(s->src);
     cv_table_free(&s->t);
+    cv_wlock_release(&s->wlock);
     free(s->slot), free(s->publication), free(s->stream);
     s->slot = s->publication = s->stream = NULL;
     s->sink = NULL;

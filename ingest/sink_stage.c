@@ -36,6 +36,7 @@ typedef struct {
     cv_sink *sink;
     char *schema, *table, *stream;
     cv_wire_table keys; /* the store's key columns (owned: the store borrows them) */
+    cv_wlock wlock;     /* the store table's writer lock (wlock.c), held while the store is open */
     int index_ready;
     /* a truncate in progress: partitions that reached it, and what came after them */
     uint64_t floor; /* the last truncate applied (recorded in the store as its backfill position):
@@ -62,6 +63,32 @@ typedef struct {
 /* The dead-letter topic gets m with the reason. */
 static cv_err dead_letter(stage *st, const cv_kin_msg *m, const char *why) {
     return cv_kin_dead_letter(st->dlq, "sink", st->in.topic, m, why, st->m_dead);
+}
+
+/* One writer per store table (wlock.c): a sync of the table into the same store, or verify
+ * --repair, is never run beside this sink. Without a state database (Qdrant, Upstash without
+ * --state) there is nowhere to hold it. */
+static cv_err lock_store(stage *st, const cv_sink_table *t) {
+    cv_buf key = {0}, holder = {0};
+    const char *home;
+    cv_wlock_place(st->s.o.sink, st->s.o.sink, st->k->state, t, &home, &key);
+    cv_pg_fault f = {1, "connection", NULL};
+    cv_err e = CV_OK;
+    if (!home)
+        cv_info(
+            "event=writer_lock_none table=%s.%s note=\"no state database (--state): verify --repair cannot "
+            "see that this sink runs\"",
+            t->schema, t->table);
+    else
+        e = cv_wlock_take(&st->wlock, home, NULL, key.p, "sink (writer lock)", &holder, &f);
+    if (e == CV_ERR_BUSY)
+        cv_warn(
+            "event=table_busy table=%s.%s holder=\"%s\" note=\"another process writes this table's vectors "
+            "into this store (a cdcvec sync, another sink stage or verify --repair); waiting for it to "
+            "stop\"",
+            t->schema, t->table, holder.p);
+    free(key.p), free(holder.p);
+    return e == CV_ERR_BUSY || e == CV_ERR_TIMEOUT ? CV_ERR_TIMEOUT : e;
 }
 
 /* A change the store or the apply stage could not take (cv_sink_on_dead): its message goes to
@@ -110,6 +137,11 @@ static cv_err open_store(stage *st, const cv_wire_msg *w) {
         cv_sink_close(st->sink);
         st->sink = NULL;
         return e == CV_ERR_TIMEOUT ? e : CV_ERR_UNSUPPORTED;
+    }
+    if ((e = lock_store(st, &t))) {
+        cv_sink_close(st->sink);
+        st->sink = NULL;
+        return e;
     }
     cv_sink_on_dead(st->sink, on_dead, st);
     uint64_t pos, bpos;
@@ -334,6 +366,7 @@ static void session_close(stage *st) {
         cv_sink_close(st->sink);
         st->sink = NULL;
     }
+    cv_wlock_release(&st->wlock);
     free(st->schema), free(st->table), free(st->stream);
     st->schema = st->table = st->stream = NULL;
     cv_wire_table_free(&st->keys);

@@ -347,6 +347,16 @@ static cv_err on_message(stream *st, const uint8_t *data, size_t len) {
 static cv_err probe(stream *st) {
     cv_sync *s = st->s;
     st->last_probe = cv_now();
+    if (!cv_wlock_alive(&s->wlock)) { /* its own connection, to the store's database, was closed */
+        cv_warn("event=writer_lock_lost table=%s note=\"the connection holding the table's writer lock was "
+                "closed; starting a new session\"",
+                s->t.qualified);
+        snprintf(s->why, sizeof s->why,
+                 "writer_lock_lost: the connection holding the writer lock was closed");
+        s->fault = (cv_pg_fault){1, "connection", NULL};
+        cv_sync_error(s, "sink", &s->fault);
+        return CV_ERR_TIMEOUT;
+    }
     uint32_t oid;
     char *layout;
     cv_pg_fault f = {1, "connection", NULL};
@@ -383,6 +393,27 @@ static cv_err record_meta(cv_sync *s) {
     return e;
 }
 
+/* A new slot: inactive cdcvec slots of the same table in this database (another store, an
+ * earlier configuration) are named, for each keeps WAL until it is dropped. */
+static void warn_other_slots(cv_sync *s) {
+    const char *p[3] = {s->slot, s->t.schema, s->t.name};
+    PGresult *r = PQexecParams(
+        s->src,
+        "SELECT string_agg(s.slot_name, ' ' ORDER BY s.slot_name) FROM pg_replication_slots s WHERE "
+        "s.database = current_database() AND NOT s.active AND s.slot_name <> $1 AND s.slot_name LIKE "
+        "'cdcvec%' AND EXISTS "
+        "(SELECT 1 FROM pg_publication_tables t WHERE t.pubname = s.slot_name AND t.schemaname = $2 AND "
+        "t.tablename = $3)",
+        3, NULL, p, NULL, NULL, 0);
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && !PQgetisnull(r, 0, 0))
+        cv_warn(
+            "event=slot_other table=%s slots=\"%s\" note=\"inactive cdcvec slots of this table (a sync into "
+            "another store, or an earlier configuration) keep WAL until dropped: SELECT "
+            "pg_drop_replication_slot('NAME') for each one no cdcvec process uses\"",
+            s->t.qualified, PQgetvalue(r, 0, 0));
+    PQclear(r);
+}
+
 /* Ensures the slot (creating it and backfilling through its snapshot when needed). */
 static cv_err ensure_slot(stream *st, volatile sig_atomic_t *stop) {
     cv_sync *s = st->s;
@@ -393,8 +424,8 @@ static cv_err ensure_slot(stream *st, volatile sig_atomic_t *stop) {
     const char *p[1] = {s->slot};
     PGresult *r =
         PQexecParams(s->src,
-                     "SELECT plugin, wal_status, active, active_pid FROM pg_replication_slots WHERE "
-                     "slot_name = $1",
+                     "SELECT plugin, wal_status, active, active_pid, coalesce(database::text, '-'), "
+                     "current_database(), slot_type FROM pg_replication_slots WHERE slot_name = $1",
                      1, NULL, p, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         cv_pg_classify_result(s->src, r, &s->fault);
@@ -404,6 +435,25 @@ static cv_err ensure_slot(stream *st, volatile sig_atomic_t *stop) {
         return s->fault.retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
     }
     int exists = PQntuples(r) == 1;
+    if (exists &&
+        (strcmp(PQgetvalue(r, 0, 4), PQgetvalue(r, 0, 5)) || strcmp(PQgetvalue(r, 0, 0), "pgoutput"))) {
+        /* slots are cluster-wide: one of another database (or another program) is never dropped
+         * or streamed from; that would stop its owner for good */
+        int other_db = strcmp(PQgetvalue(r, 0, 4), "-") && strcmp(PQgetvalue(r, 0, 4), PQgetvalue(r, 0, 5));
+        cv_error(
+            "event=slot_clash slot=%s slot_database=%s slot_plugin=%s database=%s table=%s error=\"%s\" "
+            "fix=\"pass --slot with a name of its own (for example --slot %s_%s), or drop the slot if "
+            "nothing uses it\"",
+            s->slot, PQgetvalue(r, 0, 4), PQgetisnull(r, 0, 0) ? PQgetvalue(r, 0, 6) : PQgetvalue(r, 0, 0),
+            PQgetvalue(r, 0, 5), s->t.qualified,
+            other_db ? "the replication slot belongs to another database: using or dropping it would stop "
+                       "that database's sync"
+                     : "the replication slot is not a pgoutput slot of cdcvec: another program uses it",
+            s->slot, PQgetvalue(r, 0, 5));
+        s->fault = (cv_pg_fault){0, "conflict", "pass --slot with a name no other database or program uses"};
+        PQclear(r);
+        return CV_ERR_UNSUPPORTED;
+    }
     int lost = exists && strcmp(PQgetvalue(r, 0, 1), "lost") == 0;
     int active = exists && PQgetvalue(r, 0, 2)[0] == 't';
     char holder[16] = "-";
@@ -414,6 +464,8 @@ static cv_err ensure_slot(stream *st, volatile sig_atomic_t *stop) {
         if (active) { /* never drop a slot another process streams from */
             cv_warn("event=slot_busy slot=%s walsender_pid=%s note=\"the slot is in use; waiting\"", s->slot,
                     holder);
+            snprintf(s->why, sizeof s->why, "slot_busy: walsender pid %s streams from slot %s", holder,
+                     s->slot);
             s->fault = (cv_pg_fault){1, "conflict", NULL};
             cv_sync_error(s, "source", &s->fault);
             return CV_ERR_TIMEOUT;
@@ -462,6 +514,7 @@ static cv_err ensure_slot(stream *st, volatile sig_atomic_t *stop) {
     PQclear(r);
     cv_lsn_format(cp, cps);
     cv_info("event=slot_created slot=%s consistent_point=%s snapshot=%s", s->slot, cps, snapshot);
+    warn_other_slots(s);
     /* backfill through the exported snapshot, before any other command on the replication
      * connection (which would end the snapshot) */
     PGconn *bf = cv_pg_connect(s->o.source, 0, "backfill");
@@ -660,6 +713,12 @@ int cv_sync_run(const cv_sync_opts *o, volatile sig_atomic_t *stop) {
         cv_err e = cv_sync_session_open(&s, 1);
         if (!e) e = session(&s, stop, &since);
         cv_pg_fault f = s.fault;
+        char why[512];
+        snprintf(why, sizeof why, "%s",
+                 s.why[0]                ? s.why
+                 : *cv_pg_last_message() ? cv_pg_last_message()
+                 : e == CV_ERR_TIMEOUT   ? "the line above says what"
+                                         : cv_strerror(e));
         int restart_now = s.restart_now;
         cv_sync_session_close(&s);
         if (!e || *stop) break;
@@ -677,7 +736,7 @@ int cv_sync_run(const cv_sync_opts *o, volatile sig_atomic_t *stop) {
         double d = cv_stage_backoff(attempt);
         cv_metric_add(s.m_retries, 1);
         cv_warn("event=sync_retry attempt=%d in_seconds=%.2f kind=%s error=\"%s\"", attempt, d,
-                f.kind ? f.kind : "connection", cv_strerror(e));
+                f.kind ? f.kind : "connection", why);
         cv_stage_sleep(d, stop);
     }
     if (!rc) cv_info("event=sync_stopped reason=signal");

@@ -20,6 +20,7 @@
 #include "../sink/sink.h"
 #include "ingest.h"
 #include "source.h"
+#include "wlock.h"
 
 #define CV_ERR_STAGES 3 /* source, sink, embed */
 
@@ -60,6 +61,8 @@ typedef struct cv_sync {
     PGconn *src; /* ordinary connection to the source */
     cv_sink *sink;
     cv_pg_fault fault; /* why the session ended */
+    char why[512];     /* and what happened, for the retry line ("" : the last error logged) */
+    cv_wlock wlock;    /* one writer per store table (wlock.c) */
     int in_session;
     /* what the session start found, for the stream to act on */
     int resnapshot;  /* the table was dropped and recreated: rebuild from a new snapshot */
@@ -167,6 +170,12 @@ typedef struct cv_dl {
 cv_err cv_dl_open(cv_sync *s, cv_dl *d);
 cv_err cv_dl_clear_keys(cv_sync *s, cv_dl *d, char *const *keytexts, int n, long *cleared);
 void cv_dl_close(cv_dl *d);
+
+/* One writer per store table (wlock.c), for a command that writes beside no sync (verify
+ * --repair, dead-letters retry): takes the lock a sync or Kafka sink stage of the table into
+ * the same store holds (released by cv_sync_session_close). CV_ERR_BUSY: one runs (holder says
+ * which process); other errors are logged. role names the lock's own connection, if any. */
+cv_err cv_sync_writer_lock(cv_sync *s, const char *role, cv_buf *holder);
 
 /* Counts an error of a stage ("source", "sink", "embed") and kind, and remembers the fault. */
 void cv_sync_error(cv_sync *s, const char *stage, const cv_pg_fault *f);

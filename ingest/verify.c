@@ -13,9 +13,9 @@
  * (its hash check re-embeds stale and missing rows and rewrites drifted payloads alone) and
  * orphans as deletes, at the position the store recorded (never moved back). Deleting while
  * scanning can shift a store's cursor (Upstash), so after a pass that deleted anything the
- * store walk runs again until it finds nothing. A repair refuses to run beside a sync of the
- * same slot (its advisory lock): the sync would race it. The dead letters of the keys a repair
- * fixed are removed (dead_letters.c; those the repair itself wrote stay).
+ * store walk runs again until it finds nothing. A repair refuses to run beside a sync or a
+ * Kafka sink stage of the same table and store (their writer lock, wlock.c): it would race them. The dead
+ * letters of the keys a repair fixed are removed (dead_letters.c; those the repair itself wrote stay).
  * Output: one line per difference (the first --show of each kind, all with --show 0; a line
  * `not_shown kind=... count=N` says how many more each kind had), a summary line on stdout, counters
  * cdcvec_verify_differences_total{kind}. Exit 0: none; 3: differences were found (repaired with --repair); 1:
@@ -240,23 +240,26 @@ static cv_err store_walk(verify *v, uint64_t pos, int count, long *deleted, vola
     return e;
 }
 
+/* A repair writes: it takes the store table's writer lock (wlock.c) that a sync or a Kafka sink
+ * stage of the table holds while it runs, and is refused while one does. */
+static cv_err lock_store(cv_sync *s) {
+    cv_buf holder = {0};
+    cv_err e = cv_sync_writer_lock(s, "verify --repair", &holder);
+    if (e == CV_ERR_BUSY)
+        cv_error("event=verify_stopped table=%s holder=\"%s\" error=\"a cdcvec sync of this table is running "
+                 "(or a Kafka sink stage writes it into this store): a repair beside it would race it\" "
+                 "fix=\"stop it, run cdcvec verify --repair 1, start it again (or verify without --repair)\"",
+                 s->t.qualified, holder.p);
+    free(holder.p);
+    return e;
+}
+
 int cv_verify_run(const cv_sync_opts *o, int repair, long show, volatile sig_atomic_t *stop) {
     cv_sync s;
     verify v = {.s = &s, .repair = repair, .show = show};
     cv_err e = cv_sync_runtime_open(&s, o);
     if (!e) e = cv_sync_session_open(&s, 0);
-    if (!e && repair) { /* one writer per slot: the sync's advisory lock */
-        const char *p[1] = {s.slot};
-        PGresult *r =
-            PQexecParams(s.src, "SELECT pg_try_advisory_lock(hashtextextended('cdcvec sync ' || $1, 0))", 1,
-                         NULL, p, NULL, NULL, 0);
-        if (PQresultStatus(r) != PGRES_TUPLES_OK || PQgetvalue(r, 0, 0)[0] != 't') {
-            cv_error("event=verify_stopped error=\"a cdcvec sync of this table is running\" fix=\"stop it, "
-                     "run cdcvec verify --repair 1, start it again (or verify without --repair)\"");
-            e = CV_ERR_BUSY;
-        }
-        PQclear(r);
-    }
+    if (!e && repair) e = lock_store(&s);
     if (!e && repair) e = cv_dl_open(&s, &v.dl);
     uint64_t pos = 0, bpos;
     int done;

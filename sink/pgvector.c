@@ -315,7 +315,8 @@ static cv_err pg_open(const char *conninfo, const cv_sink_table *t, cv_sink **ou
     s->keylist = keys.p;
     s->keycast = cast.p;
     s->stream = strdup(t->stream);
-    if (t->dim == 0) { /* state only (capture): no vectors here */
+    cv_buf_puts(&sql, CV_DDL_LOCK); /* one statement string: one transaction, the lock held to its end */
+    if (t->dim == 0) {              /* state only (capture): no vectors here */
         cv_buf_puts(&sql, "CREATE SCHEMA IF NOT EXISTS cdcvec; ");
     } else {
         cv_buf_puts(&sql, "CREATE EXTENSION IF NOT EXISTS vector; CREATE SCHEMA IF NOT EXISTS cdcvec; ");

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <libpq-fe.h>
+
 #include "../common/cv_jnum.h"
 #include "sink_impl.h"
 
@@ -164,6 +166,34 @@ void cv_sink_meta_peek_table(const char *url, const cv_sink_table *t, cv_sink_me
     ops->state_key(url, t, &key);
     if (key.p) cv_rstate_peek(t->state_conninfo, key.p, m);
     free(key.p);
+}
+
+void cv_sink_store_id(const char *url, const cv_sink_table *t, cv_buf *out) {
+    const cv_sink_ops *ops = ops_for(url);
+    if (ops->state_key) { /* the state key without its stream: "<store>:<url>/<collection or namespace>" */
+        cv_sink_table u = *t;
+        u.stream = "";
+        cv_buf key = {0};
+        ops->state_key(url, &u, &key);
+        cv_buf_puts(out, key.p ? key.p + (key.p[0] == '@') : ops->name);
+        free(key.p);
+        return;
+    }
+    cv_buf_puts(out, "pgvector:");
+    if (!url || !*url) return; /* the source database */
+    char *err = NULL;
+    PQconninfoOption *opts = PQconninfoParse(url, &err); /* the place, never the credentials */
+    PQfreemem(err);
+    if (!opts) {
+        cv_buf_puts(out, "?");
+        return;
+    }
+    for (PQconninfoOption *o = opts; o->keyword; o++)
+        if (o->val && *o->val &&
+            (!strcmp(o->keyword, "host") || !strcmp(o->keyword, "hostaddr") || !strcmp(o->keyword, "port") ||
+             !strcmp(o->keyword, "dbname")))
+            cv_buf_printf(out, "%s=%s;", o->keyword, o->val);
+    PQconninfoFree(opts);
 }
 
 const char *cv_sink_dead_where(const char *url, const cv_sink_table *t, cv_buf *stream) {

@@ -163,6 +163,11 @@ void cv_sink_meta_peek(const char *conninfo, const char *stream, cv_sink_meta *m
  * that store uses), conninfo itself for pgvector. */
 void cv_sink_meta_peek_table(const char *conninfo_or_url, const cv_sink_table *t, cv_sink_meta *m);
 
+/* What identifies the store a sink string and table write to, for names and locks (no
+ * credentials): Qdrant / Upstash "<store>:<url>/<collection or namespace>" (the state key
+ * without its stream); pgvector "pgvector:" + host, port and dbname of the conninfo ("" : the
+ * source database). Appended to out. */
+void cv_sink_store_id(const char *conninfo_or_url, const cv_sink_table *t, cv_buf *out);
 /* Backfill bookkeeping: started at position p (done=0), or finished (done=1): then rows
  * stored at a position below p (left by an interrupted earlier backfill) are deleted and the
  * HNSW index is built if missing. */

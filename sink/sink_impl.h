@@ -78,8 +78,13 @@ cv_err cv_rstate_meta_set(cv_sink *s, cv_rstate *r, const cv_sink_meta *m);
 cv_err cv_rstate_backfill(cv_sink *s, cv_rstate *r, uint64_t p, int done);
 /* Reads the meta kept under key (empty when none or unreachable). */
 void cv_rstate_peek(const char *conninfo, const char *key, cv_sink_meta *m);
-/* The CREATE statements of the state tables (shared with pgvector.c). */
+/* The CREATE statements of the state tables (shared with pgvector.c), after CV_DDL_LOCK. */
 extern const char cv_rstate_ddl[];
+/* First statement of every string of CREATE ... IF NOT EXISTS: a simple query of several
+ * statements is one transaction, so processes starting at once (docker compose) create the
+ * schema, extension and tables one after the other instead of failing on the catalogs' unique
+ * indexes (pg_namespace_nspname_index). */
+#define CV_DDL_LOCK "SELECT pg_advisory_xact_lock(hashtextextended('cdcvec ddl', 0)); "
 
 /* ---- a remote point's JSON (payload.c) ---- */
 

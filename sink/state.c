@@ -15,7 +15,7 @@
 #include "../common/cv_pg.h"
 #include "sink_impl.h"
 
-const char cv_rstate_ddl[] =
+const char cv_rstate_ddl[] = CV_DDL_LOCK
     "CREATE SCHEMA IF NOT EXISTS cdcvec; "
     "CREATE TABLE IF NOT EXISTS cdcvec.state (stream text PRIMARY KEY, lsn pg_lsn NOT NULL, "
     "backfill_lsn pg_lsn, backfill_done boolean NOT NULL DEFAULT false, "

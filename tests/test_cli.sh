@@ -64,6 +64,24 @@ check "serve: bad environment value names the variable" '[ $rc -eq 2 ] && grep -
 check "serve: unknown option rejected" '[ $rc -eq 2 ] && grep -q "unknown option" "$tmp/err"'
 "$bin" serve --listen tcp://256.1.1.1:99999 --http= >/dev/null 2>"$tmp/err"; rc=$?
 check "serve: bad listen address is a clear error" '[ $rc -eq 1 ] && grep -q "event=listen_failed" "$tmp/err"'
+# a sink or source that names no database or store is refused at once (exit 2), naming the forms
+for bad in "sync --source postgres://h/db --sink http://h:6333/c" "sync --source postgres://h/db --sink qdrnt://h/c" \
+  "verify --source postgres//u@h/db" "backfill --source postgres://h/db --sink pg//h/db" \
+  "capture --source postgres//h/db --to kafka://h:1/t" "sink --from kafka://h:1/t --sink http://h/c"; do
+  # shellcheck disable=SC2086
+  timeout 20 "$bin" $bad >/dev/null 2>"$tmp/err"; rc=$?
+  check "malformed store or DSN refused at once ($bad)" \
+    '[ $rc -eq 2 ] && grep -q "postgres://user@host:5432/db" "$tmp/err" && ! grep -q "event=" "$tmp/err"'
+done
+grep -q "qdrant://HOST:PORT/COLLECTION" "$tmp/err"
+check "an unknown --sink scheme names the stores accepted" '[ $? -eq 0 ]'
+# help lists what a command uses: backfill, search and verify serve no HTTP
+for c in verify backfill search; do
+  "$bin" $c --help >"$tmp/help" 2>&1
+  check "$c --help lists no HTTP server options" '! grep -q -- "--http\|--metrics-auth" "$tmp/help" && grep -q -- "--source" "$tmp/help"'
+done
+"$bin" sync --help >"$tmp/help" 2>&1
+check "sync --help lists its HTTP options" 'grep -q -- "--http-max-body-bytes" "$tmp/help"'
 "$bin" frobnicate >/dev/null 2>&1; rc=$?
 check "unknown command: exit 2" '[ $rc -eq 2 ]'
 exit $fail

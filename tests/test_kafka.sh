@@ -80,10 +80,15 @@ start_capture
 start_worker 1
 start_sink
 check "rows existing before capture started reach the store (backfill through the topic)" converged
-check "capture's slot has its own name (cdcvec_capture_public_books_<hash>)" \
-  '[ "$(q "SELECT count(*) FROM pg_replication_slots WHERE slot_name ~ '"'"'^cdcvec_capture_public_books_[0-9a-f]{8}$'"'"'")" = 1 ]'
+check "capture's slot has its own name (cdcvec_capture_<database>_public_books_<hash>)" \
+  '[ "$(q "SELECT count(*) FROM pg_replication_slots WHERE slot_name ~ '"'"'^cdcvec_capture_postgres_public_books_[0-9a-f]{8}$'"'"'")" = 1 ]'
 check "capture keeps no vectors in the source (state only)" \
   '[ "$(q "SELECT count(*) FROM cdcvec.state WHERE stream LIKE '"'"'cdcvec_capture_%'"'"'")" = 1 ]'
+"$bin" verify --source "$DB" --table public.books --sink "$DB" --threads 1 --repair 1 >"$work/verify.log" 2>&1
+rc=$?
+check "verify --repair beside the running sink stage of the table is refused (exit 1), naming it" \
+  '[ $rc = 1 ] && grep -q "event=verify_stopped .*holder=\"pid=[0-9]* application=cdcvec sink (writer lock)" "$work/verify.log"' ||
+  tail -5 "$work/verify.log"
 
 check "capture's /metrics: messages produced and their acknowledgement latency" \
   '[ "$(metric $cap_http "cdcvec_kafka_messages_total{stage=\"capture\",direction=\"out\"}")" -ge 8 ] &&

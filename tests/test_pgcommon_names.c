@@ -237,12 +237,44 @@ static void test_fuzz(void **state) {
     free(slots), free(sinks), free(idxs);
 }
 
+static char *slot_in(const char *db, const char *s, const char *t, const char *store, int capture) {
+    cv_buf b = {0};
+    cv_name_slot_in(db, s, t, store, capture, &b);
+    assert_false(b.oom);
+    assert_true(b.len <= CV_NAME_MAX);
+    assert_true(slot_charset_ok(b.p));
+    return b.p;
+}
+
+/* Slots are cluster-wide: the default name differs per database, per store, sync or capture;
+ * pinned, since a name that changes between versions orphans a slot holding WAL. */
+static void test_slot_in(void **state) {
+    (void)state;
+    char *a = slot_in("shop_a", "public", "books", "pgvector:", 0),
+         *b = slot_in("shop_b", "public", "books", "pgvector:", 0),
+         *q = slot_in("shop_a", "public", "books", "qdrant:http://h:6333/books", 0),
+         *c = slot_in("shop_a", "public", "books", "kafka:kafka://h:9092/cdc", 1),
+         *l = slot_in("Shop-A", "public", "books", "pgvector:", 0),
+         *x = slot_in("a_very_long_database_name_indeed_it_is", "a_long_schema_name_too", "and_a_long_table",
+                      "", 0);
+    assert_string_equal(a, "cdcvec_shop_a_public_books_dd7dbd8f");
+    assert_true(strncmp(b, "cdcvec_shop_b_public_books_", 27) == 0);
+    assert_true(strcmp(a + 27, b + 27) != 0);
+    assert_true(strncmp(q, "cdcvec_shop_a_public_books_", 27) == 0 && strcmp(q, a) != 0);
+    assert_true(strncmp(c, "cdcvec_capture_shop_a_public_books_", 35) == 0);
+    assert_true(strncmp(l, "cdcvec_shop_a_public_books_", 27) == 0 &&
+                strcmp(l, a) != 0); /* the hash has the exact name */
+    assert_int_equal(strlen(x), CV_NAME_MAX);
+    free(a), free(b), free(q), free(c), free(l), free(x);
+}
+
 int run_names_tests(void);
 int run_names_tests(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fixed),
         cmocka_unit_test(test_utf8_cut),
         cmocka_unit_test(test_fuzz),
+        cmocka_unit_test(test_slot_in),
     };
     return cmocka_run_group_tests_name("cv_names", tests, NULL, NULL);
 }

@@ -59,8 +59,8 @@ for i, line in enumerate(rows):
     assert len(got) == 384 and max(abs(a - b) for a, b in zip(got, want)) < 1e-6, i
 " "$work/ref.f32" "$work/stored.txt"'
 check "the HNSW index is built once the backfill is done" '[ "$(q "SELECT count(*) FROM pg_indexes WHERE schemaname = '"'"'cdcvec'"'"' AND tablename = '"'"'public_books'"'"' AND indexdef LIKE '"'"'%hnsw%vector_cosine_ops%'"'"'")" = 1 ]'
-SLOT=$(q "SELECT slot_name FROM pg_replication_slots WHERE slot_name LIKE 'cdcvec_public_books_%'")
-check "the slot exists, is active, and its name is unique to the table ($SLOT)" '[ "$(q "SELECT active FROM pg_replication_slots WHERE slot_name = '"'"'$SLOT'"'"'")" = t ] && [[ $SLOT =~ ^cdcvec_public_books_[0-9a-f]{8}$ ]]'
+SLOT=$(q "SELECT slot_name FROM pg_replication_slots WHERE slot_name LIKE 'cdcvec_postgres_public_books_%'")
+check "the slot exists, is active, and its name is unique to the database and table ($SLOT)" '[ "$(q "SELECT active FROM pg_replication_slots WHERE slot_name = '"'"'$SLOT'"'"'")" = t ] && [[ $SLOT =~ ^cdcvec_postgres_public_books_[0-9a-f]{8}$ ]]'
 
 sed -n '/-- batch 2/,$p' "$root/tests/data/books.sql" | psql -qX "$DB" >/dev/null
 check "inserts" converged
@@ -166,11 +166,11 @@ q "INSERT INTO reviews (description, stars) SELECT 'review ' || g || ' of a book
 CDCVEC_LOG=warn "$bin" sync --source "$DB" --table public.reviews --batch-ms 10 --threads 2 >>"$work/sync2.log" 2>&1 &
 rpid=$!
 watch $rpid "sync of reviews" "$work/sync2.log"
-wait_until '[ "$(q "SELECT count(*) FROM cdcvec.state WHERE stream LIKE '"'"'cdcvec_public_reviews_%'"'"' AND NOT backfill_done" 2>/dev/null)" = 1 ]' true
+wait_until '[ "$(q "SELECT count(*) FROM cdcvec.state WHERE stream LIKE '"'"'cdcvec_postgres_public_reviews_%'"'"' AND NOT backfill_done" 2>/dev/null)" = 1 ]' true
 q "INSERT INTO reviews (description, stars) SELECT 'written during the backfill ' || g, 1 FROM generate_series(1, 200) g"
 q "UPDATE reviews SET description = description || ' (edited during the backfill)' WHERE id % 10 = 0"
 q "DELETE FROM reviews WHERE id % 7 = 0"
-check "the writes landed while the backfill was running" '[ "$(q "SELECT backfill_done FROM cdcvec.state WHERE stream LIKE '"'"'cdcvec_public_reviews_%'"'"'")" = f ]'
+check "the writes landed while the backfill was running" '[ "$(q "SELECT backfill_done FROM cdcvec.state WHERE stream LIKE '"'"'cdcvec_postgres_public_reviews_%'"'"'")" = f ]'
 RMISMATCH="SELECT count(*) FROM reviews b FULL JOIN cdcvec.public_reviews v USING (id)
   WHERE b.id IS NULL OR v.id IS NULL OR v.text_hash <> sha256(convert_to(b.description, 'UTF8'))
      OR (v.payload->>'stars')::int IS DISTINCT FROM b.stars"
