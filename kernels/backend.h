@@ -76,9 +76,11 @@ struct cv_backend {
      * sequence's length (offs may live on a device, where the host cannot read it). */
     void (*attention)(cv_backend *be, const float *qkv, const int32_t *offs /* (nseq+1) */, int nseq,
                       int max_len, int H, int hd, float *out);
-    /* out[s] = mean of x over sequence s's rows, then L2-normalized (eps 1e-12). */
+    /* out[s] = mean of x over sequence s's rows, then L2-normalized (eps 1e-12). norms (backend
+     * memory, or NULL when not wanted) gets each mean's L2 norm before that division, so that
+     * out[s] * norms[s] is the mean-pooled vector (to float rounding). */
     void (*pool_l2)(cv_backend *be, const float *x /* (T,D) */, const int32_t *offs, int nseq, int D,
-                    float *out /* (nseq,D) */);
+                    float *out /* (nseq,D) */, float *norms /* (nseq) or NULL */);
 
     /* Optional (NULL: the ops above are composed by the caller): the whole encoder, mean
      * pooling and L2 normalization of one batch, with the backend's own activations (CUDA: fp16
@@ -86,9 +88,9 @@ struct cv_backend {
      * are host arrays, free to reuse once encode returns; out (nseq, D) is host memory, written
      * when encode_wait returns. encode queues the batch and returns at once, so the caller can
      * prepare the next batch meanwhile; one batch in flight (a second encode waits for the
-     * first). */
+     * first). norms (nseq, host memory, or NULL) gets pool_l2's norms, written with out. */
     cv_err (*encode)(cv_backend *be, const cv_encoder *m, const int32_t *ids, const int32_t *pos_ids,
-                     const int32_t *offs, int T, int nseq, int max_len, float *out);
+                     const int32_t *offs, int T, int nseq, int max_len, float *out, float *norms);
     cv_err (*encode_wait)(cv_backend *be);
 
     void (*destroy)(cv_backend *be);

@@ -58,7 +58,7 @@ typedef struct {
     int seq_cap;
     float *h, *qkv, *ctx, *a, *inter; /* (cap, D|3D|D|D|NI) */
     int32_t *ids, *pos, *offs;        /* (cap), (cap), (seq_cap+1) */
-    float *out;                       /* (seq_cap, D) */
+    float *out;                       /* (seq_cap, D), then (seq_cap) norms */
     cv_err err;
 } worker;
 
@@ -386,7 +386,7 @@ static cv_err worker_reserve(const cv_minilm_config *c, worker *k, int tokens, i
     k->ids = be->alloc(be, T * sizeof(int32_t));
     k->pos = be->alloc(be, T * sizeof(int32_t));
     k->offs = be->alloc(be, ((size_t)seqs + 1) * sizeof(int32_t));
-    k->out = be->alloc(be, (size_t)seqs * D * F);
+    k->out = be->alloc(be, (size_t)seqs * (D + 1) * F);
     if (!k->h || !k->qkv || !k->ctx || !k->a || !k->inter || !k->ids || !k->pos || !k->offs || !k->out) {
         worker_release_scratch(k);
         return CV_ERR_NOMEM;
@@ -398,9 +398,10 @@ static cv_err worker_reserve(const cv_minilm_config *c, worker *k, int tokens, i
 
 /* Runs the encoder on nseq packed sequences (host ids/offs, offs[0] may be nonzero). With wait
  * 0 and a backend that has encode(), returns once the batch is queued: out is written at
- * be->encode_wait(). */
+ * be->encode_wait(). norms (nseq, host) may be NULL: else it gets each vector's norm before
+ * the L2 normalization. */
 static cv_err forward(const cv_minilm_config *c, worker *k, const int32_t *ids, const int32_t *offs, int nseq,
-                      float *out, int wait) {
+                      float *out, float *norms, int wait) {
     const int T = offs[nseq] - offs[0], D = c->hidden, H = c->heads, hd = D / H;
     cv_backend *be = k->be;
     cv_err err = be->encode ? CV_OK : worker_reserve(c, k, T, nseq);
@@ -418,7 +419,7 @@ static cv_err forward(const cv_minilm_config *c, worker *k, const int32_t *ids, 
             pos[t] = t - roffs[s];
     }
     if (be->encode) { /* the backend runs the whole encoder (CUDA: fp16, fused, graphs) */
-        err = be->encode(be, &k->enc, ids + offs[0], pos, roffs, T, nseq, max_len, out);
+        err = be->encode(be, &k->enc, ids + offs[0], pos, roffs, T, nseq, max_len, out, norms);
         free(pos);
         return err || !wait ? err : be->encode_wait(be);
     }
@@ -440,8 +441,10 @@ static cv_err forward(const cv_minilm_config *c, worker *k, const int32_t *ids, 
         be->linear(be, k->inter, L->w2, L->b2, T, D, c->intermediate, CV_ACT_NONE, k->h);
         be->add_ln(be, k->h, k->a, L->ln2_g, L->ln2_b, T, D, c->ln_eps);
     }
-    be->pool_l2(be, k->h, k->offs, nseq, D, k->out);
+    float *dnorms = norms ? k->out + (size_t)nseq * D : NULL;
+    be->pool_l2(be, k->h, k->offs, nseq, D, k->out, dnorms);
     err = be->download(be, out, k->out, sizeof(float) * (size_t)nseq * (size_t)D);
+    if (!err && norms) err = be->download(be, norms, dnorms, sizeof(float) * (size_t)nseq);
     if (!err) err = be->sync(be);
     free(pos);
     return err;
@@ -611,8 +614,8 @@ typedef struct {
     cv_minilm *m;
     const int32_t *ids, *offs;
     int nseq, ngroups;
-    int *group_start; /* (ngroups+1) sequence indices */
-    float *out;
+    int *group_start;   /* (ngroups+1) sequence indices */
+    float *out, *norms; /* norms may be NULL */
 } run_arg;
 
 /* One thread's group, in chunks of at most MAX_CHUNK_TOKENS tokens. */
@@ -626,12 +629,18 @@ static void run_group(void *p, int g) {
         int e = s + 1;
         while (e < end && a->offs[e + 1] - a->offs[s] <= a->m->chunk_tokens)
             e++;
-        k->err = forward(&a->m->cfg, k, a->ids, a->offs + s, e - s, a->out + (size_t)s * D, 1);
+        k->err = forward(&a->m->cfg, k, a->ids, a->offs + s, e - s, a->out + (size_t)s * D,
+                         a->norms ? a->norms + s : NULL, 1);
         s = e;
     }
 }
 
 cv_err cv_minilm_embed_ids(cv_minilm *m, const int32_t *ids, const int32_t *offs, int nseq, float *out) {
+    return cv_minilm_embed_ids_norms(m, ids, offs, nseq, out, NULL);
+}
+
+cv_err cv_minilm_embed_ids_norms(cv_minilm *m, const int32_t *ids, const int32_t *offs, int nseq, float *out,
+                                 float *norms) {
     if (nseq <= 0) return nseq == 0 ? CV_OK : CV_ERR_ARG;
     for (int s = 0; s < nseq; s++) {
         int len = offs[s + 1] - offs[s];
@@ -645,7 +654,7 @@ cv_err cv_minilm_embed_ids(cv_minilm *m, const int32_t *ids, const int32_t *offs
         worker *k = &m->wk[0];
         cv_backend_cpu_set_pool(k->be, m->pool);
         int group_start[2] = {0, nseq};
-        run_arg a = {m, ids, offs, nseq, 1, group_start, out};
+        run_arg a = {m, ids, offs, nseq, 1, group_start, out, norms};
         run_group(&a, 0);
         cv_backend_cpu_set_pool(k->be, NULL);
         return k->err;
@@ -663,7 +672,7 @@ cv_err cv_minilm_embed_ids(cv_minilm *m, const int32_t *ids, const int32_t *offs
         group_start[g] = s;
     }
     group_start[ng] = nseq;
-    run_arg a = {m, ids, offs, nseq, ng, group_start, out};
+    run_arg a = {m, ids, offs, nseq, ng, group_start, out, norms};
     cv_pool_run(m->pool, ng, run_group, &a);
     for (int g = 0; g < ng; g++)
         if (m->wk[g].err) return m->wk[g].err;
@@ -711,7 +720,7 @@ static cv_err embed_pipelined(cv_minilm *m, const char *const *texts, const size
             m->offs[i - s + 1] = m->offs[i - s] + m->tok_len[i];
         }
         tok += m->offs[e - s];
-        err = forward(&m->cfg, k, m->packed, m->offs, e - s, out + (size_t)s * D, 0);
+        err = forward(&m->cfg, k, m->packed, m->offs, e - s, out + (size_t)s * D, NULL, 0);
         if (!err && e < n) tokenize(m, texts, lens, e, e + step < n ? e + step : n); /* overlaps the device */
         cv_err werr = k->be->encode_wait(k->be);
         if (!err) err = werr;

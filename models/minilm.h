@@ -64,5 +64,10 @@ cv_err cv_minilm_embed(cv_minilm *m, const char *const *texts, const size_t *len
 /* Same, from token ids: sequence s is ids[offs[s] .. offs[s+1]), each already framed with
  * [CLS] .. [SEP] and at most max_positions long. */
 cv_err cv_minilm_embed_ids(cv_minilm *m, const int32_t *ids, const int32_t *offs, int nseq, float *out);
+/* Same, and norms (nseq floats, caller-owned) gets each vector's L2 norm before the
+ * normalization: out[s] * norms[s] is sequence s's mean-pooled embedding (to float rounding),
+ * what sentence-transformers returns with normalize_embeddings=False minus its Normalize. */
+cv_err cv_minilm_embed_ids_norms(cv_minilm *m, const int32_t *ids, const int32_t *offs, int nseq, float *out,
+                                 float *norms);
 
 #endif

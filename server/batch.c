@@ -25,8 +25,8 @@ struct cv_batcher {
     int closing;
     int32_t *ids, *offs; /* batch staging (grown) */
     long ids_cap, offs_cap;
-    float *vec;
-    long vec_cap;
+    float *vec, *norms; /* norms: (nseq), only for batches with a raw job */
+    long vec_cap, norms_cap;
     cv_metric *m_batches, *m_batch_texts, *m_batch_tokens, *m_batch_seconds, *m_errors;
 };
 
@@ -75,13 +75,14 @@ static int grow(void **p, long *cap, long need, size_t el) {
 
 static void run_batch(cv_batcher *b, cv_job *list, int njobs, long tokens) {
     const int dim = cv_minilm_cfg(b->m)->hidden;
-    int nseq = 0;
+    int nseq = 0, raw = 0;
     for (cv_job *j = list; j; j = j->next)
-        nseq += j->n;
+        nseq += j->n, raw |= j->raw;
     cv_err err = CV_OK;
     if (grow((void **)&b->ids, &b->ids_cap, tokens, sizeof(int32_t)) ||
         grow((void **)&b->offs, &b->offs_cap, nseq + 1, sizeof(int32_t)) ||
-        grow((void **)&b->vec, &b->vec_cap, (long)nseq * dim, sizeof(float)))
+        grow((void **)&b->vec, &b->vec_cap, (long)nseq * dim, sizeof(float)) ||
+        (raw && grow((void **)&b->norms, &b->norms_cap, nseq, sizeof(float))))
         err = CV_ERR_NOMEM;
     const double t0 = cv_now();
     if (!err) {
@@ -94,7 +95,7 @@ static void run_batch(cv_batcher *b, cv_job *list, int njobs, long tokens) {
                 b->offs[s + 1] = (int32_t)(t + j->offs[i + 1]);
             t += j->ntokens;
         }
-        err = cv_minilm_embed_ids(b->m, b->ids, b->offs, nseq, b->vec);
+        err = cv_minilm_embed_ids_norms(b->m, b->ids, b->offs, nseq, b->vec, raw ? b->norms : NULL);
     }
     cv_metric_add(b->m_batches, 1);
     cv_metric_observe(b->m_batch_texts, nseq);
@@ -110,6 +111,10 @@ static void run_batch(cv_batcher *b, cv_job *list, int njobs, long tokens) {
         next = j->next;
         j->err = err;
         if (!err) memcpy(j->vec, b->vec + (size_t)s * dim, sizeof(float) * (size_t)j->n * dim);
+        if (!err && j->raw) /* unit vector times its norm: the mean-pooled vector back */
+            for (int i = 0; i < j->n; i++)
+                for (int d = 0; d < dim; d++)
+                    j->vec[(size_t)i * dim + d] *= b->norms[s + i];
         s += j->n;
         j->done(j);
     }
@@ -232,6 +237,6 @@ void cv_batcher_free(cv_batcher *b) {
     pthread_join(b->th, NULL);
     pthread_mutex_destroy(&b->mu);
     pthread_cond_destroy(&b->cv);
-    free(b->ids), free(b->offs), free(b->vec);
+    free(b->ids), free(b->offs), free(b->vec), free(b->norms);
     free(b);
 }

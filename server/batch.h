@@ -24,6 +24,8 @@ struct cv_job {
     int32_t *offs; /* (n+1) owned */
     long ntokens;
     float *vec;       /* (n * dim) owned, filled by the batch thread */
+    int raw;          /* 0: unit vectors; 1: the mean-pooled vectors before the L2 normalization
+                       * (TEI's "normalize": false); set after cv_job_prepare */
     cv_err err;       /* CV_OK, or why the batch failed */
     double t_submit;  /* monotonic seconds */
     cv_job_done done; /* called once, from the batch thread (or submit's caller on refusal: never) */

@@ -3,9 +3,10 @@
  *   GET  /readyz           readiness: 200 {"status":"ready"} or 503 with the reason (the
  *                          process's hook: streaming, source and store up, lag under bounds)
  *   GET  /metrics          Prometheus text format 0.0.4
- *   POST /embed            {"inputs": "text" | ["text", ...], "truncate": bool, "normalize": true}
+ *   POST /embed            {"inputs": "text" | ["text", ...], "truncate": bool, "normalize": bool}
  *                          -> [[384 floats], ...] (TEI's; "truncate": false refuses a text over
- *                          the model's 256 tokens with 413, as TEI does)
+ *                          the model's 256 tokens with 413, as TEI does; "normalize": false
+ *                          answers the mean-pooled vectors before the L2 normalization)
  *   POST /v1/embeddings    OpenAI-compatible: {"input": ..., "model": ..., "encoding_format":
  * "float"|"base64"} Errors are JSON: {"error": {"message": "...", "type": "...", "code": status}}. A body's
  * shape is counted before it is decoded (values, depth), so a body of millions of empty arrays is refused for
@@ -247,29 +248,25 @@ static long count_tokens(cv_server *s, const char *text, size_t len) {
 }
 
 /* Checks TEI's options of /embed: "truncate" (absent: true, as TEI with --auto-truncate) and
- * "normalize" (only true: the model's pooling ends in the L2 norm); 0 after answering. */
-static int tei_fields(cv_http_req *r, json_t *root, int *truncate) {
+ * "normalize" (absent: true; false: the mean-pooled vectors before the L2 norm, as TEI answers);
+ * 0 after answering. */
+static int tei_fields(cv_http_req *r, json_t *root, int *truncate, int *raw) {
     json_t *t = json_object_get(root, "truncate"), *nz = json_object_get(root, "normalize");
     if ((t && !json_is_boolean(t) && !json_is_null(t)) || (nz && !json_is_boolean(nz) && !json_is_null(nz))) {
         cv_http_error(r, 400, "bad_request", "\"%s\" must be true or false",
                       t && !json_is_boolean(t) ? "truncate" : "normalize");
         return 0;
     }
-    if (json_is_false(nz)) {
-        cv_http_error(
-            r, 400, "bad_request",
-            "\"normalize\": false is not supported: this server returns unit-length (L2-normalized) "
-            "vectors only, as sentence-transformers' all-MiniLM-L6-v2 does; leave \"normalize\" out "
-            "or send true");
-        return 0;
-    }
     *truncate = !json_is_false(t);
+    *raw = json_is_false(nz);
     return 1;
 }
 
 /* Tokenizes the texts of in and hands them to the batcher; answers on refusal. With truncate 0
- * (TEI's "truncate": false) a text over the model's sequence length is refused, as TEI does. */
-static void submit(cv_http_req *r, json_t *in, const char *field, int openai, int b64, int truncate) {
+ * (TEI's "truncate": false) a text over the model's sequence length is refused, as TEI does;
+ * with raw 1 (TEI's "normalize": false) the vectors come back before the L2 normalization. */
+static void submit(cv_http_req *r, json_t *in, const char *field, int openai, int b64, int truncate,
+                   int raw) {
     cv_server *s = r->s;
     size_t n = json_is_array(in) ? json_array_size(in) : 1;
     const char **texts = malloc(sizeof(char *) * n);
@@ -313,6 +310,7 @@ static void submit(cv_http_req *r, json_t *in, const char *field, int openai, in
         }
     }
     if (cv_job_prepare(&h->job, s->m, texts, lens, (int)n) != CV_OK) goto oom;
+    h->job.raw = raw;
     h->s = s;
     h->r = r;
     h->openai = openai;
@@ -382,7 +380,7 @@ static void embed_common(cv_http_req *r, int openai) {
     json_error_t je;
     json_t *root = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, &je);
     json_t *in = json_is_object(root) ? json_object_get(root, field) : NULL;
-    int b64 = 0, truncate = 1;
+    int b64 = 0, truncate = 1, raw = 0;
     size_t n = json_is_array(in) ? json_array_size(in) : 1;
     cv_status st = CV_ST_BAD_REQUEST;
     if (!root)
@@ -394,7 +392,7 @@ static void embed_common(cv_http_req *r, int openai) {
                       field);
     else if (openai && !openai_fields(r, root, &b64))
         st = CV_ST_OK; /* answered */
-    else if (!openai && !tei_fields(r, root, &truncate))
+    else if (!openai && !tei_fields(r, root, &truncate, &raw))
         ; /* answered */
     else if (!json_is_string(in) && !json_is_array(in))
         cv_http_error(r, 400, "bad_request", "\"%s\" must be a string or an array of strings", field);
@@ -406,7 +404,7 @@ static void embed_common(cv_http_req *r, int openai) {
                       s->o.max_texts);
     } else {
         st = CV_ST_OK;
-        submit(r, in, field, openai, b64, truncate);
+        submit(r, in, field, openai, b64, truncate, raw);
     }
     if (st != CV_ST_OK) cv_server_count_error(s, st);
     json_decref(root);

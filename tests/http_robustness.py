@@ -8,7 +8,8 @@
 
 Prints "ok   <what>" or "FAIL <what>" per check; exits 1 when any check failed.
 Timing bounds are generous where time is the point (stated at each check) and waits watch
-progress, so a slow machine passes and a broken server does not."""
+progress, so a slow machine passes and a broken server does not. Standard library only, except
+the check of TEI's "normalize": false: numpy (in the tests' venv) runs tests/minilm_ref.py."""
 import http.client
 import json
 import os
@@ -535,9 +536,7 @@ def front_door_checks(addr):
         check(f"TEI /embed, the long text with truncate {tr}: 200, cut to 256 tokens", r[0] == 200, r[:2])
     r = req(addr, "POST", "/embed", json.dumps({"inputs": "a short text", "truncate": False}).encode())
     check("TEI /embed, a short text with truncate:false: 200", r[0] == 200, r[:2])
-    r = req(addr, "POST", "/embed", json.dumps({"inputs": "a short text", "normalize": False}).encode())
-    check("TEI /embed with normalize:false: 400 saying only unit vectors are served (never silently normalized)",
-          r[0] == 400 and b"normalize" in r[3] and is_json_error(r), r[3][:160])
+    normalize_false_checks(addr)
     # ---- 8. LangChain's OpenAIEmbeddings defaults: token arrays -----------------------------------
     lc = {"input": [[9906, 1917, 0] * 3000, [40, 1093, 8415]], "model": "text-embedding-ada-002",
           "encoding_format": "base64"}
@@ -547,6 +546,49 @@ def front_door_checks(addr):
     r = req(addr, "POST", "/v1/embeddings", b'{"input":[9906,1917]}')
     check("one token array: 400 naming check_embedding_ctx_length=False",
           r[0] == 400 and b"check_embedding_ctx_length=False" in r[3], r[3][:160])
+
+
+def normalize_false_checks(addr):
+    """TEI's "normalize": false: the mean-pooled vector before the L2 norm, against a numpy forward
+    pass of the model (tests/minilm_ref.py, itself checked against sentence-transformers' golden
+    vector of the same text, tests/data/embed_golden.f32)."""
+    import numpy as np
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path.insert(0, here)
+    import minilm_ref
+    data = os.path.join(here, "data")
+    with open(os.path.join(data, "embed_texts.jsonl")) as f:
+        texts = [json.loads(line)["text"] for line in f][:2]
+    with open(os.path.join(data, "tokenizer_golden.jsonl")) as f:
+        ids_of = {bytes.fromhex(o["hex"]): o["ids"] for o in map(json.loads, f)}
+    golden = np.fromfile(os.path.join(data, "embed_golden.f32"), dtype="<f4").reshape(-1, 384)[:2]
+    model = minilm_ref.load()
+    ref = np.array([minilm_ref.mean_pooled(ids_of[t.encode()], model) for t in texts])
+    ref_unit = ref / np.linalg.norm(ref, axis=1, keepdims=True)
+    check("the numpy reference (tests/minilm_ref.py) normalized equals sentence-transformers' golden vectors",
+          np.abs(ref_unit - golden).max() < 1e-5, f"max |diff| {np.abs(ref_unit - golden).max():.2e}")
+    got = {}
+    for nz in (False, True, None):
+        body = {"inputs": texts} | ({"normalize": nz} if nz is not None else {})
+        r = req(addr, "POST", "/embed", json.dumps(body).encode())
+        got[nz] = np.array(json.loads(r[3]), dtype=np.float64) if r[0] == 200 else None
+        check(f"TEI /embed with normalize {nz}: 200, two vectors of 384", r[0] == 200 and got[nz].shape == (2, 384),
+              r[:2] if r[0] != 200 else got[nz].shape)
+    raw_v, unit = got[False], got[True]
+    if raw_v is None or unit is None or raw_v.shape != (2, 384):
+        return
+    norms = np.linalg.norm(raw_v, axis=1)
+    cos = (raw_v * unit).sum(1) / norms / np.linalg.norm(unit, axis=1)
+    check("TEI /embed normalize:false: not unit length, the direction of normalize:true (cosine > 0.99999)",
+          all(abs(n - 1) > 1e-3 for n in norms) and cos.min() > 0.99999, f"norms {norms}, min cosine {cos.min():.7f}")
+    err = np.abs(raw_v - ref).max()
+    check("TEI /embed normalize:false: the mean-pooled vectors of the model (numpy reference, within 1e-4)",
+          err < 1e-4, f"max |diff| {err:.2e}")
+    check("TEI /embed normalize true and left out: the same unit vectors, bit for bit",
+          got[None] is not None and np.array_equal(unit, got[None]) and np.abs(np.linalg.norm(unit, axis=1) - 1).max() < 1e-5)
+    r = req(addr, "POST", "/embed", json.dumps({"inputs": "x", "normalize": "no"}).encode())
+    check("TEI /embed with normalize \"no\": 400 saying it must be true or false",
+          r[0] == 400 and b"normalize" in r[3] and is_json_error(r), r[3][:160])
 
 
 def sync_checks(addr, key):

@@ -346,10 +346,14 @@ static void test_pool_l2(void **state) {
     const int32_t offs[] = {0, 1, 9, 40, 296};
     const int nseq = 4, T = 296;
     uint64_t seed = 15;
-    float *x = malloc(sizeof(float) * T * D), *out = poisoned((size_t)nseq * D);
+    float *x = malloc(sizeof(float) * T * D), *out = poisoned((size_t)nseq * D),
+          *out2 = poisoned((size_t)nseq * D), *norms = poisoned((size_t)nseq);
     tu_fill(x, (size_t)T * D, -3, 3, &seed);
-    cv_cpu_pool_l2(x, offs, nseq, D, out);
-    double want[4 * 384];
+    cv_cpu_pool_l2(x, offs, nseq, D, out, NULL);
+    cv_cpu_pool_l2(x, offs, nseq, D, out2, norms);
+    /* asking for the norms leaves the vectors as they were, bit for bit */
+    assert_memory_equal(out, out2, sizeof(float) * (size_t)nseq * D);
+    double want[4 * 384], want_norm[4];
     for (int s = 0; s < nseq; s++) {
         double norm = 0;
         for (int j = 0; j < D; j++) {
@@ -359,13 +363,24 @@ static void test_pool_l2(void **state) {
             want[s * D + j] = acc / (offs[s + 1] - offs[s]);
             norm += want[s * D + j] * want[s * D + j];
         }
+        want_norm[s] = sqrt(norm);
         for (int j = 0; j < D; j++)
             want[s * D + j] /= sqrt(norm);
     }
-    double err = max_rel_err(out, want, (size_t)nseq * D);
-    print_message("pool_l2 max_rel_err=%.2e\n", err);
+    double err = max_rel_err(out, want, (size_t)nseq * D), nerr = 0, merr = 0;
+    /* norms[s] is the mean's norm; out * norms gives the mean back (TEI's normalize:false) */
+    for (int s = 0; s < nseq; s++) {
+        nerr = fmax(nerr, fabs(norms[s] - want_norm[s]) / want_norm[s]);
+        for (int j = 0; j < D; j++)
+            merr = fmax(merr, fabs((double)out[s * D + j] * norms[s] - want[s * D + j] * want_norm[s]) /
+                                  want_norm[s]);
+    }
+    print_message("pool_l2 max_rel_err=%.2e norms max_rel_err=%.2e mean back max_rel_err=%.2e\n", err, nerr,
+                  merr);
     assert_true(err < 1e-6);
-    free(x), free(out);
+    assert_true(nerr < 1e-6);
+    assert_true(merr < 1e-6);
+    free(x), free(out), free(out2), free(norms);
 }
 
 int main(void) {

@@ -5,6 +5,8 @@
  *     and the server keeps serving; over capacity: "busy";
  *   - HTTP: /healthz, /metrics (promtool check metrics), /embed, /v1/embeddings (float and
  *     base64), 4xx JSON errors, model names, API key (scheme in any case, --metrics-auth);
+ *   - the batcher: jobs asking for the vectors before the L2 norm (TEI's "normalize": false)
+ *     and jobs asking for unit vectors in one batch each get what they asked for;
  *   - query parameters of the search page (escapes, NUL, UTF-8, the length limit);
  *   - `cdcvec serve` (argv[1]) answers in-flight requests after SIGTERM, then exits 0. */
 #define _DEFAULT_SOURCE
@@ -31,7 +33,9 @@
 #include <cmocka.h>
 
 #include "../common/cv_time.h"
+#include "../common/cv_metrics.h"
 #include "../models/minilm.h"
+#include "../server/batch.h"
 #include "../server/client.h"
 #include "../server/proto.h"
 #include "../server/server.h"
@@ -710,6 +714,95 @@ static void test_sigterm_drains(void **state) {
     cv_client_close(c);
 }
 
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done;
+} jobs_done;
+static jobs_done jd = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+static void job_done(cv_job *j) {
+    (void)j;
+    pthread_mutex_lock(&jd.mu);
+    jd.done++;
+    pthread_cond_broadcast(&jd.cv);
+    pthread_mutex_unlock(&jd.mu);
+}
+
+/* A long job that fills the token budget (a batch of its own), then raw, unit and raw jobs: the
+ * three share the next batch, and each gets what it asked for. */
+static void test_batcher_raw(void **state) {
+    (void)state;
+    cv_metrics *reg = cv_metrics_new();
+    cv_batcher *b = NULL;
+    char *lng = malloc(4000);
+    for (int i = 0; i < 3999; i++)
+        lng[i] = i % 6 == 5 ? ' ' : (char)('a' + i % 5);
+    lng[3999] = 0;
+    const char *long_texts[16];
+    size_t long_lens[16], lens[NTEXTS];
+    for (int i = 0; i < 16; i++)
+        long_texts[i] = lng, long_lens[i] = 3999;
+    for (int i = 0; i < NTEXTS; i++)
+        lens[i] = strlen(TEXTS[i]);
+    cv_job jobs[4];
+    assert_int_equal(cv_job_prepare(&jobs[0], model, long_texts, long_lens, 16), CV_OK);
+    for (int k = 1; k < 4; k++) {
+        assert_int_equal(cv_job_prepare(&jobs[k], model, TEXTS, lens, NTEXTS), CV_OK);
+        jobs[k].raw = k != 2;
+    }
+    assert_int_equal(cv_batcher_new(model, jobs[0].ntokens, 0.002, 1 << 22, reg, &b), CV_OK);
+    jd.done = 0;
+    for (int k = 0; k < 4; k++) {
+        jobs[k].done = job_done;
+        assert_int_equal(cv_batcher_submit(b, &jobs[k]), CV_OK);
+    }
+    pthread_mutex_lock(&jd.mu);
+    while (jd.done < 4)
+        pthread_cond_wait(&jd.cv, &jd.mu);
+    pthread_mutex_unlock(&jd.mu);
+    size_t len = 0;
+    char *text = cv_metrics_render(reg, &len);
+    const char *bt = strstr(text, "\ncdcvec_batches_total ");
+    const int batches = bt ? atoi(bt + strlen("\ncdcvec_batches_total ")) : -1;
+    free(text);
+    double unit_err = 0, dir_err = 0, min_norm = 1e9;
+    for (int k = 1; k < 4; k++) {
+        assert_int_equal(jobs[k].err, CV_OK);
+        for (int i = 0; i < NTEXTS; i++) {
+            const float *v = jobs[k].vec + (size_t)i * DIM;
+            double n = 0;
+            for (int j = 0; j < DIM; j++)
+                n += (double)v[j] * v[j];
+            n = sqrt(n);
+            for (int j = 0; j < DIM; j++) {
+                if (k == 2)
+                    unit_err = fmax(unit_err, fabs(v[j] - ref[i][j]));
+                else
+                    dir_err = fmax(dir_err, fabs(v[j] / n - ref[i][j]));
+            }
+            if (k != 2)
+                min_norm = fmin(min_norm, n);
+            else
+                unit_err = fmax(unit_err, fabs(n - 1));
+        }
+    }
+    /* raw job 3 equals raw job 1 */
+    assert_memory_equal(jobs[1].vec, jobs[3].vec, sizeof(float) * NTEXTS * DIM);
+    print_message(
+        "batcher: %d batches; unit job max |diff| %.2e; raw jobs: direction max |diff| %.2e, min norm "
+        "%.3f\n",
+        batches, unit_err, dir_err, min_norm);
+    assert_int_equal(batches, 2); /* the three small jobs shared a batch */
+    assert_true(unit_err < 1e-5);
+    assert_true(dir_err < 1e-5);
+    assert_true(min_norm > 1.5); /* all-MiniLM-L6-v2's mean-pooled vectors are several units long */
+    for (int k = 0; k < 4; k++)
+        cv_job_release(&jobs[k]);
+    free(lng);
+    cv_batcher_free(b);
+    cv_metrics_free(reg);
+}
+
 int main(int argc, char **argv) {
     cdcvec_bin = argc > 1 ? argv[1] : "./cdcvec";
     signal(SIGPIPE, SIG_IGN);
@@ -717,6 +810,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_concurrent_clients),
         cmocka_unit_test(test_bad_frames),
         cmocka_unit_test(test_busy),
+        cmocka_unit_test(test_batcher_raw),
         cmocka_unit_test(test_http),
         cmocka_unit_test(test_http_api_key),
         cmocka_unit_test(test_query_param),

@@ -1,10 +1,11 @@
-/* pool.c: mean pooling over each sequence's real tokens, then L2 normalization. */
+/* pool.c: mean pooling over each sequence's real tokens, then L2 normalization; the mean's norm
+ * before it is written to norms when asked. */
 #include <math.h>
 #include <string.h>
 
 #include "cpu_ops.h"
 
-void cv_cpu_pool_l2(const float *x, const int32_t *offs, int nseq, int D, float *out) {
+void cv_cpu_pool_l2(const float *x, const int32_t *offs, int nseq, int D, float *out, float *norms) {
     for (int s = 0; s < nseq; s++) {
         float *o = out + (size_t)s * D;
         memset(o, 0, sizeof(float) * (size_t)D);
@@ -20,6 +21,7 @@ void cv_cpu_pool_l2(const float *x, const int32_t *offs, int nseq, int D, float 
             o[j] *= inv_len;
             norm += o[j] * o[j];
         }
+        if (norms) norms[s] = sqrtf(norm);
         const float inv = 1.0f / fmaxf(sqrtf(norm), 1e-12f);
         for (int j = 0; j < D; j++)
             o[j] *= inv;

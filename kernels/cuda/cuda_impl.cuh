@@ -68,7 +68,8 @@ void cv_cuda_add_ln_h(cv_cuda *c, __half *x, const __half *res, const float *gam
                       int D, float eps);
 void cv_cuda_attention_h(cv_cuda *c, const __half *qkv, const int32_t *offs, int nseq, int max_len, int H,
                          int hd, __half *out);
-void cv_cuda_pool_l2_h(cv_cuda *c, const __half *x, const int32_t *offs, int nseq, int D, float *out);
+void cv_cuda_pool_l2_h(cv_cuda *c, const __half *x, const int32_t *offs, int nseq, int D, float *out,
+                       float *norms);
 void cv_cuda_enc_free(cv_cuda *c);
 
 #endif

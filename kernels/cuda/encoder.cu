@@ -6,7 +6,8 @@
  *   re-read by a bias kernel, no separate fp32 -> fp16 pass); the FFN's GELU is the exact erf
  *   form in one in-place kernel by default, or cuBLASLt's GELU_BIAS epilogue (its tanh
  *   approximation: cv_cuda_set_gelu_tanh);
- * - ids, positions and offsets go up, the pooled vectors come down, through pinned buffers with
+ * - ids, positions and offsets go up, the pooled vectors and their norms before the L2
+ *   normalization come down (one copy), through pinned buffers with
  *   async copies on the backend's stream, one sync per batch (encode_wait: the caller tokenizes
  *   the next batch meanwhile);
  * - batches of up to CV_GRAPH_MAX_TOKENS tokens run as a CUDA graph captured per shape (tokens,
@@ -39,12 +40,13 @@ struct cv_cuda_enc {
     int cap, seq_cap; /* token and sequence capacity of the buffers below */
     int D, NI;        /* the widths they were sized for */
     __half *h, *qkv, *ctx, *a, *inter;
-    int32_t *in;        /* device: ids (cap) | pos (cap) | offs (seq_cap + 1) */
-    float *out;         /* device (seq_cap, D) */
-    int32_t *pin_in;    /* pinned, as in */
-    float *pin_out;     /* pinned, as out */
-    float *pending_out; /* the queued batch's destination (encode_wait copies into it) */
-    size_t pending_n;
+    int32_t *in;          /* device: ids (cap) | pos (cap) | offs (seq_cap + 1) */
+    float *out;           /* device (seq_cap, D) vectors, then (nseq) norms after a batch's nseq rows */
+    int32_t *pin_in;      /* pinned, as in */
+    float *pin_out;       /* pinned, as out */
+    float *pending_out;   /* the queued batch's destination (encode_wait copies into it) */
+    float *pending_norms; /* and its norms' (NULL: not wanted) */
+    size_t pending_n, pending_nseq;
     enc_graph graphs[CV_GRAPH_CACHE];
     int ngraphs;
     unsigned long long tick;
@@ -137,8 +139,8 @@ static void enqueue_forward(cv_cuda *c, const cv_encoder *m, int T, int nseq, in
         lt_linear(c, e->inter, L->w2, L->b2, T, D, NI, CUBLASLT_EPILOGUE_BIAS, e->h);
         cv_cuda_add_ln_h(c, e->h, e->a, L->ln2_g, L->ln2_b, T, D, m->eps);
     }
-    cv_cuda_pool_l2_h(c, e->h, offs, nseq, D, e->out);
-    cv_cuda_note(c, cudaMemcpyAsync(e->pin_out, e->out, sizeof(float) * (size_t)nseq * D,
+    cv_cuda_pool_l2_h(c, e->h, offs, nseq, D, e->out, e->out + (size_t)nseq * D);
+    cv_cuda_note(c, cudaMemcpyAsync(e->pin_out, e->out, sizeof(float) * (size_t)nseq * (D + 1),
                                     cudaMemcpyDeviceToHost, c->stream));
 }
 
@@ -190,9 +192,9 @@ static bool reserve(cv_cuda *c, const cv_encoder *m, int T, int nseq) {
     if (!err) err = cudaMalloc((void **)&e->a, t * D * hs);
     if (!err) err = cudaMalloc((void **)&e->inter, t * (size_t)m->NI * hs);
     if (!err) err = cudaMalloc((void **)&e->in, nin * sizeof(int32_t));
-    if (!err) err = cudaMalloc((void **)&e->out, (size_t)nseq * D * sizeof(float));
+    if (!err) err = cudaMalloc((void **)&e->out, (size_t)nseq * (D + 1) * sizeof(float));
     if (!err) err = cudaMallocHost((void **)&e->pin_in, nin * sizeof(int32_t));
-    if (!err) err = cudaMallocHost((void **)&e->pin_out, (size_t)nseq * D * sizeof(float));
+    if (!err) err = cudaMallocHost((void **)&e->pin_out, (size_t)nseq * (D + 1) * sizeof(float));
     if (err) {
         cv_error("event=cuda_alloc tokens=%d seqs=%d error=\"%s\"", T, nseq, cudaGetErrorString(err));
         cv_cuda_note(c, err);
@@ -265,20 +267,22 @@ static cudaGraphExec_t graph_for(cv_cuda *c, const cv_encoder *m, int T, int nse
     return exec;
 }
 
-/* Waits for the queued batch and copies its vectors out. */
+/* Waits for the queued batch and copies its vectors (and norms, when asked) out. */
 cv_err cv_cuda_encode_wait(cv_backend *be) {
     cv_cuda *c = cv_cuda_of(be);
     struct cv_cuda_enc *e = c->enc;
     cv_err err = be->sync(be);
     if (e && e->pending_out) {
         if (!err) memcpy(e->pending_out, e->pin_out, sizeof(float) * e->pending_n);
-        e->pending_out = NULL;
+        if (!err && e->pending_norms)
+            memcpy(e->pending_norms, e->pin_out + e->pending_n, sizeof(float) * e->pending_nseq);
+        e->pending_out = e->pending_norms = NULL;
     }
     return err;
 }
 
 cv_err cv_cuda_encode(cv_backend *be, const cv_encoder *m, const int32_t *ids, const int32_t *pos_ids,
-                      const int32_t *offs, int T, int nseq, int max_len, float *out) {
+                      const int32_t *offs, int T, int nseq, int max_len, float *out, float *norms) {
     cv_cuda *c = cv_cuda_of(be);
     if (T <= 0 || nseq <= 0) return CV_OK;
     if (m->D > 32 * CV_LN_MAX_PER_LANE) return CV_ERR_ARG;
@@ -298,7 +302,9 @@ cv_err cv_cuda_encode(cv_backend *be, const cv_encoder *m, const int32_t *ids, c
     else if (c->sticky == cudaSuccess && c->sticky_blas == CUBLAS_STATUS_SUCCESS)
         enqueue_forward(c, m, T, nseq, max_len);
     e->pending_out = out;
+    e->pending_norms = norms;
     e->pending_n = (size_t)nseq * (size_t)m->D;
+    e->pending_nseq = (size_t)nseq;
     if (c->sticky != cudaSuccess || c->sticky_blas != CUBLAS_STATUS_SUCCESS) return cv_cuda_encode_wait(be);
     return CV_OK;
 }

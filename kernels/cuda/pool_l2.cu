@@ -1,9 +1,11 @@
 /* pool_l2.cu: out[s] = L2-normalize(mean of sequence s's rows), one block per sequence,
- * fp32 or fp16 rows, fp32 sums, block-wide reduction of the squared norm. */
+ * fp32 or fp16 rows, fp32 sums, block-wide reduction of the squared norm (written to norms[s]
+ * as the norm when norms is not NULL). */
 #include "cuda_impl.cuh"
 #include "ln_warp.cuh"
 
-template <class T> __global__ void pool_l2_kernel(const T *x, const int32_t *offs, int D, float *out) {
+template <class T>
+__global__ void pool_l2_kernel(const T *x, const int32_t *offs, int D, float *out, float *norms) {
     const int s = blockIdx.x, t0 = offs[s], t1 = offs[s + 1];
     extern __shared__ float sm[]; /* (D) means, then (32) partial norms */
     float *mean = sm, *part = sm + D;
@@ -23,7 +25,10 @@ template <class T> __global__ void pool_l2_kernel(const T *x, const int32_t *off
     if (threadIdx.x < 32) {
         float p = threadIdx.x < blockDim.x / 32 ? part[threadIdx.x] : 0.0f;
         p = cv_warp_sum(p);
-        if (threadIdx.x == 0) part[0] = 1.0f / fmaxf(sqrtf(p), 1e-12f);
+        if (threadIdx.x == 0) {
+            part[0] = 1.0f / fmaxf(sqrtf(p), 1e-12f);
+            if (norms) norms[s] = sqrtf(p);
+        }
     }
     __syncthreads();
     const float inv = part[0];
@@ -32,18 +37,19 @@ template <class T> __global__ void pool_l2_kernel(const T *x, const int32_t *off
 }
 
 template <class T>
-static void pool_l2(cv_cuda *c, const T *x, const int32_t *offs, int nseq, int D, float *out) {
+static void pool_l2(cv_cuda *c, const T *x, const int32_t *offs, int nseq, int D, float *out, float *norms) {
     if (nseq <= 0) return;
     const int threads = 128;
-    pool_l2_kernel<T><<<nseq, threads, sizeof(float) * (size_t)(D + 32), c->stream>>>(x, offs, D, out);
+    pool_l2_kernel<T><<<nseq, threads, sizeof(float) * (size_t)(D + 32), c->stream>>>(x, offs, D, out, norms);
     cv_cuda_note_launch(c);
 }
 
 extern "C" void cv_cuda_pool_l2(cv_backend *be, const float *x, const int32_t *offs, int nseq, int D,
-                                float *out) {
-    pool_l2(cv_cuda_of(be), x, offs, nseq, D, out);
+                                float *out, float *norms) {
+    pool_l2(cv_cuda_of(be), x, offs, nseq, D, out, norms);
 }
 
-void cv_cuda_pool_l2_h(cv_cuda *c, const __half *x, const int32_t *offs, int nseq, int D, float *out) {
-    pool_l2(c, x, offs, nseq, D, out);
+void cv_cuda_pool_l2_h(cv_cuda *c, const __half *x, const int32_t *offs, int nseq, int D, float *out,
+                       float *norms) {
+    pool_l2(c, x, offs, nseq, D, out, norms);
 }
