@@ -9,6 +9,7 @@
 #include "../common/cv_conf.h"
 #include "../common/cv_log.h"
 #include "../ingest/ingest.h"
+#include "../search/search.h"
 #include "cli.h"
 
 typedef struct {

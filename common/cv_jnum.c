@@ -15,7 +15,7 @@
 #include <strings.h>
 
 #include "common/cv_buf.h"
-#include "common/cv_quix.h"
+#include "common/cv_pyjson.h"
 
 static const char MARK[] = "\xEF\xB7\x90"; /* U+FDD0 in UTF-8 */
 #define MARK_LEN 3

@@ -1,4 +1,4 @@
-/* cv_quix_num.c: numbers and strings as Python's json.dumps and orjson print them.
+/* cv_pyjson.c: numbers and strings as Python's json.dumps and orjson print them.
  *
  * Both print a float with the shortest decimal digits that read back as the same double
  * (David Gay's mode 0 in Python's repr; Ryu in orjson); they differ only in layout:
@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/cv_quix.h"
+#include "common/cv_pyjson.h"
 
 /* Rounds x (finite, > 0) to p significant digits: digits (no dot, trailing zeros stripped)
  * into d, returns the count; *decpt is the decimal point position (x = 0.d1d2... * 10^decpt). */

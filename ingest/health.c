@@ -5,7 +5,7 @@
  * 200 only while the stage does its job now: streaming from the slot (or consuming its topic),
  * the source database and the store reachable, the oldest committed change not yet in the
  * store younger than --ready-lag-s, the slot's retained WAL under --wal-warn-mb, and a Kafka
- * broker reachable within --broker-down-s (cv_kafka.h).
+ * broker reachable within --broker-down-s (kafka/client.h).
  *
  * The lag is read from the server, not guessed from the stream: every second a connection of
  * its own reads pg_current_wal_lsn() against the slot's confirmed_flush_lsn (lag) and
@@ -23,7 +23,7 @@
 #include <time.h>
 
 #include "../common/cv_buf.h"
-#include "../common/cv_kafka.h"
+#include "../kafka/client.h"
 #include "../common/cv_log.h"
 #include "../common/cv_signal.h"
 #include "pgvalue.h"

@@ -50,43 +50,6 @@ typedef struct cv_sync_opts {
     double broker_down_s; /* Kafka stages: no broker this long is an error and not ready (0: 60 s) */
 } cv_sync_opts;
 
-/* `cdcvec capture`: the replication stream (and the initial backfill through the slot's
- * snapshot) into a Kafka topic, one message per row change keyed by its primary key; the
- * slot's flush position is confirmed only once every message up to it is acknowledged. */
-typedef struct cv_capture_opts {
-    const char *to;                     /* kafka://host:port/topic */
-    int quix;                           /* 1: the tutorial's messages (wal2json v1 change objects) */
-    const struct cv_kafka_props *props; /* librdkafka properties from the user */
-} cv_capture_opts;
-int cv_capture_run(const cv_sync_opts *o, const cv_capture_opts *k, volatile sig_atomic_t *stop);
-
-/* `cdcvec worker`: the change topic into the embeddings topic, embedding the texts (the
- * model from o: in-process, or o->embed). Offsets are committed once the output is
- * acknowledged. */
-typedef struct cv_worker_opts {
-    const char *from, *to;   /* kafka:// URLs */
-    const char *group;       /* consumer group */
-    const char *dead_letter; /* topic for messages that cannot be read or embedded */
-    int quix;                /* 1: produce the tutorial's embeddings messages */
-    const char *key_columns; /* the tutorial's messages: key columns (default "id") */
-    long batch_rows;         /* most messages per batch */
-    const struct cv_kafka_props *props;
-} cv_worker_opts;
-int cv_worker_run(const cv_sync_opts *o, const cv_worker_opts *w, volatile sig_atomic_t *stop);
-
-/* `cdcvec sink`: the embeddings (or change) topic into the store o->sink, through the apply
- * stage. Offsets are committed once the store committed. */
-typedef struct cv_sink_stage_opts {
-    const char *from;        /* kafka:// URL */
-    const char *group;       /* keeps the offsets */
-    const char *dead_letter; /* topic for messages that cannot be read */
-    const char *key_columns; /* the tutorial's messages: key columns (default "id") */
-    long batch_rows;
-    const char *state; /* Qdrant/Upstash: PostgreSQL database for dead letters and position */
-    const struct cv_kafka_props *props;
-} cv_sink_stage_opts;
-int cv_sink_stage_run(const cv_sync_opts *o, const cv_sink_stage_opts *k, volatile sig_atomic_t *stop);
-
 /* Runs until *stop becomes nonzero (then finishes the batch in hand, acknowledges, returns
  * 0) or a fatal error (returns 1 after logging what and how to fix it). Lost connections to
  * the source or the sink are retried with backoff. */
@@ -95,9 +58,6 @@ int cv_sync_run(const cv_sync_opts *o, volatile sig_atomic_t *stop);
 /* Re-embeds the table on demand, in primary-key order, with a progress line; rows whose
  * text hash is unchanged are skipped unless o->force. Returns an exit status. */
 int cv_backfill_run(const cv_sync_opts *o, volatile sig_atomic_t *stop);
-
-/* Embeds query and prints the nearest rows: rank, similarity, key and payload. */
-int cv_search_run(const cv_sync_opts *o, const char *query, int limit);
 
 /* cdcvec verify: compares the source with the store (missing, stale, payload drift, orphans);
  * repair: fixes them through the apply stage; show: lines printed per kind of difference (0:

@@ -11,6 +11,8 @@
 #include "../common/cv_buf.h"
 #include "../common/cv_log.h"
 #include "../common/cv_names.h"
+#include "../kafka/kafka.h"
+#include "../search/search.h"
 #include "sync_impl.h"
 
 void cv_sync_error(cv_sync *s, const char *stage, const cv_pg_fault *f) {

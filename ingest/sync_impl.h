@@ -1,5 +1,6 @@
 /* sync_impl.h: state shared by sync.c (streaming), backfill.c (stages, snapshot and on-demand
- * backfill, search) and search_page.c.
+ * backfill), and, until the runtime/outlet split, the Kafka stages (kafka/) and the search page
+ * and /wait (search/).
  *
  * Two lifetimes: the runtime (model, embedding server with its HTTP port, client, metrics,
  * the apply stage) is opened once per process and stays up across session retries, so
@@ -41,7 +42,7 @@ typedef struct cv_sync {
         cv_metric *m;
     } err_series[64];
     int n_err_series;
-    /* the search page (search_page.c): its own sink connection, reopened when the session changes */
+    /* the search page (search/page.c): its own sink connection, reopened when the session changes */
     cv_http_route routes[3];  /* /, /search, /wait */
     struct cv_waitq *waitq;   /* read-your-writes (wait.c), NULL when capturing */
     struct cv_health *health; /* readiness and lag (health.c) */
@@ -82,47 +83,6 @@ cv_err cv_sync_deliver(cv_sync *s, cv_change *chg, int n, int truncate, uint64_t
  * sleep of d seconds that ends early when *stop is set. */
 double cv_stage_backoff(int attempt);
 void cv_stage_sleep(double d, volatile sig_atomic_t *stop);
-
-/* capture.c: opening the producer with the runtime, delivering a batch, closing. */
-cv_err cv_capture_open(cv_sync *s);
-cv_err cv_capture_deliver(cv_sync *s, cv_change *chg, int n, int truncate, uint64_t position,
-                          double commit_unix);
-void cv_capture_close(cv_sync *s);
-/* The stream is covered up to pos without a change of the table (a keepalive): position marks
- * go to every partition at most every 100 ms (call it with 0 to send what is due). */
-void cv_capture_mark(cv_sync *s, uint64_t pos);
-/* capture --format quix: the tutorial's message for a change made from row values v (old:
- * the old row's values for an update's oldkeys, or NULL: the key of v), set as c->wire. */
-void cv_capture_wire(const cv_sync *s, const cv_rowval *v, const cv_rowval *old, const char *kind,
-                     cv_change *c);
-/* cv_table.row_hook for the backfill of capture --format quix (arg: the cv_sync). */
-void cv_capture_row_hook(void *arg, const cv_rowval *v, cv_change *c);
-
-/* Fills s->routes with GET / (the page) and GET /search (JSON). */
-void cv_search_routes(cv_sync *s);
-/* Waits for searches in flight, closes their sink connection. */
-void cv_search_close(cv_sync *s);
-/* Points the search page at the session's sink table. */
-void cv_search_set_table(cv_sync *s);
-
-/* wait.c: read-your-writes. The covered position moves forward only (cv_wait_advance: after a
- * sink commit, or a keepalive with nothing of ours in flight); GET /wait answers from a thread
- * of its own, /search?min_lsn= waits on a search thread (cv_wait_until: 1 when covered, else 0
- * after timeout_ms; *covered: the position then). */
-cv_err cv_wait_open(cv_sync *s);
-/* Answers the waiting requests 503 and stops the thread (later requests are answered at once);
- * close frees, once the HTTP server is gone. */
-void cv_wait_stop(cv_sync *s);
-void cv_wait_close(cv_sync *s);
-void cv_wait_advance(cv_sync *s, uint64_t pos);
-int cv_wait_until(cv_sync *s, uint64_t lsn, long timeout_ms, uint64_t *covered);
-void cv_wait_route(cv_sync *s, cv_http_route *r);
-/* "X/Y" (1 to 8 hex digits each, nothing else) into *out; 0 on success. */
-int cv_wait_parse_lsn(const char *s, uint64_t *out);
-/* /search's min_lsn= and timeout_ms=: 0 after answering 400. */
-int cv_wait_search_params(const char *uri, uint64_t *min_lsn, int *has, long *timeout_ms, void *reply);
-/* The 504 of a search whose min_lsn was not covered in time. */
-void cv_wait_reply_timeout(void *reply, uint64_t lsn, uint64_t covered, double waited_s);
 
 /* health.c: /readyz and the lag. open: with the runtime (registers cdcvec_ready); monitor: the
  * thread that reads the slot every second (replication: sync, capture) and watches the Kafka

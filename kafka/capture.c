@@ -19,11 +19,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../common/cv_kafka.h"
+#include "client.h"
 #include "../common/cv_log.h"
 #include "../common/cv_lsn.h"
 #include "../common/cv_time.h"
-#include "sync_impl.h"
+#include "../ingest/sync_impl.h"
+#include "kafka.h"
 #include "wire.h"
 
 typedef struct cv_capture {

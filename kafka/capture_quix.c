@@ -1,12 +1,13 @@
 /* capture_quix.c: `cdcvec capture --format quix`: each change as the tutorial's CDC service
- * sends it (a wal2json format-version-1 change object, common/cv_quix.h), built from the row
+ * sends it (a wal2json format-version-1 change object, kafka/quix.h), built from the row
  * values the stream decoded, in their PostgreSQL text form. */
 #define _POSIX_C_SOURCE 200809L
 #include <stdlib.h>
 #include <string.h>
 
-#include "../common/cv_quix.h"
-#include "sync_impl.h"
+#include "../ingest/sync_impl.h"
+#include "kafka.h"
+#include "quix.h"
 
 /* The columns of t with values v, as cv_quix wants them. */
 static void quix_vals(const cv_table *t, const cv_rowval *v, cv_quix_val *out) {

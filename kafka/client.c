@@ -1,7 +1,7 @@
-/* cv_kafka.c: kafka:// URLs, user properties, an acknowledged producer, a caller-committed
- * consumer (cv_kafka.h). */
+/* client.c: kafka:// URLs, user properties, an acknowledged producer, a caller-committed
+ * consumer (client.h). */
 #define _POSIX_C_SOURCE 200809L
-#include "cv_kafka.h"
+#include "client.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -10,10 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cv_buf.h"
-#include "cv_log.h"
-#include "cv_signal.h"
-#include "cv_time.h"
+#include "../common/cv_buf.h"
+#include "../common/cv_log.h"
+#include "../common/cv_signal.h"
+#include "../common/cv_time.h"
 
 /* ---- URLs -------------------------------------------------------------------------------- */
 

@@ -1,4 +1,4 @@
-/* cv_kafka.h: what cdcvec's Kafka stages share over librdkafka: kafka:// URLs, the user's
+/* client.h: what cdcvec's Kafka stages share over librdkafka: kafka:// URLs, the user's
  * librdkafka properties (-X key=value, a properties file, secrets from the environment), a
  * producer that tells when every message sent so far is acknowledged, and a consumer whose
  * offsets are committed only by the caller, after its output is safe.
@@ -15,8 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "cv_err.h"
-#include "cv_metrics.h"
+#include "../common/cv_err.h"
+#include "../common/cv_metrics.h"
 
 /* kafka://host:port[,host:port...]/topic */
 typedef struct cv_kafka_url {

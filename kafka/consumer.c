@@ -1,4 +1,4 @@
-/* kafka_in.c: polling and decoding for the consuming Kafka stages (kafka_in.h).
+/* consumer.c: polling and decoding for the consuming Kafka stages (consumer.h).
  *
  * The tutorial's messages are read as documented in docs/TUTORIAL_FORMAT.md: a CDC message is
  * a wal2json format-version-1 change object (kind, schema, table, columnnames, columntypes,
@@ -7,7 +7,7 @@
  * the key columns come from the options (the tutorial's is "id"). Values become their text
  * form for keys (a JSON number as written, a string as is) and stay JSON in the payload. */
 #define _POSIX_C_SOURCE 200809L
-#include "kafka_in.h"
+#include "consumer.h"
 
 #include <jansson.h>
 #include <openssl/evp.h>
@@ -17,7 +17,7 @@
 
 #include "../common/cv_log.h"
 #include "../common/cv_time.h"
-#include "pgvalue.h"
+#include "../ingest/pgvalue.h"
 
 void cv_kin_msg_free(cv_kin_msg *m) {
     cv_wire_msg_free(&m->m);

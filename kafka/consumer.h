@@ -1,4 +1,4 @@
-/* kafka_in.h: the consuming side of the Kafka stages (worker, sink): messages polled in
+/* consumer.h: the consuming side of the Kafka stages (worker, sink): messages polled in
  * batches and decoded into row changes, whichever format they come in: cdcvec/1 (wire.h) or
  * the tutorial's (a wal2json v1 change object from its CDC service, or its embeddings
  * message). A message that cannot be read is kept with the reason, for the dead-letter topic:
@@ -9,7 +9,7 @@
 #include <librdkafka/rdkafka.h>
 #include <signal.h>
 
-#include "../common/cv_kafka.h"
+#include "client.h"
 #include "wire.h"
 
 enum { CV_KIN_CDCVEC = 0, CV_KIN_QUIX_CHANGE, CV_KIN_QUIX_EMBEDDING, CV_KIN_BAD };

@@ -1,4 +1,4 @@
-/* cv_quix.c: the tutorial's CDC message (wal2json v1 change re-printed by Python's json.dumps)
+/* quix.c: the tutorial's CDC message (wal2json v1 change re-printed by Python's json.dumps)
  * and its embeddings message (simplified row + vector, orjson), written and parsed.
  *
  * Writing a CDC message replays two programs: wal2json 2.5 (tuple_to_stringinfo in
@@ -16,7 +16,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "common/cv_quix.h"
+#include "kafka/quix.h"
 
 cv_err cv_quix_fail(cv_buf *why, cv_err err, const char *fmt, ...) {
     if (!why) return err;

@@ -1,4 +1,4 @@
-/* cv_quix.h: the Quix tutorial's own wire formats (quixio/template-vector-cdc-local@3956625),
+/* quix.h: the Quix tutorial's own wire formats (quixio/template-vector-cdc-local@3956625),
  * byte for byte, so cdcvec's stages and the tutorial's services can share topics.
  *
  *  - CDC message (topic postgres-cdc-data, key "<schema>.<table>"): one wal2json format-version-1
@@ -17,6 +17,7 @@
 
 #include "common/cv_buf.h"
 #include "common/cv_err.h"
+#include "common/cv_pyjson.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -97,16 +98,6 @@ void cv_quix_embed_msg_free(cv_quix_embed_msg *m);
 /* Records a reason in why (when given, replacing what it held) and returns err (shared by the
  * cv_quix*.c files). */
 cv_err cv_quix_fail(cv_buf *why, cv_err err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-/* Number and string layouts of the two serializers (exposed for tests). */
-/* Appends Python's repr(x) (json.dumps' form: NaN, Infinity, -Infinity for non-finite). */
-void cv_quix_put_pyfloat(cv_buf *b, double x);
-/* Appends orjson.dumps(x): shortest digits, exponent when < 1e-5 or >= 1e16, null if not finite. */
-void cv_quix_put_orjson_float(cv_buf *b, double x);
-/* Appends a JSON string as Python's json.dumps writes it (ensure_ascii); -1 on invalid UTF-8. */
-int cv_quix_put_pystr(cv_buf *b, const char *s, size_t len);
-/* Appends a JSON string as orjson writes it (raw UTF-8); -1 on invalid UTF-8. */
-int cv_quix_put_orjson_str(cv_buf *b, const char *s, size_t len);
 
 #ifdef __cplusplus
 }

@@ -1,4 +1,4 @@
-/* cv_quix_embed.c: the tutorial's embeddings message, written and parsed.
+/* quix_embed.c: the tutorial's embeddings message, written and parsed.
  *
  * The tutorial's embedding service ("Create Embeddings*" /main.py) reads the CDC message with
  * orjson, keeps {"kind", "table"} and zips columnnames with columnvalues into one Python dict
@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/cv_quix.h"
+#include "kafka/quix.h"
 
 /* Appends v as orjson.dumps writes it (compact); -1 on a string that is not UTF-8. */
 static int put_orjson(cv_buf *b, json_t *v) {

@@ -19,8 +19,10 @@
 #include "../common/cv_signal.h"
 #include "../common/cv_time.h"
 #include "../common/cv_lsn.h"
-#include "kafka_in.h"
-#include "sync_impl.h"
+#include "../search/search.h"
+#include "consumer.h"
+#include "../ingest/sync_impl.h"
+#include "kafka.h"
 
 #define MODEL_ID "sentence-transformers/all-MiniLM-L6-v2"
 

@@ -15,7 +15,7 @@
 #include "../common/cv_keytext.h"
 #include "../common/cv_log.h"
 #include "../common/cv_lsn.h"
-#include "pgvalue.h"
+#include "../ingest/pgvalue.h"
 
 #define FORMAT "cdcvec/1"
 

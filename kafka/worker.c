@@ -22,9 +22,10 @@
 #include "../common/cv_jnum.h"
 #include "../common/cv_log.h"
 #include "../common/cv_time.h"
-#include "../common/cv_quix.h"
-#include "kafka_in.h"
-#include "sync_impl.h"
+#include "quix.h"
+#include "consumer.h"
+#include "../ingest/sync_impl.h"
+#include "kafka.h"
 
 #define MODEL_ID "sentence-transformers/all-MiniLM-L6-v2"
 

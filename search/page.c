@@ -1,4 +1,4 @@
-/* search_page.c: the search page of `cdcvec sync --http`.
+/* page.c: the search page of `cdcvec sync --http`.
  *   GET /                   a query box (plain HTML form, no script)
  *   GET /?q=...&limit=10    the same page with the results rendered on the server, so a search
  *                           can be linked: each hit shows its title, score, the matched text (the
@@ -24,7 +24,8 @@
 #include "../common/cv_keytext.h"
 #include "../common/cv_log.h"
 #include "../common/cv_pg.h"
-#include "sync_impl.h"
+#include "../ingest/sync_impl.h"
+#include "search.h"
 
 #define CV_SEARCH_MAX_Q       2048 /* bytes of a query, decoded */
 #define CV_SEARCH_MAX_AT_ONCE 16

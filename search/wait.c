@@ -25,7 +25,8 @@
 #include "../common/cv_buf.h"
 #include "../common/cv_log.h"
 #include "../common/cv_lsn.h"
-#include "sync_impl.h"
+#include "../ingest/sync_impl.h"
+#include "search.h"
 
 #define CV_WAIT_MAX_WAITERS 1024
 #define CV_WAIT_DEFAULT_MS  10000

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/cv_quix.h"
+#include "kafka/quix.h"
 
 /* Fills vals from a JSON array of column objects; returns the count, -1 on a bad entry. */
 static int read_cols(json_t *a, cv_quix_val **out) {

@@ -14,7 +14,7 @@
 
 #include <cmocka.h>
 
-#include "../common/cv_quix.h"
+#include "../kafka/quix.h"
 
 /* Python's and orjson's text of x, checked. */
 static void check_float(double x, const char *py, const char *oj) {
