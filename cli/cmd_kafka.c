@@ -9,9 +9,9 @@
 #include <string.h>
 
 #include "../common/cv_conf.h"
-#include "../kafka/client.h"
 #include "../common/cv_log.h"
 #include "../ingest/ingest.h"
+#include "../kafka/client.h"
 #include "../kafka/kafka.h"
 #include "cli.h"
 

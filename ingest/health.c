@@ -23,9 +23,9 @@
 #include <time.h>
 
 #include "../common/cv_buf.h"
-#include "../kafka/client.h"
 #include "../common/cv_log.h"
 #include "../common/cv_signal.h"
+#include "../kafka/client.h"
 #include "pgvalue.h"
 #include "sync_impl.h"
 

@@ -30,9 +30,9 @@
 
 #include "../common/cv_buf.h"
 #include "../common/cv_log.h"
-#include "pgoutput.h"
 #include "../kafka/kafka.h"
 #include "../search/search.h"
+#include "pgoutput.h"
 #include "sync_impl.h"
 
 #define FEEDBACK_INTERVAL 10.0 /* seconds; wal_sender_timeout defaults to 60 */

@@ -19,11 +19,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "client.h"
 #include "../common/cv_log.h"
 #include "../common/cv_lsn.h"
 #include "../common/cv_time.h"
 #include "../ingest/sync_impl.h"
+#include "client.h"
 #include "kafka.h"
 #include "wire.h"
 

@@ -19,9 +19,9 @@
 #include "../common/cv_signal.h"
 #include "../common/cv_time.h"
 #include "../common/cv_lsn.h"
+#include "../ingest/sync_impl.h"
 #include "../search/search.h"
 #include "consumer.h"
-#include "../ingest/sync_impl.h"
 #include "kafka.h"
 
 #define MODEL_ID "sentence-transformers/all-MiniLM-L6-v2"

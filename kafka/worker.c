@@ -22,10 +22,10 @@
 #include "../common/cv_jnum.h"
 #include "../common/cv_log.h"
 #include "../common/cv_time.h"
-#include "quix.h"
-#include "consumer.h"
 #include "../ingest/sync_impl.h"
+#include "consumer.h"
 #include "kafka.h"
+#include "quix.h"
 
 #define MODEL_ID "sentence-transformers/all-MiniLM-L6-v2"
 
