@@ -270,7 +270,11 @@ int cv_worker_run(const cv_sync_opts *o, const cv_worker_opts *w, volatile sig_a
     }
     for (int attempt = 0; !rc && !*stop;) {
         double t0 = cv_now();
+        wk.s.why[0] = 0;
+        cv_pg_last_message_clear();
         cv_err e = session(&wk, stop);
+        char why[512];
+        cv_sync_retry_text(&wk.s, e, why, sizeof why);
         session_close(&wk);
         if (cv_now() - t0 > 60) attempt = 0; /* a healthy session: the backoff starts over */
         if (!e || *stop) break;
@@ -283,7 +287,7 @@ int cv_worker_run(const cv_sync_opts *o, const cv_worker_opts *w, volatile sig_a
             break;
         }
         double d = cv_stage_backoff(++attempt);
-        cv_warn("event=worker_retry attempt=%d in_seconds=%.2f error=\"%s\"", attempt, d, cv_strerror(e));
+        cv_warn("event=worker_retry attempt=%d in_seconds=%.2f error=\"%s\"", attempt, d, why);
         cv_stage_sleep(d, stop);
     }
     if (!rc) cv_info("event=worker_stopped reason=signal");
