@@ -284,6 +284,18 @@ static const char *kept_number(const json_t *j, size_t *n) {
     return s + MARK_LEN;
 }
 
+const char *cv_jnum_string(const json_t *j, size_t *len) {
+    if (!json_is_string(j)) return NULL;
+    const char *s = json_string_value(j);
+    size_t l = json_string_length(j);
+    if (l >= MARK_LEN && memcmp(s, MARK, MARK_LEN) == 0) {
+        if (l < 2 * MARK_LEN || memcmp(s + MARK_LEN, MARK, MARK_LEN) != 0) return NULL; /* a number */
+        s += MARK_LEN, l -= MARK_LEN;
+    }
+    if (len) *len = l;
+    return s;
+}
+
 int cv_jnum_number(const json_t *j, double *v) {
     size_t n;
     const char *t = kept_number(j, &n);

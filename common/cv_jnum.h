@@ -36,6 +36,11 @@ json_t *cv_jnum_loads(const char *s, size_t flags, json_error_t *err);
  * (CV_JNUM_EXACT or CV_JNUM_DOUBLE). NULL on failure. Caller frees (free()). */
 char *cv_jnum_dumps(const json_t *j, size_t flags, int mode);
 
+/* A string of the document as it was written (the U+FDD0 that cv_jnum_loadb put in front of
+ * one that starts with U+FDD0 taken off), its length in *len; NULL when j is no string or is
+ * a number kept as text. */
+const char *cv_jnum_string(const json_t *j, size_t *len);
+
 /* Whether j is a number (a jansson integer or real, or a number kept as text); *v its nearest
  * double (inf beyond the range of one) when v is given. */
 int cv_jnum_number(const json_t *j, double *v);

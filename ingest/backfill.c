@@ -129,6 +129,24 @@ cv_err cv_sync_backfill(cv_sync *s, PGconn *db, uint64_t position, int force, co
     return e;
 }
 
+/* `cdcvec backfill` writes the store's copy of the table: it takes the writer lock (wlock.c) a
+ * sync, a Kafka sink stage or verify --repair of the table holds, and is refused while one
+ * runs. Beside a running stream it would race it: a row it read before the stream deleted or
+ * changed it would be written back afterwards, stale, with nothing left to correct it. */
+static cv_err lock_writer(cv_sync *s) {
+    cv_buf holder = {0};
+    cv_err e = cv_sync_writer_lock(s, "backfill", &holder);
+    if (e == CV_ERR_BUSY)
+        cv_error(
+            "event=backfill_stopped table=%s holder=\"%s\" error=\"a cdcvec sync of this table is running "
+            "(or a Kafka sink stage, verify --repair or another backfill writes it into this store): a "
+            "backfill beside it would race it\" fix=\"stop it, run cdcvec backfill, start it again (a "
+            "running sync keeps the store up to date without one)\"",
+            s->t.qualified, holder.p);
+    free(holder.p);
+    return e;
+}
+
 /* `cdcvec backfill`: a retriable failure (the source or the store unreachable, the embedding
  * service busy) opens a new session after a backoff and goes on after the last key applied, so
  * a long backfill survives a restart of either database. */
@@ -140,6 +158,7 @@ int cv_backfill_run(const cv_sync_opts *o, volatile sig_atomic_t *stop) {
     long total = 0;
     for (int attempt = 0; !e;) {
         e = cv_sync_session_open(&s, 0);
+        if (!e) e = lock_writer(&s);
         if (!e) {
             uint64_t pos, bpos;
             int done;

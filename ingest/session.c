@@ -35,6 +35,14 @@ void cv_sync_error(cv_sync *s, const char *stage, const cv_pg_fault *f) {
     cv_metric_add(m, 1);
 }
 
+void cv_sync_retry_text(const cv_sync *s, cv_err e, char *out, size_t n) {
+    snprintf(out, n, "%s",
+             s->why[0]               ? s->why
+             : *cv_pg_last_message() ? cv_pg_last_message()
+             : e == CV_ERR_TIMEOUT   ? "the line above says what"
+                                     : cv_strerror(e));
+}
+
 /* A failed batch: counted by stage and kind; permanent when the store refused for good or a
  * change failed under --on-error stop. */
 cv_err cv_sync_batch_failed(cv_sync *s, cv_err e) {

@@ -716,11 +716,7 @@ int cv_sync_run(const cv_sync_opts *o, volatile sig_atomic_t *stop) {
         if (!e) e = session(&s, stop, &since);
         cv_pg_fault f = s.fault;
         char why[512];
-        snprintf(why, sizeof why, "%s",
-                 s.why[0]                ? s.why
-                 : *cv_pg_last_message() ? cv_pg_last_message()
-                 : e == CV_ERR_TIMEOUT   ? "the line above says what"
-                                         : cv_strerror(e));
+        cv_sync_retry_text(&s, e, why, sizeof why);
         int restart_now = s.restart_now;
         cv_sync_session_close(&s);
         if (!e || *stop) break;

@@ -137,6 +137,12 @@ void cv_dl_close(cv_dl *d);
  * which process); other errors are logged. role names the lock's own connection, if any. */
 cv_err cv_sync_writer_lock(cv_sync *s, const char *role, cv_buf *holder);
 
+/* The retry line's error text (sync_retry, sink_retry, worker_retry): what happened, never a
+ * bare "timed out": s->why (set where the session ended: table_busy, slot_busy, a broker
+ * error, the store's fault), else the last PostgreSQL error this thread logged (a refused
+ * connection, an administrator's termination), else a pointer to the line above. Into out. */
+void cv_sync_retry_text(const cv_sync *s, cv_err e, char *out, size_t n);
+
 /* Counts an error of a stage ("source", "sink", "embed") and kind, and remembers the fault. */
 void cv_sync_error(cv_sync *s, const char *stage, const cv_pg_fault *f);
 

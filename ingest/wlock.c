@@ -1,13 +1,13 @@
 /* wlock.c: one writer per store table.
  *
  * Every process that writes a store's copy of a table (cdcvec sync, the Kafka sink stage,
- * verify --repair) holds a session advisory lock in the database that keeps that store's state:
- * pgvector's own database, or the state database of Qdrant and Upstash (the source database
- * for sync and verify, --state for the Kafka sink). The key names the store and the table,
- * never the slot: a second sync of the table with a --slot of its own, or a repair beside a
- * Kafka sink, waits or is refused instead of writing beside the first. Advisory locks belong to
- * one database, so the same schema.table in two databases never contend. PostgreSQL releases
- * the lock when the holder's connection ends, kill -9 included. */
+ * verify --repair, dead-letters retry, cdcvec backfill) holds a session advisory lock in the database that
+ * keeps that store's state: pgvector's own database, or the state database of Qdrant and Upstash (the source
+ * database for sync and verify, --state for the Kafka sink). The key names the store and the table, never the
+ * slot: a second sync of the table with a --slot of its own, or a repair beside a Kafka sink, waits or is
+ * refused instead of writing beside the first. Advisory locks belong to one database, so the same
+ * schema.table in two databases never contend. PostgreSQL releases the lock when the holder's connection
+ * ends, kill -9 included. */
 #define _POSIX_C_SOURCE 200809L
 #include "wlock.h"
 

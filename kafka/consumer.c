@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/cv_jnum.h"
 #include "../common/cv_log.h"
 #include "../common/cv_time.h"
 #include "../ingest/pgvalue.h"
@@ -26,14 +27,20 @@ void cv_kin_msg_free(cv_kin_msg *m) {
     memset(m, 0, sizeof *m);
 }
 
-/* A JSON scalar's text form (a key value); NULL for null, objects and arrays. */
+/* A JSON scalar's text form (a key value); NULL for null, objects and arrays. Numbers as
+ * written (read by cv_jnum_loadb: every digit). */
 static char *scalar_text(json_t *v) {
-    if (json_is_string(v)) return strndup(json_string_value(v), json_string_length(v));
+    size_t n;
+    const char *str = cv_jnum_string(v, &n);
+    if (str) return strndup(str, n);
     if (json_is_true(v)) return strdup("true");
     if (json_is_false(v)) return strdup("false");
-    if (json_is_number(v)) return json_dumps(v, JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
+    if (cv_jnum_number(v, NULL)) return cv_jnum_dumps(v, JSON_ENCODE_ANY, CV_JNUM_EXACT);
     return NULL;
 }
+
+/* A row's JSON: compact, every number as written. */
+static char *row_text(const json_t *row) { return cv_jnum_dumps(row, JSON_COMPACT, CV_JNUM_EXACT); }
 
 /* Splits "a,b" into names; returns the count. */
 static int split_cols(const char *s, char ***out) {
@@ -67,9 +74,10 @@ static int key_from(const cv_kin_opts *o, json_t *row, json_t *types_by_name, cv
     for (int k = 0; k < nk; k++) {
         json_t *v = json_object_get(row, names[k]);
         json_t *ty = types_by_name ? json_object_get(types_by_name, names[k]) : NULL;
-        m->t.key_types[k] = strdup(json_is_string(ty)   ? json_string_value(ty)
-                                   : json_is_integer(v) ? "bigint"
-                                                        : "text");
+        m->t.key_types[k] = strdup(cv_jnum_string(ty, NULL)  ? cv_jnum_string(ty, NULL)
+                                   : json_is_integer(v)      ? "bigint"
+                                   : cv_jnum_number(v, NULL) ? "numeric"
+                                                             : "text");
         m->c.key[k] = v ? scalar_text(v) : NULL;
         if (!m->c.key[k]) {
             cv_buf b = {0};
@@ -98,8 +106,9 @@ static void text_from(const cv_kin_opts *o, json_t *row, cv_change *c) {
         c->text_state = CV_TEXT_NULL;
     } else {
         c->text_state = CV_TEXT_KNOWN;
-        c->text = json_is_string(v) ? strndup(json_string_value(v), json_string_length(v))
-                                    : json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+        size_t n;
+        const char *str = cv_jnum_string(v, &n);
+        c->text = str ? strndup(str, n) : cv_jnum_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT, CV_JNUM_EXACT);
     }
 }
 
@@ -190,13 +199,11 @@ static void decode_quix_change(const cv_kin_opts *o, json_t *j, cv_kin_msg *km) 
     m->c.del = m->op == CV_WIRE_DELETE;
     if (!m->c.del) {
         text_from(o, row, &m->c);
-        m->c.payload = json_dumps(row, JSON_COMPACT | JSON_REAL_PRECISION(17));
+        m->c.payload = row_text(row);
     }
 out:
 #undef BAD
-    if (!why)
-        km->row = json_dumps(m->op == CV_WIRE_DELETE && oldrow ? oldrow : row,
-                             JSON_COMPACT | JSON_REAL_PRECISION(17));
+    if (!why) km->row = row_text(m->op == CV_WIRE_DELETE && oldrow ? oldrow : row);
     json_decref(row), json_decref(tys), json_decref(oldrow), json_decref(oldtys);
     if (why) km->format = CV_KIN_BAD, km->why = why;
 }
@@ -239,13 +246,14 @@ static void decode_quix_embedding(const cv_kin_opts *o, json_t *j, cv_kin_msg *k
     CV_ASSERT(m->c.vec);
     for (int i = 0; i < dim; i++) {
         json_t *x = json_array_get(emb, (size_t)i);
-        if (!json_is_number(x)) {
+        double d;
+        if (!cv_jnum_number(x, &d)) {
             cv_buf b = {0};
             cv_buf_printf(&b, "\"embeddings\"[%d] is not a number", i);
             why = b.p;
             goto out;
         }
-        m->c.vec[i] = (float)json_number_value(x);
+        m->c.vec[i] = (float)d;
     }
     text_from(o, row, &m->c);
     /* the hash that decides whether the stored vector is rewritten: the text's, as cdcvec's
@@ -257,10 +265,10 @@ static void decode_quix_embedding(const cv_kin_opts *o, json_t *j, cv_kin_msg *k
         EVP_Digest(m->c.vec, sizeof(float) * (size_t)dim, m->c.vec_hash, &hl, EVP_sha256(), NULL);
     free(m->c.keep), m->c.keep = NULL;
     m->c.text_state = CV_TEXT_KNOWN;
-    m->c.payload = json_dumps(row, JSON_COMPACT | JSON_REAL_PRECISION(17));
+    m->c.payload = row_text(row);
     m->model = strdup("");
 out:
-    if (!why) km->row = json_dumps(row, JSON_COMPACT | JSON_REAL_PRECISION(17));
+    if (!why) km->row = row_text(row);
     json_decref(row);
     if (why) km->format = CV_KIN_BAD, km->why = why;
 }
@@ -284,7 +292,7 @@ void cv_kin_decode(const cv_kin_opts *o, const char *val, size_t len, cv_kin_msg
         return;
     }
     json_error_t je;
-    json_t *j = json_loadb(val, len, 0, &je);
+    json_t *j = cv_jnum_loadb(val, len, 0, &je); /* numbers beyond int64 or a double: every digit */
     if (!json_is_object(j)) {
         cv_buf b = {0};
         if (j)

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/cv_jnum.h"
 #include "kafka/quix.h"
 
 cv_err cv_quix_fail(cv_buf *why, cv_err err, const char *fmt, ...) {
@@ -260,7 +261,7 @@ static cv_err get_triple(json_t *o, const char *pfx, const char *what, json_t **
 cv_err cv_quix_parse_change(const char *json, size_t len, cv_quix_change_msg *out, cv_buf *why) {
     memset(out, 0, sizeof *out);
     json_error_t je;
-    json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
+    json_t *root = cv_jnum_loadb(json, len, JSON_REJECT_DUPLICATES, &je); /* numbers: every digit */
     if (!root) {
         return cv_quix_fail(why, CV_ERR_FORMAT, "not JSON: %s at line %d column %d", je.text, je.line,
                             je.column);

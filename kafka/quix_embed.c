@@ -14,12 +14,47 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/cv_jnum.h"
 #include "kafka/quix.h"
 
-/* Appends v as orjson.dumps writes it (compact); -1 on a string that is not UTF-8. */
+/* A number the change kept as text (cv_jnum_loadb: beyond int64, or not an integer): whether
+ * it is one; *d its double and *exact whether it is a float (Python's json reads it as one)
+ * whose double has its decimal value. An integer (Python: an int of any size) is never exact. */
+static int kept_number(json_t *v, double *d, int *exact) {
+    size_t n;
+    if (!json_is_string(v) || cv_jnum_string(v, &n) || !cv_jnum_number(v, d)) return 0;
+    char *t = cv_jnum_dumps(v, JSON_ENCODE_ANY, CV_JNUM_EXACT);
+    *exact = t && strpbrk(t, ".eE") && cv_jnum_double_exact(t, strlen(t));
+    free(t);
+    return 1;
+}
+
+/* Appends the exact text of the kept number v. */
+static void put_text(cv_buf *b, json_t *v) {
+    char *t = cv_jnum_dumps(v, JSON_ENCODE_ANY, CV_JNUM_EXACT);
+    cv_buf_puts(b, t ? t : "null");
+    free(t);
+}
+
+/* Appends v as orjson.dumps writes it (compact); -1 on a string that is not UTF-8. A number a
+ * double cannot hold (beyond int64, more digits than a double keeps) is written as it came,
+ * every digit, where the tutorial's service would fail or round it. */
 static int put_orjson(cv_buf *b, json_t *v) {
+    double d;
+    int exact;
+    size_t n;
+    const char *str;
     switch (json_typeof(v)) {
-    case JSON_STRING: return cv_quix_put_orjson_str(b, json_string_value(v), json_string_length(v));
+    case JSON_STRING:
+        if (kept_number(v, &d, &exact)) {
+            if (exact)
+                cv_quix_put_orjson_float(b, d);
+            else
+                put_text(b, v);
+            return 0;
+        }
+        str = cv_jnum_string(v, &n);
+        return cv_quix_put_orjson_str(b, str, n);
     case JSON_INTEGER: cv_buf_printf(b, "%lld", (long long)json_integer_value(v)); return 0;
     case JSON_REAL: cv_quix_put_orjson_float(b, json_real_value(v)); return 0;
     case JSON_TRUE: cv_buf_puts(b, "true"); return 0;
@@ -56,8 +91,16 @@ static int put_orjson(cv_buf *b, json_t *v) {
  * Returns a new jansson string. */
 static json_t *python_str(json_t *v) {
     cv_buf b = {0};
+    double d;
+    int exact;
     switch (json_typeof(v)) {
-    case JSON_STRING: return json_incref(v);
+    case JSON_STRING:
+        if (!kept_number(v, &d, &exact)) return json_incref(v);
+        if (exact)
+            cv_quix_put_pyfloat(&b, d);
+        else
+            put_text(&b, v); /* Python's str() of an int: its digits */
+        break;
     case JSON_INTEGER: cv_buf_printf(&b, "%lld", (long long)json_integer_value(v)); break;
     case JSON_REAL: cv_quix_put_pyfloat(&b, json_real_value(v)); break;
     case JSON_TRUE: cv_buf_puts(&b, "True"); break;

@@ -67,6 +67,18 @@ static cv_err dead_letter(stage *st, const cv_kin_msg *m, const char *why) {
     return cv_kin_dead_letter(st->dlq, "sink", st->in.topic, m, why, st->m_dead);
 }
 
+/* What ended the session, for the retry line (cv_sync_retry_text): the store's fault kind and
+ * its last error (a refused connection, a server that went away), else the store's own line. */
+static void store_failed(stage *st, cv_err e) {
+    const char *kind = NULL, *fix = NULL;
+    cv_sink_last_fault(st->sink, &kind, &fix);
+    const char *msg = cv_pg_last_message();
+    snprintf(st->s.why, sizeof st->s.why, "the store failed (%s): %s", kind ? kind : "connection",
+             *msg                  ? msg
+             : e == CV_ERR_TIMEOUT ? "the store's line above says what"
+                                   : cv_strerror(e));
+}
+
 /* One writer per store table (wlock.c): a sync of the table into the same store, or verify
  * --repair, is never run beside this sink. Without a state database (Qdrant, Upstash without
  * --state) there is nowhere to hold it. */
@@ -89,6 +101,9 @@ static cv_err lock_store(stage *st, const cv_sink_table *t) {
             "into this store (a cdcvec sync, another sink stage or verify --repair); waiting for it to "
             "stop\"",
             t->schema, t->table, holder.p);
+    if (e == CV_ERR_BUSY)
+        snprintf(st->s.why, sizeof st->s.why, "table_busy: another writer of this store holds %s.%s (%s)",
+                 t->schema, t->table, holder.p);
     free(key.p), free(holder.p);
     return e == CV_ERR_BUSY || e == CV_ERR_TIMEOUT ? CV_ERR_TIMEOUT : e;
 }
@@ -136,6 +151,7 @@ static cv_err open_store(stage *st, const cv_wire_msg *w) {
         cv_sink_last_fault(st->sink, &kind, &fix);
         cv_error("event=sink_open table=%s.%s kind=%s%s%s%s", st->schema, st->table,
                  kind ? kind : "connection", fix ? " fix=\"" : "", fix ? fix : "", fix ? "\"" : "");
+        store_failed(st, e);
         cv_sink_close(st->sink);
         st->sink = NULL;
         return e == CV_ERR_TIMEOUT ? e : CV_ERR_UNSUPPORTED;
@@ -184,7 +200,10 @@ static cv_err flush(stage *st) {
         st->nchg = 0;
         cv_health_store(&st->s, e == CV_OK || e == CV_ERR_ARG);
         if (e == CV_ERR_ARG) return CV_ERR_UNSUPPORTED; /* --on-error stop: logged with the key */
-        if (e == CV_ERR_TIMEOUT || e == CV_ERR_BUSY || e == CV_ERR_SHUTDOWN) return CV_ERR_TIMEOUT;
+        if (e == CV_ERR_TIMEOUT || e == CV_ERR_BUSY || e == CV_ERR_SHUTDOWN) {
+            store_failed(st, e);
+            return CV_ERR_TIMEOUT;
+        }
         if (e) { /* said here: the store's own lines may not name it */
             const char *kind, *fix;
             cv_sink_last_fault(st->sink, &kind, &fix);
@@ -196,8 +215,12 @@ static cv_err flush(stage *st) {
     }
     if (!e && st->dead_err) e = st->dead_err; /* a dead letter not sent: replay the batch */
     st->dead_err = CV_OK;
-    if (!e) e = cv_kafka_producer_wait(st->dlq, NULL);
-    if (!e) e = cv_kin_commit(st->rk, st->in.topic, st->done, st->ndone);
+    if (!e && (e = cv_kafka_producer_wait(st->dlq, NULL)))
+        snprintf(st->s.why, sizeof st->s.why, "Kafka: the dead-letter topic did not acknowledge (%s)",
+                 cv_strerror(e));
+    if (!e && (e = cv_kin_commit(st->rk, st->in.topic, st->done, st->ndone)))
+        snprintf(st->s.why, sizeof st->s.why,
+                 "Kafka: committing offsets of %s failed (event=kafka_commit_failed)", st->in.topic);
     if (!e) advance_marks(st);
     for (int i = 0; i < st->ndone; i++)
         cv_kin_msg_free(&st->done[i]);
@@ -225,6 +248,7 @@ static cv_err finish_truncate(stage *st) {
     /* the truncate's LSN becomes the store's floor, kept across restarts (and the HNSW index,
      * pgvector's, is built now if it was not) */
     if (!e) e = cv_sink_backfill_mark(st->sink, st->trunc_lsn, 1);
+    if (e == CV_ERR_TIMEOUT && !st->s.why[0]) store_failed(st, e);
     if (e) return e == CV_ERR_TIMEOUT ? e : CV_ERR_UNSUPPORTED;
     st->floor = st->trunc_lsn, st->index_ready = 1;
     char l[24];
@@ -391,6 +415,9 @@ static cv_err assign_all(stage *st) {
         rd_kafka_poll(st->rk, 200);
     }
     rd_kafka_topic_destroy(rkt);
+    if (!md && !e)
+        snprintf(st->s.why, sizeof st->s.why, "Kafka: no metadata for topic %s from %s (no broker answers)",
+                 st->in.topic, st->in.bootstrap);
     if (!md) return e ? e : CV_ERR_TIMEOUT;
     st->parts = md->topics[0].partition_cnt;
     rd_kafka_metadata_destroy(md);
@@ -402,6 +429,8 @@ static cv_err assign_all(stage *st) {
     rd_kafka_topic_partition_list_destroy(l);
     if (ke) {
         cv_warn("event=kafka_assign topic=%s error=\"%s\"", st->in.topic, rd_kafka_err2str(ke));
+        snprintf(st->s.why, sizeof st->s.why, "Kafka: assigning topic %s: %s", st->in.topic,
+                 rd_kafka_err2str(ke));
         return cv_kafka_retriable(ke) ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
     }
     st->at_trunc = calloc((size_t)st->parts, sizeof(int));
@@ -413,6 +442,8 @@ static cv_err assign_all(stage *st) {
 
 static cv_err session(stage *st, volatile sig_atomic_t *stop) {
     const cv_sink_stage_opts *k = st->k;
+    st->s.why[0] = 0;
+    cv_pg_last_message_clear();
     cv_err e = cv_kafka_consumer_new(st->in.bootstrap, k->group, k->props, &st->km, &st->rk);
     if (!e) e = cv_kafka_producer_new(st->in.bootstrap, k->dead_letter, k->props, &st->km, &st->dlq);
     if (!e) e = assign_all(st);
@@ -473,6 +504,8 @@ int cv_sink_stage_run(const cv_sync_opts *o, const cv_sink_stage_opts *k, volati
     for (int attempt = 0; !rc && !*stop;) {
         double t0 = cv_now();
         cv_err e = session(&st, stop);
+        char why[512];
+        cv_sync_retry_text(&st.s, e, why, sizeof why);
         session_close(&st);
         if (cv_now() - t0 > 60) attempt = 0; /* a healthy session: the backoff starts over */
         if (!e || *stop) break;
@@ -485,7 +518,7 @@ int cv_sink_stage_run(const cv_sync_opts *o, const cv_sink_stage_opts *k, volati
             break;
         }
         double d = cv_stage_backoff(++attempt);
-        cv_warn("event=sink_retry attempt=%d in_seconds=%.2f error=\"%s\"", attempt, d, cv_strerror(e));
+        cv_warn("event=sink_retry attempt=%d in_seconds=%.2f error=\"%s\"", attempt, d, why);
         cv_stage_sleep(d, stop);
     }
     if (!rc) cv_info("event=sink_stopped reason=signal");

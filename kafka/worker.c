@@ -166,7 +166,11 @@ static cv_err batch(worker *wk, cv_kin_msg *msgs, int n, volatile sig_atomic_t *
                     e = e1;
             }
         }
-        if (e) cv_warn("event=worker_embed_failed texts=%d error=\"%s: %s\"", nt, cv_strerror(e), msg);
+        if (e) {
+            cv_warn("event=worker_embed_failed texts=%d error=\"%s: %s\"", nt, cv_strerror(e), msg);
+            snprintf(wk->s.why, sizeof wk->s.why, "the embedding service failed: %s%s%s", cv_strerror(e),
+                     *msg ? ": " : "", msg);
+        }
     }
     float **vof = calloc((size_t)n + 1, sizeof *vof);
     CV_ASSERT(vof);
@@ -193,9 +197,15 @@ static cv_err batch(worker *wk, cv_kin_msg *msgs, int n, volatile sig_atomic_t *
         }
         e = emit(wk, m, &m->m, vof[i]);
     }
-    if (!e) e = cv_kafka_producer_wait(wk->p, stop);
-    if (!e) e = cv_kafka_producer_wait(wk->dlq, stop);
-    if (!e) e = cv_kin_commit(wk->rk, wk->in.topic, msgs, n);
+    if (!e && (e = cv_kafka_producer_wait(wk->p, stop)))
+        snprintf(wk->s.why, sizeof wk->s.why, "Kafka: topic %s did not acknowledge (%s)", wk->out.topic,
+                 cv_strerror(e));
+    if (!e && (e = cv_kafka_producer_wait(wk->dlq, stop)))
+        snprintf(wk->s.why, sizeof wk->s.why, "Kafka: the dead-letter topic did not acknowledge (%s)",
+                 cv_strerror(e));
+    if (!e && (e = cv_kin_commit(wk->rk, wk->in.topic, msgs, n)))
+        snprintf(wk->s.why, sizeof wk->s.why,
+                 "Kafka: committing offsets of %s failed (event=kafka_commit_failed)", wk->in.topic);
     free(texts), free(lens), free(idx), free(vec), free(refused), free(vof);
     return e;
 }
@@ -216,7 +226,9 @@ static cv_err session(worker *wk, volatile sig_atomic_t *stop) {
     cv_err e = cv_kafka_consumer_new(wk->in.bootstrap, w->group, w->props, &wk->km, &wk->rk);
     if (!e) e = cv_kafka_producer_new(wk->out.bootstrap, wk->out.topic, w->props, &wk->km, &wk->p);
     if (!e) e = cv_kafka_producer_new(wk->out.bootstrap, w->dead_letter, w->props, &wk->km, &wk->dlq);
-    if (!e) e = cv_kafka_producer_partitions(wk->p, &wk->out_parts);
+    if (!e && (e = cv_kafka_producer_partitions(wk->p, &wk->out_parts)))
+        snprintf(wk->s.why, sizeof wk->s.why, "Kafka: no partitions of topic %s from %s (%s)", wk->out.topic,
+                 wk->out.bootstrap, cv_strerror(e));
     if (e) return e;
     rd_kafka_topic_partition_list_t *sub = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(sub, wk->in.topic, RD_KAFKA_PARTITION_UA);
@@ -271,7 +283,11 @@ int cv_worker_run(const cv_sync_opts *o, const cv_worker_opts *w, volatile sig_a
     }
     for (int attempt = 0; !rc && !*stop;) {
         double t0 = cv_now();
+        wk.s.why[0] = 0;
+        cv_pg_last_message_clear();
         cv_err e = session(&wk, stop);
+        char why[512];
+        cv_sync_retry_text(&wk.s, e, why, sizeof why);
         session_close(&wk);
         if (cv_now() - t0 > 60) attempt = 0; /* a healthy session: the backoff starts over */
         if (!e || *stop) break;
@@ -284,7 +300,7 @@ int cv_worker_run(const cv_sync_opts *o, const cv_worker_opts *w, volatile sig_a
             break;
         }
         double d = cv_stage_backoff(++attempt);
-        cv_warn("event=worker_retry attempt=%d in_seconds=%.2f error=\"%s\"", attempt, d, cv_strerror(e));
+        cv_warn("event=worker_retry attempt=%d in_seconds=%.2f error=\"%s\"", attempt, d, why);
         cv_stage_sleep(d, stop);
     }
     if (!rc) cv_info("event=worker_stopped reason=signal");

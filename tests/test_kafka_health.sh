@@ -18,9 +18,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 . "$root/tests/kafka_lib.sh"
 work=$(bash "$root/scripts/pg.sh" dir "$(dirname "$bin")/test-kafka-health-$$")
 port=$(free_port $((43000 + $$ % 8000)))
-cap_pid= sink_pid= w_pid=
+cap_pid= sink_pid= w_pid= down_pid=
 cleanup() {
-  for p in $cap_pid $sink_pid $w_pid; do kill -9 "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+  for p in $cap_pid $sink_pid $w_pid $down_pid; do kill -9 "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
   kmock_stop
   bash "$root/scripts/pg.sh" stop "$work/pg" 2>/dev/null
   [ "${fail:-0}" = 0 ] && rm -rf "$work"
@@ -75,6 +75,16 @@ lsn=$(psql -qAtX "$DB" -c "INSERT INTO unrelated (v) VALUES ('x')" -c "SELECT pg
 check "an LSN of a transaction that did not touch the table is covered (200)" \
   '[ "$(code $sink_http "/wait?lsn=$lsn&timeout_ms=30000")" = 200 ]'
 check "the sink exports cdcvec_sync_applied_lsn" '[ "$(metric $sink_http cdcvec_sync_applied_lsn)" != 0 ]'
+
+# a sink whose store is down (nothing listens on its port): the retry line says what happened
+down_port=$(free_port $((sink_http + 1)))
+run sink_down sink --from "kafka://$K/emb" --sink "postgres://postgres@127.0.0.1:$down_port/postgres" --group down --threads 1
+down_pid=$!
+WATCH_PID=$down_pid wait_until 'grep -q "event=sink_retry" "$work/sink_down.log"' 'wc -c <"$work/sink_down.log"'
+check "a sink whose store is down: its retry line names the cause (the store, Connection refused), not \"timed out\"" \
+  'grep "event=sink_retry" "$work/sink_down.log" | head -1 | grep -q "error=\"the store failed (connection): .*Connection refused" &&
+   ! grep "event=sink_retry" "$work/sink_down.log" | grep -q "timed out"' || tail -5 "$work/sink_down.log"
+kill -TERM $down_pid; wait $down_pid; down_pid=
 
 # the broker goes away
 kmock_cmd "down -1"

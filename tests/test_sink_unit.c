@@ -246,6 +246,20 @@ static void test_jnum(void **state) {
     double v = 0;
     assert_true(cv_jnum_number(json_array_get(j, 1), &v));
     assert_true(v == 1.5);
+    /* cv_jnum_string: the document's string (its U+FDD0 as written), never a kept number */
+    size_t sl = 0;
+    const char *sv = cv_jnum_string(json_array_get(j, 0), &sl);
+    assert_true(sv && sl == 6 &&
+                memcmp(sv,
+                       "\xef\xb7\x90"
+                       "1.5",
+                       6) == 0);
+    assert_null(cv_jnum_string(json_array_get(j, 1), NULL));
+    json_decref(j);
+    j = cv_jnum_loads("[18446744073709551616,\"x\"]", 0, NULL);
+    assert_null(cv_jnum_string(json_array_get(j, 0), NULL));
+    assert_true(cv_jnum_number(json_array_get(j, 0), NULL));
+    assert_string_equal(cv_jnum_string(json_array_get(j, 1), &sl), "x");
     json_decref(j);
     /* not JSON stays not JSON */
     assert_null(cv_jnum_loads("{\"n\":01}", 0, NULL));

@@ -11,7 +11,9 @@
 #   - two tables with integer keys in one Qdrant collection (refused, or distinct ids with
 #     --point-ids uuid, TRUNCATE of one leaves the other) and in one Upstash namespace (refused);
 #   - a row the store refuses on a Kafka sink without --state: its message reaches the
-#     dead-letter topic with its key and reason.
+#     dead-letter topic with its key and reason;
+#   - the same numbers in the tutorial's format (capture, worker --format quix, sink): every
+#     digit kept, nothing a dead letter.
 #   usage: test_sink_values.sh path/to/cdcvec path/to/kafka_mock_broker
 set -u
 bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
@@ -150,7 +152,8 @@ kill -TERM "$asc_pid"
 wait "$asc_pid"
 
 # ---- the Kafka path: capture -> worker -> sink ---------------------------------------------------
-kmock_start "$broker" --topic cdc:2 --topic emb:2 --topic dlq-worker:1 --topic dlq-sink:1 --topic dlq-up:1 || { echo "FAIL cannot start the mock broker"; exit 1; }
+kmock_start "$broker" --topic cdc:2 --topic emb:2 --topic dlq-worker:1 --topic dlq-sink:1 --topic dlq-up:1 \
+  --topic qcdc:1 --topic qemb:1 --topic dlq-qworker:1 || { echo "FAIL cannot start the mock broker"; exit 1; }
 K=$KMOCK_BOOTSTRAP
 q "CREATE TABLE knums (id int PRIMARY KEY, description text, n numeric, j jsonb, notes text); INSERT INTO knums (id, description, n, j) VALUES $NUMS"
 bg capture capture --source "$DB" --table public.knums --to "kafka://$K/cdc" --batch-ms 10
@@ -184,7 +187,28 @@ check "Kafka sink without --state: a row the store refuses reaches the dead-lett
   { cat "$work/dlq-up.json" "$work/dlq-up.err"; tail -5 "$work/usink.log"; }
 check "Kafka path: nothing went to the worker's dead-letter topic" \
   '! "$PY" "$root/tests/kafka_tutorial.py" consume --bootstrap "$K" --topic dlq-worker --count 1 --timeout-s 10 >/dev/null 2>&1'
-check "no stage exited on its own" 'kill -0 $cap_pid && kill -0 $sink_pid && kill -0 $usink_pid'
+
+# ---- the same rows in the tutorial's format: capture --format quix -> worker --format quix -> sink
+q "CREATE TABLE qnums (id int PRIMARY KEY, description text, n numeric, j jsonb); INSERT INTO qnums VALUES $NUMS"
+bg qcapture capture --source "$DB" --table public.qnums --to "kafka://$K/qcdc" --format quix --batch-ms 10
+qcap_pid=$!
+bg qworker worker --from "kafka://$K/qcdc" --to "kafka://$K/qemb" --format quix --dead-letter dlq-qworker --threads 2
+qworker_pid=$!
+bg qsink sink --from "kafka://$K/qemb" --sink "$DB" --group qsink --dead-letter dlq-qworker --threads 1
+qsink_pid=$!
+# integers every digit (numeric 9223372036854775808, 1e400: 401 digits); jsonb is a string in
+# wal2json's format: its text as the source's; a fraction is a double by the format's definition
+# (docs/TUTORIAL_FORMAT.md: the tutorial's json.loads), so row 5's n is 0.1
+QEXACT="SELECT count(*) FROM qnums s JOIN cdcvec.public_qnums v USING (id)
+  WHERE (v.payload->'n')::text = CASE WHEN id = 5 THEN '0.1' ELSE to_jsonb(s.n)::text END
+    AND (v.payload->>'j') IS NOT DISTINCT FROM s.j::text"
+has_q() { [ "$(q "SELECT to_regclass('cdcvec.public_qnums') IS NOT NULL")" = t ]; }
+WATCH_PID=$qsink_pid wait_until 'has_q && [ "$(q "$QEXACT")" = 5 ]' 'has_q && sink_progress cdcvec.public_qnums; tail -c 300 "$work/qworker.log"'
+check "big numbers, --format quix: the worker reads capture's messages, every row stored with every digit" \
+  'has_q && [ "$(q "$QEXACT")" = 5 ]' || { q "SELECT id, payload FROM cdcvec.public_qnums"; tail -5 "$work/qworker.log"; }
+check "--format quix: nothing went to the dead-letter topic" \
+  '! "$PY" "$root/tests/kafka_tutorial.py" consume --bootstrap "$K" --topic dlq-qworker --count 1 --timeout-s 5 >/dev/null 2>&1'
+check "no stage exited on its own" 'kill -0 $cap_pid && kill -0 $sink_pid && kill -0 $usink_pid && kill -0 $qcap_pid && kill -0 $qworker_pid && kill -0 $qsink_pid'
 if [ "$fail" != 0 ]; then
   for f in "$work"/*.log; do echo "--- $f"; tail -15 "$f"; done
 fi

@@ -139,6 +139,10 @@ timeout 120 "$bin" verify --source "$(dbof shop_a)" --table public.books --embed
 rc=$?
 check "verify --repair beside the sync is refused (exit 1), naming the holder" \
   '[ $rc = 1 ] && grep -q "event=verify_stopped table=\"public\".\"books\" holder=\"pid=" "$work/verify.log"' || dump "$work/verify.log"
+timeout 120 "$bin" backfill --source "$(dbof shop_a)" --table public.books --embed "$EMBED" >"$work/backfill.log" 2>&1
+rc=$?
+check "backfill beside the sync is refused the same way (exit 1), naming the holder and the fix" \
+  '[ $rc = 1 ] && grep -q "event=backfill_stopped table=\"public\".\"books\" holder=\"pid=.* fix=\"stop it" "$work/backfill.log"' || dump "$work/backfill.log"
 stop_sync $pa
 cport=$(free_port $((port + 300)))
 start_sync refused "postgres://postgres@127.0.0.1:$cport/postgres"
