@@ -39,6 +39,11 @@ typedef struct {
     char msg[256];
 } embed_call;
 
+/* The stage's counters. */
+typedef struct cv_apply_metrics {
+    cv_metric *batches, *embedded, *skipped, *dead, *latency;
+} cv_apply_metrics;
+
 struct cv_apply {
     cv_apply_opts o;
     embed_call ec;
@@ -86,8 +91,6 @@ void cv_apply_free(cv_apply *a) {
 void cv_apply_set_sink(cv_apply *a, cv_sink *sink, cv_apply_fetch_fn fetch, void *fetch_arg, int key_exact) {
     a->o.sink = sink, a->o.fetch = fetch, a->o.fetch_arg = fetch_arg, a->o.key_exact = key_exact;
 }
-
-const cv_apply_metrics *cv_apply_counters(const cv_apply *a) { return &a->m; }
 
 static void sha256(const char *s, size_t n, uint8_t out[32]) {
     unsigned int len = 32;

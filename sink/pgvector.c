@@ -742,22 +742,6 @@ static cv_err pg_dead_put(cv_sink *sk, const cv_sink_dead *d, int n, uint64_t po
     return e;
 }
 
-static cv_err pg_meta_get(cv_sink *sk, cv_sink_meta *m) {
-    pg_sink *s = (pg_sink *)sk;
-    memset(m, 0, sizeof *m);
-    const char *p[1] = {s->stream};
-    PGresult *r = PQexecParams(s->db, "SELECT relid, layout, text_source FROM cdcvec.state WHERE stream = $1",
-                               1, NULL, p, NULL, NULL, 0);
-    cv_err e = exec_ok(s, r, "read_meta");
-    if (!e && PQntuples(r) == 1) {
-        if (!PQgetisnull(r, 0, 0)) m->relid = (uint32_t)strtoul(PQgetvalue(r, 0, 0), NULL, 10);
-        if (!PQgetisnull(r, 0, 1)) m->layout = strdup(PQgetvalue(r, 0, 1));
-        if (!PQgetisnull(r, 0, 2)) m->text_source = strdup(PQgetvalue(r, 0, 2));
-    }
-    PQclear(r);
-    return e;
-}
-
 static cv_err pg_meta_set(cv_sink *sk, const cv_sink_meta *m) {
     pg_sink *s = (pg_sink *)sk;
     char relid[16];
@@ -772,26 +756,6 @@ static cv_err pg_meta_set(cv_sink *sk, const cv_sink_meta *m) {
     cv_err e = exec_ok(s, r, "write_meta");
     PQclear(r);
     return e;
-}
-
-void cv_sink_meta_peek(const char *conninfo, const char *stream, cv_sink_meta *m) {
-    memset(m, 0, sizeof *m);
-    PGconn *db = cv_pg_connect(conninfo, 0, "sink");
-    if (PQstatus(db) == CONNECTION_OK) {
-        const char *p[1] = {stream};
-        PGresult *r =
-            PQexecParams(db,
-                         "SELECT relid, layout, text_source FROM cdcvec.state WHERE stream = $1 AND "
-                         "to_regclass('cdcvec.state') IS NOT NULL",
-                         1, NULL, p, NULL, NULL, 0);
-        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
-            if (!PQgetisnull(r, 0, 0)) m->relid = (uint32_t)strtoul(PQgetvalue(r, 0, 0), NULL, 10);
-            if (!PQgetisnull(r, 0, 1)) m->layout = strdup(PQgetvalue(r, 0, 1));
-            if (!PQgetisnull(r, 0, 2)) m->text_source = strdup(PQgetvalue(r, 0, 2));
-        }
-        PQclear(r);
-    }
-    PQfinish(db);
 }
 
 /* Every other part commits, then connection 0 commits its part with the position. */
@@ -1002,7 +966,7 @@ static cv_err pg_scan(cv_sink *sk, cv_buf *cursor, int limit, cv_sink_key_cb cb,
 }
 
 /* The pgvector store's row in the table of stores (sink_impl.h). */
-const cv_sink_ops cv_sink_pgvector_ops = {"pgvector",  pg_open,     pg_close,    pg_state,         pg_hashes,
-                                          pg_begin,    pg_delete,   pg_put,      pg_dead_put,      pg_commit,
-                                          pg_rollback, pg_meta_get, pg_meta_set, pg_backfill_mark, pg_search,
-                                          NULL,        pg_fetch,    pg_scan};
+const cv_sink_ops cv_sink_pgvector_ops = {"pgvector",  pg_open,     pg_close,         pg_state,    pg_hashes,
+                                          pg_begin,    pg_delete,   pg_put,           pg_dead_put, pg_commit,
+                                          pg_rollback, pg_meta_set, pg_backfill_mark, pg_search,   NULL,
+                                          pg_fetch,    pg_scan};
