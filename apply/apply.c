@@ -39,6 +39,11 @@ typedef struct {
     char msg[256];
 } embed_call;
 
+/* The stage's counters. */
+typedef struct cv_apply_metrics {
+    cv_metric *batches, *embedded, *skipped, *dead, *latency;
+} cv_apply_metrics;
+
 struct cv_apply {
     cv_apply_opts o;
     embed_call ec;
@@ -86,8 +91,6 @@ void cv_apply_free(cv_apply *a) {
 void cv_apply_set_sink(cv_apply *a, cv_sink *sink, cv_apply_fetch_fn fetch, void *fetch_arg, int key_exact) {
     a->o.sink = sink, a->o.fetch = fetch, a->o.fetch_arg = fetch_arg, a->o.key_exact = key_exact;
 }
-
-const cv_apply_metrics *cv_apply_counters(const cv_apply *a) { return &a->m; }
 
 static void sha256(const char *s, size_t n, uint8_t out[32]) {
     unsigned int len = 32;
@@ -254,61 +257,82 @@ static cv_err delete_keys(cv_apply *a, cv_change **c, int n) {
     return e;
 }
 
-/* Applies chg[0..n) (collapsed, in order, within an open store transaction). */
-static cv_err apply_step(cv_apply *a, cv_change *chg, int n, uint64_t position, int force, dead_list *dead,
-                         int *nembedded, int *nskipped) {
-    cv_change **del = calloc((size_t)n + 1, sizeof *del), **up = calloc((size_t)n + 1, sizeof *up),
-              **fetch = calloc((size_t)n + 1, sizeof *fetch);
-    CV_ASSERT(del && up && fetch);
-    int nd = 0, nu = 0, nf = 0;
+/* One step's changes and what is decided for them (apply_step). */
+typedef struct step {
+    cv_apply *a;
+    uint64_t position;
+    int force;
+    dead_list *dead;
+    cv_change **up; /* changes that may keep a vector */
+    int nu;
+    int *found;          /* per up[i]: the store holds the key, with text hash hash[i] */
+    uint8_t (*hash)[32]; /* per up[i] */
+    const char **texts;  /* to embed: texts[k] of change embc[k], written as row emb[k] */
+    cv_change **embc;
+    cv_sink_row *emb, *rows, *pre; /* to embed; payload only; embedded upstream */
+    cv_change **gone;              /* no vector any more */
+    int nt, nr, npre, ng;
+    float *vec; /* nt vectors, emb[k].vec */
+} step;
+
+/* chg[0..n) into the changes that lose their vector (del) and the others (s->up); returns nd. */
+static int step_sort(step *s, cv_change *chg, int n, cv_change **del) {
+    int nd = 0;
     for (int i = 0; i < n; i++) {
         cv_change *c = &chg[i];
         if (c->fail) { /* recorded, and its (stale) vector removed */
-            dead_add(dead, c->key, c->fail);
+            dead_add(s->dead, c->key, c->fail);
             del[nd++] = c;
         } else if (c->del || (c->text_state == CV_TEXT_NULL && !c->text_fetch)) {
             del[nd++] = c; /* a NULL text has no vector: documented */
         } else {
-            up[nu++] = c;
+            s->up[s->nu++] = c;
         }
     }
-    cv_err e = delete_keys(a, del, nd);
-    /* stored hashes, after this step's deletes */
-    int *found = calloc((size_t)nu + 1, sizeof(int));
-    uint8_t(*hash)[32] = calloc((size_t)nu + 1, 32);
+    return nd;
+}
+
+/* The stored hashes (after this step's deletes), then the texts read from the source where a
+ * change did not carry its text and the stored vector cannot be kept. */
+static cv_err step_lookup(step *s) {
+    cv_apply *a = s->a;
+    int nu = s->nu, nf = 0;
+    cv_err e = CV_OK;
     const char ***keys = calloc((size_t)nu + 1, sizeof(char **));
-    CV_ASSERT(found && hash && keys);
+    cv_change **fetch = calloc((size_t)nu + 1, sizeof *fetch);
+    CV_ASSERT(keys && fetch);
     for (int i = 0; i < nu; i++)
-        keys[i] = (const char **)up[i]->key;
-    if (!e && nu) e = cv_sink_hashes(a->o.sink, (const char *const *const *)keys, nu, found, hash);
+        keys[i] = (const char **)s->up[i]->key;
+    if (nu) e = cv_sink_hashes(a->o.sink, (const char *const *const *)keys, nu, s->found, s->hash);
     for (int i = 0; !e && i < nu; i++) {
-        if (!(up[i]->text_fetch || (up[i]->text_state == CV_TEXT_UNKNOWN && (!found[i] || force)))) continue;
+        cv_change *c = s->up[i];
+        if (!(c->text_fetch || (c->text_state == CV_TEXT_UNKNOWN && (!s->found[i] || s->force)))) continue;
         if (a->o.fetch) {
-            fetch[nf++] = up[i];
+            fetch[nf++] = c;
         } else { /* a Kafka sink has no source to read the text from */
-            dead_add(dead, up[i]->key,
+            dead_add(s->dead, c->key,
                      "the text is unknown (an unchanged TOASTed value, or a template column missing from the "
                      "row image) and the store has no vector for this key to keep; run cdcvec backfill");
-            up[i]->text_state = CV_TEXT_NULL; /* nothing stale stays */
+            c->text_state = CV_TEXT_NULL; /* nothing stale stays */
         }
     }
     if (!e && nf) e = a->o.fetch(a->o.fetch_arg, fetch, nf);
     for (int k = 0; !e && k < nf; k++)
         if (fetch[k]->fail) { /* the row read cannot be applied (a value that is not UTF-8) */
-            dead_add(dead, fetch[k]->key, fetch[k]->fail);
+            dead_add(s->dead, fetch[k]->key, fetch[k]->fail);
             fetch[k]->text_state = CV_TEXT_NULL, fetch[k]->text_fetch = 0; /* its stale vector goes */
         }
-    /* decide: vector gone (text NULL now), payload only, or embed */
-    const char **texts = calloc((size_t)nu + 1, sizeof(char *));
-    cv_sink_row *rows = calloc((size_t)nu + 1, sizeof *rows), *emb = calloc((size_t)nu + 1, sizeof *emb),
-                *pre = calloc((size_t)nu + 1, sizeof *pre);
-    cv_change **gone = calloc((size_t)nu + 1, sizeof *gone), **embc = calloc((size_t)nu + 1, sizeof *embc);
-    CV_ASSERT(texts && rows && emb && gone && embc);
-    int nt = 0, nr = 0, ng = 0, npre = 0;
-    for (int i = 0; !e && i < nu; i++) {
-        cv_change *c = up[i];
+    free(keys), free(fetch);
+    return e;
+}
+
+/* Decides each of s->up: vector gone (text NULL now, or too long), payload only, or embed. */
+static void step_decide(step *s) {
+    cv_apply *a = s->a;
+    for (int i = 0; i < s->nu; i++) {
+        cv_change *c = s->up[i];
         if (c->text_state == CV_TEXT_NULL) {
-            gone[ng++] = c;
+            s->gone[s->ng++] = c;
             continue;
         }
         cv_sink_row r = {.key = (const char *const *)c->key, .payload = c->payload, .keep = c->keep};
@@ -317,77 +341,91 @@ static cv_err apply_step(cv_apply *a, cv_change *chg, int n, uint64_t position, 
             snprintf(why, sizeof why,
                      "the text is %zu bytes, over --max-text-bytes %zu (the embedding server's limit)",
                      strlen(c->text), a->o.max_text_bytes);
-            dead_add(dead, c->key, why);
-            gone[ng++] = c; /* its stale vector goes */
+            dead_add(s->dead, c->key, why);
+            s->gone[s->ng++] = c; /* its stale vector goes */
             continue;
         }
         if (c->vec) { /* embedded upstream */
-            if (!found[i] || force || memcmp(c->vec_hash, hash[i], 32) != 0) {
+            if (!s->found[i] || s->force || memcmp(c->vec_hash, s->hash[i], 32) != 0) {
                 r.vec = c->vec;
                 r.hash = c->vec_hash;
-                pre[npre++] = r;
+                s->pre[s->npre++] = r;
             } else {
-                rows[nr++] = r;
+                s->rows[s->nr++] = r;
             }
             continue;
         }
         if (c->text_state == CV_TEXT_KNOWN) {
             uint8_t h[32];
             sha256(c->text, strlen(c->text), h);
-            if (!found[i] || force || memcmp(h, hash[i], 32) != 0) {
-                memcpy(hash[i], h, 32);
-                r.hash = hash[i];
-                embc[nt] = c;
-                emb[nt] = r;
-                texts[nt++] = c->text;
+            if (!s->found[i] || s->force || memcmp(h, s->hash[i], 32) != 0) {
+                memcpy(s->hash[i], h, 32);
+                r.hash = s->hash[i];
+                s->embc[s->nt] = c;
+                s->emb[s->nt] = r;
+                s->texts[s->nt++] = c->text;
                 continue;
             }
         }
-        if (found[i]) rows[nr++] = r; /* same text (or an unchanged TOASTed one): payload only */
+        if (s->found[i]) s->rows[s->nr++] = r; /* same text (or an unchanged TOASTed one): payload only */
     }
-    if (!e) e = delete_keys(a, gone, ng);
-    if (!e && nr) e = cv_sink_put(a->o.sink, rows, nr, position);
-    *nskipped += nr;
-    if (!e && npre) e = cv_sink_put(a->o.sink, pre, npre, position);
-    *nembedded += npre;
-    /* embed chunk by chunk; write chunk k while chunk k+1 is embedded */
-    float *vec = malloc(sizeof(float) * (size_t)a->o.dim * (size_t)(nt ? nt : 1));
-    CV_ASSERT(vec);
+}
+
+/* Starts embedding the chunk of texts from `from`. */
+static void embed_next(step *s, int from) {
+    embed_start(s->a, s->texts, s->nt - from < EMBED_CHUNK ? s->nt - from : EMBED_CHUNK, s->vec, from);
+}
+
+/* The chunk [c0, c0 + m) was refused as a whole: its texts one at a time; the refused ones
+ * become dead letters (their stale vectors deleted), the others are written. */
+static cv_err embed_one_by_one(step *s, int c0, int m, int *nembedded) {
+    cv_apply *a = s->a;
+    cv_err e = CV_OK;
+    char msg[256];
+    cv_change **bad = calloc((size_t)m, sizeof *bad);
+    int nb = 0, keep = 0;
+    CV_ASSERT(bad);
+    for (int k = c0; k < c0 + m && !e; k++) {
+        embed_start(a, s->texts, 1, s->vec, k);
+        cv_err e1 = embed_wait(a, msg, sizeof msg);
+        if (!e1) {
+            s->emb[c0 + keep] = s->emb[k];
+            s->emb[c0 + keep].vec = s->vec + (size_t)k * a->o.dim;
+            keep++;
+        } else if (embed_refused(e1)) {
+            char why[400];
+            snprintf(why, sizeof why, "the embedding service refused the text (%zu bytes): %s: %s",
+                     strlen(s->texts[k]), cv_strerror(e1), msg);
+            dead_add(s->dead, s->embc[k]->key, why);
+            bad[nb++] = s->embc[k];
+        } else {
+            e = e1;
+        }
+    }
+    if (!e) e = delete_keys(a, bad, nb);
+    free(bad);
+    if (!e && c0 + m < s->nt) embed_next(s, c0 + m);
+    if (!e && keep) e = cv_sink_put(a->o.sink, s->emb + c0, keep, s->position);
+    *nembedded += keep;
+    return e;
+}
+
+/* Embeds chunk by chunk, writing chunk k while chunk k+1 is embedded. */
+static cv_err step_embed(step *s, int *nembedded) {
+    cv_apply *a = s->a;
+    cv_err e = CV_OK;
+    int nt = s->nt;
+    s->vec = malloc(sizeof(float) * (size_t)a->o.dim * (size_t)(nt ? nt : 1));
+    CV_ASSERT(s->vec);
     for (int i = 0; i < nt; i++)
-        emb[i].vec = vec + (size_t)i * a->o.dim;
-    if (!e && nt) embed_start(a, texts, nt < EMBED_CHUNK ? nt : EMBED_CHUNK, vec, 0);
+        s->emb[i].vec = s->vec + (size_t)i * a->o.dim;
+    if (nt) embed_next(s, 0);
     for (int c0 = 0; !e && c0 < nt; c0 += EMBED_CHUNK) {
         int m = nt - c0 < EMBED_CHUNK ? nt - c0 : EMBED_CHUNK;
         char msg[256];
         cv_err ee = embed_wait(a, msg, sizeof msg);
-        if (ee && embed_refused(ee)) {
-            /* find the texts refused, one at a time; the others go on */
-            cv_change **bad = calloc((size_t)m, sizeof *bad);
-            int nb = 0, keep = 0;
-            CV_ASSERT(bad);
-            for (int k = c0; k < c0 + m && !e; k++) {
-                embed_start(a, texts, 1, vec, k);
-                cv_err e1 = embed_wait(a, msg, sizeof msg);
-                if (!e1) {
-                    emb[c0 + keep] = emb[k];
-                    emb[c0 + keep].vec = vec + (size_t)k * a->o.dim;
-                    keep++;
-                } else if (embed_refused(e1)) {
-                    char why[400];
-                    snprintf(why, sizeof why, "the embedding service refused the text (%zu bytes): %s: %s",
-                             strlen(texts[k]), cv_strerror(e1), msg);
-                    dead_add(dead, embc[k]->key, why);
-                    bad[nb++] = embc[k];
-                } else {
-                    e = e1;
-                }
-            }
-            if (!e) e = delete_keys(a, bad, nb);
-            free(bad);
-            if (!e && c0 + m < nt)
-                embed_start(a, texts, nt - (c0 + m) < EMBED_CHUNK ? nt - (c0 + m) : EMBED_CHUNK, vec, c0 + m);
-            if (!e && keep) e = cv_sink_put(a->o.sink, emb + c0, keep, position);
-            *nembedded += keep;
+        if (ee && embed_refused(ee)) { /* find the texts refused, one at a time; the others go on */
+            e = embed_one_by_one(s, c0, m, nembedded);
             continue;
         }
         if (ee) {
@@ -395,14 +433,40 @@ static cv_err apply_step(cv_apply *a, cv_change *chg, int n, uint64_t position, 
             e = ee == CV_ERR_BUSY || ee == CV_ERR_SHUTDOWN ? ee : CV_ERR_TIMEOUT;
             break;
         }
-        if (c0 + m < nt)
-            embed_start(a, texts, nt - (c0 + m) < EMBED_CHUNK ? nt - (c0 + m) : EMBED_CHUNK, vec, c0 + m);
-        e = cv_sink_put(a->o.sink, emb + c0, m, position);
+        if (c0 + m < nt) embed_next(s, c0 + m);
+        e = cv_sink_put(a->o.sink, s->emb + c0, m, s->position);
         *nembedded += m;
     }
+    return e;
+}
+
+/* Applies chg[0..n) (collapsed, in order, within an open store transaction). */
+static cv_err apply_step(cv_apply *a, cv_change *chg, int n, uint64_t position, int force, dead_list *dead,
+                         int *nembedded, int *nskipped) {
+    step s = {.a = a, .position = position, .force = force, .dead = dead};
+    cv_change **del = calloc((size_t)n + 1, sizeof *del);
+    s.up = calloc((size_t)n + 1, sizeof *s.up);
+    CV_ASSERT(del && s.up);
+    cv_err e = delete_keys(a, del, step_sort(&s, chg, n, del));
+    size_t nu1 = (size_t)s.nu + 1;
+    s.found = calloc(nu1, sizeof(int));
+    s.hash = calloc(nu1, 32);
+    s.texts = calloc(nu1, sizeof(char *));
+    s.rows = calloc(nu1, sizeof *s.rows), s.emb = calloc(nu1, sizeof *s.emb),
+    s.pre = calloc(nu1, sizeof *s.pre);
+    s.gone = calloc(nu1, sizeof *s.gone), s.embc = calloc(nu1, sizeof *s.embc);
+    CV_ASSERT(s.found && s.hash && s.texts && s.rows && s.emb && s.pre && s.gone && s.embc);
+    if (!e) e = step_lookup(&s);
+    if (!e) step_decide(&s);
+    if (!e) e = delete_keys(a, s.gone, s.ng);
+    if (!e && s.nr) e = cv_sink_put(a->o.sink, s.rows, s.nr, position);
+    *nskipped += s.nr;
+    if (!e && s.npre) e = cv_sink_put(a->o.sink, s.pre, s.npre, position);
+    *nembedded += s.npre;
+    if (!e) e = step_embed(&s, nembedded);
     embed_wait(a, NULL, 0); /* never leave a call writing into freed memory */
-    free(vec), free(texts), free(rows), free(emb), free(pre), free(gone), free(embc);
-    free(found), free(hash), free(keys), free(del), free(up), free(fetch);
+    free(s.vec), free(s.texts), free(s.rows), free(s.emb), free(s.pre), free(s.gone), free(s.embc);
+    free(s.found), free(s.hash), free(del), free(s.up);
     return e;
 }
 

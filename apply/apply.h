@@ -83,10 +83,4 @@ cv_err cv_apply_batch(cv_apply *a, cv_change *chg, int n, int truncate, uint64_t
 /* Embeds one text synchronously (queries). */
 cv_err cv_apply_embed1(cv_apply *a, const char *text, float *vec);
 
-/* The stage's counters, for the source to count what it feeds. */
-typedef struct cv_apply_metrics {
-    cv_metric *batches, *embedded, *skipped, *dead, *latency;
-} cv_apply_metrics;
-const cv_apply_metrics *cv_apply_counters(const cv_apply *a);
-
 #endif

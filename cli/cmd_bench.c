@@ -119,31 +119,46 @@ static void usage(FILE *f) {
                "                   (bench/st_anchor.py, bench/ort_anchor.py)\n");
 }
 
-int cv_cmd_bench(int argc, char **argv) {
-    if (argc >= 2 && strcmp(argv[1], "server") == 0) return cv_bench_server(argc - 1, argv + 1);
-    if (argc >= 2 && strcmp(argv[1], "sink") == 0) return cv_bench_sink(argc - 1, argv + 1);
-    if (argc >= 2 && strcmp(argv[1], "pipeline") == 0) {
-        /* needs a private PostgreSQL: the script sets it up around this binary */
-        char script[4096];
-        snprintf(script, sizeof script, "%s/bench/run_pipeline.sh", CDCVEC_SOURCE_DIR);
-        execl("/bin/bash", "bash", script, argc > 2 ? argv[2] : "100000", (char *)NULL);
-        fprintf(stderr, "cdcvec bench pipeline: cannot run %s\n", script);
-        return 1;
+/* bench pipeline / bench kafka: a script sets up a private PostgreSQL (and the mock broker)
+ * around this binary. */
+static int run_script(const char *what, const char *script_name, const char *rows) {
+    char script[4096];
+    snprintf(script, sizeof script, "%s/bench/%s", CDCVEC_SOURCE_DIR, script_name);
+    execl("/bin/bash", "bash", script, rows, (char *)NULL);
+    fprintf(stderr, "cdcvec bench %s: cannot run %s\n", what, script);
+    return 1;
+}
+
+/* cdcvec bench embed's options. */
+typedef struct {
+    const char *model, *batch_list;
+    anchor an[MAX_ANCHORS];
+    int nan;
+    cv_device dev;
+    cv_precision precision;
+    long threads, secs;
+    int batches[32], nb;
+} bench_opts;
+
+/* --batches LIST into o->batches. 0, else 2 after printing why. */
+static int parse_batches(bench_opts *o) {
+    for (const char *p = o->batch_list; *p && o->nb < 32;) {
+        char *end;
+        long b = strtol(p, &end, 10);
+        if (end == p || b < 1 || b > 65536 || (*end && *end != ',')) {
+            fprintf(stderr,
+                    "cdcvec bench: --batches: expected sizes in [1, 65536] separated by commas, got '%s'\n",
+                    o->batch_list);
+            return 2;
+        }
+        o->batches[o->nb++] = (int)b;
+        p = *end ? end + 1 : end;
     }
-    if (argc >= 2 && strcmp(argv[1], "kafka") == 0) {
-        /* a private PostgreSQL and the mock broker, set up by the script around this binary */
-        char script[4096];
-        snprintf(script, sizeof script, "%s/bench/run_kafka.sh", CDCVEC_SOURCE_DIR);
-        execl("/bin/bash", "bash", script, argc > 2 ? argv[2] : "3000", (char *)NULL);
-        fprintf(stderr, "cdcvec bench kafka: cannot run %s\n", script);
-        return 1;
-    }
-    if (argc < 2 || strcmp(argv[1], "embed") != 0) {
-        fprintf(stderr, "cdcvec bench: expected 'embed', 'server', 'pipeline [ROWS]' or 'kafka [ROWS]'\n");
-        usage(stderr);
-        return 2;
-    }
-    argc--, argv++;
+    return 0;
+}
+
+/* -1 to go on, else the exit code (after --help or an error). */
+static int parse_opts(int argc, char **argv, bench_opts *o) {
     enum { O_MODEL = 256, O_THREADS, O_SECONDS, O_ANCHOR, O_DEVICE, O_BATCHES, O_PRECISION };
     static const struct option opts[] = {{"model", required_argument, 0, O_MODEL},
                                          {"threads", required_argument, 0, O_THREADS},
@@ -154,88 +169,71 @@ int cv_cmd_bench(int argc, char **argv) {
                                          {"batches", required_argument, 0, O_BATCHES},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
-    const char *model = cv_minilm_default_dir(), *batch_list = "1,8,64,256";
-    anchor an[MAX_ANCHORS];
-    int nan = 0;
-    cv_device dev = CV_DEVICE_AUTO;
-    cv_precision precision = CV_PRECISION_FP32;
-    long threads = 0, secs = 3;
+    o->model = cv_minilm_default_dir(), o->batch_list = "1,8,64,256";
+    o->dev = CV_DEVICE_AUTO;
+    o->precision = CV_PRECISION_FP32;
+    o->threads = 0, o->secs = 3;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
-        case O_MODEL: model = optarg; break;
+        case O_MODEL: o->model = optarg; break;
         case O_THREADS:
-            if (cv_cli_parse_int("--threads", optarg, 1, 256, &threads)) return 2;
+            if (cv_cli_parse_int("--threads", optarg, 1, 256, &o->threads)) return 2;
             break;
         case O_SECONDS:
-            if (cv_cli_parse_int("--seconds", optarg, 1, 3600, &secs)) return 2;
+            if (cv_cli_parse_int("--seconds", optarg, 1, 3600, &o->secs)) return 2;
             break;
         case O_ANCHOR:
-            if (nan == MAX_ANCHORS || anchor_parse(optarg, &an[nan++])) {
+            if (o->nan == MAX_ANCHORS || anchor_parse(optarg, &o->an[o->nan++])) {
                 fprintf(stderr, "cdcvec bench: --anchor: expected NAME=CMD (at most %d), got '%s'\n",
                         MAX_ANCHORS, optarg);
                 return 2;
             }
             break;
         case O_PRECISION:
-            if (cv_cli_parse_precision(optarg, &precision)) return 2;
+            if (cv_cli_parse_precision(optarg, &o->precision)) return 2;
             break;
         case O_DEVICE:
-            if (cv_cli_parse_device(optarg, &dev)) return 2;
+            if (cv_cli_parse_device(optarg, &o->dev)) return 2;
             break;
-        case O_BATCHES: batch_list = optarg; break;
+        case O_BATCHES: o->batch_list = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
     }
-    int batches[32], nb = 0;
-    for (const char *p = batch_list; *p && nb < 32;) {
-        char *end;
-        long b = strtol(p, &end, 10);
-        if (end == p || b < 1 || b > 65536 || (*end && *end != ',')) {
-            fprintf(stderr,
-                    "cdcvec bench: --batches: expected sizes in [1, 65536] separated by commas, got '%s'\n",
-                    batch_list);
-            return 2;
-        }
-        batches[nb++] = (int)b;
-        p = *end ? end + 1 : end;
-    }
-    cv_minilm *m;
-    if (cv_cli_load_model(model, (int)threads, dev, precision, &m)) return 1;
-    const int nt = cv_minilm_threads(m);
-    corpus sets[2];
-    corpus_make(&sets[0], "short", 2048, 10, 48, 0x9E3779B97F4A7C15ull); /* ~15-60 tokens */
-    corpus_make(&sets[1], "long", 256, 260, 320, 0xD1B54A32D192ED03ull); /* truncated at 256 */
+    return parse_batches(o) ? 2 : -1;
+}
 
-    if (nan) {
-        char sp[] = "/tmp/cdcvec-bench-short-XXXXXX", lp[] = "/tmp/cdcvec-bench-long-XXXXXX";
-        int fs = mkstemp(sp), fl = mkstemp(lp);
-        if (fs >= 0) close(fs);
-        if (fl >= 0) close(fl);
-        if (fs < 0 || fl < 0 || write_corpus(&sets[0], sp) || write_corpus(&sets[1], lp)) {
-            fprintf(stderr, "cdcvec bench: cannot write the corpus for the anchors\n");
-        } else {
-            for (int i = 0; i < nan; i++) {
-                cv_buf cmd = {0};
-                cv_buf_printf(&cmd,
-                              "%s --short %s --long %s --batches %s --seconds %ld --threads %d --device %s",
-                              an[i].cmd, sp, lp, batch_list, secs, nt, cv_minilm_device(m));
-                fprintf(stderr, "anchor %.*s: %s\n", an[i].name_len, an[i].name,
-                        cmd.oom ? "(out of memory)" : cmd.p);
-                an[i].n = cmd.oom ? -1 : run_anchor(cmd.p, an[i].rows, MAX_ANCHOR_ROWS);
-                if (an[i].n < 0)
-                    fprintf(stderr, "cdcvec bench: anchor %.*s failed; no ratios for it\n", an[i].name_len,
-                            an[i].name);
-                cv_buf_free(&cmd);
-            }
+/* Runs each anchor on the same texts (written to temporary files) and reads its rows. */
+static void run_anchors(bench_opts *o, const corpus *sets, int nt, cv_minilm *m) {
+    char sp[] = "/tmp/cdcvec-bench-short-XXXXXX", lp[] = "/tmp/cdcvec-bench-long-XXXXXX";
+    int fs = mkstemp(sp), fl = mkstemp(lp);
+    if (fs >= 0) close(fs);
+    if (fl >= 0) close(fl);
+    if (fs < 0 || fl < 0 || write_corpus(&sets[0], sp) || write_corpus(&sets[1], lp)) {
+        fprintf(stderr, "cdcvec bench: cannot write the corpus for the anchors\n");
+    } else {
+        for (int i = 0; i < o->nan; i++) {
+            anchor *an = &o->an[i];
+            cv_buf cmd = {0};
+            cv_buf_printf(&cmd, "%s --short %s --long %s --batches %s --seconds %ld --threads %d --device %s",
+                          an->cmd, sp, lp, o->batch_list, o->secs, nt, cv_minilm_device(m));
+            fprintf(stderr, "anchor %.*s: %s\n", an->name_len, an->name, cmd.oom ? "(out of memory)" : cmd.p);
+            an->n = cmd.oom ? -1 : run_anchor(cmd.p, an->rows, MAX_ANCHOR_ROWS);
+            if (an->n < 0)
+                fprintf(stderr, "cdcvec bench: anchor %.*s failed; no ratios for it\n", an->name_len,
+                        an->name);
+            cv_buf_free(&cmd);
         }
-        unlink(sp);
-        unlink(lp);
     }
+    unlink(sp);
+    unlink(lp);
+}
 
-    /* tokenizer throughput, one thread */
+/* Prints the tokenizer's throughput on one thread, and what a 10 MB text costs (what its first
+ * 256 tokens cost), after the bench's header line. */
+static void bench_tokenizer(cv_minilm *m, const corpus *sets, int nt, long secs) {
     const cv_tok *tok = cv_minilm_tok(m);
     int32_t ids[512];
     double bytes = 0, t0 = cv_now(), t;
@@ -249,7 +247,6 @@ int cv_cmd_bench(int argc, char **argv) {
         t = cv_now() - t0;
     } while (t < 1.0);
     double tok_mbs = bytes / t / 1e6;
-    /* a 10 MB text costs what its first 256 tokens cost */
     size_t big_len = 10u << 20;
     char *big = malloc(big_len + 1);
     for (size_t i = 0; i < big_len; i++)
@@ -265,25 +262,29 @@ int cv_cmd_bench(int argc, char **argv) {
            cv_minilm_device(m), nt, secs, openblas_get_corename(), openblas_get_config());
     printf("tokenizer: %.1f MB/s on one thread (%ld short texts); 10 MB text: %.1f us per encode\n\n",
            tok_mbs, ntexts, big_us);
+}
+
+/* The table: sent/s, tok/s and GEMM GFLOP/s per set and batch size, beside each anchor. */
+static void bench_table(cv_minilm *m, const bench_opts *o, const corpus *sets) {
     /* GEMM work per token: 2 flops per weight of the encoder's matrices */
     const cv_minilm_config *cf = cv_minilm_cfg(m);
     const double gemm_flop =
         2.0 * cf->layers * (4.0 * cf->hidden * cf->hidden + 2.0 * (double)cf->hidden * cf->intermediate);
     printf("| set | batch | cdcvec sent/s | cdcvec tok/s | GEMM GFLOP/s |");
-    for (int i = 0; i < nan; i++)
-        printf(" %.*s sent/s | ratio |", an[i].name_len, an[i].name);
+    for (int i = 0; i < o->nan; i++)
+        printf(" %.*s sent/s | ratio |", o->an[i].name_len, o->an[i].name);
     printf("\n|---|---:|---:|---:|---:|");
-    for (int i = 0; i < nan; i++)
+    for (int i = 0; i < o->nan; i++)
         printf("---:|---:|");
     printf("\n");
     for (int s = 0; s < 2; s++)
-        for (int b = 0; b < nb; b++) {
+        for (int b = 0; b < o->nb; b++) {
             double sps, tps;
-            measure(m, &sets[s], batches[b], (double)secs, &sps, &tps);
-            printf("| %s | %d | %.1f | %.0f | %.1f |", sets[s].name, batches[b], sps, tps,
+            measure(m, &sets[s], o->batches[b], (double)o->secs, &sps, &tps);
+            printf("| %s | %d | %.1f | %.0f | %.1f |", sets[s].name, o->batches[b], sps, tps,
                    tps * gemm_flop / 1e9);
-            for (int i = 0; i < nan; i++) {
-                double a = anchor_lookup(an[i].rows, an[i].n, sets[s].name, batches[b]);
+            for (int i = 0; i < o->nan; i++) {
+                double a = anchor_lookup(o->an[i].rows, o->an[i].n, sets[s].name, o->batches[b]);
                 if (a > 0)
                     printf(" %.1f | %.2fx |", a, sps / a);
                 else
@@ -292,14 +293,16 @@ int cv_cmd_bench(int argc, char **argv) {
             printf("\n");
             fflush(stdout);
         }
+}
 
-    /* single-text latency */
+/* Single-text latency over the short set. */
+static void bench_latency(cv_minilm *m, const corpus *c) {
     const int runs = 300;
     double lat[300];
     float out[1024];
     for (int i = 0; i < runs; i++) {
-        const char *tx = sets[0].text[i % sets[0].n];
-        size_t ln = sets[0].len[i % sets[0].n];
+        const char *tx = c->text[i % c->n];
+        size_t ln = c->len[i % c->n];
         double a = cv_now();
         cv_minilm_embed(m, &tx, &ln, 1, out, NULL);
         lat[i] = (cv_now() - a) * 1e3;
@@ -307,6 +310,33 @@ int cv_cmd_bench(int argc, char **argv) {
     qsort(lat, runs, sizeof(double), cmp_double);
     printf("\nsingle-text latency (short set, %d runs): p50 %.2f ms, p99 %.2f ms\n", runs, lat[runs / 2],
            lat[runs * 99 / 100]);
+}
+
+int cv_cmd_bench(int argc, char **argv) {
+    if (argc >= 2 && strcmp(argv[1], "server") == 0) return cv_bench_server(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "sink") == 0) return cv_bench_sink(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "pipeline") == 0)
+        return run_script("pipeline", "run_pipeline.sh", argc > 2 ? argv[2] : "100000");
+    if (argc >= 2 && strcmp(argv[1], "kafka") == 0)
+        return run_script("kafka", "run_kafka.sh", argc > 2 ? argv[2] : "3000");
+    if (argc < 2 || strcmp(argv[1], "embed") != 0) {
+        fprintf(stderr, "cdcvec bench: expected 'embed', 'server', 'pipeline [ROWS]' or 'kafka [ROWS]'\n");
+        usage(stderr);
+        return 2;
+    }
+    bench_opts o = {0};
+    int rc = parse_opts(argc - 1, argv + 1, &o);
+    if (rc >= 0) return rc;
+    cv_minilm *m;
+    if (cv_cli_load_model(o.model, (int)o.threads, o.dev, o.precision, &m)) return 1;
+    const int nt = cv_minilm_threads(m);
+    corpus sets[2];
+    corpus_make(&sets[0], "short", 2048, 10, 48, 0x9E3779B97F4A7C15ull); /* ~15-60 tokens */
+    corpus_make(&sets[1], "long", 256, 260, 320, 0xD1B54A32D192ED03ull); /* truncated at 256 */
+    if (o.nan) run_anchors(&o, sets, nt, m);
+    bench_tokenizer(m, sets, nt, o.secs);
+    bench_table(m, &o, sets);
+    bench_latency(m, &sets[0]);
     corpus_free(&sets[0]);
     corpus_free(&sets[1]);
     cv_minilm_free(m);

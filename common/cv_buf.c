@@ -54,3 +54,24 @@ void cv_buf_free(cv_buf *b) {
     b->len = b->cap = 0;
     b->oom = 0;
 }
+
+void cv_json_string(cv_buf *out, const char *s, size_t n) {
+    static const char *const esc[32] = {
+        ['\b'] = "\\b", ['\f'] = "\\f", ['\n'] = "\\n", ['\r'] = "\\r", ['\t'] = "\\t"};
+    cv_buf_put(out, "\"", 1);
+    size_t run = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        cv_buf_put(out, s + run, i - run);
+        if (c >= 0x20)
+            cv_buf_put(out, c == '"' ? "\\\"" : "\\\\", 2);
+        else if (esc[c])
+            cv_buf_puts(out, esc[c]);
+        else
+            cv_buf_printf(out, "\\u%04x", c);
+        run = i + 1;
+    }
+    cv_buf_put(out, s + run, n - run);
+    cv_buf_put(out, "\"", 1);
+}

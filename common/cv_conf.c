@@ -2,9 +2,13 @@
 #define _POSIX_C_SOURCE 200809L
 #include "cv_conf.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "cv_buf.h"
 
 static int set(const cv_conf_prop *p, void *target, const char *value, const char *source) {
     char *end;
@@ -104,4 +108,29 @@ void cv_conf_markdown(FILE *f, const cv_conf_prop *props, int n) {
                                                : "number",
                 props[i].def, range, props[i].doc);
     }
+}
+
+char *cv_conf_secret(const char *name, const char **err) {
+    *err = NULL;
+    const char *v = getenv(name);
+    if (v && *v) return strdup(v);
+    char fname[128];
+    snprintf(fname, sizeof fname, "%s_FILE", name);
+    const char *path = getenv(fname);
+    if (!path || !*path) return NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        *err = strerror(errno);
+        return NULL;
+    }
+    cv_buf b = {0};
+    char chunk[4096];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        cv_buf_put(&b, chunk, n);
+    fclose(f);
+    while (b.p && b.len && isspace((unsigned char)b.p[b.len - 1]))
+        b.p[--b.len] = 0;
+    if (!b.p) b.p = strdup("");
+    return b.p;
 }

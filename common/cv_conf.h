@@ -33,6 +33,10 @@ int cv_conf_parse(const cv_conf_prop *props, int n, void *target, int argc, char
 void cv_conf_usage(FILE *f, const cv_conf_prop *props, int n, const char *usage_line);
 /* The properties as a Markdown table (for docs/). */
 void cv_conf_markdown(FILE *f, const cv_conf_prop *props, int n);
+/* A secret or setting from the environment: NAME, else the contents of the file NAME_FILE
+ * (trailing white space dropped). NULL when neither is set (an empty value counts as unset);
+ * NULL with *err set (strerror of the open) when NAME_FILE cannot be read. Caller frees. */
+char *cv_conf_secret(const char *name, const char **err);
 
 #ifdef __cplusplus
 }

@@ -20,5 +20,3 @@ const char *cv_strerror(cv_err e) {
     if ((unsigned)e >= CV_ERR__COUNT) return "unknown error";
     return messages[e];
 }
-
-bool cv_err_retriable(cv_err e) { return e == CV_ERR_BUSY || e == CV_ERR_TIMEOUT || e == CV_ERR_SHUTDOWN; }

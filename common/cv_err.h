@@ -29,9 +29,6 @@ typedef enum cv_err {
 /* Static, never NULL. */
 const char *cv_strerror(cv_err e);
 
-/* True when the same call may succeed if retried later. */
-bool cv_err_retriable(cv_err e);
-
 /* Broken invariant: abort with file:line. Not for errors from outside the process. */
 #define CV_ASSERT(cond)                                                                                      \
     do {                                                                                                     \

@@ -85,10 +85,6 @@ void cv_pgtypes_free(cv_pgtype *t, int n);
  * out is left as it was. */
 cv_err cv_pgvalue_json(cv_buf *out, const cv_pgtype *t, const char *val, size_t len);
 
-/* Appends s (n bytes, UTF-8, borrowed) as a JSON string with RFC 8259 escaping, as PostgreSQL
- * writes it: \" \\ \b \f \n \r \t, other bytes below 0x20 as \u00xx, everything else as is. */
-void cv_json_string(cv_buf *out, const char *s, size_t n);
-
 #ifdef __cplusplus
 }
 #endif

@@ -113,9 +113,8 @@ static int exact_type(uint32_t oid) {
     }
 }
 
-cv_err cv_table_describe(PGconn *db, const char *qualified, const char *text_column, const char *template_,
-                         const char *recorded, cv_table *t, cv_pg_fault *f) {
-    memset(t, 0, sizeof *t);
+/* The table's names and its pg_class row: oid, kind, replica identity, persistence. */
+static cv_err describe_class(PGconn *db, const char *qualified, cv_table *t, cv_pg_fault *f) {
     const char *dot = strchr(qualified, '.');
     t->schema = dot ? strndup(qualified, (size_t)(dot - qualified)) : strdup("public");
     t->name = strdup(dot ? dot + 1 : qualified);
@@ -148,10 +147,14 @@ cv_err cv_table_describe(PGconn *db, const char *qualified, const char *text_col
     t->replident = PQgetvalue(r, 0, 2)[0];
     t->persistence = PQgetvalue(r, 0, 3)[0];
     PQclear(r);
-    char oid[16];
-    snprintf(oid, sizeof oid, "%u", t->oid);
-    const char *po[1] = {oid};
-    r = PQexecParams(
+    return CV_OK;
+}
+
+/* The published columns and their types (generated ones, which PostgreSQL 15 does not publish,
+ * listed in `generated` as ",a,b," for the messages). */
+static cv_err describe_columns(PGconn *db, const char *const *po, cv_table *t, cv_buf *generated,
+                               cv_pg_fault *f) {
+    PGresult *r = PQexecParams(
         db,
         "SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.atttypid, a.attnum, a.attgenerated "
         "FROM pg_attribute a WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped "
@@ -167,11 +170,11 @@ cv_err cv_table_describe(PGconn *db, const char *qualified, const char *text_col
     t->coltype = calloc((size_t)nall + 1, sizeof(char *));
     t->typoid = calloc((size_t)nall + 1, sizeof(uint32_t));
     t->attnum = calloc((size_t)nall + 1, sizeof(int));
-    cv_buf generated = {0}, layout = {0};
-    cv_buf_puts(&generated, ",");
+    cv_buf layout = {0};
+    cv_buf_puts(generated, ",");
     for (int i = 0; i < nall; i++) {
         if (PQgetvalue(r, i, 4)[0]) { /* generated: PostgreSQL 15 does not publish these */
-            cv_buf_printf(&generated, "%s,", PQgetvalue(r, i, 0));
+            cv_buf_printf(generated, "%s,", PQgetvalue(r, i, 0));
             continue;
         }
         int c = t->ncols++;
@@ -183,22 +186,24 @@ cv_err cv_table_describe(PGconn *db, const char *qualified, const char *text_col
     }
     t->layout = layout.p ? layout.p : strdup("");
     PQclear(r);
-    cv_err e = CV_OK;
     t->types = calloc((size_t)t->ncols + 1, sizeof(cv_pgtype));
-    if ((e = cv_pgtypes_load(db, t->typoid, t->ncols, t->types))) {
-        if (f) *f = (cv_pg_fault){e == CV_ERR_TIMEOUT, "connection", NULL};
-        goto out;
-    }
-    r = PQexecParams(
+    cv_err e = cv_pgtypes_load(db, t->typoid, t->ncols, t->types);
+    if (e && f) *f = (cv_pg_fault){e == CV_ERR_TIMEOUT, "connection", NULL};
+    return e;
+}
+
+/* The primary key's columns, and whether they all compare exactly by their text. */
+static cv_err describe_key(PGconn *db, const char *const *po, cv_table *t, cv_pg_fault *f) {
+    PGresult *r = PQexecParams(
         db,
         "SELECT a.attname FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, "
         "ord) JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
         "WHERE i.indrelid = $1::oid AND i.indisprimary ORDER BY k.ord",
         1, NULL, po, NULL, NULL, 0);
     if (!ok(r)) {
-        e = failed(db, r, "primary_key", f);
+        cv_err e = failed(db, r, "primary_key", f);
         PQclear(r);
-        goto out;
+        return e;
     }
     t->nkeys = PQntuples(r);
     if (t->nkeys == 0) {
@@ -206,8 +211,7 @@ cv_err cv_table_describe(PGconn *db, const char *qualified, const char *text_col
                  "fix=\"ALTER TABLE %s ADD PRIMARY KEY (...)\"",
                  t->schema, t->name, t->qualified);
         PQclear(r);
-        e = refuse(f, "config", "ALTER TABLE %s ADD PRIMARY KEY (...)", t->qualified);
-        goto out;
+        return refuse(f, "config", "ALTER TABLE %s ADD PRIMARY KEY (...)", t->qualified);
     }
     t->key = calloc((size_t)t->nkeys, sizeof(int));
     t->keyname = calloc((size_t)t->nkeys, sizeof(char *));
@@ -222,6 +226,75 @@ cv_err cv_table_describe(PGconn *db, const char *qualified, const char *text_col
         t->key_exact &= exact_type(t->types[t->key[k]].base);
     }
     PQclear(r);
+    return CV_OK;
+}
+
+/* The text column asked for, following a rename recorded ("column <attnum> <name>"); refused
+ * with the fix when it is missing, generated or dropped. src: the text source to record. */
+static cv_err describe_text_column(cv_table *t, const char *text_column, const char *recorded,
+                                   const cv_buf *generated, cv_buf *src, cv_pg_fault *f) {
+    cv_err e = CV_OK;
+    t->text_col = col_index(t, text_column, strlen(text_column));
+    int rec = 0, at = 0;
+    /* recorded "column <attnum> <name>": when the name asked for is the one recorded and is
+     * gone, while that attnum lives on under another name, the column was renamed: follow */
+    if (recorded && sscanf(recorded, "column %d %n", &rec, &at) == 1 && at > 0 &&
+        strcmp(recorded + at, text_column) != 0)
+        rec = 0; /* another column asked for than the one recorded: no rename to follow */
+    if (rec && t->text_col < 0) {
+        for (int i = 0; i < t->ncols; i++)
+            if (t->attnum[i] == rec) t->text_col = i;
+        if (t->text_col >= 0) {
+            t->text_alias = strdup(text_column);
+            cv_warn("event=text_column_renamed table=%s from=%s to=%s note=\"following the rename; pass "
+                    "--text-column %s from now on\"",
+                    t->qualified, text_column, t->col[t->text_col], t->col[t->text_col]);
+        }
+    }
+    if (t->text_col < 0) {
+        cv_buf want = {0};
+        cv_buf_printf(&want, ",%s,", text_column);
+        int gen = want.p && generated->p && strstr(generated->p, want.p);
+        free(want.p);
+        cv_buf cols = {0};
+        for (int i = 0; i < t->ncols; i++)
+            cv_buf_printf(&cols, "%s%s", i ? ", " : "", t->col[i]);
+        if (gen)
+            cv_error("event=text_column_generated table=%s.%s column=%s error=\"%s is a generated column: "
+                     "PostgreSQL 15 does not publish generated columns through logical replication\" "
+                     "fix=\"embed the columns it is computed from with --template '{a} {b}'\"",
+                     t->schema, t->name, text_column, text_column);
+        else if (rec)
+            cv_error("event=text_column_dropped table=%s.%s column=%s columns=\"%s\" error=\"the embedded "
+                     "column was dropped\" fix=\"choose another with --text-column or --template, and "
+                     "--resnapshot 1\"",
+                     t->schema, t->name, text_column, cols.p ? cols.p : "");
+        else
+            cv_error(
+                "event=text_column_missing table=%s.%s column=%s columns=\"%s\" fix=\"pass --text-column "
+                "or --template\"",
+                t->schema, t->name, text_column, cols.p ? cols.p : "");
+        free(cols.p);
+        e = refuse(f, "config", "%s",
+                   gen   ? "embed the columns it is computed from with --template"
+                   : rec ? "choose another column with --text-column or --template, and --resnapshot 1"
+                         : "choose the column with --text-column or --template");
+    } else {
+        cv_buf_printf(src, "column %d %s", t->attnum[t->text_col], t->col[t->text_col]);
+    }
+    return e;
+}
+
+cv_err cv_table_describe(PGconn *db, const char *qualified, const char *text_column, const char *template_,
+                         const char *recorded, cv_table *t, cv_pg_fault *f) {
+    memset(t, 0, sizeof *t);
+    cv_err e = describe_class(db, qualified, t, f);
+    if (e) return e;
+    char oid[16];
+    snprintf(oid, sizeof oid, "%u", t->oid);
+    const char *po[1] = {oid};
+    cv_buf generated = {0};
+    if ((e = describe_columns(db, po, t, &generated, f)) || (e = describe_key(db, po, t, f))) goto out;
     t->text_col = -1;
     cv_buf src = {0};
     if (template_ && *template_) {
@@ -230,56 +303,7 @@ cv_err cv_table_describe(PGconn *db, const char *qualified, const char *text_col
     } else if (!text_column) { /* searching: the text is not needed */
         cv_buf_puts(&src, "none");
     } else {
-        t->text_col = col_index(t, text_column, strlen(text_column));
-        int rec = 0, at = 0;
-        /* recorded "column <attnum> <name>": when the name asked for is the one recorded and is
-         * gone, while that attnum lives on under another name, the column was renamed: follow */
-        if (recorded && sscanf(recorded, "column %d %n", &rec, &at) == 1 && at > 0 &&
-            strcmp(recorded + at, text_column) != 0)
-            rec = 0; /* another column asked for than the one recorded: no rename to follow */
-        if (rec && t->text_col < 0) {
-            for (int i = 0; i < t->ncols; i++)
-                if (t->attnum[i] == rec) t->text_col = i;
-            if (t->text_col >= 0) {
-                t->text_alias = strdup(text_column);
-                cv_warn("event=text_column_renamed table=%s from=%s to=%s note=\"following the rename; pass "
-                        "--text-column %s from now on\"",
-                        t->qualified, text_column, t->col[t->text_col], t->col[t->text_col]);
-            }
-        }
-        if (t->text_col < 0) {
-            cv_buf want = {0};
-            cv_buf_printf(&want, ",%s,", text_column);
-            int gen = want.p && generated.p && strstr(generated.p, want.p);
-            free(want.p);
-            cv_buf cols = {0};
-            for (int i = 0; i < t->ncols; i++)
-                cv_buf_printf(&cols, "%s%s", i ? ", " : "", t->col[i]);
-            if (gen)
-                cv_error(
-                    "event=text_column_generated table=%s.%s column=%s error=\"%s is a generated column: "
-                    "PostgreSQL 15 does not publish generated columns through logical replication\" "
-                    "fix=\"embed the columns it is computed from with --template '{a} {b}'\"",
-                    t->schema, t->name, text_column, text_column);
-            else if (rec)
-                cv_error(
-                    "event=text_column_dropped table=%s.%s column=%s columns=\"%s\" error=\"the embedded "
-                    "column was dropped\" fix=\"choose another with --text-column or --template, and "
-                    "--resnapshot 1\"",
-                    t->schema, t->name, text_column, cols.p ? cols.p : "");
-            else
-                cv_error(
-                    "event=text_column_missing table=%s.%s column=%s columns=\"%s\" fix=\"pass --text-column "
-                    "or --template\"",
-                    t->schema, t->name, text_column, cols.p ? cols.p : "");
-            free(cols.p);
-            e = refuse(f, "config", "%s",
-                       gen   ? "embed the columns it is computed from with --template"
-                       : rec ? "choose another column with --text-column or --template, and --resnapshot 1"
-                             : "choose the column with --text-column or --template");
-        } else {
-            cv_buf_printf(&src, "column %d %s", t->attnum[t->text_col], t->col[t->text_col]);
-        }
+        e = describe_text_column(t, text_column, recorded, &generated, &src, f);
     }
     t->text_source = src.p;
 out:

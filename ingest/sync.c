@@ -416,13 +416,14 @@ static void warn_other_slots(cv_sync *s) {
     PQclear(r);
 }
 
-/* Ensures the slot (creating it and backfilling through its snapshot when needed). */
-static cv_err ensure_slot(stream *st, volatile sig_atomic_t *stop) {
-    cv_sync *s = st->s;
-    uint64_t pos, bpos;
-    int done;
-    cv_err e = cv_sink_state(s->sink, &pos, &done, &bpos);
-    if (e) return cv_sync_batch_failed(s, e);
+/* What pg_replication_slots says of the slot. */
+typedef struct slot_seen {
+    int exists, lost, active;
+    char holder[16]; /* the pid of the walsender streaming from it, "-" when none */
+} slot_seen;
+
+/* Looks the slot up; refuses a slot of another database or program (slots are cluster-wide). */
+static cv_err slot_look(cv_sync *s, slot_seen *v) {
     const char *p[1] = {s->slot};
     PGresult *r =
         PQexecParams(s->src,
@@ -456,11 +457,21 @@ static cv_err ensure_slot(stream *st, volatile sig_atomic_t *stop) {
         PQclear(r);
         return CV_ERR_UNSUPPORTED;
     }
-    int lost = exists && strcmp(PQgetvalue(r, 0, 1), "lost") == 0;
-    int active = exists && PQgetvalue(r, 0, 2)[0] == 't';
-    char holder[16] = "-";
-    if (active) snprintf(holder, sizeof holder, "%s", PQgetvalue(r, 0, 3));
+    v->exists = exists;
+    v->lost = exists && strcmp(PQgetvalue(r, 0, 1), "lost") == 0;
+    v->active = exists && PQgetvalue(r, 0, 2)[0] == 't';
+    if (v->active) snprintf(v->holder, sizeof v->holder, "%s", PQgetvalue(r, 0, 3));
     PQclear(r);
+    return CV_OK;
+}
+
+/* Drops a slot to rebuild (--resnapshot, a recreated table, lost WAL, a backfill that had not
+ * finished) unless another process streams from it; refuses a missing slot behind a finished
+ * backfill (changes after it may be lost). */
+static cv_err slot_rebuild(cv_sync *s, slot_seen *v, uint64_t pos, int done) {
+    const char *p[1] = {s->slot};
+    int exists = v->exists, lost = v->lost, active = v->active;
+    const char *holder = v->holder;
     int rebuild = s->o.resnapshot || s->resnapshot;
     if (exists && (rebuild || !done || lost)) {
         if (active) { /* never drop a slot another process streams from */
@@ -477,7 +488,7 @@ static cv_err ensure_slot(stream *st, volatile sig_atomic_t *stop) {
                 : s->resnapshot ? "the table was dropped and recreated"
                 : lost          ? "slot lost its WAL (max_slot_wal_keep_size)"
                                 : "backfill had not finished");
-        r = PQexecParams(s->src, "SELECT pg_drop_replication_slot($1)", 1, NULL, p, NULL, NULL, 0);
+        PGresult *r = PQexecParams(s->src, "SELECT pg_drop_replication_slot($1)", 1, NULL, p, NULL, NULL, 0);
         if (PQresultStatus(r) != PGRES_TUPLES_OK) {
             cv_pg_classify_result(s->src, r, &s->fault);
             cv_sync_error(s, "source", &s->fault);
@@ -485,8 +496,7 @@ static cv_err ensure_slot(stream *st, volatile sig_atomic_t *stop) {
             return s->fault.retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
         }
         PQclear(r);
-        exists = 0;
-        done = 0;
+        v->exists = 0;
     } else if (!exists && done && !rebuild) {
         char l[24];
         cv_lsn_format(pos, l);
@@ -497,28 +507,39 @@ static cv_err ensure_slot(stream *st, volatile sig_atomic_t *stop) {
         s->fault = (cv_pg_fault){0, "missing_object", "run cdcvec sync again with --resnapshot 1"};
         return CV_ERR_NOTFOUND;
     }
-    st->skip_upto = st->applied = st->confirmed = pos;
-    if (exists) return CV_OK;
+    return CV_OK;
+}
+
+/* CREATE_REPLICATION_SLOT ... EXPORT_SNAPSHOT: the consistent point and the exported snapshot's
+ * name (caller frees). */
+static cv_err slot_create(stream *st, uint64_t *cp, char **snapshot) {
+    cv_sync *s = st->s;
     cv_buf sql = {0};
     cv_buf_puts(&sql, "CREATE_REPLICATION_SLOT ");
     cv_pg_ident(&sql, s->slot);
     cv_buf_puts(&sql, " LOGICAL pgoutput EXPORT_SNAPSHOT");
-    r = PQexec(st->repl, sql.p);
+    PGresult *r = PQexec(st->repl, sql.p);
     free(sql.p);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        e = repl_failed(st, r, "create_slot");
+        cv_err e = repl_failed(st, r, "create_slot");
         PQclear(r);
         return e;
     }
-    uint64_t cp = 0;
-    cv_lsn_parse(PQgetvalue(r, 0, 1), &cp);
-    char *snapshot = strdup(PQgetvalue(r, 0, 2)), cps[24];
+    cv_lsn_parse(PQgetvalue(r, 0, 1), cp);
+    char cps[24];
+    *snapshot = strdup(PQgetvalue(r, 0, 2));
     PQclear(r);
-    cv_lsn_format(cp, cps);
-    cv_info("event=slot_created slot=%s consistent_point=%s snapshot=%s", s->slot, cps, snapshot);
-    warn_other_slots(s);
-    /* backfill through the exported snapshot, before any other command on the replication
-     * connection (which would end the snapshot) */
+    cv_lsn_format(*cp, cps);
+    cv_info("event=slot_created slot=%s consistent_point=%s snapshot=%s", s->slot, cps, *snapshot);
+    return CV_OK;
+}
+
+/* Backfills through the slot's exported snapshot, before any other command on the replication
+ * connection (which would end the snapshot), then records the meta. */
+static cv_err backfill_snapshot(stream *st, uint64_t cp, const char *snapshot, volatile sig_atomic_t *stop) {
+    cv_sync *s = st->s;
+    cv_err e = CV_OK;
+    PGresult *r;
     PGconn *bf = cv_pg_connect(s->o.source, 0, "backfill");
     if (PQstatus(bf) != CONNECTION_OK) {
         cv_pg_classify_connect(bf, &s->fault);
@@ -548,7 +569,6 @@ static cv_err ensure_slot(stream *st, volatile sig_atomic_t *stop) {
         }
         PQclear(r);
     }
-    free(snapshot);
     long rows = 0;
     if (!e && (e = cv_sink_backfill_mark(s->sink, cp, 0))) e = cv_sync_batch_failed(s, e);
     if (!e) e = cv_sync_backfill(s, bf, cp, 0, NULL, stop, &rows);
@@ -563,6 +583,26 @@ static cv_err ensure_slot(stream *st, volatile sig_atomic_t *stop) {
     st->skip_upto = st->applied = st->confirmed = cp;
     s->refresh = 0; /* the backfill read every row as it is now */
     return CV_OK;
+}
+
+/* Ensures the slot (creating it and backfilling through its snapshot when needed). */
+static cv_err ensure_slot(stream *st, volatile sig_atomic_t *stop) {
+    cv_sync *s = st->s;
+    uint64_t pos, bpos;
+    int done;
+    cv_err e = cv_sink_state(s->sink, &pos, &done, &bpos);
+    if (e) return cv_sync_batch_failed(s, e);
+    slot_seen v = {.holder = "-"};
+    if ((e = slot_look(s, &v)) || (e = slot_rebuild(s, &v, pos, done))) return e;
+    st->skip_upto = st->applied = st->confirmed = pos;
+    if (v.exists) return CV_OK;
+    uint64_t cp = 0;
+    char *snapshot = NULL;
+    if ((e = slot_create(st, &cp, &snapshot))) return e;
+    warn_other_slots(s);
+    e = backfill_snapshot(st, cp, snapshot, stop);
+    free(snapshot);
+    return e;
 }
 
 /* One replication session; returns when stopped (CV_OK) or on an error. */

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "../common/cv_buf.h"
+#include "../common/cv_conf.h"
 #include "../common/cv_log.h"
 #include "../common/cv_signal.h"
 #include "../common/cv_time.h"
@@ -169,31 +170,6 @@ int cv_kafka_props_from_file(cv_kafka_props *p, const char *path) {
     return rc;
 }
 
-/* The value of NAME, or of the file NAME_FILE names (trailing newline dropped); NULL if neither. */
-static char *env_or_file(const char *name, int *bad) {
-    const char *v = getenv(name);
-    if (v) return strdup(v);
-    char fname[96];
-    snprintf(fname, sizeof fname, "%s_FILE", name);
-    const char *path = getenv(fname);
-    if (!path) return NULL;
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        fprintf(stderr, "cdcvec: %s=%s: %s\n", fname, path, strerror(errno));
-        *bad = 1;
-        return NULL;
-    }
-    cv_buf b = {0};
-    char chunk[4096];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        cv_buf_put(&b, chunk, n);
-    fclose(f);
-    while (b.len && (b.p[b.len - 1] == '\n' || b.p[b.len - 1] == '\r'))
-        b.p[--b.len] = 0;
-    return b.p ? b.p : strdup("");
-}
-
 int cv_kafka_props_from_env(cv_kafka_props *p) {
     static const char *const map[][2] = {
         {"CDCVEC_KAFKA_SASL_USERNAME", "sasl.username"},
@@ -202,7 +178,14 @@ int cv_kafka_props_from_env(cv_kafka_props *p) {
         {"CDCVEC_KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET", "sasl.oauthbearer.client.secret"}};
     int bad = 0;
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
-        char *v = env_or_file(map[i][0], &bad);
+        const char *err;
+        char *v = cv_conf_secret(map[i][0], &err);
+        if (err) {
+            char fname[96];
+            snprintf(fname, sizeof fname, "%s_FILE", map[i][0]);
+            fprintf(stderr, "cdcvec: %s=%s: %s\n", fname, getenv(fname), err);
+            bad = 1;
+        }
         if (v) props_add(p, map[i][1], strlen(map[i][1]), v);
         free(v);
     }

@@ -96,19 +96,6 @@ void cv_http_answer_owned(cv_http_req *r, int status, const char *ctype, char *b
     set_answer(r, status, resp, ctype);
 }
 
-/* Appends s to b as the inside of a JSON string. */
-static void put_json_chars(cv_buf *b, const char *s) {
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            cv_buf_printf(b, "\\%c", c);
-        else if (c < 0x20)
-            cv_buf_printf(b, "\\u%04x", c);
-        else
-            cv_buf_put(b, s, 1);
-    }
-}
-
 static void verror(cv_http_req *r, int status, const char *type, const char *fmt, va_list ap) {
     cv_buf msg = {0}, b = {0};
     va_list ap2;
@@ -116,11 +103,12 @@ static void verror(cv_http_req *r, int status, const char *type, const char *fmt
     int n = vsnprintf(NULL, 0, fmt, ap2);
     va_end(ap2);
     if (n >= 0 && (msg.p = malloc((size_t)n + 1))) vsnprintf(msg.p, (size_t)n + 1, fmt, ap);
-    cv_buf_puts(&b, "{\"error\":{\"message\":\"");
-    put_json_chars(&b, msg.p ? msg.p : "out of memory");
-    cv_buf_puts(&b, "\",\"type\":\"");
-    put_json_chars(&b, type);
-    cv_buf_printf(&b, "\",\"code\":%d}}", status);
+    const char *m = msg.p ? msg.p : "out of memory";
+    cv_buf_puts(&b, "{\"error\":{\"message\":");
+    cv_json_string(&b, m, strlen(m));
+    cv_buf_puts(&b, ",\"type\":");
+    cv_json_string(&b, type, strlen(type));
+    cv_buf_printf(&b, ",\"code\":%d}}", status);
     free(msg.p);
     if (b.oom) {
         static const char oom[] =

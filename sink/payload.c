@@ -164,20 +164,3 @@ void cv_sink_vec_json(cv_buf *b, const float *v, int dim) {
     }
     cv_buf_put(b, "]", 1);
 }
-
-void cv_sink_json_str(cv_buf *b, const char *s) {
-    static const char hex[] = "0123456789abcdef";
-    cv_buf_put(b, "\"", 1);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\') {
-            cv_buf_put(b, "\\", 1);
-            cv_buf_put(b, (const char *)p, 1);
-        } else if (*p < 0x20) {
-            char e[7] = {'\\', 'u', '0', '0', hex[*p >> 4], hex[*p & 15], 0};
-            cv_buf_put(b, e, 6);
-        } else {
-            cv_buf_put(b, (const char *)p, 1);
-        }
-    }
-    cv_buf_put(b, "\"", 1);
-}

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/cv_conf.h"
 #include "../common/cv_jnum.h"
 #include "../common/cv_log.h"
 #include "http.h"
@@ -271,7 +272,7 @@ static cv_err check_shared(q_sink *q) {
     if (q->t.uuid_ids || !cv_sink_int_key(&q->t)) return CV_OK; /* UUIDs of table + key never meet */
     cv_buf body = {0}, path = {0};
     cv_buf_puts(&body, "{\"filter\":{\"must_not\":[{\"key\":\"cdcvec.table\",\"match\":{\"value\":");
-    cv_sink_json_str(&body, q->tname);
+    cv_json_string(&body, q->tname, strlen(q->tname));
     cv_buf_puts(&body, "}}]},\"limit\":64,\"with_payload\":true,\"with_vector\":false}");
     cv_buf_printf(&path, "%s/points/scroll", q->cpath);
     json_t *r = NULL;
@@ -328,7 +329,7 @@ static cv_err q_open(const char *url, const cv_sink_table *t, cv_sink **out) {
     q->where = w.p;
     q->stored = json_object();
     const char *ferr;
-    char *key = cv_sink_env_secret("QDRANT_API_KEY", &ferr);
+    char *key = cv_conf_secret("QDRANT_API_KEY", &ferr);
     if (ferr) {
         free(base.p);
         return setup_fault(q, "sink_secret_unreadable", "config",
@@ -434,7 +435,7 @@ static cv_err q_hashes(cv_sink *s, const char *const *const *keys, int n, int *f
 static cv_err delete_filter(q_sink *q, uint64_t lt) {
     cv_buf body = {0}, path = {0};
     cv_buf_puts(&body, "{\"filter\":{\"must\":[{\"key\":\"cdcvec.table\",\"match\":{\"value\":");
-    cv_sink_json_str(&body, q->tname);
+    cv_json_string(&body, q->tname, strlen(q->tname));
     cv_buf_puts(&body, "}}");
     if (lt) cv_buf_printf(&body, ",{\"key\":\"cdcvec.lsn\",\"range\":{\"lt\":%llu}}", (unsigned long long)lt);
     cv_buf_puts(&body, "]}}");
@@ -469,7 +470,7 @@ static cv_err q_delete(cv_sink *s, const char *const *const *keys, int n) {
             free(id.p);
         }
         cv_buf_puts(&body, "]},{\"key\":\"cdcvec.table\",\"match\":{\"value\":");
-        cv_sink_json_str(&body, q->tname);
+        cv_json_string(&body, q->tname, strlen(q->tname));
         cv_buf_puts(&body, "}}]}}");
         cv_buf_printf(&path, "%s/points/delete?wait=true", q->cpath);
         e = cv_http_submit(q->http, "POST", path.p, body.p, body.len, NULL, NULL);
@@ -609,7 +610,6 @@ static void q_rollback(cv_sink *s) {
 static cv_err q_state(cv_sink *s, uint64_t *pos, int *done, uint64_t *bpos) {
     return cv_rstate_get(s, ((q_sink *)s)->st, pos, done, bpos);
 }
-static cv_err q_meta_get(cv_sink *s, cv_sink_meta *m) { return cv_rstate_meta_get(s, ((q_sink *)s)->st, m); }
 static cv_err q_meta_set(cv_sink *s, const cv_sink_meta *m) {
     return cv_rstate_meta_set(s, ((q_sink *)s)->st, m);
 }
@@ -632,7 +632,7 @@ static cv_err q_search(cv_sink *s, const float *v, int limit, cv_sink_hit_cb cb,
                   ",\"limit\":%d,\"with_payload\":true,\"filter\":{\"must\":[{\"key\":\"cdcvec.table\","
                   "\"match\":{\"value\":",
                   limit);
-    cv_sink_json_str(&body, q->tname);
+    cv_json_string(&body, q->tname, strlen(q->tname));
     cv_buf_puts(&body, "}}]}}");
     cv_buf_printf(&path, "%s/points/query", q->cpath);
     json_t *r = NULL;
@@ -681,7 +681,7 @@ static cv_err q_scan(cv_sink *s, cv_buf *cursor, int limit, cv_sink_key_cb cb, v
     q_sink *q = (q_sink *)s;
     cv_buf body = {0}, path = {0};
     cv_buf_puts(&body, "{\"filter\":{\"must\":[{\"key\":\"cdcvec.table\",\"match\":{\"value\":");
-    cv_sink_json_str(&body, q->tname);
+    cv_json_string(&body, q->tname, strlen(q->tname));
     cv_buf_printf(&body, "}}]},\"limit\":%d,\"with_payload\":true,\"with_vector\":false", limit);
     if (cursor->len) cv_buf_printf(&body, ",\"offset\":%s", cursor->p);
     cv_buf_puts(&body, "}");
@@ -710,5 +710,5 @@ static cv_err q_scan(cv_sink *s, cv_buf *cursor, int limit, cv_sink_key_cb cb, v
 
 /* The Qdrant store's row in the table of stores (sink_impl.h). */
 const cv_sink_ops cv_sink_qdrant_ops = {
-    "qdrant", q_open,     q_close,    q_state,    q_hashes,        q_begin,  q_delete,    q_put,   q_dead_put,
-    q_commit, q_rollback, q_meta_get, q_meta_set, q_backfill_mark, q_search, q_state_key, q_fetch, q_scan};
+    "qdrant", q_open,     q_close,    q_state,         q_hashes, q_begin,     q_delete, q_put, q_dead_put,
+    q_commit, q_rollback, q_meta_set, q_backfill_mark, q_search, q_state_key, q_fetch,  q_scan};

@@ -1,7 +1,6 @@
 /* sink.c: one interface over several stores (sink.h): picks the store from the sink string
  * and dispatches each call through its table of operations (sink_impl.h). */
 #define _POSIX_C_SOURCE 200809L
-#include <ctype.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,31 +52,6 @@ void cv_sink_fault(cv_sink *s, const char *kind, const char *fix) {
 void cv_sink_open_failed(const char *kind, const char *fix) {
     open_kind = kind;
     open_fix = cv_sink_intern(fix);
-}
-
-char *cv_sink_env_secret(const char *name, const char **err) {
-    *err = NULL;
-    const char *v = getenv(name);
-    if (v && *v) return strdup(v);
-    char fname[128];
-    snprintf(fname, sizeof fname, "%s_FILE", name);
-    const char *path = getenv(fname);
-    if (!path || !*path) return NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        *err = "cannot be read";
-        return NULL;
-    }
-    cv_buf b = {0};
-    char chunk[4096];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        cv_buf_put(&b, chunk, n);
-    fclose(f);
-    while (b.p && b.len && isspace((unsigned char)b.p[b.len - 1]))
-        b.p[--b.len] = 0;
-    if (!b.p) b.p = strdup("");
-    return b.p;
 }
 
 cv_err cv_sink_open(const char *conninfo, const cv_sink_table *t, cv_sink **out) {
@@ -145,8 +119,6 @@ cv_err cv_sink_commit(cv_sink *s, uint64_t position) { return s->ops->commit(s, 
 
 void cv_sink_rollback(cv_sink *s) { s->ops->rollback(s); }
 
-cv_err cv_sink_meta_get(cv_sink *s, cv_sink_meta *m) { return s->ops->meta_get(s, m); }
-
 cv_err cv_sink_meta_set(cv_sink *s, const cv_sink_meta *m) { return s->ops->meta_set(s, m); }
 
 void cv_sink_meta_free(cv_sink_meta *m) {
@@ -164,7 +136,7 @@ void cv_sink_meta_peek_table(const char *url, const cv_sink_table *t, cv_sink_me
     if (!t->state_conninfo) return;
     cv_buf key = {0};
     ops->state_key(url, t, &key);
-    if (key.p) cv_rstate_peek(t->state_conninfo, key.p, m);
+    if (key.p) cv_sink_meta_peek(t->state_conninfo, key.p, m);
     free(key.p);
 }
 

@@ -22,7 +22,6 @@ typedef struct cv_sink_ops {
     cv_err (*dead_put)(cv_sink *s, const cv_sink_dead *d, int n, uint64_t position);
     cv_err (*commit)(cv_sink *s, uint64_t position);
     void (*rollback)(cv_sink *s);
-    cv_err (*meta_get)(cv_sink *s, cv_sink_meta *m);
     cv_err (*meta_set)(cv_sink *s, const cv_sink_meta *m);
     cv_err (*backfill_mark)(cv_sink *s, uint64_t p, int done);
     cv_err (*search)(cv_sink *s, const float *q, int limit, cv_sink_hit_cb cb, void *arg);
@@ -53,11 +52,6 @@ void cv_sink_fault(cv_sink *s, const char *kind, const char *fix);
 /* The failed open's fault, for cv_sink_last_fault(NULL). */
 void cv_sink_open_failed(const char *kind, const char *fix);
 
-/* A secret or setting from the environment: NAME, else the contents of the file NAME_FILE
- * (trailing white space dropped). NULL when neither is set; *err names an unreadable file.
- * Caller frees. */
-char *cv_sink_env_secret(const char *name, const char **err);
-
 /* ---- the state database of stores without transactions (state.c) ---- */
 
 typedef struct cv_rstate cv_rstate;
@@ -73,11 +67,8 @@ void cv_rstate_dead_add(cv_rstate *r, const char *key, const char *reason);
 void cv_rstate_reset(cv_rstate *r);
 /* Records the buffered dead letters and the position (never moving back), in one transaction. */
 cv_err cv_rstate_commit(cv_sink *s, cv_rstate *r, uint64_t pos);
-cv_err cv_rstate_meta_get(cv_sink *s, cv_rstate *r, cv_sink_meta *m);
 cv_err cv_rstate_meta_set(cv_sink *s, cv_rstate *r, const cv_sink_meta *m);
 cv_err cv_rstate_backfill(cv_sink *s, cv_rstate *r, uint64_t p, int done);
-/* Reads the meta kept under key (empty when none or unreachable). */
-void cv_rstate_peek(const char *conninfo, const char *key, cv_sink_meta *m);
 /* The CREATE statements of the state tables (shared with pgvector.c), after CV_DDL_LOCK. */
 extern const char cv_rstate_ddl[];
 /* First statement of every string of CREATE ... IF NOT EXISTS: a simple query of several
@@ -122,8 +113,6 @@ void cv_sink_now_iso(char out[48]);
 int cv_sink_float_text(float f, char *out);
 /* Appends a vector as a JSON array (cv_sink_float_text: round-trips every float). */
 void cv_sink_vec_json(cv_buf *b, const float *v, int dim);
-/* Appends s as a JSON string. */
-void cv_sink_json_str(cv_buf *b, const char *s);
 /* Whether the key is one integer column (smallint, integer, bigint). */
 int cv_sink_int_key(const cv_sink_table *t);
 

@@ -179,19 +179,6 @@ static void meta_row(PGresult *res, cv_sink_meta *m) {
     if (!PQgetisnull(res, 0, 2)) m->text_source = strdup(PQgetvalue(res, 0, 2));
 }
 
-cv_err cv_rstate_meta_get(cv_sink *s, cv_rstate *r, cv_sink_meta *m) {
-    memset(m, 0, sizeof *m);
-    if (!r->conninfo) return CV_OK;
-    const char *p[1] = {r->key};
-    PGresult *res = NULL;
-    cv_err e = exec(s, r, "SELECT relid, layout, text_source FROM cdcvec.state WHERE stream = $1", 1, p, &res,
-                    "read_meta");
-    if (e) return e;
-    meta_row(res, m);
-    PQclear(res);
-    return CV_OK;
-}
-
 cv_err cv_rstate_meta_set(cv_sink *s, cv_rstate *r, const cv_sink_meta *m) {
     if (!r->conninfo) return CV_OK;
     char relid[16];
@@ -218,9 +205,10 @@ cv_err cv_rstate_backfill(cv_sink *s, cv_rstate *r, uint64_t pos, int done) {
         3, p, NULL, "backfill_state");
 }
 
-void cv_rstate_peek(const char *conninfo, const char *key, cv_sink_meta *m) {
+/* pgvector's own database and the state database of the other stores hold the same table. */
+void cv_sink_meta_peek(const char *conninfo, const char *key, cv_sink_meta *m) {
     memset(m, 0, sizeof *m);
-    PGconn *db = cv_pg_connect(conninfo, 0, "state");
+    PGconn *db = cv_pg_connect(conninfo, 0, "sink");
     if (PQstatus(db) == CONNECTION_OK) {
         const char *p[1] = {key};
         PGresult *res =

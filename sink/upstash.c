@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/cv_conf.h"
 #include "../common/cv_jnum.h"
 #include "../common/cv_log.h"
 #include "http.h"
@@ -106,7 +107,7 @@ static char *base_url(const char *url, const char **why) {
         return b.p;
     }
     const char *ferr;
-    char *v = cv_sink_env_secret("UPSTASH_VECTOR_REST_URL", &ferr);
+    char *v = cv_conf_secret("UPSTASH_VECTOR_REST_URL", &ferr);
     if (!v) {
         *why =
             ferr
@@ -232,7 +233,7 @@ static cv_err u_open(const char *url, const cv_sink_table *t, cv_sink **out) {
     cv_buf_printf(&w, "Upstash index at %s (namespace %s)", base, u->ns);
     u->where = w.p;
     const char *ferr;
-    char *tok = cv_sink_env_secret("UPSTASH_VECTOR_REST_TOKEN", &ferr);
+    char *tok = cv_conf_secret("UPSTASH_VECTOR_REST_TOKEN", &ferr);
     if (!tok) {
         free(base);
         return setup_fault(
@@ -297,7 +298,7 @@ static void ids_json(const u_sink *u, const char *const *const *keys, int n, cv_
     for (int i = 0; i < n; i++) {
         char *kt = cv_sink_key_text(&u->t, keys[i]);
         if (i) cv_buf_put(b, ",", 1);
-        cv_sink_json_str(b, kt);
+        cv_json_string(b, kt, strlen(kt));
         free(kt);
     }
     cv_buf_put(b, "]", 1);
@@ -422,7 +423,7 @@ static cv_err u_put(cv_sink *s, const cv_sink_row *rows, int n, uint64_t positio
         } else if (r->vec) {
             cv_buf one = {0};
             cv_buf_puts(&one, "{\"id\":");
-            cv_sink_json_str(&one, kt);
+            cv_json_string(&one, kt, strlen(kt));
             cv_buf_puts(&one, ",\"vector\":");
             cv_sink_vec_json(&one, r->vec, u->t.dim);
             cv_buf_printf(&one, ",\"metadata\":%s}", md);
@@ -436,7 +437,7 @@ static cv_err u_put(cv_sink *s, const cv_sink_row *rows, int n, uint64_t positio
         } else if (stored) { /* metadata only: the vector stays as stored */
             cv_buf body = {0};
             cv_buf_puts(&body, "{\"id\":");
-            cv_sink_json_str(&body, kt);
+            cv_json_string(&body, kt, strlen(kt));
             cv_buf_printf(&body, ",\"metadata\":%s,\"metadataUpdateMode\":\"OVERWRITE\"}", md);
             e = cv_http_submit(u->http, "POST", upath, body.p, body.len, NULL, NULL);
             u->b_puts++;
@@ -481,7 +482,6 @@ static void u_rollback(cv_sink *s) {
 static cv_err u_state(cv_sink *s, uint64_t *pos, int *done, uint64_t *bpos) {
     return cv_rstate_get(s, ((u_sink *)s)->st, pos, done, bpos);
 }
-static cv_err u_meta_get(cv_sink *s, cv_sink_meta *m) { return cv_rstate_meta_get(s, ((u_sink *)s)->st, m); }
 static cv_err u_meta_set(cv_sink *s, const cv_sink_meta *m) {
     return cv_rstate_meta_set(s, ((u_sink *)s)->st, m);
 }
@@ -597,7 +597,8 @@ static cv_err u_scan(cv_sink *s, cv_buf *cursor, int limit, cv_sink_key_cb cb, v
     u_sink *u = (u_sink *)s;
     cv_buf body = {0};
     cv_buf_puts(&body, "{\"cursor\":");
-    cv_sink_json_str(&body, cursor->len ? cursor->p : "0");
+    const char *from = cursor->len ? cursor->p : "0";
+    cv_json_string(&body, from, strlen(from));
     cv_buf_printf(&body, ",\"limit\":%d,\"includeMetadata\":false,\"includeVectors\":false}", limit);
     char *path = path_of(u, "range");
     json_t *r = NULL;
@@ -618,7 +619,6 @@ static cv_err u_scan(cv_sink *s, cv_buf *cursor, int limit, cv_sink_key_cb cb, v
 }
 
 /* The Upstash store's row in the table of stores (sink_impl.h). */
-const cv_sink_ops cv_sink_upstash_ops = {"upstash",   u_open,     u_close,    u_state,         u_hashes,
-                                         u_begin,     u_delete,   u_put,      u_dead_put,      u_commit,
-                                         u_rollback,  u_meta_get, u_meta_set, u_backfill_mark, u_search,
-                                         u_state_key, u_fetch,    u_scan};
+const cv_sink_ops cv_sink_upstash_ops = {
+    "upstash", u_open,     u_close,    u_state,         u_hashes, u_begin,     u_delete, u_put, u_dead_put,
+    u_commit,  u_rollback, u_meta_set, u_backfill_mark, u_search, u_state_key, u_fetch,  u_scan};

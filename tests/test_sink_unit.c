@@ -15,6 +15,7 @@
 
 #include <cmocka.h>
 
+#include "../common/cv_conf.h"
 #include "../common/cv_jnum.h"
 #include "../sink/sink_impl.h"
 
@@ -144,16 +145,16 @@ static void test_secret_file(void **state) {
     unsetenv("CV_TEST_SECRET");
     setenv("CV_TEST_SECRET_FILE", path, 1);
     const char *err;
-    char *v = cv_sink_env_secret("CV_TEST_SECRET", &err);
+    char *v = cv_conf_secret("CV_TEST_SECRET", &err);
     assert_string_equal(v, "k-123");
     free(v);
     setenv("CV_TEST_SECRET", "direct", 1);
-    v = cv_sink_env_secret("CV_TEST_SECRET", &err);
+    v = cv_conf_secret("CV_TEST_SECRET", &err);
     assert_string_equal(v, "direct");
     free(v);
     unsetenv("CV_TEST_SECRET");
     setenv("CV_TEST_SECRET_FILE", "/nonexistent/x", 1);
-    assert_null(cv_sink_env_secret("CV_TEST_SECRET", &err));
+    assert_null(cv_conf_secret("CV_TEST_SECRET", &err));
     assert_non_null(err);
     unlink(path);
 }

@@ -1,0 +1,243 @@
+/* pgvector_read.c: the pgvector store's reads (pgvector.c describes the tables): the stored
+ * text hashes of a batch's keys, search, and verify's fetch and walk over the keys. Also the key
+ * arrays and parts the writes share. */
+#define _POSIX_C_SOURCE 200809L
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/cv_buf.h"
+#include "../common/cv_keytext.h"
+#include "../common/cv_log.h"
+#include "../common/cv_pg.h"
+#include "pgvector_impl.h"
+
+/* Fills params[0..nkeys) with key arrays for n rows. Caller frees the strings. */
+void cv_pgv_key_arrays(const pg_sink *s, const char *const *const *keys, int n, char **params) {
+    for (int k = 0; k < s->t.nkeys; k++) {
+        cv_buf b = {0};
+        cv_buf_put(&b, "{", 1);
+        for (int i = 0; i < n; i++)
+            cv_pg_array_elem(&b, keys[i][k], i == 0);
+        cv_buf_put(&b, "}", 1);
+        params[k] = b.p;
+    }
+}
+
+static int hexval(char c) { return c <= '9' ? c - '0' : (c | 32) - 'a' + 10; }
+
+/* "k1","k2" as unnest output columns, and "t.k1 = u.k1 AND ...". */
+void cv_pgv_key_sql(const pg_sink *s, cv_buf *ucols, cv_buf *match) {
+    for (int i = 0; i < s->t.nkeys; i++) {
+        cv_buf k = {0};
+        cv_pg_ident(&k, s->t.key_names[i]);
+        cv_buf_printf(ucols, "%s%s", i ? "," : "", k.p);
+        if (match) cv_buf_printf(match, "%st.%s = u.%s", i ? " AND " : "", k.p, k.p);
+        free(k.p);
+    }
+}
+
+void cv_pgv_parts_split(const pg_sink *s, const char *const *const *keys, int n, parts *p) {
+    memset(p, 0, sizeof *p);
+    const int np = s->active > 1 ? s->active : 1;
+    for (int i = 0; i < np; i++) {
+        p->idx[i] = malloc(sizeof(int) * (size_t)(n + 1));
+        p->keys[i] = malloc(sizeof(char **) * (size_t)(n + 1));
+        CV_ASSERT(p->idx[i] && p->keys[i]);
+    }
+    for (int i = 0; i < n; i++) {
+        int w = part_of(s, keys[i]);
+        p->idx[w][p->cnt[w]] = i;
+        p->keys[w][p->cnt[w]++] = keys[i];
+    }
+}
+
+void cv_pgv_parts_free(parts *p) {
+    for (int i = 0; i < MAX_WRITERS; i++)
+        free(p->idx[i]), free((void *)p->keys[i]);
+}
+
+cv_err cv_pgv_hashes(cv_sink *sk, const char *const *const *keys, int n, int *found, uint8_t (*hash)[32]) {
+    pg_sink *s = (pg_sink *)sk;
+    for (int i = 0; i < n; i++)
+        found[i] = 0;
+    if (n == 0) return CV_OK;
+    const int nk = s->t.nkeys;
+    /* the request's position comes back with each row (WITH ORDINALITY): keys are compared by
+     * PostgreSQL with their own types, and matching is O(n). Outside a batch: connection 0. */
+    cv_buf sql = {0}, ucols = {0}, match = {0};
+    cv_pgv_key_sql(s, &ucols, &match);
+    cv_buf_printf(&sql,
+                  "SELECT u.ord, encode(t.text_hash, 'hex') FROM unnest(%s) WITH ORDINALITY AS u(%s, ord) "
+                  "JOIN %s t ON %s",
+                  s->keycast, ucols.p, s->qtable, match.p);
+    const int saved = s->active;
+    if (!s->active) s->active = 1;
+    parts p;
+    cv_pgv_parts_split(s, keys, n, &p);
+    int sent[MAX_WRITERS] = {0};
+    PGresult *res[MAX_WRITERS] = {0};
+    for (int w = 0; w < s->active; w++) {
+        if (!p.cnt[w]) continue;
+        char *params[nk];
+        cv_pgv_key_arrays(s, p.keys[w], p.cnt[w], params);
+        send_on(s, w, sql.p, nk, (const char *const *)params, sent);
+        for (int i = 0; i < nk; i++)
+            free(params[i]);
+    }
+    cv_err e = collect(s, sent, res, "lookup_hashes");
+    for (int w = 0; w < s->active; w++) {
+        for (int row = 0; !e && res[w] && row < PQntuples(res[w]); row++) {
+            long j = strtol(PQgetvalue(res[w], row, 0), NULL, 10) - 1;
+            const char *hx = PQgetvalue(res[w], row, 1);
+            if (j < 0 || j >= p.cnt[w] || strlen(hx) != 64) continue;
+            int i = p.idx[w][j];
+            for (int b = 0; b < 32; b++)
+                hash[i][b] = (uint8_t)(hexval(hx[2 * b]) << 4 | hexval(hx[2 * b + 1]));
+            found[i] = 1;
+        }
+        PQclear(res[w]);
+    }
+    s->active = saved;
+    cv_pgv_parts_free(&p);
+    free(ucols.p), free(match.p), free(sql.p);
+    return e;
+}
+
+static void vec_text(cv_buf *b, const float *v, int dim) {
+    char num[32];
+    cv_buf_put(b, "[", 1);
+    for (int j = 0; j < dim; j++) {
+        int n = snprintf(num, sizeof num, j ? ",%.9g" : "%.9g", (double)v[j]);
+        cv_buf_put(b, num, (size_t)n);
+    }
+    cv_buf_put(b, "]", 1);
+}
+
+cv_err cv_pgv_search(cv_sink *sk, const float *q, int limit, cv_sink_hit_cb cb, void *arg) {
+    pg_sink *s = (pg_sink *)sk;
+    cv_buf v = {0}, sql = {0}, keyexpr = {0};
+    vec_text(&v, q, s->t.dim);
+    char lim[16];
+    snprintf(lim, sizeof lim, "%d", limit);
+    for (int i = 0; i < s->t.nkeys; i++) {
+        if (i) cv_buf_puts(&keyexpr, " || ',' || ");
+        cv_pg_ident(&keyexpr, s->t.key_names[i]);
+        cv_buf_puts(&keyexpr, "::text");
+    }
+    cv_buf_printf(&sql,
+                  "SELECT 1 - (embedding <=> $1::vector), %s, payload::text FROM %s ORDER BY embedding <=> "
+                  "$1::vector LIMIT $2::int",
+                  keyexpr.p, s->qtable);
+    /* pgvector's HNSW scan returns at most hnsw.ef_search rows (default 40): at least the limit,
+     * and at least 100 (recall@10 0.995 against 0.978 at 40 on 100,000 MiniLM rows:
+     * bench/RESULTS.md, "HNSW parameters and recall@10") */
+    int ef = limit > 100 ? limit : 100;
+    cv_err e = CV_OK;
+    if (!s->ef_search) {
+        /* rows deleted or updated since the graph was built still take candidates' places, so
+         * even ef_search = limit can return fewer; pgvector 0.8's iterative scan goes on until
+         * the limit is met, in exact order (older versions lack it: then say so, once) */
+        PGresult *r = PQexec(s->db, "SET hnsw.iterative_scan = strict_order");
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+            cv_info("event=search_iterative_scan available=0 note=\"pgvector before 0.8: a search over an "
+                    "index with many deleted rows may return fewer rows than its limit\"");
+        PQclear(r);
+    }
+    if (ef != s->ef_search) {
+        char set[64];
+        snprintf(set, sizeof set, "SET hnsw.ef_search = %d", ef);
+        if (!(e = run(s, set, "search_ef"))) s->ef_search = ef;
+    }
+    const char *p[2] = {v.p, lim};
+    PGresult *r = e ? NULL : PQexecParams(s->db, sql.p, 2, NULL, p, NULL, NULL, 0);
+    if (!e) e = exec_ok(s, r, "search");
+    for (int i = 0; !e && i < PQntuples(r); i++)
+        cb(arg, i + 1, strtod(PQgetvalue(r, i, 0), NULL), PQgetvalue(r, i, 1), PQgetvalue(r, i, 2));
+    PQclear(r);
+    free(v.p), free(sql.p), free(keyexpr.p);
+    return e;
+}
+
+cv_err cv_pgv_fetch(cv_sink *sk, const char *const *const *keys, int n, int *found, uint8_t (*hash)[32],
+                    char **payload) {
+    pg_sink *s = (pg_sink *)sk;
+    const int nk = s->t.nkeys;
+    char **params = calloc((size_t)nk, sizeof(char *));
+    CV_ASSERT(params);
+    cv_pgv_key_arrays(s, keys, n, params);
+    cv_buf sql = {0}, ucols = {0}, match = {0};
+    cv_pgv_key_sql(s, &ucols, &match);
+    cv_buf_printf(
+        &sql,
+        "SELECT u.ord, encode(t.text_hash, 'hex'), t.payload::text FROM unnest(%s) WITH ORDINALITY AS "
+        "u(%s, ord) JOIN %s t ON %s",
+        s->keycast, ucols.p, s->qtable, match.p);
+    PGresult *r = PQexecParams(s->db, sql.p, nk, NULL, (const char *const *)params, NULL, NULL, 0);
+    cv_err e = exec_ok(s, r, "verify_fetch");
+    for (int row = 0; !e && row < PQntuples(r); row++) {
+        long i = strtol(PQgetvalue(r, row, 0), NULL, 10) - 1;
+        const char *hx = PQgetvalue(r, row, 1);
+        if (i < 0 || i >= n || strlen(hx) != 64) continue;
+        for (int b = 0; b < 32; b++)
+            hash[i][b] = (uint8_t)(hexval(hx[2 * b]) << 4 | hexval(hx[2 * b + 1]));
+        found[i] = 1;
+        payload[i] = strdup(PQgetvalue(r, row, 2));
+    }
+    PQclear(r);
+    for (int i = 0; i < nk; i++)
+        free(params[i]);
+    free(params), free(sql.p), free(ucols.p), free(match.p);
+    return e;
+}
+
+/* Keyset pages over the primary key: WHERE (k...) > (cursor...) ORDER BY k... LIMIT n. */
+cv_err cv_pgv_scan(cv_sink *sk, cv_buf *cursor, int limit, cv_sink_key_cb cb, void *arg, int *more) {
+    pg_sink *s = (pg_sink *)sk;
+    const int nk = s->t.nkeys;
+    char **after = NULL;
+    if (cursor->len && cv_key_parse(cursor->p, nk, &after, NULL)) return CV_ERR_ARG;
+    cv_buf sql = {0}, cols = {0}, vals = {0};
+    for (int i = 0; i < nk; i++) {
+        cv_buf k = {0};
+        cv_pg_ident(&k, s->t.key_names[i]);
+        /* qualified: a bare name in ORDER BY means the output column, key::text, whose text
+         * order (1, 10, 100, ...) is not the WHERE's (the key type's) order */
+        cv_buf_printf(&cols, "%st.%s", i ? "," : "", k.p);
+        cv_buf_printf(&vals, "%s$%d::%s", i ? "," : "", i + 1, s->t.key_types[i]);
+        free(k.p);
+    }
+    cv_buf_puts(&sql, "SELECT ");
+    for (int i = 0; i < nk; i++) {
+        cv_buf_printf(&sql, "%st.", i ? "," : "");
+        cv_pg_ident(&sql, s->t.key_names[i]);
+        cv_buf_puts(&sql, "::text");
+    }
+    cv_buf_printf(&sql, " FROM %s AS t", s->qtable);
+    if (after) cv_buf_printf(&sql, " WHERE (%s) > (%s)", cols.p, vals.p);
+    cv_buf_printf(&sql, " ORDER BY %s LIMIT %d", cols.p, limit);
+    PGresult *r = PQexecParams(s->db, sql.p, after ? nk : 0, NULL, (const char *const *)after, NULL, NULL, 0);
+    cv_err e = exec_ok(s, r, "verify_scan");
+    int rows = e ? 0 : PQntuples(r);
+    const char **v = calloc((size_t)nk + 1, sizeof(char *));
+    CV_ASSERT(v);
+    for (int row = 0; row < rows; row++) {
+        for (int k = 0; k < nk; k++)
+            v[k] = PQgetvalue(r, row, k);
+        cv_buf kt = {0};
+        cv_key_format(v, nk, &kt);
+        cb(arg, kt.p);
+        if (row == rows - 1) {
+            cursor->len = 0;
+            cv_buf_put(cursor, kt.p, kt.len);
+        }
+        free(kt.p);
+    }
+    *more = !e && rows == limit;
+    free(v);
+    PQclear(r);
+    cv_key_free(after);
+    free(sql.p), free(cols.p), free(vals.p);
+    return e;
+}
