@@ -23,9 +23,9 @@ int cv_cmd_wait(int argc, char **argv);
 int cv_cmd_kafka(int argc, char **argv, const char *which);
 
 /* dsn_check.c: 0 when v (an option's value; empty: unset) is a PostgreSQL connection string
- * (postgres:// or postgresql:// URI, key=value pairs that libpq parses, or a database name of [A-Za-z0-9_.-]), or for --sink also
- * qdrant://, qdrants:// or upstash://; else -1 after printing what is wrong and the accepted
- * forms (the caller exits 2). */
+ * (postgres:// or postgresql:// URI, key=value pairs that libpq parses, or a database name of
+ * [A-Za-z0-9_.-]), or for --sink also qdrant://, qdrants:// or upstash://; else -1 after printing what is
+ * wrong and the accepted forms (the caller exits 2). */
 int cv_cli_check_pg(const char *cmd, const char *opt, const char *v);
 int cv_cli_check_sink(const char *cmd, const char *v);
 

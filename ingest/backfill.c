@@ -134,17 +134,8 @@ cv_err cv_sync_backfill(cv_sync *s, PGconn *db, uint64_t position, int force, co
  * runs. Beside a running stream it would race it: a row it read before the stream deleted or
  * changed it would be written back afterwards, stale, with nothing left to correct it. */
 static cv_err lock_writer(cv_sync *s) {
-    cv_buf holder = {0};
-    cv_err e = cv_sync_writer_lock(s, "backfill", &holder);
-    if (e == CV_ERR_BUSY)
-        cv_error(
-            "event=backfill_stopped table=%s holder=\"%s\" error=\"a cdcvec sync of this table is running "
-            "(or a Kafka sink stage, verify --repair or another backfill writes it into this store): a "
-            "backfill beside it would race it\" fix=\"stop it, run cdcvec backfill, start it again (a "
-            "running sync keeps the store up to date without one)\"",
-            s->t.qualified, holder.p);
-    free(holder.p);
-    return e;
+    return cv_sync_writer_lock_for(s, "backfill", "backfill",
+                                   "(a running sync keeps the store up to date without one)");
 }
 
 /* `cdcvec backfill`: a retriable failure (the source or the store unreachable, the embedding

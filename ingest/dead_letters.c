@@ -159,15 +159,7 @@ static cv_err dl_clear(cv_sync *s, cv_dl *d, const char *key, long *count) {
 /* One writer per table and store: the writer lock (wlock.c) a sync or Kafka sink stage holds, as
  * verify --repair takes it. */
 static cv_err lock_writer(cv_sync *s) {
-    cv_buf holder = {0};
-    cv_err e = cv_sync_writer_lock(s, "dead-letters retry", &holder);
-    if (e == CV_ERR_BUSY)
-        cv_error("event=dead_letters_stopped table=%s holder=\"%s\" error=\"a cdcvec sync of this table is "
-                 "running (or a Kafka sink stage writes it into this store)\" fix=\"stop it, run cdcvec "
-                 "dead-letters retry, start it again\"",
-                 s->t.qualified, holder.p);
-    free(holder.p);
-    return e;
+    return cv_sync_writer_lock_for(s, "dead_letters", "dead-letters retry", NULL);
 }
 
 /* retry: the keys of the entries, a page at a time, through the apply stage; *retried: keys

@@ -490,3 +490,16 @@ void cv_sync_session_close(cv_sync *s) {
 }
 
 void cv_sync_stream_names(cv_sync *s) { names(s); }
+
+cv_err cv_sync_writer_lock_for(cv_sync *s, const char *event, const char *cmd, const char *extra) {
+    cv_buf holder = {0};
+    cv_err e = cv_sync_writer_lock(s, cmd, &holder);
+    if (e == CV_ERR_BUSY)
+        cv_error(
+            "event=%s_stopped table=%s holder=\"%s\" error=\"a cdcvec sync of this table is running (or "
+            "a Kafka sink stage, verify --repair or a backfill writes it into this store): a %s beside it "
+            "would race it\" fix=\"stop it, run cdcvec %s, start it again%s%s\"",
+            event, s->t.qualified, holder.p ? holder.p : "-", cmd, cmd, extra ? " " : "", extra ? extra : "");
+    free(holder.p);
+    return e;
+}

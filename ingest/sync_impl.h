@@ -136,6 +136,11 @@ void cv_dl_close(cv_dl *d);
  * the same store holds (released by cv_sync_session_close). CV_ERR_BUSY: one runs (holder says
  * which process); other errors are logged. role names the lock's own connection, if any. */
 cv_err cv_sync_writer_lock(cv_sync *s, const char *role, cv_buf *holder);
+/* cv_sync_writer_lock for command cmd ("verify --repair", "backfill", "dead-letters retry";
+ * also the lock's role): a held lock is logged as event=<event>_stopped with the holder, that a
+ * writer beside it would race it, and the fix (stop it, run cmd, start it again; more: extra,
+ * or NULL). */
+cv_err cv_sync_writer_lock_for(cv_sync *s, const char *event, const char *cmd, const char *extra);
 
 /* The retry line's error text (sync_retry, sink_retry, worker_retry): what happened, never a
  * bare "timed out": s->why (set where the session ended: table_busy, slot_busy, a broker

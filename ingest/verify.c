@@ -243,15 +243,7 @@ static cv_err store_walk(verify *v, uint64_t pos, int count, long *deleted, vola
 /* A repair writes: it takes the store table's writer lock (wlock.c) that a sync or a Kafka sink
  * stage of the table holds while it runs, and is refused while one does. */
 static cv_err lock_store(cv_sync *s) {
-    cv_buf holder = {0};
-    cv_err e = cv_sync_writer_lock(s, "verify --repair", &holder);
-    if (e == CV_ERR_BUSY)
-        cv_error("event=verify_stopped table=%s holder=\"%s\" error=\"a cdcvec sync of this table is running "
-                 "(or a Kafka sink stage writes it into this store): a repair beside it would race it\" "
-                 "fix=\"stop it, run cdcvec verify --repair 1, start it again (or verify without --repair)\"",
-                 s->t.qualified, holder.p);
-    free(holder.p);
-    return e;
+    return cv_sync_writer_lock_for(s, "verify", "verify --repair", "(or verify without --repair)");
 }
 
 int cv_verify_run(const cv_sync_opts *o, int repair, long show, volatile sig_atomic_t *stop) {
