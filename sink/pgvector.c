@@ -762,13 +762,8 @@ static cv_err pg_meta_set(cv_sink *sk, const cv_sink_meta *m) {
     pg_sink *s = (pg_sink *)sk;
     char relid[16];
     snprintf(relid, sizeof relid, "%u", m->relid);
-    const char *p[4] = {s->stream, relid, m->layout, m->text_source};
-    PGresult *r =
-        PQexecParams(s->db,
-                     "INSERT INTO cdcvec.state (stream, lsn, relid, layout, text_source) VALUES ($1, '0/0', "
-                     "$2::oid, $3, $4) ON CONFLICT (stream) DO UPDATE SET relid = EXCLUDED.relid, "
-                     "layout = EXCLUDED.layout, text_source = EXCLUDED.text_source",
-                     4, NULL, p, NULL, NULL, 0);
+    const char *p[6] = {s->stream, relid, m->layout, m->text_source, m->model, m->model_revision};
+    PGresult *r = PQexecParams(s->db, CV_SINK_META_SET, 6, NULL, p, NULL, NULL, 0);
     cv_err e = exec_ok(s, r, "write_meta");
     PQclear(r);
     return e;
@@ -779,16 +774,8 @@ void cv_sink_meta_peek(const char *conninfo, const char *stream, cv_sink_meta *m
     PGconn *db = cv_pg_connect(conninfo, 0, "sink");
     if (PQstatus(db) == CONNECTION_OK) {
         const char *p[1] = {stream};
-        PGresult *r =
-            PQexecParams(db,
-                         "SELECT relid, layout, text_source FROM cdcvec.state WHERE stream = $1 AND "
-                         "to_regclass('cdcvec.state') IS NOT NULL",
-                         1, NULL, p, NULL, NULL, 0);
-        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
-            if (!PQgetisnull(r, 0, 0)) m->relid = (uint32_t)strtoul(PQgetvalue(r, 0, 0), NULL, 10);
-            if (!PQgetisnull(r, 0, 1)) m->layout = strdup(PQgetvalue(r, 0, 1));
-            if (!PQgetisnull(r, 0, 2)) m->text_source = strdup(PQgetvalue(r, 0, 2));
-        }
+        PGresult *r = PQexecParams(db, CV_SINK_META_PEEK, 1, NULL, p, NULL, NULL, 0);
+        cv_sink_meta_row(r, m);
         PQclear(r);
     }
     PQfinish(db);

@@ -16,10 +16,10 @@
  * state write replays the batch, which converges. Without a state database (state_conninfo
  * NULL: a Kafka sink stage that keeps its own offsets) cv_sink_state reads 0, the meta is not
  * kept, and dead letters are logged at warn level with their key and reason
- * (event=dead_letter) and handed to the caller's cv_sink_on_dead callback, for it to route. The text hash per key is kept in the store
- * itself (payload / metadata `cdcvec.text_hash`), so it survives whatever cdcvec loses.
- * Secrets (QDRANT_API_KEY, UPSTASH_VECTOR_REST_TOKEN) come from the environment or files,
- * never from the sink string; one holding userinfo is refused. */
+ * (event=dead_letter) and handed to the caller's cv_sink_on_dead callback, for it to route. The text hash per
+ * key is kept in the store itself (payload / metadata `cdcvec.text_hash`), so it survives whatever cdcvec
+ * loses. Secrets (QDRANT_API_KEY, UPSTASH_VECTOR_REST_TOKEN) come from the environment or files, never from
+ * the sink string; one holding userinfo is refused. */
 #ifndef CV_SINK_H
 #define CV_SINK_H
 
@@ -68,9 +68,11 @@ typedef struct cv_sink_dead {
 
 /* What the store records about the source table, to notice changes between runs. */
 typedef struct cv_sink_meta {
-    uint32_t relid;    /* the source table's OID (0: not recorded) */
-    char *layout;      /* its columns, as ingest describes them (NULL: not recorded) */
-    char *text_source; /* what is embedded: text column attnum or template (NULL: not recorded) */
+    uint32_t relid;       /* the source table's OID (0: not recorded) */
+    char *layout;         /* its columns, as ingest describes them (NULL: not recorded) */
+    char *text_source;    /* what is embedded: text column attnum or template (NULL: not recorded) */
+    char *model;          /* the model that wrote the vectors: its id (models/model.h; NULL: not recorded) */
+    char *model_revision; /* and the SHA-256 of its weights (NULL: not recorded) */
 } cv_sink_meta;
 
 typedef struct cv_sink cv_sink;
@@ -151,7 +153,8 @@ int cv_sink_batch_rows(const cv_sink *s);
 void cv_sink_stats(const cv_sink *s, long *requests, long *retries);
 
 /* The recorded facts about the source table (fields NULL/0 when never recorded; strings
- * owned by the caller), and recording them. */
+ * owned by the caller), and recording them (a NULL model or model_revision keeps the recorded
+ * one). */
 cv_err cv_sink_meta_get(cv_sink *s, cv_sink_meta *m);
 cv_err cv_sink_meta_set(cv_sink *s, const cv_sink_meta *m);
 void cv_sink_meta_free(cv_sink_meta *m);
