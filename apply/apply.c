@@ -87,8 +87,6 @@ void cv_apply_set_sink(cv_apply *a, cv_sink *sink, cv_apply_fetch_fn fetch, void
     a->o.sink = sink, a->o.fetch = fetch, a->o.fetch_arg = fetch_arg, a->o.key_exact = key_exact;
 }
 
-void cv_apply_set_dim(cv_apply *a, int dim) { a->o.dim = dim; }
-
 const cv_apply_metrics *cv_apply_counters(const cv_apply *a) { return &a->m; }
 
 static void sha256(const char *s, size_t n, uint8_t out[32]) {

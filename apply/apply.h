@@ -65,8 +65,6 @@ cv_err cv_apply_new(const cv_apply_opts *o, cv_apply **out);
 void cv_apply_free(cv_apply *a);
 /* The store and the source reader change with each session; the counters stay. */
 void cv_apply_set_sink(cv_apply *a, cv_sink *sink, cv_apply_fetch_fn fetch, void *fetch_arg, int key_exact);
-/* The vector dimension, once known (a remote embedding server's: its first answer). */
-void cv_apply_set_dim(cv_apply *a, int dim);
 
 /* Applies n changes (consumed: freed) in one store transaction recorded at position. A change
  * with vec is written with that vector unless the stored text hash equals vec_hash (then its

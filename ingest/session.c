@@ -76,7 +76,10 @@ static cv_err http_without_model(cv_sync *s, const cv_sync_opts *o, const cv_htt
 cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o) {
     memset(s, 0, sizeof *s);
     s->o = *o;
-    s->mf.id = CV_MODEL_ID; /* with --embed: the server is assumed to run it (cv_sync.mf) */
+    /* with --embed (and capture): the facts CV_MODEL_ID declares, the server being a cdcvec serve
+     * of it; its answers of another dimension are refused (apply.c) */
+    s->mf = (cv_model_facts){.id = CV_MODEL_ID, .dim = CV_MODEL_DIM, .pooling = "mean"};
+    s->dim = s->mf.dim;
     pthread_mutex_init(&s->search_mu, NULL);
     pthread_cond_init(&s->search_idle, NULL);
     cv_search_routes(s);
@@ -204,31 +207,6 @@ void cv_sync_runtime_close(cv_sync *s) {
     pthread_mutex_destroy(&s->search_mu);
     pthread_cond_destroy(&s->search_idle);
     memset(s, 0, sizeof *s);
-}
-
-cv_err cv_sync_embed_dim(cv_sync *s) {
-    if (s->dim > 0 || s->o.capture) return CV_OK;
-    enum { MAX_DIM = 1 << 16 };
-    float *v = malloc(sizeof(float) * MAX_DIM);
-    CV_ASSERT(v);
-    const char *text = "cdcvec";
-    size_t len = strlen(text);
-    char msg[256] = "";
-    int dim = 0;
-    cv_err e = cv_client_embed(s->client, &text, &len, 1, v, MAX_DIM, &dim, msg, sizeof msg);
-    free(v);
-    if (e || dim <= 0) {
-        cv_warn("event=embed_unavailable server=%s error=\"%s%s%s\" note=\"the vector dimension is the "
-                "server's: asking again\"",
-                s->o.embed ? s->o.embed : "", cv_strerror(e ? e : CV_ERR_FORMAT), *msg ? ": " : "", msg);
-        cv_pg_fault f = {1, "connection", NULL};
-        cv_sync_error(s, "embed", &f);
-        return CV_ERR_TIMEOUT;
-    }
-    s->dim = s->mf.dim = dim;
-    if (s->apply) cv_apply_set_dim(s->apply, dim);
-    cv_info("event=embed_dimension server=%s dim=%d", s->o.embed ? s->o.embed : "", dim);
-    return CV_OK;
 }
 
 cv_err cv_sync_deliver(cv_sync *s, cv_change *chg, int n, int truncate, uint64_t position, int force,
@@ -462,7 +440,7 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
             return e;
         }
     }
-    if (!o->capture && ((e = cv_sync_embed_dim(s)) || (e = check_model(s, &meta)))) {
+    if (!o->capture && (e = check_model(s, &meta))) {
         cv_sink_meta_free(&meta);
         return e;
     }
@@ -489,7 +467,10 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
         cv_sink_meta_free(&meta);
         return e;
     }
-    if (!o->capture && replication && !meta.model && meta.layout) { /* an earlier version's store */
+    /* a store of an earlier version (or one written with --embed, which knows no revision) */
+    if (!o->capture && replication && meta.layout &&
+        (!meta.model || (!meta.model_revision && s->mf.revision))) {
+        free(meta.model), free(meta.model_revision);
         meta.model = strdup(s->mf.id);
         meta.model_revision = s->mf.revision ? strdup(s->mf.revision) : NULL;
         if ((e = cv_sink_meta_set(s->sink, &meta))) {
@@ -500,9 +481,11 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
             cv_sink_meta_free(&meta);
             return e;
         }
-        cv_info("event=model_recorded table=%s model=%s revision=%s note=\"this store's vectors were written "
-                "before cdcvec recorded the model: taken to be this one\"",
-                s->t.qualified, s->mf.id, s->mf.revision ? s->mf.revision : "unknown");
+        cv_info(
+            "event=model_recorded table=%s model=%s revision=%s note=\"the store had no model (or no "
+            "revision) recorded, as an earlier cdcvec or a sync with --embed left it: its vectors are taken "
+            "to be this model's\"",
+            s->t.qualified, s->mf.id, s->mf.revision ? s->mf.revision : "unknown");
     }
     cv_health_store(s, 1);
     cv_health_slot(s, s->slot);

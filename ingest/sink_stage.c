@@ -105,8 +105,6 @@ static void on_dead(void *arg, const char *key, const char *reason) {
 
 /* Opens the store for the table of w (the first message's). */
 static cv_err open_store(stage *st, const cv_wire_msg *w) {
-    cv_err de = cv_sync_embed_dim(&st->s); /* --embed: the server's dimension */
-    if (de) return de;
     cv_buf stream = {0};
     cv_buf_printf(&stream, "kafka_%s", st->in.topic);
     st->stream = stream.p;
@@ -425,7 +423,6 @@ static cv_err session(stage *st, volatile sig_atomic_t *stop) {
     CV_ASSERT(msgs && st->chg && st->done);
     cv_kin_opts ko = {.key_columns = k->key_columns, .text_column = st->s.o.text_column, .dim = st->s.dim};
     while (!e && !*stop) {
-        ko.dim = st->s.dim; /* 0 (any) until the store is open */
         int n = cv_kin_poll(st->rk, &ko, &st->km, msgs, max, 0.5, stop);
         for (int i = 0; i < n; i++) {
             if (!e) e = take(st, &msgs[i]);

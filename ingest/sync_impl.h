@@ -33,11 +33,11 @@ typedef struct cv_sync {
     cv_client *client;
     cv_metrics *reg; /* the server's registry, or our own */
     int own_reg;
-    /* the model's facts (models/model.h): the in-process model's; with --embed the id only (the
-     * embed protocol does not carry it: a cdcvec serve runs CV_MODEL_ID), no revision, and the
-     * dimension from the server's first answer (cv_sync_embed_dim) */
+    /* the model's facts (models/model.h): the in-process model's; with --embed those CV_MODEL_ID
+     * declares (the embed protocol carries neither id nor revision: a cdcvec serve runs it), no
+     * revision */
     cv_model_facts mf;
-    int dim; /* mf.dim; 0 until known */
+    int dim; /* mf.dim */
     cv_apply *apply;
     cv_buf bf_done; /* the last key whose page cv_sync_backfill applied (key text; empty: none) */
     cv_metric *m_changes_ins, *m_changes_upd, *m_changes_del, *m_changes_trunc, *m_lag, *m_retries;
@@ -151,9 +151,6 @@ int cv_health_ready(void *arg, cv_buf *detail);
 
 /* The runtime: model (or remote client), server with HTTP, metrics, apply stage. */
 cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o);
-/* The vector dimension, known: the model's, or with --embed the server's (one text embedded the
- * first time; retriable CV_ERR_TIMEOUT while the server does not answer). */
-cv_err cv_sync_embed_dim(cv_sync *s);
 void cv_sync_runtime_close(cv_sync *s);
 
 /* A session: source connection, table description (+ the checks of a replication source,

@@ -134,8 +134,6 @@ static cv_err emit(worker *wk, const cv_kin_msg *m, const cv_wire_msg *w, const 
 
 /* Embeds, produces and acknowledges one batch; then commits its offsets. */
 static cv_err batch(worker *wk, cv_kin_msg *msgs, int n, volatile sig_atomic_t *stop) {
-    cv_err de = cv_sync_embed_dim(&wk->s); /* --embed: the server's, asked once */
-    if (de) return de;
     const char **texts = calloc((size_t)n + 1, sizeof *texts);
     size_t *lens = calloc((size_t)n + 1, sizeof *lens);
     int *idx = calloc((size_t)n + 1, sizeof *idx), nt = 0, dim = wk->s.dim;
@@ -232,7 +230,6 @@ static cv_err session(worker *wk, volatile sig_atomic_t *stop) {
     CV_ASSERT(msgs);
     cv_kin_opts ko = {.key_columns = w->key_columns, .text_column = wk->s.o.text_column, .dim = wk->s.dim};
     while (!e && !*stop) {
-        ko.dim = wk->s.dim; /* 0 (any) until a remote server's is known */
         int n = cv_kin_poll(wk->rk, &ko, &wk->km, msgs, max, 0.5, stop);
         if (n) e = batch(wk, msgs, n, stop);
         for (int i = 0; i < n; i++)

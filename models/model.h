@@ -9,8 +9,9 @@
 /* The model cdcvec runs: its Hugging Face id, and the short name clients may use for it. */
 #define CV_MODEL_ID       "sentence-transformers/all-MiniLM-L6-v2"
 #define CV_MODEL_SHORT_ID "all-MiniLM-L6-v2"
-/* The dimension its config.json declares, for a tool that writes vectors without loading it
- * (bench sink's random vectors). Everything that loads the model asks it (cv_model_facts). */
+/* The dimension its config.json declares, for what has no model loaded: a sync with --embed
+ * (a remote cdcvec serve of CV_MODEL_ID; answers of another dimension are refused) and bench
+ * sink's random vectors. Everything that loads the model asks it (cv_model_facts). */
 #define CV_MODEL_DIM 384
 
 typedef struct cv_model_facts {
