@@ -17,7 +17,7 @@
 typedef struct {
     const char *url;
     const corpus *c;
-    int per_req, offset;
+    int per_req, offset, dim; /* dim: the model's */
     double until;
     long reqs, texts, errors;
     double *lat;
@@ -31,14 +31,14 @@ static void *client_run(void *p) {
     if (cv_client_open(b->url, &o, &cl)) return NULL;
     const char **tx = malloc(sizeof(char *) * (size_t)b->per_req);
     size_t *ln = malloc(sizeof(size_t) * (size_t)b->per_req);
-    float *out = malloc(sizeof(float) * 384 * (size_t)b->per_req);
+    float *out = malloc(sizeof(float) * (size_t)b->dim * (size_t)b->per_req);
     int pos = b->offset;
     while (cv_now() < b->until) {
         for (int i = 0; i < b->per_req; i++, pos = (pos + 1) % b->c->n)
             tx[i] = b->c->text[pos], ln[i] = b->c->len[pos];
         double t0 = cv_now();
         int dim;
-        if (cv_client_embed(cl, tx, ln, b->per_req, out, 384, &dim, NULL, 0) != CV_OK) {
+        if (cv_client_embed(cl, tx, ln, b->per_req, out, b->dim, &dim, NULL, 0) != CV_OK) {
             b->errors++;
             continue;
         }
@@ -64,7 +64,7 @@ static int cmp_d(const void *a, const void *b) {
 static double engine_rate(cv_minilm *m, const corpus *c, int bs, double secs) {
     const char **tx = malloc(sizeof(char *) * (size_t)bs);
     size_t *ln = malloc(sizeof(size_t) * (size_t)bs);
-    float *out = malloc(sizeof(float) * 384 * (size_t)bs);
+    float *out = malloc(sizeof(float) * (size_t)cv_minilm_facts(m)->dim * (size_t)bs);
     long n = 0;
     int pos = 0;
     double t0 = cv_now(), t;
@@ -81,7 +81,7 @@ static double engine_rate(cv_minilm *m, const corpus *c, int bs, double secs) {
 
 static double engine_p50(cv_minilm *m, const corpus *c, int runs) {
     double *lat = malloc(sizeof(double) * (size_t)runs);
-    float out[384];
+    float *out = malloc(sizeof(float) * (size_t)cv_minilm_facts(m)->dim);
     for (int i = 0; i < runs; i++) {
         const char *tx = c->text[i % c->n];
         size_t ln = c->len[i % c->n];
@@ -91,7 +91,7 @@ static double engine_p50(cv_minilm *m, const corpus *c, int runs) {
     }
     qsort(lat, (size_t)runs, sizeof(double), cmp_d);
     double p = lat[runs / 2];
-    free(lat);
+    free(lat), free(out);
     return p;
 }
 
@@ -144,8 +144,12 @@ int cv_bench_server(int argc, char **argv) {
             pthread_t *th = malloc(sizeof(pthread_t) * (size_t)nc);
             double until = cv_now() + (double)secs, t0 = cv_now();
             for (int i = 0; i < nc; i++) {
-                b[i] = (bench_client){
-                    .url = url, .c = &c, .per_req = per[pi], .offset = (i * 97) % c.n, .until = until};
+                b[i] = (bench_client){.url = url,
+                                      .c = &c,
+                                      .dim = cv_minilm_facts(m)->dim,
+                                      .per_req = per[pi],
+                                      .offset = (i * 97) % c.n,
+                                      .until = until};
                 pthread_create(&th[i], NULL, client_run, &b[i]);
             }
             long reqs = 0, texts = 0, errors = 0, nlat = 0;

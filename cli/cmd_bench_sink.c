@@ -12,10 +12,11 @@
 
 #include "../common/cv_log.h"
 #include "../common/cv_time.h"
+#include "../models/model.h"
 #include "../sink/sink.h"
 #include "cli.h"
 
-#define DIM   384
+#define DIM   CV_MODEL_DIM /* random vectors of the model's size */
 #define CHUNK 128
 
 /* A reproducible unit vector per row (xorshift). */

@@ -16,7 +16,7 @@ static void usage(FILE *f) {
             "cdcvec %s: keep a vector index in step with PostgreSQL tables\n\n"
             "usage: cdcvec <command> [options]\n\n"
             "commands:\n"
-            "  embed    embed texts (one per line, or JSONL) into 384-d vectors\n"
+            "  embed    embed texts (one per line, or JSONL) into vectors\n"
             "  serve    inference server: nng binary protocol + HTTP (/v1/embeddings, /metrics)\n"
             "  sync     keep a pgvector index in step with a PostgreSQL table (logical replication)\n"
             "  backfill re-embed a table on demand (skips unchanged texts unless --force 1)\n"

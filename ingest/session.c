@@ -86,7 +86,10 @@ static cv_err http_without_model(cv_sync *s, const cv_sync_opts *o, const cv_htt
 cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o) {
     memset(s, 0, sizeof *s);
     s->o = *o;
-    s->dim = 384;
+    /* with --embed (and capture): the facts CV_MODEL_ID declares, the server being a cdcvec serve
+     * of it; its answers of another dimension are refused (apply.c) */
+    s->mf = (cv_model_facts){.id = CV_MODEL_ID, .dim = CV_MODEL_DIM, .pooling = "mean"};
+    s->dim = s->mf.dim;
     pthread_mutex_init(&s->search_mu, NULL);
     pthread_cond_init(&s->search_idle, NULL);
     cv_search_routes(s);
@@ -118,7 +121,8 @@ cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o) {
             cv_error("event=model_unavailable fix=\"%s\"", cv_minilm_fetch_fix());
             return e;
         }
-        s->dim = cv_minilm_cfg(s->model)->hidden;
+        s->mf = *cv_minilm_facts(s->model);
+        s->dim = s->mf.dim;
         cv_buf_printf(&url, "inproc://cdcvec-sync-%d", (int)getpid());
         /* in-process, a text is only ever read up to its first 256 tokens: no size limit but
          * PostgreSQL's own (1 GB a value) */
@@ -131,7 +135,7 @@ cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o) {
                              .max_message_bytes = 1 << 30,
                              .max_texts = 4096,
                              .max_text_bytes = 1 << 30,
-                             .model_id = "sentence-transformers/all-MiniLM-L6-v2",
+                             .model_id = s->mf.id,
                              .api_key = o->api_key,
                              .http_opts = o->http_opts,
                              .routes = s->routes,
@@ -327,6 +331,30 @@ static cv_err adopt_legacy(cv_sync *s, cv_buf *slot, const char *legacy, const c
     return CV_OK;
 }
 
+/* The model that wrote the store's vectors (its meta) must be the running one: vectors of two
+ * models in one index cannot be compared, and a row whose text did not change keeps its vector.
+ * A revision is compared when both are known (--embed runs know the id only). */
+static cv_err check_model(cv_sync *s, const cv_sink_meta *m) {
+    int id_differs = m->model && strcmp(m->model, s->mf.id) != 0;
+    int rev_differs = m->model_revision && s->mf.revision && strcmp(m->model_revision, s->mf.revision) != 0;
+    if (!id_differs && !rev_differs) return CV_OK;
+    cv_error("event=model_mismatch table=%s recorded_model=%s recorded_revision=%s model=%s revision=%s "
+             "error=\"the store's vectors were made by another model (or other weights) than this one\"",
+             s->t.qualified, m->model, m->model_revision ? m->model_revision : "unknown", s->mf.id,
+             s->mf.revision ? s->mf.revision : "unknown");
+    s->fault =
+        (cv_pg_fault){0, "config",
+                      "run the model the store was written with (--model: a folder whose "
+                      "model.safetensors has the recorded revision), or write to a fresh index (another "
+                      "--sink database, Qdrant collection or Upstash --namespace), which a new snapshot "
+                      "fills (--resnapshot 1); changing the model of an existing index is not supported "
+                      "yet"};
+    snprintf(s->why, sizeof s->why, "model_mismatch: the store holds vectors of %s revision %s", m->model,
+             m->model_revision ? m->model_revision : "unknown");
+    cv_sync_error(s, "sink", &s->fault);
+    return CV_ERR_UNSUPPORTED;
+}
+
 /* The slot, publication and stream (the state key) of the session: --slot, else a name unique
  * per database and store (cv_name_slot_in), or an earlier version's slot (adopt_legacy). */
 static cv_err names(cv_sync *s) {
@@ -422,13 +450,17 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
             return e;
         }
     }
+    if (!o->capture && (e = check_model(s, &meta))) {
+        cv_sink_meta_free(&meta);
+        return e;
+    }
     cv_sink_table st = {.schema = s->t.schema,
                         .table = s->t.name,
                         .nkeys = s->t.nkeys,
                         .key_names = s->t.keyname,
                         .key_types = s->t.keytype,
                         .dim = o->capture ? 0 : s->dim, /* capture: its bookkeeping only */
-                        .model_id = "sentence-transformers/all-MiniLM-L6-v2",
+                        .model_id = s->mf.id,
                         .stream = s->stream,
                         .state_conninfo = o->source,
                         .ns = o->ns,
@@ -444,6 +476,26 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
         cv_health_store(s, 0);
         cv_sink_meta_free(&meta);
         return e;
+    }
+    /* a store of an earlier version (or one written with --embed, which knows no revision) */
+    if (!o->capture && replication && meta.layout &&
+        (!meta.model || (!meta.model_revision && s->mf.revision))) {
+        free(meta.model), free(meta.model_revision);
+        meta.model = strdup(s->mf.id);
+        meta.model_revision = s->mf.revision ? strdup(s->mf.revision) : NULL;
+        if ((e = cv_sink_meta_set(s->sink, &meta))) {
+            const char *kind, *fix;
+            cv_sink_last_fault(s->sink, &kind, &fix);
+            cv_pg_fault f = {e == CV_ERR_TIMEOUT, kind, fix};
+            cv_sync_error(s, "sink", &f);
+            cv_sink_meta_free(&meta);
+            return e;
+        }
+        cv_info(
+            "event=model_recorded table=%s model=%s revision=%s note=\"the store had no model (or no "
+            "revision) recorded, as an earlier cdcvec or a sync with --embed left it: its vectors are taken "
+            "to be this model's\"",
+            s->t.qualified, s->mf.id, s->mf.revision ? s->mf.revision : "unknown");
     }
     cv_health_store(s, 1);
     cv_health_slot(s, s->slot);

@@ -384,7 +384,7 @@ static cv_err probe(stream *st) {
 }
 
 static cv_err record_meta(cv_sync *s) {
-    cv_sink_meta m = {s->t.oid, s->t.layout, s->t.text_source};
+    cv_sink_meta m = {s->t.oid, s->t.layout, s->t.text_source, (char *)s->mf.id, (char *)s->mf.revision};
     cv_err e = cv_sink_meta_set(s->sink, &m);
     if (e) {
         const char *kind, *fix;

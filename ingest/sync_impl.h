@@ -16,6 +16,7 @@
 #include "../common/cv_metrics.h"
 #include "../common/cv_pg.h"
 #include "../common/cv_time.h"
+#include "../models/model.h"
 #include "../server/client.h"
 #include "../server/server.h"
 #include "../sink/sink.h"
@@ -33,7 +34,11 @@ typedef struct cv_sync {
     cv_client *client;
     cv_metrics *reg; /* the server's registry, or our own */
     int own_reg;
-    int dim;
+    /* the model's facts (models/model.h): the in-process model's; with --embed those CV_MODEL_ID
+     * declares (the embed protocol carries neither id nor revision: a cdcvec serve runs it), no
+     * revision */
+    cv_model_facts mf;
+    int dim; /* mf.dim */
     cv_apply *apply;
     cv_buf bf_done; /* the last key whose page cv_sync_backfill applied (key text; empty: none) */
     cv_metric *m_changes_ins, *m_changes_upd, *m_changes_del, *m_changes_trunc, *m_lag, *m_retries;

@@ -24,8 +24,6 @@
 #include "consumer.h"
 #include "kafka.h"
 
-#define MODEL_ID "sentence-transformers/all-MiniLM-L6-v2"
-
 typedef struct {
     cv_sync s;
     const cv_sink_stage_opts *k;
@@ -140,7 +138,7 @@ static cv_err open_store(stage *st, const cv_wire_msg *w) {
                        .key_names = (const char *const *)st->keys.key_names,
                        .key_types = (const char *const *)st->keys.key_types,
                        .dim = st->s.dim,
-                       .model_id = MODEL_ID,
+                       .model_id = st->s.mf.id,
                        .stream = st->stream,
                        .state_conninfo = st->k->state && *st->k->state ? st->k->state : NULL,
                        .ns = st->s.o.ns,

@@ -27,8 +27,6 @@
 #include "kafka.h"
 #include "quix.h"
 
-#define MODEL_ID "sentence-transformers/all-MiniLM-L6-v2"
-
 typedef struct {
     cv_sync s; /* the runtime: model or client, metrics, HTTP */
     const cv_worker_opts *w;
@@ -123,7 +121,7 @@ static cv_err emit(worker *wk, const cv_kin_msg *m, const cv_wire_msg *w, const 
     } else if (w->op == CV_WIRE_MARK) { /* to the same partition number, behind what came before it */
         cv_wire_encode_mark(&v, &w->t, w->c.lsn, w->copies);
     } else {
-        cv_wire_encode(&v, &w->t, &c, MODEL_ID, wk->s.dim);
+        cv_wire_encode(&v, &w->t, &c, wk->s.mf.id, wk->s.dim);
     }
     if (m->key)
         cv_buf_put(&key, m->key, m->klen);

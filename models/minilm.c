@@ -64,6 +64,8 @@ typedef struct {
 
 struct cv_minilm {
     cv_minilm_config cfg;
+    cv_model_facts facts; /* model.h; revision points at rev */
+    char rev[65];
     cv_tok *tok;
     cv_st *st;
     model_w host; /* host pointers: into the mapping or into owned[] */
@@ -515,6 +517,11 @@ cv_err cv_minilm_load(const char *model_dir, const cv_minilm_opts *opts, cv_mini
         err = CV_ERR_MISMATCH;
     }
     if (!err) err = load_weights(m, model_dir);
+    if (!err) {
+        snprintf(path, sizeof path, "%s/model.safetensors", model_dir);
+        err = cv_model_file_sha256(path, m->rev);
+        m->facts = (cv_model_facts){CV_MODEL_ID, m->rev, m->cfg.hidden, "mean", m->cfg.max_seq};
+    }
     if (err) {
         cv_minilm_free(m);
         return err;
@@ -572,10 +579,10 @@ cv_err cv_minilm_load(const char *model_dir, const cv_minilm_opts *opts, cv_mini
         cv_info("event=gemm_precision precision=bf16 kernel=%s", cv_cpu_bf16_kernel());
     cv_blas_info bi;
     cv_blas_info_get(&bi);
-    cv_info("event=model_loaded dir=%s device=%s reason=\"%s\" threads=%d layers=%d hidden=%d max_seq=%d "
-            "gemm=%s blas_kernel=%s blas_chosen_by=%s openblas_default=%s cpu_best=%s",
-            model_dir, m->wk[0].be->name, why, nt, m->cfg.layers, m->cfg.hidden, m->cfg.max_seq,
-            cv_cpu_gemm_isa(), bi.kernel, bi.chosen_by, bi.openblas_default, bi.best);
+    cv_info("event=model_loaded dir=%s model=%s revision=%s device=%s reason=\"%s\" threads=%d layers=%d "
+            "hidden=%d max_seq=%d gemm=%s blas_kernel=%s blas_chosen_by=%s openblas_default=%s cpu_best=%s",
+            model_dir, m->facts.id, m->rev, m->wk[0].be->name, why, nt, m->cfg.layers, m->cfg.hidden,
+            m->cfg.max_seq, cv_cpu_gemm_isa(), bi.kernel, bi.chosen_by, bi.openblas_default, bi.best);
     *out = m;
     return CV_OK;
 }
@@ -606,6 +613,7 @@ void cv_minilm_free(cv_minilm *m) {
 }
 
 const cv_minilm_config *cv_minilm_cfg(const cv_minilm *m) { return &m->cfg; }
+const cv_model_facts *cv_minilm_facts(const cv_minilm *m) { return &m->facts; }
 const cv_tok *cv_minilm_tok(const cv_minilm *m) { return m->tok; }
 const char *cv_minilm_device(const cv_minilm *m) { return m->wk[0].be->name; }
 int cv_minilm_threads(const cv_minilm *m) { return m->nthreads; }

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "../common/cv_err.h"
+#include "model.h"
 #include "tokenizer.h"
 
 /* Model facts, read from config.json and sentence_bert_config.json. */
@@ -51,6 +52,8 @@ cv_err cv_minilm_load(const char *model_dir, const cv_minilm_opts *opts, cv_mini
 void cv_minilm_free(cv_minilm *m);
 
 const cv_minilm_config *cv_minilm_cfg(const cv_minilm *m);
+/* The model's facts (model.h): id, revision (computed at load), dimension, pooling, max_seq. */
+const cv_model_facts *cv_minilm_facts(const cv_minilm *m);
 const cv_tok *cv_minilm_tok(const cv_minilm *m);
 const char *cv_minilm_device(const cv_minilm *m); /* "cpu" or "cuda" */
 int cv_minilm_threads(const cv_minilm *m);

@@ -424,7 +424,7 @@ void cv_search_set_table(cv_sync *s) {
                                       .key_names = names,
                                       .key_types = types,
                                       .dim = s->dim,
-                                      .model_id = "sentence-transformers/all-MiniLM-L6-v2",
+                                      .model_id = s->mf.id,
                                       .stream = own(s, s->stream),
                                       .ns = s->o.ns ? own(s, s->o.ns) : NULL};
     s->search_text_source = t->text_source ? own(s, t->text_source) : NULL;

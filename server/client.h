@@ -22,11 +22,11 @@ typedef struct cv_client cv_client;
 cv_err cv_client_open(const char *url, const cv_client_opts *o, cv_client **out);
 void cv_client_close(cv_client *c);
 
-/* Embeds n texts into out (n * dim floats, caller-owned, dim = 384 for MiniLM; *dim gets
- * the server's dimension). On failure returns: CV_ERR_FORMAT (the server rejected the
- * request; not retried), CV_ERR_ARG (over a server limit), CV_ERR_BUSY / CV_ERR_SHUTDOWN /
- * CV_ERR_TIMEOUT (still failing after the retries), CV_ERR_IO; msg (may be NULL) gets the
- * server's message. Thread-safe: many calls may run at once on one client. */
+/* Embeds n texts into out (n * dim floats, caller-owned, out_cap_dim at least the model's dimension; *dim
+ * gets the server's dimension). On failure returns: CV_ERR_FORMAT (the server rejected the request; not
+ * retried), CV_ERR_ARG (over a server limit), CV_ERR_BUSY / CV_ERR_SHUTDOWN / CV_ERR_TIMEOUT (still failing
+ * after the retries), CV_ERR_IO; msg (may be NULL) gets the server's message. Thread-safe: many calls may run
+ * at once on one client. */
 cv_err cv_client_embed(cv_client *c, const char *const *texts, const size_t *lens, int n, float *out,
                        int out_cap_dim, int *dim, char *msg, size_t msg_len);
 

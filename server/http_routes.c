@@ -4,7 +4,7 @@
  *                          process's hook: streaming, source and store up, lag under bounds)
  *   GET  /metrics          Prometheus text format 0.0.4
  *   POST /embed            {"inputs": "text" | ["text", ...], "truncate": bool, "normalize": bool}
- *                          -> [[384 floats], ...] (TEI's; "truncate": false refuses a text over
+ *                          -> [[dim floats], ...] (TEI's; "truncate": false refuses a text over
  *                          the model's 256 tokens with 413, as TEI does; "normalize": false
  *                          answers the mean-pooled vectors before the L2 normalization)
  *   POST /v1/embeddings    OpenAI-compatible: {"input": ..., "model": ..., "encoding_format":
@@ -197,13 +197,11 @@ static int token_ids(const char *p, size_t n, const char *field) {
 }
 
 /* The model names this server answers to: its --model-id, that id's last part, and the
- * names of all-MiniLM-L6-v2. */
+ * running model's names (models/model.h). */
 static int model_served(cv_server *s, const char *name) {
     const char *id = s->o.model_id ? s->o.model_id : "";
     const char *slash = strrchr(id, '/');
-    return strcmp(name, id) == 0 || (slash && strcmp(name, slash + 1) == 0) ||
-           strcmp(name, "sentence-transformers/all-MiniLM-L6-v2") == 0 ||
-           strcmp(name, "all-MiniLM-L6-v2") == 0;
+    return strcmp(name, id) == 0 || (slash && strcmp(name, slash + 1) == 0) || cv_model_name_ok(name);
 }
 
 /* Checks the OpenAI fields other than input; 0 after answering an error. */
@@ -218,9 +216,9 @@ static int openai_fields(cv_http_req *r, json_t *root, int *b64) {
         }
         if (!model_served(s, json_string_value(model))) {
             cv_http_error(r, 404, "model_not_found",
-                          "the model '%s' is not served here: use \"%s\" (or \"all-MiniLM-L6-v2\"), or leave "
-                          "\"model\" out",
-                          json_string_value(model), s->o.model_id ? s->o.model_id : "all-MiniLM-L6-v2");
+                          "the model '%s' is not served here: use \"%s\" (or \"" CV_MODEL_SHORT_ID
+                          "\"), or leave \"model\" out",
+                          json_string_value(model), s->o.model_id ? s->o.model_id : CV_MODEL_SHORT_ID);
             return 0;
         }
     }
@@ -283,7 +281,7 @@ static void submit(cv_http_req *r, json_t *in, const char *field, int openai, in
                     "\"%s\"[%zu] is an array of token ids: send the text instead. Token ids are not "
                     "accepted because a client's ids (tiktoken's cl100k) are not this model's "
                     "vocabulary. LangChain's OpenAIEmbeddings sends them by default: pass "
-                    "check_embedding_ctx_length=False (and model=\"all-MiniLM-L6-v2\")",
+                    "check_embedding_ctx_length=False (and model=\"" CV_MODEL_SHORT_ID "\")",
                     field, i);
             else
                 cv_http_error(r, 400, "bad_request", "\"%s\"[%zu] is not a string", field, i);
@@ -362,7 +360,7 @@ static void embed_common(cv_http_req *r, int openai) {
                       "\"%s\" holds token ids: send the text instead. Token ids are not accepted because a "
                       "client's ids (tiktoken's cl100k) are not this model's vocabulary. LangChain's "
                       "OpenAIEmbeddings sends them by default: pass check_embedding_ctx_length=False (and "
-                      "model=\"all-MiniLM-L6-v2\")",
+                      "model=\"" CV_MODEL_SHORT_ID "\")",
                       field);
         return;
     }

@@ -251,6 +251,7 @@ cv_err cv_server_start(cv_minilm *m, const cv_server_opts *o, cv_server **out) {
     if (!s) return CV_ERR_NOMEM;
     s->m = m;
     s->o = *o;
+    if ((!s->o.model_id || !*s->o.model_id) && m) s->o.model_id = cv_minilm_facts(m)->id;
     if (s->o.max_inflight < 1) s->o.max_inflight = 1;
     s->reg = cv_metrics_new();
     cv_err err = s->reg ? CV_OK : CV_ERR_NOMEM;

@@ -113,7 +113,8 @@ char *cv_sink_public_payload(const cv_sink_table *t, json_t *payload) {
 
 /* Writes f with 9 significant digits (enough for a float to read back bit for bit), as
  * d.dddddddde±x, trailing zeros dropped; out needs 20 bytes. Integer digits, no printf: a
- * vector is 384 of these and printf was most of a sink's CPU time. Returns the length. */
+ * vector is hundreds of these (one per dimension) and printf was most of a sink's CPU time. Returns the
+ * length. */
 int cv_sink_float_text(float f, char *out) {
     static const double p10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
                                  1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};

@@ -275,13 +275,8 @@ static cv_err pg_meta_set(cv_sink *sk, const cv_sink_meta *m) {
     pg_sink *s = (pg_sink *)sk;
     char relid[16];
     snprintf(relid, sizeof relid, "%u", m->relid);
-    const char *p[4] = {s->stream, relid, m->layout, m->text_source};
-    PGresult *r =
-        PQexecParams(s->db,
-                     "INSERT INTO cdcvec.state (stream, lsn, relid, layout, text_source) VALUES ($1, '0/0', "
-                     "$2::oid, $3, $4) ON CONFLICT (stream) DO UPDATE SET relid = EXCLUDED.relid, "
-                     "layout = EXCLUDED.layout, text_source = EXCLUDED.text_source",
-                     4, NULL, p, NULL, NULL, 0);
+    const char *p[6] = {s->stream, relid, m->layout, m->text_source, m->model, m->model_revision};
+    PGresult *r = PQexecParams(s->db, CV_SINK_META_SET, 6, NULL, p, NULL, NULL, 0);
     cv_err e = exec_ok(s, r, "write_meta");
     PQclear(r);
     return e;

@@ -122,7 +122,7 @@ void cv_sink_rollback(cv_sink *s) { s->ops->rollback(s); }
 cv_err cv_sink_meta_set(cv_sink *s, const cv_sink_meta *m) { return s->ops->meta_set(s, m); }
 
 void cv_sink_meta_free(cv_sink_meta *m) {
-    free(m->layout), free(m->text_source);
+    free(m->layout), free(m->text_source), free(m->model), free(m->model_revision);
     memset(m, 0, sizeof *m);
 }
 

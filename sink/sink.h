@@ -68,9 +68,11 @@ typedef struct cv_sink_dead {
 
 /* What the store records about the source table, to notice changes between runs. */
 typedef struct cv_sink_meta {
-    uint32_t relid;    /* the source table's OID (0: not recorded) */
-    char *layout;      /* its columns, as ingest describes them (NULL: not recorded) */
-    char *text_source; /* what is embedded: text column attnum or template (NULL: not recorded) */
+    uint32_t relid;       /* the source table's OID (0: not recorded) */
+    char *layout;         /* its columns, as ingest describes them (NULL: not recorded) */
+    char *text_source;    /* what is embedded: text column attnum or template (NULL: not recorded) */
+    char *model;          /* the model that wrote the vectors: its id (models/model.h; NULL: not recorded) */
+    char *model_revision; /* and the SHA-256 of its weights (NULL: not recorded) */
 } cv_sink_meta;
 
 typedef struct cv_sink cv_sink;
@@ -151,7 +153,8 @@ int cv_sink_batch_rows(const cv_sink *s);
 void cv_sink_stats(const cv_sink *s, long *requests, long *retries);
 
 /* The recorded facts about the source table (fields NULL/0 when never recorded; strings
- * owned by the caller), and recording them. */
+ * owned by the caller), and recording them (a NULL model or model_revision keeps the recorded
+ * one). */
 cv_err cv_sink_meta_set(cv_sink *s, const cv_sink_meta *m);
 void cv_sink_meta_free(cv_sink_meta *m);
 /* The same, before the sink is opened (its table needs what the meta helps to describe):

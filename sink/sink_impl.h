@@ -6,6 +6,7 @@
 #define CV_SINK_IMPL_H
 
 #include <jansson.h>
+#include <libpq-fe.h>
 
 #include "../common/cv_buf.h"
 #include "sink.h"
@@ -69,6 +70,20 @@ void cv_rstate_reset(cv_rstate *r);
 cv_err cv_rstate_commit(cv_sink *s, cv_rstate *r, uint64_t pos);
 cv_err cv_rstate_meta_set(cv_sink *s, cv_rstate *r, const cv_sink_meta *m);
 cv_err cv_rstate_backfill(cv_sink *s, cv_rstate *r, uint64_t p, int done);
+/* The meta's statements, shared by pgvector.c and state.c: the peek reads ($1 the stream)
+ * relid, layout, text_source, model, model_revision, also from a cdcvec.state of an earlier
+ * version without the model columns (before the open adds them); the set writes ($1..$6 stream,
+ * relid, layout, text_source, model, model_revision), a NULL model keeping the recorded one. */
+#define CV_SINK_META_PEEK                                                                                    \
+    "SELECT relid, layout, text_source, to_jsonb(s)->>'model', to_jsonb(s)->>'model_revision' "              \
+    "FROM cdcvec.state s WHERE stream = $1 AND to_regclass('cdcvec.state') IS NOT NULL"
+#define CV_SINK_META_SET                                                                                     \
+    "INSERT INTO cdcvec.state (stream, lsn, relid, layout, text_source, model, model_revision) VALUES "      \
+    "($1, '0/0', $2::oid, $3, $4, $5, $6) ON CONFLICT (stream) DO UPDATE SET relid = EXCLUDED.relid, "       \
+    "layout = EXCLUDED.layout, text_source = EXCLUDED.text_source, model = COALESCE(EXCLUDED.model, "        \
+    "cdcvec.state.model), model_revision = COALESCE(EXCLUDED.model_revision, cdcvec.state.model_revision)"
+/* Fills m from a row of CV_SINK_META_PEEK (nothing when res has no row). */
+void cv_sink_meta_row(PGresult *res, cv_sink_meta *m);
 /* The CREATE statements of the state tables (shared with pgvector.c), after CV_DDL_LOCK. */
 extern const char cv_rstate_ddl[];
 /* First statement of every string of CREATE ... IF NOT EXISTS: a simple query of several

@@ -21,7 +21,8 @@ const char cv_rstate_ddl[] = CV_DDL_LOCK
     "backfill_lsn pg_lsn, backfill_done boolean NOT NULL DEFAULT false, "
     "updated_at timestamptz NOT NULL DEFAULT now()); "
     "ALTER TABLE cdcvec.state ADD COLUMN IF NOT EXISTS relid oid, "
-    "ADD COLUMN IF NOT EXISTS layout text, ADD COLUMN IF NOT EXISTS text_source text; "
+    "ADD COLUMN IF NOT EXISTS layout text, ADD COLUMN IF NOT EXISTS text_source text, "
+    "ADD COLUMN IF NOT EXISTS model text, ADD COLUMN IF NOT EXISTS model_revision text; "
     "CREATE TABLE IF NOT EXISTS cdcvec.dead_letters (id bigserial PRIMARY KEY, stream text NOT NULL, "
     "lsn pg_lsn NOT NULL, key text NOT NULL, reason text NOT NULL, "
     "failed_at timestamptz NOT NULL DEFAULT now());";
@@ -171,25 +172,22 @@ cv_err cv_rstate_commit(cv_sink *s, cv_rstate *r, uint64_t pos) {
     return e;
 }
 
-/* Fills m from a result row (relid, layout, text_source). */
-static void meta_row(PGresult *res, cv_sink_meta *m) {
+/* Fills m from a result row (relid, layout, text_source[, model, model_revision]). */
+void cv_sink_meta_row(PGresult *res, cv_sink_meta *m) {
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) return;
     if (!PQgetisnull(res, 0, 0)) m->relid = (uint32_t)strtoul(PQgetvalue(res, 0, 0), NULL, 10);
     if (!PQgetisnull(res, 0, 1)) m->layout = strdup(PQgetvalue(res, 0, 1));
     if (!PQgetisnull(res, 0, 2)) m->text_source = strdup(PQgetvalue(res, 0, 2));
+    if (PQnfields(res) > 3 && !PQgetisnull(res, 0, 3)) m->model = strdup(PQgetvalue(res, 0, 3));
+    if (PQnfields(res) > 4 && !PQgetisnull(res, 0, 4)) m->model_revision = strdup(PQgetvalue(res, 0, 4));
 }
 
 cv_err cv_rstate_meta_set(cv_sink *s, cv_rstate *r, const cv_sink_meta *m) {
     if (!r->conninfo) return CV_OK;
     char relid[16];
     snprintf(relid, sizeof relid, "%u", m->relid);
-    const char *p[4] = {r->key, relid, m->layout, m->text_source};
-    return exec(
-        s, r,
-        "INSERT INTO cdcvec.state (stream, lsn, relid, layout, text_source) VALUES ($1, '0/0', $2::oid, "
-        "$3, $4) ON CONFLICT (stream) DO UPDATE SET relid = EXCLUDED.relid, layout = EXCLUDED.layout, "
-        "text_source = EXCLUDED.text_source",
-        4, p, NULL, "write_meta");
+    const char *p[6] = {r->key, relid, m->layout, m->text_source, m->model, m->model_revision};
+    return exec(s, r, CV_SINK_META_SET, 6, p, NULL, "write_meta");
 }
 
 cv_err cv_rstate_backfill(cv_sink *s, cv_rstate *r, uint64_t pos, int done) {
@@ -211,12 +209,8 @@ void cv_sink_meta_peek(const char *conninfo, const char *key, cv_sink_meta *m) {
     PGconn *db = cv_pg_connect(conninfo, 0, "sink");
     if (PQstatus(db) == CONNECTION_OK) {
         const char *p[1] = {key};
-        PGresult *res =
-            PQexecParams(db,
-                         "SELECT relid, layout, text_source FROM cdcvec.state WHERE stream = $1 AND "
-                         "to_regclass('cdcvec.state') IS NOT NULL",
-                         1, NULL, p, NULL, NULL, 0);
-        meta_row(res, m);
+        PGresult *res = PQexecParams(db, CV_SINK_META_PEEK, 1, NULL, p, NULL, NULL, 0);
+        cv_sink_meta_row(res, m);
         PQclear(res);
     }
     PQfinish(db);

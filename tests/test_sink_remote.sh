@@ -6,8 +6,9 @@
 # source after every step: ids, text hashes, payloads, no orphan. Covers backfill, the
 # tutorial's search results, insert, text update, payload-only update (vector untouched),
 # delete, TOAST, truncate, injected faults (429 + Retry-After, 500s, dropped connections, slow
-# replies, a 30 s outage), kill -9 during 10,000 changes, a refused key (exit 1 with the fix),
-# and a key in the sink URL (refused).
+# replies, a 30 s outage), kill -9 during 10,000 changes, the model recorded in the state
+# (another revision refused, none adopted), a refused key (exit 1 with the fix), and a key in
+# the sink URL (refused).
 #   usage: test_sink_remote.sh qdrant|upstash path/to/cdcvec
 set -u
 store=$1
@@ -173,6 +174,25 @@ check "$store: point count equals the source's rows" '[ "$(check_py count)" = "$
 check "SIGTERM: sync exits 0" stop_sync
 CDCVEC_LOG=warn "$bin" backfill --source "$DB" --table public.books --sink "$SINK" --force 1 --threads 2 2>"$work/bf.log"; rc=$?
 check "$store: cdcvec backfill --force 1: exit 0, store still equal to the source" '[ $rc -eq 0 ] && converged' || tail -3 "$work/bf.log"
+
+# ---- the model recorded in the state database (models/model.h) ------------------------------
+model_dir=${CDCVEC_MODEL_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/cdcvec/all-MiniLM-L6-v2}
+want_rev=$(sha256sum "$model_dir/model.safetensors" | cut -c1-64)
+rmeta() { q "SELECT string_agg(coalesce(model, '-') || ' ' || coalesce(model_revision, '-'), ',') FROM cdcvec.state WHERE layout IS NOT NULL"; }
+check "$store: the state records the model's id and its weights' sha256" '[ "$(rmeta)" = "sentence-transformers/all-MiniLM-L6-v2 $want_rev" ]' ||
+  echo "  recorded: $(rmeta)"
+q "UPDATE cdcvec.state SET model_revision = repeat('0', 64) WHERE layout IS NOT NULL"
+CDCVEC_LOG=warn timeout 120 "$bin" sync --source "$DB" --table public.books --sink "$SINK" --threads 2 >"$work/bad.log" 2>&1; rc=$?
+check "$store: another revision of the model recorded: exit 1, kind=config with the fix" \
+  '[ $rc -eq 1 ] && grep -q "event=model_mismatch" "$work/bad.log" && grep -q "event=sync_stopped kind=config .*fix=\"run the model the store was written with" "$work/bad.log"' ||
+  tail -3 "$work/bad.log"
+q "UPDATE cdcvec.state SET model = NULL, model_revision = NULL WHERE layout IS NOT NULL"
+LOG=info start_sync
+q "INSERT INTO books (name, description, author, year) VALUES ('After adoption', 'a store of an earlier version', 'x', 2026)"
+check "$store: no model recorded (an earlier version's state): adopted, event=model_recorded, and it streams" \
+  'converged && grep -q "event=model_recorded .*revision=$want_rev" "$work/sync.log" && [ "$(rmeta)" = "sentence-transformers/all-MiniLM-L6-v2 $want_rev" ]' ||
+  echo "  recorded: $(rmeta)"
+stop_sync
 
 # ---- refused key, key in the URL ----------------------------------------------------------
 echo wrong >"$work/badkey"

@@ -4,7 +4,8 @@
 # source: every id present on both sides, the same text hash (sha256 of the description), the
 # same payload. Covers backfill, insert/update/delete, payload-only updates (no re-embedding),
 # multi-row transactions, rollbacks, TOASTed texts, truncate, NULL texts, kill -9 during
-# 10,000 changes, a PostgreSQL restart under a running sync, and bad set-ups.
+# 10,000 changes, a PostgreSQL restart under a running sync, bad set-ups, and the model recorded
+# in the store (another revision refused; none recorded: adopted).
 #   usage: test_sync.sh path/to/cdcvec
 set -u
 bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
@@ -230,6 +231,26 @@ run_expect "slot dropped externally" slot_missing --table public.books
 start_sync --resnapshot 1
 q "INSERT INTO books (name, description, author, year) VALUES ('After resnapshot', 'rebuilt from a new snapshot', 'x', 2026)"
 check "--resnapshot 1 rebuilds and streams again" converged
+stop_sync
+
+# ---- the model recorded in the store (models/model.h): another one is refused, none adopted ----
+model_dir=${CDCVEC_MODEL_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/cdcvec/all-MiniLM-L6-v2}
+want_rev=$(sha256sum "$model_dir/model.safetensors" | cut -c1-64)
+meta() { q "SELECT coalesce(model, '-') || ' ' || coalesce(model_revision, '-') FROM cdcvec.state WHERE stream = '$SLOT'"; }
+check "the store records the model's id and its weights' sha256" '[ "$(meta)" = "sentence-transformers/all-MiniLM-L6-v2 $want_rev" ]' ||
+  echo "  recorded: $(meta); want $want_rev"
+q "UPDATE cdcvec.state SET model_revision = repeat('0', 64) WHERE stream = '$SLOT'"
+run_expect "another revision of the model recorded in the store: refused" model_mismatch --table public.books --threads 2
+check "  ... stopped as kind=config with the fix naming the options" \
+  'grep -q "event=sync_stopped kind=config .*fix=\"run the model the store was written with (--model.*another --sink database, Qdrant collection or Upstash --namespace.*--resnapshot 1" "$work/bad.log"' ||
+  tail -3 "$work/bad.log"
+q "UPDATE cdcvec.state SET model = NULL, model_revision = NULL WHERE stream = '$SLOT'"
+LOG=info start_sync
+q "INSERT INTO books (name, description, author, year) VALUES ('After adoption', 'a store of an earlier version', 'x', 2026)"
+check "a store without a recorded model (an earlier version's) adopts the running one and streams" converged
+check "  ... event=model_recorded, and the model and revision recorded" \
+  'grep -q "event=model_recorded table=.*books.* model=sentence-transformers/all-MiniLM-L6-v2 revision=$want_rev" "$work/sync.log" && [ "$(meta)" = "sentence-transformers/all-MiniLM-L6-v2 $want_rev" ]' ||
+  { grep model_ "$work/sync.log" | tail -3; echo "  recorded: $(meta)"; }
 stop_sync
 DB2=
 for try in 1 2 3; do # a second cluster; another port if this one is taken meanwhile
