@@ -89,7 +89,9 @@ start_sync() { # KEY (empty: none)
     --http "127.0.0.1:$sport" >>"$work/sync.log" 2>&1 &
   sync_pid=$!
   watch $sync_pid sync "$work/sync.log"
-  WATCH_PID=$sync_pid wait_until 'curl -sf "http://127.0.0.1:$sport/healthz" >/dev/null' true
+  # ready = streaming, so the table is described and searches answer (503 before that)
+  WATCH_PID=$sync_pid wait_until 'curl -sf "http://127.0.0.1:$sport/readyz" >/dev/null' \
+    'curl -s "http://127.0.0.1:$sport/readyz"'
 }
 start_sync "$KEY"
 check "the table is synced" 'converged_q "SELECT count(*) FROM books b FULL JOIN cdcvec.public_books v USING (id) WHERE b.id IS NULL OR v.id IS NULL" cdcvec.public_books'

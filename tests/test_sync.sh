@@ -108,7 +108,10 @@ check "cdcvec search prints ranked results with payloads" 'echo "$out" | grep -q
 stop_sync
 hport=$(free_port $((port + 2)))
 start_sync --http 127.0.0.1:$hport
-WATCH_PID=$sync_pid wait_until 'curl -sf "http://127.0.0.1:$hport/healthz" >/dev/null' true
+# Searches answer 503 until the session has described the table (the model loaded, the slot
+# opened): wait for the first 200, with /readyz's reason as the progress measure.
+WATCH_PID=$sync_pid wait_until 'curl -sf "http://127.0.0.1:$hport/search?q=x&limit=1" >/dev/null' \
+  'curl -s "http://127.0.0.1:$hport/readyz"'
 check "search page is served" 'curl -sf "http://127.0.0.1:$hport/" | grep -q "<form"'
 json=$(curl -sf "http://127.0.0.1:$hport/search?q=aliens+invade+the+earth&limit=3")
 r0=$(echo "$json" | python3 -c 'import json, sys; r = json.load(sys.stdin)["results"]; print(r[0]["key"] if len(r) == 3 and r[0]["rank"] == 1 else -1)' 2>/dev/null)
