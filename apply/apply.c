@@ -44,11 +44,21 @@ typedef struct cv_apply_metrics {
     cv_metric *batches, *embedded, *skipped, *dead, *latency;
 } cv_apply_metrics;
 
+/* Per table (schema.table): texts embedded from their first max_seq tokens only. */
+typedef struct trunc_table {
+    char *name;
+    cv_metric *m;
+    int logged; /* the text_truncated line was written */
+    struct trunc_table *next;
+} trunc_table;
+
 struct cv_apply {
     cv_apply_opts o;
     embed_call ec;
     int nkeys; /* learned from the first change */
     cv_apply_metrics m;
+    trunc_table *tables, *cur; /* every table seen; cur: the one being applied */
+    int32_t *tok_ids;          /* (max_seq + 1) scratch of the truncation check */
 };
 
 void cv_change_free(cv_change *c) {
@@ -83,6 +93,9 @@ cv_err cv_apply_new(const cv_apply_opts *o, cv_apply **out) {
 
 void cv_apply_free(cv_apply *a) {
     if (!a) return;
+    for (trunc_table *t = a->tables, *next; t; t = next)
+        next = t->next, free(t->name), free(t);
+    free(a->tok_ids);
     pthread_mutex_destroy(&a->ec.mu);
     pthread_cond_destroy(&a->ec.cv);
     free(a);
@@ -90,6 +103,53 @@ void cv_apply_free(cv_apply *a) {
 
 void cv_apply_set_sink(cv_apply *a, cv_sink *sink, cv_apply_fetch_fn fetch, void *fetch_arg, int key_exact) {
     a->o.sink = sink, a->o.fetch = fetch, a->o.fetch_arg = fetch_arg, a->o.key_exact = key_exact;
+}
+
+void cv_apply_set_table(cv_apply *a, const char *schema_table) {
+    for (trunc_table *t = a->tables; t; t = t->next)
+        if (strcmp(t->name, schema_table) == 0) {
+            a->cur = t;
+            return;
+        }
+    trunc_table *t = calloc(1, sizeof *t);
+    CV_ASSERT(t && (t->name = strdup(schema_table)));
+    cv_buf labels = {0};
+    cv_buf_puts(&labels, "table=\"");
+    for (const char *p = schema_table; *p; p++) { /* a label value escapes \\ and \" */
+        if (*p == '\\' || *p == '"') cv_buf_put(&labels, "\\", 1);
+        cv_buf_put(&labels, p, 1);
+    }
+    cv_buf_puts(&labels, "\"");
+    CV_ASSERT(labels.p && !labels.oom);
+    t->m = cv_metrics_counter(a->o.reg, "cdcvec_texts_truncated_total",
+                              "Texts longer than the model reads, embedded from their first max_seq tokens "
+                              "only (the rest is invisible to search): enable chunking.",
+                              labels.p);
+    free(labels.p);
+    t->next = a->tables;
+    a->tables = a->cur = t;
+}
+
+/* Counts the text when the model reads only its beginning, and says so once per table. */
+static void check_truncated(cv_apply *a, const char *text, size_t len) {
+    if (!a->o.tok || a->o.max_seq < 2) return;
+    if (!a->tok_ids) CV_ASSERT(a->tok_ids = malloc(sizeof(int32_t) * ((size_t)a->o.max_seq + 1)));
+    /* one id over the limit is enough to know: the scan stops there */
+    if (cv_tok_encode(a->o.tok, text, len, a->tok_ids, a->o.max_seq + 1) <= a->o.max_seq) return;
+    if (!a->cur) cv_apply_set_table(a, a->o.table ? a->o.table : "");
+    cv_metric_add(a->cur->m, 1);
+    if (a->cur->logged) return;
+    a->cur->logged = 1;
+    long n = -1; /* the whole count ([CLS] and [SEP] included), once: len + 2 ids hold any text's */
+    int32_t *ids = len < (size_t)1 << 28 ? malloc(sizeof(int32_t) * (len + 2)) : NULL;
+    if (ids) n = cv_tok_encode(a->o.tok, text, len, ids, (int)(len + 2));
+    free(ids);
+    cv_warn("event=text_truncated table=%s tokens=%ld max=%d fix=\"the model reads %d tokens of a text "
+            "([CLS] and [SEP] included); the "
+            "rest is invisible to search. Enable chunking: --chunk-max-tokens (and --chunk-overlap) / chunk: "
+            "{max_tokens, overlap} in the pipeline file\" note=\"logged once per table; "
+            "cdcvec_texts_truncated_total counts them\"",
+            a->cur->name, n, a->o.max_seq, a->o.max_seq);
 }
 
 static void sha256(const char *s, size_t n, uint8_t out[32]) {
@@ -360,6 +420,7 @@ static void step_decide(step *s) {
             sha256(c->text, strlen(c->text), h);
             if (!s->found[i] || s->force || memcmp(h, s->hash[i], 32) != 0) {
                 memcpy(s->hash[i], h, 32);
+                check_truncated(a, c->text, strlen(c->text));
                 r.hash = s->hash[i];
                 s->embc[s->nt] = c;
                 s->emb[s->nt] = r;

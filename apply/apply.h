@@ -13,6 +13,7 @@
 
 #include "../common/cv_err.h"
 #include "../common/cv_metrics.h"
+#include "../models/tokenizer.h"
 #include "../server/client.h"
 #include "../sink/sink.h"
 
@@ -57,6 +58,9 @@ typedef struct cv_apply_opts {
     cv_apply_fetch_fn fetch;
     void *fetch_arg;
     const char *table; /* for logs */
+    const cv_tok *tok; /* the model's tokenizer when it runs in this process (borrowed), else NULL:
+                          texts over max_seq tokens are counted and logged (truncation is never silent) */
+    int max_seq;       /* with tok: tokens the model reads, [CLS] and [SEP] included */
 } cv_apply_opts;
 
 typedef struct cv_apply cv_apply;
@@ -65,6 +69,11 @@ cv_err cv_apply_new(const cv_apply_opts *o, cv_apply **out);
 void cv_apply_free(cv_apply *a);
 /* The store and the source reader change with each session; the counters stay. */
 void cv_apply_set_sink(cv_apply *a, cv_sink *sink, cv_apply_fetch_fn fetch, void *fetch_arg, int key_exact);
+
+/* The table the changes belong to, as schema.table (copied): the label of
+ * cdcvec_texts_truncated_total{table} (registered on the first call for a name, at 0) and of
+ * the text_truncated log line, written once per table and process. */
+void cv_apply_set_table(cv_apply *a, const char *schema_table);
 
 /* Applies n changes (consumed: freed) in one store transaction recorded at position. A change
  * with vec is written with that vector unless the stored text hash equals vec_hash (then its

@@ -193,7 +193,9 @@ cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o) {
                         .max_text_bytes = o->embed && *o->embed ? (size_t)o->max_text_bytes : 0,
                         .fetch = cv_sync_fetch,
                         .fetch_arg = s,
-                        .table = o->table};
+                        .table = o->table,
+                        .tok = s->model ? cv_minilm_tok(s->model) : NULL,
+                        .max_seq = s->model ? cv_minilm_facts(s->model)->max_seq : 0};
     return cv_apply_new(&ao, &s->apply);
 }
 
@@ -499,7 +501,14 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
     }
     cv_health_store(s, 1);
     cv_health_slot(s, s->slot);
-    if (s->apply) cv_apply_set_sink(s->apply, s->sink, cv_sync_fetch, s, s->t.key_exact);
+    if (s->apply) {
+        cv_apply_set_sink(s->apply, s->sink, cv_sync_fetch, s, s->t.key_exact);
+        cv_buf st = {0};
+        cv_buf_printf(&st, "%s.%s", s->t.schema, s->t.name);
+        CV_ASSERT(st.p && !st.oom);
+        cv_apply_set_table(s->apply, st.p);
+        free(st.p);
+    }
     if (!o->capture) cv_search_set_table(s);
     /* what changed since the last run */
     if (replication && meta.relid && meta.relid != s->t.oid) {

@@ -90,6 +90,10 @@ q "UPDATE books SET year = 2024 WHERE name = 'Toasted'"
 check "TOASTed text, other column updated: payload follows" converged
 after=$(q "SELECT md5(embedding::text) || encode(text_hash, 'hex') FROM cdcvec.public_books WHERE payload->>'name' = 'Toasted'")
 check "TOASTed text, other column updated: vector and hash unchanged" '[ -n "$before" ] && [ "$before" = "$after" ]'
+# no silent truncation: a text over the model's 256 tokens is counted and logged once per table
+q "INSERT INTO books (name, description, author, year) VALUES ('Long two', repeat('a long text ', 200), 'x', 1998)"
+check "a second text over 256 tokens embedded" converged
+check "texts over 256 tokens: logged once per table, with the count and the fix" '[ "$(grep -c "event=text_truncated table=public.books " "$work/sync.log")" = 1 ] && grep "event=text_truncated" "$work/sync.log" | grep -Eq "tokens=(2[6-9][0-9]|[3-9][0-9][0-9]|[0-9]{4,}) max=256 fix=.*--chunk-max-tokens.*chunk:"'
 
 q "ALTER TABLE books ALTER COLUMN description DROP NOT NULL"
 q "UPDATE books SET description = NULL WHERE id = 3"
@@ -118,6 +122,9 @@ r0=$(echo "$json" | python3 -c 'import json, sys; r = json.load(sys.stdin)["resu
 check "search JSON: 3 results, the first about an alien invasion" '[ "$(q "SELECT description ~* '"'"'alien|invad'"'"' FROM books WHERE id = ${r0:--1}")" = t ]'
 check "search without q: 400 with a JSON message" '[ "$(curl -s -o /dev/null -w "%{http_code}" "http://127.0.0.1:$hport/search?limit=3")" = 400 ]'
 check "sync metrics on /metrics pass promtool" 'curl -sf "http://127.0.0.1:$hport/metrics" | tee "$work/m.txt" | promtool check metrics && grep -q "^cdcvec_sync_changes_total{kind=\"insert\"}" "$work/m.txt"'
+check "cdcvec_texts_truncated_total{table} exists at 0" 'grep -q "^cdcvec_texts_truncated_total{table=\"public.books\"} 0$" "$work/m.txt"'
+q "INSERT INTO books (name, description, author, year) VALUES ('Long three', repeat('a long text ', 200), 'x', 1997)"
+check "a text over 256 tokens is counted in cdcvec_texts_truncated_total{table}" 'converged && curl -sf "http://127.0.0.1:$hport/metrics" | grep -q "^cdcvec_texts_truncated_total{table=\"public.books\"} 1$"'
 
 # ---- crash safety: kill -9 at random points during 10,000 changes ----------------------
 cat >"$work/load.sql" <<'SQL'
