@@ -266,6 +266,23 @@ static void finish(ctx *c) {
     }
 }
 
+int cv_chunk_match(const cv_chunk *k, int n, const uint8_t (*stored)[32], int m, int *from) {
+    uint8_t *used = calloc((size_t)m + 1, 1);
+    CV_ASSERT(used);
+    int embed = 0;
+    for (int i = 0; i < n; i++) { /* the same number first: nothing to move */
+        from[i] = -1;
+        if (i < m && memcmp(k[i].hash, stored[i], 32) == 0) from[i] = i, used[i] = 1;
+    }
+    for (int i = 0; i < n; i++) {
+        for (int j = 0; from[i] < 0 && j < m; j++)
+            if (!used[j] && memcmp(k[i].hash, stored[j], 32) == 0) from[i] = j, used[j] = 1;
+        embed += from[i] < 0;
+    }
+    free(used);
+    return embed;
+}
+
 cv_err cv_chunk_text(const cv_tok *t, const cv_chunk_opts *o, const char *text, size_t len, cv_chunk **out,
                      int *n) {
     *out = NULL, *n = 0;

@@ -45,6 +45,15 @@ int cv_chunk_limit(const cv_chunk_opts *o);
 cv_err cv_chunk_text(const cv_tok *t, const cv_chunk_opts *o, const char *text, size_t len, cv_chunk **out,
                      int *n);
 
+/* Which vectors of the chunks a store holds for a row the new chunks k[0..n) can keep.
+ * stored[0..m): the stored chunks' hashes, by chunk number. from[i] (caller-owned, n ints) gets
+ * the number of a stored chunk with k[i]'s hash (its vector is kept; renumbered to i when the
+ * numbers differ), or -1: embed k[i]. A stored chunk serves one new chunk at most, its own
+ * number first. The stored chunks no new one took are deleted by the caller (numbers n and up
+ * among them). Compare by hash, never by number: an edit that adds a chunk shifts the numbers
+ * of every chunk after it. Returns how many to embed. */
+int cv_chunk_match(const cv_chunk *k, int n, const uint8_t (*stored)[32], int m, int *from);
+
 /* Word pieces of text[0..len) alone ([CLS] and [SEP] excluded), counted up to cap: cap + 1
  * means more than cap. ids: scratch of cap + 3 ids, caller-owned. */
 int cv_chunk_count(const cv_tok *t, const char *text, size_t len, int cap, int32_t *ids);

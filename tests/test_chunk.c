@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -167,10 +168,12 @@ static void test_exact_and_offsets(void **state) {
     /* and text the tokenizer finds hard: accents, CJK, emoji, special tokens, punctuation runs */
     cv_buf b = {0};
     cv_buf_put(&b, doc, len);
-    cv_buf_puts(&b,
-                "\n\nCafé naïve façade Ünïcödé. 東京は日本の首都です。 Emoji 🙂🙂 here! [CLS] literal "
-                "[SEP] and "
-                "[MASK]. a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r.s.t.u.v.w.x.y.z!!! ... ?! \t tab\r\nCRLF line.");
+    cv_buf_puts(
+        &b,
+        "\n\nCafé naïve façade Ünïcödé. 東京は日本の首都です。 Emoji 🙂🙂 here! [CLS] "
+        "literal "
+        "[SEP] and "
+        "[MASK]. a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r.s.t.u.v.w.x.y.z!!! ... ?! \t tab\r\nCRLF line.");
     for (int i = 0; i < 40; i++)
         cv_buf_puts(&b, " naïve-café_token#42,");
     free(doc);
@@ -188,7 +191,8 @@ static void test_exact_and_offsets(void **state) {
 }
 
 /* Chunks of b (chunked as kb) whose text and hash a's chunks (ka) do not have. */
-static int changed_chunks(const char *a, const cv_chunk *ka, int na, const char *b, const cv_chunk *kb, int nb) {
+static int changed_chunks(const char *a, const cv_chunk *ka, int na, const char *b, const cv_chunk *kb,
+                          int nb) {
     int changed = 0;
     for (int i = 0; i < nb; i++) {
         int found = 0;
@@ -215,6 +219,18 @@ static void test_stable_under_edit(void **state) {
     assert_int_equal(cv_chunk_text(tok, &o, a, l0, &ka, &na), CV_OK);
     check_chunks(a, l0, ka, na, 254);
     assert_true(na >= 20);
+    struct timespec t0, t1; /* the cost, for the record: chunking against embedding the same tokens */
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int r = 0; r < 20; r++) {
+        cv_chunk *kr;
+        int nr;
+        assert_int_equal(cv_chunk_text(tok, &o, a, l0, &kr, &nr), CV_OK);
+        free(kr);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double sec = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+    fprintf(stderr, "chunking: %.2f ms per %zu-byte document (%.1f MB/s)\n", sec / 20 * 1e3, l0,
+            20.0 * (double)l0 / sec / 1e6);
     /* one sentence in the middle rewritten (and longer), at nine places in turn */
     for (int at = nsent / 2 - 20; at <= nsent / 2 + 20; at += 5) {
         char *b = document(5000, at, &l1, &np);
@@ -222,11 +238,26 @@ static void test_stable_under_edit(void **state) {
         assert_int_equal(cv_chunk_text(tok, &o, b, l1, &kb, &nb), CV_OK);
         check_chunks(b, l1, kb, nb, 254);
         int changed = changed_chunks(a, ka, na, b, kb, nb);
-        fprintf(stderr, "sentence %d of %d rewritten in a %d-token document: %d -> %d chunks, %d changed\n", at,
-                nsent, pieces(a, l0), na, nb, changed);
+        fprintf(stderr, "sentence %d of %d rewritten in a %d-token document: %d -> %d chunks, %d changed\n",
+                at, nsent, pieces(a, l0), na, nb, changed);
         assert_true(changed >= 1);
         assert_true(changed <= 2);
         assert_true(na - nb <= 1 && nb - na <= 1);
+        /* what a store re-embeds: the new chunks whose hash it does not hold, whatever their number */
+        uint8_t(*stored)[32] = malloc(32 * (size_t)na);
+        int *from = malloc(sizeof(int) * (size_t)nb);
+        for (int j = 0; j < na; j++)
+            memcpy(stored[j], ka[j].hash, 32);
+        int by_number = 0;
+        for (int i = 0; i < nb; i++)
+            by_number += i >= na || memcmp(kb[i].hash, stored[i], 32) != 0;
+        int embed = cv_chunk_match(kb, nb, (const uint8_t(*)[32])stored, na, from);
+        fprintf(stderr, "  to embed: %d matched by hash, %d compared by chunk number\n", embed, by_number);
+        if (hashes_on(ka, na)) assert_int_equal(embed, changed);
+        for (int i = 0; i < nb; i++)
+            if (from[i] >= 0) assert_memory_equal(kb[i].hash, ka[from[i]].hash, 32);
+        if (nb > na) assert_true(by_number > embed); /* numbers shifted: matching by number re-embeds more */
+        free(stored), free(from);
         free(kb), free(b);
     }
     free(ka), free(a);
