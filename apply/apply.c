@@ -11,7 +11,11 @@
  * the rest chunk by chunk, each chunk written while the next one is embedded. A text the
  * embedding service refuses (too long for a remote server, say) is isolated and recorded as a
  * dead letter, its stale vector removed; retriable failures abort the batch, which the caller
- * replays. */
+ * replays. With chunking (cv_apply_opts.chunk, a chunked store table), a changed text is cut into
+ * chunks (models/chunk.h): those whose hash the store holds for the key keep their vectors
+ * (renumbered), the others are embedded, every other stored chunk of the key goes
+ * (docs/ARCHITECTURE.md, "Chunks"). Without it, a text over the model's max_seq is counted and
+ * logged once per table (cv_apply_set_table). */
 #define _POSIX_C_SOURCE 200809L
 #include "apply.h"
 
@@ -41,7 +45,7 @@ typedef struct {
 
 /* The stage's counters. */
 typedef struct cv_apply_metrics {
-    cv_metric *batches, *embedded, *skipped, *dead, *latency;
+    cv_metric *batches, *embedded, *skipped, *dead, *latency, *chunks_embedded, *chunks_kept;
 } cv_apply_metrics;
 
 /* Per table (schema.table): texts embedded from their first max_seq tokens only. */
@@ -83,6 +87,13 @@ cv_err cv_apply_new(const cv_apply_opts *o, cv_apply **out) {
     a->m.dead =
         cv_metrics_counter(r, "cdcvec_sync_dead_letters_total",
                            "Changes that could not be applied, recorded in cdcvec.dead_letters.", NULL);
+    a->m.chunks_embedded =
+        cv_metrics_counter(r, "cdcvec_chunks_embedded_total",
+                           "Chunks of texts embedded (chunking on): new, or their hash changed.", NULL);
+    a->m.chunks_kept = cv_metrics_counter(
+        r, "cdcvec_chunks_kept_total",
+        "Chunks of changed texts whose hash the store already held: vector kept (renumbered if need be).",
+        NULL);
     static const double lat_b[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
     a->m.latency =
         cv_metrics_histogram(r, "cdcvec_sync_commit_to_searchable_seconds",
@@ -332,8 +343,88 @@ typedef struct step {
     cv_sink_row *emb, *rows, *pre; /* to embed; payload only; embedded upstream */
     cv_change **gone;              /* no vector any more */
     int nt, nr, npre, ng;
-    float *vec; /* nt vectors, emb[k].vec */
+    float *vec;   /* nt vectors, emb[k].vec */
+    int cap_t;    /* room in texts, embc, emb (chunks: more than one per change) */
+    int nr_kept;  /* rows[] entries for chunked texts' kept chunks (not skipped rows) */
+    void **owned; /* chunk texts and chunk lists, freed with the step */
+    int nowned, cap_owned;
 } step;
+
+static void own(step *s, void *p) {
+    if (s->nowned == s->cap_owned) {
+        s->cap_owned = s->cap_owned ? 2 * s->cap_owned : 16;
+        s->owned = realloc(s->owned, sizeof(void *) * (size_t)s->cap_owned);
+        CV_ASSERT(s->owned);
+    }
+    s->owned[s->nowned++] = p;
+}
+
+/* Queues text for embedding as row r of change c. */
+static void add_embed(step *s, cv_change *c, const cv_sink_row *r, const char *text) {
+    if (s->nt == s->cap_t) {
+        s->cap_t *= 2;
+        s->texts = realloc(s->texts, sizeof(char *) * (size_t)s->cap_t);
+        s->embc = realloc(s->embc, sizeof(cv_change *) * (size_t)s->cap_t);
+        s->emb = realloc(s->emb, sizeof(cv_sink_row) * (size_t)s->cap_t);
+        CV_ASSERT(s->texts && s->embc && s->emb);
+    }
+    s->embc[s->nt] = c;
+    s->emb[s->nt] = *r;
+    s->texts[s->nt++] = text;
+}
+
+/* The text of change up[i] (hash h, changed) as chunks: the chunks whose hash the store holds
+ * for the key keep their vectors (renumbered), the others are queued for embedding, every other
+ * stored chunk of the key goes; the payload of the kept chunks follows. */
+static cv_err decide_chunks(step *s, int i, const cv_sink_row *r0) {
+    cv_apply *a = s->a;
+    cv_change *c = s->up[i];
+    size_t len = strlen(c->text);
+    cv_chunk *k;
+    int n;
+    cv_err e = cv_chunk_text(a->o.tok, &a->o.chunk, c->text, len, &k, &n);
+    if (e) return e;
+    if (n == 0) { /* the empty text: one chunk, as it is embedded without chunking */
+        k = calloc(1, sizeof *k);
+        CV_ASSERT(k);
+        memcpy(k->hash, s->hash[i], 32);
+        n = 1;
+    }
+    own(s, k);
+    int *from = malloc(sizeof(int) * (size_t)n);
+    long *off = malloc(sizeof(long) * (size_t)n), *clen = malloc(sizeof(long) * (size_t)n);
+    CV_ASSERT(from && off && clen);
+    uint8_t(*stored)[32] = NULL;
+    int m = 0, kept = 0;
+    if (s->found[i] && !s->force)
+        e = cv_sink_chunk_hashes(a->o.sink, (const char *const *)c->key, &stored, &m);
+    for (int j = 0; j < n; j++)
+        from[j] = -1, off[j] = (long)k[j].char_off, clen[j] = (long)k[j].char_len;
+    if (!e && m) kept = n - cv_chunk_match(k, n, (const uint8_t(*)[32])stored, m, from);
+    if (!e && s->found[i])
+        e = cv_sink_chunks_set(a->o.sink, (const char *const *)c->key, n, from, off, clen, s->hash[i]);
+    for (int j = 0; !e && j < n; j++) {
+        if (from[j] >= 0) continue;
+        char *t = malloc(k[j].len + 1);
+        CV_ASSERT(t);
+        memcpy(t, c->text + k[j].off, k[j].len);
+        t[k[j].len] = 0;
+        own(s, t);
+        cv_sink_row r = *r0;
+        r.chunk = j, r.chunk_hash = k[j].hash, r.char_off = off[j], r.char_len = clen[j];
+        add_embed(s, c, &r, t);
+    }
+    if (!e && kept) { /* the kept chunks take the change's payload */
+        cv_sink_row r = *r0;
+        r.hash = NULL;
+        s->rows[s->nr++] = r;
+        s->nr_kept++;
+    }
+    cv_metric_add(a->m.chunks_embedded, e ? 0 : n - kept);
+    cv_metric_add(a->m.chunks_kept, e ? 0 : kept);
+    free(stored), free(from), free(off), free(clen);
+    return e;
+}
 
 /* chg[0..n) into the changes that lose their vector (del) and the others (s->up); returns nd. */
 static int step_sort(step *s, cv_change *chg, int n, cv_change **del) {
@@ -387,7 +478,7 @@ static cv_err step_lookup(step *s) {
 }
 
 /* Decides each of s->up: vector gone (text NULL now, or too long), payload only, or embed. */
-static void step_decide(step *s) {
+static cv_err step_decide(step *s) {
     cv_apply *a = s->a;
     for (int i = 0; i < s->nu; i++) {
         cv_change *c = s->up[i];
@@ -420,16 +511,20 @@ static void step_decide(step *s) {
             sha256(c->text, strlen(c->text), h);
             if (!s->found[i] || s->force || memcmp(h, s->hash[i], 32) != 0) {
                 memcpy(s->hash[i], h, 32);
-                check_truncated(a, c->text, strlen(c->text));
                 r.hash = s->hash[i];
-                s->embc[s->nt] = c;
-                s->emb[s->nt] = r;
-                s->texts[s->nt++] = c->text;
+                if (a->o.chunk.max_tokens > 0) {
+                    cv_err e = decide_chunks(s, i, &r);
+                    if (e) return e;
+                    continue;
+                }
+                check_truncated(a, c->text, strlen(c->text));
+                add_embed(s, c, &r, c->text);
                 continue;
             }
         }
         if (s->found[i]) s->rows[s->nr++] = r; /* same text (or an unchanged TOASTed one): payload only */
     }
+    return CV_OK;
 }
 
 /* Starts embedding the chunk of texts from `from`. */
@@ -518,14 +613,18 @@ static cv_err apply_step(cv_apply *a, cv_change *chg, int n, uint64_t position, 
     s.gone = calloc(nu1, sizeof *s.gone), s.embc = calloc(nu1, sizeof *s.embc);
     CV_ASSERT(s.found && s.hash && s.texts && s.rows && s.emb && s.pre && s.gone && s.embc);
     if (!e) e = step_lookup(&s);
-    if (!e) step_decide(&s);
+    s.cap_t = (int)nu1;
+    if (!e) e = step_decide(&s);
     if (!e) e = delete_keys(a, s.gone, s.ng);
     if (!e && s.nr) e = cv_sink_put(a->o.sink, s.rows, s.nr, position);
-    *nskipped += s.nr;
+    *nskipped += s.nr - s.nr_kept;
     if (!e && s.npre) e = cv_sink_put(a->o.sink, s.pre, s.npre, position);
     *nembedded += s.npre;
     if (!e) e = step_embed(&s, nembedded);
     embed_wait(a, NULL, 0); /* never leave a call writing into freed memory */
+    for (int i = 0; i < s.nowned; i++)
+        free(s.owned[i]);
+    free(s.owned);
     free(s.vec), free(s.texts), free(s.rows), free(s.emb), free(s.pre), free(s.gone), free(s.embc);
     free(s.found), free(s.hash), free(del), free(s.up);
     return e;

@@ -13,6 +13,7 @@
 
 #include "../common/cv_err.h"
 #include "../common/cv_metrics.h"
+#include "../models/chunk.h"
 #include "../models/tokenizer.h"
 #include "../server/client.h"
 #include "../sink/sink.h"
@@ -57,10 +58,12 @@ typedef struct cv_apply_opts {
                               limit: frames over its size are dropped without a reply); 0: none */
     cv_apply_fetch_fn fetch;
     void *fetch_arg;
-    const char *table; /* for logs */
-    const cv_tok *tok; /* the model's tokenizer when it runs in this process (borrowed), else NULL:
-                          texts over max_seq tokens are counted and logged (truncation is never silent) */
-    int max_seq;       /* with tok: tokens the model reads, [CLS] and [SEP] included */
+    const char *table;   /* for logs */
+    const cv_tok *tok;   /* the model's tokenizer when it runs in this process (borrowed), else NULL:
+                            texts over max_seq tokens are counted and logged (truncation is never silent) */
+    int max_seq;         /* with tok: tokens the model reads, [CLS] and [SEP] included */
+    cv_chunk_opts chunk; /* max_tokens > 0 (with tok and a chunked store table): texts are stored as
+                            chunks, only the chunks whose hash the store lacks embedded */
 } cv_apply_opts;
 
 typedef struct cv_apply cv_apply;

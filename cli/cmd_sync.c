@@ -9,6 +9,8 @@
 #include "../common/cv_conf.h"
 #include "../common/cv_log.h"
 #include "../ingest/ingest.h"
+#include "../models/chunk.h"
+#include "../sink/sink.h"
 #include "../search/search.h"
 #include "cli.h"
 
@@ -16,7 +18,7 @@ typedef struct {
     const char *source, *table, *text_column, *template_, *sink, *ns, *embed, *slot, *publication, *http,
         *model, *device, *after, *on_error, *key, *point_ids;
     long batch_rows, threads, resnapshot, force, limit, max_text_bytes, repair, show, sink_writers,
-        index_memory, wal_warn_mb;
+        index_memory, wal_warn_mb, chunk_max_tokens, chunk_overlap;
     double batch_ms, ready_lag_s;
     cv_cli_http hl;
 } sync_conf;
@@ -88,6 +90,16 @@ static const cv_conf_prop PROPS[] = {
      "with --embed: longer texts are recorded as dead letters and not sent (the server's own "
      "--max-text-bytes; "
      "in-process, any size is embedded)"},
+    {"chunk-max-tokens", "CDCVEC_CHUNK_MAX_TOKENS", CV_CONF_INT, "0", 0, 100000, F(chunk_max_tokens),
+     "0: one vector per row (a text longer than the model reads is embedded from its beginning, and counted "
+     "in cdcvec_texts_truncated_total); 16 or more: each text is stored as chunks of at most this many of "
+     "the model's word pieces (capped at what the model reads: 254 for all-MiniLM-L6-v2), cut at paragraph, "
+     "then sentence, then word ends, one row per (key, chunk) with its hash and character offsets; an edit "
+     "re-embeds only the chunks whose hash changed. pgvector and the in-process model only; the store "
+     "table's layout is chosen at its creation"},
+    {"chunk-overlap", "CDCVEC_CHUNK_OVERLAP", CV_CONF_INT, "32", 0, 50000, F(chunk_overlap),
+     "with --chunk-max-tokens: word pieces of a chunk's end repeated at the start of the next (whole "
+     "words, within a paragraph group), at most half of --chunk-max-tokens"},
     {"on-error", "CDCVEC_ON_ERROR", CV_CONF_STR, "dead-letter", 0, 0, F(on_error),
      "a change that cannot be applied: dead-letter (record it in cdcvec.dead_letters with its reason and go "
      "on) "
@@ -206,7 +218,32 @@ int cv_cmd_sync(int argc, char **argv, const char *which) {
                       .after = c.after,
                       .max_text_bytes = c.max_text_bytes,
                       .sink_writers = (int)c.sink_writers,
-                      .index_memory_mb = (int)c.index_memory};
+                      .index_memory_mb = (int)c.index_memory,
+                      .chunk_max_tokens = (int)c.chunk_max_tokens,
+                      .chunk_overlap = (int)c.chunk_overlap};
+    if (c.chunk_max_tokens > 0 && !query) { /* what chunking needs, refused before anything starts */
+        char why[300];
+        cv_chunk_opts co = {.max_tokens = (int)c.chunk_max_tokens, .overlap = (int)c.chunk_overlap};
+        const char *kind = cv_sink_kind(c.sink);
+        if (cv_chunk_check(&co, why, sizeof why)) {
+            fprintf(stderr, "cdcvec %s: --chunk-max-tokens / --chunk-overlap: %s\n", which, why);
+            return 2;
+        }
+        if (*c.embed) {
+            fprintf(stderr,
+                    "cdcvec %s: --chunk-max-tokens counts the model's own tokens: run the model in this "
+                    "process (drop --embed)\n",
+                    which);
+            return 2;
+        }
+        if (strcmp(kind, "pgvector") != 0 || strncmp(c.sink, "kafka://", 8) == 0) {
+            fprintf(stderr,
+                    "cdcvec %s: --chunk-max-tokens: chunks are stored in pgvector only so far (--sink %s): "
+                    "use a pgvector sink, or --chunk-max-tokens 0\n",
+                    which, c.sink);
+            return 2;
+        }
+    }
     cv_cli_http_opts(&c.hl, &o.http_opts);
     if (cv_cli_parse_device(c.device, &o.device)) return 2;
     if (cv_cli_point_ids(which, c.point_ids, &o.uuid_ids)) return 2;

@@ -44,6 +44,9 @@ typedef struct cv_sync_opts {
                             going to cdcvec.dead_letters */
     int sink_writers;    /* pgvector: connections writing each batch in parallel (0: 1) */
     int index_memory_mb; /* pgvector: the most maintenance_work_mem the HNSW build asks for (0: 1024) */
+    int chunk_max_tokens,
+        chunk_overlap; /* > 0: texts stored as chunks (models/chunk.h; pgvector, in-process
+                          model); 0: one vector per row, longer texts counted as truncated */
     const struct cv_capture_opts *capture; /* cdcvec capture: changes go to Kafka (NULL: sync) */
     long wal_warn_mb;     /* the slot's retained WAL above which cdcvec warns and is not ready (0: 1024) */
     double ready_lag_s;   /* /readyz: 503 while the oldest unapplied commit is older (0: 60 s) */

@@ -195,7 +195,27 @@ cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o) {
                         .fetch_arg = s,
                         .table = o->table,
                         .tok = s->model ? cv_minilm_tok(s->model) : NULL,
-                        .max_seq = s->model ? cv_minilm_facts(s->model)->max_seq : 0};
+                        .max_seq = s->model ? cv_minilm_facts(s->model)->max_seq : 0,
+                        .chunk = {.max_tokens = o->chunk_max_tokens,
+                                  .overlap = o->chunk_overlap,
+                                  .max_seq = s->model ? cv_minilm_facts(s->model)->max_seq : 0}};
+    if (o->chunk_max_tokens > 0 && !o->search) {
+        char why[300];
+        if (!s->model) {
+            cv_error(
+                "event=config_invalid option=chunk-max-tokens fix=\"chunking counts the model's own tokens: "
+                "run the model in this process (drop --embed)\"");
+            return CV_ERR_ARG;
+        }
+        if (cv_chunk_check(&ao.chunk, why, sizeof why)) {
+            cv_error("event=config_invalid option=chunk-max-tokens fix=\"%s\"", why);
+            return CV_ERR_ARG;
+        }
+        if (ao.chunk.max_tokens > cv_chunk_limit(&ao.chunk))
+            cv_info("event=chunk_limit max_tokens=%d used=%d note=\"the model reads %d tokens with [CLS] and "
+                    "[SEP]\"",
+                    ao.chunk.max_tokens, cv_chunk_limit(&ao.chunk), ao.chunk.max_seq);
+    }
     return cv_apply_new(&ao, &s->apply);
 }
 
@@ -469,7 +489,8 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
                         .uuid_ids = o->uuid_ids,
                         .writers = o->sink_writers,
                         .key_exact = s->t.key_exact,
-                        .index_mem_mb = o->index_memory_mb};
+                        .index_mem_mb = o->index_memory_mb,
+                        .chunked = o->search ? -1 : o->chunk_max_tokens > 0};
     if ((e = cv_sink_open(s->sink_conninfo, &st, &s->sink))) {
         const char *kind, *fix;
         cv_sink_last_fault(s->sink, &kind, &fix);
@@ -503,11 +524,11 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
     cv_health_slot(s, s->slot);
     if (s->apply) {
         cv_apply_set_sink(s->apply, s->sink, cv_sync_fetch, s, s->t.key_exact);
-        cv_buf st = {0};
-        cv_buf_printf(&st, "%s.%s", s->t.schema, s->t.name);
-        CV_ASSERT(st.p && !st.oom);
-        cv_apply_set_table(s->apply, st.p);
-        free(st.p);
+        cv_buf name = {0};
+        cv_buf_printf(&name, "%s.%s", s->t.schema, s->t.name);
+        CV_ASSERT(name.p && !name.oom);
+        cv_apply_set_table(s->apply, name.p);
+        free(name.p);
     }
     if (!o->capture) cv_search_set_table(s);
     /* what changed since the last run */

@@ -138,19 +138,27 @@ static char *upsert_sql(const pg_sink *s, int merged) {
         cv_pg_ident(&xmatch, s->t.key_names[k]);
         cv_buf_printf(&xmatch, " = u.k%d::%s", k, s->t.key_types[k]);
     }
+    const int ch = s->t.chunked; /* and the chunk's number, hash and offsets */
     cv_buf_printf(
         &sql,
         "WITH u AS (DELETE FROM pg_temp.cdcvec_stage RETURNING *) INSERT INTO %s AS t (%s, embedding, "
-        "payload, text_hash, model, source_lsn, updated_at) SELECT %s, u.e, %s, u.h, $1, $2::pg_lsn, "
-        "now() FROM u ",
-        s->qtable, s->keylist, cast.p, merged ? MERGED_PAYLOAD("x") : "u.p::jsonb");
-    if (merged) cv_buf_printf(&sql, "LEFT JOIN %s x ON %s ", s->qtable, xmatch.p);
+        "payload, text_hash, model, source_lsn, updated_at%s) SELECT %s, u.e, %s, u.h, $1, $2::pg_lsn, "
+        "now()%s FROM u ",
+        s->qtable, s->keylist, ch ? ", chunk, chunk_hash, char_off, char_len" : "", cast.p,
+        merged ? MERGED_PAYLOAD("x") : "u.p::jsonb", ch ? ", u.c, u.ch, u.co, u.cl" : "");
+    if (merged && ch) /* the key's rows (chunks) share one payload */
+        cv_buf_printf(&sql, "LEFT JOIN LATERAL (SELECT payload FROM %s x WHERE %s LIMIT 1) x ON true ",
+                      s->qtable, xmatch.p);
+    else if (merged)
+        cv_buf_printf(&sql, "LEFT JOIN %s x ON %s ", s->qtable, xmatch.p);
     cv_buf_printf(
         &sql,
-        "ON CONFLICT (%s) DO UPDATE SET embedding = EXCLUDED.embedding, payload = EXCLUDED.payload, "
+        "ON CONFLICT (%s%s) DO UPDATE SET embedding = EXCLUDED.embedding, payload = EXCLUDED.payload, "
         "text_hash = EXCLUDED.text_hash, model = EXCLUDED.model, source_lsn = EXCLUDED.source_lsn, "
-        "updated_at = EXCLUDED.updated_at",
-        s->keylist);
+        "updated_at = EXCLUDED.updated_at%s",
+        s->keylist, ch ? ", chunk" : "",
+        ch ? ", chunk_hash = EXCLUDED.chunk_hash, char_off = EXCLUDED.char_off, char_len = EXCLUDED.char_len"
+           : "");
     free(cast.p), free(xmatch.p);
     return sql.p;
 }
@@ -197,18 +205,25 @@ static cv_err pg_open(const char *conninfo, const cv_sink_table *t, cv_sink **ou
             cv_pg_ident(&sql, t->key_names[i]);
             cv_buf_printf(&sql, " %s NOT NULL, ", t->key_types[i]);
         }
+        if (t->chunked > 0) /* one row per chunk of the text (models/chunk.h) */
+            cv_buf_puts(&sql, "chunk int NOT NULL DEFAULT 0, chunk_hash bytea, char_off int, char_len int, ");
         cv_buf_printf(
             &sql,
             "embedding vector(%d) NOT NULL, payload jsonb NOT NULL DEFAULT '{}', text_hash bytea NOT NULL, "
             "model text NOT NULL, source_lsn pg_lsn NOT NULL, updated_at timestamptz NOT NULL DEFAULT now(), "
-            "PRIMARY KEY (%s)); ",
-            t->dim, s->keylist);
+            "PRIMARY KEY (%s%s)); ",
+            t->dim, s->keylist, t->chunked > 0 ? ", chunk" : "");
         s->upsert = upsert_sql(s, 0);
         s->upsert_kp = upsert_sql(s, 1);
     }
     cv_buf_puts(&sql, cv_rstate_ddl);
     cv_err e = run(s, sql.p, "create_tables");
     free(sql.p);
+    if (!e && t->dim && !(e = cv_pgv_chunks_layout(s))) { /* the layout found (readers adopt it) */
+        free(s->upsert), free(s->upsert_kp);
+        s->upsert = upsert_sql(s, 0);
+        s->upsert_kp = upsert_sql(s, 1);
+    }
     /* the HNSW index is built once the initial backfill is done (pgvector: "add any indexes
      * after loading the initial data"; inserting 100k rows into a live graph was 3x slower) */
     uint64_t pos, bpos;
@@ -218,6 +233,11 @@ static cv_err pg_open(const char *conninfo, const cv_sink_table *t, cv_sink **ou
     /* the other writers' connections */
     int want = t->dim && t->writers > 1 ? t->writers : 1;
     if (want > MAX_WRITERS) want = MAX_WRITERS;
+    if (want > 1 && s->t.chunked) {
+        cv_info("event=sink_writers table=%s writers=1 requested=%d note=\"a chunked table has one writer\"",
+                s->qtable, want);
+        want = 1;
+    }
     if (want > 1 && !t->key_exact) {
         cv_info(
             "event=sink_writers table=%s writers=1 requested=%d note=\"a primary key column does not compare "
@@ -363,7 +383,10 @@ static cv_err pg_backfill_mark(cv_sink *sk, uint64_t p, int done) {
 }
 
 /* The pgvector store's row in the table of stores (sink_impl.h). */
-const cv_sink_ops cv_sink_pgvector_ops = {
-    "pgvector", pg_open,         pg_close,   pg_state,        cv_pgv_hashes, cv_pgv_begin,     cv_pgv_delete,
-    cv_pgv_put, cv_pgv_dead_put, pg_commit,  cv_pgv_rollback, pg_meta_set,   pg_backfill_mark, cv_pgv_search,
-    NULL,       cv_pgv_fetch,    cv_pgv_scan};
+const cv_sink_ops cv_sink_pgvector_ops = {"pgvector",       pg_open,         pg_close,
+                                          pg_state,         cv_pgv_hashes,   cv_pgv_begin,
+                                          cv_pgv_delete,    cv_pgv_put,      cv_pgv_dead_put,
+                                          pg_commit,        cv_pgv_rollback, pg_meta_set,
+                                          pg_backfill_mark, cv_pgv_search,   NULL,
+                                          cv_pgv_fetch,     cv_pgv_scan,     cv_pgv_chunk_hashes,
+                                          cv_pgv_chunks_set};

@@ -154,6 +154,12 @@ cv_err cv_pgv_delete(cv_sink *sk, const char *const *const *keys, int n);
 cv_err cv_pgv_put(cv_sink *sk, const cv_sink_row *rows, int n, uint64_t position);
 cv_err cv_pgv_dead_put(cv_sink *sk, const cv_sink_dead *d, int n, uint64_t position);
 
+/* pgvector_chunks.c: chunked tables */
+cv_err cv_pgv_chunks_layout(pg_sink *s);
+cv_err cv_pgv_chunk_hashes(cv_sink *sk, const char *const *key, uint8_t (**hash)[32], int *m);
+cv_err cv_pgv_chunks_set(cv_sink *sk, const char *const *key, int n, const int *from, const long *off,
+                         const long *len, const uint8_t *text_hash);
+
 /* pgvector_read.c: key arrays and parts (also used by the writes), lookups, search, verify */
 void cv_pgv_key_arrays(const pg_sink *s, const char *const *const *keys, int n, char **params);
 void cv_pgv_key_sql(const pg_sink *s, cv_buf *ucols, cv_buf *match);

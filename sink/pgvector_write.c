@@ -18,7 +18,8 @@ static void stage_ddl(const pg_sink *s, cv_buf *sql) {
     cv_buf_puts(sql, "CREATE TEMP TABLE IF NOT EXISTS cdcvec_stage (");
     for (int k = 0; k < s->t.nkeys; k++)
         cv_buf_printf(sql, "k%d text, ", k);
-    cv_buf_printf(sql, "e vector(%d), h bytea, p text, kp text) ON COMMIT DELETE ROWS", s->t.dim);
+    cv_buf_printf(sql, "e vector(%d), h bytea, p text, kp text%s) ON COMMIT DELETE ROWS", s->t.dim,
+                  s->t.chunked ? ", c int, ch bytea, co int, cl int" : "");
 }
 
 /* Payload-only updates of rows[0..n) (existing rows; the vector stays), sent on connection w. */
@@ -90,7 +91,7 @@ static cv_err stage_copy(pg_sink *s, int w, const cv_sink_row *const *rows, int 
     const int dim = s->t.dim;
     for (int i = 0; i < n; i++) {
         const cv_sink_row *r = rows[i];
-        be16(&b, (uint16_t)(s->t.nkeys + 4));
+        be16(&b, (uint16_t)(s->t.nkeys + (s->t.chunked ? 8 : 4)));
         for (int k = 0; k < s->t.nkeys; k++)
             field(&b, r->key[k], strlen(r->key[k]));
         be32(&b, (uint32_t)(4 + 4 * dim));
@@ -113,6 +114,12 @@ static cv_err stage_copy(pg_sink *s, int w, const cv_sink_row *const *rows, int 
             field(&b, r->keep, strlen(r->keep));
         else
             be32(&b, 0xffffffffu); /* NULL */
+        if (s->t.chunked) {        /* int4 fields: length 4, big-endian value */
+            be32(&b, 4), be32(&b, (uint32_t)r->chunk);
+            field(&b, r->chunk_hash ? r->chunk_hash : r->hash, 32);
+            be32(&b, 4), be32(&b, (uint32_t)r->char_off);
+            be32(&b, 4), be32(&b, (uint32_t)r->char_len);
+        }
     }
     be16(&b, 0xffff);
     PGresult *res = PQexec(c, "COPY pg_temp.cdcvec_stage FROM STDIN (FORMAT BINARY)");

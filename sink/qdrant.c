@@ -710,5 +710,6 @@ static cv_err q_scan(cv_sink *s, cv_buf *cursor, int limit, cv_sink_key_cb cb, v
 
 /* The Qdrant store's row in the table of stores (sink_impl.h). */
 const cv_sink_ops cv_sink_qdrant_ops = {
-    "qdrant", q_open,     q_close,    q_state,         q_hashes, q_begin,     q_delete, q_put, q_dead_put,
-    q_commit, q_rollback, q_meta_set, q_backfill_mark, q_search, q_state_key, q_fetch,  q_scan};
+    "qdrant",    q_open,     q_close,  q_state,    q_hashes,   q_begin,         q_delete,
+    q_put,       q_dead_put, q_commit, q_rollback, q_meta_set, q_backfill_mark, q_search,
+    q_state_key, q_fetch,    q_scan,   NULL,       NULL}; /* no chunks yet */

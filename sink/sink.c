@@ -91,6 +91,14 @@ cv_err cv_sink_hashes(cv_sink *s, const char *const *const *keys, int n, int *fo
 }
 
 cv_err cv_sink_begin(cv_sink *s, int truncate) { return s->ops->begin(s, truncate); }
+cv_err cv_sink_chunk_hashes(cv_sink *s, const char *const *key, uint8_t (**hash)[32], int *m) {
+    *hash = NULL, *m = 0;
+    return s->ops->chunk_hashes ? s->ops->chunk_hashes(s, key, hash, m) : CV_ERR_UNSUPPORTED;
+}
+cv_err cv_sink_chunks_set(cv_sink *s, const char *const *key, int n, const int *from, const long *off,
+                          const long *len, const uint8_t *text_hash) {
+    return s->ops->chunks_set ? s->ops->chunks_set(s, key, n, from, off, len, text_hash) : CV_ERR_UNSUPPORTED;
+}
 
 cv_err cv_sink_delete(cv_sink *s, const char *const *const *keys, int n) { return s->ops->del(s, keys, n); }
 

@@ -51,6 +51,10 @@ typedef struct cv_sink_table {
      * one key always lands on the same connection); index_mem_mb: the most maintenance_work_mem
      * the HNSW build may ask for (0: 1024) */
     int writers, key_exact, index_mem_mb;
+    /* pgvector only: 1: a row's text is stored as chunks (models/chunk.h), one row per (key, chunk
+     * number) with the chunk's hash and offsets; one writer. A table of the other layout is refused;
+     * -1 (readers: search): whatever layout the table has. */
+    int chunked;
 } cv_sink_table;
 
 typedef struct cv_sink_row {
@@ -59,6 +63,11 @@ typedef struct cv_sink_row {
     const char *payload;    /* JSON object text: replaces the stored payload, except for... */
     const char *keep;       /* ...the keys named in this JSON array (or NULL), whose stored values stay */
     const uint8_t *hash;    /* 32-byte SHA-256 of the embedded text (with vec) */
+    /* chunked tables, with vec: the chunk's number, the SHA-256 of its bytes, its offsets in the
+     * text, in characters (hash is the whole text's) */
+    int chunk;
+    const uint8_t *chunk_hash;
+    long char_off, char_len;
 } cv_sink_row;
 
 typedef struct cv_sink_dead {
@@ -131,6 +140,17 @@ void cv_sink_on_dead(cv_sink *s, cv_sink_dead_cb cb, void *arg);
  * string of its exact text. NULL when payload is not JSON. Caller frees. (verify compares the
  * source's row in this form with what the store holds.) */
 char *cv_sink_payload_stored(const cv_sink *s, const char *payload);
+
+/* Chunked tables (pgvector; CV_ERR_UNSUPPORTED elsewhere), in the batch's transaction: the hashes
+ * of the chunks stored for key, by chunk number, into *hash (malloc'd, *m entries, caller frees;
+ * a number not stored reads as zeros; NULL and 0 when none). */
+cv_err cv_sink_chunk_hashes(cv_sink *s, const char *const *key, uint8_t (**hash)[32], int *m);
+/* The chunks of key become n: stored chunk from[i] (>= 0) is renumbered i, with offsets off[i] and
+ * len[i] (characters) and the text's new hash text_hash, its vector kept; every other stored chunk
+ * of the key is deleted (those past the end of a shorter text too). The chunks with from[i] < 0
+ * are written after by cv_sink_put. */
+cv_err cv_sink_chunks_set(cv_sink *s, const char *const *key, int n, const int *from, const long *off,
+                          const long *len, const uint8_t *text_hash);
 
 /* Records changes that could not be applied (the dead-letter table), in the transaction. */
 cv_err cv_sink_dead_put(cv_sink *s, const cv_sink_dead *d, int n, uint64_t position);

@@ -31,6 +31,10 @@ typedef struct cv_sink_ops {
     cv_err (*fetch)(cv_sink *s, const char *const *const *keys, int n, int *found, uint8_t (*hash)[32],
                     char **payload);
     cv_err (*scan)(cv_sink *s, cv_buf *cursor, int limit, cv_sink_key_cb cb, void *arg, int *more);
+    /* chunked tables (NULL: the store keeps one vector per row) */
+    cv_err (*chunk_hashes)(cv_sink *s, const char *const *key, uint8_t (**hash)[32], int *m);
+    cv_err (*chunks_set)(cv_sink *s, const char *const *key, int n, const int *from, const long *off,
+                         const long *len, const uint8_t *text_hash);
 } cv_sink_ops;
 
 /* Every store's handle starts with this. */

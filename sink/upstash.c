@@ -620,5 +620,6 @@ static cv_err u_scan(cv_sink *s, cv_buf *cursor, int limit, cv_sink_key_cb cb, v
 
 /* The Upstash store's row in the table of stores (sink_impl.h). */
 const cv_sink_ops cv_sink_upstash_ops = {
-    "upstash", u_open,     u_close,    u_state,         u_hashes, u_begin,     u_delete, u_put, u_dead_put,
-    u_commit,  u_rollback, u_meta_set, u_backfill_mark, u_search, u_state_key, u_fetch,  u_scan};
+    "upstash",   u_open,     u_close,  u_state,    u_hashes,   u_begin,         u_delete,
+    u_put,       u_dead_put, u_commit, u_rollback, u_meta_set, u_backfill_mark, u_search,
+    u_state_key, u_fetch,    u_scan,   NULL,       NULL}; /* no chunks yet */

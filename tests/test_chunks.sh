@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# test_chunks.sh: long texts stored as chunks in pgvector (--chunk-max-tokens), against a real
+# PostgreSQL 15: a 5,000-token document, a short one and a medium one are chunked (every chunk's
+# character offsets give back its hash, numbers 0..n-1, the row's text hash on each); one
+# sentence rewritten in the middle re-embeds at most 2 chunks (cdcvec_chunks_embedded_total),
+# the others keep their vectors; a shorter text leaves no chunk past its end; a deleted row
+# leaves none; a store table of the other layout and bad options are refused.
+#   usage: test_chunks.sh path/to/cdcvec
+set -u
+bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
+root=$(cd "$(dirname "$0")/.." && pwd)
+work=$(bash "$root/scripts/pg.sh" dir "$(dirname "$bin")/test-chunks-$$")
+. "$root/tests/sync_lib.sh"
+port=$(free_port $((44000 + $$ % 8000)))
+sync_pid=
+cleanup() {
+  [ -n "$sync_pid" ] && kill -9 "$sync_pid" 2>/dev/null
+  bash "$root/scripts/pg.sh" stop "$work/pg" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+mkdir -p "$work"
+pg_start_retry "$work/pg" || { echo "FAIL cannot start PostgreSQL"; exit 1; }
+q "CREATE EXTENSION vector" >/dev/null
+q "CREATE TABLE docs (id int PRIMARY KEY, title text, body text NOT NULL)"
+
+# documents of paragraphs of 2..7 sentences (deterministic); $1 sentences to rewrite, as the
+# sentence number from which a longer one is written
+python3 - "$work" <<'PY'
+import random, sys
+words = ("the catalog search vector index table row change model store text update delete insert query "
+         "result ranking payload key position stream slot replica commit batch embed sentence token piece "
+         "chunk paris london river bridge morning evening quietly rapidly under beyond with without because "
+         "after before green ancient modern large small").split()
+def doc(paras, seed, edit=None):
+    r, other = random.Random(seed), random.Random(99)
+    out, s = [], 0
+    for _ in range(paras):
+        sents = []
+        for _ in range(r.randint(2, 7)):
+            n = r.randint(8, 20)
+            w = [r.choice(words) for _ in range(n)]
+            end = "?" if r.random() < 0.2 else "."
+            if s == edit:
+                w = [other.choice(words) for _ in range(n + 12)]
+            sents.append(" ".join(w).capitalize() + end)
+            s += 1
+        out.append(" ".join(sents))
+    return "\n\n".join(out), s
+long, nsent = doc(60, 7)
+edited, _ = doc(60, 7, edit=nsent // 2)
+short_ = "A boy wizard attends a school of magic."
+medium, _ = doc(10, 11)
+def lit(t): return "$b$" + t + "$b$"
+open(sys.argv[1] + "/load.sql", "w").write(
+    "INSERT INTO docs VALUES (1, 'long', %s), (2, 'short', %s), (3, 'medium', %s);\n" % (lit(long), lit(short_), lit(medium)))
+open(sys.argv[1] + "/edit.sql", "w").write("UPDATE docs SET body = %s WHERE id = 1;\n" % lit(edited))
+paras = edited.split("\n\n")
+new = " ".join(" ".join(random.Random(5 + i).choice(words) for _ in range(15)).capitalize() + "." for i in range(8))
+paras.insert(len(paras) // 2, new)
+open(sys.argv[1] + "/insert.sql", "w").write("UPDATE docs SET body = %s WHERE id = 1;\n" % lit("\n\n".join(paras)))
+open(sys.argv[1] + "/shorten.sql", "w").write(
+    "UPDATE docs SET body = %s WHERE id = 3;\n" % lit("\n\n".join(medium.split("\n\n")[:2])))
+PY
+psql -qX "$DB" -f "$work/load.sql" >/dev/null
+
+hport=$(free_port $((port + 2)))
+start_sync() {
+  CDCVEC_LOG=${LOG:-warn} "$bin" sync --source "$DB" --table public.docs --text-column body --batch-ms 10 \
+    --threads 2 --http 127.0.0.1:$hport "$@" >>"$work/sync.log" 2>&1 &
+  sync_pid=$!
+  watch "$sync_pid" sync "$work/sync.log"
+}
+stop_sync() { [ -n "$sync_pid" ] && kill -TERM "$sync_pid" && wait "$sync_pid"; local rc=$?; sync_pid=; return $rc; }
+metric() { curl -sf "http://127.0.0.1:$hport/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
+
+# every source row's chunks: numbers 0..n-1, the row's text hash, offsets that give back the
+# chunk's hash; no chunk of a row that is gone
+MISMATCH="SELECT (SELECT count(*) FROM docs d FULL JOIN (SELECT id, count(*) n, max(chunk) m, min(chunk) lo
+                    FROM cdcvec.public_docs GROUP BY id) c USING (id)
+                  WHERE d.id IS NULL OR c.id IS NULL OR c.n <> c.m + 1 OR c.lo <> 0)
+   + (SELECT count(*) FROM cdcvec.public_docs v JOIN docs d USING (id)
+       WHERE v.text_hash <> sha256(convert_to(d.body, 'UTF8'))
+          OR v.chunk_hash <> sha256(convert_to(substr(d.body, v.char_off + 1, v.char_len), 'UTF8')))"
+converged() { converged_q "$MISMATCH" cdcvec.public_docs; }
+
+start_sync --chunk-max-tokens 256 --chunk-overlap 32
+check "long, short and medium texts stored as chunks, offsets giving back each chunk's hash" converged
+n1=$(q "SELECT count(*) FROM cdcvec.public_docs WHERE id = 1")
+check "the 5,000-token document is many chunks ($n1), the short text one, the whole text" \
+  '[ "$n1" -ge 20 ] && [ "$(q "SELECT count(*)::text || char_off || char_len FROM cdcvec.public_docs v JOIN docs d USING (id) WHERE id = 2 AND char_len = length(d.body) GROUP BY char_off, char_len")" = 1039 ]'
+q "SELECT chunk, embedding::text FROM cdcvec.public_docs WHERE id = 1 ORDER BY chunk" >"$work/before.txt"
+WATCH_PID=$sync_pid wait_until '[ -n "$(metric cdcvec_chunks_embedded_total)" ]' 'cat "$work/sync.log" | wc -l'
+e0=$(metric cdcvec_chunks_embedded_total)
+psql -qX "$DB" -f "$work/edit.sql" >/dev/null
+check "one sentence rewritten in the middle: converged" converged
+e1=$(metric cdcvec_chunks_embedded_total)
+kept=$(metric cdcvec_chunks_kept_total)
+check "one sentence rewritten: 1 or 2 chunks embedded again ($((${e1%.*} - ${e0%.*}))), $kept kept" \
+  '[ $((${e1%.*} - ${e0%.*})) -ge 1 ] && [ $((${e1%.*} - ${e0%.*})) -le 2 ] && [ "${kept%.*}" -ge $((n1 - 3)) ]'
+q "SELECT chunk, embedding::text FROM cdcvec.public_docs WHERE id = 1 ORDER BY chunk" >"$work/after.txt"
+check "the other chunks kept their vectors (at most 2 lines differ, numbers shifted or not)" \
+  '[ "$(sort "$work/before.txt" | cut -d"|" -f2 | sort >"$work/b"; sort "$work/after.txt" | cut -d"|" -f2 | sort >"$work/a"; comm -13 "$work/b" "$work/a" | wc -l)" -le 2 ]'
+# a paragraph inserted in the middle: the chunks after it move up one number, vectors kept
+e1=$(metric cdcvec_chunks_embedded_total)
+psql -qX "$DB" -f "$work/insert.sql" >/dev/null
+check "a paragraph inserted in the middle: converged (renumbered chunks' offsets give back their hashes)" converged
+e2=$(metric cdcvec_chunks_embedded_total)
+n1b=$(q "SELECT count(*) FROM cdcvec.public_docs WHERE id = 1")
+check "a paragraph inserted: $n1 -> $n1b chunks, $((${e2%.*} - ${e1%.*})) embedded" \
+  '[ "$n1b" -gt "$n1" ] && [ $((${e2%.*} - ${e1%.*})) -ge 1 ] && [ $((${e2%.*} - ${e1%.*})) -le 3 ]'
+n3=$(q "SELECT count(*) FROM cdcvec.public_docs WHERE id = 3")
+psql -qX "$DB" -f "$work/shorten.sql" >/dev/null
+check "a shorter text: no chunk past its end" 'converged && [ "$(q "SELECT count(*) FROM cdcvec.public_docs WHERE id = 3")" -lt "$n3" ]'
+q "DELETE FROM docs WHERE id = 1"
+check "a deleted row: none of its chunks left" 'converged && [ "$(q "SELECT count(*) FROM cdcvec.public_docs WHERE id = 1")" = 0 ]'
+q "TRUNCATE docs"
+check "truncate: no chunk left" 'converged && [ "$(q "SELECT count(*) FROM cdcvec.public_docs")" = 0 ]'
+stop_sync
+
+# a store table of the other layout is refused, with the fix; so are bad options
+unwatch
+timeout 120 "$bin" sync --source "$DB" --table public.docs --text-column body --threads 2 >"$work/off.log" 2>&1; rc=$?
+check "chunking off on a chunked store table: refused with the fix, the sync stopped (exit $rc)" \
+  '[ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "event=chunk_layout_mismatch.*fix=" "$work/off.log" && grep -q "kind=config" "$work/off.log"'
+"$bin" sync --source "$DB" --table public.docs --chunk-max-tokens 8 >/dev/null 2>"$work/bad.log"; rc=$?
+check "--chunk-max-tokens 8: exit 2 with a message" '[ $rc -eq 2 ] && grep -q "max_tokens" "$work/bad.log"'
+"$bin" sync --source "$DB" --table public.docs --chunk-max-tokens 256 --embed tcp://127.0.0.1:1 >/dev/null 2>"$work/bad.log"; rc=$?
+check "--chunk-max-tokens with --embed: exit 2 with the fix" '[ $rc -eq 2 ] && grep -q "drop --embed" "$work/bad.log"'
+
+[ $fail -ne 0 ] && { echo "--- sync log (tail)"; tail -40 "$work/sync.log"; }
+exit $fail
