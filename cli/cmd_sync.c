@@ -225,6 +225,7 @@ int cv_cmd_sync(int argc, char **argv, const char *which) {
     if (strcmp(which, "backfill") == 0) return cv_backfill_run(&o, &stop_flag);
     if (action) return cv_dead_letters_run(&o, action, *c.key ? c.key : NULL, &stop_flag);
     if (strcmp(which, "verify") == 0) return cv_verify_run(&o, (int)c.repair, c.show, &stop_flag);
+    o.outlet = cv_search_outlet(); /* the apply stage, the search page and /wait */
     rc = cv_sync_run(&o, &stop_flag);
     free(key);
     return rc;
