@@ -6,16 +6,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/cv_buf.h"
 #include "../common/cv_conf.h"
 #include "../common/cv_log.h"
 #include "../ingest/ingest.h"
 #include "../search/search.h"
 #include "cli.h"
+#include "pipeline.h"
 
 typedef struct {
     const char *source, *table, *text_column, *template_, *sink, *ns, *embed, *slot, *publication, *http,
-        *model, *device, *after, *on_error, *key, *point_ids;
-    long batch_rows, threads, resnapshot, force, limit, max_text_bytes, repair, show, sink_writers,
+        *model, *device, *after, *on_error, *key, *point_ids, *config;
+    long print, batch_rows, threads, resnapshot, force, limit, max_text_bytes, repair, show, sink_writers,
         index_memory, wal_warn_mb;
     double batch_ms, ready_lag_s;
     cv_cli_http hl;
@@ -23,6 +25,11 @@ typedef struct {
 
 #define F(x) offsetof(sync_conf, x)
 static const cv_conf_prop PROPS[] = {
+    {"config", "CDCVEC_CONFIG", CV_CONF_STR, "", 0, 0, F(config),
+     "pipeline file (YAML: source, defaults, tables; see 'The pipeline file' below); the command line may "
+     "then set only what the file leaves to defaults"},
+    {"print", NULL, CV_CONF_INT, "0", 0, 1, F(print),
+     "1 (or --print alone): print the resolved pipeline as YAML (no password) and exit without connecting"},
     {"source", "CDCVEC_SOURCE", CV_CONF_STR, "", 0, 0, F(source),
      "source database: libpq connection string or postgres:// URI (required; a password belongs in "
      "PGPASSWORD "
@@ -106,10 +113,104 @@ static const cv_conf_prop PROPS[] = {
 
 static volatile sig_atomic_t stop_flag;
 
+/* Where each option may stand in the pipeline file (pipeline.h): the table's own, the process's,
+ * or only the command line. */
+static unsigned char scope_of(const char *name) {
+    static const char *const table[] = {"table",        "text-column", "template",   "sink",
+                                        "namespace",    "point-ids",   "batch-rows", "sink-writers",
+                                        "index-memory", "batch-ms",    "on-error",   NULL};
+    static const char *const cli[] = {"config", "print",  "resnapshot", "force", "after",
+                                      "limit",  "repair", "key",        "show",  NULL};
+    if (!strcmp(name, "source")) return CV_PIPE_SOURCE;
+    for (int i = 0; table[i]; i++)
+        if (!strcmp(name, table[i])) return CV_PIPE_TABLE;
+    for (int i = 0; cli[i]; i++)
+        if (!strcmp(name, cli[i])) return CV_PIPE_CLI;
+    return CV_PIPE_PROCESS;
+}
+
+/* --config: the file's one table into c (0), or -1 / 1 (printed) after refusing. The options
+ * that name the table or its store come from the file only. */
+static int from_file(const char *which, const cv_conf_prop *props, int n, int argc, char **argv, sync_conf *c,
+                     cv_pipeline *pl) {
+    unsigned char scope[NPROPS], expl[NPROPS];
+    for (int i = 0; i < n; i++)
+        scope[i] = scope_of(props[i].name);
+    cv_pipeline_explicit(props, n, argc, argv, expl);
+    int bad = 0;
+    for (int i = 0; i < n; i++) {
+        static const char *const named[] = {"source",   "table", "text-column",
+                                            "template", "sink",  "namespace"};
+        for (int k = 0; k < 6; k++)
+            if (expl[i] && !strcmp(props[i].name, named[k])) {
+                char key[64];
+                fprintf(
+                    stderr,
+                    "cdcvec %s: --%s%s%s and --config %s: the file names the source, the tables and their "
+                    "stores; fix: write %s: in the file and drop --%s%s%s\n",
+                    which, props[i].name, props[i].env ? " (or " : "", props[i].env ? props[i].env : "",
+                    c->config, cv_pipeline_key(props[i].name, key, sizeof key), props[i].name,
+                    props[i].env ? ", unset " : "", props[i].env ? props[i].env : "");
+                bad = 1;
+            }
+    }
+    if (bad || cv_pipeline_load(which, c->config, props, scope, n, pl) ||
+        cv_pipeline_resolve(pl, props, scope, n, expl, c, sizeof *c))
+        return -1;
+    if (c->print) {
+        cv_pipeline_print(stdout, pl, props, scope, n);
+        return 1;
+    }
+    if (pl->ntables > 1) {
+        cv_buf b = {0};
+        for (int j = 0; j < pl->ntables; j++)
+            cv_buf_printf(&b, "%s%s (line %d)", j ? ", " : "", pl->tables[j].table, pl->tables[j].line);
+        cv_error(
+            "event=pipeline_refused file=%s tables=%d error=\"this build runs one table per process; the "
+            "file lists %s\" fix=\"one file (or one cdcvec %s) per table until the multi-table runtime "
+            "(issue 23 item 2) lands\"",
+            pl->file, pl->ntables, b.p, which);
+        cv_buf_free(&b);
+        return -1;
+    }
+    const cv_pipe_table *t = &pl->tables[0];
+    if (t->where || t->columns || t->chunk_max_tokens) {
+        cv_error("event=pipeline_refused file=%s line=%d table=%s error=\"this build does not run %s yet\" "
+                 "fix=\"remove the key (and filter with a view or a generated column meanwhile)\"",
+                 pl->file,
+                 t->where     ? t->where_line
+                 : t->columns ? t->columns_line
+                              : t->chunk_line,
+                 t->table,
+                 t->where     ? "publication row filters (where:)"
+                 : t->columns ? "column lists (columns:)"
+                              : "chunking (chunk:)");
+        return -1;
+    }
+    *c = *(const sync_conf *)t->conf;
+    c->source = pl->source;
+    const char *e = NULL;
+    char *pw = getenv("PGPASSWORD") ? NULL : cv_conf_secret("PGPASSWORD", &e);
+    if (e) {
+        fprintf(stderr, "cdcvec %s: PGPASSWORD_FILE=%s: %s; fix: name a readable file\n", which,
+                getenv("PGPASSWORD_FILE"), e);
+        return -1;
+    }
+    if (pw) setenv("PGPASSWORD", pw, 1), free(pw);
+    return 0;
+}
+
 int cv_cmd_sync(int argc, char **argv, const char *which) {
     if (argc > 1 && strcmp(argv[1], "--config-markdown") == 0) {
         cv_conf_markdown(stdout, PROPS, NPROPS);
         cv_cli_api_key_markdown(stdout);
+        return 0;
+    }
+    if (argc > 1 && strcmp(argv[1], "--pipeline-markdown") == 0) {
+        unsigned char scope[NPROPS];
+        for (int i = 0; i < NPROPS; i++)
+            scope[i] = scope_of(PROPS[i].name);
+        cv_pipeline_markdown(stdout, PROPS, scope, NPROPS);
         return 0;
     }
     const char *query = NULL;
@@ -177,14 +278,33 @@ int cv_cmd_sync(int argc, char **argv, const char *which) {
             ? "\n\nKeeps a pgvector index in step with a PostgreSQL table until SIGTERM.\nThe HTTP API key "
               "(--http) is read from CDCVEC_API_KEY or the file named by CDCVEC_API_KEY_FILE."
             : "");
+    for (int i = 1; i < argc; i++) /* --print alone */
+        if (!strcmp(argv[i], "--print")) argv[i] = "--print=1";
     int rc = cv_conf_parse(props, nprops, &c, argc, argv, usage);
     if (rc) return rc == 1 ? 0 : 2;
+    cv_pipeline pl = {0};
+    if (*c.config) {
+        rc = from_file(which, props, nprops, argc, argv, &c, &pl);
+        if (rc) {
+            cv_pipeline_free(&pl);
+            return rc == 1 ? 0 : 2;
+        }
+    }
     if (!*c.source) {
         fprintf(stderr, "cdcvec %s: --source (or CDCVEC_SOURCE) is required, e.g. postgres://user@host/db\n",
                 which);
         return 2;
     }
     if (cv_cli_check_pg(which, "source", c.source) || cv_cli_check_sink(which, c.sink)) return 2;
+    if (c.print) { /* today's flags: a pipeline of one table */
+        unsigned char scope[NPROPS];
+        for (int i = 0; i < nprops; i++)
+            scope[i] = scope_of(props[i].name);
+        if (!cv_pipeline_from_flags(&pl, c.source, c.table, &c, sizeof c))
+            cv_pipeline_print(stdout, &pl, props, scope, nprops);
+        cv_pipeline_free(&pl);
+        return 0;
+    }
     cv_sync_opts o = {.source = c.source,
                       .table = c.table,
                       .text_column = c.text_column,
@@ -227,5 +347,6 @@ int cv_cmd_sync(int argc, char **argv, const char *which) {
     if (strcmp(which, "verify") == 0) return cv_verify_run(&o, (int)c.repair, c.show, &stop_flag);
     rc = cv_sync_run(&o, &stop_flag);
     free(key);
+    cv_pipeline_free(&pl);
     return rc;
 }
