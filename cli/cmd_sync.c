@@ -144,13 +144,14 @@ static int from_file(const char *which, const cv_conf_prop *props, int n, int ar
         for (int k = 0; k < 6; k++)
             if (expl[i] && !strcmp(props[i].name, named[k])) {
                 char key[64];
+                const char *env = props[i].env && getenv(props[i].env) ? props[i].env : NULL;
                 fprintf(
                     stderr,
-                    "cdcvec %s: --%s%s%s and --config %s: the file names the source, the tables and their "
-                    "stores; fix: write %s: in the file and drop --%s%s%s\n",
-                    which, props[i].name, props[i].env ? " (or " : "", props[i].env ? props[i].env : "",
-                    c->config, cv_pipeline_key(props[i].name, key, sizeof key), props[i].name,
-                    props[i].env ? ", unset " : "", props[i].env ? props[i].env : "");
+                    "cdcvec %s: %s%s set together with --config %s: the file names the source, the tables "
+                    "and their stores; fix: write %s: in the file and %s%s\n",
+                    which, env ? env : "--", env ? "" : props[i].name, c->config,
+                    cv_pipeline_key(props[i].name, key, sizeof key), env ? "unset " : "drop --",
+                    env ? env : props[i].name);
                 bad = 1;
             }
     }
