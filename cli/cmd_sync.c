@@ -280,7 +280,9 @@ int cv_cmd_sync(int argc, char **argv, const char *which) {
               "(--http) is read from CDCVEC_API_KEY or the file named by CDCVEC_API_KEY_FILE."
             : "");
     for (int i = 1; i < argc; i++) /* --print alone */
-        if (!strcmp(argv[i], "--print")) argv[i] = "--print=1";
+        if (!strcmp(argv[i], "--print") &&
+            (i + 1 == argc || (strcmp(argv[i + 1], "0") && strcmp(argv[i + 1], "1"))))
+            argv[i] = "--print=1";
     int rc = cv_conf_parse(props, nprops, &c, argc, argv, usage);
     if (rc) return rc == 1 ? 0 : 2;
     cv_pipeline pl = {0};
