@@ -134,8 +134,14 @@ static unsigned char scope_of(const char *name) {
 static int from_file(const char *which, const cv_conf_prop *props, int n, int argc, char **argv, sync_conf *c,
                      cv_pipeline *pl) {
     unsigned char scope[NPROPS], expl[NPROPS];
-    for (int i = 0; i < n; i++)
+    const char *choices[NPROPS];
+    for (int i = 0; i < n; i++) {
         scope[i] = scope_of(props[i].name);
+        choices[i] = !strcmp(props[i].name, "on-error")    ? "dead-letter|stop"
+                     : !strcmp(props[i].name, "point-ids") ? "auto|uuid"
+                     : !strcmp(props[i].name, "device")    ? "auto|cpu|cuda"
+                                                           : NULL;
+    }
     cv_pipeline_explicit(props, n, argc, argv, expl);
     int bad = 0;
     for (int i = 0; i < n; i++) {
@@ -155,7 +161,7 @@ static int from_file(const char *which, const cv_conf_prop *props, int n, int ar
                 bad = 1;
             }
     }
-    if (bad || cv_pipeline_load(which, c->config, props, scope, n, pl) ||
+    if (bad || cv_pipeline_load(which, c->config, props, scope, choices, n, pl) ||
         cv_pipeline_resolve(pl, props, scope, n, expl, c, sizeof *c))
         return -1;
     if (c->print) {

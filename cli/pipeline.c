@@ -20,6 +20,7 @@ typedef struct {
     const char *cmd, *path;
     const cv_conf_prop *props;
     const unsigned char *scope;
+    const char *const *choices;
     int n, errors;
     yaml_document_t *doc;
     cv_pipeline *pl;
@@ -283,6 +284,17 @@ static void reserved(loader *L, cv_pipe_table *t, const yaml_node_t *v, const ch
     }
 }
 
+static int one_of(const char *alts, const char *s) {
+    size_t n = strlen(s);
+    for (const char *a = alts; a;) {
+        const char *bar = strchr(a, '|');
+        size_t l = bar ? (size_t)(bar - a) : strlen(a);
+        if (l == n && !strncmp(a, s, n)) return 1;
+        a = bar ? bar + 1 : NULL;
+    }
+    return 0;
+}
+
 /* A mapping of keys (defaults: where 1, a table: where 2) into vals / t. */
 static void keys(loader *L, const yaml_node_t *m, const char *base, int where, cv_pipe_val **vals, int *nvals,
                  cv_pipe_table *t) {
@@ -321,6 +333,14 @@ static void keys(loader *L, const yaml_node_t *m, const char *base, int where, c
         if (scalar(L, v, path)) continue;
         const char *s = (const char *)v->data.scalar.value;
         if (L->props[i].type != CV_CONF_STR && check_number(L, v, path, &L->props[i], s)) continue;
+        if (L->choices && L->choices[i] && !one_of(L->choices[i], s)) {
+            cv_buf alts = {0};
+            for (const char *c = L->choices[i]; *c; c++)
+                cv_buf_put(&alts, *c == '|' ? ", " : c, *c == '|' ? 2 : 1);
+            err(L, v, path, "expected one of %s, got '%s'; fix: write one of them", alts.p, s);
+            cv_buf_free(&alts);
+            continue;
+        }
         if (!strcmp(key, "store")) {
             if (check_conninfo(L, v, path, s, 1)) continue;
             if (!strcmp(s, "pgvector")) s = "";
@@ -463,7 +483,7 @@ static void top(loader *L, const yaml_node_t *root) {
 }
 
 int cv_pipeline_load(const char *cmd, const char *path, const cv_conf_prop *props, const unsigned char *scope,
-                     int n, cv_pipeline *pl) {
+                     const char *const *choices, int n, cv_pipeline *pl) {
     memset(pl, 0, sizeof *pl);
     pl->file = strdup(path);
     FILE *f = fopen(path, "rb");
@@ -476,7 +496,7 @@ int cv_pipeline_load(const char *cmd, const char *path, const cv_conf_prop *prop
     yaml_document_t doc;
     yaml_parser_initialize(&parser);
     yaml_parser_set_input_file(&parser, f);
-    loader L = {cmd, path, props, scope, n, 0, &doc, pl};
+    loader L = {cmd, path, props, scope, choices, n, 0, &doc, pl};
     if (!yaml_parser_load(&parser, &doc)) {
         yaml_mark_t m = parser.problem_mark;
         fprintf(stderr,

@@ -50,11 +50,12 @@ typedef struct cv_pipeline {
 /* The file key of a property name (text-column -> text, sink -> store, '-' -> '_'), in buf. */
 const char *cv_pipeline_key(const char *prop, char *buf, size_t n);
 
-/* Reads and checks path against props (scope[i]: CV_PIPE_* of props[i]). Every problem is
+/* Reads and checks path against props (scope[i]: CV_PIPE_* of props[i]; choices[i]: NULL or the
+ * accepted values of a string, '|'-separated, e.g. "auto|cpu|cuda"). Every problem is
  * printed as "cdcvec CMD: FILE:LINE:COL: KEY: what; fix: ..." on stderr; returns 0, or -1 when
  * there was any (nothing else was done). */
 int cv_pipeline_load(const char *cmd, const char *path, const cv_conf_prop *props, const unsigned char *scope,
-                     int n, cv_pipeline *pl);
+                     const char *const *choices, int n, cv_pipeline *pl);
 
 /* The properties set on the command line or in the environment (explicit[i] = 1). */
 void cv_pipeline_explicit(const cv_conf_prop *props, int n, int argc, char **argv, unsigned char *explicit_);
