@@ -129,6 +129,44 @@ static unsigned char scope_of(const char *name) {
     return CV_PIPE_PROCESS;
 }
 
+/* The options of one table for the runtime; the values that are names checked (-1 after saying
+ * which is wrong). */
+static int conf_opts(const char *which, const sync_conf *c, cv_sync_opts *o) {
+    *o = (cv_sync_opts){.source = c->source,
+                        .table = c->table,
+                        .text_column = c->text_column,
+                        .template_ = c->template_,
+                        .sink = c->sink,
+                        .ns = c->ns,
+                        .embed = c->embed,
+                        .slot = c->slot,
+                        .publication = c->publication,
+                        .batch_rows = c->batch_rows,
+                        .batch_ms = c->batch_ms,
+                        .wal_warn_mb = c->wal_warn_mb,
+                        .ready_lag_s = c->ready_lag_s,
+                        .http = c->http,
+                        .model_dir = c->model,
+                        .threads = (int)c->threads,
+                        .resnapshot = (int)c->resnapshot,
+                        .force = (int)c->force,
+                        .after = c->after,
+                        .max_text_bytes = c->max_text_bytes,
+                        .sink_writers = (int)c->sink_writers,
+                        .index_memory_mb = (int)c->index_memory};
+    cv_cli_http_opts(&c->hl, &o->http_opts);
+    if (cv_cli_parse_device(c->device, &o->device)) return -1;
+    if (cv_cli_point_ids(which, c->point_ids, &o->uuid_ids)) return -1;
+    if (strcmp(c->on_error, "stop") == 0)
+        o->on_error_stop = 1;
+    else if (strcmp(c->on_error, "dead-letter") != 0) {
+        fprintf(stderr, "cdcvec %s: --on-error: expected dead-letter or stop, got '%s'\n", which,
+                c->on_error);
+        return -1;
+    }
+    return 0;
+}
+
 /* --config: the file's one table into c (0), or -1 / 1 (printed) after refusing. The options
  * that name the table or its store come from the file only. */
 static int from_file(const char *which, const cv_conf_prop *props, int n, int argc, char **argv, sync_conf *c,
@@ -164,6 +202,13 @@ static int from_file(const char *which, const cv_conf_prop *props, int n, int ar
     if (bad || cv_pipeline_load(which, c->config, props, scope, choices, n, pl) ||
         cv_pipeline_resolve(pl, props, scope, n, expl, c, sizeof *c))
         return -1;
+    for (int j = 0; j < pl->ntables; j++) {
+        char w[512];
+        snprintf(w, sizeof w, "%s: %s:%d: tables[%d] (%s)", which, pl->file, pl->tables[j].line, j,
+                 pl->tables[j].table);
+        if (conf_opts(w, pl->tables[j].conf, &pl->tables[j].opts)) return -1;
+        pl->tables[j].opts.source = pl->source;
+    }
     if (c->print) {
         cv_pipeline_print(stdout, pl, props, scope, n);
         return 1;
@@ -314,37 +359,8 @@ int cv_cmd_sync(int argc, char **argv, const char *which) {
         cv_pipeline_free(&pl);
         return 0;
     }
-    cv_sync_opts o = {.source = c.source,
-                      .table = c.table,
-                      .text_column = c.text_column,
-                      .template_ = c.template_,
-                      .sink = c.sink,
-                      .ns = c.ns,
-                      .embed = c.embed,
-                      .slot = c.slot,
-                      .publication = c.publication,
-                      .batch_rows = c.batch_rows,
-                      .batch_ms = c.batch_ms,
-                      .wal_warn_mb = c.wal_warn_mb,
-                      .ready_lag_s = c.ready_lag_s,
-                      .http = c.http,
-                      .model_dir = c.model,
-                      .threads = (int)c.threads,
-                      .resnapshot = (int)c.resnapshot,
-                      .force = (int)c.force,
-                      .after = c.after,
-                      .max_text_bytes = c.max_text_bytes,
-                      .sink_writers = (int)c.sink_writers,
-                      .index_memory_mb = (int)c.index_memory};
-    cv_cli_http_opts(&c.hl, &o.http_opts);
-    if (cv_cli_parse_device(c.device, &o.device)) return 2;
-    if (cv_cli_point_ids(which, c.point_ids, &o.uuid_ids)) return 2;
-    if (strcmp(c.on_error, "stop") == 0)
-        o.on_error_stop = 1;
-    else if (strcmp(c.on_error, "dead-letter") != 0) {
-        fprintf(stderr, "cdcvec %s: --on-error: expected dead-letter or stop, got '%s'\n", which, c.on_error);
-        return 2;
-    }
+    cv_sync_opts o;
+    if (conf_opts(which, &c, &o)) return 2;
     o.search = query != NULL;
     char *key = NULL;
     if (strcmp(which, "sync") == 0 && cv_cli_api_key(which, &key)) return 2;

@@ -337,7 +337,7 @@ static void keys(loader *L, const yaml_node_t *m, const char *base, int where, c
             cv_buf alts = {0};
             for (const char *c = L->choices[i]; *c; c++)
                 cv_buf_put(&alts, *c == '|' ? ", " : c, *c == '|' ? 2 : 1);
-            err(L, v, path, "expected one of %s, got '%s'; fix: write one of them", alts.p, s);
+            err(L, v, path, "'%s' is not accepted; fix: write one of %s", s, alts.p);
             cv_buf_free(&alts);
             continue;
         }

@@ -9,6 +9,7 @@
 #include <stdio.h>
 
 #include "../common/cv_conf.h"
+#include "../ingest/ingest.h"
 
 /* Where a property may be written in the file. */
 enum {
@@ -34,7 +35,8 @@ typedef struct cv_pipe_table {
     int where_line, columns_line, chunk_line;
     cv_pipe_val *vals; /* the entry's keys that are properties */
     int nvals;
-    void *conf; /* resolved: the command's option struct (cv_pipeline_resolve), owned */
+    void *conf;        /* resolved: the command's option struct (cv_pipeline_resolve), owned */
+    cv_sync_opts opts; /* resolved: what the runtime takes (cmd_sync.c; strings borrowed from conf) */
 } cv_pipe_table;
 
 typedef struct cv_pipeline {

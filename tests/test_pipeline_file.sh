@@ -42,7 +42,7 @@ bad unknown 4 'tables\[0\].txt' "did you mean 'text'" "${S}tables:\n  - table: b
 bad dashed 5 'tables\[0\].batch-rows' "did you mean 'batch_rows'" "${S}tables:\n  - table: books\n    text: description\n    batch-rows: 5\n"
 bad unknown_top 1 'sourse' "did you mean 'source'" "sourse: x\ntables:\n  - table: books\n    text: description\n"
 bad wrong_type 5 'tables\[0\].batch_rows' 'write a number' "${S}tables:\n  - table: books\n    text: description\n    batch_rows: lots\n"
-bad not_a_choice 5 'tables\[0\].on_error' 'one of dead-letter, stop' "${S}tables:\n  - table: books\n    text: description\n    on_error: skip\n"
+bad not_a_choice 5 'tables\[0\].on_error' 'write one of dead-letter, stop' "${S}tables:\n  - table: books\n    text: description\n    on_error: skip\n"
 bad not_a_list 3 'tables' 'tables: \[{table' "${S}tables:\n  table: books\n"
 bad list_for_text 4 'tables\[0\].text' 'write' "${S}tables:\n  - table: books\n    text: [a, b]\n"
 bad no_source 1 'source' 'add source:' "tables:\n  - table: books\n    text: description\n"
