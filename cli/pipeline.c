@@ -222,7 +222,7 @@ static int scalar(loader *L, const yaml_node_t *v, const char *path) {
         return -1;
     }
     if (is_null(v)) {
-        err(L, v, path, "has no value; fix: give it one or remove the key");
+        err(L, v, path, "has no value; fix: write one after the colon");
         return -1;
     }
     return 0;
@@ -513,6 +513,22 @@ int cv_pipeline_load(const char *cmd, const char *path, const cv_conf_prop *prop
             L.errors++;
     else
         top(&L, root);
+    yaml_document_t more; /* a second document is an error, not ignored */
+    if (root && !yaml_parser_load(&parser, &more)) {
+        fprintf(stderr, "cdcvec %s: %s:%zu:%zu: YAML syntax error: %s; fix: correct the YAML at that place\n",
+                cmd, path, parser.problem_mark.line + 1, parser.problem_mark.column + 1,
+                parser.problem ? parser.problem : "unreadable");
+        L.errors++;
+    } else if (root) {
+        yaml_node_t *r2 = yaml_document_get_root_node(&more);
+        if (r2)
+            fprintf(
+                stderr,
+                "cdcvec %s: %s:%zu: a second YAML document; fix: one pipeline per file (remove the ---)\n",
+                cmd, path, r2->start_mark.line + 1),
+                L.errors++;
+        yaml_document_delete(&more);
+    }
     yaml_document_delete(&doc);
     yaml_parser_delete(&parser);
     fclose(f);

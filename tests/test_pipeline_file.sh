@@ -52,6 +52,7 @@ bad two_entries 5 'tables\[1\]' 'one entry per table' "${S}tables:\n  - table: b
 bad key_twice 5 'tables\[0\].text' 'keep one' "${S}tables:\n  - table: books\n    text: description\n    text: name\n"
 bad text_and_template 3 'tables\[0\]' 'keep one' "${S}tables:\n  - table: books\n    text: description\n    template: \"{name}\"\n"
 bad yaml_syntax 4 'YAML syntax error' 'correct the YAML' "${S}tables:\n  - table: books\n   text: description\n"
+bad second_document 6 'a second YAML document' 'one pipeline per file' "${S}tables:\n  - table: books\n    text: description\n---\nfoo: 1\n"
 bad password 1 'source' 'PGPASSWORD' "source: postgresql://u:secret@127.0.0.1/db\ntables:\n  - table: books\n    text: description\n"
 bad process_key_in_table 5 'tables\[0\].model' 'under defaults' "${S}tables:\n  - table: books\n    text: description\n    model: /m\n"
 bad run_option 3 'defaults.resnapshot' 'command line' "${S}defaults:\n  resnapshot: 1\ntables:\n  - table: books\n    text: description\n"
