@@ -521,12 +521,13 @@ int cv_pipeline_load(const char *cmd, const char *path, const cv_conf_prop *prop
         L.errors++;
     } else if (root) {
         yaml_node_t *r2 = yaml_document_get_root_node(&more);
-        if (r2)
-            fprintf(
-                stderr,
-                "cdcvec %s: %s:%zu: a second YAML document; fix: one pipeline per file (remove the ---)\n",
-                cmd, path, r2->start_mark.line + 1),
-                L.errors++;
+        if (r2) {
+            fprintf(stderr,
+                    "cdcvec %s: %s:%zu:%zu: a second YAML document; fix: one pipeline per file (remove the "
+                    "---)\n",
+                    cmd, path, r2->start_mark.line + 1, r2->start_mark.column + 1);
+            L.errors++;
+        }
         yaml_document_delete(&more);
     }
     yaml_document_delete(&doc);
