@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../common/cv_buf.h"
 #include "../common/cv_conf.h"
 #include "../common/cv_log.h"
 #include "../ingest/ingest.h"
@@ -167,11 +166,10 @@ static int conf_opts(const char *which, const sync_conf *c, cv_sync_opts *o) {
     return 0;
 }
 
-/* --config: the file's one table into c (0), or -1 / 1 (printed) after refusing. The options
- * that name the table or its store come from the file only. */
+/* --config: the file's one table into c (0), or -1 / 1 (printed) after refusing. */
 static int from_file(const char *which, const cv_conf_prop *props, int n, int argc, char **argv, sync_conf *c,
                      cv_pipeline *pl) {
-    unsigned char scope[NPROPS], expl[NPROPS];
+    unsigned char scope[NPROPS];
     const char *choices[NPROPS];
     for (int i = 0; i < n; i++) {
         scope[i] = scope_of(props[i].name);
@@ -180,28 +178,7 @@ static int from_file(const char *which, const cv_conf_prop *props, int n, int ar
                      : !strcmp(props[i].name, "device")    ? "auto|cpu|cuda"
                                                            : NULL;
     }
-    cv_pipeline_explicit(props, n, argc, argv, expl);
-    int bad = 0;
-    for (int i = 0; i < n; i++) {
-        static const char *const named[] = {"source",   "table", "text-column",
-                                            "template", "sink",  "namespace"};
-        for (int k = 0; k < 6; k++)
-            if (expl[i] && !strcmp(props[i].name, named[k])) {
-                char key[64];
-                const char *env = props[i].env && getenv(props[i].env) ? props[i].env : NULL;
-                fprintf(
-                    stderr,
-                    "cdcvec %s: %s%s set together with --config %s: the file names the source, the tables "
-                    "and their stores; fix: write %s: in the file and %s%s\n",
-                    which, env ? env : "--", env ? "" : props[i].name, c->config,
-                    cv_pipeline_key(props[i].name, key, sizeof key), env ? "unset " : "drop --",
-                    env ? env : props[i].name);
-                bad = 1;
-            }
-    }
-    if (bad || cv_pipeline_load(which, c->config, props, scope, choices, n, pl) ||
-        cv_pipeline_resolve(pl, props, scope, n, expl, c, sizeof *c))
-        return -1;
+    if (cv_pipeline_open(which, c->config, props, scope, choices, n, argc, argv, c, sizeof *c, pl)) return -1;
     for (int j = 0; j < pl->ntables; j++) {
         char w[512];
         snprintf(w, sizeof w, "%s: %s:%d: tables[%d] (%s)", which, pl->file, pl->tables[j].line, j,
@@ -213,42 +190,9 @@ static int from_file(const char *which, const cv_conf_prop *props, int n, int ar
         cv_pipeline_print(stdout, pl, props, scope, n);
         return 1;
     }
-    if (pl->ntables > 1) {
-        cv_buf b = {0};
-        for (int j = 0; j < pl->ntables; j++)
-            cv_buf_printf(&b, "%s%s (line %d)", j ? ", " : "", pl->tables[j].table, pl->tables[j].line);
-        cv_error(
-            "event=pipeline_refused file=%s tables=%d error=\"this build runs one table per process; the "
-            "file lists %s\" fix=\"one file (or one cdcvec %s) per table until the multi-table runtime "
-            "(issue 23 item 2) lands\"",
-            pl->file, pl->ntables, b.p, which);
-        cv_buf_free(&b);
-        return -1;
-    }
-    const cv_pipe_table *t = &pl->tables[0];
-    if (t->where || t->columns || t->chunk_max_tokens) {
-        cv_error("event=pipeline_refused file=%s line=%d table=%s error=\"this build does not run %s yet\" "
-                 "fix=\"remove the key (and filter with a view or a generated column meanwhile)\"",
-                 pl->file,
-                 t->where     ? t->where_line
-                 : t->columns ? t->columns_line
-                              : t->chunk_line,
-                 t->table,
-                 t->where     ? "publication row filters (where:)"
-                 : t->columns ? "column lists (columns:)"
-                              : "chunking (chunk:)");
-        return -1;
-    }
-    *c = *(const sync_conf *)t->conf;
+    if (cv_pipeline_runnable(which, pl)) return -1;
+    *c = *(const sync_conf *)pl->tables[0].conf;
     c->source = pl->source;
-    const char *e = NULL;
-    char *pw = getenv("PGPASSWORD") ? NULL : cv_conf_secret("PGPASSWORD", &e);
-    if (e) {
-        fprintf(stderr, "cdcvec %s: PGPASSWORD_FILE=%s: %s; fix: name a readable file\n", which,
-                getenv("PGPASSWORD_FILE"), e);
-        return -1;
-    }
-    if (pw) setenv("PGPASSWORD", pw, 1), free(pw);
     return 0;
 }
 

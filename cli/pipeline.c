@@ -11,6 +11,7 @@
 #include <yaml.h>
 
 #include "../common/cv_buf.h"
+#include "../common/cv_log.h"
 
 /* keys of the file that are not (yet) options of the command: where, columns, chunk */
 static const char *const RESERVED[] = {"where", "columns", "chunk"};
@@ -546,6 +547,76 @@ void cv_pipeline_explicit(const cv_conf_prop *props, int n, int argc, char **arg
                 (argv[a][2 + l] == 0 || argv[a][2 + l] == '='))
                 explicit_[i] = 1;
     }
+}
+
+int cv_pipeline_open(const char *cmd, const char *path, const cv_conf_prop *props, const unsigned char *scope,
+                     const char *const *choices, int n, int argc, char **argv, const void *base, size_t size,
+                     cv_pipeline *pl) {
+    static const char *const named[] = {"source", "table", "text-column", "template", "sink", "namespace"};
+    unsigned char *expl = calloc((size_t)n, 1);
+    int bad = 0;
+    memset(pl, 0, sizeof *pl);
+    if (!expl) return -1;
+    cv_pipeline_explicit(props, n, argc, argv, expl);
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < 6; k++)
+            if (expl[i] && !strcmp(props[i].name, named[k])) {
+                char key[64];
+                const char *env = props[i].env && getenv(props[i].env) ? props[i].env : NULL;
+                fprintf(
+                    stderr,
+                    "cdcvec %s: %s%s set together with --config %s: the file names the source, the tables "
+                    "and their stores; fix: write %s: in the file and %s%s\n",
+                    cmd, env ? env : "--", env ? "" : props[i].name, path,
+                    cv_pipeline_key(props[i].name, key, sizeof key), env ? "unset " : "drop --",
+                    env ? env : props[i].name);
+                bad = 1;
+            }
+    if (bad || cv_pipeline_load(cmd, path, props, scope, choices, n, pl) ||
+        cv_pipeline_resolve(pl, props, scope, n, expl, base, size)) {
+        free(expl);
+        return -1;
+    }
+    free(expl);
+    const char *e = NULL; /* the password: PGPASSWORD, else the file PGPASSWORD_FILE names */
+    char *pw = getenv("PGPASSWORD") ? NULL : cv_conf_secret("PGPASSWORD", &e);
+    if (e) {
+        fprintf(stderr, "cdcvec %s: PGPASSWORD_FILE=%s: %s; fix: name a readable file\n", cmd,
+                getenv("PGPASSWORD_FILE"), e);
+        return -1;
+    }
+    if (pw) setenv("PGPASSWORD", pw, 1), free(pw);
+    return 0;
+}
+
+int cv_pipeline_runnable(const char *cmd, const cv_pipeline *pl) {
+    if (pl->ntables > 1) {
+        cv_buf b = {0};
+        for (int j = 0; j < pl->ntables; j++)
+            cv_buf_printf(&b, "%s%s (line %d)", j ? ", " : "", pl->tables[j].table, pl->tables[j].line);
+        cv_error(
+            "event=pipeline_refused file=%s tables=%d error=\"this build runs one table per process; the "
+            "file lists %s\" fix=\"one file (or one cdcvec %s) per table until the multi-table runtime "
+            "(issue 23 item 2) lands\"",
+            pl->file, pl->ntables, b.p, cmd);
+        cv_buf_free(&b);
+        return -1;
+    }
+    const cv_pipe_table *t = &pl->tables[0];
+    if (t->where || t->columns || t->chunk_max_tokens) {
+        cv_error("event=pipeline_refused file=%s line=%d table=%s error=\"this build does not run %s yet\" "
+                 "fix=\"remove the key (and filter with a view or a generated column meanwhile)\"",
+                 pl->file,
+                 t->where     ? t->where_line
+                 : t->columns ? t->columns_line
+                              : t->chunk_line,
+                 t->table,
+                 t->where     ? "publication row filters (where:)"
+                 : t->columns ? "column lists (columns:)"
+                              : "chunking (chunk:)");
+        return -1;
+    }
+    return 0;
 }
 
 static int apply(const cv_pipe_val *v, const cv_conf_prop *props, const char *file, void *conf) {

@@ -68,6 +68,17 @@ void cv_pipeline_explicit(const cv_conf_prop *props, int n, int argc, char **arg
 int cv_pipeline_resolve(cv_pipeline *pl, const cv_conf_prop *props, const unsigned char *scope, int n,
                         const unsigned char *explicit_, const void *base, size_t size);
 
+/* --config FILE: refuses the options that name the source, a table or a store on the command
+ * line or in the environment (the file names them), loads and resolves (above), and takes the
+ * password from PGPASSWORD_FILE when PGPASSWORD is unset. 0, or -1 after printing. */
+int cv_pipeline_open(const char *cmd, const char *path, const cv_conf_prop *props, const unsigned char *scope,
+                     const char *const *choices, int n, int argc, char **argv, const void *base, size_t size,
+                     cv_pipeline *pl);
+
+/* 0 when this build runs pl: one table, without where:, columns: or chunk: (not run yet);
+ * else -1 after logging event=pipeline_refused with the limitation. */
+int cv_pipeline_runnable(const char *cmd, const cv_pipeline *pl);
+
 /* A pipeline of one table from today's flags: conf is a copy of base. */
 int cv_pipeline_from_flags(cv_pipeline *pl, const char *source, const char *table, const void *base,
                            size_t size);
