@@ -64,6 +64,8 @@ check "a table-naming flag beside --config is refused, naming it and the fix" \
   '[ $rc = 2 ] && grep -q -- "--table set together with --config .*fix: write table: in the file and drop --table" "$work/err"'
 CDCVEC_SINK=qdrant://h:1/c "$bin" sync --config "$work/one.yaml" >/dev/null 2>"$work/err"; rc=$?
 check "... and so is its environment variable" '[ $rc = 2 ] && grep -q "CDCVEC_SINK set together with --config.*unset CDCVEC_SINK" "$work/err"'
+PGPASSWORD_FILE=$work/no-such-file "$bin" sync --config "$work/one.yaml" >/dev/null 2>"$work/err"; rc=$?
+check "an unreadable PGPASSWORD_FILE is refused, naming it" '[ $rc = 2 ] && grep -q "PGPASSWORD_FILE=$work/no-such-file: No such file.*fix:" "$work/err"'
 check "nothing was created in the database by the refused files" \
   '[ "$(q "SELECT (SELECT count(*) FROM pg_replication_slots) + (SELECT count(*) FROM pg_publication) + (SELECT count(*) FROM pg_namespace WHERE nspname = '"'cdcvec'"')")" = 0 ]'
 
