@@ -127,6 +127,10 @@ check "chunking off on a chunked store table: refused with the fix, the sync sto
 check "--chunk-max-tokens 8: exit 2 with a message" '[ $rc -eq 2 ] && grep -q "max_tokens" "$work/bad.log"'
 "$bin" sync --source "$DB" --table public.docs --chunk-max-tokens 256 --embed tcp://127.0.0.1:1 >/dev/null 2>"$work/bad.log"; rc=$?
 check "--chunk-max-tokens with --embed: exit 2 with the fix" '[ $rc -eq 2 ] && grep -q "drop --embed" "$work/bad.log"'
+printf 'source: %s\ntables:\n  - table: public.docs\n    text: body\n    chunk: {max_tokens: 10, overlap: 2}\n' "$DB" >"$work/p.yaml"
+"$bin" sync --config "$work/p.yaml" >/dev/null 2>"$work/bad.log"; rc=$?
+check "the pipeline file's chunk: reaches the same options (max_tokens 10: exit 2 with the message)" \
+  '[ $rc -eq 2 ] && grep -q "tables\[0\].*chunk max_tokens 10" "$work/bad.log"'
 
 [ $fail -ne 0 ] && { echo "--- sync log (tail)"; tail -40 "$work/sync.log"; }
 exit $fail
