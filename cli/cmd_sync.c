@@ -144,6 +144,26 @@ static unsigned char scope_of(const char *name) {
 
 /* The options of one table for the runtime; the values that are names checked (-1 after saying
  * which is wrong). */
+/* What chunking needs of the run (not of --print): the model's tokenizer here, a pgvector store. */
+static int chunk_runnable(const char *which, const sync_conf *c) {
+    if (c->chunk_max_tokens <= 0) return 0;
+    if (*c->embed) {
+        fprintf(stderr,
+                "cdcvec %s: --chunk-max-tokens counts the model's own tokens: run the model in this "
+                "process (drop --embed)\n",
+                which);
+        return -1;
+    }
+    if (strcmp(cv_sink_kind(c->sink), "pgvector") != 0 || strncmp(c->sink, "kafka://", 8) == 0) {
+        fprintf(stderr,
+                "cdcvec %s: --chunk-max-tokens: chunks are stored in pgvector only so far (--sink %s): "
+                "use a pgvector sink, or --chunk-max-tokens 0\n",
+                which, c->sink);
+        return -1;
+    }
+    return 0;
+}
+
 static int conf_opts(const char *which, const sync_conf *c, cv_sync_opts *o) {
     *o = (cv_sync_opts){.source = c->source,
                         .table = c->table,
@@ -174,20 +194,6 @@ static int conf_opts(const char *which, const sync_conf *c, cv_sync_opts *o) {
         cv_chunk_opts co = {.max_tokens = (int)c->chunk_max_tokens, .overlap = (int)c->chunk_overlap};
         if (cv_chunk_check(&co, why, sizeof why)) {
             fprintf(stderr, "cdcvec %s: --chunk-max-tokens / --chunk-overlap: %s\n", which, why);
-            return -1;
-        }
-        if (*c->embed) {
-            fprintf(stderr,
-                    "cdcvec %s: --chunk-max-tokens counts the model's own tokens: run the model in this "
-                    "process (drop --embed)\n",
-                    which);
-            return -1;
-        }
-        if (strcmp(cv_sink_kind(c->sink), "pgvector") != 0 || strncmp(c->sink, "kafka://", 8) == 0) {
-            fprintf(stderr,
-                    "cdcvec %s: --chunk-max-tokens: chunks are stored in pgvector only so far (--sink %s): "
-                    "use a pgvector sink, or --chunk-max-tokens 0\n",
-                    which, c->sink);
             return -1;
         }
     }
@@ -347,7 +353,7 @@ int cv_cmd_sync(int argc, char **argv, const char *which) {
         return 0;
     }
     cv_sync_opts o;
-    if (conf_opts(which, &c, &o)) return 2;
+    if (conf_opts(which, &c, &o) || (!query && chunk_runnable(which, &c))) return 2;
     o.search = query != NULL;
     char *key = NULL;
     if (strcmp(which, "sync") == 0 && cv_cli_api_key(which, &key)) return 2;
