@@ -767,3 +767,8 @@ cv_err cv_minilm_embed_kind(cv_minilm *m, cv_text_kind kind, const char *const *
             out[(size_t)i * D + j] *= norms[i];
     return err;
 }
+
+int cv_minilm_tokenize(const cv_minilm *m, cv_text_kind kind, const char *text, size_t len, int32_t *ids) {
+    const char *p = kind == CV_TEXT_QUERY ? m->cfg.query_prompt : m->cfg.doc_prompt;
+    return cv_tok_encode_prefixed(m->tok, p, strlen(p), text, len, ids, m->cfg.max_seq);
+}

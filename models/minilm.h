@@ -65,6 +65,10 @@ cv_err cv_minilm_embed(cv_minilm *m, const char *const *texts, const size_t *len
 cv_err cv_minilm_embed_kind(cv_minilm *m, cv_text_kind kind, const char *const *texts, const size_t *lens,
                             int n, float *out, long *ntokens);
 
+/* Tokenizes one text as kind (its prompt first) into ids (room for max_seq): [CLS] .. [SEP],
+ * truncated to max_seq. Returns the count. Thread-safe. */
+int cv_minilm_tokenize(const cv_minilm *m, cv_text_kind kind, const char *text, size_t len, int32_t *ids);
+
 /* Same, from token ids: sequence s is ids[offs[s] .. offs[s+1]), each already framed with
  * [CLS] .. [SEP] (and any prompt) and at most max_positions long. Always L2-normalized. */
 cv_err cv_minilm_embed_ids(cv_minilm *m, const int32_t *ids, const int32_t *offs, int nseq, float *out);

@@ -253,7 +253,8 @@ static cv_err run_search(search_req *r) {
     char msg[256];
     const char *tx[1] = {r->q.p};
     size_t ln[1] = {r->q.len};
-    cv_err e = cv_client_embed(s->client, tx, ln, 1, vec, 4096, &dim, msg, sizeof msg);
+    cv_err e =
+        cv_client_embed_query(s->client, tx, ln, 1, vec, 4096, &dim, msg, sizeof msg); /* query prompt */
     r->hits = json_array();
     pthread_mutex_lock(&s->search_mu);
     if (!e && !s->search_table.table) e = CV_ERR_BUSY; /* no session has described the table yet */

@@ -307,7 +307,7 @@ static void submit(cv_http_req *r, json_t *in, const char *field, int openai, in
             goto out;
         }
     }
-    if (cv_job_prepare(&h->job, s->m, texts, lens, (int)n) != CV_OK) goto oom;
+    if (cv_job_prepare(&h->job, s->m, CV_TEXT_DOCUMENT, texts, lens, (int)n) != CV_OK) goto oom;
     h->job.raw = raw;
     h->s = s;
     h->r = r;

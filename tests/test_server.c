@@ -745,9 +745,9 @@ static void test_batcher_raw(void **state) {
     for (int i = 0; i < NTEXTS; i++)
         lens[i] = strlen(TEXTS[i]);
     cv_job jobs[4];
-    assert_int_equal(cv_job_prepare(&jobs[0], model, long_texts, long_lens, 16), CV_OK);
+    assert_int_equal(cv_job_prepare(&jobs[0], model, CV_TEXT_DOCUMENT, long_texts, long_lens, 16), CV_OK);
     for (int k = 1; k < 4; k++) {
-        assert_int_equal(cv_job_prepare(&jobs[k], model, TEXTS, lens, NTEXTS), CV_OK);
+        assert_int_equal(cv_job_prepare(&jobs[k], model, CV_TEXT_DOCUMENT, TEXTS, lens, NTEXTS), CV_OK);
         jobs[k].raw = k != 2;
     }
     assert_int_equal(cv_batcher_new(model, jobs[0].ntokens, 0.002, 1 << 22, reg, &b), CV_OK);
