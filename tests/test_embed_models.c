@@ -33,7 +33,7 @@
 #define MIN_COS 0.99999
 #endif
 #ifdef CV_TEST_CUDA_SIM
-#define STEP 5 /* every 5th text: the simulator is slow */
+#define STEP 9 /* every 9th text: the simulator is slow */
 #else
 #define STEP 1
 #endif

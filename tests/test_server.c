@@ -281,6 +281,11 @@ static void test_bad_frames(void **state) {
     assert_int_equal(cv_client_embed(c, &TEXTS[2], (size_t[]){strlen(TEXTS[2])}, 1, out, DIM, &dim, NULL, 0),
                      CV_OK);
     assert_vec_eq(out, ref[2]);
+    /* a search (the query flag): this model has no query prompt, so the same vector */
+    assert_int_equal(
+        cv_client_embed_query(c, &TEXTS[2], (size_t[]){strlen(TEXTS[2])}, 1, out, DIM, &dim, msg, sizeof msg),
+        CV_OK);
+    assert_vec_eq(out, ref[2]);
     /* the client reports a rejected request as such, without retrying */
     assert_int_equal(cv_client_embed(c, many, many_len, 17, out, DIM, &dim, msg, sizeof msg), CV_ERR_ARG);
     cv_client_close(c);
