@@ -154,7 +154,16 @@ static cv_err read_modules(const char *dir, cv_folder *c, char *pool_dir, size_t
          * module's bare class name */
         const char *bare = strrchr(type, '.') ? strrchr(type, '.') + 1 : type;
         if (i < 3 && (strcmp(type, want[i]) == 0 || strcmp(bare, strrchr(want[i], '.') + 1) == 0)) {
-            if (i == 1) snprintf(pool_dir, cap, "%s", str_or(m, "path", "1_Pooling"));
+            const char *mp = str_or(m, "path", "");
+            if (i == 0 && *mp) {
+                err = unsupported(
+                    path, "[0].path", mp,
+                    "the Transformer lives in a subfolder (an early sentence-transformers layout); "
+                    "cdcvec reads config.json and model.safetensors from the folder itself",
+                    "re-save the model with a current sentence-transformers (model.save(DIR))");
+                break;
+            }
+            if (i == 1) snprintf(pool_dir, cap, "%s", *mp ? mp : "1_Pooling");
             if (i == 2) c->normalize = 1;
             continue;
         }
@@ -235,6 +244,7 @@ static cv_err read_tokenizer(const char *dir, cv_folder *c) {
     if (o) {
         json_t *model = json_object_get(o, "model"), *norm = json_object_get(o, "normalizer");
         const char *mt = str_or(model, "type", "(missing)"), *nt = str_or(norm, "type", "(none)");
+        const char *pt = str_or(json_object_get(o, "pre_tokenizer"), "type", "BertPreTokenizer");
         if (strcmp(mt, "WordPiece") != 0)
             err = unsupported(path, "model.type", mt, "cdcvec implements the WordPiece tokenizer only",
                               REFUSE_FIX);
@@ -244,6 +254,9 @@ static cv_err read_tokenizer(const char *dir, cv_folder *c) {
                               "cdcvec's WordPiece uses '##' and '[UNK]'", REFUSE_FIX);
         else if (strcmp(nt, "BertNormalizer") != 0)
             err = unsupported(path, "normalizer.type", nt, "cdcvec implements BERT's normalizer only",
+                              REFUSE_FIX);
+        else if (strcmp(pt, "BertPreTokenizer") != 0)
+            err = unsupported(path, "pre_tokenizer.type", pt, "cdcvec implements BERT's pre-tokenizer only",
                               REFUSE_FIX);
         if (!err) {
             json_t *v;

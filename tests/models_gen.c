@@ -67,9 +67,12 @@ static uint64_t next(uint64_t *s) {
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
 }
-/* uniform in [lo, hi), from the top 24 bits: exact in float */
+/* uniform in [lo, hi) from the top 24 bits, computed in double and rounded once (the same
+ * floats with or without FMA contraction) */
 static float unif(uint64_t *s, float lo, float hi) {
-    return lo + (hi - lo) * (float)(next(s) >> 40) * (1.0f / 16777216.0f);
+    volatile double u = (double)(next(s) >> 40) * (1.0 / 16777216.0), span = (double)hi - (double)lo;
+    volatile double scaled = span * u;
+    return (float)((double)lo + scaled);
 }
 
 /* appends s unless already there (a vocabulary's tokens are distinct) */

@@ -94,12 +94,24 @@ static int teardown(void **state) {
     return system(cmd) ? -1 : 0;
 }
 
+/* Loads the generated folder name; its weights must be those the reference vectors were made
+ * from (models_golden.json), else the generator changed and gen_models_ref.py must be rerun. */
 static cv_minilm *load(const char *name) {
     char path[512];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     cv_minilm_opts o = {.device = DEVICE};
     cv_minilm *m = NULL;
     assert_int_equal(cv_minilm_load(path, &o, &m), CV_OK);
+    json_error_t je;
+    json_t *meta = json_load_file(CV_TEST_DATA "/models_golden.json", 0, &je);
+    const char *want = json_string_value(json_object_get(json_object_get(meta, "weights_sha256"), name));
+    const char *got = cv_minilm_facts(m)->revision; /* "unknown" in the engine-only build */
+    if (strcmp(got, "unknown") != 0 && (!want || strcmp(want, got) != 0))
+        fail_msg(
+            "%s: generated weights %s, the reference was made from %s: tests/models_gen.c changed; rerun "
+            "tests/golden/gen_models_ref.py (see its header)",
+            name, cv_minilm_facts(m)->revision, want ? want : "(none)");
+    json_decref(meta);
     return m;
 }
 
