@@ -143,7 +143,7 @@ static void test_attention_and_pool(void **state) {
             offs[nseq + 1] = offs[nseq] + lens_sets[c][nseq];
             if (lens_sets[c][nseq] > max_len) max_len = lens_sets[c][nseq];
         }
-        const int H = 12, hd = 32, D = H * hd, T = offs[nseq];
+        const int H = 12, hd = c % 2 ? 64 : 32, D = H * hd, T = offs[nseq]; /* head sizes 32 and 64 */
         float *qkv = host_rand((size_t)T * 3 * D, -2, 2), *want = malloc(sizeof(float) * (size_t)T * D),
               *pwant = malloc(sizeof(float) * (size_t)nseq * D),
               *nwant = malloc(sizeof(float) * (size_t)nseq);
@@ -156,6 +156,16 @@ static void test_attention_and_pool(void **state) {
         gpu->attention(gpu, dq, doffs, nseq, max_len, H, hd, dout);
         gpu->pool_l2(gpu, dout, doffs, nseq, D, CV_POOL_MEAN, dpool, NULL);
         gpu->pool_l2(gpu, dout, doffs, nseq, D, CV_POOL_MEAN, dpool2, dnorms);
+        for (int mode = CV_POOL_CLS; mode <= CV_POOL_MAX; mode++) { /* [CLS] and max pooling */
+            float *pm = malloc(sizeof(float) * (size_t)nseq * D), *nm = malloc(sizeof(float) * (size_t)nseq);
+            float *dpm = dev_poisoned((size_t)nseq * D), *dnm = dev_poisoned((size_t)nseq);
+            cv_cpu_pool_l2(want, offs, nseq, D, (cv_pool_mode)mode, pm, nm);
+            gpu->pool_l2(gpu, dout, doffs, nseq, D, (cv_pool_mode)mode, dpm, dnm);
+            double merr = compare(dpm, pm, (size_t)nseq * D), mnerr = compare(dnm, nm, (size_t)nseq);
+            print_message("cuda pool_l2 mode=%d hd=%d err=%.2e norms err=%.2e\n", mode, hd, merr, mnerr);
+            assert_true(merr < 1e-5 && mnerr < 1e-5);
+            free(pm), free(nm);
+        }
         double perr = compare(dpool, pwant, (size_t)nseq * D),
                perr2 = compare(dpool2, pwant, (size_t)nseq * D);
         double nerr = compare(dnorms, nwant, (size_t)nseq);
