@@ -124,10 +124,10 @@ static cv_err flush_pending(stream *st) {
         cv_sync_deliver(s, st->pend.v, st->pend.n, st->pend_truncate, st->pend_end, 0, st->pend_commit_unix);
     st->pend.n = 0; /* consumed either way: on failure the session ends and the slot replays */
     if (e) return e;
-    cv_metric_add(s->m_changes_ins, (double)st->n_ins);
-    cv_metric_add(s->m_changes_upd, (double)st->n_upd);
-    cv_metric_add(s->m_changes_del, (double)st->n_del);
-    cv_metric_add(s->m_changes_trunc, (double)st->n_trunc);
+    cv_metric_add(s->rt.m_changes_ins, (double)st->n_ins);
+    cv_metric_add(s->rt.m_changes_upd, (double)st->n_upd);
+    cv_metric_add(s->rt.m_changes_del, (double)st->n_del);
+    cv_metric_add(s->rt.m_changes_trunc, (double)st->n_trunc);
     st->n_ins = st->n_upd = st->n_del = st->n_trunc = 0;
     st->pend_truncate = 0;
     st->applied = st->confirmed = st->pend_end;
@@ -387,7 +387,8 @@ static cv_err probe(stream *st) {
 }
 
 static cv_err record_meta(cv_sync *s) {
-    cv_sink_meta m = {s->t.oid, s->t.layout, s->t.text_source, (char *)s->mf.id, (char *)s->mf.revision};
+    cv_sink_meta m = {s->t.oid, s->t.layout, s->t.text_source, (char *)s->rt.mf.id,
+                      (char *)s->rt.mf.revision};
     cv_err e = cv_sink_meta_set(s->sink, &m);
     if (e) {
         const char *kind, *fix;
@@ -744,7 +745,7 @@ int cv_sync_run(const cv_sync_opts *o, volatile sig_atomic_t *stop) {
         cv_sync_runtime_close(&s);
         return 1;
     }
-    const cv_stage st = {.name = "sync", .attempt = attempt, .arg = &s, .m_retries = s.m_retries};
+    const cv_stage st = {.name = "sync", .attempt = attempt, .arg = &s, .m_retries = s.rt.m_retries};
     int rc = cv_stage_run(&st, stop);
     cv_sync_runtime_close(&s);
     return rc;

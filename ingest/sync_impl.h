@@ -27,31 +27,40 @@
 
 #define CV_ERR_STAGES 3 /* source, sink, embed */
 
-typedef struct cv_sync {
-    cv_sync_opts o;
-    /* ---- runtime: the whole process ---- */
-    cv_minilm *model; /* in-process embedding (NULL with --embed) */
+/* The runtime: the whole process, opened once (cv_sync_runtime_open) and kept across session
+ * retries, so counters never go back and /metrics answers throughout. It starts what the
+ * outlet asks for (outlet.h: no model, no apply stage). */
+typedef struct cv_runtime {
+    cv_minilm *model; /* in-process embedding (NULL with --embed, or no model) */
     cv_server *server;
-    cv_client *client;
-    cv_metrics *reg; /* the server's registry, or our own */
+    cv_client *client; /* NULL: no model (capture, the Kafka sink stage) */
+    cv_metrics *reg;   /* the server's registry, or our own */
     int own_reg;
     /* the model's facts (models/model.h): the in-process model's; with --embed those CV_MODEL_ID
      * declares (the embed protocol carries neither id nor revision: a cdcvec serve runs it), no
      * revision */
     cv_model_facts mf;
-    int dim; /* mf.dim */
-    cv_apply *apply;
-    cv_buf bf_done; /* the last key whose page cv_sync_backfill applied (key text; empty: none) */
+    int dim;         /* mf.dim */
+    cv_apply *apply; /* NULL: the outlet takes every batch (capture) or none comes (worker) */
     cv_metric *m_changes_ins, *m_changes_upd, *m_changes_del, *m_changes_trunc, *m_lag, *m_retries;
     struct {
         const char *stage, *kind;
         cv_metric *m;
     } err_series[64];
     int n_err_series;
-    /* the search page (search/page.c): its own sink connection, reopened when the session changes */
-    cv_http_route routes[3];  /* /, /search, /wait */
-    struct cv_waitq *waitq;   /* read-your-writes (wait.c), NULL when capturing */
+    cv_http_route routes[3];  /* the outlet's (sync: /, /search, /wait) */
     struct cv_health *health; /* readiness and lag (health.c) */
+} cv_runtime;
+
+/* A stage on the runtime: its options, the runtime, the source session of the current attempt,
+ * and the outlet's state. */
+typedef struct cv_sync {
+    cv_sync_opts o;
+    cv_runtime rt;
+    cv_buf bf_done; /* the last key whose page cv_sync_backfill applied (key text; empty: none) */
+    /* ---- the search page (search/page.c, the sync's outlet): its own sink connection,
+     * reopened when the session changes; /wait's queue ---- */
+    struct cv_waitq *waitq; /* read-your-writes (wait.c), NULL without the outlet */
     pthread_mutex_t search_mu;
     pthread_cond_t search_idle;
     cv_sink *search_sink;
