@@ -506,6 +506,13 @@ static void test_http(void **state) {
     check_error_json(&b);
     free(huge);
     free(b.p);
+    /* TEI's prompt_name: "query" (searches) or "document"; another name is refused */
+    assert_int_equal(post("/embed", "{\"inputs\":\"a\",\"prompt_name\":\"query\"}", &b), 200);
+    free(b.p);
+    assert_int_equal(post("/embed", "{\"inputs\":\"a\",\"prompt_name\":\"classification\"}", &b), 400);
+    check_error_json(&b);
+    assert_non_null(strstr(b.p, "prompt_name"));
+    free(b.p);
     /* still serving; metrics pass promtool */
     assert_int_equal(post("/embed", "{\"inputs\":[\"still here\"]}", &b), 200);
     free(b.p);
