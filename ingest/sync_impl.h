@@ -14,7 +14,7 @@
 
 #include "../apply/apply.h"
 #include "../common/cv_metrics.h"
-#include "../common/cv_pg.h"
+#include "../pg/cv_pg.h"
 #include "../common/cv_time.h"
 #include "../models/model.h"
 #include "../runtime/loop.h"
