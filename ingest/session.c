@@ -10,7 +10,7 @@
 
 #include "../common/cv_buf.h"
 #include "../common/cv_log.h"
-#include "../common/cv_names.h"
+#include "../pg/cv_names.h"
 #include "sync_impl.h"
 
 void cv_sync_error(cv_sync *s, const char *stage, const cv_pg_fault *f) {

@@ -14,7 +14,7 @@
 
 #include "../apply/apply.h"
 #include "../common/cv_metrics.h"
-#include "../common/cv_pg.h"
+#include "../pg/cv_pg.h"
 #include "../common/cv_time.h"
 #include "../models/model.h"
 #include "../runtime/loop.h"
@@ -178,6 +178,17 @@ cv_err cv_sync_batch_failed(cv_sync *s, cv_err e);
  * NULL, or the progress line's key text. */
 cv_err cv_sync_backfill(cv_sync *s, PGconn *db, uint64_t position, int force, const char *start_after,
                         volatile sig_atomic_t *stop, long *rows);
+
+/* slot.c: ensures the session's slot on the replication connection repl, before
+ * START_REPLICATION: an existing one is checked against the store's position (and rebuilt when
+ * they disagree); a new one is created with an exported snapshot, through which the table is
+ * backfilled. *applied: the position the stream starts after (everything up to it is in the
+ * store). record_meta: the table's and the model's facts into the store's meta. */
+cv_err cv_slot_ensure(cv_sync *s, PGconn *repl, volatile sig_atomic_t *stop, uint64_t *applied);
+cv_err cv_sync_record_meta(cv_sync *s);
+/* A failure on the replication connection (r: its result, or NULL: the connection itself) at
+ * step: classified, logged, counted; CV_ERR_TIMEOUT when retriable, else CV_ERR_UNSUPPORTED. */
+cv_err cv_sync_repl_failed(cv_sync *s, PGconn *repl, PGresult *r, const char *step);
 
 /* Reads texts for the apply stage from the session's source connection (cv_apply_fetch_fn). */
 cv_err cv_sync_fetch(void *arg, cv_change **chg, int n);

@@ -29,7 +29,7 @@
 
 #include "../common/cv_buf.h"
 #include "../common/cv_jnum.h"
-#include "../common/cv_keytext.h"
+#include "../pg/cv_keytext.h"
 #include "../common/cv_log.h"
 #include "sync_impl.h"
 

@@ -21,9 +21,9 @@
 
 #include "../common/cv_jnum.h"
 #include "../common/cv_buf.h"
-#include "../common/cv_keytext.h"
+#include "../pg/cv_keytext.h"
 #include "../common/cv_log.h"
-#include "../common/cv_pg.h"
+#include "../pg/cv_pg.h"
 #include "../ingest/sync_impl.h"
 #include "search.h"
 

@@ -30,12 +30,13 @@ typedef struct {
     int openai, b64;
 } http_job;
 
+/* Liveness; a process without a model (capture, the Kafka sink stage) says device "none". */
 void cv_http_on_healthz(cv_http_req *r) {
     cv_server *s = r->s;
     cv_buf b = {0};
     int draining = atomic_load(&s->draining);
     cv_buf_printf(&b, "{\"status\":\"%s\",\"device\":\"%s\",\"model\":\"%s\"}", draining ? "draining" : "ok",
-                  cv_minilm_device(s->m), s->o.model_id ? s->o.model_id : "");
+                  s->m ? cv_minilm_device(s->m) : "none", s->o.model_id ? s->o.model_id : "");
     if (b.oom) {
         free(b.p);
         cv_http_error(r, 500, "internal", "out of memory");
