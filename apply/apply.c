@@ -26,7 +26,7 @@
 #include <string.h>
 
 #include "../common/cv_buf.h"
-#include "../common/cv_keytext.h"
+#include "../pg/cv_keytext.h"
 #include "../common/cv_log.h"
 #include "../common/cv_lsn.h"
 #include "../common/cv_time.h"
@@ -285,9 +285,13 @@ static int embed_refused(cv_err e) {
 cv_err cv_apply_embed1(cv_apply *a, const char *text, float *vec) {
     if (!a->o.client) return CV_ERR_UNSUPPORTED;
     const char *t[1] = {text};
-    embed_start(a, t, 1, vec, 0);
-    char msg[256];
-    cv_err e = embed_wait(a, msg, sizeof msg);
+    size_t len[1] = {strlen(text)};
+    char msg[256] = "";
+    int dim = 0;
+    /* a search: the model's query prompt */
+    cv_err e = cv_client_embed_query(a->o.client, t, len, 1, vec, a->o.dim, &dim, msg, sizeof msg);
+    if (!e && dim != a->o.dim)
+        e = CV_ERR_FORMAT, snprintf(msg, sizeof msg, "dimension %d, expected %d", dim, a->o.dim);
     if (e) cv_error("event=embed_failed error=\"%s: %s\"", cv_strerror(e), msg);
     return e;
 }

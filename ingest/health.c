@@ -57,15 +57,15 @@ cv_err cv_health_open(cv_sync *s) {
     pthread_mutex_init(&h->mu, NULL);
     h->s = s;
     h->store_ok = h->source_up = 1;
-    cv_metrics *r = s->reg;
+    cv_metrics *r = s->rt.reg;
     h->m_ready = cv_metrics_gauge(r, "cdcvec_ready",
                                   "1 while /readyz answers 200 (the stage does its job now).", NULL);
-    s->health = h;
+    s->rt.health = h;
     return CV_OK;
 }
 
 void cv_health_stop(cv_sync *s) {
-    struct cv_health *h = s->health;
+    struct cv_health *h = s->rt.health;
     if (!h || !h->started) return;
     pthread_mutex_lock(&h->mu);
     h->stop = 1;
@@ -75,17 +75,17 @@ void cv_health_stop(cv_sync *s) {
 }
 
 void cv_health_close(cv_sync *s) {
-    struct cv_health *h = s->health;
+    struct cv_health *h = s->rt.health;
     if (!h) return;
     cv_health_stop(s);
     pthread_mutex_destroy(&h->mu);
     free(h->slot);
     free(h);
-    s->health = NULL;
+    s->rt.health = NULL;
 }
 
 void cv_health_peer_add(cv_sync *s, const cv_health_peer *p) {
-    struct cv_health *h = s->health;
+    struct cv_health *h = s->rt.health;
     if (!h) return;
     pthread_mutex_lock(&h->mu);
     int have = 0;
@@ -96,7 +96,7 @@ void cv_health_peer_add(cv_sync *s, const cv_health_peer *p) {
 }
 
 void cv_health_streaming(cv_sync *s, int on) {
-    struct cv_health *h = s->health;
+    struct cv_health *h = s->rt.health;
     if (!h) return;
     pthread_mutex_lock(&h->mu);
     h->streaming = on;
@@ -104,7 +104,7 @@ void cv_health_streaming(cv_sync *s, int on) {
 }
 
 void cv_health_slot(cv_sync *s, const char *slot) {
-    struct cv_health *h = s->health;
+    struct cv_health *h = s->rt.health;
     if (!h || !slot) return;
     pthread_mutex_lock(&h->mu);
     if (!h->slot || strcmp(h->slot, slot)) {
@@ -115,7 +115,7 @@ void cv_health_slot(cv_sync *s, const char *slot) {
 }
 
 void cv_health_store(cv_sync *s, int ok) {
-    struct cv_health *h = s->health;
+    struct cv_health *h = s->rt.health;
     if (!h) return;
     pthread_mutex_lock(&h->mu);
     h->store_ok = ok;
@@ -123,7 +123,7 @@ void cv_health_store(cv_sync *s, int ok) {
 }
 
 void cv_health_unapplied(cv_sync *s, double commit_unix) {
-    struct cv_health *h = s->health;
+    struct cv_health *h = s->rt.health;
     if (!h) return;
     if (commit_unix <= 0) commit_unix = cv_wall_now();
     pthread_mutex_lock(&h->mu);
@@ -132,7 +132,7 @@ void cv_health_unapplied(cv_sync *s, double commit_unix) {
 }
 
 void cv_health_applied(cv_sync *s) {
-    struct cv_health *h = s->health;
+    struct cv_health *h = s->rt.health;
     if (!h) return;
     pthread_mutex_lock(&h->mu);
     h->oldest_unapplied = 0;
@@ -191,7 +191,7 @@ static int verdict(struct cv_health *h, cv_buf *detail) {
 
 int cv_health_ready(void *arg, cv_buf *detail) {
     cv_sync *s = arg;
-    struct cv_health *h = s->health;
+    struct cv_health *h = s->rt.health;
     if (!h) {
         if (detail) cv_buf_puts(detail, "{\"status\":\"not_ready\",\"reason\":\"starting\"}");
         return 0;
@@ -267,7 +267,7 @@ static int read_slot(struct cv_health *h, PGconn *db, cv_buf *why) {
                     o->wal_warn_mb);
             h->over = 0;
         }
-        cv_metric_set(h->s->m_lag, h->lag_bytes);
+        cv_metric_set(h->s->rt.m_lag, h->lag_bytes);
         cv_metric_set(h->m_retained, h->retained);
         cv_metric_set(h->m_over, h->over);
         cv_metric_set(h->m_lost, h->lost);
@@ -328,9 +328,9 @@ static void *monitor(void *arg) {
 }
 
 cv_err cv_health_monitor(cv_sync *s, int replication) {
-    struct cv_health *h = s->health;
+    struct cv_health *h = s->rt.health;
     if (!h || h->started) return CV_OK;
-    cv_metrics *r = s->reg;
+    cv_metrics *r = s->rt.reg;
     h->replication = replication;
     if (!replication) goto start;
     h->m_lag_s = cv_metrics_gauge(r, "cdcvec_sync_replication_lag_seconds",

@@ -10,25 +10,25 @@
 
 #include "../common/cv_buf.h"
 #include "../common/cv_log.h"
-#include "../common/cv_names.h"
+#include "../pg/cv_names.h"
 #include "sync_impl.h"
 
 void cv_sync_error(cv_sync *s, const char *stage, const cv_pg_fault *f) {
     const char *kind = f && f->kind ? f->kind : "connection";
     if (f) s->fault = *f;
     cv_metric *m = NULL;
-    for (int i = 0; i < s->n_err_series; i++)
-        if (!strcmp(s->err_series[i].stage, stage) && !strcmp(s->err_series[i].kind, kind))
-            m = s->err_series[i].m;
-    if (!m && s->reg && s->n_err_series < (int)(sizeof s->err_series / sizeof s->err_series[0])) {
+    for (int i = 0; i < s->rt.n_err_series; i++)
+        if (!strcmp(s->rt.err_series[i].stage, stage) && !strcmp(s->rt.err_series[i].kind, kind))
+            m = s->rt.err_series[i].m;
+    if (!m && s->rt.reg && s->rt.n_err_series < (int)(sizeof s->rt.err_series / sizeof s->rt.err_series[0])) {
         cv_buf labels = {0};
         cv_buf_printf(&labels, "stage=\"%s\",kind=\"%s\"", stage, kind);
-        m = cv_metrics_counter(s->reg, "cdcvec_sync_errors_total", "Sync errors by stage and kind.",
+        m = cv_metrics_counter(s->rt.reg, "cdcvec_sync_errors_total", "Sync errors by stage and kind.",
                                labels.p);
         free(labels.p);
-        s->err_series[s->n_err_series].stage = stage; /* static strings */
-        s->err_series[s->n_err_series].kind = kind;
-        s->err_series[s->n_err_series++].m = m;
+        s->rt.err_series[s->rt.n_err_series].stage = stage; /* static strings */
+        s->rt.err_series[s->rt.n_err_series].kind = kind;
+        s->rt.err_series[s->rt.n_err_series++].m = m;
     }
     cv_metric_add(m, 1);
 }
@@ -75,8 +75,8 @@ static cv_err http_without_model(cv_sync *s, const cv_sync_opts *o, const cv_htt
                          .nroutes = nroutes,
                          .ready = cv_health_ready,
                          .ready_arg = s};
-    cv_err e = cv_server_start(NULL, &so, &s->server);
-    if (!e) s->reg = cv_server_metrics(s->server);
+    cv_err e = cv_server_start(NULL, &so, &s->rt.server);
+    if (!e) s->rt.reg = cv_server_metrics(s->rt.server);
     return e;
 }
 
@@ -85,13 +85,13 @@ cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o) {
     s->o = *o;
     /* with --embed (and capture): the facts CV_MODEL_ID declares, the server being a cdcvec serve
      * of it; its answers of another dimension are refused (apply.c) */
-    s->mf = (cv_model_facts){.id = CV_MODEL_ID, .dim = CV_MODEL_DIM, .pooling = "mean"};
-    s->dim = s->mf.dim;
+    s->rt.mf = (cv_model_facts){.id = CV_MODEL_ID, .dim = CV_MODEL_DIM, .pooling = "mean"};
+    s->rt.dim = s->rt.mf.dim;
     pthread_mutex_init(&s->search_mu, NULL);
     pthread_cond_init(&s->search_idle, NULL);
     const cv_outlet *out = o->outlet;
     int nroutes = out && out->routes ? out->nroutes : 0;
-    if (nroutes) out->routes(s, s->routes);
+    if (nroutes) out->routes(s, s->rt.routes);
     int no_model = out && out->no_model;
     cv_err e;
     cv_buf url = {0};
@@ -100,23 +100,23 @@ cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o) {
          * sync --embed (a remote server embeds); HTTP for /metrics and the outlet's routes */
         if (!no_model) cv_buf_puts(&url, o->embed);
         if (o->http && *o->http) {
-            if ((e = http_without_model(s, o, s->routes, nroutes))) {
+            if ((e = http_without_model(s, o, s->rt.routes, nroutes))) {
                 free(url.p);
                 return e;
             }
         } else {
-            s->reg = cv_metrics_new();
-            s->own_reg = 1;
+            s->rt.reg = cv_metrics_new();
+            s->rt.own_reg = 1;
         }
     } else {
         cv_minilm_opts mo = {.threads = o->threads, .device = o->device};
         if ((e = cv_minilm_load(o->model_dir && *o->model_dir ? o->model_dir : cv_minilm_default_dir(), &mo,
-                                &s->model))) {
+                                &s->rt.model))) {
             cv_error("event=model_unavailable fix=\"%s\"", cv_minilm_fetch_fix());
             return e;
         }
-        s->mf = *cv_minilm_facts(s->model);
-        s->dim = s->mf.dim;
+        s->rt.mf = *cv_minilm_facts(s->rt.model);
+        s->rt.dim = s->rt.mf.dim;
         cv_buf_printf(&url, "inproc://cdcvec-sync-%d", (int)getpid());
         /* in-process, a text is only ever read up to its first 256 tokens: no size limit but
          * PostgreSQL's own (1 GB a value) */
@@ -129,41 +129,41 @@ cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o) {
                              .max_message_bytes = 1 << 30,
                              .max_texts = 4096,
                              .max_text_bytes = 1 << 30,
-                             .model_id = s->mf.id,
+                             .model_id = s->rt.mf.id,
                              .api_key = o->api_key,
                              .http_opts = o->http_opts,
-                             .routes = s->routes,
+                             .routes = s->rt.routes,
                              .nroutes = nroutes,
                              .ready = cv_health_ready,
                              .ready_arg = s};
-        if ((e = cv_server_start(s->model, &so, &s->server))) {
+        if ((e = cv_server_start(s->rt.model, &so, &s->rt.server))) {
             free(url.p);
             return e;
         }
-        s->reg = cv_server_metrics(s->server);
+        s->rt.reg = cv_server_metrics(s->rt.server);
     }
     if (!no_model) {
         cv_client_opts co = {.timeout_ms = 120000, .retries = 20, .backoff_ms = 20};
-        e = cv_client_open(url.p, &co, &s->client);
+        e = cv_client_open(url.p, &co, &s->rt.client);
     }
     free(url.p);
     if (e) return e;
-    cv_metrics *r = s->reg;
+    cv_metrics *r = s->rt.reg;
     static const char *ch = "Source changes applied, by kind.";
-    s->m_changes_ins = cv_metrics_counter(r, "cdcvec_sync_changes_total", ch, "kind=\"insert\"");
-    s->m_changes_upd = cv_metrics_counter(r, "cdcvec_sync_changes_total", ch, "kind=\"update\"");
-    s->m_changes_del = cv_metrics_counter(r, "cdcvec_sync_changes_total", ch, "kind=\"delete\"");
-    s->m_changes_trunc = cv_metrics_counter(r, "cdcvec_sync_changes_total", ch, "kind=\"truncate\"");
-    s->m_lag = cv_metrics_gauge(r, "cdcvec_sync_replication_lag_bytes",
-                                "pg_current_wal_lsn() minus the slot's confirmed_flush_lsn (the position "
-                                "committed to the store), read from the server every second.",
-                                NULL);
+    s->rt.m_changes_ins = cv_metrics_counter(r, "cdcvec_sync_changes_total", ch, "kind=\"insert\"");
+    s->rt.m_changes_upd = cv_metrics_counter(r, "cdcvec_sync_changes_total", ch, "kind=\"update\"");
+    s->rt.m_changes_del = cv_metrics_counter(r, "cdcvec_sync_changes_total", ch, "kind=\"delete\"");
+    s->rt.m_changes_trunc = cv_metrics_counter(r, "cdcvec_sync_changes_total", ch, "kind=\"truncate\"");
+    s->rt.m_lag = cv_metrics_gauge(r, "cdcvec_sync_replication_lag_bytes",
+                                   "pg_current_wal_lsn() minus the slot's confirmed_flush_lsn (the position "
+                                   "committed to the store), read from the server every second.",
+                                   NULL);
     if (s->o.wal_warn_mb <= 0) s->o.wal_warn_mb = 1024;
     if (s->o.ready_lag_s <= 0) s->o.ready_lag_s = 60;
     if (s->o.broker_down_s <= 0) s->o.broker_down_s = 60;
     if ((e = cv_health_open(s))) return e;
-    s->m_retries = cv_metrics_counter(r, "cdcvec_sync_session_retries_total",
-                                      "Sessions started again after a retriable error.", NULL);
+    s->rt.m_retries = cv_metrics_counter(r, "cdcvec_sync_session_retries_total",
+                                         "Sessions started again after a retriable error.", NULL);
     /* every series of the errors counter exists from the start, at 0 */
     static const char *stages[] = {"source", "sink", "embed"};
     static const char *kinds[] = {"connection", "auth", "privilege", "missing_object", "config",
@@ -172,30 +172,30 @@ cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o) {
         for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
             cv_buf labels = {0};
             cv_buf_printf(&labels, "stage=\"%s\",kind=\"%s\"", stages[i], kinds[k]);
-            s->err_series[s->n_err_series].stage = stages[i];
-            s->err_series[s->n_err_series].kind = kinds[k];
-            s->err_series[s->n_err_series++].m =
+            s->rt.err_series[s->rt.n_err_series].stage = stages[i];
+            s->rt.err_series[s->rt.n_err_series].kind = kinds[k];
+            s->rt.err_series[s->rt.n_err_series++].m =
                 cv_metrics_counter(r, "cdcvec_sync_errors_total", "Sync errors by stage and kind.", labels.p);
             free(labels.p);
         }
     if (out && out->open && (e = out->open(s))) return e;
     if (out && out->no_apply) return CV_OK;
-    cv_apply_opts ao = {.client = s->client,
-                        .dim = s->dim,
+    cv_apply_opts ao = {.client = s->rt.client,
+                        .dim = s->rt.dim,
                         .reg = r,
                         .on_error_stop = o->on_error_stop,
                         .max_text_bytes = o->embed && *o->embed ? (size_t)o->max_text_bytes : 0,
                         .fetch = cv_sync_fetch,
                         .fetch_arg = s,
                         .table = o->table,
-                        .tok = s->model ? cv_minilm_tok(s->model) : NULL,
-                        .max_seq = s->model ? cv_minilm_facts(s->model)->max_seq : 0,
+                        .tok = s->rt.model ? cv_minilm_tok(s->rt.model) : NULL,
+                        .max_seq = s->rt.model ? cv_minilm_facts(s->rt.model)->max_seq : 0,
                         .chunk = {.max_tokens = o->chunk_max_tokens,
                                   .overlap = o->chunk_overlap,
-                                  .max_seq = s->model ? cv_minilm_facts(s->model)->max_seq : 0}};
+                                  .max_seq = s->rt.model ? cv_minilm_facts(s->rt.model)->max_seq : 0}};
     if (o->chunk_max_tokens > 0 && !o->search) {
         char why[300];
-        if (!s->model) {
+        if (!s->rt.model) {
             cv_error(
                 "event=config_invalid option=chunk-max-tokens fix=\"chunking counts the model's own tokens: "
                 "run the model in this process (drop --embed)\"");
@@ -210,7 +210,7 @@ cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o) {
                     "[SEP]\"",
                     ao.chunk.max_tokens, cv_chunk_limit(&ao.chunk), ao.chunk.max_seq);
     }
-    return cv_apply_new(&ao, &s->apply);
+    return cv_apply_new(&ao, &s->rt.apply);
 }
 
 void cv_sync_runtime_close(cv_sync *s) {
@@ -218,17 +218,17 @@ void cv_sync_runtime_close(cv_sync *s) {
     cv_health_stop(s); /* its thread sets metrics of the server's registry */
     const cv_outlet *out = s->o.outlet;
     if (out && out->stop) out->stop(s);
-    cv_client_close(s->client);
-    if (s->server) {
-        cv_server_drain(s->server, 5000);
-        cv_server_free(s->server);
+    cv_client_close(s->rt.client);
+    if (s->rt.server) {
+        cv_server_drain(s->rt.server, 5000);
+        cv_server_free(s->rt.server);
     }
     if (out && out->close) out->close(s);
     cv_health_close(s);
-    cv_apply_free(s->apply);
+    cv_apply_free(s->rt.apply);
     cv_buf_free(&s->bf_done);
-    if (s->own_reg) cv_metrics_free(s->reg);
-    cv_minilm_free(s->model);
+    if (s->rt.own_reg) cv_metrics_free(s->rt.reg);
+    cv_minilm_free(s->rt.model);
     pthread_mutex_destroy(&s->search_mu);
     pthread_cond_destroy(&s->search_idle);
     memset(s, 0, sizeof *s);
@@ -238,7 +238,7 @@ cv_err cv_sync_deliver(cv_sync *s, cv_change *chg, int n, int truncate, uint64_t
                        double commit_unix) {
     const cv_outlet *out = s->o.outlet;
     if (out && out->deliver) return out->deliver(s, chg, n, truncate, position, commit_unix);
-    cv_err e = cv_apply_batch(s->apply, chg, n, truncate, position, force, commit_unix);
+    cv_err e = cv_apply_batch(s->rt.apply, chg, n, truncate, position, force, commit_unix);
     return e ? cv_sync_batch_failed(s, e) : CV_OK;
 }
 
@@ -354,13 +354,14 @@ static cv_err adopt_legacy(cv_sync *s, cv_buf *slot, const char *legacy, const c
  * models in one index cannot be compared, and a row whose text did not change keeps its vector.
  * A revision is compared when both are known (--embed runs know the id only). */
 static cv_err check_model(cv_sync *s, const cv_sink_meta *m) {
-    int id_differs = m->model && strcmp(m->model, s->mf.id) != 0;
-    int rev_differs = m->model_revision && s->mf.revision && strcmp(m->model_revision, s->mf.revision) != 0;
+    int id_differs = m->model && strcmp(m->model, s->rt.mf.id) != 0;
+    int rev_differs =
+        m->model_revision && s->rt.mf.revision && strcmp(m->model_revision, s->rt.mf.revision) != 0;
     if (!id_differs && !rev_differs) return CV_OK;
     cv_error("event=model_mismatch table=%s recorded_model=%s recorded_revision=%s model=%s revision=%s "
              "error=\"the store's vectors were made by another model (or other weights) than this one\"",
-             s->t.qualified, m->model, m->model_revision ? m->model_revision : "unknown", s->mf.id,
-             s->mf.revision ? s->mf.revision : "unknown");
+             s->t.qualified, m->model, m->model_revision ? m->model_revision : "unknown", s->rt.mf.id,
+             s->rt.mf.revision ? s->rt.mf.revision : "unknown");
     s->fault =
         (cv_pg_fault){0, "config",
                       "run the model the store was written with (--model: a folder whose "
@@ -487,8 +488,8 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
                         .nkeys = s->t.nkeys,
                         .key_names = s->t.keyname,
                         .key_types = s->t.keytype,
-                        .dim = no_model ? 0 : s->dim, /* capture: its bookkeeping only */
-                        .model_id = s->mf.id,
+                        .dim = no_model ? 0 : s->rt.dim, /* capture: its bookkeeping only */
+                        .model_id = s->rt.mf.id,
                         .stream = s->stream,
                         .state_conninfo = o->source,
                         .ns = o->ns,
@@ -508,10 +509,10 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
     }
     /* a store of an earlier version (or one written with --embed, which knows no revision) */
     if (!no_model && replication && meta.layout &&
-        (!meta.model || (!meta.model_revision && s->mf.revision))) {
+        (!meta.model || (!meta.model_revision && s->rt.mf.revision))) {
         free(meta.model), free(meta.model_revision);
-        meta.model = strdup(s->mf.id);
-        meta.model_revision = s->mf.revision ? strdup(s->mf.revision) : NULL;
+        meta.model = strdup(s->rt.mf.id);
+        meta.model_revision = s->rt.mf.revision ? strdup(s->rt.mf.revision) : NULL;
         if ((e = cv_sink_meta_set(s->sink, &meta))) {
             const char *kind, *fix;
             cv_sink_last_fault(s->sink, &kind, &fix);
@@ -524,16 +525,16 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
             "event=model_recorded table=%s model=%s revision=%s note=\"the store had no model (or no "
             "revision) recorded, as an earlier cdcvec or a sync with --embed left it: its vectors are taken "
             "to be this model's\"",
-            s->t.qualified, s->mf.id, s->mf.revision ? s->mf.revision : "unknown");
+            s->t.qualified, s->rt.mf.id, s->rt.mf.revision ? s->rt.mf.revision : "unknown");
     }
     cv_health_store(s, 1);
     cv_health_slot(s, s->slot);
-    if (s->apply) {
-        cv_apply_set_sink(s->apply, s->sink, cv_sync_fetch, s, s->t.key_exact);
+    if (s->rt.apply) {
+        cv_apply_set_sink(s->rt.apply, s->sink, cv_sync_fetch, s, s->t.key_exact);
         cv_buf name = {0};
         cv_buf_printf(&name, "%s.%s", s->t.schema, s->t.name);
         CV_ASSERT(name.p && !name.oom);
-        cv_apply_set_table(s->apply, name.p);
+        cv_apply_set_table(s->rt.apply, name.p);
         free(name.p);
     }
     if (out && out->described) out->described(s);
@@ -565,7 +566,7 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
 
 void cv_sync_session_close(cv_sync *s) {
     if (!s->in_session) return;
-    if (s->apply) cv_apply_set_sink(s->apply, NULL, NULL, NULL, 1);
+    if (s->rt.apply) cv_apply_set_sink(s->rt.apply, NULL, NULL, NULL, 1);
     cv_sink_close(s->sink);
     if (s->src) PQfinish(s->src);
     cv_table_free(&s->t);

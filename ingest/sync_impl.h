@@ -14,7 +14,7 @@
 
 #include "../apply/apply.h"
 #include "../common/cv_metrics.h"
-#include "../common/cv_pg.h"
+#include "../pg/cv_pg.h"
 #include "../common/cv_time.h"
 #include "../models/model.h"
 #include "../runtime/loop.h"
@@ -27,31 +27,40 @@
 
 #define CV_ERR_STAGES 3 /* source, sink, embed */
 
-typedef struct cv_sync {
-    cv_sync_opts o;
-    /* ---- runtime: the whole process ---- */
-    cv_minilm *model; /* in-process embedding (NULL with --embed) */
+/* The runtime: the whole process, opened once (cv_sync_runtime_open) and kept across session
+ * retries, so counters never go back and /metrics answers throughout. It starts what the
+ * outlet asks for (outlet.h: no model, no apply stage). */
+typedef struct cv_runtime {
+    cv_minilm *model; /* in-process embedding (NULL with --embed, or no model) */
     cv_server *server;
-    cv_client *client;
-    cv_metrics *reg; /* the server's registry, or our own */
+    cv_client *client; /* NULL: no model (capture, the Kafka sink stage) */
+    cv_metrics *reg;   /* the server's registry, or our own */
     int own_reg;
     /* the model's facts (models/model.h): the in-process model's; with --embed those CV_MODEL_ID
      * declares (the embed protocol carries neither id nor revision: a cdcvec serve runs it), no
      * revision */
     cv_model_facts mf;
-    int dim; /* mf.dim */
-    cv_apply *apply;
-    cv_buf bf_done; /* the last key whose page cv_sync_backfill applied (key text; empty: none) */
+    int dim;         /* mf.dim */
+    cv_apply *apply; /* NULL: the outlet takes every batch (capture) or none comes (worker) */
     cv_metric *m_changes_ins, *m_changes_upd, *m_changes_del, *m_changes_trunc, *m_lag, *m_retries;
     struct {
         const char *stage, *kind;
         cv_metric *m;
     } err_series[64];
     int n_err_series;
-    /* the search page (search/page.c): its own sink connection, reopened when the session changes */
-    cv_http_route routes[3];  /* /, /search, /wait */
-    struct cv_waitq *waitq;   /* read-your-writes (wait.c), NULL when capturing */
+    cv_http_route routes[3];  /* the outlet's (sync: /, /search, /wait) */
     struct cv_health *health; /* readiness and lag (health.c) */
+} cv_runtime;
+
+/* A stage on the runtime: its options, the runtime, the source session of the current attempt,
+ * and the outlet's state. */
+typedef struct cv_sync {
+    cv_sync_opts o;
+    cv_runtime rt;
+    cv_buf bf_done; /* the last key whose page cv_sync_backfill applied (key text; empty: none) */
+    /* ---- the search page (search/page.c, the sync's outlet): its own sink connection,
+     * reopened when the session changes; /wait's queue ---- */
+    struct cv_waitq *waitq; /* read-your-writes (wait.c), NULL without the outlet */
     pthread_mutex_t search_mu;
     pthread_cond_t search_idle;
     cv_sink *search_sink;
@@ -169,6 +178,17 @@ cv_err cv_sync_batch_failed(cv_sync *s, cv_err e);
  * NULL, or the progress line's key text. */
 cv_err cv_sync_backfill(cv_sync *s, PGconn *db, uint64_t position, int force, const char *start_after,
                         volatile sig_atomic_t *stop, long *rows);
+
+/* slot.c: ensures the session's slot on the replication connection repl, before
+ * START_REPLICATION: an existing one is checked against the store's position (and rebuilt when
+ * they disagree); a new one is created with an exported snapshot, through which the table is
+ * backfilled. *applied: the position the stream starts after (everything up to it is in the
+ * store). record_meta: the table's and the model's facts into the store's meta. */
+cv_err cv_slot_ensure(cv_sync *s, PGconn *repl, volatile sig_atomic_t *stop, uint64_t *applied);
+cv_err cv_sync_record_meta(cv_sync *s);
+/* A failure on the replication connection (r: its result, or NULL: the connection itself) at
+ * step: classified, logged, counted; CV_ERR_TIMEOUT when retriable, else CV_ERR_UNSUPPORTED. */
+cv_err cv_sync_repl_failed(cv_sync *s, PGconn *repl, PGresult *r, const char *step);
 
 /* Reads texts for the apply stage from the session's source connection (cv_apply_fetch_fn). */
 cv_err cv_sync_fetch(void *arg, cv_change **chg, int n);

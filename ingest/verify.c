@@ -29,7 +29,7 @@
 
 #include "../common/cv_buf.h"
 #include "../common/cv_jnum.h"
-#include "../common/cv_keytext.h"
+#include "../pg/cv_keytext.h"
 #include "../common/cv_log.h"
 #include "sync_impl.h"
 
@@ -260,7 +260,7 @@ int cv_verify_run(const cv_sync_opts *o, int repair, long show, volatile sig_ato
         cv_buf l = {0};
         cv_buf_printf(&l, "kind=\"%s\"", KIND[k]);
         v.m[k] =
-            cv_metrics_counter(s.reg, "cdcvec_verify_differences_total",
+            cv_metrics_counter(s.rt.reg, "cdcvec_verify_differences_total",
                                "Differences between the source and the store found by cdcvec verify.", l.p);
         free(l.p);
     }

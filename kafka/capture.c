@@ -54,11 +54,11 @@ static cv_err capture_open(cv_sync *s) {
         free(c);
         return CV_ERR_ARG;
     }
-    cv_kafka_metrics_init(&c->km, s->reg, "capture");
+    cv_kafka_metrics_init(&c->km, s->rt.reg, "capture");
     cv_health_peer_add(s, &(cv_health_peer){"Kafka broker", "capture", cv_kafka_broker_down_s,
                                             cv_kafka_broker_watch, &c->km});
     c->m_truncate_quix = cv_metrics_counter(
-        s->reg, "cdcvec_capture_truncates_quix_total",
+        s->rt.reg, "cdcvec_capture_truncates_quix_total",
         "TRUNCATEs sent as {\"kind\":\"truncate\"} messages (wal2json v1 has no truncate).", NULL);
     s->outlet_state = c;
     return CV_OK;

@@ -7,7 +7,7 @@
 #include "search.h"
 
 static void routes(cv_sync *s, cv_http_route *r) {
-    cv_search_routes(s); /* r[0], r[1]: r is s->routes */
+    cv_search_routes(s); /* r[0], r[1]: r is s->rt.routes */
     cv_wait_route(s, &r[2]);
 }
 

@@ -10,8 +10,8 @@
 
 #include <libpq-fe.h>
 
-#include "cv_buf.h"
-#include "cv_err.h"
+#include "../common/cv_buf.h"
+#include "../common/cv_err.h"
 
 #ifdef __cplusplus
 extern "C" {
