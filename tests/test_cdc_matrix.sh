@@ -20,30 +20,12 @@
 #     out a stall at every check; the run still ends before ctest's TIMEOUT)
 #   CDCVEC_TEST_KEEP=1: keep the work folder (logs, PostgreSQL data) after the run
 set -u
-bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
-root=$(cd "$(dirname "$0")/.." && pwd)
-work=$(bash "$root/scripts/pg.sh" dir "$(dirname "$bin")/test-matrix-$$")
-. "$root/tests/sync_lib.sh"
+. "$(dirname "$0")/sync_lib.sh"
 # below Linux's ephemeral range (32768-60999): no client connection holds a port there
-port=$(free_port $((21000 + $$ % 9000)))
-pids=()      # every process started here (cdcvec sync, cdcvec serve), killed on exit
+test_begin matrix 21000 "$1"
 fail_logs=() # logs of runs that ended in an error: no line may be split (case 14)
-pg2=
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do # only our own children still running
-    [ "$(ps -o ppid= -p "$p" 2>/dev/null | tr -d ' ')" = $$ ] && kill -9 "$p" 2>/dev/null
-  done
-  bash "$root/scripts/pg.sh" stop "$work/pg" 2>/dev/null
-  [ -n "$pg2" ] && bash "$root/scripts/pg.sh" stop "$work/pg2" 2>/dev/null
-  if [ -n "${CDCVEC_TEST_KEEP:-}" ]; then echo "work folder kept: $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
-mkdir -p "$work"
 t_start=$SECONDS
-
-pg_start_retry "$work/pg" || { echo "FAIL cannot start PostgreSQL"; exit 1; }
-q "CREATE EXTENSION vector" >/dev/null
+pg_up vector
 q "CREATE EXTENSION citext" >/dev/null || { echo "FAIL the citext extension is missing (postgresql-contrib)"; exit 1; }
 
 # ---- helpers ---------------------------------------------------------------------------------
@@ -83,7 +65,6 @@ start_sync() {
   CDCVEC_LOG=${LOG:-info} "$bin" sync --source "${SRC:-$DB}" --batch-ms 10 --threads 2 "$@" \
     >>"$work/$name.log" 2>&1 &
   spid=$!
-  pids+=("$spid")
 }
 # stop_sync PID: SIGTERM and wait for the exit (it must come by itself; SIGKILL after a stall).
 stop_sync() {
@@ -480,7 +461,6 @@ case6() {
     CDCVEC_LOG=info "$bin" serve --listen "tcp://127.0.0.1:$sport" --http '' --max-text-bytes 1000000 --threads 2 \
       >>"$work/serve.log" 2>&1 &
     sp=$!
-    pids+=("$sp")
     WATCH_PID=$sp wait_for '(exec 3<>/dev/tcp/127.0.0.1/$sport) 2>/dev/null' 'wc -c <"$work/serve.log"' >/dev/null && break
     sp=
   done
@@ -668,14 +648,8 @@ case8() {
     '! grep -E "level=(error|warn)" "$work/e8_generated.log" | grep -Eqi "missing|does not exist"' "$work/e8_generated.log"
 
   # every replication slot in use: a second cluster with max_replication_slots = 1, taken
-  local DB2='' try
-  for try in 1 2 3; do
-    DB2=$(bash "$root/scripts/pg.sh" start "$work/pg2" "$(free_port $((port + 500 + 10 * try)))") && break
-    rm -rf "$work/pg2"
-    DB2=
-  done
-  [ -n "$DB2" ] || { echo "FAIL cannot start a second PostgreSQL"; fail=1; return; }
-  pg2=1
+  local DB2=
+  pg_start_retry "$work/pg2" DB2 "$(free_port $((port + 510)))" || { echo "FAIL cannot start a second PostgreSQL"; fail=1; return; }
   psql -qAtX "$DB2" -c "ALTER SYSTEM SET max_replication_slots = 1" >/dev/null
   bash "$root/scripts/pg.sh" restart "$work/pg2"
   psql -qAtX "$DB2" -c "CREATE EXTENSION vector" -c "CREATE TABLE e8s (id int PRIMARY KEY, description text)" \
@@ -683,7 +657,6 @@ case8() {
   run_exit e8_slots --source "$DB2" --table public.e8s --text-column description
   stopped "8 all replication slots in use" "$work/e8_slots.log" '[a-z_]+' 'slot'
   bash "$root/scripts/pg.sh" stop "$work/pg2"
-  pg2=
 }
 
 # ---- 9. partitioned table -----------------------------------------------------------------------

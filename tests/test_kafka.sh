@@ -10,27 +10,13 @@
 # can read (it reaches the dead-letter topic with its reason).
 #   usage: test_kafka.sh path/to/cdcvec path/to/kafka_mock_broker
 set -u
-bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
-broker=$2
-root=$(cd "$(dirname "$0")/.." && pwd)
-. "$root/tests/sync_lib.sh"
+. "$(dirname "$0")/sync_lib.sh"
 . "$root/tests/kafka_lib.sh"
+test_begin kafka 43000 "$1"
+broker=$2
 kafka_venv "$root"
-work=$(bash "$root/scripts/pg.sh" dir "$(dirname "$bin")/test-kafka-$$")
-port=$(free_port $((43000 + $$ % 8000)))
 cap_pid= sink_pid= w1_pid= w2_pid= qsink_pid= q_pid=
-cleanup() {
-  for p in $cap_pid $sink_pid $w1_pid $w2_pid $qsink_pid $q_pid; do kill -9 "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
-  kmock_stop
-  bash "$root/scripts/pg.sh" stop "$work/pg" 2>/dev/null
-  [ "${fail:-0}" = 0 ] && rm -rf "$work"
-}
-trap cleanup EXIT
-mkdir -p "$work"
-
-pg_start_retry "$work/pg" || { echo "FAIL cannot start PostgreSQL"; exit 1; }
-q "CREATE EXTENSION vector" >/dev/null
-sed -n '1,/-- batch 2/p' "$root/tests/data/books.sql" | psql -qX "$DB" >/dev/null
+pg_up vector books
 kmock_start "$broker" --topic cdc:4 --topic emb:4 || { echo "FAIL cannot start the mock broker"; exit 1; }
 K=$KMOCK_BOOTSTRAP
 echo "mock broker at $K"
@@ -103,17 +89,14 @@ check "sink's /metrics: messages consumed, consumer lag exported" \
 # Qdrant's own engine behind its REST models; no Qdrant server can run here). It follows the
 # topic from here on, through every fault below, like a second store would. (It does not replay
 # the whole topic at the end: the mock broker keeps only the last 5 MB of each partition.)
-"$PY" "$root/tests/standins/qdrant_standin.py" --port 0 --storage "$work/qdrant" >"$work/qdrant.log" 2>&1 &
-q_pid=$!
-watch $q_pid qdrant-standin "$work/qdrant.log"
-wait_until 'grep -q "^READY" "$work/qdrant.log"' 'wc -c <"$work/qdrant.log"'
-qport=$(sed -n 's|^READY http://127.0.0.1:\([0-9]*\).*|\1|p' "$work/qdrant.log")
+standin qdrant --storage "$work/qdrant" || fail=1
+q_pid=$standin_pid qport=$standin_port
 LOG=${QLOG:-${LOG:-warn}} run qsink sink --from "kafka://$K/emb" --sink "qdrant://127.0.0.1:$qport/books" --group qdrant-sink --threads 1
 qsink_pid=$!
 qcount() { curl -s -XPOST "http://127.0.0.1:$qport/collections/books/points/count" -H 'Content-Type: application/json' \
   -d '{"exact":true}' | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["result"]["count"])' 2>/dev/null; }
 
-sed -n '/-- batch 2/,$p' "$root/tests/data/books.sql" | psql -qX "$DB" >/dev/null
+books 2
 check "inserts" converged
 q "UPDATE books SET description = 'A boy wizard attends a school of magic.' WHERE id = 1"
 check "update of the text re-embeds" converged
@@ -212,15 +195,6 @@ wait "$qsink_pid" "$q_pid" 2>/dev/null
 qsink_pid= q_pid=
 
 check "no stage exited on its own" 'kill -0 $cap_pid && kill -0 $w2_pid && kill -0 $sink_pid'
-rcs=
-for p in $cap_pid $w2_pid $sink_pid; do
-  kill -TERM "$p"
-  wait "$p"
-  rcs="$rcs$?"
-done
-cap_pid= w2_pid= sink_pid=
+stop_all $cap_pid $w2_pid $sink_pid
 check "the stages stop on SIGTERM with status 0 ($rcs)" '[ "$rcs" = 000 ]'
-if [ "$fail" != 0 ]; then
-  for f in "$work"/*.log; do echo "--- $f"; tail -30 "$f"; done
-fi
-exit $fail
+test_end 30

@@ -14,22 +14,9 @@
 #      both come up (they raced on CREATE SCHEMA cdcvec)
 #   usage: test_slots.sh path/to/cdcvec
 set -u
-bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
-root=$(cd "$(dirname "$0")/.." && pwd)
-work=$(bash "$root/scripts/pg.sh" dir "$(dirname "$bin")/test-slots-$$")
-. "$root/tests/sync_lib.sh"
-port=$(free_port $((43000 + $$ % 8000)))
-pids=()
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
-  bash "$root/scripts/pg.sh" stop "$work/pg" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
-mkdir -p "$work"
-
-pg_start_retry "$work/pg" || { echo "FAIL cannot start PostgreSQL"; exit 1; }
+. "$(dirname "$0")/sync_lib.sh"
+test_begin slots 43000 "$1"
+pg_up
 dbof() { echo "${DB%/*}/$1"; }
 dump() { local f; for f in "$@"; do echo "  --- $f"; tail -n 15 "$f" | sed 's/^/  /'; done; }
 
@@ -38,7 +25,6 @@ for try in 1 2 3; do # another port if this one was taken meanwhile
   sport=$(free_port $((port + 100 + 10 * try)))
   CDCVEC_LOG=info "$bin" serve --listen "tcp://127.0.0.1:$sport" --http '' --threads 2 >>"$work/serve.log" 2>&1 &
   sp=$!
-  pids+=("$sp")
   WATCH_PID=$sp wait_until '(exec 3<>/dev/tcp/127.0.0.1/$sport) 2>/dev/null' 'wc -c <"$work/serve.log"' >/dev/null && break
   sp=
 done
@@ -52,7 +38,6 @@ start_sync() {
   CDCVEC_LOG=info "$bin" sync --source "$src" --table public.books --batch-ms 10 --embed "$EMBED" "$@" \
     >>"$work/$log.log" 2>&1 &
   spid=$!
-  pids+=("$spid")
 }
 stop_sync() { kill -TERM "$1" 2>/dev/null; wait "$1" 2>/dev/null; }
 MISMATCH="SELECT count(*) FROM books b FULL JOIN cdcvec.public_books v USING (id)
@@ -63,7 +48,7 @@ conv() { WATCH_PID=$1 converged_q "$MISMATCH" cdcvec.public_books "$(dbof "$2")"
 for d in shop_a shop_b shop_c; do
   q "CREATE DATABASE $d" >/dev/null
   q "CREATE EXTENSION vector" "$(dbof $d)" >/dev/null
-  sed -n '1,/-- batch 2/p' "$root/tests/data/books.sql" | psql -qX "$(dbof $d)" >/dev/null
+  books 1 "$(dbof $d)"
 done
 
 echo "# 1. the same table in two databases"
@@ -164,7 +149,6 @@ for r in 0 1 2 3 4 5; do
     mkfifo "$work/hold"
     psql -qX "$(dbof $d)" -v ON_ERROR_STOP=1 <"$work/hold" >/dev/null 2>&1 &
     hp=$!
-    pids+=("$hp")
     exec 7>"$work/hold"
     echo "BEGIN; CREATE EXTENSION vector; CREATE SCHEMA cdcvec;" >&7
     WATCH_PID=$hp wait_until '[ "$(q "SELECT count(*) FROM pg_stat_activity WHERE datname = '"'"'$d'"'"' AND state = '"'"'idle in transaction'"'"'")" = 1 ]' true >/dev/null
@@ -173,7 +157,6 @@ for r in 0 1 2 3 4 5; do
     CDCVEC_LOG=info "$bin" sync --source "$(dbof $d)" --table public.$t --text-column description --embed "$EMBED" \
       >"$work/$d-$t.log" 2>&1 7>&- &
     eval "p_$t=\$!"
-    pids+=("$!")
   done
   if [ $r = 0 ]; then
     wait_until '! kill -0 $p_t1 2>/dev/null || ! kill -0 $p_t2 2>/dev/null ||

@@ -8,24 +8,10 @@
 # in the store (another revision refused; none recorded: adopted).
 #   usage: test_sync.sh path/to/cdcvec
 set -u
-bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
-root=$(cd "$(dirname "$0")/.." && pwd)
-work=$(bash "$root/scripts/pg.sh" dir "$(dirname "$bin")/test-sync-$$")
-. "$root/tests/sync_lib.sh"
-port=$(free_port $((41000 + $$ % 8000)))
+. "$(dirname "$0")/sync_lib.sh"
+test_begin sync 41000 "$1"
 sync_pid=
-cleanup() {
-  [ -n "$sync_pid" ] && kill -9 "$sync_pid" 2>/dev/null
-  bash "$root/scripts/pg.sh" stop "$work/pg" 2>/dev/null
-  bash "$root/scripts/pg.sh" stop "$work/pg2" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
-mkdir -p "$work"
-
-pg_start_retry "$work/pg" || { echo "FAIL cannot start PostgreSQL"; exit 1; }
-q "CREATE EXTENSION vector" >/dev/null
-sed -n '1,/-- batch 2/p' "$root/tests/data/books.sql" | psql -qX "$DB" >/dev/null
+pg_up vector books
 
 start_sync() {
   CDCVEC_LOG=${LOG:-warn} "$bin" sync --source "$DB" --table public.books --batch-ms 10 --threads 2 "$@" \
@@ -63,7 +49,7 @@ check "the HNSW index is built once the backfill is done" '[ "$(q "SELECT count(
 SLOT=$(q "SELECT slot_name FROM pg_replication_slots WHERE slot_name LIKE 'cdcvec_postgres_public_books_%'")
 check "the slot exists, is active, and its name is unique to the database and table ($SLOT)" '[ "$(q "SELECT active FROM pg_replication_slots WHERE slot_name = '"'"'$SLOT'"'"'")" = t ] && [[ $SLOT =~ ^cdcvec_postgres_public_books_[0-9a-f]{8}$ ]]'
 
-sed -n '/-- batch 2/,$p' "$root/tests/data/books.sql" | psql -qX "$DB" >/dev/null
+books 2
 check "inserts" converged
 q "UPDATE books SET description = 'A boy wizard attends a school of magic.' WHERE id = 1"
 check "update of the text re-embeds" converged
@@ -99,7 +85,7 @@ check "text set again after NULL" converged
 
 q "TRUNCATE books"
 check "truncate empties the index" 'converged && [ "$(q "SELECT count(*) FROM cdcvec.public_books")" = 0 ]'
-sed -n '/-- batch 2/,$p' "$root/tests/data/books.sql" | psql -qX "$DB" >/dev/null
+books 2
 check "inserts after truncate" converged
 
 # ---- search: the CLI, the page and its JSON endpoint ------------------------------------
@@ -120,34 +106,8 @@ check "search without q: 400 with a JSON message" '[ "$(curl -s -o /dev/null -w 
 check "sync metrics on /metrics pass promtool" 'curl -sf "http://127.0.0.1:$hport/metrics" | tee "$work/m.txt" | promtool check metrics && grep -q "^cdcvec_sync_changes_total{kind=\"insert\"}" "$work/m.txt"'
 
 # ---- crash safety: kill -9 at random points during 10,000 changes ----------------------
-cat >"$work/load.sql" <<'SQL'
-\set QUIET on
-SELECT setseed(0.42);
-DO $$
-DECLARE i int;
-BEGIN
-  FOR i IN 1..100 LOOP
-    INSERT INTO books (name, description, author, year)
-      SELECT 'gen ' || i || '/' || g, 'generated book ' || i || ' number ' || g || ' about ' || md5((i * g)::text), 'gen', 2000 + g % 20
-      FROM generate_series(1, 60) g;
-    UPDATE books SET description = description || ' (revised ' || i || ')' WHERE id IN (SELECT id FROM books WHERE author = 'gen' ORDER BY random() LIMIT 25);
-    UPDATE books SET year = year + 1 WHERE id IN (SELECT id FROM books WHERE author = 'gen' ORDER BY random() LIMIT 5);
-    DELETE FROM books WHERE id IN (SELECT id FROM books WHERE author = 'gen' ORDER BY random() LIMIT 10);
-    COMMIT;
-    PERFORM pg_sleep(0.06); -- spread the load so the kills land all through it
-  END LOOP;
-END $$;
-SQL
-(psql -qX "$DB" -f "$work/load.sql" >"$work/load.log" 2>&1) &
-load_pid=$!
-kills=0
-while kill -0 "$load_pid" 2>/dev/null; do
-  sleep "0.$((RANDOM % 9 + 1))"
-  kill -9 "$sync_pid" 2>/dev/null && kills=$((kills + 1))
-  wait "$sync_pid" 2>/dev/null
-  start_sync
-done
-wait "$load_pid"
+load_start
+kill_sync_during_load
 check "kill -9 landed during the load ($kills times)" '[ $kills -ge 3 ]'
 check "load of 10,000 changes ran" '[ "$(q "SELECT count(*) FROM books WHERE author = '"'"'gen'"'"'")" -gt 4000 ]'
 check "after $kills kill -9 and restarts: sink equals source (ids, hashes, payloads)" converged
@@ -255,12 +215,7 @@ check "  ... event=model_recorded, and the model and revision recorded" \
   'grep -q "event=model_recorded table=.*books.* model=sentence-transformers/all-MiniLM-L6-v2 revision=$want_rev" "$work/sync.log" && [ "$(meta)" = "sentence-transformers/all-MiniLM-L6-v2 $want_rev" ]' ||
   { grep model_ "$work/sync.log" | tail -3; echo "  recorded: $(meta)"; }
 stop_sync
-DB2=
-for try in 1 2 3; do # a second cluster; another port if this one is taken meanwhile
-  DB2=$(bash "$root/scripts/pg.sh" start "$work/pg2" "$(free_port $((port + 10 * try)))") && break
-  tail -5 "$work/pg2/server.log" 2>/dev/null
-  rm -rf "$work/pg2"
-done
+pg_start_retry "$work/pg2" DB2 "$(free_port $((port + 10)))" # a second cluster
 psql -qAtX "$DB2" -c "ALTER SYSTEM SET wal_level = replica" >/dev/null
 bash "$root/scripts/pg.sh" restart "$work/pg2"
 psql -qAtX "$DB2" -c "CREATE TABLE books (id int PRIMARY KEY, description text)" >/dev/null
@@ -270,5 +225,4 @@ check "wal_level not logical: exit 1 and the fix" '[ $rc -eq 1 ] && grep -q "eve
 "$bin" sync >/dev/null 2>"$work/bad.log"; rc=$?
 check "no --source: exit 2 with a message" '[ $rc -eq 2 ] && grep -q "source" "$work/bad.log"'
 
-[ $fail -ne 0 ] && { echo "--- sync log (tail)"; tail -40 "$work/sync.log"; }
-exit $fail
+test_end 40 "$work/sync.log"
