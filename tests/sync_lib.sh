@@ -224,6 +224,53 @@ standin() {
   printf -v "${name}_port" '%s' "$standin_port"
 }
 
+# ---- the tutorial's changes, checked in pgvector (cdcvec.public_books) -------------------------
+# Each check waits with the test's own `converged`.
+
+# basic_changes: the second batch of books, a text update, a payload-only update (the vector
+# kept), a delete and a multi-row transaction.
+basic_changes() {
+  books 2
+  check "inserts" converged
+  q "UPDATE books SET description = 'A boy wizard attends a school of magic.' WHERE id = 1"
+  check "update of the text re-embeds" converged
+  kept_vector "payload-only update" "id = 4" "UPDATE books SET year = 1966 WHERE id = 4"
+  q "DELETE FROM books WHERE id = 2"
+  check "delete" converged
+  q "BEGIN; INSERT INTO books (name, description, author, year) VALUES ('Tx A', 'first of three', 'x', 2000), ('Tx B', 'second of three', 'x', 2001), ('Tx C', 'third of three', 'x', 2002); UPDATE books SET description = 'changed in the same transaction' WHERE name = 'Tx A'; DELETE FROM books WHERE name = 'Tx B'; COMMIT"
+  check "multi-row transaction" converged
+}
+
+# toast_changes: a 100 KB text stored out of line (TOAST), then an update of another column:
+# pgoutput sends the unchanged text as 'u', which must never read as NULL or empty.
+toast_changes() {
+  q "ALTER TABLE books ALTER COLUMN description SET STORAGE EXTERNAL"
+  q "INSERT INTO books (name, description, author, year) SELECT 'Toasted', string_agg(md5(i::text), ' '), 'x', 1999 FROM generate_series(1, 3000) i"
+  check "100 KB TOASTed text embedded" converged
+  kept_vector "TOASTed text, other column updated" "payload->>'name' = 'Toasted'" "UPDATE books SET year = 2024 WHERE name = 'Toasted'"
+}
+
+# kept_vector WHAT WHERE SQL: SQL updates another column than the text of the row WHERE; checks
+# that the payload follows (converged) and that the row's stored vector and text hash did not change.
+kept_vector() {
+  local before after
+  before=$(stored_vector "$2")
+  q "$3"
+  check "$1: payload follows" converged
+  after=$(stored_vector "$2")
+  check "$1: vector and text hash unchanged" '[ -n "$before" ] && [ "$before" = "$after" ]'
+}
+stored_vector() { q "SELECT md5(embedding::text) || encode(text_hash, 'hex') FROM cdcvec.public_books WHERE $1"; }
+
+# model_recorded NAME META: checks that META (a command that prints the model id and revision
+# the store recorded) names the running model: its id and the SHA-256 of its weights (want_rev).
+model_recorded() {
+  local dir=${CDCVEC_MODEL_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/cdcvec/all-MiniLM-L6-v2} meta_cmd=$2
+  want_rev=$(sha256sum "$dir/model.safetensors" | cut -c1-64)
+  check "$1" '[ "$($meta_cmd)" = "sentence-transformers/all-MiniLM-L6-v2 $want_rev" ]' ||
+    echo "  recorded: $($meta_cmd); want $want_rev"
+}
+
 # ---- watched processes ---------------------------------------------------------------------
 declare -gA CV_WATCH=()
 

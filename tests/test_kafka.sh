@@ -96,29 +96,10 @@ qsink_pid=$!
 qcount() { curl -s -XPOST "http://127.0.0.1:$qport/collections/books/points/count" -H 'Content-Type: application/json' \
   -d '{"exact":true}' | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["result"]["count"])' 2>/dev/null; }
 
-books 2
-check "inserts" converged
-q "UPDATE books SET description = 'A boy wizard attends a school of magic.' WHERE id = 1"
-check "update of the text re-embeds" converged
-before=$(q "SELECT md5(embedding::text) FROM cdcvec.public_books WHERE id = 4")
-q "UPDATE books SET year = 1966 WHERE id = 4"
-check "payload-only update: payload follows" converged
-after=$(q "SELECT md5(embedding::text) FROM cdcvec.public_books WHERE id = 4")
-check "payload-only update: the stored vector is untouched" '[ -n "$before" ] && [ "$before" = "$after" ]'
-q "DELETE FROM books WHERE id = 2"
-check "delete" converged
-q "BEGIN; INSERT INTO books (name, description, author, year) VALUES ('Tx A', 'first of three', 'x', 2000), ('Tx B', 'second of three', 'x', 2001), ('Tx C', 'third of three', 'x', 2002); UPDATE books SET description = 'changed in the same transaction' WHERE name = 'Tx A'; DELETE FROM books WHERE name = 'Tx B'; COMMIT"
-check "multi-row transaction" converged
+basic_changes
 q "UPDATE books SET id = 1000 WHERE id = 3"
 check "an update that changes the primary key (old key deleted)" converged
-q "ALTER TABLE books ALTER COLUMN description SET STORAGE EXTERNAL"
-q "INSERT INTO books (name, description, author, year) SELECT 'Toasted', string_agg(md5(i::text), ' '), 'x', 1999 FROM generate_series(1, 3000) i"
-check "100 KB TOASTed text" converged
-before=$(q "SELECT md5(embedding::text) FROM cdcvec.public_books WHERE payload->>'name' = 'Toasted'")
-q "UPDATE books SET year = 2024 WHERE name = 'Toasted'"
-check "TOASTed text unchanged, other column updated: payload follows" converged
-after=$(q "SELECT md5(embedding::text) FROM cdcvec.public_books WHERE payload->>'name' = 'Toasted'")
-check "TOASTed text unchanged: vector untouched" '[ -n "$before" ] && [ "$before" = "$after" ]'
+toast_changes
 q "BEGIN; INSERT INTO books (name, description, author, year) VALUES ('Before truncate', 'gone soon', 'x', 1); TRUNCATE books; INSERT INTO books (name, description, author, year) VALUES ('After truncate', 'the only book left', 'x', 2); COMMIT"
 check "truncate (one copy per partition, applied once all partitions reached it)" \
   'converged && [ "$(q "SELECT count(*) FROM cdcvec.public_books")" = 1 ]'
@@ -154,23 +135,20 @@ check "one worker killed -9 mid-stream: the group rebalances, nothing lost" conv
 tx100() { # SQL with $i: 100 transactions, one statement each
   q "DO \$\$ BEGIN FOR i IN 0..99 LOOP $1; COMMIT; END LOOP; END \$\$"
 }
-tx100 "INSERT INTO books (name, description, author, year) SELECT 'Bulk ' || (i * 50 + g), 'Bulk text number ' || (i * 50 + g), 'x', 1900 + g FROM generate_series(1, 50) g; UPDATE books SET year = year + 1 WHERE name LIKE 'Bulk %' AND id % 100 = i" &
-load=$!
-sleep 2
-kill -9 "$cap_pid" 2>/dev/null
-wait "$cap_pid" 2>/dev/null
-wait "$load"
-start_capture
+killed_during() { # PID RESTART SQL: tx100 SQL in the background, PID killed -9 2 s in; RESTART once it is done
+  tx100 "$3" &
+  local load=$!
+  sleep 2
+  kill -9 "$1" 2>/dev/null
+  wait "$1" 2>/dev/null
+  wait "$load"
+  $2
+}
+killed_during "$cap_pid" start_capture "INSERT INTO books (name, description, author, year) SELECT 'Bulk ' || (i * 50 + g), 'Bulk text number ' || (i * 50 + g), 'x', 1900 + g FROM generate_series(1, 50) g; UPDATE books SET year = year + 1 WHERE name LIKE 'Bulk %' AND id % 100 = i"
 check "capture killed -9 during 10,000 changes (5,000 inserts + 5,000 updates): converges after restart" converged
 
 # 10,000 changes (payload-only updates, re-embedded texts, deletes, inserts), the sink killed -9 meanwhile
-tx100 "UPDATE books SET year = year + 1 WHERE name LIKE 'Bulk %' AND id % 100 = i; UPDATE books SET description = 'Rewritten ' || id WHERE name LIKE 'Bulk %' AND id % 100 = i AND id % 5 = 0; DELETE FROM books WHERE name LIKE 'Bulk %' AND id % 100 = i AND id % 10 = 1; INSERT INTO books (name, description, author, year) SELECT 'Late ' || (i * 35 + g), 'Late text ' || (i * 35 + g), 'x', 2001 FROM generate_series(1, 35) g" &
-load=$!
-sleep 2
-kill -9 "$sink_pid" 2>/dev/null
-wait "$sink_pid" 2>/dev/null
-wait "$load"
-start_sink
+killed_during "$sink_pid" start_sink "UPDATE books SET year = year + 1 WHERE name LIKE 'Bulk %' AND id % 100 = i; UPDATE books SET description = 'Rewritten ' || id WHERE name LIKE 'Bulk %' AND id % 100 = i AND id % 5 = 0; DELETE FROM books WHERE name LIKE 'Bulk %' AND id % 100 = i AND id % 10 = 1; INSERT INTO books (name, description, author, year) SELECT 'Late ' || (i * 35 + g), 'Late text ' || (i * 35 + g), 'x', 2001 FROM generate_series(1, 35) g"
 check "sink killed -9 during 10,000 changes: converges after restart" converged
 
 # a message no stage can read: the dead-letter topic gets it with the reason, the rest goes on
