@@ -58,14 +58,38 @@ static void linear_ref(const float *x, const float *w, const float *b, int M, in
         }
 }
 
-/* y against want (relative error under 2e-5), then y poisoned again for the next run */
-static void check_linear(float *y, const double *want, int M, int N, int K, int act, const char *what,
-                         const char *name) {
-    double err = max_rel_err(y, want, (size_t)M * N);
-    print_message("%s=%s M=%d N=%d K=%d act=%d max_rel_err=%.2e\n", what, name, M, N, K, act, err);
-    assert_true(err < 2e-5);
-    for (size_t j = 0; j < (size_t)M * N; j++)
-        y[j] = NAN;
+/* A linear layer (x: M x K, w: N x K) packed as fp32 (or bf16), computed with and without GELU as
+ * two column ranges split at a multiple of 16 (as the thread pool does), against linear_ref:
+ * relative error under 2e-5, printed as "WHAT=NAME M=.. N=.. K=.. act=.. max_rel_err=..". */
+static void run_linear(int bf16, int M, int N, int K, uint64_t *seed, const char *what, const char *name) {
+    float *x = malloc(sizeof(float) * (size_t)M * K), *w = malloc(sizeof(float) * (size_t)N * K),
+          *b = malloc(sizeof(float) * (size_t)N), *y = poisoned((size_t)M * N);
+    void *wp = NULL;
+    size_t wp_bytes = bf16 ? cv_cpu_pack_bf16_bytes(N, K) : sizeof(float) * cv_cpu_pack_floats(N, K);
+    assert_int_equal(posix_memalign(&wp, 64, wp_bytes), 0);
+    fill_linear(x, w, b, M, N, K, seed);
+    if (bf16)
+        cv_cpu_pack_linear_bf16(w, N, K, wp);
+    else
+        cv_cpu_pack_linear(w, N, K, wp);
+    double *want = malloc(sizeof(double) * (size_t)M * N);
+    const int mid = (N / 2) & ~15;
+    for (int act = 0; act < 2; act++) {
+        linear_ref(x, w, b, M, N, K, act, bf16, want);
+        for (int part = 0; part < 2; part++) {
+            int n0 = part ? mid : 0, n1 = part ? N : mid;
+            if (bf16)
+                cv_cpu_linear_bf16(x, wp, b, M, N, K, (cv_act)act, y, n0, n1);
+            else
+                cv_cpu_linear_packed(x, wp, b, M, N, K, (cv_act)act, y, n0, n1);
+        }
+        double err = max_rel_err(y, want, (size_t)M * N);
+        print_message("%s=%s M=%d N=%d K=%d act=%d max_rel_err=%.2e\n", what, name, M, N, K, act, err);
+        assert_true(err < 2e-5);
+        for (size_t j = 0; j < (size_t)M * N; j++)
+            y[j] = NAN;
+    }
+    free(x), free(w), free(b), free(y), free(wp), free(want);
 }
 
 static void ln_ref(double *row, const float *g, const float *b, int D, double eps) {
@@ -126,22 +150,7 @@ static void test_linear_packed(void **state) {
             continue;
         }
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
-            const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
-            float *x = malloc(sizeof(float) * (size_t)M * K), *w = malloc(sizeof(float) * (size_t)N * K),
-                  *b = malloc(sizeof(float) * (size_t)N), *y = poisoned((size_t)M * N), *wp = NULL;
-            assert_int_equal(posix_memalign((void **)&wp, 64, sizeof(float) * cv_cpu_pack_floats(N, K)), 0);
-            fill_linear(x, w, b, M, N, K, &seed);
-            cv_cpu_pack_linear(w, N, K, wp);
-            double *want = malloc(sizeof(double) * (size_t)M * N);
-            for (int act = 0; act < 2; act++) {
-                linear_ref(x, w, b, M, N, K, act, 0, want);
-                /* two column ranges split at a multiple of 16, as the thread pool does */
-                const int mid = (N / 2) & ~15;
-                cv_cpu_linear_packed(x, wp, b, M, N, K, (cv_act)act, y, 0, mid);
-                cv_cpu_linear_packed(x, wp, b, M, N, K, (cv_act)act, y, mid, N);
-                check_linear(y, want, M, N, K, act, "linear_packed isa", isas[i]);
-            }
-            free(x), free(w), free(b), free(y), free(wp), free(want);
+            run_linear(0, shapes[s][0], shapes[s][1], shapes[s][2], &seed, "linear_packed isa", isas[i]);
         }
     }
     assert_int_equal(cv_cpu_gemm_use(best), CV_OK);
@@ -198,22 +207,8 @@ static void test_linear_bf16(void **state) {
             print_message("linear_bf16 kernel=%s not supported here\n", kernel);
             continue;
         }
-        const int M = shapes[s / 2][0], N = shapes[s / 2][1], K = shapes[s / 2][2];
-        float *x = malloc(sizeof(float) * (size_t)M * K), *w = malloc(sizeof(float) * (size_t)N * K),
-              *b = malloc(sizeof(float) * (size_t)N), *y = poisoned((size_t)M * N);
-        uint16_t *wp = NULL;
-        assert_int_equal(posix_memalign((void **)&wp, 64, cv_cpu_pack_bf16_bytes(N, K)), 0);
-        fill_linear(x, w, b, M, N, K, &seed);
-        cv_cpu_pack_linear_bf16(w, N, K, wp);
-        double *want = malloc(sizeof(double) * (size_t)M * N);
-        for (int act = 0; act < 2; act++) {
-            linear_ref(x, w, b, M, N, K, act, 1, want);
-            const int mid = (N / 2) & ~15;
-            cv_cpu_linear_bf16(x, wp, b, M, N, K, (cv_act)act, y, 0, mid);
-            cv_cpu_linear_bf16(x, wp, b, M, N, K, (cv_act)act, y, mid, N);
-            check_linear(y, want, M, N, K, act, "linear_bf16 kernel", kernel);
-        }
-        free(x), free(w), free(b), free(y), free(wp), free(want);
+        run_linear(1, shapes[s / 2][0], shapes[s / 2][1], shapes[s / 2][2], &seed, "linear_bf16 kernel",
+                   kernel);
     }
     assert_int_equal(cv_cpu_bf16_use(best), CV_OK);
     /* rounding: to nearest even, NaN stays NaN */

@@ -40,6 +40,8 @@ start_sync() {
   spid=$!
 }
 stop_sync() { kill -TERM "$1" 2>/dev/null; wait "$1" 2>/dev/null; }
+# logged PID NAME EVENT: waits, while PID runs, until $work/NAME.log has an event=EVENT line
+logged() { WATCH_PID=$1 wait_until "grep -q 'event=$3' '$work/$2.log'" "wc -c <'$work/$2.log'" >/dev/null; }
 MISMATCH="SELECT count(*) FROM books b FULL JOIN cdcvec.public_books v USING (id)
   WHERE b.id IS NULL OR v.id IS NULL OR v.text_hash <> sha256(convert_to(b.description, 'UTF8'))"
 # conv PID DATABASE: the database's index converges while PID runs
@@ -100,7 +102,7 @@ stop_sync $pc
 # on a connection of its own): a slot of its own; the first store's, inactive, is named
 start_sync c3 "$(dbof shop_c)" --sink "$(dbof shop_b)"
 pc=$spid
-WATCH_PID=$pc wait_until 'grep -q "event=streaming" "$work/c3.log"' 'wc -c <"$work/c3.log"' >/dev/null
+logged $pc c3 streaming
 check "a second store of the table: a slot of its own, and the first store's inactive slot is named (slot_other)" \
   'grep -q "event=slot_other table=\"public\".\"books\" slots=\"$legacy\"" "$work/c3.log" && [ "$(q "SELECT count(*) FROM pg_replication_slots WHERE database = '"'"'shop_c'"'"'")" = 2 ]' ||
   dump "$work/c3.log"
@@ -111,7 +113,7 @@ stop_sync $pc
 echo "# 2. one writer per table and store"
 start_sync second "$(dbof shop_a)" --slot cdcvec_second_slot
 po=$spid
-WATCH_PID=$po wait_until 'grep -q "event=sync_retry" "$work/second.log"' 'wc -c <"$work/second.log"' >/dev/null
+logged $po second sync_retry
 check "a second sync of the table with its own --slot waits (table_busy) and creates no slot" \
   'kill -0 $po && grep -q "event=table_busy table=\"public\".\"books\" store=pgvector: holder=\"pid=" "$work/second.log" && [ "$(q "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '"'"'cdcvec_second_slot'"'"'")" = 0 ]' ||
   dump "$work/second.log"
@@ -132,7 +134,7 @@ stop_sync $pa
 cport=$(free_port $((port + 300)))
 start_sync refused "postgres://postgres@127.0.0.1:$cport/postgres"
 pr=$spid
-WATCH_PID=$pr wait_until 'grep -q "event=sync_retry" "$work/refused.log"' 'wc -c <"$work/refused.log"' >/dev/null
+logged $pr refused sync_retry
 check "a refused connection: the retry line says so, not \"timed out\"" \
   'grep "event=sync_retry" "$work/refused.log" | head -1 | grep -q "error=\".*Connection refused"' || dump "$work/refused.log"
 stop_sync $pr
