@@ -9,7 +9,7 @@
 #   now_ms, calc EXPR the clock in ms; floating-point arithmetic without bc
 # Sets BUILD_DIR (default build) and bin (cdcvec there, or $CDCVEC_BIN).
 
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || return
 BUILD_DIR=${BUILD_DIR:-build}
 bin=${CDCVEC_BIN:-$PWD/$BUILD_DIR/cdcvec}
 

@@ -152,7 +152,8 @@ stop_all() {
 # stop_timed PID: SIGTERM, then up to 5 s for PID to exit; sets rc (its exit status, or timeout:
 # it is then killed -9) and ms (how long it took).
 stop_timed() {
-  local t0=$(date +%s%N)
+  local t0
+  t0=$(date +%s%N)
   kill -TERM "$1"
   for _ in $(seq 1 50); do builtin kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
   ms=$((($(date +%s%N) - t0) / 1000000))
