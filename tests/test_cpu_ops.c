@@ -294,13 +294,19 @@ static void test_embed_ln(void **state) {
     free(word), free(pos), free(type0), free(g), free(b), free(out);
 }
 
+/* Both attention kernels (sgemm, and the fused AVX-512 one where the CPU has it) against
+ * double precision: head sizes 8 to 128 (multiples of 16 and not: the masked tails), lengths
+ * around the fused kernel's tiles (12, 16, 32, 48) and a split of the heads. */
 static void test_attention(void **state) {
     (void)state;
-    static const int lens_sets[][5] = {
-        {1, 0, 0, 0, 0}, {2, 5, 0, 0, 0}, {31, 1, 64, 3, 0}, {256, 7, 0, 0, 0}};
-    static const int hh[][2] = {{12, 32}, {4, 8}, {2, 16}, {12, 32}};
+    static const int lens_sets[][5] = {{1, 0, 0, 0, 0},   {2, 5, 0, 0, 0},    {31, 1, 64, 3, 0},
+                                       {256, 7, 0, 0, 0}, {13, 47, 49, 0, 0}, {100, 17, 0, 0, 0},
+                                       {33, 12, 0, 0, 0}, {50, 0, 0, 0, 0},   {97, 0, 0, 0, 0}};
+    static const int hh[][2] = {{12, 32}, {4, 8},  {2, 16},  {12, 32}, {6, 64},
+                                {3, 24},  {2, 80}, {2, 128}, {4, 40}};
+    const int ncase = (int)(sizeof hh / sizeof hh[0]);
     uint64_t seed = 14;
-    for (size_t c = 0; c < 4; c++) {
+    for (int c = 0; c < ncase; c++) {
         int offs[6] = {0}, nseq = 0;
         for (int s = 0; s < 5 && lens_sets[c][s]; s++, nseq++)
             offs[nseq + 1] = offs[nseq] + lens_sets[c][s];
@@ -310,7 +316,6 @@ static void test_attention(void **state) {
         int32_t o32[6];
         for (int i = 0; i <= nseq; i++)
             o32[i] = offs[i];
-        cv_cpu_attention(qkv, o32, nseq, H, hd, out);
         double *want = malloc(sizeof(double) * (size_t)T * D), *p = malloc(sizeof(double) * 256);
         for (int s = 0; s < nseq; s++)
             for (int h = 0; h < H; h++)
@@ -333,9 +338,27 @@ static void test_attention(void **state) {
                         want[(size_t)i * D + h * hd + d] = acc;
                     }
                 }
-        double err = max_rel_err(out, want, (size_t)T * D);
-        print_message("attention nseq=%d T=%d H=%d hd=%d max_rel_err=%.2e\n", nseq, T, H, hd, err);
-        assert_true(err < 2e-5);
+        for (int kernel = 0; kernel < 3; kernel++) {
+            if (kernel == 2 && !cv_cpu_attention_avx512_ok()) continue;
+            for (size_t i = 0; i < (size_t)T * D; i++)
+                out[i] = NAN;
+            if (kernel == 0) {
+                cv_cpu_attention(qkv, o32, nseq, H, hd, out);
+            } else {
+                /* heads in two calls, as the backend splits them across threads */
+                void (*f)(const float *, const int32_t *, int, int, int, int, int, float *) =
+                    kernel == 1 ? cv_cpu_attention_heads_blas : cv_cpu_attention_heads_avx512;
+                f(qkv, o32, nseq, H, hd, 0, H / 2, out);
+                f(qkv, o32, nseq, H, hd, H / 2, H, out);
+            }
+            double err = max_rel_err(out, want, (size_t)T * D);
+            print_message("attention %s nseq=%d T=%d H=%d hd=%d max_rel_err=%.2e\n",
+                          kernel == 0   ? "default"
+                          : kernel == 1 ? "blas"
+                                        : "avx512",
+                          nseq, T, H, hd, err);
+            assert_true(err < 2e-5);
+        }
         free(qkv), free(out), free(want), free(p);
     }
 }

@@ -54,6 +54,14 @@ void cv_cpu_attention(const float *qkv, const int32_t *offs, int nseq, int H, in
 /* Heads [h0, h1) of cv_cpu_attention only. */
 void cv_cpu_attention_heads(const float *qkv, const int32_t *offs, int nseq, int H, int hd, int h0, int h1,
                             float *out);
+/* The two kernels cv_cpu_attention_heads picks from (tests, benchmarks): sgemm per (sequence,
+ * head) with the L x L scores in memory, and the fused AVX-512 kernel (any head size; call
+ * only where cv_cpu_attention_avx512_ok()). */
+void cv_cpu_attention_heads_blas(const float *qkv, const int32_t *offs, int nseq, int H, int hd, int h0,
+                                 int h1, float *out);
+void cv_cpu_attention_heads_avx512(const float *qkv, const int32_t *offs, int nseq, int H, int hd, int h0,
+                                   int h1, float *out);
+int cv_cpu_attention_avx512_ok(void);
 /* norms (nseq) may be NULL: else norms[s] = |mean of sequence s| before the normalization. */
 void cv_cpu_pool_l2(const float *x, const int32_t *offs, int nseq, int D, float *out, float *norms);
 
