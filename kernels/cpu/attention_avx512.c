@@ -1,16 +1,18 @@
 /* attention_avx512.c: softmax(Q K^T / sqrt(hd)) V per sequence and head on AVX-512, fused:
- * no padding, no score matrix of L x L, no copies of Q or V. Built with -mavx512f -mfma
- * whatever the rest of the build targets; attention.c calls it only on CPUs with AVX-512F.
+ * no padding, no score matrix of L x L in memory. Built with -mavx512f -mfma whatever the
+ * rest of the build targets; attention.c calls it only on CPUs with AVX-512F.
  *
- * Per (sequence, head): K is transposed once into Kt (hd x Lp, Lp = L rounded up to 16,
- * zero past L), so that 16 keys sit in one vector. Then per block of up to QB query rows:
- *   S = scale * Q Kt           tiles of up to 12 rows x 32 keys (24 zmm accumulators), the
- *                              row's running max kept as the tiles are stored
- *   P = exp(S - max), sum      one pass per row, the block (QB x Lp) in L1
- *   O = (P V) / sum            tiles of up to 12 rows x 32 or 6 rows x 64 output columns
- * Any head size: the last 16 columns of V and O go through masks. The sums run in a
- * different order than sgemm's, so results differ from the BLAS path by float rounding
- * only (tests/test_cpu_ops.c compares both with double precision). */
+ * Per (sequence, head), K and V are copied once into kernel layouts: Kp holds groups of KR
+ * keys d-major (the KR values of one d side by side), Vp the rows of V at a stride of hd
+ * rounded up to 16, zero-padded. Then per block of QB = 32 queries, Q transposed into Qt
+ * (hd x QB), and the scores kept transposed, St[j][i] (key-major, queries side by side):
+ *   St = scale * K Qt          tiles of KR = 12 keys x 32 queries (24 zmm accumulators)
+ *   P  = exp(St - max), sums   per query, down the columns: vertical max/add, no shuffles
+ *   O  = (P V) / sum           tiles of up to 12 queries x 32 or 6 x 64 output columns; the
+ *                              12 probabilities of a key are adjacent (immediate offsets)
+ * The block's P (L x QB) and Vp stay in L1/L2. Any head size: the last 16 columns of O go
+ * through a mask. The sums run in a different order than sgemm's, so results differ from
+ * the BLAS path by float rounding only (tests/test_cpu_ops.c checks both against double). */
 #include "cpu_ops.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -20,23 +22,31 @@
 
 #include "gelu_avx512.h"
 
-#define QB   48 /* query rows per block: the block's P (QB x Lp floats) stays in L1/L2 */
-#define MR_S 12 /* rows per S tile (x 2 vectors of keys) */
+#define QB 32 /* queries per block: two vectors */
+#define KR 12 /* keys per score tile */
 
-/* Kt[d][j] = K[j][d] for j < L, 0 for L <= j < Lp: 16 keys per gather. */
-static void pack_kt(const float *k, size_t ld, int L, int Lp, int hd, float *kt) {
-    const __m512i idx = _mm512_mullo_epi32(
-        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32((int)ld));
-    for (int j = 0; j < Lp; j += 16) {
-        const __mmask16 m = L - j >= 16 ? 0xFFFF : (__mmask16)((1u << (L - j)) - 1);
+/* Row offsets 0, ld, 2 ld, ... of 16 rows, for gathers. */
+static inline __m512i row_idx(size_t ld) {
+    return _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                              _mm512_set1_epi32((int)ld));
+}
+
+/* Kp[(j / KR) * hd * KR + d * KR + j % KR] = K[j][d], zero for L <= j < Lk (Lk: L rounded
+ * up to KR): one gather of KR keys per d. */
+static void pack_k(const float *k, size_t ld, int L, int Lk, int hd, float *kp) {
+    const __m512i idx = row_idx(ld);
+    for (int j = 0; j < Lk; j += KR) {
+        const int n = L - j < KR ? L - j : KR;
+        const __mmask16 m = (__mmask16)((1u << n) - 1), st = (__mmask16)((1u << KR) - 1);
         const float *kj = k + (size_t)j * ld;
+        float *dst = kp + (size_t)j * hd;
         for (int d = 0; d < hd; d++)
-            _mm512_store_ps(kt + (size_t)d * Lp + j,
-                            _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, kj + d, 4));
+            _mm512_mask_storeu_ps(dst + (size_t)d * KR, st,
+                                  _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, kj + d, 4));
     }
 }
 
-/* Vp[j][0 .. hdp) = V[j][0 .. hd), zero past hd (hdp = hd rounded up to 16). */
+/* Vp[j][0 .. hdp) = V[j][0 .. hd), zero past hd (hdp: hd rounded up to 16). */
 static void pack_v(const float *v, size_t ld, int L, int hd, int hdp, float *vp) {
     for (int j = 0; j < L; j++) {
         const float *vr = v + (size_t)j * ld;
@@ -48,75 +58,78 @@ static void pack_v(const float *v, size_t ld, int L, int hd, int hdp, float *vp)
     }
 }
 
-/* s[r][j0 .. j0+16*nv) = scale * q[r] . Kt[:, j] for mr rows. */
-static inline __attribute__((always_inline)) void s_tile(const int mr, const int nv, const float *q,
-                                                         size_t ld, const float *kt, int Lp, int hd, int j0,
-                                                         float scale, float *s) {
-    __m512 c0[MR_S], c1[MR_S];
+/* Qt[d][r] = Q[r][d] for r < rows, zero for rows <= r < QB: two gathers per d. */
+static void pack_qt(const float *q, size_t ld, int rows, int hd, float *qt) {
+    const __m512i idx = row_idx(ld);
+    const __mmask16 m0 = rows >= 16 ? 0xFFFF : (__mmask16)((1u << rows) - 1),
+                    m1 = rows >= 32   ? 0xFFFF
+                         : rows <= 16 ? 0
+                                      : (__mmask16)((1u << (rows - 16)) - 1);
+    const float *q1 = q + 16 * ld;
+    for (int d = 0; d < hd; d++) {
+        _mm512_store_ps(qt + (size_t)d * QB,
+                        _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m0, idx, q + d, 4));
+        _mm512_store_ps(qt + (size_t)d * QB + 16,
+                        m1 ? _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m1, idx, q1 + d, 4)
+                           : _mm512_setzero_ps());
+    }
+}
+
+/* St[j0 + r][0 .. QB) = scale * K[j0 + r] . Qt for the KR keys of group kg. */
+static inline void st_tile(const float *kg, const float *qt, int hd, float scale, float *st) {
+    __m512 c0[KR], c1[KR];
 #pragma GCC unroll 12
-    for (int r = 0; r < mr; r++) {
+    for (int r = 0; r < KR; r++) {
         c0[r] = _mm512_setzero_ps();
         c1[r] = _mm512_setzero_ps();
     }
-    const float *kp = kt + j0;
     for (int d = 0; d < hd; d++) {
-        const __m512 b0 = _mm512_load_ps(kp + (size_t)d * Lp);
-        const __m512 b1 = nv == 2 ? _mm512_load_ps(kp + (size_t)d * Lp + 16) : _mm512_setzero_ps();
+        const __m512 b0 = _mm512_load_ps(qt + (size_t)d * QB), b1 = _mm512_load_ps(qt + (size_t)d * QB + 16);
+        const float *a = kg + (size_t)d * KR;
 #pragma GCC unroll 12
-        for (int r = 0; r < mr; r++) {
-            const __m512 a = _mm512_set1_ps(q[(size_t)r * ld + d]);
-            c0[r] = _mm512_fmadd_ps(a, b0, c0[r]);
-            if (nv == 2) c1[r] = _mm512_fmadd_ps(a, b1, c1[r]);
+        for (int r = 0; r < KR; r++) {
+            const __m512 av = _mm512_set1_ps(a[r]);
+            c0[r] = _mm512_fmadd_ps(av, b0, c0[r]);
+            c1[r] = _mm512_fmadd_ps(av, b1, c1[r]);
         }
     }
     const __m512 sc = _mm512_set1_ps(scale);
 #pragma GCC unroll 12
-    for (int r = 0; r < mr; r++) {
-        _mm512_store_ps(s + (size_t)r * Lp + j0, _mm512_mul_ps(c0[r], sc));
-        if (nv == 2) _mm512_store_ps(s + (size_t)r * Lp + j0 + 16, _mm512_mul_ps(c1[r], sc));
+    for (int r = 0; r < KR; r++) {
+        _mm512_store_ps(st + (size_t)r * QB, _mm512_mul_ps(c0[r], sc));
+        _mm512_store_ps(st + (size_t)r * QB + 16, _mm512_mul_ps(c1[r], sc));
     }
 }
 
-/* Scores of mr query rows against every key: s (mr x Lp). */
-static inline __attribute__((always_inline)) void
-s_rows(const int mr, const float *q, size_t ld, const float *kt, int Lp, int hd, float scale, float *s) {
-    int j = 0;
-    for (; j + 32 <= Lp; j += 32)
-        s_tile(mr, 2, q, ld, kt, Lp, hd, j, scale, s);
-    if (j < Lp) s_tile(mr, 1, q, ld, kt, Lp, hd, j, scale, s);
-}
-
-/* p = exp(s - max s) over the first L values of a row, zero up to Lp; returns 1 / the sum. */
-static float exp_row(float *p, int L, int Lp) {
-    const __mmask16 tail = L % 16 ? (__mmask16)((1u << (L % 16)) - 1) : 0xFFFF;
-    __m512 mv = _mm512_set1_ps(-INFINITY);
-    int j = 0;
-    for (; j + 16 <= L; j += 16)
-        mv = _mm512_max_ps(mv, _mm512_load_ps(p + j));
-    if (j < L) mv = _mm512_mask_max_ps(mv, tail, mv, _mm512_load_ps(p + j));
-    const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mv));
-    __m512 acc = _mm512_setzero_ps();
-    for (j = 0; j + 16 <= L; j += 16) {
-        const __m512 e = exp16(_mm512_sub_ps(_mm512_load_ps(p + j), m));
-        _mm512_store_ps(p + j, e);
-        acc = _mm512_add_ps(acc, e);
+/* P = exp(St - column max) over the L keys, in place; inv (QB) = 1 / column sums. */
+static void softmax_cols(float *st, int L, float *inv) {
+    __m512 m0 = _mm512_set1_ps(-INFINITY), m1 = m0;
+    for (int j = 0; j < L; j++) {
+        m0 = _mm512_max_ps(m0, _mm512_load_ps(st + (size_t)j * QB));
+        m1 = _mm512_max_ps(m1, _mm512_load_ps(st + (size_t)j * QB + 16));
     }
-    if (j < Lp) {
-        const __m512 e = _mm512_maskz_mov_ps(tail, exp16(_mm512_sub_ps(_mm512_load_ps(p + j), m)));
-        _mm512_store_ps(p + j, e);
-        acc = _mm512_add_ps(acc, e);
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0;
+    for (int j = 0; j < L; j++) {
+        float *row = st + (size_t)j * QB;
+        const __m512 e0 = exp16(_mm512_sub_ps(_mm512_load_ps(row), m0));
+        const __m512 e1 = exp16(_mm512_sub_ps(_mm512_load_ps(row + 16), m1));
+        _mm512_store_ps(row, e0);
+        _mm512_store_ps(row + 16, e1);
+        s0 = _mm512_add_ps(s0, e0);
+        s1 = _mm512_add_ps(s1, e1);
     }
-    return 1.0f / _mm512_reduce_add_ps(acc);
+    const __m512 one = _mm512_set1_ps(1.0f);
+    _mm512_store_ps(inv, _mm512_div_ps(one, s0));
+    _mm512_store_ps(inv + 16, _mm512_div_ps(one, s1));
 }
 
 #define MR_O(nv) ((nv) <= 2 ? 12 : 6)
 
-/* o[r][c0 .. c0+16*nv) = inv[r] * sum_j p[r][j] vp[j][c0 ..] for mr rows; the last vector
- * stored through mlast. */
-static inline __attribute__((always_inline)) void o_tile(const int mr, const int nv, const float *p, int Lp,
-                                                         int L, const float *vp, int hdp, int c0,
-                                                         __mmask16 mlast, const float *inv, float *o,
-                                                         size_t ldo) {
+/* o[r][c0 .. c0+16*nv) = inv[r] * sum_j p[j][r] vp[j][c0 ..] for mr queries (p: column r0
+ * of P); the last vector stored through mlast. */
+static inline __attribute__((always_inline)) void o_tile(const int mr, const int nv, const float *p, int L,
+                                                         const float *vp, int hdp, int c0, __mmask16 mlast,
+                                                         const float *inv, float *o, size_t ldo) {
     __m512 acc[12][4];
 #pragma GCC unroll 12
     for (int r = 0; r < mr; r++)
@@ -129,9 +142,10 @@ static inline __attribute__((always_inline)) void o_tile(const int mr, const int
 #pragma GCC unroll 4
         for (int x = 0; x < nv; x++)
             b[x] = _mm512_load_ps(vc + (size_t)j * hdp + 16 * x);
+        const float *pj = p + (size_t)j * QB;
 #pragma GCC unroll 12
         for (int r = 0; r < mr; r++) {
-            const __m512 a = _mm512_set1_ps(p[(size_t)r * Lp + j]);
+            const __m512 a = _mm512_set1_ps(pj[r]);
 #pragma GCC unroll 4
             for (int x = 0; x < nv; x++)
                 acc[r][x] = _mm512_fmadd_ps(a, b[x], acc[r][x]);
@@ -152,21 +166,19 @@ static inline __attribute__((always_inline)) void o_tile(const int mr, const int
     }
 }
 
-/* Output columns [c0, c0 + 16*nv) of rows [0, rows) of the block. */
-static inline __attribute__((always_inline)) void o_cols(const int nv, int rows, const float *p, int Lp,
-                                                         int L, const float *vp, int hdp, int c0,
-                                                         __mmask16 mlast, const float *inv, float *o,
-                                                         size_t ldo) {
+/* Output columns [c0, c0 + 16*nv) of the block's first rows queries. */
+static inline __attribute__((always_inline)) void o_cols(const int nv, int rows, const float *p, int L,
+                                                         const float *vp, int hdp, int c0, __mmask16 mlast,
+                                                         const float *inv, float *o, size_t ldo) {
     const int mr = MR_O(nv);
     int r = 0;
     for (; r + mr <= rows; r += mr)
-        o_tile(mr, nv, p + (size_t)r * Lp, Lp, L, vp, hdp, c0, mlast, inv + r, o + (size_t)r * ldo, ldo);
+        o_tile(mr, nv, p + r, L, vp, hdp, c0, mlast, inv + r, o + (size_t)r * ldo, ldo);
     switch (rows - r) { /* a shorter last tile, its row count a constant for the compiler */
 #define O_CASE(n)                                                                                            \
     case n:                                                                                                  \
         if (n < mr)                                                                                          \
-            o_tile(n < mr ? n : 1, nv, p + (size_t)r * Lp, Lp, L, vp, hdp, c0, mlast, inv + r,               \
-                   o + (size_t)r * ldo, ldo);                                                                \
+            o_tile(n < mr ? n : 1, nv, p + r, L, vp, hdp, c0, mlast, inv + r, o + (size_t)r * ldo, ldo);     \
         break;
         O_CASE(1)
         O_CASE(2)
@@ -184,49 +196,35 @@ static inline __attribute__((always_inline)) void o_cols(const int nv, int rows,
     }
 }
 
-static void s_block(int rows, const float *q, size_t ld, const float *kt, int Lp, int hd, float scale,
-                    float *s) {
-    int r = 0;
-    for (; r + MR_S <= rows; r += MR_S)
-        s_rows(MR_S, q + (size_t)r * ld, ld, kt, Lp, hd, scale, s + (size_t)r * Lp);
-    const float *qr = q + (size_t)r * ld;
-    float *sr = s + (size_t)r * Lp;
-    switch (rows - r) {
-#define S_CASE(n)                                                                                            \
-    case n: s_rows(n, qr, ld, kt, Lp, hd, scale, sr); break;
-        S_CASE(1)
-        S_CASE(2)
-        S_CASE(3)
-        S_CASE(4)
-        S_CASE(5)
-        S_CASE(6)
-        S_CASE(7)
-        S_CASE(8)
-        S_CASE(9)
-        S_CASE(10)
-        S_CASE(11)
-#undef S_CASE
-    default: break;
-    }
-}
-
-static void o_block(int rows, const float *p, int Lp, int L, const float *vp, int hd, int hdp,
-                    const float *inv, float *o, size_t ldo) {
+static void o_block(int rows, const float *p, int L, const float *vp, int hd, int hdp, const float *inv,
+                    float *o, size_t ldo) {
     int c = 0;
     for (; hd - c > 48; c += 64) { /* 4 vectors while more than 3 remain */
         const __mmask16 ml = hd - c >= 64 ? 0xFFFF : (__mmask16)((1u << (hd - c - 48)) - 1);
-        o_cols(4, rows, p, Lp, L, vp, hdp, c, ml, inv, o, ldo);
+        o_cols(4, rows, p, L, vp, hdp, c, ml, inv, o, ldo);
     }
     const int left = hd - c; /* 0 .. 48 */
     if (left <= 0) return;
     const int nv = (left + 15) / 16;
     const __mmask16 ml = left % 16 ? (__mmask16)((1u << (left % 16)) - 1) : 0xFFFF;
     if (nv == 1)
-        o_cols(1, rows, p, Lp, L, vp, hdp, c, ml, inv, o, ldo);
+        o_cols(1, rows, p, L, vp, hdp, c, ml, inv, o, ldo);
     else if (nv == 2)
-        o_cols(2, rows, p, Lp, L, vp, hdp, c, ml, inv, o, ldo);
+        o_cols(2, rows, p, L, vp, hdp, c, ml, inv, o, ldo);
     else
-        o_cols(3, rows, p, Lp, L, vp, hdp, c, ml, inv, o, ldo);
+        o_cols(3, rows, p, L, vp, hdp, c, ml, inv, o, ldo);
+}
+
+/* Q, K and V of rows [r0, r1) of the next head (at q, row stride ld, hd columns) into L2:
+ * each head reads a narrow column band of rows 3 D floats apart, which the hardware
+ * prefetchers do not follow. */
+static void prefetch_rows(const float *q, size_t ld, int D, int hd, int r0, int r1) {
+    for (int r = r0; r < r1; r++)
+        for (int part = 0; part < 3; part++) {
+            const char *row = (const char *)(q + (size_t)r * ld + (size_t)part * D);
+            for (int c = 0; c < hd * 4; c += 64)
+                _mm_prefetch(row + c, _MM_HINT_T1);
+        }
 }
 
 void cv_cpu_attention_heads_avx512(const float *qkv, const int32_t *offs, int nseq, int H, int hd, int h0,
@@ -238,29 +236,44 @@ void cv_cpu_attention_heads_avx512(const float *qkv, const int32_t *offs, int ns
     for (int s = 0; s < nseq; s++)
         if (offs[s + 1] - offs[s] > maxlen) maxlen = offs[s + 1] - offs[s];
     if (maxlen == 0) return;
-    const size_t Lmax = (size_t)((maxlen + 15) & ~15);
-    /* Kt (hd x Lp), Vp (L x hdp), P (QB x Lp), then the block's 1/sums; all 64-byte aligned */
-    const size_t floats = (size_t)hd * Lmax + Lmax * hdp + QB * Lmax + QB;
-    float *kt = aligned_alloc(64, (sizeof(float) * floats + 63) & ~(size_t)63);
-    CV_ASSERT(kt != NULL);
-    float *vp = kt + (size_t)hd * Lmax, *p = vp + Lmax * hdp, *inv = p + QB * Lmax;
+    const size_t Lk = (size_t)((maxlen + KR - 1) / KR * KR);
+    /* Kp (Lk x hd), Vp (maxlen x hdp), Qt (hd x QB), P (Lk x QB), 1/sums (QB); every part a
+     * multiple of 16 floats, so all 64-byte aligned */
+    const size_t nk = (Lk * hd + 15) & ~(size_t)15, nv = (size_t)maxlen * hdp, nq = (size_t)hd * QB;
+    float *kp = aligned_alloc(64, sizeof(float) * (nk + nv + nq + Lk * QB + QB));
+    CV_ASSERT(kp != NULL);
+    float *vp = kp + nk, *qt = vp + nv, *p = qt + nq, *inv = p + Lk * QB;
     for (int s = 0; s < nseq; s++) {
-        const int base = offs[s], L = offs[s + 1] - offs[s], Lp = (L + 15) & ~15;
+        const int base = offs[s], L = offs[s + 1] - offs[s], Lks = (L + KR - 1) / KR * KR;
         if (L == 0) continue;
         for (int h = h0; h < h1; h++) {
             const float *q = qkv + (size_t)base * ld + (size_t)h * hd, *k = q + D, *v = q + 2 * D;
             float *o = out + (size_t)base * D + (size_t)h * hd;
-            pack_kt(k, ld, L, Lp, hd, kt);
+            pack_k(k, ld, L, Lks, hd, kp);
             pack_v(v, ld, L, hd, hdp, vp);
+            /* the head after this one: the next head, or the next sequence's first */
+            int nb = base, nL = L, nh = h + 1;
+            if (nh == h1) {
+                nh = h0;
+                nb = s + 1 < nseq ? offs[s + 1] : -1;
+                nL = s + 1 < nseq ? offs[s + 2] - offs[s + 1] : 0;
+            }
+            const float *nxt = nb >= 0 ? qkv + (size_t)nb * ld + (size_t)nh * hd : NULL;
             for (int i = 0; i < L; i += QB) {
                 const int rows = L - i < QB ? L - i : QB;
-                s_block(rows, q + (size_t)i * ld, ld, kt, Lp, hd, scale, p);
-                for (int r = 0; r < rows; r++)
-                    inv[r] = exp_row(p + (size_t)r * Lp, L, Lp);
-                o_block(rows, p, Lp, L, vp, hd, hdp, inv, o + (size_t)i * D, (size_t)D);
+                if (nxt) { /* the next head's rows, spread over this head's blocks */
+                    const int last = i + QB >= L;
+                    prefetch_rows(nxt, ld, D, hd, (int)((long)nL * i / L),
+                                  last ? nL : (int)((long)nL * (i + QB) / L));
+                }
+                pack_qt(q + (size_t)i * ld, ld, rows, hd, qt);
+                for (int j = 0; j < Lks; j += KR)
+                    st_tile(kp + (size_t)j * hd, qt, hd, scale, p + (size_t)j * QB);
+                softmax_cols(p, L, inv);
+                o_block(rows, p, L, vp, hd, hdp, inv, o + (size_t)i * D, (size_t)D);
             }
         }
     }
-    free(kt);
+    free(kp);
 }
 #endif
