@@ -22,7 +22,7 @@ static void usage(FILE *f) {
                "  --threads N         CPU threads (default: all online CPUs)\n"
                "  --device D          auto (default), cpu or cuda\n"
                "  --precision P       fp32 (default, exact), bf16x3 (CPU with AMX: fp32 GEMMs as three\n"
-               "                      bf16 products, within a few 1e-6 of fp32) or bf16 (CPU with\n"
+               "                      bf16 products, ~2e-5 relative per GEMM output) or bf16 (CPU with\n"
                "                      AVX512-BF16; fast with AMX; min cosine 0.99995 to fp32 on the\n"
                "                      golden texts)\n"
                "  --batch N           texts per batch (default 64)\n");

@@ -103,7 +103,7 @@ cv_err cv_backend_cpu_new(cv_backend **out);
  * AVX512-BF16: CV_ERR_UNSUPPORTED on other CPUs. */
 cv_err cv_backend_cpu_new_bf16(cv_backend **out);
 /* The same with "bf16x3" GEMMs (kernels/cpu/gemm_amx3.c): each fp32 operand split into two
- * bf16 halves, three AMX products, fp32 accumulation; within a few 1e-6 of the fp32 GEMM.
+ * bf16 halves, three AMX products, fp32 accumulation; ~2e-5 relative per output (fp32: ~3e-6).
  * Needs AMX-BF16 usable by the process: CV_ERR_UNSUPPORTED elsewhere. */
 cv_err cv_backend_cpu_new_bf16x3(cv_backend **out);
 

@@ -216,6 +216,50 @@ static void test_linear_bf16(void **state) {
     assert_true(isnan(cv_cpu_from_bf16(cv_cpu_to_bf16(NAN))));
 }
 
+/* cv_cpu_linear_amx3 (bf16x3) against double products of the fp32 inputs: ~2e-5 relative
+ * (16 bits of each operand; bf16 alone is ~1e-2 off), odd shapes, columns split in two
+ * calls; SKIPPED without AMX. */
+static void test_linear_bf16x3(void **state) {
+    (void)state;
+    if (!cv_cpu_bf16_supported() || strcmp(cv_cpu_bf16_kernel(), "amx") != 0) {
+        print_message("linear_bf16x3: no AMX-BF16 here\n");
+        skip();
+    }
+    static const int shapes[][3] = {{1, 384, 384}, {35, 1152, 384}, {13, 384, 1536}, {150, 40, 301},
+                                    {3, 5, 7},     {12, 33, 17},    {25, 16, 513},   {600, 48, 384}};
+    uint64_t seed = 19;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+        float *x = malloc(sizeof(float) * (size_t)M * K), *w = malloc(sizeof(float) * (size_t)N * K),
+              *b = malloc(sizeof(float) * (size_t)N), *y = poisoned((size_t)M * N);
+        uint16_t *wp = NULL;
+        assert_int_equal(posix_memalign((void **)&wp, 64, cv_cpu_pack_bf16x3_bytes(N, K)), 0);
+        tu_fill(x, (size_t)M * K, -2, 2, &seed);
+        tu_fill(w, (size_t)N * K, -0.1f, 0.1f, &seed);
+        tu_fill(b, (size_t)N, -1, 1, &seed);
+        cv_cpu_pack_linear_bf16x3(w, N, K, wp);
+        double *want = malloc(sizeof(double) * (size_t)M * N);
+        for (int act = 0; act < 2; act++) {
+            for (int i = 0; i < M; i++)
+                for (int j = 0; j < N; j++) {
+                    double acc = b[j];
+                    for (int k = 0; k < K; k++)
+                        acc += (double)x[(size_t)i * K + k] * w[(size_t)j * K + k];
+                    want[(size_t)i * N + j] = act ? gelu_ref(acc) : acc;
+                }
+            const int mid = (N / 2) & ~15;
+            cv_cpu_linear_amx3(x, wp, b, M, N, K, (cv_act)act, y, 0, mid);
+            cv_cpu_linear_amx3(x, wp, b, M, N, K, (cv_act)act, y, mid, N);
+            double err = max_rel_err(y, want, (size_t)M * N);
+            print_message("linear_bf16x3 M=%d N=%d K=%d act=%d max_rel_err=%.2e\n", M, N, K, act, err);
+            assert_true(err < 5e-5);
+            for (size_t j = 0; j < (size_t)M * N; j++)
+                y[j] = NAN;
+        }
+        free(x), free(w), free(b), free(y), free(wp), free(want);
+    }
+}
+
 static void test_gelu_range(void **state) {
     (void)state;
     double worst = 0;
@@ -412,6 +456,7 @@ int main(void) {
         cmocka_unit_test(test_linear_packed),
         cmocka_unit_test(test_linear_packed_gelu_range),
         cmocka_unit_test(test_linear_bf16),
+        cmocka_unit_test(test_linear_bf16x3),
         cmocka_unit_test(test_gelu_range),
         cmocka_unit_test(test_expf),
         cmocka_unit_test(test_add_ln),

@@ -40,7 +40,7 @@ void cv_cpu_linear_bf16(const float *x, const uint16_t *wp, const float *bias, i
                         cv_act act, float *y, int n0, int n1);
 uint16_t cv_cpu_to_bf16(float f);
 /* fp32 GEMM as three bf16 products on AMX (gemm_amx3.c: x w^T = xhi whi + xhi wlo + xlo whi,
- * hi/lo the two bf16 halves of each value's mantissa; within a few 1e-6 of fp32): only where
+ * hi/lo the two bf16 halves of each value's mantissa; ~2e-5 relative per output, fp32 ~3e-6): only where
  * cv_cpu_bf16_kernel() is "amx". w packed once by cv_cpu_pack_linear_bf16x3 into wp
  * (caller-owned, 64-byte aligned, cv_cpu_pack_bf16x3_bytes(N, K) bytes); otherwise as
  * cv_cpu_linear_packed (columns [n0, n1), n0 a multiple of 16). */
