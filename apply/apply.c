@@ -54,7 +54,8 @@ struct cv_apply {
 void cv_change_free(cv_change *c) {
     for (int k = 0; c->key && c->key[k]; k++)
         free(c->key[k]);
-    free(c->key), free(c->text), free(c->payload), free(c->keep), free(c->fail), free(c->vec), free(c->wire);
+    free(c->key), free(c->text), free(c->payload), free(c->keep), free(c->fail), free(c->vec),
+        free(c->encoded);
     memset(c, 0, sizeof *c);
 }
 
@@ -211,6 +212,7 @@ static int embed_refused(cv_err e) {
 }
 
 cv_err cv_apply_embed1(cv_apply *a, const char *text, float *vec) {
+    if (!a->o.client) return CV_ERR_UNSUPPORTED;
     const char *t[1] = {text};
     embed_start(a, t, 1, vec, 0);
     char msg[256];
@@ -359,6 +361,13 @@ static void step_decide(step *s) {
             uint8_t h[32];
             sha256(c->text, strlen(c->text), h);
             if (!s->found[i] || s->force || memcmp(h, s->hash[i], 32) != 0) {
+                if (!a->o.client) { /* a Kafka sink stage: it embeds nothing */
+                    dead_add(s->dead, c->key,
+                             "the change carries a text and no vector, and this process has no model: read "
+                             "a worker's embeddings topic (cdcvec worker), not the change topic");
+                    s->gone[s->ng++] = c; /* its stale vector goes */
+                    continue;
+                }
                 memcpy(s->hash[i], h, 32);
                 r.hash = s->hash[i];
                 s->embc[s->nt] = c;

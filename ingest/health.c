@@ -4,8 +4,9 @@
  * the process runs (a source or store outage is not a reason to restart it), /readyz answers
  * 200 only while the stage does its job now: streaming from the slot (or consuming its topic),
  * the source database and the store reachable, the oldest committed change not yet in the
- * store younger than --ready-lag-s, the slot's retained WAL under --wal-warn-mb, and a Kafka
- * broker reachable within --broker-down-s (kafka/client.h).
+ * store younger than --ready-lag-s, the slot's retained WAL under --wal-warn-mb, and each peer
+ * a stage registered (cv_health_peer: a Kafka client's brokers, kafka/client.h) reachable within
+ * --broker-down-s.
  *
  * The lag is read from the server, not guessed from the stream: every second a connection of
  * its own reads pg_current_wal_lsn() against the slot's confirmed_flush_lsn (lag) and
@@ -25,7 +26,6 @@
 #include "../common/cv_buf.h"
 #include "../common/cv_log.h"
 #include "../common/cv_signal.h"
-#include "../kafka/client.h"
 #include "pgvalue.h"
 #include "sync_impl.h"
 
@@ -46,8 +46,8 @@ struct cv_health {
     double skew; /* the source's clock minus ours: commit times are the source's */
     int over, lost, unreserved;
     double over_logged;
-    cv_kafka_metrics *km[4]; /* Kafka clients whose broker contact counts */
-    int nkm;
+    cv_health_peer peer[4]; /* peers whose contact counts (Kafka clients' brokers) */
+    int npeer;
     cv_metric *m_lag_s, *m_retained, *m_over, *m_lost, *m_source_up, *m_ready;
 };
 
@@ -84,14 +84,14 @@ void cv_health_close(cv_sync *s) {
     s->health = NULL;
 }
 
-void cv_health_kafka(cv_sync *s, struct cv_kafka_metrics *km) {
+void cv_health_peer_add(cv_sync *s, const cv_health_peer *p) {
     struct cv_health *h = s->health;
     if (!h) return;
     pthread_mutex_lock(&h->mu);
     int have = 0;
-    for (int i = 0; i < h->nkm; i++)
-        have |= h->km[i] == km;
-    if (!have && h->nkm < 4) h->km[h->nkm++] = km;
+    for (int i = 0; i < h->npeer; i++)
+        have |= h->peer[i].arg == p->arg;
+    if (!have && h->npeer < 4) h->peer[h->npeer++] = *p;
     pthread_mutex_unlock(&h->mu);
 }
 
@@ -165,11 +165,11 @@ static int verdict(struct cv_health *h, cv_buf *detail) {
     if (o->ready_lag_s > 0 && h->lag_s > o->ready_lag_s)
         FAIL("the oldest change not yet in the store committed %.1f s ago (--ready-lag-s %g)", h->lag_s,
              o->ready_lag_s);
-    for (int i = 0; i < h->nkm; i++) {
-        double down = cv_kafka_broker_down_s(h->km[i]);
+    for (int i = 0; i < h->npeer; i++) {
+        double down = h->peer[i].down_s(h->peer[i].arg);
         if (o->broker_down_s > 0 && down > o->broker_down_s)
-            FAIL("no Kafka broker reachable for %.0f s (%s; --broker-down-s %g)", down, h->km[i]->stage,
-                 o->broker_down_s);
+            FAIL("no %s reachable for %.0f s (%s; --broker-down-s %g)", h->peer[i].what, down,
+                 h->peer[i].stage, o->broker_down_s);
     }
 #undef FAIL
     if (detail) {
@@ -289,8 +289,8 @@ static void *monitor(void *arg) {
         verdict(h, NULL); /* keeps cdcvec_ready and the lag in seconds current */
         pthread_mutex_unlock(&h->mu);
         if (stop || cv_stopping()) break;
-        for (int i = 0; i < h->nkm; i++) /* nkm only grows before the thread starts */
-            cv_kafka_broker_watch(h->km[i], h->s->o.broker_down_s);
+        for (int i = 0; i < h->npeer; i++) /* npeer only grows before the thread starts */
+            if (h->peer[i].watch) h->peer[i].watch(h->peer[i].arg, h->s->o.broker_down_s);
         if (h->replication && cv_now() >= next) {
             next = cv_now() + MONITOR_INTERVAL;
             if (!db) {

@@ -11,8 +11,6 @@
 #include "../common/cv_buf.h"
 #include "../common/cv_log.h"
 #include "../common/cv_names.h"
-#include "../kafka/kafka.h"
-#include "../search/search.h"
 #include "sync_impl.h"
 
 void cv_sync_error(cv_sync *s, const char *stage, const cv_pg_fault *f) {
@@ -46,7 +44,6 @@ void cv_sync_retry_text(const cv_sync *s, cv_err e, char *out, size_t n) {
 /* A failed batch: counted by stage and kind; permanent when the store refused for good or a
  * change failed under --on-error stop. */
 cv_err cv_sync_batch_failed(cv_sync *s, cv_err e) {
-    if (s->cap) return e; /* capture classified its failure where it happened */
     if (e == CV_ERR_ARG) {
         s->fault = (cv_pg_fault){0, "data",
                                  "fix the row (its key and reason are logged above) or run with "
@@ -92,21 +89,18 @@ cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o) {
     s->dim = s->mf.dim;
     pthread_mutex_init(&s->search_mu, NULL);
     pthread_cond_init(&s->search_idle, NULL);
-    cv_search_routes(s);
-    cv_wait_route(s, &s->routes[2]);
+    const cv_outlet *out = o->outlet;
+    int nroutes = out && out->routes ? out->nroutes : 0;
+    if (nroutes) out->routes(s, s->routes);
+    int no_model = out && out->no_model;
     cv_err e;
     cv_buf url = {0};
-    if (o->capture) { /* no model: changes go to Kafka with their texts; HTTP for /metrics only */
+    if (no_model || (o->embed && *o->embed)) {
+        /* no model here: capture and the Kafka sink stage (vectors come with the changes), or
+         * sync --embed (a remote server embeds); HTTP for /metrics and the outlet's routes */
+        if (!no_model) cv_buf_puts(&url, o->embed);
         if (o->http && *o->http) {
-            if ((e = http_without_model(s, o, NULL, 0))) return e;
-        } else {
-            s->reg = cv_metrics_new();
-            s->own_reg = 1;
-        }
-    } else if (o->embed && *o->embed) {
-        cv_buf_puts(&url, o->embed);
-        if (o->http && *o->http) { /* this process's own /metrics, /wait and search page */
-            if ((e = http_without_model(s, o, s->routes, 3))) {
+            if ((e = http_without_model(s, o, s->routes, nroutes))) {
                 free(url.p);
                 return e;
             }
@@ -139,7 +133,7 @@ cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o) {
                              .api_key = o->api_key,
                              .http_opts = o->http_opts,
                              .routes = s->routes,
-                             .nroutes = 3,
+                             .nroutes = nroutes,
                              .ready = cv_health_ready,
                              .ready_arg = s};
         if ((e = cv_server_start(s->model, &so, &s->server))) {
@@ -148,7 +142,7 @@ cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o) {
         }
         s->reg = cv_server_metrics(s->server);
     }
-    if (!o->capture) {
+    if (!no_model) {
         cv_client_opts co = {.timeout_ms = 120000, .retries = 20, .backoff_ms = 20};
         e = cv_client_open(url.p, &co, &s->client);
     }
@@ -184,8 +178,8 @@ cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o) {
                 cv_metrics_counter(r, "cdcvec_sync_errors_total", "Sync errors by stage and kind.", labels.p);
             free(labels.p);
         }
-    if (o->capture) return cv_capture_open(s);
-    if ((e = cv_wait_open(s))) return e;
+    if (out && out->open && (e = out->open(s))) return e;
+    if (out && out->no_apply) return CV_OK;
     cv_apply_opts ao = {.client = s->client,
                         .dim = s->dim,
                         .reg = r,
@@ -200,15 +194,14 @@ cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o) {
 void cv_sync_runtime_close(cv_sync *s) {
     cv_sync_session_close(s);
     cv_health_stop(s); /* its thread sets metrics of the server's registry */
-    cv_search_close(s);
-    cv_wait_stop(s);
-    cv_capture_close(s);
+    const cv_outlet *out = s->o.outlet;
+    if (out && out->stop) out->stop(s);
     cv_client_close(s->client);
     if (s->server) {
         cv_server_drain(s->server, 5000);
         cv_server_free(s->server);
     }
-    cv_wait_close(s);
+    if (out && out->close) out->close(s);
     cv_health_close(s);
     cv_apply_free(s->apply);
     cv_buf_free(&s->bf_done);
@@ -221,8 +214,10 @@ void cv_sync_runtime_close(cv_sync *s) {
 
 cv_err cv_sync_deliver(cv_sync *s, cv_change *chg, int n, int truncate, uint64_t position, int force,
                        double commit_unix) {
-    if (s->cap) return cv_capture_deliver(s, chg, n, truncate, position, commit_unix);
-    return cv_apply_batch(s->apply, chg, n, truncate, position, force, commit_unix);
+    const cv_outlet *out = s->o.outlet;
+    if (out && out->deliver) return out->deliver(s, chg, n, truncate, position, commit_unix);
+    cv_err e = cv_apply_batch(s->apply, chg, n, truncate, position, force, commit_unix);
+    return e ? cv_sync_batch_failed(s, e) : CV_OK;
 }
 
 cv_err cv_sync_fetch(void *arg, cv_change **chg, int n) {
@@ -243,10 +238,12 @@ static cv_err lock_table(cv_sync *s) {
     cv_buf key = {0}, holder = {0}, store = {0};
     const char *home;
     cv_sink_table st = {.schema = s->t.schema, .table = s->t.name, .ns = o->ns};
-    if (o->capture) {
+    const cv_outlet *out = o->outlet;
+    const char *writer = out && out->writer ? out->writer : "writer of this store";
+    if (out && out->store) { /* the lock lives beside the slot */
         home = o->source;
-        cv_buf_printf(&key, "cdcvec capture %s.%s kafka:%s", s->t.schema, s->t.name, o->capture->to);
-        cv_buf_printf(&store, "kafka:%s", o->capture->to);
+        cv_buf_printf(&key, "%s %s.%s %s", writer, s->t.schema, s->t.name, out->store);
+        cv_buf_puts(&store, out->store);
     } else {
         cv_wlock_place(o->sink, o->source, o->source, &st, &home, &key);
         cv_sink_store_id(o->sink, &st, &store);
@@ -254,18 +251,18 @@ static cv_err lock_table(cv_sync *s) {
     PGconn *reuse = !strcmp(home, o->source) ? s->src : NULL;
     cv_err e = cv_wlock_take(&s->wlock, home, reuse, key.p, "sync (writer lock)", &holder, &s->fault);
     if (e == CV_ERR_BUSY) {
-        if (o->capture)
-            cv_warn("event=table_busy table=%s topic=%s holder=\"%s\" note=\"another cdcvec capture of this "
-                    "table into the same topic is running; waiting for it to stop\"",
-                    s->t.qualified, o->capture->to, holder.p);
+        if (out && out->store)
+            cv_warn("event=table_busy table=%s store=%s holder=\"%s\" note=\"another %s of this table into "
+                    "the same place is running; waiting for it to stop\"",
+                    s->t.qualified, out->store, holder.p, writer);
         else
             cv_warn(
                 "event=table_busy table=%s store=%s holder=\"%s\" note=\"another process writes this table's "
                 "vectors into this store (a cdcvec sync, a Kafka sink stage or verify --repair); waiting for "
                 "it to stop\"",
                 s->t.qualified, store.p, holder.p);
-        snprintf(s->why, sizeof s->why, "table_busy: another %s holds %s (%s)",
-                 o->capture ? "cdcvec capture" : "writer of this store", s->t.qualified, holder.p);
+        snprintf(s->why, sizeof s->why, "table_busy: another %s holds %s (%s)", writer, s->t.qualified,
+                 holder.p);
         e = CV_ERR_TIMEOUT;
     }
     free(key.p), free(holder.p), free(store.p);
@@ -375,12 +372,13 @@ static cv_err names(cv_sync *s) {
             e = s->fault.retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
         } else {
             cv_sink_table st = {.schema = schema, .table = table, .ns = o->ns};
-            if (o->capture)
-                cv_buf_printf(&store, "kafka:%s", o->capture->to);
+            int own_store = o->outlet && o->outlet->store; /* capture: its topic */
+            if (own_store)
+                cv_buf_puts(&store, o->outlet->store);
             else
                 cv_sink_store_id(o->sink, &st, &store);
-            cv_name_slot_in(PQgetvalue(r, 0, 0), schema, table, store.p, o->capture != NULL, &slot);
-            if (o->capture)
+            cv_name_slot_in(PQgetvalue(r, 0, 0), schema, table, store.p, own_store, &slot);
+            if (own_store)
                 cv_name_capture_slot(schema, table, &legacy);
             else
                 cv_name_slot(schema, table, &legacy);
@@ -397,6 +395,12 @@ static cv_err names(cv_sync *s) {
     s->publication = pub.p;
     s->stream = strdup(s->slot);
     return e;
+}
+
+/* A backfill row handed to the outlet as an insert (cv_table.row_hook). */
+static void backfill_row(void *arg, const cv_rowval *v, cv_change *c) {
+    cv_sync *s = arg;
+    s->o.outlet->row(s, v, NULL, "insert", c);
 }
 
 cv_err cv_sync_session_open(cv_sync *s, int replication) {
@@ -438,8 +442,10 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
         cv_sink_meta_free(&meta);
         return e;
     }
-    if (o->capture && o->capture->quix) {
-        s->t.row_hook = cv_capture_row_hook; /* backfill rows as the tutorial's insert messages */
+    const cv_outlet *out = o->outlet;
+    int no_model = out && out->no_model;
+    if (out && out->row) {
+        s->t.row_hook = backfill_row; /* a backfill's rows, as inserts */
         s->t.row_hook_arg = s;
     }
     if (replication) {
@@ -450,7 +456,7 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
             return e;
         }
     }
-    if (!o->capture && (e = check_model(s, &meta))) {
+    if (!no_model && (e = check_model(s, &meta))) {
         cv_sink_meta_free(&meta);
         return e;
     }
@@ -459,7 +465,7 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
                         .nkeys = s->t.nkeys,
                         .key_names = s->t.keyname,
                         .key_types = s->t.keytype,
-                        .dim = o->capture ? 0 : s->dim, /* capture: its bookkeeping only */
+                        .dim = no_model ? 0 : s->dim, /* capture: its bookkeeping only */
                         .model_id = s->mf.id,
                         .stream = s->stream,
                         .state_conninfo = o->source,
@@ -478,7 +484,7 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
         return e;
     }
     /* a store of an earlier version (or one written with --embed, which knows no revision) */
-    if (!o->capture && replication && meta.layout &&
+    if (!no_model && replication && meta.layout &&
         (!meta.model || (!meta.model_revision && s->mf.revision))) {
         free(meta.model), free(meta.model_revision);
         meta.model = strdup(s->mf.id);
@@ -500,7 +506,7 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
     cv_health_store(s, 1);
     cv_health_slot(s, s->slot);
     if (s->apply) cv_apply_set_sink(s->apply, s->sink, cv_sync_fetch, s, s->t.key_exact);
-    if (!o->capture) cv_search_set_table(s);
+    if (out && out->described) out->described(s);
     /* what changed since the last run */
     if (replication && meta.relid && meta.relid != s->t.oid) {
         cv_warn(

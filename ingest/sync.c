@@ -30,17 +30,12 @@
 
 #include "../common/cv_buf.h"
 #include "../common/cv_log.h"
-#include "../kafka/kafka.h"
-#include "../search/search.h"
 #include "pgoutput.h"
 #include "sync_impl.h"
 
 #define FEEDBACK_INTERVAL 10.0 /* seconds; wal_sender_timeout defaults to 60 */
 #define PROBE_INTERVAL    2.0  /* seconds between catalog probes */
 #define PG_EPOCH_UNIX     946684800.0
-#define BACKOFF_BASE      0.2
-#define BACKOFF_CAP       30.0
-#define HEALTHY_SESSION   60.0 /* seconds of streaming after which the backoff starts over */
 
 typedef struct {
     cv_change *v;
@@ -117,13 +112,18 @@ static cv_err send_feedback(stream *st) {
     return CV_OK;
 }
 
+/* Everything up to pos is delivered (0: the stream is idle): the outlet's hook (outlet.h). */
+static void reached(cv_sync *s, uint64_t pos) {
+    if (s->o.outlet && s->o.outlet->reached) s->o.outlet->reached(s, pos);
+}
+
 static cv_err flush_pending(stream *st) {
     if (st->pend.n == 0 && !st->pend_truncate) return CV_OK;
     cv_sync *s = st->s;
     cv_err e =
         cv_sync_deliver(s, st->pend.v, st->pend.n, st->pend_truncate, st->pend_end, 0, st->pend_commit_unix);
     st->pend.n = 0; /* consumed either way: on failure the session ends and the slot replays */
-    if (e) return cv_sync_batch_failed(s, e);
+    if (e) return e;
     cv_metric_add(s->m_changes_ins, (double)st->n_ins);
     cv_metric_add(s->m_changes_upd, (double)st->n_upd);
     cv_metric_add(s->m_changes_del, (double)st->n_del);
@@ -131,7 +131,7 @@ static cv_err flush_pending(stream *st) {
     st->n_ins = st->n_upd = st->n_del = st->n_trunc = 0;
     st->pend_truncate = 0;
     st->applied = st->confirmed = st->pend_end;
-    cv_wait_advance(s, st->applied);
+    reached(s, st->applied);
     cv_health_applied(s); /* the lag in bytes is the server's figure (health.c) */
     return send_feedback(st);
 }
@@ -237,6 +237,9 @@ static cv_err on_message(stream *st, const uint8_t *data, size_t len) {
     cv_rowval *v = calloc((size_t)t->ncols + 1, sizeof *v);
     CV_ASSERT(v);
     cv_change c;
+    /* the outlet's look at a row's values while they are at hand (outlet.h) */
+    void (*row)(cv_sync *, const cv_rowval *, const cv_rowval *, const char *, cv_change *) =
+        s->o.outlet ? s->o.outlet->row : NULL;
     switch (m.type) {
     case 'B':
         st->in_txn = 1;
@@ -265,7 +268,7 @@ static cv_err on_message(stream *st, const uint8_t *data, size_t len) {
                 rowvals(st, &m.new_tup, nv);
                 cv_change nc;
                 e = cv_change_from_row(t, nv, 0, &nc);
-                if (!e && s->cap) cv_capture_wire(s, nv, v, "update", &nc);
+                if (!e && row) row(s, nv, v, "update", &nc);
                 free(nv);
                 if (e) {
                     cv_change_free(&c);
@@ -278,7 +281,7 @@ static cv_err on_message(stream *st, const uint8_t *data, size_t len) {
                 list_push(&st->txn, &nc);
                 st->n_upd++;
             } else {
-                if (s->cap) cv_capture_wire(s, v, NULL, "delete", &c);
+                if (row) row(s, v, NULL, "delete", &c);
                 list_push(&st->txn, &c);
                 st->n_del++;
             }
@@ -286,7 +289,7 @@ static cv_err on_message(stream *st, const uint8_t *data, size_t len) {
         }
         rowvals(st, &m.new_tup, v);
         if ((e = cv_change_from_row(t, v, 0, &c))) break;
-        if (s->cap) cv_capture_wire(s, v, NULL, m.type == 'I' ? "insert" : "update", &c);
+        if (row) row(s, v, NULL, m.type == 'I' ? "insert" : "update", &c);
         list_push(&st->txn, &c);
         if (m.type == 'I')
             st->n_ins++;
@@ -618,7 +621,7 @@ static cv_err session(cv_sync *s, volatile sig_atomic_t *stop, double *streaming
         return s->fault.retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
     }
     if ((e = ensure_slot(&st, stop))) goto out;
-    cv_wait_advance(s, st.applied);
+    reached(s, st.applied);
     if (s->refresh) { /* columns or the embedded text changed since the last run */
         long rows = 0;
         if (!(e = cv_sync_backfill(s, s->src, st.applied, 0, NULL, stop, &rows))) e = record_meta(s);
@@ -661,7 +664,7 @@ static cv_err session(cv_sync *s, volatile sig_atomic_t *stop, double *streaming
             ((st.pend.n || st.pend_truncate) && now - st.pend_since >= batch_s) || (*stop && !st.in_txn))
             if ((e = flush_pending(&st))) break;
         if (*stop) break;
-        if (s->cap && !st.in_txn && st.pend.n == 0 && !st.pend_truncate) cv_capture_mark(s, 0);
+        if (!st.in_txn && st.pend.n == 0 && !st.pend_truncate) reached(s, 0); /* idle */
         if (now - st.last_feedback >= FEEDBACK_INTERVAL && (e = send_feedback(&st))) break;
         if (!st.in_txn && now - st.last_probe >= PROBE_INTERVAL && (e = probe(&st))) break;
         char *buf = NULL;
@@ -695,11 +698,8 @@ static cv_err session(cv_sync *s, volatile sig_atomic_t *stop, double *streaming
             if (end > st.received) st.received = end;
             /* nothing of ours in flight: the position may move with the server's */
             int moved = !st.in_txn && st.pend.n == 0 && !st.pend_truncate && end > st.confirmed;
-            if (moved) {
-                cv_wait_advance(s, st.confirmed = end); /* and answered at once: the next WAL brings
-                                                          the next keepalive (read-your-writes) */
-                if (s->cap) cv_capture_mark(s, end);    /* the Kafka path's read-your-writes */
-            }
+            if (moved) /* and answered at once: the next WAL brings the next keepalive */
+                reached(s, st.confirmed = end);
             if (buf[17] || moved) e = send_feedback(&st);
         } else if (buf[0] == 'w' && n >= 25) {
             uint64_t end = be64(buf + 9);
@@ -720,25 +720,20 @@ out:
     return e;
 }
 
-/* Exponential backoff with full jitter in [d/2, d], d = base * 2^attempt capped. */
-double cv_stage_backoff(int attempt) {
-    double d = BACKOFF_BASE;
-    for (int i = 1; i < attempt && d < BACKOFF_CAP; i++)
-        d *= 2;
-    if (d > BACKOFF_CAP) d = BACKOFF_CAP;
-    return d / 2 + d / 2 * ((double)rand() / RAND_MAX);
-}
-
-void cv_stage_sleep(double d, volatile sig_atomic_t *stop) {
-    for (double w = 0; w < d && !*stop; w += 0.05) {
-        struct timespec ts = {0, 50000000};
-        nanosleep(&ts, NULL);
-    }
+/* One attempt of the stage loop (runtime/loop.h): a session, from connecting to its end. */
+static cv_err attempt(void *arg, volatile sig_atomic_t *stop, cv_stage_end *end) {
+    cv_sync *s = arg;
+    cv_err e = cv_sync_session_open(s, 1);
+    if (!e) e = session(s, stop, &end->since);
+    end->fault = s->fault;
+    cv_sync_retry_text(s, e, end->why, sizeof end->why);
+    end->restart_now = s->restart_now;
+    cv_sync_session_close(s);
+    return e;
 }
 
 int cv_sync_run(const cv_sync_opts *o, volatile sig_atomic_t *stop) {
     cv_sync s;
-    srand((unsigned)(cv_wall_now() * 1e3));
     if (cv_sync_runtime_open(&s, o)) {
         cv_error("event=sync_stopped kind=config error=\"cannot start the model or the embedding client\"");
         cv_sync_runtime_close(&s);
@@ -749,35 +744,8 @@ int cv_sync_run(const cv_sync_opts *o, volatile sig_atomic_t *stop) {
         cv_sync_runtime_close(&s);
         return 1;
     }
-    int attempt = 0, rc = 0;
-    while (!*stop) {
-        double since = 0;
-        cv_err e = cv_sync_session_open(&s, 1);
-        if (!e) e = session(&s, stop, &since);
-        cv_pg_fault f = s.fault;
-        char why[512];
-        cv_sync_retry_text(&s, e, why, sizeof why);
-        int restart_now = s.restart_now;
-        cv_sync_session_close(&s);
-        if (!e || *stop) break;
-        if (!f.retriable || e == CV_ERR_UNSUPPORTED || e == CV_ERR_NOTFOUND || e == CV_ERR_ARG) {
-            cv_error("event=sync_stopped kind=%s error=\"%s: a permanent error, retrying cannot help (the "
-                     "level=error lines before this one say where)\"%s%s%s",
-                     f.kind ? f.kind : "config", cv_strerror(e), f.fix ? " fix=\"" : "", f.fix ? f.fix : "",
-                     f.fix ? "\"" : "");
-            rc = 1;
-            break;
-        }
-        if (restart_now) continue; /* a schema change: the next session picks it up at once */
-        if (since > 0 && cv_now() - since >= HEALTHY_SESSION) attempt = 0;
-        attempt++;
-        double d = cv_stage_backoff(attempt);
-        cv_metric_add(s.m_retries, 1);
-        cv_warn("event=sync_retry attempt=%d in_seconds=%.2f kind=%s error=\"%s\"", attempt, d,
-                f.kind ? f.kind : "connection", why);
-        cv_stage_sleep(d, stop);
-    }
-    if (!rc) cv_info("event=sync_stopped reason=signal");
+    const cv_stage st = {.name = "sync", .attempt = attempt, .arg = &s, .m_retries = s.m_retries};
+    int rc = cv_stage_run(&st, stop);
     cv_sync_runtime_close(&s);
     return rc;
 }

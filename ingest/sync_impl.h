@@ -1,6 +1,6 @@
-/* sync_impl.h: state shared by sync.c (streaming), backfill.c (stages, snapshot and on-demand
- * backfill), and, until the runtime/outlet split, the Kafka stages (kafka/) and the search page
- * and /wait (search/).
+/* sync_impl.h: the state of a source session and the runtime around it, shared by the files
+ * of ingest/ and read by the rooms above that compose commands on it (kafka/, search/), which
+ * reach the stream only through the outlet (outlet.h).
  *
  * Two lifetimes: the runtime (model, embedding server with its HTTP port, client, metrics,
  * the apply stage) is opened once per process and stays up across session retries, so
@@ -17,6 +17,7 @@
 #include "../common/cv_pg.h"
 #include "../common/cv_time.h"
 #include "../models/model.h"
+#include "../runtime/loop.h"
 #include "../server/client.h"
 #include "../server/server.h"
 #include "../sink/sink.h"
@@ -74,32 +75,35 @@ typedef struct cv_sync {
     int resnapshot;  /* the table was dropped and recreated: rebuild from a new snapshot */
     int refresh;     /* columns or the embedded text changed: refresh every row (hash-checked) */
     int restart_now; /* the session ended to pick up a schema change: reconnect at once */
-    /* ---- capture: changes go to a Kafka topic instead of the apply stage (capture.c) ---- */
-    struct cv_capture *cap;
+    /* ---- the outlet's own state (outlet.h; capture: its Kafka producer) ---- */
+    void *outlet_state;
     volatile sig_atomic_t *stop; /* the process's stop flag (cv_sync_run), or NULL */
 } cv_sync;
 
-/* Hands a batch to the apply stage, or to Kafka when capturing (same contract as
- * cv_apply_batch: chg consumed). */
+/* Hands a batch to the outlet (outlet.h), or to the apply stage when it has no deliver (same
+ * contract as cv_apply_batch: chg consumed); a failure comes back classified (CV_ERR_TIMEOUT:
+ * retriable, cv_sync_batch_failed). */
 cv_err cv_sync_deliver(cv_sync *s, cv_change *chg, int n, int truncate, uint64_t position, int force,
                        double commit_unix);
 
-/* Exponential backoff with full jitter for retry attempt n (1, 2, ...), capped at 30 s; and a
- * sleep of d seconds that ends early when *stop is set. */
-double cv_stage_backoff(int attempt);
-void cv_stage_sleep(double d, volatile sig_atomic_t *stop);
-
 /* health.c: /readyz and the lag. open: with the runtime (registers cdcvec_ready); monitor: the
- * thread that reads the slot every second (replication: sync, capture) and watches the Kafka
- * clients registered with cv_health_kafka (before the monitor starts); stop joins it; close
+ * thread that reads the slot every second (replication: sync, capture) and watches the peers
+ * registered with cv_health_peer_add (before the monitor starts); stop joins it; close
  * frees, once the HTTP server is gone. The stream reports what it does: streaming or not, a
  * store failure or success, a commit received but not applied (its commit time), everything
  * applied. cv_health_ready is the server's readiness hook (arg: the cv_sync); detail gets the
  * JSON body of /readyz. */
-struct cv_kafka_metrics;
 cv_err cv_health_open(cv_sync *s);
 cv_err cv_health_monitor(cv_sync *s, int replication);
-void cv_health_kafka(cv_sync *s, struct cv_kafka_metrics *km);
+/* A peer the stage needs (a Kafka client's brokers): not ready while down_s(arg) passes
+ * --broker-down-s; watch(arg, bound), if any, is called by the monitor every second. */
+typedef struct cv_health_peer {
+    const char *what, *stage; /* "Kafka broker", "capture" */
+    double (*down_s)(void *arg);
+    void (*watch)(void *arg, double bound_s);
+    void *arg;
+} cv_health_peer;
+void cv_health_peer_add(cv_sync *s, const cv_health_peer *p);
 void cv_health_stop(cv_sync *s);
 void cv_health_close(cv_sync *s);
 void cv_health_slot(cv_sync *s, const char *slot);

@@ -125,7 +125,7 @@ static cv_err check_page(verify *v, cv_change *chg, int n, uint64_t pos) {
         }
         for (int i = m; i < n; i++)
             cv_change_free(&chg[i]);
-        if ((e = cv_sync_deliver(s, chg, m, 0, pos, 0, 0))) e = cv_sync_batch_failed(s, e);
+        e = cv_sync_deliver(s, chg, m, 0, pos, 0, 0);
         if (!e) e = clear_dead(v, badkt, nbad);
     } else {
         for (int i = 0; i < n; i++)
@@ -224,7 +224,7 @@ static cv_err store_walk(verify *v, uint64_t pos, int count, long *deleted, vola
             vals[i] = NULL;
         }
         if (!e && v->repair && ngone) {
-            if ((e = cv_sync_deliver(s, del, ngone, 0, pos, 0, 0))) e = cv_sync_batch_failed(s, e);
+            e = cv_sync_deliver(s, del, ngone, 0, pos, 0, 0);
             if (!e) e = clear_dead(v, delkt, ngone);
             *deleted += ngone;
         } else {

@@ -474,6 +474,18 @@ static cv_err session(stage *st, volatile sig_atomic_t *stop) {
     return e;
 }
 
+/* One attempt of the stage loop (runtime/loop.h). */
+static cv_err attempt(void *arg, volatile sig_atomic_t *stop, cv_stage_end *end) {
+    stage *st = arg;
+    end->since = cv_now();
+    st->s.fault = (cv_pg_fault){0}; /* this attempt's, when one is classified */
+    cv_err e = session(st, stop);
+    end->fault = st->s.fault;
+    cv_sync_retry_text(&st->s, e, end->why, sizeof end->why);
+    session_close(st);
+    return e;
+}
+
 int cv_sink_stage_run(const cv_sync_opts *o, const cv_sink_stage_opts *k, volatile sig_atomic_t *stop) {
     stage st = {.k = k};
     char err[512];
@@ -482,13 +494,18 @@ int cv_sink_stage_run(const cv_sync_opts *o, const cv_sink_stage_opts *k, volati
         return 2;
     }
     int rc = 0;
-    if (cv_sync_runtime_open(&st.s, o)) {
+    cv_outlet out = *cv_wait_outlet(); /* /wait; no search page */
+    out.no_model = 1;                  /* the vectors come with the messages */
+    cv_sync_opts os = *o;
+    os.outlet = &out;
+    if (cv_sync_runtime_open(&st.s, &os)) {
         cv_error("event=sink_stopped kind=config error=\"cannot start the model or the embedding client\"");
         rc = 1;
     }
     if (!rc) {
         cv_kafka_metrics_init(&st.km, st.s.reg, "sink");
-        cv_health_kafka(&st.s, &st.km);
+        cv_health_peer_add(&st.s, &(cv_health_peer){"Kafka broker", "sink", cv_kafka_broker_down_s,
+                                                    cv_kafka_broker_watch, &st.km});
         if (cv_health_monitor(&st.s, 0)) rc = 1;
         st.m_dead = cv_metrics_counter(st.s.reg, "cdcvec_kafka_dead_letters_total",
                                        "Messages sent to the dead-letter topic, with their reason.",
@@ -499,27 +516,10 @@ int cv_sink_stage_run(const cv_sync_opts *o, const cv_sink_stage_opts *k, volati
                                "truncate removed what they wrote.",
                                "stage=\"sink\"");
     }
-    for (int attempt = 0; !rc && !*stop;) {
-        double t0 = cv_now();
-        cv_err e = session(&st, stop);
-        char why[512];
-        cv_sync_retry_text(&st.s, e, why, sizeof why);
-        session_close(&st);
-        if (cv_now() - t0 > 60) attempt = 0; /* a healthy session: the backoff starts over */
-        if (!e || *stop) break;
-        if (e != CV_ERR_TIMEOUT && e != CV_ERR_BUSY) {
-            cv_error(
-                "event=sink_stopped error=\"%s: a permanent error, retrying cannot help (the level=error "
-                "lines before this one say where and what to do)\"",
-                cv_strerror(e));
-            rc = 1;
-            break;
-        }
-        double d = cv_stage_backoff(++attempt);
-        cv_warn("event=sink_retry attempt=%d in_seconds=%.2f error=\"%s\"", attempt, d, why);
-        cv_stage_sleep(d, stop);
+    if (!rc) {
+        const cv_stage stl = {.name = "sink", .attempt = attempt, .arg = &st};
+        rc = cv_stage_run(&stl, stop);
     }
-    if (!rc) cv_info("event=sink_stopped reason=signal");
     cv_sync_runtime_close(&st.s);
     cv_kafka_url_free(&st.in);
     return rc;

@@ -254,6 +254,20 @@ static cv_err session(worker *wk, volatile sig_atomic_t *stop) {
     return e == CV_ERR_SHUTDOWN ? CV_OK : e;
 }
 
+/* One attempt of the stage loop (runtime/loop.h). */
+static cv_err attempt(void *arg, volatile sig_atomic_t *stop, cv_stage_end *end) {
+    worker *wk = arg;
+    end->since = cv_now();
+    wk->s.fault = (cv_pg_fault){0}; /* this attempt's, when one is classified */
+    wk->s.why[0] = 0;
+    cv_pg_last_message_clear();
+    cv_err e = session(wk, stop);
+    end->fault = wk->s.fault;
+    cv_sync_retry_text(&wk->s, e, end->why, sizeof end->why);
+    session_close(wk);
+    return e;
+}
+
 int cv_worker_run(const cv_sync_opts *o, const cv_worker_opts *w, volatile sig_atomic_t *stop) {
     worker wk = {.w = w};
     char err[512];
@@ -267,41 +281,26 @@ int cv_worker_run(const cv_sync_opts *o, const cv_worker_opts *w, volatile sig_a
         return 2;
     }
     int rc = 0;
-    if (cv_sync_runtime_open(&wk.s, o)) {
+    static const cv_outlet out = {.no_apply = 1}; /* the model; no store, no routes */
+    cv_sync_opts ow = *o;
+    ow.outlet = &out;
+    if (cv_sync_runtime_open(&wk.s, &ow)) {
         cv_error("event=worker_stopped kind=config error=\"cannot start the model or the embedding client\"");
         rc = 1;
     }
     if (!rc) {
         cv_kafka_metrics_init(&wk.km, wk.s.reg, "worker");
-        cv_health_kafka(&wk.s, &wk.km);
+        cv_health_peer_add(&wk.s, &(cv_health_peer){"Kafka broker", "worker", cv_kafka_broker_down_s,
+                                                    cv_kafka_broker_watch, &wk.km});
         if (cv_health_monitor(&wk.s, 0)) rc = 1;
         wk.m_dead = cv_metrics_counter(wk.s.reg, "cdcvec_kafka_dead_letters_total",
                                        "Messages sent to the dead-letter topic, with their reason.",
                                        "stage=\"worker\"");
     }
-    for (int attempt = 0; !rc && !*stop;) {
-        double t0 = cv_now();
-        wk.s.why[0] = 0;
-        cv_pg_last_message_clear();
-        cv_err e = session(&wk, stop);
-        char why[512];
-        cv_sync_retry_text(&wk.s, e, why, sizeof why);
-        session_close(&wk);
-        if (cv_now() - t0 > 60) attempt = 0; /* a healthy session: the backoff starts over */
-        if (!e || *stop) break;
-        if (e == CV_ERR_ARG || e == CV_ERR_UNSUPPORTED) {
-            cv_error(
-                "event=worker_stopped error=\"%s: a permanent error, retrying cannot help (the level=error "
-                "lines before this one say where and what to do)\"",
-                cv_strerror(e));
-            rc = 1;
-            break;
-        }
-        double d = cv_stage_backoff(++attempt);
-        cv_warn("event=worker_retry attempt=%d in_seconds=%.2f error=\"%s\"", attempt, d, why);
-        cv_stage_sleep(d, stop);
+    if (!rc) {
+        const cv_stage st = {.name = "worker", .attempt = attempt, .arg = &wk};
+        rc = cv_stage_run(&st, stop);
     }
-    if (!rc) cv_info("event=worker_stopped reason=signal");
     cv_sync_runtime_close(&wk.s);
     cv_kafka_url_free(&wk.in), cv_kafka_url_free(&wk.out);
     return rc;
