@@ -62,9 +62,7 @@ int cv_cpu_attention_avx512_ok(void) {
 void cv_cpu_attention_heads(const float *qkv, const int32_t *offs, int nseq, int H, int hd, int h0, int h1,
                             float *out) {
 #if defined(__x86_64__) || defined(__i386__)
-    static int avx512 = -1; /* a benign race: every thread computes the same value */
-    if (avx512 < 0) avx512 = cv_cpu_attention_avx512_ok();
-    if (avx512) {
+    if (cv_cpu_attention_avx512_ok()) {
         cv_cpu_attention_heads_avx512(qkv, offs, nseq, H, hd, h0, h1, out);
         return;
     }
