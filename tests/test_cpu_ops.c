@@ -218,6 +218,50 @@ static void test_linear_bf16(void **state) {
     assert_true(isnan(cv_cpu_from_bf16(cv_cpu_to_bf16(NAN))));
 }
 
+/* cv_cpu_linear_amx3 (bf16x3) against double products of the fp32 inputs: ~2e-5 relative
+ * (16 bits of each operand; bf16 alone is ~1e-2 off), odd shapes, columns split in two
+ * calls; SKIPPED without AMX. */
+static void test_linear_bf16x3(void **state) {
+    (void)state;
+    if (!cv_cpu_bf16_supported() || strcmp(cv_cpu_bf16_kernel(), "amx") != 0) {
+        print_message("linear_bf16x3: no AMX-BF16 here\n");
+        skip();
+    }
+    static const int shapes[][3] = {{1, 384, 384}, {35, 1152, 384}, {13, 384, 1536}, {150, 40, 301},
+                                    {3, 5, 7},     {12, 33, 17},    {25, 16, 513},   {600, 48, 384}};
+    uint64_t seed = 19;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+        float *x = malloc(sizeof(float) * (size_t)M * K), *w = malloc(sizeof(float) * (size_t)N * K),
+              *b = malloc(sizeof(float) * (size_t)N), *y = poisoned((size_t)M * N);
+        uint16_t *wp = NULL;
+        assert_int_equal(posix_memalign((void **)&wp, 64, cv_cpu_pack_bf16x3_bytes(N, K)), 0);
+        tu_fill(x, (size_t)M * K, -2, 2, &seed);
+        tu_fill(w, (size_t)N * K, -0.1f, 0.1f, &seed);
+        tu_fill(b, (size_t)N, -1, 1, &seed);
+        cv_cpu_pack_linear_bf16x3(w, N, K, wp);
+        double *want = malloc(sizeof(double) * (size_t)M * N);
+        for (int act = 0; act < 2; act++) {
+            for (int i = 0; i < M; i++)
+                for (int j = 0; j < N; j++) {
+                    double acc = b[j];
+                    for (int k = 0; k < K; k++)
+                        acc += (double)x[(size_t)i * K + k] * w[(size_t)j * K + k];
+                    want[(size_t)i * N + j] = act ? gelu_ref(acc) : acc;
+                }
+            const int mid = (N / 2) & ~15;
+            cv_cpu_linear_amx3(x, wp, b, M, N, K, (cv_act)act, y, 0, mid);
+            cv_cpu_linear_amx3(x, wp, b, M, N, K, (cv_act)act, y, mid, N);
+            double err = max_rel_err(y, want, (size_t)M * N);
+            print_message("linear_bf16x3 M=%d N=%d K=%d act=%d max_rel_err=%.2e\n", M, N, K, act, err);
+            assert_true(err < 5e-5);
+            for (size_t j = 0; j < (size_t)M * N; j++)
+                y[j] = NAN;
+        }
+        free(x), free(w), free(b), free(y), free(wp), free(want);
+    }
+}
+
 static void test_gelu_range(void **state) {
     (void)state;
     double worst = 0;
@@ -296,13 +340,19 @@ static void test_embed_ln(void **state) {
     free(word), free(pos), free(type0), free(g), free(b), free(out);
 }
 
+/* Both attention kernels (sgemm, and the fused AVX-512 one where the CPU has it) against
+ * double precision: head sizes 8 to 128 (multiples of 16 and not: the masked tails), lengths
+ * around the fused kernel's tiles (12, 16, 32, 48) and a split of the heads. */
 static void test_attention(void **state) {
     (void)state;
-    static const int lens_sets[][5] = {
-        {1, 0, 0, 0, 0}, {2, 5, 0, 0, 0}, {31, 1, 64, 3, 0}, {256, 7, 0, 0, 0}};
-    static const int hh[][2] = {{12, 32}, {4, 8}, {2, 16}, {12, 32}};
+    static const int lens_sets[][5] = {{1, 0, 0, 0, 0},   {2, 5, 0, 0, 0},    {31, 1, 64, 3, 0},
+                                       {256, 7, 0, 0, 0}, {13, 47, 49, 0, 0}, {100, 17, 0, 0, 0},
+                                       {33, 12, 0, 0, 0}, {50, 0, 0, 0, 0},   {97, 0, 0, 0, 0}};
+    static const int hh[][2] = {{12, 32}, {4, 8},  {2, 16},  {12, 32}, {6, 64},
+                                {3, 24},  {2, 80}, {2, 128}, {4, 40}};
+    const int ncase = (int)(sizeof hh / sizeof hh[0]);
     uint64_t seed = 14;
-    for (size_t c = 0; c < 4; c++) {
+    for (int c = 0; c < ncase; c++) {
         int offs[6] = {0}, nseq = 0;
         for (int s = 0; s < 5 && lens_sets[c][s]; s++, nseq++)
             offs[nseq + 1] = offs[nseq] + lens_sets[c][s];
@@ -312,7 +362,6 @@ static void test_attention(void **state) {
         int32_t o32[6];
         for (int i = 0; i <= nseq; i++)
             o32[i] = offs[i];
-        cv_cpu_attention(qkv, o32, nseq, H, hd, out);
         double *want = malloc(sizeof(double) * (size_t)T * D), *p = malloc(sizeof(double) * 256);
         for (int s = 0; s < nseq; s++)
             for (int h = 0; h < H; h++)
@@ -335,9 +384,27 @@ static void test_attention(void **state) {
                         want[(size_t)i * D + h * hd + d] = acc;
                     }
                 }
-        double err = max_rel_err(out, want, (size_t)T * D);
-        print_message("attention nseq=%d T=%d H=%d hd=%d max_rel_err=%.2e\n", nseq, T, H, hd, err);
-        assert_true(err < 2e-5);
+        for (int kernel = 0; kernel < 3; kernel++) {
+            if (kernel == 2 && !cv_cpu_attention_avx512_ok()) continue;
+            for (size_t i = 0; i < (size_t)T * D; i++)
+                out[i] = NAN;
+            if (kernel == 0) {
+                cv_cpu_attention(qkv, o32, nseq, H, hd, out);
+            } else {
+                /* heads in two calls, as the backend splits them across threads */
+                void (*f)(const float *, const int32_t *, int, int, int, int, int, float *) =
+                    kernel == 1 ? cv_cpu_attention_heads_blas : cv_cpu_attention_heads_avx512;
+                f(qkv, o32, nseq, H, hd, 0, H / 2, out);
+                f(qkv, o32, nseq, H, hd, H / 2, H, out);
+            }
+            double err = max_rel_err(out, want, (size_t)T * D);
+            print_message("attention %s nseq=%d T=%d H=%d hd=%d max_rel_err=%.2e\n",
+                          kernel == 0   ? "default"
+                          : kernel == 1 ? "blas"
+                                        : "avx512",
+                          nseq, T, H, hd, err);
+            assert_true(err < 2e-5);
+        }
         free(qkv), free(out), free(want), free(p);
     }
 }
@@ -416,11 +483,17 @@ static void test_pool_cls_max(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_pool_cls_max),  cmocka_unit_test(test_linear),
-        cmocka_unit_test(test_linear_packed), cmocka_unit_test(test_linear_packed_gelu_range),
-        cmocka_unit_test(test_linear_bf16),   cmocka_unit_test(test_gelu_range),
-        cmocka_unit_test(test_expf),          cmocka_unit_test(test_add_ln),
-        cmocka_unit_test(test_embed_ln),      cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_pool_cls_max),
+        cmocka_unit_test(test_linear),
+        cmocka_unit_test(test_linear_packed),
+        cmocka_unit_test(test_linear_packed_gelu_range),
+        cmocka_unit_test(test_linear_bf16),
+        cmocka_unit_test(test_linear_bf16x3),
+        cmocka_unit_test(test_gelu_range),
+        cmocka_unit_test(test_expf),
+        cmocka_unit_test(test_add_ln),
+        cmocka_unit_test(test_embed_ln),
+        cmocka_unit_test(test_attention),
         cmocka_unit_test(test_pool_l2),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
