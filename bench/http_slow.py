@@ -9,10 +9,12 @@ import http.client
 import json
 import os
 import select
-import socket
 import sys
 import threading
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+from http_robustness import connect_from  # noqa: E402
 
 addr = sys.argv[1].rsplit(":", 1)
 addr = (addr[0], int(addr[1]))
@@ -46,14 +48,7 @@ def pct(v, p):
 
 
 def connect(i):
-    s = socket.socket()
-    s.bind((SOURCES[i % len(SOURCES)], 0))
-    s.setblocking(False)
-    try:
-        s.connect(addr)
-    except BlockingIOError:
-        pass
-    return s
+    return connect_from(addr, SOURCES[i % len(SOURCES)])
 
 
 class Attack(threading.Thread):

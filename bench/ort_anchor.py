@@ -16,13 +16,13 @@ The pipeline is the one sentence-transformers runs, minus torch at inference tim
 Before timing, it embeds tests/data/embed_texts.jsonl and compares with sentence-transformers'
 vectors in tests/data/embed_golden.f32; below a minimum cosine of 0.99999 it exits 1 untimed.
 """
-import argparse
-import hashlib
 import json
 import os
 import sys
-import time
 import warnings
+
+from st_anchor import anchor_args, time_batches  # noqa: E402  (it puts models/ on the path too)
+from fetch_model import sha256 as sha256_file  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MIN_COSINE = 0.99999
@@ -33,14 +33,6 @@ def default_onnx_dir():
     if sys.prefix != sys.base_prefix:
         return os.path.join(os.path.dirname(os.path.abspath(sys.prefix)), "onnx")
     return os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "cdcvec", "onnx")
-
-
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def export_onnx(model_dir, path):
@@ -135,15 +127,7 @@ def golden_min_cosine(emb):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--short", required=True)
-    ap.add_argument("--long", required=True)
-    ap.add_argument("--batches", default="1,8,64,256")
-    ap.add_argument("--seconds", type=float, default=3)
-    ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--model", default=os.environ.get("CDCVEC_MODEL_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "cdcvec", "all-MiniLM-L6-v2"))
-    ap.add_argument("--device", default="cpu")
+    ap = anchor_args()
     ap.add_argument("--onnx-dir", default=default_onnx_dir(), help="where the exported .onnx is cached")
     a = ap.parse_args()
     if a.device != "cpu":
@@ -166,20 +150,7 @@ def main():
         sys.exit(f"ort_anchor: min cosine {min_cos:.7f} < {MIN_COSINE}: not timing a pipeline that "
                  f"disagrees with sentence-transformers")
 
-    for name, path in (("short", a.short), ("long", a.long)):
-        texts = [l.rstrip("\n") for l in open(path, encoding="utf-8")]
-        for bs in (int(b) for b in a.batches.split(",")):
-            emb.embed([texts[i % len(texts)] for i in range(bs)])  # warm-up
-            pos, sent, t0 = 0, 0, time.perf_counter()
-            while True:
-                batch = [texts[(pos + i) % len(texts)] for i in range(bs)]
-                pos = (pos + bs) % len(texts)
-                emb.embed(batch)
-                sent += bs
-                t = time.perf_counter() - t0
-                if t >= a.seconds:
-                    break
-            print(json.dumps({"set": name, "batch": bs, "sent_per_s": round(sent / t, 2)}), flush=True)
+    time_batches(a, emb.embed)
 
 
 if __name__ == "__main__":

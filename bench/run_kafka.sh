@@ -15,32 +15,19 @@
 # real broker's long poll gives for free.
 #   usage: bash bench/run_kafka.sh [N]      (env: BUILD_DIR, CDCVEC_BENCH_PORT, THREADS)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+. "$(dirname "$0")/../scripts/pg_lib.sh"
+. tests/kafka_lib.sh
 N=${1:-3000}
-BUILD_DIR=${BUILD_DIR:-build}
 PORT=${CDCVEC_BENCH_PORT:-56532}
-bin=${CDCVEC_BIN:-$PWD/$BUILD_DIR/cdcvec}
 broker=$PWD/$BUILD_DIR/tests/kafka_mock_broker
 [ -x "$bin" ] && [ -x "$broker" ] || cmake --build "$BUILD_DIR" -j"$(nproc)" --target cdcvec kafka_mock_broker >/dev/null
-. tests/kafka_lib.sh
-rm -rf "$BUILD_DIR/bench-kafka-pg"
-pgdir=$(bash scripts/pg.sh dir "$PWD/$BUILD_DIR/bench-kafka-pg")
+pg_private bench-kafka-pg
 pids=
 stop_all() {
   for p in $pids; do kill -TERM "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
   pids=
 }
-cleanup() {
-  stop_all
-  kmock_stop
-  bash scripts/pg.sh stop "$pgdir" 2>/dev/null || true
-  case $pgdir in /tmp/cdcvec-pg.*) rm -rf "$pgdir" ;; esac
-}
-trap cleanup EXIT
 DB=$(bash scripts/pg.sh start "$pgdir" "$PORT")
-q() { psql -qAtX "$DB" -c "$1"; }
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
-calc() { awk "BEGIN { print $1 }"; }
 THREADS=${THREADS:-0}
 FETCH_WAIT_MS=${FETCH_WAIT_MS:-10}
 q "CREATE EXTENSION vector"

@@ -10,25 +10,12 @@
 #       transaction's start, just before its commit) minus the row's clock_timestamp() at insert
 #   usage: bash bench/run_pipeline.sh [ROWS]      (env: BUILD_DIR, CDCVEC_BENCH_PORT)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+. "$(dirname "$0")/../scripts/pg_lib.sh"
 ROWS=${1:-100000}
-BUILD_DIR=${BUILD_DIR:-build}
 PORT=${CDCVEC_BENCH_PORT:-56432}
-bin=${CDCVEC_BIN:-$PWD/$BUILD_DIR/cdcvec}
 [ -x "$bin" ] || { cmake -S . -B "$BUILD_DIR" >/dev/null && cmake --build "$BUILD_DIR" -j"$(nproc)" >/dev/null; }
-rm -rf "$BUILD_DIR/bench-pg"
-pgdir=$(bash scripts/pg.sh dir "$PWD/$BUILD_DIR/bench-pg")
-sync_pid=
-cleanup() {
-  [ -n "$sync_pid" ] && kill -TERM "$sync_pid" 2>/dev/null && wait "$sync_pid" 2>/dev/null
-  bash scripts/pg.sh stop "$pgdir" 2>/dev/null || true
-  case $pgdir in /tmp/cdcvec-pg.*) rm -rf "$pgdir" ;; esac
-}
-trap cleanup EXIT
+pg_private bench-pg
 DB=$(bash scripts/pg.sh start "$pgdir" "$PORT")
-q() { psql -qAtX "$DB" -c "$1"; }
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
-calc() { awk "BEGIN { print $1 }"; } # floating-point arithmetic without bc
 q "CREATE EXTENSION vector"
 q "CREATE TABLE catalog (id bigserial PRIMARY KEY, description text NOT NULL, price numeric, created timestamptz NOT NULL DEFAULT clock_timestamp())"
 psql -qX -v ON_ERROR_STOP=1 "$DB" -f bench/rdesc.sql >/dev/null

@@ -108,7 +108,7 @@ static void usage(FILE *f) {
                "  --threads N      threads (default: all online CPUs)\n"
                "  --seconds S      time per measurement (default 3)\n"
                "  --device D       auto (default), cpu or cuda\n"
-               "  --precision P    fp32 (default) or bf16 (CPU with AVX512-BF16)\n"
+               "  --precision P    fp32 (default), bf16x3 (CPU with AMX) or bf16 (CPU with AVX512-BF16)\n"
                "  --batches LIST   batch sizes, comma-separated (default 1,8,64,256)\n"
                "  --anchor NAME=CMD\n"
                "                   command that benchmarks NAME on the same texts; repeatable (up to 8),\n"

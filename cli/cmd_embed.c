@@ -21,8 +21,10 @@ static void usage(FILE *f) {
                "                      ~/.cache/cdcvec/" CV_MODEL_SHORT_ID ")\n"
                "  --threads N         CPU threads (default: all online CPUs)\n"
                "  --device D          auto (default), cpu or cuda\n"
-               "  --precision P       fp32 (default, exact) or bf16 (CPU with AVX512-BF16; fast with AMX;\n"
-               "                      min cosine 0.99995 to fp32 on the golden texts)\n"
+               "  --precision P       fp32 (default, exact), bf16x3 (CPU with AMX: fp32 GEMMs as three\n"
+               "                      bf16 products, ~2e-5 relative per GEMM output) or bf16 (CPU with\n"
+               "                      AVX512-BF16; fast with AMX; min cosine 0.99995 to fp32 on the\n"
+               "                      golden texts)\n"
                "  --batch N           texts per batch (default 64)\n");
 }
 

@@ -79,8 +79,10 @@ int cv_cli_parse_precision(const char *s, cv_precision *out) {
         *out = CV_PRECISION_FP32;
     else if (strcmp(s, "bf16") == 0)
         *out = CV_PRECISION_BF16;
+    else if (strcmp(s, "bf16x3") == 0)
+        *out = CV_PRECISION_BF16X3;
     else {
-        fprintf(stderr, "cdcvec: --precision: expected fp32 or bf16, got '%s'\n", s);
+        fprintf(stderr, "cdcvec: --precision: expected fp32, bf16x3 or bf16, got '%s'\n", s);
         return -1;
     }
     return 0;

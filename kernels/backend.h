@@ -106,6 +106,10 @@ cv_err cv_backend_cpu_new(cv_backend **out);
  * GEMM, fp32 accumulation; every other op and the residual stream stay fp32. Needs
  * AVX512-BF16: CV_ERR_UNSUPPORTED on other CPUs. */
 cv_err cv_backend_cpu_new_bf16(cv_backend **out);
+/* The same with "bf16x3" GEMMs (kernels/cpu/gemm_amx3.c): each fp32 operand split into two
+ * bf16 halves, three AMX products, fp32 accumulation; ~2e-5 relative per output (fp32: ~3e-6).
+ * Needs AMX-BF16 usable by the process: CV_ERR_UNSUPPORTED elsewhere. */
+cv_err cv_backend_cpu_new_bf16x3(cv_backend **out);
 
 /* Lets a CPU backend split each GEMM (by output columns) and attention (by heads) across
  * pool's threads; NULL returns to single-threaded ops. The pool must not be running a task

@@ -519,9 +519,11 @@ cv_err cv_minilm_load(const char *model_dir, const cv_minilm_opts *opts, cv_mini
         cv_minilm_free(m);
         return err ? err : CV_ERR_NOMEM;
     }
-    if (o.precision == CV_PRECISION_BF16 && gpu) {
-        cv_error("event=precision_unsupported precision=bf16 device=cuda error=\"bf16 is a CPU backend "
-                 "option\" fix=\"use --device cpu, or fp32\"");
+    const char *pname = o.precision == CV_PRECISION_BF16X3 ? "bf16x3" : "bf16";
+    if (o.precision != CV_PRECISION_FP32 && gpu) {
+        cv_error("event=precision_unsupported precision=%s device=cuda error=\"%s is a CPU backend "
+                 "option\" fix=\"use --device cpu, or fp32\"",
+                 pname, pname);
         gpu->destroy(gpu);
         cv_minilm_free(m);
         return CV_ERR_UNSUPPORTED;
@@ -533,10 +535,19 @@ cv_err cv_minilm_load(const char *model_dir, const cv_minilm_opts *opts, cv_mini
         cv_minilm_free(m);
         return CV_ERR_UNSUPPORTED;
     }
+    if (o.precision == CV_PRECISION_BF16X3 &&
+        (!cv_cpu_bf16_supported() || strcmp(cv_cpu_bf16_kernel(), "amx"))) {
+        cv_error(
+            "event=precision_unsupported precision=bf16x3 device=cpu error=\"this CPU (or its kernel) gives "
+            "no AMX-BF16 tiles\" fix=\"use fp32\"");
+        cv_minilm_free(m);
+        return CV_ERR_UNSUPPORTED;
+    }
     for (int i = 0; i < m->nworkers && !err; i++) {
         cv_backend *be = gpu;
-        if (!be &&
-            (err = o.precision == CV_PRECISION_BF16 ? cv_backend_cpu_new_bf16(&be) : cv_backend_cpu_new(&be)))
+        if (!be && (err = o.precision == CV_PRECISION_BF16     ? cv_backend_cpu_new_bf16(&be)
+                          : o.precision == CV_PRECISION_BF16X3 ? cv_backend_cpu_new_bf16x3(&be)
+                                                               : cv_backend_cpu_new(&be)))
             break;
         if (i == 0 && be->linear_pack && (err = pack_linear_weights(m, be))) {
             be->destroy(be);
@@ -548,8 +559,8 @@ cv_err cv_minilm_load(const char *model_dir, const cv_minilm_opts *opts, cv_mini
         cv_minilm_free(m);
         return err;
     }
-    if (o.precision == CV_PRECISION_BF16)
-        cv_info("event=gemm_precision precision=bf16 kernel=%s", cv_cpu_bf16_kernel());
+    if (o.precision != CV_PRECISION_FP32)
+        cv_info("event=gemm_precision precision=%s kernel=%s", pname, cv_cpu_bf16_kernel());
     cv_blas_info bi;
     cv_blas_info_get(&bi);
     cv_info("event=model_loaded dir=%s model=%s revision=%s device=%s reason=\"%s\" threads=%d layers=%d "

@@ -23,7 +23,7 @@ typedef enum { CV_DEVICE_AUTO = 0, CV_DEVICE_CPU, CV_DEVICE_CUDA } cv_device;
 
 /* Arithmetic of the CPU backend's GEMMs. BF16 rounds weights and GEMM inputs to bfloat16
  * (fp32 accumulation, everything else fp32); CPUs with AVX512-BF16 only. */
-typedef enum { CV_PRECISION_FP32 = 0, CV_PRECISION_BF16 } cv_precision;
+typedef enum { CV_PRECISION_FP32 = 0, CV_PRECISION_BF16, CV_PRECISION_BF16X3 } cv_precision;
 
 typedef struct cv_minilm_opts {
     int threads;            /* 0 = all online CPUs */

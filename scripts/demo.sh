@@ -14,20 +14,12 @@ python3 models/fetch_model.py
 cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$BUILD_DIR" -j"$(nproc)" >/dev/null
 bin=$PWD/$BUILD_DIR/cdcvec
-rm -rf "$BUILD_DIR/demo-pg"
-pgdir=$(bash scripts/pg.sh dir "$PWD/$BUILD_DIR/demo-pg")
-sync_pid=
-cleanup() {
-  [ -n "$sync_pid" ] && kill -TERM "$sync_pid" 2>/dev/null && wait "$sync_pid" 2>/dev/null
-  bash scripts/pg.sh stop "$pgdir" 2>/dev/null || true
-  case $pgdir in /tmp/cdcvec-pg.*) rm -rf "$pgdir" ;; esac
-}
-trap cleanup EXIT
+. scripts/pg_lib.sh
+pg_private demo-pg
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 step "starting PostgreSQL 15 with wal_level=logical and pgvector in $pgdir"
 DB=$(bash scripts/pg.sh start "$pgdir" "$PORT")
-q() { psql -qAtX "$DB" -c "$1"; }
 echo "$DB"
 
 step "loading batch 1 of the catalog (8 books)"
@@ -79,5 +71,4 @@ curl -s "http://127.0.0.1:$((PORT + 1))/metrics" | grep -E '^cdcvec_sync_(change
 
 step "stopping"
 kill -TERM "$sync_pid" && wait "$sync_pid"
-sync_pid=
 echo "cdcvec sync stopped; slot position: $(q "SELECT confirmed_flush_lsn FROM pg_replication_slots")"

@@ -30,6 +30,16 @@ typedef struct {
     int openai, b64;
 } http_job;
 
+/* Answers the JSON built in b (taken over) with status, or 500 when building it ran out of memory. */
+static void answer_json(cv_http_req *r, int status, cv_buf *b) {
+    if (b->oom) {
+        free(b->p);
+        cv_http_error(r, 500, "internal", "out of memory");
+        return;
+    }
+    cv_http_answer_owned(r, status, "application/json", b->p, b->len);
+}
+
 /* Liveness; a process without a model (capture, the Kafka sink stage) says device "none". */
 void cv_http_on_healthz(cv_http_req *r) {
     cv_server *s = r->s;
@@ -37,12 +47,7 @@ void cv_http_on_healthz(cv_http_req *r) {
     int draining = atomic_load(&s->draining);
     cv_buf_printf(&b, "{\"status\":\"%s\",\"device\":\"%s\",\"model\":\"%s\"}", draining ? "draining" : "ok",
                   s->m ? cv_minilm_device(s->m) : "none", s->o.model_id ? s->o.model_id : "");
-    if (b.oom) {
-        free(b.p);
-        cv_http_error(r, 500, "internal", "out of memory");
-        return;
-    }
-    cv_http_answer_owned(r, draining ? 503 : 200, "application/json", b.p, b.len);
+    answer_json(r, draining ? 503 : 200, &b);
 }
 
 /* Readiness (Kubernetes' meaning: send traffic here now?): 503 while draining or while the
@@ -60,12 +65,7 @@ void cv_http_on_readyz(cv_http_req *r) {
         ok = 1;
         cv_buf_puts(&b, "{\"status\":\"ready\"}");
     }
-    if (b.oom) {
-        free(b.p);
-        cv_http_error(r, 500, "internal", "out of memory");
-        return;
-    }
-    cv_http_answer_owned(r, ok ? 200 : 503, "application/json", b.p, b.len);
+    answer_json(r, ok ? 200 : 503, &b);
 }
 
 void cv_http_on_metrics(cv_http_req *r) {
@@ -135,12 +135,7 @@ static void http_job_done(cv_job *j) {
             }
             cv_buf_puts(&b, "]");
         }
-        if (b.oom) {
-            free(b.p);
-            cv_http_error(h->r, 500, "internal", "out of memory");
-        } else {
-            cv_http_answer_owned(h->r, 200, "application/json", b.p, b.len);
-        }
+        answer_json(h->r, 200, &b);
     }
     cv_job_release(j);
     free(h);

@@ -143,18 +143,21 @@ class PeakRSS:
         self.t.join()
 
 
+def connect_from(addr, source):
+    """A TCP connection to addr from the local address source, its connect left in flight."""
+    s = socket.socket()
+    s.bind((source, 0))
+    s.setblocking(False)
+    try:
+        s.connect(addr)
+    except BlockingIOError:
+        pass
+    return s
+
+
 def open_idle(addr, n, sources):
     """n idle TCP connections, spread over source addresses; returns the sockets."""
-    socks = []
-    for i in range(n):
-        s = socket.socket()
-        s.bind((sources[i % len(sources)], 0))
-        s.setblocking(False)
-        try:
-            s.connect(addr)
-        except BlockingIOError:
-            pass
-        socks.append(s)
+    socks = [connect_from(addr, sources[i % len(sources)]) for i in range(n)]
     time.sleep(0.5)  # let the server accept (or refuse) them
     return socks
 

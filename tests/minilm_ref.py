@@ -5,17 +5,13 @@ import json
 import math
 import os
 import struct
+import sys
 
 import numpy as np
 
-
-def model_dir():
-    """Where cdcvec looks (models/minilm.c cv_minilm_default_dir)."""
-    d = os.environ.get("CDCVEC_MODEL_DIR")
-    if d:
-        return d
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(cache, "cdcvec", "all-MiniLM-L6-v2")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models"))
+# where cdcvec looks (models/minilm.c cv_minilm_default_dir)
+from fetch_model import default_dest as model_dir  # noqa: E402
 
 
 def load(path=None):

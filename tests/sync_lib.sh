@@ -12,10 +12,15 @@
 # watched: `kill` below is the builtin plus that bookkeeping. `start_listener` starts a
 # process that listens on a port and retries on another port when its port was taken.
 #
+# A test that runs its own PostgreSQL starts with `test_begin` (its folder, a port, the cleanup
+# on exit), `pg_up` (the server, pgvector, the tutorial's books) and ends with `test_end`.
+#
 # Needs: $DB (connection string of the source) once the server is started.
 
 STALL_S=${CDCVEC_TEST_STALL_S:-60}
 fail=${fail:-0}
+root=${root:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
+CV_PG_DIRS=() # every PostgreSQL started by pg_start_retry: test_cleanup stops them
 
 # A free TCP port at or after $1: no socket of any state uses it, and it lies outside the
 # kernel's ephemeral range (where client connections take their local ports: a port free there
@@ -39,18 +44,232 @@ free_port() {
   done
 }
 
-# pg_start_retry DIR: starts a private PostgreSQL (scripts/pg.sh) in DIR on $port, or on another
-# free port when that one was taken meanwhile (tests and other programs run beside); sets DB and
-# port. Needs $root.
+# pg_start_retry DIR [VAR [PORT]]: starts a private PostgreSQL (scripts/pg.sh) in DIR on PORT
+# (default $port, which follows it), or on another free port when that one was taken meanwhile
+# (tests and other programs run beside); sets VAR (default DB) to its connection string.
+# test_cleanup stops it. Needs $root.
 pg_start_retry() {
-  local try
+  local dir=$1 var=${2:-DB} p=${3:-$port} try conn
   for try in 1 2 3; do
-    DB=$(bash "$root/scripts/pg.sh" start "$1" "$port") && return 0
-    rm -rf "$1"
-    port=$(free_port $((port + 20 * try)))
+    if conn=$(bash "$root/scripts/pg.sh" start "$dir" "$p"); then
+      printf -v "$var" '%s' "$conn"
+      [ -n "${3:-}" ] || port=$p
+      CV_PG_DIRS+=("$dir")
+      return 0
+    fi
+    tail -3 "$dir/server.log" >&2 2>/dev/null
+    bash "$root/scripts/pg.sh" stop "$dir" 2>/dev/null
+    rm -rf "$dir"
+    p=$(free_port $((p + 17 * try)))
   done
-  DB=
+  printf -v "$var" '%s' ''
   return 1
+}
+
+# books 1|2|all|table|rows [DB]: the tutorial's books (tests/data/books.sql) into DB: the table
+# and its first batch of rows (up to "-- batch 2"), the second batch, all of it, the table empty,
+# or all its rows.
+books() {
+  case $1 in
+  1) sed -n '1,/-- batch 2/p' ;;
+  2) sed -n '/-- batch 2/,$p' ;;
+  all) cat ;;
+  table) sed -n '1,/^INSERT/p' | sed '$d' ;;
+  rows) sed -n '/^INSERT/,$p' ;;
+  esac <"$root/tests/data/books.sql" | psql -qX "${2:-$DB}" >/dev/null
+}
+
+# ---- a test's folder, PostgreSQL and cleanup -------------------------------------------------
+# test_begin NAME PORT_BASE BIN: the start of a test with a PostgreSQL of its own: sets bin (BIN,
+# absolute), work (a fresh folder beside it, test-NAME-PID; see pg.sh dir), port (a free port from
+# PORT_BASE + PID % 8000), and test_cleanup on EXIT.
+test_begin() {
+  bin=$(cd "$(dirname "$3")" && pwd)/$(basename "$3")
+  work=$(bash "$root/scripts/pg.sh" dir "$(dirname "$bin")/test-$1-$$")
+  port=$(free_port $(($2 + $$ % 8000)))
+  mkdir -p "$work"
+  trap test_cleanup EXIT
+}
+
+# pg_up [vector] [books]: starts the test's PostgreSQL in $work/pg (sets DB and port), or ends the
+# test with FAIL; "vector" creates pgvector in it, "books" the tutorial's table and first batch.
+pg_up() {
+  pg_start_retry "$work/pg" || { echo "FAIL cannot start PostgreSQL"; exit 1; }
+  local a
+  for a; do
+    case $a in
+    vector) q "CREATE EXTENSION vector" >/dev/null ;;
+    books) books 1 ;;
+    esac
+  done
+}
+
+# test_cleanup: on exit, kills (-9) every background process the test started that still runs,
+# stops the mock broker (kafka_lib.sh) and every PostgreSQL started here, and removes $work,
+# unless the test failed or KEEP (or CDCVEC_TEST_KEEP) is set.
+test_cleanup() {
+  local p d
+  for p in $(jobs -p); do
+    [ "$p" = "${KMOCK_PID:-}" ] && continue
+    builtin kill -9 "$p" 2>/dev/null
+    builtin wait "$p" 2>/dev/null
+  done
+  [ -z "${KMOCK_DIR:-}" ] || kmock_stop
+  for d in "${CV_PG_DIRS[@]}"; do bash "$root/scripts/pg.sh" stop "$d" 2>/dev/null; done
+  if [ -n "${KEEP:-}${CDCVEC_TEST_KEEP:-}" ] || [ "${fail:-0}" != 0 ]; then
+    echo "work folder kept: $work"
+  else
+    rm -rf "$work"
+  fi
+}
+
+# test_end [LINES [LOG...]]: when a check failed, the last LINES (20) of each LOG (default: every
+# $work/*.log); exits with $fail.
+test_end() {
+  local n=${1:-20} f
+  shift $(($# > 0))
+  [ $# -gt 0 ] || set -- "$work"/*.log
+  if [ "$fail" != 0 ]; then
+    for f; do
+      echo "--- $f (tail)"
+      tail -n "$n" "$f"
+    done
+  fi
+  exit "$fail"
+}
+
+# stop_all PID...: SIGTERM to each, then waits for it; rcs holds their exit statuses in order.
+stop_all() {
+  local p
+  rcs=
+  for p; do
+    kill -TERM "$p"
+    wait "$p"
+    rcs="$rcs$?"
+  done
+}
+
+# stop_timed PID: SIGTERM, then up to 5 s for PID to exit; sets rc (its exit status, or timeout:
+# it is then killed -9) and ms (how long it took).
+stop_timed() {
+  local t0
+  t0=$(date +%s%N)
+  kill -TERM "$1"
+  for _ in $(seq 1 50); do builtin kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+  ms=$((($(date +%s%N) - t0) / 1000000))
+  if builtin kill -0 "$1" 2>/dev/null; then
+    rc=timeout
+    kill -9 "$1"
+  else
+    wait "$1"
+    rc=$?
+  fi
+}
+
+# load_start [TEXT_SQL]: 10,000 changes to books in the background (100 seeded transactions of 60
+# inserts, 25 text updates, 5 payload updates, 10 deletes, spread so that kills land all through
+# them); load_pid is its pid. TEXT_SQL (of i and g) is the inserted rows' description.
+load_start() {
+  local text=${1:-"'generated book ' || i || ' number ' || g || ' about ' || md5((i * g)::text)"} sql
+  sql=$(
+    cat <<'SQL'
+\set QUIET on
+SELECT setseed(0.42);
+DO $$
+DECLARE i int;
+BEGIN
+  FOR i IN 1..100 LOOP
+    INSERT INTO books (name, description, author, year)
+      SELECT 'gen ' || i || '/' || g, @TEXT@, 'gen', 2000 + g % 20
+      FROM generate_series(1, 60) g;
+    UPDATE books SET description = description || ' (revised ' || i || ')' WHERE id IN (SELECT id FROM books WHERE author = 'gen' ORDER BY random() LIMIT 25);
+    UPDATE books SET year = year + 1 WHERE id IN (SELECT id FROM books WHERE author = 'gen' ORDER BY random() LIMIT 5);
+    DELETE FROM books WHERE id IN (SELECT id FROM books WHERE author = 'gen' ORDER BY random() LIMIT 10);
+    COMMIT;
+    PERFORM pg_sleep(0.06);
+  END LOOP;
+END $$;
+SQL
+  )
+  printf '%s\n' "${sql//@TEXT@/$text}" >"$work/load.sql"
+  (psql -qX "$DB" -f "$work/load.sql" >"$work/load.log" 2>&1) &
+  load_pid=$!
+}
+
+# kill_sync_during_load: until the load (load_pid) has ended, kills the sync (sync_pid) -9 at
+# random moments and starts it again (the test's start_sync); kills counts the kills.
+kill_sync_during_load() {
+  kills=0
+  while builtin kill -0 "$load_pid" 2>/dev/null; do
+    sleep "0.$((RANDOM % 9 + 1))"
+    kill -9 "$sync_pid" 2>/dev/null && kills=$((kills + 1))
+    wait "$sync_pid" 2>/dev/null
+    start_sync
+  done
+  wait "$load_pid"
+}
+
+# standin NAME [ARGS...]: the stand-in tests/standins/NAME_standin.py (qdrant, upstash) in the
+# background, on a port of its choosing (or ARGS' own --port), its output added to $work/NAME.log,
+# watched; waits until it says READY. Sets standin_pid, standin_port and NAME_port. Needs $PY.
+standin() {
+  local name=$1 log=$work/$1.log n0
+  shift
+  n0=$(grep -c "^READY" "$log" 2>/dev/null)
+  "$PY" "$root/tests/standins/${name}_standin.py" --port 0 "$@" >>"$log" 2>&1 &
+  standin_pid=$!
+  watch "$standin_pid" "$name stand-in" "$log"
+  WATCH_PID=$standin_pid wait_until '[ "$(grep -c "^READY" "$log")" -gt "${n0:-0}" ]' 'wc -c <"$log"' ||
+    { cat "$log"; return 1; }
+  standin_port=$(sed -n 's|^READY http://127.0.0.1:\([0-9]*\).*|\1|p' "$log" | tail -1)
+  printf -v "${name}_port" '%s' "$standin_port"
+}
+
+# ---- the tutorial's changes, checked in pgvector (cdcvec.public_books) -------------------------
+# Each check waits with the test's own `converged`.
+
+# basic_changes: the second batch of books, a text update, a payload-only update (the vector
+# kept), a delete and a multi-row transaction.
+basic_changes() {
+  books 2
+  check "inserts" converged
+  q "UPDATE books SET description = 'A boy wizard attends a school of magic.' WHERE id = 1"
+  check "update of the text re-embeds" converged
+  kept_vector "payload-only update" "id = 4" "UPDATE books SET year = 1966 WHERE id = 4"
+  q "DELETE FROM books WHERE id = 2"
+  check "delete" converged
+  q "BEGIN; INSERT INTO books (name, description, author, year) VALUES ('Tx A', 'first of three', 'x', 2000), ('Tx B', 'second of three', 'x', 2001), ('Tx C', 'third of three', 'x', 2002); UPDATE books SET description = 'changed in the same transaction' WHERE name = 'Tx A'; DELETE FROM books WHERE name = 'Tx B'; COMMIT"
+  check "multi-row transaction" converged
+}
+
+# toast_changes: a 100 KB text stored out of line (TOAST), then an update of another column:
+# pgoutput sends the unchanged text as 'u', which must never read as NULL or empty.
+toast_changes() {
+  q "ALTER TABLE books ALTER COLUMN description SET STORAGE EXTERNAL"
+  q "INSERT INTO books (name, description, author, year) SELECT 'Toasted', string_agg(md5(i::text), ' '), 'x', 1999 FROM generate_series(1, 3000) i"
+  check "100 KB TOASTed text embedded" converged
+  kept_vector "TOASTed text, other column updated" "payload->>'name' = 'Toasted'" "UPDATE books SET year = 2024 WHERE name = 'Toasted'"
+}
+
+# kept_vector WHAT WHERE SQL: SQL updates another column than the text of the row WHERE; checks
+# that the payload follows (converged) and that the row's stored vector and text hash did not change.
+kept_vector() {
+  local before after
+  before=$(stored_vector "$2")
+  q "$3"
+  check "$1: payload follows" converged
+  after=$(stored_vector "$2")
+  check "$1: vector and text hash unchanged" '[ -n "$before" ] && [ "$before" = "$after" ]'
+}
+stored_vector() { q "SELECT md5(embedding::text) || encode(text_hash, 'hex') FROM cdcvec.public_books WHERE $1"; }
+
+# model_recorded NAME META: checks that META (a command that prints the model id and revision
+# the store recorded) names the running model: its id and the SHA-256 of its weights (want_rev).
+model_recorded() {
+  local dir=${CDCVEC_MODEL_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/cdcvec/all-MiniLM-L6-v2} meta_cmd=$2
+  want_rev=$(sha256sum "$dir/model.safetensors" | cut -c1-64)
+  check "$1" '[ "$($meta_cmd)" = "sentence-transformers/all-MiniLM-L6-v2 $want_rev" ]' ||
+    echo "  recorded: $($meta_cmd); want $want_rev"
 }
 
 # ---- watched processes ---------------------------------------------------------------------

@@ -20,30 +20,12 @@
 #     out a stall at every check; the run still ends before ctest's TIMEOUT)
 #   CDCVEC_TEST_KEEP=1: keep the work folder (logs, PostgreSQL data) after the run
 set -u
-bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
-root=$(cd "$(dirname "$0")/.." && pwd)
-work=$(bash "$root/scripts/pg.sh" dir "$(dirname "$bin")/test-matrix-$$")
-. "$root/tests/sync_lib.sh"
+. "$(dirname "$0")/sync_lib.sh"
 # below Linux's ephemeral range (32768-60999): no client connection holds a port there
-port=$(free_port $((21000 + $$ % 9000)))
-pids=()      # every process started here (cdcvec sync, cdcvec serve), killed on exit
+test_begin matrix 21000 "$1"
 fail_logs=() # logs of runs that ended in an error: no line may be split (case 14)
-pg2=
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do # only our own children still running
-    [ "$(ps -o ppid= -p "$p" 2>/dev/null | tr -d ' ')" = $$ ] && kill -9 "$p" 2>/dev/null
-  done
-  bash "$root/scripts/pg.sh" stop "$work/pg" 2>/dev/null
-  [ -n "$pg2" ] && bash "$root/scripts/pg.sh" stop "$work/pg2" 2>/dev/null
-  if [ -n "${CDCVEC_TEST_KEEP:-}" ]; then echo "work folder kept: $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
-mkdir -p "$work"
 t_start=$SECONDS
-
-pg_start_retry "$work/pg" || { echo "FAIL cannot start PostgreSQL"; exit 1; }
-q "CREATE EXTENSION vector" >/dev/null
+pg_up vector
 q "CREATE EXTENSION citext" >/dev/null || { echo "FAIL the citext extension is missing (postgresql-contrib)"; exit 1; }
 
 # ---- helpers ---------------------------------------------------------------------------------
@@ -83,7 +65,6 @@ start_sync() {
   CDCVEC_LOG=${LOG:-info} "$bin" sync --source "${SRC:-$DB}" --batch-ms 10 --threads 2 "$@" \
     >>"$work/$name.log" 2>&1 &
   spid=$!
-  pids+=("$spid")
 }
 # stop_sync PID: SIGTERM and wait for the exit (it must come by itself; SIGKILL after a stall).
 stop_sync() {
@@ -179,6 +160,31 @@ conv() {
   over_budget && { echo "  (not waited: the run is past its budget of ${budget}s)"; return 1; }
   wait_t0=$SECONDS
   WATCH_PID=$1 converged_q "$2" "$3"
+}
+# table_sync TABLE [ARGS...]: `cdcvec sync` of public.TABLE (text column description) started;
+# sets M (its mismatch query, key id), S (its store table), lg (its log) and p (its pid).
+table_sync() {
+  local t=$1
+  shift
+  M=$(oracle public "$t" description id)
+  S=cdcvec.public_$t
+  lg=$work/$t.log
+  start_sync "$t" --table "public.$t" --text-column description "$@"
+  p=$spid
+}
+# exited WHAT: the sync p (its log lg) was waited for to exit by itself: sets rc and keeps its log
+# for case 14; FAIL (and stops it) when it still runs.
+exited() {
+  if kill -0 $p 2>/dev/null; then
+    echo "FAIL $1: still running after ${STALL_S}s without progress"
+    fail=1
+    dump "$lg"
+    stop_sync $p
+    return 1
+  fi
+  wait $p
+  rc=$?
+  fail_logs+=("$lg")
 }
 # The slot of a sync, from its event=streaming line.
 slot_of() { sed -n 's/.*event=streaming slot=\([^ ]*\).*/\1/p' "$1" | tail -1; }
@@ -291,10 +297,8 @@ case3() {
     (3, 'edges', 12345678.9, 'NaN', 0, 0, '{-2147483648,NULL}', ARRAY['{braces}', ' spaced ', 'tab	in'],
      '{\"deep\": {\"a\": [[]], \"b\": 1e-7}}', NULL, 'infinity', '-infinity', NULL),
     (4, 'nulls everywhere', NULL, NULL, NULL, NULL, NULL, NULL, 'null', NULL, NULL, NULL, NULL)"
-  local M S=cdcvec.public_p3 lg=$work/p3.log p
-  M=$(oracle public p3 description id)
-  start_sync p3 --table public.p3 --text-column description
-  p=$spid
+  local M S lg p
+  table_sync p3
   chk "3 payload: backfilled rows equal to_jsonb (jsonb and text)" 'conv $p "$M" $S' "$lg" ||
     q "SET TimeZone = 'UTC'; SELECT s.id, v.payload::text, (to_jsonb(s) - 'id' - 'description')::text FROM p3 s JOIN $S v USING (id)
        WHERE v.payload::text IS DISTINCT FROM (to_jsonb(s) - 'id' - 'description')::text LIMIT 2" | cut -c1-600 | sed 's/^/  /'
@@ -319,11 +323,7 @@ case4() {
   done
 
   # (a) the text column renamed
-  M=$(oracle public d4a description id)
-  S=cdcvec.public_d4a
-  lg=$work/d4a.log
-  start_sync d4a --table public.d4a --text-column description
-  p=$spid
+  table_sync d4a
   chk "4a backfill" 'conv $p "$M" $S' "$lg"
   q "ALTER TABLE d4a RENAME COLUMN description TO body"
   q "UPDATE d4a SET body = body || ' (rewritten after the rename)' WHERE id <= 5"
@@ -338,11 +338,7 @@ case4() {
   stop_sync $p
 
   # (b) a payload column renamed, another dropped
-  M=$(oracle public d4b description id)
-  S=cdcvec.public_d4b
-  lg=$work/d4b.log
-  start_sync d4b --table public.d4b --text-column description
-  p=$spid
+  table_sync d4b
   chk "4b backfill" 'conv $p "$M" $S' "$lg"
   q "ALTER TABLE d4b RENAME COLUMN title TO headline"
   q "ALTER TABLE d4b DROP COLUMN category"
@@ -352,11 +348,7 @@ case4() {
   stop_sync $p
 
   # (c) a column added with a default: no row changes, so no vector may change
-  M=$(oracle public d4c description id)
-  S=cdcvec.public_d4c
-  lg=$work/d4c.log
-  start_sync d4c --table public.d4c --text-column description
-  p=$spid
+  table_sync d4c
   chk "4c backfill" 'conv $p "$M" $S' "$lg"
   before=$(q "SELECT string_agg(id || ':' || md5(embedding::text), ',' ORDER BY id) FROM $S WHERE id <> 1")
   q "ALTER TABLE d4c ADD COLUMN extra int DEFAULT 7"
@@ -368,26 +360,12 @@ case4() {
   stop_sync $p
 
   # (d) the embedded column dropped: exit 1 (kind=config), never going on with missing vectors
-  M=$(oracle public d4d description id)
-  S=cdcvec.public_d4d
-  lg=$work/d4d.log
-  start_sync d4d --table public.d4d --text-column description
-  p=$spid
+  table_sync d4d
   chk "4d backfill" 'conv $p "$M" $S' "$lg"
   q "ALTER TABLE d4d DROP COLUMN description"
   q "INSERT INTO d4d (id, title, score) VALUES (100, 'no text any more', 1); UPDATE d4d SET score = 0 WHERE id = 2"
   wait_for '! kill -0 $p 2>/dev/null' true
-  if kill -0 $p 2>/dev/null; then
-    echo "FAIL 4d text column dropped: still running after ${STALL_S}s without progress"
-    fail=1
-    dump "$lg"
-    stop_sync $p
-  else
-    wait $p
-    rc=$?
-    fail_logs+=("$lg")
-    stopped "4d text column dropped under the sync" "$lg" config 'description|text.column'
-  fi
+  exited "4d text column dropped" && stopped "4d text column dropped under the sync" "$lg" config 'description|text.column'
   chk "4d the row inserted without a text has no vector" '[ "$(q "SELECT count(*) FROM $S WHERE id = 100")" = 0 ]'
   run_exit d4d_restart --source "$DB" --table public.d4d --text-column description
   stopped "4d restarted without the text column" "$work/d4d_restart.log" config 'description|text.column'
@@ -411,10 +389,8 @@ case5() {
   q "CREATE UNIQUE INDEX r5b_code ON r5b (code)"
   q "ALTER TABLE r5b REPLICA IDENTITY USING INDEX r5b_code"
   q "INSERT INTO r5b SELECT g, 'code-' || g, 'item ' || g || ' identified by its code' FROM generate_series(1, 15) g"
-  local M S=cdcvec.public_r5b lg=$work/r5b.log p
-  M=$(oracle public r5b description id)
-  start_sync r5b --table public.r5b --text-column description
-  p=$spid
+  local M S lg p
+  table_sync r5b
   wait_for '! kill -0 $p 2>/dev/null || [ "$(q "$M" 2>/dev/null)" = 0 ]' 'q "$M"; sink_progress $S'
   if ! kill -0 $p 2>/dev/null; then
     wait $p
@@ -439,11 +415,7 @@ case5() {
   q "CREATE TABLE r5c (id int PRIMARY KEY, description text, n int)"
   q "ALTER TABLE r5c REPLICA IDENTITY FULL"
   q "INSERT INTO r5c SELECT g, 'full identity row ' || g, g FROM generate_series(1, 15) g"
-  M=$(oracle public r5c description id)
-  S=cdcvec.public_r5c
-  lg=$work/r5c.log
-  start_sync r5c --table public.r5c --text-column description
-  p=$spid
+  table_sync r5c
   chk "5c REPLICA IDENTITY FULL: backfill" 'conv $p "$M" $S' "$lg"
   q "INSERT INTO r5c SELECT g, 'full identity row ' || g || ' streamed', g FROM generate_series(16, 20) g"
   q "UPDATE r5c SET description = 'new text ' || id WHERE id <= 3; UPDATE r5c SET n = n * 10 WHERE id BETWEEN 4 AND 6"
@@ -459,11 +431,7 @@ case6() {
   # (a) in-process model: the big text is embedded (truncated to 256 tokens), later rows arrive
   q "CREATE TABLE b6 (id int PRIMARY KEY, description text)"
   q "INSERT INTO b6 SELECT g, 'ordinary row ' || g FROM generate_series(1, 5) g"
-  M=$(oracle public b6 description id)
-  S=cdcvec.public_b6
-  lg=$work/b6.log
-  start_sync b6 --table public.b6 --text-column description
-  p=$spid
+  table_sync b6
   chk "6a backfill" 'conv $p "$M" $S' "$lg"
   q "INSERT INTO b6 VALUES (100, repeat('word ', 3500000))"
   q "INSERT INTO b6 SELECT g, 'ordinary row ' || g || ' after the big one' FROM generate_series(101, 120) g"
@@ -480,7 +448,6 @@ case6() {
     CDCVEC_LOG=info "$bin" serve --listen "tcp://127.0.0.1:$sport" --http '' --max-text-bytes 1000000 --threads 2 \
       >>"$work/serve.log" 2>&1 &
     sp=$!
-    pids+=("$sp")
     WATCH_PID=$sp wait_for '(exec 3<>/dev/tcp/127.0.0.1/$sport) 2>/dev/null' 'wc -c <"$work/serve.log"' >/dev/null && break
     sp=
   done
@@ -488,11 +455,8 @@ case6() {
   q "CREATE TABLE b6r (id int PRIMARY KEY, description text)"
   q "INSERT INTO b6r SELECT g, 'ordinary row ' || g FROM generate_series(1, 5) g"
   q "INSERT INTO b6r VALUES (4240, repeat('word ', 400000))" # 2 MB, met by the backfill
+  table_sync b6r --embed "tcp://127.0.0.1:$sport" --on-error dead-letter
   M=$(oracle public b6r description id 'id NOT IN (4240, 4241, 4242)')
-  S=cdcvec.public_b6r
-  lg=$work/b6r.log
-  start_sync b6r --table public.b6r --text-column description --embed "tcp://127.0.0.1:$sport" --on-error dead-letter
-  p=$spid
   chk "6b remote: the backfill goes on past a refused 2 MB row" 'conv $p "$M" $S' "$lg" "$work/serve.log"
   q "INSERT INTO b6r VALUES (4241, repeat('word ', 400000))" # 2 MB, met by the stream
   q "INSERT INTO b6r SELECT g, 'ordinary row ' || g || ' after the 2 MB one' FROM generate_series(101, 110) g"
@@ -515,25 +479,13 @@ case6() {
   # (c) --on-error stop: exit 1 instead
   q "CREATE TABLE b6s (id int PRIMARY KEY, description text)"
   q "INSERT INTO b6s SELECT g, 'ordinary row ' || g FROM generate_series(1, 5) g"
-  M=$(oracle public b6s description id)
-  S=cdcvec.public_b6s
-  lg=$work/b6s.log
-  start_sync b6s --table public.b6s --text-column description --embed "tcp://127.0.0.1:$sport" --on-error stop
-  p=$spid
+  table_sync b6s --embed "tcp://127.0.0.1:$sport" --on-error stop
   if chk "6c --on-error stop: backfill" 'conv $p "$M" $S' "$lg"; then
     q "INSERT INTO b6s VALUES (4243, repeat('word ', 3500000))"
     q "INSERT INTO b6s VALUES (6, 'after the big one')"
     wait_for '! kill -0 $p 2>/dev/null' true
   fi
-  if kill -0 $p 2>/dev/null; then
-    echo "FAIL 6c --on-error stop: still running after ${STALL_S}s without progress"
-    fail=1
-    dump "$lg"
-    stop_sync $p
-  else
-    wait $p
-    rc=$?
-    fail_logs+=("$lg")
+  if exited "6c --on-error stop"; then
     chk "6c --on-error stop: exit 1 (rc=$rc) with event=sync_stopped" '[ $rc = 1 ] && grep -q "event=sync_stopped" "$lg"' "$lg"
     chk "6c --on-error stop: the row is not in the sink" '[ "$(q "SELECT count(*) FROM $S WHERE id = 4243")" = 0 ]'
   fi
@@ -668,14 +620,8 @@ case8() {
     '! grep -E "level=(error|warn)" "$work/e8_generated.log" | grep -Eqi "missing|does not exist"' "$work/e8_generated.log"
 
   # every replication slot in use: a second cluster with max_replication_slots = 1, taken
-  local DB2='' try
-  for try in 1 2 3; do
-    DB2=$(bash "$root/scripts/pg.sh" start "$work/pg2" "$(free_port $((port + 500 + 10 * try)))") && break
-    rm -rf "$work/pg2"
-    DB2=
-  done
-  [ -n "$DB2" ] || { echo "FAIL cannot start a second PostgreSQL"; fail=1; return; }
-  pg2=1
+  local DB2=
+  pg_start_retry "$work/pg2" DB2 "$(free_port $((port + 510)))" || { echo "FAIL cannot start a second PostgreSQL"; fail=1; return; }
   psql -qAtX "$DB2" -c "ALTER SYSTEM SET max_replication_slots = 1" >/dev/null
   bash "$root/scripts/pg.sh" restart "$work/pg2"
   psql -qAtX "$DB2" -c "CREATE EXTENSION vector" -c "CREATE TABLE e8s (id int PRIMARY KEY, description text)" \
@@ -683,7 +629,6 @@ case8() {
   run_exit e8_slots --source "$DB2" --table public.e8s --text-column description
   stopped "8 all replication slots in use" "$work/e8_slots.log" '[a-z_]+' 'slot'
   bash "$root/scripts/pg.sh" stop "$work/pg2"
-  pg2=
 }
 
 # ---- 9. partitioned table -----------------------------------------------------------------------
@@ -693,10 +638,8 @@ case9() {
   q "CREATE TABLE pt_1 PARTITION OF pt FOR VALUES FROM (0) TO (1000); CREATE TABLE pt_2 PARTITION OF pt FOR VALUES FROM (1000) TO (2000)"
   q "INSERT INTO pt SELECT g, 'partitioned row ' || g, 'low' FROM generate_series(1, 15) g"
   q "INSERT INTO pt SELECT g, 'partitioned row ' || g, 'high' FROM generate_series(1001, 1015) g"
-  local M S=cdcvec.public_pt lg=$work/pt.log p
-  M=$(oracle public pt description id)
-  start_sync pt --table public.pt --text-column description
-  p=$spid
+  local M S lg p
+  table_sync pt
   chk "9 partitioned: backfill of both partitions" 'conv $p "$M" $S && [ "$(count $S)" = 30 ]' "$lg"
   q "INSERT INTO pt_1 VALUES (16, 'into the first partition', 'low'); INSERT INTO pt_2 VALUES (1016, 'into the second partition', 'high')"
   q "UPDATE pt_1 SET description = 'updated in place' WHERE id = 2; UPDATE pt SET region = 'moved' WHERE id = 1002"
@@ -720,10 +663,8 @@ case10() {
   echo "# 10. table dropped and recreated under a running sync"
   q "CREATE TABLE dr (id int PRIMARY KEY, description text, n int)"
   q "INSERT INTO dr SELECT g, 'first life of row ' || g, g FROM generate_series(1, 15) g"
-  local M S=cdcvec.public_dr lg=$work/dr.log p
-  M=$(oracle public dr description id)
-  start_sync dr --table public.dr --text-column description
-  p=$spid
+  local M S lg p
+  table_sync dr
   chk "10 backfill" 'conv $p "$M" $S' "$lg"
   q "DROP TABLE dr"
   q "CREATE TABLE dr (id int PRIMARY KEY, description text, n int)"

@@ -34,6 +34,64 @@ static double max_rel_err(const float *got, const double *want, size_t n) {
 
 static double gelu_ref(double x) { return 0.5 * x * (1.0 + erf(x / sqrt(2.0))); }
 
+/* x in [-2, 2], w in [-0.1, 0.1], b in [-1, 1]: a linear layer's inputs */
+static void fill_linear(float *x, float *w, float *b, int M, int N, int K, uint64_t *seed) {
+    tu_fill(x, (size_t)M * K, -2, 2, seed);
+    tu_fill(w, (size_t)N * K, -0.1f, 0.1f, seed);
+    tu_fill(b, (size_t)N, -1, 1, seed);
+}
+
+/* want[M x N] = act(x w^T + b) in double; with bf16, of the bf16-rounded inputs (so that only the
+ * fp32 accumulation differs) */
+static void linear_ref(const float *x, const float *w, const float *b, int M, int N, int K, int act, int bf16,
+                       double *want) {
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double acc = b[j];
+            for (int k = 0; k < K; k++) {
+                float xv = x[(size_t)i * K + k], wv = w[(size_t)j * K + k];
+                if (bf16)
+                    xv = cv_cpu_from_bf16(cv_cpu_to_bf16(xv)), wv = cv_cpu_from_bf16(cv_cpu_to_bf16(wv));
+                acc += (double)xv * wv;
+            }
+            want[(size_t)i * N + j] = act ? gelu_ref(acc) : acc;
+        }
+}
+
+/* A linear layer (x: M x K, w: N x K) packed as fp32 (or bf16), computed with and without GELU as
+ * two column ranges split at a multiple of 16 (as the thread pool does), against linear_ref:
+ * relative error under 2e-5, printed as "WHAT=NAME M=.. N=.. K=.. act=.. max_rel_err=..". */
+static void run_linear(int bf16, int M, int N, int K, uint64_t *seed, const char *what, const char *name) {
+    float *x = malloc(sizeof(float) * (size_t)M * K), *w = malloc(sizeof(float) * (size_t)N * K),
+          *b = malloc(sizeof(float) * (size_t)N), *y = poisoned((size_t)M * N);
+    void *wp = NULL;
+    size_t wp_bytes = bf16 ? cv_cpu_pack_bf16_bytes(N, K) : sizeof(float) * cv_cpu_pack_floats(N, K);
+    assert_int_equal(posix_memalign(&wp, 64, wp_bytes), 0);
+    fill_linear(x, w, b, M, N, K, seed);
+    if (bf16)
+        cv_cpu_pack_linear_bf16(w, N, K, wp);
+    else
+        cv_cpu_pack_linear(w, N, K, wp);
+    double *want = malloc(sizeof(double) * (size_t)M * N);
+    const int mid = (N / 2) & ~15;
+    for (int act = 0; act < 2; act++) {
+        linear_ref(x, w, b, M, N, K, act, bf16, want);
+        for (int part = 0; part < 2; part++) {
+            int n0 = part ? mid : 0, n1 = part ? N : mid;
+            if (bf16)
+                cv_cpu_linear_bf16(x, wp, b, M, N, K, (cv_act)act, y, n0, n1);
+            else
+                cv_cpu_linear_packed(x, wp, b, M, N, K, (cv_act)act, y, n0, n1);
+        }
+        double err = max_rel_err(y, want, (size_t)M * N);
+        print_message("%s=%s M=%d N=%d K=%d act=%d max_rel_err=%.2e\n", what, name, M, N, K, act, err);
+        assert_true(err < 2e-5);
+        for (size_t j = 0; j < (size_t)M * N; j++)
+            y[j] = NAN;
+    }
+    free(x), free(w), free(b), free(y), free(wp), free(want);
+}
+
 static void ln_ref(double *row, const float *g, const float *b, int D, double eps) {
     double mean = 0, var = 0;
     for (int j = 0; j < D; j++)
@@ -92,35 +150,7 @@ static void test_linear_packed(void **state) {
             continue;
         }
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
-            const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
-            float *x = malloc(sizeof(float) * (size_t)M * K), *w = malloc(sizeof(float) * (size_t)N * K),
-                  *b = malloc(sizeof(float) * (size_t)N), *y = poisoned((size_t)M * N), *wp = NULL;
-            assert_int_equal(posix_memalign((void **)&wp, 64, sizeof(float) * cv_cpu_pack_floats(N, K)), 0);
-            tu_fill(x, (size_t)M * K, -2, 2, &seed);
-            tu_fill(w, (size_t)N * K, -0.1f, 0.1f, &seed);
-            tu_fill(b, (size_t)N, -1, 1, &seed);
-            cv_cpu_pack_linear(w, N, K, wp);
-            double *want = malloc(sizeof(double) * (size_t)M * N);
-            for (int act = 0; act < 2; act++) {
-                for (int i2 = 0; i2 < M; i2++)
-                    for (int j = 0; j < N; j++) {
-                        double acc = b[j];
-                        for (int k = 0; k < K; k++)
-                            acc += (double)x[(size_t)i2 * K + k] * w[(size_t)j * K + k];
-                        want[(size_t)i2 * N + j] = act ? gelu_ref(acc) : acc;
-                    }
-                /* two column ranges split at a multiple of 16, as the thread pool does */
-                const int mid = (N / 2) & ~15;
-                cv_cpu_linear_packed(x, wp, b, M, N, K, (cv_act)act, y, 0, mid);
-                cv_cpu_linear_packed(x, wp, b, M, N, K, (cv_act)act, y, mid, N);
-                double err = max_rel_err(y, want, (size_t)M * N);
-                print_message("linear_packed isa=%s M=%d N=%d K=%d act=%d max_rel_err=%.2e\n", isas[i], M, N,
-                              K, act, err);
-                assert_true(err < 2e-5);
-                for (size_t j = 0; j < (size_t)M * N; j++)
-                    y[j] = NAN;
-            }
-            free(x), free(w), free(b), free(y), free(wp), free(want);
+            run_linear(0, shapes[s][0], shapes[s][1], shapes[s][2], &seed, "linear_packed isa", isas[i]);
         }
     }
     assert_int_equal(cv_cpu_gemm_use(best), CV_OK);
@@ -177,36 +207,8 @@ static void test_linear_bf16(void **state) {
             print_message("linear_bf16 kernel=%s not supported here\n", kernel);
             continue;
         }
-        const int M = shapes[s / 2][0], N = shapes[s / 2][1], K = shapes[s / 2][2];
-        float *x = malloc(sizeof(float) * (size_t)M * K), *w = malloc(sizeof(float) * (size_t)N * K),
-              *b = malloc(sizeof(float) * (size_t)N), *y = poisoned((size_t)M * N);
-        uint16_t *wp = NULL;
-        assert_int_equal(posix_memalign((void **)&wp, 64, cv_cpu_pack_bf16_bytes(N, K)), 0);
-        tu_fill(x, (size_t)M * K, -2, 2, &seed);
-        tu_fill(w, (size_t)N * K, -0.1f, 0.1f, &seed);
-        tu_fill(b, (size_t)N, -1, 1, &seed);
-        cv_cpu_pack_linear_bf16(w, N, K, wp);
-        double *want = malloc(sizeof(double) * (size_t)M * N);
-        for (int act = 0; act < 2; act++) {
-            for (int i = 0; i < M; i++)
-                for (int j = 0; j < N; j++) {
-                    double acc = b[j];
-                    for (int k = 0; k < K; k++)
-                        acc += (double)cv_cpu_from_bf16(cv_cpu_to_bf16(x[(size_t)i * K + k])) *
-                               cv_cpu_from_bf16(cv_cpu_to_bf16(w[(size_t)j * K + k]));
-                    want[(size_t)i * N + j] = act ? gelu_ref(acc) : acc;
-                }
-            const int mid = (N / 2) & ~15;
-            cv_cpu_linear_bf16(x, wp, b, M, N, K, (cv_act)act, y, 0, mid);
-            cv_cpu_linear_bf16(x, wp, b, M, N, K, (cv_act)act, y, mid, N);
-            double err = max_rel_err(y, want, (size_t)M * N);
-            print_message("linear_bf16 kernel=%s M=%d N=%d K=%d act=%d max_rel_err=%.2e\n", kernel, M, N, K,
-                          act, err);
-            assert_true(err < 2e-5);
-            for (size_t j = 0; j < (size_t)M * N; j++)
-                y[j] = NAN;
-        }
-        free(x), free(w), free(b), free(y), free(wp), free(want);
+        run_linear(1, shapes[s / 2][0], shapes[s / 2][1], shapes[s / 2][2], &seed, "linear_bf16 kernel",
+                   kernel);
     }
     assert_int_equal(cv_cpu_bf16_use(best), CV_OK);
     /* rounding: to nearest even, NaN stays NaN */
@@ -214,6 +216,50 @@ static void test_linear_bf16(void **state) {
     assert_int_equal(cv_cpu_to_bf16(1.00390625f), 0x3f80); /* tie, to even */
     assert_int_equal(cv_cpu_to_bf16(1.01171875f), 0x3f82); /* tie, to even (up) */
     assert_true(isnan(cv_cpu_from_bf16(cv_cpu_to_bf16(NAN))));
+}
+
+/* cv_cpu_linear_amx3 (bf16x3) against double products of the fp32 inputs: ~2e-5 relative
+ * (16 bits of each operand; bf16 alone is ~1e-2 off), odd shapes, columns split in two
+ * calls; SKIPPED without AMX. */
+static void test_linear_bf16x3(void **state) {
+    (void)state;
+    if (!cv_cpu_bf16_supported() || strcmp(cv_cpu_bf16_kernel(), "amx") != 0) {
+        print_message("linear_bf16x3: no AMX-BF16 here\n");
+        skip();
+    }
+    static const int shapes[][3] = {{1, 384, 384}, {35, 1152, 384}, {13, 384, 1536}, {150, 40, 301},
+                                    {3, 5, 7},     {12, 33, 17},    {25, 16, 513},   {600, 48, 384}};
+    uint64_t seed = 19;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+        float *x = malloc(sizeof(float) * (size_t)M * K), *w = malloc(sizeof(float) * (size_t)N * K),
+              *b = malloc(sizeof(float) * (size_t)N), *y = poisoned((size_t)M * N);
+        uint16_t *wp = NULL;
+        assert_int_equal(posix_memalign((void **)&wp, 64, cv_cpu_pack_bf16x3_bytes(N, K)), 0);
+        tu_fill(x, (size_t)M * K, -2, 2, &seed);
+        tu_fill(w, (size_t)N * K, -0.1f, 0.1f, &seed);
+        tu_fill(b, (size_t)N, -1, 1, &seed);
+        cv_cpu_pack_linear_bf16x3(w, N, K, wp);
+        double *want = malloc(sizeof(double) * (size_t)M * N);
+        for (int act = 0; act < 2; act++) {
+            for (int i = 0; i < M; i++)
+                for (int j = 0; j < N; j++) {
+                    double acc = b[j];
+                    for (int k = 0; k < K; k++)
+                        acc += (double)x[(size_t)i * K + k] * w[(size_t)j * K + k];
+                    want[(size_t)i * N + j] = act ? gelu_ref(acc) : acc;
+                }
+            const int mid = (N / 2) & ~15;
+            cv_cpu_linear_amx3(x, wp, b, M, N, K, (cv_act)act, y, 0, mid);
+            cv_cpu_linear_amx3(x, wp, b, M, N, K, (cv_act)act, y, mid, N);
+            double err = max_rel_err(y, want, (size_t)M * N);
+            print_message("linear_bf16x3 M=%d N=%d K=%d act=%d max_rel_err=%.2e\n", M, N, K, act, err);
+            assert_true(err < 5e-5);
+            for (size_t j = 0; j < (size_t)M * N; j++)
+                y[j] = NAN;
+        }
+        free(x), free(w), free(b), free(y), free(wp), free(want);
+    }
 }
 
 static void test_gelu_range(void **state) {
@@ -294,13 +340,19 @@ static void test_embed_ln(void **state) {
     free(word), free(pos), free(type0), free(g), free(b), free(out);
 }
 
+/* Both attention kernels (sgemm, and the fused AVX-512 one where the CPU has it) against
+ * double precision: head sizes 8 to 128 (multiples of 16 and not: the masked tails), lengths
+ * around the fused kernel's tiles (12, 16, 32, 48) and a split of the heads. */
 static void test_attention(void **state) {
     (void)state;
-    static const int lens_sets[][5] = {
-        {1, 0, 0, 0, 0}, {2, 5, 0, 0, 0}, {31, 1, 64, 3, 0}, {256, 7, 0, 0, 0}};
-    static const int hh[][2] = {{12, 32}, {4, 8}, {2, 16}, {12, 32}};
+    static const int lens_sets[][5] = {{1, 0, 0, 0, 0},   {2, 5, 0, 0, 0},    {31, 1, 64, 3, 0},
+                                       {256, 7, 0, 0, 0}, {13, 47, 49, 0, 0}, {100, 17, 0, 0, 0},
+                                       {33, 12, 0, 0, 0}, {50, 0, 0, 0, 0},   {97, 0, 0, 0, 0}};
+    static const int hh[][2] = {{12, 32}, {4, 8},  {2, 16},  {12, 32}, {6, 64},
+                                {3, 24},  {2, 80}, {2, 128}, {4, 40}};
+    const int ncase = (int)(sizeof hh / sizeof hh[0]);
     uint64_t seed = 14;
-    for (size_t c = 0; c < 4; c++) {
+    for (int c = 0; c < ncase; c++) {
         int offs[6] = {0}, nseq = 0;
         for (int s = 0; s < 5 && lens_sets[c][s]; s++, nseq++)
             offs[nseq + 1] = offs[nseq] + lens_sets[c][s];
@@ -310,7 +362,6 @@ static void test_attention(void **state) {
         int32_t o32[6];
         for (int i = 0; i <= nseq; i++)
             o32[i] = offs[i];
-        cv_cpu_attention(qkv, o32, nseq, H, hd, out);
         double *want = malloc(sizeof(double) * (size_t)T * D), *p = malloc(sizeof(double) * 256);
         for (int s = 0; s < nseq; s++)
             for (int h = 0; h < H; h++)
@@ -333,9 +384,27 @@ static void test_attention(void **state) {
                         want[(size_t)i * D + h * hd + d] = acc;
                     }
                 }
-        double err = max_rel_err(out, want, (size_t)T * D);
-        print_message("attention nseq=%d T=%d H=%d hd=%d max_rel_err=%.2e\n", nseq, T, H, hd, err);
-        assert_true(err < 2e-5);
+        for (int kernel = 0; kernel < 3; kernel++) {
+            if (kernel == 2 && !cv_cpu_attention_avx512_ok()) continue;
+            for (size_t i = 0; i < (size_t)T * D; i++)
+                out[i] = NAN;
+            if (kernel == 0) {
+                cv_cpu_attention(qkv, o32, nseq, H, hd, out);
+            } else {
+                /* heads in two calls, as the backend splits them across threads */
+                void (*f)(const float *, const int32_t *, int, int, int, int, int, float *) =
+                    kernel == 1 ? cv_cpu_attention_heads_blas : cv_cpu_attention_heads_avx512;
+                f(qkv, o32, nseq, H, hd, 0, H / 2, out);
+                f(qkv, o32, nseq, H, hd, H / 2, H, out);
+            }
+            double err = max_rel_err(out, want, (size_t)T * D);
+            print_message("attention %s nseq=%d T=%d H=%d hd=%d max_rel_err=%.2e\n",
+                          kernel == 0   ? "default"
+                          : kernel == 1 ? "blas"
+                                        : "avx512",
+                          nseq, T, H, hd, err);
+            assert_true(err < 2e-5);
+        }
         free(qkv), free(out), free(want), free(p);
     }
 }
@@ -414,11 +483,17 @@ static void test_pool_cls_max(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_pool_cls_max),  cmocka_unit_test(test_linear),
-        cmocka_unit_test(test_linear_packed), cmocka_unit_test(test_linear_packed_gelu_range),
-        cmocka_unit_test(test_linear_bf16),   cmocka_unit_test(test_gelu_range),
-        cmocka_unit_test(test_expf),          cmocka_unit_test(test_add_ln),
-        cmocka_unit_test(test_embed_ln),      cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_pool_cls_max),
+        cmocka_unit_test(test_linear),
+        cmocka_unit_test(test_linear_packed),
+        cmocka_unit_test(test_linear_packed_gelu_range),
+        cmocka_unit_test(test_linear_bf16),
+        cmocka_unit_test(test_linear_bf16x3),
+        cmocka_unit_test(test_gelu_range),
+        cmocka_unit_test(test_expf),
+        cmocka_unit_test(test_add_ln),
+        cmocka_unit_test(test_embed_ln),
+        cmocka_unit_test(test_attention),
         cmocka_unit_test(test_pool_l2),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

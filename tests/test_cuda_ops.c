@@ -133,16 +133,24 @@ static void test_embed_ln(void **state) {
     free(word), free(pos), free(type0), free(g), free(b), free(want), free(ids), free(pids);
 }
 
+/* The sequences of lens (ending at 0) packed one after another: offs[0..n] their starts and the end,
+ * *max_len the longest; returns n. */
+static int seq_offsets(const int *lens, int32_t *offs, int *max_len) {
+    int n = 0;
+    *max_len = 0;
+    for (; lens[n]; n++) {
+        offs[n + 1] = offs[n] + lens[n];
+        if (lens[n] > *max_len) *max_len = lens[n];
+    }
+    return n;
+}
+
 static void test_attention_and_pool(void **state) {
     (void)state;
     static const int lens_sets[][6] = {{1, 0}, {256, 0}, {5, 64, 65, 1, 200, 0}, {512, 3, 0}};
     for (size_t c = 0; c < 4; c++) {
         int32_t offs[8] = {0};
-        int nseq = 0, max_len = 0;
-        for (; lens_sets[c][nseq]; nseq++) {
-            offs[nseq + 1] = offs[nseq] + lens_sets[c][nseq];
-            if (lens_sets[c][nseq] > max_len) max_len = lens_sets[c][nseq];
-        }
+        int max_len, nseq = seq_offsets(lens_sets[c], offs, &max_len);
         const int H = 12, hd = c % 2 ? 64 : 32, D = H * hd, T = offs[nseq]; /* head sizes 32 and 64 */
         float *qkv = host_rand((size_t)T * 3 * D, -2, 2), *want = malloc(sizeof(float) * (size_t)T * D),
               *pwant = malloc(sizeof(float) * (size_t)nseq * D),
@@ -259,11 +267,7 @@ static void test_encode(void **state) {
     static const int lens_sets[][8] = {{5, 17, 1, 64, 0}, {300, 280, 290, 250, 0}};
     for (int c = 0; c < 2; c++) {
         int32_t offs[9] = {0};
-        int nseq = 0, max_len = 0;
-        for (; lens_sets[c][nseq]; nseq++) {
-            offs[nseq + 1] = offs[nseq] + lens_sets[c][nseq];
-            if (lens_sets[c][nseq] > max_len) max_len = lens_sets[c][nseq];
-        }
+        int max_len, nseq = seq_offsets(lens_sets[c], offs, &max_len);
         const int T = offs[nseq];
         int32_t *ids = malloc(sizeof(int32_t) * T), *pids = malloc(sizeof(int32_t) * T);
         for (int s = 0; s < nseq; s++)

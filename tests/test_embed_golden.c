@@ -221,15 +221,9 @@ static void test_batching_invariant(void **state) {
 }
 
 #ifndef CV_TEST_CUDA
-/* precision bf16 (GEMM inputs rounded to bfloat16): min cosine >= 0.9995; SKIPPED on CPUs
- * without AVX512-BF16. */
-static void test_golden_bf16(void **state) {
-    (void)state;
-    if (!cv_cpu_bf16_supported()) {
-        print_message("golden bf16: this CPU has no AVX512-BF16\n");
-        skip();
-    }
-    cv_minilm_opts o = {.threads = 0, .device = CV_DEVICE_CPU, .precision = CV_PRECISION_BF16};
+/* The golden texts at a GEMM precision other than fp32: min cosine >= gate. */
+static void golden_at(cv_precision precision, const char *name, double gate) {
+    cv_minilm_opts o = {.threads = 0, .device = CV_DEVICE_CPU, .precision = precision};
     cv_minilm *m = NULL;
     assert_int_equal(cv_minilm_load(cv_minilm_default_dir(), &o, &m), CV_OK);
     float *out = malloc(sizeof(float) * DIM * (size_t)ntexts);
@@ -245,11 +239,36 @@ static void test_golden_bf16(void **state) {
         sum_cos += cos;
         if (cos < min_cos) min_cos = cos, worst = i;
     }
-    print_message("golden embeddings bf16 (kernel %s): texts=%d min_cos=%.6f mean_cos=%.6f worst_index=%d\n",
-                  cv_cpu_bf16_kernel(), ntexts, min_cos, sum_cos / ntexts, worst);
-    assert_true(min_cos >= 0.9995);
+    print_message("golden embeddings %s (kernel %s): texts=%d min_cos=%.7f mean_cos=%.7f worst_index=%d\n",
+                  name, cv_cpu_bf16_kernel(), ntexts, min_cos, sum_cos / ntexts, worst);
+    assert_true(min_cos >= gate);
     free(out);
     cv_minilm_free(m);
+}
+
+/* precision bf16 (GEMM inputs rounded to bfloat16): min cosine >= 0.9995; SKIPPED on CPUs
+ * without AVX512-BF16. */
+static void test_golden_bf16(void **state) {
+    (void)state;
+    if (!cv_cpu_bf16_supported()) {
+        print_message("golden bf16: this CPU has no AVX512-BF16\n");
+        skip();
+    }
+    golden_at(CV_PRECISION_BF16, "bf16", 0.9995);
+}
+
+/* precision bf16x3 (fp32 GEMMs as three bf16 products on AMX): fp32's gate, min cosine >=
+ * 0.99999; SKIPPED without AMX (and the load refuses it there). */
+static void test_golden_bf16x3(void **state) {
+    (void)state;
+    if (!cv_cpu_bf16_supported() || strcmp(cv_cpu_bf16_kernel(), "amx") != 0) {
+        cv_minilm_opts o = {.threads = 1, .device = CV_DEVICE_CPU, .precision = CV_PRECISION_BF16X3};
+        cv_minilm *m = NULL;
+        assert_int_equal(cv_minilm_load(cv_minilm_default_dir(), &o, &m), CV_ERR_UNSUPPORTED);
+        print_message("golden bf16x3: this CPU gives no AMX-BF16 tiles\n");
+        skip();
+    }
+    golden_at(CV_PRECISION_BF16X3, "bf16x3", MIN_COS);
 }
 #endif
 
@@ -304,6 +323,7 @@ int main(void) {
 #endif
 #ifndef CV_TEST_CUDA
         cmocka_unit_test(test_golden_bf16),
+        cmocka_unit_test(test_golden_bf16x3),
 #endif
         cmocka_unit_test(test_bad_ids),
 #ifdef CV_TEST_CUDA_SIM

@@ -16,35 +16,18 @@
 #   - --embed a server that accepts and never answers: SIGTERM exits 0 within 2 s.
 #   usage: test_health.sh path/to/cdcvec
 set -u
-bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
-root=$(cd "$(dirname "$0")/.." && pwd)
-work=$(bash "$root/scripts/pg.sh" dir "$(dirname "$bin")/test-health-$$")
-. "$root/tests/sync_lib.sh"
+. "$(dirname "$0")/sync_lib.sh"
+test_begin health 43000 "$1"
 PY=$(bash "$root/scripts/test-venv.sh") || { echo "FAIL the tests' Python venv"; exit 1; }
-port=$(free_port $((43000 + $$ % 8000)))
-sync_pid= standin_pid=
-cleanup() {
-  [ -n "$sync_pid" ] && kill -9 "$sync_pid" 2>/dev/null
-  [ -n "$standin_pid" ] && kill "$standin_pid" 2>/dev/null
-  bash "$root/scripts/pg.sh" stop "$work/pg" 2>/dev/null
-  [ "${KEEP:-}" ] || rm -rf "$work"
-}
-trap cleanup EXIT
-mkdir -p "$work"
-pg_start_retry "$work/pg" || { echo "FAIL cannot start PostgreSQL"; exit 1; }
-sed -n '1,/-- batch 2/p' "$root/tests/data/books.sql" | psql -qX "$DB" >/dev/null
+sync_pid=
+pg_up books
 q "CREATE TABLE unrelated (id serial PRIMARY KEY, pad text)"
 
 sport=$(free_port $((port + 5)))
-start_standin() {
-  "$PY" "$root/tests/standins/qdrant_standin.py" --port "$sport" --storage "$work/qdrant" >>"$work/standin.log" 2>&1 &
-  standin_pid=$!
-  ready_lines=$1
-  WATCH_PID=$standin_pid wait_until '[ "$(grep -c "^READY" "$work/standin.log")" -ge "$ready_lines" ]' 'wc -c <"$work/standin.log"' ||
-    { cat "$work/standin.log"; exit 1; }
-}
+# the store stopped and started again on its port, with its storage
+start_standin() { standin qdrant --port "$sport" --storage "$work/qdrant" || exit 1; }
 stop_standin() { kill -TERM "$standin_pid" && wait "$standin_pid"; standin_pid=; }
-start_standin 1
+start_standin
 
 hport=$(free_port $((sport + 3)))
 base=http://127.0.0.1:$hport
@@ -79,7 +62,7 @@ check "lag seconds: the oldest unapplied commit's age ($(metric cdcvec_sync_repl
   'awk -v v="$(metric cdcvec_sync_replication_lag_seconds)" "BEGIN {exit !(v > 0)}"'
 check "retained WAL over --wal-warn-mb: warned (event=wal_retained_high)" 'grep -q "event=wal_retained_high" "$work/sync.log"'
 
-start_standin 2
+start_standin
 q "CHECKPOINT" >/dev/null # logs the running transactions, so that the slot's restart_lsn can move
 wait_until '[ "$(code /readyz)" = 200 ]' progress
 check "/readyz 200 again once the store is back" '[ "$(code /readyz)" = 200 ]'
@@ -108,7 +91,7 @@ check "an invalidated slot (wal_status lost) is an error with the fix, and not r
   'grep -q "level=error event=slot_lost .*fix=" "$work/sync.log" && [ "$(code /readyz)" = 503 ]'
 q "ALTER SYSTEM RESET max_slot_wal_keep_size" >/dev/null
 q "SELECT pg_reload_conf()" >/dev/null
-start_standin 3
+start_standin
 wait_until '[ "$(code /readyz)" = 200 ] && [ "$(metric cdcvec_sync_slot_lost)" = 0 ]' progress
 check "...rebuilt from a new snapshot once the store is back: ready again, the row written meanwhile indexed" \
   'grep -q "slot_recreate.*max_slot_wal_keep_size" "$work/sync.log" && [ "$(code /readyz)" = 200 ] &&
@@ -118,11 +101,7 @@ check "...rebuilt from a new snapshot once the store is back: ready again, the r
 stop_standin
 q "INSERT INTO books (name, description, author, year) VALUES ('lag 3', 'written before the stop', 'x', 2003)"
 wait_until 'grep -q "event=sink_retry" "$work/sync.log"' progress
-t0=$(date +%s%N)
-kill -TERM $sync_pid
-for _ in $(seq 1 50); do kill -0 $sync_pid 2>/dev/null || break; sleep 0.1; done
-ms=$((($(date +%s%N) - t0) / 1000000))
-if kill -0 $sync_pid 2>/dev/null; then rc=timeout; else wait $sync_pid; rc=$?; fi
+stop_timed $sync_pid
 sync_pid=
 check "SIGTERM while the store is down: exit 0 within 2 s (rc $rc after $ms ms)" '[ "$rc" = 0 ] && [ $ms -le 2000 ]'
 
@@ -142,12 +121,8 @@ q "INSERT INTO books (name, description, author, year) VALUES ('lag 4', 'written
 wait_until '[ "$(q "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE '"'"'cdcvec%'"'"' AND wait_event_type = '"'"'Lock'"'"'")" -ge 1 ] && [ "$(code /readyz)" = 503 ]' progress
 check "pgvector table locked: /readyz 503 (the oldest unapplied change is older than --ready-lag-s)" \
   '[ "$(code /readyz)" = 503 ] || { cat "$work/body"; false; }'
-t0=$(date +%s%N)
-kill -TERM $sync_pid
-for _ in $(seq 1 50); do kill -0 $sync_pid 2>/dev/null || break; sleep 0.1; done
-ms=$((($(date +%s%N) - t0) / 1000000))
-if kill -0 $sync_pid 2>/dev/null; then rc=timeout; else wait $sync_pid; rc=$?; fi
-[ "$rc" = timeout ] || sync_pid=
+stop_timed $sync_pid
+sync_pid=
 check "SIGTERM while the sink waits on a lock: exit 0 within 2 s (rc $rc after $ms ms)" '[ "$rc" = 0 ] && [ $ms -le 2000 ]'
 kill $locker 2>/dev/null
 q "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(600)%' AND pid <> pg_backend_pid()" >/dev/null
@@ -166,14 +141,9 @@ CDCVEC_LOG=info "$bin" sync --source "$DB" --table public.books --slot health_em
   --batch-ms 10 >>"$work/sync.log" 2>&1 &
 sync_pid=$!
 WATCH_PID=$sync_pid wait_until 'grep -q "slot=health_embed" "$work/sync.log" && [ "$(grep -c accepted "$work/hold.log")" -ge 2 ]' progress
-t0=$(date +%s%N)
-kill -TERM $sync_pid
-for _ in $(seq 1 50); do kill -0 $sync_pid 2>/dev/null || break; sleep 0.1; done
-ms=$((($(date +%s%N) - t0) / 1000000))
-if kill -0 $sync_pid 2>/dev/null; then rc=timeout; else wait $sync_pid; rc=$?; fi
-[ "$rc" = timeout ] || sync_pid=
+stop_timed $sync_pid
+sync_pid=
 check "SIGTERM while the embedding server does not answer: exit 0 within 2 s (rc $rc after $ms ms)" '[ "$rc" = 0 ] && [ $ms -le 2000 ]'
 kill $holder 2>/dev/null
 wait $holder 2>/dev/null
-[ $fail -ne 0 ] && { echo "--- sync log (tail)"; tail -30 "$work/sync.log"; }
-exit $fail
+test_end 30 "$work/sync.log"

@@ -12,22 +12,12 @@
 #      hostile titles shown as text.
 #   usage: test_http.sh path/to/cdcvec [output-dir]
 set -u
-bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
-root=$(cd "$(dirname "$0")/.." && pwd)
+. "$(dirname "$0")/sync_lib.sh"
+test_begin http 43000 "$1"
 out=${2:-$(dirname "$bin")/test-http-out}
 mkdir -p "$out"
-work=$(bash "$root/scripts/pg.sh" dir "$(dirname "$bin")/test-http-$$")
-. "$root/tests/sync_lib.sh"
 PY=$(bash "$root/scripts/test-venv.sh") || { echo "FAIL cannot make the tests' Python venv"; exit 1; }
 serve_pid= sync_pid=
-cleanup() {
-  [ -n "$serve_pid" ] && kill -9 "$serve_pid" 2>/dev/null
-  [ -n "$sync_pid" ] && kill -9 "$sync_pid" 2>/dev/null
-  bash "$root/scripts/pg.sh" stop "$work/pg" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
-mkdir -p "$work"
 
 # ---- 1. serve ---------------------------------------------------------------------------
 HEADER_TIMEOUT=3
@@ -77,9 +67,8 @@ serve_pid=
 
 # ---- 2. sync --http with an API key -------------------------------------------------------
 port=$(free_port $((hport + 1)))
-pg_start_retry "$work/pg" || { echo "FAIL cannot start PostgreSQL"; exit 1; }
-q "CREATE EXTENSION vector" >/dev/null
-psql -qX "$DB" <"$root/tests/data/books.sql" >/dev/null
+pg_up vector
+books all
 # hostile titles: shown as text by the page, never as markup
 q "INSERT INTO books (name, description, author, year) VALUES ('<script>document.title=\"pwned\"</script><img src=x onerror=alert(1)>', 'Aliens from Mars land and invade the earth, & nobody <b>notices</b>.', 'Mallory \"<i>\"', 2024)"
 sport=$(free_port $((port + 1)))

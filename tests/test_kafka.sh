@@ -10,27 +10,13 @@
 # can read (it reaches the dead-letter topic with its reason).
 #   usage: test_kafka.sh path/to/cdcvec path/to/kafka_mock_broker
 set -u
-bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
-broker=$2
-root=$(cd "$(dirname "$0")/.." && pwd)
-. "$root/tests/sync_lib.sh"
+. "$(dirname "$0")/sync_lib.sh"
 . "$root/tests/kafka_lib.sh"
+test_begin kafka 43000 "$1"
+broker=$2
 kafka_venv "$root"
-work=$(bash "$root/scripts/pg.sh" dir "$(dirname "$bin")/test-kafka-$$")
-port=$(free_port $((43000 + $$ % 8000)))
 cap_pid= sink_pid= w1_pid= w2_pid= qsink_pid= q_pid=
-cleanup() {
-  for p in $cap_pid $sink_pid $w1_pid $w2_pid $qsink_pid $q_pid; do kill -9 "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
-  kmock_stop
-  bash "$root/scripts/pg.sh" stop "$work/pg" 2>/dev/null
-  [ "${fail:-0}" = 0 ] && rm -rf "$work"
-}
-trap cleanup EXIT
-mkdir -p "$work"
-
-pg_start_retry "$work/pg" || { echo "FAIL cannot start PostgreSQL"; exit 1; }
-q "CREATE EXTENSION vector" >/dev/null
-sed -n '1,/-- batch 2/p' "$root/tests/data/books.sql" | psql -qX "$DB" >/dev/null
+pg_up vector books
 kmock_start "$broker" --topic cdc:4 --topic emb:4 || { echo "FAIL cannot start the mock broker"; exit 1; }
 K=$KMOCK_BOOTSTRAP
 echo "mock broker at $K"
@@ -103,39 +89,17 @@ check "sink's /metrics: messages consumed, consumer lag exported" \
 # Qdrant's own engine behind its REST models; no Qdrant server can run here). It follows the
 # topic from here on, through every fault below, like a second store would. (It does not replay
 # the whole topic at the end: the mock broker keeps only the last 5 MB of each partition.)
-"$PY" "$root/tests/standins/qdrant_standin.py" --port 0 --storage "$work/qdrant" >"$work/qdrant.log" 2>&1 &
-q_pid=$!
-watch $q_pid qdrant-standin "$work/qdrant.log"
-wait_until 'grep -q "^READY" "$work/qdrant.log"' 'wc -c <"$work/qdrant.log"'
-qport=$(sed -n 's|^READY http://127.0.0.1:\([0-9]*\).*|\1|p' "$work/qdrant.log")
+standin qdrant --storage "$work/qdrant" || fail=1
+q_pid=$standin_pid qport=$standin_port
 LOG=${QLOG:-${LOG:-warn}} run qsink sink --from "kafka://$K/emb" --sink "qdrant://127.0.0.1:$qport/books" --group qdrant-sink --threads 1
 qsink_pid=$!
 qcount() { curl -s -XPOST "http://127.0.0.1:$qport/collections/books/points/count" -H 'Content-Type: application/json' \
   -d '{"exact":true}' | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["result"]["count"])' 2>/dev/null; }
 
-sed -n '/-- batch 2/,$p' "$root/tests/data/books.sql" | psql -qX "$DB" >/dev/null
-check "inserts" converged
-q "UPDATE books SET description = 'A boy wizard attends a school of magic.' WHERE id = 1"
-check "update of the text re-embeds" converged
-before=$(q "SELECT md5(embedding::text) FROM cdcvec.public_books WHERE id = 4")
-q "UPDATE books SET year = 1966 WHERE id = 4"
-check "payload-only update: payload follows" converged
-after=$(q "SELECT md5(embedding::text) FROM cdcvec.public_books WHERE id = 4")
-check "payload-only update: the stored vector is untouched" '[ -n "$before" ] && [ "$before" = "$after" ]'
-q "DELETE FROM books WHERE id = 2"
-check "delete" converged
-q "BEGIN; INSERT INTO books (name, description, author, year) VALUES ('Tx A', 'first of three', 'x', 2000), ('Tx B', 'second of three', 'x', 2001), ('Tx C', 'third of three', 'x', 2002); UPDATE books SET description = 'changed in the same transaction' WHERE name = 'Tx A'; DELETE FROM books WHERE name = 'Tx B'; COMMIT"
-check "multi-row transaction" converged
+basic_changes
 q "UPDATE books SET id = 1000 WHERE id = 3"
 check "an update that changes the primary key (old key deleted)" converged
-q "ALTER TABLE books ALTER COLUMN description SET STORAGE EXTERNAL"
-q "INSERT INTO books (name, description, author, year) SELECT 'Toasted', string_agg(md5(i::text), ' '), 'x', 1999 FROM generate_series(1, 3000) i"
-check "100 KB TOASTed text" converged
-before=$(q "SELECT md5(embedding::text) FROM cdcvec.public_books WHERE payload->>'name' = 'Toasted'")
-q "UPDATE books SET year = 2024 WHERE name = 'Toasted'"
-check "TOASTed text unchanged, other column updated: payload follows" converged
-after=$(q "SELECT md5(embedding::text) FROM cdcvec.public_books WHERE payload->>'name' = 'Toasted'")
-check "TOASTed text unchanged: vector untouched" '[ -n "$before" ] && [ "$before" = "$after" ]'
+toast_changes
 q "BEGIN; INSERT INTO books (name, description, author, year) VALUES ('Before truncate', 'gone soon', 'x', 1); TRUNCATE books; INSERT INTO books (name, description, author, year) VALUES ('After truncate', 'the only book left', 'x', 2); COMMIT"
 check "truncate (one copy per partition, applied once all partitions reached it)" \
   'converged && [ "$(q "SELECT count(*) FROM cdcvec.public_books")" = 1 ]'
@@ -171,23 +135,20 @@ check "one worker killed -9 mid-stream: the group rebalances, nothing lost" conv
 tx100() { # SQL with $i: 100 transactions, one statement each
   q "DO \$\$ BEGIN FOR i IN 0..99 LOOP $1; COMMIT; END LOOP; END \$\$"
 }
-tx100 "INSERT INTO books (name, description, author, year) SELECT 'Bulk ' || (i * 50 + g), 'Bulk text number ' || (i * 50 + g), 'x', 1900 + g FROM generate_series(1, 50) g; UPDATE books SET year = year + 1 WHERE name LIKE 'Bulk %' AND id % 100 = i" &
-load=$!
-sleep 2
-kill -9 "$cap_pid" 2>/dev/null
-wait "$cap_pid" 2>/dev/null
-wait "$load"
-start_capture
+killed_during() { # PID RESTART SQL: tx100 SQL in the background, PID killed -9 2 s in; RESTART once it is done
+  tx100 "$3" &
+  local load=$!
+  sleep 2
+  kill -9 "$1" 2>/dev/null
+  wait "$1" 2>/dev/null
+  wait "$load"
+  $2
+}
+killed_during "$cap_pid" start_capture "INSERT INTO books (name, description, author, year) SELECT 'Bulk ' || (i * 50 + g), 'Bulk text number ' || (i * 50 + g), 'x', 1900 + g FROM generate_series(1, 50) g; UPDATE books SET year = year + 1 WHERE name LIKE 'Bulk %' AND id % 100 = i"
 check "capture killed -9 during 10,000 changes (5,000 inserts + 5,000 updates): converges after restart" converged
 
 # 10,000 changes (payload-only updates, re-embedded texts, deletes, inserts), the sink killed -9 meanwhile
-tx100 "UPDATE books SET year = year + 1 WHERE name LIKE 'Bulk %' AND id % 100 = i; UPDATE books SET description = 'Rewritten ' || id WHERE name LIKE 'Bulk %' AND id % 100 = i AND id % 5 = 0; DELETE FROM books WHERE name LIKE 'Bulk %' AND id % 100 = i AND id % 10 = 1; INSERT INTO books (name, description, author, year) SELECT 'Late ' || (i * 35 + g), 'Late text ' || (i * 35 + g), 'x', 2001 FROM generate_series(1, 35) g" &
-load=$!
-sleep 2
-kill -9 "$sink_pid" 2>/dev/null
-wait "$sink_pid" 2>/dev/null
-wait "$load"
-start_sink
+killed_during "$sink_pid" start_sink "UPDATE books SET year = year + 1 WHERE name LIKE 'Bulk %' AND id % 100 = i; UPDATE books SET description = 'Rewritten ' || id WHERE name LIKE 'Bulk %' AND id % 100 = i AND id % 5 = 0; DELETE FROM books WHERE name LIKE 'Bulk %' AND id % 100 = i AND id % 10 = 1; INSERT INTO books (name, description, author, year) SELECT 'Late ' || (i * 35 + g), 'Late text ' || (i * 35 + g), 'x', 2001 FROM generate_series(1, 35) g"
 check "sink killed -9 during 10,000 changes: converges after restart" converged
 
 # a message no stage can read: the dead-letter topic gets it with the reason, the rest goes on
@@ -212,15 +173,6 @@ wait "$qsink_pid" "$q_pid" 2>/dev/null
 qsink_pid= q_pid=
 
 check "no stage exited on its own" 'kill -0 $cap_pid && kill -0 $w2_pid && kill -0 $sink_pid'
-rcs=
-for p in $cap_pid $w2_pid $sink_pid; do
-  kill -TERM "$p"
-  wait "$p"
-  rcs="$rcs$?"
-done
-cap_pid= w2_pid= sink_pid=
+stop_all $cap_pid $w2_pid $sink_pid
 check "the stages stop on SIGTERM with status 0 ($rcs)" '[ "$rcs" = 000 ]'
-if [ "$fail" != 0 ]; then
-  for f in "$work"/*.log; do echo "--- $f"; tail -30 "$f"; done
-fi
-exit $fail
+test_end 30

@@ -11,25 +11,12 @@
 #   - SIGTERM while the broker is down: the worker and the sink exit 0 within 2 s.
 #   usage: test_kafka_health.sh path/to/cdcvec path/to/kafka_mock_broker
 set -u
-bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
-broker=$2
-root=$(cd "$(dirname "$0")/.." && pwd)
-. "$root/tests/sync_lib.sh"
+. "$(dirname "$0")/sync_lib.sh"
 . "$root/tests/kafka_lib.sh"
-work=$(bash "$root/scripts/pg.sh" dir "$(dirname "$bin")/test-kafka-health-$$")
-port=$(free_port $((43000 + $$ % 8000)))
+test_begin kafka-health 43000 "$1"
+broker=$2
 cap_pid= sink_pid= w_pid= down_pid=
-cleanup() {
-  for p in $cap_pid $sink_pid $w_pid $down_pid; do kill -9 "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
-  kmock_stop
-  bash "$root/scripts/pg.sh" stop "$work/pg" 2>/dev/null
-  [ "${fail:-0}" = 0 ] && rm -rf "$work"
-}
-trap cleanup EXIT
-mkdir -p "$work"
-pg_start_retry "$work/pg" || { echo "FAIL cannot start PostgreSQL"; exit 1; }
-q "CREATE EXTENSION vector" >/dev/null
-sed -n '1,/-- batch 2/p' "$root/tests/data/books.sql" | psql -qX "$DB" >/dev/null
+pg_up vector books
 q "CREATE TABLE unrelated (id serial PRIMARY KEY, v text)"
 kmock_start "$broker" --topic cdc:4 --topic emb:4 || { echo "FAIL cannot start the mock broker"; exit 1; }
 K=$KMOCK_BOOTSTRAP
@@ -101,18 +88,14 @@ check "...while the stages keep running" alive
 check "/healthz stays 200 (liveness; sink and capture, which load no model)" \
   '[ "$(code $sink_http /healthz)" = 200 ] && [ "$(code $cap_http /healthz)" = 200 ]'
 
-stop_timed() { # PID NAME: SIGTERM, then a check that it exited 0 within 2 s
-  local t0 ms rc
-  t0=$(date +%s%N)
-  kill -TERM $1
-  for _ in $(seq 1 50); do kill -0 $1 2>/dev/null || break; sleep 0.1; done
-  ms=$((($(date +%s%N) - t0) / 1000000))
-  if kill -0 $1 2>/dev/null; then rc=timeout; kill -9 $1; else wait $1; rc=$?; fi
+stop_checked() { # PID NAME: SIGTERM, then a check that it exited 0 within 2 s
+  local ms rc
+  stop_timed $1
   check "SIGTERM while the broker is down: the $2 exits 0 within 2 s (rc $rc after $ms ms)" '[ "$rc" = 0 ] && [ $ms -le 2000 ]'
 }
-stop_timed $w_pid worker
+stop_checked $w_pid worker
 start_worker
-stop_timed $sink_pid sink
+stop_checked $sink_pid sink
 run sink sink --from "kafka://$K/emb" --sink "$DB" --threads 1 --http "127.0.0.1:$sink_http"
 sink_pid=$!
 
@@ -121,15 +104,6 @@ WATCH_PID=$sink_pid wait_until '[ "$(code $sink_http /readyz)" = 200 ] && [ "$(c
 check "the broker back: /readyz 200 again" '[ "$(code $sink_http /readyz)" = 200 ] && [ "$(code $cap_http /readyz)" = 200 ]'
 check "the broker back: read-your-writes again" 'ryw 7'
 check "no stage exited on its own" alive
-rcs=
-for p in $cap_pid $w_pid $sink_pid; do
-  kill -TERM "$p"
-  wait "$p"
-  rcs="$rcs$?"
-done
-cap_pid= w_pid= sink_pid=
+stop_all $cap_pid $w_pid $sink_pid
 check "the stages stop on SIGTERM with status 0 ($rcs)" '[ "$rcs" = 000 ]'
-if [ "$fail" != 0 ]; then
-  for f in "$work"/*.log; do echo "--- $f"; tail -20 "$f"; done
-fi
-exit $fail
+test_end

@@ -12,26 +12,14 @@
 #      pgvector: the store equals the source, deletes included (the tutorial crashes on them).
 #   usage: test_kafka_quix.sh path/to/cdcvec path/to/kafka_mock_broker
 set -u
-bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
-broker=$2
-root=$(cd "$(dirname "$0")/.." && pwd)
-. "$root/tests/sync_lib.sh"
+. "$(dirname "$0")/sync_lib.sh"
 . "$root/tests/kafka_lib.sh"
+test_begin kquix 44000 "$1"
+broker=$2
 kafka_venv "$root"
 KT="$PY $root/tests/kafka_tutorial.py"
-work=$(bash "$root/scripts/pg.sh" dir "$(dirname "$bin")/test-kquix-$$")
-port=$(free_port $((44000 + $$ % 8000)))
 pids=
-cleanup() {
-  for p in $pids; do kill -9 "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
-  kmock_stop
-  bash "$root/scripts/pg.sh" stop "$work/pg" 2>/dev/null
-  [ "${fail:-0}" = 0 ] && rm -rf "$work"
-}
-trap cleanup EXIT
-mkdir -p "$work"
-pg_start_retry "$work/pg" || { echo "FAIL cannot start PostgreSQL"; exit 1; }
-q "CREATE EXTENSION vector" >/dev/null
+pg_up vector
 # PostgreSQL 15.20+ loads only the output plugins this setting names
 q "ALTER SYSTEM SET output_plugin_libraries = pgoutput, test_decoding, wal2json" >/dev/null 2>&1 &&
   q "SELECT pg_reload_conf()" >/dev/null
@@ -39,7 +27,7 @@ if ! q "SELECT 1 FROM pg_create_logical_replication_slot('tutorial', 'wal2json')
   echo "SKIPPED: the wal2json plugin is not available: $(cat "$work/w2j.err")"
   exit 77
 fi
-sed -n '1,/^INSERT/p' "$root/tests/data/books.sql" | sed '$d' | psql -qX "$DB" >/dev/null # the table, empty
+books table
 kmock_start "$broker" --topic postgres-cdc-data:1 --topic embeddings-cdcvec:1 --topic embeddings-tutorial:1 ||
   { echo "FAIL cannot start the mock broker"; exit 1; }
 K=$KMOCK_BOOTSTRAP
@@ -55,7 +43,7 @@ run capture capture --source "$DB" --table public.books --to "kafka://$K/postgre
 wait_until '[ "$(q "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE '"'"'cdcvec_capture_%'"'"' AND active")" = 1 ]' 'logs_progress; q "SELECT count(*) FROM pg_replication_slots"'
 
 # the same transactions for both: the tutorial's batch 1 and 2, updates (text, payload, key), deletes
-sed -n '/^INSERT/,$p' "$root/tests/data/books.sql" | psql -qX "$DB" >/dev/null
+books rows
 q "BEGIN; UPDATE books SET description = 'A desert planet, a duke''s son, and \"spice\" — épique.' WHERE id = 1; UPDATE books SET year = 1966 WHERE id = 4; COMMIT"
 q "UPDATE books SET id = 100 WHERE id = 3"
 q "DELETE FROM books WHERE id = 2"
@@ -141,7 +129,4 @@ MISMATCH="SELECT count(*) FROM books b FULL JOIN cdcvec.public_books v USING (id
   WHERE v.id IS NULL OR (b.id IS NULL AND v.id NOT IN (2, 3))
      OR (b.id IS NOT NULL AND v.payload->>'name' IS DISTINCT FROM b.name)"
 check "cdcvec sink from the tutorial service's own embeddings messages (its last message, the delete, crashes it: the old rows 2 and 3 stay, as in the tutorial)" converged
-if [ "$fail" != 0 ]; then
-  for f in "$work"/*.log; do echo "--- $f"; tail -20 "$f"; done
-fi
-exit $fail
+test_end

@@ -9,21 +9,12 @@
 # (unverifiable or mismatched certificates). Both are stopped on exit.
 #   usage: test_pgerr_live.sh path/to/pgerr_probe
 set -u
-probe=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
-root=$(cd "$(dirname "$0")/.." && pwd)
 BIN=/usr/lib/postgresql/15/bin
-work=$(bash "$root/scripts/pg.sh" dir "$(dirname "$probe")/test-pgerr-$$")
-. "$root/tests/sync_lib.sh" # free_port
+. "$(dirname "$0")/sync_lib.sh"
+test_begin pgerr 43000 "$1"
+probe=$bin
 fail=0
 recv_pid=
-cleanup() {
-  [ -n "$recv_pid" ] && kill "$recv_pid" 2>/dev/null && wait "$recv_pid" 2>/dev/null
-  bash "$root/scripts/pg.sh" stop "$work/pg1" 2>/dev/null
-  bash "$root/scripts/pg.sh" stop "$work/pg2" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
-mkdir -p "$work"
 export PGPASSFILE=$work/no-pgpass PGCONNECT_TIMEOUT=10
 unset PGPASSWORD PGSSLMODE PGSSLROOTCERT PGSERVICE PGUSER PGDATABASE
 
@@ -47,19 +38,7 @@ rewrite() { local tmp=$work/rewrite.tmp; cat >"$tmp" && cat "$tmp" >"$1" && rm -
 p1=$(free_port $((43000 + $$ % 4000)))
 p2=$(free_port $((p1 + 1)))
 dead=$(free_port $((p2 + 1)))
-# start_pg DIR PORT: a private server; another free port if that one was taken meanwhile
-start_pg() {
-  local dir=$1 port=$2 try
-  for try in 1 2 3; do
-    bash "$root/scripts/pg.sh" start "$dir" "$port" && return 0
-    tail -3 "$dir/server.log" >&2 2>/dev/null
-    bash "$root/scripts/pg.sh" stop "$dir" 2>/dev/null
-    rm -rf "$dir"
-    port=$(free_port $((port + 17 * try)))
-  done
-  return 1
-}
-DB1=$(start_pg "$work/pg1" "$p1") || { echo "FAIL cannot start PostgreSQL"; exit 1; }
+pg_start_retry "$work/pg1" DB1 "$p1" || { echo "FAIL cannot start PostgreSQL"; exit 1; }
 p1=${DB1##*:}; p1=${p1%%/*} # the port it got
 H1="host=127.0.0.1 port=$p1"
 q1() { psql -qAtX "$DB1" -c "$1"; }
@@ -123,7 +102,7 @@ kill "$recv_pid" 2>/dev/null && wait "$recv_pid" 2>/dev/null
 recv_pid=
 
 echo "# second server: max_replication_slots = 1, then wal_level = replica with SSL"
-DB2=$(start_pg "$work/pg2" "$p2") || { echo "FAIL cannot start PostgreSQL"; exit 1; }
+pg_start_retry "$work/pg2" DB2 "$p2" || { echo "FAIL cannot start PostgreSQL"; exit 1; }
 p2=${DB2##*:}; p2=${p2%%/*} # the port it got
 H2="host=127.0.0.1 port=$p2"
 echo "max_replication_slots = 1" >>"$work/pg2/data/postgresql.conf"

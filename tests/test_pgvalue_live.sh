@@ -5,26 +5,10 @@
 # byte for byte and checks that a column's JSON type does not depend on its value.
 #   usage: test_pgvalue_live.sh path/to/pgvalue_probe
 set -u
-probe=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
-root=$(cd "$(dirname "$0")/.." && pwd)
-work=$(bash "$root/scripts/pg.sh" dir "$(dirname "$probe")/test-pgvalue-$$")
-. "$root/tests/sync_lib.sh" # free_port
-port=$(free_port $((49000 + $$ % 8000)))
-cleanup() {
-  bash "$root/scripts/pg.sh" stop "$work/pg" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-DB=
-for try in 1 2 3; do # another free port if this one was taken meanwhile
-  DB=$(bash "$root/scripts/pg.sh" start "$work/pg" "$port") && break
-  bash "$root/scripts/pg.sh" stop "$work/pg" 2>/dev/null
-  rm -rf "$work/pg"
-  port=$(free_port $((port + 17 * try)))
-  DB=
-done
-[ -n "$DB" ] || { echo "FAIL cannot start PostgreSQL"; exit 1; }
+. "$(dirname "$0")/sync_lib.sh"
+test_begin pgvalue 49000 "$1"
+probe=$bin
+pg_up
 psql -qX -v ON_ERROR_STOP=1 "$DB" >/dev/null <<'SQL' || { echo "FAIL cannot create the table"; exit 1; }
 CREATE EXTENSION citext;
 CREATE EXTENSION hstore;

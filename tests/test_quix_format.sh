@@ -23,24 +23,10 @@ if ! PY=$(bash "$root/scripts/test-venv.sh" 2>/dev/null); then
   echo "SKIPPED: the tests' Python venv could not be built (scripts/test-venv.sh)"
   exit 77
 fi
-work=$(bash "$root/scripts/pg.sh" dir "$(dirname "$probe")/test-quix-$$")
-port=$(free_port $((50000 + $$ % 8000)))
-cleanup() {
-  bash "$root/scripts/pg.sh" stop "$work/pg" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
-DB=
-for try in 1 2 3; do
-  DB=$(bash "$root/scripts/pg.sh" start "$work/pg" "$port") && break
-  bash "$root/scripts/pg.sh" stop "$work/pg" 2>/dev/null
-  rm -rf "$work/pg"
-  port=$(free_port $((port + 17 * try)))
-  DB=
-done
-[ -n "$DB" ] || { echo "FAIL cannot start PostgreSQL"; exit 1; }
+test_begin quix 50000 "$probe"
+pg_up
 out=${QUIX_KEEP:-$(mktemp -d)}; mkdir -p "$out"
-trap 'cleanup; [ -n "${QUIX_KEEP:-}" ] || rm -rf "$out"' EXIT
+trap 'test_cleanup; [ -n "${QUIX_KEEP:-}" ] || rm -rf "$out"' EXIT
 
 psql -qX -v ON_ERROR_STOP=1 "$DB" -f "$HERE/data/quix_schema.sql" >"$out/schema.log" 2>&1 ||
   { echo "FAIL schema: $(tail -3 "$out/schema.log")"; exit 1; }

@@ -12,39 +12,24 @@
 #   usage: test_sink_remote.sh qdrant|upstash path/to/cdcvec
 set -u
 store=$1
-bin=$(cd "$(dirname "$2")" && pwd)/$(basename "$2")
-root=$(cd "$(dirname "$0")/.." && pwd)
-work=$(bash "$root/scripts/pg.sh" dir "$(dirname "$bin")/test-sink-$store-$$")
-. "$root/tests/sync_lib.sh"
+. "$(dirname "$0")/sync_lib.sh"
+test_begin "sink-$store" 43000 "$2"
 PY=$(bash "$root/scripts/test-venv.sh") || { echo "FAIL the tests' Python venv"; exit 1; }
-port=$(free_port $((43000 + $$ % 8000)))
-sport=$(free_port $((port + 5)))
-sync_pid= standin_pid=
-cleanup() {
-  [ -n "$sync_pid" ] && kill -9 "$sync_pid" 2>/dev/null
-  [ -n "$standin_pid" ] && kill "$standin_pid" 2>/dev/null
-  bash "$root/scripts/pg.sh" stop "$work/pg" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
-mkdir -p "$work"
-pg_start_retry "$work/pg" || { echo "FAIL cannot start PostgreSQL"; exit 1; }
-sport=$(free_port $((port + 5)))
-sed -n '1,/-- batch 2/p' "$root/tests/data/books.sql" | psql -qX "$DB" >/dev/null
+sync_pid=
+pg_up books
 
 echo "s3cret-$$" >"$work/key"
 if [ "$store" = qdrant ]; then
-  "$PY" "$root/tests/standins/qdrant_standin.py" --port "$sport" --api-key-file "$work/key" >"$work/standin.log" 2>&1 &
+  standin qdrant --api-key-file "$work/key" || exit 1
+  sport=$standin_port
   export QDRANT_URL=http://127.0.0.1:$sport QDRANT_COLLECTION=books QDRANT_API_KEY_FILE=$work/key
   SINK=qdrant://127.0.0.1:$sport/books
 else
-  "$PY" "$root/tests/standins/upstash_standin.py" --port "$sport" --token-file "$work/key" --dimension 384 >"$work/standin.log" 2>&1 &
+  standin upstash --token-file "$work/key" --dimension 384 || exit 1
+  sport=$standin_port
   export UPSTASH_VECTOR_REST_URL=http://127.0.0.1:$sport UPSTASH_VECTOR_REST_TOKEN_FILE=$work/key UPSTASH_NS=books
   SINK=upstash://
 fi
-standin_pid=$!
-watch $standin_pid "$store stand-in" "$work/standin.log"
-wait_until 'grep -q "^READY" "$work/standin.log"' 'wc -c <"$work/standin.log"' || { cat "$work/standin.log"; exit 1; }
 
 start_sync() {
   CDCVEC_LOG=${LOG:-warn} "$bin" sync --source "$DB" --table public.books --sink "$SINK" --batch-ms 10 --threads 2 "$@" \
@@ -80,7 +65,7 @@ check "$store: after batch 1, \"books like star wars\" ranks Dune first" 'echo "
 sim=$(echo "$out" | head -1 | awk '{print $2}')
 # the cosine, not Upstash's (1 + cos) / 2 (which would read about 0.61 here); pgvector prints 0.2175
 check "$store: search reports the cosine similarity ($sim)" 'awk -v s="$sim" "BEGIN { exit !(s > 0.19 && s < 0.25) }"'
-sed -n '/-- batch 2/,$p' "$root/tests/data/books.sql" | psql -qX "$DB" >/dev/null
+books 2
 check "$store: inserts" converged
 out=$(search)
 check "$store: after batch 2, Old Man's War then Dune" 'echo "$out" | sed -n 1p | grep -q "Old Man" && echo "$out" | sed -n 2p | grep -q "\"Dune\""' || echo "$out"
@@ -111,7 +96,7 @@ check "$store: TOASTed text, other column updated: vector and hash unchanged" \
   '[ "$(echo $before | cut -d" " -f1,2)" = "$(echo $after | cut -d" " -f1,2)" ]'
 q "TRUNCATE books"
 check "$store: truncate empties the table's points" 'converged && [ "$(check_py count)" = 0 ]'
-sed -n '/-- batch 2/,$p' "$root/tests/data/books.sql" | psql -qX "$DB" >/dev/null
+books 2
 check "$store: inserts after truncate" converged
 
 # ---- faults injected by the stand-in ------------------------------------------------------
@@ -140,34 +125,8 @@ if [ "$store" = upstash ]; then # metadata over 48 KB: a dead letter naming the 
 fi
 
 # ---- crash safety: kill -9 at random points during 10,000 changes ----------------------
-cat >"$work/load.sql" <<'SQL'
-\set QUIET on
-SELECT setseed(0.42);
-DO $$
-DECLARE i int;
-BEGIN
-  FOR i IN 1..100 LOOP
-    INSERT INTO books (name, description, author, year)
-      SELECT 'gen ' || i || '/' || g, 'generated book ' || i || ' number ' || g || ' about ' || md5((i * g)::text), 'gen', 2000 + g % 20
-      FROM generate_series(1, 60) g;
-    UPDATE books SET description = description || ' (revised ' || i || ')' WHERE id IN (SELECT id FROM books WHERE author = 'gen' ORDER BY random() LIMIT 25);
-    UPDATE books SET year = year + 1 WHERE id IN (SELECT id FROM books WHERE author = 'gen' ORDER BY random() LIMIT 5);
-    DELETE FROM books WHERE id IN (SELECT id FROM books WHERE author = 'gen' ORDER BY random() LIMIT 10);
-    COMMIT;
-    PERFORM pg_sleep(0.06);
-  END LOOP;
-END $$;
-SQL
-(psql -qX "$DB" -f "$work/load.sql" >"$work/load.log" 2>&1) &
-load_pid=$!
-kills=0
-while kill -0 "$load_pid" 2>/dev/null; do
-  sleep "0.$((RANDOM % 9 + 1))"
-  kill -9 "$sync_pid" 2>/dev/null && kills=$((kills + 1))
-  wait "$sync_pid" 2>/dev/null
-  start_sync
-done
-wait "$load_pid"
+load_start
+kill_sync_during_load
 check "$store: kill -9 landed during the load ($kills times)" '[ $kills -ge 3 ]'
 check "$store: after $kills kill -9 and restarts: store equals source (ids, hashes, payloads, no orphan)" converged
 check "$store: point count equals the source's rows" '[ "$(check_py count)" = "$(q "SELECT count(*) FROM books WHERE description IS NOT NULL")" ]'
@@ -176,11 +135,8 @@ CDCVEC_LOG=warn "$bin" backfill --source "$DB" --table public.books --sink "$SIN
 check "$store: cdcvec backfill --force 1: exit 0, store still equal to the source" '[ $rc -eq 0 ] && converged' || tail -3 "$work/bf.log"
 
 # ---- the model recorded in the state database (models/model.h) ------------------------------
-model_dir=${CDCVEC_MODEL_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/cdcvec/all-MiniLM-L6-v2}
-want_rev=$(sha256sum "$model_dir/model.safetensors" | cut -c1-64)
 rmeta() { q "SELECT string_agg(coalesce(model, '-') || ' ' || coalesce(model_revision, '-'), ',') FROM cdcvec.state WHERE layout IS NOT NULL"; }
-check "$store: the state records the model's id and its weights' sha256" '[ "$(rmeta)" = "sentence-transformers/all-MiniLM-L6-v2 $want_rev" ]' ||
-  echo "  recorded: $(rmeta)"
+model_recorded "$store: the state records the model's id and its weights' sha256" rmeta
 q "UPDATE cdcvec.state SET model_revision = repeat('0', 64) WHERE layout IS NOT NULL"
 CDCVEC_LOG=warn timeout 120 "$bin" sync --source "$DB" --table public.books --sink "$SINK" --threads 2 >"$work/bad.log" 2>&1; rc=$?
 check "$store: another revision of the model recorded: exit 1, kind=config with the fix" \
@@ -214,5 +170,4 @@ else
 fi
 check "$store: the secret never appears in a log" '! grep -rq "s3cret-$$" "$work"/*.log'
 
-[ $fail -ne 0 ] && { echo "--- sync log (tail)"; tail -40 "$work/sync.log"; }
-exit $fail
+test_end 40 "$work/sync.log"

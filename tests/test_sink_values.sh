@@ -16,24 +16,12 @@
 #     digit kept, nothing a dead letter.
 #   usage: test_sink_values.sh path/to/cdcvec path/to/kafka_mock_broker
 set -u
-bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
-broker=$2
-root=$(cd "$(dirname "$0")/.." && pwd)
-. "$root/tests/sync_lib.sh"
+. "$(dirname "$0")/sync_lib.sh"
 . "$root/tests/kafka_lib.sh"
+test_begin values 43000 "$1"
+broker=$2
 kafka_venv "$root"
-work=$(bash "$root/scripts/pg.sh" dir "$(dirname "$bin")/test-values-$$")
-port=$(free_port $((43000 + $$ % 8000)))
-pids=
-cleanup() {
-  for p in $pids; do kill -9 "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
-  kmock_stop
-  bash "$root/scripts/pg.sh" stop "$work/pg" 2>/dev/null
-  [ "${fail:-0}" = 0 ] && rm -rf "$work"
-}
-trap cleanup EXIT
-mkdir -p "$work"
-pg_start_retry "$work/pg" || { echo "FAIL cannot start PostgreSQL"; exit 1; }
+pg_up
 run() { # LOG ARGS...: cdcvec in the foreground, its log in $work/LOG.log; the exit status
   local log=$1
   shift
@@ -43,14 +31,6 @@ bg() { # LOG ARGS...: cdcvec in the background, its pid in $!
   local log=$1
   shift
   CDCVEC_LOG=${LOG:-warn} "$bin" "$@" >>"$work/$log.log" 2>&1 &
-  pids="$pids $!"
-}
-standin() { # NAME ARGS...: a stand-in on a free port; sets ${NAME}_port
-  local sname=$1
-  "$PY" "$root/tests/standins/${sname}_standin.py" --port 0 "${@:2}" >"$work/$sname.log" 2>&1 &
-  pids="$pids $!"
-  WATCH_PID=$! wait_until 'grep -q "^READY" "$work/$sname.log"' 'wc -c <"$work/$sname.log"' || { cat "$work/$sname.log"; return 1; }
-  eval "${sname}_port=$(sed -n 's|^READY http://127.0.0.1:\([0-9]*\).*|\1|p' "$work/$sname.log")"
 }
 standin qdrant || exit 1
 qport=$qdrant_port
@@ -209,7 +189,4 @@ check "big numbers, --format quix: the worker reads capture's messages, every ro
 check "--format quix: nothing went to the dead-letter topic" \
   '! "$PY" "$root/tests/kafka_tutorial.py" consume --bootstrap "$K" --topic dlq-qworker --count 1 --timeout-s 5 >/dev/null 2>&1'
 check "no stage exited on its own" 'kill -0 $cap_pid && kill -0 $sink_pid && kill -0 $usink_pid && kill -0 $qcap_pid && kill -0 $qworker_pid && kill -0 $qsink_pid'
-if [ "$fail" != 0 ]; then
-  for f in "$work"/*.log; do echo "--- $f"; tail -15 "$f"; done
-fi
-exit $fail
+test_end 15

@@ -15,22 +15,10 @@
 #   6. a citext key (equal keys spelled differently): one connection, logged; converges
 #   usage: test_sink_writers.sh path/to/cdcvec
 set -u
-bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
-root=$(cd "$(dirname "$0")/.." && pwd)
-work=$(bash "$root/scripts/pg.sh" dir "$(dirname "$bin")/test-sink-writers-$$")
-. "$root/tests/sync_lib.sh"
-port=$(free_port $((45000 + $$ % 8000)))
+. "$(dirname "$0")/sync_lib.sh"
+test_begin sink-writers 45000 "$1"
 sync_pid=
-cleanup() {
-  [ -n "$sync_pid" ] && kill -9 "$sync_pid" 2>/dev/null
-  bash "$root/scripts/pg.sh" stop "$work/pg" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
-mkdir -p "$work"
-pg_start_retry "$work/pg" || { echo "FAIL cannot start PostgreSQL"; exit 1; }
-q "CREATE EXTENSION vector" >/dev/null
-sed -n '1,/-- batch 2/p' "$root/tests/data/books.sql" | psql -qX "$DB" >/dev/null
+pg_up vector books
 # enough rows for the backfill to write batches of several parts
 q "INSERT INTO books (name, description, author, year) SELECT 'pre ' || g, 'an older book ' || g, 'pre', 1900 + g % 100 FROM generate_series(1, 300) g"
 
@@ -74,26 +62,7 @@ caught_up() { local target=$1; WATCH_PID=$sync_pid wait_until 'state_at_least "$
 # ---- 1. backfill with 4 writers; 3 writer connections under load --------------------------
 start_sync
 check "1 --sink-writers 4: rows existing before the first start are all embedded" converged
-cat >"$work/load.sql" <<'SQL'
-\set QUIET on
-SELECT setseed(0.42);
-DO $$
-DECLARE i int;
-BEGIN
-  FOR i IN 1..100 LOOP
-    INSERT INTO books (name, description, author, year)
-      SELECT 'gen ' || i || '/' || g, 'book ' || i || ' number ' || g || ' about ' || left(md5((i * g)::text), 6), 'gen', 2000 + g % 20
-      FROM generate_series(1, 60) g;
-    UPDATE books SET description = description || ' (revised ' || i || ')' WHERE id IN (SELECT id FROM books WHERE author = 'gen' ORDER BY random() LIMIT 25);
-    UPDATE books SET year = year + 1 WHERE id IN (SELECT id FROM books WHERE author = 'gen' ORDER BY random() LIMIT 5);
-    DELETE FROM books WHERE id IN (SELECT id FROM books WHERE author = 'gen' ORDER BY random() LIMIT 10);
-    COMMIT;
-    PERFORM pg_sleep(0.06); -- spread the load so the kills land all through it
-  END LOOP;
-END $$;
-SQL
-(psql -qX "$DB" -f "$work/load.sql" >"$work/load.log" 2>&1) &
-load_pid=$!
+load_start "'book ' || i || ' number ' || g || ' about ' || left(md5((i * g)::text), 6)"
 # (or until the load ended: the kills below need the rest of it)
 WATCH_PID=$sync_pid wait_until '[ "$(writers)" -ge 3 ] || ! kill -0 "$load_pid" 2>/dev/null' 'sink_progress cdcvec.public_books'
 n=$(writers)
@@ -102,14 +71,7 @@ check "1 under load: the main connection 'cdcvec sink' is there too" \
   '[ "$(q "SELECT count(*) FROM pg_stat_activity WHERE application_name = '"'"'cdcvec sink'"'"'")" -ge 1 ]'
 
 # ---- 2. crash safety: kill -9 at random points during 10,000 changes ----------------------
-kills=0
-while kill -0 "$load_pid" 2>/dev/null; do
-  sleep "0.$((RANDOM % 9 + 1))"
-  kill -9 "$sync_pid" 2>/dev/null && kills=$((kills + 1))
-  wait "$sync_pid" 2>/dev/null
-  start_sync
-done
-wait "$load_pid"
+kill_sync_during_load
 check "2 kill -9 landed during the load ($kills times)" '[ $kills -ge 3 ]'
 check "2 load of 10,000 changes ran" '[ "$(q "SELECT count(*) FROM books WHERE author = '"'"'gen'"'"'")" -gt 4000 ]' || tail -3 "$work/load.log"
 # a last commit after the load: once the position covers it, the load is all applied
@@ -208,5 +170,4 @@ check "6 citext key: no writer connection" '[ "$(writers)" = 0 ]'
 check "6 citext key: the sink logged that one connection writes" 'grep -q "event=sink_writers.*table=.*mails.*writers=1" "$work/sync.log"'
 check "6 SIGTERM: exit 0" stop_sync
 
-[ $fail -ne 0 ] && { echo "--- sync log (tail)"; tail -40 "$work/sync.log"; }
-exit $fail
+test_end 40 "$work/sync.log"

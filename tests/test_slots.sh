@@ -14,22 +14,9 @@
 #      both come up (they raced on CREATE SCHEMA cdcvec)
 #   usage: test_slots.sh path/to/cdcvec
 set -u
-bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
-root=$(cd "$(dirname "$0")/.." && pwd)
-work=$(bash "$root/scripts/pg.sh" dir "$(dirname "$bin")/test-slots-$$")
-. "$root/tests/sync_lib.sh"
-port=$(free_port $((43000 + $$ % 8000)))
-pids=()
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
-  bash "$root/scripts/pg.sh" stop "$work/pg" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
-mkdir -p "$work"
-
-pg_start_retry "$work/pg" || { echo "FAIL cannot start PostgreSQL"; exit 1; }
+. "$(dirname "$0")/sync_lib.sh"
+test_begin slots 43000 "$1"
+pg_up
 dbof() { echo "${DB%/*}/$1"; }
 dump() { local f; for f in "$@"; do echo "  --- $f"; tail -n 15 "$f" | sed 's/^/  /'; done; }
 
@@ -38,7 +25,6 @@ for try in 1 2 3; do # another port if this one was taken meanwhile
   sport=$(free_port $((port + 100 + 10 * try)))
   CDCVEC_LOG=info "$bin" serve --listen "tcp://127.0.0.1:$sport" --http '' --threads 2 >>"$work/serve.log" 2>&1 &
   sp=$!
-  pids+=("$sp")
   WATCH_PID=$sp wait_until '(exec 3<>/dev/tcp/127.0.0.1/$sport) 2>/dev/null' 'wc -c <"$work/serve.log"' >/dev/null && break
   sp=
 done
@@ -52,9 +38,10 @@ start_sync() {
   CDCVEC_LOG=info "$bin" sync --source "$src" --table public.books --batch-ms 10 --embed "$EMBED" "$@" \
     >>"$work/$log.log" 2>&1 &
   spid=$!
-  pids+=("$spid")
 }
 stop_sync() { kill -TERM "$1" 2>/dev/null; wait "$1" 2>/dev/null; }
+# logged PID NAME EVENT: waits, while PID runs, until $work/NAME.log has an event=EVENT line
+logged() { WATCH_PID=$1 wait_until "grep -q 'event=$3' '$work/$2.log'" "wc -c <'$work/$2.log'" >/dev/null; }
 MISMATCH="SELECT count(*) FROM books b FULL JOIN cdcvec.public_books v USING (id)
   WHERE b.id IS NULL OR v.id IS NULL OR v.text_hash <> sha256(convert_to(b.description, 'UTF8'))"
 # conv PID DATABASE: the database's index converges while PID runs
@@ -63,7 +50,7 @@ conv() { WATCH_PID=$1 converged_q "$MISMATCH" cdcvec.public_books "$(dbof "$2")"
 for d in shop_a shop_b shop_c; do
   q "CREATE DATABASE $d" >/dev/null
   q "CREATE EXTENSION vector" "$(dbof $d)" >/dev/null
-  sed -n '1,/-- batch 2/p' "$root/tests/data/books.sql" | psql -qX "$(dbof $d)" >/dev/null
+  books 1 "$(dbof $d)"
 done
 
 echo "# 1. the same table in two databases"
@@ -115,7 +102,7 @@ stop_sync $pc
 # on a connection of its own): a slot of its own; the first store's, inactive, is named
 start_sync c3 "$(dbof shop_c)" --sink "$(dbof shop_b)"
 pc=$spid
-WATCH_PID=$pc wait_until 'grep -q "event=streaming" "$work/c3.log"' 'wc -c <"$work/c3.log"' >/dev/null
+logged $pc c3 streaming
 check "a second store of the table: a slot of its own, and the first store's inactive slot is named (slot_other)" \
   'grep -q "event=slot_other table=\"public\".\"books\" slots=\"$legacy\"" "$work/c3.log" && [ "$(q "SELECT count(*) FROM pg_replication_slots WHERE database = '"'"'shop_c'"'"'")" = 2 ]' ||
   dump "$work/c3.log"
@@ -126,7 +113,7 @@ stop_sync $pc
 echo "# 2. one writer per table and store"
 start_sync second "$(dbof shop_a)" --slot cdcvec_second_slot
 po=$spid
-WATCH_PID=$po wait_until 'grep -q "event=sync_retry" "$work/second.log"' 'wc -c <"$work/second.log"' >/dev/null
+logged $po second sync_retry
 check "a second sync of the table with its own --slot waits (table_busy) and creates no slot" \
   'kill -0 $po && grep -q "event=table_busy table=\"public\".\"books\" store=pgvector: holder=\"pid=" "$work/second.log" && [ "$(q "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '"'"'cdcvec_second_slot'"'"'")" = 0 ]' ||
   dump "$work/second.log"
@@ -147,7 +134,7 @@ stop_sync $pa
 cport=$(free_port $((port + 300)))
 start_sync refused "postgres://postgres@127.0.0.1:$cport/postgres"
 pr=$spid
-WATCH_PID=$pr wait_until 'grep -q "event=sync_retry" "$work/refused.log"' 'wc -c <"$work/refused.log"' >/dev/null
+logged $pr refused sync_retry
 check "a refused connection: the retry line says so, not \"timed out\"" \
   'grep "event=sync_retry" "$work/refused.log" | head -1 | grep -q "error=\".*Connection refused"' || dump "$work/refused.log"
 stop_sync $pr
@@ -164,7 +151,6 @@ for r in 0 1 2 3 4 5; do
     mkfifo "$work/hold"
     psql -qX "$(dbof $d)" -v ON_ERROR_STOP=1 <"$work/hold" >/dev/null 2>&1 &
     hp=$!
-    pids+=("$hp")
     exec 7>"$work/hold"
     echo "BEGIN; CREATE EXTENSION vector; CREATE SCHEMA cdcvec;" >&7
     WATCH_PID=$hp wait_until '[ "$(q "SELECT count(*) FROM pg_stat_activity WHERE datname = '"'"'$d'"'"' AND state = '"'"'idle in transaction'"'"'")" = 1 ]' true >/dev/null
@@ -173,7 +159,6 @@ for r in 0 1 2 3 4 5; do
     CDCVEC_LOG=info "$bin" sync --source "$(dbof $d)" --table public.$t --text-column description --embed "$EMBED" \
       >"$work/$d-$t.log" 2>&1 7>&- &
     eval "p_$t=\$!"
-    pids+=("$!")
   done
   if [ $r = 0 ]; then
     wait_until '! kill -0 $p_t1 2>/dev/null || ! kill -0 $p_t2 2>/dev/null ||

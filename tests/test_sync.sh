@@ -8,24 +8,10 @@
 # in the store (another revision refused; none recorded: adopted).
 #   usage: test_sync.sh path/to/cdcvec
 set -u
-bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
-root=$(cd "$(dirname "$0")/.." && pwd)
-work=$(bash "$root/scripts/pg.sh" dir "$(dirname "$bin")/test-sync-$$")
-. "$root/tests/sync_lib.sh"
-port=$(free_port $((41000 + $$ % 8000)))
+. "$(dirname "$0")/sync_lib.sh"
+test_begin sync 41000 "$1"
 sync_pid=
-cleanup() {
-  [ -n "$sync_pid" ] && kill -9 "$sync_pid" 2>/dev/null
-  bash "$root/scripts/pg.sh" stop "$work/pg" 2>/dev/null
-  bash "$root/scripts/pg.sh" stop "$work/pg2" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
-mkdir -p "$work"
-
-pg_start_retry "$work/pg" || { echo "FAIL cannot start PostgreSQL"; exit 1; }
-q "CREATE EXTENSION vector" >/dev/null
-sed -n '1,/-- batch 2/p' "$root/tests/data/books.sql" | psql -qX "$DB" >/dev/null
+pg_up vector books
 
 start_sync() {
   CDCVEC_LOG=${LOG:-warn} "$bin" sync --source "$DB" --table public.books --batch-ms 10 --threads 2 "$@" \
@@ -63,33 +49,12 @@ check "the HNSW index is built once the backfill is done" '[ "$(q "SELECT count(
 SLOT=$(q "SELECT slot_name FROM pg_replication_slots WHERE slot_name LIKE 'cdcvec_postgres_public_books_%'")
 check "the slot exists, is active, and its name is unique to the database and table ($SLOT)" '[ "$(q "SELECT active FROM pg_replication_slots WHERE slot_name = '"'"'$SLOT'"'"'")" = t ] && [[ $SLOT =~ ^cdcvec_postgres_public_books_[0-9a-f]{8}$ ]]'
 
-sed -n '/-- batch 2/,$p' "$root/tests/data/books.sql" | psql -qX "$DB" >/dev/null
-check "inserts" converged
-q "UPDATE books SET description = 'A boy wizard attends a school of magic.' WHERE id = 1"
-check "update of the text re-embeds" converged
-before=$(q "SELECT md5(embedding::text) || updated_at FROM cdcvec.public_books WHERE id = 4")
-q "UPDATE books SET year = 1966 WHERE id = 4"
-check "update of another column: payload updated" converged
-after=$(q "SELECT md5(embedding::text) FROM cdcvec.public_books WHERE id = 4")
-check "update of another column: vector not recomputed" '[ "${before:0:32}" = "$after" ]'
-q "DELETE FROM books WHERE id = 2"
-check "delete" converged
-q "BEGIN; INSERT INTO books (name, description, author, year) VALUES ('Tx A', 'first of three', 'x', 2000), ('Tx B', 'second of three', 'x', 2001), ('Tx C', 'third of three', 'x', 2002); UPDATE books SET description = 'changed in the same transaction' WHERE name = 'Tx A'; DELETE FROM books WHERE name = 'Tx B'; COMMIT"
-check "multi-row transaction" converged
+basic_changes
 q "BEGIN; INSERT INTO books (name, description, author, year) VALUES ('Rolled back', 'never committed', 'x', 1); ROLLBACK"
 q "UPDATE books SET year = year WHERE id = 3" # a later commit to wait on
 check "rollback: nothing applied" 'converged && [ "$(q "SELECT count(*) FROM cdcvec.public_books WHERE payload->>'"'"'name'"'"' = '"'"'Rolled back'"'"'")" = 0 ]'
 
-# a 100 KB text stored out of line (TOAST), then an update of another column: pgoutput sends
-# the unchanged text as 'u', which must never read as NULL or empty
-q "ALTER TABLE books ALTER COLUMN description SET STORAGE EXTERNAL"
-q "INSERT INTO books (name, description, author, year) SELECT 'Toasted', string_agg(md5(i::text), ' '), 'x', 1999 FROM generate_series(1, 3000) i"
-check "100 KB TOASTed text embedded" converged
-before=$(q "SELECT md5(embedding::text) || encode(text_hash, 'hex') FROM cdcvec.public_books WHERE payload->>'name' = 'Toasted'")
-q "UPDATE books SET year = 2024 WHERE name = 'Toasted'"
-check "TOASTed text, other column updated: payload follows" converged
-after=$(q "SELECT md5(embedding::text) || encode(text_hash, 'hex') FROM cdcvec.public_books WHERE payload->>'name' = 'Toasted'")
-check "TOASTed text, other column updated: vector and hash unchanged" '[ -n "$before" ] && [ "$before" = "$after" ]'
+toast_changes
 # no silent truncation: a text over the model's 256 tokens is counted and logged once per table
 q "INSERT INTO books (name, description, author, year) VALUES ('Long two', repeat('a long text ', 200), 'x', 1998)"
 check "a second text over 256 tokens embedded" converged
@@ -103,7 +68,7 @@ check "text set again after NULL" converged
 
 q "TRUNCATE books"
 check "truncate empties the index" 'converged && [ "$(q "SELECT count(*) FROM cdcvec.public_books")" = 0 ]'
-sed -n '/-- batch 2/,$p' "$root/tests/data/books.sql" | psql -qX "$DB" >/dev/null
+books 2
 check "inserts after truncate" converged
 
 # ---- search: the CLI, the page and its JSON endpoint ------------------------------------
@@ -127,34 +92,8 @@ q "INSERT INTO books (name, description, author, year) VALUES ('Long three', rep
 check "a text over 256 tokens is counted in cdcvec_texts_truncated_total{table}" 'converged && curl -sf "http://127.0.0.1:$hport/metrics" | grep -q "^cdcvec_texts_truncated_total{table=\"public.books\"} 1$"'
 
 # ---- crash safety: kill -9 at random points during 10,000 changes ----------------------
-cat >"$work/load.sql" <<'SQL'
-\set QUIET on
-SELECT setseed(0.42);
-DO $$
-DECLARE i int;
-BEGIN
-  FOR i IN 1..100 LOOP
-    INSERT INTO books (name, description, author, year)
-      SELECT 'gen ' || i || '/' || g, 'generated book ' || i || ' number ' || g || ' about ' || md5((i * g)::text), 'gen', 2000 + g % 20
-      FROM generate_series(1, 60) g;
-    UPDATE books SET description = description || ' (revised ' || i || ')' WHERE id IN (SELECT id FROM books WHERE author = 'gen' ORDER BY random() LIMIT 25);
-    UPDATE books SET year = year + 1 WHERE id IN (SELECT id FROM books WHERE author = 'gen' ORDER BY random() LIMIT 5);
-    DELETE FROM books WHERE id IN (SELECT id FROM books WHERE author = 'gen' ORDER BY random() LIMIT 10);
-    COMMIT;
-    PERFORM pg_sleep(0.06); -- spread the load so the kills land all through it
-  END LOOP;
-END $$;
-SQL
-(psql -qX "$DB" -f "$work/load.sql" >"$work/load.log" 2>&1) &
-load_pid=$!
-kills=0
-while kill -0 "$load_pid" 2>/dev/null; do
-  sleep "0.$((RANDOM % 9 + 1))"
-  kill -9 "$sync_pid" 2>/dev/null && kills=$((kills + 1))
-  wait "$sync_pid" 2>/dev/null
-  start_sync
-done
-wait "$load_pid"
+load_start
+kill_sync_during_load
 check "kill -9 landed during the load ($kills times)" '[ $kills -ge 3 ]'
 check "load of 10,000 changes ran" '[ "$(q "SELECT count(*) FROM books WHERE author = '"'"'gen'"'"'")" -gt 4000 ]'
 check "after $kills kill -9 and restarts: sink equals source (ids, hashes, payloads)" converged
@@ -244,11 +183,8 @@ check "--resnapshot 1 rebuilds and streams again" converged
 stop_sync
 
 # ---- the model recorded in the store (models/model.h): another one is refused, none adopted ----
-model_dir=${CDCVEC_MODEL_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/cdcvec/all-MiniLM-L6-v2}
-want_rev=$(sha256sum "$model_dir/model.safetensors" | cut -c1-64)
 meta() { q "SELECT coalesce(model, '-') || ' ' || coalesce(model_revision, '-') FROM cdcvec.state WHERE stream = '$SLOT'"; }
-check "the store records the model's id and its weights' sha256" '[ "$(meta)" = "sentence-transformers/all-MiniLM-L6-v2 $want_rev" ]' ||
-  echo "  recorded: $(meta); want $want_rev"
+model_recorded "the store records the model's id and its weights' sha256" meta
 q "UPDATE cdcvec.state SET model_revision = repeat('0', 64) WHERE stream = '$SLOT'"
 run_expect "another revision of the model recorded in the store: refused" model_mismatch --table public.books --threads 2
 check "  ... stopped as kind=config with the fix naming the options" \
@@ -262,12 +198,7 @@ check "  ... event=model_recorded, and the model and revision recorded" \
   'grep -q "event=model_recorded table=.*books.* model=sentence-transformers/all-MiniLM-L6-v2 revision=$want_rev" "$work/sync.log" && [ "$(meta)" = "sentence-transformers/all-MiniLM-L6-v2 $want_rev" ]' ||
   { grep model_ "$work/sync.log" | tail -3; echo "  recorded: $(meta)"; }
 stop_sync
-DB2=
-for try in 1 2 3; do # a second cluster; another port if this one is taken meanwhile
-  DB2=$(bash "$root/scripts/pg.sh" start "$work/pg2" "$(free_port $((port + 10 * try)))") && break
-  tail -5 "$work/pg2/server.log" 2>/dev/null
-  rm -rf "$work/pg2"
-done
+pg_start_retry "$work/pg2" DB2 "$(free_port $((port + 10)))" # a second cluster
 psql -qAtX "$DB2" -c "ALTER SYSTEM SET wal_level = replica" >/dev/null
 bash "$root/scripts/pg.sh" restart "$work/pg2"
 psql -qAtX "$DB2" -c "CREATE TABLE books (id int PRIMARY KEY, description text)" >/dev/null
@@ -277,5 +208,4 @@ check "wal_level not logical: exit 1 and the fix" '[ $rc -eq 1 ] && grep -q "eve
 "$bin" sync >/dev/null 2>"$work/bad.log"; rc=$?
 check "no --source: exit 2 with a message" '[ $rc -eq 2 ] && grep -q "source" "$work/bad.log"'
 
-[ $fail -ne 0 ] && { echo "--- sync log (tail)"; tail -40 "$work/sync.log"; }
-exit $fail
+test_end 40 "$work/sync.log"

@@ -10,47 +10,29 @@
 #   usage: test_verify.sh pgvector|qdrant|upstash path/to/cdcvec
 set -u
 store=$1
-bin=$(cd "$(dirname "$2")" && pwd)/$(basename "$2")
-root=$(cd "$(dirname "$0")/.." && pwd)
-work=$(bash "$root/scripts/pg.sh" dir "$(dirname "$bin")/test-verify-$store-$$")
-. "$root/tests/sync_lib.sh"
-port=$(free_port $((45000 + $$ % 8000)))
-sync_pid= standin_pid=
-cleanup() {
-  [ -n "$sync_pid" ] && kill -9 "$sync_pid" 2>/dev/null
-  [ -n "$standin_pid" ] && kill "$standin_pid" 2>/dev/null
-  bash "$root/scripts/pg.sh" stop "$work/pg" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
-mkdir -p "$work"
-pg_start_retry "$work/pg" || { echo "FAIL cannot start PostgreSQL"; exit 1; }
-q "CREATE EXTENSION vector" >/dev/null
-psql -qX "$DB" -f "$root/tests/data/books.sql" >/dev/null
+. "$(dirname "$0")/sync_lib.sh"
+test_begin "verify-$store" 45000 "$2"
+sync_pid=
+pg_up vector
+books all
 q "INSERT INTO books (name, description, author, year) SELECT 'gen ' || g, 'generated book ' || g || ' about ' || md5(g::text), 'gen', 2000 + g % 20 FROM generate_series(1, 1200) g"
 
 SINK=
-if [ "$store" = qdrant ]; then
+if [ "$store" != pgvector ]; then
   PY=$(bash "$root/scripts/test-venv.sh") || { echo "SKIPPED: the tests' Python venv"; exit 77; }
-  sport=$(free_port $((port + 5)))
   echo "s3cret-$$" >"$work/key"
-  "$PY" "$root/tests/standins/qdrant_standin.py" --port "$sport" --api-key-file "$work/key" >"$work/standin.log" 2>&1 &
-  standin_pid=$!
-  watch $standin_pid "$store stand-in" "$work/standin.log"
+fi
+if [ "$store" = qdrant ]; then
+  standin qdrant --api-key-file "$work/key" || exit 1
+  sport=$standin_port
   export QDRANT_API_KEY_FILE=$work/key
   SINK=qdrant://127.0.0.1:$sport/books
-  WATCH_PID=$standin_pid wait_until 'grep -q "^READY" "$work/standin.log"' 'wc -c <"$work/standin.log"' || exit 1
   qd() { curl -sf -X "$1" "http://127.0.0.1:$sport/collections/books/$2" -H "api-key: $(cat "$work/key")" -H 'Content-Type: application/json' -d "$3" >/dev/null; }
 elif [ "$store" = upstash ]; then
-  PY=$(bash "$root/scripts/test-venv.sh") || { echo "SKIPPED: the tests' Python venv"; exit 77; }
-  sport=$(free_port $((port + 5)))
-  echo "s3cret-$$" >"$work/key"
-  "$PY" "$root/tests/standins/upstash_standin.py" --port "$sport" --token-file "$work/key" --dimension 384 >"$work/standin.log" 2>&1 &
-  standin_pid=$!
-  watch $standin_pid "$store stand-in" "$work/standin.log"
+  standin upstash --token-file "$work/key" --dimension 384 || exit 1
+  sport=$standin_port
   export UPSTASH_VECTOR_REST_URL=http://127.0.0.1:$sport UPSTASH_VECTOR_REST_TOKEN_FILE=$work/key
   SINK=upstash://
-  WATCH_PID=$standin_pid wait_until 'grep -q "^READY" "$work/standin.log"' 'wc -c <"$work/standin.log"' || exit 1
   up() { curl -sf -X POST "http://127.0.0.1:$sport/$1/books" -H "Authorization: Bearer $(cat "$work/key")" -H 'Content-Type: application/json' -d "$2" >/dev/null; }
 fi
 sinkopt() { [ -n "$SINK" ] && echo "--sink $SINK"; }
@@ -205,7 +187,6 @@ dead_letters_checks() {
   sport=$(free_port $((port + 40)))
   CDCVEC_LOG=info "$bin" serve --listen "tcp://127.0.0.1:$sport" --http '' --threads 2 >>"$work/serve.log" 2>&1 &
   sp=$!
-  standin_pid=$sp # (cleanup stops it)
   WATCH_PID=$sp wait_until '(exec 3<>/dev/tcp/127.0.0.1/$sport) 2>/dev/null' 'wc -c <"$work/serve.log"' || return
   q "CREATE TABLE notes (id int PRIMARY KEY, body text NOT NULL)"
   q "INSERT INTO notes SELECT g, CASE WHEN g IN (3, 5, 7) THEN 'a long note ' || repeat('x', 100) ELSE 'note ' || g END

@@ -6,22 +6,10 @@
 # 400; the API key rule of /search applies; cdcvec wait exits 0 / 1; the applied LSN is a metric.
 #   usage: test_wait.sh path/to/cdcvec
 set -u
-bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
-root=$(cd "$(dirname "$0")/.." && pwd)
-work=$(bash "$root/scripts/pg.sh" dir "$(dirname "$bin")/test-wait-$$")
-. "$root/tests/sync_lib.sh"
-port=$(free_port $((43000 + $$ % 8000)))
+. "$(dirname "$0")/sync_lib.sh"
+test_begin wait 43000 "$1"
 sync_pid=
-cleanup() {
-  [ -n "$sync_pid" ] && kill -9 "$sync_pid" 2>/dev/null
-  bash "$root/scripts/pg.sh" stop "$work/pg" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
-mkdir -p "$work"
-pg_start_retry "$work/pg" || { echo "FAIL cannot start PostgreSQL"; exit 1; }
-q "CREATE EXTENSION vector" >/dev/null
-sed -n '1,/-- batch 2/p' "$root/tests/data/books.sql" | psql -qX "$DB" >/dev/null
+pg_up vector books
 q "CREATE TABLE unrelated (id serial PRIMARY KEY, v text)"
 
 hport=$(free_port $((port + 2)))
@@ -93,5 +81,4 @@ kill -TERM $sync_pid && wait $sync_pid
 rc=$?
 sync_pid=
 check "SIGTERM: sync exits 0" '[ $rc = 0 ]'
-[ $fail -ne 0 ] && { echo "--- sync log (tail)"; tail -20 "$work/sync.log"; }
-exit $fail
+test_end 20 "$work/sync.log"

@@ -1,6 +1,7 @@
 /* attention.c: softmax(Q K^T / sqrt(hd)) V per sequence and head, over real tokens only.
- * Both products go through sgemm on strided views of the packed QKV matrix (no copies);
- * the score block (L x L) lives in a per-call buffer, the softmax is vectorized. */
+ * On CPUs with AVX-512F the fused kernel of attention_avx512.c; elsewhere both products go
+ * through sgemm on strided views of the packed QKV matrix (no copies), the score block
+ * (L x L) in a per-call buffer, the softmax vectorized. */
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
@@ -25,8 +26,8 @@ static void softmax_row(float *p, int L) {
         p[j] *= inv;
 }
 
-void cv_cpu_attention_heads(const float *qkv, const int32_t *offs, int nseq, int H, int hd, int h0, int h1,
-                            float *out) {
+void cv_cpu_attention_heads_blas(const float *qkv, const int32_t *offs, int nseq, int H, int hd, int h0,
+                                 int h1, float *out) {
     const int D = H * hd, ld = 3 * D;
     const float scale = 1.0f / sqrtf((float)hd);
     int maxlen = 0;
@@ -48,6 +49,25 @@ void cv_cpu_attention_heads(const float *qkv, const int32_t *offs, int nseq, int
         }
     }
     free(S);
+}
+
+int cv_cpu_attention_avx512_ok(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    return __builtin_cpu_supports("avx512f");
+#else
+    return 0;
+#endif
+}
+
+void cv_cpu_attention_heads(const float *qkv, const int32_t *offs, int nseq, int H, int hd, int h0, int h1,
+                            float *out) {
+#if defined(__x86_64__) || defined(__i386__)
+    if (cv_cpu_attention_avx512_ok()) {
+        cv_cpu_attention_heads_avx512(qkv, offs, nseq, H, hd, h0, h1, out);
+        return;
+    }
+#endif
+    cv_cpu_attention_heads_blas(qkv, offs, nseq, H, hd, h0, h1, out);
 }
 
 void cv_cpu_attention(const float *qkv, const int32_t *offs, int nseq, int H, int hd, float *out) {

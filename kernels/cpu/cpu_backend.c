@@ -21,7 +21,9 @@ static void linear_part(void *arg, int t) {
     /* column slices aligned to 32 floats (a panel pair of the packed kernels) */
     int n0 = (int)((long)j->N * t / j->parts) & ~31,
         n1 = t + 1 == j->parts ? j->N : (int)((long)j->N * (t + 1) / j->parts) & ~31;
-    if (j->bf16)
+    if (j->bf16 == 2)
+        cv_cpu_linear_amx3(j->x, (const uint16_t *)j->w, j->bias, j->M, j->N, j->K, j->act, j->y, n0, n1);
+    else if (j->bf16)
         cv_cpu_linear_bf16(j->x, (const uint16_t *)j->w, j->bias, j->M, j->N, j->K, j->act, j->y, n0, n1);
     else
         cv_cpu_linear_packed(j->x, j->w, j->bias, j->M, j->N, j->K, j->act, j->y, n0, n1);
@@ -96,6 +98,16 @@ static void cpu_linear_bf16(cv_backend *be, const float *x, const float *w, cons
                             int K, cv_act act, float *y) {
     linear_split(be, x, w, bias, M, N, K, act, y, 1);
 }
+static void cpu_linear_bf16x3(cv_backend *be, const float *x, const float *w, const float *bias, int M, int N,
+                              int K, cv_act act, float *y) {
+    linear_split(be, x, w, bias, M, N, K, act, y, 2);
+}
+static size_t pack_bf16x3_floats(int N, int K) {
+    return (cv_cpu_pack_bf16x3_bytes(N, K) + 3) / sizeof(float);
+}
+static void pack_bf16x3(const float *w, int N, int K, float *dst) {
+    cv_cpu_pack_linear_bf16x3(w, N, K, (uint16_t *)dst);
+}
 static size_t pack_bf16_floats(int N, int K) { return (cv_cpu_pack_bf16_bytes(N, K) + 3) / sizeof(float); }
 static void pack_bf16(const float *w, int N, int K, float *dst) {
     cv_cpu_pack_linear_bf16(w, N, K, (uint16_t *)dst);
@@ -155,5 +167,15 @@ cv_err cv_backend_cpu_new_bf16(cv_backend **out) {
     (*out)->linear_pack_floats = pack_bf16_floats;
     (*out)->linear_pack = pack_bf16;
     (*out)->linear = cpu_linear_bf16;
+    return CV_OK;
+}
+
+cv_err cv_backend_cpu_new_bf16x3(cv_backend **out) {
+    if (!cv_cpu_bf16_supported() || strcmp(cv_cpu_bf16_kernel(), "amx") != 0) return CV_ERR_UNSUPPORTED;
+    cv_err err = cv_backend_cpu_new(out);
+    if (err) return err;
+    (*out)->linear_pack_floats = pack_bf16x3_floats;
+    (*out)->linear_pack = pack_bf16x3;
+    (*out)->linear = cpu_linear_bf16x3;
     return CV_OK;
 }

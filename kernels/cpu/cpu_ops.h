@@ -39,6 +39,15 @@ void cv_cpu_pack_linear_bf16(const float *w, int N, int K, uint16_t *wp);
 void cv_cpu_linear_bf16(const float *x, const uint16_t *wp, const float *bias, int M, int N, int K,
                         cv_act act, float *y, int n0, int n1);
 uint16_t cv_cpu_to_bf16(float f);
+/* fp32 GEMM as three bf16 products on AMX (gemm_amx3.c: x w^T = xhi whi + xhi wlo + xlo whi,
+ * hi/lo the two bf16 halves of each value's mantissa; ~2e-5 relative per output, fp32 ~3e-6): only where
+ * cv_cpu_bf16_kernel() is "amx". w packed once by cv_cpu_pack_linear_bf16x3 into wp
+ * (caller-owned, 64-byte aligned, cv_cpu_pack_bf16x3_bytes(N, K) bytes); otherwise as
+ * cv_cpu_linear_packed (columns [n0, n1), n0 a multiple of 16). */
+size_t cv_cpu_pack_bf16x3_bytes(int N, int K);
+void cv_cpu_pack_linear_bf16x3(const float *w, int N, int K, uint16_t *wp);
+void cv_cpu_linear_amx3(const float *x, const uint16_t *wp, const float *bias, int M, int N, int K,
+                        cv_act act, float *y, int n0, int n1);
 float cv_cpu_from_bf16(uint16_t h);
 /* The kernel cv_cpu_linear_bf16 uses: "amx" where the CPU has AMX-BF16 and the OS lets the
  * process use tiles, else "avx512bf16"; cv_cpu_bf16_use forces one (tests, benchmarks). */
@@ -54,6 +63,14 @@ void cv_cpu_attention(const float *qkv, const int32_t *offs, int nseq, int H, in
 /* Heads [h0, h1) of cv_cpu_attention only. */
 void cv_cpu_attention_heads(const float *qkv, const int32_t *offs, int nseq, int H, int hd, int h0, int h1,
                             float *out);
+/* The two kernels cv_cpu_attention_heads picks from (tests, benchmarks): sgemm per (sequence,
+ * head) with the L x L scores in memory, and the fused AVX-512 kernel (any head size; call
+ * only where cv_cpu_attention_avx512_ok()). */
+void cv_cpu_attention_heads_blas(const float *qkv, const int32_t *offs, int nseq, int H, int hd, int h0,
+                                 int h1, float *out);
+void cv_cpu_attention_heads_avx512(const float *qkv, const int32_t *offs, int nseq, int H, int hd, int h0,
+                                   int h1, float *out);
+int cv_cpu_attention_avx512_ok(void);
 /* norms (nseq) may be NULL: else norms[s] = |mean of sequence s| before the normalization. */
 void cv_cpu_pool_l2(const float *x, const int32_t *offs, int nseq, int D, cv_pool_mode mode, float *out,
                     float *norms);

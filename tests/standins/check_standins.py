@@ -103,9 +103,13 @@ def unit(v):
 
 
 # ---- faults: the same expectations on both stand-ins -------------------------------------------
-def check_faults(tag, s, make_request, error_of):
+def check_faults(tag, s, make_request, error_of, written):
     """make_request(client) sends one ordinary API request with httpx and returns the response;
-    error_of(response) extracts the vendor-shaped error message."""
+    error_of(response) extracts the vendor-shaped error message; written: the points the stand-in
+    must have counted as written so far."""
+    st = s.stats()
+    check("%s stats: points_written counts every point of a successful upsert (%d)" % (tag, written),
+          st["points_written"] == written, st)
     s.fault({"clear": True})
     s.control("/__standin/stats/reset", {})
     with httpx.Client(timeout=10) as c:
@@ -408,10 +412,7 @@ def check_qdrant(tmp):
             except Exception:
                 return None
 
-        st = s.stats()
-        check("qdrant stats: points_written counts every point of a successful upsert (62)",
-              st["points_written"] == 62, st)
-        check_faults("qdrant", s, q_req, q_err)
+        check_faults("qdrant", s, q_req, q_err, 62)
         n_before = qc.count("books").count
     finally:
         rc = s.stop()
@@ -562,10 +563,7 @@ def check_upstash(tmp):
             except Exception:
                 return None
 
-        st = s.stats()
-        check("upstash stats: points_written counts every vector of a successful upsert (1043)",
-              st["points_written"] == 1043, st)
-        check_faults("upstash", s, u_req, u_err)
+        check_faults("upstash", s, u_req, u_err, 1043)
         # the SDK retries transport errors: a dropped connection is invisible to it
         s.control("/__standin/stats/reset", {})
         s.fault({"drop": 1, "path": "^/info"})

@@ -312,18 +312,13 @@ def _geo_point(p):
 def conv_match(m):
     if m is None:
         return None
-    if isinstance(m, qm.MatchValue):
-        return qe.MatchValue(m.value)
-    if isinstance(m, qm.MatchText):
-        return qe.MatchText(m.text)
-    if isinstance(m, qm.MatchTextAny):
-        return qe.MatchTextAny(m.text_any)
-    if isinstance(m, qm.MatchPhrase):
-        return qe.MatchPhrase(m.phrase)
-    if isinstance(m, qm.MatchPrefix):
-        return qe.MatchPrefix(m.prefix)
-    if isinstance(m, qm.MatchSubstring):
-        return qe.MatchSubstring(m.substring)
+    # (the client's model, the engine's, the field that holds the value)
+    for model, edge, field in ((qm.MatchValue, qe.MatchValue, "value"), (qm.MatchText, qe.MatchText, "text"),
+                               (qm.MatchTextAny, qe.MatchTextAny, "text_any"),
+                               (qm.MatchPhrase, qe.MatchPhrase, "phrase"), (qm.MatchPrefix, qe.MatchPrefix, "prefix"),
+                               (qm.MatchSubstring, qe.MatchSubstring, "substring")):
+        if isinstance(m, model):
+            return edge(getattr(m, field))
     if isinstance(m, qm.MatchAny):
         return qe.MatchAny(list(m.any))
     if isinstance(m, qm.MatchExcept):
@@ -637,45 +632,22 @@ class Handler(standin_common.StandinHandler):
         if rest == "points" and method == "POST":
             req = parse_body(body, "retrieve", h)
             return self.retrieve(STORE.get(name), req, t0)
+        U = qe.UpdateOperation
         if rest == "points/delete" and method == "POST":
-            sel = parse_body(body, "selector", h)
-            self._reject_shard_key(sel)
-            if isinstance(sel, qm.PointIdsList):
-                op = qe.UpdateOperation.delete_points([norm_id(i) for i in sel.points])
-            else:
-                op = qe.UpdateOperation.delete_points_by_filter(conv_filter(sel.filter))
+            op = self._select(parse_body(body, "selector", h), U.delete_points, U.delete_points_by_filter)
             return self.apply(STORE.get(name), op, wait, t0, stat="points_deleted_requests")
         if rest == "points/payload" and method in ("POST", "PUT"):
             req = parse_body(body, "set_payload", h)
-            self._reject_shard_key(req)
-            overwrite = method == "PUT"
-            if req.points is not None:
-                ids = [norm_id(i) for i in req.points]
-                op = (qe.UpdateOperation.overwrite_payload if overwrite else qe.UpdateOperation.set_payload)(
-                    ids, req.payload, key=req.key)
-            elif req.filter is not None:
-                op = (qe.UpdateOperation.overwrite_payload_by_filter if overwrite
-                      else qe.UpdateOperation.set_payload_by_filter)(conv_filter(req.filter), req.payload, key=req.key)
-            else:
-                raise bad_request("Either list of point ids or filter must be provided")
+            by = (U.overwrite_payload, U.overwrite_payload_by_filter) if method == "PUT" else \
+                (U.set_payload, U.set_payload_by_filter)
+            op = self._select(req, *by, req.payload, key=req.key)
             return self.apply(STORE.get(name), op, wait, t0, stat="payload_updates")
         if rest == "points/payload/delete" and method == "POST":
             req = parse_body(body, "delete_payload", h)
-            self._reject_shard_key(req)
-            if req.points is not None:
-                op = qe.UpdateOperation.delete_payload([norm_id(i) for i in req.points], list(req.keys))
-            elif req.filter is not None:
-                op = qe.UpdateOperation.delete_payload_by_filter(conv_filter(req.filter), list(req.keys))
-            else:
-                raise bad_request("Either list of point ids or filter must be provided")
+            op = self._select(req, U.delete_payload, U.delete_payload_by_filter, list(req.keys))
             return self.apply(STORE.get(name), op, wait, t0, stat="payload_updates")
         if rest == "points/payload/clear" and method == "POST":
-            sel = parse_body(body, "selector", h)
-            self._reject_shard_key(sel)
-            if isinstance(sel, qm.PointIdsList):
-                op = qe.UpdateOperation.clear_payload([norm_id(i) for i in sel.points])
-            else:
-                op = qe.UpdateOperation.clear_payload_by_filter(conv_filter(sel.filter))
+            op = self._select(parse_body(body, "selector", h), U.clear_payload, U.clear_payload_by_filter)
             return self.apply(STORE.get(name), op, wait, t0, stat="payload_updates")
         if rest == "points/scroll" and method == "POST":
             req = parse_body(body, "scroll", h)
@@ -709,6 +681,15 @@ class Handler(standin_common.StandinHandler):
     def _reject_shard_key(req):
         if getattr(req, "shard_key", None) is not None:
             raise unsupported("shard_key")
+
+    def _select(self, req, by_ids, by_filter, *args, **kw):
+        """The operation on the points req names: by their ids (req.points) or by req.filter."""
+        self._reject_shard_key(req)
+        if getattr(req, "points", None) is not None:
+            return by_ids([norm_id(i) for i in req.points], *args, **kw)
+        if getattr(req, "filter", None) is not None:
+            return by_filter(conv_filter(req.filter), *args, **kw)
+        raise bad_request("Either list of point ids or filter must be provided")
 
     def collection_info(self, c):
         with c.lock:

@@ -182,21 +182,19 @@ class _Parser:
             raise UError(400, "Invalid filter: unexpected %r" % (self.peek()[1],))
         return e
 
-    def or_(self):
-        e = self.and_()
-        while self.peek() == ("kw", "OR"):
+    def _chain(self, kw, operand):
+        """operand (kw operand)*, left-associative: ("or"|"and", left, right)."""
+        e = operand()
+        while self.peek() == ("kw", kw):
             self.i += 1
-            r = self.and_()
-            e = ("or", e, r)
+            e = (kw.lower(), e, operand())
         return e
 
+    def or_(self):
+        return self._chain("OR", self.and_)
+
     def and_(self):
-        e = self.unary()
-        while self.peek() == ("kw", "AND"):
-            self.i += 1
-            r = self.unary()
-            e = ("and", e, r)
-        return e
+        return self._chain("AND", self.unary)
 
     def unary(self):
         if self.peek() == ("kw", "NOT"):
@@ -358,28 +356,25 @@ def check_vector(v, what="vector"):
     return a
 
 
-def check_meta(meta, vid):
-    if meta is None:
+def _check_part(v, vid, kind, must, name, size, limit, shown):
+    """v (None: absent) of type kind, at most limit bytes by size(v), or Upstash's 400."""
+    if v is None:
         return None
-    if not isinstance(meta, dict):
-        raise UError(400, "Invalid metadata of vector '%s': it must be a JSON object" % vid)
-    n = _meta_size(meta)
-    if n > MAX_METADATA:
-        raise UError(400, "Metadata size of vector '%s' is %d bytes, exceeds the limit of %d bytes (48 KB)"
-                     % (vid, n, MAX_METADATA))
-    return meta
+    if not isinstance(v, kind):
+        raise UError(400, "Invalid %s of vector '%s': it must be %s" % (name.lower(), vid, must))
+    n = size(v)
+    if n > limit:
+        raise UError(400, "%s size of vector '%s' is %d bytes, exceeds the limit of %d bytes (%s)"
+                     % (name, vid, n, limit, shown))
+    return v
+
+
+def check_meta(meta, vid):
+    return _check_part(meta, vid, dict, "a JSON object", "Metadata", _meta_size, MAX_METADATA, "48 KB")
 
 
 def check_data(data, vid):
-    if data is None:
-        return None
-    if not isinstance(data, str):
-        raise UError(400, "Invalid data of vector '%s': it must be a string" % vid)
-    n = len(data.encode("utf-8"))
-    if n > MAX_DATA:
-        raise UError(400, "Data size of vector '%s' is %d bytes, exceeds the limit of %d bytes (1 MB)"
-                     % (vid, n, MAX_DATA))
-    return data
+    return _check_part(data, vid, str, "a string", "Data", lambda d: len(d.encode("utf-8")), MAX_DATA, "1 MB")
 
 
 NO_EMBEDDING = ("Embedding data for this index is not allowed. The index must be created with an "
