@@ -49,6 +49,13 @@ typedef struct cv_sink_stage_opts {
 } cv_sink_stage_opts;
 int cv_sink_stage_run(const cv_sync_opts *o, const cv_sink_stage_opts *k, volatile sig_atomic_t *stop);
 
+/* stage_open.c: the runtime of a consuming stage (worker, sink) with outlet out, its Kafka
+ * metrics km, the brokers as a readiness peer, the health monitor, and its dead-letter counter;
+ * 0, or 1 after logging event=<stage>_stopped. */
+struct cv_kafka_metrics;
+int cv_kafka_stage_open(cv_sync *s, const cv_sync_opts *o, const cv_outlet *out, const char *stage,
+                        struct cv_kafka_metrics *km, cv_metric **m_dead);
+
 /* capture.c: the outlet of `cdcvec capture` (ingest/outlet.h): the producer opened with the
  * runtime, each batch produced and acknowledged, position marks (read-your-writes) at most
  * every 100 ms. capture_quix.c: with --format quix, the tutorial's message for a change made

@@ -496,20 +496,8 @@ int cv_sink_stage_run(const cv_sync_opts *o, const cv_sink_stage_opts *k, volati
     int rc = 0;
     cv_outlet out = *cv_wait_outlet(); /* /wait; no search page */
     out.no_model = 1;                  /* the vectors come with the messages */
-    cv_sync_opts os = *o;
-    os.outlet = &out;
-    if (cv_sync_runtime_open(&st.s, &os)) {
-        cv_error("event=sink_stopped kind=config error=\"cannot start the model or the embedding client\"");
-        rc = 1;
-    }
+    if (cv_kafka_stage_open(&st.s, o, &out, "sink", &st.km, &st.m_dead)) rc = 1;
     if (!rc) {
-        cv_kafka_metrics_init(&st.km, st.s.rt.reg, "sink");
-        cv_health_peer_add(&st.s, &(cv_health_peer){"Kafka broker", "sink", cv_kafka_broker_down_s,
-                                                    cv_kafka_broker_watch, &st.km});
-        if (cv_health_monitor(&st.s, 0)) rc = 1;
-        st.m_dead = cv_metrics_counter(st.s.rt.reg, "cdcvec_kafka_dead_letters_total",
-                                       "Messages sent to the dead-letter topic, with their reason.",
-                                       "stage=\"sink\"");
         st.m_replayed =
             cv_metrics_counter(st.s.rt.reg, "cdcvec_kafka_superseded_total",
                                "Replayed messages from before the last truncate applied: skipped, the "

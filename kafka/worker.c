@@ -282,21 +282,7 @@ int cv_worker_run(const cv_sync_opts *o, const cv_worker_opts *w, volatile sig_a
     }
     int rc = 0;
     static const cv_outlet out = {.no_apply = 1}; /* the model; no store, no routes */
-    cv_sync_opts ow = *o;
-    ow.outlet = &out;
-    if (cv_sync_runtime_open(&wk.s, &ow)) {
-        cv_error("event=worker_stopped kind=config error=\"cannot start the model or the embedding client\"");
-        rc = 1;
-    }
-    if (!rc) {
-        cv_kafka_metrics_init(&wk.km, wk.s.rt.reg, "worker");
-        cv_health_peer_add(&wk.s, &(cv_health_peer){"Kafka broker", "worker", cv_kafka_broker_down_s,
-                                                    cv_kafka_broker_watch, &wk.km});
-        if (cv_health_monitor(&wk.s, 0)) rc = 1;
-        wk.m_dead = cv_metrics_counter(wk.s.rt.reg, "cdcvec_kafka_dead_letters_total",
-                                       "Messages sent to the dead-letter topic, with their reason.",
-                                       "stage=\"worker\"");
-    }
+    if (cv_kafka_stage_open(&wk.s, o, &out, "worker", &wk.km, &wk.m_dead)) rc = 1;
     if (!rc) {
         const cv_stage st = {.name = "worker", .attempt = attempt, .arg = &wk};
         rc = cv_stage_run(&st, stop);
