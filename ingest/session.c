@@ -93,7 +93,7 @@ cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o) {
     pthread_mutex_init(&s->search_mu, NULL);
     pthread_cond_init(&s->search_idle, NULL);
     cv_search_routes(s);
-    cv_wait_route(s, &s->routes[2]);
+    cv_wait_route(s, &s->routes[3]);
     cv_err e;
     cv_buf url = {0};
     if (o->capture) { /* no model: changes go to Kafka with their texts; HTTP for /metrics only */
@@ -106,7 +106,7 @@ cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o) {
     } else if (o->embed && *o->embed) {
         cv_buf_puts(&url, o->embed);
         if (o->http && *o->http) { /* this process's own /metrics, /wait and search page */
-            if ((e = http_without_model(s, o, s->routes, 3))) {
+            if ((e = http_without_model(s, o, s->routes, 4))) {
                 free(url.p);
                 return e;
             }
@@ -139,7 +139,7 @@ cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o) {
                              .api_key = o->api_key,
                              .http_opts = o->http_opts,
                              .routes = s->routes,
-                             .nroutes = 3,
+                             .nroutes = 4,
                              .ready = cv_health_ready,
                              .ready_arg = s};
         if ((e = cv_server_start(s->model, &so, &s->server))) {

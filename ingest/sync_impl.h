@@ -48,7 +48,7 @@ typedef struct cv_sync {
     } err_series[64];
     int n_err_series;
     /* the search page (search/page.c): its own sink connection, reopened when the session changes */
-    cv_http_route routes[3];  /* /, /search, /wait */
+    cv_http_route routes[4];  /* /, GET and POST /search, /wait */
     struct cv_waitq *waitq;   /* read-your-writes (wait.c), NULL when capturing */
     struct cv_health *health; /* readiness and lag (health.c) */
     pthread_mutex_t search_mu;
@@ -59,6 +59,7 @@ typedef struct cv_sync {
     PGconn *search_src;             /* the search page's source connection (matched texts), or NULL */
     char **search_own;
     int n_search_own;
+    struct cv_search_fields *search_fields; /* the payload fields a search may filter (search/filter.h) */
     const char *sink_conninfo;
     int searching;
     /* ---- session ---- */

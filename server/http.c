@@ -243,10 +243,21 @@ static int authorized(cv_http_req *r) {
     return key_equal(a, n, key);
 }
 
-static const http_endpoint *find_endpoint(cv_http *h, const char *path) {
-    for (int i = 0; i < h->neps; i++)
-        if (strcmp(h->eps[i].path, path) == 0) return &h->eps[i];
-    return NULL;
+/* The endpoint at path for the method (POST or not), else any at path (answered 405). */
+static const http_endpoint *find_endpoint(cv_http *h, const char *path, int is_post) {
+    const http_endpoint *any = NULL;
+    for (int i = 0; i < h->neps; i++) {
+        if (strcmp(h->eps[i].path, path) != 0) continue;
+        if (!h->eps[i].post == !is_post) return &h->eps[i];
+        if (!any) any = &h->eps[i];
+    }
+    return any;
+}
+
+const char *cv_http_body(void *reply_handle, size_t *len) {
+    cv_http_req *r = reply_handle;
+    *len = r->body ? r->body_len : 0;
+    return r->body ? r->body : "";
 }
 
 /* Runs the endpoint now that the whole request (and its body) is in. */
@@ -265,7 +276,7 @@ static enum MHD_Result on_headers(cv_http *h, cv_http_req *r, const char *url, c
     cv_metric_add(r->s->m_req_http, 1);
     int is_get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
     int is_post = strcmp(method, "POST") == 0, is_options = strcmp(method, "OPTIONS") == 0;
-    r->ep = find_endpoint(h, url);
+    r->ep = find_endpoint(h, url, is_post);
     const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Length");
     const char *te = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Transfer-Encoding");
     unsigned long long len = cl ? strtoull(cl, NULL, 10) : 0; /* MHD has checked its syntax */
@@ -485,7 +496,7 @@ static cv_err build_endpoints(cv_http *h) {
     for (int i = 0; i < (h->s->m ? 5 : 3); i++) /* no model (capture): /healthz, /readyz, /metrics */
         h->eps[h->neps++] = fixed[i];
     for (int i = 0; i < so->nroutes; i++)
-        h->eps[h->neps++] = (http_endpoint){so->routes[i].path, 0, 0, i, NULL};
+        h->eps[h->neps++] = (http_endpoint){so->routes[i].path, so->routes[i].post, 0, i, NULL};
     return CV_OK;
 }
 
