@@ -217,7 +217,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 }
 
 /* Constant-time comparison of a presented key with the configured one. */
-static int key_equal(const char *given, size_t glen, const char *key) {
+int cv_http_key_equal(const char *given, size_t glen, const char *key) {
     size_t klen = strlen(key);
     unsigned diff = glen != klen;
     for (size_t i = 0; i < klen; i++)
@@ -240,7 +240,7 @@ static int authorized(cv_http_req *r) {
     size_t n = strlen(a);
     while (n && (a[n - 1] == ' ' || a[n - 1] == '\t'))
         n--;
-    return key_equal(a, n, key);
+    return cv_http_key_equal(a, n, key);
 }
 
 /* The endpoint at path for the method (POST or not), else any at path (answered 405). */
@@ -290,10 +290,16 @@ static enum MHD_Result on_headers(cv_http *h, cv_http_req *r, const char *url, c
     } else if ((r->ep->post && !is_post) || (!r->ep->post && !is_get)) {
         cv_http_error(r, 405, "method_not_allowed", "%s takes %s, not %s", r->ep->path,
                       r->ep->post ? "POST" : "GET", method);
-    } else if ((!r->ep->open || h->o.metrics_auth) && !authorized(r)) {
+    } else if (r->ep->open != 2 && (!r->ep->open || h->o.metrics_auth) && !authorized(r) &&
+               !(r->ep->route >= 0 && !r->ep->post && cv_http_session_ok(r))) {
         cv_metric_add(r->s->m_err_auth, 1);
-        cv_http_error(r, 401, "unauthorized",
-                      "missing or wrong API key: send 'Authorization: Bearer <key>' (CDCVEC_API_KEY)");
+        if (r->ep->route >= 0 && !strcmp(r->ep->path, "/")) /* a person at the page: the login form */
+            cv_http_login_page(r, 401, NULL, r->uri);
+        else
+            cv_http_error(r, 401, "unauthorized",
+                          "missing or wrong API key: send 'Authorization: Bearer <key>' (CDCVEC_API_KEY)%s",
+                          r->ep->route >= 0 && !r->ep->post ? ", or log in at /login (a session cookie)"
+                                                            : "");
     } else if (!r->ep->post && has_body) {
         cv_http_error(r, 400, "bad_request", "a GET request carries no body");
     } else if (has_body && len > (unsigned long long)h->o.max_body_bytes) {
@@ -486,7 +492,7 @@ static cv_err resolve(const char *hostport, struct addrinfo **out) {
 
 static cv_err build_endpoints(cv_http *h) {
     cv_server_opts *so = &h->s->o;
-    h->eps = calloc((size_t)so->nroutes + 5, sizeof *h->eps);
+    h->eps = calloc((size_t)so->nroutes + 8, sizeof *h->eps);
     if (!h->eps) return CV_ERR_NOMEM;
     const http_endpoint fixed[] = {{"/healthz", 0, 1, -1, cv_http_on_healthz},
                                    {"/readyz", 0, 1, -1, cv_http_on_readyz},
@@ -497,6 +503,11 @@ static cv_err build_endpoints(cv_http *h) {
         h->eps[h->neps++] = fixed[i];
     for (int i = 0; i < so->nroutes; i++)
         h->eps[h->neps++] = (http_endpoint){so->routes[i].path, so->routes[i].post, 0, i, NULL};
+    if (so->nroutes) { /* a page for people: log in with the key (http_login.c) */
+        h->eps[h->neps++] = (http_endpoint){"/login", 0, 2, -1, cv_http_on_login};
+        h->eps[h->neps++] = (http_endpoint){"/login", 1, 2, -1, cv_http_on_login};
+        h->eps[h->neps++] = (http_endpoint){"/logout", 1, 2, -1, cv_http_on_logout};
+    }
     return CV_OK;
 }
 

@@ -312,6 +312,8 @@ int cv_http_guard_type(cv_http_req *r, int has_body) {
     const char *ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Type");
     size_t n = ct ? strcspn(ct, "; \t") : 0;
     if (ct && n == 16 && strncasecmp(ct, "application/json", 16) == 0) return 1;
+    if (ct && r->ep->open == 2 && n == 33 && strncasecmp(ct, "application/x-www-form-urlencoded", 33) == 0)
+        return 1; /* the login form */
     cv_http_error(r, 415, "unsupported_media_type",
                   "%s takes a JSON body: send 'Content-Type: application/json'%s%.100s%s (curl: -H "
                   "'Content-Type: application/json')",

@@ -597,8 +597,11 @@ def sync_checks(addr, key):
                     ("GET", "/search?q=aliens", None), ("GET", "/?q=aliens", None),
                     ("POST", "/search", b'{"q":"aliens"}'), ("GET", "/search?q=aliens&format=csv", None)):
         r = req(addr, m, p, b)
-        check(f"sync port, no key: {m} {p} -> 401 with WWW-Authenticate: Bearer, JSON",
-              r[0] == 401 and r[2].get("www-authenticate", "").startswith("Bearer") and is_json_error(r),
+        page = p.startswith("/?")  # a person at the page gets the login form (issue 27), the API JSON
+        check(f"sync port, no key: {m} {p} -> 401 with WWW-Authenticate: Bearer, " +
+              ("the login form" if page else "JSON"),
+              r[0] == 401 and r[2].get("www-authenticate", "").startswith("Bearer") and
+              (b'action="/login"' in r[3] and b'name=next value="/?q=aliens"' in r[3] if page else is_json_error(r)),
               f"got {r[0]}")
         r = req(addr, m, p, b, {"Authorization": "Bearer wrong-" + key})
         check(f"sync port, wrong key: {m} {p} -> 401", r[0] == 401)

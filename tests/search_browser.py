@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """search_browser.py -- the search page in headless Chromium, driven as a person would (issue 27).
 
-    search_browser.py CHROMIUM http://HOST:PORT OUTDIR
+    [SEARCH_KEY=key] search_browser.py CHROMIUM http://HOST:PORT OUTDIR
 
-Talks the DevTools protocol over --remote-debugging-pipe (standard library only: no websocket
+With SEARCH_KEY (the server's API key) in the environment, each size first opens a search,
+gets the login form, types a wrong key (refused), then the key, and lands on the search asked
+for with an HttpOnly, SameSite=Strict, expiring session cookie. Talks the DevTools protocol over --remote-debugging-pipe (standard library only: no websocket
 module needed). At 1280x800 (desktop) and 390x844 (mobile emulation, touch, DPR 2): opens /,
 clicks into the query box and types a query key by key, types an author and a year range into
 the filter boxes, picks another result count with the keyboard, presses Enter; then checks the
@@ -123,7 +125,7 @@ def type_text(c, text):
         c.send("Input.dispatchKeyEvent", {"type": "keyUp", "key": ch})
 
 
-def key(c, name, code, vk):
+def key_press(c, name, code, vk):
     for t in ("rawKeyDown", "keyUp"):
         c.send("Input.dispatchKeyEvent", {"type": t, "key": name, "code": code, "windowsVirtualKeyCode": vk,
                                           "nativeVirtualKeyCode": vk,
@@ -132,7 +134,7 @@ def key(c, name, code, vk):
         c.send("Input.dispatchKeyEvent", {"type": "char", "text": "\r", "key": "Enter"})
 
 
-def run(chrome, base, out, width, height, mobile):
+def run(chrome, base, out, width, height, mobile, key=None):
     tag = "%dx%d" % (width, height)
     prof = tempfile.mkdtemp(prefix="cdcvec-chrome-")
     dl = os.path.join(out, "download-" + tag)
@@ -143,12 +145,32 @@ def run(chrome, base, out, width, height, mobile):
         c.session = c.send("Target.attachToTarget", {"targetId": tid, "flatten": True})["sessionId"]
         c.send("Page.enable")
         c.send("Runtime.enable")
+        c.send("Network.enable")
         c.send("Emulation.setDeviceMetricsOverride", {"width": width, "height": height,
                                                       "deviceScaleFactor": 2 if mobile else 1, "mobile": mobile})
         if mobile:
             c.send("Emulation.setTouchEmulationEnabled", {"enabled": True})
         c.send("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": dl, "eventsEnabled": True},
                session=False)
+        if key:  # the page behind a key: the login form first, then back to the page asked for
+            navigate_and_wait(c, lambda: c.send("Page.navigate", {"url": base + "/?q=books+like+star+wars"}))
+            check(tag + ": with a key set, the page asks to log in",
+                  c.js("document.querySelector('form[action=\"/login\"] #key') !== null"))
+            click(c, "#key")
+            type_text(c, "wrong")
+            navigate_and_wait(c, lambda: key_press(c, "Enter", "Enter", 13))
+            check(tag + ": a wrong key is refused on the form", c.js("(document.querySelector('#error') || "
+                                                                     "{textContent: ''}).textContent.includes('Wrong key')"))
+            click(c, "#key")
+            type_text(c, key)
+            navigate_and_wait(c, lambda: click(c, "#login"))
+            check(tag + ": logged in with the key: back at the search asked for, with results",
+                  c.js("location.search === '?q=books+like+star+wars' && "
+                       "document.querySelectorAll('li.hit').length > 0"))
+            cookie = c.send("Network.getCookies", {"urls": [base + "/"]}).get("cookies", [])
+            ck = [x for x in cookie if x["name"] == "cdcvec_session"]
+            check(tag + ": the session cookie is HttpOnly, SameSite=Strict, expiring",
+                  ck and ck[0]["httpOnly"] and ck[0].get("sameSite") == "Strict" and not ck[0]["session"], ck)
         navigate_and_wait(c, lambda: c.send("Page.navigate", {"url": base + "/"}))
         check(tag + ": the query box has a label", c.js("document.querySelector('label[for=q]') !== null && "
                                                         "document.querySelector('label[for=q]').textContent.length > 3"))
@@ -161,10 +183,10 @@ def run(chrome, base, out, width, height, mobile):
         click(c, "input[name='year.lte']")
         type_text(c, "1960")
         c.js("document.querySelector('#limit').focus()")
-        key(c, "ArrowDown", "ArrowDown", 40)  # 10 -> 20
+        key_press(c, "ArrowDown", "ArrowDown", 40)  # 10 -> 20
         chosen = c.js("document.querySelector('#limit').value")
         click(c, "#q")
-        navigate_and_wait(c, lambda: key(c, "Enter", "Enter", 13))
+        navigate_and_wait(c, lambda: key_press(c, "Enter", "Enter", 13))
         url = c.js("location.href")
         check(tag + ": typing and Enter submitted the form (%s)" % url,
               "q=an+alien+invasion" in url and "author=John+Wyndham" in url and "year.gte=1950" in url)
@@ -203,7 +225,7 @@ def run(chrome, base, out, width, height, mobile):
               rows and rows[0].startswith("rank,similarity,key,text") and len(rows) == 1 + len(hits or []), rows[:3])
         # sort by year, descending, with the keyboard on the sort select, then submit by click
         c.js("document.querySelector('#sort').focus()")
-        key(c, "End", "End", 35)  # the last option: year descending
+        key_press(c, "End", "End", 35)  # the last option: year descending
         navigate_and_wait(c, lambda: click(c, "#go"))
         years = c.js("[...document.querySelectorAll('li.hit .f')].map(f => +f.textContent.match(/year: (\\d+)/)[1])")
         check(tag + ": sorted by year, descending (%s)" % years, years == sorted(years, reverse=True))
@@ -217,9 +239,10 @@ def run(chrome, base, out, width, height, mobile):
 
 def main():
     chrome, base, out = sys.argv[1:4]
+    key = os.environ.get("SEARCH_KEY")  # set: the server has an API key; log in with it first
     os.makedirs(out, exist_ok=True)
-    run(chrome, base, out, 1280, 800, False)
-    run(chrome, base, out, 390, 844, True)
+    run(chrome, base, out, 1280, 800, False, key)
+    run(chrome, base, out, 390, 844, True, key)
     sys.exit(fails)
 
 

@@ -10,7 +10,7 @@
 #   3. the search page in headless Chromium (Debian's `chromium`; SKIPPED when absent): a query
 #      in the URL, a screenshot in the test's output folder, the hits asserted in the DOM,
 #      hostile titles shown as text; then tests/search_browser.py types and clicks through a
-#      filtered search at 1280x800 and 390x844 (issue 27).
+#      filtered search at 1280x800 and 390x844, logging in with the API key first (issue 27).
 #   usage: test_http.sh path/to/cdcvec [output-dir]
 set -u
 bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
@@ -122,8 +122,11 @@ else
   # issue 27: typed and clicked as a person would (DevTools protocol over a pipe), at 1280x800 and
   # 390x844 (mobile emulation): filters by author and year range, count, sort, CSV download,
   # latency and freshness shown, a malformed filter; screenshots search-1280x800.png / -390x844.png
-  check "browser, driven: search, filters, count, sort, CSV download, error kept, phone layout (screenshots in $out)" \
-    'timeout 180 python3 "$root/tests/search_browser.py" "$chrome" "http://127.0.0.1:$sport" "$out"'
+  # with the API key set: logged in through the form first (a session cookie)
+  kill -TERM "$sync_pid" && wait "$sync_pid"
+  start_sync "$KEY"
+  check "browser, driven: log in with the key, search, filters, count, sort, CSV download, error kept, phone layout (screenshots in $out)" \
+    'SEARCH_KEY=$KEY timeout 240 python3 "$root/tests/search_browser.py" "$chrome" "http://127.0.0.1:$sport" "$out"'
 fi
 kill -TERM "$sync_pid" && wait "$sync_pid"
 sync_pid=
