@@ -61,7 +61,8 @@ typedef struct cv_sync {
     int n_search_own;
     struct cv_search_fields *search_fields; /* the payload fields a search may filter (search/filter.h) */
     const char *sink_conninfo;
-    int searching;
+    int searching;      /* search threads, running or waiting for a slot */
+    int search_running; /* of which running (at most 16; search/page.c) */
     /* ---- session ---- */
     char *slot, *publication, *stream;
     cv_table t;

@@ -18,11 +18,13 @@
  * covers that LSN (wait.c; 504 after timeout_ms). q: URL-decoded, at most CV_SEARCH_MAX_Q bytes
  * (414 beyond), valid UTF-8 and no NUL (400); nothing is cut. Each search runs on a thread of
  * its own (embedding waits on the model) with a sink connection of its own (libpq connections
- * are not shared between threads); at most CV_SEARCH_MAX_AT_ONCE at once, more are answered
- * 503. */
+ * are not shared between threads); at most CV_SEARCH_MAX_AT_ONCE at once; more wait for a slot
+ * up to --search-queue-ms (at most CV_SEARCH_MAX_WAITING of them), then are answered 503. */
 #define _POSIX_C_SOURCE 200809L
 #include <jansson.h>
+#include <errno.h>
 #include <pthread.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,6 +38,7 @@
 
 #define CV_SEARCH_MAX_Q       2048 /* bytes of a query, decoded */
 #define CV_SEARCH_MAX_AT_ONCE 16
+#define CV_SEARCH_MAX_WAITING 64 /* with --search-queue-ms: searches waiting for a slot */
 
 static void add_hit(void *arg, int rank, double sim, const char *key, const char *payload) {
     search_req *r = arg;
@@ -169,13 +172,39 @@ static void req_free(search_req *r) {
     free(r);
 }
 
+/* Takes one of the CV_SEARCH_MAX_AT_ONCE slots, waiting up to --search-queue-ms; 0: none came. */
+static int take_slot(cv_sync *s) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    long ms = s->o.search_queue_ms;
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += ms % 1000 * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+    pthread_mutex_lock(&s->search_mu);
+    int rc = 0;
+    while (s->search_running >= CV_SEARCH_MAX_AT_ONCE && ms > 0 && rc != ETIMEDOUT)
+        rc = pthread_cond_timedwait(&s->search_idle, &s->search_mu, &ts);
+    int got = s->search_running < CV_SEARCH_MAX_AT_ONCE;
+    if (got) s->search_running++;
+    pthread_mutex_unlock(&s->search_mu);
+    return got;
+}
+
 static void *search_thread(void *p) {
     search_req *r = p;
     cv_sync *s = r->s;
     uint64_t covered;
     double t0 = cv_now();
     cv_err e = CV_OK;
-    if (r->has_min && !cv_wait_until(s, r->min_lsn, r->wait_ms, &covered))
+    int slot = take_slot(s);
+    if (!slot) {
+        cv_buf m = {0};
+        cv_buf_printf(
+            &m, "too many searches at once (%d running; waited %ld ms, --search-queue-ms); retry shortly",
+            CV_SEARCH_MAX_AT_ONCE, s->o.search_queue_ms);
+        refuse(r, 503, "busy", m.p ? m.p : "too many searches at once");
+        free(m.p);
+    } else if (r->has_min && !cv_wait_until(s, r->min_lsn, r->wait_ms, &covered))
         cv_wait_reply_timeout(r->reply, r->min_lsn, covered, cv_now() - t0);
     else if ((e = run_search(r))) {
         cv_buf m = {0};
@@ -194,7 +223,8 @@ static void *search_thread(void *p) {
     }
     pthread_mutex_lock(&s->search_mu);
     s->searching--;
-    pthread_cond_signal(&s->search_idle);
+    s->search_running -= slot;
+    pthread_cond_broadcast(&s->search_idle); /* searches waiting for a slot, and search_idle_reset */
     pthread_mutex_unlock(&s->search_mu);
     req_free(r);
     return NULL;
@@ -319,7 +349,7 @@ static void on_search_common(cv_sync *s, const char *uri, void *reply, int fmt, 
     CV_ASSERT(r->fields);
     if (!(post ? check_body(r) : check_params(r))) goto done;
     pthread_mutex_lock(&s->search_mu);
-    int busy = s->searching >= CV_SEARCH_MAX_AT_ONCE;
+    int busy = s->searching >= CV_SEARCH_MAX_AT_ONCE + (s->o.search_queue_ms > 0 ? CV_SEARCH_MAX_WAITING : 0);
     if (!busy) s->searching++;
     pthread_mutex_unlock(&s->search_mu);
     pthread_t th;
@@ -327,7 +357,7 @@ static void on_search_common(cv_sync *s, const char *uri, void *reply, int fmt, 
         if (!busy) {
             pthread_mutex_lock(&s->search_mu);
             s->searching--;
-            pthread_cond_signal(&s->search_idle);
+            pthread_cond_broadcast(&s->search_idle);
             pthread_mutex_unlock(&s->search_mu);
         }
         refuse(r, 503, "busy", "too many searches at once; retry shortly");
