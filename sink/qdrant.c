@@ -643,7 +643,7 @@ static cv_err index_fields(q_sink *q, const cv_sink_filter *f) {
             cv_info("event=payload_index_created store=qdrant collection=%s field=%s schema=%s", q->coll,
                     f->c[i].field, cv_sink_filter_qdrant_schema(&f->c[i]));
         }
-        free(body.p), free(path.p);
+        free(path.p); /* the body is the call's */
     }
     return e;
 }
