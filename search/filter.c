@@ -226,7 +226,6 @@ int cv_search_filter_url(const char *uri, const cv_search_fields *fs, cv_search_
             ok = 0;
             break;
         }
-        if (!val.len) continue; /* an empty box: no condition */
         const char *dot = strrchr(name.p, '.');
         cv_fop op = CV_FOP_EQ;
         size_t flen = strlen(name.p);
@@ -245,6 +244,7 @@ int cv_search_filter_url(const char *uri, const cv_search_fields *fs, cv_search_
             op = (cv_fop)k, flen = (size_t)(dot - name.p);
         }
         int fi = field_of(fs, name.p, flen, err);
+        if (fi >= 0 && !val.len) continue; /* an empty box of a known field: no condition */
         ok = fi >= 0 && add_cond(out, fs, fi, op, val.p, NULL, name.p, err);
     }
     free(name.p), free(raw.p), free(val.p);

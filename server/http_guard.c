@@ -333,7 +333,12 @@ void cv_http_on_options(cv_http_req *r) {
         cv_http_error(r, 500, "internal", "out of memory");
         return;
     }
-    const char *methods = r->ep->post ? "POST, OPTIONS" : "GET, HEAD, OPTIONS";
+    int get = 0, post = 0; /* a path may have a GET and a POST endpoint (sync's /search) */
+    for (int i = 0; i < r->h->neps; i++)
+        if (!strcmp(r->h->eps[i].path, r->ep->path)) post |= r->h->eps[i].post, get |= !r->h->eps[i].post;
+    const char *methods = get && post ? "GET, HEAD, POST, OPTIONS"
+                          : post      ? "POST, OPTIONS"
+                                      : "GET, HEAD, OPTIONS";
     MHD_add_response_header(resp, "Allow", methods);
     if (r->cors) {
         MHD_add_response_header(resp, "Access-Control-Allow-Methods", methods);

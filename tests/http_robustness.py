@@ -632,6 +632,10 @@ def sync_checks(addr, key):
             dict(auth, **{"Content-Type": "application/json"}))
     check("sync port, right key: POST /search with a filter 200 with 2 hits", r[0] == 200 and
           len(json.loads(r[3]).get("results", [])) == 2, r[3][:160])
+    for qs, name in (("authr=", b"authr"), ("year.gte=", None), ("year.gte=x", b"year.gte")):
+        r = req(addr, "GET", "/search?q=aliens&" + qs, None, auth)
+        check(f"/search?q=aliens&{qs}: " + ("400 naming " + name.decode() if name else "an empty box of a known "
+              "field is no condition (200)"), r[0] == 400 and name in r[3] if name else r[0] == 200, r[3][:120])
     r = req(addr, "GET", "/?q=aliens+invade+the+earth", None, auth)
     check("GET /?q=... renders the hits on the server", r[0] == 200 and r[3].count(b'class=hit') >= 5 and
           r[2].get("content-type", "").startswith("text/html"))
