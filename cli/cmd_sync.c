@@ -162,7 +162,7 @@ int cv_cmd_sync(int argc, char **argv, const char *which) {
     cv_conf_prop props[NPROPS];
     for (int i = 0; i < NPROPS; i++)
         if (serves || (strcmp(PROPS[i].name, "http") && strncmp(PROPS[i].name, "http-", 5) &&
-                       strcmp(PROPS[i].name, "metrics-auth")))
+                       strcmp(PROPS[i].name, "metrics-auth") && strcmp(PROPS[i].name, "search-queue-ms")))
             props[nprops++] = PROPS[i];
     sync_conf c;
     memset(&c, 0, sizeof c);
