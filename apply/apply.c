@@ -22,7 +22,7 @@
 #include <string.h>
 
 #include "../common/cv_buf.h"
-#include "../common/cv_keytext.h"
+#include "../pg/cv_keytext.h"
 #include "../common/cv_log.h"
 #include "../common/cv_lsn.h"
 #include "../common/cv_time.h"
@@ -54,7 +54,8 @@ struct cv_apply {
 void cv_change_free(cv_change *c) {
     for (int k = 0; c->key && c->key[k]; k++)
         free(c->key[k]);
-    free(c->key), free(c->text), free(c->payload), free(c->keep), free(c->fail), free(c->vec), free(c->wire);
+    free(c->key), free(c->text), free(c->payload), free(c->keep), free(c->fail), free(c->vec),
+        free(c->encoded);
     memset(c, 0, sizeof *c);
 }
 
@@ -211,10 +212,15 @@ static int embed_refused(cv_err e) {
 }
 
 cv_err cv_apply_embed1(cv_apply *a, const char *text, float *vec) {
+    if (!a->o.client) return CV_ERR_UNSUPPORTED;
     const char *t[1] = {text};
-    embed_start(a, t, 1, vec, 0);
-    char msg[256];
-    cv_err e = embed_wait(a, msg, sizeof msg);
+    size_t len[1] = {strlen(text)};
+    char msg[256] = "";
+    int dim = 0;
+    /* a search: the model's query prompt */
+    cv_err e = cv_client_embed_query(a->o.client, t, len, 1, vec, a->o.dim, &dim, msg, sizeof msg);
+    if (!e && dim != a->o.dim)
+        e = CV_ERR_FORMAT, snprintf(msg, sizeof msg, "dimension %d, expected %d", dim, a->o.dim);
     if (e) cv_error("event=embed_failed error=\"%s: %s\"", cv_strerror(e), msg);
     return e;
 }
@@ -359,6 +365,13 @@ static void step_decide(step *s) {
             uint8_t h[32];
             sha256(c->text, strlen(c->text), h);
             if (!s->found[i] || s->force || memcmp(h, s->hash[i], 32) != 0) {
+                if (!a->o.client) { /* a Kafka sink stage: it embeds nothing */
+                    dead_add(s->dead, c->key,
+                             "the change carries a text and no vector, and this process has no model: read "
+                             "a worker's embeddings topic (cdcvec worker), not the change topic");
+                    s->gone[s->ng++] = c; /* its stale vector goes */
+                    continue;
+                }
                 memcpy(s->hash[i], h, 32);
                 r.hash = s->hash[i];
                 s->embc[s->nt] = c;

@@ -36,7 +36,8 @@ typedef struct cv_change {
     uint64_t lsn;          /* end LSN of the source transaction */
     double commit_unix;    /* its commit time */
     int txn_seq, txn_size; /* position within the transaction, and its number of changes */
-    char *wire;            /* capture --format quix: the message, as the tutorial's CDC service writes it */
+    char *
+        encoded; /* the outlet's own encoding of the change, made from the row's values (outlet.h), or NULL */
 } cv_change;
 
 void cv_change_free(cv_change *c);
@@ -47,7 +48,8 @@ typedef cv_err (*cv_apply_fetch_fn)(void *arg, cv_change **chg, int n);
 
 typedef struct cv_apply_opts {
     cv_sink *sink;
-    cv_client *client; /* embedding service (in-process or remote) */
+    cv_client *client; /* embedding service (in-process or remote); NULL: none (a Kafka sink stage:
+                          a change without a vector is a dead letter) */
     int dim;
     cv_metrics *reg;       /* counters registered once here; they live as long as reg */
     int key_exact;         /* 1: two keys are equal exactly when their text forms are (int, text, uuid...) */

@@ -11,11 +11,12 @@
 #include "../ingest/ingest.h"
 #include "../search/search.h"
 #include "cli.h"
+#include "pipeline.h"
 
 typedef struct {
     const char *source, *table, *text_column, *template_, *sink, *ns, *embed, *slot, *publication, *http,
-        *model, *device, *after, *on_error, *key, *point_ids;
-    long batch_rows, threads, resnapshot, force, limit, max_text_bytes, repair, show, sink_writers,
+        *model, *device, *after, *on_error, *key, *point_ids, *config;
+    long print, batch_rows, threads, resnapshot, force, limit, max_text_bytes, repair, show, sink_writers,
         index_memory, wal_warn_mb, search_queue_ms;
     double batch_ms, ready_lag_s;
     cv_cli_http hl;
@@ -23,6 +24,11 @@ typedef struct {
 
 #define F(x) offsetof(sync_conf, x)
 static const cv_conf_prop PROPS[] = {
+    {"config", "CDCVEC_CONFIG", CV_CONF_STR, "", 0, 0, F(config),
+     "pipeline file (YAML: source, defaults, tables; see 'The pipeline file' below); the command line may "
+     "then set only what the file leaves to defaults"},
+    {"print", NULL, CV_CONF_INT, "0", 0, 1, F(print),
+     "1 (or --print alone): print the resolved pipeline as YAML (no password) and exit without connecting"},
     {"source", "CDCVEC_SOURCE", CV_CONF_STR, "", 0, 0, F(source),
      "source database: libpq connection string or postgres:// URI (required; a password belongs in "
      "PGPASSWORD "
@@ -109,10 +115,102 @@ static const cv_conf_prop PROPS[] = {
 
 static volatile sig_atomic_t stop_flag;
 
+/* Where each option may stand in the pipeline file (pipeline.h): the table's own, the process's,
+ * or only the command line. */
+static unsigned char scope_of(const char *name) {
+    static const char *const table[] = {"table",        "text-column", "template",   "sink",
+                                        "namespace",    "point-ids",   "batch-rows", "sink-writers",
+                                        "index-memory", "batch-ms",    "on-error",   NULL};
+    static const char *const cli[] = {"config", "print",  "resnapshot", "force", "after",
+                                      "limit",  "repair", "key",        "show",  NULL};
+    if (!strcmp(name, "source")) return CV_PIPE_SOURCE;
+    for (int i = 0; table[i]; i++)
+        if (!strcmp(name, table[i])) return CV_PIPE_TABLE;
+    for (int i = 0; cli[i]; i++)
+        if (!strcmp(name, cli[i])) return CV_PIPE_CLI;
+    return CV_PIPE_PROCESS;
+}
+
+/* The options of one table for the runtime; the values that are names checked (-1 after saying
+ * which is wrong). */
+static int conf_opts(const char *which, const sync_conf *c, cv_sync_opts *o) {
+    *o = (cv_sync_opts){.source = c->source,
+                        .table = c->table,
+                        .text_column = c->text_column,
+                        .template_ = c->template_,
+                        .sink = c->sink,
+                        .ns = c->ns,
+                        .embed = c->embed,
+                        .slot = c->slot,
+                        .publication = c->publication,
+                        .batch_rows = c->batch_rows,
+                        .batch_ms = c->batch_ms,
+                        .wal_warn_mb = c->wal_warn_mb,
+                        .ready_lag_s = c->ready_lag_s,
+                        .search_queue_ms = c->search_queue_ms,
+                        .http = c->http,
+                        .model_dir = c->model,
+                        .threads = (int)c->threads,
+                        .resnapshot = (int)c->resnapshot,
+                        .force = (int)c->force,
+                        .after = c->after,
+                        .max_text_bytes = c->max_text_bytes,
+                        .sink_writers = (int)c->sink_writers,
+                        .index_memory_mb = (int)c->index_memory};
+    cv_cli_http_opts(&c->hl, &o->http_opts);
+    if (cv_cli_parse_device(c->device, &o->device)) return -1;
+    if (cv_cli_point_ids(which, c->point_ids, &o->uuid_ids)) return -1;
+    if (strcmp(c->on_error, "stop") == 0)
+        o->on_error_stop = 1;
+    else if (strcmp(c->on_error, "dead-letter") != 0) {
+        fprintf(stderr, "cdcvec %s: --on-error: expected dead-letter or stop, got '%s'\n", which,
+                c->on_error);
+        return -1;
+    }
+    return 0;
+}
+
+/* --config: the file's one table into c (0), or -1 / 1 (printed) after refusing. */
+static int from_file(const char *which, const cv_conf_prop *props, int n, int argc, char **argv, sync_conf *c,
+                     cv_pipeline *pl) {
+    unsigned char scope[NPROPS];
+    const char *choices[NPROPS];
+    for (int i = 0; i < n; i++) {
+        scope[i] = scope_of(props[i].name);
+        choices[i] = !strcmp(props[i].name, "on-error")    ? "dead-letter|stop"
+                     : !strcmp(props[i].name, "point-ids") ? "auto|uuid"
+                     : !strcmp(props[i].name, "device")    ? "auto|cpu|cuda"
+                                                           : NULL;
+    }
+    if (cv_pipeline_open(which, c->config, props, scope, choices, n, argc, argv, c, sizeof *c, pl)) return -1;
+    for (int j = 0; j < pl->ntables; j++) {
+        char w[512];
+        snprintf(w, sizeof w, "%s: %s:%d: tables[%d] (%s)", which, pl->file, pl->tables[j].line, j,
+                 pl->tables[j].table);
+        if (conf_opts(w, pl->tables[j].conf, &pl->tables[j].opts)) return -1;
+        pl->tables[j].opts.source = pl->source;
+    }
+    if (c->print) {
+        cv_pipeline_print(stdout, pl, props, scope, n);
+        return 1;
+    }
+    if (cv_pipeline_runnable(which, pl)) return -1;
+    *c = *(const sync_conf *)pl->tables[0].conf;
+    c->source = pl->source;
+    return 0;
+}
+
 int cv_cmd_sync(int argc, char **argv, const char *which) {
     if (argc > 1 && strcmp(argv[1], "--config-markdown") == 0) {
         cv_conf_markdown(stdout, PROPS, NPROPS);
         cv_cli_api_key_markdown(stdout);
+        return 0;
+    }
+    if (argc > 1 && strcmp(argv[1], "--pipeline-markdown") == 0) {
+        unsigned char scope[NPROPS];
+        for (int i = 0; i < NPROPS; i++)
+            scope[i] = scope_of(PROPS[i].name);
+        cv_pipeline_markdown(stdout, PROPS, scope, NPROPS);
         return 0;
     }
     const char *query = NULL;
@@ -180,46 +278,37 @@ int cv_cmd_sync(int argc, char **argv, const char *which) {
             ? "\n\nKeeps a pgvector index in step with a PostgreSQL table until SIGTERM.\nThe HTTP API key "
               "(--http) is read from CDCVEC_API_KEY or the file named by CDCVEC_API_KEY_FILE."
             : "");
+    for (int i = 1; i < argc; i++) /* --print alone */
+        if (!strcmp(argv[i], "--print") &&
+            (i + 1 == argc || (strcmp(argv[i + 1], "0") && strcmp(argv[i + 1], "1"))))
+            argv[i] = "--print=1";
     int rc = cv_conf_parse(props, nprops, &c, argc, argv, usage);
     if (rc) return rc == 1 ? 0 : 2;
+    cv_pipeline pl = {0};
+    if (*c.config) {
+        rc = from_file(which, props, nprops, argc, argv, &c, &pl);
+        if (rc) {
+            cv_pipeline_free(&pl);
+            return rc == 1 ? 0 : 2;
+        }
+    }
     if (!*c.source) {
         fprintf(stderr, "cdcvec %s: --source (or CDCVEC_SOURCE) is required, e.g. postgres://user@host/db\n",
                 which);
         return 2;
     }
     if (cv_cli_check_pg(which, "source", c.source) || cv_cli_check_sink(which, c.sink)) return 2;
-    cv_sync_opts o = {.source = c.source,
-                      .table = c.table,
-                      .text_column = c.text_column,
-                      .template_ = c.template_,
-                      .sink = c.sink,
-                      .ns = c.ns,
-                      .embed = c.embed,
-                      .slot = c.slot,
-                      .publication = c.publication,
-                      .batch_rows = c.batch_rows,
-                      .batch_ms = c.batch_ms,
-                      .wal_warn_mb = c.wal_warn_mb,
-                      .ready_lag_s = c.ready_lag_s,
-                      .search_queue_ms = c.search_queue_ms,
-                      .http = c.http,
-                      .model_dir = c.model,
-                      .threads = (int)c.threads,
-                      .resnapshot = (int)c.resnapshot,
-                      .force = (int)c.force,
-                      .after = c.after,
-                      .max_text_bytes = c.max_text_bytes,
-                      .sink_writers = (int)c.sink_writers,
-                      .index_memory_mb = (int)c.index_memory};
-    cv_cli_http_opts(&c.hl, &o.http_opts);
-    if (cv_cli_parse_device(c.device, &o.device)) return 2;
-    if (cv_cli_point_ids(which, c.point_ids, &o.uuid_ids)) return 2;
-    if (strcmp(c.on_error, "stop") == 0)
-        o.on_error_stop = 1;
-    else if (strcmp(c.on_error, "dead-letter") != 0) {
-        fprintf(stderr, "cdcvec %s: --on-error: expected dead-letter or stop, got '%s'\n", which, c.on_error);
-        return 2;
+    if (c.print) { /* today's flags: a pipeline of one table */
+        unsigned char scope[NPROPS];
+        for (int i = 0; i < nprops; i++)
+            scope[i] = scope_of(props[i].name);
+        if (!cv_pipeline_from_flags(&pl, c.source, c.table, &c, sizeof c))
+            cv_pipeline_print(stdout, &pl, props, scope, nprops);
+        cv_pipeline_free(&pl);
+        return 0;
     }
+    cv_sync_opts o;
+    if (conf_opts(which, &c, &o)) return 2;
     o.search = query != NULL;
     char *key = NULL;
     if (strcmp(which, "sync") == 0 && cv_cli_api_key(which, &key)) return 2;
@@ -229,7 +318,9 @@ int cv_cmd_sync(int argc, char **argv, const char *which) {
     if (strcmp(which, "backfill") == 0) return cv_backfill_run(&o, &stop_flag);
     if (action) return cv_dead_letters_run(&o, action, *c.key ? c.key : NULL, &stop_flag);
     if (strcmp(which, "verify") == 0) return cv_verify_run(&o, (int)c.repair, c.show, &stop_flag);
+    o.outlet = cv_search_outlet(); /* the apply stage, the search page and /wait */
     rc = cv_sync_run(&o, &stop_flag);
     free(key);
+    cv_pipeline_free(&pl);
     return rc;
 }

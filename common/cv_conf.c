@@ -10,7 +10,7 @@
 
 #include "cv_buf.h"
 
-static int set(const cv_conf_prop *p, void *target, const char *value, const char *source) {
+int cv_conf_set(const cv_conf_prop *p, void *target, const char *value, const char *source) {
     char *end;
     errno = 0;
     switch (p->type) {
@@ -43,12 +43,12 @@ int cv_conf_parse(const cv_conf_prop *props, int n, void *target, int argc, char
                   const char *usage_line) {
     char src[160];
     for (int i = 0; i < n; i++)
-        if (set(&props[i], target, props[i].def, "default")) return 2;
+        if (cv_conf_set(&props[i], target, props[i].def, "default")) return 2;
     for (int i = 0; i < n; i++) {
         const char *v = props[i].env ? getenv(props[i].env) : NULL;
         if (!v) continue;
         snprintf(src, sizeof src, "environment variable %s", props[i].env);
-        if (set(&props[i], target, v, src)) return 2;
+        if (cv_conf_set(&props[i], target, v, src)) return 2;
     }
     for (int a = 1; a < argc; a++) {
         const char *arg = argv[a];
@@ -77,7 +77,7 @@ int cv_conf_parse(const cv_conf_prop *props, int n, void *target, int argc, char
             return 2;
         }
         snprintf(src, sizeof src, "--%s", p->name);
-        if (set(p, target, v, src)) return 2;
+        if (cv_conf_set(p, target, v, src)) return 2;
     }
     return 0;
 }

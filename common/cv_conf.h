@@ -30,6 +30,9 @@ typedef struct cv_conf_prop {
  * that names the option or variable and the accepted values. */
 int cv_conf_parse(const cv_conf_prop *props, int n, void *target, int argc, char **argv,
                   const char *usage_line);
+/* One property from text (source names where it came from in the error: "--name", a file's
+ * "path:line:col: key"). 0, or -1 after printing the accepted values. */
+int cv_conf_set(const cv_conf_prop *p, void *target, const char *value, const char *source);
 void cv_conf_usage(FILE *f, const cv_conf_prop *props, int n, const char *usage_line);
 /* The properties as a Markdown table (for docs/). */
 void cv_conf_markdown(FILE *f, const cv_conf_prop *props, int n);

@@ -1,4 +1,4 @@
-/* cv_err.h: the one error enum of cdcvec, its messages and retriability. */
+/* cv_err.h: the one error enum of cdcvec, its messages, and a failure's classification. */
 #ifndef CV_ERR_H
 #define CV_ERR_H
 
@@ -28,6 +28,19 @@ typedef enum cv_err {
 
 /* Static, never NULL. */
 const char *cv_strerror(cv_err e);
+
+/* A failure classified once, where it entered (libpq: cv_pg.h; the stores: sink.h; Kafka:
+ * kafka/); the stage loop decides retry or stop from it (runtime/loop.h). */
+typedef struct cv_fault {
+    int retriable; /* 1: the same call may succeed later (back off, retry); 0: stop, fix first */
+    /* static label, usable as a Prometheus label value: "connection", "auth", "privilege",
+     * "missing_object", "config", "resources", "data", "conflict" or "server"; NULL: not
+     * classified */
+    const char *kind;
+    /* static sentence naming what the user should do (no '%' in it), or NULL when retrying
+     * is the fix */
+    const char *fix;
+} cv_fault;
 
 /* Broken invariant: abort with file:line. Not for errors from outside the process. */
 #define CV_ASSERT(cond)                                                                                      \

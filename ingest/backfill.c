@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "../common/cv_buf.h"
-#include "../common/cv_keytext.h"
+#include "../pg/cv_keytext.h"
 #include "../common/cv_log.h"
 #include "../common/cv_lsn.h"
 #include "sync_impl.h"
@@ -96,10 +96,7 @@ cv_err cv_sync_backfill(cv_sync *s, PGconn *db, uint64_t position, int force, co
                 in_flight = 1;
         }
         const double tp = cv_now();
-        if ((e = cv_sync_deliver(s, chg, n, 0, position, force, 0))) {
-            e = cv_sync_batch_failed(s, e);
-            break;
-        }
+        if ((e = cv_sync_deliver(s, chg, n, 0, position, force, 0))) break; /* classified */
         cv_debug("event=backfill_page table=%s rows=%d read_ms=%.1f apply_ms=%.1f next_in_flight=%d",
                  s->t.qualified, n, (tp - tr) * 1e3, (cv_now() - tp) * 1e3, in_flight);
         done += n;

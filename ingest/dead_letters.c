@@ -18,7 +18,7 @@
 #include <string.h>
 
 #include "../common/cv_buf.h"
-#include "../common/cv_keytext.h"
+#include "../pg/cv_keytext.h"
 #include "../common/cv_log.h"
 #include "sync_impl.h"
 
@@ -213,7 +213,7 @@ static cv_err dl_retry(cv_sync *s, cv_dl *d, const char *key, long *retried, lon
         for (int i = 0; i < n; i++)
             cv_key_free(vals[i]);
         if (!e) { /* consumed */
-            if ((e = cv_sync_deliver(s, chg, n, 0, pos, 0, 0))) e = cv_sync_batch_failed(s, e);
+            e = cv_sync_deliver(s, chg, n, 0, pos, 0, 0);
         } else {
             for (int i = 0; i < n; i++)
                 cv_change_free(&chg[i]);

@@ -4,8 +4,9 @@
  * the process runs (a source or store outage is not a reason to restart it), /readyz answers
  * 200 only while the stage does its job now: streaming from the slot (or consuming its topic),
  * the source database and the store reachable, the oldest committed change not yet in the
- * store younger than --ready-lag-s, the slot's retained WAL under --wal-warn-mb, and a Kafka
- * broker reachable within --broker-down-s (kafka/client.h).
+ * store younger than --ready-lag-s, the slot's retained WAL under --wal-warn-mb, and each peer
+ * a stage registered (cv_health_peer: a Kafka client's brokers, kafka/client.h) reachable within
+ * --broker-down-s.
  *
  * The lag is read from the server, not guessed from the stream: every second a connection of
  * its own reads pg_current_wal_lsn() against the slot's confirmed_flush_lsn (lag) and
@@ -25,7 +26,6 @@
 #include "../common/cv_buf.h"
 #include "../common/cv_log.h"
 #include "../common/cv_signal.h"
-#include "../kafka/client.h"
 #include "pgvalue.h"
 #include "sync_impl.h"
 
@@ -46,8 +46,8 @@ struct cv_health {
     double skew; /* the source's clock minus ours: commit times are the source's */
     int over, lost, unreserved;
     double over_logged;
-    cv_kafka_metrics *km[4]; /* Kafka clients whose broker contact counts */
-    int nkm;
+    cv_health_peer peer[4]; /* peers whose contact counts (Kafka clients' brokers) */
+    int npeer;
     cv_metric *m_lag_s, *m_retained, *m_over, *m_lost, *m_source_up, *m_ready;
 };
 
@@ -57,15 +57,15 @@ cv_err cv_health_open(cv_sync *s) {
     pthread_mutex_init(&h->mu, NULL);
     h->s = s;
     h->store_ok = h->source_up = 1;
-    cv_metrics *r = s->reg;
+    cv_metrics *r = s->rt.reg;
     h->m_ready = cv_metrics_gauge(r, "cdcvec_ready",
                                   "1 while /readyz answers 200 (the stage does its job now).", NULL);
-    s->health = h;
+    s->rt.health = h;
     return CV_OK;
 }
 
 void cv_health_stop(cv_sync *s) {
-    struct cv_health *h = s->health;
+    struct cv_health *h = s->rt.health;
     if (!h || !h->started) return;
     pthread_mutex_lock(&h->mu);
     h->stop = 1;
@@ -75,28 +75,28 @@ void cv_health_stop(cv_sync *s) {
 }
 
 void cv_health_close(cv_sync *s) {
-    struct cv_health *h = s->health;
+    struct cv_health *h = s->rt.health;
     if (!h) return;
     cv_health_stop(s);
     pthread_mutex_destroy(&h->mu);
     free(h->slot);
     free(h);
-    s->health = NULL;
+    s->rt.health = NULL;
 }
 
-void cv_health_kafka(cv_sync *s, struct cv_kafka_metrics *km) {
-    struct cv_health *h = s->health;
+void cv_health_peer_add(cv_sync *s, const cv_health_peer *p) {
+    struct cv_health *h = s->rt.health;
     if (!h) return;
     pthread_mutex_lock(&h->mu);
     int have = 0;
-    for (int i = 0; i < h->nkm; i++)
-        have |= h->km[i] == km;
-    if (!have && h->nkm < 4) h->km[h->nkm++] = km;
+    for (int i = 0; i < h->npeer; i++)
+        have |= h->peer[i].arg == p->arg;
+    if (!have && h->npeer < 4) h->peer[h->npeer++] = *p;
     pthread_mutex_unlock(&h->mu);
 }
 
 void cv_health_streaming(cv_sync *s, int on) {
-    struct cv_health *h = s->health;
+    struct cv_health *h = s->rt.health;
     if (!h) return;
     pthread_mutex_lock(&h->mu);
     h->streaming = on;
@@ -104,7 +104,7 @@ void cv_health_streaming(cv_sync *s, int on) {
 }
 
 void cv_health_slot(cv_sync *s, const char *slot) {
-    struct cv_health *h = s->health;
+    struct cv_health *h = s->rt.health;
     if (!h || !slot) return;
     pthread_mutex_lock(&h->mu);
     if (!h->slot || strcmp(h->slot, slot)) {
@@ -115,7 +115,7 @@ void cv_health_slot(cv_sync *s, const char *slot) {
 }
 
 void cv_health_store(cv_sync *s, int ok) {
-    struct cv_health *h = s->health;
+    struct cv_health *h = s->rt.health;
     if (!h) return;
     pthread_mutex_lock(&h->mu);
     h->store_ok = ok;
@@ -123,7 +123,7 @@ void cv_health_store(cv_sync *s, int ok) {
 }
 
 void cv_health_unapplied(cv_sync *s, double commit_unix) {
-    struct cv_health *h = s->health;
+    struct cv_health *h = s->rt.health;
     if (!h) return;
     if (commit_unix <= 0) commit_unix = cv_wall_now();
     pthread_mutex_lock(&h->mu);
@@ -132,7 +132,7 @@ void cv_health_unapplied(cv_sync *s, double commit_unix) {
 }
 
 void cv_health_applied(cv_sync *s) {
-    struct cv_health *h = s->health;
+    struct cv_health *h = s->rt.health;
     if (!h) return;
     pthread_mutex_lock(&h->mu);
     h->oldest_unapplied = 0;
@@ -165,11 +165,11 @@ static int verdict(struct cv_health *h, cv_buf *detail) {
     if (o->ready_lag_s > 0 && h->lag_s > o->ready_lag_s)
         FAIL("the oldest change not yet in the store committed %.1f s ago (--ready-lag-s %g)", h->lag_s,
              o->ready_lag_s);
-    for (int i = 0; i < h->nkm; i++) {
-        double down = cv_kafka_broker_down_s(h->km[i]);
+    for (int i = 0; i < h->npeer; i++) {
+        double down = h->peer[i].down_s(h->peer[i].arg);
         if (o->broker_down_s > 0 && down > o->broker_down_s)
-            FAIL("no Kafka broker reachable for %.0f s (%s; --broker-down-s %g)", down, h->km[i]->stage,
-                 o->broker_down_s);
+            FAIL("no %s reachable for %.0f s (%s; --broker-down-s %g)", h->peer[i].what, down,
+                 h->peer[i].stage, o->broker_down_s);
     }
 #undef FAIL
     if (detail) {
@@ -191,7 +191,7 @@ static int verdict(struct cv_health *h, cv_buf *detail) {
 
 int cv_health_ready(void *arg, cv_buf *detail) {
     cv_sync *s = arg;
-    struct cv_health *h = s->health;
+    struct cv_health *h = s->rt.health;
     if (!h) {
         if (detail) cv_buf_puts(detail, "{\"status\":\"not_ready\",\"reason\":\"starting\"}");
         return 0;
@@ -267,7 +267,7 @@ static int read_slot(struct cv_health *h, PGconn *db, cv_buf *why) {
                     o->wal_warn_mb);
             h->over = 0;
         }
-        cv_metric_set(h->s->m_lag, h->lag_bytes);
+        cv_metric_set(h->s->rt.m_lag, h->lag_bytes);
         cv_metric_set(h->m_retained, h->retained);
         cv_metric_set(h->m_over, h->over);
         cv_metric_set(h->m_lost, h->lost);
@@ -289,8 +289,8 @@ static void *monitor(void *arg) {
         verdict(h, NULL); /* keeps cdcvec_ready and the lag in seconds current */
         pthread_mutex_unlock(&h->mu);
         if (stop || cv_stopping()) break;
-        for (int i = 0; i < h->nkm; i++) /* nkm only grows before the thread starts */
-            cv_kafka_broker_watch(h->km[i], h->s->o.broker_down_s);
+        for (int i = 0; i < h->npeer; i++) /* npeer only grows before the thread starts */
+            if (h->peer[i].watch) h->peer[i].watch(h->peer[i].arg, h->s->o.broker_down_s);
         if (h->replication && cv_now() >= next) {
             next = cv_now() + MONITOR_INTERVAL;
             if (!db) {
@@ -328,9 +328,9 @@ static void *monitor(void *arg) {
 }
 
 cv_err cv_health_monitor(cv_sync *s, int replication) {
-    struct cv_health *h = s->health;
+    struct cv_health *h = s->rt.health;
     if (!h || h->started) return CV_OK;
-    cv_metrics *r = s->reg;
+    cv_metrics *r = s->rt.reg;
     h->replication = replication;
     if (!replication) goto start;
     h->m_lag_s = cv_metrics_gauge(r, "cdcvec_sync_replication_lag_seconds",

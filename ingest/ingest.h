@@ -15,6 +15,7 @@
 #include "../common/cv_err.h"
 #include "../models/minilm.h"
 #include "../server/server.h"
+#include "outlet.h"
 
 typedef struct cv_sync_opts {
     const char *source;      /* libpq connection string or URI of the source database */
@@ -35,20 +36,22 @@ typedef struct cv_sync_opts {
     const char *model_dir;
     cv_device device;
     int threads;
-    int resnapshot;      /* drop the slot and the sink state, then backfill again */
-    int force;           /* backfill: re-embed even when the text hash is unchanged */
-    const char *after;   /* backfill: resume after this primary key (the progress line's key text) */
-    int search;          /* only searching: the text column is not needed */
-    long max_text_bytes; /* with --embed: longer texts become dead letters, never sent */
-    int on_error_stop;   /* 1: a change that cannot be applied stops the sync (exit 1) instead of
-                            going to cdcvec.dead_letters */
-    int sink_writers;    /* pgvector: connections writing each batch in parallel (0: 1) */
-    int index_memory_mb; /* pgvector: the most maintenance_work_mem the HNSW build asks for (0: 1024) */
-    const struct cv_capture_opts *capture; /* cdcvec capture: changes go to Kafka (NULL: sync) */
-    long wal_warn_mb;     /* the slot's retained WAL above which cdcvec warns and is not ready (0: 1024) */
-    double ready_lag_s;   /* /readyz: 503 while the oldest unapplied commit is older (0: 60 s) */
-    long search_queue_ms; /* sync --http: a search beyond 16 at once waits this long for a slot (0: 503 at once) */
-    double broker_down_s; /* Kafka stages: no broker this long is an error and not ready (0: 60 s) */
+    int resnapshot;          /* drop the slot and the sink state, then backfill again */
+    int force;               /* backfill: re-embed even when the text hash is unchanged */
+    const char *after;       /* backfill: resume after this primary key (the progress line's key text) */
+    int search;              /* only searching: the text column is not needed */
+    long max_text_bytes;     /* with --embed: longer texts become dead letters, never sent */
+    int on_error_stop;       /* 1: a change that cannot be applied stops the sync (exit 1) instead of
+                                going to cdcvec.dead_letters */
+    int sink_writers;        /* pgvector: connections writing each batch in parallel (0: 1) */
+    int index_memory_mb;     /* pgvector: the most maintenance_work_mem the HNSW build asks for (0: 1024) */
+    const cv_outlet *outlet; /* what the command adds: where batches go, its routes (outlet.h);
+                                NULL: the apply stage, no routes */
+    long wal_warn_mb;        /* the slot's retained WAL above which cdcvec warns and is not ready (0: 1024) */
+    double ready_lag_s;      /* /readyz: 503 while the oldest unapplied commit is older (0: 60 s) */
+    long search_queue_ms;    /* sync --http: a search beyond 16 at once waits this long for a slot (0: 503 at
+                                once) */
+    double broker_down_s;    /* Kafka stages: no broker this long is an error and not ready (0: 60 s) */
 } cv_sync_opts;
 
 /* Runs until *stop becomes nonzero (then finishes the batch in hand, acknowledges, returns

@@ -10,27 +10,25 @@
 
 #include "../common/cv_buf.h"
 #include "../common/cv_log.h"
-#include "../common/cv_names.h"
-#include "../kafka/kafka.h"
-#include "../search/search.h"
+#include "../pg/cv_names.h"
 #include "sync_impl.h"
 
 void cv_sync_error(cv_sync *s, const char *stage, const cv_pg_fault *f) {
     const char *kind = f && f->kind ? f->kind : "connection";
     if (f) s->fault = *f;
     cv_metric *m = NULL;
-    for (int i = 0; i < s->n_err_series; i++)
-        if (!strcmp(s->err_series[i].stage, stage) && !strcmp(s->err_series[i].kind, kind))
-            m = s->err_series[i].m;
-    if (!m && s->reg && s->n_err_series < (int)(sizeof s->err_series / sizeof s->err_series[0])) {
+    for (int i = 0; i < s->rt.n_err_series; i++)
+        if (!strcmp(s->rt.err_series[i].stage, stage) && !strcmp(s->rt.err_series[i].kind, kind))
+            m = s->rt.err_series[i].m;
+    if (!m && s->rt.reg && s->rt.n_err_series < (int)(sizeof s->rt.err_series / sizeof s->rt.err_series[0])) {
         cv_buf labels = {0};
         cv_buf_printf(&labels, "stage=\"%s\",kind=\"%s\"", stage, kind);
-        m = cv_metrics_counter(s->reg, "cdcvec_sync_errors_total", "Sync errors by stage and kind.",
+        m = cv_metrics_counter(s->rt.reg, "cdcvec_sync_errors_total", "Sync errors by stage and kind.",
                                labels.p);
         free(labels.p);
-        s->err_series[s->n_err_series].stage = stage; /* static strings */
-        s->err_series[s->n_err_series].kind = kind;
-        s->err_series[s->n_err_series++].m = m;
+        s->rt.err_series[s->rt.n_err_series].stage = stage; /* static strings */
+        s->rt.err_series[s->rt.n_err_series].kind = kind;
+        s->rt.err_series[s->rt.n_err_series++].m = m;
     }
     cv_metric_add(m, 1);
 }
@@ -46,7 +44,6 @@ void cv_sync_retry_text(const cv_sync *s, cv_err e, char *out, size_t n) {
 /* A failed batch: counted by stage and kind; permanent when the store refused for good or a
  * change failed under --on-error stop. */
 cv_err cv_sync_batch_failed(cv_sync *s, cv_err e) {
-    if (s->cap) return e; /* capture classified its failure where it happened */
     if (e == CV_ERR_ARG) {
         s->fault = (cv_pg_fault){0, "data",
                                  "fix the row (its key and reason are logged above) or run with "
@@ -78,8 +75,8 @@ static cv_err http_without_model(cv_sync *s, const cv_sync_opts *o, const cv_htt
                          .nroutes = nroutes,
                          .ready = cv_health_ready,
                          .ready_arg = s};
-    cv_err e = cv_server_start(NULL, &so, &s->server);
-    if (!e) s->reg = cv_server_metrics(s->server);
+    cv_err e = cv_server_start(NULL, &so, &s->rt.server);
+    if (!e) s->rt.reg = cv_server_metrics(s->rt.server);
     return e;
 }
 
@@ -88,41 +85,38 @@ cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o) {
     s->o = *o;
     /* with --embed (and capture): the facts CV_MODEL_ID declares, the server being a cdcvec serve
      * of it; its answers of another dimension are refused (apply.c) */
-    s->mf = (cv_model_facts){.id = CV_MODEL_ID, .dim = CV_MODEL_DIM, .pooling = "mean"};
-    s->dim = s->mf.dim;
+    s->rt.mf = (cv_model_facts){.id = CV_MODEL_ID, .dim = CV_MODEL_DIM, .pooling = "mean"};
+    s->rt.dim = s->rt.mf.dim;
     pthread_mutex_init(&s->search_mu, NULL);
     pthread_cond_init(&s->search_idle, NULL);
-    cv_search_routes(s);
-    cv_wait_route(s, &s->routes[3]);
+    const cv_outlet *out = o->outlet;
+    int nroutes = out && out->routes ? out->nroutes : 0;
+    if (nroutes) out->routes(s, s->rt.routes);
+    int no_model = out && out->no_model;
     cv_err e;
     cv_buf url = {0};
-    if (o->capture) { /* no model: changes go to Kafka with their texts; HTTP for /metrics only */
+    if (no_model || (o->embed && *o->embed)) {
+        /* no model here: capture and the Kafka sink stage (vectors come with the changes), or
+         * sync --embed (a remote server embeds); HTTP for /metrics and the outlet's routes */
+        if (!no_model) cv_buf_puts(&url, o->embed);
         if (o->http && *o->http) {
-            if ((e = http_without_model(s, o, NULL, 0))) return e;
-        } else {
-            s->reg = cv_metrics_new();
-            s->own_reg = 1;
-        }
-    } else if (o->embed && *o->embed) {
-        cv_buf_puts(&url, o->embed);
-        if (o->http && *o->http) { /* this process's own /metrics, /wait and search page */
-            if ((e = http_without_model(s, o, s->routes, 4))) {
+            if ((e = http_without_model(s, o, s->rt.routes, nroutes))) {
                 free(url.p);
                 return e;
             }
         } else {
-            s->reg = cv_metrics_new();
-            s->own_reg = 1;
+            s->rt.reg = cv_metrics_new();
+            s->rt.own_reg = 1;
         }
     } else {
         cv_minilm_opts mo = {.threads = o->threads, .device = o->device};
         if ((e = cv_minilm_load(o->model_dir && *o->model_dir ? o->model_dir : cv_minilm_default_dir(), &mo,
-                                &s->model))) {
+                                &s->rt.model))) {
             cv_error("event=model_unavailable fix=\"%s\"", cv_minilm_fetch_fix());
             return e;
         }
-        s->mf = *cv_minilm_facts(s->model);
-        s->dim = s->mf.dim;
+        s->rt.mf = *cv_minilm_facts(s->rt.model);
+        s->rt.dim = s->rt.mf.dim;
         cv_buf_printf(&url, "inproc://cdcvec-sync-%d", (int)getpid());
         /* in-process, a text is only ever read up to its first 256 tokens: no size limit but
          * PostgreSQL's own (1 GB a value) */
@@ -135,41 +129,41 @@ cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o) {
                              .max_message_bytes = 1 << 30,
                              .max_texts = 4096,
                              .max_text_bytes = 1 << 30,
-                             .model_id = s->mf.id,
+                             .model_id = s->rt.mf.id,
                              .api_key = o->api_key,
                              .http_opts = o->http_opts,
-                             .routes = s->routes,
-                             .nroutes = 4,
+                             .routes = s->rt.routes,
+                             .nroutes = nroutes,
                              .ready = cv_health_ready,
                              .ready_arg = s};
-        if ((e = cv_server_start(s->model, &so, &s->server))) {
+        if ((e = cv_server_start(s->rt.model, &so, &s->rt.server))) {
             free(url.p);
             return e;
         }
-        s->reg = cv_server_metrics(s->server);
+        s->rt.reg = cv_server_metrics(s->rt.server);
     }
-    if (!o->capture) {
+    if (!no_model) {
         cv_client_opts co = {.timeout_ms = 120000, .retries = 20, .backoff_ms = 20};
-        e = cv_client_open(url.p, &co, &s->client);
+        e = cv_client_open(url.p, &co, &s->rt.client);
     }
     free(url.p);
     if (e) return e;
-    cv_metrics *r = s->reg;
+    cv_metrics *r = s->rt.reg;
     static const char *ch = "Source changes applied, by kind.";
-    s->m_changes_ins = cv_metrics_counter(r, "cdcvec_sync_changes_total", ch, "kind=\"insert\"");
-    s->m_changes_upd = cv_metrics_counter(r, "cdcvec_sync_changes_total", ch, "kind=\"update\"");
-    s->m_changes_del = cv_metrics_counter(r, "cdcvec_sync_changes_total", ch, "kind=\"delete\"");
-    s->m_changes_trunc = cv_metrics_counter(r, "cdcvec_sync_changes_total", ch, "kind=\"truncate\"");
-    s->m_lag = cv_metrics_gauge(r, "cdcvec_sync_replication_lag_bytes",
-                                "pg_current_wal_lsn() minus the slot's confirmed_flush_lsn (the position "
-                                "committed to the store), read from the server every second.",
-                                NULL);
+    s->rt.m_changes_ins = cv_metrics_counter(r, "cdcvec_sync_changes_total", ch, "kind=\"insert\"");
+    s->rt.m_changes_upd = cv_metrics_counter(r, "cdcvec_sync_changes_total", ch, "kind=\"update\"");
+    s->rt.m_changes_del = cv_metrics_counter(r, "cdcvec_sync_changes_total", ch, "kind=\"delete\"");
+    s->rt.m_changes_trunc = cv_metrics_counter(r, "cdcvec_sync_changes_total", ch, "kind=\"truncate\"");
+    s->rt.m_lag = cv_metrics_gauge(r, "cdcvec_sync_replication_lag_bytes",
+                                   "pg_current_wal_lsn() minus the slot's confirmed_flush_lsn (the position "
+                                   "committed to the store), read from the server every second.",
+                                   NULL);
     if (s->o.wal_warn_mb <= 0) s->o.wal_warn_mb = 1024;
     if (s->o.ready_lag_s <= 0) s->o.ready_lag_s = 60;
     if (s->o.broker_down_s <= 0) s->o.broker_down_s = 60;
     if ((e = cv_health_open(s))) return e;
-    s->m_retries = cv_metrics_counter(r, "cdcvec_sync_session_retries_total",
-                                      "Sessions started again after a retriable error.", NULL);
+    s->rt.m_retries = cv_metrics_counter(r, "cdcvec_sync_session_retries_total",
+                                         "Sessions started again after a retriable error.", NULL);
     /* every series of the errors counter exists from the start, at 0 */
     static const char *stages[] = {"source", "sink", "embed"};
     static const char *kinds[] = {"connection", "auth", "privilege", "missing_object", "config",
@@ -178,42 +172,41 @@ cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o) {
         for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
             cv_buf labels = {0};
             cv_buf_printf(&labels, "stage=\"%s\",kind=\"%s\"", stages[i], kinds[k]);
-            s->err_series[s->n_err_series].stage = stages[i];
-            s->err_series[s->n_err_series].kind = kinds[k];
-            s->err_series[s->n_err_series++].m =
+            s->rt.err_series[s->rt.n_err_series].stage = stages[i];
+            s->rt.err_series[s->rt.n_err_series].kind = kinds[k];
+            s->rt.err_series[s->rt.n_err_series++].m =
                 cv_metrics_counter(r, "cdcvec_sync_errors_total", "Sync errors by stage and kind.", labels.p);
             free(labels.p);
         }
-    if (o->capture) return cv_capture_open(s);
-    if ((e = cv_wait_open(s))) return e;
-    cv_apply_opts ao = {.client = s->client,
-                        .dim = s->dim,
+    if (out && out->open && (e = out->open(s))) return e;
+    if (out && out->no_apply) return CV_OK;
+    cv_apply_opts ao = {.client = s->rt.client,
+                        .dim = s->rt.dim,
                         .reg = r,
                         .on_error_stop = o->on_error_stop,
                         .max_text_bytes = o->embed && *o->embed ? (size_t)o->max_text_bytes : 0,
                         .fetch = cv_sync_fetch,
                         .fetch_arg = s,
                         .table = o->table};
-    return cv_apply_new(&ao, &s->apply);
+    return cv_apply_new(&ao, &s->rt.apply);
 }
 
 void cv_sync_runtime_close(cv_sync *s) {
     cv_sync_session_close(s);
     cv_health_stop(s); /* its thread sets metrics of the server's registry */
-    cv_search_close(s);
-    cv_wait_stop(s);
-    cv_capture_close(s);
-    cv_client_close(s->client);
-    if (s->server) {
-        cv_server_drain(s->server, 5000);
-        cv_server_free(s->server);
+    const cv_outlet *out = s->o.outlet;
+    if (out && out->stop) out->stop(s);
+    cv_client_close(s->rt.client);
+    if (s->rt.server) {
+        cv_server_drain(s->rt.server, 5000);
+        cv_server_free(s->rt.server);
     }
-    cv_wait_close(s);
+    if (out && out->close) out->close(s);
     cv_health_close(s);
-    cv_apply_free(s->apply);
+    cv_apply_free(s->rt.apply);
     cv_buf_free(&s->bf_done);
-    if (s->own_reg) cv_metrics_free(s->reg);
-    cv_minilm_free(s->model);
+    if (s->rt.own_reg) cv_metrics_free(s->rt.reg);
+    cv_minilm_free(s->rt.model);
     pthread_mutex_destroy(&s->search_mu);
     pthread_cond_destroy(&s->search_idle);
     memset(s, 0, sizeof *s);
@@ -221,8 +214,10 @@ void cv_sync_runtime_close(cv_sync *s) {
 
 cv_err cv_sync_deliver(cv_sync *s, cv_change *chg, int n, int truncate, uint64_t position, int force,
                        double commit_unix) {
-    if (s->cap) return cv_capture_deliver(s, chg, n, truncate, position, commit_unix);
-    return cv_apply_batch(s->apply, chg, n, truncate, position, force, commit_unix);
+    const cv_outlet *out = s->o.outlet;
+    if (out && out->deliver) return out->deliver(s, chg, n, truncate, position, commit_unix);
+    cv_err e = cv_apply_batch(s->rt.apply, chg, n, truncate, position, force, commit_unix);
+    return e ? cv_sync_batch_failed(s, e) : CV_OK;
 }
 
 cv_err cv_sync_fetch(void *arg, cv_change **chg, int n) {
@@ -243,10 +238,12 @@ static cv_err lock_table(cv_sync *s) {
     cv_buf key = {0}, holder = {0}, store = {0};
     const char *home;
     cv_sink_table st = {.schema = s->t.schema, .table = s->t.name, .ns = o->ns};
-    if (o->capture) {
+    const cv_outlet *out = o->outlet;
+    const char *writer = out && out->writer ? out->writer : "writer of this store";
+    if (out && out->store) { /* the lock lives beside the slot */
         home = o->source;
-        cv_buf_printf(&key, "cdcvec capture %s.%s kafka:%s", s->t.schema, s->t.name, o->capture->to);
-        cv_buf_printf(&store, "kafka:%s", o->capture->to);
+        cv_buf_printf(&key, "%s %s.%s %s", writer, s->t.schema, s->t.name, out->store);
+        cv_buf_puts(&store, out->store);
     } else {
         cv_wlock_place(o->sink, o->source, o->source, &st, &home, &key);
         cv_sink_store_id(o->sink, &st, &store);
@@ -254,18 +251,18 @@ static cv_err lock_table(cv_sync *s) {
     PGconn *reuse = !strcmp(home, o->source) ? s->src : NULL;
     cv_err e = cv_wlock_take(&s->wlock, home, reuse, key.p, "sync (writer lock)", &holder, &s->fault);
     if (e == CV_ERR_BUSY) {
-        if (o->capture)
-            cv_warn("event=table_busy table=%s topic=%s holder=\"%s\" note=\"another cdcvec capture of this "
-                    "table into the same topic is running; waiting for it to stop\"",
-                    s->t.qualified, o->capture->to, holder.p);
+        if (out && out->store)
+            cv_warn("event=table_busy table=%s store=%s holder=\"%s\" note=\"another %s of this table into "
+                    "the same place is running; waiting for it to stop\"",
+                    s->t.qualified, out->store, holder.p, writer);
         else
             cv_warn(
                 "event=table_busy table=%s store=%s holder=\"%s\" note=\"another process writes this table's "
                 "vectors into this store (a cdcvec sync, a Kafka sink stage or verify --repair); waiting for "
                 "it to stop\"",
                 s->t.qualified, store.p, holder.p);
-        snprintf(s->why, sizeof s->why, "table_busy: another %s holds %s (%s)",
-                 o->capture ? "cdcvec capture" : "writer of this store", s->t.qualified, holder.p);
+        snprintf(s->why, sizeof s->why, "table_busy: another %s holds %s (%s)", writer, s->t.qualified,
+                 holder.p);
         e = CV_ERR_TIMEOUT;
     }
     free(key.p), free(holder.p), free(store.p);
@@ -335,13 +332,14 @@ static cv_err adopt_legacy(cv_sync *s, cv_buf *slot, const char *legacy, const c
  * models in one index cannot be compared, and a row whose text did not change keeps its vector.
  * A revision is compared when both are known (--embed runs know the id only). */
 static cv_err check_model(cv_sync *s, const cv_sink_meta *m) {
-    int id_differs = m->model && strcmp(m->model, s->mf.id) != 0;
-    int rev_differs = m->model_revision && s->mf.revision && strcmp(m->model_revision, s->mf.revision) != 0;
+    int id_differs = m->model && strcmp(m->model, s->rt.mf.id) != 0;
+    int rev_differs =
+        m->model_revision && s->rt.mf.revision && strcmp(m->model_revision, s->rt.mf.revision) != 0;
     if (!id_differs && !rev_differs) return CV_OK;
     cv_error("event=model_mismatch table=%s recorded_model=%s recorded_revision=%s model=%s revision=%s "
              "error=\"the store's vectors were made by another model (or other weights) than this one\"",
-             s->t.qualified, m->model, m->model_revision ? m->model_revision : "unknown", s->mf.id,
-             s->mf.revision ? s->mf.revision : "unknown");
+             s->t.qualified, m->model, m->model_revision ? m->model_revision : "unknown", s->rt.mf.id,
+             s->rt.mf.revision ? s->rt.mf.revision : "unknown");
     s->fault =
         (cv_pg_fault){0, "config",
                       "run the model the store was written with (--model: a folder whose "
@@ -375,12 +373,13 @@ static cv_err names(cv_sync *s) {
             e = s->fault.retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
         } else {
             cv_sink_table st = {.schema = schema, .table = table, .ns = o->ns};
-            if (o->capture)
-                cv_buf_printf(&store, "kafka:%s", o->capture->to);
+            int own_store = o->outlet && o->outlet->store; /* capture: its topic */
+            if (own_store)
+                cv_buf_puts(&store, o->outlet->store);
             else
                 cv_sink_store_id(o->sink, &st, &store);
-            cv_name_slot_in(PQgetvalue(r, 0, 0), schema, table, store.p, o->capture != NULL, &slot);
-            if (o->capture)
+            cv_name_slot_in(PQgetvalue(r, 0, 0), schema, table, store.p, own_store, &slot);
+            if (own_store)
                 cv_name_capture_slot(schema, table, &legacy);
             else
                 cv_name_slot(schema, table, &legacy);
@@ -397,6 +396,12 @@ static cv_err names(cv_sync *s) {
     s->publication = pub.p;
     s->stream = strdup(s->slot);
     return e;
+}
+
+/* A backfill row handed to the outlet as an insert (cv_table.row_hook). */
+static void backfill_row(void *arg, const cv_rowval *v, cv_change *c) {
+    cv_sync *s = arg;
+    s->o.outlet->row(s, v, NULL, "insert", c);
 }
 
 cv_err cv_sync_session_open(cv_sync *s, int replication) {
@@ -438,8 +443,10 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
         cv_sink_meta_free(&meta);
         return e;
     }
-    if (o->capture && o->capture->quix) {
-        s->t.row_hook = cv_capture_row_hook; /* backfill rows as the tutorial's insert messages */
+    const cv_outlet *out = o->outlet;
+    int no_model = out && out->no_model;
+    if (out && out->row) {
+        s->t.row_hook = backfill_row; /* a backfill's rows, as inserts */
         s->t.row_hook_arg = s;
     }
     if (replication) {
@@ -450,7 +457,7 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
             return e;
         }
     }
-    if (!o->capture && (e = check_model(s, &meta))) {
+    if (!no_model && (e = check_model(s, &meta))) {
         cv_sink_meta_free(&meta);
         return e;
     }
@@ -459,8 +466,8 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
                         .nkeys = s->t.nkeys,
                         .key_names = s->t.keyname,
                         .key_types = s->t.keytype,
-                        .dim = o->capture ? 0 : s->dim, /* capture: its bookkeeping only */
-                        .model_id = s->mf.id,
+                        .dim = no_model ? 0 : s->rt.dim, /* capture: its bookkeeping only */
+                        .model_id = s->rt.mf.id,
                         .stream = s->stream,
                         .state_conninfo = o->source,
                         .ns = o->ns,
@@ -478,11 +485,11 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
         return e;
     }
     /* a store of an earlier version (or one written with --embed, which knows no revision) */
-    if (!o->capture && replication && meta.layout &&
-        (!meta.model || (!meta.model_revision && s->mf.revision))) {
+    if (!no_model && replication && meta.layout &&
+        (!meta.model || (!meta.model_revision && s->rt.mf.revision))) {
         free(meta.model), free(meta.model_revision);
-        meta.model = strdup(s->mf.id);
-        meta.model_revision = s->mf.revision ? strdup(s->mf.revision) : NULL;
+        meta.model = strdup(s->rt.mf.id);
+        meta.model_revision = s->rt.mf.revision ? strdup(s->rt.mf.revision) : NULL;
         if ((e = cv_sink_meta_set(s->sink, &meta))) {
             const char *kind, *fix;
             cv_sink_last_fault(s->sink, &kind, &fix);
@@ -495,12 +502,12 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
             "event=model_recorded table=%s model=%s revision=%s note=\"the store had no model (or no "
             "revision) recorded, as an earlier cdcvec or a sync with --embed left it: its vectors are taken "
             "to be this model's\"",
-            s->t.qualified, s->mf.id, s->mf.revision ? s->mf.revision : "unknown");
+            s->t.qualified, s->rt.mf.id, s->rt.mf.revision ? s->rt.mf.revision : "unknown");
     }
     cv_health_store(s, 1);
     cv_health_slot(s, s->slot);
-    if (s->apply) cv_apply_set_sink(s->apply, s->sink, cv_sync_fetch, s, s->t.key_exact);
-    if (!o->capture) cv_search_set_table(s);
+    if (s->rt.apply) cv_apply_set_sink(s->rt.apply, s->sink, cv_sync_fetch, s, s->t.key_exact);
+    if (out && out->described) out->described(s);
     /* what changed since the last run */
     if (replication && meta.relid && meta.relid != s->t.oid) {
         cv_warn(
@@ -529,7 +536,7 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
 
 void cv_sync_session_close(cv_sync *s) {
     if (!s->in_session) return;
-    if (s->apply) cv_apply_set_sink(s->apply, NULL, NULL, NULL, 1);
+    if (s->rt.apply) cv_apply_set_sink(s->rt.apply, NULL, NULL, NULL, 1);
     cv_sink_close(s->sink);
     if (s->src) PQfinish(s->src);
     cv_table_free(&s->t);

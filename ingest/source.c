@@ -1,6 +1,6 @@
 /* source.c: catalog lookups, publication set-up, row -> change conversion, keyset paging.
  *
- * Every failure is classified once, where it enters (common/cv_pg.h): the fault says whether
+ * Every failure is classified once, where it enters (pg/cv_pg.h): the fault says whether
  * retrying can help, its kind, and the fix; the log line names the step. */
 #define _POSIX_C_SOURCE 200809L
 #include "source.h"
@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "../common/cv_buf.h"
-#include "../common/cv_keytext.h"
+#include "../pg/cv_keytext.h"
 #include "../common/cv_log.h"
 
 static int ok(PGresult *r) {

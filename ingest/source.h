@@ -7,7 +7,7 @@
 
 #include "../apply/apply.h"
 #include "../common/cv_err.h"
-#include "../common/cv_pg.h"
+#include "../pg/cv_pg.h"
 #include "pgvalue.h"
 
 struct cv_rowval;

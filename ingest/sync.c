@@ -30,17 +30,12 @@
 
 #include "../common/cv_buf.h"
 #include "../common/cv_log.h"
-#include "../kafka/kafka.h"
-#include "../search/search.h"
 #include "pgoutput.h"
 #include "sync_impl.h"
 
 #define FEEDBACK_INTERVAL 10.0 /* seconds; wal_sender_timeout defaults to 60 */
 #define PROBE_INTERVAL    2.0  /* seconds between catalog probes */
 #define PG_EPOCH_UNIX     946684800.0
-#define BACKOFF_BASE      0.2
-#define BACKOFF_CAP       30.0
-#define HEALTHY_SESSION   60.0 /* seconds of streaming after which the backoff starts over */
 
 typedef struct {
     cv_change *v;
@@ -92,15 +87,7 @@ static void list_clear(chg_list *l) {
 
 /* Logs a replication-connection failure, classified; returns the session's error. */
 static cv_err repl_failed(stream *st, PGresult *r, const char *step) {
-    cv_sync *s = st->s;
-    if (r)
-        cv_pg_classify_result(st->repl, r, &s->fault);
-    else
-        s->fault = (cv_pg_fault){1, "connection", NULL};
-    cv_pg_log_fault("replication_failed", step, r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL, &s->fault,
-                    r ? PQresultErrorMessage(r) : PQerrorMessage(st->repl));
-    cv_sync_error(s, "source", &s->fault);
-    return s->fault.retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
+    return cv_sync_repl_failed(st->s, st->repl, r, step);
 }
 
 static cv_err send_feedback(stream *st) {
@@ -117,21 +104,26 @@ static cv_err send_feedback(stream *st) {
     return CV_OK;
 }
 
+/* Everything up to pos is delivered (0: the stream is idle): the outlet's hook (outlet.h). */
+static void reached(cv_sync *s, uint64_t pos) {
+    if (s->o.outlet && s->o.outlet->reached) s->o.outlet->reached(s, pos);
+}
+
 static cv_err flush_pending(stream *st) {
     if (st->pend.n == 0 && !st->pend_truncate) return CV_OK;
     cv_sync *s = st->s;
     cv_err e =
         cv_sync_deliver(s, st->pend.v, st->pend.n, st->pend_truncate, st->pend_end, 0, st->pend_commit_unix);
     st->pend.n = 0; /* consumed either way: on failure the session ends and the slot replays */
-    if (e) return cv_sync_batch_failed(s, e);
-    cv_metric_add(s->m_changes_ins, (double)st->n_ins);
-    cv_metric_add(s->m_changes_upd, (double)st->n_upd);
-    cv_metric_add(s->m_changes_del, (double)st->n_del);
-    cv_metric_add(s->m_changes_trunc, (double)st->n_trunc);
+    if (e) return e;
+    cv_metric_add(s->rt.m_changes_ins, (double)st->n_ins);
+    cv_metric_add(s->rt.m_changes_upd, (double)st->n_upd);
+    cv_metric_add(s->rt.m_changes_del, (double)st->n_del);
+    cv_metric_add(s->rt.m_changes_trunc, (double)st->n_trunc);
     st->n_ins = st->n_upd = st->n_del = st->n_trunc = 0;
     st->pend_truncate = 0;
     st->applied = st->confirmed = st->pend_end;
-    cv_wait_advance(s, st->applied);
+    reached(s, st->applied);
     cv_health_applied(s); /* the lag in bytes is the server's figure (health.c) */
     return send_feedback(st);
 }
@@ -237,6 +229,9 @@ static cv_err on_message(stream *st, const uint8_t *data, size_t len) {
     cv_rowval *v = calloc((size_t)t->ncols + 1, sizeof *v);
     CV_ASSERT(v);
     cv_change c;
+    /* the outlet's look at a row's values while they are at hand (outlet.h) */
+    void (*row)(cv_sync *, const cv_rowval *, const cv_rowval *, const char *, cv_change *) =
+        s->o.outlet ? s->o.outlet->row : NULL;
     switch (m.type) {
     case 'B':
         st->in_txn = 1;
@@ -265,7 +260,7 @@ static cv_err on_message(stream *st, const uint8_t *data, size_t len) {
                 rowvals(st, &m.new_tup, nv);
                 cv_change nc;
                 e = cv_change_from_row(t, nv, 0, &nc);
-                if (!e && s->cap) cv_capture_wire(s, nv, v, "update", &nc);
+                if (!e && row) row(s, nv, v, "update", &nc);
                 free(nv);
                 if (e) {
                     cv_change_free(&c);
@@ -278,7 +273,7 @@ static cv_err on_message(stream *st, const uint8_t *data, size_t len) {
                 list_push(&st->txn, &nc);
                 st->n_upd++;
             } else {
-                if (s->cap) cv_capture_wire(s, v, NULL, "delete", &c);
+                if (row) row(s, v, NULL, "delete", &c);
                 list_push(&st->txn, &c);
                 st->n_del++;
             }
@@ -286,7 +281,7 @@ static cv_err on_message(stream *st, const uint8_t *data, size_t len) {
         }
         rowvals(st, &m.new_tup, v);
         if ((e = cv_change_from_row(t, v, 0, &c))) break;
-        if (s->cap) cv_capture_wire(s, v, NULL, m.type == 'I' ? "insert" : "update", &c);
+        if (row) row(s, v, NULL, m.type == 'I' ? "insert" : "update", &c);
         list_push(&st->txn, &c);
         if (m.type == 'I')
             st->n_ins++;
@@ -383,228 +378,6 @@ static cv_err probe(stream *st) {
     return e;
 }
 
-static cv_err record_meta(cv_sync *s) {
-    cv_sink_meta m = {s->t.oid, s->t.layout, s->t.text_source, (char *)s->mf.id, (char *)s->mf.revision};
-    cv_err e = cv_sink_meta_set(s->sink, &m);
-    if (e) {
-        const char *kind, *fix;
-        cv_sink_last_fault(s->sink, &kind, &fix);
-        cv_pg_fault f = {e == CV_ERR_TIMEOUT, kind, fix};
-        cv_sync_error(s, "sink", &f);
-    }
-    return e;
-}
-
-/* A new slot: inactive cdcvec slots of the same table in this database (another store, an
- * earlier configuration) are named, for each keeps WAL until it is dropped. */
-static void warn_other_slots(cv_sync *s) {
-    const char *p[3] = {s->slot, s->t.schema, s->t.name};
-    PGresult *r = PQexecParams(
-        s->src,
-        "SELECT string_agg(s.slot_name, ' ' ORDER BY s.slot_name) FROM pg_replication_slots s WHERE "
-        "s.database = current_database() AND NOT s.active AND s.slot_name <> $1 AND s.slot_name LIKE "
-        "'cdcvec%' AND EXISTS "
-        "(SELECT 1 FROM pg_publication_tables t WHERE t.pubname = s.slot_name AND t.schemaname = $2 AND "
-        "t.tablename = $3)",
-        3, NULL, p, NULL, NULL, 0);
-    if (PQresultStatus(r) == PGRES_TUPLES_OK && !PQgetisnull(r, 0, 0))
-        cv_warn(
-            "event=slot_other table=%s slots=\"%s\" note=\"inactive cdcvec slots of this table (a sync into "
-            "another store, or an earlier configuration) keep WAL until dropped: SELECT "
-            "pg_drop_replication_slot('NAME') for each one no cdcvec process uses\"",
-            s->t.qualified, PQgetvalue(r, 0, 0));
-    PQclear(r);
-}
-
-/* What pg_replication_slots says of the slot. */
-typedef struct slot_seen {
-    int exists, lost, active;
-    char holder[16]; /* the pid of the walsender streaming from it, "-" when none */
-} slot_seen;
-
-/* Looks the slot up; refuses a slot of another database or program (slots are cluster-wide). */
-static cv_err slot_look(cv_sync *s, slot_seen *v) {
-    const char *p[1] = {s->slot};
-    PGresult *r =
-        PQexecParams(s->src,
-                     "SELECT plugin, wal_status, active, active_pid, coalesce(database::text, '-'), "
-                     "current_database(), slot_type FROM pg_replication_slots WHERE slot_name = $1",
-                     1, NULL, p, NULL, NULL, 0);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        cv_pg_classify_result(s->src, r, &s->fault);
-        cv_sync_error(s, "source", &s->fault);
-        cv_error("event=slot_query kind=%s", s->fault.kind);
-        PQclear(r);
-        return s->fault.retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
-    }
-    int exists = PQntuples(r) == 1;
-    if (exists &&
-        (strcmp(PQgetvalue(r, 0, 4), PQgetvalue(r, 0, 5)) || strcmp(PQgetvalue(r, 0, 0), "pgoutput"))) {
-        /* slots are cluster-wide: one of another database (or another program) is never dropped
-         * or streamed from; that would stop its owner for good */
-        int other_db = strcmp(PQgetvalue(r, 0, 4), "-") && strcmp(PQgetvalue(r, 0, 4), PQgetvalue(r, 0, 5));
-        cv_error(
-            "event=slot_clash slot=%s slot_database=%s slot_plugin=%s database=%s table=%s error=\"%s\" "
-            "fix=\"pass --slot with a name of its own (for example --slot %s_%s), or drop the slot if "
-            "nothing uses it\"",
-            s->slot, PQgetvalue(r, 0, 4), PQgetisnull(r, 0, 0) ? PQgetvalue(r, 0, 6) : PQgetvalue(r, 0, 0),
-            PQgetvalue(r, 0, 5), s->t.qualified,
-            other_db ? "the replication slot belongs to another database: using or dropping it would stop "
-                       "that database's sync"
-                     : "the replication slot is not a pgoutput slot of cdcvec: another program uses it",
-            s->slot, PQgetvalue(r, 0, 5));
-        s->fault = (cv_pg_fault){0, "conflict", "pass --slot with a name no other database or program uses"};
-        PQclear(r);
-        return CV_ERR_UNSUPPORTED;
-    }
-    v->exists = exists;
-    v->lost = exists && strcmp(PQgetvalue(r, 0, 1), "lost") == 0;
-    v->active = exists && PQgetvalue(r, 0, 2)[0] == 't';
-    if (v->active) snprintf(v->holder, sizeof v->holder, "%s", PQgetvalue(r, 0, 3));
-    PQclear(r);
-    return CV_OK;
-}
-
-/* Drops a slot to rebuild (--resnapshot, a recreated table, lost WAL, a backfill that had not
- * finished) unless another process streams from it; refuses a missing slot behind a finished
- * backfill (changes after it may be lost). */
-static cv_err slot_rebuild(cv_sync *s, slot_seen *v, uint64_t pos, int done) {
-    const char *p[1] = {s->slot};
-    int exists = v->exists, lost = v->lost, active = v->active;
-    const char *holder = v->holder;
-    int rebuild = s->o.resnapshot || s->resnapshot;
-    if (exists && (rebuild || !done || lost)) {
-        if (active) { /* never drop a slot another process streams from */
-            cv_warn("event=slot_busy slot=%s walsender_pid=%s note=\"the slot is in use; waiting\"", s->slot,
-                    holder);
-            snprintf(s->why, sizeof s->why, "slot_busy: walsender pid %s streams from slot %s", holder,
-                     s->slot);
-            s->fault = (cv_pg_fault){1, "conflict", NULL};
-            cv_sync_error(s, "source", &s->fault);
-            return CV_ERR_TIMEOUT;
-        }
-        cv_warn("event=slot_recreate slot=%s reason=\"%s\"", s->slot,
-                s->o.resnapshot ? "--resnapshot"
-                : s->resnapshot ? "the table was dropped and recreated"
-                : lost          ? "slot lost its WAL (max_slot_wal_keep_size)"
-                                : "backfill had not finished");
-        PGresult *r = PQexecParams(s->src, "SELECT pg_drop_replication_slot($1)", 1, NULL, p, NULL, NULL, 0);
-        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-            cv_pg_classify_result(s->src, r, &s->fault);
-            cv_sync_error(s, "source", &s->fault);
-            PQclear(r);
-            return s->fault.retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
-        }
-        PQclear(r);
-        v->exists = 0;
-    } else if (!exists && done && !rebuild) {
-        char l[24];
-        cv_lsn_format(pos, l);
-        cv_error(
-            "event=slot_missing slot=%s sink_position=%s error=\"the replication slot is gone, so changes "
-            "after %s may be lost\" fix=\"run cdcvec sync again with --resnapshot 1 to rebuild the index\"",
-            s->slot, l, l);
-        s->fault = (cv_pg_fault){0, "missing_object", "run cdcvec sync again with --resnapshot 1"};
-        return CV_ERR_NOTFOUND;
-    }
-    return CV_OK;
-}
-
-/* CREATE_REPLICATION_SLOT ... EXPORT_SNAPSHOT: the consistent point and the exported snapshot's
- * name (caller frees). */
-static cv_err slot_create(stream *st, uint64_t *cp, char **snapshot) {
-    cv_sync *s = st->s;
-    cv_buf sql = {0};
-    cv_buf_puts(&sql, "CREATE_REPLICATION_SLOT ");
-    cv_pg_ident(&sql, s->slot);
-    cv_buf_puts(&sql, " LOGICAL pgoutput EXPORT_SNAPSHOT");
-    PGresult *r = PQexec(st->repl, sql.p);
-    free(sql.p);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        cv_err e = repl_failed(st, r, "create_slot");
-        PQclear(r);
-        return e;
-    }
-    cv_lsn_parse(PQgetvalue(r, 0, 1), cp);
-    char cps[24];
-    *snapshot = strdup(PQgetvalue(r, 0, 2));
-    PQclear(r);
-    cv_lsn_format(*cp, cps);
-    cv_info("event=slot_created slot=%s consistent_point=%s snapshot=%s", s->slot, cps, *snapshot);
-    return CV_OK;
-}
-
-/* Backfills through the slot's exported snapshot, before any other command on the replication
- * connection (which would end the snapshot), then records the meta. */
-static cv_err backfill_snapshot(stream *st, uint64_t cp, const char *snapshot, volatile sig_atomic_t *stop) {
-    cv_sync *s = st->s;
-    cv_err e = CV_OK;
-    PGresult *r;
-    PGconn *bf = cv_pg_connect(s->o.source, 0, "backfill");
-    if (PQstatus(bf) != CONNECTION_OK) {
-        cv_pg_classify_connect(bf, &s->fault);
-        cv_sync_error(s, "source", &s->fault);
-        e = s->fault.retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
-    }
-    if (!e && strspn(snapshot, "0123456789ABCDEFabcdef-") !=
-                  strlen(snapshot)) { /* an id like 00000003-0000001B-1 */
-        cv_error("event=snapshot_import error=\"unexpected snapshot name from the server\"");
-        s->fault = (cv_pg_fault){1, "server", NULL};
-        e = CV_ERR_TIMEOUT;
-    }
-    if (!e) {
-        cv_buf set = {0};
-        cv_buf_printf(&set, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '%s'",
-                      snapshot);
-        r = PQexec(bf, set.p);
-        free(set.p);
-        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-            cv_pg_classify_result(bf, r, &s->fault);
-            cv_sync_error(s, "source", &s->fault);
-            cv_buf m = {0};
-            cv_error("event=snapshot_import kind=%s error=\"%s\"", s->fault.kind,
-                     cv_pg_errtext(PQresultErrorMessage(r), &m));
-            free(m.p);
-            e = s->fault.retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
-        }
-        PQclear(r);
-    }
-    long rows = 0;
-    if (!e && (e = cv_sink_backfill_mark(s->sink, cp, 0))) e = cv_sync_batch_failed(s, e);
-    if (!e) e = cv_sync_backfill(s, bf, cp, 0, NULL, stop, &rows);
-    if (!e) PQclear(PQexec(bf, "COMMIT"));
-    PQfinish(bf);
-    if (!e && (e = cv_sink_backfill_mark(s->sink, cp, 1))) e = cv_sync_batch_failed(s, e);
-    if (!e) e = record_meta(s);
-    if (e) return e;
-    char l[24];
-    cv_lsn_format(cp, l);
-    cv_info("event=backfill_done table=%s rows=%ld position=%s", s->t.qualified, rows, l);
-    st->skip_upto = st->applied = st->confirmed = cp;
-    s->refresh = 0; /* the backfill read every row as it is now */
-    return CV_OK;
-}
-
-/* Ensures the slot (creating it and backfilling through its snapshot when needed). */
-static cv_err ensure_slot(stream *st, volatile sig_atomic_t *stop) {
-    cv_sync *s = st->s;
-    uint64_t pos, bpos;
-    int done;
-    cv_err e = cv_sink_state(s->sink, &pos, &done, &bpos);
-    if (e) return cv_sync_batch_failed(s, e);
-    slot_seen v = {.holder = "-"};
-    if ((e = slot_look(s, &v)) || (e = slot_rebuild(s, &v, pos, done))) return e;
-    st->skip_upto = st->applied = st->confirmed = pos;
-    if (v.exists) return CV_OK;
-    uint64_t cp = 0;
-    char *snapshot = NULL;
-    if ((e = slot_create(st, &cp, &snapshot))) return e;
-    warn_other_slots(s);
-    e = backfill_snapshot(st, cp, snapshot, stop);
-    free(snapshot);
-    return e;
-}
-
 /* One replication session; returns when stopped (CV_OK) or on an error. */
 static cv_err session(cv_sync *s, volatile sig_atomic_t *stop, double *streaming_since) {
     stream st = {.s = s};
@@ -617,11 +390,12 @@ static cv_err session(cv_sync *s, volatile sig_atomic_t *stop, double *streaming
         PQfinish(st.repl);
         return s->fault.retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
     }
-    if ((e = ensure_slot(&st, stop))) goto out;
-    cv_wait_advance(s, st.applied);
+    if ((e = cv_slot_ensure(s, st.repl, stop, &st.applied))) goto out;
+    st.skip_upto = st.confirmed = st.applied;
+    reached(s, st.applied);
     if (s->refresh) { /* columns or the embedded text changed since the last run */
         long rows = 0;
-        if (!(e = cv_sync_backfill(s, s->src, st.applied, 0, NULL, stop, &rows))) e = record_meta(s);
+        if (!(e = cv_sync_backfill(s, s->src, st.applied, 0, NULL, stop, &rows))) e = cv_sync_record_meta(s);
         if (e) goto out;
         cv_info("event=refresh_done table=%s rows=%ld", s->t.qualified, rows);
     }
@@ -661,7 +435,7 @@ static cv_err session(cv_sync *s, volatile sig_atomic_t *stop, double *streaming
             ((st.pend.n || st.pend_truncate) && now - st.pend_since >= batch_s) || (*stop && !st.in_txn))
             if ((e = flush_pending(&st))) break;
         if (*stop) break;
-        if (s->cap && !st.in_txn && st.pend.n == 0 && !st.pend_truncate) cv_capture_mark(s, 0);
+        if (!st.in_txn && st.pend.n == 0 && !st.pend_truncate) reached(s, 0); /* idle */
         if (now - st.last_feedback >= FEEDBACK_INTERVAL && (e = send_feedback(&st))) break;
         if (!st.in_txn && now - st.last_probe >= PROBE_INTERVAL && (e = probe(&st))) break;
         char *buf = NULL;
@@ -695,11 +469,8 @@ static cv_err session(cv_sync *s, volatile sig_atomic_t *stop, double *streaming
             if (end > st.received) st.received = end;
             /* nothing of ours in flight: the position may move with the server's */
             int moved = !st.in_txn && st.pend.n == 0 && !st.pend_truncate && end > st.confirmed;
-            if (moved) {
-                cv_wait_advance(s, st.confirmed = end); /* and answered at once: the next WAL brings
-                                                          the next keepalive (read-your-writes) */
-                if (s->cap) cv_capture_mark(s, end);    /* the Kafka path's read-your-writes */
-            }
+            if (moved) /* and answered at once: the next WAL brings the next keepalive */
+                reached(s, st.confirmed = end);
             if (buf[17] || moved) e = send_feedback(&st);
         } else if (buf[0] == 'w' && n >= 25) {
             uint64_t end = be64(buf + 9);
@@ -720,25 +491,20 @@ out:
     return e;
 }
 
-/* Exponential backoff with full jitter in [d/2, d], d = base * 2^attempt capped. */
-double cv_stage_backoff(int attempt) {
-    double d = BACKOFF_BASE;
-    for (int i = 1; i < attempt && d < BACKOFF_CAP; i++)
-        d *= 2;
-    if (d > BACKOFF_CAP) d = BACKOFF_CAP;
-    return d / 2 + d / 2 * ((double)rand() / RAND_MAX);
-}
-
-void cv_stage_sleep(double d, volatile sig_atomic_t *stop) {
-    for (double w = 0; w < d && !*stop; w += 0.05) {
-        struct timespec ts = {0, 50000000};
-        nanosleep(&ts, NULL);
-    }
+/* One attempt of the stage loop (runtime/loop.h): a session, from connecting to its end. */
+static cv_err attempt(void *arg, volatile sig_atomic_t *stop, cv_stage_end *end) {
+    cv_sync *s = arg;
+    cv_err e = cv_sync_session_open(s, 1);
+    if (!e) e = session(s, stop, &end->since);
+    end->fault = s->fault;
+    cv_sync_retry_text(s, e, end->why, sizeof end->why);
+    end->restart_now = s->restart_now;
+    cv_sync_session_close(s);
+    return e;
 }
 
 int cv_sync_run(const cv_sync_opts *o, volatile sig_atomic_t *stop) {
     cv_sync s;
-    srand((unsigned)(cv_wall_now() * 1e3));
     if (cv_sync_runtime_open(&s, o)) {
         cv_error("event=sync_stopped kind=config error=\"cannot start the model or the embedding client\"");
         cv_sync_runtime_close(&s);
@@ -749,35 +515,8 @@ int cv_sync_run(const cv_sync_opts *o, volatile sig_atomic_t *stop) {
         cv_sync_runtime_close(&s);
         return 1;
     }
-    int attempt = 0, rc = 0;
-    while (!*stop) {
-        double since = 0;
-        cv_err e = cv_sync_session_open(&s, 1);
-        if (!e) e = session(&s, stop, &since);
-        cv_pg_fault f = s.fault;
-        char why[512];
-        cv_sync_retry_text(&s, e, why, sizeof why);
-        int restart_now = s.restart_now;
-        cv_sync_session_close(&s);
-        if (!e || *stop) break;
-        if (!f.retriable || e == CV_ERR_UNSUPPORTED || e == CV_ERR_NOTFOUND || e == CV_ERR_ARG) {
-            cv_error("event=sync_stopped kind=%s error=\"%s: a permanent error, retrying cannot help (the "
-                     "level=error lines before this one say where)\"%s%s%s",
-                     f.kind ? f.kind : "config", cv_strerror(e), f.fix ? " fix=\"" : "", f.fix ? f.fix : "",
-                     f.fix ? "\"" : "");
-            rc = 1;
-            break;
-        }
-        if (restart_now) continue; /* a schema change: the next session picks it up at once */
-        if (since > 0 && cv_now() - since >= HEALTHY_SESSION) attempt = 0;
-        attempt++;
-        double d = cv_stage_backoff(attempt);
-        cv_metric_add(s.m_retries, 1);
-        cv_warn("event=sync_retry attempt=%d in_seconds=%.2f kind=%s error=\"%s\"", attempt, d,
-                f.kind ? f.kind : "connection", why);
-        cv_stage_sleep(d, stop);
-    }
-    if (!rc) cv_info("event=sync_stopped reason=signal");
+    const cv_stage st = {.name = "sync", .attempt = attempt, .arg = &s, .m_retries = s.rt.m_retries};
+    int rc = cv_stage_run(&st, stop);
     cv_sync_runtime_close(&s);
     return rc;
 }

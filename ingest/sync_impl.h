@@ -1,6 +1,6 @@
-/* sync_impl.h: state shared by sync.c (streaming), backfill.c (stages, snapshot and on-demand
- * backfill), and, until the runtime/outlet split, the Kafka stages (kafka/) and the search page
- * and /wait (search/).
+/* sync_impl.h: the state of a source session and the runtime around it, shared by the files
+ * of ingest/ and read by the rooms above that compose commands on it (kafka/, search/), which
+ * reach the stream only through the outlet (outlet.h).
  *
  * Two lifetimes: the runtime (model, embedding server with its HTTP port, client, metrics,
  * the apply stage) is opened once per process and stays up across session retries, so
@@ -14,9 +14,10 @@
 
 #include "../apply/apply.h"
 #include "../common/cv_metrics.h"
-#include "../common/cv_pg.h"
+#include "../pg/cv_pg.h"
 #include "../common/cv_time.h"
 #include "../models/model.h"
+#include "../runtime/loop.h"
 #include "../server/client.h"
 #include "../server/server.h"
 #include "../sink/sink.h"
@@ -26,31 +27,40 @@
 
 #define CV_ERR_STAGES 3 /* source, sink, embed */
 
-typedef struct cv_sync {
-    cv_sync_opts o;
-    /* ---- runtime: the whole process ---- */
-    cv_minilm *model; /* in-process embedding (NULL with --embed) */
+/* The runtime: the whole process, opened once (cv_sync_runtime_open) and kept across session
+ * retries, so counters never go back and /metrics answers throughout. It starts what the
+ * outlet asks for (outlet.h: no model, no apply stage). */
+typedef struct cv_runtime {
+    cv_minilm *model; /* in-process embedding (NULL with --embed, or no model) */
     cv_server *server;
-    cv_client *client;
-    cv_metrics *reg; /* the server's registry, or our own */
+    cv_client *client; /* NULL: no model (capture, the Kafka sink stage) */
+    cv_metrics *reg;   /* the server's registry, or our own */
     int own_reg;
     /* the model's facts (models/model.h): the in-process model's; with --embed those CV_MODEL_ID
      * declares (the embed protocol carries neither id nor revision: a cdcvec serve runs it), no
      * revision */
     cv_model_facts mf;
-    int dim; /* mf.dim */
-    cv_apply *apply;
-    cv_buf bf_done; /* the last key whose page cv_sync_backfill applied (key text; empty: none) */
+    int dim;         /* mf.dim */
+    cv_apply *apply; /* NULL: the outlet takes every batch (capture) or none comes (worker) */
     cv_metric *m_changes_ins, *m_changes_upd, *m_changes_del, *m_changes_trunc, *m_lag, *m_retries;
     struct {
         const char *stage, *kind;
         cv_metric *m;
     } err_series[64];
     int n_err_series;
-    /* the search page (search/page.c): its own sink connection, reopened when the session changes */
-    cv_http_route routes[4];  /* /, GET and POST /search, /wait */
-    struct cv_waitq *waitq;   /* read-your-writes (wait.c), NULL when capturing */
+    cv_http_route routes[4];  /* the outlet's (sync: /, GET and POST /search, /wait) */
     struct cv_health *health; /* readiness and lag (health.c) */
+} cv_runtime;
+
+/* A stage on the runtime: its options, the runtime, the source session of the current attempt,
+ * and the outlet's state. */
+typedef struct cv_sync {
+    cv_sync_opts o;
+    cv_runtime rt;
+    cv_buf bf_done; /* the last key whose page cv_sync_backfill applied (key text; empty: none) */
+    /* ---- the search page (search/page.c, the sync's outlet): its own sink connection,
+     * reopened when the session changes; /wait's queue ---- */
+    struct cv_waitq *waitq; /* read-your-writes (wait.c), NULL without the outlet */
     pthread_mutex_t search_mu;
     pthread_cond_t search_idle;
     cv_sink *search_sink;
@@ -76,32 +86,35 @@ typedef struct cv_sync {
     int resnapshot;  /* the table was dropped and recreated: rebuild from a new snapshot */
     int refresh;     /* columns or the embedded text changed: refresh every row (hash-checked) */
     int restart_now; /* the session ended to pick up a schema change: reconnect at once */
-    /* ---- capture: changes go to a Kafka topic instead of the apply stage (capture.c) ---- */
-    struct cv_capture *cap;
+    /* ---- the outlet's own state (outlet.h; capture: its Kafka producer) ---- */
+    void *outlet_state;
     volatile sig_atomic_t *stop; /* the process's stop flag (cv_sync_run), or NULL */
 } cv_sync;
 
-/* Hands a batch to the apply stage, or to Kafka when capturing (same contract as
- * cv_apply_batch: chg consumed). */
+/* Hands a batch to the outlet (outlet.h), or to the apply stage when it has no deliver (same
+ * contract as cv_apply_batch: chg consumed); a failure comes back classified (CV_ERR_TIMEOUT:
+ * retriable, cv_sync_batch_failed). */
 cv_err cv_sync_deliver(cv_sync *s, cv_change *chg, int n, int truncate, uint64_t position, int force,
                        double commit_unix);
 
-/* Exponential backoff with full jitter for retry attempt n (1, 2, ...), capped at 30 s; and a
- * sleep of d seconds that ends early when *stop is set. */
-double cv_stage_backoff(int attempt);
-void cv_stage_sleep(double d, volatile sig_atomic_t *stop);
-
 /* health.c: /readyz and the lag. open: with the runtime (registers cdcvec_ready); monitor: the
- * thread that reads the slot every second (replication: sync, capture) and watches the Kafka
- * clients registered with cv_health_kafka (before the monitor starts); stop joins it; close
+ * thread that reads the slot every second (replication: sync, capture) and watches the peers
+ * registered with cv_health_peer_add (before the monitor starts); stop joins it; close
  * frees, once the HTTP server is gone. The stream reports what it does: streaming or not, a
  * store failure or success, a commit received but not applied (its commit time), everything
  * applied. cv_health_ready is the server's readiness hook (arg: the cv_sync); detail gets the
  * JSON body of /readyz. */
-struct cv_kafka_metrics;
 cv_err cv_health_open(cv_sync *s);
 cv_err cv_health_monitor(cv_sync *s, int replication);
-void cv_health_kafka(cv_sync *s, struct cv_kafka_metrics *km);
+/* A peer the stage needs (a Kafka client's brokers): not ready while down_s(arg) passes
+ * --broker-down-s; watch(arg, bound), if any, is called by the monitor every second. */
+typedef struct cv_health_peer {
+    const char *what, *stage; /* "Kafka broker", "capture" */
+    double (*down_s)(void *arg);
+    void (*watch)(void *arg, double bound_s);
+    void *arg;
+} cv_health_peer;
+void cv_health_peer_add(cv_sync *s, const cv_health_peer *p);
 void cv_health_stop(cv_sync *s);
 void cv_health_close(cv_sync *s);
 void cv_health_slot(cv_sync *s, const char *slot);
@@ -167,6 +180,17 @@ cv_err cv_sync_batch_failed(cv_sync *s, cv_err e);
  * NULL, or the progress line's key text. */
 cv_err cv_sync_backfill(cv_sync *s, PGconn *db, uint64_t position, int force, const char *start_after,
                         volatile sig_atomic_t *stop, long *rows);
+
+/* slot.c: ensures the session's slot on the replication connection repl, before
+ * START_REPLICATION: an existing one is checked against the store's position (and rebuilt when
+ * they disagree); a new one is created with an exported snapshot, through which the table is
+ * backfilled. *applied: the position the stream starts after (everything up to it is in the
+ * store). record_meta: the table's and the model's facts into the store's meta. */
+cv_err cv_slot_ensure(cv_sync *s, PGconn *repl, volatile sig_atomic_t *stop, uint64_t *applied);
+cv_err cv_sync_record_meta(cv_sync *s);
+/* A failure on the replication connection (r: its result, or NULL: the connection itself) at
+ * step: classified, logged, counted; CV_ERR_TIMEOUT when retriable, else CV_ERR_UNSUPPORTED. */
+cv_err cv_sync_repl_failed(cv_sync *s, PGconn *repl, PGresult *r, const char *step);
 
 /* Reads texts for the apply stage from the session's source connection (cv_apply_fetch_fn). */
 cv_err cv_sync_fetch(void *arg, cv_change **chg, int n);

@@ -29,7 +29,7 @@
 
 #include "../common/cv_buf.h"
 #include "../common/cv_jnum.h"
-#include "../common/cv_keytext.h"
+#include "../pg/cv_keytext.h"
 #include "../common/cv_log.h"
 #include "sync_impl.h"
 
@@ -125,7 +125,7 @@ static cv_err check_page(verify *v, cv_change *chg, int n, uint64_t pos) {
         }
         for (int i = m; i < n; i++)
             cv_change_free(&chg[i]);
-        if ((e = cv_sync_deliver(s, chg, m, 0, pos, 0, 0))) e = cv_sync_batch_failed(s, e);
+        e = cv_sync_deliver(s, chg, m, 0, pos, 0, 0);
         if (!e) e = clear_dead(v, badkt, nbad);
     } else {
         for (int i = 0; i < n; i++)
@@ -224,7 +224,7 @@ static cv_err store_walk(verify *v, uint64_t pos, int count, long *deleted, vola
             vals[i] = NULL;
         }
         if (!e && v->repair && ngone) {
-            if ((e = cv_sync_deliver(s, del, ngone, 0, pos, 0, 0))) e = cv_sync_batch_failed(s, e);
+            e = cv_sync_deliver(s, del, ngone, 0, pos, 0, 0);
             if (!e) e = clear_dead(v, delkt, ngone);
             *deleted += ngone;
         } else {
@@ -260,7 +260,7 @@ int cv_verify_run(const cv_sync_opts *o, int repair, long show, volatile sig_ato
         cv_buf l = {0};
         cv_buf_printf(&l, "kind=\"%s\"", KIND[k]);
         v.m[k] =
-            cv_metrics_counter(s.reg, "cdcvec_verify_differences_total",
+            cv_metrics_counter(s.rt.reg, "cdcvec_verify_differences_total",
                                "Differences between the source and the store found by cdcvec verify.", l.p);
         free(l.p);
     }

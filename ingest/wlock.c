@@ -16,7 +16,7 @@
 #include <string.h>
 
 #include "../common/cv_log.h"
-#include "../common/cv_names.h"
+#include "../pg/cv_names.h"
 
 void cv_wlock_place(const char *sink, const char *source, const char *state_db, const cv_sink_table *t,
                     const char **home, cv_buf *key) {

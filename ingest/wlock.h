@@ -6,7 +6,7 @@
 
 #include "../common/cv_buf.h"
 #include "../common/cv_err.h"
-#include "../common/cv_pg.h"
+#include "../pg/cv_pg.h"
 #include "../sink/sink.h"
 
 typedef struct cv_wlock {

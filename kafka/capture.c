@@ -1,5 +1,5 @@
-/* capture.c: `cdcvec capture`: the replication stream of `cdcvec sync` (sync.c, session.c,
- * backfill.c), delivered to a Kafka topic instead of the apply stage.
+/* capture.c: `cdcvec capture`: the replication stream of `cdcvec sync` (ingest/), with an
+ * outlet (ingest/outlet.h) that delivers to a Kafka topic instead of the apply stage.
  *
  * One message per row change, keyed by the row's primary key (its key text), so that a
  * partition keeps each row's changes in commit order; each carries its transaction's commit
@@ -40,8 +40,11 @@ typedef struct cv_capture {
 
 #define MARK_INTERVAL 0.1 /* seconds between the marks of a moving position without changes */
 
-cv_err cv_capture_open(cv_sync *s) {
-    const cv_capture_opts *k = s->o.capture;
+/* The capture of s (its outlet's state). */
+static cv_capture *cap(const cv_sync *s) { return s->outlet_state; }
+
+static cv_err capture_open(cv_sync *s) {
+    const cv_capture_opts *k = s->o.outlet->arg;
     cv_capture *c = calloc(1, sizeof *c);
     CV_ASSERT(c);
     c->k = k;
@@ -51,22 +54,23 @@ cv_err cv_capture_open(cv_sync *s) {
         free(c);
         return CV_ERR_ARG;
     }
-    cv_kafka_metrics_init(&c->km, s->reg, "capture");
-    cv_health_kafka(s, &c->km);
+    cv_kafka_metrics_init(&c->km, s->rt.reg, "capture");
+    cv_health_peer_add(s, &(cv_health_peer){"Kafka broker", "capture", cv_kafka_broker_down_s,
+                                            cv_kafka_broker_watch, &c->km});
     c->m_truncate_quix = cv_metrics_counter(
-        s->reg, "cdcvec_capture_truncates_quix_total",
+        s->rt.reg, "cdcvec_capture_truncates_quix_total",
         "TRUNCATEs sent as {\"kind\":\"truncate\"} messages (wal2json v1 has no truncate).", NULL);
-    s->cap = c;
+    s->outlet_state = c;
     return CV_OK;
 }
 
-void cv_capture_close(cv_sync *s) {
-    cv_capture *c = s->cap;
+static void capture_close(cv_sync *s) {
+    cv_capture *c = cap(s);
     if (!c) return;
     cv_kafka_producer_free(c->p);
     cv_kafka_url_free(&c->url);
     free(c);
-    s->cap = NULL;
+    s->outlet_state = NULL;
 }
 
 /* A Kafka failure: counted, remembered as the session's fault. */
@@ -84,7 +88,7 @@ static cv_err kafka_failed(cv_sync *s, cv_err e, const char *what) {
 
 /* The producer, created on first use (and again after a fatal producer error). */
 static cv_err producer(cv_sync *s) {
-    cv_capture *c = s->cap;
+    cv_capture *c = cap(s);
     if (c->p) return CV_OK;
     cv_err e = cv_kafka_producer_new(c->url.bootstrap, c->url.topic, c->k->props, &c->km, &c->p);
     if (!e) e = cv_kafka_producer_partitions(c->p, &c->partitions);
@@ -100,7 +104,7 @@ static cv_err producer(cv_sync *s) {
 
 /* Produces a position mark to every partition (cdcvec format only; the tutorial's has none). */
 static cv_err produce_marks(cv_sync *s, uint64_t pos) {
-    cv_capture *c = s->cap;
+    cv_capture *c = cap(s);
     if (c->k->quix || !c->p || !pos) return CV_OK;
     cv_wire_table wt = {.schema = s->t.schema,
                         .table = s->t.name,
@@ -122,8 +126,10 @@ static cv_err produce_marks(cv_sync *s, uint64_t pos) {
     return e;
 }
 
-void cv_capture_mark(cv_sync *s, uint64_t pos) {
-    cv_capture *c = s->cap;
+/* The stream is covered up to pos (a batch delivered, a keepalive with nothing in flight; 0:
+ * idle): position marks go to every partition at most every MARK_INTERVAL. */
+static void capture_reached(cv_sync *s, uint64_t pos) {
+    cv_capture *c = cap(s);
     if (!c) return;
     cv_kafka_producer_poll(c->p); /* idle: the broker's health is still watched (statistics) */
     if (pos > c->mark_want) c->mark_want = pos;
@@ -131,9 +137,9 @@ void cv_capture_mark(cv_sync *s, uint64_t pos) {
         produce_marks(s, c->mark_want); /* not waited for: a lost mark is followed by the next */
 }
 
-cv_err cv_capture_deliver(cv_sync *s, cv_change *chg, int n, int truncate, uint64_t position,
-                          double commit_unix) {
-    cv_capture *c = s->cap;
+static cv_err capture_deliver(cv_sync *s, cv_change *chg, int n, int truncate, uint64_t position,
+                              double commit_unix) {
+    cv_capture *c = cap(s);
     cv_err e = producer(s);
     /* a template whose column is an unchanged TOASTed value: the text is read now (the workers
      * downstream have no source connection) */
@@ -173,9 +179,9 @@ cv_err cv_capture_deliver(cv_sync *s, cv_change *chg, int n, int truncate, uint6
     for (int i = 0; !e && i < n; i++) {
         key.len = val.len = 0;
         if (c->k->quix) {
-            if (!chg[i].wire) continue; /* the old key of a key-changing update: in the update's oldkeys */
+            if (!chg[i].encoded) continue; /* the old key of a key-changing update: in the update's oldkeys */
             cv_buf_printf(&key, "%s.%s", s->t.schema, s->t.name);
-            cv_buf_puts(&val, chg[i].wire);
+            cv_buf_puts(&val, chg[i].encoded);
         } else {
             cv_wire_key(&key, chg[i].key);
             cv_wire_encode(&val, &wt, &chg[i], NULL, 0);
@@ -196,11 +202,7 @@ cv_err cv_capture_deliver(cv_sync *s, cv_change *chg, int n, int truncate, uint6
     if (!e) {
         cv_err se = cv_sink_begin(s->sink, 0);
         if (!se) se = cv_sink_commit(s->sink, position);
-        if (se) {
-            s->cap = NULL; /* classified as a store failure, like sync's */
-            e = cv_sync_batch_failed(s, se);
-            s->cap = c;
-        }
+        if (se) e = cv_sync_batch_failed(s, se); /* classified as a store failure, like sync's */
     }
     for (int i = 0; i < n; i++)
         cv_change_free(&chg[i]);
@@ -213,8 +215,23 @@ cv_err cv_capture_deliver(cv_sync *s, cv_change *chg, int n, int truncate, uint6
 }
 
 int cv_capture_run(const cv_sync_opts *o, const cv_capture_opts *k, volatile sig_atomic_t *stop) {
+    cv_buf store = {0};
+    cv_buf_printf(&store, "kafka:%s", k->to);
+    CV_ASSERT(!store.oom);
+    const cv_outlet out = {.arg = (void *)k,
+                           .store = store.p,
+                           .writer = "cdcvec capture",
+                           .no_model = 1,
+                           .no_apply = 1,
+                           .open = capture_open,
+                           .stop = capture_close,
+                           .row = k->quix ? cv_capture_wire : NULL,
+                           .deliver = capture_deliver,
+                           .reached = capture_reached};
     cv_sync_opts oc = *o;
-    oc.capture = k;
+    oc.outlet = &out;
     oc.embed = NULL;
-    return cv_sync_run(&oc, stop);
+    int rc = cv_sync_run(&oc, stop);
+    free(store.p);
+    return rc;
 }

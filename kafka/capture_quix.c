@@ -20,9 +20,7 @@ static void quix_vals(const cv_table *t, const cv_rowval *v, cv_quix_val *out) {
                                .len = v[i].len};
 }
 
-void cv_capture_wire(const cv_sync *s, const cv_rowval *v, const cv_rowval *old, const char *kind,
-                     cv_change *c) {
-    if (!s->cap || !s->o.capture || !s->o.capture->quix) return;
+void cv_capture_wire(cv_sync *s, const cv_rowval *v, const cv_rowval *old, const char *kind, cv_change *c) {
     const cv_table *t = &s->t;
     cv_quix_val *cols = calloc((size_t)t->ncols + 1, sizeof *cols),
                 *keys = calloc((size_t)t->nkeys + 1, sizeof *keys);
@@ -39,12 +37,12 @@ void cv_capture_wire(const cv_sync *s, const cv_rowval *v, const cv_rowval *old,
                                 .len = kv[i].kind == 'u' ? v[i].len : kv[i].len};
     }
     int is_insert = strcmp(kind, "insert") == 0;
-    free(c->wire);
+    free(c->encoded);
     cv_err e = CV_OK;
     cv_buf why = {0};
-    c->wire = cv_quix_change(kind, t->schema, t->name, cols, t->ncols, is_insert ? NULL : keys,
-                             is_insert ? 0 : t->nkeys, &e, &why);
-    if (!c->wire && !c->fail) { /* the tutorial's format cannot carry it: a dead letter downstream */
+    c->encoded = cv_quix_change(kind, t->schema, t->name, cols, t->ncols, is_insert ? NULL : keys,
+                                is_insert ? 0 : t->nkeys, &e, &why);
+    if (!c->encoded && !c->fail) { /* the tutorial's format cannot carry it: a dead letter downstream */
         cv_buf f = {0};
         cv_buf_printf(&f, "the tutorial's message format cannot carry this row: %s",
                       why.p ? why.p : cv_strerror(e));
@@ -52,8 +50,4 @@ void cv_capture_wire(const cv_sync *s, const cv_rowval *v, const cv_rowval *old,
     }
     free(why.p);
     free(cols), free(keys);
-}
-
-void cv_capture_row_hook(void *arg, const cv_rowval *v, cv_change *c) {
-    cv_capture_wire(arg, v, NULL, "insert", c);
 }

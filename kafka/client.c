@@ -298,12 +298,14 @@ static int on_consumer_stats(rd_kafka_t *rk, char *json, size_t len, void *opaqu
     return 0; /* librdkafka frees json */
 }
 
-double cv_kafka_broker_down_s(cv_kafka_metrics *m) {
+double cv_kafka_broker_down_s(void *arg) {
+    cv_kafka_metrics *m = arg;
     double since = m ? m->down_since : 0;
     return since > 0 ? cv_now() - since : 0;
 }
 
-void cv_kafka_broker_watch(cv_kafka_metrics *m, double bound_s) {
+void cv_kafka_broker_watch(void *arg, double bound_s) {
+    cv_kafka_metrics *m = arg;
     double down = cv_kafka_broker_down_s(m);
     if (bound_s > 0 && down > bound_s && !m->down_logged) {
         cv_error(

@@ -57,11 +57,13 @@ typedef struct cv_kafka_metrics {
     int down_logged;
 } cv_kafka_metrics;
 void cv_kafka_metrics_init(cv_kafka_metrics *m, cv_metrics *reg, const char *stage);
-/* Seconds this stage's clients have seen no broker up (0: a broker is up, or not known yet). */
-double cv_kafka_broker_down_s(cv_kafka_metrics *m);
+/* Seconds this stage's clients (arg: its cv_kafka_metrics) have seen no broker up (0: a broker
+ * is up, or not known yet). With cv_kafka_broker_watch, the stage's health peer
+ * (cv_health_peer, kafka.h: cv_kafka_health). */
+double cv_kafka_broker_down_s(void *arg);
 /* Logs at error level once an outage passed bound_s seconds (event=kafka_brokers_unreachable,
  * with the fix), and at info level when a broker is back. Call it now and then (one thread). */
-void cv_kafka_broker_watch(cv_kafka_metrics *m, double bound_s);
+void cv_kafka_broker_watch(void *arg, double bound_s);
 /* Counts an error of this kind (a new series on first use). */
 void cv_kafka_metrics_error(cv_kafka_metrics *m, const char *kind);
 

@@ -25,7 +25,7 @@ typedef struct cv_kin_msg {
     char *key, *raw;   /* the Kafka key and value, copied */
     size_t klen, rlen;
     char *why;     /* CV_KIN_BAD: why it could not be read */
-    char *keytext; /* the row's key as one line (common/cv_keytext.h), when a stage noted it, or NULL */
+    char *keytext; /* the row's key as one line (pg/cv_keytext.h), when a stage noted it, or NULL */
 } cv_kin_msg;
 
 typedef struct cv_kin_opts {

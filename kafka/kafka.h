@@ -1,9 +1,5 @@
-/* kafka.h: the Kafka stages (capture, worker, sink; docs/KAFKA.md) and capture's hooks into
- * the replication stream.
- *
- * The stages still run on the sync runtime and reach into its state (cv_sync,
- * ingest/sync_impl.h); the stream still calls capture by name (cv_capture_*). Both ties are
- * the runtime/outlet split left to do (docs/ARCHITECTURE.md, "Ties left between the rooms"). */
+/* kafka.h: the Kafka stages (capture, worker, sink; docs/KAFKA.md). Capture is the replication
+ * stream of ingest/ with an outlet of its own (ingest/outlet.h): the stream knows no Kafka. */
 #ifndef CV_KAFKA_STAGES_H
 #define CV_KAFKA_STAGES_H
 
@@ -53,19 +49,12 @@ typedef struct cv_sink_stage_opts {
 } cv_sink_stage_opts;
 int cv_sink_stage_run(const cv_sync_opts *o, const cv_sink_stage_opts *k, volatile sig_atomic_t *stop);
 
-/* capture.c: opening the producer with the runtime, delivering a batch, closing. */
-cv_err cv_capture_open(cv_sync *s);
-cv_err cv_capture_deliver(cv_sync *s, cv_change *chg, int n, int truncate, uint64_t position,
-                          double commit_unix);
-void cv_capture_close(cv_sync *s);
-/* The stream is covered up to pos without a change of the table (a keepalive): position marks
- * go to every partition at most every 100 ms (call it with 0 to send what is due). */
-void cv_capture_mark(cv_sync *s, uint64_t pos);
-/* capture --format quix: the tutorial's message for a change made from row values v (old:
- * the old row's values for an update's oldkeys, or NULL: the key of v), set as c->wire. */
-void cv_capture_wire(const cv_sync *s, const struct cv_rowval *v, const struct cv_rowval *old,
-                     const char *kind, cv_change *c);
-/* cv_table.row_hook for the backfill of capture --format quix (arg: the cv_sync). */
-void cv_capture_row_hook(void *arg, const struct cv_rowval *v, cv_change *c);
+/* capture.c: the outlet of `cdcvec capture` (ingest/outlet.h): the producer opened with the
+ * runtime, each batch produced and acknowledged, position marks (read-your-writes) at most
+ * every 100 ms. capture_quix.c: with --format quix, the tutorial's message for a change made
+ * from row values v (old: the old row's values for an update's oldkeys, or NULL: the key of
+ * v), kept as c->encoded (the outlet's row hook). */
+void cv_capture_wire(cv_sync *s, const struct cv_rowval *v, const struct cv_rowval *old, const char *kind,
+                     cv_change *c);
 
 #endif

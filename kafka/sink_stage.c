@@ -137,8 +137,8 @@ static cv_err open_store(stage *st, const cv_wire_msg *w) {
                        .nkeys = w->t.nkeys,
                        .key_names = (const char *const *)st->keys.key_names,
                        .key_types = (const char *const *)st->keys.key_types,
-                       .dim = st->s.dim,
-                       .model_id = st->s.mf.id,
+                       .dim = st->s.rt.dim,
+                       .model_id = st->s.rt.mf.id,
                        .stream = st->stream,
                        .state_conninfo = st->k->state && *st->k->state ? st->k->state : NULL,
                        .ns = st->s.o.ns,
@@ -163,7 +163,7 @@ static cv_err open_store(stage *st, const cv_wire_msg *w) {
     uint64_t pos, bpos;
     int done;
     if (!cv_sink_state(st->sink, &pos, &done, &bpos)) st->index_ready = done, st->floor = bpos;
-    cv_apply_set_sink(st->s.apply, st->sink, NULL, NULL, 0);
+    cv_apply_set_sink(st->s.rt.apply, st->sink, NULL, NULL, 0);
     cv_info("event=sink_store table=%s.%s stream=%s", st->schema, st->table, st->stream);
     return CV_OK;
 }
@@ -194,7 +194,7 @@ static cv_err flush(stage *st) {
     if (st->nchg == 0 && st->ndone == 0) return CV_OK;
     cv_err e = CV_OK;
     if (st->nchg) {
-        e = cv_apply_batch(st->s.apply, st->chg, st->nchg, 0, st->pos, 0, st->commit_unix);
+        e = cv_apply_batch(st->s.rt.apply, st->chg, st->nchg, 0, st->pos, 0, st->commit_unix);
         st->nchg = 0;
         cv_health_store(&st->s, e == CV_OK || e == CV_ERR_ARG);
         if (e == CV_ERR_ARG) return CV_ERR_UNSUPPORTED; /* --on-error stop: logged with the key */
@@ -242,7 +242,7 @@ static cv_err take(stage *st, cv_kin_msg *m);
 /* Every partition reached the truncate: apply it, then what waited behind it. */
 static cv_err finish_truncate(stage *st) {
     cv_err e = flush(st);
-    if (!e) e = cv_apply_batch(st->s.apply, NULL, 0, 1, st->trunc_lsn, 0, 0);
+    if (!e) e = cv_apply_batch(st->s.rt.apply, NULL, 0, 1, st->trunc_lsn, 0, 0);
     /* the truncate's LSN becomes the store's floor, kept across restarts (and the HNSW index,
      * pgvector's, is built now if it was not) */
     if (!e) e = cv_sink_backfill_mark(st->sink, st->trunc_lsn, 1);
@@ -386,7 +386,7 @@ static void session_close(stage *st) {
     st->trunc_lsn = 0;
     st->dead_err = CV_OK;
     if (st->sink) {
-        cv_apply_set_sink(st->s.apply, NULL, NULL, NULL, 1);
+        cv_apply_set_sink(st->s.rt.apply, NULL, NULL, NULL, 1);
         cv_sink_close(st->sink);
         st->sink = NULL;
     }
@@ -454,7 +454,7 @@ static cv_err session(stage *st, volatile sig_atomic_t *stop) {
     st->chg = calloc((size_t)max * 2 + 2, sizeof *st->chg);
     st->done = calloc((size_t)max + 1, sizeof *st->done);
     CV_ASSERT(msgs && st->chg && st->done);
-    cv_kin_opts ko = {.key_columns = k->key_columns, .text_column = st->s.o.text_column, .dim = st->s.dim};
+    cv_kin_opts ko = {.key_columns = k->key_columns, .text_column = st->s.o.text_column, .dim = st->s.rt.dim};
     while (!e && !*stop) {
         int n = cv_kin_poll(st->rk, &ko, &st->km, msgs, max, 0.5, stop);
         for (int i = 0; i < n; i++) {
@@ -474,6 +474,18 @@ static cv_err session(stage *st, volatile sig_atomic_t *stop) {
     return e;
 }
 
+/* One attempt of the stage loop (runtime/loop.h). */
+static cv_err attempt(void *arg, volatile sig_atomic_t *stop, cv_stage_end *end) {
+    stage *st = arg;
+    end->since = cv_now();
+    st->s.fault = (cv_pg_fault){0}; /* this attempt's, when one is classified */
+    cv_err e = session(st, stop);
+    end->fault = st->s.fault;
+    cv_sync_retry_text(&st->s, e, end->why, sizeof end->why);
+    session_close(st);
+    return e;
+}
+
 int cv_sink_stage_run(const cv_sync_opts *o, const cv_sink_stage_opts *k, volatile sig_atomic_t *stop) {
     stage st = {.k = k};
     char err[512];
@@ -482,44 +494,32 @@ int cv_sink_stage_run(const cv_sync_opts *o, const cv_sink_stage_opts *k, volati
         return 2;
     }
     int rc = 0;
-    if (cv_sync_runtime_open(&st.s, o)) {
+    cv_outlet out = *cv_wait_outlet(); /* /wait; no search page */
+    out.no_model = 1;                  /* the vectors come with the messages */
+    cv_sync_opts os = *o;
+    os.outlet = &out;
+    if (cv_sync_runtime_open(&st.s, &os)) {
         cv_error("event=sink_stopped kind=config error=\"cannot start the model or the embedding client\"");
         rc = 1;
     }
     if (!rc) {
-        cv_kafka_metrics_init(&st.km, st.s.reg, "sink");
-        cv_health_kafka(&st.s, &st.km);
+        cv_kafka_metrics_init(&st.km, st.s.rt.reg, "sink");
+        cv_health_peer_add(&st.s, &(cv_health_peer){"Kafka broker", "sink", cv_kafka_broker_down_s,
+                                                    cv_kafka_broker_watch, &st.km});
         if (cv_health_monitor(&st.s, 0)) rc = 1;
-        st.m_dead = cv_metrics_counter(st.s.reg, "cdcvec_kafka_dead_letters_total",
+        st.m_dead = cv_metrics_counter(st.s.rt.reg, "cdcvec_kafka_dead_letters_total",
                                        "Messages sent to the dead-letter topic, with their reason.",
                                        "stage=\"sink\"");
         st.m_replayed =
-            cv_metrics_counter(st.s.reg, "cdcvec_kafka_superseded_total",
+            cv_metrics_counter(st.s.rt.reg, "cdcvec_kafka_superseded_total",
                                "Replayed messages from before the last truncate applied: skipped, the "
                                "truncate removed what they wrote.",
                                "stage=\"sink\"");
     }
-    for (int attempt = 0; !rc && !*stop;) {
-        double t0 = cv_now();
-        cv_err e = session(&st, stop);
-        char why[512];
-        cv_sync_retry_text(&st.s, e, why, sizeof why);
-        session_close(&st);
-        if (cv_now() - t0 > 60) attempt = 0; /* a healthy session: the backoff starts over */
-        if (!e || *stop) break;
-        if (e != CV_ERR_TIMEOUT && e != CV_ERR_BUSY) {
-            cv_error(
-                "event=sink_stopped error=\"%s: a permanent error, retrying cannot help (the level=error "
-                "lines before this one say where and what to do)\"",
-                cv_strerror(e));
-            rc = 1;
-            break;
-        }
-        double d = cv_stage_backoff(++attempt);
-        cv_warn("event=sink_retry attempt=%d in_seconds=%.2f error=\"%s\"", attempt, d, why);
-        cv_stage_sleep(d, stop);
+    if (!rc) {
+        const cv_stage stl = {.name = "sink", .attempt = attempt, .arg = &st};
+        rc = cv_stage_run(&stl, stop);
     }
-    if (!rc) cv_info("event=sink_stopped reason=signal");
     cv_sync_runtime_close(&st.s);
     cv_kafka_url_free(&st.in);
     return rc;

@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include "../common/cv_jnum.h"
-#include "../common/cv_keytext.h"
+#include "../pg/cv_keytext.h"
 #include "../common/cv_log.h"
 #include "../common/cv_lsn.h"
 #include "../ingest/pgvalue.h"

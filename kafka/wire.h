@@ -55,7 +55,7 @@ cv_err cv_wire_decode(const char *buf, size_t len, int dim, cv_wire_msg *m, char
 /* Whether buf looks like a cdcvec/1 message (else: the tutorial's). */
 int cv_wire_is_cdcvec(const char *buf, size_t len);
 
-/* The key of a change as the Kafka message key: its key text (common/cv_keytext.h). */
+/* The key of a change as the Kafka message key: its key text (pg/cv_keytext.h). */
 void cv_wire_key(cv_buf *b, char *const *key);
 
 #endif

@@ -101,7 +101,7 @@ static cv_err emit(worker *wk, const cv_kin_msg *m, const cv_wire_msg *w, const 
         if (!qe) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
-            s = cv_quix_embeddings(&qm, vec, wk->s.dim, (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec, &qe,
+            s = cv_quix_embeddings(&qm, vec, wk->s.rt.dim, (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec, &qe,
                                    &why);
             cv_quix_change_msg_free(&qm);
         }
@@ -115,13 +115,13 @@ static cv_err emit(worker *wk, const cv_kin_msg *m, const cv_wire_msg *w, const 
         }
         free(why.p);
     } else if (wk->w->quix) {
-        quix_out(&v, m, w, vec, wk->s.dim);
+        quix_out(&v, m, w, vec, wk->s.rt.dim);
     } else if (w->op == CV_WIRE_TRUNCATE) {
         cv_wire_encode_truncate(&v, &w->t, w->c.lsn, w->c.commit_unix, w->copies);
     } else if (w->op == CV_WIRE_MARK) { /* to the same partition number, behind what came before it */
         cv_wire_encode_mark(&v, &w->t, w->c.lsn, w->copies);
     } else {
-        cv_wire_encode(&v, &w->t, &c, wk->s.mf.id, wk->s.dim);
+        cv_wire_encode(&v, &w->t, &c, wk->s.rt.mf.id, wk->s.rt.dim);
     }
     if (m->key)
         cv_buf_put(&key, m->key, m->klen);
@@ -137,7 +137,7 @@ static cv_err emit(worker *wk, const cv_kin_msg *m, const cv_wire_msg *w, const 
 static cv_err batch(worker *wk, cv_kin_msg *msgs, int n, volatile sig_atomic_t *stop) {
     const char **texts = calloc((size_t)n + 1, sizeof *texts);
     size_t *lens = calloc((size_t)n + 1, sizeof *lens);
-    int *idx = calloc((size_t)n + 1, sizeof *idx), nt = 0, dim = wk->s.dim;
+    int *idx = calloc((size_t)n + 1, sizeof *idx), nt = 0, dim = wk->s.rt.dim;
     CV_ASSERT(texts && lens && idx);
     for (int i = 0; i < n; i++) {
         cv_wire_msg *w = &msgs[i].m;
@@ -152,12 +152,12 @@ static cv_err batch(worker *wk, cv_kin_msg *msgs, int n, volatile sig_atomic_t *
     char msg[256] = "";
     if (nt) {
         int got = dim;
-        e = cv_client_embed(wk->s.client, texts, lens, nt, vec, dim, &got, msg, sizeof msg);
+        e = cv_client_embed(wk->s.rt.client, texts, lens, nt, vec, dim, &got, msg, sizeof msg);
         if (e == CV_ERR_ARG || e == CV_ERR_FORMAT) { /* a text refused: find which, one at a time */
             e = CV_OK;
             for (int k = 0; k < nt && !e; k++) {
-                cv_err e1 = cv_client_embed(wk->s.client, texts + k, lens + k, 1, vec + (size_t)k * dim, dim,
-                                            &got, msg, sizeof msg);
+                cv_err e1 = cv_client_embed(wk->s.rt.client, texts + k, lens + k, 1, vec + (size_t)k * dim,
+                                            dim, &got, msg, sizeof msg);
                 if (e1 == CV_ERR_ARG || e1 == CV_ERR_FORMAT)
                     refused[k] = 1;
                 else
@@ -241,7 +241,7 @@ static cv_err session(worker *wk, volatile sig_atomic_t *stop) {
     int max = (int)w->batch_rows;
     cv_kin_msg *msgs = calloc((size_t)max, sizeof *msgs);
     CV_ASSERT(msgs);
-    cv_kin_opts ko = {.key_columns = w->key_columns, .text_column = wk->s.o.text_column, .dim = wk->s.dim};
+    cv_kin_opts ko = {.key_columns = w->key_columns, .text_column = wk->s.o.text_column, .dim = wk->s.rt.dim};
     while (!e && !*stop) {
         int n = cv_kin_poll(wk->rk, &ko, &wk->km, msgs, max, 0.5, stop);
         if (n) e = batch(wk, msgs, n, stop);
@@ -252,6 +252,20 @@ static cv_err session(worker *wk, volatile sig_atomic_t *stop) {
     }
     free(msgs);
     return e == CV_ERR_SHUTDOWN ? CV_OK : e;
+}
+
+/* One attempt of the stage loop (runtime/loop.h). */
+static cv_err attempt(void *arg, volatile sig_atomic_t *stop, cv_stage_end *end) {
+    worker *wk = arg;
+    end->since = cv_now();
+    wk->s.fault = (cv_pg_fault){0}; /* this attempt's, when one is classified */
+    wk->s.why[0] = 0;
+    cv_pg_last_message_clear();
+    cv_err e = session(wk, stop);
+    end->fault = wk->s.fault;
+    cv_sync_retry_text(&wk->s, e, end->why, sizeof end->why);
+    session_close(wk);
+    return e;
 }
 
 int cv_worker_run(const cv_sync_opts *o, const cv_worker_opts *w, volatile sig_atomic_t *stop) {
@@ -267,41 +281,26 @@ int cv_worker_run(const cv_sync_opts *o, const cv_worker_opts *w, volatile sig_a
         return 2;
     }
     int rc = 0;
-    if (cv_sync_runtime_open(&wk.s, o)) {
+    static const cv_outlet out = {.no_apply = 1}; /* the model; no store, no routes */
+    cv_sync_opts ow = *o;
+    ow.outlet = &out;
+    if (cv_sync_runtime_open(&wk.s, &ow)) {
         cv_error("event=worker_stopped kind=config error=\"cannot start the model or the embedding client\"");
         rc = 1;
     }
     if (!rc) {
-        cv_kafka_metrics_init(&wk.km, wk.s.reg, "worker");
-        cv_health_kafka(&wk.s, &wk.km);
+        cv_kafka_metrics_init(&wk.km, wk.s.rt.reg, "worker");
+        cv_health_peer_add(&wk.s, &(cv_health_peer){"Kafka broker", "worker", cv_kafka_broker_down_s,
+                                                    cv_kafka_broker_watch, &wk.km});
         if (cv_health_monitor(&wk.s, 0)) rc = 1;
-        wk.m_dead = cv_metrics_counter(wk.s.reg, "cdcvec_kafka_dead_letters_total",
+        wk.m_dead = cv_metrics_counter(wk.s.rt.reg, "cdcvec_kafka_dead_letters_total",
                                        "Messages sent to the dead-letter topic, with their reason.",
                                        "stage=\"worker\"");
     }
-    for (int attempt = 0; !rc && !*stop;) {
-        double t0 = cv_now();
-        wk.s.why[0] = 0;
-        cv_pg_last_message_clear();
-        cv_err e = session(&wk, stop);
-        char why[512];
-        cv_sync_retry_text(&wk.s, e, why, sizeof why);
-        session_close(&wk);
-        if (cv_now() - t0 > 60) attempt = 0; /* a healthy session: the backoff starts over */
-        if (!e || *stop) break;
-        if (e == CV_ERR_ARG || e == CV_ERR_UNSUPPORTED) {
-            cv_error(
-                "event=worker_stopped error=\"%s: a permanent error, retrying cannot help (the level=error "
-                "lines before this one say where and what to do)\"",
-                cv_strerror(e));
-            rc = 1;
-            break;
-        }
-        double d = cv_stage_backoff(++attempt);
-        cv_warn("event=worker_retry attempt=%d in_seconds=%.2f error=\"%s\"", attempt, d, why);
-        cv_stage_sleep(d, stop);
+    if (!rc) {
+        const cv_stage st = {.name = "worker", .attempt = attempt, .arg = &wk};
+        rc = cv_stage_run(&st, stop);
     }
-    if (!rc) cv_info("event=worker_stopped reason=signal");
     cv_sync_runtime_close(&wk.s);
     cv_kafka_url_free(&wk.in), cv_kafka_url_free(&wk.out);
     return rc;

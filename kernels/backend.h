@@ -19,6 +19,9 @@ extern "C" {
 #endif
 
 typedef enum { CV_ACT_NONE = 0, CV_ACT_GELU } cv_act;
+/* Pooling of a sequence's rows (sentence-transformers' Pooling module over real tokens): their
+ * mean, the first ([CLS]) row, or the elementwise maximum. */
+typedef enum { CV_POOL_MEAN = 0, CV_POOL_CLS, CV_POOL_MAX } cv_pool_mode;
 
 typedef struct cv_backend cv_backend;
 
@@ -35,8 +38,9 @@ typedef struct cv_encoder_layer {
 typedef struct cv_encoder {
     const float *word, *pos, *type0, *ln_g, *ln_b; /* (V,D), (P,D), (D), (D), (D) */
     const cv_encoder_layer *layer;                 /* (layers) */
-    int layers, D, H, NI;
+    int layers, D, H, NI;                          /* head size D / H: 16, 32 or 64 on CUDA */
     float eps;
+    cv_pool_mode pool;
 } cv_encoder;
 
 struct cv_backend {
@@ -76,14 +80,14 @@ struct cv_backend {
      * sequence's length (offs may live on a device, where the host cannot read it). */
     void (*attention)(cv_backend *be, const float *qkv, const int32_t *offs /* (nseq+1) */, int nseq,
                       int max_len, int H, int hd, float *out);
-    /* out[s] = mean of x over sequence s's rows, then L2-normalized (eps 1e-12). norms (backend
-     * memory, or NULL when not wanted) gets each mean's L2 norm before that division, so that
-     * out[s] * norms[s] is the mean-pooled vector (to float rounding). */
+    /* out[s] = the pooling (mode) of x over sequence s's rows, then L2-normalized (eps 1e-12).
+     * norms (backend memory, or NULL when not wanted) gets each pooled vector's L2 norm before
+     * that division, so that out[s] * norms[s] is the pooled vector (to float rounding). */
     void (*pool_l2)(cv_backend *be, const float *x /* (T,D) */, const int32_t *offs, int nseq, int D,
-                    float *out /* (nseq,D) */, float *norms /* (nseq) or NULL */);
+                    cv_pool_mode mode, float *out /* (nseq,D) */, float *norms /* (nseq) or NULL */);
 
-    /* Optional (NULL: the ops above are composed by the caller): the whole encoder, mean
-     * pooling and L2 normalization of one batch, with the backend's own activations (CUDA: fp16
+    /* Optional (NULL: the ops above are composed by the caller): the whole encoder, pooling
+     * (m->pool) and L2 normalization of one batch, with the backend's own activations (CUDA: fp16
      * end to end, fused epilogues, graphs). ids, pos_ids (T) and offs (nseq+1, offs[0] == 0)
      * are host arrays, free to reuse once encode returns; out (nseq, D) is host memory, written
      * when encode_wait returns. encode queues the batch and returns at once, so the caller can

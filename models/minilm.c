@@ -1,4 +1,6 @@
-/* minilm.c: all-MiniLM-L6-v2's forward pass, composed from backend ops.
+/* minilm.c: a sentence-transformers BERT model's forward pass (all-MiniLM-L6-v2 by default; the
+ * sizes, pooling, normalization and prompts its folder declares, models/folder.h), composed from
+ * backend ops.
  *
  * Per batch: tokenize (threads split the texts), pack the sequences without padding, split
  * them into one contiguous group per thread balanced by token count, and run the encoder
@@ -10,7 +12,9 @@
  *               a   = LN(ctx Wo^T + bo + h)
  *               t   = GELU(a W1^T + b1)
  *               h   = LN(t W2^T + b2 + a)
- *   out = L2(mean over each sequence's rows of h)
+ *   out = L2(pool over each sequence's rows of h)    (mean, [CLS] row or max)
+ *   then, for a model without a Normalize module, out * its norm (what sentence-transformers
+ *   returns)
  */
 #define _POSIX_C_SOURCE 200809L
 #include "minilm.h"
@@ -64,8 +68,11 @@ typedef struct {
 
 struct cv_minilm {
     cv_minilm_config cfg;
-    cv_model_facts facts; /* model.h; revision points at rev */
+    cv_model_facts facts; /* model.h; revision points at rev, id at id */
     char rev[65];
+    char id[256];
+    const char *prompt; /* the prompt of the texts being tokenized (document or query) */
+    size_t prompt_len;
     cv_tok *tok;
     cv_st *st;
     model_w host; /* host pointers: into the mapping or into owned[] */
@@ -80,22 +87,11 @@ struct cv_minilm {
     int32_t *tok_ids; /* (n_cap * max_seq) */
     int32_t *tok_len; /* (n_cap) */
     int32_t *packed, *offs;
+    float *norms; /* (n_cap): models without Normalize */
     int n_cap;
 };
 
 /* ---- config ---------------------------------------------------------------------------- */
-
-static cv_err json_int(json_t *o, const char *path, const char *key, int *out, int lo, int hi) {
-    json_t *v = json_object_get(o, key);
-    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
-        cv_error("event=config_invalid path=%s key=%s error=\"missing or not an integer in "
-                 "[%d, %d]\"",
-                 path, key, lo, hi);
-        return CV_ERR_FORMAT;
-    }
-    *out = (int)json_integer_value(v);
-    return CV_OK;
-}
 
 const char *cv_minilm_fetch_fix(void) {
     const char *c = getenv("CDCVEC_CONTAINER");
@@ -106,58 +102,6 @@ const char *cv_minilm_fetch_fix(void) {
                "the "
                "image built with the model (Dockerfile target runtime)";
     return "python3 models/fetch_model.py";
-}
-
-static cv_err load_config(const char *dir, cv_minilm_config *c) {
-    char path[4096];
-    json_error_t jerr;
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    json_t *o = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
-    if (!o) {
-        cv_error("event=config_read path=%s error=\"%s\" line=%d fix=\"%s\"", path, jerr.text, jerr.line,
-                 cv_minilm_fetch_fix());
-        return CV_ERR_NOTFOUND;
-    }
-    cv_err err = CV_OK;
-    if (!json_is_object(o)) err = CV_ERR_FORMAT;
-    if (!err) err = json_int(o, path, "hidden_size", &c->hidden, 1, 65536);
-    if (!err) err = json_int(o, path, "num_hidden_layers", &c->layers, 1, 256);
-    if (!err) err = json_int(o, path, "num_attention_heads", &c->heads, 1, 1024);
-    if (!err) err = json_int(o, path, "intermediate_size", &c->intermediate, 1, 1 << 20);
-    if (!err) err = json_int(o, path, "vocab_size", &c->vocab, 1, 1 << 24);
-    if (!err) err = json_int(o, path, "max_position_embeddings", &c->max_positions, 2, 1 << 16);
-    if (!err) err = json_int(o, path, "type_vocab_size", &c->type_vocab, 1, 1 << 16);
-    json_t *eps = json_object_get(o, "layer_norm_eps");
-    json_t *act = json_object_get(o, "hidden_act");
-    if (!err && (!json_is_number(eps) || json_number_value(eps) <= 0)) {
-        cv_error("event=config_invalid path=%s key=layer_norm_eps error=\"missing or not > 0\"", path);
-        err = CV_ERR_FORMAT;
-    }
-    if (!err && (!json_is_string(act) || strcmp(json_string_value(act), "gelu") != 0)) {
-        cv_error("event=config_invalid path=%s key=hidden_act error=\"only exact erf 'gelu' is "
-                 "implemented\"",
-                 path);
-        err = CV_ERR_UNSUPPORTED;
-    }
-    if (!err && c->hidden % c->heads != 0) {
-        cv_error("event=config_invalid path=%s error=\"hidden_size not divisible by heads\"", path);
-        err = CV_ERR_FORMAT;
-    }
-    if (!err) c->ln_eps = (float)json_number_value(eps);
-    json_decref(o);
-    if (err) return err;
-
-    /* sentence-transformers' truncation length; 256 for this model */
-    c->max_seq = 256;
-    snprintf(path, sizeof path, "%s/sentence_bert_config.json", dir);
-    o = json_load_file(path, 0, &jerr);
-    if (o) {
-        err = json_int(o, path, "max_seq_length", &c->max_seq, 2, c->max_positions);
-        json_decref(o);
-    } else {
-        cv_warn("event=config_default path=%s max_seq_length=256 reason=\"%s\"", path, jerr.text);
-    }
-    return err;
 }
 
 /* ---- weights --------------------------------------------------------------------------- */
@@ -359,7 +303,8 @@ static cv_err worker_init(cv_minilm *m, worker *k, cv_backend *be) {
                           .D = c->hidden,
                           .H = c->heads,
                           .NI = c->intermediate,
-                          .eps = c->ln_eps};
+                          .eps = c->ln_eps,
+                          .pool = c->pool};
     return CV_OK;
 }
 
@@ -444,7 +389,7 @@ static cv_err forward(const cv_minilm_config *c, worker *k, const int32_t *ids, 
         be->add_ln(be, k->h, k->a, L->ln2_g, L->ln2_b, T, D, c->ln_eps);
     }
     float *dnorms = norms ? k->out + (size_t)nseq * D : NULL;
-    be->pool_l2(be, k->h, k->offs, nseq, D, k->out, dnorms);
+    be->pool_l2(be, k->h, k->offs, nseq, D, c->pool, k->out, dnorms);
     err = be->download(be, out, k->out, sizeof(float) * (size_t)nseq * (size_t)D);
     if (!err && norms) err = be->download(be, norms, dnorms, sizeof(float) * (size_t)nseq);
     if (!err) err = be->sync(be);
@@ -499,17 +444,37 @@ static cv_err pick_device(cv_device dev, cv_backend **gpu, char *why, size_t why
     return CV_OK;
 }
 
+/* The model's id: CV_MODEL_ID for all-MiniLM-L6-v2 (its weights, or a folder of that name:
+ * the fp16 pack, an engine-only build without revisions), else the folder's name. */
+static void model_id(cv_minilm *m, const char *dir) {
+    static const char minilm_sha[] = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db";
+    size_t n = strlen(dir);
+    while (n > 1 && dir[n - 1] == '/')
+        n--;
+    size_t b = n;
+    while (b > 0 && dir[b - 1] != '/')
+        b--;
+    snprintf(m->id, sizeof m->id, "%.*s", (int)(n - b), dir + b);
+    const cv_minilm_config *c = &m->cfg;
+    const int minilm_shape = c->hidden == 384 && c->layers == 6 && c->heads == 12 && c->vocab == 30522 &&
+                             c->pool == CV_POOL_MEAN && c->normalize && c->lowercase && !*c->doc_prompt;
+    if (!strcmp(m->rev, minilm_sha) || !strncmp(m->id, CV_MODEL_SHORT_ID, strlen(CV_MODEL_SHORT_ID)) ||
+        (minilm_shape && !strcmp(m->rev, "unknown")) || !m->id[0])
+        snprintf(m->id, sizeof m->id, "%s", CV_MODEL_ID);
+}
+
 cv_err cv_minilm_load(const char *model_dir, const cv_minilm_opts *opts, cv_minilm **out) {
     *out = NULL;
     cv_minilm_opts o = opts ? *opts : (cv_minilm_opts){0};
     cv_minilm *m = calloc(1, sizeof *m);
     if (!m) return CV_ERR_NOMEM;
     char path[4096];
-    cv_err err = load_config(model_dir, &m->cfg);
+    cv_err err = cv_folder_read(model_dir, &m->cfg);
     if (!err) {
         snprintf(path, sizeof path, "%s/vocab.txt", model_dir);
         err = cv_tok_load(path, &m->tok);
     }
+    if (!err) cv_tok_set_cased(m->tok, !m->cfg.lowercase);
     if (!err && cv_tok_vocab_size(m->tok) != m->cfg.vocab) {
         cv_error("event=model_invalid path=%s error=\"vocab.txt has %d tokens, config.json says "
                  "%d\"",
@@ -520,7 +485,15 @@ cv_err cv_minilm_load(const char *model_dir, const cv_minilm_opts *opts, cv_mini
     if (!err) {
         snprintf(path, sizeof path, "%s/model.safetensors", model_dir);
         err = cv_model_file_sha256(path, m->rev);
-        m->facts = (cv_model_facts){CV_MODEL_ID, m->rev, m->cfg.hidden, "mean", m->cfg.max_seq};
+        model_id(m, model_dir);
+        m->facts = (cv_model_facts){.id = m->id,
+                                    .revision = m->rev,
+                                    .dim = m->cfg.hidden,
+                                    .pooling = cv_folder_pool_name(m->cfg.pool),
+                                    .max_seq = m->cfg.max_seq,
+                                    .normalize = m->cfg.normalize,
+                                    .doc_prompt = m->cfg.doc_prompt,
+                                    .query_prompt = m->cfg.query_prompt};
     }
     if (err) {
         cv_minilm_free(m);
@@ -580,9 +553,12 @@ cv_err cv_minilm_load(const char *model_dir, const cv_minilm_opts *opts, cv_mini
     cv_blas_info bi;
     cv_blas_info_get(&bi);
     cv_info("event=model_loaded dir=%s model=%s revision=%s device=%s reason=\"%s\" threads=%d layers=%d "
-            "hidden=%d max_seq=%d gemm=%s blas_kernel=%s blas_chosen_by=%s openblas_default=%s cpu_best=%s",
+            "hidden=%d heads=%d max_seq=%d pooling=%s normalize=%d cased=%d doc_prompt=\"%s\" "
+            "query_prompt=\"%s\" gemm=%s blas_kernel=%s blas_chosen_by=%s openblas_default=%s cpu_best=%s",
             model_dir, m->facts.id, m->rev, m->wk[0].be->name, why, nt, m->cfg.layers, m->cfg.hidden,
-            m->cfg.max_seq, cv_cpu_gemm_isa(), bi.kernel, bi.chosen_by, bi.openblas_default, bi.best);
+            m->cfg.heads, m->cfg.max_seq, m->facts.pooling, m->cfg.normalize, !m->cfg.lowercase,
+            m->cfg.doc_prompt, m->cfg.query_prompt, cv_cpu_gemm_isa(), bi.kernel, bi.chosen_by,
+            bi.openblas_default, bi.best);
     *out = m;
     return CV_OK;
 }
@@ -609,6 +585,8 @@ void cv_minilm_free(cv_minilm *m) {
     free(m->tok_len);
     free(m->packed);
     free(m->offs);
+    free(m->norms);
+    cv_folder_free(&m->cfg);
     free(m);
 }
 
@@ -698,8 +676,8 @@ static void tok_task(void *p, int task) {
     tok_arg *a = p;
     const int ms = a->m->cfg.max_seq;
     for (int i = a->start + task; i < a->n; i += a->nt)
-        a->m->tok_len[i] =
-            cv_tok_encode(a->m->tok, a->texts[i], a->lens[i], a->m->tok_ids + (size_t)i * ms, ms);
+        a->m->tok_len[i] = cv_tok_encode_prefixed(a->m->tok, a->m->prompt, a->m->prompt_len, a->texts[i],
+                                                  a->lens[i], a->m->tok_ids + (size_t)i * ms, ms);
 }
 
 /* Tokenizes texts start .. end-1 into tok_ids/tok_len on the pool. */
@@ -712,7 +690,7 @@ static void tokenize(cv_minilm *m, const char *const *texts, const size_t *lens,
 /* A device backend with encode(): batches of chunk_tokens / max_seq texts, the next one
  * tokenized while the device runs the current one. */
 static cv_err embed_pipelined(cv_minilm *m, const char *const *texts, const size_t *lens, int n, float *out,
-                              long *ntokens) {
+                              float *norms, long *ntokens) {
     const int ms = m->cfg.max_seq, D = m->cfg.hidden,
               step = m->chunk_tokens / ms > 0 ? m->chunk_tokens / ms : 1;
     worker *k = &m->wk[0];
@@ -728,7 +706,8 @@ static cv_err embed_pipelined(cv_minilm *m, const char *const *texts, const size
             m->offs[i - s + 1] = m->offs[i - s] + m->tok_len[i];
         }
         tok += m->offs[e - s];
-        err = forward(&m->cfg, k, m->packed, m->offs, e - s, out + (size_t)s * D, NULL, 0);
+        err =
+            forward(&m->cfg, k, m->packed, m->offs, e - s, out + (size_t)s * D, norms ? norms + s : NULL, 0);
         if (!err && e < n) tokenize(m, texts, lens, e, e + step < n ? e + step : n); /* overlaps the device */
         cv_err werr = k->be->encode_wait(k->be);
         if (!err) err = werr;
@@ -739,6 +718,11 @@ static cv_err embed_pipelined(cv_minilm *m, const char *const *texts, const size
 
 cv_err cv_minilm_embed(cv_minilm *m, const char *const *texts, const size_t *lens, int n, float *out,
                        long *ntokens) {
+    return cv_minilm_embed_kind(m, CV_TEXT_DOCUMENT, texts, lens, n, out, ntokens);
+}
+
+cv_err cv_minilm_embed_kind(cv_minilm *m, cv_text_kind kind, const char *const *texts, const size_t *lens,
+                            int n, float *out, long *ntokens) {
     if (n < 0) return CV_ERR_ARG;
     if (ntokens) *ntokens = 0;
     if (n == 0) return CV_OK;
@@ -748,24 +732,43 @@ cv_err cv_minilm_embed(cv_minilm *m, const char *const *texts, const size_t *len
         free(m->tok_len);
         free(m->packed);
         free(m->offs);
+        free(m->norms);
         m->tok_ids = malloc(sizeof(int32_t) * (size_t)n * ms);
         m->tok_len = malloc(sizeof(int32_t) * (size_t)n);
         m->packed = malloc(sizeof(int32_t) * (size_t)n * ms);
         m->offs = malloc(sizeof(int32_t) * ((size_t)n + 1));
+        m->norms = malloc(sizeof(float) * (size_t)n);
         m->n_cap = n;
-        if (!m->tok_ids || !m->tok_len || !m->packed || !m->offs) {
+        if (!m->tok_ids || !m->tok_len || !m->packed || !m->offs || !m->norms) {
             m->n_cap = 0;
             return CV_ERR_NOMEM;
         }
     }
-    if (m->nworkers == 1 && m->wk[0].be->encode && n > m->chunk_tokens / ms)
-        return embed_pipelined(m, texts, lens, n, out, ntokens);
-    tokenize(m, texts, lens, 0, n);
-    m->offs[0] = 0;
-    for (int i = 0; i < n; i++) {
-        memcpy(m->packed + m->offs[i], m->tok_ids + (size_t)i * ms, sizeof(int32_t) * (size_t)m->tok_len[i]);
-        m->offs[i + 1] = m->offs[i] + m->tok_len[i];
+    m->prompt = kind == CV_TEXT_QUERY ? m->cfg.query_prompt : m->cfg.doc_prompt;
+    m->prompt_len = strlen(m->prompt);
+    float *norms = m->cfg.normalize ? NULL : m->norms; /* no Normalize: the pooled vector itself */
+    cv_err err;
+    if (m->nworkers == 1 && m->wk[0].be->encode && n > m->chunk_tokens / ms) {
+        err = embed_pipelined(m, texts, lens, n, out, norms, ntokens);
+    } else {
+        tokenize(m, texts, lens, 0, n);
+        m->offs[0] = 0;
+        for (int i = 0; i < n; i++) {
+            memcpy(m->packed + m->offs[i], m->tok_ids + (size_t)i * ms,
+                   sizeof(int32_t) * (size_t)m->tok_len[i]);
+            m->offs[i + 1] = m->offs[i] + m->tok_len[i];
+        }
+        if (ntokens) *ntokens = m->offs[n];
+        err = cv_minilm_embed_ids_norms(m, m->packed, m->offs, n, out, norms);
     }
-    if (ntokens) *ntokens = m->offs[n];
-    return cv_minilm_embed_ids(m, m->packed, m->offs, n, out);
+    const int D = m->cfg.hidden;
+    for (int i = 0; !err && norms && i < n; i++)
+        for (int j = 0; j < D; j++)
+            out[(size_t)i * D + j] *= norms[i];
+    return err;
+}
+
+int cv_minilm_tokenize(const cv_minilm *m, cv_text_kind kind, const char *text, size_t len, int32_t *ids) {
+    const char *p = kind == CV_TEXT_QUERY ? m->cfg.query_prompt : m->cfg.doc_prompt;
+    return cv_tok_encode_prefixed(m->tok, p, strlen(p), text, len, ids, m->cfg.max_seq);
 }

@@ -1,5 +1,6 @@
-/* minilm.h: sentence-transformers all-MiniLM-L6-v2 (BERT encoder + mean pooling + L2 norm),
- * composed from kernels/backend.h ops only. */
+/* minilm.h: a sentence-transformers BERT model (all-MiniLM-L6-v2 by default): the encoder,
+ * mean / CLS / max pooling, optional L2 normalization, prompts, any sizes the folder's files
+ * declare (models/folder.h), composed from kernels/backend.h ops only. */
 #ifndef CV_MINILM_H
 #define CV_MINILM_H
 
@@ -7,21 +8,16 @@
 #include <stdint.h>
 
 #include "../common/cv_err.h"
+#include "folder.h"
 #include "model.h"
 #include "tokenizer.h"
 
-/* Model facts, read from config.json and sentence_bert_config.json. */
-typedef struct cv_minilm_config {
-    int hidden;        /* 384 */
-    int layers;        /* 6 */
-    int heads;         /* 12 */
-    int intermediate;  /* 1536 */
-    int vocab;         /* 30522 */
-    int max_positions; /* 512 */
-    int type_vocab;    /* 2 */
-    int max_seq;       /* 256: sentence-transformers truncation, incl. [CLS] and [SEP] */
-    float ln_eps;      /* 1e-12 */
-} cv_minilm_config;
+/* Model facts, read from the folder's files (folder.h): sizes, pooling, normalization, casing,
+ * prompts. all-MiniLM-L6-v2: hidden 384, 6 layers, 12 heads, intermediate 1536, max_seq 256. */
+typedef cv_folder cv_minilm_config;
+
+/* What a text is: documents get the model's document prompt, searches its query prompt. */
+typedef enum { CV_TEXT_DOCUMENT = 0, CV_TEXT_QUERY } cv_text_kind;
 
 typedef enum { CV_DEVICE_AUTO = 0, CV_DEVICE_CPU, CV_DEVICE_CUDA } cv_device;
 
@@ -46,8 +42,9 @@ const char *cv_minilm_default_dir(void);
  * the model folder, since the image cannot fetch it. Static storage. */
 const char *cv_minilm_fetch_fix(void);
 
-/* Loads model_dir/{config.json, vocab.txt, model.safetensors, sentence_bert_config.json},
- * checking every tensor's name, dtype and shape. On success *out is owned by the caller. */
+/* Loads model_dir's sentence-transformers folder (folder.h; vocab.txt, model.safetensors),
+ * checking every tensor's name, dtype and shape; refuses (CV_ERR_UNSUPPORTED, logged with the
+ * fix) what cdcvec cannot run exactly. On success *out is owned by the caller. */
 cv_err cv_minilm_load(const char *model_dir, const cv_minilm_opts *opts, cv_minilm **out);
 void cv_minilm_free(cv_minilm *m);
 
@@ -58,18 +55,26 @@ const cv_tok *cv_minilm_tok(const cv_minilm *m);
 const char *cv_minilm_device(const cv_minilm *m); /* "cpu" or "cuda" */
 int cv_minilm_threads(const cv_minilm *m);
 
-/* Embeds n texts (texts[i] has lens[i] bytes, any bytes) into out (n * hidden floats,
- * caller-owned), each vector L2-normalized. If ntokens is not NULL it receives the total
- * number of tokens processed. Not reentrant on one model. */
+/* Embeds n documents (texts[i] has lens[i] bytes, any bytes; the model's document prompt
+ * prepended) into out (n * hidden floats, caller-owned): what sentence-transformers' encode
+ * returns (L2-normalized when the model has a Normalize module). If ntokens is not NULL it
+ * receives the total number of tokens processed. Not reentrant on one model. */
 cv_err cv_minilm_embed(cv_minilm *m, const char *const *texts, const size_t *lens, int n, float *out,
                        long *ntokens);
+/* The same for kind's prompt (CV_TEXT_QUERY: searches). */
+cv_err cv_minilm_embed_kind(cv_minilm *m, cv_text_kind kind, const char *const *texts, const size_t *lens,
+                            int n, float *out, long *ntokens);
+
+/* Tokenizes one text as kind (its prompt first) into ids (room for max_seq): [CLS] .. [SEP],
+ * truncated to max_seq. Returns the count. Thread-safe. */
+int cv_minilm_tokenize(const cv_minilm *m, cv_text_kind kind, const char *text, size_t len, int32_t *ids);
 
 /* Same, from token ids: sequence s is ids[offs[s] .. offs[s+1]), each already framed with
- * [CLS] .. [SEP] and at most max_positions long. */
+ * [CLS] .. [SEP] (and any prompt) and at most max_positions long. Always L2-normalized. */
 cv_err cv_minilm_embed_ids(cv_minilm *m, const int32_t *ids, const int32_t *offs, int nseq, float *out);
 /* Same, and norms (nseq floats, caller-owned) gets each vector's L2 norm before the
  * normalization: out[s] * norms[s] is sequence s's mean-pooled embedding (to float rounding),
- * what sentence-transformers returns with normalize_embeddings=False minus its Normalize. */
+ * what sentence-transformers returns without a Normalize module. */
 cv_err cv_minilm_embed_ids_norms(cv_minilm *m, const int32_t *ids, const int32_t *offs, int nseq, float *out,
                                  float *norms);
 

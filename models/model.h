@@ -1,6 +1,6 @@
 /* model.h: the model interface: what every room outside models/ asks the model, never writes
- * down itself (id, revision, dimension, pooling, token limit). One model today (minilm.h);
- * the id is defined here once. */
+ * down itself (id, revision, dimension, pooling, token limit, prompts). Any sentence-transformers
+ * BERT folder (minilm.h, folder.h); the default model's id is defined here once. */
 #ifndef CV_MODEL_H
 #define CV_MODEL_H
 
@@ -15,11 +15,14 @@
 #define CV_MODEL_DIM 384
 
 typedef struct cv_model_facts {
-    const char *id;       /* CV_MODEL_ID */
-    const char *revision; /* lowercase hex SHA-256 of the weights file (model.safetensors) */
-    int dim;              /* vector dimension (config.json hidden_size) */
-    const char *pooling;  /* "mean" (then L2-normalized) */
-    int max_seq;          /* tokens read per text, [CLS] and [SEP] included */
+    const char *id;           /* CV_MODEL_ID for all-MiniLM-L6-v2, else the folder's name */
+    const char *revision;     /* lowercase hex SHA-256 of the weights file (model.safetensors) */
+    int dim;                  /* vector dimension (config.json hidden_size) */
+    const char *pooling;      /* "mean", "cls" or "max" (1_Pooling/config.json) */
+    int max_seq;              /* tokens read per text, [CLS] and [SEP] included */
+    int normalize;            /* 1: vectors L2-normalized (a Normalize module) */
+    const char *doc_prompt;   /* prepended to documents ("" none) */
+    const char *query_prompt; /* prepended to searches ("" none) */
 } cv_model_facts;
 
 /* 1 when name is the running model's id or short name (what /v1/embeddings accepts). */

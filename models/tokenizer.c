@@ -54,6 +54,7 @@ struct cv_tok {
     int nvocab;
     table init, cont;
     int32_t cls_id, sep_id, unk_id;
+    int cased;                  /* cv_tok_set_cased */
     uint8_t bmp_class[0x10000]; /* cv_tok_class per BMP code point */
 };
 
@@ -206,9 +207,16 @@ void cv_tok_free(cv_tok *t) {
 }
 
 int cv_tok_vocab_size(const cv_tok *t) { return t->nvocab; }
+void cv_tok_set_cased(cv_tok *t, int cased) { t->cased = cased; }
 
 int cv_tok_normalize_cp(const cv_tok *t, int32_t cp, int32_t out[16]) {
-    if (cv_tok_classify(t, cp) == CV_TOK_DROP) return 0;
+    if (cv_tok_classify(t, cp) == CV_TOK_DROP &&
+        !(t->cased && utf8proc_category(cp) == UTF8PROC_CATEGORY_MN)) /* cased: marks stay */
+        return 0;
+    if (t->cased) {
+        out[0] = cp;
+        return 1;
+    }
     if (cp < 0x80) {
         out[0] = (cp >= 'A' && cp <= 'Z') ? cp + 32 : cp;
         return 1;
@@ -361,13 +369,13 @@ static int special_at(const cv_tok *t, const uint8_t *s, size_t len) {
     return -1;
 }
 
-int cv_tok_encode(const cv_tok *t, const char *text, size_t len, int32_t *ids, int max_tokens) {
-    CV_ASSERT(max_tokens >= 2);
+/* Encodes one segment into ids from *n on, the word in w carried over from the segment before
+ * (a prompt and its text read as one string). Returns 1 once the budget (limit) is full. */
+static int encode_seg(const cv_tok *t, const char *text, size_t len, int32_t *ids, int *np, int limit,
+                      word_buf *wp) {
     const uint8_t *s = (const uint8_t *)text;
-    int n = 0, limit = max_tokens - 1;
-    ids[n++] = t->cls_id;
-    word_buf w;
-    w.nchars = w.nbytes = 0;
+    int n = *np;
+    word_buf w = *wp;
     int full = n >= limit;
     size_t i = 0;
     while (i < len && !full) {
@@ -387,12 +395,14 @@ int cv_tok_encode(const cv_tok *t, const char *text, size_t len, int32_t *ids, i
             cp = s[i++];
             cls = ascii_class(cp);
             if (cls == CV_TOK_KEEP) {
-                word_push(&w, (cp >= 'A' && cp <= 'Z') ? cp + 32 : cp);
+                word_push(&w, (cp >= 'A' && cp <= 'Z' && !t->cased) ? cp + 32 : cp);
                 continue;
             }
         } else {
             cp = next_cp(s, len, &i);
             cls = cv_tok_classify(t, cp);
+            if (cls == CV_TOK_DROP && t->cased && utf8proc_category(cp) == UTF8PROC_CATEGORY_MN)
+                cls = CV_TOK_KEEP; /* only uncased BERT strips accents */
         }
         switch (cls) {
         case CV_TOK_DROP: break;
@@ -409,7 +419,26 @@ int cv_tok_encode(const cv_tok *t, const char *text, size_t len, int32_t *ids, i
         }
         }
     }
+    *np = n;
+    *wp = w;
+    return full;
+}
+
+int cv_tok_encode_prefixed(const cv_tok *t, const char *prefix, size_t plen, const char *text, size_t len,
+                           int32_t *ids, int max_tokens) {
+    CV_ASSERT(max_tokens >= 2);
+    int n = 0, limit = max_tokens - 1;
+    ids[n++] = t->cls_id;
+    word_buf w;
+    w.nchars = w.nbytes = 0;
+    int full = n >= limit;
+    if (!full && plen) full = encode_seg(t, prefix, plen, ids, &n, limit, &w);
+    if (!full) full = encode_seg(t, text, len, ids, &n, limit, &w);
     if (!full) word_flush(t, &w, ids, &n, limit);
     ids[n++] = t->sep_id;
     return n;
+}
+
+int cv_tok_encode(const cv_tok *t, const char *text, size_t len, int32_t *ids, int max_tokens) {
+    return cv_tok_encode_prefixed(t, NULL, 0, text, len, ids, max_tokens);
 }

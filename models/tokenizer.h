@@ -22,6 +22,11 @@ typedef struct cv_tok cv_tok;
 cv_err cv_tok_load(const char *vocab_path, cv_tok **out);
 void cv_tok_free(cv_tok *t);
 
+/* Cased vocabularies (a BERT normalizer with lowercase and strip_accents false): text keeps its
+ * case and accents (no NFD, combining marks kept); cleaning, CJK and punctuation splitting as
+ * uncased. The default (after cv_tok_load) is uncased. Call before any encode. */
+void cv_tok_set_cased(cv_tok *t, int cased);
+
 /* Number of tokens in the vocabulary. */
 int cv_tok_vocab_size(const cv_tok *t);
 
@@ -30,6 +35,10 @@ int cv_tok_vocab_size(const cv_tok *t);
  * is full, so the cost is bounded by max_tokens, not by len (except for one pathological
  * word, which is scanned to its end). Returns the number of ids written. Thread-safe. */
 int cv_tok_encode(const cv_tok *t, const char *text, size_t len, int32_t *ids, int max_tokens);
+/* The same for prefix + text read as one string (a model's prompt, valid UTF-8 ending between
+ * code points), without copying the text. */
+int cv_tok_encode_prefixed(const cv_tok *t, const char *prefix, size_t plen, const char *text, size_t len,
+                           int32_t *ids, int max_tokens);
 
 /* The reference normal form of one code point (NFD, nonspacing marks removed, lowercase)
  * into out (room for 16). Returns the count; 0 when the code point is dropped. Exposed for

@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 for cmd in serve sync capture worker sink wait; do
   "$bin" $cmd --config-markdown >"/tmp/cdcvec-conf-$cmd.md"
 done
+"$bin" sync --pipeline-markdown >/tmp/cdcvec-conf-pipeline.md
 python3 - docs/CONFIG.md <<'PY'
 import re, sys
 p = sys.argv[1]
@@ -21,5 +22,11 @@ for cmd in ["serve", "sync", "capture", "worker", "sink", "wait"]:
     else:
         s += (f"\n## `cdcvec {cmd}`\n\nThe Kafka stage `{cmd}` (docs/KAFKA.md). librdkafka properties: `-X key=value` "
               "(repeatable) or `--kafka-config FILE`; secrets only from the environment or that file.\n\n" + block)
+start = "<!-- generated: pipeline keys, cdcvec sync --pipeline-markdown -->\n"
+block = start + open("/tmp/cdcvec-conf-pipeline.md").read() + "<!-- end generated -->\n"
+if start in s:
+    s = re.sub(re.escape(start) + r".*?<!-- end generated -->\n", lambda m: block, s, count=1, flags=re.S)
+else:
+    s += "\n## The pipeline file's keys\n\n" + block
 open(p, "w").write(s)
 PY

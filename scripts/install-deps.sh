@@ -9,7 +9,7 @@ set -euo pipefail
 
 PACKAGES=(build-essential cmake pkg-config python3 python3-pip dpkg-dev
   libpq-dev libnng-dev libmicrohttpd-dev librdkafka-dev libjansson-dev libcurl4-openssl-dev libutf8proc-dev
-  libopenblas-dev libcmocka-dev postgresql-15 postgresql-server-dev-15
+  libopenblas-dev libcmocka-dev libyaml-dev postgresql-15 postgresql-server-dev-15
   libssl-dev clang libclang-rt-14-dev prometheus curl python3-venv postgresql-15-wal2json
   iproute2)
 # best effort: the search page's browser check (tests/test_http.sh) reports SKIPPED without it;

@@ -20,9 +20,9 @@ int cv_search_run(const cv_sync_opts *o, const char *query, int limit) {
     cv_err e = cv_sync_runtime_open(&s, o);
     if (!e) e = cv_sync_session_open(&s, 0);
     if (!e) {
-        float *q = malloc(sizeof(float) * (size_t)s.dim);
+        float *q = malloc(sizeof(float) * (size_t)s.rt.dim);
         CV_ASSERT(q);
-        e = cv_apply_embed1(s.apply, query, q);
+        e = cv_apply_embed1(s.rt.apply, query, q);
         search_out out = {0};
         if (!e) e = cv_sink_search(s.sink, q, limit, print_hit, &out);
         if (!e && out.printed == 0) printf("(no rows in the index yet)\n");

@@ -30,9 +30,9 @@
 
 #include "../common/cv_jnum.h"
 #include "../common/cv_buf.h"
-#include "../common/cv_keytext.h"
+#include "../pg/cv_keytext.h"
 #include "../common/cv_log.h"
-#include "../common/cv_pg.h"
+#include "../pg/cv_pg.h"
 #include "../ingest/sync_impl.h"
 #include "page_impl.h"
 
@@ -139,7 +139,8 @@ static cv_err run_search(search_req *r) {
     const char *tx[1] = {r->q.p};
     size_t ln[1] = {r->q.len};
     double t = cv_now();
-    cv_err e = cv_client_embed(s->client, tx, ln, 1, vec, 4096, &dim, msg, sizeof msg);
+    cv_err e =
+        cv_client_embed_query(s->rt.client, tx, ln, 1, vec, 4096, &dim, msg, sizeof msg); /* query prompt */
     r->embed_ms = (cv_now() - t) * 1e3;
     r->hits = json_array();
     pthread_mutex_lock(&s->search_mu);
@@ -380,9 +381,9 @@ static void on_search_post(void *arg, const char *uri, void *reply) {
 }
 
 void cv_search_routes(cv_sync *s) {
-    s->routes[0] = (cv_http_route){"/", on_page, s, 0};
-    s->routes[1] = (cv_http_route){"/search", on_search, s, 0};
-    s->routes[2] = (cv_http_route){"/search", on_search_post, s, 1};
+    s->rt.routes[0] = (cv_http_route){"/", on_page, s, 0};
+    s->rt.routes[1] = (cv_http_route){"/search", on_search, s, 0};
+    s->rt.routes[2] = (cv_http_route){"/search", on_search_post, s, 1};
 }
 
 static void search_table_free(cv_sync *s) {
@@ -436,8 +437,8 @@ void cv_search_set_table(cv_sync *s) {
                                       .nkeys = t->nkeys,
                                       .key_names = names,
                                       .key_types = types,
-                                      .dim = s->dim,
-                                      .model_id = s->mf.id,
+                                      .dim = s->rt.dim,
+                                      .model_id = s->rt.mf.id,
                                       .stream = own(s, s->stream),
                                       .ns = s->o.ns ? own(s, s->o.ns) : NULL};
     s->search_text_source = t->text_source ? own(s, t->text_source) : NULL;

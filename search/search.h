@@ -1,9 +1,6 @@
 /* search.h: the search page (GET / and GET /search, page.c), read-your-writes (GET /wait,
- * wait.c) and `cdcvec search` (command.c), over the store a sync writes.
- *
- * The page and /wait live in the sync runtime's state (cv_sync, ingest/sync_impl.h), which
- * opens and closes them, and the stream moves /wait's position (cv_wait_advance): ties left to
- * the runtime/outlet split (docs/ARCHITECTURE.md, "Ties left between the rooms"). */
+ * wait.c) and `cdcvec search` (command.c), over the store a sync writes. The page and /wait
+ * come to a sync as its outlet (outlet.c, ingest/outlet.h): the stream knows neither. */
 #ifndef CV_SEARCH_H
 #define CV_SEARCH_H
 
@@ -15,6 +12,11 @@
 #include "../server/server.h"
 
 typedef struct cv_sync cv_sync;
+
+/* What `cdcvec sync` adds to its source session: the apply stage, the page and /wait. */
+const cv_outlet *cv_search_outlet(void);
+/* What the Kafka sink stage adds: /wait alone. */
+const cv_outlet *cv_wait_outlet(void);
 
 /* Embeds query and prints the nearest rows: rank, similarity, key and payload. */
 int cv_search_run(const cv_sync_opts *o, const char *query, int limit);

@@ -192,14 +192,15 @@ cv_err cv_wait_open(cv_sync *s) {
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&q->moved, &ca);
     pthread_condattr_destroy(&ca);
-    q->m_applied = cv_metrics_gauge(s->reg, "cdcvec_sync_applied_lsn",
+    q->m_applied = cv_metrics_gauge(s->rt.reg, "cdcvec_sync_applied_lsn",
                                     "Stream position (LSN as a number) up to which every change of the "
                                     "table is searchable: /wait and /search?min_lsn= wait on it.",
                                     NULL);
-    q->m_waiters = cv_metrics_gauge(s->reg, "cdcvec_sync_wait_waiters", "Requests waiting on /wait.", NULL);
-    q->m_answered = cv_metrics_counter(s->reg, "cdcvec_sync_wait_total", "/wait answers, by outcome.",
+    q->m_waiters =
+        cv_metrics_gauge(s->rt.reg, "cdcvec_sync_wait_waiters", "Requests waiting on /wait.", NULL);
+    q->m_answered = cv_metrics_counter(s->rt.reg, "cdcvec_sync_wait_total", "/wait answers, by outcome.",
                                        "outcome=\"covered\"");
-    q->m_timeouts = cv_metrics_counter(s->reg, "cdcvec_sync_wait_total", "/wait answers, by outcome.",
+    q->m_timeouts = cv_metrics_counter(s->rt.reg, "cdcvec_sync_wait_total", "/wait answers, by outcome.",
                                        "outcome=\"timeout\"");
     s->waitq = q;
     if (pthread_create(&q->th, NULL, wait_thread, q) != 0) {

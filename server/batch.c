@@ -30,7 +30,8 @@ struct cv_batcher {
     cv_metric *m_batches, *m_batch_texts, *m_batch_tokens, *m_batch_seconds, *m_errors;
 };
 
-cv_err cv_job_prepare(cv_job *j, const cv_minilm *m, const char *const *texts, const size_t *lens, int n) {
+cv_err cv_job_prepare(cv_job *j, const cv_minilm *m, cv_text_kind kind, const char *const *texts,
+                      const size_t *lens, int n) {
     const int ms = cv_minilm_cfg(m)->max_seq, dim = cv_minilm_cfg(m)->hidden;
     memset(j, 0, sizeof *j);
     j->n = n;
@@ -44,7 +45,7 @@ cv_err cv_job_prepare(cv_job *j, const cv_minilm *m, const char *const *texts, c
     }
     j->offs[0] = 0;
     for (int i = 0; i < n; i++) {
-        int k = cv_tok_encode(cv_minilm_tok(m), texts[i], lens[i], tmp + j->offs[i], ms);
+        int k = cv_minilm_tokenize(m, kind, texts[i], lens[i], tmp + j->offs[i]);
         j->offs[i + 1] = j->offs[i] + k;
     }
     j->ntokens = j->offs[n];
@@ -75,7 +76,8 @@ static int grow(void **p, long *cap, long need, size_t el) {
 
 static void run_batch(cv_batcher *b, cv_job *list, int njobs, long tokens) {
     const int dim = cv_minilm_cfg(b->m)->hidden;
-    int nseq = 0, raw = 0;
+    const int unnorm = !cv_minilm_cfg(b->m)->normalize; /* no Normalize module: what it returns */
+    int nseq = 0, raw = unnorm;
     for (cv_job *j = list; j; j = j->next)
         nseq += j->n, raw |= j->raw;
     cv_err err = CV_OK;
@@ -111,7 +113,7 @@ static void run_batch(cv_batcher *b, cv_job *list, int njobs, long tokens) {
         next = j->next;
         j->err = err;
         if (!err) memcpy(j->vec, b->vec + (size_t)s * dim, sizeof(float) * (size_t)j->n * dim);
-        if (!err && j->raw) /* unit vector times its norm: the mean-pooled vector back */
+        if (!err && (j->raw || unnorm)) /* unit vector times its norm: the pooled vector back */
             for (int i = 0; i < j->n; i++)
                 for (int d = 0; d < dim; d++)
                     j->vec[(size_t)i * dim + d] *= b->norms[s + i];

@@ -34,7 +34,8 @@ struct cv_job {
 };
 
 /* Tokenizes texts into j (ids, offs, ntokens, vec allocated). Returns CV_ERR_NOMEM or CV_OK. */
-cv_err cv_job_prepare(cv_job *j, const cv_minilm *m, const char *const *texts, const size_t *lens, int n);
+cv_err cv_job_prepare(cv_job *j, const cv_minilm *m, cv_text_kind kind, const char *const *texts,
+                      const size_t *lens, int n);
 /* Frees what cv_job_prepare allocated (not j itself). */
 void cv_job_release(cv_job *j);
 

@@ -102,13 +102,26 @@ static int backoff_ms(const cv_client *c, int attempt) {
     return (int)(ms > 1000 ? 1000 : ms);
 }
 
+static cv_err embed_flags(cv_client *c, uint8_t flags, const char *const *texts, const size_t *lens, int n,
+                          float *out, int out_cap_dim, int *dim, char *msg, size_t msg_len);
+
 cv_err cv_client_embed(cv_client *c, const char *const *texts, const size_t *lens, int n, float *out,
                        int out_cap_dim, int *dim, char *msg, size_t msg_len) {
+    return embed_flags(c, 0, texts, lens, n, out, out_cap_dim, dim, msg, msg_len);
+}
+
+cv_err cv_client_embed_query(cv_client *c, const char *const *texts, const size_t *lens, int n, float *out,
+                             int out_cap_dim, int *dim, char *msg, size_t msg_len) {
+    return embed_flags(c, CV_PROTO_FLAG_QUERY, texts, lens, n, out, out_cap_dim, dim, msg, msg_len);
+}
+
+static cv_err embed_flags(cv_client *c, uint8_t flags, const char *const *texts, const size_t *lens, int n,
+                          float *out, int out_cap_dim, int *dim, char *msg, size_t msg_len) {
     if (n <= 0) return CV_ERR_ARG;
     uint8_t *frame;
     uint64_t id = atomic_fetch_add(&c->next_id, 1);
-    size_t size =
-        cv_proto_encode_request(id, c->o.f16 ? CV_PROTO_FLAG_F16 : 0, texts, lens, (uint32_t)n, &frame);
+    size_t size = cv_proto_encode_request(id, (uint8_t)(flags | (c->o.f16 ? CV_PROTO_FLAG_F16 : 0)), texts,
+                                          lens, (uint32_t)n, &frame);
     if (!size) return CV_ERR_NOMEM;
     cv_err err = CV_ERR_IO;
     char last[256] = "";

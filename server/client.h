@@ -30,6 +30,11 @@ void cv_client_close(cv_client *c);
 cv_err cv_client_embed(cv_client *c, const char *const *texts, const size_t *lens, int n, float *out,
                        int out_cap_dim, int *dim, char *msg, size_t msg_len);
 
+/* The same for searches: the model's query prompt instead of the document prompt
+ * (CV_PROTO_FLAG_QUERY). */
+cv_err cv_client_embed_query(cv_client *c, const char *const *texts, const size_t *lens, int n, float *out,
+                             int out_cap_dim, int *dim, char *msg, size_t msg_len);
+
 /* Asynchronous form: returns at once; cb runs exactly once, on an nng thread, with the
  * vectors (borrowed for the callback's duration) or the error. texts are copied. */
 typedef void (*cv_client_cb)(void *arg, cv_err err, const float *vec, int n, int dim, const char *msg);

@@ -30,12 +30,13 @@ typedef struct {
     int openai, b64;
 } http_job;
 
+/* Liveness; a process without a model (capture, the Kafka sink stage) says device "none". */
 void cv_http_on_healthz(cv_http_req *r) {
     cv_server *s = r->s;
     cv_buf b = {0};
     int draining = atomic_load(&s->draining);
     cv_buf_printf(&b, "{\"status\":\"%s\",\"device\":\"%s\",\"model\":\"%s\"}", draining ? "draining" : "ok",
-                  cv_minilm_device(s->m), s->o.model_id ? s->o.model_id : "");
+                  s->m ? cv_minilm_device(s->m) : "none", s->o.model_id ? s->o.model_id : "");
     if (b.oom) {
         free(b.p);
         cv_http_error(r, 500, "internal", "out of memory");
@@ -237,18 +238,32 @@ static int openai_fields(cv_http_req *r, json_t *root, int *b64) {
 }
 
 /* Tokens text would have untruncated ([CLS] and [SEP] included); -1 without memory. */
-static long count_tokens(cv_server *s, const char *text, size_t len) {
-    int32_t *ids = malloc(sizeof(int32_t) * (len + 2));
+static long count_tokens(cv_server *s, cv_text_kind kind, const char *text, size_t len) {
+    const cv_model_facts *f = cv_minilm_facts(s->m);
+    const char *p = kind == CV_TEXT_QUERY ? f->query_prompt : f->doc_prompt;
+    const size_t room = len + strlen(p) + 2; /* the prompt's tokens count too */
+    int32_t *ids = malloc(sizeof(int32_t) * room);
     if (!ids) return -1;
-    long n = cv_tok_encode(cv_minilm_tok(s->m), text, len, ids, (int)(len + 2));
+    long n = cv_tok_encode_prefixed(cv_minilm_tok(s->m), p, strlen(p), text, len, ids, (int)room);
     free(ids);
     return n;
 }
 
-/* Checks TEI's options of /embed: "truncate" (absent: true, as TEI with --auto-truncate) and
- * "normalize" (absent: true; false: the mean-pooled vectors before the L2 norm, as TEI answers);
- * 0 after answering. */
-static int tei_fields(cv_http_req *r, json_t *root, int *truncate, int *raw) {
+/* Checks TEI's options of /embed: "truncate" (absent: true, as TEI with --auto-truncate),
+ * "normalize" (absent: true; false: the mean-pooled vectors before the L2 norm, as TEI answers)
+ * and "prompt_name" ("query": the model's query prompt, for searches; "document" or "passage",
+ * or absent: its document prompt); 0 after answering. */
+static int tei_fields(cv_http_req *r, json_t *root, int *truncate, int *raw, cv_text_kind *kind) {
+    json_t *pn = json_object_get(root, "prompt_name");
+    const char *pname = json_is_string(pn) ? json_string_value(pn) : NULL;
+    if ((pn && !json_is_null(pn) && !pname) ||
+        (pname && strcmp(pname, "query") && strcmp(pname, "document") && strcmp(pname, "passage"))) {
+        cv_http_error(
+            r, 400, "bad_request",
+            "\"prompt_name\" must be \"query\" (searches) or \"document\" (texts to index), or absent");
+        return 0;
+    }
+    *kind = pname && !strcmp(pname, "query") ? CV_TEXT_QUERY : CV_TEXT_DOCUMENT;
     json_t *t = json_object_get(root, "truncate"), *nz = json_object_get(root, "normalize");
     if ((t && !json_is_boolean(t) && !json_is_null(t)) || (nz && !json_is_boolean(nz) && !json_is_null(nz))) {
         cv_http_error(r, 400, "bad_request", "\"%s\" must be true or false",
@@ -264,7 +279,7 @@ static int tei_fields(cv_http_req *r, json_t *root, int *truncate, int *raw) {
  * (TEI's "truncate": false) a text over the model's sequence length is refused, as TEI does;
  * with raw 1 (TEI's "normalize": false) the vectors come back before the L2 normalization. */
 static void submit(cv_http_req *r, json_t *in, const char *field, int openai, int b64, int truncate,
-                   int raw) {
+                   cv_text_kind kind, int raw) {
     cv_server *s = r->s;
     size_t n = json_is_array(in) ? json_array_size(in) : 1;
     const char **texts = malloc(sizeof(char *) * n);
@@ -295,7 +310,7 @@ static void submit(cv_http_req *r, json_t *in, const char *field, int openai, in
                           i, lens[i], s->o.max_text_bytes);
             goto out;
         }
-        long nt = truncate ? 0 : count_tokens(s, texts[i], lens[i]);
+        long nt = truncate ? 0 : count_tokens(s, kind, texts[i], lens[i]);
         if (nt < 0) goto oom;
         if (nt > cv_minilm_cfg(s->m)->max_seq) {
             cv_server_count_error(s, CV_ST_TOO_LARGE);
@@ -307,7 +322,7 @@ static void submit(cv_http_req *r, json_t *in, const char *field, int openai, in
             goto out;
         }
     }
-    if (cv_job_prepare(&h->job, s->m, texts, lens, (int)n) != CV_OK) goto oom;
+    if (cv_job_prepare(&h->job, s->m, kind, texts, lens, (int)n) != CV_OK) goto oom;
     h->job.raw = raw;
     h->s = s;
     h->r = r;
@@ -379,6 +394,7 @@ static void embed_common(cv_http_req *r, int openai) {
     json_t *root = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, &je);
     json_t *in = json_is_object(root) ? json_object_get(root, field) : NULL;
     int b64 = 0, truncate = 1, raw = 0;
+    cv_text_kind kind = CV_TEXT_DOCUMENT; /* OpenAI's API has no prompt: texts to index */
     size_t n = json_is_array(in) ? json_array_size(in) : 1;
     cv_status st = CV_ST_BAD_REQUEST;
     if (!root)
@@ -390,7 +406,7 @@ static void embed_common(cv_http_req *r, int openai) {
                       field);
     else if (openai && !openai_fields(r, root, &b64))
         st = CV_ST_OK; /* answered */
-    else if (!openai && !tei_fields(r, root, &truncate, &raw))
+    else if (!openai && !tei_fields(r, root, &truncate, &raw, &kind))
         ; /* answered */
     else if (!json_is_string(in) && !json_is_array(in))
         cv_http_error(r, 400, "bad_request", "\"%s\" must be a string or an array of strings", field);
@@ -402,7 +418,7 @@ static void embed_common(cv_http_req *r, int openai) {
                       s->o.max_texts);
     } else {
         st = CV_ST_OK;
-        submit(r, in, field, openai, b64, truncate, raw);
+        submit(r, in, field, openai, b64, truncate, kind, raw);
     }
     if (st != CV_ST_OK) cv_server_count_error(s, st);
     json_decref(root);

@@ -80,7 +80,7 @@ cv_status cv_proto_decode_request(const void *buf, size_t len, const cv_proto_li
         return CV_ST_BAD_VERSION;
     }
     req->flags = p[5];
-    if (req->flags & ~CV_PROTO_FLAG_F16) {
+    if (req->flags & ~(CV_PROTO_FLAG_F16 | CV_PROTO_FLAG_QUERY)) {
         snprintf(msg, msg_len, "unknown flags 0x%02x at byte 5", req->flags);
         return CV_ST_BAD_REQUEST;
     }

@@ -121,7 +121,8 @@ static void on_request(ctx_worker *w, nng_msg *msg) {
     cv_err e = lens ? CV_OK : CV_ERR_NOMEM;
     for (uint32_t i = 0; lens && i < req.n; i++)
         lens[i] = req.len[i];
-    if (!e) e = cv_job_prepare(&w->job, s->m, req.text, lens, (int)req.n);
+    const cv_text_kind kind = req.flags & CV_PROTO_FLAG_QUERY ? CV_TEXT_QUERY : CV_TEXT_DOCUMENT;
+    if (!e) e = cv_job_prepare(&w->job, s->m, kind, req.text, lens, (int)req.n);
     free(lens);
     cv_proto_req_free(&req);
     nng_msg_free(msg);

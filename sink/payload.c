@@ -9,7 +9,7 @@
 #include <time.h>
 
 #include "../common/cv_jnum.h"
-#include "../common/cv_keytext.h"
+#include "../pg/cv_keytext.h"
 #include "../common/cv_log.h"
 #include "sink_impl.h"
 

@@ -1,6 +1,6 @@
 /* pgvector.c: the pgvector sink over libpq.
  *
- * Table cdcvec."<schema>_<table>" (common/cv_names.h: within 63 bytes): the source's primary
+ * Table cdcvec."<schema>_<table>" (pg/cv_names.h: within 63 bytes): the source's primary
  * key columns (same types), embedding vector(dim), payload jsonb, text_hash bytea (SHA-256 of
  * the embedded text), model text, source_lsn pg_lsn, updated_at timestamptz; HNSW index with
  * vector_cosine_ops. Table cdcvec.state(stream, lsn, backfill_lsn, backfill_done, relid,
@@ -35,8 +35,8 @@
 #include "../common/cv_buf.h"
 #include "../common/cv_log.h"
 #include "../common/cv_lsn.h"
-#include "../common/cv_names.h"
-#include "../common/cv_pg.h"
+#include "../pg/cv_names.h"
+#include "../pg/cv_pg.h"
 #include "../common/cv_time.h"
 #include "pgvector_impl.h"
 

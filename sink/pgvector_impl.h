@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include "../common/cv_buf.h"
-#include "../common/cv_pg.h"
+#include "../pg/cv_pg.h"
 #include "sink_impl.h"
 
 #define MAX_WRITERS 16
@@ -49,7 +49,7 @@ static inline int sql_oom(void) {
 
 #define cv_buf_printf(b, ...) ((cv_buf_printf)((b), __VA_ARGS__), (void)(!(b)->oom || sql_oom()))
 
-/* Classifies a failed statement on connection c once, here (common/cv_pg.h), logs it with the fix. */
+/* Classifies a failed statement on connection c once, here (pg/cv_pg.h), logs it with the fix. */
 static inline cv_err exec_on(pg_sink *s, PGconn *c, PGresult *r, const char *what) {
     ExecStatusType st = PQresultStatus(r);
     if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return CV_OK;

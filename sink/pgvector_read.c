@@ -8,9 +8,9 @@
 #include <string.h>
 
 #include "../common/cv_buf.h"
-#include "../common/cv_keytext.h"
+#include "../pg/cv_keytext.h"
 #include "../common/cv_log.h"
-#include "../common/cv_pg.h"
+#include "../pg/cv_pg.h"
 #include "pgvector_impl.h"
 
 /* Fills params[0..nkeys) with key arrays for n rows. Caller frees the strings. */

@@ -10,7 +10,7 @@
 
 #include "../common/cv_buf.h"
 #include "../common/cv_lsn.h"
-#include "../common/cv_pg.h"
+#include "../pg/cv_pg.h"
 #include "pgvector_impl.h"
 
 /* The staging table of connection c (temporary: one per connection, emptied at commit). */

@@ -4,7 +4,7 @@
  * vectors (dim, Cosine), created when missing and never recreated or wiped; one that exists
  * with another size or distance stops the sink with a fix. Point id: the primary key when it
  * is one integer column holding a value >= 0, else a UUIDv5 (namespace CV_QDRANT_NS, name
- * "schema.table:" + the key as one line of text, common/cv_keytext.h). Payload: the row's
+ * "schema.table:" + the key as one line of text, pg/cv_keytext.h). Payload: the row's
  * columns, its key columns and "cdcvec" {table, key, text_hash, model, lsn, updated_at}
  * (payload.c). Several tables may share a collection: TRUNCATE, searches and the clean-up of
  * an interrupted backfill filter on cdcvec.table (integer ids of two tables would collide:

@@ -62,7 +62,7 @@ typedef struct cv_sink_row {
 } cv_sink_row;
 
 typedef struct cv_sink_dead {
-    const char *key;    /* the key as one line of text (common/cv_keytext.h) */
+    const char *key;    /* the key as one line of text (pg/cv_keytext.h) */
     const char *reason; /* why it could not be applied */
 } cv_sink_dead;
 
@@ -219,7 +219,7 @@ const char *cv_sink_fop_name(cv_fop op, int json);
 cv_err cv_sink_fetch(cv_sink *s, const char *const *const *keys, int n, int *found, uint8_t (*hash)[32],
                      char **payload);
 
-/* One page of the store's keys (as one line of text, common/cv_keytext.h) to cb, at most limit,
+/* One page of the store's keys (as one line of text, pg/cv_keytext.h) to cb, at most limit,
  * continuing from *cursor (empty at first; opaque, owned by the caller); *more = 0 after the
  * last page. pgvector walks the primary key in order (keyset), Qdrant scrolls by point id
  * (filtered on the table), Upstash ranges over its namespace. */

@@ -95,7 +95,7 @@ extern const char cv_rstate_ddl[];
 
 /* ---- a remote point's JSON (payload.c) ---- */
 
-/* The key as one line of text (common/cv_keytext.h); caller frees. */
+/* The key as one line of text (pg/cv_keytext.h); caller frees. */
 char *cv_sink_key_text(const cv_sink_table *t, const char *const *key);
 /* The payload a remote store keeps for a row: the change's payload, its keys (integers as
  * numbers), the stored values of the keys named in keep (from stored, may be NULL), and the

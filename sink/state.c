@@ -12,7 +12,7 @@
 
 #include "../common/cv_log.h"
 #include "../common/cv_lsn.h"
-#include "../common/cv_pg.h"
+#include "../pg/cv_pg.h"
 #include "sink_impl.h"
 
 const char cv_rstate_ddl[] = CV_DDL_LOCK
@@ -35,7 +35,7 @@ struct cv_rstate {
     int nd, capd;
 };
 
-/* Classifies a failed statement or connection (common/cv_pg.h) into the sink's fault. */
+/* Classifies a failed statement or connection (pg/cv_pg.h) into the sink's fault. */
 static cv_err failed(cv_sink *s, cv_rstate *r, PGresult *res, const char *what) {
     cv_pg_fault f;
     if (PQstatus(r->db) != CONNECTION_OK && !res)

@@ -8,7 +8,7 @@
  * so TRUNCATE is `/reset/NAMESPACE`. The index must have the model's dimension and the cosine
  * similarity (checked with /info at open: a mismatch stops the sink with the fix).
  *
- * Vector id: the primary key as one line of text (common/cv_keytext.h: 42, or a,b for a
+ * Vector id: the primary key as one line of text (pg/cv_keytext.h: 42, or a,b for a
  * composite key). Metadata: the row's columns, its key columns and "cdcvec" {table, key,
  * text_hash, model, lsn, updated_at} (payload.c); a row whose metadata is over 48 KB (Upstash's
  * limit) becomes a dead letter naming its key, its stale vector deleted, and the rest of the

@@ -8,7 +8,7 @@
 #include <libpq-fe.h>
 #include <stdio.h>
 
-#include "../common/cv_pg.h"
+#include "../pg/cv_pg.h"
 
 static void report(const char *stage, int step, const cv_pg_fault *f, const char *state, const char *msg) {
     cv_buf b = {0};

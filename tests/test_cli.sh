@@ -43,6 +43,9 @@ check "docs/CONFIG.md matches the serve property table" \
 "$bin" sync --config-markdown >"$tmp/sconf.md"
 check "docs/CONFIG.md matches the sync property table" \
   'sed -n "/^<!-- generated: cdcvec sync/,/^<!-- end generated/p" "$docs" | sed "1d;\$d" | cmp -s - "$tmp/sconf.md"'
+"$bin" sync --pipeline-markdown >"$tmp/pconf.md"
+check "docs/CONFIG.md matches the pipeline file's keys (from the sync property table)" \
+  'sed -n "/^<!-- generated: pipeline keys, cdcvec sync --pipeline-markdown/,/^<!-- end generated/p" "$docs" | sed "1d;\$d" | cmp -s - "$tmp/pconf.md"'
 for cmd in capture worker sink wait; do
   "$bin" $cmd --config-markdown >"$tmp/kconf.md"
   check "docs/CONFIG.md matches the $cmd property table" \

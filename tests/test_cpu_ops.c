@@ -349,8 +349,8 @@ static void test_pool_l2(void **state) {
     float *x = malloc(sizeof(float) * T * D), *out = poisoned((size_t)nseq * D),
           *out2 = poisoned((size_t)nseq * D), *norms = poisoned((size_t)nseq);
     tu_fill(x, (size_t)T * D, -3, 3, &seed);
-    cv_cpu_pool_l2(x, offs, nseq, D, out, NULL);
-    cv_cpu_pool_l2(x, offs, nseq, D, out2, norms);
+    cv_cpu_pool_l2(x, offs, nseq, D, CV_POOL_MEAN, out, NULL);
+    cv_cpu_pool_l2(x, offs, nseq, D, CV_POOL_MEAN, out2, norms);
     /* asking for the norms leaves the vectors as they were, bit for bit */
     assert_memory_equal(out, out2, sizeof(float) * (size_t)nseq * D);
     double want[4 * 384], want_norm[4];
@@ -383,17 +383,42 @@ static void test_pool_l2(void **state) {
     free(x), free(out), free(out2), free(norms);
 }
 
+/* [CLS] pooling takes each sequence's first row, max pooling the elementwise maximum; both then
+ * L2-normalized, norms the pooled vector's norm. */
+static void test_pool_cls_max(void **state) {
+    (void)state;
+    const int D = 96;
+    const int32_t offs[] = {0, 1, 9, 40};
+    const int nseq = 3, T = 40;
+    uint64_t seed = 16;
+    float *x = malloc(sizeof(float) * T * D), *out = poisoned((size_t)nseq * D), *norms = poisoned(nseq);
+    tu_fill(x, (size_t)T * D, -3, 3, &seed);
+    for (int mode = CV_POOL_CLS; mode <= CV_POOL_MAX; mode++) {
+        cv_cpu_pool_l2(x, offs, nseq, D, (cv_pool_mode)mode, out, norms);
+        for (int s = 0; s < nseq; s++) {
+            double want[96], norm = 0;
+            for (int j = 0; j < D; j++) {
+                want[j] = x[(size_t)offs[s] * D + j];
+                for (int t = offs[s] + 1; mode == CV_POOL_MAX && t < offs[s + 1]; t++)
+                    want[j] = fmax(want[j], x[(size_t)t * D + j]);
+                norm += want[j] * want[j];
+            }
+            norm = sqrt(norm);
+            assert_true(fabs(norms[s] - norm) / norm < 1e-6);
+            for (int j = 0; j < D; j++)
+                assert_true(fabs(out[s * D + j] - want[j] / norm) < 1e-6);
+        }
+    }
+    free(x), free(out), free(norms);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_linear),
-        cmocka_unit_test(test_linear_packed),
-        cmocka_unit_test(test_linear_packed_gelu_range),
-        cmocka_unit_test(test_linear_bf16),
-        cmocka_unit_test(test_gelu_range),
-        cmocka_unit_test(test_expf),
-        cmocka_unit_test(test_add_ln),
-        cmocka_unit_test(test_embed_ln),
-        cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_pool_cls_max),  cmocka_unit_test(test_linear),
+        cmocka_unit_test(test_linear_packed), cmocka_unit_test(test_linear_packed_gelu_range),
+        cmocka_unit_test(test_linear_bf16),   cmocka_unit_test(test_gelu_range),
+        cmocka_unit_test(test_expf),          cmocka_unit_test(test_add_ln),
+        cmocka_unit_test(test_embed_ln),      cmocka_unit_test(test_attention),
         cmocka_unit_test(test_pool_l2),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

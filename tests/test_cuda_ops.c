@@ -143,19 +143,29 @@ static void test_attention_and_pool(void **state) {
             offs[nseq + 1] = offs[nseq] + lens_sets[c][nseq];
             if (lens_sets[c][nseq] > max_len) max_len = lens_sets[c][nseq];
         }
-        const int H = 12, hd = 32, D = H * hd, T = offs[nseq];
+        const int H = 12, hd = c % 2 ? 64 : 32, D = H * hd, T = offs[nseq]; /* head sizes 32 and 64 */
         float *qkv = host_rand((size_t)T * 3 * D, -2, 2), *want = malloc(sizeof(float) * (size_t)T * D),
               *pwant = malloc(sizeof(float) * (size_t)nseq * D),
               *nwant = malloc(sizeof(float) * (size_t)nseq);
         cv_cpu_attention(qkv, offs, nseq, H, hd, want);
-        cv_cpu_pool_l2(want, offs, nseq, D, pwant, nwant);
+        cv_cpu_pool_l2(want, offs, nseq, D, CV_POOL_MEAN, pwant, nwant);
         float *dq = dev_from(qkv, (size_t)T * 3 * D), *dout = dev_poisoned((size_t)T * D),
               *dpool = dev_poisoned((size_t)nseq * D), *dpool2 = dev_poisoned((size_t)nseq * D),
               *dnorms = dev_poisoned((size_t)nseq);
         int32_t *doffs = dev_from_i32(offs, (size_t)nseq + 1);
         gpu->attention(gpu, dq, doffs, nseq, max_len, H, hd, dout);
-        gpu->pool_l2(gpu, dout, doffs, nseq, D, dpool, NULL);
-        gpu->pool_l2(gpu, dout, doffs, nseq, D, dpool2, dnorms);
+        gpu->pool_l2(gpu, dout, doffs, nseq, D, CV_POOL_MEAN, dpool, NULL);
+        gpu->pool_l2(gpu, dout, doffs, nseq, D, CV_POOL_MEAN, dpool2, dnorms);
+        for (int mode = CV_POOL_CLS; mode <= CV_POOL_MAX; mode++) { /* [CLS] and max pooling */
+            float *pm = malloc(sizeof(float) * (size_t)nseq * D), *nm = malloc(sizeof(float) * (size_t)nseq);
+            float *dpm = dev_poisoned((size_t)nseq * D), *dnm = dev_poisoned((size_t)nseq);
+            cv_cpu_pool_l2(want, offs, nseq, D, (cv_pool_mode)mode, pm, nm);
+            gpu->pool_l2(gpu, dout, doffs, nseq, D, (cv_pool_mode)mode, dpm, dnm);
+            double merr = compare(dpm, pm, (size_t)nseq * D), mnerr = compare(dnm, nm, (size_t)nseq);
+            print_message("cuda pool_l2 mode=%d hd=%d err=%.2e norms err=%.2e\n", mode, hd, merr, mnerr);
+            assert_true(merr < 1e-5 && mnerr < 1e-5);
+            free(pm), free(nm);
+        }
         double perr = compare(dpool, pwant, (size_t)nseq * D),
                perr2 = compare(dpool2, pwant, (size_t)nseq * D);
         double nerr = compare(dnorms, nwant, (size_t)nseq);
@@ -244,7 +254,8 @@ static void test_encode(void **state) {
                     D,
                     H,
                     NI,
-                    eps};
+                    eps,
+                    CV_POOL_MEAN};
     static const int lens_sets[][8] = {{5, 17, 1, 64, 0}, {300, 280, 290, 250, 0}};
     for (int c = 0; c < 2; c++) {
         int32_t offs[9] = {0};
@@ -275,7 +286,7 @@ static void test_encode(void **state) {
             cv_cpu_linear(inter, L->w2, L->b2, T, D, NI, CV_ACT_NONE, h);
             cv_cpu_add_ln(h, a, L->ln2_g, L->ln2_b, T, D, eps);
         }
-        cv_cpu_pool_l2(h, offs, nseq, D, want, nwant);
+        cv_cpu_pool_l2(h, offs, nseq, D, CV_POOL_MEAN, want, nwant);
         for (int round = 0; round < 3; round++) {
             memset(got, 0, sizeof(float) * nseq * D);
             for (int s = 0; s < nseq; s++)

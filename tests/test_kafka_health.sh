@@ -98,7 +98,8 @@ check "...exports it (cdcvec_kafka_broker_up 0)" \
 check "...and fails readiness (/readyz 503 on sink and capture)" \
   '[ "$(code $sink_http /readyz)" = 503 ] && grep -q "Kafka broker" "$work/body" && [ "$(code $cap_http /readyz)" = 503 ]'
 check "...while the stages keep running" alive
-check "/healthz stays 200 (liveness)" '[ "$(code $sink_http /healthz)" = 200 ]'
+check "/healthz stays 200 (liveness; sink and capture, which load no model)" \
+  '[ "$(code $sink_http /healthz)" = 200 ] && [ "$(code $cap_http /healthz)" = 200 ]'
 
 stop_timed() { # PID NAME: SIGTERM, then a check that it exited 0 within 2 s
   local t0 ms rc

@@ -16,10 +16,10 @@
 
 #include <cmocka.h>
 
-#include "../common/cv_keytext.h"
+#include "../pg/cv_keytext.h"
 #include "../common/cv_log.h"
-#include "../common/cv_names.h"
-#include "../common/cv_pg.h"
+#include "../pg/cv_names.h"
+#include "../pg/cv_pg.h"
 #include "test_util.h"
 
 static const char *const KINDS[] = {"connection", "auth", "privilege", "missing_object", "config",

@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "../common/cv_keytext.h"
+#include "../pg/cv_keytext.h"
 #include "test_util.h"
 
 static void expect_format(const char *const *vals, int n, const char *want) {

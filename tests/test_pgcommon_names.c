@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "../common/cv_names.h"
+#include "../pg/cv_names.h"
 #include "test_util.h"
 
 static char *slot(const char *s, const char *t) {

@@ -281,6 +281,11 @@ static void test_bad_frames(void **state) {
     assert_int_equal(cv_client_embed(c, &TEXTS[2], (size_t[]){strlen(TEXTS[2])}, 1, out, DIM, &dim, NULL, 0),
                      CV_OK);
     assert_vec_eq(out, ref[2]);
+    /* a search (the query flag): this model has no query prompt, so the same vector */
+    assert_int_equal(
+        cv_client_embed_query(c, &TEXTS[2], (size_t[]){strlen(TEXTS[2])}, 1, out, DIM, &dim, msg, sizeof msg),
+        CV_OK);
+    assert_vec_eq(out, ref[2]);
     /* the client reports a rejected request as such, without retrying */
     assert_int_equal(cv_client_embed(c, many, many_len, 17, out, DIM, &dim, msg, sizeof msg), CV_ERR_ARG);
     cv_client_close(c);
@@ -500,6 +505,13 @@ static void test_http(void **state) {
     assert_int_equal(http("GET", "/nope", NULL, 0, NULL, &b), 404);
     check_error_json(&b);
     free(huge);
+    free(b.p);
+    /* TEI's prompt_name: "query" (searches) or "document"; another name is refused */
+    assert_int_equal(post("/embed", "{\"inputs\":\"a\",\"prompt_name\":\"query\"}", &b), 200);
+    free(b.p);
+    assert_int_equal(post("/embed", "{\"inputs\":\"a\",\"prompt_name\":\"classification\"}", &b), 400);
+    check_error_json(&b);
+    assert_non_null(strstr(b.p, "prompt_name"));
     free(b.p);
     /* still serving; metrics pass promtool */
     assert_int_equal(post("/embed", "{\"inputs\":[\"still here\"]}", &b), 200);
@@ -745,9 +757,9 @@ static void test_batcher_raw(void **state) {
     for (int i = 0; i < NTEXTS; i++)
         lens[i] = strlen(TEXTS[i]);
     cv_job jobs[4];
-    assert_int_equal(cv_job_prepare(&jobs[0], model, long_texts, long_lens, 16), CV_OK);
+    assert_int_equal(cv_job_prepare(&jobs[0], model, CV_TEXT_DOCUMENT, long_texts, long_lens, 16), CV_OK);
     for (int k = 1; k < 4; k++) {
-        assert_int_equal(cv_job_prepare(&jobs[k], model, TEXTS, lens, NTEXTS), CV_OK);
+        assert_int_equal(cv_job_prepare(&jobs[k], model, CV_TEXT_DOCUMENT, TEXTS, lens, NTEXTS), CV_OK);
         jobs[k].raw = k != 2;
     }
     assert_int_equal(cv_batcher_new(model, jobs[0].ntokens, 0.002, 1 << 22, reg, &b), CV_OK);

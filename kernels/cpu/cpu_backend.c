@@ -116,10 +116,10 @@ static void cpu_attention(cv_backend *be, const float *qkv, const int32_t *offs,
         .qkv = qkv, .offs = offs, .nseq = nseq, .H = H, .hd = hd, .y = out, .parts = split_parts(pool, H)};
     cv_pool_run(pool, j.parts, attention_part, &j);
 }
-static void cpu_pool_l2(cv_backend *be, const float *x, const int32_t *offs, int nseq, int D, float *out,
-                        float *norms) {
+static void cpu_pool_l2(cv_backend *be, const float *x, const int32_t *offs, int nseq, int D,
+                        cv_pool_mode mode, float *out, float *norms) {
     (void)be;
-    cv_cpu_pool_l2(x, offs, nseq, D, out, norms);
+    cv_cpu_pool_l2(x, offs, nseq, D, mode, out, norms);
 }
 static void cpu_destroy(cv_backend *be) { free(be); }
 

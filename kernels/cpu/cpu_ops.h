@@ -55,7 +55,8 @@ void cv_cpu_attention(const float *qkv, const int32_t *offs, int nseq, int H, in
 void cv_cpu_attention_heads(const float *qkv, const int32_t *offs, int nseq, int H, int hd, int h0, int h1,
                             float *out);
 /* norms (nseq) may be NULL: else norms[s] = |mean of sequence s| before the normalization. */
-void cv_cpu_pool_l2(const float *x, const int32_t *offs, int nseq, int D, float *out, float *norms);
+void cv_cpu_pool_l2(const float *x, const int32_t *offs, int nseq, int D, cv_pool_mode mode, float *out,
+                    float *norms);
 
 /* Exact-erf GELU of one value, as torch.nn.functional.gelu(approximate='none'). */
 float cv_cpu_gelu(float x);

@@ -2,7 +2,7 @@
 #include "cuda_impl.cuh"
 #include "ln_warp.cuh"
 
-template <class T>
+template <int PL, class T>
 __global__ void add_ln_kernel(T *x, const T *res, const float *gamma, const float *beta, int M, int D,
                               float eps) {
     const int lane = threadIdx.x & 31;
@@ -10,9 +10,9 @@ __global__ void add_ln_kernel(T *x, const T *res, const float *gamma, const floa
     if (row >= M) return;
     T *xr = x + (size_t)row * D;
     const T *rr = res + (size_t)row * D;
-    float v[CV_LN_MAX_PER_LANE];
+    float v[PL];
 #pragma unroll
-    for (int k = 0; k < CV_LN_MAX_PER_LANE; k++) {
+    for (int k = 0; k < PL; k++) {
         int j = k * 32 + lane;
         v[k] = j < D ? cv_ld(xr + j) + cv_ld(rr + j) : 0.0f;
     }
@@ -28,7 +28,11 @@ static void add_ln(cv_cuda *c, T *x, const T *res, const float *gamma, const flo
         return;
     }
     const int warps = 8;
-    add_ln_kernel<T><<<(M + warps - 1) / warps, warps * 32, 0, c->stream>>>(x, res, gamma, beta, M, D, eps);
+    const int blocks = (M + warps - 1) / warps;
+    if (D <= 512)
+        add_ln_kernel<16, T><<<blocks, warps * 32, 0, c->stream>>>(x, res, gamma, beta, M, D, eps);
+    else
+        add_ln_kernel<32, T><<<blocks, warps * 32, 0, c->stream>>>(x, res, gamma, beta, M, D, eps);
     cv_cuda_note_launch(c);
 }
 

@@ -17,8 +17,8 @@ void cv_cuda_add_ln(cv_backend *be, float *x, const float *res, const float *gam
                     int D, float eps);
 void cv_cuda_attention(cv_backend *be, const float *qkv, const int32_t *offs, int nseq, int max_len, int H,
                        int hd, float *out);
-void cv_cuda_pool_l2(cv_backend *be, const float *x, const int32_t *offs, int nseq, int D, float *out,
-                     float *norms);
+void cv_cuda_pool_l2(cv_backend *be, const float *x, const int32_t *offs, int nseq, int D, cv_pool_mode mode,
+                     float *out, float *norms);
 }
 cv_err cv_cuda_encode(cv_backend *be, const cv_encoder *m, const int32_t *ids, const int32_t *pos_ids,
                       const int32_t *offs, int T, int nseq, int max_len, float *out, float *norms);

@@ -19,8 +19,9 @@ __device__ __forceinline__ float cv_ld(const __half *p) { return __half2float(*p
 __device__ __forceinline__ void cv_st(float *p, float v) { *p = v; }
 __device__ __forceinline__ void cv_st(__half *p, float v) { *p = __float2half_rn(v); }
 
-/* LayerNorm rows are held in registers: D <= 32 * CV_LN_MAX_PER_LANE. */
-#define CV_LN_MAX_PER_LANE 16
+/* LayerNorm rows are held in registers: D <= 32 * CV_LN_MAX_PER_LANE (16 per lane up to D 512,
+ * 32 above: ln_warp.cuh). */
+#define CV_LN_MAX_PER_LANE 32
 
 typedef struct {
     const float *f32; /* device fp32 copy (what ops receive) */
@@ -68,8 +69,8 @@ void cv_cuda_add_ln_h(cv_cuda *c, __half *x, const __half *res, const float *gam
                       int D, float eps);
 void cv_cuda_attention_h(cv_cuda *c, const __half *qkv, const int32_t *offs, int nseq, int max_len, int H,
                          int hd, __half *out);
-void cv_cuda_pool_l2_h(cv_cuda *c, const __half *x, const int32_t *offs, int nseq, int D, float *out,
-                       float *norms);
+void cv_cuda_pool_l2_h(cv_cuda *c, const __half *x, const int32_t *offs, int nseq, int D, cv_pool_mode mode,
+                       float *out, float *norms);
 void cv_cuda_enc_free(cv_cuda *c);
 
 #endif

@@ -4,7 +4,7 @@
 #include "cuda_impl.cuh"
 #include "ln_warp.cuh"
 
-template <class O>
+template <int PL, class O>
 __global__ void embed_ln_kernel(const int32_t *ids, const int32_t *pos_ids, int T, int D, const float *word,
                                 const float *pos, const float *type0, const float *gamma, const float *beta,
                                 float eps, O *out) {
@@ -12,9 +12,9 @@ __global__ void embed_ln_kernel(const int32_t *ids, const int32_t *pos_ids, int 
     const int t = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     if (t >= T) return;
     const float *we = word + (size_t)ids[t] * D, *pe = pos + (size_t)pos_ids[t] * D;
-    float v[CV_LN_MAX_PER_LANE];
+    float v[PL];
 #pragma unroll
-    for (int k = 0; k < CV_LN_MAX_PER_LANE; k++) {
+    for (int k = 0; k < PL; k++) {
         int j = k * 32 + lane;
         v[k] = j < D ? we[j] + pe[j] + type0[j] : 0.0f;
     }
@@ -31,8 +31,13 @@ static void embed_ln(cv_cuda *c, const int32_t *ids, const int32_t *pos_ids, int
         return;
     }
     const int warps = 8;
-    embed_ln_kernel<O><<<(T + warps - 1) / warps, warps * 32, 0, c->stream>>>(ids, pos_ids, T, D, word, pos,
-                                                                              type0, gamma, beta, eps, out);
+    const int blocks = (T + warps - 1) / warps;
+    if (D <= 512)
+        embed_ln_kernel<16, O><<<blocks, warps * 32, 0, c->stream>>>(ids, pos_ids, T, D, word, pos, type0, gamma,
+                                                                     beta, eps, out);
+    else
+        embed_ln_kernel<32, O><<<blocks, warps * 32, 0, c->stream>>>(ids, pos_ids, T, D, word, pos, type0, gamma,
+                                                                     beta, eps, out);
     cv_cuda_note_launch(c);
 }
 

@@ -139,7 +139,7 @@ static void enqueue_forward(cv_cuda *c, const cv_encoder *m, int T, int nseq, in
         lt_linear(c, e->inter, L->w2, L->b2, T, D, NI, CUBLASLT_EPILOGUE_BIAS, e->h);
         cv_cuda_add_ln_h(c, e->h, e->a, L->ln2_g, L->ln2_b, T, D, m->eps);
     }
-    cv_cuda_pool_l2_h(c, e->h, offs, nseq, D, e->out, e->out + (size_t)nseq * D);
+    cv_cuda_pool_l2_h(c, e->h, offs, nseq, D, m->pool, e->out, e->out + (size_t)nseq * D);
     cv_cuda_note(c, cudaMemcpyAsync(e->pin_out, e->out, sizeof(float) * (size_t)nseq * (D + 1),
                                     cudaMemcpyDeviceToHost, c->stream));
 }

@@ -1,11 +1,13 @@
-/* pool_l2.cu: out[s] = L2-normalize(mean of sequence s's rows), one block per sequence,
+/* pool_l2.cu: out[s] = L2-normalize(mean, first row or elementwise max of sequence s's rows
+ * (cv_pool_mode)), one block per sequence,
  * fp32 or fp16 rows, fp32 sums, block-wide reduction of the squared norm (written to norms[s]
  * as the norm when norms is not NULL). */
 #include "cuda_impl.cuh"
 #include "ln_warp.cuh"
 
 template <class T>
-__global__ void pool_l2_kernel(const T *x, const int32_t *offs, int D, float *out, float *norms) {
+__global__ void pool_l2_kernel(const T *x, const int32_t *offs, int D, cv_pool_mode mode, float *out,
+                               float *norms) {
     const int s = blockIdx.x, t0 = offs[s], t1 = offs[s + 1];
     extern __shared__ float sm[]; /* (D) means, then (32) partial norms */
     float *mean = sm, *part = sm + D;
@@ -13,9 +15,17 @@ __global__ void pool_l2_kernel(const T *x, const int32_t *offs, int D, float *ou
     float sq = 0.0f;
     for (int j = threadIdx.x; j < D; j += blockDim.x) {
         float acc = 0.0f;
-        for (int t = t0; t < t1; t++)
-            acc += cv_ld(x + (size_t)t * D + j);
-        acc *= inv_len;
+        if (mode == CV_POOL_CLS) {
+            if (t1 > t0) acc = cv_ld(x + (size_t)t0 * D + j);
+        } else if (mode == CV_POOL_MAX) {
+            if (t1 > t0) acc = cv_ld(x + (size_t)t0 * D + j);
+            for (int t = t0 + 1; t < t1; t++)
+                acc = fmaxf(acc, cv_ld(x + (size_t)t * D + j));
+        } else {
+            for (int t = t0; t < t1; t++)
+                acc += cv_ld(x + (size_t)t * D + j);
+            acc *= inv_len;
+        }
         mean[j] = acc;
         sq += acc * acc;
     }
@@ -37,19 +47,21 @@ __global__ void pool_l2_kernel(const T *x, const int32_t *offs, int D, float *ou
 }
 
 template <class T>
-static void pool_l2(cv_cuda *c, const T *x, const int32_t *offs, int nseq, int D, float *out, float *norms) {
+static void pool_l2(cv_cuda *c, const T *x, const int32_t *offs, int nseq, int D, cv_pool_mode mode, float *out,
+                    float *norms) {
     if (nseq <= 0) return;
     const int threads = 128;
-    pool_l2_kernel<T><<<nseq, threads, sizeof(float) * (size_t)(D + 32), c->stream>>>(x, offs, D, out, norms);
+    pool_l2_kernel<T><<<nseq, threads, sizeof(float) * (size_t)(D + 32), c->stream>>>(x, offs, D, mode, out,
+                                                                                           norms);
     cv_cuda_note_launch(c);
 }
 
 extern "C" void cv_cuda_pool_l2(cv_backend *be, const float *x, const int32_t *offs, int nseq, int D,
-                                float *out, float *norms) {
-    pool_l2(cv_cuda_of(be), x, offs, nseq, D, out, norms);
+                                cv_pool_mode mode, float *out, float *norms) {
+    pool_l2(cv_cuda_of(be), x, offs, nseq, D, mode, out, norms);
 }
 
-void cv_cuda_pool_l2_h(cv_cuda *c, const __half *x, const int32_t *offs, int nseq, int D, float *out,
-                       float *norms) {
-    pool_l2(c, x, offs, nseq, D, out, norms);
+void cv_cuda_pool_l2_h(cv_cuda *c, const __half *x, const int32_t *offs, int nseq, int D, cv_pool_mode mode,
+                       float *out, float *norms) {
+    pool_l2(c, x, offs, nseq, D, mode, out, norms);
 }

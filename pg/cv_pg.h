@@ -10,21 +10,15 @@
 
 #include <libpq-fe.h>
 
-#include "cv_buf.h"
+#include "../common/cv_buf.h"
+#include "../common/cv_err.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-typedef struct cv_pg_fault {
-    int retriable; /* 1: the same call may succeed later (back off, retry); 0: stop, fix first */
-    /* static label, usable as a Prometheus label value: "connection", "auth", "privilege",
-     * "missing_object", "config", "resources", "data", "conflict" or "server"; never NULL */
-    const char *kind;
-    /* static sentence naming what the user should do (no '%' in it), or NULL when retrying
-     * is the fix */
-    const char *fix;
-} cv_pg_fault;
+/* A failure as libpq reports it, classified (cv_fault, cv_err.h): the classifiers below fill it. */
+typedef cv_fault cv_pg_fault;
 
 /* Classifies a failed statement: by the connection's status first (a lost connection is
  * retriable whatever the result says), then by SQLSTATE (PG_DIAG_SQLSTATE; none: retriable).

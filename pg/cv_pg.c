@@ -71,8 +71,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "cv_log.h"
-#include "cv_signal.h"
+#include "../common/cv_log.h"
+#include "../common/cv_signal.h"
 
 /* Fix sentences: static, no '%', each names what to do. */
 #define FIX_OWNER                                                                                            \

@@ -10,7 +10,7 @@
 #ifndef CV_NAMES_H
 #define CV_NAMES_H
 
-#include "cv_buf.h"
+#include "../common/cv_buf.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -10,8 +10,8 @@
 #ifndef CV_KEYTEXT_H
 #define CV_KEYTEXT_H
 
-#include "cv_buf.h"
-#include "cv_err.h"
+#include "../common/cv_buf.h"
+#include "../common/cv_err.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# test_pipeline_file.sh: the pipeline file (cdcvec sync --config, docs/CONFIG.md "The pipeline
+# file") against a real PostgreSQL 15. Each bad file (unknown key, wrong type, missing
+# source/table/text, two entries for one table, a key twice, text and template, YAML syntax, a
+# password in the source, a table-naming flag beside the file) exits 2 naming FILE:LINE:COL, the
+# key and the fix, and creates nothing (no slot, no publication, no cdcvec schema); --print
+# shows the resolved pipeline (precedence, no password) and reads back; the docs' example is
+# valid; several tables are refused at start; a one-table file syncs books like the flags do
+# (the same slot, then streamed changes).
+#   usage: test_pipeline_file.sh path/to/cdcvec
+set -u
+bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
+root=$(cd "$(dirname "$0")/.." && pwd)
+work=$(bash "$root/scripts/pg.sh" dir "$(dirname "$bin")/test-pipe-$$")
+. "$root/tests/sync_lib.sh"
+port=$(free_port $((44000 + $$ % 8000)))
+sync_pid=
+cleanup() {
+  [ -n "$sync_pid" ] && kill -9 "$sync_pid" 2>/dev/null
+  bash "$root/scripts/pg.sh" stop "$work/pg" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+mkdir -p "$work"
+unset CDCVEC_SOURCE CDCVEC_TABLE CDCVEC_TEXT_COLUMN CDCVEC_TEMPLATE CDCVEC_SINK CDCVEC_NAMESPACE CDCVEC_CONFIG
+pg_start_retry "$work/pg" || { echo "FAIL cannot start PostgreSQL"; exit 1; }
+q "CREATE EXTENSION vector" >/dev/null
+sed -n '1,/-- batch 2/p' "$root/tests/data/books.sql" | psql -qX "$DB" >/dev/null
+
+# bad FILE_NAME LINE KEY FIX_WORDS YAML: refused (2) with FILE:LINE:, the key and the fix
+bad() {
+  local f=$work/$1.yaml line=$2 key=$3 fixw=$4
+  printf '%b' "$5" >"$f"
+  "$bin" sync --config "$f" >"$work/out" 2>"$work/err"
+  local rc=$?
+  check "$1: refused with $1.yaml:$2:, key '$3' and the fix" \
+    '[ $rc = 2 ] && grep -q "$f:$line:[0-9]*: $key" "$work/err" && grep -q "fix: .*$fixw" "$work/err" && [ ! -s "$work/out" ]' ||
+    { echo "  rc=$rc: $(cat "$work/err")"; }
+}
+S="source: \"$DB\"\n"
+bad unknown 4 'tables\[0\].txt' "did you mean 'text'" "${S}tables:\n  - table: books\n    txt: description\n"
+bad dashed 5 'tables\[0\].batch-rows' "did you mean 'batch_rows'" "${S}tables:\n  - table: books\n    text: description\n    batch-rows: 5\n"
+bad unknown_top 1 'sourse' "did you mean 'source'" "sourse: x\ntables:\n  - table: books\n    text: description\n"
+bad wrong_type 5 'tables\[0\].batch_rows' 'write a number' "${S}tables:\n  - table: books\n    text: description\n    batch_rows: lots\n"
+bad not_a_choice 5 'tables\[0\].on_error' 'write one of dead-letter, stop' "${S}tables:\n  - table: books\n    text: description\n    on_error: skip\n"
+bad not_a_list 3 'tables' 'tables: \[{table' "${S}tables:\n  table: books\n"
+bad list_for_text 4 'tables\[0\].text' 'write' "${S}tables:\n  - table: books\n    text: [a, b]\n"
+bad no_source 1 'source' 'add source:' "tables:\n  - table: books\n    text: description\n"
+bad no_table 3 'tables\[0\]' 'add table:' "${S}tables:\n  - text: description\n"
+bad no_text 3 'tables\[0\]' 'add text:' "${S}tables:\n  - table: books\n"
+bad two_entries 5 'tables\[1\]' 'one entry per table' "${S}tables:\n  - table: books\n    text: description\n  - table: public.Books\n    text: name\n"
+bad key_twice 5 'tables\[0\].text' 'keep one' "${S}tables:\n  - table: books\n    text: description\n    text: name\n"
+bad text_and_template 3 'tables\[0\]' 'keep one' "${S}tables:\n  - table: books\n    text: description\n    template: \"{name}\"\n"
+bad yaml_syntax 4 'YAML syntax error' 'correct the YAML' "${S}tables:\n  - table: books\n   text: description\n"
+bad second_document 6 'a second YAML document' 'one pipeline per file' "${S}tables:\n  - table: books\n    text: description\n---\nfoo: 1\n"
+bad password 1 'source' 'PGPASSWORD' "source: postgresql://u:secret@127.0.0.1/db\ntables:\n  - table: books\n    text: description\n"
+bad process_key_in_table 5 'tables\[0\].model' 'under defaults' "${S}tables:\n  - table: books\n    text: description\n    model: /m\n"
+bad run_option 3 'defaults.resnapshot' 'command line' "${S}defaults:\n  resnapshot: 1\ntables:\n  - table: books\n    text: description\n"
+bad store_scheme 5 'tables\[0\].store' 'qdrant://HOST:PORT/COLLECTION' "${S}tables:\n  - table: books\n    text: description\n    store: qdrnt://h/c\n"
+check "the password is not echoed" '! grep -rq secret "$work/err"'
+printf "${S}tables:\n  - table: books\n    text: description\n" >"$work/one.yaml"
+"$bin" sync --config "$work/one.yaml" --table other >/dev/null 2>"$work/err"; rc=$?
+check "a table-naming flag beside --config is refused, naming it and the fix" \
+  '[ $rc = 2 ] && grep -q -- "--table set together with --config .*fix: write table: in the file and drop --table" "$work/err"'
+CDCVEC_SINK=qdrant://h:1/c "$bin" sync --config "$work/one.yaml" >/dev/null 2>"$work/err"; rc=$?
+check "... and so is its environment variable" '[ $rc = 2 ] && grep -q "CDCVEC_SINK set together with --config.*unset CDCVEC_SINK" "$work/err"'
+PGPASSWORD_FILE=$work/no-such-file "$bin" sync --config "$work/one.yaml" >/dev/null 2>"$work/err"; rc=$?
+check "an unreadable PGPASSWORD_FILE is refused, naming it" '[ $rc = 2 ] && grep -q "PGPASSWORD_FILE=$work/no-such-file: No such file.*fix:" "$work/err"'
+check "nothing was created in the database by the refused files" \
+  '[ "$(q "SELECT (SELECT count(*) FROM pg_replication_slots) + (SELECT count(*) FROM pg_publication) + (SELECT count(*) FROM pg_namespace WHERE nspname = '"'cdcvec'"')")" = 0 ]'
+
+# --print: the resolved pipeline, precedence, no password, read back
+cat >"$work/two.yaml" <<EOF
+source: "$DB"
+defaults: {batch_rows: 100, store: pgvector, threads: 2}
+tables:
+  - table: public.books
+    text: description
+  - table: public.articles
+    template: "{title}\n\n{body}"
+    store: qdrant://qdrant:6333/articles
+    batch_rows: 7
+    where: "published"
+    columns: [id, title, body]
+    chunk: {max_tokens: 256, overlap: 32}
+EOF
+"$bin" sync --config "$work/two.yaml" --print >"$work/p.yaml" 2>"$work/err"; rc=$?
+sed -n '/table: "public.books"/,/table: "public.articles"/p' "$work/p.yaml" >"$work/pb"
+sed -n '/table: "public.articles"/,$p' "$work/p.yaml" >"$work/pa"
+check "--print: exit 0, both tables with their own keys and defaults:" \
+  '[ $rc = 0 ] && grep -qx "    text: \"description\"" "$work/pb" && grep -qx "    store: pgvector" "$work/pb" &&
+   grep -qx "    batch_rows: 100" "$work/pb" && grep -qxF "    template: \"{title}\\n\\n{body}\"" "$work/pa" &&
+   ! grep -q "text:" "$work/pa" && grep -qx "    store: \"qdrant://qdrant:6333/articles\"" "$work/pa" &&
+   grep -qx "    batch_rows: 7" "$work/pa" && grep -qx "    where: \"published\"" "$work/pa" &&
+   grep -qx "    columns: \[\"id\", \"title\", \"body\"\]" "$work/pa" &&
+   grep -qx "    chunk: {max_tokens: 256, overlap: 32}" "$work/pa" && grep -qx "  threads: 2" "$work/p.yaml"' ||
+  cat "$work/p.yaml" "$work/err"
+"$bin" sync --config "$work/p.yaml" --print >"$work/p2.yaml" 2>"$work/err"
+check "--print's output reads back to the same pipeline" 'diff <(sed 1d "$work/p.yaml") <(sed 1d "$work/p2.yaml") >/dev/null'
+CDCVEC_THREADS=3 "$bin" sync --config "$work/two.yaml" --batch-rows 9 --print >"$work/p3.yaml" 2>/dev/null
+check "precedence: a flag beats defaults:, a table's own key beats the flag, the environment beats defaults:" \
+  '[ "$(grep -c "batch_rows: 9$" "$work/p3.yaml")" = 1 ] && grep -q "batch_rows: 7$" "$work/p3.yaml" && grep -q "threads: 3$" "$work/p3.yaml"'
+"$bin" sync --source "postgresql://u:hunter2@127.0.0.1/db" --sink "host=h password=hunter3 dbname=v" --print >"$work/p4.yaml" 2>&1; rc=$?
+check "--print of today's flags: one table, passwords replaced" \
+  '[ $rc = 0 ] && grep -q "table: \"public.books\"" "$work/p4.yaml" && ! grep -q hunter "$work/p4.yaml" && grep -q "u:\*\*\*@" "$work/p4.yaml"'
+python3 - "$root/docs/CONFIG.md" "$work/doc.yaml" <<'PY'
+import re, sys
+s = open(sys.argv[1]).read()
+sec = s[s.index("## The pipeline file\n"):]
+open(sys.argv[2], "w").write(re.search(r"```yaml\n(.*?)```", sec, re.S).group(1))
+PY
+"$bin" sync --config "$work/doc.yaml" --print >/dev/null 2>"$work/err"; rc=$?
+check "the example of docs/CONFIG.md is a valid pipeline" '[ $rc = 0 ]' || cat "$work/err"
+"$bin" sync --config "$work/two.yaml" >/dev/null 2>"$work/err"; rc=$?
+check "several tables: refused at start, naming the limitation and the tables" \
+  '[ $rc = 2 ] && grep -q "event=pipeline_refused .*error=\"this build runs one table per process; the file lists public.books (line 4), public.articles (line 6)\"" "$work/err"'
+printf "${S}tables:\n  - table: books\n    text: description\n    where: \"year > 2000\"\n" >"$work/where.yaml"
+"$bin" sync --config "$work/where.yaml" >/dev/null 2>"$work/err"; rc=$?
+check "where: read, then refused at start (not ignored)" '[ $rc = 2 ] && grep -q "event=pipeline_refused .*line=5 .*where:" "$work/err"'
+check "still nothing created in the database" \
+  '[ "$(q "SELECT (SELECT count(*) FROM pg_replication_slots) + (SELECT count(*) FROM pg_publication) + (SELECT count(*) FROM pg_namespace WHERE nspname = '"'cdcvec'"')")" = 0 ]'
+
+# a one-table file syncs books like the flags: backfill, a streamed change, then the flags take
+# over the same slot
+cat >"$work/books.yaml" <<EOF
+# the books table into the source database's pgvector
+source: "$DB"
+defaults: {threads: 2, batch_ms: 10}
+tables:
+  - table: books
+    text: description
+EOF
+CDCVEC_CONFIG=$work/books.yaml CDCVEC_LOG=warn "$bin" sync >>"$work/sync.log" 2>&1 &
+sync_pid=$!
+watch $sync_pid sync "$work/sync.log"
+WATCH_PID=$sync_pid wait_until '[ "$(q "SELECT count(*) FROM cdcvec.state WHERE backfill_done" 2>/dev/null)" = 1 ]' \
+  'sink_progress cdcvec.public_books'
+check "the file's table is backfilled" '[ "$(q "SELECT count(*) FROM cdcvec.public_books")" = "$(q "SELECT count(*) FROM books")" ]'
+q "INSERT INTO books (name, description, author, year) VALUES ('from the file', 'a lighthouse keeper writes letters to the sea', 'x', 2001)"
+WATCH_PID=$sync_pid wait_until '[ "$(q "SELECT count(*) FROM cdcvec.public_books")" = "$(q "SELECT count(*) FROM books")" ]' \
+  'sink_progress cdcvec.public_books'
+check "a change is streamed" '[ "$(q "SELECT count(*) FROM cdcvec.public_books")" = "$(q "SELECT count(*) FROM books")" ]'
+slot=$(q "SELECT slot_name FROM pg_replication_slots")
+kill -TERM $sync_pid
+wait $sync_pid
+sync_pid=
+CDCVEC_LOG=warn "$bin" sync --source "$DB" --table books --text-column description --threads 2 --batch-ms 10 >>"$work/sync.log" 2>&1 &
+sync_pid=$!
+watch $sync_pid sync "$work/sync.log"
+q "INSERT INTO books (name, description, author, year) VALUES ('from the flags', 'a clockmaker repairs time itself', 'y', 2002)"
+WATCH_PID=$sync_pid wait_until '[ "$(q "SELECT count(*) FROM cdcvec.public_books")" = "$(q "SELECT count(*) FROM books")" ]' \
+  'sink_progress cdcvec.public_books'
+check "the flags take over the file's slot and state: one slot, same name, the change applied" \
+  '[ "$(q "SELECT count(*) || slot_name FROM pg_replication_slots GROUP BY slot_name")" = "1$slot" ] && [ "$(q "SELECT count(*) FROM cdcvec.public_books")" = "$(q "SELECT count(*) FROM books")" ]'
+kill -TERM $sync_pid
+wait $sync_pid
+sync_pid=
+[ $fail = 0 ] || { echo "--- sync log"; tail -20 "$work/sync.log"; }
+exit $fail
