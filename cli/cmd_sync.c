@@ -19,7 +19,7 @@ typedef struct {
     const char *source, *table, *text_column, *template_, *sink, *ns, *embed, *slot, *publication, *http,
         *model, *device, *after, *on_error, *key, *point_ids, *config;
     long print, batch_rows, threads, resnapshot, force, limit, max_text_bytes, repair, show, sink_writers,
-        index_memory, wal_warn_mb, chunk_max_tokens, chunk_overlap;
+        index_memory, wal_warn_mb, chunk_max_tokens, chunk_overlap, search_queue_ms;
     double batch_ms, ready_lag_s;
     cv_cli_http hl;
 } sync_conf;
@@ -117,6 +117,9 @@ static const cv_conf_prop PROPS[] = {
     {"ready-lag-s", "CDCVEC_READY_LAG_S", CV_CONF_DOUBLE, "60", 0.1, 86400, F(ready_lag_s),
      "sync: /readyz answers 503 while the oldest committed change not yet in the store is older than "
      "this, in seconds"},
+    {"search-queue-ms", "CDCVEC_SEARCH_QUEUE_MS", CV_CONF_INT, "1000", 0, 60000, F(search_queue_ms),
+     "sync --http: a search that arrives while 16 run waits up to this long for one of them to finish (at "
+     "most 64 wait) before 503; 0: 503 at once"},
     CV_CLI_HTTP_PROPS(sync_conf),
 };
 #undef F
@@ -178,6 +181,7 @@ static int conf_opts(const char *which, const sync_conf *c, cv_sync_opts *o) {
                         .batch_ms = c->batch_ms,
                         .wal_warn_mb = c->wal_warn_mb,
                         .ready_lag_s = c->ready_lag_s,
+                        .search_queue_ms = c->search_queue_ms,
                         .http = c->http,
                         .model_dir = c->model,
                         .threads = (int)c->threads,
@@ -305,7 +309,7 @@ int cv_cmd_sync(int argc, char **argv, const char *which) {
     cv_conf_prop props[NPROPS];
     for (int i = 0; i < NPROPS; i++)
         if (serves || (strcmp(PROPS[i].name, "http") && strncmp(PROPS[i].name, "http-", 5) &&
-                       strcmp(PROPS[i].name, "metrics-auth")))
+                       strcmp(PROPS[i].name, "metrics-auth") && strcmp(PROPS[i].name, "search-queue-ms")))
             props[nprops++] = PROPS[i];
     sync_conf c;
     memset(&c, 0, sizeof c);

@@ -52,6 +52,8 @@ typedef struct cv_sync_opts {
                                 NULL: the apply stage, no routes */
     long wal_warn_mb;        /* the slot's retained WAL above which cdcvec warns and is not ready (0: 1024) */
     double ready_lag_s;      /* /readyz: 503 while the oldest unapplied commit is older (0: 60 s) */
+    long search_queue_ms;    /* sync --http: a search beyond 16 at once waits this long for a slot (0: 503 at
+                                once) */
     double broker_down_s;    /* Kafka stages: no broker this long is an error and not ready (0: 60 s) */
 } cv_sync_opts;
 

@@ -48,7 +48,7 @@ typedef struct cv_runtime {
         cv_metric *m;
     } err_series[64];
     int n_err_series;
-    cv_http_route routes[3];  /* the outlet's (sync: /, /search, /wait) */
+    cv_http_route routes[4];  /* the outlet's (sync: /, GET and POST /search, /wait) */
     struct cv_health *health; /* readiness and lag (health.c) */
 } cv_runtime;
 
@@ -69,8 +69,10 @@ typedef struct cv_sync {
     PGconn *search_src;             /* the search page's source connection (matched texts), or NULL */
     char **search_own;
     int n_search_own;
+    struct cv_search_fields *search_fields; /* the payload fields a search may filter (search/filter.h) */
     const char *sink_conninfo;
-    int searching;
+    int searching;      /* search threads, running or waiting for a slot */
+    int search_running; /* of which running (at most 16; search/page.c) */
     /* ---- session ---- */
     char *slot, *publication, *stream;
     cv_table t;

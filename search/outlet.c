@@ -1,5 +1,5 @@
 /* outlet.c: what `cdcvec sync` adds to the source session (ingest/outlet.h): batches go to the
- * apply stage; the search page (GET /, GET /search) and read-your-writes (GET /wait) are its
+ * apply stage; the search page (GET /, GET and POST /search) and read-your-writes (GET /wait) are its
  * routes; a session that described its table points the page at its store; a position the
  * store has reached moves /wait. */
 #define _POSIX_C_SOURCE 200809L
@@ -7,8 +7,8 @@
 #include "search.h"
 
 static void routes(cv_sync *s, cv_http_route *r) {
-    cv_search_routes(s); /* r[0], r[1]: r is s->rt.routes */
-    cv_wait_route(s, &r[2]);
+    cv_search_routes(s); /* r[0..2]: r is s->rt.routes */
+    cv_wait_route(s, &r[3]);
 }
 
 static void stop(cv_sync *s) {
@@ -16,7 +16,7 @@ static void stop(cv_sync *s) {
     cv_wait_stop(s);
 }
 
-static const cv_outlet search_outlet = {.nroutes = 3,
+static const cv_outlet search_outlet = {.nroutes = 4,
                                         .routes = routes,
                                         .open = cv_wait_open,
                                         .stop = stop,

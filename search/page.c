@@ -1,21 +1,30 @@
-/* page.c: the search page of `cdcvec sync --http`.
- *   GET /                   a query box (plain HTML form, no script)
- *   GET /?q=...&limit=10    the same page with the results rendered on the server, so a search
+/* page.c: the search page of `cdcvec sync --http` (rendered by render.c).
+ *   GET /                   a query box with a box per filterable field, result count and sort
+ *                           (plain HTML form, no script)
+ *   GET /?q=...&limit=10&author=...&year.gte=1950&sort=-year
+ *                           the same page with the results rendered on the server, so a search
  *                           can be linked: each hit shows its title, score, the matched text (the
  *                           embedded column, or the template filled, read from the source table
- *                           by key: the sink keeps only its hash) and the row's
- *                           other fields (the tutorial's Streamlit page: name, description, score,
- *                           author, year, id)
- *   GET /search?q=...&limit=5&min_lsn=X/Y&timeout_ms=N  JSON {"query":...,
- * "results":[{"rank":1,"similarity":0.71,"key":"4", "text":"...", "payload":{...}}]} min_lsn: search only
- * once the index covers that LSN (wait.c; 504 after timeout_ms). q: URL-decoded, at most CV_SEARCH_MAX_Q
- * bytes (414 beyond), valid UTF-8 and no NUL (400); nothing is cut. Everything from the table is
- * HTML-escaped. Each search runs on a thread of its own (embedding waits on the model) with a sink connection
- * of its own (libpq connections are not shared between threads); at most CV_SEARCH_MAX_AT_ONCE at once, more
- * are answered 503. */
+ *                           by key: the sink keeps only its hash) and the row's other fields;
+ *                           under them the latency, how fresh the index is, and CSV / JSON downloads
+ *   GET /search?q=...&limit=5&min_lsn=X/Y&timeout_ms=N&FILTERS&sort=S&format=json|csv
+ *                           JSON {"query":..., "results":[{"rank":1,"similarity":0.71,"key":"4",
+ *                           "text":"...", "payload":{...}}], "took_ms":..., "index":{"applied_lsn",
+ *                           "lag_seconds","lag_bytes"}}, or the same rows as CSV
+ *   POST /search            {"q": "...", "filter": {"author": "...", "year": {"gte": 1950}},
+ *                           "limit": 5, "sort": "score"}: the JSON answer above
+ * Filters: search/filter.h (unknown or malformed: 400 naming them). sort: score (best first,
+ * default), FIELD or -FIELD (the hits found, reordered). min_lsn: search only once the index
+ * covers that LSN (wait.c; 504 after timeout_ms). q: URL-decoded, at most CV_SEARCH_MAX_Q bytes
+ * (414 beyond), valid UTF-8 and no NUL (400); nothing is cut. Each search runs on a thread of
+ * its own (embedding waits on the model) with a sink connection of its own (libpq connections
+ * are not shared between threads); at most CV_SEARCH_MAX_AT_ONCE at once; more wait for a slot
+ * up to --search-queue-ms (at most CV_SEARCH_MAX_WAITING of them), then are answered 503. */
 #define _POSIX_C_SOURCE 200809L
 #include <jansson.h>
+#include <errno.h>
 #include <pthread.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,70 +34,11 @@
 #include "../common/cv_log.h"
 #include "../pg/cv_pg.h"
 #include "../ingest/sync_impl.h"
-#include "search.h"
+#include "page_impl.h"
 
 #define CV_SEARCH_MAX_Q       2048 /* bytes of a query, decoded */
 #define CV_SEARCH_MAX_AT_ONCE 16
-
-static const char HEAD[] =
-    "<!doctype html><html><head><meta charset=\"utf-8\"><title>cdcvec search</title>"
-    "<style>body{font:16px system-ui,sans-serif;max-width:50em;margin:2em auto;padding:0 1em}"
-    "input[type=search]{width:70%;font-size:1.1em;padding:.3em}ol{padding-left:1.4em}"
-    "li.hit{margin:1em 0}.t{font-weight:600;font-size:1.1em}.s{color:#666;font-size:.9em}"
-    ".x{margin:.3em 0}.f{color:#444;font-size:.9em}.f b{font-weight:500}.err{color:#a00}</style></head><body>"
-    "<h1>Search the catalog</h1><form method=get action=\"/\"><input type=search name=q autofocus "
-    "placeholder=\"books like star wars\" value=\"";
-
-/* Appends s[0..n) to b, HTML-escaped. */
-static void put_html(cv_buf *b, const char *s, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        switch (s[i]) {
-        case '&': cv_buf_puts(b, "&amp;"); break;
-        case '<': cv_buf_puts(b, "&lt;"); break;
-        case '>': cv_buf_puts(b, "&gt;"); break;
-        case '"': cv_buf_puts(b, "&quot;"); break;
-        case '\'': cv_buf_puts(b, "&#39;"); break;
-        default: cv_buf_put(b, &s[i], 1);
-        }
-    }
-}
-
-static void put_html_s(cv_buf *b, const char *s) { put_html(b, s, strlen(s)); }
-
-/* A JSON value as text: strings as they are, anything else as compact JSON. */
-static void put_value(cv_buf *b, json_t *v, int html) {
-    if (json_is_string(v) && !cv_jnum_number(v, NULL)) {
-        if (html)
-            put_html(b, json_string_value(v), json_string_length(v));
-        else
-            cv_buf_put(b, json_string_value(v), json_string_length(v));
-        return;
-    }
-    char *t = cv_jnum_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY, CV_JNUM_EXACT);
-    if (t && html) put_html_s(b, t);
-    if (t && !html) cv_buf_puts(b, t);
-    free(t);
-}
-
-typedef struct {
-    cv_sync *s;
-    char *uri;
-    void *reply;
-    int html;
-    cv_buf q; /* the query, decoded and checked */
-    long limit;
-    uint64_t min_lsn; /* with has_min: wait until the index covers it (wait.c) */
-    int has_min;
-    long wait_ms;
-    char *text_source; /* the table's "column N name" or "template T" when the search began */
-    json_t *hits;
-} search_req;
-
-/* The embedded column's name, or NULL with a template. */
-static const char *text_column(const char *source) {
-    const char *sp = source && strncmp(source, "column ", 7) == 0 ? strchr(source + 7, ' ') : NULL;
-    return sp ? sp + 1 : NULL;
-}
+#define CV_SEARCH_MAX_WAITING 64 /* with --search-queue-ms: searches waiting for a slot */
 
 static void add_hit(void *arg, int rank, double sim, const char *key, const char *payload) {
     search_req *r = arg;
@@ -104,7 +54,7 @@ static void text_sql(PGconn *db, const cv_sink_table *t, const char *source, cv_
     char *id;
     cv_buf_puts(sql, "SELECT ");
     if (strncmp(source, "column ", 7) == 0) {
-        id = PQescapeIdentifier(db, text_column(source), strlen(text_column(source)));
+        id = PQescapeIdentifier(db, cv_page_text_column(source), strlen(cv_page_text_column(source)));
         cv_buf_printf(sql, "%s::text", id ? id : "\"\"");
         PQfreemem(id);
     } else {
@@ -162,71 +112,6 @@ static void fetch_texts(cv_sync *s, search_req *r) {
     free(sql.p);
 }
 
-/* The payload's title: its name or title field, else the key. */
-static void put_title(cv_buf *b, json_t *hit) {
-    json_t *p = json_object_get(hit, "payload");
-    json_t *t = json_object_get(p, "name");
-    if (!json_is_string(t)) t = json_object_get(p, "title");
-    if (json_is_string(t) && json_string_length(t)) {
-        put_value(b, t, 1);
-        return;
-    }
-    cv_buf_puts(b, "key ");
-    put_html_s(b, json_string_value(json_object_get(hit, "key")));
-}
-
-/* The whole page: the form (with the query), then an error or the hits. */
-static void render_page(search_req *r, int status, const char *error) {
-    cv_buf b = {0};
-    cv_buf_puts(&b, HEAD);
-    if (r->q.p) put_html(&b, r->q.p, r->q.len);
-    cv_buf_puts(&b, "\"> <button>Search</button></form>");
-    if (error) {
-        cv_buf_puts(&b, "<p class=err id=error>");
-        put_html_s(&b, error);
-        cv_buf_puts(&b, "</p>");
-    } else if (r->hits) {
-        const char *tcol = text_column(r->text_source);
-        cv_buf_printf(&b, "<ol id=results>");
-        size_t i;
-        json_t *hit;
-        json_array_foreach(r->hits, i, hit) {
-            json_t *p = json_object_get(hit, "payload");
-            cv_buf_printf(&b, "<li class=hit><div class=t>");
-            put_title(&b, hit);
-            cv_buf_printf(&b, "</div><div class=s>score %.3f &middot; id ",
-                          json_real_value(json_object_get(hit, "similarity")));
-            put_html_s(&b, json_string_value(json_object_get(hit, "key")));
-            cv_buf_puts(&b, "</div><div class=x>");
-            put_value(&b, json_object_get(hit, "text"), 1);
-            cv_buf_puts(&b, "</div><div class=f>");
-            const char *k;
-            json_t *v;
-            int first = 1;
-            json_object_foreach(p, k, v) {
-                if (!strcmp(k, "name") || !strcmp(k, "title") || (tcol && !strcmp(k, tcol))) continue;
-                cv_buf_puts(&b, first ? "" : " &middot; ");
-                first = 0;
-                cv_buf_puts(&b, "<b>");
-                put_html_s(&b, k);
-                cv_buf_puts(&b, "</b>: ");
-                put_value(&b, v, 1);
-            }
-            cv_buf_puts(&b, "</div></li>");
-        }
-        cv_buf_puts(&b, "</ol>");
-        if (!json_array_size(r->hits)) cv_buf_puts(&b, "<p id=results>No results.</p>");
-    }
-    cv_buf_puts(&b,
-                "<p class=s>Live: the index follows the table through logical replication. Link a search "
-                "as <code>/?q=...</code>; JSON: <code>/search?q=...&amp;limit=5</code>.</p></body></html>");
-    if (b.oom)
-        cv_http_reply_error(r->reply, 500, "internal", "out of memory");
-    else
-        cv_http_reply(r->reply, status, "text/html; charset=utf-8", b.p, b.len);
-    free(b.p);
-}
-
 static void reply_json(void *reply, int status, json_t *o) {
     char *body = cv_jnum_dumps(o, JSON_COMPACT, CV_JNUM_EXACT);
     if (body)
@@ -239,8 +124,8 @@ static void reply_json(void *reply, int status, json_t *o) {
 
 /* Answers an error: on the page (HTML) or as JSON. */
 static void refuse(search_req *r, int status, const char *type, const char *msg) {
-    if (r->html)
-        render_page(r, status, msg);
+    if (r->fmt == FMT_HTML)
+        cv_page_render(r, status, msg);
     else
         cv_http_reply_error(r->reply, status, type, "%s", msg);
 }
@@ -253,15 +138,19 @@ static cv_err run_search(search_req *r) {
     char msg[256];
     const char *tx[1] = {r->q.p};
     size_t ln[1] = {r->q.len};
+    double t = cv_now();
     cv_err e =
         cv_client_embed_query(s->rt.client, tx, ln, 1, vec, 4096, &dim, msg, sizeof msg); /* query prompt */
+    r->embed_ms = (cv_now() - t) * 1e3;
     r->hits = json_array();
     pthread_mutex_lock(&s->search_mu);
+    t = cv_now();
     if (!e && !s->search_table.table) e = CV_ERR_BUSY; /* no session has described the table yet */
     if (!e && !s->search_sink) e = cv_sink_open(s->sink_conninfo, &s->search_table, &s->search_sink);
     if (!e) {
         r->text_source = s->search_text_source ? strdup(s->search_text_source) : NULL;
-        e = cv_sink_search(s->search_sink, vec, (int)r->limit, add_hit, r);
+        e = cv_sink_search_filtered(s->search_sink, vec, (int)r->limit, &r->filter.f, add_hit, r);
+        r->store_ms = (cv_now() - t) * 1e3;
         if (!e) fetch_texts(s, r);
     }
     if (e && s->search_sink) { /* reconnect on the next search */
@@ -269,7 +158,37 @@ static cv_err run_search(search_req *r) {
         s->search_sink = NULL;
     }
     pthread_mutex_unlock(&s->search_mu);
+    if (!e) {
+        cv_page_sort(r);
+        r->fresh = cv_search_freshness(s);
+    }
     return e;
+}
+
+static void req_free(search_req *r) {
+    json_decref(r->hits), json_decref(r->fresh);
+    cv_search_filter_free(&r->filter);
+    cv_search_fields_free(r->fields);
+    free(r->text_source), free(r->sort), free(r->q.p), free(r->uri);
+    free(r);
+}
+
+/* Takes one of the CV_SEARCH_MAX_AT_ONCE slots, waiting up to --search-queue-ms; 0: none came. */
+static int take_slot(cv_sync *s) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    long ms = s->o.search_queue_ms;
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += ms % 1000 * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+    pthread_mutex_lock(&s->search_mu);
+    int rc = 0;
+    while (s->search_running >= CV_SEARCH_MAX_AT_ONCE && ms > 0 && rc != ETIMEDOUT)
+        rc = pthread_cond_timedwait(&s->search_idle, &s->search_mu, &ts);
+    int got = s->search_running < CV_SEARCH_MAX_AT_ONCE;
+    if (got) s->search_running++;
+    pthread_mutex_unlock(&s->search_mu);
+    return got;
 }
 
 static void *search_thread(void *p) {
@@ -278,7 +197,15 @@ static void *search_thread(void *p) {
     uint64_t covered;
     double t0 = cv_now();
     cv_err e = CV_OK;
-    if (r->has_min && !cv_wait_until(s, r->min_lsn, r->wait_ms, &covered))
+    int slot = take_slot(s);
+    if (!slot) {
+        cv_buf m = {0};
+        cv_buf_printf(
+            &m, "too many searches at once (%d running; waited %ld ms, --search-queue-ms); retry shortly",
+            CV_SEARCH_MAX_AT_ONCE, s->o.search_queue_ms);
+        refuse(r, 503, "busy", m.p ? m.p : "too many searches at once");
+        free(m.p);
+    } else if (r->has_min && !cv_wait_until(s, r->min_lsn, r->wait_ms, &covered))
         cv_wait_reply_timeout(r->reply, r->min_lsn, covered, cv_now() - t0);
     else if ((e = run_search(r))) {
         cv_buf m = {0};
@@ -286,36 +213,103 @@ static void *search_thread(void *p) {
                       e == CV_ERR_BUSY ? " (the table is not described yet; retry shortly)" : "");
         refuse(r, 503, "unavailable", m.p ? m.p : "search failed");
         free(m.p);
-    } else if (r->html) {
-        render_page(r, 200, NULL);
+    } else if (r->fmt == FMT_HTML) {
+        cv_page_render(r, 200, NULL);
+    } else if (r->fmt == FMT_CSV) {
+        cv_page_csv(r);
     } else {
-        reply_json(r->reply, 200, json_pack("{s:s%,s:O}", "query", r->q.p, r->q.len, "results", r->hits));
+        reply_json(r->reply, 200,
+                   json_pack("{s:s%,s:O,s:f,s:O}", "query", r->q.p, r->q.len, "results", r->hits, "took_ms",
+                             (cv_now() - r->t0) * 1e3, "index", r->fresh ? r->fresh : json_null()));
     }
-    json_decref(r->hits);
     pthread_mutex_lock(&s->search_mu);
     s->searching--;
-    pthread_cond_signal(&s->search_idle);
+    s->search_running -= slot;
+    pthread_cond_broadcast(&s->search_idle); /* searches waiting for a slot, and search_idle_reset */
     pthread_mutex_unlock(&s->search_mu);
-    free(r->text_source);
-    free(r->q.p);
-    free(r->uri);
-    free(r);
+    req_free(r);
     return NULL;
 }
 
-/* Checks q and limit; 0 after answering an error. A page without q is the bare form. */
+/* sort: "score", FIELD or -FIELD of a filterable field; 0 with the reason in err. */
+static int check_sort(search_req *r, cv_buf *err) {
+    if (!r->sort || !strcmp(r->sort, "score")) return 1;
+    const char *f = r->sort + (r->sort[0] == '-');
+    for (int i = 0; r->fields && i < r->fields->n; i++)
+        if (r->fields->kind[i] >= 0 && !strcmp(r->fields->name[i], f)) return 1;
+    cv_buf_puts(err, "sort must be score, FIELD or -FIELD (descending) of a filterable field; not '");
+    cv_buf_puts(err, r->sort);
+    cv_buf_puts(err, "'");
+    return 0;
+}
+
+/* POST /search's body: q, limit, filter, sort; 0 after answering 400. */
+static int check_body(search_req *r) {
+    size_t n;
+    const char *body = cv_http_body(r->reply, &n);
+    json_error_t je;
+    json_t *o = json_loadb(body, n, JSON_REJECT_DUPLICATES, &je);
+    cv_buf err = {0};
+    if (!json_is_object(o)) {
+        cv_buf_printf(&err,
+                      "the body must be a JSON object {\"q\": TEXT, \"filter\": {...}, \"limit\": N}%s%s",
+                      o ? "" : ": ", o ? "" : je.text);
+    } else {
+        const char *k;
+        json_t *v;
+        json_object_foreach(o, k, v) {
+            if (strcmp(k, "q") && strcmp(k, "filter") && strcmp(k, "limit") && strcmp(k, "sort")) {
+                cv_buf_printf(&err, "unknown key \"%s\" in the body: it takes q, filter, limit and sort", k);
+                break;
+            }
+        }
+        json_t *q = json_object_get(o, "q"), *lim = json_object_get(o, "limit"),
+               *so = json_object_get(o, "sort");
+        if (err.len) {
+        } else if (!json_is_string(q) || !json_string_length(q)) {
+            cv_buf_puts(&err, "\"q\" must be a non-empty string");
+        } else if (json_string_length(q) > CV_SEARCH_MAX_Q) {
+            cv_buf_printf(&err, "q is longer than %d bytes; shorten the query", CV_SEARCH_MAX_Q);
+        } else if (strlen(json_string_value(q)) != json_string_length(q)) {
+            cv_buf_puts(&err, "q holds a NUL character");
+        } else if (lim &&
+                   (!json_is_integer(lim) || json_integer_value(lim) < 1 || json_integer_value(lim) > 100)) {
+            cv_buf_puts(&err, "limit must be a whole number from 1 to 100");
+        } else if (so && !json_is_string(so)) {
+            cv_buf_puts(&err, "sort must be a string");
+        } else {
+            cv_buf_put(&r->q, json_string_value(q), json_string_length(q));
+            if (lim) r->limit = (long)json_integer_value(lim);
+            if (so) r->sort = strdup(json_string_value(so));
+            if (cv_search_filter_json(json_object_get(o, "filter"), r->fields, &r->filter, &err))
+                check_sort(r, &err);
+        }
+    }
+    json_decref(o);
+    if (err.len) refuse(r, 400, "bad_request", err.p);
+    free(err.p);
+    return !err.len;
+}
+
+/* Checks q, limit, the filter, sort and format; 0 after answering an error. A page without q
+ * is the bare form. */
 static int check_params(search_req *r) {
     char msg[160];
-    cv_buf lim = {0};
+    cv_buf lim = {0}, srt = {0}, fmt = {0}, err = {0};
     if (!cv_wait_search_params(r->uri, &r->min_lsn, &r->has_min, &r->wait_ms, r->reply)) return 0;
     cv_qp st = cv_http_query_param(r->uri, "q", CV_SEARCH_MAX_Q, &r->q);
     cv_qp sl = cv_http_query_param(r->uri, "limit", 8, &lim);
+    if (cv_http_query_param(r->uri, "sort", 256, &srt) == CV_QP_OK && srt.len) r->sort = strdup(srt.p);
+    cv_qp sf = r->fmt == FMT_HTML ? CV_QP_ABSENT : cv_http_query_param(r->uri, "format", 8, &fmt);
+    int bad_fmt = sf != CV_QP_ABSENT && (sf != CV_QP_OK || (strcmp(fmt.p, "json") && strcmp(fmt.p, "csv")));
+    if (sf == CV_QP_OK && !strcmp(fmt.p, "csv")) r->fmt = FMT_CSV;
     char *end = NULL;
     if (sl == CV_QP_OK) r->limit = strtol(lim.p, &end, 10);
     int bad_limit =
         sl != CV_QP_ABSENT && (sl != CV_QP_OK || !lim.len || *end || r->limit < 1 || r->limit > 100);
-    free(lim.p);
+    free(lim.p), free(srt.p), free(fmt.p);
     if (st != CV_QP_OK && r->q.p) r->q.p[r->q.len = 0] = 0; /* never echo a refused query */
+    int ok = 0;
     if (st == CV_QP_TOO_LONG) {
         snprintf(msg, sizeof msg, "q is longer than %d bytes (decoded); shorten the query", CV_SEARCH_MAX_Q);
         refuse(r, 414, "too_large", msg);
@@ -324,28 +318,39 @@ static int check_params(search_req *r) {
         refuse(r, 400, "bad_request", msg);
     } else if (bad_limit) {
         refuse(r, 400, "bad_request", "limit must be a whole number from 1 to 100");
-    } else if (!r->html && (st == CV_QP_ABSENT || !r->q.len)) {
+    } else if (bad_fmt) {
+        refuse(r, 400, "bad_request", "format must be json or csv");
+    } else if (!cv_search_filter_url(r->uri, r->fields, &r->filter, &err) || !check_sort(r, &err)) {
+        refuse(r, 400, "bad_request", err.p ? err.p : "bad filter");
+    } else if (r->fmt != FMT_HTML && (st == CV_QP_ABSENT || !r->q.len)) {
         refuse(r, 400, "bad_request", "expected /search?q=TEXT&limit=1..100 (q not empty)");
-    } else if (r->html && (st == CV_QP_ABSENT || !r->q.len)) {
-        render_page(r, 200, NULL); /* the bare form */
+    } else if (r->fmt == FMT_HTML && (st == CV_QP_ABSENT || !r->q.len)) {
+        cv_page_render(r, 200, NULL); /* the bare form */
     } else {
-        return 1;
+        ok = 1;
     }
-    return 0;
+    free(err.p);
+    return ok;
 }
 
-/* GET / and GET /search: checks the query, then searches on a thread of its own. */
-static void on_search_common(cv_sync *s, const char *uri, void *reply, int html) {
+/* GET /, GET and POST /search: checks the request, then searches on a thread of its own. */
+static void on_search_common(cv_sync *s, const char *uri, void *reply, int fmt, int post) {
     search_req *r = calloc(1, sizeof *r);
     if (!r || !(r->uri = strdup(uri))) {
         free(r);
         cv_http_reply_error(reply, 500, "internal", "out of memory");
         return;
     }
-    r->s = s, r->reply = reply, r->html = html, r->limit = html ? 10 : 5;
-    if (!check_params(r)) goto done;
+    r->s = s, r->reply = reply, r->fmt = fmt, r->post = post, r->limit = fmt == FMT_HTML ? 10 : 5;
+    r->t0 = cv_now();
     pthread_mutex_lock(&s->search_mu);
-    int busy = s->searching >= CV_SEARCH_MAX_AT_ONCE;
+    r->fields = cv_search_fields_copy(s->search_fields);
+    pthread_mutex_unlock(&s->search_mu);
+    if (!r->fields) r->fields = calloc(1, sizeof *r->fields); /* not described yet: nothing to filter */
+    CV_ASSERT(r->fields);
+    if (!(post ? check_body(r) : check_params(r))) goto done;
+    pthread_mutex_lock(&s->search_mu);
+    int busy = s->searching >= CV_SEARCH_MAX_AT_ONCE + (s->o.search_queue_ms > 0 ? CV_SEARCH_MAX_WAITING : 0);
     if (!busy) s->searching++;
     pthread_mutex_unlock(&s->search_mu);
     pthread_t th;
@@ -353,7 +358,7 @@ static void on_search_common(cv_sync *s, const char *uri, void *reply, int html)
         if (!busy) {
             pthread_mutex_lock(&s->search_mu);
             s->searching--;
-            pthread_cond_signal(&s->search_idle);
+            pthread_cond_broadcast(&s->search_idle);
             pthread_mutex_unlock(&s->search_mu);
         }
         refuse(r, 503, "busy", "too many searches at once; retry shortly");
@@ -362,17 +367,23 @@ static void on_search_common(cv_sync *s, const char *uri, void *reply, int html)
     pthread_detach(th);
     return;
 done:
-    free(r->q.p);
-    free(r->uri);
-    free(r);
+    req_free(r);
 }
 
-static void on_page(void *arg, const char *uri, void *reply) { on_search_common(arg, uri, reply, 1); }
-static void on_search(void *arg, const char *uri, void *reply) { on_search_common(arg, uri, reply, 0); }
+static void on_page(void *arg, const char *uri, void *reply) {
+    on_search_common(arg, uri, reply, FMT_HTML, 0);
+}
+static void on_search(void *arg, const char *uri, void *reply) {
+    on_search_common(arg, uri, reply, FMT_JSON, 0);
+}
+static void on_search_post(void *arg, const char *uri, void *reply) {
+    on_search_common(arg, uri, reply, FMT_JSON, 1);
+}
 
 void cv_search_routes(cv_sync *s) {
-    s->rt.routes[0] = (cv_http_route){"/", on_page, s};
-    s->rt.routes[1] = (cv_http_route){"/search", on_search, s};
+    s->rt.routes[0] = (cv_http_route){"/", on_page, s, 0};
+    s->rt.routes[1] = (cv_http_route){"/search", on_search, s, 0};
+    s->rt.routes[2] = (cv_http_route){"/search", on_search_post, s, 1};
 }
 
 static void search_table_free(cv_sync *s) {
@@ -383,6 +394,8 @@ static void search_table_free(cv_sync *s) {
     s->search_own = NULL;
     s->n_search_own = 0;
     s->search_text_source = NULL;
+    cv_search_fields_free(s->search_fields);
+    s->search_fields = NULL;
     memset(&s->search_table, 0, sizeof s->search_table);
 }
 
@@ -429,5 +442,6 @@ void cv_search_set_table(cv_sync *s) {
                                       .stream = own(s, s->stream),
                                       .ns = s->o.ns ? own(s, s->o.ns) : NULL};
     s->search_text_source = t->text_source ? own(s, t->text_source) : NULL;
+    s->search_fields = cv_search_fields_of(t);
     pthread_mutex_unlock(&s->search_mu);
 }

@@ -4,6 +4,7 @@
 #ifndef CV_SEARCH_H
 #define CV_SEARCH_H
 
+#include <jansson.h>
 #include <stdint.h>
 
 #include "../common/cv_err.h"
@@ -43,6 +44,9 @@ void cv_wait_route(cv_sync *s, cv_http_route *r);
 int cv_wait_parse_lsn(const char *s, uint64_t *out);
 /* /search's min_lsn= and timeout_ms=: 0 after answering 400. */
 int cv_wait_search_params(const char *uri, uint64_t *min_lsn, int *has, long *timeout_ms, void *reply);
+/* How fresh the index is, for a search's answer: {"applied_lsn": "X/Y" (the covered position),
+ * "lag_seconds" and, with replication, "lag_bytes" (health.c's, as /readyz reports them)}. */
+json_t *cv_search_freshness(cv_sync *s);
 /* The 504 of a search whose min_lsn was not covered in time. */
 void cv_wait_reply_timeout(void *reply, uint64_t lsn, uint64_t covered, double waited_s);
 

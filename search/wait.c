@@ -271,4 +271,21 @@ void cv_wait_reply_timeout(void *reply, uint64_t lsn, uint64_t covered, double w
     answer(reply, 504, lsn, covered, waited_s);
 }
 
-void cv_wait_route(cv_sync *s, cv_http_route *r) { *r = (cv_http_route){"/wait", on_wait, s}; }
+void cv_wait_route(cv_sync *s, cv_http_route *r) { *r = (cv_http_route){"/wait", on_wait, s, 0}; }
+
+json_t *cv_search_freshness(cv_sync *s) {
+    uint64_t covered = 0;
+    cv_wait_until(s, 0, 0, &covered);
+    char c[24];
+    cv_lsn_format(covered, c);
+    json_t *o = json_pack("{s:s}", "applied_lsn", c);
+    cv_buf d = {0};
+    cv_health_ready(s, &d);
+    json_t *h = d.p ? json_loads(d.p, 0, NULL) : NULL;
+    json_t *v;
+    if ((v = json_object_get(h, "lag_seconds"))) json_object_set(o, "lag_seconds", v);
+    if ((v = json_object_get(h, "lag_bytes"))) json_object_set(o, "lag_bytes", v);
+    json_decref(h);
+    free(d.p);
+    return o;
+}

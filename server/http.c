@@ -217,7 +217,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 }
 
 /* Constant-time comparison of a presented key with the configured one. */
-static int key_equal(const char *given, size_t glen, const char *key) {
+int cv_http_key_equal(const char *given, size_t glen, const char *key) {
     size_t klen = strlen(key);
     unsigned diff = glen != klen;
     for (size_t i = 0; i < klen; i++)
@@ -240,13 +240,24 @@ static int authorized(cv_http_req *r) {
     size_t n = strlen(a);
     while (n && (a[n - 1] == ' ' || a[n - 1] == '\t'))
         n--;
-    return key_equal(a, n, key);
+    return cv_http_key_equal(a, n, key);
 }
 
-static const http_endpoint *find_endpoint(cv_http *h, const char *path) {
-    for (int i = 0; i < h->neps; i++)
-        if (strcmp(h->eps[i].path, path) == 0) return &h->eps[i];
-    return NULL;
+/* The endpoint at path for the method (POST or not), else any at path (answered 405). */
+static const http_endpoint *find_endpoint(cv_http *h, const char *path, int is_post) {
+    const http_endpoint *any = NULL;
+    for (int i = 0; i < h->neps; i++) {
+        if (strcmp(h->eps[i].path, path) != 0) continue;
+        if (!h->eps[i].post == !is_post) return &h->eps[i];
+        if (!any) any = &h->eps[i];
+    }
+    return any;
+}
+
+const char *cv_http_body(void *reply_handle, size_t *len) {
+    cv_http_req *r = reply_handle;
+    *len = r->body ? r->body_len : 0;
+    return r->body ? r->body : "";
 }
 
 /* Runs the endpoint now that the whole request (and its body) is in. */
@@ -265,7 +276,7 @@ static enum MHD_Result on_headers(cv_http *h, cv_http_req *r, const char *url, c
     cv_metric_add(r->s->m_req_http, 1);
     int is_get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
     int is_post = strcmp(method, "POST") == 0, is_options = strcmp(method, "OPTIONS") == 0;
-    r->ep = find_endpoint(h, url);
+    r->ep = find_endpoint(h, url, is_post);
     const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Length");
     const char *te = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Transfer-Encoding");
     unsigned long long len = cl ? strtoull(cl, NULL, 10) : 0; /* MHD has checked its syntax */
@@ -279,10 +290,16 @@ static enum MHD_Result on_headers(cv_http *h, cv_http_req *r, const char *url, c
     } else if ((r->ep->post && !is_post) || (!r->ep->post && !is_get)) {
         cv_http_error(r, 405, "method_not_allowed", "%s takes %s, not %s", r->ep->path,
                       r->ep->post ? "POST" : "GET", method);
-    } else if ((!r->ep->open || h->o.metrics_auth) && !authorized(r)) {
+    } else if (r->ep->open != 2 && (!r->ep->open || h->o.metrics_auth) && !authorized(r) &&
+               !(r->ep->route >= 0 && !r->ep->post && cv_http_session_ok(r))) {
         cv_metric_add(r->s->m_err_auth, 1);
-        cv_http_error(r, 401, "unauthorized",
-                      "missing or wrong API key: send 'Authorization: Bearer <key>' (CDCVEC_API_KEY)");
+        if (r->ep->route >= 0 && !strcmp(r->ep->path, "/")) /* a person at the page: the login form */
+            cv_http_login_page(r, 401, NULL, r->uri);
+        else
+            cv_http_error(r, 401, "unauthorized",
+                          "missing or wrong API key: send 'Authorization: Bearer <key>' (CDCVEC_API_KEY)%s",
+                          r->ep->route >= 0 && !r->ep->post ? ", or log in at /login (a session cookie)"
+                                                            : "");
     } else if (!r->ep->post && has_body) {
         cv_http_error(r, 400, "bad_request", "a GET request carries no body");
     } else if (has_body && len > (unsigned long long)h->o.max_body_bytes) {
@@ -475,7 +492,7 @@ static cv_err resolve(const char *hostport, struct addrinfo **out) {
 
 static cv_err build_endpoints(cv_http *h) {
     cv_server_opts *so = &h->s->o;
-    h->eps = calloc((size_t)so->nroutes + 5, sizeof *h->eps);
+    h->eps = calloc((size_t)so->nroutes + 8, sizeof *h->eps);
     if (!h->eps) return CV_ERR_NOMEM;
     const http_endpoint fixed[] = {{"/healthz", 0, 1, -1, cv_http_on_healthz},
                                    {"/readyz", 0, 1, -1, cv_http_on_readyz},
@@ -485,7 +502,12 @@ static cv_err build_endpoints(cv_http *h) {
     for (int i = 0; i < (h->s->m ? 5 : 3); i++) /* no model (capture): /healthz, /readyz, /metrics */
         h->eps[h->neps++] = fixed[i];
     for (int i = 0; i < so->nroutes; i++)
-        h->eps[h->neps++] = (http_endpoint){so->routes[i].path, 0, 0, i, NULL};
+        h->eps[h->neps++] = (http_endpoint){so->routes[i].path, so->routes[i].post, 0, i, NULL};
+    if (so->nroutes) { /* a page for people: log in with the key (http_login.c) */
+        h->eps[h->neps++] = (http_endpoint){"/login", 0, 2, -1, cv_http_on_login};
+        h->eps[h->neps++] = (http_endpoint){"/login", 1, 2, -1, cv_http_on_login};
+        h->eps[h->neps++] = (http_endpoint){"/logout", 1, 2, -1, cv_http_on_logout};
+    }
     return CV_OK;
 }
 

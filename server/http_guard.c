@@ -312,6 +312,8 @@ int cv_http_guard_type(cv_http_req *r, int has_body) {
     const char *ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Type");
     size_t n = ct ? strcspn(ct, "; \t") : 0;
     if (ct && n == 16 && strncasecmp(ct, "application/json", 16) == 0) return 1;
+    if (ct && r->ep->open == 2 && n == 33 && strncasecmp(ct, "application/x-www-form-urlencoded", 33) == 0)
+        return 1; /* the login form */
     cv_http_error(r, 415, "unsupported_media_type",
                   "%s takes a JSON body: send 'Content-Type: application/json'%s%.100s%s (curl: -H "
                   "'Content-Type: application/json')",
@@ -331,7 +333,12 @@ void cv_http_on_options(cv_http_req *r) {
         cv_http_error(r, 500, "internal", "out of memory");
         return;
     }
-    const char *methods = r->ep->post ? "POST, OPTIONS" : "GET, HEAD, OPTIONS";
+    int get = 0, post = 0; /* a path may have a GET and a POST endpoint (sync's /search) */
+    for (int i = 0; i < r->h->neps; i++)
+        if (!strcmp(r->h->eps[i].path, r->ep->path)) post |= r->h->eps[i].post, get |= !r->h->eps[i].post;
+    const char *methods = get && post ? "GET, HEAD, POST, OPTIONS"
+                          : post      ? "POST, OPTIONS"
+                                      : "GET, HEAD, OPTIONS";
     MHD_add_response_header(resp, "Allow", methods);
     if (r->cors) {
         MHD_add_response_header(resp, "Access-Control-Allow-Methods", methods);

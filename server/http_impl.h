@@ -50,7 +50,7 @@ typedef struct http_net {
 typedef struct http_endpoint {
     const char *path;
     int post;  /* POST with a JSON body; else GET (and HEAD) */
-    int open;  /* no API key needed, unless metrics_auth */
+    int open;  /* 1: no API key needed, unless metrics_auth; 2: never (/login) */
     int route; /* index in o.routes, or -1 */
     void (*fn)(cv_http_req *r);
 } http_endpoint;
@@ -114,6 +114,14 @@ struct cv_http_req {
     int close;  /* close the connection after the answer */
     char *cors; /* the request's Origin when CORS allows it (owned) */
 };
+
+/* http_login.c: a session cookie for the page's GET routes, given for the key by /login. */
+int cv_http_session_ok(cv_http_req *r);
+void cv_http_login_page(cv_http_req *r, int status, const char *msg, const char *next);
+void cv_http_on_login(cv_http_req *r);
+void cv_http_on_logout(cv_http_req *r);
+/* given[0..glen) is key, compared in constant time. */
+int cv_http_key_equal(const char *given, size_t glen, const char *key);
 
 /* Answers r: status, content type and a copy of body. Callable from any thread, once. */
 void cv_http_answer(cv_http_req *r, int status, const char *ctype, const char *body, size_t len);

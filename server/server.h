@@ -20,7 +20,10 @@ typedef struct cv_http_route {
     const char *path;
     cv_http_fn cb;
     void *arg;
+    int post; /* 1: POST with a JSON body (cv_http_body) instead of GET; a path may have one of each */
 } cv_http_route;
+/* The body of a POST route's request (not NUL-terminated), valid until the reply. */
+const char *cv_http_body(void *reply_handle, size_t *len);
 /* Answers a request handed to a cv_http_fn. body is copied. */
 void cv_http_reply(void *reply_handle, int status, const char *content_type, const char *body, size_t len);
 /* Answers a request handed to a cv_http_fn with a JSON error body

@@ -165,3 +165,47 @@ void cv_sink_vec_json(cv_buf *b, const float *v, int dim) {
     }
     cv_buf_put(b, "]", 1);
 }
+
+/* ---- search filters in the remote stores' languages (sink.h, cv_sink_filter) ------------ */
+
+void cv_sink_filter_qdrant(const cv_sink_filter *f, cv_buf *b) {
+    for (int i = 0; f && i < f->n; i++) {
+        const cv_sink_cond *c = &f->c[i];
+        cv_buf_puts(b, ",{\"key\":");
+        cv_json_string(b, c->field, strlen(c->field));
+        if (c->kind == CV_FV_STR) {
+            cv_buf_puts(b, ",\"match\":{\"value\":");
+            cv_json_string(b, c->str, strlen(c->str));
+            cv_buf_puts(b, "}}");
+        } else if (c->kind == CV_FV_BOOL) {
+            cv_buf_printf(b, ",\"match\":{\"value\":%s}}", c->num ? "true" : "false");
+        } else if (c->op == CV_FOP_EQ) { /* a number: Qdrant's match takes integers only */
+            cv_buf_printf(b, ",\"range\":{\"gte\":%.17g,\"lte\":%.17g}}", c->num, c->num);
+        } else {
+            cv_buf_printf(b, ",\"range\":{\"%s\":%.17g}}", cv_sink_fop_name(c->op, 1), c->num);
+        }
+    }
+}
+
+const char *cv_sink_filter_qdrant_schema(const cv_sink_cond *c) {
+    return c->kind == CV_FV_STR ? "keyword" : c->kind == CV_FV_BOOL ? "bool" : "float";
+}
+
+void cv_sink_filter_upstash(const cv_sink_filter *f, cv_buf *b) {
+    for (int i = 0; f && i < f->n; i++) {
+        const cv_sink_cond *c = &f->c[i];
+        cv_buf_printf(b, "%s%s %s ", i ? " AND " : "", c->field, cv_sink_fop_name(c->op, 0));
+        if (c->kind == CV_FV_STR) { /* 'single-quoted', \ before ' and \ */
+            cv_buf_puts(b, "'");
+            for (const char *p = c->str; *p; p++) {
+                if (*p == '\'' || *p == '\\') cv_buf_puts(b, "\\");
+                cv_buf_put(b, p, 1);
+            }
+            cv_buf_puts(b, "'");
+        } else if (c->kind == CV_FV_BOOL) {
+            cv_buf_puts(b, c->num ? "true" : "false");
+        } else {
+            cv_buf_printf(b, "%.17g", c->num);
+        }
+    }
+}

@@ -128,6 +128,23 @@ static cv_err ensure_index(pg_sink *s) {
     return e;
 }
 
+/* The GIN index (jsonb_path_ops) on payload that serves a search filter's equality
+ * conditions (payload @> '{"author": "..."}'); built with the HNSW index, once the backfill is
+ * done (IF NOT EXISTS: a store made before it gets it at its next open). Its upkeep on writes
+ * is small (jsonb_path_ops: one hash per path and value). */
+static cv_err ensure_payload_index(pg_sink *s) {
+    cv_buf name = {0}, sql = {0};
+    cv_name_index(s->tname, "_payload_gin", &name);
+    cv_buf_puts(&sql, "CREATE INDEX IF NOT EXISTS ");
+    cv_pg_ident(&sql, name.p);
+    cv_buf_printf(&sql, " ON %s USING gin (payload jsonb_path_ops)", s->qtable);
+    PGresult *r = PQexec(s->db, sql.p);
+    cv_err e = exec_ok(s, r, "create_payload_index");
+    PQclear(r);
+    free(sql.p), free(name.p);
+    return e;
+}
+
 /* INSERT ... SELECT from the staging table (emptied as it is read), $1 model, $2 position;
  * merged: stored payload values named in kp are kept. */
 static char *upsert_sql(const pg_sink *s, int merged) {
@@ -230,6 +247,7 @@ static cv_err pg_open(const char *conninfo, const cv_sink_table *t, cv_sink **ou
     int done;
     if (!e) e = pg_state(&s->base, &pos, &done, &bpos);
     if (!e && done && t->dim) e = ensure_index(s);
+    if (!e && done && t->dim) e = ensure_payload_index(s);
     /* the other writers' connections */
     int want = t->dim && t->writers > 1 ? t->writers : 1;
     if (want > MAX_WRITERS) want = MAX_WRITERS;
@@ -379,6 +397,7 @@ static cv_err pg_backfill_mark(cv_sink *sk, uint64_t p, int done) {
     else
         PQclear(PQexec(s->db, "ROLLBACK"));
     if (!e && done && s->t.dim) e = ensure_index(s);
+    if (!e && done && s->t.dim) e = ensure_payload_index(s);
     return e;
 }
 

@@ -166,7 +166,8 @@ void cv_pgv_key_sql(const pg_sink *s, cv_buf *ucols, cv_buf *match);
 void cv_pgv_parts_split(const pg_sink *s, const char *const *const *keys, int n, parts *p);
 void cv_pgv_parts_free(parts *p);
 cv_err cv_pgv_hashes(cv_sink *sk, const char *const *const *keys, int n, int *found, uint8_t (*hash)[32]);
-cv_err cv_pgv_search(cv_sink *sk, const float *q, int limit, cv_sink_hit_cb cb, void *arg);
+cv_err cv_pgv_search(cv_sink *sk, const float *q, int limit, const cv_sink_filter *f, cv_sink_hit_cb cb,
+                     void *arg);
 cv_err cv_pgv_fetch(cv_sink *sk, const char *const *const *keys, int n, int *found, uint8_t (*hash)[32],
                     char **payload);
 cv_err cv_pgv_scan(cv_sink *sk, cv_buf *cursor, int limit, cv_sink_key_cb cb, void *arg, int *more);

@@ -115,7 +115,54 @@ static void vec_text(cv_buf *b, const float *v, int dim) {
     cv_buf_put(b, "]", 1);
 }
 
-cv_err cv_pgv_search(cv_sink *sk, const float *q, int limit, cv_sink_hit_cb cb, void *arg) {
+/* The filter's conditions as SQL over payload, AND-ed, with their values in params[2..]
+ * (*np counted on). Equality is containment (payload @> '{"f": v}'), which the GIN index on
+ * payload serves; a range compares the field as a number (rows where it is not one fail). */
+static void filter_sql(const cv_sink_filter *f, cv_buf *sql, const char **params, char **own, int *np) {
+    for (int i = 0; f && i < f->n; i++) {
+        const cv_sink_cond *c = &f->c[i];
+        cv_buf v = {0};
+        cv_buf_puts(sql, i ? " AND " : " WHERE ");
+        if (c->op == CV_FOP_EQ) {
+            cv_buf_puts(&v, "{");
+            cv_json_string(&v, c->field, strlen(c->field));
+            cv_buf_puts(&v, ":");
+            if (c->kind == CV_FV_STR)
+                cv_json_string(&v, c->str, strlen(c->str));
+            else if (c->kind == CV_FV_NUM)
+                cv_buf_puts(&v, c->str);
+            else
+                cv_buf_puts(&v, c->num ? "true" : "false");
+            cv_buf_puts(&v, "}");
+            cv_buf_printf(sql, "payload @> $%d::jsonb", *np + 1);
+        } else { /* fields are identifiers (search/filter.c): safe as literals */
+            cv_buf_puts(&v, c->str);
+            cv_buf_printf(
+                sql,
+                "(CASE WHEN jsonb_typeof(payload->'%s') = 'number' THEN (payload->>'%s')::numeric END) "
+                "%s $%d::numeric",
+                c->field, c->field, cv_sink_fop_name(c->op, 0), *np + 1);
+        }
+        params[*np] = own[*np] = v.p;
+        (*np)++;
+    }
+}
+
+/* 1 when every filtered field is an identifier (they are written into the SQL). */
+static int filter_fields_ok(const cv_sink_filter *f) {
+    for (int i = 0; f && i < f->n; i++) {
+        const char *p = f->c[i].field;
+        if (!*p || (*p >= '0' && *p <= '9')) return 0;
+        for (; *p; p++)
+            if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+                  *p == '_'))
+                return 0;
+    }
+    return 1;
+}
+
+cv_err cv_pgv_search(cv_sink *sk, const float *q, int limit, const cv_sink_filter *f, cv_sink_hit_cb cb,
+                     void *arg) {
     pg_sink *s = (pg_sink *)sk;
     cv_buf v = {0}, sql = {0}, keyexpr = {0};
     vec_text(&v, q, s->t.dim);
@@ -126,10 +173,18 @@ cv_err cv_pgv_search(cv_sink *sk, const float *q, int limit, cv_sink_hit_cb cb, 
         cv_pg_ident(&keyexpr, s->t.key_names[i]);
         cv_buf_puts(&keyexpr, "::text");
     }
-    cv_buf_printf(&sql,
-                  "SELECT 1 - (embedding <=> $1::vector), %s, payload::text FROM %s ORDER BY embedding <=> "
-                  "$1::vector LIMIT $2::int",
-                  keyexpr.p, s->qtable);
+    if (!filter_fields_ok(f)) {
+        free(v.p), free(keyexpr.p);
+        return CV_ERR_ARG;
+    }
+    int nf = f ? f->n : 0, np = 2;
+    const char **params = calloc((size_t)nf + 2, sizeof *params);
+    char **own = calloc((size_t)nf + 2, sizeof *own);
+    CV_ASSERT(params && own);
+    cv_buf_printf(&sql, "SELECT 1 - (embedding <=> $1::vector), %s, payload::text FROM %s", keyexpr.p,
+                  s->qtable);
+    filter_sql(f, &sql, params, own, &np);
+    cv_buf_puts(&sql, " ORDER BY embedding <=> $1::vector LIMIT $2::int");
     /* pgvector's HNSW scan returns at most hnsw.ef_search rows (default 40): at least the limit,
      * and at least 100 (recall@10 0.995 against 0.978 at 40 on 100,000 MiniLM rows:
      * bench/RESULTS.md, "HNSW parameters and recall@10") */
@@ -150,12 +205,15 @@ cv_err cv_pgv_search(cv_sink *sk, const float *q, int limit, cv_sink_hit_cb cb, 
         snprintf(set, sizeof set, "SET hnsw.ef_search = %d", ef);
         if (!(e = run(s, set, "search_ef"))) s->ef_search = ef;
     }
-    const char *p[2] = {v.p, lim};
-    PGresult *r = e ? NULL : PQexecParams(s->db, sql.p, 2, NULL, p, NULL, NULL, 0);
+    params[0] = v.p, params[1] = lim;
+    PGresult *r = e ? NULL : PQexecParams(s->db, sql.p, np, NULL, params, NULL, NULL, 0);
     if (!e) e = exec_ok(s, r, "search");
     for (int i = 0; !e && i < PQntuples(r); i++)
         cb(arg, i + 1, strtod(PQgetvalue(r, i, 0), NULL), PQgetvalue(r, i, 1), PQgetvalue(r, i, 2));
     PQclear(r);
+    for (int i = 2; i < np; i++)
+        free(own[i]);
+    free(own), free(params);
     free(v.p), free(sql.p), free(keyexpr.p);
     return e;
 }

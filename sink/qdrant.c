@@ -47,6 +47,7 @@ typedef struct q_sink {
     json_t *stored;     /* point id text -> stored payload, read by cv_sink_hashes for this batch */
     cv_buf pend;        /* points gathered for the next upsert: JSON objects, comma-separated */
     int npend;
+    json_t *indexed; /* payload fields given an index for search filters (name -> true) */
 } q_sink;
 
 /* ---- point ids ------------------------------------------------------------------------- */
@@ -194,7 +195,7 @@ static void q_close(cv_sink *s) {
     if (!q) return;
     cv_http_free(q->http);
     cv_rstate_close(q->st);
-    json_decref(q->stored);
+    json_decref(q->stored), json_decref(q->indexed);
     free(q->coll), free(q->cpath), free(q->tname), free(q->where), free(q->pend.p);
     free(q);
 }
@@ -623,8 +624,35 @@ static cv_err q_backfill_mark(cv_sink *s, uint64_t p, int done) {
     return e;
 }
 
-static cv_err q_search(cv_sink *s, const float *v, int limit, cv_sink_hit_cb cb, void *arg) {
+/* A payload index for each filtered field not given one yet by this sink (Qdrant: "filtering
+ * without a payload index is slow, and refused in strict mode"; creating one that exists is a
+ * no-op there). */
+static cv_err index_fields(q_sink *q, const cv_sink_filter *f) {
+    cv_err e = CV_OK;
+    if (!q->indexed) q->indexed = json_object();
+    for (int i = 0; !e && f && i < f->n; i++) {
+        if (json_object_get(q->indexed, f->c[i].field)) continue;
+        cv_buf body = {0}, path = {0};
+        cv_buf_puts(&body, "{\"field_name\":");
+        cv_json_string(&body, f->c[i].field, strlen(f->c[i].field));
+        cv_buf_printf(&body, ",\"field_schema\":\"%s\"}", cv_sink_filter_qdrant_schema(&f->c[i]));
+        cv_buf_printf(&path, "%s/index?wait=true", q->cpath);
+        e = cv_http_call(q->http, "PUT", path.p, body.p, body.len, 0, NULL, NULL);
+        if (!e) {
+            json_object_set_new(q->indexed, f->c[i].field, json_true());
+            cv_info("event=payload_index_created store=qdrant collection=%s field=%s schema=%s", q->coll,
+                    f->c[i].field, cv_sink_filter_qdrant_schema(&f->c[i]));
+        }
+        free(path.p); /* the body is the call's */
+    }
+    return e;
+}
+
+static cv_err q_search(cv_sink *s, const float *v, int limit, const cv_sink_filter *f, cv_sink_hit_cb cb,
+                       void *arg) {
     q_sink *q = (q_sink *)s;
+    cv_err fe = index_fields(q, f);
+    if (fe) return fe;
     cv_buf body = {0}, path = {0};
     cv_buf_puts(&body, "{\"query\":");
     cv_sink_vec_json(&body, v, q->t.dim);
@@ -633,7 +661,9 @@ static cv_err q_search(cv_sink *s, const float *v, int limit, cv_sink_hit_cb cb,
                   "\"match\":{\"value\":",
                   limit);
     cv_json_string(&body, q->tname, strlen(q->tname));
-    cv_buf_puts(&body, "}}]}}");
+    cv_buf_puts(&body, "}}");
+    cv_sink_filter_qdrant(f, &body);
+    cv_buf_puts(&body, "]}}");
     cv_buf_printf(&path, "%s/points/query", q->cpath);
     json_t *r = NULL;
     cv_err e = cv_http_call(q->http, "POST", path.p, body.p, body.len, 0, NULL, &r);

@@ -189,7 +189,18 @@ const char *cv_sink_dead_where(const char *url, const cv_sink_table *t, cv_buf *
 cv_err cv_sink_backfill_mark(cv_sink *s, uint64_t p, int done) { return s->ops->backfill_mark(s, p, done); }
 
 cv_err cv_sink_search(cv_sink *s, const float *q, int limit, cv_sink_hit_cb cb, void *arg) {
-    return s->ops->search(s, q, limit, cb, arg);
+    return s->ops->search(s, q, limit, NULL, cb, arg);
+}
+
+cv_err cv_sink_search_filtered(cv_sink *s, const float *q, int limit, const cv_sink_filter *f,
+                               cv_sink_hit_cb cb, void *arg) {
+    return s->ops->search(s, q, limit, f && f->n ? f : NULL, cb, arg);
+}
+
+const char *cv_sink_fop_name(cv_fop op, int json) {
+    static const char *const sql[] = {"=", ">", ">=", "<", "<="}, *const js[] = {"eq", "gt", "gte", "lt",
+                                                                                 "lte"};
+    return (unsigned)op < 5 ? (json ? js : sql)[op] : "?";
 }
 
 cv_err cv_sink_fetch(cv_sink *s, const char *const *const *keys, int n, int *found, uint8_t (*hash)[32],

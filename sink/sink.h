@@ -200,6 +200,36 @@ cv_err cv_sink_backfill_mark(cv_sink *s, uint64_t p, int done);
 typedef void (*cv_sink_hit_cb)(void *arg, int rank, double similarity, const char *key, const char *payload);
 cv_err cv_sink_search(cv_sink *s, const float *q, int limit, cv_sink_hit_cb cb, void *arg);
 
+/* A filter on the payload: conditions on top-level payload fields, all of which must hold
+ * (AND). Field names are identifiers ([A-Za-z_][A-Za-z0-9_]*, not "cdcvec"); the caller
+ * (search/filter.c) checks them against the table's columns and their types. Strings and
+ * booleans compare by equality only; numbers by = < <= > >= (as doubles in Qdrant and Upstash,
+ * exactly in pgvector). Each store runs it where the vectors are: pgvector a WHERE on the
+ * payload (equality as containment, served by the GIN index on payload; ranges on the
+ * number), in the same HNSW scan, which goes on until limit rows pass (iterative scan, pgvector
+ * 0.8); Qdrant its filter (must: match / range), after creating a payload index for each
+ * filtered field (keyword, float or bool; once per field and sink); Upstash its metadata filter
+ * language (f = 'v' AND y >= 1950). So a filter never cuts the results short of limit while as
+ * many rows match. */
+typedef enum { CV_FOP_EQ, CV_FOP_GT, CV_FOP_GTE, CV_FOP_LT, CV_FOP_LTE } cv_fop;
+typedef enum { CV_FV_STR, CV_FV_NUM, CV_FV_BOOL } cv_fkind;
+typedef struct cv_sink_cond {
+    const char *field;
+    cv_fop op; /* not EQ: only with CV_FV_NUM */
+    cv_fkind kind;
+    const char *str; /* CV_FV_STR: the value; CV_FV_NUM: the number as JSON text (exact) */
+    double num;      /* CV_FV_NUM: the value; CV_FV_BOOL: 0 or 1 */
+} cv_sink_cond;
+typedef struct cv_sink_filter {
+    int n;
+    const cv_sink_cond *c;
+} cv_sink_filter;
+/* cv_sink_search with a filter (NULL or n == 0: none). */
+cv_err cv_sink_search_filtered(cv_sink *s, const float *q, int limit, const cv_sink_filter *f,
+                               cv_sink_hit_cb cb, void *arg);
+/* ">=" for CV_FOP_GTE and so on; the JSON name ("gte") with json = 1. */
+const char *cv_sink_fop_name(cv_fop op, int json);
+
 /* ---- verify (ingest/verify.c): what the store holds, read back ---- */
 
 /* The stored text hash and payload of keys[0..n): found[i] = 1 and hash[i], payload[i] filled

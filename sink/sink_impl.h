@@ -25,7 +25,8 @@ typedef struct cv_sink_ops {
     void (*rollback)(cv_sink *s);
     cv_err (*meta_set)(cv_sink *s, const cv_sink_meta *m);
     cv_err (*backfill_mark)(cv_sink *s, uint64_t p, int done);
-    cv_err (*search)(cv_sink *s, const float *q, int limit, cv_sink_hit_cb cb, void *arg);
+    cv_err (*search)(cv_sink *s, const float *q, int limit, const cv_sink_filter *f, cv_sink_hit_cb cb,
+                     void *arg);
     /* the state key and database of a remote store (NULL for pgvector): for the meta peek */
     void (*state_key)(const char *url, const cv_sink_table *t, cv_buf *key);
     cv_err (*fetch)(cv_sink *s, const char *const *const *keys, int n, int *found, uint8_t (*hash)[32],
@@ -132,6 +133,11 @@ void cv_sink_now_iso(char out[48]);
 int cv_sink_float_text(float f, char *out);
 /* Appends a vector as a JSON array (cv_sink_float_text: round-trips every float). */
 void cv_sink_vec_json(cv_buf *b, const float *v, int dim);
+/* A search filter as Qdrant conditions (each ",{...}", to append to a "must" array), the payload
+ * index type a condition's field needs there, and as an Upstash filter string (payload.c). */
+void cv_sink_filter_qdrant(const cv_sink_filter *f, cv_buf *b);
+const char *cv_sink_filter_qdrant_schema(const cv_sink_cond *c);
+void cv_sink_filter_upstash(const cv_sink_filter *f, cv_buf *b);
 /* Whether the key is one integer column (smallint, integer, bigint). */
 int cv_sink_int_key(const cv_sink_table *t);
 

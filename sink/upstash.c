@@ -544,12 +544,21 @@ static cv_err u_backfill_mark(cv_sink *s, uint64_t p, int done) {
     return e;
 }
 
-static cv_err u_search(cv_sink *s, const float *v, int limit, cv_sink_hit_cb cb, void *arg) {
+static cv_err u_search(cv_sink *s, const float *v, int limit, const cv_sink_filter *f, cv_sink_hit_cb cb,
+                       void *arg) {
     u_sink *u = (u_sink *)s;
     cv_buf body = {0};
     cv_buf_puts(&body, "{\"vector\":");
     cv_sink_vec_json(&body, v, u->t.dim);
-    cv_buf_printf(&body, ",\"topK\":%d,\"includeMetadata\":true,\"includeVectors\":false}", limit);
+    cv_buf_printf(&body, ",\"topK\":%d,\"includeMetadata\":true,\"includeVectors\":false", limit);
+    if (f) {
+        cv_buf flt = {0};
+        cv_sink_filter_upstash(f, &flt);
+        cv_buf_puts(&body, ",\"filter\":");
+        cv_json_string(&body, flt.p, flt.len);
+        free(flt.p);
+    }
+    cv_buf_puts(&body, "}");
     char *path = path_of(u, "query");
     json_t *r = NULL;
     cv_err e = cv_http_call(u->http, "POST", path, body.p, body.len, 0, NULL, &r);

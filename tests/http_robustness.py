@@ -597,10 +597,14 @@ def normalize_false_checks(addr):
 def sync_checks(addr, key):
     auth = {"Authorization": "bearer " + key}  # the scheme in any case
     for m, p, b in (("POST", "/v1/embeddings", EMBED), ("POST", "/embed", b'{"inputs":"x"}'),
-                    ("GET", "/search?q=aliens", None), ("GET", "/?q=aliens", None)):
+                    ("GET", "/search?q=aliens", None), ("GET", "/?q=aliens", None),
+                    ("POST", "/search", b'{"q":"aliens"}'), ("GET", "/search?q=aliens&format=csv", None)):
         r = req(addr, m, p, b)
-        check(f"sync port, no key: {m} {p} -> 401 with WWW-Authenticate: Bearer, JSON",
-              r[0] == 401 and r[2].get("www-authenticate", "").startswith("Bearer") and is_json_error(r),
+        page = p.startswith("/?")  # a person at the page gets the login form (issue 27), the API JSON
+        check(f"sync port, no key: {m} {p} -> 401 with WWW-Authenticate: Bearer, " +
+              ("the login form" if page else "JSON"),
+              r[0] == 401 and r[2].get("www-authenticate", "").startswith("Bearer") and
+              (b'action="/login"' in r[3] and b'name=next value="/?q=aliens"' in r[3] if page else is_json_error(r)),
               f"got {r[0]}")
         r = req(addr, m, p, b, {"Authorization": "Bearer wrong-" + key})
         check(f"sync port, wrong key: {m} {p} -> 401", r[0] == 401)
@@ -627,6 +631,14 @@ def sync_checks(addr, key):
     r = req(addr, "GET", "/search?q=aliens&limit=3", None, dict(auth, Host="rebound.example:%d" % addr[1]))
     check("sync's /search with the right key but a rebinding Host: 403 (DNS rebinding), no results",
           r[0] == 403 and b"results" not in r[3] and is_json_error(r), r[3][:120])
+    r = req(addr, "POST", "/search", b'{"q":"aliens invade the earth","limit":2,"filter":{"year":{"gte":1800}}}',
+            dict(auth, **{"Content-Type": "application/json"}))
+    check("sync port, right key: POST /search with a filter 200 with 2 hits", r[0] == 200 and
+          len(json.loads(r[3]).get("results", [])) == 2, r[3][:160])
+    for qs, name in (("authr=", b"authr"), ("year.gte=", None), ("year.gte=x", b"year.gte")):
+        r = req(addr, "GET", "/search?q=aliens&" + qs, None, auth)
+        check(f"/search?q=aliens&{qs}: " + ("400 naming " + name.decode() if name else "an empty box of a known "
+              "field is no condition (200)"), r[0] == 400 and name in r[3] if name else r[0] == 200, r[3][:120])
     r = req(addr, "GET", "/?q=aliens+invade+the+earth", None, auth)
     check("GET /?q=... renders the hits on the server", r[0] == 200 and r[3].count(b'class=hit') >= 5 and
           r[2].get("content-type", "").startswith("text/html"))

@@ -9,7 +9,8 @@
 #      a missing or wrong key, the search checks (q limits, UTF-8, NUL), the rendered page;
 #   3. the search page in headless Chromium (Debian's `chromium`; SKIPPED when absent): a query
 #      in the URL, a screenshot in the test's output folder, the hits asserted in the DOM,
-#      hostile titles shown as text.
+#      hostile titles shown as text; then tests/search_browser.py types and clicks through a
+#      filtered search at 1280x800 and 390x844, logging in with the API key first (issue 27).
 #   usage: test_http.sh path/to/cdcvec [output-dir]
 set -u
 . "$(dirname "$0")/sync_lib.sh"
@@ -107,6 +108,14 @@ else
   check "browser: the hostile title is text, not markup (no script ran, no img element)" \
     'grep -q "&lt;script&gt;document.title" "$out/search-page.html" && ! grep -q "<img" "$out/search-page.html" && ! grep -q "<title>pwned" "$out/search-page.html" && grep -q "&amp; nobody &lt;b&gt;notices" "$out/search-page.html"'
   [ "$fail" = 0 ] || sed -n '1,20p' "$work/chrome.log"
+  # issue 27: typed and clicked as a person would (DevTools protocol over a pipe), at 1280x800 and
+  # 390x844 (mobile emulation): filters by author and year range, count, sort, CSV download,
+  # latency and freshness shown, a malformed filter; screenshots search-1280x800.png / -390x844.png
+  # with the API key set: logged in through the form first (a session cookie)
+  kill -TERM "$sync_pid" && wait "$sync_pid"
+  start_sync "$KEY"
+  check "browser, driven: log in with the key, search, filters, count, sort, CSV download, error kept, phone layout (screenshots in $out)" \
+    'SEARCH_KEY=$KEY timeout 240 python3 "$root/tests/search_browser.py" "$chrome" "http://127.0.0.1:$sport" "$out"'
 fi
 kill -TERM "$sync_pid" && wait "$sync_pid"
 sync_pid=

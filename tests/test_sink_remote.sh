@@ -73,6 +73,13 @@ json=$(curl -sf "http://127.0.0.1:$hport/search?q=books+like+star+wars&limit=2")
 top=$(echo "$json" | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["results"][0]["key"])' 2>/dev/null)
 om=$(q "SELECT id FROM books WHERE name LIKE 'Old Man%'")
 check "$store: the search page's JSON ranks Old Man's War first" '[ -n "$top" ] && [ "$top" = "$om" ]' || echo "  $json"
+# filters (issue 27) pushed down to the store: the rows a SQL query on the source finds, limit rows when more match
+check "$store: search filters (GET and POST) return the source's rows, limit rows when more match; bad ones are 400s" \
+  '"$PY" "$root/tests/search_filter_check.py" 127.0.0.1:$hport "$DB" books "author=John+Wyndham|10" "year.gte=1950&year.lt=1960|3" "year=1965|5" "author=H.G.+Wells&year.lte=1896|5" "author=Nobody|5" "author=O%27Brien+%5C%27|5" -- "authr=x|authr" "author.gte=x|author.gte"'
+if [ "$store" = qdrant ]; then
+  check "qdrant: payload indexes made for the filtered fields (keyword author, float year)" \
+    'curl -s "http://127.0.0.1:$sport/__standin/stats" | "$PY" -c "import json, sys; d = json.load(sys.stdin); sys.exit(not (d.get(\"field_index:author:keyword\", 0) >= 1 and d.get(\"field_index:year:float\", 0) >= 1))"'
+fi
 q "UPDATE books SET description = 'A boy wizard attends a school of magic.' WHERE id = 1"
 check "$store: update of the text re-embeds" converged
 before=$(check_py point 4)

@@ -76,7 +76,7 @@ out=$("$bin" search "aliens invade the earth" --source "$DB" --table public.book
 check "cdcvec search prints ranked results with payloads" 'echo "$out" | grep -q "^ 1\. 0\.[0-9]*  key=[0-9]*  {.*\"name\""'
 stop_sync
 hport=$(free_port $((port + 2)))
-start_sync --http 127.0.0.1:$hport
+start_sync --http 127.0.0.1:$hport --search-queue-ms 20000
 # Searches answer 503 until the session has described the table (the model loaded, the slot
 # opened): wait for the first 200, with /readyz's reason as the progress measure.
 WATCH_PID=$sync_pid wait_until 'curl -sf "http://127.0.0.1:$hport/search?q=x&limit=1" >/dev/null' \
@@ -86,6 +86,27 @@ json=$(curl -sf "http://127.0.0.1:$hport/search?q=aliens+invade+the+earth&limit=
 r0=$(echo "$json" | python3 -c 'import json, sys; r = json.load(sys.stdin)["results"]; print(r[0]["key"] if len(r) == 3 and r[0]["rank"] == 1 else -1)' 2>/dev/null)
 check "search JSON: 3 results, the first about an alien invasion" '[ "$(q "SELECT description ~* '"'"'alien|invad'"'"' FROM books WHERE id = ${r0:--1}")" = t ]'
 check "search without q: 400 with a JSON message" '[ "$(curl -s -o /dev/null -w "%{http_code}" "http://127.0.0.1:$hport/search?limit=3")" = 400 ]'
+# 20 searches at once, each holding its slot 1.5 s (min_lsn far ahead): 16 run, 4 wait for a slot
+# (--search-queue-ms) instead of a 503 at once; all end in the min_lsn 504 (issue 27 item 6)
+codes=$(python3 - "http://127.0.0.1:$hport" <<'PY'
+import sys, threading, urllib.error, urllib.request
+out = []
+def get():
+    try:
+        urllib.request.urlopen(sys.argv[1] + "/search?q=x&min_lsn=FFFFFFFF/0&timeout_ms=1500", timeout=60)
+        out.append(200)
+    except urllib.error.HTTPError as e:
+        out.append(e.code)
+ts = [threading.Thread(target=get) for _ in range(20)]
+[t.start() for t in ts]
+[t.join() for t in ts]
+print(" ".join(map(str, sorted(out))))
+PY
+)
+check "20 searches at once: the 4 beyond 16 wait for a slot, no 503 ($codes)" '[ "$codes" = "$(printf "504 %.0s" $(seq 20) | sed "s/ $//")" ]'
+# filters (issue 27): the rows a SQL query on the source finds, limit rows when more match; 400s name the fault
+check "search filters (GET and POST) return the source's rows; unknown or malformed filters are 400s naming them" \
+  'python3 "$root/tests/search_filter_check.py" 127.0.0.1:$hport "$DB" books "author=John+Wyndham|10" "year.gte=1950&year.lt=1960|3" "year=1951&author=John+Wyndham|5" -- "authr=x|authr" "year.gte=abc|year.gte" "author.gt=x|author.gt" "year.between=1|year.between" "{\"q\":\"x\",\"filter\":{\"year\":\"1950\"}}|filter.year" "{\"q\":\"x\",\"fliter\":{}}|fliter"'
 check "sync metrics on /metrics pass promtool" 'curl -sf "http://127.0.0.1:$hport/metrics" | tee "$work/m.txt" | promtool check metrics && grep -q "^cdcvec_sync_changes_total{kind=\"insert\"}" "$work/m.txt"'
 check "cdcvec_texts_truncated_total{table} exists at 0" 'grep -q "^cdcvec_texts_truncated_total{table=\"public.books\"} 0$" "$work/m.txt"'
 q "INSERT INTO books (name, description, author, year) VALUES ('Long three', repeat('a long text ', 200), 'x', 1997)"
@@ -100,6 +121,15 @@ check "after $kills kill -9 and restarts: sink equals source (ids, hashes, paylo
 # pgvector's HNSW scan stops at hnsw.ef_search rows (40 by default): a larger limit gets them all
 n60=$("$bin" search "a generated book" --source "$DB" --table public.books --limit 150 2>/dev/null | grep -c '^ *[0-9]*\. ')
 check "search --limit 150 over the HNSW index returns 150 results ($n60)" '[ "$n60" = 150 ]'
+# a filter over the HNSW index after 10,000 changes (deleted rows in the graph): the iterative
+# scan goes on until limit rows pass it (pgvector 0.8), the GIN index on payload serves equality
+stop_sync
+fport=$(free_port $((hport + 3)))
+start_sync --http 127.0.0.1:$fport
+WATCH_PID=$sync_pid wait_until 'curl -sf "http://127.0.0.1:$fport/search?q=x&limit=1" >/dev/null' 'curl -s "http://127.0.0.1:$fport/readyz"'
+check "filters over the HNSW index with deleted rows: limit rows whenever that many match, the SQL rows otherwise" \
+  'python3 "$root/tests/search_filter_check.py" 127.0.0.1:$fport "$DB" books "author=gen&year.gte=2005&year.lte=2006|100" "year.gte=2019|60" "author=John+Wyndham|10"'
+check "the payload's GIN index exists (serves equality filters)" '[ "$(q "SELECT count(*) FROM pg_indexes WHERE schemaname = '"'"'cdcvec'"'"' AND indexdef LIKE '"'"'%gin (payload jsonb_path_ops)%'"'"'")" = 1 ]'
 check "no orphaned or duplicate vectors" '[ "$(q "SELECT count(*) FROM cdcvec.public_books")" = "$(q "SELECT count(*) FROM books WHERE description IS NOT NULL")" ]'
 
 # ---- PostgreSQL restarted under a running sync -------------------------------------------

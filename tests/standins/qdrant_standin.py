@@ -59,7 +59,9 @@ What is NOT faithful (answered 400 "Bad request: stand-in: ... not supported" wh
 ------------------------------------------------------------------------------------------
 named/sparse/multi vectors, inference objects (Document/Image), prefetch/fusion/recommend/
 discover/formula/order-by queries, slice conditions, shard keys, snapshots, aliases, payload
-indexes, the legacy /points/search API, gRPC. Collection creation options other than
+index parameter objects (a plain field_schema type name is served: PUT /collections/{c}/index
+{"field_name","field_schema"}, built by Edge, counted in stats as field_indexes, and listed as
+"field_index:<name>:<type>" extras), the legacy /points/search API, gRPC. Collection creation options other than
 vectors.size/distance are accepted and ignored (GET returns fixed hnsw/optimizer defaults).
 `wait=false` is not asynchronous. Shape errors are worded by pydantic, not serde: match on the
 prefix ("Format error in JSON body:"), not the whole text. Storage calls are serialised per
@@ -127,6 +129,7 @@ TA = {
     "scroll": pydantic.TypeAdapter(qm.ScrollRequest),
     "query": pydantic.TypeAdapter(qm.QueryRequest),
     "count": pydantic.TypeAdapter(qm.CountRequest),
+    "field_index": pydantic.TypeAdapter(qm.CreateFieldIndex),
 }
 
 DISTANCES = {
@@ -649,6 +652,14 @@ class Handler(standin_common.StandinHandler):
         if rest == "points/payload/clear" and method == "POST":
             op = self._select(parse_body(body, "selector", h), U.clear_payload, U.clear_payload_by_filter)
             return self.apply(STORE.get(name), op, wait, t0, stat="payload_updates")
+        if rest == "index" and method == "PUT":
+            req = parse_body(body, "field_index", h)
+            sch = req.field_schema
+            if not isinstance(sch, qm.PayloadSchemaType):
+                raise unsupported("payload index parameter objects (send \"field_schema\":\"keyword\" etc.)")
+            op = qe.UpdateOperation.create_field_index(req.field_name, getattr(qe.PayloadSchemaType, sch.value.capitalize()))
+            self.server.state.add_extra("field_index:%s:%s" % (req.field_name, sch.value), 1)
+            return self.apply(STORE.get(name), op, wait, t0, stat="field_indexes")
         if rest == "points/scroll" and method == "POST":
             req = parse_body(body, "scroll", h)
             return self.scroll(STORE.get(name), req, t0)
