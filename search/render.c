@@ -253,14 +253,26 @@ void cv_page_render(search_req *r, int status, const char *error) {
     free(b.p);
 }
 
+/* A cell a spreadsheet would run as a formula (=, +, -, @, tab or CR first; a plain number
+ * aside): written with a quote before it (OWASP, CSV injection). */
+static int formula_like(const char *s, size_t n) {
+    if (!n || !strchr("=+-@\t\r", s[0])) return 0;
+    char *end;
+    strtod(s, &end);
+    return end != s + n; /* "-3.5" is a number, "-1+2" or "=A1" is not */
+}
+
 /* One CSV field (RFC 4180: quoted when it holds a comma, quote or line break). */
 static void csv_field(cv_buf *b, const char *s, size_t n, int first) {
     if (!first) cv_buf_puts(b, ",");
+    int defuse = formula_like(s, n);
     if (strcspn(s, ",\"\r\n") >= n) {
+        if (defuse) cv_buf_puts(b, "'");
         cv_buf_put(b, s, n);
         return;
     }
     cv_buf_puts(b, "\"");
+    if (defuse) cv_buf_puts(b, "'");
     for (size_t i = 0; i < n; i++) {
         if (s[i] == '"') cv_buf_puts(b, "\"");
         cv_buf_put(b, &s[i], 1);

@@ -71,6 +71,8 @@ port=$(free_port $((hport + 1)))
 pg_up vector
 books all
 # hostile titles: shown as text by the page, never as markup
+# a spreadsheet formula as a title: the CSV download defuses it ('=..., OWASP's CSV injection)
+q "INSERT INTO books (name, description, author, year) VALUES ('=HYPERLINK(\"http://evil.example\",\"open\")', 'A cookbook of hearty winter soups and stews.', '@Chef', 2020)"
 q "INSERT INTO books (name, description, author, year) VALUES ('<script>document.title=\"pwned\"</script><img src=x onerror=alert(1)>', 'Aliens from Mars land and invade the earth, & nobody <b>notices</b>.', 'Mallory \"<i>\"', 2024)"
 sport=$(free_port $((port + 1)))
 KEY=k-$$-$RANDOM
@@ -86,6 +88,9 @@ start_sync() { # KEY (empty: none)
 start_sync "$KEY"
 check "the table is synced" 'converged_q "SELECT count(*) FROM books b FULL JOIN cdcvec.public_books v USING (id) WHERE b.id IS NULL OR v.id IS NULL" cdcvec.public_books'
 timeout 120 "$PY" "$root/tests/http_robustness.py" sync "127.0.0.1:$sport" "$KEY" || fail=1
+csv=$(curl -sf -H "Authorization: Bearer $KEY" "http://127.0.0.1:$sport/search?q=a+cookbook+of+winter+soups&limit=3&format=csv")
+check "CSV download: a cell that a spreadsheet would run as a formula starts with a quote" \
+  'echo "$csv" | grep -q "'"'"'=HYPERLINK" && echo "$csv" | grep -q "'"'"'@Chef" && ! echo "$csv" | grep -q ",=HYPERLINK\|,\"=HYPERLINK"'
 kill -TERM "$sync_pid" && wait "$sync_pid"
 sync_pid=
 
