@@ -21,10 +21,10 @@
 #include "../common/cv_metrics.h"
 
 typedef struct cv_stage_end {
-    cv_fault fault; /* how it failed, classified where it happened (kind NULL: not classified) */
-    char why[512];     /* the retry line's error text ("": the error's name) */
-    int restart_now;   /* start again at once, no backoff (a schema change to pick up) */
-    double since;      /* cv_now() since when the attempt ran well (0: it never did) */
+    cv_fault fault;  /* how it failed, classified where it happened (kind NULL: not classified) */
+    char why[512];   /* the retry line's error text ("": the error's name) */
+    int restart_now; /* start again at once, no backoff (a schema change to pick up) */
+    double since;    /* cv_now() since when the attempt ran well (0: it never did) */
 } cv_stage_end;
 
 typedef struct cv_stage {

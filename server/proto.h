@@ -15,9 +15,10 @@
 #define CV_PROTO_REQ_HEADER 20 /* magic 4, version 1, flags 1, reserved 2, id 8, count 4 */
 #define CV_PROTO_REP_HEADER 16 /* magic 4, version 1, status 1, dtype 1, reserved 1, id 8 */
 
-#define CV_PROTO_FLAG_F16   0x01 /* reply vectors as IEEE half precision */
-#define CV_PROTO_FLAG_QUERY 0x02 /* the texts are searches: the model's query prompt, not the document one   \
-                                  */
+#define CV_PROTO_FLAG_F16 0x01 /* reply vectors as IEEE half precision */
+#define CV_PROTO_FLAG_QUERY                                                                                  \
+    0x02 /* the texts are searches: the model's query prompt, not the document one                           \
+          */
 
 /* Reply status: 0 ok, else the kind of error (stable numbers, part of the protocol). */
 typedef enum {

@@ -483,18 +483,12 @@ static void test_pool_cls_max(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_pool_cls_max),
-        cmocka_unit_test(test_linear),
-        cmocka_unit_test(test_linear_packed),
-        cmocka_unit_test(test_linear_packed_gelu_range),
-        cmocka_unit_test(test_linear_bf16),
-        cmocka_unit_test(test_linear_bf16x3),
-        cmocka_unit_test(test_gelu_range),
-        cmocka_unit_test(test_expf),
-        cmocka_unit_test(test_add_ln),
-        cmocka_unit_test(test_embed_ln),
-        cmocka_unit_test(test_attention),
-        cmocka_unit_test(test_pool_l2),
+        cmocka_unit_test(test_pool_cls_max),  cmocka_unit_test(test_linear),
+        cmocka_unit_test(test_linear_packed), cmocka_unit_test(test_linear_packed_gelu_range),
+        cmocka_unit_test(test_linear_bf16),   cmocka_unit_test(test_linear_bf16x3),
+        cmocka_unit_test(test_gelu_range),    cmocka_unit_test(test_expf),
+        cmocka_unit_test(test_add_ln),        cmocka_unit_test(test_embed_ln),
+        cmocka_unit_test(test_attention),     cmocka_unit_test(test_pool_l2),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
