@@ -7,21 +7,10 @@
 # leaves none; a store table of the other layout and bad options are refused.
 #   usage: test_chunks.sh path/to/cdcvec
 set -u
-bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
-root=$(cd "$(dirname "$0")/.." && pwd)
-work=$(bash "$root/scripts/pg.sh" dir "$(dirname "$bin")/test-chunks-$$")
-. "$root/tests/sync_lib.sh"
-port=$(free_port $((44000 + $$ % 8000)))
+. "$(dirname "$0")/sync_lib.sh"
+test_begin chunks 44000 "$1"
 sync_pid=
-cleanup() {
-  [ -n "$sync_pid" ] && kill -9 "$sync_pid" 2>/dev/null
-  bash "$root/scripts/pg.sh" stop "$work/pg" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
-mkdir -p "$work"
-pg_start_retry "$work/pg" || { echo "FAIL cannot start PostgreSQL"; exit 1; }
-q "CREATE EXTENSION vector" >/dev/null
+pg_up vector
 q "CREATE TABLE docs (id int PRIMARY KEY, title text, body text NOT NULL)"
 
 # documents of paragraphs of 2..7 sentences (deterministic); $1 sentences to rewrite, as the
@@ -133,4 +122,4 @@ check "the pipeline file's chunk: reaches the same options (max_tokens 10: exit 
   '[ $rc -eq 2 ] && grep -q "tables\[0\].*chunk max_tokens 10" "$work/bad.log"'
 
 [ $fail -ne 0 ] && { echo "--- sync log (tail)"; tail -40 "$work/sync.log"; }
-exit $fail
+test_end

@@ -9,22 +9,11 @@
 # (the same slot, then streamed changes).
 #   usage: test_pipeline_file.sh path/to/cdcvec
 set -u
-bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
-root=$(cd "$(dirname "$0")/.." && pwd)
-work=$(bash "$root/scripts/pg.sh" dir "$(dirname "$bin")/test-pipe-$$")
-. "$root/tests/sync_lib.sh"
-port=$(free_port $((44000 + $$ % 8000)))
+. "$(dirname "$0")/sync_lib.sh"
+test_begin pipe 44000 "$1"
 sync_pid=
-cleanup() {
-  [ -n "$sync_pid" ] && kill -9 "$sync_pid" 2>/dev/null
-  bash "$root/scripts/pg.sh" stop "$work/pg" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
-mkdir -p "$work"
 unset CDCVEC_SOURCE CDCVEC_TABLE CDCVEC_TEXT_COLUMN CDCVEC_TEMPLATE CDCVEC_SINK CDCVEC_NAMESPACE CDCVEC_CONFIG
-pg_start_retry "$work/pg" || { echo "FAIL cannot start PostgreSQL"; exit 1; }
-q "CREATE EXTENSION vector" >/dev/null
+pg_up vector
 sed -n '1,/-- batch 2/p' "$root/tests/data/books.sql" | psql -qX "$DB" >/dev/null
 
 # bad FILE_NAME LINE KEY FIX_WORDS YAML: refused (2) with FILE:LINE:, the key and the fix
@@ -156,4 +145,4 @@ kill -TERM $sync_pid
 wait $sync_pid
 sync_pid=
 [ $fail = 0 ] || { echo "--- sync log"; tail -20 "$work/sync.log"; }
-exit $fail
+test_end
