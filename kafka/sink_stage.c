@@ -479,6 +479,8 @@ static cv_err attempt(void *arg, volatile sig_atomic_t *stop, cv_stage_end *end)
     stage *st = arg;
     end->since = cv_now();
     st->s.fault = (cv_pg_fault){0}; /* this attempt's, when one is classified */
+    st->s.why[0] = 0;               /* and its own story for the retry line */
+    cv_pg_last_message_clear();
     cv_err e = session(st, stop);
     end->fault = st->s.fault;
     cv_sync_retry_text(&st->s, e, end->why, sizeof end->why);
