@@ -208,6 +208,22 @@ cv_err cv_pgv_search(cv_sink *sk, const float *q, int limit, const cv_sink_filte
     params[0] = v.p, params[1] = lim;
     PGresult *r = e ? NULL : PQexecParams(s->db, sql.p, np, NULL, params, NULL, NULL, 0);
     if (!e) e = exec_ok(s, r, "search");
+    if (!e && nf && PQntuples(r) < limit) {
+        /* a selective filter over a graph with many dead entries: the iterative scan stops at
+         * hnsw.max_scan_tuples before it meets the few rows that match. Those rows are few, so
+         * the exact answer is cheap: the same query without the HNSW index (the payload's GIN
+         * index finds them, the distances are sorted), in a transaction of its own */
+        cv_debug("event=search_exact rows=%d limit=%d note=\"the index scan under a filter came back short\"",
+                 PQntuples(r), limit);
+        PQclear(r);
+        r = NULL;
+        if (!(e = run(s, "BEGIN", "search_exact")) &&
+            !(e = run(s, "SET LOCAL enable_indexscan = off", "search_exact"))) {
+            r = PQexecParams(s->db, sql.p, np, NULL, params, NULL, NULL, 0);
+            e = exec_ok(s, r, "search");
+        }
+        if (PQtransactionStatus(s->db) != PQTRANS_IDLE) PQclear(PQexec(s->db, e ? "ROLLBACK" : "COMMIT"));
+    }
     for (int i = 0; !e && i < PQntuples(r); i++)
         cb(arg, i + 1, strtod(PQgetvalue(r, i, 0), NULL), PQgetvalue(r, i, 1), PQgetvalue(r, i, 2));
     PQclear(r);
