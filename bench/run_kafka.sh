@@ -60,7 +60,7 @@ start_path() {
       --threads "$([ "$THREADS" = 0 ] && echo $((($(nproc) + ${mode#kafka} - 1) / ${mode#kafka})) || echo "$THREADS")" >>"$log" 2>&1 &
     pids="$pids $!"
   done
-  CDCVEC_LOG=warn "$bin" sink --from "kafka://$K/$t-emb" --sink "$DB" --group "$t-sink" --threads 1 \
+  CDCVEC_LOG=warn "$bin" sink --from "kafka://$K/$t-emb" --sink "$DB" --group "$t-sink" \
     -X fetch.wait.max.ms=$FETCH_WAIT_MS >>"$log" 2>&1 &
   pids="$pids $!"
 }

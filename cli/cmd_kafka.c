@@ -50,6 +50,8 @@ typedef struct {
         "batch-rows", "CDCVEC_BATCH_ROWS", CV_CONF_INT, rows, 1, 100000, F(batch_rows),                      \
             "most messages per batch (a batch is what has arrived: an idle stage does not wait to fill it)"  \
     }
+#define P_HTTP(what)                                                                                         \
+    { "http", "CDCVEC_STAGE_HTTP", CV_CONF_STR, "", 0, 0, F(http), "host:port for " what " (empty: none)" }
 #define P_MODEL                                                                                              \
     {"embed",     "CDCVEC_EMBED",                                                                            \
      CV_CONF_STR, "",                                                                                        \
@@ -57,10 +59,8 @@ typedef struct {
      F(embed),    "nng URL of a remote cdcvec serve (empty: the model runs in-process)"},                    \
         {"model", "CDCVEC_MODEL_DIR", CV_CONF_STR, "", 0, 0, F(model), "model folder"},                      \
         {"device", "CDCVEC_DEVICE", CV_CONF_STR, "auto", 0, 0, F(device), "auto, cpu or cuda"},              \
-        {"threads", "CDCVEC_THREADS", CV_CONF_INT, "0", 0, 256, F(threads), "CPU threads; 0: all"}, {        \
-        "http", "CDCVEC_STAGE_HTTP", CV_CONF_STR, "", 0, 0, F(http),                                         \
-            "host:port for /metrics, /healthz and /readyz (in-process model only; empty: none)"              \
-    }
+        {"threads", "CDCVEC_THREADS", CV_CONF_INT, "0", 0, 256, F(threads), "CPU threads; 0: all"},          \
+        P_HTTP("/metrics, /healthz and /readyz (in-process model only)")
 #define P_BROKER_DOWN                                                                                        \
     {                                                                                                        \
         "broker-down-s", "CDCVEC_BROKER_DOWN_S", CV_CONF_DOUBLE, "60", 0.5, 86400, F(broker_down_s),         \
@@ -154,7 +154,8 @@ static const cv_conf_prop SINK[] = {
      "a change the store cannot take: dead-letter (cdcvec.dead_letters) or stop (exit 1)"},
     P_TUTORIAL,
     P_ROWS("512"),
-    P_MODEL,
+    P_HTTP("/metrics, /healthz, /readyz and /wait (the sink stage loads no model: the vectors come with "
+           "the messages)"),
     P_BROKER_DOWN,
     CV_CLI_HTTP_PROPS(kconf),
     P_KCONF,

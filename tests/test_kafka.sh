@@ -91,7 +91,7 @@ check "sink's /metrics: messages consumed, consumer lag exported" \
 # the whole topic at the end: the mock broker keeps only the last 5 MB of each partition.)
 standin qdrant --storage "$work/qdrant" || fail=1
 q_pid=$standin_pid qport=$standin_port
-LOG=${QLOG:-${LOG:-warn}} run qsink sink --from "kafka://$K/emb" --sink "qdrant://127.0.0.1:$qport/books" --group qdrant-sink --threads 1
+LOG=${QLOG:-${LOG:-warn}} run qsink sink --from "kafka://$K/emb" --sink "qdrant://127.0.0.1:$qport/books" --group qdrant-sink
 qsink_pid=$!
 qcount() { curl -s -XPOST "http://127.0.0.1:$qport/collections/books/points/count" -H 'Content-Type: application/json' \
   -d '{"exact":true}' | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["result"]["count"])' 2>/dev/null; }

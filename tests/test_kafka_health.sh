@@ -32,7 +32,7 @@ run capture capture --source "$DB" --table public.books --to "kafka://$K/cdc" --
 cap_pid=$!
 start_worker() { run worker worker --from "kafka://$K/cdc" --to "kafka://$K/emb" --threads 1; w_pid=$!; }
 start_worker
-run sink sink --from "kafka://$K/emb" --sink "$DB" --threads 1 --http "127.0.0.1:$sink_http"
+run sink sink --from "kafka://$K/emb" --sink "$DB" --http "127.0.0.1:$sink_http"
 sink_pid=$!
 alive() { kill -0 $cap_pid && kill -0 $w_pid && kill -0 $sink_pid; }
 code() { curl -s -o "$work/body" -w "%{http_code}" "http://127.0.0.1:$1$2"; }
@@ -65,7 +65,7 @@ check "the sink exports cdcvec_sync_applied_lsn" '[ "$(metric $sink_http cdcvec_
 
 # a sink whose store is down (nothing listens on its port): the retry line says what happened
 down_port=$(free_port $((sink_http + 1)))
-run sink_down sink --from "kafka://$K/emb" --sink "postgres://postgres@127.0.0.1:$down_port/postgres" --group down --threads 1
+run sink_down sink --from "kafka://$K/emb" --sink "postgres://postgres@127.0.0.1:$down_port/postgres" --group down
 down_pid=$!
 WATCH_PID=$down_pid wait_until 'grep -q "event=sink_retry" "$work/sink_down.log"' 'wc -c <"$work/sink_down.log"'
 check "a sink whose store is down: its retry line names the cause (the store, Connection refused), not \"timed out\"" \
@@ -96,7 +96,7 @@ stop_checked() { # PID NAME: SIGTERM, then a check that it exited 0 within 2 s
 stop_checked $w_pid worker
 start_worker
 stop_checked $sink_pid sink
-run sink sink --from "kafka://$K/emb" --sink "$DB" --threads 1 --http "127.0.0.1:$sink_http"
+run sink sink --from "kafka://$K/emb" --sink "$DB" --http "127.0.0.1:$sink_http"
 sink_pid=$!
 
 kmock_cmd "up -1"

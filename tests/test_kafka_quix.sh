@@ -117,13 +117,13 @@ converged() {
   wait_until '[ "$(q "SELECT to_regclass('"'"'cdcvec.public_books'"'"') IS NOT NULL")" = t ]' logs_progress &&
     converged_q "$MISMATCH" cdcvec.public_books
 }
-run sink sink --from "kafka://$K/embeddings-cdcvec" --sink "$DB" --group sink1 --threads 1
+run sink sink --from "kafka://$K/embeddings-cdcvec" --sink "$DB" --group sink1
 check "cdcvec sink from cdcvec's quix embeddings: store equals source, the delete and the key change applied" converged
 sinkpid=${pids##* }
 kill -TERM "$sinkpid"; wait "$sinkpid"
 q "DROP TABLE cdcvec.public_books"
 q "DELETE FROM cdcvec.state WHERE stream LIKE 'kafka_%'"
-run sink2 sink --from "kafka://$K/embeddings-tutorial" --sink "$DB" --group sink2 --threads 1
+run sink2 sink --from "kafka://$K/embeddings-tutorial" --sink "$DB" --group sink2
 # the tutorial's service skips deletes (it would crash on them): compare the rows it saw
 MISMATCH="SELECT count(*) FROM books b FULL JOIN cdcvec.public_books v USING (id)
   WHERE v.id IS NULL OR (b.id IS NULL AND v.id NOT IN (2, 3))

@@ -139,10 +139,10 @@ q "CREATE TABLE knums (id int PRIMARY KEY, description text, n numeric, j jsonb,
 bg capture capture --source "$DB" --table public.knums --to "kafka://$K/cdc" --batch-ms 10
 cap_pid=$!
 bg worker worker --from "kafka://$K/cdc" --to "kafka://$K/emb" --dead-letter dlq-worker --threads 2
-bg sink sink --from "kafka://$K/emb" --sink "$DB" --dead-letter dlq-sink --threads 1
+bg sink sink --from "kafka://$K/emb" --sink "$DB" --dead-letter dlq-sink
 sink_pid=$!
 # a second sink into Upstash without --state: its refusals must reach its dead-letter topic
-bg usink sink --from "kafka://$K/emb" --sink upstash:// --namespace knums --group up --dead-letter dlq-up --threads 1
+bg usink sink --from "kafka://$K/emb" --sink upstash:// --namespace knums --group up --dead-letter dlq-up
 usink_pid=$!
 KEXACT="SELECT count(*) FROM knums s JOIN cdcvec.public_knums v USING (id) WHERE v.payload::text = (to_jsonb(s) - 'id' - 'description')::text"
 has_table() { [ "$(q "SELECT to_regclass('cdcvec.public_knums') IS NOT NULL")" = t ]; }
@@ -174,7 +174,7 @@ bg qcapture capture --source "$DB" --table public.qnums --to "kafka://$K/qcdc" -
 qcap_pid=$!
 bg qworker worker --from "kafka://$K/qcdc" --to "kafka://$K/qemb" --format quix --dead-letter dlq-qworker --threads 2
 qworker_pid=$!
-bg qsink sink --from "kafka://$K/qemb" --sink "$DB" --group qsink --dead-letter dlq-qworker --threads 1
+bg qsink sink --from "kafka://$K/qemb" --sink "$DB" --group qsink --dead-letter dlq-qworker
 qsink_pid=$!
 # integers every digit (numeric 9223372036854775808, 1e400: 401 digits); jsonb is a string in
 # wal2json's format: its text as the source's; a fraction is a double by the format's definition
