@@ -244,7 +244,7 @@ int cv_cmd_kafka(int argc, char **argv, const char *which) {
         rc = cv_capture_run(&o, &k, &stop_flag);
         goto out;
     }
-    if (cv_cli_parse_device(c.device, &o.device)) goto out;
+    if (c.device && cv_cli_parse_device(c.device, &o.device)) goto out; /* none: the sink (no model) */
     o.embed = c.embed, o.model_dir = c.model, o.threads = (int)c.threads, o.http = c.http;
     cv_cli_http_opts(&c.hl, &o.http_opts);
     if (cv_cli_api_key(which, &key)) goto out; /* its HTTP port serves embeddings: one rule (CONFIG.md) */
