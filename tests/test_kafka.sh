@@ -33,13 +33,14 @@ cap_http=$(free_port $((port + 100)))
 sink_http=$(free_port $((cap_http + 1)))
 start_capture() {
   start_listener capture "$work/capture.log" cap_http env CDCVEC_LOG="${LOG:-warn}" "$bin" capture --source "$DB" \
-    --table public.books --to "kafka://$K/cdc" --batch-ms 10 --http "127.0.0.1:@PORT@" || echo "FAIL capture did not start"
+    --table public.books --to "kafka://$K/cdc" --batch-ms 10 --http "127.0.0.1:@PORT@" ||
+    { echo "FAIL capture did not start"; fail=1; test_end; } # nothing after it could pass: end now
   cap_pid=$LISTENER_PID
 }
 start_worker() { run "worker$1" worker --from "kafka://$K/cdc" --to "kafka://$K/emb" --threads 1; eval "w$1_pid=$!"; }
 start_sink() {
   start_listener sink "$work/sink.log" sink_http env CDCVEC_LOG="${LOG:-warn}" "$bin" sink --from "kafka://$K/emb" \
-    --sink "$DB" --threads 1 --http "127.0.0.1:@PORT@" || echo "FAIL sink did not start"
+    --sink "$DB" --http "127.0.0.1:@PORT@" || { echo "FAIL sink did not start"; fail=1; test_end; }
   sink_pid=$LISTENER_PID
 }
 metric() { # PORT SERIES: its value (0 when absent)
