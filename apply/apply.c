@@ -379,23 +379,28 @@ static void add_embed(step *s, cv_change *c, const cv_sink_row *r, const char *t
     s->texts[s->nt++] = text;
 }
 
+cv_err cv_apply_chunks(cv_apply *a, const char *text, cv_chunk **out, int *n) {
+    if (a->o.chunk.max_tokens <= 0 || !a->o.tok) return CV_ERR_UNSUPPORTED;
+    cv_err e = cv_chunk_text(a->o.tok, &a->o.chunk, text, strlen(text), out, n);
+    if (!e && *n == 0) { /* the empty text: one chunk, as it is embedded without chunking */
+        *out = calloc(1, sizeof **out);
+        CV_ASSERT(*out);
+        sha256(text, 0, (*out)->hash);
+        *n = 1;
+    }
+    return e;
+}
+
 /* The text of change up[i] (hash h, changed) as chunks: the chunks whose hash the store holds
  * for the key keep their vectors (renumbered), the others are queued for embedding, every other
  * stored chunk of the key goes; the payload of the kept chunks follows. */
 static cv_err decide_chunks(step *s, int i, const cv_sink_row *r0) {
     cv_apply *a = s->a;
     cv_change *c = s->up[i];
-    size_t len = strlen(c->text);
     cv_chunk *k;
     int n;
-    cv_err e = cv_chunk_text(a->o.tok, &a->o.chunk, c->text, len, &k, &n);
+    cv_err e = cv_apply_chunks(a, c->text, &k, &n);
     if (e) return e;
-    if (n == 0) { /* the empty text: one chunk, as it is embedded without chunking */
-        k = calloc(1, sizeof *k);
-        CV_ASSERT(k);
-        memcpy(k->hash, s->hash[i], 32);
-        n = 1;
-    }
     own(s, k);
     int *from = malloc(sizeof(int) * (size_t)n);
     long *off = malloc(sizeof(long) * (size_t)n), *clen = malloc(sizeof(long) * (size_t)n);
@@ -417,7 +422,7 @@ static cv_err decide_chunks(step *s, int i, const cv_sink_row *r0) {
         t[k[j].len] = 0;
         own(s, t);
         cv_sink_row r = *r0;
-        r.chunk = j, r.chunk_hash = k[j].hash, r.char_off = off[j], r.char_len = clen[j];
+        r.chunk = j, r.chunk_hash = k[j].hash, r.char_off = off[j], r.char_len = clen[j], r.nchunks = n;
         add_embed(s, c, &r, t);
     }
     if (!e && kept) { /* the kept chunks take the change's payload */

@@ -94,6 +94,10 @@ void cv_apply_set_table(cv_apply *a, const char *schema_table);
 cv_err cv_apply_batch(cv_apply *a, cv_change *chg, int n, int truncate, uint64_t position, int force,
                       double commit_unix);
 
+/* The chunks the apply stage stores for text (models/chunk.h; the empty text is one chunk, of the
+ * text's hash), for verify: CV_ERR_UNSUPPORTED when it does not chunk. *out: caller frees. */
+cv_err cv_apply_chunks(cv_apply *a, const char *text, cv_chunk **out, int *n);
+
 /* Embeds one text synchronously (queries). */
 cv_err cv_apply_embed1(cv_apply *a, const char *text, float *vec);
 

@@ -101,8 +101,11 @@ static const cv_conf_prop PROPS[] = {
      "in cdcvec_texts_truncated_total); 16 or more: each text is stored as chunks of at most this many of "
      "the model's word pieces (capped at what the model reads: 254 for all-MiniLM-L6-v2), cut at paragraph, "
      "then sentence, then word ends, one row per (key, chunk) with its hash and character offsets; an edit "
-     "re-embeds only the chunks whose hash changed. pgvector and the in-process model only; the store "
-     "table's layout is chosen at its creation"},
+     "re-embeds only the chunks whose hash changed (pgvector: one row per chunk; Qdrant, Upstash: one point "
+     "per "
+     "chunk). The in-process model only, not through Kafka yet; pgvector's store table layout is chosen at "
+     "its "
+     "creation"},
     {"chunk-overlap", "CDCVEC_CHUNK_OVERLAP", CV_CONF_INT, "32", 0, 50000, F(chunk_overlap),
      "with --chunk-max-tokens: word pieces of a chunk's end repeated at the start of the next (whole "
      "words, within a paragraph group), at most half of --chunk-max-tokens"},
@@ -147,7 +150,7 @@ static unsigned char scope_of(const char *name) {
 
 /* The options of one table for the runtime; the values that are names checked (-1 after saying
  * which is wrong). */
-/* What chunking needs of the run (not of --print): the model's tokenizer here, a pgvector store. */
+/* What chunking needs of the run (not of --print): the model's tokenizer here, a store (not Kafka). */
 static int chunk_runnable(const char *which, const sync_conf *c) {
     if (c->chunk_max_tokens <= 0) return 0;
     if (*c->embed) {
@@ -157,10 +160,10 @@ static int chunk_runnable(const char *which, const sync_conf *c) {
                 which);
         return -1;
     }
-    if (strcmp(cv_sink_kind(c->sink), "pgvector") != 0 || strncmp(c->sink, "kafka://", 8) == 0) {
+    if (strncmp(c->sink, "kafka://", 8) == 0) {
         fprintf(stderr,
-                "cdcvec %s: --chunk-max-tokens: chunks are stored in pgvector only so far (--sink %s): "
-                "use a pgvector sink, or --chunk-max-tokens 0\n",
+                "cdcvec %s: --chunk-max-tokens: chunks are stored in pgvector, Qdrant and Upstash, not yet "
+                "through Kafka (--sink %s): use one of those stores, or --chunk-max-tokens 0\n",
                 which, c->sink);
         return -1;
     }

@@ -6,6 +6,10 @@
  *      but no vector is *missing*, a stored hash that is not SHA-256 of the text is *stale*, a
  *      payload that differs from the row's columns (compared as JSON) is *payload drift*, and a
  *      vector for a row whose text is NULL is an *orphan*;
+ *      on a chunked table (--chunk-max-tokens), a row whose text hash is right has its chunks
+ *      compared by number with its text's (cv_apply_chunks, cv_sink_chunk_hashes): a chunk
+ *      missing, *stale* (another hash) or past the end (*orphan*) is a difference, repaired by
+ *      embedding the row again (force);
  *   2. the store in its own order (cv_sink_scan: pgvector's primary key, Qdrant's point ids,
  *      Upstash's range): each page's keys are looked up in the source; a key the source does
  *      not have is an *orphan*.
@@ -35,8 +39,9 @@
 
 #define CV_VERIFY_PAGE 500
 
-enum { D_MISSING, D_STALE, D_DRIFT, D_ORPHAN, D_KINDS };
-static const char *const KIND[D_KINDS] = {"missing", "stale", "payload_drift", "orphan"};
+enum { D_MISSING, D_STALE, D_DRIFT, D_ORPHAN, D_MCHUNK, D_SCHUNK, D_OCHUNK, D_KINDS };
+static const char *const KIND[D_KINDS] = {"missing",       "stale",       "payload_drift", "orphan",
+                                          "missing_chunk", "stale_chunk", "orphan_chunk"};
 
 typedef struct {
     cv_sync *s;
@@ -77,6 +82,27 @@ static int same_payload(const cv_sink *sink, const char *src, const char *stored
     return eq;
 }
 
+/* Chunked tables: a row whose text hash is right, its stored chunks by number against the chunks
+ * of its text (a chunk missing, one whose hash differs, one past the end); the first kind found,
+ * or -1. */
+static int chunk_diff(verify *v, cv_change *c, cv_err *e) {
+    cv_chunk *k = NULL;
+    int n = 0, m = 0, kind = -1;
+    if (cv_apply_chunks(v->s->rt.apply, c->text, &k, &n)) return -1; /* not chunked */
+    uint8_t(*st)[32] = NULL;
+    static const uint8_t zero[32];
+    *e = cv_sink_chunk_hashes(v->s->sink, (const char *const *)c->key, &st, &m);
+    for (int j = 0; !*e && kind < 0 && j < (n > m ? n : m); j++) {
+        int have = j < m && memcmp(st[j], zero, 32) != 0;
+        kind = j >= n                         ? (have ? D_OCHUNK : -1)
+               : !have                        ? D_MCHUNK
+               : memcmp(st[j], k[j].hash, 32) ? D_SCHUNK
+                                              : -1;
+    }
+    free(k), free(st);
+    return kind;
+}
+
 /* Walk 1: a page of source rows against the store; the differing ones repaired. */
 static cv_err check_page(verify *v, cv_change *chg, int n, uint64_t pos) {
     cv_sync *s = v->s;
@@ -88,7 +114,7 @@ static cv_err check_page(verify *v, cv_change *chg, int n, uint64_t pos) {
     for (int i = 0; i < n; i++)
         keys[i] = (const char **)chg[i].key;
     cv_err e = cv_sink_fetch(s->sink, (const char *const *const *)keys, n, found, hash, payload);
-    int nbad = 0;
+    int nbad = 0, force = 0;
     for (int i = 0; !e && i < n; i++) {
         cv_buf kt = {0};
         cv_key_format((const char *const *)chg[i].key, s->t.nkeys, &kt);
@@ -105,6 +131,8 @@ static cv_err check_page(verify *v, cv_change *chg, int n, uint64_t pos) {
                 kind = D_STALE;
             else if (!same_payload(s->sink, chg[i].payload, payload[i]))
                 kind = D_DRIFT;
+            int ck = kind < 0 || kind == D_DRIFT ? chunk_diff(v, &chg[i], &e) : -1;
+            if (ck >= 0) kind = ck, force = 1; /* the text hash is right: re-embedded by force */
         }
         if (kind >= 0) diff(v, kind, kt.p ? kt.p : "");
         bad[i] = kind >= 0;
@@ -125,7 +153,7 @@ static cv_err check_page(verify *v, cv_change *chg, int n, uint64_t pos) {
         }
         for (int i = m; i < n; i++)
             cv_change_free(&chg[i]);
-        e = cv_sync_deliver(s, chg, m, 0, pos, 0, 0);
+        e = cv_sync_deliver(s, chg, m, 0, pos, force, 0);
         if (!e) e = clear_dead(v, badkt, nbad);
     } else {
         for (int i = 0; i < n; i++)
@@ -140,6 +168,8 @@ static cv_err check_page(verify *v, cv_change *chg, int n, uint64_t pos) {
 /* cv_sink_scan's callback: keeps the page's key texts. */
 static void on_key(void *arg, const char *kt) {
     verify *v = arg;
+    for (int i = 0; i < v->npage; i++) /* a key of several chunks: once a page */
+        if (!strcmp(v->page[i], kt)) return;
     v->page[v->npage++] = strdup(kt);
 }
 
@@ -307,6 +337,9 @@ int cv_verify_run(const cv_sync_opts *o, int repair, long show, volatile sig_ato
             s.t.qualified, cv_sink_kind(s.sink_conninfo), v.source_rows, v.store_rows, v.found[D_MISSING],
             v.found[D_STALE], v.found[D_DRIFT], v.found[D_ORPHAN], total,
             repair ? (total ? " repaired=1" : " repaired=0") : "");
+    if (!e && o->chunk_max_tokens > 0)
+        printf("verify_chunks table=%s missing_chunks=%ld stale_chunks=%ld orphan_chunks=%ld\n",
+               s.t.qualified, v.found[D_MCHUNK], v.found[D_SCHUNK], v.found[D_OCHUNK]);
     if (!e && v.cleared) printf("dead_letters_cleared table=%s count=%ld\n", s.t.qualified, v.cleared);
     fflush(stdout);
     if (e && s.fault.fix) cv_error("event=verify_stopped kind=%s fix=\"%s\"", s.fault.kind, s.fault.fix);

@@ -10,9 +10,12 @@ typedef struct {
     int printed;
 } search_out;
 
-static void print_hit(void *arg, int rank, double sim, const char *key, const char *payload) {
+static void print_hit(void *arg, int rank, double sim, const char *key, const char *payload,
+                      const cv_sink_passage *ps) {
     ((search_out *)arg)->printed++;
-    printf("%2d. %.4f  key=%s  %s\n", rank, sim, key, payload);
+    printf("%2d. %.4f  key=%s  %s", rank, sim, key, payload);
+    if (ps) printf("  chunk=%d chars=%ld+%ld", ps->chunk, ps->char_off, ps->char_len);
+    printf("\n");
 }
 
 int cv_search_run(const cv_sync_opts *o, const char *query, int limit) {

@@ -40,12 +40,18 @@
 #define CV_SEARCH_MAX_AT_ONCE 16
 #define CV_SEARCH_MAX_WAITING 64 /* with --search-queue-ms: searches waiting for a slot */
 
-static void add_hit(void *arg, int rank, double sim, const char *key, const char *payload) {
+static void add_hit(void *arg, int rank, double sim, const char *key, const char *payload,
+                    const cv_sink_passage *ps) {
     search_req *r = arg;
     json_t *hit = json_pack("{s:i,s:f,s:s}", "rank", rank, "similarity", sim, "key", key);
     json_t *p = cv_jnum_loads(payload, 0, NULL); /* numbers: every digit */
     json_object_set_new(hit, "text", json_string(""));
     json_object_set_new(hit, "payload", p ? p : json_string(payload));
+    if (ps) /* the row's best chunk: its text is cut from the row's (fetch_texts) */
+        json_object_set_new(hit, "passage",
+                            json_pack("{s:i,s:I,s:I,s:s}", "chunk", ps->chunk, "char_off",
+                                      (json_int_t)ps->char_off, "char_len", (json_int_t)ps->char_len, "text",
+                                      ""));
     json_array_append_new(r->hits, hit);
 }
 
@@ -102,9 +108,18 @@ static void fetch_texts(cv_sync *s, search_req *r) {
             continue;
         PGresult *res = PQexecParams(s->search_src, sql.p, s->search_table.nkeys, NULL,
                                      (const char *const *)vals, NULL, NULL, 0);
-        if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 && !PQgetisnull(res, 0, 0))
-            json_object_set_new(hit, "text", json_string(PQgetvalue(res, 0, 0)));
-        else if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 && !PQgetisnull(res, 0, 0)) {
+            const char *text = PQgetvalue(res, 0, 0);
+            json_t *ps = json_object_get(hit, "passage");
+            json_object_set_new(hit, "text", json_string(text));
+            if (ps) { /* the chunk: code points [char_off, char_off + char_len) of the row's text */
+                size_t a =
+                    cv_page_cp_offset(text, (size_t)json_integer_value(json_object_get(ps, "char_off")));
+                size_t b = a + cv_page_cp_offset(text + a,
+                                                 (size_t)json_integer_value(json_object_get(ps, "char_len")));
+                json_object_set_new(ps, "text", json_stringn(text + a, b - a));
+            }
+        } else if (PQresultStatus(res) != PGRES_TUPLES_OK)
             cv_warn("event=search_text_failed error=\"%s\"", PQresultErrorMessage(res));
         PQclear(res);
         cv_key_free(vals);

@@ -36,6 +36,9 @@ void cv_page_render(search_req *r, int status, const char *error);
 void cv_page_csv(search_req *r);
 /* The embedded column's name, or NULL with a template. */
 const char *cv_page_text_column(const char *source);
+/* The byte offset of code point n of the UTF-8 text s (its length when shorter; a stray byte
+ * counts as one code point, as models/chunk.h counts them). */
+size_t cv_page_cp_offset(const char *s, size_t n);
 /* Sorts r->hits by r->sort (stable; score: as the store ranked them). */
 void cv_page_sort(search_req *r);
 

@@ -45,6 +45,33 @@ static void put_html(cv_buf *b, const char *s, size_t n) {
 
 static void put_html_s(cv_buf *b, const char *s) { put_html(b, s, strlen(s)); }
 
+size_t cv_page_cp_offset(const char *s, size_t n) {
+    size_t i = 0;
+    for (; s[i] && n; n--) /* one code point: a byte, then its continuation bytes */
+        for (i++; ((unsigned char)s[i] & 0xC0) == 0x80; i++)
+            ;
+    return i;
+}
+
+#define CV_PAGE_CONTEXT 160 /* code points shown around a matched passage */
+
+/* The row's text with its matched passage (the best chunk) marked, and up to CV_PAGE_CONTEXT
+ * code points on either side of it (elided beyond), all HTML-escaped. */
+static void put_passage(cv_buf *b, const char *text, json_t *ps) {
+    size_t off = (size_t)json_integer_value(json_object_get(ps, "char_off")),
+           len = (size_t)json_integer_value(json_object_get(ps, "char_len"));
+    size_t from = cv_page_cp_offset(text, off > CV_PAGE_CONTEXT ? off - CV_PAGE_CONTEXT : 0);
+    size_t a = cv_page_cp_offset(text, off), e = a + cv_page_cp_offset(text + a, len);
+    size_t to = e + cv_page_cp_offset(text + e, CV_PAGE_CONTEXT);
+    if (from) cv_buf_puts(b, "&hellip;");
+    put_html(b, text + from, a - from);
+    cv_buf_puts(b, "<mark class=passage>");
+    put_html(b, text + a, e - a);
+    cv_buf_puts(b, "</mark>");
+    put_html(b, text + e, to - e);
+    if (text[to]) cv_buf_puts(b, "&hellip;");
+}
+
 /* A JSON value as text: strings as they are, anything else as compact JSON (null: nothing). */
 static void put_value(cv_buf *b, json_t *v, int html) {
     if (!v || json_is_null(v)) return;
@@ -222,7 +249,11 @@ void cv_page_render(search_req *r, int status, const char *error) {
                           json_real_value(json_object_get(hit, "similarity")));
             put_html_s(&b, json_string_value(json_object_get(hit, "key")));
             cv_buf_puts(&b, "</div><div class=x>");
-            put_value(&b, json_object_get(hit, "text"), 1);
+            json_t *ps = json_object_get(hit, "passage");
+            if (ps && json_string_length(json_object_get(hit, "text")))
+                put_passage(&b, json_string_value(json_object_get(hit, "text")), ps);
+            else
+                put_value(&b, json_object_get(hit, "text"), 1);
             cv_buf_puts(&b, "</div><div class=f>");
             const char *k;
             json_t *v;

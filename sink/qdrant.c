@@ -27,6 +27,7 @@
 #include "../common/cv_conf.h"
 #include "../common/cv_jnum.h"
 #include "../common/cv_log.h"
+#include "chunks_remote.h"
 #include "http.h"
 
 #define CV_QDRANT_BATCH 256
@@ -48,6 +49,8 @@ typedef struct q_sink {
     cv_buf pend;        /* points gathered for the next upsert: JSON objects, comma-separated */
     int npend;
     json_t *indexed; /* payload fields given an index for search filters (name -> true) */
+    cv_rchunks *rc;  /* a chunked table (chunks_remote.h), else NULL */
+    int grouped;     /* search by row: the table holds chunks (seen once, or written so) */
 } q_sink;
 
 /* ---- point ids ------------------------------------------------------------------------- */
@@ -55,21 +58,16 @@ typedef struct q_sink {
 /* The point id as JSON (a number or a quoted UUID) into js, and as text (the key to match
  * what Qdrant returns) into str. */
 void cv_qdrant_point_id(const cv_sink_table *t, const char *const *key, cv_buf *js, cv_buf *str) {
-    if (!t->uuid_ids && cv_sink_int_key(t) && key[0][0] && strspn(key[0], "0123456789") == strlen(key[0]) &&
-        strlen(key[0]) <= 20) {
-        unsigned long long v = strtoull(key[0], NULL, 10);
-        char num[24];
-        snprintf(num, sizeof num, "%llu", v);
-        if (strlen(key[0]) < 20 || strcmp(num, key[0]) == 0) { /* fits uint64 */
-            if (js) cv_buf_puts(js, num);
-            if (str) cv_buf_puts(str, num);
-            return;
-        }
-    }
+    cv_qdrant_chunk_id(t, key, 0, js, str);
+}
+
+/* The UUIDv5 of "schema.table:" + key text (chunk > 0: + TAB + chunk; chunks_remote.h). */
+static void uuid_id(const cv_sink_table *t, const char *const *key, int chunk, cv_buf *js, cv_buf *str) {
     char *kt = cv_sink_key_text(t, key);
     cv_buf name = {0};
     cv_buf_put(&name, (const char *)CV_QDRANT_NS, 16);
     cv_buf_printf(&name, "%s.%s:%s", t->schema, t->table, kt);
+    if (chunk > 0) cv_buf_printf(&name, "\t%d", chunk);
     free(kt);
     uint8_t d[EVP_MAX_MD_SIZE];
     unsigned dl = 0;
@@ -82,6 +80,22 @@ void cv_qdrant_point_id(const cv_sink_table *t, const char *const *key, cv_buf *
              d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9], d[10], d[11], d[12], d[13], d[14], d[15]);
     if (js) cv_buf_printf(js, "\"%s\"", u);
     if (str) cv_buf_puts(str, u);
+}
+
+void cv_qdrant_chunk_id(const cv_sink_table *t, const char *const *key, int chunk, cv_buf *js, cv_buf *str) {
+    if (chunk > 0) return uuid_id(t, key, chunk, js, str);
+    if (!t->uuid_ids && cv_sink_int_key(t) && key[0][0] && strspn(key[0], "0123456789") == strlen(key[0]) &&
+        strlen(key[0]) <= 20) {
+        unsigned long long v = strtoull(key[0], NULL, 10);
+        char num[24];
+        snprintf(num, sizeof num, "%llu", v);
+        if (strlen(key[0]) < 20 || strcmp(num, key[0]) == 0) { /* fits uint64 */
+            if (js) cv_buf_puts(js, num);
+            if (str) cv_buf_puts(str, num);
+            return;
+        }
+    }
+    uuid_id(t, key, 0, js, str);
 }
 
 /* The point id of a key of this sink's table. */
@@ -196,6 +210,7 @@ static void q_close(cv_sink *s) {
     cv_http_free(q->http);
     cv_rstate_close(q->st);
     json_decref(q->stored), json_decref(q->indexed);
+    cv_rchunks_free(q->rc);
     free(q->coll), free(q->cpath), free(q->tname), free(q->where), free(q->pend.p);
     free(q);
 }
@@ -305,6 +320,8 @@ static cv_err check_shared(q_sink *q) {
     return e;
 }
 
+static const cv_rchunks_io RC_IO;
+
 static cv_err q_open(const char *url, const cv_sink_table *t, cv_sink **out) {
     q_sink *q = calloc(1, sizeof *q);
     CV_ASSERT(q);
@@ -361,6 +378,10 @@ static cv_err q_open(const char *url, const cv_sink_table *t, cv_sink **out) {
     free(base.p);
     if (!e) e = cv_rstate_open(&q->base, t->state_conninfo, sk.p, &q->st);
     free(sk.p);
+    if (!e && t->chunked > 0) {
+        q->rc = cv_rchunks_new(&q->base, &q->t, q->st, &RC_IO);
+        q->grouped = 1;
+    }
     return e;
 }
 
@@ -452,11 +473,13 @@ static cv_err q_begin(cv_sink *s, int truncate) {
     cv_buf_free(&q->pend);
     q->npend = 0;
     cv_rstate_reset(q->st);
+    if (q->rc) cv_rchunks_reset(q->rc);
     return truncate ? delete_filter(q, 0) : CV_OK;
 }
 
 static cv_err q_delete(cv_sink *s, const char *const *const *keys, int n) {
     q_sink *q = (q_sink *)s;
+    if (q->rc) return cv_rchunks_delete(q->rc, keys, n);
     cv_err e = flush(q);
     for (int i0 = 0; !e && i0 < n; i0 += CV_QDRANT_IDS) {
         int m = n - i0 < CV_QDRANT_IDS ? n - i0 : CV_QDRANT_IDS;
@@ -529,6 +552,7 @@ static cv_err payload_ops(q_sink *q, cv_buf *ops) {
 
 static cv_err q_put(cv_sink *s, const cv_sink_row *rows, int n, uint64_t position) {
     q_sink *q = (q_sink *)s;
+    if (q->rc) return cv_rchunks_put(q->rc, rows, n, position);
     char now[48];
     cv_sink_now_iso(now);
     cv_err e = CV_OK;
@@ -584,6 +608,75 @@ static cv_err q_put(cv_sink *s, const cv_sink_row *rows, int n, uint64_t positio
     return e;
 }
 
+/* ---- chunked tables (chunks_remote.h) ---- */
+
+static void rc_id(const cv_sink *s, const char *const *key, int j, cv_buf *js, cv_buf *str) {
+    cv_qdrant_chunk_id(&((const q_sink *)s)->t, key, j, js, str);
+}
+
+static cv_err rc_get(cv_sink *s, const char *ids, int n, json_t *out) {
+    q_sink *q = (q_sink *)s;
+    (void)n;
+    cv_buf body = {0}, path = {0};
+    cv_buf_printf(&body, "{\"ids\":%s,\"with_payload\":true,\"with_vector\":true}", ids);
+    cv_buf_printf(&path, "%s/points", q->cpath);
+    json_t *r = NULL;
+    cv_err e = cv_http_call(q->http, "POST", path.p, body.p, body.len, 0, NULL, &r);
+    free(path.p);
+    size_t k;
+    json_t *pt;
+    json_array_foreach(json_object_get(r, "result"), k, pt) {
+        json_t *pl = json_object_get(pt, "payload");
+        const char *tab = json_string_value(json_object_get(json_object_get(pl, "cdcvec"), "table"));
+        char id[48];
+        id_text(json_object_get(pt, "id"), id);
+        if (tab && !strcmp(tab, q->tname))
+            json_object_set_new(
+                out, id, json_pack("{s:O,s:O}", "payload", pl, "vector", json_object_get(pt, "vector")));
+    }
+    json_decref(r);
+    return e;
+}
+
+static cv_err rc_upsert(cv_sink *s, const char *id_js, const char *vec_js, const char *payload) {
+    q_sink *q = (q_sink *)s;
+    if (q->npend) cv_buf_put(&q->pend, ",", 1);
+    cv_buf_printf(&q->pend, "{\"id\":%s,\"vector\":%s,\"payload\":%s}", id_js, vec_js, payload);
+    return ++q->npend >= CV_QDRANT_BATCH ? flush(q) : CV_OK;
+}
+
+static cv_err rc_del(cv_sink *s, const char *ids, int n) {
+    q_sink *q = (q_sink *)s;
+    (void)n;
+    cv_err e = flush(q);
+    cv_buf body = {0}, path = {0};
+    cv_buf_printf(
+        &body, "{\"filter\":{\"must\":[{\"has_id\":%s},{\"key\":\"cdcvec.table\",\"match\":{\"value\":", ids);
+    cv_json_string(&body, q->tname, strlen(q->tname));
+    cv_buf_puts(&body, "}}]}}");
+    cv_buf_printf(&path, "%s/points/delete?wait=true", q->cpath);
+    if (!e)
+        e = cv_http_submit(q->http, "POST", path.p, body.p, body.len, NULL, NULL);
+    else
+        free(body.p);
+    free(path.p);
+    cv_err w = cv_http_wait(q->http);
+    return e ? e : w;
+}
+
+static const cv_rchunks_io RC_IO = {rc_id, rc_get, rc_upsert, rc_del, 0};
+
+static cv_err q_chunk_hashes(cv_sink *s, const char *const *key, uint8_t (**hash)[32], int *m) {
+    q_sink *q = (q_sink *)s;
+    return q->rc ? cv_rchunks_hashes(q->rc, key, hash, m) : CV_ERR_UNSUPPORTED;
+}
+
+static cv_err q_chunks_set(cv_sink *s, const char *const *key, int n, const int *from, const long *off,
+                           const long *len, const uint8_t *text_hash) {
+    q_sink *q = (q_sink *)s;
+    return q->rc ? cv_rchunks_set(q->rc, key, n, from, off, len, text_hash) : CV_ERR_UNSUPPORTED;
+}
+
 static cv_err q_dead_put(cv_sink *s, const cv_sink_dead *d, int n, uint64_t position) {
     (void)position;
     for (int i = 0; i < n; i++)
@@ -594,8 +687,10 @@ static cv_err q_dead_put(cv_sink *s, const cv_sink_dead *d, int n, uint64_t posi
 static cv_err q_commit(cv_sink *s, uint64_t position) {
     q_sink *q = (q_sink *)s;
     cv_err e = settle(q);
+    if (!e && q->rc && !(e = cv_rchunks_tail(q->rc))) e = settle(q); /* chunk 0 last (chunks_remote.h) */
     if (!e) e = cv_rstate_commit(s, q->st, position);
     json_object_clear(q->stored);
+    if (q->rc) cv_rchunks_reset(q->rc);
     return e;
 }
 
@@ -606,6 +701,7 @@ static void q_rollback(cv_sink *s) {
     q->npend = 0;
     json_object_clear(q->stored);
     cv_rstate_reset(q->st);
+    if (q->rc) cv_rchunks_reset(q->rc);
 }
 
 static cv_err q_state(cv_sink *s, uint64_t *pos, int *done, uint64_t *bpos) {
@@ -648,14 +744,14 @@ static cv_err index_fields(q_sink *q, const cv_sink_filter *f) {
     return e;
 }
 
-static cv_err q_search(cv_sink *s, const float *v, int limit, const cv_sink_filter *f, cv_sink_hit_cb cb,
-                       void *arg) {
-    q_sink *q = (q_sink *)s;
-    cv_err fe = index_fields(q, f);
-    if (fe) return fe;
+/* One query: the nearest points (grouped: the nearest point of each of the nearest keys,
+ * Qdrant's points/query/groups by cdcvec.key, one hit per group) as a JSON array of points. */
+static cv_err query(q_sink *q, const float *v, int limit, const cv_sink_filter *f, int grouped,
+                    json_t **pts) {
     cv_buf body = {0}, path = {0};
     cv_buf_puts(&body, "{\"query\":");
     cv_sink_vec_json(&body, v, q->t.dim);
+    if (grouped) cv_buf_puts(&body, ",\"group_by\":\"cdcvec.key\",\"group_size\":1");
     cv_buf_printf(&body,
                   ",\"limit\":%d,\"with_payload\":true,\"filter\":{\"must\":[{\"key\":\"cdcvec.table\","
                   "\"match\":{\"value\":",
@@ -664,22 +760,60 @@ static cv_err q_search(cv_sink *s, const float *v, int limit, const cv_sink_filt
     cv_buf_puts(&body, "}}");
     cv_sink_filter_qdrant(f, &body);
     cv_buf_puts(&body, "]}}");
-    cv_buf_printf(&path, "%s/points/query", q->cpath);
+    cv_buf_printf(&path, "%s/points/query%s", q->cpath, grouped ? "/groups" : "");
     json_t *r = NULL;
     cv_err e = cv_http_call(q->http, "POST", path.p, body.p, body.len, 0, NULL, &r);
     free(path.p);
+    json_t *res = json_object_get(r, "result");
+    if (!grouped) {
+        *pts = json_incref(json_object_get(res, "points"));
+    } else {
+        *pts = json_array();
+        size_t i;
+        json_t *g;
+        json_array_foreach(json_object_get(res, "groups"), i, g) {
+            json_t *hit = json_array_get(json_object_get(g, "hits"), 0);
+            if (hit) json_array_append(*pts, hit);
+        }
+    }
+    if (!*pts) *pts = json_array();
+    json_decref(r);
+    return e;
+}
+
+static cv_err q_search(cv_sink *s, const float *v, int limit, const cv_sink_filter *f, cv_sink_hit_cb cb,
+                       void *arg) {
+    q_sink *q = (q_sink *)s;
+    cv_err e = index_fields(q, f);
+    json_t *pts = NULL;
+    if (!e) e = query(q, v, limit, f, q->grouped, &pts);
     size_t i;
     json_t *pt;
-    json_array_foreach(json_object_get(json_object_get(r, "result"), "points"), i, pt) {
+    cv_sink_passage ps;
+    json_array_foreach(pts, i, pt) { /* chunks: search by row from now on (cdcvec.key needs an index) */
+        if (e || q->grouped || !cv_rchunks_passage(json_object_get(pt, "payload"), &ps)) continue;
+        cv_info(
+            "event=search_by_row store=qdrant collection=%s note=\"the table holds chunks: one hit per row\"",
+            q->coll);
+        q->grouped = 1;
+        json_decref(pts), pts = NULL;
+        cv_sink_filter kf = {0};
+        cv_sink_cond kc = {.field = "cdcvec.key", .kind = CV_FV_STR};
+        kf.n = 1, kf.c = &kc;
+        if (!(e = index_fields(q, &kf))) e = query(q, v, limit, f, 1, &pts);
+        break;
+    }
+    json_array_foreach(pts, i, pt) {
+        if (e) break;
         json_t *pl = json_object_get(pt, "payload");
         const char *key = json_string_value(json_object_get(json_object_get(pl, "cdcvec"), "key"));
         char *pub = cv_sink_public_payload(&q->t, pl);
         double score = 0;
         cv_jnum_number(json_object_get(pt, "score"), &score);
-        cb(arg, (int)i + 1, score, key ? key : "", pub);
+        cb(arg, (int)i + 1, score, key ? key : "", pub, cv_rchunks_passage(pl, &ps) ? &ps : NULL);
         free(pub);
     }
-    json_decref(r);
+    json_decref(pts);
     return e;
 }
 
@@ -689,6 +823,7 @@ static cv_err q_fetch(cv_sink *s, const char *const *const *keys, int n, int *fo
     q_sink *q = (q_sink *)s;
     cv_err e = settle(q);
     json_t *keep = q->stored;
+    if (q->rc) cv_rchunks_reset(q->rc); /* verify: what the last page read goes */
     q->stored = json_object();
     if (!e) e = retrieve(q, keys, n);
     for (int i = 0; !e && i < n; i++) {
@@ -739,7 +874,7 @@ static cv_err q_scan(cv_sink *s, cv_buf *cursor, int limit, cv_sink_key_cb cb, v
 }
 
 /* The Qdrant store's row in the table of stores (sink_impl.h). */
-const cv_sink_ops cv_sink_qdrant_ops = {
-    "qdrant",    q_open,     q_close,  q_state,    q_hashes,   q_begin,         q_delete,
-    q_put,       q_dead_put, q_commit, q_rollback, q_meta_set, q_backfill_mark, q_search,
-    q_state_key, q_fetch,    q_scan,   NULL,       NULL}; /* no chunks yet */
+const cv_sink_ops cv_sink_qdrant_ops = {"qdrant",   q_open,     q_close,         q_state,     q_hashes,
+                                        q_begin,    q_delete,   q_put,           q_dead_put,  q_commit,
+                                        q_rollback, q_meta_set, q_backfill_mark, q_search,    q_state_key,
+                                        q_fetch,    q_scan,     q_chunk_hashes,  q_chunks_set};

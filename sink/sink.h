@@ -51,9 +51,10 @@ typedef struct cv_sink_table {
      * one key always lands on the same connection); index_mem_mb: the most maintenance_work_mem
      * the HNSW build may ask for (0: 1024) */
     int writers, key_exact, index_mem_mb;
-    /* pgvector only: 1: a row's text is stored as chunks (models/chunk.h), one row per (key, chunk
-     * number) with the chunk's hash and offsets; one writer. A table of the other layout is refused;
-     * -1 (readers: search): whatever layout the table has. */
+    /* 1: a row's text is stored as chunks (models/chunk.h): pgvector one row per (key, chunk number)
+     * with the chunk's hash and offsets, one writer, a table of the other layout refused; Qdrant and
+     * Upstash one point per (key, chunk number) (sink/chunks_remote.h). -1 (readers: search):
+     * whatever layout the table has. */
     int chunked;
 } cv_sink_table;
 
@@ -68,6 +69,7 @@ typedef struct cv_sink_row {
     int chunk;
     const uint8_t *chunk_hash;
     long char_off, char_len;
+    int nchunks; /* chunked tables, with vec: the text's number of chunks (Qdrant, Upstash keep it) */
 } cv_sink_row;
 
 typedef struct cv_sink_dead {
@@ -141,7 +143,7 @@ void cv_sink_on_dead(cv_sink *s, cv_sink_dead_cb cb, void *arg);
  * source's row in this form with what the store holds.) */
 char *cv_sink_payload_stored(const cv_sink *s, const char *payload);
 
-/* Chunked tables (pgvector; CV_ERR_UNSUPPORTED elsewhere), in the batch's transaction: the hashes
+/* Chunked tables (all stores), in the batch's transaction: the hashes
  * of the chunks stored for key, by chunk number, into *hash (malloc'd, *m entries, caller frees;
  * a number not stored reads as zeros; NULL and 0 when none). */
 cv_err cv_sink_chunk_hashes(cv_sink *s, const char *const *key, uint8_t (**hash)[32], int *m);
@@ -195,9 +197,19 @@ void cv_sink_store_id(const char *conninfo_or_url, const cv_sink_table *t, cv_bu
  * HNSW index is built if missing. */
 cv_err cv_sink_backfill_mark(cv_sink *s, uint64_t p, int done);
 
+/* A hit's best chunk (chunked tables): its number and its offsets in the row's text, in characters. */
+typedef struct cv_sink_passage {
+    int chunk;
+    long char_off, char_len;
+} cv_sink_passage;
 /* Nearest rows to q by cosine distance; cb gets rank, cosine similarity (Upstash's
- * (1 + cos) / 2 converted back), key text and payload (the row's columns). */
-typedef void (*cv_sink_hit_cb)(void *arg, int rank, double similarity, const char *key, const char *payload);
+ * (1 + cos) / 2 converted back), key text, payload (the row's columns) and, on a chunked table,
+ * the row's best chunk (NULL otherwise). On a chunked table each row comes at most once, with its
+ * nearest chunk, and limit counts rows: pgvector DISTINCT ON over the nearest chunks (fetched
+ * until limit rows are found or none are left), Qdrant its grouping query (points/query/groups
+ * by cdcvec.key), Upstash over-fetch (topK grown up to 1000) and group. */
+typedef void (*cv_sink_hit_cb)(void *arg, int rank, double similarity, const char *key, const char *payload,
+                               const cv_sink_passage *passage);
 cv_err cv_sink_search(cv_sink *s, const float *q, int limit, cv_sink_hit_cb cb, void *arg);
 
 /* A filter on the payload: conditions on top-level payload fields, all of which must hold

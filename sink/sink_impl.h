@@ -127,6 +127,8 @@ char *cv_sink_public_payload(const cv_sink_table *t, json_t *payload);
 /* Qdrant's point id of a key: a number (one integer key column, value >= 0, fitting uint64) or
  * a UUIDv5; as JSON into js and as text into str (either may be NULL). qdrant.c. */
 void cv_qdrant_point_id(const cv_sink_table *t, const char *const *key, cv_buf *js, cv_buf *str);
+/* The same for chunk `chunk` of the key (chunk 0: the point id; chunks_remote.h). qdrant.c. */
+void cv_qdrant_chunk_id(const cv_sink_table *t, const char *const *key, int chunk, cv_buf *js, cv_buf *str);
 /* Now as 2026-01-02T03:04:05.678Z. */
 void cv_sink_now_iso(char out[48]);
 /* f with 9 significant digits (reads back as the same float); out: 20 bytes; the length. */

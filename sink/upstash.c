@@ -30,6 +30,7 @@
 #include "../common/cv_conf.h"
 #include "../common/cv_jnum.h"
 #include "../common/cv_log.h"
+#include "chunks_remote.h"
 #include "http.h"
 
 #define CV_UPSTASH_BATCH    1000        /* vectors per upsert, fetch or delete request */
@@ -53,6 +54,7 @@ typedef struct u_sink {
     long b_puts, b_dels, bf_puts, bf_dels;
     uint64_t bf_p;
     int bf_on, bf_empty;
+    cv_rchunks *rc; /* a chunked table (chunks_remote.h), else NULL */
 } u_sink;
 
 /* Upstash's error text: {"error":"...","status":N}. */
@@ -142,6 +144,7 @@ static void u_close(cv_sink *s) {
     cv_http_free(u->http);
     cv_rstate_close(u->st);
     json_decref(u->stored);
+    cv_rchunks_free(u->rc);
     free(u->ns), free(u->nsq), free(u->tname), free(u->where), free(u->pend.p);
     free(u);
 }
@@ -211,6 +214,8 @@ static cv_err check_namespace(u_sink *u) {
     return e;
 }
 
+static const cv_rchunks_io RC_IO;
+
 static cv_err u_open(const char *url, const cv_sink_table *t, cv_sink **out) {
     u_sink *u = calloc(1, sizeof *u);
     CV_ASSERT(u);
@@ -266,6 +271,7 @@ static cv_err u_open(const char *url, const cv_sink_table *t, cv_sink **out) {
     free(base);
     if (!e) e = cv_rstate_open(&u->base, t->state_conninfo, sk.p, &u->st);
     free(sk.p);
+    if (!e && t->chunked > 0) u->rc = cv_rchunks_new(&u->base, &u->t, u->st, &RC_IO);
     return e;
 }
 
@@ -348,6 +354,7 @@ static cv_err u_begin(cv_sink *s, int truncate) {
     cv_buf_free(&u->pend);
     u->npend = 0;
     cv_rstate_reset(u->st);
+    if (u->rc) cv_rchunks_reset(u->rc);
     if (!truncate) return CV_OK;
     char *path = path_of(u, "reset");
     cv_err e = cv_http_call(u->http, "POST", path, NULL, 0, 0, NULL, NULL);
@@ -379,6 +386,7 @@ static cv_err delete_ids(u_sink *u, const char *const *const *keys, int n) {
 
 static cv_err u_delete(cv_sink *s, const char *const *const *keys, int n) {
     u_sink *u = (u_sink *)s;
+    if (u->rc) return cv_rchunks_delete(u->rc, keys, n);
     cv_err e = delete_ids(u, keys, n);
     cv_err w = cv_http_wait(u->http);
     return e ? e : w;
@@ -386,6 +394,7 @@ static cv_err u_delete(cv_sink *s, const char *const *const *keys, int n) {
 
 static cv_err u_put(cv_sink *s, const cv_sink_row *rows, int n, uint64_t position) {
     u_sink *u = (u_sink *)s;
+    if (u->rc) return cv_rchunks_put(u->rc, rows, n, position);
     char now[48];
     cv_sink_now_iso(now);
     cv_err e = CV_OK;
@@ -451,6 +460,84 @@ static cv_err u_put(cv_sink *s, const cv_sink_row *rows, int n, uint64_t positio
     return e;
 }
 
+/* ---- chunked tables (chunks_remote.h): chunk j > 0 of a key is the id "KEY\tj" ---- */
+
+static void rc_id(const cv_sink *s, const char *const *key, int j, cv_buf *js, cv_buf *str) {
+    char *kt = cv_sink_key_text(&((const u_sink *)s)->t, key);
+    cv_buf id = {0};
+    cv_buf_puts(&id, kt);
+    if (j > 0) cv_buf_printf(&id, "\t%d", j);
+    if (js) cv_json_string(js, id.p, id.len);
+    if (str) cv_buf_put(str, id.p, id.len);
+    free(kt), free(id.p);
+}
+
+static cv_err rc_get(cv_sink *s, const char *ids, int n, json_t *out) {
+    u_sink *u = (u_sink *)s;
+    (void)n;
+    cv_buf body = {0};
+    cv_buf_printf(&body, "{\"ids\":%s,\"includeMetadata\":true,\"includeVectors\":true}", ids);
+    char *path = path_of(u, "fetch");
+    json_t *r = NULL;
+    cv_err e = cv_http_call(u->http, "POST", path, body.p, body.len, 0, NULL, &r);
+    free(path);
+    size_t k;
+    json_t *v;
+    json_array_foreach(json_object_get(r, "result"), k, v) {
+        const char *id = json_string_value(json_object_get(v, "id"));
+        json_t *md = json_object_get(v, "metadata");
+        if (id && json_is_object(md))
+            json_object_set_new(
+                out, id, json_pack("{s:O,s:O}", "payload", md, "vector", json_object_get(v, "vector")));
+    }
+    json_decref(r);
+    return e;
+}
+
+static cv_err rc_upsert(cv_sink *s, const char *id_js, const char *vec_js, const char *payload) {
+    u_sink *u = (u_sink *)s;
+    cv_err e = CV_OK;
+    cv_buf one = {0};
+    cv_buf_printf(&one, "{\"id\":%s,\"vector\":%s,\"metadata\":%s}", id_js, vec_js, payload);
+    CV_ASSERT(!one.oom);
+    if (u->npend && u->pend.len + one.len + 2 > CV_UPSTASH_BODY) e = flush(u);
+    if (u->npend) cv_buf_put(&u->pend, ",", 1);
+    cv_buf_put(&u->pend, one.p, one.len);
+    free(one.p);
+    u->b_puts++;
+    if (!e && ++u->npend >= CV_UPSTASH_BATCH) e = flush(u);
+    return e;
+}
+
+static cv_err rc_del(cv_sink *s, const char *ids, int n) {
+    u_sink *u = (u_sink *)s;
+    cv_err e = flush(u);
+    cv_buf body = {0};
+    cv_buf_printf(&body, "{\"ids\":%s}", ids);
+    u->b_dels += n;
+    char *path = path_of(u, "delete");
+    if (!e)
+        e = cv_http_submit(u->http, "POST", path, body.p, body.len, NULL, NULL);
+    else
+        free(body.p);
+    free(path);
+    cv_err w = cv_http_wait(u->http);
+    return e ? e : w;
+}
+
+static const cv_rchunks_io RC_IO = {rc_id, rc_get, rc_upsert, rc_del, CV_UPSTASH_METADATA};
+
+static cv_err u_chunk_hashes(cv_sink *s, const char *const *key, uint8_t (**hash)[32], int *m) {
+    u_sink *u = (u_sink *)s;
+    return u->rc ? cv_rchunks_hashes(u->rc, key, hash, m) : CV_ERR_UNSUPPORTED;
+}
+
+static cv_err u_chunks_set(cv_sink *s, const char *const *key, int n, const int *from, const long *off,
+                           const long *len, const uint8_t *text_hash) {
+    u_sink *u = (u_sink *)s;
+    return u->rc ? cv_rchunks_set(u->rc, key, n, from, off, len, text_hash) : CV_ERR_UNSUPPORTED;
+}
+
 static cv_err u_dead_put(cv_sink *s, const cv_sink_dead *d, int n, uint64_t position) {
     (void)position;
     for (int i = 0; i < n; i++)
@@ -461,8 +548,10 @@ static cv_err u_dead_put(cv_sink *s, const cv_sink_dead *d, int n, uint64_t posi
 static cv_err u_commit(cv_sink *s, uint64_t position) {
     u_sink *u = (u_sink *)s;
     cv_err e = settle(u);
+    if (!e && u->rc && !(e = cv_rchunks_tail(u->rc))) e = settle(u); /* chunk 0 last (chunks_remote.h) */
     if (!e) e = cv_rstate_commit(s, u->st, position);
     json_object_clear(u->stored);
+    if (u->rc) cv_rchunks_reset(u->rc);
     if (!e) u->bf_puts += u->b_puts, u->bf_dels += u->b_dels;
     u->b_puts = u->b_dels = 0;
     return e;
@@ -477,6 +566,7 @@ static void u_rollback(cv_sink *s) {
     u->npend = 0;
     json_object_clear(u->stored);
     cv_rstate_reset(u->st);
+    if (u->rc) cv_rchunks_reset(u->rc);
 }
 
 static cv_err u_state(cv_sink *s, uint64_t *pos, int *done, uint64_t *bpos) {
@@ -511,6 +601,7 @@ static cv_err stale_possible(u_sink *u, uint64_t p, int *stale, long long *count
         *stale = 0;
         return CV_OK;
     }
+    if (u->rc) return CV_OK; /* chunks rewrite their ids: the count proves nothing */
     cv_err e = ns_count(u, count);
     if (!e && *count <= u->bf_puts - u->bf_dels) *stale = 0;
     return e;
@@ -544,13 +635,12 @@ static cv_err u_backfill_mark(cv_sink *s, uint64_t p, int done) {
     return e;
 }
 
-static cv_err u_search(cv_sink *s, const float *v, int limit, const cv_sink_filter *f, cv_sink_hit_cb cb,
-                       void *arg) {
-    u_sink *u = (u_sink *)s;
+/* The nearest topK vectors (a JSON array of hits). */
+static cv_err query(u_sink *u, const float *v, int topk, const cv_sink_filter *f, json_t **hits) {
     cv_buf body = {0};
     cv_buf_puts(&body, "{\"vector\":");
     cv_sink_vec_json(&body, v, u->t.dim);
-    cv_buf_printf(&body, ",\"topK\":%d,\"includeMetadata\":true,\"includeVectors\":false", limit);
+    cv_buf_printf(&body, ",\"topK\":%d,\"includeMetadata\":true,\"includeVectors\":false", topk);
     if (f) {
         cv_buf flt = {0};
         cv_sink_filter_upstash(f, &flt);
@@ -563,20 +653,64 @@ static cv_err u_search(cv_sink *s, const float *v, int limit, const cv_sink_filt
     json_t *r = NULL;
     cv_err e = cv_http_call(u->http, "POST", path, body.p, body.len, 0, NULL, &r);
     free(path);
+    *hits = json_incref(json_object_get(r, "result"));
+    if (!json_is_array(*hits)) json_decref(*hits), *hits = json_array();
+    json_decref(r);
+    return e;
+}
+
+/* A hit's row key (cdcvec.key, else its id). */
+static const char *hit_key(json_t *hit) {
+    const char *key = json_string_value(
+        json_object_get(json_object_get(json_object_get(hit, "metadata"), "cdcvec"), "key"));
+    return key ? key : json_string_value(json_object_get(hit, "id"));
+}
+
+/* Search by row: on a table of chunks the nearest topK chunks are grouped by key (the first of a
+ * key is its best); while that gives fewer than limit rows and more chunks exist, topK grows
+ * (x4, up to Upstash's 1000), so the first limit rows are exactly the nearest by best chunk. */
+static cv_err u_search(cv_sink *s, const float *v, int limit, const cv_sink_filter *f, cv_sink_hit_cb cb,
+                       void *arg) {
+    u_sink *u = (u_sink *)s;
+    int topk = limit;
+    json_t *hits = NULL, *rows = NULL;
+    cv_err e = CV_OK;
+    for (;;) {
+        json_decref(hits), json_decref(rows);
+        rows = json_array();
+        json_t *seen = json_object(), *hit;
+        size_t i;
+        int chunked = 0;
+        cv_sink_passage ps;
+        e = query(u, v, topk, f, &hits);
+        json_array_foreach(hits, i, hit) {
+            chunked |= cv_rchunks_passage(json_object_get(hit, "metadata"), &ps);
+            const char *key = hit_key(hit);
+            if (!key || json_object_get(seen, key)) continue;
+            json_object_set_new(seen, key, json_true());
+            if ((int)json_array_size(rows) < limit) json_array_append(rows, hit);
+        }
+        json_decref(seen);
+        if (e || !chunked || (int)json_array_size(rows) >= limit || (int)json_array_size(hits) < topk ||
+            topk >= 1000)
+            break;
+        topk = topk * 4 > 1000 ? 1000 : topk * 4;
+    }
     size_t i;
     json_t *hit;
-    json_array_foreach(json_object_get(r, "result"), i, hit) {
+    json_array_foreach(rows, i, hit) {
+        if (e) break;
         json_t *md = json_object_get(hit, "metadata");
-        const char *key = json_string_value(json_object_get(json_object_get(md, "cdcvec"), "key"));
-        if (!key) key = json_string_value(json_object_get(hit, "id"));
+        const char *key = hit_key(hit);
         char *pub = cv_sink_public_payload(&u->t, md);
+        cv_sink_passage ps;
         /* Upstash reports (1 + cos) / 2 for the cosine similarity */
         double score = 0;
         cv_jnum_number(json_object_get(hit, "score"), &score);
-        cb(arg, (int)i + 1, 2.0 * score - 1.0, key ? key : "", pub);
+        cb(arg, (int)i + 1, 2.0 * score - 1.0, key ? key : "", pub, cv_rchunks_passage(md, &ps) ? &ps : NULL);
         free(pub);
     }
-    json_decref(r);
+    json_decref(hits), json_decref(rows);
     return e;
 }
 
@@ -586,6 +720,7 @@ static cv_err u_fetch(cv_sink *s, const char *const *const *keys, int n, int *fo
     u_sink *u = (u_sink *)s;
     cv_err e = settle(u);
     json_t *keep = u->stored;
+    if (u->rc) cv_rchunks_reset(u->rc); /* verify: what the last page read goes */
     u->stored = json_object();
     if (!e) e = fetch(u, keys, n);
     for (int i = 0; !e && i < n; i++) {
@@ -615,10 +750,16 @@ static cv_err u_scan(cv_sink *s, cv_buf *cursor, int limit, cv_sink_key_cb cb, v
     free(path);
     json_t *res = json_object_get(r, "result"), *v;
     size_t k;
+    cv_buf prev = {0};
     json_array_foreach(json_object_get(res, "vectors"), k, v) {
         const char *id = json_string_value(json_object_get(v, "id"));
-        if (id) cb(arg, id);
+        size_t kl = id ? strcspn(id, "\t") : 0; /* a chunk's id: its key, once per run of its chunks */
+        if (!id || (prev.p && prev.len == kl && !memcmp(prev.p, id, kl))) continue;
+        prev.len = 0;
+        cv_buf_put(&prev, id, kl);
+        cb(arg, prev.p);
     }
+    free(prev.p);
     const char *next = json_string_value(json_object_get(res, "nextCursor"));
     *more = !e && next && *next;
     cursor->len = 0;
@@ -628,7 +769,7 @@ static cv_err u_scan(cv_sink *s, cv_buf *cursor, int limit, cv_sink_key_cb cb, v
 }
 
 /* The Upstash store's row in the table of stores (sink_impl.h). */
-const cv_sink_ops cv_sink_upstash_ops = {
-    "upstash",   u_open,     u_close,  u_state,    u_hashes,   u_begin,         u_delete,
-    u_put,       u_dead_put, u_commit, u_rollback, u_meta_set, u_backfill_mark, u_search,
-    u_state_key, u_fetch,    u_scan,   NULL,       NULL}; /* no chunks yet */
+const cv_sink_ops cv_sink_upstash_ops = {"upstash",  u_open,     u_close,         u_state,     u_hashes,
+                                         u_begin,    u_delete,   u_put,           u_dead_put,  u_commit,
+                                         u_rollback, u_meta_set, u_backfill_mark, u_search,    u_state_key,
+                                         u_fetch,    u_scan,     u_chunk_hashes,  u_chunks_set};

@@ -53,6 +53,7 @@ How faithful
   (set | overwrite, ids or filter, optional "key") ; POST .../points/payload/delete ;
   POST .../points/payload/clear ; POST /collections/{c}/points (retrieve) ;
   GET /collections/{c}/points/{id} ; POST .../points/scroll ; POST .../points/query ;
+  POST .../points/query/groups (QueryGroupsRequest: grouped by a payload field, as Qdrant) ;
   POST .../points/count.
 
 What is NOT faithful (answered 400 "Bad request: stand-in: ... not supported" when asked for)
@@ -128,6 +129,7 @@ TA = {
     "retrieve": pydantic.TypeAdapter(qm.PointRequest),
     "scroll": pydantic.TypeAdapter(qm.ScrollRequest),
     "query": pydantic.TypeAdapter(qm.QueryRequest),
+    "query_groups": pydantic.TypeAdapter(qm.QueryGroupsRequest),
     "count": pydantic.TypeAdapter(qm.CountRequest),
     "field_index": pydantic.TypeAdapter(qm.CreateFieldIndex),
 }
@@ -666,6 +668,9 @@ class Handler(standin_common.StandinHandler):
         if rest == "points/query" and method == "POST":
             req = parse_body(body, "query", h)
             return self.query(STORE.get(name), req, t0)
+        if rest == "points/query/groups" and method == "POST":
+            req = parse_body(body, "query_groups", h)
+            return self.query_groups(STORE.get(name), req, t0)
         if rest == "points/count" and method == "POST":
             req = parse_body(body, "count", h)
             self._reject_shard_key(req)
@@ -827,6 +832,42 @@ class Handler(standin_common.StandinHandler):
                         "next_page_offset": id_out(nxt) if nxt is not None else None}, t0)
 
     def query(self, col, req, t0):
+        pts, wp, wv = self._query_points(col, req, req.limit, req.offset)
+        return self.ok({"points": [record_out(p, wp, wv, scored=True) for p in pts]}, t0)
+
+    def query_groups(self, col, req, t0):
+        """Qdrant's grouping query: the nearest points grouped by a payload field (a dotted path;
+        strings and integers, each value of an array), groups in the order of their best hit,
+        `limit` groups of at most `group_size` hits; points without the field are left out. Found
+        as Qdrant does it, by querying more points until enough groups are full or none are left."""
+        if req.with_lookup is not None:
+            raise unsupported("with_lookup")
+        limit = 10 if req.limit is None else req.limit
+        gsize = 3 if req.group_size is None else req.group_size
+        if limit < 1 or gsize < 1:
+            raise validation_error("limit", "value 0 invalid, must be 1 or larger")
+        fetch = limit * gsize * 2
+        while True:
+            pts, wp, wv = self._query_points(col, req, fetch, 0, need_payload=True)
+            groups = {}
+            for p in pts:
+                v = p.payload or {}
+                for part in req.group_by.split("."):
+                    v = v.get(part) if isinstance(v, dict) else None
+                for val in (v if isinstance(v, list) else [v]):
+                    if isinstance(val, bool) or not isinstance(val, (str, int)):
+                        continue
+                    hits = groups.setdefault(val, [])
+                    if len(hits) < gsize:
+                        hits.append(p)
+            firsts = list(groups.items())[:limit]
+            if len(pts) < fetch or (len(firsts) >= limit and all(len(h) >= gsize for _, h in firsts)):
+                break
+            fetch *= 4
+        out = [{"id": g, "hits": [record_out(p, wp, wv, scored=True) for p in hits]} for g, hits in firsts]
+        return self.ok({"groups": out}, t0)
+
+    def _query_points(self, col, req, limit, offset, need_payload=False):
         self._reject_shard_key(req)
         if req.prefetch is not None:
             raise unsupported("prefetch")
@@ -834,7 +875,7 @@ class Handler(standin_common.StandinHandler):
             raise unsupported("lookup_from")
         if req.using not in (None, ""):
             raise QError(400, "Wrong input: Not existing vector name error: %s" % req.using)
-        limit = 10 if req.limit is None else req.limit
+        limit = 10 if limit is None else limit
         if limit < 1:
             raise validation_error("limit", "value 0 invalid, must be 1 or larger")
         q = req.query
@@ -862,13 +903,13 @@ class Handler(standin_common.StandinHandler):
         if exclude is not None:
             ex = qe.HasIdCondition({exclude})
             flt = qe.Filter(must=[flt] if flt is not None else None, must_not=[ex])
-        qr = qe.QueryRequest(limit=limit, offset=req.offset or 0,
+        qr = qe.QueryRequest(limit=limit, offset=offset or 0,
                              query=qe.Query.Nearest(q) if q is not None else None,
-                             with_payload=wp, with_vector=wv, filter=flt,
+                             with_payload=True if need_payload else wp, with_vector=wv, filter=flt,
                              score_threshold=req.score_threshold)
         with col.lock:
             pts = col.shard.query(qr)
-        return self.ok({"points": [record_out(p, wp, wv, scored=True) for p in pts]}, t0)
+        return pts, wp, wv
 
 
 def _unquote(s):
