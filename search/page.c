@@ -455,7 +455,9 @@ void cv_search_set_table(cv_sync *s) {
                                       .dim = s->rt.dim,
                                       .model_id = s->rt.mf.id,
                                       .stream = own(s, s->stream),
-                                      .ns = s->o.ns ? own(s, s->o.ns) : NULL};
+                                      .ns = s->o.ns ? own(s, s->o.ns) : NULL,
+                                      /* chunked: search by row; else a reader of whatever is there */
+                                      .chunked = s->o.chunk_max_tokens > 0 ? 1 : -1};
     s->search_text_source = t->text_source ? own(s, t->text_source) : NULL;
     s->search_fields = cv_search_fields_of(t);
     pthread_mutex_unlock(&s->search_mu);

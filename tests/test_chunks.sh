@@ -4,7 +4,9 @@
 # character offsets give back its hash, numbers 0..n-1, the row's text hash on each); one
 # sentence rewritten in the middle re-embeds at most 2 chunks (cdcvec_chunks_embedded_total),
 # the others keep their vectors; a shorter text leaves no chunk past its end; a deleted row
-# leaves none; a store table of the other layout and bad options are refused.
+# leaves none; search returns each row once with its passage; verify finds a missing, a stale and
+# an orphan chunk and --repair fixes them; the tutorial's ranking is unchanged with chunking on; a
+# store table of the other layout and bad options are refused.
 #   usage: test_chunks.sh path/to/cdcvec
 set -u
 . "$(dirname "$0")/sync_lib.sh"
@@ -62,6 +64,35 @@ e2=$(metric cdcvec_chunks_embedded_total)
 n1b=$(q "SELECT count(*) FROM cdcvec.public_docs WHERE id = 1")
 check "a paragraph inserted: $n1 -> $n1b chunks, $((${e2%.*} - ${e1%.*})) embedded" \
   '[ "$n1b" -gt "$n1" ] && [ $((${e2%.*} - ${e1%.*})) -ge 1 ] && [ $((${e2%.*} - ${e1%.*})) -le 3 ]'
+# search by row: each row once, with its nearest chunk's passage (cut from the row's text)
+json=$(curl -sf "http://127.0.0.1:$hport/search?q=ancient+river+bridge+at+morning&limit=3&format=json")
+check "/search: 3 rows, each once, each with its passage (the chunk's text)" "echo \"\$json\" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)[\"results\"]
+keys = [h[\"key\"] for h in r]
+assert len(r) == 3 and len(set(keys)) == 3, keys
+for h in r:
+    p = h[\"passage\"]
+    assert p[\"text\"] and p[\"text\"] == h[\"text\"][p[\"char_off\"]:p[\"char_off\"] + p[\"char_len\"]], h
+'" || echo "  $json" | head -c 600
+check "the search page marks the passage" \
+  'curl -sf "http://127.0.0.1:$hport/?q=ancient+river+bridge+at+morning&limit=3" | grep -q "<mark class=passage>"'
+# verify per chunk: a chunk deleted, a stale chunk hash, an orphan past the end; --repair fixes them
+stop_sync
+vf() { CDCVEC_LOG=warn "$bin" verify --source "$DB" --table public.docs --text-column body --chunk-max-tokens 256 --threads 2 "$@"; }
+vf >"$work/v0.txt" 2>&1; rc=$?
+check "verify: none (exit $rc)" '[ $rc -eq 0 ]' || tail -3 "$work/v0.txt"
+q "DELETE FROM cdcvec.public_docs WHERE id = 3 AND chunk = 1; UPDATE cdcvec.public_docs SET chunk_hash = sha256('x') WHERE id = 1 AND chunk = 2;
+   INSERT INTO cdcvec.public_docs (id, chunk, chunk_hash, char_off, char_len, embedding, payload, text_hash, model, source_lsn, updated_at)
+   SELECT id, 1, chunk_hash, char_off, char_len, embedding, payload, text_hash, model, source_lsn, updated_at FROM cdcvec.public_docs WHERE id = 2 AND chunk = 0" >/dev/null
+vf --show 0 >"$work/v1.txt" 2>&1; rc=$?
+check "verify finds the missing, stale and orphan chunks (exit $rc)" \
+  '[ $rc -eq 3 ] && grep -q "^missing_chunk key=3" "$work/v1.txt" && grep -q "^stale_chunk key=1" "$work/v1.txt" && grep -q "^orphan_chunk key=2" "$work/v1.txt"' ||
+  cat "$work/v1.txt"
+vf --repair 1 >"$work/v2.txt" 2>&1
+vf >"$work/v3.txt" 2>&1; rc=$?
+check "verify --repair fixed them (verify: exit $rc)" '[ $rc -eq 0 ] && converged' || cat "$work/v2.txt" "$work/v3.txt"
+start_sync --chunk-max-tokens 256 --chunk-overlap 32
 n3=$(q "SELECT count(*) FROM cdcvec.public_docs WHERE id = 3")
 psql -qX "$DB" -f "$work/shorten.sql" >/dev/null
 check "a shorter text: no chunk past its end" 'converged && [ "$(q "SELECT count(*) FROM cdcvec.public_docs WHERE id = 3")" -lt "$n3" ]'
@@ -84,6 +115,20 @@ printf 'source: %s\ntables:\n  - table: public.docs\n    text: body\n    chunk: 
 "$bin" sync --config "$work/p.yaml" >/dev/null 2>"$work/bad.log"; rc=$?
 check "the pipeline file's chunk: reaches the same options (max_tokens 10: exit 2 with the message)" \
   '[ $rc -eq 2 ] && grep -q "tables\[0\].*chunk max_tokens 10" "$work/bad.log"'
+
+# the tutorial's ranking with chunking on (short texts: one chunk each)
+books 1
+tut() { CDCVEC_LOG=warn "$bin" backfill --source "$DB" --table public.books --chunk-max-tokens 256 --threads 2 2>>"$work/tut.log"; }
+search() { CDCVEC_LOG=error "$bin" search "books like star wars" --source "$DB" --table public.books --limit 3 --threads 2 2>&1; }
+tut
+out=$(search)
+check "chunking on, after batch 1: \"books like star wars\" ranks Dune first, as one chunk" \
+  'echo "$out" | head -1 | grep -q "^ 1\. 0\.[0-9]*  key=[0-9]*  {.*\"name\": \"Dune\".*chunk=0 "' || echo "$out"
+books 2
+tut
+out=$(search)
+check "chunking on, after batch 2: Old Man's War then Dune" \
+  'echo "$out" | sed -n 1p | grep -q "Old Man" && echo "$out" | sed -n 2p | grep -q "\"Dune\""' || echo "$out"
 
 [ $fail -ne 0 ] && { echo "--- sync log (tail)"; tail -40 "$work/sync.log"; }
 test_end
