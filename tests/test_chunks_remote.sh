@@ -7,8 +7,8 @@
 # the store then equals a fresh backfill into another collection; a paragraph inserted; search
 # returns each row once with its passage (JSON and the page); verify finds a missing chunk, a
 # stale one and an orphan past the end, and --repair fixes them; a shorter text leaves no chunk
-# past its end, a deleted row none, TRUNCATE none; the tutorial's ranking is unchanged with
-# chunking on (short texts: one chunk each).
+# past its end (once /wait answers for its LSN), a deleted row none, TRUNCATE none; the tutorial's
+# ranking is unchanged with chunking on (short texts: one chunk each).
 #   usage: test_chunks_remote.sh qdrant|upstash path/to/cdcvec
 set -u
 store=$1
@@ -118,9 +118,13 @@ check "$store: verify --repair fixed them (verify: exit $rc)" '[ $rc -eq 0 ] && 
   { cat "$work/v2.txt" "$work/v3.txt"; head -3 "$work/mm.txt"; }
 start_sync
 
+WATCH_PID=$sync_pid wait_until 'curl -sf "http://127.0.0.1:$hport/metrics" >/dev/null' 'wc -c <"$work/sync.log"'
 n3=$(count 3)
 psql -qX "$DB" -f "$work/shorten.sql" >/dev/null
-check "$store: a shorter text: no chunk past its end ($n3 -> $(count 3))" 'converged && [ "$(count 3)" -lt "$n3" ]'
+lsn=$(q "SELECT pg_current_wal_lsn()")
+w=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$hport/wait?lsn=$lsn&timeout_ms=60000")
+check "$store: /wait covers the shortened row's chunks: 200, then at once none past its end ($n3 -> $(count 3))" \
+  '[ "$w" = 200 ] && [ "$(mismatches)" = 0 ] && [ "$(count 3)" -lt "$n3" ]' || head -3 "$work/mm.txt"
 q "DELETE FROM docs WHERE id = 1"
 check "$store: a deleted row: none of its chunks left" 'converged && [ "$(count 1)" = 0 ]'
 q "TRUNCATE docs"
