@@ -59,6 +59,47 @@ int cv_rchunks_passage(json_t *payload, cv_sink_passage *p) {
     return 1;
 }
 
+/* A stored point's vector as JSON text, each number as a float written back exactly (the store's
+ * answer is read with numbers kept as their text, common/cv_jnum.h); NULL: none. */
+static char *vec_text(cv_rchunks *rc, json_t *v) {
+    if (!json_is_array(v) || (int)json_array_size(v) != rc->t->dim) return NULL;
+    float *f = malloc(sizeof(float) * json_array_size(v));
+    CV_ASSERT(f);
+    size_t i;
+    json_t *x;
+    json_array_foreach(v, i, x) {
+        double d = 0;
+        cv_jnum_number(x, &d);
+        f[i] = (float)d;
+    }
+    cv_buf b = {0};
+    cv_sink_vec_json(&b, f, rc->t->dim);
+    free(f);
+    return b.p;
+}
+
+/* Reads the points of ids into rc->got, each vector kept as the JSON text it is written back
+ * as ("vec": a few KB a chunk, not a JSON array of numbers kept as text). */
+static cv_err get(cv_rchunks *rc, const char *ids, int n) {
+    json_t *out = json_object(), *pt;
+    cv_err e = rc->io->get(rc->s, ids, n, out);
+    const char *id;
+    json_object_foreach(out, id, pt) {
+        char *v = vec_text(rc, json_object_get(pt, "vector"));
+        json_object_set_new(rc->got, id,
+                            json_pack("{s:O,s:s?}", "payload", json_object_get(pt, "payload"), "vec", v));
+        free(v);
+    }
+    json_decref(out);
+    return e;
+}
+
+/* A point's vector as JSON text (NULL: none); the caller frees. */
+static char *vec_of(json_t *pt) {
+    const char *v = json_string_value(json_object_get(pt, "vec"));
+    return v ? strdup(v) : NULL;
+}
+
 /* Reads chunks [j0, j1) of key that this batch has not read yet. */
 static cv_err load(cv_rchunks *rc, const char *const *key, int j0, int j1) {
     cv_buf ids = {0};
@@ -74,7 +115,7 @@ static cv_err load(cv_rchunks *rc, const char *const *key, int j0, int j1) {
         free(js.p), free(str.p);
         if (n == 1000 || (j == j1 - 1 && n)) {
             cv_buf_puts(&ids, "]");
-            if (!e) e = rc->io->get(rc->s, ids.p, n, rc->got);
+            if (!e) e = get(rc, ids.p, n);
             ids.len = 0, n = 0;
         }
     }
@@ -106,7 +147,7 @@ static cv_err load0(cv_rchunks *rc, const char *const *const *keys, int n) {
         free(js.p), free(str.p);
         if (m == 1000 || (i == n - 1 && m)) {
             cv_buf_puts(&ids, "]");
-            if (!e) e = rc->io->get(rc->s, ids.p, m, rc->got);
+            if (!e) e = get(rc, ids.p, m);
             ids.len = 0, m = 0;
         }
     }
@@ -243,26 +284,6 @@ static int point(cv_rchunks *rc, const cv_sink_row *r, const char *kt, int j, co
     return 0;
 }
 
-/* A stored point's vector as JSON text, each number as a float written back exactly (the store's
- * answer is read with numbers kept as their text, common/cv_jnum.h); NULL: none. */
-static char *vec_of(cv_rchunks *rc, json_t *pt) {
-    json_t *v = json_object_get(pt, "vector");
-    if (!json_is_array(v) || (int)json_array_size(v) != rc->t->dim) return NULL;
-    float *f = malloc(sizeof(float) * json_array_size(v));
-    CV_ASSERT(f);
-    size_t i;
-    json_t *x;
-    json_array_foreach(v, i, x) {
-        double d = 0;
-        cv_jnum_number(x, &d);
-        f[i] = (float)d;
-    }
-    cv_buf b = {0};
-    cv_sink_vec_json(&b, f, rc->t->dim);
-    free(f);
-    return b.p;
-}
-
 cv_err cv_rchunks_put(cv_rchunks *rc, const cv_sink_row *rows, int n, uint64_t position) {
     char now[48];
     cv_sink_now_iso(now);
@@ -303,7 +324,7 @@ cv_err cv_rchunks_put(cv_rchunks *rc, const cv_sink_row *rows, int n, uint64_t p
             json_t *kp;
             json_array_foreach(json_object_get(plan, "kept"), k, kp) {
                 json_t *src = got_of(rc, r->key, (int)json_integer_value(json_array_get(kp, 1)));
-                char *v = vec_of(rc, src);
+                char *v = vec_of(src);
                 const char *ch = json_string_value(
                     json_object_get(cdcvec_of(json_object_get(src, "payload")), "chunk_hash"));
                 if (v && !refused)
@@ -318,7 +339,7 @@ cv_err cv_rchunks_put(cv_rchunks *rc, const cv_sink_row *rows, int n, uint64_t p
             e = load(rc, r->key, 1, nc);
             for (int j = 0; !e && !refused && j < nc; j++) {
                 json_t *src = got_of(rc, r->key, j), *c = cdcvec_of(json_object_get(src, "payload"));
-                char *v = vec_of(rc, src);
+                char *v = vec_of(src);
                 double o = 0, l = 0;
                 cv_jnum_number(json_object_get(c, "char_off"), &o);
                 cv_jnum_number(json_object_get(c, "char_len"), &l);
