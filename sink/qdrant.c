@@ -781,26 +781,31 @@ static cv_err query(q_sink *q, const float *v, int limit, const cv_sink_filter *
     return e;
 }
 
+/* Search by row groups on cdcvec.key: a keyword index for it (once per sink). */
+static cv_err index_key(q_sink *q) {
+    cv_sink_cond kc = {.field = "cdcvec.key", .kind = CV_FV_STR};
+    cv_sink_filter kf = {.n = 1, .c = &kc};
+    return index_fields(q, &kf);
+}
+
 static cv_err q_search(cv_sink *s, const float *v, int limit, const cv_sink_filter *f, cv_sink_hit_cb cb,
                        void *arg) {
     q_sink *q = (q_sink *)s;
     cv_err e = index_fields(q, f);
     json_t *pts = NULL;
+    if (!e && q->grouped) e = index_key(q);
     if (!e) e = query(q, v, limit, f, q->grouped, &pts);
     size_t i;
     json_t *pt;
     cv_sink_passage ps;
-    json_array_foreach(pts, i, pt) { /* chunks: search by row from now on (cdcvec.key needs an index) */
+    json_array_foreach(pts, i, pt) { /* chunks: search by row from now on */
         if (e || q->grouped || !cv_rchunks_passage(json_object_get(pt, "payload"), &ps)) continue;
         cv_info(
             "event=search_by_row store=qdrant collection=%s note=\"the table holds chunks: one hit per row\"",
             q->coll);
         q->grouped = 1;
         json_decref(pts), pts = NULL;
-        cv_sink_filter kf = {0};
-        cv_sink_cond kc = {.field = "cdcvec.key", .kind = CV_FV_STR};
-        kf.n = 1, kf.c = &kc;
-        if (!(e = index_fields(q, &kf))) e = query(q, v, limit, f, 1, &pts);
+        if (!(e = index_key(q))) e = query(q, v, limit, f, 1, &pts);
         break;
     }
     json_array_foreach(pts, i, pt) {
