@@ -45,8 +45,8 @@ typedef struct cv_sync_opts {
                                 going to cdcvec.dead_letters */
     int sink_writers;        /* pgvector: connections writing each batch in parallel (0: 1) */
     int index_memory_mb;     /* pgvector: the most maintenance_work_mem the HNSW build asks for (0: 1024) */
-    int chunk_max_tokens;    /* > 0: texts stored as chunks (models/chunk.h; pgvector, in-process model);
-                                0: one vector per row, longer texts counted as truncated */
+    int chunk_max_tokens;    /* > 0: texts stored as chunks (models/chunk.h; any store but Kafka, in-process
+                                model);    0: one vector per row, longer texts counted as truncated */
     int chunk_overlap;       /* with chunk_max_tokens: word pieces repeated from the previous chunk */
     const cv_outlet *outlet; /* what the command adds: where batches go, its routes (outlet.h);
                                 NULL: the apply stage, no routes */
