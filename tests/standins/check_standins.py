@@ -295,6 +295,16 @@ def check_qdrant(tmp):
         res = qc.query_points("books", query=qv.tolist(), limit=3, with_payload=False)
         check("qdrant-client: query with with_payload=False returns no payload",
               all(p.payload is None for p in res.points))
+        # grouping query (search by row over chunks): groups in the order of their best hit
+        res = qc.query_points_groups("books", group_by="cdcvec.table", query=qv.tolist(), limit=2, group_size=2,
+                                     with_payload=True)
+        want = []
+        for j in np.argsort(-cos):
+            if tables[j] not in [t for t, _ in want]:
+                want.append((tables[j], [ids[k] for k in np.argsort(-cos) if tables[k] == tables[j]][:2]))
+        got = [(g.id, [h.id for h in g.hits]) for g in res.groups]
+        check("qdrant-client: query_points_groups by the nested cdcvec.table: groups by best hit, 2 hits each",
+              got == want, (got, want))
 
         # -- payload updates keep the vector
         before = qc.retrieve("books", ids=[3], with_vectors=True)[0].vector
