@@ -7,7 +7,8 @@
 # the store then equals a fresh backfill into another collection; a paragraph inserted; search
 # returns each row once with its passage (JSON and the page); verify finds a missing chunk, a
 # stale one and an orphan past the end, and --repair fixes them; a shorter text leaves no chunk
-# past its end (once /wait answers for its LSN), a deleted row none, TRUNCATE none; the tutorial's
+# past its end (once /wait answers for its LSN); kill -9 during changes of long texts converges
+# with no orphan chunk; a deleted row none, TRUNCATE none; the tutorial's
 # ranking is unchanged with chunking on (short texts: one chunk each).
 #   usage: test_chunks_remote.sh qdrant|upstash path/to/cdcvec
 set -u
@@ -20,6 +21,7 @@ pg_up books
 q "CREATE TABLE docs (id int PRIMARY KEY, title text, body text NOT NULL)"
 python3 "$root/tests/chunk_docs.py" "$work"
 psql -qX "$DB" -f "$work/load.sql" >/dev/null
+q "CREATE TABLE docs_orig AS SELECT * FROM docs" # the texts as loaded, to restore (not published)
 
 echo "s3cret-$$" >"$work/key"
 if [ "$store" = qdrant ]; then
@@ -125,6 +127,19 @@ lsn=$(q "SELECT pg_current_wal_lsn()")
 w=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$hport/wait?lsn=$lsn&timeout_ms=60000")
 check "$store: /wait covers the shortened row's chunks: 200, then at once none past its end ($n3 -> $(count 3))" \
   '[ "$w" = 200 ] && [ "$(mismatches)" = 0 ] && [ "$(count 3)" -lt "$n3" ]' || head -3 "$work/mm.txt"
+# kill -9 at random moments while long texts grow, shrink and change: converges, no orphan chunk
+(for i in $(seq 16); do
+  case $((i % 4)) in
+  0) q "UPDATE docs d SET body = o.body FROM docs_orig o WHERE d.id = o.id" ;;
+  1) q "UPDATE docs SET body = left(body, 1500 + 50 * $i) || ' End.' WHERE id = 1" ;;
+  2) psql -qX "$DB" -f "$work/shorten.sql" ;;
+  3) psql -qX "$DB" -f "$work/edit.sql" ;;
+  esac >/dev/null
+  sleep 0.$((RANDOM % 5 + 3))
+done) &
+load_pid=$!
+kill_sync_during_load
+check "$store: kill -9 during 16 changes of long texts ($kills kills): converged, no orphan chunk" converged
 q "DELETE FROM docs WHERE id = 1"
 check "$store: a deleted row: none of its chunks left" 'converged && [ "$(count 1)" = 0 ]'
 q "TRUNCATE docs"
