@@ -322,6 +322,34 @@ static cv_err check_shared(q_sink *q) {
 
 static const cv_rchunks_io RC_IO;
 
+/* A writer without chunking refuses a collection where this table's points are chunks (one
+ * vector per row would leave the chunks after the first behind), as pgvector refuses a store
+ * table of the other layout. */
+static cv_err check_layout(q_sink *q) {
+    if (q->t.chunked != 0) return CV_OK;
+    cv_buf body = {0}, path = {0};
+    cv_buf_puts(&body, "{\"filter\":{\"must\":[{\"key\":\"cdcvec.table\",\"match\":{\"value\":");
+    cv_json_string(&body, q->tname, strlen(q->tname));
+    cv_buf_puts(&body, "}},{\"key\":\"cdcvec.chunk\",\"range\":{\"gt\":0}}]},\"exact\":false}");
+    cv_buf_printf(&path, "%s/points/count", q->cpath);
+    json_t *r = NULL;
+    cv_err e = cv_http_call(q->http, "POST", path.p, body.p, body.len, 0, NULL, &r);
+    free(path.p);
+    json_t *n = json_object_get(json_object_get(r, "result"), "count");
+    if (!e && json_is_integer(n) && json_integer_value(n) > 0) {
+        cv_buf fix = {0};
+        cv_buf_printf(&fix,
+                      "%s holds %s's texts as chunks (one point per key and chunk): run with the "
+                      "--chunk-max-tokens the sync has (verify and backfill too), or sync into another "
+                      "collection (--sink qdrant://HOST:PORT/NEW_NAME)",
+                      q->where, q->tname);
+        e = setup_fault(q, "chunk_layout_mismatch", "config", fix.p);
+        free(fix.p);
+    }
+    json_decref(r);
+    return e;
+}
+
 static cv_err q_open(const char *url, const cv_sink_table *t, cv_sink **out) {
     q_sink *q = calloc(1, sizeof *q);
     CV_ASSERT(q);
@@ -371,6 +399,7 @@ static cv_err q_open(const char *url, const cv_sink_table *t, cv_sink **out) {
     free(auth.p), free(key), free(afix.p);
     if (!e) e = ensure_collection(q);
     if (!e) e = check_shared(q);
+    if (!e && t->dim) e = check_layout(q);
     cv_buf sk = {0};
     /* other point ids are another store: a switch of --point-ids backfills again, and the
      * clean-up after it removes the points under the old ids */

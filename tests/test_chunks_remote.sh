@@ -6,7 +6,8 @@
 # sentence rewritten in the middle re-embeds at most 2 chunks (cdcvec_chunks_embedded_total) and
 # the store then equals a fresh backfill into another collection; a paragraph inserted; search
 # returns each row once with its passage (JSON and the page); verify finds a missing chunk, a
-# stale one and an orphan past the end, and --repair fixes them; a shorter text leaves no chunk
+# stale one and an orphan past the end, and --repair fixes them; a run without chunking on a
+# chunked Qdrant collection is refused; a shorter text leaves no chunk
 # past its end (once /wait answers for its LSN); kill -9 during changes of long texts converges
 # with no orphan chunk; a deleted row none, TRUNCATE none; the tutorial's
 # ranking is unchanged with chunking on (short texts: one chunk each).
@@ -118,6 +119,11 @@ vf --repair 1 >"$work/v2.txt" 2>&1
 vf >"$work/v3.txt" 2>&1; rc=$?
 check "$store: verify --repair fixed them (verify: exit $rc)" '[ $rc -eq 0 ] && [ "$(mismatches)" = 0 ]' ||
   { cat "$work/v2.txt" "$work/v3.txt"; head -3 "$work/mm.txt"; }
+if [ "$store" = qdrant ]; then
+  CH= vf >"$work/v4.txt" 2>&1; rc=$?
+  check "qdrant: a run without chunking on the chunked collection is refused with the fix (exit $rc)" \
+    '[ $rc -eq 1 ] && grep -q "event=chunk_layout_mismatch.*--chunk-max-tokens" "$work/v4.txt"' || tail -3 "$work/v4.txt"
+fi
 start_sync
 
 WATCH_PID=$sync_pid wait_until 'curl -sf "http://127.0.0.1:$hport/metrics" >/dev/null' 'wc -c <"$work/sync.log"'
