@@ -590,20 +590,21 @@ int cv_pipeline_open(const char *cmd, const char *path, const cv_conf_prop *prop
 }
 
 int cv_pipeline_runnable(const char *cmd, const cv_pipeline *pl) {
-    if (pl->ntables > 1) {
+    if (pl->ntables > 1 && strcmp(cmd, "sync") != 0) {
         cv_buf b = {0};
         for (int j = 0; j < pl->ntables; j++)
             cv_buf_printf(&b, "%s%s (line %d)", j ? ", " : "", pl->tables[j].table, pl->tables[j].line);
         cv_error(
-            "event=pipeline_refused file=%s tables=%d error=\"this build runs one table per process; the "
-            "file lists %s\" fix=\"one file (or one cdcvec %s) per table until the multi-table runtime "
-            "(issue 23 item 2) lands\"",
-            pl->file, pl->ntables, b.p, cmd);
+            "event=pipeline_refused file=%s tables=%d error=\"cdcvec %s works on one table; the file lists "
+            "%s\" fix=\"run cdcvec %s with --source and --table for the table (cdcvec sync runs the whole "
+            "file)\"",
+            pl->file, pl->ntables, cmd, b.p, cmd);
         cv_buf_free(&b);
         return -1;
     }
-    const cv_pipe_table *t = &pl->tables[0];
-    if (t->where || t->columns) { /* chunk: runs (cmd_sync.c: --chunk-max-tokens) */
+    for (int j = 0; j < pl->ntables; j++) {
+        const cv_pipe_table *t = &pl->tables[j];
+        if (!t->where && !t->columns) continue; /* chunk: runs (cmd_sync.c: --chunk-max-tokens) */
         cv_error("event=pipeline_refused file=%s line=%d table=%s error=\"this build does not run %s yet\" "
                  "fix=\"remove the key (and filter with a view or a generated column meanwhile)\"",
                  pl->file, t->where ? t->where_line : t->columns_line, t->table,

@@ -692,7 +692,8 @@ static cv_err check_table(PGconn *db, const cv_table *t, cv_pg_fault *f) {
     return CV_OK;
 }
 
-cv_err cv_source_prepare(PGconn *db, const cv_table *t, const char *publication, cv_pg_fault *f) {
+cv_err cv_source_prepare(PGconn *db, const cv_table *t, const char *publication, int *added, cv_pg_fault *f) {
+    if (added) *added = 0;
     PGresult *r =
         PQexec(db, "SELECT current_setting('wal_level'), (SELECT rolreplication OR rolsuper FROM pg_roles "
                    "WHERE rolname = current_user), current_user");
@@ -754,6 +755,7 @@ cv_err cv_source_prepare(PGconn *db, const cv_table *t, const char *publication,
         if (!e)
             cv_info("event=publication_ready publication=%s table=%s via_partition_root=%d", publication,
                     t->qualified, partitioned);
+        if (!e && added) *added = !has;
         PQclear(r);
     }
     free(sql.p), free(pub.p);

@@ -91,7 +91,9 @@ void cv_read_page_discard(PGconn *db);
 
 /* Checks what the server and the table must provide (wal_level=logical, REPLICATION, a
  * logged table, a replica identity that carries the primary key) and creates or completes the
- * publication for the table (partitioned tables through publish_via_partition_root). */
-cv_err cv_source_prepare(PGconn *db, const cv_table *t, const char *publication, cv_pg_fault *fault);
+ * publication for the table (partitioned tables through publish_via_partition_root). *added
+ * (may be NULL): 1 when this call put the table in the publication (it was not there). */
+cv_err cv_source_prepare(PGconn *db, const cv_table *t, const char *publication, int *added,
+                         cv_pg_fault *fault);
 
 #endif

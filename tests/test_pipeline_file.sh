@@ -5,8 +5,9 @@
 # password in the source, a table-naming flag beside the file) exits 2 naming FILE:LINE:COL, the
 # key and the fix, and creates nothing (no slot, no publication, no cdcvec schema); --print
 # shows the resolved pipeline (precedence, no password) and reads back; the docs' example is
-# valid; several tables are refused at start; a one-table file syncs books like the flags do
-# (the same slot, then streamed changes).
+# valid; a one-table command (verify) refuses several tables; where: is refused at start; a
+# one-table file syncs books on the pipeline's slot (backfill, streamed changes), the flags on
+# their own.
 #   usage: test_pipeline_file.sh path/to/cdcvec
 set -u
 . "$(dirname "$0")/sync_lib.sh"
@@ -100,17 +101,17 @@ open(sys.argv[2], "w").write(re.search(r"```yaml\n(.*?)```", sec, re.S).group(1)
 PY
 "$bin" sync --config "$work/doc.yaml" --print >/dev/null 2>"$work/err"; rc=$?
 check "the example of docs/CONFIG.md is a valid pipeline" '[ $rc = 0 ]' || cat "$work/err"
-"$bin" sync --config "$work/two.yaml" >/dev/null 2>"$work/err"; rc=$?
-check "several tables: refused at start, naming the limitation and the tables" \
-  '[ $rc = 2 ] && grep -q "event=pipeline_refused .*error=\"this build runs one table per process; the file lists public.books (line 4), public.articles (line 6)\"" "$work/err"'
+"$bin" verify --config "$work/two.yaml" >/dev/null 2>"$work/err"; rc=$?
+check "several tables: cdcvec verify (one table) refuses the file, naming the tables and the fix" \
+  '[ $rc = 2 ] && grep -q "event=pipeline_refused .*error=\"cdcvec verify works on one table; the file lists public.books (line 4), public.articles (line 6)\" fix=" "$work/err"'
 printf "${S}tables:\n  - table: books\n    text: description\n    where: \"year > 2000\"\n" >"$work/where.yaml"
 "$bin" sync --config "$work/where.yaml" >/dev/null 2>"$work/err"; rc=$?
 check "where: read, then refused at start (not ignored)" '[ $rc = 2 ] && grep -q "event=pipeline_refused .*line=5 .*where:" "$work/err"'
 check "still nothing created in the database" \
   '[ "$(q "SELECT (SELECT count(*) FROM pg_replication_slots) + (SELECT count(*) FROM pg_publication) + (SELECT count(*) FROM pg_namespace WHERE nspname = '"'cdcvec'"')")" = 0 ]'
 
-# a one-table file syncs books like the flags: backfill, a streamed change, then the flags take
-# over the same slot
+# a one-table file syncs books: backfill, a streamed change, on the pipeline's slot; then the
+# flags, on a slot of their own
 cat >"$work/books.yaml" <<EOF
 # the books table into the source database's pgvector
 source: "$DB"
@@ -130,6 +131,8 @@ WATCH_PID=$sync_pid wait_until '[ "$(q "SELECT count(*) FROM cdcvec.public_books
   'sink_progress cdcvec.public_books'
 check "a change is streamed" '[ "$(q "SELECT count(*) FROM cdcvec.public_books")" = "$(q "SELECT count(*) FROM books")" ]'
 slot=$(q "SELECT slot_name FROM pg_replication_slots")
+check "a file's table streams from the pipeline's slot (one per database: tables can be added), its state keyed slot/table" \
+  'case $slot in cdcvec_*_pipeline_tables_*) true ;; *) false ;; esac && [ "$(q "SELECT stream FROM cdcvec.state")" = "$slot/public.books" ]'
 kill -TERM $sync_pid
 wait $sync_pid
 sync_pid=
@@ -139,8 +142,8 @@ watch $sync_pid sync "$work/sync.log"
 q "INSERT INTO books (name, description, author, year) VALUES ('from the flags', 'a clockmaker repairs time itself', 'y', 2002)"
 WATCH_PID=$sync_pid wait_until '[ "$(q "SELECT count(*) FROM cdcvec.public_books")" = "$(q "SELECT count(*) FROM books")" ]' \
   'sink_progress cdcvec.public_books'
-check "the flags take over the file's slot and state: one slot, same name, the change applied" \
-  '[ "$(q "SELECT count(*) || slot_name FROM pg_replication_slots GROUP BY slot_name")" = "1$slot" ] && [ "$(q "SELECT count(*) FROM cdcvec.public_books")" = "$(q "SELECT count(*) FROM books")" ]'
+check "the flags run the table on a slot of their own (the file's is the pipeline's), the change applied" \
+  '[ "$(q "SELECT count(*) FROM pg_replication_slots WHERE slot_name <> '"'$slot'"'")" = 1 ] && [ "$(q "SELECT count(*) FROM cdcvec.public_books")" = "$(q "SELECT count(*) FROM books")" ]'
 kill -TERM $sync_pid
 wait $sync_pid
 sync_pid=
