@@ -229,6 +229,7 @@ static int from_file(const char *which, const cv_conf_prop *props, int n, int ar
                                                            : NULL;
     }
     if (cv_pipeline_open(which, c->config, props, scope, choices, n, argc, argv, c, sizeof *c, pl)) return -1;
+    if (pl->table_given && cv_pipeline_pick(which, pl, c->table)) return -1;
     for (int j = 0; j < pl->ntables; j++) {
         char w[512];
         snprintf(w, sizeof w, "%s: %s:%d: tables[%d] (%s)", which, pl->file, pl->tables[j].line, j,

@@ -103,7 +103,10 @@ PY
 check "the example of docs/CONFIG.md is a valid pipeline" '[ $rc = 0 ]' || cat "$work/err"
 "$bin" verify --config "$work/two.yaml" >/dev/null 2>"$work/err"; rc=$?
 check "several tables: cdcvec verify (one table) refuses the file, naming the tables and the fix" \
-  '[ $rc = 2 ] && grep -q "event=pipeline_refused .*error=\"cdcvec verify works on one table; the file lists public.books (line 4), public.articles (line 6)\" fix=" "$work/err"'
+  '[ $rc = 2 ] && grep -q "event=pipeline_refused .*error=\"cdcvec verify works on one table; the file lists public.books (line 4), public.articles (line 6)\" fix=\"name one with --table" "$work/err"'
+"$bin" verify --config "$work/two.yaml" --table nope >/dev/null 2>"$work/err"; rc=$?
+check "... --table naming no table of the file: refused, listing the file's" \
+  '[ $rc = 2 ] && grep -q "cdcvec verify: --table nope: not a table of $work/two.yaml (it has public.books, public.articles); fix:" "$work/err"'
 printf "${S}tables:\n  - table: books\n    text: description\n    where: \"year > 2000\"\n" >"$work/where.yaml"
 "$bin" sync --config "$work/where.yaml" >/dev/null 2>"$work/err"; rc=$?
 check "where: read, then refused at start (not ignored)" '[ $rc = 2 ] && grep -q "event=pipeline_refused .*line=5 .*where:" "$work/err"'

@@ -17,6 +17,7 @@
 #      changes are searchable meanwhile, the lag measured), the slot does not pass the held
 #      table's position, /readyz says which table is not ready; when the store returns the table
 #      catches up and every store equals its source
+#   verify and dead-letters take --config FILE --table T (a one-table command on a table of the file)
 #   5. a table removed from the file (SIGHUP): its pipe stops (event=table_removed), it leaves the
 #      publication, its store is left as it is, the others go on
 #   usage: test_tables.sh path/to/cdcvec
@@ -181,6 +182,18 @@ mism4() { echo "$(mism_items) $(mism_notes) $(mism_lines) $(mism_extra)"; }
 check "a table added while 1,000 changes went to another: it joined, and every store equals its source" converged\ mism4
 check "the added table is in the publication; still one slot" \
   '[ "$(q "SELECT count(*) FROM pg_publication_tables")" = 4 ] && [ "$(q "SELECT count(*) FROM pg_replication_slots WHERE NOT temporary")" = 1 ]'
+
+# one-table commands on a table of the file: --table picks it (the pipeline's state keys)
+vrc=
+for t in items notes lines extra; do
+  CDCVEC_LOG=warn "$bin" verify --config "$work/pipeline.yaml" --table "$t" --threads 2 >"$work/verify-$t.out" 2>&1
+  vrc="$vrc$?"
+done
+check "cdcvec verify --config FILE --table T: each table equal to its store (exit 0)" '[ "$vrc" = 0000 ]' ||
+  tail -3 "$work"/verify-*.out
+CDCVEC_LOG=warn "$bin" dead-letters list --config "$work/pipeline.yaml" --table notes >"$work/dl.out" 2>&1
+dlrc=$?
+check "cdcvec dead-letters list --config FILE --table T: exit 0" '[ $dlrc = 0 ]' || cat "$work/dl.out"
 
 # ---- 4. the Qdrant store down: notes held, the others stream
 n0=$(grep -c "event=table_held" "$work/sync.log")
