@@ -278,6 +278,7 @@ static int tables_opts(const tables_ctx *x, cv_pipeline *pl, cv_sync_opts **out,
         o[j] = pl->tables[j].opts;
         o[j].api_key = x->api_key;
         o[j].pipeline = 1;
+        o[j].where = pl->tables[j].where;
     }
     o[0].outlet = cv_search_outlet();
     *out = o;
@@ -418,6 +419,7 @@ int cv_cmd_sync(int argc, char **argv, const char *which) {
     if (conf_opts(which, &c, &o) || (!query && chunk_runnable(which, &c))) return 2;
     o.search = query != NULL;
     o.pipeline = *c.config != 0; /* the file's slot and state keys (cdcvec sync runs it whole) */
+    if (*c.config && pl.ntables == 1) o.where = pl.tables[0].where; /* verify reads what is published */
     char *key = NULL;
     if (strcmp(which, "sync") == 0 && cv_cli_api_key(which, &key)) return 2;
     o.api_key = key;

@@ -636,11 +636,10 @@ int cv_pipeline_runnable(const char *cmd, const cv_pipeline *pl) {
     }
     for (int j = 0; j < pl->ntables; j++) {
         const cv_pipe_table *t = &pl->tables[j];
-        if (!t->where && !t->columns) continue; /* chunk: runs (cmd_sync.c: --chunk-max-tokens) */
+        if (!t->columns) continue; /* chunk: and where: run (cmd_sync.c) */
         cv_error("event=pipeline_refused file=%s line=%d table=%s error=\"this build does not run %s yet\" "
                  "fix=\"remove the key (and filter with a view or a generated column meanwhile)\"",
-                 pl->file, t->where ? t->where_line : t->columns_line, t->table,
-                 t->where ? "publication row filters (where:)" : "column lists (columns:)");
+                 pl->file, t->columns_line, t->table, "column lists (columns:)");
         return -1;
     }
     return 0;

@@ -210,7 +210,7 @@ void cv_health_streaming(cv_sync *s, int on) {
         t->streaming = on;
         cv_metric_set(t->m_streaming, on);
     }
-    if (!t || s->tables->p[0].s == s) h->streaming = on; /* the replication connection's */
+    if (!t) h->streaming = on; /* a pipeline's tables say it each (verdict) */
     pthread_mutex_unlock(&h->mu);
 }
 
@@ -283,7 +283,8 @@ static int verdict(struct cv_health *h, cv_buf *detail) {
         ok = 0;                                                                                              \
     } while (0)
     if (h->replication) {
-        if (!h->streaming) FAIL("not streaming from the slot (starting, backfilling or retrying)");
+        if (!h->streaming && !h->ntab)
+            FAIL("not streaming from the slot (starting, backfilling or retrying)");
         if (!h->source_up) FAIL("the source database does not answer");
         if (h->lost) FAIL("the slot was invalidated (max_slot_wal_keep_size)");
         if (h->over)

@@ -55,6 +55,8 @@ typedef struct cv_sync_opts {
     long search_queue_ms;    /* sync --http: a search beyond 16 at once waits this long for a slot (0: 503 at
                                 once) */
     double broker_down_s;    /* Kafka stages: no broker this long is an error and not ready (0: 60 s) */
+    const char *where;       /* a pipeline table's row filter (where:): only its rows that pass it, as a
+                                PostgreSQL 15 publication row filter; NULL: every row */
     int pipeline;            /* from a pipeline file: the pipeline's slot (one per source database) and a
                                 state key per table (ingest/tables.c), whatever the number of tables */
 } cv_sync_opts;

@@ -481,6 +481,7 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
         cv_sink_meta_free(&meta);
         return e;
     }
+    if (o->where && *o->where) s->t.where = strdup(o->where); /* the backfill reads what is published */
     const cv_outlet *out = o->outlet;
     int no_model = out && out->no_model;
     if (out && out->row) {
