@@ -3,11 +3,13 @@
 #define _POSIX_C_SOURCE 200809L
 #include "stamp.h"
 
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../common/cv_log.h"
+#include "../server/client.h"
 #include "sync_impl.h"
 
 #define MIGRATE_FIX(to)                                                                                      \
@@ -42,8 +44,68 @@ static cv_err refuse(cv_sync *s, const char *why, const char *fix) {
     return CV_ERR_UNSUPPORTED;
 }
 
+/* With --embed: the model the remote cdcvec serve runs, asked once per process (the embed
+ * protocol's info request, docs/PROTOCOL.md) into the runtime's facts. A serve of an earlier
+ * version does not answer it: the facts stay those CV_MODEL_ID declares, no revision (a
+ * warning). An unreachable one fails the session, retriably. */
+static char remote_id[256], remote_rev[80]; /* the facts' strings, for the process's life */
+static int remote_asked;
+
+static cv_err remote_facts(cv_sync *s) {
+    if (remote_asked) return CV_OK;
+    cv_client_opts co = {.timeout_ms = 10000, .retries = 0};
+    cv_client *c = NULL;
+    char *info = NULL, msg[256] = "";
+    int dim = 0;
+    cv_err e = cv_client_open(s->o.embed, &co, &c);
+    if (!e) e = cv_client_info(c, &info, &dim, msg, sizeof msg);
+    cv_client_close(c);
+    if (e == CV_ERR_FORMAT) {
+        cv_warn("event=embed_model_unknown url=%s note=\"the remote cdcvec serve does not say which model it "
+                "runs "
+                "(an earlier version): the store is stamped %s without a revision; upgrade it to have its "
+                "model's id and revision recorded\"",
+                s->o.embed, s->rt.mf.id);
+        remote_asked = 1;
+        return CV_OK;
+    }
+    if (e) {
+        cv_warn(
+            "event=embed_unreachable url=%s error=\"%s\" note=\"asking the embedding server which model it "
+            "runs (the store's stamp); retrying\"",
+            s->o.embed, msg);
+        snprintf(s->why, sizeof s->why, "embed_unreachable: %s does not answer (%s)", s->o.embed, msg);
+        s->fault = (cv_pg_fault){1, "connection", NULL};
+        cv_sync_error(s, "embed", &s->fault);
+        return CV_ERR_TIMEOUT;
+    }
+    json_error_t je;
+    json_t *j = json_loads(info, 0, &je);
+    const char *id = json_string_value(json_object_get(j, "id")),
+               *rev = json_string_value(json_object_get(j, "revision"));
+    if (id && *id && strlen(id) < sizeof remote_id && rev && strlen(rev) < sizeof remote_rev) {
+        snprintf(remote_id, sizeof remote_id, "%s", id);
+        snprintf(remote_rev, sizeof remote_rev, "%s", rev);
+        s->rt.mf.id = remote_id;
+        s->rt.mf.revision = strcmp(remote_rev, "unknown") ? remote_rev : NULL;
+        cv_info("event=embed_model url=%s model=%s revision=%s dim=%d", s->o.embed, remote_id, remote_rev,
+                dim);
+    } else {
+        cv_warn("event=embed_model_unknown url=%s note=\"the remote's answer names no model: the store is "
+                "stamped "
+                "%s without a revision\"",
+                s->o.embed, s->rt.mf.id);
+    }
+    json_decref(j);
+    free(info);
+    remote_asked = 1;
+    return CV_OK;
+}
+
 cv_err cv_stamp_check(cv_sync *s, const cv_sink_meta *m) {
     if (s->o.outlet && s->o.outlet->no_model) return CV_OK;
+    cv_err re = !s->rt.model && s->o.embed && *s->o.embed ? remote_facts(s) : CV_OK;
+    if (re) return re;
     const cv_model_facts *f = &s->rt.mf;
     int id_differs = m->model && strcmp(m->model, f->id) != 0;
     int rev_differs = m->model_revision && f->revision && strcmp(m->model_revision, f->revision) != 0;

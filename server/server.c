@@ -97,6 +97,32 @@ static void job_done(cv_job *j) {
     nng_ctx_send(w->ctx, w->aio);
 }
 
+/* An info request: the facts of the model this socket serves (the first), for a sync with
+ * --embed to stamp its store with (docs/PROTOCOL.md). */
+static void reply_info(ctx_worker *w) {
+    cv_server *s = w->s;
+    const cv_model_facts *f = cv_minilm_facts(s->m);
+    cv_buf j = {0};
+    cv_buf_puts(&j, "{\"id\":");
+    cv_json_string(&j, f->id, strlen(f->id));
+    cv_buf_puts(&j, ",\"revision\":");
+    cv_json_string(&j, f->revision, strlen(f->revision));
+    cv_buf_puts(&j, ",\"served_as\":");
+    cv_json_string(&j, s->models[0].id, strlen(s->models[0].id));
+    cv_buf_printf(&j, ",\"dim\":%d,\"pooling\":\"%s\",\"normalize\":%s,\"max_seq\":%d}", f->dim, f->pooling,
+                  f->normalize ? "true" : "false", f->max_seq);
+    uint8_t *body = NULL;
+    size_t len = j.p && !j.oom ? cv_proto_write_reply_info(&body, w->req_id, (uint32_t)f->dim, j.p) : 0;
+    free(j.p);
+    if (!len) {
+        reply_error(w, CV_ST_INTERNAL, "out of memory");
+        return;
+    }
+    atomic_fetch_add(&s->inflight, 1);
+    send_msg(w, body, len, 1);
+    free(body);
+}
+
 static void on_request(ctx_worker *w, nng_msg *msg) {
     cv_server *s = w->s;
     cv_proto_limits lim = {(uint32_t)s->o.max_texts, (uint32_t)s->o.max_text_bytes};
@@ -115,6 +141,12 @@ static void on_request(ctx_worker *w, nng_msg *msg) {
         cv_proto_req_free(&req);
         nng_msg_free(msg);
         reply_error(w, CV_ST_SHUTTING_DOWN, "server is shutting down; retry on another instance");
+        return;
+    }
+    if (req.flags & CV_PROTO_FLAG_INFO) {
+        cv_proto_req_free(&req);
+        nng_msg_free(msg);
+        reply_info(w);
         return;
     }
     size_t *lens = malloc(sizeof(size_t) * req.n);
