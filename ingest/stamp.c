@@ -61,11 +61,11 @@ static cv_err remote_facts(cv_sync *s) {
     if (!e) e = cv_client_info(c, &info, &dim, msg, sizeof msg);
     cv_client_close(c);
     if (e == CV_ERR_FORMAT) {
-        cv_warn("event=embed_model_unknown url=%s note=\"the remote cdcvec serve does not say which model it "
-                "runs "
-                "(an earlier version): the store is stamped %s without a revision; upgrade it to have its "
-                "model's id and revision recorded\"",
-                s->o.embed, s->rt.mf.id);
+        cv_warn(
+            "event=embed_model_unknown url=%s note=\"the remote cdcvec serve does not say which model "
+            "it runs (an earlier version): the store is stamped %s without a revision; upgrade it to have "
+            "its model's id and revision recorded\"",
+            s->o.embed, s->rt.mf.id);
         remote_asked = 1;
         return CV_OK;
     }
@@ -91,9 +91,8 @@ static cv_err remote_facts(cv_sync *s) {
         cv_info("event=embed_model url=%s model=%s revision=%s dim=%d", s->o.embed, remote_id, remote_rev,
                 dim);
     } else {
-        cv_warn("event=embed_model_unknown url=%s note=\"the remote's answer names no model: the store is "
-                "stamped "
-                "%s without a revision\"",
+        cv_warn("event=embed_model_unknown url=%s note=\"the remote's answer names no model: the store "
+                "is stamped %s without a revision\"",
                 s->o.embed, s->rt.mf.id);
     }
     json_decref(j);

@@ -230,9 +230,12 @@ check "  ... both text sources named, the fix naming cdcvec migrate --to-templat
 q "UPDATE cdcvec.state SET model_revision = repeat('0', 64) WHERE stream = '$SLOT'"
 run_expect "another revision of the model recorded in the store: refused" model_changed --table public.books --threads 2
 q "UPDATE cdcvec.state SET model = NULL, model_revision = NULL WHERE stream = '$SLOT'"
+q "ALTER TABLE cdcvec.public_books DROP COLUMN model_revision, DROP COLUMN text_source" # an earlier version's table
 LOG=info start_sync
 q "INSERT INTO books (name, description, author, year) VALUES ('After adoption', 'a store of an earlier version', 'x', 2026)"
 check "a store without a recorded model (an earlier version's) adopts the running one and streams" converged
+check "  ... the table's stamp columns added back, the new row stamped" \
+  '[ "$(q "SELECT model_revision || '"' '"' || text_source FROM cdcvec.public_books v JOIN books b USING (id) WHERE b.name = '"'After adoption'"'")" = "$want_rev column 3 description" ]'
 check "  ... event=stamp_adopted (a warning), and the model and revision recorded" \
   'grep -q "level=warn event=stamp_adopted table=.*books.* model=sentence-transformers/all-MiniLM-L6-v2 revision=$want_rev" "$work/sync.log" && [ "$(meta)" = "sentence-transformers/all-MiniLM-L6-v2 $want_rev" ]' ||
   { grep stamp_ "$work/sync.log" | tail -3; echo "  recorded: $(meta)"; }
