@@ -20,6 +20,8 @@
 #include <time.h>
 
 #include "../common/cv_jnum.h"
+#include "../models/chunk.h"
+#include "../models/minilm.h"
 #include "../common/cv_log.h"
 #include "../common/cv_time.h"
 #include "../ingest/sync_impl.h"
@@ -35,8 +37,16 @@ typedef struct {
     rd_kafka_t *rk;
     cv_kafka_producer *p, *dlq;
     int out_parts;
-    cv_metric *m_dead;
+    cv_metric *m_dead, *m_chunks;
+    const cv_tok *tok;   /* chunking on: the model's tokenizer */
+    cv_chunk_opts chunk; /* max_tokens > 0: texts are sent as chunks */
 } worker;
+
+/* A message's text as chunks (chunking on): its texts in the batch are [t0, t0 + n). */
+typedef struct {
+    cv_chunk *k;
+    int n, t0;
+} msg_chunks;
 
 /* The dead-letter topic gets m with the reason. */
 static cv_err dead_letter(worker *wk, const cv_kin_msg *m, const char *why) {
@@ -86,11 +96,25 @@ static void quix_out(cv_buf *b, const cv_kin_msg *m, const cv_wire_msg *w, const
 }
 
 /* One output message for w (vec: its vector or NULL). */
-static cv_err emit(worker *wk, const cv_kin_msg *m, const cv_wire_msg *w, const float *vec) {
+static cv_err emit(worker *wk, const cv_kin_msg *m, const cv_wire_msg *w, const float *vec,
+                   const msg_chunks *mc) {
     cv_buf v = {0}, key = {0};
     cv_change c = w->c; /* borrowed view */
     c.vec = (float *)vec;
     if (vec && c.text) sha256_hex(c.text, c.vec_hash);
+    cv_wire_table t = w->t; /* borrowed view: a chunking worker says so on every message */
+    t.chunked = wk->chunk.max_tokens > 0;
+    cv_change_chunk *ck = NULL;
+    if (mc && mc->n && vec) { /* vec: the first chunk's; the others follow it */
+        ck = calloc((size_t)mc->n, sizeof *ck);
+        CV_ASSERT(ck);
+        for (int i = 0; i < mc->n; i++) {
+            memcpy(ck[i].hash, mc->k[i].hash, 32);
+            ck[i].char_off = (long)mc->k[i].char_off, ck[i].char_len = (long)mc->k[i].char_len;
+            ck[i].vec = (float *)vec + (size_t)i * (size_t)wk->s.rt.dim;
+        }
+        c.chunks = ck, c.nchunks = mc->n, c.vec = NULL;
+    }
     if (w->op == CV_WIRE_MARK && wk->w->quix) return CV_OK; /* the tutorial's format has no marks */
     if (wk->w->quix && m->format == CV_KIN_QUIX_CHANGE && w == &m->m && w->op != CV_WIRE_TRUNCATE) {
         /* the tutorial's own embeddings message, byte for byte as its service writes it */
@@ -117,12 +141,13 @@ static cv_err emit(worker *wk, const cv_kin_msg *m, const cv_wire_msg *w, const 
     } else if (wk->w->quix) {
         quix_out(&v, m, w, vec, wk->s.rt.dim);
     } else if (w->op == CV_WIRE_TRUNCATE) {
-        cv_wire_encode_truncate(&v, &w->t, w->c.lsn, w->c.commit_unix, w->copies);
+        cv_wire_encode_truncate(&v, &t, w->c.lsn, w->c.commit_unix, w->copies);
     } else if (w->op == CV_WIRE_MARK) { /* to the same partition number, behind what came before it */
-        cv_wire_encode_mark(&v, &w->t, w->c.lsn, w->copies);
+        cv_wire_encode_mark(&v, &t, w->c.lsn, w->copies);
     } else {
-        cv_wire_encode(&v, &w->t, &c, wk->s.rt.mf.id, wk->s.rt.dim);
+        cv_wire_encode(&v, &t, &c, wk->s.rt.mf.id, wk->s.rt.dim);
     }
+    free(ck);
     if (m->key)
         cv_buf_put(&key, m->key, m->klen);
     else if (w->c.key)
@@ -135,22 +160,53 @@ static cv_err emit(worker *wk, const cv_kin_msg *m, const cv_wire_msg *w, const 
 
 /* Embeds, produces and acknowledges one batch; then commits its offsets. */
 static cv_err batch(worker *wk, cv_kin_msg *msgs, int n, volatile sig_atomic_t *stop) {
-    const char **texts = calloc((size_t)n + 1, sizeof *texts);
-    size_t *lens = calloc((size_t)n + 1, sizeof *lens);
-    int *idx = calloc((size_t)n + 1, sizeof *idx), nt = 0, dim = wk->s.rt.dim;
-    CV_ASSERT(texts && lens && idx);
-    for (int i = 0; i < n; i++) {
+    int cap = n + 1, nt = 0, dim = wk->s.rt.dim;
+    const char **texts = calloc((size_t)cap, sizeof *texts);
+    size_t *lens = calloc((size_t)cap, sizeof *lens);
+    int *idx = calloc((size_t)cap, sizeof *idx);
+    msg_chunks *mc = calloc((size_t)n + 1, sizeof *mc);
+    CV_ASSERT(texts && lens && idx && mc);
+    cv_err e = CV_OK;
+    for (int i = 0; i < n && !e; i++) {
         cv_wire_msg *w = &msgs[i].m;
-        if (msgs[i].format != CV_KIN_BAD && w->op == CV_WIRE_UPSERT && !w->c.fail &&
-            w->c.text_state == CV_TEXT_KNOWN && !w->c.vec && w->c.text)
-            texts[nt] = w->c.text, lens[nt] = strlen(w->c.text), idx[nt++] = i;
+        if (!(msgs[i].format != CV_KIN_BAD && w->op == CV_WIRE_UPSERT && !w->c.fail &&
+              w->c.text_state == CV_TEXT_KNOWN && !w->c.vec && w->c.text))
+            continue;
+        const char *tx = w->c.text;
+        size_t len = strlen(tx);
+        int nk = 1;
+        if (wk->chunk.max_tokens > 0) { /* its chunks, each a text of its own */
+            e = cv_chunk_text(wk->tok, &wk->chunk, tx, len, &mc[i].k, &mc[i].n);
+            if (e) break;
+            if (mc[i].n == 0) { /* the empty text: one chunk, as sync stores it */
+                mc[i].k = calloc(1, sizeof *mc[i].k);
+                CV_ASSERT(mc[i].k);
+                sha256_hex(tx, mc[i].k->hash);
+                mc[i].n = 1;
+            }
+            nk = mc[i].n, mc[i].t0 = nt;
+            cv_metric_add(wk->m_chunks, nk);
+        }
+        if (nt + nk >= cap) {
+            cap = 2 * (nt + nk) + 1;
+            texts = realloc(texts, sizeof *texts * (size_t)cap),
+            lens = realloc(lens, sizeof *lens * (size_t)cap);
+            idx = realloc(idx, sizeof *idx * (size_t)cap);
+            CV_ASSERT(texts && lens && idx);
+        }
+        for (int j = 0; j < nk; j++) {
+            texts[nt] = mc[i].k ? tx + mc[i].k[j].off : tx;
+            lens[nt] = mc[i].k ? mc[i].k[j].len : len;
+            idx[nt++] = i;
+        }
     }
     float *vec = malloc(sizeof(float) * (size_t)dim * (size_t)(nt ? nt : 1));
     int *refused = calloc((size_t)nt + 1, sizeof(int));
     CV_ASSERT(vec && refused);
-    cv_err e = CV_OK;
     char msg[256] = "";
-    if (nt) {
+    if (e) {
+        snprintf(wk->s.why, sizeof wk->s.why, "chunking failed: %s", cv_strerror(e));
+    } else if (nt) {
         int got = dim;
         e = cv_client_embed(wk->s.rt.client, texts, lens, nt, vec, dim, &got, msg, sizeof msg);
         if (e == CV_ERR_ARG || e == CV_ERR_FORMAT) { /* a text refused: find which, one at a time */
@@ -172,10 +228,10 @@ static cv_err batch(worker *wk, cv_kin_msg *msgs, int n, volatile sig_atomic_t *
     }
     float **vof = calloc((size_t)n + 1, sizeof *vof);
     CV_ASSERT(vof);
-    for (int k = 0; k < nt; k++)
-        if (!refused[k]) vof[idx[k]] = vec + (size_t)k * dim;
-    for (int k = 0; !e && k < nt; k++)
-        if (refused[k]) {
+    for (int k = nt - 1; k >= 0; k--) /* a message's first text (chunks: its first chunk) */
+        vof[idx[k]] = vec + (size_t)k * dim;
+    for (int k = 0; !e && k < nt; k++) /* a chunk refused: its whole message is */
+        if (refused[k] && msgs[idx[k]].format != CV_KIN_BAD) {
             cv_buf why = {0};
             cv_buf_printf(&why, "the embedding service refused the text (%zu bytes): %s", lens[k], msg);
             e = dead_letter(wk, &msgs[idx[k]], why.p);
@@ -188,12 +244,12 @@ static cv_err batch(worker *wk, cv_kin_msg *msgs, int n, volatile sig_atomic_t *
             if (m->why) e = dead_letter(wk, m, m->why);
             continue;
         }
-        if (m->m_old.op == CV_WIRE_DELETE && (e = emit(wk, m, &m->m_old, NULL))) break;
+        if (m->m_old.op == CV_WIRE_DELETE && (e = emit(wk, m, &m->m_old, NULL, NULL))) break;
         if (m->m.op == CV_WIRE_UPSERT && m->format == CV_KIN_QUIX_EMBEDDING) { /* embedded already */
-            e = emit(wk, m, &m->m, m->m.c.vec);
+            e = emit(wk, m, &m->m, m->m.c.vec, NULL);
             continue;
         }
-        e = emit(wk, m, &m->m, vof[i]);
+        e = emit(wk, m, &m->m, vof[i], &mc[i]);
     }
     if (!e && (e = cv_kafka_producer_wait(wk->p, stop)))
         snprintf(wk->s.why, sizeof wk->s.why, "Kafka: topic %s did not acknowledge (%s)", wk->out.topic,
@@ -204,7 +260,9 @@ static cv_err batch(worker *wk, cv_kin_msg *msgs, int n, volatile sig_atomic_t *
     if (!e && (e = cv_kin_commit(wk->rk, wk->in.topic, msgs, n)))
         snprintf(wk->s.why, sizeof wk->s.why,
                  "Kafka: committing offsets of %s failed (event=kafka_commit_failed)", wk->in.topic);
-    free(texts), free(lens), free(idx), free(vec), free(refused), free(vof);
+    for (int i = 0; i < n; i++)
+        free(mc[i].k);
+    free(texts), free(lens), free(idx), free(vec), free(refused), free(vof), free(mc);
     return e;
 }
 
@@ -254,6 +312,38 @@ static cv_err session(worker *wk, volatile sig_atomic_t *stop) {
     return e == CV_ERR_SHUTDOWN ? CV_OK : e;
 }
 
+/* Chunking (--chunk-max-tokens): the model's own tokenizer, here; the sink stores what comes. */
+static int chunk_setup(worker *wk) {
+    const cv_worker_opts *w = wk->w;
+    char why[300];
+    if (!wk->s.rt.model) {
+        cv_error("event=config_invalid option=chunk-max-tokens fix=\"chunking counts the model's own tokens: "
+                 "run the model in this process (drop --embed)\"");
+        return -1;
+    }
+    if (w->quix) {
+        cv_error("event=config_invalid option=chunk-max-tokens fix=\"the tutorial's embeddings message "
+                 "(--format quix) has one vector per row: use --format cdcvec, or --chunk-max-tokens 0\"");
+        return -1;
+    }
+    const cv_model_facts *f = cv_minilm_facts(wk->s.rt.model);
+    wk->chunk = (cv_chunk_opts){
+        .max_tokens = w->chunk_max_tokens, .overlap = w->chunk_overlap, .max_seq = f->max_seq};
+    if (cv_chunk_check(&wk->chunk, why, sizeof why)) {
+        cv_error("event=config_invalid option=chunk-max-tokens fix=\"%s\"", why);
+        return -1;
+    }
+    wk->tok = cv_minilm_tok(wk->s.rt.model);
+    wk->m_chunks =
+        cv_metrics_counter(wk->s.rt.reg, "cdcvec_chunks_embedded_total",
+                           "Chunks of texts embedded (chunking on): every chunk of a changed text "
+                           "(the sink keeps the stored vectors of the chunks whose hash it holds).",
+                           "stage=\"worker\"");
+    cv_info("event=worker_chunks max_tokens=%d used=%d overlap=%d", wk->chunk.max_tokens,
+            cv_chunk_limit(&wk->chunk), wk->chunk.overlap);
+    return 0;
+}
+
 /* One attempt of the stage loop (runtime/loop.h). */
 static cv_err attempt(void *arg, volatile sig_atomic_t *stop, cv_stage_end *end) {
     worker *wk = arg;
@@ -283,6 +373,7 @@ int cv_worker_run(const cv_sync_opts *o, const cv_worker_opts *w, volatile sig_a
     int rc = 0;
     static const cv_outlet out = {.no_apply = 1}; /* the model; no store, no routes */
     if (cv_kafka_stage_open(&wk.s, o, &out, "worker", &wk.km, &wk.m_dead)) rc = 1;
+    if (!rc && w->chunk_max_tokens > 0 && chunk_setup(&wk)) rc = 2;
     if (!rc) {
         const cv_stage st = {.name = "worker", .attempt = attempt, .arg = &wk};
         rc = cv_stage_run(&st, stop);
