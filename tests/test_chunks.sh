@@ -8,7 +8,10 @@
 # path (capture -> librdkafka's mock cluster -> worker --chunk-max-tokens -> sink into pgvector):
 # the same documents give the same chunks and vectors as sync; an edit rewrites at most 2 chunks
 # in the store (the worker embeds every chunk of a changed text); a shorter text and a deleted
-# row leave no chunk behind; a replayed topic changes nothing.
+# row leave no chunk behind; a replayed topic changes nothing. Last, `cdcvec sync` killed -9
+# during 2,000 changes of long documents (32-token chunks: inserts, one-sentence edits,
+# shortenings, deletes): after a restart it converges to what a fresh backfill gives (the same
+# chunks, offsets and vectors), with no chunk past a row's end and none of a deleted row.
 #   usage: test_chunks.sh path/to/cdcvec [path/to/kafka_mock_broker]
 set -u
 . "$(dirname "$0")/sync_lib.sh"
@@ -192,6 +195,57 @@ printf 'source: %s\ntables:\n  - table: public.docs\n    text: body\n    chunk: 
 "$bin" sync --config "$work/p.yaml" >/dev/null 2>"$work/bad.log"; rc=$?
 check "the pipeline file's chunk: reaches the same options (max_tokens 10: exit 2 with the message)" \
   '[ $rc -eq 2 ] && grep -q "tables\[0\].*chunk max_tokens 10" "$work/bad.log"'
+
+# ---- kill -9 during 2,000 changes of long documents ---------------------------------------------
+q "CREATE TABLE longdocs (id int PRIMARY KEY, body text NOT NULL)"
+python3 "$root/tests/chunk_workload.py" load longdocs 60 25 >"$work/long_load.sql"
+python3 "$root/tests/chunk_workload.py" changes longdocs 60 2000 20 25 >"$work/long_changes.sql"
+psql -qX "$DB" -f "$work/long_load.sql" >/dev/null
+LONG_OPTS=(--table public.longdocs --text-column body --chunk-max-tokens 32 --chunk-overlap 4 --threads 2)
+start_long() {
+  CDCVEC_LOG=${LOG:-warn} "$bin" sync --source "$DB" "${LONG_OPTS[@]}" --batch-ms 10 >>"$work/long.log" 2>&1 &
+  long_pid=$!
+  watch $long_pid long_sync "$work/long.log"
+}
+LMISMATCH="SELECT (SELECT count(*) FROM longdocs d FULL JOIN (SELECT id, count(*) n, max(chunk) m, min(chunk) lo
+                    FROM cdcvec.public_longdocs GROUP BY id) c USING (id)
+                  WHERE d.id IS NULL OR c.id IS NULL OR c.n <> c.m + 1 OR c.lo <> 0)
+   + (SELECT count(*) FROM cdcvec.public_longdocs v JOIN longdocs d USING (id)
+       WHERE v.text_hash <> sha256(convert_to(d.body, 'UTF8'))
+          OR v.chunk_hash <> sha256(convert_to(substr(d.body, v.char_off + 1, v.char_len), 'UTF8')))"
+lconverged() { WATCH_PID=$long_pid converged_q "$LMISMATCH" cdcvec.public_longdocs; }
+start_long
+check "long documents: the initial backfill as 32-token chunks" lconverged
+psql -qX "$DB" -v ON_ERROR_STOP=1 -f "$work/long_changes.sql" >"$work/long_load.log" 2>&1 &
+load_pid=$!
+# killed once the sync has applied about a third of the changes (of the documents they insert)
+third=$(($(grep -c '^INSERT' "$work/long_changes.sql") / 3))
+WATCH_PID=$long_pid wait_until '[ "$(q "SELECT count(DISTINCT id) FROM cdcvec.public_longdocs WHERE id > 60")" -ge $third ]' \
+  'q "SELECT count(*), max(updated_at) FROM cdcvec.public_longdocs"'
+kill -9 $long_pid; wait $long_pid 2>/dev/null; unwatch $long_pid
+wait $load_pid; lrc=$?
+applied=$(q "SELECT count(DISTINCT id) FROM cdcvec.public_longdocs WHERE id > 60")
+inserted=$(q "SELECT count(*) FROM longdocs WHERE id > 60")
+left=$(q "$LMISMATCH")
+check "the sync killed -9 in the middle of the 2,000 changes ($applied of $inserted new documents stored, $left rows differing)" \
+  '[ $lrc = 0 ] && [ "$applied" -lt "$inserted" ] && [ "$left" -gt 0 ]'
+start_long
+check "after a restart: converged (numbers 0..n-1, offsets giving back each chunk's hash, no chunk past a row's end, none of a deleted row)" lconverged
+q "CREATE DATABASE fresh" >/dev/null
+FRESH=${DB%/*}/fresh
+q "CREATE EXTENSION vector" "$FRESH" >/dev/null
+CDCVEC_LOG=warn timeout 300 "$bin" backfill --source "$DB" --sink "$FRESH" "${LONG_OPTS[@]}" >"$work/fresh.log" 2>&1; frc=$?
+q "CREATE TABLE fresh_copy (id int, chunk int, chunk_hash bytea, char_off int, char_len int, text_hash bytea, embedding vector)"
+psql -qAtX "$FRESH" -c "COPY (SELECT id, chunk, chunk_hash, char_off, char_len, text_hash, embedding FROM cdcvec.public_longdocs) TO STDOUT" |
+  psql -qX "$DB" -c "COPY fresh_copy FROM STDIN"
+LSAME="SELECT count(*) FROM fresh_copy f FULL JOIN cdcvec.public_longdocs v USING (id, chunk)
+  WHERE f.id IS NULL OR v.id IS NULL OR f.chunk_hash <> v.chunk_hash OR f.char_off <> v.char_off
+     OR f.char_len <> v.char_len OR f.text_hash <> v.text_hash OR (f.embedding <=> v.embedding) > 1e-6"
+nl=$(q "SELECT count(*) || ' chunks of ' || count(DISTINCT id) || ' rows' FROM cdcvec.public_longdocs")
+check "the store equals a fresh backfill's ($nl: chunks, offsets, hashes, vectors)" \
+  '[ $frc = 0 ] && [ "$(q "SELECT count(*) FROM fresh_copy")" -gt 0 ] && [ "$(q "$LSAME")" = 0 ]' ||
+  { echo "  backfill exit $frc; differing: $(q "$LSAME")"; tail -5 "$work/fresh.log"; }
+kill -TERM $long_pid; wait $long_pid; unwatch $long_pid
 
 [ $fail -ne 0 ] && { echo "--- sync log (tail)"; tail -40 "$work/sync.log"; }
 test_end
