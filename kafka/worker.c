@@ -42,10 +42,10 @@ typedef struct {
     cv_chunk_opts chunk; /* max_tokens > 0: texts are sent as chunks */
 } worker;
 
-/* A message's text as chunks (chunking on): its texts in the batch are [t0, t0 + n). */
+/* A message's text as chunks (chunking on): n texts of the batch, one after the other. */
 typedef struct {
     cv_chunk *k;
-    int n, t0;
+    int n;
 } msg_chunks;
 
 /* The dead-letter topic gets m with the reason. */
@@ -184,12 +184,11 @@ static cv_err batch(worker *wk, cv_kin_msg *msgs, int n, volatile sig_atomic_t *
                 sha256_hex(tx, mc[i].k->hash);
                 mc[i].n = 1;
             }
-            nk = mc[i].n, mc[i].t0 = nt;
-            cv_metric_add(wk->m_chunks, nk);
+            nk = mc[i].n;
         }
         if (nt + nk >= cap) {
             cap = 2 * (nt + nk) + 1;
-            texts = realloc(texts, sizeof *texts * (size_t)cap),
+            texts = realloc(texts, sizeof *texts * (size_t)cap);
             lens = realloc(lens, sizeof *lens * (size_t)cap);
             idx = realloc(idx, sizeof *idx * (size_t)cap);
             CV_ASSERT(texts && lens && idx);
@@ -226,6 +225,7 @@ static cv_err batch(worker *wk, cv_kin_msg *msgs, int n, volatile sig_atomic_t *
                      *msg ? ": " : "", msg);
         }
     }
+    if (!e && wk->m_chunks) cv_metric_add(wk->m_chunks, nt); /* chunking on: every text is a chunk */
     float **vof = calloc((size_t)n + 1, sizeof *vof);
     CV_ASSERT(vof);
     for (int k = nt - 1; k >= 0; k--) /* a message's first text (chunks: its first chunk) */
