@@ -19,7 +19,7 @@ typedef struct {
     const char *source, *table, *text_column, *template_, *to, *from, *format, *slot, *publication, *group,
         *dead_letter, *key_columns, *sink, *embed, *model, *device, *http, *kafka_config, *on_error, *state,
         *ns, *point_ids;
-    long batch_rows, threads, resnapshot, wal_warn_mb, chunk_max_tokens, chunk_overlap;
+    long batch_rows, threads, resnapshot, wal_warn_mb, chunk_max_tokens, chunk_overlap, chunk_cache_mb;
     double batch_ms, ready_lag_s, broker_down_s;
     cv_cli_http hl;
 } kconf;
@@ -136,6 +136,11 @@ static const cv_conf_prop WORKER[] = {
     {"chunk-overlap", "CDCVEC_CHUNK_OVERLAP", CV_CONF_INT, "32", 0, 50000, F(chunk_overlap),
      "with --chunk-max-tokens: word pieces of a chunk's end repeated at the start of the next, at most half "
      "of --chunk-max-tokens"},
+    {"chunk-cache-mb", "CDCVEC_CHUNK_CACHE_MB", CV_CONF_INT, "64", 0, 65536, F(chunk_cache_mb),
+     "with --chunk-max-tokens: memory for the vectors of the chunks embedded last, by chunk hash, in MB "
+     "(64: about 42,000 chunks at 384 dimensions): an edit re-embeds only the chunks it changed while the "
+     "cache holds the others (a worker that restarts, or takes over a partition, embeds them once); 0: "
+     "every chunk of a changed text is embedded"},
     P_MODEL,
     P_BROKER_DOWN,
     CV_CLI_HTTP_PROPS(kconf),
@@ -272,6 +277,7 @@ int cv_cmd_kafka(int argc, char **argv, const char *which) {
                             .batch_rows = c.batch_rows,
                             .chunk_max_tokens = (int)c.chunk_max_tokens,
                             .chunk_overlap = (int)c.chunk_overlap,
+                            .chunk_cache_mb = (int)c.chunk_cache_mb,
                             .props = &kp};
         rc = cv_worker_run(&o, &w, &stop_flag);
     } else {

@@ -37,10 +37,39 @@ typedef struct {
     rd_kafka_t *rk;
     cv_kafka_producer *p, *dlq;
     int out_parts;
-    cv_metric *m_dead, *m_chunks;
+    cv_metric *m_dead, *m_chunks, *m_cached;
     const cv_tok *tok;   /* chunking on: the model's tokenizer */
     cv_chunk_opts chunk; /* max_tokens > 0: texts are sent as chunks */
+    /* the vectors of the chunks embedded last, by chunk hash (direct-mapped: a newer chunk takes
+     * the slot of an older one): an edit re-embeds only the chunks it changed while the cache
+     * holds the others (the same bytes give the same vector); ncache 0: none */
+    uint8_t (*ckey)[32];
+    float *cvec;
+    size_t ncache;
 } worker;
+
+/* The slot of chunk hash h in the cache. */
+static size_t cache_slot(const worker *wk, const uint8_t h[32]) {
+    uint64_t x;
+    memcpy(&x, h, sizeof x);
+    return (size_t)(x % wk->ncache);
+}
+
+/* 1 and the cached vector of h in out (dim floats), or 0. */
+static int cache_get(const worker *wk, const uint8_t h[32], float *out) {
+    if (!wk->ncache) return 0;
+    size_t i = cache_slot(wk, h);
+    if (memcmp(wk->ckey[i], h, 32) != 0) return 0;
+    memcpy(out, wk->cvec + i * (size_t)wk->s.rt.dim, sizeof(float) * (size_t)wk->s.rt.dim);
+    return 1;
+}
+
+static void cache_put(worker *wk, const uint8_t h[32], const float *v) {
+    if (!wk->ncache) return;
+    size_t i = cache_slot(wk, h);
+    memcpy(wk->ckey[i], h, 32);
+    memcpy(wk->cvec + i * (size_t)wk->s.rt.dim, v, sizeof(float) * (size_t)wk->s.rt.dim);
+}
 
 /* A message's text as chunks (chunking on): n texts of the batch, one after the other. */
 typedef struct {
@@ -158,6 +187,13 @@ static cv_err emit(worker *wk, const cv_kin_msg *m, const cv_wire_msg *w, const 
     return e;
 }
 
+/* The first text of the message of text k (its texts follow one another). */
+static int first_of(const int *idx, int k) {
+    while (k > 0 && idx[k - 1] == idx[k])
+        k--;
+    return k;
+}
+
 /* Embeds, produces and acknowledges one batch; then commits its offsets. */
 static cv_err batch(worker *wk, cv_kin_msg *msgs, int n, volatile sig_atomic_t *stop) {
     int cap = n + 1, nt = 0, dim = wk->s.rt.dim;
@@ -200,32 +236,53 @@ static cv_err batch(worker *wk, cv_kin_msg *msgs, int n, volatile sig_atomic_t *
         }
     }
     float *vec = malloc(sizeof(float) * (size_t)dim * (size_t)(nt ? nt : 1));
-    int *refused = calloc((size_t)nt + 1, sizeof(int));
-    CV_ASSERT(vec && refused);
+    int *refused = calloc((size_t)nt + 1, sizeof(int)), *pos = calloc((size_t)nt + 1, sizeof(int)), ne = 0;
+    const char **et = calloc((size_t)nt + 1, sizeof *et);
+    size_t *el = calloc((size_t)nt + 1, sizeof *el);
+    CV_ASSERT(vec && refused && pos && et && el);
+    for (int k = 0; k < nt; k++) { /* the chunks whose vector the cache holds are not embedded again */
+        const msg_chunks *c = &mc[idx[k]];
+        if (c->k && cache_get(wk, c->k[k - first_of(idx, k)].hash, vec + (size_t)k * dim)) continue;
+        et[ne] = texts[k], el[ne] = lens[k], pos[ne++] = k;
+    }
+    float *ev = malloc(sizeof(float) * (size_t)dim * (size_t)(ne ? ne : 1));
+    int *eref = calloc((size_t)ne + 1, sizeof(int));
+    CV_ASSERT(ev && eref);
     char msg[256] = "";
     if (e) {
         snprintf(wk->s.why, sizeof wk->s.why, "chunking failed: %s", cv_strerror(e));
-    } else if (nt) {
+    } else if (ne) {
         int got = dim;
-        e = cv_client_embed(wk->s.rt.client, texts, lens, nt, vec, dim, &got, msg, sizeof msg);
+        e = cv_client_embed(wk->s.rt.client, et, el, ne, ev, dim, &got, msg, sizeof msg);
         if (e == CV_ERR_ARG || e == CV_ERR_FORMAT) { /* a text refused: find which, one at a time */
             e = CV_OK;
-            for (int k = 0; k < nt && !e; k++) {
-                cv_err e1 = cv_client_embed(wk->s.rt.client, texts + k, lens + k, 1, vec + (size_t)k * dim,
-                                            dim, &got, msg, sizeof msg);
+            for (int k = 0; k < ne && !e; k++) {
+                cv_err e1 = cv_client_embed(wk->s.rt.client, et + k, el + k, 1, ev + (size_t)k * dim, dim,
+                                            &got, msg, sizeof msg);
                 if (e1 == CV_ERR_ARG || e1 == CV_ERR_FORMAT)
-                    refused[k] = 1;
+                    eref[k] = 1;
                 else
                     e = e1;
             }
         }
         if (e) {
-            cv_warn("event=worker_embed_failed texts=%d error=\"%s: %s\"", nt, cv_strerror(e), msg);
+            cv_warn("event=worker_embed_failed texts=%d error=\"%s: %s\"", ne, cv_strerror(e), msg);
             snprintf(wk->s.why, sizeof wk->s.why, "the embedding service failed: %s%s%s", cv_strerror(e),
                      *msg ? ": " : "", msg);
         }
     }
-    if (!e && wk->m_chunks) cv_metric_add(wk->m_chunks, nt); /* chunking on: every text is a chunk */
+    for (int j = 0; !e && j < ne; j++) {
+        int k = pos[j];
+        refused[k] = eref[j];
+        memcpy(vec + (size_t)k * dim, ev + (size_t)j * dim, sizeof(float) * (size_t)dim);
+        const msg_chunks *c = &mc[idx[k]];
+        if (c->k && !eref[j]) cache_put(wk, c->k[k - first_of(idx, k)].hash, ev + (size_t)j * dim);
+    }
+    if (!e && wk->m_chunks) { /* chunking on: every text is a chunk */
+        cv_metric_add(wk->m_chunks, ne);
+        cv_metric_add(wk->m_cached, nt - ne);
+    }
+    free(ev), free(eref), free(pos), free(et), free(el);
     float **vof = calloc((size_t)n + 1, sizeof *vof);
     CV_ASSERT(vof);
     for (int k = nt - 1; k >= 0; k--) /* a message's first text (chunks: its first chunk) */
@@ -334,13 +391,28 @@ static int chunk_setup(worker *wk) {
         return -1;
     }
     wk->tok = cv_minilm_tok(wk->s.rt.model);
-    wk->m_chunks =
-        cv_metrics_counter(wk->s.rt.reg, "cdcvec_chunks_embedded_total",
-                           "Chunks of texts embedded (chunking on): every chunk of a changed text "
-                           "(the sink keeps the stored vectors of the chunks whose hash it holds).",
-                           "stage=\"worker\"");
-    cv_info("event=worker_chunks max_tokens=%d used=%d overlap=%d", wk->chunk.max_tokens,
-            cv_chunk_limit(&wk->chunk), wk->chunk.overlap);
+    size_t dim = (size_t)wk->s.rt.dim;
+    wk->ncache = (size_t)w->chunk_cache_mb * 1024 * 1024 / (32 + sizeof(float) * dim);
+    if (wk->ncache) {
+        wk->ckey = calloc(wk->ncache, 32);
+        wk->cvec = malloc(wk->ncache * dim * sizeof(float));
+        if (!wk->ckey || !wk->cvec) {
+            cv_error("event=config_invalid option=chunk-cache-mb fix=\"%d MB cannot be allocated: a smaller "
+                     "--chunk-cache-mb\"",
+                     w->chunk_cache_mb);
+            return -1;
+        }
+    }
+    wk->m_chunks = cv_metrics_counter(wk->s.rt.reg, "cdcvec_chunks_embedded_total",
+                                      "Chunks of texts embedded (chunking on): those whose vector the "
+                                      "worker's cache (--chunk-cache-mb) did not hold.",
+                                      "stage=\"worker\"");
+    wk->m_cached = cv_metrics_counter(wk->s.rt.reg, "cdcvec_chunks_cached_total",
+                                      "Chunks of changed texts whose vector came from the worker's cache "
+                                      "(the same bytes embedded before): not embedded again.",
+                                      "stage=\"worker\"");
+    cv_info("event=worker_chunks max_tokens=%d used=%d overlap=%d cache_chunks=%zu", wk->chunk.max_tokens,
+            cv_chunk_limit(&wk->chunk), wk->chunk.overlap, wk->ncache);
     return 0;
 }
 
@@ -379,6 +451,7 @@ int cv_worker_run(const cv_sync_opts *o, const cv_worker_opts *w, volatile sig_a
         rc = cv_stage_run(&st, stop);
     }
     cv_sync_runtime_close(&wk.s);
+    free(wk.ckey), free(wk.cvec);
     cv_kafka_url_free(&wk.in), cv_kafka_url_free(&wk.out);
     return rc;
 }

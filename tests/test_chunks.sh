@@ -6,8 +6,8 @@
 # the others keep their vectors; a shorter text leaves no chunk past its end; a deleted row
 # leaves none; a store table of the other layout and bad options are refused. Then the Kafka
 # path (capture -> librdkafka's mock cluster -> worker --chunk-max-tokens -> sink into pgvector):
-# the same documents give the same chunks and vectors as sync; an edit rewrites at most 2 chunks
-# in the store (the worker embeds every chunk of a changed text); a shorter text and a deleted
+# the same documents give the same chunks and vectors as sync; an edit re-embeds at most 2 chunks
+# (the worker's cache holds the others) and rewrites at most 2 in the store; a shorter text and a deleted
 # row leave no chunk behind; a replayed topic changes nothing. Last, `cdcvec sync` killed -9
 # during 2,000 changes of long documents (32-token chunks: inserts, one-sentence edits,
 # shortenings, deletes): after a restart it converges to what a fresh backfill gives (the same
@@ -154,8 +154,10 @@ if [ -n "${2:-}" ]; then
   check "Kafka path: one sentence rewritten in the middle: converged" kconverged
   n1e=$(q "SELECT count(*) FROM cdcvec.public_docs WHERE id = 1")
   s1=$(kmetric $kport cdcvec_chunks_embedded_total) w1=$(kmetric $wport 'cdcvec_chunks_embedded_total{stage="worker"}')
-  check "Kafka path: one sentence rewritten: the sink wrote $((${s1%.*} - ${s0%.*})) chunk(s) (1 or 2), kept the others; the worker embedded $((${w1%.*} - ${w0%.*})) (every chunk)" \
-    '[ $((${s1%.*} - ${s0%.*})) -ge 1 ] && [ $((${s1%.*} - ${s0%.*})) -le 2 ] && [ $((${w1%.*} - ${w0%.*})) -eq "$n1e" ]'
+  c1=$(kmetric $wport 'cdcvec_chunks_cached_total{stage="worker"}')
+  check "Kafka path: one sentence rewritten: the worker embedded $((${w1%.*} - ${w0%.*})) chunk(s) (1 or 2; ${c1%.*} from its cache), the sink wrote $((${s1%.*} - ${s0%.*})) (1 or 2) and kept the others" \
+    '[ $((${s1%.*} - ${s0%.*})) -ge 1 ] && [ $((${s1%.*} - ${s0%.*})) -le 2 ] &&
+     [ $((${w1%.*} - ${w0%.*})) -ge 1 ] && [ $((${w1%.*} - ${w0%.*})) -le 2 ] && [ $((${w1%.*} - ${w0%.*} + ${c1%.*})) -eq "$n1e" ]'
   n3=$(q "SELECT count(*) FROM cdcvec.public_docs WHERE id = 3")
   psql -qX "$DB" -f "$work/shorten.sql" >/dev/null
   check "Kafka path: a shorter text: no chunk past its end" \
