@@ -2,7 +2,7 @@
 # run_chunks.sh (`cdcvec bench chunks` runs it): long texts with chunking on and off, in one run,
 # on a private PostgreSQL (issue 25).
 #   (1) backfill of DOCS generated long documents (tests/chunk_workload.py, CW_PARAS paragraphs:
-#       default 10 to 20, about 500 to 1,100 of the model's word pieces) with chunking off (each
+#       default 10 to 20, about 4500 characters, 4.7 chunks of 256 each) with chunking off (each
 #       embedded from its first 256 tokens) and on (--chunk-max-tokens 256 --chunk-overlap 32),
 #       each into a store database of its own: rows/s and chunks/s
 #   (2) 1,000 one-sentence edits (each of a different document when DOCS >= 1000) streamed to
