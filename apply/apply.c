@@ -48,10 +48,11 @@ typedef struct cv_apply_metrics {
     cv_metric *batches, *embedded, *skipped, *dead, *latency, *chunks_embedded, *chunks_kept;
 } cv_apply_metrics;
 
-/* Per table (schema.table): texts embedded from their first max_seq tokens only. */
+/* Per table (schema.table): texts embedded from their first max_seq tokens only; dead letters
+ * and commit-to-searchable of its batches. */
 typedef struct trunc_table {
     char *name;
-    cv_metric *m;
+    cv_metric *m, *m_dead, *m_lat;
     int logged; /* the text_truncated line was written */
     struct trunc_table *next;
 } trunc_table;
@@ -61,8 +62,9 @@ struct cv_apply {
     embed_call ec;
     int nkeys; /* learned from the first change */
     cv_apply_metrics m;
-    trunc_table *tables, *cur; /* every table seen; cur: the one being applied */
-    int32_t *tok_ids;          /* (max_seq + 1) scratch of the truncation check */
+    trunc_table *tables, *cur;    /* every table seen (the owner's list); cur: the one being applied */
+    const struct cv_apply *owner; /* a twin's (cv_apply_twin): whose counters and tables it shares */
+    int32_t *tok_ids;             /* (max_seq + 1) scratch of the truncation check */
 };
 
 void cv_change_free(cv_change *c) {
@@ -106,9 +108,29 @@ cv_err cv_apply_new(const cv_apply_opts *o, cv_apply **out) {
     return CV_OK;
 }
 
+/* the owners' lists of tables, shared with their twins (another thread) */
+static pthread_mutex_t tables_mu = PTHREAD_MUTEX_INITIALIZER;
+
+cv_err cv_apply_twin(const cv_apply *a, cv_apply **out) {
+    cv_apply *b = calloc(1, sizeof *b);
+    if (!b) return CV_ERR_NOMEM;
+    b->o = a->o;
+    b->m = a->m;
+    b->owner = a->owner ? a->owner : a;
+    pthread_mutex_init(&b->ec.mu, NULL);
+    pthread_cond_init(&b->ec.cv, NULL);
+    *out = b;
+    return CV_OK;
+}
+
+void cv_apply_set_chunk(cv_apply *a, int max_tokens, int overlap) {
+    a->o.chunk.max_tokens = max_tokens;
+    a->o.chunk.overlap = overlap;
+}
+
 void cv_apply_free(cv_apply *a) {
     if (!a) return;
-    for (trunc_table *t = a->tables, *next; t; t = next)
+    for (trunc_table *t = a->owner ? NULL : a->tables, *next; t; t = next)
         next = t->next, free(t->name), free(t);
     free(a->tok_ids);
     pthread_mutex_destroy(&a->ec.mu);
@@ -121,9 +143,12 @@ void cv_apply_set_sink(cv_apply *a, cv_sink *sink, cv_apply_fetch_fn fetch, void
 }
 
 void cv_apply_set_table(cv_apply *a, const char *schema_table) {
-    for (trunc_table *t = a->tables; t; t = t->next)
+    cv_apply *o = (cv_apply *)(a->owner ? a->owner : a);
+    pthread_mutex_lock(&tables_mu);
+    for (trunc_table *t = o->tables; t; t = t->next)
         if (strcmp(t->name, schema_table) == 0) {
             a->cur = t;
+            pthread_mutex_unlock(&tables_mu);
             return;
         }
     trunc_table *t = calloc(1, sizeof *t);
@@ -140,9 +165,17 @@ void cv_apply_set_table(cv_apply *a, const char *schema_table) {
                               "Texts longer than the model reads, embedded from their first max_seq tokens "
                               "only (the rest is invisible to search): enable chunking.",
                               labels.p);
+    t->m_dead =
+        cv_metrics_counter(a->o.reg, "cdcvec_table_dead_letters_total",
+                           "Changes of the table that could not be applied (dead letters).", labels.p);
+    static const double lat_b[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
+    t->m_lat = cv_metrics_histogram(a->o.reg, "cdcvec_table_commit_to_searchable_seconds",
+                                    "From the source commit to the store commit of the table's vectors.",
+                                    labels.p, lat_b, 12);
     free(labels.p);
-    t->next = a->tables;
-    a->tables = a->cur = t;
+    t->next = o->tables;
+    o->tables = a->cur = t;
+    pthread_mutex_unlock(&tables_mu);
 }
 
 /* Counts the text when the model reads only its beginning, and says so once per table. */
@@ -824,6 +857,10 @@ cv_err cv_apply_batch(cv_apply *a, cv_change *chg, int n, int truncate, uint64_t
         cv_metric_add(a->m.skipped, nskip);
         cv_metric_add(a->m.dead, dead.n);
         if (commit_unix > 0) cv_metric_observe(a->m.latency, cv_wall_now() - commit_unix);
+        if (a->cur) {
+            cv_metric_add(a->cur->m_dead, dead.n);
+            if (commit_unix > 0) cv_metric_observe(a->cur->m_lat, cv_wall_now() - commit_unix);
+        }
         char lsn[24];
         cv_lsn_format(position, lsn);
         cv_debug(

@@ -84,6 +84,12 @@ typedef struct cv_apply cv_apply;
 
 cv_err cv_apply_new(const cv_apply_opts *o, cv_apply **out);
 void cv_apply_free(cv_apply *a);
+/* A second apply stage for another thread (a table joining a running pipeline, ingest/tables.c):
+ * a's options, counters and table labels, shared; its own store and embedding call. Freed with
+ * cv_apply_free before a. */
+cv_err cv_apply_twin(const cv_apply *a, cv_apply **out);
+/* Chunking for the table applied next (a pipeline's tables each have their own). */
+void cv_apply_set_chunk(cv_apply *a, int max_tokens, int overlap);
 /* The store and the source reader change with each session; the counters stay. */
 void cv_apply_set_sink(cv_apply *a, cv_sink *sink, cv_apply_fetch_fn fetch, void *fetch_arg, int key_exact);
 

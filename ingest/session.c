@@ -384,8 +384,19 @@ static cv_err names(cv_sync *s) {
     const char *table = dot ? dot + 1 : o->table;
     cv_buf slot = {0}, pub = {0}, store = {0}, legacy = {0};
     cv_err e = CV_OK;
+    int many = o->pipeline || (s->tables && s->tables->many);
     if (o->slot && *o->slot) {
         cv_buf_puts(&slot, o->slot);
+    } else if (many) { /* a pipeline: one slot per source database, whatever its tables and stores */
+        PGresult *r = PQexec(s->src, "SELECT current_database()");
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            cv_pg_classify_result(s->src, r, &s->fault);
+            cv_pg_log_fault("source_failed", "current_database", PQresultErrorField(r, PG_DIAG_SQLSTATE),
+                            &s->fault, PQresultErrorMessage(r));
+            e = s->fault.retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
+        } else
+            cv_name_slot_in(PQgetvalue(r, 0, 0), "pipeline", "tables", "", 0, &slot);
+        PQclear(r);
     } else {
         PGresult *r = PQexec(s->src, "SELECT current_database()");
         if (PQresultStatus(r) != PGRES_TUPLES_OK) {
@@ -413,10 +424,15 @@ static cv_err names(cv_sync *s) {
         cv_buf_puts(&pub, o->publication);
     else
         cv_buf_puts(&pub, slot.p ? slot.p : "");
-    free(schema), free(store.p), free(legacy.p);
     s->slot = slot.p ? slot.p : strdup("");
     s->publication = pub.p;
-    s->stream = strdup(s->slot);
+    if (many) { /* each table's state in its store: its own key */
+        cv_buf st = {0};
+        cv_buf_printf(&st, "%s/%s.%s", s->slot, schema, table);
+        s->stream = st.p;
+    } else
+        s->stream = strdup(s->slot);
+    free(schema), free(store.p), free(legacy.p);
     return e;
 }
 
@@ -428,7 +444,7 @@ static void backfill_row(void *arg, const cv_rowval *v, cv_change *c) {
 
 cv_err cv_sync_session_open(cv_sync *s, int replication) {
     s->in_session = 1;
-    s->resnapshot = s->refresh = s->restart_now = 0;
+    s->resnapshot = s->refresh = s->restart_now = s->pub_added = 0;
     s->fault = (cv_pg_fault){1, "connection", NULL};
     s->why[0] = 0;
     cv_pg_last_message_clear();
@@ -465,6 +481,7 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
         cv_sink_meta_free(&meta);
         return e;
     }
+    if (o->where && *o->where) s->t.where = strdup(o->where); /* the backfill reads what is published */
     const cv_outlet *out = o->outlet;
     int no_model = out && out->no_model;
     if (out && out->row) {
@@ -472,7 +489,8 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
         s->t.row_hook_arg = s;
     }
     if (replication) {
-        if ((e = lock_table(s)) || (e = cv_source_prepare(s->src, &s->t, s->publication, &s->fault))) {
+        if ((e = lock_table(s)) ||
+            (e = cv_source_prepare(s->src, &s->t, s->publication, &s->pub_added, &s->fault))) {
             if (e != CV_ERR_TIMEOUT || strcmp(s->fault.kind, "conflict"))
                 cv_sync_error(s, "source", &s->fault);
             cv_sink_meta_free(&meta);
@@ -497,7 +515,8 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
                         .writers = o->sink_writers,
                         .key_exact = s->t.key_exact,
                         .index_mem_mb = o->index_memory_mb,
-                        .chunked = o->search ? -1 : o->chunk_max_tokens > 0};
+                        .chunked = o->search ? -1 : o->chunk_max_tokens > 0,
+                        .retry_s = s->tables && s->tables->n > 1 ? 2 : 0};
     if ((e = cv_sink_open(s->sink_conninfo, &st, &s->sink))) {
         const char *kind, *fix;
         cv_sink_last_fault(s->sink, &kind, &fix);

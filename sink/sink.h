@@ -55,6 +55,10 @@ typedef struct cv_sink_table {
      * number) with the chunk's hash and offsets; one writer. A table of the other layout is refused;
      * -1 (readers: search): whatever layout the table has. */
     int chunked;
+    /* Qdrant, Upstash: how long one request is retried before the batch fails as retriable (0:
+     * 120 s); a pipeline of several tables asks for less, so that a store down holds its table
+     * (ingest/tables.c) instead of stalling the others behind it */
+    double retry_s;
 } cv_sink_table;
 
 typedef struct cv_sink_row {
