@@ -72,6 +72,9 @@ void cv_change_free(cv_change *c) {
         free(c->key[k]);
     free(c->key), free(c->text), free(c->payload), free(c->keep), free(c->fail), free(c->vec),
         free(c->encoded);
+    for (int k = 0; k < c->nchunks; k++)
+        free(c->chunks[k].vec);
+    free(c->chunks);
     memset(c, 0, sizeof *c);
 }
 
@@ -384,6 +387,7 @@ typedef struct step {
     int nt, nr, npre, ng;
     float *vec;   /* nt vectors, emb[k].vec */
     int cap_t;    /* room in texts, embc, emb (chunks: more than one per change) */
+    int cap_pre;  /* room in pre (chunks embedded upstream: more than one per change) */
     int nr_kept;  /* rows[] entries for chunked texts' kept chunks (not skipped rows) */
     void **owned; /* chunk texts and chunk lists, freed with the step */
     int nowned, cap_owned;
@@ -410,6 +414,57 @@ static void add_embed(step *s, cv_change *c, const cv_sink_row *r, const char *t
     s->embc[s->nt] = c;
     s->emb[s->nt] = *r;
     s->texts[s->nt++] = text;
+}
+
+/* Queues row r, embedded upstream, for writing. */
+static void add_pre(step *s, const cv_sink_row *r) {
+    if (s->npre == s->cap_pre) {
+        s->cap_pre *= 2;
+        s->pre = realloc(s->pre, sizeof(cv_sink_row) * (size_t)s->cap_pre);
+        CV_ASSERT(s->pre);
+    }
+    s->pre[s->npre++] = *r;
+}
+
+/* Change up[i], its text changed, with its chunks embedded upstream (a Kafka worker): as
+ * decide_chunks, with the vectors the change carries for the chunks the store lacks. */
+static cv_err decide_chunks_pre(step *s, int i, const cv_sink_row *r0) {
+    cv_apply *a = s->a;
+    cv_change *c = s->up[i];
+    int n = c->nchunks;
+    cv_chunk *k = calloc((size_t)n, sizeof *k);
+    int *from = malloc(sizeof(int) * (size_t)n);
+    long *off = malloc(sizeof(long) * (size_t)n), *clen = malloc(sizeof(long) * (size_t)n);
+    CV_ASSERT(k && from && off && clen);
+    for (int j = 0; j < n; j++) {
+        memcpy(k[j].hash, c->chunks[j].hash, 32);
+        from[j] = -1, off[j] = c->chunks[j].char_off, clen[j] = c->chunks[j].char_len;
+    }
+    uint8_t(*stored)[32] = NULL;
+    int m = 0, kept = 0;
+    cv_err e = CV_OK;
+    if (s->found[i] && !s->force)
+        e = cv_sink_chunk_hashes(a->o.sink, (const char *const *)c->key, &stored, &m);
+    if (!e && m) kept = n - cv_chunk_match(k, n, (const uint8_t(*)[32])stored, m, from);
+    if (!e && s->found[i])
+        e = cv_sink_chunks_set(a->o.sink, (const char *const *)c->key, n, from, off, clen, s->hash[i]);
+    for (int j = 0; !e && j < n; j++) {
+        if (from[j] >= 0) continue;
+        cv_sink_row r = *r0;
+        r.vec = c->chunks[j].vec;
+        r.chunk = j, r.chunk_hash = c->chunks[j].hash, r.char_off = off[j], r.char_len = clen[j];
+        add_pre(s, &r);
+    }
+    if (!e && kept) { /* the kept chunks take the change's payload */
+        cv_sink_row r = *r0;
+        r.hash = NULL;
+        s->rows[s->nr++] = r;
+        s->nr_kept++;
+    }
+    cv_metric_add(a->m.chunks_embedded, e ? 0 : n - kept);
+    cv_metric_add(a->m.chunks_kept, e ? 0 : kept);
+    free(k), free(stored), free(from), free(off), free(clen);
+    return e;
 }
 
 /* The text of change up[i] (hash h, changed) as chunks: the chunks whose hash the store holds
@@ -535,11 +590,22 @@ static cv_err step_decide(step *s) {
             s->gone[s->ng++] = c; /* its stale vector goes */
             continue;
         }
+        if (c->nchunks) { /* chunks embedded upstream */
+            if (!s->found[i] || s->force || memcmp(c->vec_hash, s->hash[i], 32) != 0) {
+                memcpy(s->hash[i], c->vec_hash, 32);
+                r.hash = s->hash[i];
+                cv_err e = decide_chunks_pre(s, i, &r);
+                if (e) return e;
+            } else {
+                s->rows[s->nr++] = r;
+            }
+            continue;
+        }
         if (c->vec) { /* embedded upstream */
             if (!s->found[i] || s->force || memcmp(c->vec_hash, s->hash[i], 32) != 0) {
                 r.vec = c->vec;
                 r.hash = c->vec_hash;
-                s->pre[s->npre++] = r;
+                add_pre(s, &r);
             } else {
                 s->rows[s->nr++] = r;
             }
@@ -659,7 +725,7 @@ static cv_err apply_step(cv_apply *a, cv_change *chg, int n, uint64_t position, 
     s.gone = calloc(nu1, sizeof *s.gone), s.embc = calloc(nu1, sizeof *s.embc);
     CV_ASSERT(s.found && s.hash && s.texts && s.rows && s.emb && s.pre && s.gone && s.embc);
     if (!e) e = step_lookup(&s);
-    s.cap_t = (int)nu1;
+    s.cap_t = s.cap_pre = (int)nu1;
     if (!e) e = step_decide(&s);
     if (!e) e = delete_keys(a, s.gone, s.ng);
     if (!e && s.nr) e = cv_sink_put(a->o.sink, s.rows, s.nr, position);

@@ -20,6 +20,14 @@
 
 enum { CV_TEXT_KNOWN = 0, CV_TEXT_NULL, CV_TEXT_UNKNOWN };
 
+/* One chunk of a text embedded upstream (a Kafka worker that chunks, docs/KAFKA.md): its number
+ * is its index in cv_change.chunks. */
+typedef struct cv_change_chunk {
+    uint8_t hash[32];        /* SHA-256 of the chunk's bytes */
+    long char_off, char_len; /* in characters of the whole text */
+    float *vec;              /* (dim) owned */
+} cv_change_chunk;
+
 /* One row change. All strings owned (cv_change_free). */
 typedef struct cv_change {
     int del;    /* 1: delete by key */
@@ -33,7 +41,11 @@ typedef struct cv_change {
                              TOASTed values, columns the change's row image does not have), or NULL */
     char *fail;           /* the change cannot be applied: why (it becomes a dead letter) */
     float *vec;           /* (dim) the text's embedding, computed upstream (a Kafka embed worker), or NULL */
-    uint8_t vec_hash[32]; /* with vec: SHA-256 of the text it embeds (text itself may be NULL) */
+    uint8_t vec_hash[32]; /* with vec or chunks: SHA-256 of the text it embeds (text itself may be NULL) */
+    cv_change_chunk *chunks; /* (nchunks) the text's chunks with their vectors, embedded upstream, or NULL
+                                (a chunked store table: only the chunks whose hash the store lacks are
+                                written, the others keep their vectors, renumbered) */
+    int nchunks;
     /* where it comes from (kept by the Kafka stages; 0 when unknown) */
     uint64_t lsn;          /* end LSN of the source transaction */
     double commit_unix;    /* its commit time */

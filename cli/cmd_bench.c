@@ -321,9 +321,11 @@ int cv_cmd_bench(int argc, char **argv) {
         return run_script("pipeline", "run_pipeline.sh", argc > 2 ? argv[2] : "100000");
     if (argc >= 2 && strcmp(argv[1], "kafka") == 0)
         return run_script("kafka", "run_kafka.sh", argc > 2 ? argv[2] : "3000");
+    if (argc >= 2 && strcmp(argv[1], "chunks") == 0)
+        return run_script("chunks", "run_chunks.sh", argc > 2 ? argv[2] : "1000");
     if (argc < 2 || strcmp(argv[1], "embed") != 0) {
-        fprintf(stderr, "cdcvec bench: expected 'embed', 'server', 'pipeline [ROWS]', 'tables [ROWS]' or "
-                        "'kafka [ROWS]'\n");
+        fprintf(stderr, "cdcvec bench: expected 'embed', 'server', 'pipeline [ROWS]', 'tables [ROWS]', "
+                        "'kafka [ROWS]' or 'chunks [DOCS]'\n");
         usage(stderr);
         return 2;
     }
