@@ -48,10 +48,11 @@ typedef struct cv_apply_metrics {
     cv_metric *batches, *embedded, *skipped, *dead, *latency, *chunks_embedded, *chunks_kept;
 } cv_apply_metrics;
 
-/* Per table (schema.table): texts embedded from their first max_seq tokens only. */
+/* Per table (schema.table): texts embedded from their first max_seq tokens only; dead letters
+ * and commit-to-searchable of its batches. */
 typedef struct trunc_table {
     char *name;
-    cv_metric *m;
+    cv_metric *m, *m_dead, *m_lat;
     int logged; /* the text_truncated line was written */
     struct trunc_table *next;
 } trunc_table;
@@ -61,8 +62,9 @@ struct cv_apply {
     embed_call ec;
     int nkeys; /* learned from the first change */
     cv_apply_metrics m;
-    trunc_table *tables, *cur; /* every table seen; cur: the one being applied */
-    int32_t *tok_ids;          /* (max_seq + 1) scratch of the truncation check */
+    trunc_table *tables, *cur;    /* every table seen (the owner's list); cur: the one being applied */
+    const struct cv_apply *owner; /* a twin's (cv_apply_twin): whose counters and tables it shares */
+    int32_t *tok_ids;             /* (max_seq + 1) scratch of the truncation check */
 };
 
 void cv_change_free(cv_change *c) {
@@ -70,6 +72,9 @@ void cv_change_free(cv_change *c) {
         free(c->key[k]);
     free(c->key), free(c->text), free(c->payload), free(c->keep), free(c->fail), free(c->vec),
         free(c->encoded);
+    for (int k = 0; k < c->nchunks; k++)
+        free(c->chunks[k].vec);
+    free(c->chunks);
     memset(c, 0, sizeof *c);
 }
 
@@ -103,9 +108,29 @@ cv_err cv_apply_new(const cv_apply_opts *o, cv_apply **out) {
     return CV_OK;
 }
 
+/* the owners' lists of tables, shared with their twins (another thread) */
+static pthread_mutex_t tables_mu = PTHREAD_MUTEX_INITIALIZER;
+
+cv_err cv_apply_twin(const cv_apply *a, cv_apply **out) {
+    cv_apply *b = calloc(1, sizeof *b);
+    if (!b) return CV_ERR_NOMEM;
+    b->o = a->o;
+    b->m = a->m;
+    b->owner = a->owner ? a->owner : a;
+    pthread_mutex_init(&b->ec.mu, NULL);
+    pthread_cond_init(&b->ec.cv, NULL);
+    *out = b;
+    return CV_OK;
+}
+
+void cv_apply_set_chunk(cv_apply *a, int max_tokens, int overlap) {
+    a->o.chunk.max_tokens = max_tokens;
+    a->o.chunk.overlap = overlap;
+}
+
 void cv_apply_free(cv_apply *a) {
     if (!a) return;
-    for (trunc_table *t = a->tables, *next; t; t = next)
+    for (trunc_table *t = a->owner ? NULL : a->tables, *next; t; t = next)
         next = t->next, free(t->name), free(t);
     free(a->tok_ids);
     pthread_mutex_destroy(&a->ec.mu);
@@ -118,9 +143,12 @@ void cv_apply_set_sink(cv_apply *a, cv_sink *sink, cv_apply_fetch_fn fetch, void
 }
 
 void cv_apply_set_table(cv_apply *a, const char *schema_table) {
-    for (trunc_table *t = a->tables; t; t = t->next)
+    cv_apply *o = (cv_apply *)(a->owner ? a->owner : a);
+    pthread_mutex_lock(&tables_mu);
+    for (trunc_table *t = o->tables; t; t = t->next)
         if (strcmp(t->name, schema_table) == 0) {
             a->cur = t;
+            pthread_mutex_unlock(&tables_mu);
             return;
         }
     trunc_table *t = calloc(1, sizeof *t);
@@ -137,9 +165,17 @@ void cv_apply_set_table(cv_apply *a, const char *schema_table) {
                               "Texts longer than the model reads, embedded from their first max_seq tokens "
                               "only (the rest is invisible to search): enable chunking.",
                               labels.p);
+    t->m_dead =
+        cv_metrics_counter(a->o.reg, "cdcvec_table_dead_letters_total",
+                           "Changes of the table that could not be applied (dead letters).", labels.p);
+    static const double lat_b[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
+    t->m_lat = cv_metrics_histogram(a->o.reg, "cdcvec_table_commit_to_searchable_seconds",
+                                    "From the source commit to the store commit of the table's vectors.",
+                                    labels.p, lat_b, 12);
     free(labels.p);
-    t->next = a->tables;
-    a->tables = a->cur = t;
+    t->next = o->tables;
+    o->tables = a->cur = t;
+    pthread_mutex_unlock(&tables_mu);
 }
 
 /* Counts the text when the model reads only its beginning, and says so once per table. */
@@ -351,6 +387,7 @@ typedef struct step {
     int nt, nr, npre, ng;
     float *vec;   /* nt vectors, emb[k].vec */
     int cap_t;    /* room in texts, embc, emb (chunks: more than one per change) */
+    int cap_pre;  /* room in pre (chunks embedded upstream: more than one per change) */
     int nr_kept;  /* rows[] entries for chunked texts' kept chunks (not skipped rows) */
     void **owned; /* chunk texts and chunk lists, freed with the step */
     int nowned, cap_owned;
@@ -388,6 +425,58 @@ cv_err cv_apply_chunks(cv_apply *a, const char *text, cv_chunk **out, int *n) {
         sha256(text, 0, (*out)->hash);
         *n = 1;
     }
+    return e;
+}
+
+/* Queues row r, embedded upstream, for writing. */
+static void add_pre(step *s, const cv_sink_row *r) {
+    if (s->npre == s->cap_pre) {
+        s->cap_pre *= 2;
+        s->pre = realloc(s->pre, sizeof(cv_sink_row) * (size_t)s->cap_pre);
+        CV_ASSERT(s->pre);
+    }
+    s->pre[s->npre++] = *r;
+}
+
+/* Change up[i], its text changed, with its chunks embedded upstream (a Kafka worker): as
+ * decide_chunks, with the vectors the change carries for the chunks the store lacks. */
+static cv_err decide_chunks_pre(step *s, int i, const cv_sink_row *r0) {
+    cv_apply *a = s->a;
+    cv_change *c = s->up[i];
+    int n = c->nchunks;
+    cv_chunk *k = calloc((size_t)n, sizeof *k);
+    int *from = malloc(sizeof(int) * (size_t)n);
+    long *off = malloc(sizeof(long) * (size_t)n), *clen = malloc(sizeof(long) * (size_t)n);
+    CV_ASSERT(k && from && off && clen);
+    for (int j = 0; j < n; j++) {
+        memcpy(k[j].hash, c->chunks[j].hash, 32);
+        from[j] = -1, off[j] = c->chunks[j].char_off, clen[j] = c->chunks[j].char_len;
+    }
+    uint8_t(*stored)[32] = NULL;
+    int m = 0, kept = 0;
+    cv_err e = CV_OK;
+    if (s->found[i] && !s->force)
+        e = cv_sink_chunk_hashes(a->o.sink, (const char *const *)c->key, &stored, &m);
+    if (!e && m) kept = n - cv_chunk_match(k, n, (const uint8_t(*)[32])stored, m, from);
+    if (!e && s->found[i])
+        e = cv_sink_chunks_set(a->o.sink, (const char *const *)c->key, n, from, off, clen, s->hash[i]);
+    for (int j = 0; !e && j < n; j++) {
+        if (from[j] >= 0) continue;
+        cv_sink_row r = *r0;
+        r.vec = c->chunks[j].vec;
+        r.chunk = j, r.chunk_hash = c->chunks[j].hash, r.char_off = off[j], r.char_len = clen[j],
+        r.nchunks = n;
+        add_pre(s, &r);
+    }
+    if (!e && kept) { /* the kept chunks take the change's payload */
+        cv_sink_row r = *r0;
+        r.hash = NULL;
+        s->rows[s->nr++] = r;
+        s->nr_kept++;
+    }
+    cv_metric_add(a->m.chunks_embedded, e ? 0 : n - kept);
+    cv_metric_add(a->m.chunks_kept, e ? 0 : kept);
+    free(k), free(stored), free(from), free(off), free(clen);
     return e;
 }
 
@@ -507,11 +596,22 @@ static cv_err step_decide(step *s) {
             s->gone[s->ng++] = c; /* its stale vector goes */
             continue;
         }
+        if (c->nchunks) { /* chunks embedded upstream */
+            if (!s->found[i] || s->force || memcmp(c->vec_hash, s->hash[i], 32) != 0) {
+                memcpy(s->hash[i], c->vec_hash, 32);
+                r.hash = s->hash[i];
+                cv_err e = decide_chunks_pre(s, i, &r);
+                if (e) return e;
+            } else {
+                s->rows[s->nr++] = r;
+            }
+            continue;
+        }
         if (c->vec) { /* embedded upstream */
             if (!s->found[i] || s->force || memcmp(c->vec_hash, s->hash[i], 32) != 0) {
                 r.vec = c->vec;
                 r.hash = c->vec_hash;
-                s->pre[s->npre++] = r;
+                add_pre(s, &r);
             } else {
                 s->rows[s->nr++] = r;
             }
@@ -631,7 +731,7 @@ static cv_err apply_step(cv_apply *a, cv_change *chg, int n, uint64_t position, 
     s.gone = calloc(nu1, sizeof *s.gone), s.embc = calloc(nu1, sizeof *s.embc);
     CV_ASSERT(s.found && s.hash && s.texts && s.rows && s.emb && s.pre && s.gone && s.embc);
     if (!e) e = step_lookup(&s);
-    s.cap_t = (int)nu1;
+    s.cap_t = s.cap_pre = (int)nu1;
     if (!e) e = step_decide(&s);
     if (!e) e = delete_keys(a, s.gone, s.ng);
     if (!e && s.nr) e = cv_sink_put(a->o.sink, s.rows, s.nr, position);
@@ -763,6 +863,10 @@ cv_err cv_apply_batch(cv_apply *a, cv_change *chg, int n, int truncate, uint64_t
         cv_metric_add(a->m.skipped, nskip);
         cv_metric_add(a->m.dead, dead.n);
         if (commit_unix > 0) cv_metric_observe(a->m.latency, cv_wall_now() - commit_unix);
+        if (a->cur) {
+            cv_metric_add(a->cur->m_dead, dead.n);
+            if (commit_unix > 0) cv_metric_observe(a->cur->m_lat, cv_wall_now() - commit_unix);
+        }
         char lsn[24];
         cv_lsn_format(position, lsn);
         cv_debug(

@@ -20,6 +20,14 @@
 
 enum { CV_TEXT_KNOWN = 0, CV_TEXT_NULL, CV_TEXT_UNKNOWN };
 
+/* One chunk of a text embedded upstream (a Kafka worker that chunks, docs/KAFKA.md): its number
+ * is its index in cv_change.chunks. */
+typedef struct cv_change_chunk {
+    uint8_t hash[32];        /* SHA-256 of the chunk's bytes */
+    long char_off, char_len; /* in characters of the whole text */
+    float *vec;              /* (dim) owned */
+} cv_change_chunk;
+
 /* One row change. All strings owned (cv_change_free). */
 typedef struct cv_change {
     int del;    /* 1: delete by key */
@@ -33,7 +41,11 @@ typedef struct cv_change {
                              TOASTed values, columns the change's row image does not have), or NULL */
     char *fail;           /* the change cannot be applied: why (it becomes a dead letter) */
     float *vec;           /* (dim) the text's embedding, computed upstream (a Kafka embed worker), or NULL */
-    uint8_t vec_hash[32]; /* with vec: SHA-256 of the text it embeds (text itself may be NULL) */
+    uint8_t vec_hash[32]; /* with vec or chunks: SHA-256 of the text it embeds (text itself may be NULL) */
+    cv_change_chunk *chunks; /* (nchunks) the text's chunks with their vectors, embedded upstream, or NULL
+                                (a chunked store table: only the chunks whose hash the store lacks are
+                                written, the others keep their vectors, renumbered) */
+    int nchunks;
     /* where it comes from (kept by the Kafka stages; 0 when unknown) */
     uint64_t lsn;          /* end LSN of the source transaction */
     double commit_unix;    /* its commit time */
@@ -72,6 +84,12 @@ typedef struct cv_apply cv_apply;
 
 cv_err cv_apply_new(const cv_apply_opts *o, cv_apply **out);
 void cv_apply_free(cv_apply *a);
+/* A second apply stage for another thread (a table joining a running pipeline, ingest/tables.c):
+ * a's options, counters and table labels, shared; its own store and embedding call. Freed with
+ * cv_apply_free before a. */
+cv_err cv_apply_twin(const cv_apply *a, cv_apply **out);
+/* Chunking for the table applied next (a pipeline's tables each have their own). */
+void cv_apply_set_chunk(cv_apply *a, int max_tokens, int overlap);
 /* The store and the source reader change with each session; the counters stay. */
 void cv_apply_set_sink(cv_apply *a, cv_sink *sink, cv_apply_fetch_fn fetch, void *fetch_arg, int key_exact);
 

@@ -315,12 +315,17 @@ static void bench_latency(cv_minilm *m, const corpus *c) {
 int cv_cmd_bench(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "server") == 0) return cv_bench_server(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "sink") == 0) return cv_bench_sink(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "tables") == 0)
+        return run_script("tables", "run_tables.sh", argc > 2 ? argv[2] : "10000");
     if (argc >= 2 && strcmp(argv[1], "pipeline") == 0)
         return run_script("pipeline", "run_pipeline.sh", argc > 2 ? argv[2] : "100000");
     if (argc >= 2 && strcmp(argv[1], "kafka") == 0)
         return run_script("kafka", "run_kafka.sh", argc > 2 ? argv[2] : "3000");
+    if (argc >= 2 && strcmp(argv[1], "chunks") == 0)
+        return run_script("chunks", "run_chunks.sh", argc > 2 ? argv[2] : "1000");
     if (argc < 2 || strcmp(argv[1], "embed") != 0) {
-        fprintf(stderr, "cdcvec bench: expected 'embed', 'server', 'pipeline [ROWS]' or 'kafka [ROWS]'\n");
+        fprintf(stderr, "cdcvec bench: expected 'embed', 'server', 'pipeline [ROWS]', 'tables [ROWS]', "
+                        "'kafka [ROWS]' or 'chunks [DOCS]'\n");
         usage(stderr);
         return 2;
     }

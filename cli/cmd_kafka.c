@@ -19,7 +19,7 @@ typedef struct {
     const char *source, *table, *text_column, *template_, *to, *from, *format, *slot, *publication, *group,
         *dead_letter, *key_columns, *sink, *embed, *model, *device, *http, *kafka_config, *on_error, *state,
         *ns, *point_ids;
-    long batch_rows, threads, resnapshot, wal_warn_mb;
+    long batch_rows, threads, resnapshot, wal_warn_mb, chunk_max_tokens, chunk_overlap, chunk_cache_mb;
     double batch_ms, ready_lag_s, broker_down_s;
     cv_cli_http hl;
 } kconf;
@@ -128,6 +128,19 @@ static const cv_conf_prop WORKER[] = {
      "topic (same brokers) for messages that cannot be read or embedded, with the reason"},
     P_TUTORIAL,
     P_ROWS("256"),
+    {"chunk-max-tokens", "CDCVEC_CHUNK_MAX_TOKENS", CV_CONF_INT, "0", 0, 100000, F(chunk_max_tokens),
+     "0: one vector per text (as cdcvec sync); 16 or more: each text is cut into chunks of at most this many "
+     "of the model's word pieces, one vector each, sent with their hashes and offsets (the sink stores one "
+     "row per key and chunk and keeps the vectors of unchanged chunks; docs/KAFKA.md). In-process model "
+     "and --format cdcvec only; every worker of a group must use the same value"},
+    {"chunk-overlap", "CDCVEC_CHUNK_OVERLAP", CV_CONF_INT, "32", 0, 50000, F(chunk_overlap),
+     "with --chunk-max-tokens: word pieces of a chunk's end repeated at the start of the next, at most half "
+     "of --chunk-max-tokens"},
+    {"chunk-cache-mb", "CDCVEC_CHUNK_CACHE_MB", CV_CONF_INT, "64", 0, 65536, F(chunk_cache_mb),
+     "with --chunk-max-tokens: memory for the vectors of the chunks embedded last, by chunk hash, in MB "
+     "(64: about 42,000 chunks at 384 dimensions): an edit re-embeds only the chunks it changed while the "
+     "cache holds the others (a worker that restarts, or takes over a partition, embeds them once); 0: "
+     "every chunk of a changed text is embedded"},
     P_MODEL,
     P_BROKER_DOWN,
     CV_CLI_HTTP_PROPS(kconf),
@@ -262,6 +275,9 @@ int cv_cmd_kafka(int argc, char **argv, const char *which) {
                             .quix = quix,
                             .key_columns = c.key_columns,
                             .batch_rows = c.batch_rows,
+                            .chunk_max_tokens = (int)c.chunk_max_tokens,
+                            .chunk_overlap = (int)c.chunk_overlap,
+                            .chunk_cache_mb = (int)c.chunk_cache_mb,
                             .props = &kp};
         rc = cv_worker_run(&o, &w, &stop_flag);
     } else {

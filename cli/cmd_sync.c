@@ -8,6 +8,7 @@
 
 #include "../common/cv_conf.h"
 #include "../common/cv_log.h"
+#include "../common/cv_signal.h"
 #include "../ingest/ingest.h"
 #include "../models/chunk.h"
 #include "../sink/sink.h"
@@ -54,7 +55,8 @@ static const cv_conf_prop PROPS[] = {
     {"slot", "CDCVEC_SLOT", CV_CONF_STR, "", 0, 0, F(slot),
      "replication slot (empty: cdcvec_<database>_<schema>_<table>_<hash>, unique per database, table and "
      "store, at most 63 bytes; an earlier version's cdcvec_<schema>_<table>_<hash> of this database is "
-     "kept); "
+     "kept; with --config, every table of the file on one slot: cdcvec_<database>_pipeline_tables_<hash>, "
+     "one per database: give two pipelines of one database a slot each); "
      "a slot of another database is never used or dropped"},
     {"publication", "CDCVEC_PUBLICATION", CV_CONF_STR, "", 0, 0, F(publication),
      "publication (empty: the slot's name)"},
@@ -101,11 +103,9 @@ static const cv_conf_prop PROPS[] = {
      "in cdcvec_texts_truncated_total); 16 or more: each text is stored as chunks of at most this many of "
      "the model's word pieces (capped at what the model reads: 254 for all-MiniLM-L6-v2), cut at paragraph, "
      "then sentence, then word ends, one row per (key, chunk) with its hash and character offsets; an edit "
-     "re-embeds only the chunks whose hash changed (pgvector: one row per chunk; Qdrant, Upstash: one point "
-     "per "
-     "chunk). The in-process model only, not through Kafka yet; pgvector's store table layout is chosen at "
-     "its "
-     "creation"},
+     "re-embeds only the chunks whose hash changed (pgvector: one row per chunk; Qdrant, Upstash: one "
+     "point per chunk). The in-process model only (on the Kafka path the workers chunk: cdcvec worker "
+     "--chunk-max-tokens); pgvector's store table layout is chosen at its creation"},
     {"chunk-overlap", "CDCVEC_CHUNK_OVERLAP", CV_CONF_INT, "32", 0, 50000, F(chunk_overlap),
      "with --chunk-max-tokens: word pieces of a chunk's end repeated at the start of the next (whole "
      "words, within a paragraph group), at most half of --chunk-max-tokens"},
@@ -128,7 +128,7 @@ static const cv_conf_prop PROPS[] = {
 #undef F
 #define NPROPS ((int)(sizeof PROPS / sizeof PROPS[0]))
 
-static volatile sig_atomic_t stop_flag;
+static volatile sig_atomic_t stop_flag, reload_flag;
 
 /* Where each option may stand in the pipeline file (pipeline.h): the table's own, the process's,
  * or only the command line. */
@@ -162,8 +162,8 @@ static int chunk_runnable(const char *which, const sync_conf *c) {
     }
     if (strncmp(c->sink, "kafka://", 8) == 0) {
         fprintf(stderr,
-                "cdcvec %s: --chunk-max-tokens: chunks are stored in pgvector, Qdrant and Upstash, not yet "
-                "through Kafka (--sink %s): use one of those stores, or --chunk-max-tokens 0\n",
+                "cdcvec %s: --chunk-max-tokens: with --sink %s the capture sends whole texts and the Kafka "
+                "workers chunk them: give --chunk-max-tokens to cdcvec worker, and 0 here\n",
                 which, c->sink);
         return -1;
     }
@@ -230,6 +230,7 @@ static int from_file(const char *which, const cv_conf_prop *props, int n, int ar
                                                            : NULL;
     }
     if (cv_pipeline_open(which, c->config, props, scope, choices, n, argc, argv, c, sizeof *c, pl)) return -1;
+    if (pl->table_given && cv_pipeline_pick(which, pl, c->table)) return -1;
     for (int j = 0; j < pl->ntables; j++) {
         char w[512];
         snprintf(w, sizeof w, "%s: %s:%d: tables[%d] (%s)", which, pl->file, pl->tables[j].line, j,
@@ -250,6 +251,61 @@ static int from_file(const char *which, const cv_conf_prop *props, int n, int ar
     *c = *(const sync_conf *)pl->tables[0].conf;
     c->source = pl->source;
     return 0;
+}
+
+/* ---- cdcvec sync --config FILE: every table of the file in one process ---- */
+
+typedef struct {
+    const char *which;
+    const cv_conf_prop *props;
+    int nprops, argc;
+    char **argv;
+    sync_conf base; /* the command line's options, before the file */
+    const char *source, *api_key;
+} tables_ctx;
+
+/* The file's tables as options (o[0] carries the search page and /wait). */
+static int tables_opts(const tables_ctx *x, cv_pipeline *pl, cv_sync_opts **out, int *n) {
+    cv_sync_opts *o = calloc((size_t)pl->ntables, sizeof *o);
+    if (!o) return -1;
+    for (int j = 0; j < pl->ntables; j++) {
+        char w[512];
+        snprintf(w, sizeof w, "%s: %s:%d: tables[%d] (%s)", x->which, pl->file, pl->tables[j].line, j,
+                 pl->tables[j].table);
+        if (chunk_runnable(w, pl->tables[j].conf) || cv_cli_check_sink(w, pl->tables[j].opts.sink)) {
+            free(o);
+            return -1;
+        }
+        o[j] = pl->tables[j].opts;
+        o[j].api_key = x->api_key;
+        o[j].pipeline = 1;
+        o[j].where = pl->tables[j].where;
+    }
+    o[0].outlet = cv_search_outlet();
+    *out = o;
+    *n = pl->ntables;
+    return 0;
+}
+
+/* SIGHUP: the file again. The pipeline read stays for the process (its strings are the options'). */
+static int reload_file(void *arg, cv_sync_opts **o, int *n) {
+    tables_ctx *x = arg;
+    cv_pipeline *pl = calloc(1, sizeof *pl);
+    sync_conf c = x->base;
+    if (!pl || from_file(x->which, x->props, x->nprops, x->argc, x->argv, &c, pl)) {
+        if (pl) cv_pipeline_free(pl);
+        free(pl);
+        return -1;
+    }
+    if (strcmp(pl->source, x->source) != 0) {
+        cv_error("event=reload_refused file=%s error=\"source: changed\" fix=\"restart cdcvec sync to stream "
+                 "from another database\"",
+                 pl->file);
+        cv_pipeline_free(pl);
+        free(pl);
+        return -1;
+    }
+    return tables_opts(x, pl, o, n);
 }
 
 int cv_cmd_sync(int argc, char **argv, const char *which) {
@@ -337,6 +393,7 @@ int cv_cmd_sync(int argc, char **argv, const char *which) {
     int rc = cv_conf_parse(props, nprops, &c, argc, argv, usage);
     if (rc) return rc == 1 ? 0 : 2;
     cv_pipeline pl = {0};
+    sync_conf base = c;
     if (*c.config) {
         rc = from_file(which, props, nprops, argc, argv, &c, &pl);
         if (rc) {
@@ -362,6 +419,8 @@ int cv_cmd_sync(int argc, char **argv, const char *which) {
     cv_sync_opts o;
     if (conf_opts(which, &c, &o) || (!query && chunk_runnable(which, &c))) return 2;
     o.search = query != NULL;
+    o.pipeline = *c.config != 0; /* the file's slot and state keys (cdcvec sync runs it whole) */
+    if (*c.config && pl.ntables == 1) o.where = pl.tables[0].where; /* verify reads what is published */
     char *key = NULL;
     if (strcmp(which, "sync") == 0 && cv_cli_api_key(which, &key)) return 2;
     o.api_key = key;
@@ -370,6 +429,30 @@ int cv_cmd_sync(int argc, char **argv, const char *which) {
     if (strcmp(which, "backfill") == 0) return cv_backfill_run(&o, &stop_flag);
     if (action) return cv_dead_letters_run(&o, action, *c.key ? c.key : NULL, &stop_flag);
     if (strcmp(which, "verify") == 0) return cv_verify_run(&o, (int)c.repair, c.show, &stop_flag);
+    if (*c.config) { /* the file's tables on one slot; SIGHUP reads it again */
+        static tables_ctx x;
+        x = (tables_ctx){.which = which,
+                         .props = props,
+                         .nprops = nprops,
+                         .argc = argc,
+                         .argv = argv,
+                         .base = base,
+                         .source = pl.source,
+                         .api_key = key};
+        cv_sync_opts *to = NULL;
+        int n = 0;
+        if (tables_opts(&x, &pl, &to, &n)) {
+            free(key);
+            cv_pipeline_free(&pl);
+            return 2;
+        }
+        cv_signal_on_reload(&reload_flag);
+        rc = cv_sync_run_tables(to, n, reload_file, &x, &stop_flag, &reload_flag);
+        free(to);
+        free(key);
+        cv_pipeline_free(&pl);
+        return rc;
+    }
     o.outlet = cv_search_outlet(); /* the apply stage, the search page and /wait */
     rc = cv_sync_run(&o, &stop_flag);
     free(key);

@@ -27,7 +27,7 @@ static void usage(FILE *f) {
             "  capture  PostgreSQL changes into a Kafka topic (the first stage of the Kafka path)\n"
             "  worker   embed a Kafka change topic into an embeddings topic (consumer group)\n"
             "  sink     apply a Kafka embeddings topic to a vector store\n"
-            "  bench    benchmarks: bench embed | server | pipeline [ROWS] | kafka [ROWS]\n\n"
+            "  bench    benchmarks: bench embed | server | pipeline [ROWS] | kafka [ROWS] | chunks [DOCS]\n\n"
             "Run 'cdcvec <command> --help' for a command's options.\n"
             "Environment: CDCVEC_MODEL_DIR (model folder), CDCVEC_LOG (debug|info|warn|error|off).\n",
             CDCVEC_VERSION);

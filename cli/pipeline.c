@@ -554,13 +554,17 @@ int cv_pipeline_open(const char *cmd, const char *path, const cv_conf_prop *prop
                      cv_pipeline *pl) {
     static const char *const named[] = {"source", "table", "text-column", "template", "sink", "namespace"};
     unsigned char *expl = calloc((size_t)n, 1);
-    int bad = 0;
+    int bad = 0, given = 0;
     memset(pl, 0, sizeof *pl);
     if (!expl) return -1;
     cv_pipeline_explicit(props, n, argc, argv, expl);
     for (int i = 0; i < n; i++)
         for (int k = 0; k < 6; k++)
             if (expl[i] && !strcmp(props[i].name, named[k])) {
+                if (!strcmp(named[k], "table") && strcmp(cmd, "sync") != 0) { /* picks one of the file's */
+                    given = 1;
+                    continue;
+                }
                 char key[64];
                 const char *env = props[i].env && getenv(props[i].env) ? props[i].env : NULL;
                 fprintf(
@@ -577,6 +581,7 @@ int cv_pipeline_open(const char *cmd, const char *path, const cv_conf_prop *prop
         free(expl);
         return -1;
     }
+    pl->table_given = given;
     free(expl);
     const char *e = NULL; /* the password: PGPASSWORD, else the file PGPASSWORD_FILE names */
     char *pw = getenv("PGPASSWORD") ? NULL : cv_conf_secret("PGPASSWORD", &e);
@@ -589,25 +594,52 @@ int cv_pipeline_open(const char *cmd, const char *path, const cv_conf_prop *prop
     return 0;
 }
 
+int cv_pipeline_pick(const char *cmd, cv_pipeline *pl, const char *table) {
+    char want[256], have[256];
+    norm_table(table, want, sizeof want);
+    for (int j = 0; j < pl->ntables; j++) {
+        norm_table(pl->tables[j].table, have, sizeof have);
+        if (strcmp(want, have) != 0) continue;
+        cv_pipe_table keep = pl->tables[j];
+        for (int k = 0; k < pl->ntables; k++) {
+            if (k == j) continue;
+            cv_pipe_table *t = &pl->tables[k];
+            for (int i = 0; i < t->nvals; i++)
+                free(t->vals[i].text), free(t->vals[i].key);
+            free(t->vals), free(t->table), free(t->where), free(t->columns), free(t->conf);
+        }
+        pl->tables[0] = keep;
+        pl->ntables = 1;
+        return 0;
+    }
+    cv_buf b = {0};
+    for (int j = 0; j < pl->ntables; j++)
+        cv_buf_printf(&b, "%s%s", j ? ", " : "", pl->tables[j].table);
+    fprintf(stderr, "cdcvec %s: --table %s: not a table of %s (it has %s); fix: name one of them\n", cmd,
+            table, pl->file, b.p ? b.p : "none");
+    cv_buf_free(&b);
+    return -1;
+}
+
 int cv_pipeline_runnable(const char *cmd, const cv_pipeline *pl) {
-    if (pl->ntables > 1) {
+    if (pl->ntables > 1 && strcmp(cmd, "sync") != 0) {
         cv_buf b = {0};
         for (int j = 0; j < pl->ntables; j++)
             cv_buf_printf(&b, "%s%s (line %d)", j ? ", " : "", pl->tables[j].table, pl->tables[j].line);
         cv_error(
-            "event=pipeline_refused file=%s tables=%d error=\"this build runs one table per process; the "
-            "file lists %s\" fix=\"one file (or one cdcvec %s) per table until the multi-table runtime "
-            "(issue 23 item 2) lands\"",
-            pl->file, pl->ntables, b.p, cmd);
+            "event=pipeline_refused file=%s tables=%d error=\"cdcvec %s works on one table; the file lists "
+            "%s\" fix=\"name one with --table (cdcvec %s --config %s --table TABLE); cdcvec sync runs the "
+            "whole file\"",
+            pl->file, pl->ntables, cmd, b.p, cmd, pl->file);
         cv_buf_free(&b);
         return -1;
     }
-    const cv_pipe_table *t = &pl->tables[0];
-    if (t->where || t->columns) { /* chunk: runs (cmd_sync.c: --chunk-max-tokens) */
+    for (int j = 0; j < pl->ntables; j++) {
+        const cv_pipe_table *t = &pl->tables[j];
+        if (!t->columns) continue; /* chunk: and where: run (cmd_sync.c) */
         cv_error("event=pipeline_refused file=%s line=%d table=%s error=\"this build does not run %s yet\" "
                  "fix=\"remove the key (and filter with a view or a generated column meanwhile)\"",
-                 pl->file, t->where ? t->where_line : t->columns_line, t->table,
-                 t->where ? "publication row filters (where:)" : "column lists (columns:)");
+                 pl->file, t->columns_line, t->table, "column lists (columns:)");
         return -1;
     }
     return 0;

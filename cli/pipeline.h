@@ -47,6 +47,7 @@ typedef struct cv_pipeline {
     int ndefaults;
     cv_pipe_table *tables;
     int ntables;
+    int table_given; /* a one-table command (verify, backfill, ...) named --table: it picks that one */
 } cv_pipeline;
 
 /* The file key of a property name (text-column -> text, sink -> store, '-' -> '_'), in buf. */
@@ -74,6 +75,10 @@ int cv_pipeline_resolve(cv_pipeline *pl, const cv_conf_prop *props, const unsign
 int cv_pipeline_open(const char *cmd, const char *path, const cv_conf_prop *props, const unsigned char *scope,
                      const char *const *choices, int n, int argc, char **argv, const void *base, size_t size,
                      cv_pipeline *pl);
+
+/* A one-table command's --table beside --config: the file's entry for table (schema defaults to
+ * public) becomes the only one. 0, or -1 after printing what the file has. */
+int cv_pipeline_pick(const char *cmd, cv_pipeline *pl, const char *table);
 
 /* 0 when this build runs pl: one table, without where:, columns: or chunk: (not run yet);
  * else -1 after logging event=pipeline_refused with the limitation. */

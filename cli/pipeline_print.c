@@ -132,8 +132,11 @@ void cv_pipeline_markdown(FILE *f, const cv_conf_prop *props, const unsigned cha
                     : "",
                 props[i].doc);
     }
-    fprintf(f, "| `where` | table | | string | PostgreSQL 15 publication row filter, e.g. `published AND NOT "
-               "draft` (accepted and checked; this build refuses to run it: see below) |\n");
+    fprintf(
+        f, "| `where` | table | | string | PostgreSQL 15 publication row filter, e.g. `published AND NOT "
+           "draft`: only the rows that pass it are embedded (backfill and stream; a row that stops passing "
+           "it is removed); a filter on columns outside the replica identity is refused unless the table has "
+           "REPLICA IDENTITY FULL (see below) |\n");
     fprintf(
         f,
         "| `columns` | table | | list of strings | publication column list (accepted and checked; this build "

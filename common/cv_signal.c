@@ -1,4 +1,5 @@
-/* cv_signal.c: stop flags, SIGHUP ignored and logged, stop hooks (cv_signal.h).
+/* cv_signal.c: stop flags, SIGHUP ignored and logged (or counted for a reload), stop hooks
+ * (cv_signal.h).
  *
  * The handlers write flags only; one detached thread polls them every 100 ms to log the
  * SIGHUP line and run the stop hooks (async-signal-safe handlers cannot log or cancel). */
@@ -12,7 +13,7 @@
 #include "cv_log.h"
 
 double cv_stop_age(void);
-static volatile sig_atomic_t *user_flag;
+static volatile sig_atomic_t *user_flag, *reload_flag;
 static volatile sig_atomic_t stop_seen, hup_seen;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static void (*hooks[8])(void);
@@ -30,6 +31,7 @@ static void on_stop(int sig) {
 static void on_hup(int sig) {
     (void)sig;
     hup_seen++;
+    if (reload_flag) ++*reload_flag;
 }
 
 static void *watch(void *arg) {
@@ -39,7 +41,9 @@ static void *watch(void *arg) {
         struct timespec ts = {0, 100000000L};
         nanosleep(&ts, NULL);
         int h = hup_seen;
-        if (h != hups) {
+        if (h != hups && reload_flag) {
+            hups = h; /* the command reads its file again and says so */
+        } else if (h != hups) {
             cv_warn("event=sighup_ignored signals=%d note=\"cdcvec reads its options once and has nothing to "
                     "reload; it keeps running (stop it with SIGTERM, then start it with the new options)\"",
                     h - hups);
@@ -98,6 +102,11 @@ void cv_signal_on_stop(volatile sig_atomic_t *flag) {
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     start_thread();
+}
+
+void cv_signal_on_reload(volatile sig_atomic_t *flag) {
+    reload_flag = flag;
+    cv_signal_init();
 }
 
 int cv_stopping(void) { return stop_seen != 0; }

@@ -6,7 +6,8 @@
  * cv_stopping() at least every 100 ms; statements blocked in PostgreSQL (a lock) are
  * cancelled by the hooks registered here 0.5 s after the signal, so a stop is noticed within
  * a second whatever the process waits on. SIGHUP reloads nothing (cdcvec reads its options
- * once): it is ignored, and a thread logs event=sighup_ignored, never the handler. */
+ * once): it is ignored, and a thread logs event=sighup_ignored, never the handler; except in
+ * cdcvec sync --config, which reads its pipeline file again (cv_signal_on_reload). */
 #ifndef CV_SIGNAL_H
 #define CV_SIGNAL_H
 
@@ -14,6 +15,8 @@
 
 /* SIGHUP ignored and logged (every command, from main()). Idempotent. */
 void cv_signal_init(void);
+/* SIGHUP increments *flag instead (cdcvec sync --config: the pipeline file is read again). */
+void cv_signal_on_reload(volatile sig_atomic_t *flag);
 /* SIGTERM and SIGINT set *flag (may be NULL) and cv_stopping(); SIGPIPE ignored. */
 void cv_signal_on_stop(volatile sig_atomic_t *flag);
 /* 1 once a stop signal arrived (or cv_signal_request_stop was called). */

@@ -25,6 +25,7 @@
 
 #include "../common/cv_buf.h"
 #include "../common/cv_log.h"
+#include "../common/cv_lsn.h"
 #include "../common/cv_signal.h"
 #include "pgvalue.h"
 #include "sync_impl.h"
@@ -49,7 +50,109 @@ struct cv_health {
     cv_health_peer peer[4]; /* peers whose contact counts (Kafka clients' brokers) */
     int npeer;
     cv_metric *m_lag_s, *m_retained, *m_over, *m_lost, *m_source_up, *m_ready;
+    /* a pipeline's tables (ingest/tables.c), each with its own readiness and freshness; none
+     * for a stage of one table (its figures are the stage's) */
+    struct table_health {
+        const cv_sync *s;
+        char *name;
+        uint32_t oid;
+        int streaming, store_ok, gone;
+        double oldest_unapplied, lag_s, lag_bytes;
+        uint64_t applied;
+        cv_metric *m_lag_s, *m_lag_bytes, *m_applied, *m_streaming, *m_rows;
+    } * tab;
+    int ntab;
+    uint64_t wal_lsn; /* pg_current_wal_lsn() at the last reading */
+    int readings;
 };
+
+/* The entry of a pipeline's table (h->mu held), or NULL (a stage of one table). */
+static struct table_health *entry(struct cv_health *h, const cv_sync *s) {
+    for (int i = 0; i < h->ntab; i++)
+        if (h->tab[i].s == s && !h->tab[i].gone) return &h->tab[i];
+    return NULL;
+}
+
+static void label(cv_buf *b, const char *table) {
+    cv_buf_puts(b, "table=\"");
+    for (const char *p = table; *p; p++) { /* a label value escapes \\ and \" */
+        if (*p == '\\' || *p == '"') cv_buf_put(b, "\\", 1);
+        cv_buf_put(b, p, 1);
+    }
+    cv_buf_puts(b, "\"");
+}
+
+void cv_health_table(cv_sync *s, int on) {
+    struct cv_health *h = s->rt.health;
+    if (!h) return;
+    pthread_mutex_lock(&h->mu);
+    struct table_health *t = NULL;
+    cv_buf nm = {0}; /* the label: schema.table, as the apply stage's per-table series have it */
+    if (s->t.schema && s->t.name)
+        cv_buf_printf(&nm, "%s.%s", s->t.schema, s->t.name);
+    else
+        cv_buf_printf(&nm, "%s%s", strchr(s->o.table, '.') ? "" : "public.", s->o.table);
+    const char *name = nm.p;
+    for (int i = 0; i < h->ntab && !t; i++)
+        if (h->tab[i].s == s || (h->tab[i].gone && !strcmp(h->tab[i].name, name))) t = &h->tab[i];
+    if (!on) {
+        if (t) t->gone = 1, t->s = NULL;
+        pthread_mutex_unlock(&h->mu);
+        cv_buf_free(&nm);
+        return;
+    }
+    if (!t) {
+        struct table_health *n = realloc(h->tab, sizeof *h->tab * (size_t)(h->ntab + 1));
+        CV_ASSERT(n);
+        h->tab = n;
+        t = &h->tab[h->ntab++];
+        memset(t, 0, sizeof *t);
+        t->store_ok = 1;
+        t->name = strdup(name);
+        cv_buf l = {0};
+        label(&l, name);
+        cv_metrics *r = s->rt.reg;
+        t->m_lag_s = cv_metrics_gauge(r, "cdcvec_table_lag_seconds",
+                                      "Age of the table's oldest committed change not yet in its store (0: "
+                                      "none waiting).",
+                                      l.p);
+        t->m_lag_bytes =
+            cv_metrics_gauge(r, "cdcvec_table_lag_bytes",
+                             "pg_current_wal_lsn() minus the position the table's store holds.", l.p);
+        t->m_applied = cv_metrics_gauge(r, "cdcvec_table_applied_lsn",
+                                        "The position (LSN, as a number) up to which the table's store holds "
+                                        "every change.",
+                                        l.p);
+        t->m_streaming =
+            cv_metrics_gauge(r, "cdcvec_table_streaming",
+                             "1 while the table's changes are applied as they come (0: starting, "
+                             "joining, or held because its store failed).",
+                             l.p);
+        t->m_rows =
+            cv_metrics_gauge(r, "cdcvec_table_rows_source",
+                             "Live rows of the source table (pg_stat_user_tables.n_live_tup, read every "
+                             "10 s: an estimate).",
+                             l.p);
+        cv_buf_free(&l);
+    }
+    t->s = s;
+    t->gone = 0;
+    if (s->t.oid) t->oid = s->t.oid;
+    pthread_mutex_unlock(&h->mu);
+    cv_buf_free(&nm);
+}
+
+void cv_health_position(cv_sync *s, uint64_t pos) {
+    struct cv_health *h = s->rt.health;
+    if (!h) return;
+    pthread_mutex_lock(&h->mu);
+    struct table_health *t = entry(h, s);
+    if (t && pos > t->applied) {
+        t->applied = pos;
+        cv_metric_set(t->m_applied, (double)pos);
+    }
+    pthread_mutex_unlock(&h->mu);
+}
 
 cv_err cv_health_open(cv_sync *s) {
     struct cv_health *h = calloc(1, sizeof *h);
@@ -79,6 +182,9 @@ void cv_health_close(cv_sync *s) {
     if (!h) return;
     cv_health_stop(s);
     pthread_mutex_destroy(&h->mu);
+    for (int i = 0; i < h->ntab; i++)
+        free(h->tab[i].name);
+    free(h->tab);
     free(h->slot);
     free(h);
     s->rt.health = NULL;
@@ -99,7 +205,12 @@ void cv_health_streaming(cv_sync *s, int on) {
     struct cv_health *h = s->rt.health;
     if (!h) return;
     pthread_mutex_lock(&h->mu);
-    h->streaming = on;
+    struct table_health *t = entry(h, s);
+    if (t) {
+        t->streaming = on;
+        cv_metric_set(t->m_streaming, on);
+    }
+    if (!t) h->streaming = on; /* a pipeline's tables say it each (verdict) */
     pthread_mutex_unlock(&h->mu);
 }
 
@@ -118,7 +229,11 @@ void cv_health_store(cv_sync *s, int ok) {
     struct cv_health *h = s->rt.health;
     if (!h) return;
     pthread_mutex_lock(&h->mu);
-    h->store_ok = ok;
+    struct table_health *t = entry(h, s);
+    if (t)
+        t->store_ok = ok;
+    else
+        h->store_ok = ok;
     pthread_mutex_unlock(&h->mu);
 }
 
@@ -127,7 +242,9 @@ void cv_health_unapplied(cv_sync *s, double commit_unix) {
     if (!h) return;
     if (commit_unix <= 0) commit_unix = cv_wall_now();
     pthread_mutex_lock(&h->mu);
-    if (!h->oldest_unapplied || commit_unix < h->oldest_unapplied) h->oldest_unapplied = commit_unix;
+    struct table_health *t = entry(h, s);
+    double *oldest = t ? &t->oldest_unapplied : &h->oldest_unapplied;
+    if (!*oldest || commit_unix < *oldest) *oldest = commit_unix;
     pthread_mutex_unlock(&h->mu);
 }
 
@@ -135,8 +252,11 @@ void cv_health_applied(cv_sync *s) {
     struct cv_health *h = s->rt.health;
     if (!h) return;
     pthread_mutex_lock(&h->mu);
-    h->oldest_unapplied = 0;
-    h->store_ok = 1;
+    struct table_health *t = entry(h, s);
+    if (t)
+        t->oldest_unapplied = 0, t->store_ok = 1;
+    else
+        h->oldest_unapplied = 0, h->store_ok = 1;
     pthread_mutex_unlock(&h->mu);
 }
 
@@ -146,6 +266,14 @@ static int verdict(struct cv_health *h, cv_buf *detail) {
     double now = cv_wall_now() + h->skew; /* on the source's clock */
     h->lag_s = h->oldest_unapplied ? now - h->oldest_unapplied : 0;
     if (h->lag_s < 0) h->lag_s = 0;
+    for (int i = 0; i < h->ntab; i++) { /* the stage's lag: its most behind table's */
+        struct table_health *t = &h->tab[i];
+        if (t->gone) continue;
+        t->lag_s = t->oldest_unapplied ? now - t->oldest_unapplied : 0;
+        if (t->lag_s < 0) t->lag_s = 0;
+        cv_metric_set(t->m_lag_s, t->lag_s);
+        if (t->lag_s > h->lag_s) h->lag_s = t->lag_s;
+    }
     int ok = 1;
     cv_buf why = {0};
 #define FAIL(...)                                                                                            \
@@ -155,13 +283,25 @@ static int verdict(struct cv_health *h, cv_buf *detail) {
         ok = 0;                                                                                              \
     } while (0)
     if (h->replication) {
-        if (!h->streaming) FAIL("not streaming from the slot (starting, backfilling or retrying)");
+        if (!h->streaming && !h->ntab)
+            FAIL("not streaming from the slot (starting, backfilling or retrying)");
         if (!h->source_up) FAIL("the source database does not answer");
         if (h->lost) FAIL("the slot was invalidated (max_slot_wal_keep_size)");
         if (h->over)
             FAIL("the slot retains %.0f MB of WAL (--wal-warn-mb %ld)", h->retained / MB, o->wal_warn_mb);
     }
     if (!h->store_ok) FAIL("the store does not accept writes");
+    for (int i = 0; i < h->ntab; i++) {
+        struct table_health *t = &h->tab[i];
+        if (t->gone) continue;
+        if (!t->store_ok)
+            FAIL("%s: its store does not accept writes (the table is held; the others go on)", t->name);
+        else if (!t->streaming)
+            FAIL("%s: not streaming (starting, joining, or held)", t->name);
+        if (o->ready_lag_s > 0 && t->lag_s > o->ready_lag_s)
+            FAIL("%s: the oldest change not yet in its store committed %.1f s ago (--ready-lag-s %g)",
+                 t->name, t->lag_s, o->ready_lag_s);
+    }
     if (o->ready_lag_s > 0 && h->lag_s > o->ready_lag_s)
         FAIL("the oldest change not yet in the store committed %.1f s ago (--ready-lag-s %g)", h->lag_s,
              o->ready_lag_s);
@@ -181,7 +321,22 @@ static int verdict(struct cv_health *h, cv_buf *detail) {
         if (h->replication)
             cv_buf_printf(detail, ",\"lag_bytes\":%.0f,\"retained_wal_bytes\":%.0f", h->lag_bytes,
                           h->retained);
-        cv_buf_printf(detail, ",\"lag_seconds\":%.3f}", h->lag_s);
+        cv_buf_printf(detail, ",\"lag_seconds\":%.3f", h->lag_s);
+        if (h->ntab) {
+            cv_buf_puts(detail, ",\"tables\":[");
+            int k = 0;
+            for (int i = 0; i < h->ntab; i++) {
+                struct table_health *t = &h->tab[i];
+                if (t->gone) continue;
+                cv_buf_puts(detail, k++ ? ",{\"table\":" : "{\"table\":");
+                cv_json_string(detail, t->name, strlen(t->name));
+                cv_buf_printf(
+                    detail, ",\"streaming\":%s,\"store_ok\":%s,\"lag_seconds\":%.3f,\"lag_bytes\":%.0f}",
+                    t->streaming ? "true" : "false", t->store_ok ? "true" : "false", t->lag_s, t->lag_bytes);
+            }
+            cv_buf_puts(detail, "]");
+        }
+        cv_buf_puts(detail, "}");
     }
     free(why.p);
     cv_metric_set(h->m_ready, ok);
@@ -215,8 +370,8 @@ static int read_slot(struct cv_health *h, PGconn *db, cv_buf *why) {
                                "SELECT extract(epoch FROM clock_timestamp())::float8, "
                                "(pg_current_wal_lsn() - confirmed_flush_lsn)::float8, "
                                "(pg_current_wal_lsn() - restart_lsn)::float8, wal_status, "
-                               "safe_wal_size::float8 FROM (SELECT 1) one LEFT JOIN pg_replication_slots "
-                               "ON slot_name = $1",
+                               "safe_wal_size::float8, pg_current_wal_lsn()::text FROM (SELECT 1) one LEFT "
+                               "JOIN pg_replication_slots ON slot_name = $1",
                                1, NULL, p, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
         cv_pg_errtext(PQresultErrorMessage(r), why);
@@ -228,6 +383,13 @@ static int read_slot(struct cv_health *h, PGconn *db, cv_buf *why) {
     const cv_sync_opts *o = &h->s->o;
     pthread_mutex_lock(&h->mu);
     h->skew = atof(PQgetvalue(r, 0, 0)) - (asked + answered) / 2;
+    cv_lsn_parse(PQgetvalue(r, 0, 5), &h->wal_lsn);
+    for (int i = 0; i < h->ntab; i++) {
+        struct table_health *t = &h->tab[i];
+        if (t->gone || !t->applied) continue;
+        t->lag_bytes = h->wal_lsn > t->applied ? (double)(h->wal_lsn - t->applied) : 0;
+        cv_metric_set(t->m_lag_bytes, t->lag_bytes);
+    }
     if (slot && !PQgetisnull(r, 0, 3)) {
         h->lag_bytes = PQgetisnull(r, 0, 1) ? h->lag_bytes : atof(PQgetvalue(r, 0, 1));
         h->retained = PQgetisnull(r, 0, 2) ? h->retained : atof(PQgetvalue(r, 0, 2));
@@ -278,6 +440,36 @@ static int read_slot(struct cv_health *h, PGconn *db, cv_buf *why) {
     return 0;
 }
 
+/* Every 10 s: each table's live rows, as the statistics collector counts them (cheap). */
+static void read_rows(struct cv_health *h, PGconn *db) {
+    cv_buf oids = {0};
+    pthread_mutex_lock(&h->mu);
+    for (int i = 0; i < h->ntab; i++)
+        if (!h->tab[i].gone && h->tab[i].oid)
+            cv_buf_printf(&oids, "%s%u", oids.len ? "," : "{", h->tab[i].oid);
+    pthread_mutex_unlock(&h->mu);
+    if (!oids.len) return;
+    cv_buf_puts(&oids, "}");
+    const char *p[1] = {oids.p};
+    PGresult *r =
+        PQexecParams(db,
+                     "SELECT relid::int8, n_live_tup::float8 FROM pg_stat_user_tables WHERE relid = "
+                     "ANY($1::oid[])",
+                     1, NULL, p, NULL, NULL, 0);
+    if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+        pthread_mutex_lock(&h->mu);
+        for (int k = 0; k < PQntuples(r); k++) {
+            uint32_t oid = (uint32_t)strtoul(PQgetvalue(r, k, 0), NULL, 10);
+            for (int i = 0; i < h->ntab; i++)
+                if (!h->tab[i].gone && h->tab[i].oid == oid)
+                    cv_metric_set(h->tab[i].m_rows, atof(PQgetvalue(r, k, 1)));
+        }
+        pthread_mutex_unlock(&h->mu);
+    }
+    PQclear(r);
+    cv_buf_free(&oids);
+}
+
 static void *monitor(void *arg) {
     struct cv_health *h = arg;
     PGconn *db = NULL;
@@ -299,8 +491,9 @@ static void *monitor(void *arg) {
             }
             cv_buf why = {0};
             int up = 0;
-            if (PQstatus(db) == CONNECTION_OK)
-                up = read_slot(h, db, &why) == 0;
+            if (PQstatus(db) == CONNECTION_OK) up = read_slot(h, db, &why) == 0;
+            if (up && h->readings++ % 10 == 0)
+                read_rows(h, db);
             else
                 cv_pg_errtext(PQerrorMessage(db), &why);
             if (up) {

@@ -55,12 +55,26 @@ typedef struct cv_sync_opts {
     long search_queue_ms;    /* sync --http: a search beyond 16 at once waits this long for a slot (0: 503 at
                                 once) */
     double broker_down_s;    /* Kafka stages: no broker this long is an error and not ready (0: 60 s) */
+    const char *where;       /* a pipeline table's row filter (where:): only its rows that pass it, as a
+                                PostgreSQL 15 publication row filter; NULL: every row */
+    int pipeline;            /* from a pipeline file: the pipeline's slot (one per source database) and a
+                                state key per table (ingest/tables.c), whatever the number of tables */
 } cv_sync_opts;
 
 /* Runs until *stop becomes nonzero (then finishes the batch in hand, acknowledges, returns
  * 0) or a fatal error (returns 1 after logging what and how to fix it). Lost connections to
  * the source or the sink are retried with backoff. */
 int cv_sync_run(const cv_sync_opts *o, volatile sig_atomic_t *stop);
+
+/* The tables of a pipeline file, o[0..n), on one replication slot and one publication per
+ * source database, in one process (ingest/tables.c): each table keeps its own position in its
+ * store, the slot is confirmed at the smallest. reload (may be NULL): on SIGHUP, the file read
+ * again into *o (malloc'd array, freed by the caller; its strings stay valid for the process)
+ * and *n; 0 on success; hup: the count of SIGHUPs (cv_signal_on_reload). Returns an exit
+ * status, as cv_sync_run. */
+typedef int (*cv_sync_reload_fn)(void *arg, cv_sync_opts **o, int *n);
+int cv_sync_run_tables(const cv_sync_opts *o, int n, cv_sync_reload_fn reload, void *reload_arg,
+                       volatile sig_atomic_t *stop, volatile sig_atomic_t *hup);
 
 /* Re-embeds the table on demand, in primary-key order, with a progress line; rows whose
  * text hash is unchanged are skipped unless o->force. Returns an exit status. */

@@ -11,6 +11,7 @@
 #include "../common/cv_buf.h"
 #include "../common/cv_log.h"
 #include "../pg/cv_names.h"
+#include "stamp.h"
 #include "sync_impl.h"
 
 void cv_sync_error(cv_sync *s, const char *stage, const cv_pg_fault *f) {
@@ -350,31 +351,6 @@ static cv_err adopt_legacy(cv_sync *s, cv_buf *slot, const char *legacy, const c
     return CV_OK;
 }
 
-/* The model that wrote the store's vectors (its meta) must be the running one: vectors of two
- * models in one index cannot be compared, and a row whose text did not change keeps its vector.
- * A revision is compared when both are known (--embed runs know the id only). */
-static cv_err check_model(cv_sync *s, const cv_sink_meta *m) {
-    int id_differs = m->model && strcmp(m->model, s->rt.mf.id) != 0;
-    int rev_differs =
-        m->model_revision && s->rt.mf.revision && strcmp(m->model_revision, s->rt.mf.revision) != 0;
-    if (!id_differs && !rev_differs) return CV_OK;
-    cv_error("event=model_mismatch table=%s recorded_model=%s recorded_revision=%s model=%s revision=%s "
-             "error=\"the store's vectors were made by another model (or other weights) than this one\"",
-             s->t.qualified, m->model, m->model_revision ? m->model_revision : "unknown", s->rt.mf.id,
-             s->rt.mf.revision ? s->rt.mf.revision : "unknown");
-    s->fault =
-        (cv_pg_fault){0, "config",
-                      "run the model the store was written with (--model: a folder whose "
-                      "model.safetensors has the recorded revision), or write to a fresh index (another "
-                      "--sink database, Qdrant collection or Upstash --namespace), which a new snapshot "
-                      "fills (--resnapshot 1); changing the model of an existing index is not supported "
-                      "yet"};
-    snprintf(s->why, sizeof s->why, "model_mismatch: the store holds vectors of %s revision %s", m->model,
-             m->model_revision ? m->model_revision : "unknown");
-    cv_sync_error(s, "sink", &s->fault);
-    return CV_ERR_UNSUPPORTED;
-}
-
 /* The slot, publication and stream (the state key) of the session: --slot, else a name unique
  * per database and store (cv_name_slot_in), or an earlier version's slot (adopt_legacy). */
 static cv_err names(cv_sync *s) {
@@ -384,8 +360,19 @@ static cv_err names(cv_sync *s) {
     const char *table = dot ? dot + 1 : o->table;
     cv_buf slot = {0}, pub = {0}, store = {0}, legacy = {0};
     cv_err e = CV_OK;
+    int many = o->pipeline || (s->tables && s->tables->many);
     if (o->slot && *o->slot) {
         cv_buf_puts(&slot, o->slot);
+    } else if (many) { /* a pipeline: one slot per source database, whatever its tables and stores */
+        PGresult *r = PQexec(s->src, "SELECT current_database()");
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            cv_pg_classify_result(s->src, r, &s->fault);
+            cv_pg_log_fault("source_failed", "current_database", PQresultErrorField(r, PG_DIAG_SQLSTATE),
+                            &s->fault, PQresultErrorMessage(r));
+            e = s->fault.retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
+        } else
+            cv_name_slot_in(PQgetvalue(r, 0, 0), "pipeline", "tables", "", 0, &slot);
+        PQclear(r);
     } else {
         PGresult *r = PQexec(s->src, "SELECT current_database()");
         if (PQresultStatus(r) != PGRES_TUPLES_OK) {
@@ -413,10 +400,15 @@ static cv_err names(cv_sync *s) {
         cv_buf_puts(&pub, o->publication);
     else
         cv_buf_puts(&pub, slot.p ? slot.p : "");
-    free(schema), free(store.p), free(legacy.p);
     s->slot = slot.p ? slot.p : strdup("");
     s->publication = pub.p;
-    s->stream = strdup(s->slot);
+    if (many) { /* each table's state in its store: its own key */
+        cv_buf st = {0};
+        cv_buf_printf(&st, "%s/%s.%s", s->slot, schema, table);
+        s->stream = st.p;
+    } else
+        s->stream = strdup(s->slot);
+    free(schema), free(store.p), free(legacy.p);
     return e;
 }
 
@@ -428,7 +420,7 @@ static void backfill_row(void *arg, const cv_rowval *v, cv_change *c) {
 
 cv_err cv_sync_session_open(cv_sync *s, int replication) {
     s->in_session = 1;
-    s->resnapshot = s->refresh = s->restart_now = 0;
+    s->resnapshot = s->refresh = s->restart_now = s->pub_added = 0;
     s->fault = (cv_pg_fault){1, "connection", NULL};
     s->why[0] = 0;
     cv_pg_last_message_clear();
@@ -465,6 +457,7 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
         cv_sink_meta_free(&meta);
         return e;
     }
+    if (o->where && *o->where) s->t.where = strdup(o->where); /* the backfill reads what is published */
     const cv_outlet *out = o->outlet;
     int no_model = out && out->no_model;
     if (out && out->row) {
@@ -472,14 +465,15 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
         s->t.row_hook_arg = s;
     }
     if (replication) {
-        if ((e = lock_table(s)) || (e = cv_source_prepare(s->src, &s->t, s->publication, &s->fault))) {
+        if ((e = lock_table(s)) ||
+            (e = cv_source_prepare(s->src, &s->t, s->publication, &s->pub_added, &s->fault))) {
             if (e != CV_ERR_TIMEOUT || strcmp(s->fault.kind, "conflict"))
                 cv_sync_error(s, "source", &s->fault);
             cv_sink_meta_free(&meta);
             return e;
         }
     }
-    if (!no_model && (e = check_model(s, &meta))) {
+    if ((e = cv_stamp_check(s, &meta))) { /* stamp.c: another model or text source recorded */
         cv_sink_meta_free(&meta);
         return e;
     }
@@ -490,6 +484,8 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
                         .key_types = s->t.keytype,
                         .dim = no_model ? 0 : s->rt.dim, /* capture: its bookkeeping only */
                         .model_id = s->rt.mf.id,
+                        .model_revision = s->rt.mf.revision,
+                        .text_source = s->t.text_source,
                         .stream = s->stream,
                         .state_conninfo = o->source,
                         .ns = o->ns,
@@ -497,7 +493,8 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
                         .writers = o->sink_writers,
                         .key_exact = s->t.key_exact,
                         .index_mem_mb = o->index_memory_mb,
-                        .chunked = o->search ? -1 : o->chunk_max_tokens > 0};
+                        .chunked = o->search ? -1 : o->chunk_max_tokens > 0,
+                        .retry_s = s->tables && s->tables->n > 1 ? 2 : 0};
     if ((e = cv_sink_open(s->sink_conninfo, &st, &s->sink))) {
         const char *kind, *fix;
         cv_sink_last_fault(s->sink, &kind, &fix);
@@ -508,24 +505,9 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
         return e;
     }
     /* a store of an earlier version (or one written with --embed, which knows no revision) */
-    if (!no_model && replication && meta.layout &&
-        (!meta.model || (!meta.model_revision && s->rt.mf.revision))) {
-        free(meta.model), free(meta.model_revision);
-        meta.model = strdup(s->rt.mf.id);
-        meta.model_revision = s->rt.mf.revision ? strdup(s->rt.mf.revision) : NULL;
-        if ((e = cv_sink_meta_set(s->sink, &meta))) {
-            const char *kind, *fix;
-            cv_sink_last_fault(s->sink, &kind, &fix);
-            cv_pg_fault f = {e == CV_ERR_TIMEOUT, kind, fix};
-            cv_sync_error(s, "sink", &f);
-            cv_sink_meta_free(&meta);
-            return e;
-        }
-        cv_info(
-            "event=model_recorded table=%s model=%s revision=%s note=\"the store had no model (or no "
-            "revision) recorded, as an earlier cdcvec or a sync with --embed left it: its vectors are taken "
-            "to be this model's\"",
-            s->t.qualified, s->rt.mf.id, s->rt.mf.revision ? s->rt.mf.revision : "unknown");
+    if (replication && (e = cv_stamp_adopt(s, &meta))) {
+        cv_sink_meta_free(&meta);
+        return e;
     }
     cv_health_store(s, 1);
     cv_health_slot(s, s->slot);
@@ -550,14 +532,6 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
             "event=schema_changed table=%s action=\"refreshing every row's payload (texts re-embedded only "
             "where they changed)\"",
             s->t.qualified);
-        s->refresh = 1;
-    }
-    if (replication && meta.text_source && strcmp(meta.text_source, s->t.text_source) != 0 &&
-        !s->resnapshot) {
-        cv_info(
-            "event=text_source_changed table=%s from=\"%s\" to=\"%s\" action=\"re-embedding rows whose text "
-            "changed\"",
-            s->t.qualified, meta.text_source, s->t.text_source);
         s->refresh = 1;
     }
     cv_sink_meta_free(&meta);

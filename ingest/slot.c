@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../common/cv_buf.h"
 #include "../common/cv_log.h"
@@ -48,7 +49,8 @@ static void warn_other_slots(cv_sync *s) {
 /* What pg_replication_slots says of the slot. */
 typedef struct slot_seen {
     int exists, lost, active;
-    char holder[16]; /* the pid of the walsender streaming from it, "-" when none */
+    uint64_t confirmed; /* confirmed_flush_lsn */
+    char holder[16];    /* the pid of the walsender streaming from it, "-" when none */
 } slot_seen;
 
 /* Looks the slot up; refuses a slot of another database or program (slots are cluster-wide). */
@@ -57,7 +59,8 @@ static cv_err slot_look(cv_sync *s, slot_seen *v) {
     PGresult *r =
         PQexecParams(s->src,
                      "SELECT plugin, wal_status, active, active_pid, coalesce(database::text, '-'), "
-                     "current_database(), slot_type FROM pg_replication_slots WHERE slot_name = $1",
+                     "current_database(), slot_type, coalesce(confirmed_flush_lsn::text, '0/0') FROM "
+                     "pg_replication_slots WHERE slot_name = $1",
                      1, NULL, p, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         cv_pg_classify_result(s->src, r, &s->fault);
@@ -90,6 +93,7 @@ static cv_err slot_look(cv_sync *s, slot_seen *v) {
     v->lost = exists && strcmp(PQgetvalue(r, 0, 1), "lost") == 0;
     v->active = exists && PQgetvalue(r, 0, 2)[0] == 't';
     if (v->active) snprintf(v->holder, sizeof v->holder, "%s", PQgetvalue(r, 0, 3));
+    if (exists) cv_lsn_parse(PQgetvalue(r, 0, 7), &v->confirmed);
     PQclear(r);
     return CV_OK;
 }
@@ -150,13 +154,15 @@ cv_err cv_sync_repl_failed(cv_sync *s, PGconn *repl, PGresult *r, const char *st
     return s->fault.retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
 }
 
-/* CREATE_REPLICATION_SLOT ... EXPORT_SNAPSHOT: the consistent point and the exported snapshot's
- * name (caller frees). */
-static cv_err slot_create(cv_sync *s, PGconn *repl, uint64_t *cp, char **snapshot) {
+/* CREATE_REPLICATION_SLOT name [TEMPORARY] ... EXPORT_SNAPSHOT: the consistent point and the
+ * exported snapshot's name (caller frees). */
+static cv_err slot_create(cv_sync *s, PGconn *repl, const char *name, int temporary, uint64_t *cp,
+                          char **snapshot) {
     cv_buf sql = {0};
     cv_buf_puts(&sql, "CREATE_REPLICATION_SLOT ");
-    cv_pg_ident(&sql, s->slot);
-    cv_buf_puts(&sql, " LOGICAL pgoutput EXPORT_SNAPSHOT");
+    cv_pg_ident(&sql, name);
+    cv_buf_puts(&sql, temporary ? " TEMPORARY LOGICAL pgoutput EXPORT_SNAPSHOT"
+                                : " LOGICAL pgoutput EXPORT_SNAPSHOT");
     PGresult *r = PQexec(repl, sql.p);
     free(sql.p);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
@@ -169,13 +175,14 @@ static cv_err slot_create(cv_sync *s, PGconn *repl, uint64_t *cp, char **snapsho
     *snapshot = strdup(PQgetvalue(r, 0, 2));
     PQclear(r);
     cv_lsn_format(*cp, cps);
-    cv_info("event=slot_created slot=%s consistent_point=%s snapshot=%s", s->slot, cps, *snapshot);
+    cv_info("event=slot_created slot=%s%s consistent_point=%s snapshot=%s", name,
+            temporary ? " temporary=1" : "", cps, *snapshot);
     return CV_OK;
 }
 
 /* Backfills through the slot's exported snapshot, before any other command on the replication
  * connection (which would end the snapshot), then records the meta. */
-static cv_err backfill_snapshot(cv_sync *s, uint64_t cp, const char *snapshot, volatile sig_atomic_t *stop) {
+cv_err cv_slot_backfill(cv_sync *s, uint64_t cp, const char *snapshot, volatile sig_atomic_t *stop) {
     cv_err e = CV_OK;
     PGresult *r;
     PGconn *bf = cv_pg_connect(s->o.source, 0, "backfill");
@@ -233,10 +240,105 @@ cv_err cv_slot_ensure(cv_sync *s, PGconn *repl, volatile sig_atomic_t *stop, uin
     if (v.exists) return CV_OK;
     uint64_t cp = 0;
     char *snapshot = NULL;
-    if ((e = slot_create(s, repl, &cp, &snapshot))) return e;
+    if ((e = slot_create(s, repl, s->slot, 0, &cp, &snapshot))) return e;
     warn_other_slots(s);
-    e = backfill_snapshot(s, cp, snapshot, stop);
+    e = cv_slot_backfill(s, cp, snapshot, stop);
     free(snapshot);
     if (!e) *applied = cp;
+    return e;
+}
+
+/* ---- a pipeline of several tables (tables.c) ---- */
+
+cv_err cv_slot_ensure_many(cv_tables *T, PGconn *repl, volatile sig_atomic_t *stop, uint64_t *start) {
+    cv_sync *s = NULL; /* the first table whose session is open: the slot's checks run on its connection */
+    for (int i = 0; i < T->n && !s; i++)
+        if (T->p[i].open) s = T->p[i].s;
+    CV_ASSERT(s);
+    slot_seen v = {.holder = "-"};
+    cv_err e = slot_look(s, &v);
+    if (e) return e;
+    int rebuild = s->o.resnapshot || v.lost;
+    if (v.exists && rebuild) { /* every table is backfilled again from a new snapshot */
+        if ((e = slot_rebuild(s, &v, 0, 1))) return e;
+    }
+    if (v.exists) {
+        *start = v.confirmed;
+        for (int i = 0; i < T->n; i++) {
+            cv_pipe *p = &T->p[i];
+            p->applied = v.confirmed;
+            if (!p->open) continue;
+            uint64_t pos, bpos;
+            int done;
+            if ((e = cv_sink_state(p->s->sink, &pos, &done, &bpos))) {
+                e = cv_sync_batch_failed(p->s, e);
+                if ((e = cv_tables_hold(T, p, e))) return e;
+                continue;
+            }
+            /* a table new to the slot (or one that left the publication and came back, or whose
+             * backfill did not finish, or that was recreated): backfilled beside the others
+             * through a snapshot of its own (tables.c) */
+            const char *why = !done ? "its backfill has not finished (or never started)"
+                              : p->s->pub_added
+                                  ? "it was not in the publication: changes may have been missed"
+                              : p->s->resnapshot ? "the table was dropped and recreated"
+                              : p->s->refresh    ? "its columns or its text changed since the last run"
+                                                 : NULL;
+            if (why) {
+                cv_info("event=table_joining table=%s reason=\"%s\"", p->s->t.qualified, why);
+                p->state = CV_PIPE_JOINING;
+                continue;
+            }
+            p->skip_upto = pos;
+            if (pos > p->applied) p->applied = pos;
+        }
+        return CV_OK;
+    }
+    /* no slot: created, and every table backfilled through its snapshot */
+    for (int i = 0; i < T->n; i++) {
+        cv_pipe *p = &T->p[i];
+        if (!p->open) continue;
+        uint64_t pos, bpos;
+        int done;
+        if ((e = cv_sink_state(p->s->sink, &pos, &done, &bpos))) return cv_sync_batch_failed(p->s, e);
+        slot_seen none = {.holder = "-"};
+        if ((e = slot_rebuild(p->s, &none, pos, done))) return e; /* a store that was done: refused */
+    }
+    uint64_t cp = 0;
+    char *snapshot = NULL;
+    if ((e = slot_create(s, repl, s->slot, 0, &cp, &snapshot))) return e;
+    *start = cp;
+    for (int i = 0; i < T->n && !e; i++) {
+        cv_pipe *p = &T->p[i];
+        p->applied = p->skip_upto = cp;
+        if (!p->open || p->state != CV_PIPE_STREAMING) continue;
+        cv_tables_bind(T, p); /* the shared apply stage, at this table's store */
+        e = cv_slot_backfill(p->s, cp, snapshot, stop);
+    }
+    free(snapshot);
+    return e;
+}
+
+cv_err cv_slot_join(cv_sync *s, volatile sig_atomic_t *stop, uint64_t *at) {
+    PGconn *repl = cv_pg_connect(s->o.source, 1, "join");
+    if (PQstatus(repl) != CONNECTION_OK) {
+        cv_pg_classify_connect(repl, &s->fault);
+        cv_pg_log_fault("replication_connect", "join", NULL, &s->fault, PQerrorMessage(repl));
+        cv_sync_error(s, "source", &s->fault);
+        PQfinish(repl);
+        return s->fault.retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
+    }
+    static int seq;
+    cv_buf name = {0};
+    cv_buf_printf(&name, "cdcvec_join_%d_%d", (int)getpid(), __atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED));
+    uint64_t cp = 0;
+    char *snapshot = NULL;
+    /* the temporary slot exists only while repl is open: its snapshot is read before it closes */
+    cv_err e = slot_create(s, repl, name.p, 1, &cp, &snapshot);
+    if (!e) e = cv_slot_backfill(s, cp, snapshot, stop);
+    free(snapshot);
+    free(name.p);
+    PQfinish(repl);
+    if (!e) *at = cp;
     return e;
 }

@@ -317,7 +317,8 @@ void cv_table_free(cv_table *t) {
     for (int i = 0; i < t->nseg; i++)
         free(t->seg_text[i]);
     if (t->types) cv_pgtypes_free(t->types, t->ncols);
-    free(t->types), free(t->attnum), free(t->layout), free(t->text_source), free(t->text_alias);
+    free(t->types), free(t->attnum), free(t->layout), free(t->text_source), free(t->text_alias),
+        free(t->where);
     free(t->col), free(t->coltype), free(t->typoid), free(t->key), free(t->keyname), free(t->keytype);
     free(t->seg_text), free(t->seg_col), free(t->schema), free(t->name), free(t->qualified);
     memset(t, 0, sizeof *t);
@@ -589,6 +590,7 @@ static cv_err page_sql(const cv_table *t, int after, int limit, cv_buf *sql) {
     select_list(t, sql);
     cv_buf_printf(sql, " FROM %s AS src", t->qualified);
     if (after) cv_buf_printf(sql, " WHERE (%s) > (%s)", keys.p, params.p);
+    if (t->where) cv_buf_printf(sql, " %s (%s)", after ? "AND" : "WHERE", t->where); /* the row filter */
     cv_buf_printf(sql, " ORDER BY %s LIMIT %d", keys.p, limit);
     cv_err e = sql->oom || keys.oom || params.oom ? CV_ERR_NOMEM : CV_OK;
     free(keys.p), free(params.p);
@@ -692,7 +694,7 @@ static cv_err check_table(PGconn *db, const cv_table *t, cv_pg_fault *f) {
     return CV_OK;
 }
 
-cv_err cv_source_prepare(PGconn *db, const cv_table *t, const char *publication, cv_pg_fault *f) {
+cv_err cv_source_prepare(PGconn *db, const cv_table *t, const char *publication, int *added, cv_pg_fault *f) {
     PGresult *r =
         PQexec(db, "SELECT current_setting('wal_level'), (SELECT rolreplication OR rolsuper FROM pg_roles "
                    "WHERE rolname = current_user), current_user");
@@ -719,43 +721,5 @@ cv_err cv_source_prepare(PGconn *db, const cv_table *t, const char *publication,
     PQclear(r);
     cv_err e = check_table(db, t, f); /* before any publication exists: never in the application's way */
     if (e) return e;
-    char oid[16];
-    snprintf(oid, sizeof oid, "%u", t->oid);
-    const char *p[2] = {publication, oid};
-    r = PQexecParams(
-        db,
-        "SELECT (SELECT count(*) FROM pg_publication WHERE pubname = $1), (SELECT count(*) FROM "
-        "pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid WHERE p.pubname = $1 AND "
-        "pr.prrelid = $2::oid), (SELECT pubviaroot FROM pg_publication WHERE pubname = $1)",
-        2, NULL, p, NULL, NULL, 0);
-    if (!ok(r)) {
-        e = failed(db, r, "publication", f);
-        PQclear(r);
-        return e;
-    }
-    int exists = atoi(PQgetvalue(r, 0, 0)), has = atoi(PQgetvalue(r, 0, 1));
-    int viaroot = PQgetvalue(r, 0, 2)[0] == 't';
-    PQclear(r);
-    int partitioned = t->relkind == 'p';
-    cv_buf sql = {0}, pub = {0};
-    cv_pg_ident(&pub, publication);
-    if (!exists)
-        cv_buf_printf(&sql, "CREATE PUBLICATION %s FOR TABLE %s%s", pub.p, t->qualified,
-                      partitioned ? " WITH (publish_via_partition_root = true)" : "");
-    else {
-        if (!has) cv_buf_printf(&sql, "ALTER PUBLICATION %s ADD TABLE %s; ", pub.p, t->qualified);
-        /* changes to partitions must arrive as the partitioned table's */
-        if (partitioned && !viaroot)
-            cv_buf_printf(&sql, "ALTER PUBLICATION %s SET (publish_via_partition_root = true);", pub.p);
-    }
-    if (sql.p) {
-        r = PQexec(db, sql.p);
-        e = ok(r) ? CV_OK : failed(db, r, "create_publication", f);
-        if (!e)
-            cv_info("event=publication_ready publication=%s table=%s via_partition_root=%d", publication,
-                    t->qualified, partitioned);
-        PQclear(r);
-    }
-    free(sql.p), free(pub.p);
-    return e;
+    return cv_publication_add(db, t, publication, added, f);
 }

@@ -36,6 +36,7 @@ typedef struct cv_table {
     int *seg_col;                    /* (nseg) column index or -1 */
     char *layout;                    /* "attnum:name:typoid,..." of every column: a schema change alters it */
     char *text_source;               /* "column <attnum> <name>" or "template <text>": what is embedded */
+    char *where; /* the pipeline's row filter (a PostgreSQL 15 publication WHERE), or NULL: every row */
     /* called by cv_read_page with each row's values and its change (capture --format quix) */
     void (*row_hook)(void *arg, const struct cv_rowval *v, struct cv_change *c);
     void *row_hook_arg;
@@ -91,7 +92,17 @@ void cv_read_page_discard(PGconn *db);
 
 /* Checks what the server and the table must provide (wal_level=logical, REPLICATION, a
  * logged table, a replica identity that carries the primary key) and creates or completes the
- * publication for the table (partitioned tables through publish_via_partition_root). */
-cv_err cv_source_prepare(PGconn *db, const cv_table *t, const char *publication, cv_pg_fault *fault);
+ * publication for the table (partitioned tables through publish_via_partition_root). *added
+ * (may be NULL): 1 when this call put the table in the publication (it was not there). */
+cv_err cv_source_prepare(PGconn *db, const cv_table *t, const char *publication, int *added,
+                         cv_pg_fault *fault);
+
+/* publication.c: the table into the publication (created if missing), with its row filter
+ * (t->where) when it has one; the rest as cv_source_prepare says. A row filter is tried first
+ * in a transaction rolled back: PostgreSQL refuses a table's UPDATE and DELETE once a filter
+ * names columns outside its replica identity, and that would stop the application's writes:
+ * such a filter is refused with the fix (REPLICA IDENTITY FULL, or a filter on the key).
+ * *added is also 1 when the table's filter changed (its rows must be read again). */
+cv_err cv_publication_add(PGconn *db, const cv_table *t, const char *publication, int *added, cv_pg_fault *f);
 
 #endif

@@ -38,26 +38,12 @@
 #define PG_EPOCH_UNIX     946684800.0
 
 typedef struct {
-    cv_change *v;
-    int n, cap;
-} chg_list;
-
-typedef struct {
-    cv_sync *s;
+    cv_tables *T;
     PGconn *repl;
-    uint64_t applied;   /* end LSN committed to the sink */
-    uint64_t confirmed; /* flush position reported */
+    uint64_t confirmed; /* flush position reported: the smallest of the tables' applied positions */
     uint64_t received;  /* latest server position seen */
-    uint64_t skip_upto; /* transactions ending here or before are in the sink already */
-    int in_txn, txn_truncate;
-    chg_list txn, pend;
-    int pend_truncate;
-    uint64_t pend_end;
-    double pend_since, pend_commit_unix, last_feedback, last_probe;
-    long n_ins, n_upd, n_del, n_trunc;
-    int *relmap; /* relation column -> table column, for the table's latest Relation message */
-    int rel_ncols;
-    int table_gone_logged;
+    int in_txn;
+    double last_feedback, last_probe;
 } stream;
 
 static uint64_t be64(const char *p) {
@@ -71,7 +57,7 @@ static void put64(char *p, uint64_t v) {
         p[i] = (char)(v & 0xFF);
 }
 
-static void list_push(chg_list *l, cv_change *c) {
+static void list_push(cv_chg_list *l, cv_change *c) {
     if (l->n == l->cap) {
         l->cap = l->cap ? 2 * l->cap : 256;
         l->v = realloc(l->v, sizeof(cv_change) * (size_t)l->cap);
@@ -79,7 +65,7 @@ static void list_push(chg_list *l, cv_change *c) {
     }
     l->v[l->n++] = *c;
 }
-static void list_clear(chg_list *l) {
+static void list_clear(cv_chg_list *l) {
     for (int i = 0; i < l->n; i++)
         cv_change_free(&l->v[i]);
     l->n = 0;
@@ -87,10 +73,29 @@ static void list_clear(chg_list *l) {
 
 /* Logs a replication-connection failure, classified; returns the session's error. */
 static cv_err repl_failed(stream *st, PGresult *r, const char *step) {
-    return cv_sync_repl_failed(st->s, st->repl, r, step);
+    return cv_sync_repl_failed(st->T->p[0].s, st->repl, r, step);
+}
+
+/* The position every table has in its store: the smallest of their applied positions (a held
+ * or joining table keeps the slot where its store is). */
+static uint64_t position_all(const stream *st) {
+    uint64_t m = UINT64_MAX;
+    for (int i = 0; i < st->T->n; i++)
+        if (st->T->p[i].applied < m) m = st->T->p[i].applied;
+    return m == UINT64_MAX ? st->confirmed : m;
+}
+
+static int pipe_clean(const cv_pipe *p) {
+    return p->state == CV_PIPE_STREAMING && p->pend.n == 0 && !p->pend_truncate && p->txn.n == 0 &&
+           !p->txn_truncate;
 }
 
 static cv_err send_feedback(stream *st) {
+    uint64_t pos = position_all(st);
+    for (int i = 0; i < st->T->n; i++)
+        cv_health_position(st->T->p[i].s, st->T->p[i].applied);
+    if (pos > st->confirmed) st->confirmed = pos;
+    st->T->confirmed = st->confirmed;
     char buf[34];
     buf[0] = 'r';
     put64(buf + 1, st->received > st->confirmed ? st->received : st->confirmed); /* written */
@@ -104,38 +109,68 @@ static cv_err send_feedback(stream *st) {
     return CV_OK;
 }
 
-/* Everything up to pos is delivered (0: the stream is idle): the outlet's hook (outlet.h). */
-static void reached(cv_sync *s, uint64_t pos) {
+/* Everything up to pos is delivered in every table (0: the stream is idle): the outlet's hook
+ * (outlet.h), on the first table's state, which carries the outlet. */
+static void reached(stream *st, uint64_t pos) {
+    cv_sync *s = st->T->p[0].s;
     if (s->o.outlet && s->o.outlet->reached) s->o.outlet->reached(s, pos);
 }
 
-static cv_err flush_pending(stream *st) {
-    if (st->pend.n == 0 && !st->pend_truncate) return CV_OK;
-    cv_sync *s = st->s;
+/* Delivers pipe p's pending batch; a store failure of one table among several holds that table
+ * (tables.c) and the others go on. */
+static cv_err flush_pipe(stream *st, cv_pipe *p) {
+    if (p->pend.n == 0 && !p->pend_truncate) return CV_OK;
+    cv_sync *s = p->s;
+    cv_tables_bind(st->T, p);
     cv_err e =
-        cv_sync_deliver(s, st->pend.v, st->pend.n, st->pend_truncate, st->pend_end, 0, st->pend_commit_unix);
-    st->pend.n = 0; /* consumed either way: on failure the session ends and the slot replays */
-    if (e) return e;
-    cv_metric_add(s->rt.m_changes_ins, (double)st->n_ins);
-    cv_metric_add(s->rt.m_changes_upd, (double)st->n_upd);
-    cv_metric_add(s->rt.m_changes_del, (double)st->n_del);
-    cv_metric_add(s->rt.m_changes_trunc, (double)st->n_trunc);
-    st->n_ins = st->n_upd = st->n_del = st->n_trunc = 0;
-    st->pend_truncate = 0;
-    st->applied = st->confirmed = st->pend_end;
-    reached(s, st->applied);
+        cv_sync_deliver(s, p->pend.v, p->pend.n, p->pend_truncate, p->pend_end, 0, p->pend_commit_unix);
+    p->pend.n =
+        0; /* consumed either way: on failure the session ends (or the table is held) and the slot replays */
+    p->pend_truncate = 0;
+    if (e) return cv_tables_hold(st->T, p, e);
+    cv_metric_add(s->rt.m_changes_ins, (double)p->n_ins);
+    cv_metric_add(s->rt.m_changes_upd, (double)p->n_upd);
+    cv_metric_add(s->rt.m_changes_del, (double)p->n_del);
+    cv_metric_add(s->rt.m_changes_trunc, (double)p->n_trunc);
+    p->n_ins = p->n_upd = p->n_del = p->n_trunc = 0;
+    if (p->pend_end > p->applied) p->applied = p->pend_end;
     cv_health_applied(s); /* the lag in bytes is the server's figure (health.c) */
+    return CV_OK;
+}
+
+/* After deliveries: the position reached in every table, to /wait and to the server. */
+static cv_err advanced(stream *st) {
+    uint64_t pos = position_all(st);
+    reached(st, pos);
     return send_feedback(st);
+}
+
+static cv_err flush_pending(stream *st, cv_pipe *p) {
+    cv_err e = flush_pipe(st, p);
+    return e ? e : advanced(st);
+}
+
+/* Every table's pending batch (before a restart, a probe's finding, a stop). */
+static cv_err flush_all(stream *st) {
+    int any = 0;
+    for (int i = 0; i < st->T->n; i++) {
+        cv_pipe *p = &st->T->p[i];
+        if (p->pend.n == 0 && !p->pend_truncate) continue;
+        cv_err e = flush_pipe(st, p);
+        if (e) return e;
+        any = 1;
+    }
+    return any ? advanced(st) : CV_OK;
 }
 
 /* Table-column values of a tuple, through the relation map: a column the row image does not
  * have is unknown (its stored value stays), never NULL. */
-static void rowvals(stream *st, const cv_pg_tuple *tup, cv_rowval *v) {
-    const cv_table *t = &st->s->t;
+static void rowvals(const cv_pipe *p, const cv_pg_tuple *tup, cv_rowval *v) {
+    const cv_table *t = &p->s->t;
     for (int i = 0; i < t->ncols; i++)
         v[i] = (cv_rowval){'u', NULL, 0};
-    for (int i = 0; i < tup->ncols && i < st->rel_ncols; i++) {
-        int c = st->relmap[i];
+    for (int i = 0; i < tup->ncols && i < p->rel_ncols; i++) {
+        int c = p->relmap[i];
         if (c < 0) continue;
         v[c] = (cv_rowval){tup->col[i].kind, tup->col[i].val, tup->col[i].len};
     }
@@ -150,18 +185,18 @@ static int same_key(char **a, char **b) {
 /* The text column is not in a Relation message by its name: renamed (follow it, by attnum)
  * or dropped (stop). Returns the relation's column index of the text column, or -1 with
  * *e set. */
-static int text_column_moved(stream *st, const cv_pg_rel *rel, cv_err *e) {
-    cv_sync *s = st->s;
+static int text_column_moved(cv_pipe *p, const cv_pg_rel *rel, cv_err *e) {
+    cv_sync *s = p->s;
     cv_table *t = &s->t;
     char oid[16], att[16];
     snprintf(oid, sizeof oid, "%u", t->oid);
     snprintf(att, sizeof att, "%d", t->attnum[t->text_col]);
-    const char *p[2] = {oid, att};
+    const char *par[2] = {oid, att};
     PGresult *r =
         PQexecParams(s->src,
                      "SELECT attname, attisdropped FROM pg_attribute WHERE attrelid = $1::oid AND attnum = "
                      "$2::int2",
-                     2, NULL, p, NULL, NULL, 0);
+                     2, NULL, par, NULL, NULL, 0);
     int at = -1;
     if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && PQgetvalue(r, 0, 1)[0] == 'f') {
         for (int i = 0; i < rel->ncols; i++)
@@ -190,168 +225,204 @@ static int text_column_moved(stream *st, const cv_pg_rel *rel, cv_err *e) {
     return at;
 }
 
-static cv_err on_relation(stream *st, const cv_pg_rel *rel) {
-    cv_table *t = &st->s->t;
-    free(st->relmap);
-    st->rel_ncols = rel->ncols;
-    st->relmap = malloc(sizeof(int) * (size_t)(rel->ncols ? rel->ncols : 1));
-    CV_ASSERT(st->relmap);
+static cv_err on_relation(stream *st, cv_pipe *p, const cv_pg_rel *rel) {
+    cv_table *t = &p->s->t;
+    free(p->relmap);
+    p->rel_ncols = rel->ncols;
+    p->relmap = malloc(sizeof(int) * (size_t)(rel->ncols ? rel->ncols : 1));
+    CV_ASSERT(p->relmap);
     int text_at = -1;
     for (int i = 0; i < rel->ncols; i++) {
-        st->relmap[i] = -1;
+        p->relmap[i] = -1;
         for (int k = 0; k < t->ncols; k++)
-            if (strcmp(t->col[k], rel->col[i].name) == 0) st->relmap[i] = k;
+            if (strcmp(t->col[k], rel->col[i].name) == 0) p->relmap[i] = k;
         if (t->text_col >= 0 && t->text_alias && strcmp(rel->col[i].name, t->text_alias) == 0)
-            st->relmap[i] = t->text_col; /* an earlier name of the followed column */
-        if (t->text_col >= 0 && st->relmap[i] == t->text_col) text_at = i;
+            p->relmap[i] = t->text_col; /* an earlier name of the followed column */
+        if (t->text_col >= 0 && p->relmap[i] == t->text_col) text_at = i;
     }
     cv_err e = CV_OK;
     if (t->text_col >= 0 && text_at < 0) {
-        if ((e = flush_pending(st))) return e; /* what came before is fine */
-        text_at = text_column_moved(st, rel, &e);
-        if (text_at >= 0) st->relmap[text_at] = t->text_col;
+        if ((e = flush_pending(st, p))) return e; /* what came before is fine */
+        text_at = text_column_moved(p, rel, &e);
+        if (text_at >= 0) p->relmap[text_at] = t->text_col;
     }
     return e;
 }
 
-static cv_err on_message(stream *st, const uint8_t *data, size_t len) {
-    cv_pg_msg m;
-    char err[256];
-    cv_sync *s = st->s;
-    if (cv_pg_decode(data, len, &m, err, sizeof err)) {
-        cv_error("event=bad_replication_message error=\"%s\"", err);
-        s->fault = (cv_pg_fault){1, "server", NULL};
-        cv_sync_error(s, "source", &s->fault);
-        return CV_ERR_TIMEOUT; /* the session restarts and replays: nothing is skipped */
+/* The streaming table whose relation this is, or NULL (a table of the publication we do not
+ * follow, or one held or joining: its changes come again from the slot later). */
+static cv_pipe *pipe_of(stream *st, uint32_t relid, int streaming_only) {
+    for (int i = 0; i < st->T->n; i++) {
+        cv_pipe *p = &st->T->p[i];
+        if (p->open && p->s->t.oid == relid)
+            return !streaming_only || p->state == CV_PIPE_STREAMING ? p : NULL;
     }
+    return NULL;
+}
+
+/* A change of pipe p: I, U or D. */
+static cv_err on_change(cv_pipe *p, const cv_pg_msg *m) {
+    cv_sync *s = p->s;
     cv_table *t = &s->t;
     cv_err e = CV_OK;
+    if (!p->relmap) {
+        cv_error("event=bad_replication_stream table=%s error=\"change before its Relation message\"",
+                 t->qualified);
+        s->fault = (cv_pg_fault){1, "server", NULL};
+        return CV_ERR_TIMEOUT;
+    }
     cv_rowval *v = calloc((size_t)t->ncols + 1, sizeof *v);
     CV_ASSERT(v);
     cv_change c;
     /* the outlet's look at a row's values while they are at hand (outlet.h) */
     void (*row)(cv_sync *, const cv_rowval *, const cv_rowval *, const char *, cv_change *) =
         s->o.outlet ? s->o.outlet->row : NULL;
-    switch (m.type) {
-    case 'B':
-        st->in_txn = 1;
-        st->txn_truncate = 0;
-        list_clear(&st->txn);
-        break;
-    case 'R':
-        if (m.rel.oid == t->oid) e = on_relation(st, &m.rel);
-        break;
-    case 'I':
-    case 'U':
-    case 'D':
-        if (m.relid != t->oid) break;
-        if (!st->relmap) {
-            cv_error("event=bad_replication_stream error=\"change before its Relation message\"");
-            s->fault = (cv_pg_fault){1, "server", NULL};
-            e = CV_ERR_TIMEOUT;
-            break;
-        }
-        if (m.type == 'D' || (m.type == 'U' && m.old_kind)) {
-            rowvals(st, &m.old_tup, v);
-            if ((e = cv_change_from_row(t, v, 1, &c))) break;
-            if (m.type == 'U') {
-                cv_rowval *nv = calloc((size_t)t->ncols + 1, sizeof *nv);
-                CV_ASSERT(nv);
-                rowvals(st, &m.new_tup, nv);
-                cv_change nc;
-                e = cv_change_from_row(t, nv, 0, &nc);
-                if (!e && row) row(s, nv, v, "update", &nc);
-                free(nv);
-                if (e) {
-                    cv_change_free(&c);
-                    break;
-                }
-                if (same_key(c.key, nc.key))
-                    cv_change_free(&c); /* old row image, key unchanged */
-                else
-                    list_push(&st->txn, &c); /* key changed: delete the old key */
-                list_push(&st->txn, &nc);
-                st->n_upd++;
-            } else {
-                if (row) row(s, v, NULL, "delete", &c);
-                list_push(&st->txn, &c);
-                st->n_del++;
+    if (m->type == 'D' || (m->type == 'U' && m->old_kind)) {
+        rowvals(p, &m->old_tup, v);
+        if ((e = cv_change_from_row(t, v, 1, &c))) goto out;
+        if (m->type == 'U') {
+            cv_rowval *nv = calloc((size_t)t->ncols + 1, sizeof *nv);
+            CV_ASSERT(nv);
+            rowvals(p, &m->new_tup, nv);
+            cv_change nc;
+            e = cv_change_from_row(t, nv, 0, &nc);
+            if (!e && row) row(s, nv, v, "update", &nc);
+            free(nv);
+            if (e) {
+                cv_change_free(&c);
+                goto out;
             }
-            break;
+            if (same_key(c.key, nc.key))
+                cv_change_free(&c); /* old row image, key unchanged */
+            else
+                list_push(&p->txn, &c); /* key changed: delete the old key */
+            list_push(&p->txn, &nc);
+            p->n_upd++;
+        } else {
+            if (row) row(s, v, NULL, "delete", &c);
+            list_push(&p->txn, &c);
+            p->n_del++;
         }
-        rowvals(st, &m.new_tup, v);
-        if ((e = cv_change_from_row(t, v, 0, &c))) break;
-        if (row) row(s, v, NULL, m.type == 'I' ? "insert" : "update", &c);
-        list_push(&st->txn, &c);
-        if (m.type == 'I')
-            st->n_ins++;
-        else
-            st->n_upd++;
-        break;
-    case 'T':
-        for (int i = 0; i < m.ntrunc; i++)
-            if (m.trunc_relid[i] == t->oid) {
-                st->txn_truncate = 1;
-                list_clear(&st->txn); /* everything before the truncate is gone */
-                st->n_trunc++;
-            }
-        break;
-    case 'C':
-        st->in_txn = 0;
-        if (m.end_lsn <= st->skip_upto) { /* applied before a restart: replayed by the slot */
-            list_clear(&st->txn);
-            break;
-        }
-        if (st->txn.n == 0 && !st->txn_truncate) {
-            if (st->pend.n == 0 && !st->pend_truncate) st->confirmed = st->applied = m.end_lsn;
-            break;
-        }
-        if (st->txn_truncate) {
-            list_clear(&st->pend);
-            st->pend_truncate = 1;
-        }
-        if (st->pend.n == 0) st->pend_since = cv_now();
-        for (int i = 0; i < st->txn.n; i++)
-            list_push(&st->pend, &st->txn.v[i]);
-        st->pend_end = m.end_lsn;
-        st->pend_commit_unix = (double)m.commit_ts / 1e6 + PG_EPOCH_UNIX;
-        cv_health_unapplied(s, st->pend_commit_unix);
-        for (int i = 0; i < st->txn.n; i++) { /* where each change comes from (Kafka messages carry it) */
-            cv_change *cc = &st->pend.v[st->pend.n - st->txn.n + i];
-            cc->lsn = m.end_lsn;
-            cc->commit_unix = st->pend_commit_unix;
-            cc->txn_seq = i;
-            cc->txn_size = st->txn.n;
-        }
-        st->txn.n = 0; /* moved */
-        if (st->pend.n == 0 && st->pend_truncate) st->pend_since = cv_now();
-        break;
-    default: break; /* Y, O, M */
+        goto out;
     }
+    rowvals(p, &m->new_tup, v);
+    if ((e = cv_change_from_row(t, v, 0, &c))) goto out;
+    if (row) row(s, v, NULL, m->type == 'I' ? "insert" : "update", &c);
+    list_push(&p->txn, &c);
+    if (m->type == 'I')
+        p->n_ins++;
+    else
+        p->n_upd++;
+out:
+    free(v);
     if (e == CV_ERR_FORMAT) { /* a row image without its key: the replica identity changed under us */
         s->fault = (cv_pg_fault){0, "config",
                                  "ALTER TABLE ... REPLICA IDENTITY DEFAULT, then start cdcvec sync again"};
         cv_sync_error(s, "source", &s->fault);
         e = CV_ERR_UNSUPPORTED;
     }
-    free(v);
+    return e;
+}
+
+/* A Commit: each table's changes of the transaction join its pending batch. */
+static void on_commit(stream *st, const cv_pg_msg *m) {
+    double commit_unix = (double)m->commit_ts / 1e6 + PG_EPOCH_UNIX;
+    for (int i = 0; i < st->T->n; i++) {
+        cv_pipe *p = &st->T->p[i];
+        if (p->txn.n == 0 && !p->txn_truncate) {
+            if (pipe_clean(p) && m->end_lsn > p->applied) p->applied = m->end_lsn;
+            continue;
+        }
+        if (m->end_lsn <= p->skip_upto || p->state != CV_PIPE_STREAMING) {
+            /* applied before a restart (replayed by the slot), or the table is held */
+            list_clear(&p->txn);
+            p->txn_truncate = 0;
+            if (pipe_clean(p) && m->end_lsn > p->applied) p->applied = m->end_lsn;
+            continue;
+        }
+        if (p->txn_truncate) {
+            list_clear(&p->pend);
+            p->pend_truncate = 1;
+        }
+        if (p->pend.n == 0) p->pend_since = cv_now();
+        for (int k = 0; k < p->txn.n; k++)
+            list_push(&p->pend, &p->txn.v[k]);
+        p->pend_end = m->end_lsn;
+        p->pend_commit_unix = commit_unix;
+        cv_health_unapplied(p->s, commit_unix);
+        for (int k = 0; k < p->txn.n; k++) { /* where each change comes from (Kafka messages carry it) */
+            cv_change *cc = &p->pend.v[p->pend.n - p->txn.n + k];
+            cc->lsn = m->end_lsn;
+            cc->commit_unix = commit_unix;
+            cc->txn_seq = k;
+            cc->txn_size = p->txn.n;
+        }
+        p->txn.n = 0; /* moved */
+        p->txn_truncate = 0;
+    }
+}
+
+static cv_err on_message(stream *st, const uint8_t *data, size_t len) {
+    cv_pg_msg m;
+    char err[256];
+    cv_sync *s0 = st->T->p[0].s;
+    if (cv_pg_decode(data, len, &m, err, sizeof err)) {
+        cv_error("event=bad_replication_message error=\"%s\"", err);
+        s0->fault = (cv_pg_fault){1, "server", NULL};
+        cv_sync_error(s0, "source", &s0->fault);
+        return CV_ERR_TIMEOUT; /* the session restarts and replays: nothing is skipped */
+    }
+    cv_err e = CV_OK;
+    cv_pipe *p;
+    switch (m.type) {
+    case 'B':
+        st->in_txn = 1;
+        for (int i = 0; i < st->T->n; i++) {
+            list_clear(&st->T->p[i].txn);
+            st->T->p[i].txn_truncate = 0;
+        }
+        break;
+    case 'R':
+        if ((p = pipe_of(st, m.rel.oid, 1))) e = on_relation(st, p, &m.rel);
+        break;
+    case 'I':
+    case 'U':
+    case 'D':
+        if ((p = pipe_of(st, m.relid, 1))) e = on_change(p, &m);
+        if (e && p && p->s != s0) s0->fault = p->s->fault; /* the retry line's */
+        break;
+    case 'T':
+        for (int i = 0; i < m.ntrunc; i++)
+            if ((p = pipe_of(st, m.trunc_relid[i], 1))) {
+                p->txn_truncate = 1;
+                list_clear(&p->txn); /* everything before the truncate is gone */
+                p->n_trunc++;
+            }
+        break;
+    case 'C':
+        st->in_txn = 0;
+        on_commit(st, &m);
+        break;
+    default: break; /* Y, O, M */
+    }
     cv_pg_msg_free(&m);
     return e;
 }
 
-/* Every PROBE_INTERVAL between transactions: has the table been recreated, or its columns
- * changed? Then the session ends (after the pending batch) and the next one picks it up. */
-static cv_err probe(stream *st) {
-    cv_sync *s = st->s;
-    st->last_probe = cv_now();
+/* Pipe p, every PROBE_INTERVAL between transactions: has the table been recreated, or its
+ * columns changed? Then the session ends (after the pending batches) and the next one picks
+ * it up. */
+static cv_err probe_pipe(stream *st, cv_pipe *p) {
+    cv_sync *s = p->s;
     if (!cv_wlock_alive(&s->wlock)) { /* its own connection, to the store's database, was closed */
         cv_warn("event=writer_lock_lost table=%s note=\"the connection holding the table's writer lock was "
                 "closed; starting a new session\"",
                 s->t.qualified);
-        snprintf(s->why, sizeof s->why,
-                 "writer_lock_lost: the connection holding the writer lock was closed");
+        snprintf(st->T->p[0].s->why, sizeof s->why,
+                 "writer_lock_lost: the connection holding the writer lock of %s was closed", s->t.qualified);
         s->fault = (cv_pg_fault){1, "connection", NULL};
         cv_sync_error(s, "sink", &s->fault);
+        st->T->p[0].s->fault = s->fault;
         return CV_ERR_TIMEOUT;
     }
     uint32_t oid;
@@ -360,17 +431,18 @@ static cv_err probe(stream *st) {
     cv_err e = cv_table_probe(s->src, &s->t, &oid, &layout, &f);
     if (e) {
         cv_sync_error(s, "source", &f);
+        st->T->p[0].s->fault = f;
         return e;
     }
     if (oid == 0) { /* dropped; perhaps about to be recreated (a migration): keep streaming */
-        if (!st->table_gone_logged++)
+        if (!p->gone_logged++)
             cv_warn("event=table_gone table=%s note=\"the table was dropped; waiting for it to come back\"",
                     s->t.qualified);
     } else if (oid != s->t.oid || strcmp(layout, s->t.layout) != 0) {
         cv_info("event=%s table=%s action=\"finishing the batch in hand, then starting a new session\"",
                 oid != s->t.oid ? "table_recreated_seen" : "schema_change_seen", s->t.qualified);
-        if (!(e = flush_pending(st))) {
-            s->restart_now = 1;
+        if (!(e = flush_all(st))) {
+            st->T->p[0].s->restart_now = 1;
             e = CV_ERR_TIMEOUT;
         }
     }
@@ -378,10 +450,77 @@ static cv_err probe(stream *st) {
     return e;
 }
 
+static cv_err probe(stream *st) {
+    st->last_probe = cv_now();
+    for (int i = 0; i < st->T->n; i++) {
+        cv_pipe *p = &st->T->p[i];
+        if (p->state != CV_PIPE_STREAMING || !p->open) continue;
+        cv_err e = probe_pipe(st, p);
+        if (e) return e;
+    }
+    return CV_OK;
+}
+
+/* START_REPLICATION from the slot's confirmed position. */
+static cv_err start_replication(stream *st) {
+    cv_sync *s = st->T->p[0].s;
+    cv_buf sql = {0};
+    cv_buf_puts(&sql, "START_REPLICATION SLOT ");
+    cv_pg_ident(&sql, s->slot);
+    cv_buf_puts(&sql, " LOGICAL 0/0 (proto_version '1', publication_names ");
+    {
+        cv_buf pubname = {0}, lit = {0};
+        cv_pg_ident(&pubname, s->publication);
+        char *q = PQescapeLiteral(st->repl, pubname.p, strlen(pubname.p));
+        cv_buf_puts(&lit, q ? q : "''");
+        PQfreemem(q);
+        cv_buf_puts(&sql, lit.p);
+        free(pubname.p), free(lit.p);
+    }
+    cv_buf_puts(&sql, ")");
+    PGresult *r = PQexec(st->repl, sql.p);
+    free(sql.p);
+    cv_err e = CV_OK;
+    if (PQresultStatus(r) != PGRES_COPY_BOTH) e = repl_failed(st, r, "start_replication");
+    PQclear(r);
+    return e;
+}
+
+/* Is any table's batch due (or must it go now)? */
+static int due(const stream *st, double now, int stopping) {
+    for (int i = 0; i < st->T->n; i++) {
+        const cv_pipe *p = &st->T->p[i];
+        if (p->pend.n == 0 && !p->pend_truncate) continue;
+        if (p->pend.n >= p->s->o.batch_rows || now - p->pend_since >= p->s->o.batch_ms / 1000.0 ||
+            (stopping && !st->in_txn))
+            return 1;
+    }
+    return 0;
+}
+
+/* Seconds until the first table's batch is due (or cap). */
+static double next_due(const stream *st, double now, double cap) {
+    for (int i = 0; i < st->T->n; i++) {
+        const cv_pipe *p = &st->T->p[i];
+        if (p->pend.n == 0 && !p->pend_truncate) continue;
+        double d = p->s->o.batch_ms / 1000.0 - (now - p->pend_since);
+        if (d < cap) cap = d;
+    }
+    return cap;
+}
+
+static int all_clean(const stream *st) {
+    for (int i = 0; i < st->T->n; i++)
+        if (st->T->p[i].state == CV_PIPE_STREAMING && !pipe_clean(&st->T->p[i])) return 0;
+    return 1;
+}
+
 /* One replication session; returns when stopped (CV_OK) or on an error. */
-static cv_err session(cv_sync *s, volatile sig_atomic_t *stop, double *streaming_since) {
-    stream st = {.s = s};
-    cv_err e;
+static cv_err session(cv_tables *T, volatile sig_atomic_t *stop, double *streaming_since) {
+    cv_sync *s = T->p[0].s;
+    stream st = {.T = T};
+    cv_err e = cv_tables_session_open(T); /* first: its checks name what is missing (privileges) */
+    if (e) return e;
     st.repl = cv_pg_connect(s->o.source, 1, "replication");
     if (PQstatus(st.repl) != CONNECTION_OK) {
         cv_pg_classify_connect(st.repl, &s->fault);
@@ -390,62 +529,48 @@ static cv_err session(cv_sync *s, volatile sig_atomic_t *stop, double *streaming
         PQfinish(st.repl);
         return s->fault.retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
     }
-    if ((e = cv_slot_ensure(s, st.repl, stop, &st.applied))) goto out;
-    st.skip_upto = st.confirmed = st.applied;
-    reached(s, st.applied);
-    if (s->refresh) { /* columns or the embedded text changed since the last run */
-        long rows = 0;
-        if (!(e = cv_sync_backfill(s, s->src, st.applied, 0, NULL, stop, &rows))) e = cv_sync_record_meta(s);
-        if (e) goto out;
-        cv_info("event=refresh_done table=%s rows=%ld", s->t.qualified, rows);
-    }
-    cv_buf sql = {0};
-    cv_buf_puts(&sql, "START_REPLICATION SLOT ");
-    cv_pg_ident(&sql, s->slot);
-    cv_buf_puts(&sql, " LOGICAL 0/0 (proto_version '1', publication_names ");
-    {
-        cv_buf pubname = {0}, lit = {0};
-        cv_pg_ident(&pubname, s->publication);
-        char *q = PQescapeLiteral(st.repl, pubname.p, strlen(pubname.p));
-        cv_buf_puts(&lit, q ? q : "''");
-        PQfreemem(q);
-        cv_buf_puts(&sql, lit.p);
-        free(pubname.p), free(lit.p);
-    }
-    cv_buf_puts(&sql, ")");
-    PGresult *r = PQexec(st.repl, sql.p);
-    free(sql.p);
-    if (PQresultStatus(r) != PGRES_COPY_BOTH) {
-        e = repl_failed(&st, r, "start_replication");
-        PQclear(r);
-        goto out;
-    }
-    PQclear(r);
+    uint64_t start = 0;
+    if ((e = cv_tables_slot(T, st.repl, stop, &start))) goto out;
+    st.confirmed = start;
+    T->confirmed = start;
+    reached(&st, position_all(&st));
+    if ((e = start_replication(&st))) goto out;
     char l[24];
-    cv_lsn_format(st.applied, l);
-    cv_info("event=streaming slot=%s publication=%s table=%s from=%s", s->slot, s->publication,
-            s->t.qualified, l);
+    cv_lsn_format(start, l);
+    if (T->n == 1)
+        cv_info("event=streaming slot=%s publication=%s table=%s from=%s", s->slot, s->publication,
+                s->t.qualified, l);
+    else {
+        cv_buf names = {0};
+        for (int i = 0; i < T->n; i++)
+            cv_buf_printf(&names, "%s%s%s", i ? "," : "",
+                          T->p[i].s->t.qualified ? T->p[i].s->t.qualified : "?",
+                          T->p[i].state == CV_PIPE_HELD      ? "(held)"
+                          : T->p[i].state == CV_PIPE_JOINING ? "(joining)"
+                                                             : "");
+        cv_info("event=streaming slot=%s publication=%s tables=%s from=%s", s->slot, s->publication, names.p,
+                l);
+        cv_buf_free(&names);
+    }
     *streaming_since = cv_now();
-    cv_health_streaming(s, 1);
+    for (int i = 0; i < T->n; i++)
+        cv_health_streaming(T->p[i].s, T->p[i].state == CV_PIPE_STREAMING);
     st.last_feedback = st.last_probe = cv_now();
-    const double batch_s = s->o.batch_ms / 1000.0;
     while (!e) {
         double now = cv_now();
-        if (st.pend.n >= s->o.batch_rows ||
-            ((st.pend.n || st.pend_truncate) && now - st.pend_since >= batch_s) || (*stop && !st.in_txn))
-            if ((e = flush_pending(&st))) break;
+        if (due(&st, now, *stop) && (e = flush_all(&st))) break;
         if (*stop) break;
-        if (!st.in_txn && st.pend.n == 0 && !st.pend_truncate) reached(s, 0); /* idle */
+        if (!st.in_txn && (e = cv_tables_tick(T, stop))) {
+            if (!flush_all(&st)) send_feedback(&st);
+            break;
+        }
+        if (!st.in_txn && all_clean(&st)) reached(&st, 0); /* idle */
         if (now - st.last_feedback >= FEEDBACK_INTERVAL && (e = send_feedback(&st))) break;
         if (!st.in_txn && now - st.last_probe >= PROBE_INTERVAL && (e = probe(&st))) break;
         char *buf = NULL;
         int n = PQgetCopyData(st.repl, &buf, 1);
         if (n == 0) {
-            double wait = FEEDBACK_INTERVAL - (now - st.last_feedback);
-            if (st.pend.n || st.pend_truncate) {
-                double d = batch_s - (now - st.pend_since);
-                if (d < wait) wait = d;
-            }
+            double wait = next_due(&st, now, FEEDBACK_INTERVAL - (now - st.last_feedback));
             if (wait > 0.1) wait = 0.1; /* stop requests are noticed within 100 ms */
             if (wait < 0) wait = 0;
             fd_set fds;
@@ -468,9 +593,14 @@ static cv_err session(cv_sync *s, volatile sig_atomic_t *stop, double *streaming
             uint64_t end = be64(buf + 1);
             if (end > st.received) st.received = end;
             /* nothing of ours in flight: the position may move with the server's */
-            int moved = !st.in_txn && st.pend.n == 0 && !st.pend_truncate && end > st.confirmed;
+            int moved = 0;
+            if (!st.in_txn && all_clean(&st)) {
+                for (int i = 0; i < T->n; i++)
+                    if (T->p[i].state == CV_PIPE_STREAMING && end > T->p[i].applied) T->p[i].applied = end;
+                moved = position_all(&st) > st.confirmed;
+            }
             if (moved) /* and answered at once: the next WAL brings the next keepalive */
-                reached(s, st.confirmed = end);
+                reached(&st, position_all(&st));
             if (buf[17] || moved) e = send_feedback(&st);
         } else if (buf[0] == 'w' && n >= 25) {
             uint64_t end = be64(buf + 9);
@@ -481,42 +611,58 @@ static cv_err session(cv_sync *s, volatile sig_atomic_t *stop, double *streaming
     }
     if (!e && *stop) e = send_feedback(&st);
 out:
-    cv_health_streaming(s, 0);
-    list_clear(&st.txn);
-    list_clear(&st.pend);
-    free(st.txn.v);
-    free(st.pend.v);
-    free(st.relmap);
+    for (int i = 0; i < T->n; i++) {
+        cv_pipe *p = &T->p[i];
+        cv_health_streaming(p->s, 0);
+        list_clear(&p->txn);
+        list_clear(&p->pend);
+        free(p->txn.v);
+        free(p->pend.v);
+        free(p->relmap);
+        p->txn = p->pend = (cv_chg_list){0};
+        p->relmap = NULL;
+        p->rel_ncols = 0;
+        p->txn_truncate = p->pend_truncate = 0;
+        p->n_ins = p->n_upd = p->n_del = p->n_trunc = 0;
+    }
     PQfinish(st.repl);
     return e;
 }
 
 /* One attempt of the stage loop (runtime/loop.h): a session, from connecting to its end. */
 static cv_err attempt(void *arg, volatile sig_atomic_t *stop, cv_stage_end *end) {
-    cv_sync *s = arg;
-    cv_err e = cv_sync_session_open(s, 1);
-    if (!e) e = session(s, stop, &end->since);
+    cv_tables *T = arg;
+    cv_sync *s = T->p[0].s;
+    s->restart_now = 0;
+    cv_err e = session(T, stop, &end->since);
     end->fault = s->fault;
     cv_sync_retry_text(s, e, end->why, sizeof end->why);
     end->restart_now = s->restart_now;
-    cv_sync_session_close(s);
+    cv_tables_session_close(T);
     return e;
 }
 
-int cv_sync_run(const cv_sync_opts *o, volatile sig_atomic_t *stop) {
+int cv_sync_run_tables(const cv_sync_opts *o, int n, cv_sync_reload_fn reload, void *reload_arg,
+                       volatile sig_atomic_t *stop, volatile sig_atomic_t *hup) {
     cv_sync s;
-    if (cv_sync_runtime_open(&s, o)) {
+    if (cv_sync_runtime_open(&s, &o[0])) {
         cv_error("event=sync_stopped kind=config error=\"cannot start the model or the embedding client\"");
         cv_sync_runtime_close(&s);
         return 1;
     }
     s.stop = stop;
-    if (cv_health_monitor(&s, 1)) {
-        cv_sync_runtime_close(&s);
-        return 1;
-    }
-    const cv_stage st = {.name = "sync", .attempt = attempt, .arg = &s, .m_retries = s.rt.m_retries};
-    int rc = cv_stage_run(&st, stop);
+    cv_tables T = {.many = o[0].pipeline || n > 1, .reload = reload, .reload_arg = reload_arg, .hup = hup};
+    int rc = 1;
+    if (cv_tables_open(&T, &s, o, n)) goto out;
+    if (cv_health_monitor(&s, 1)) goto out;
+    const cv_stage st = {.name = "sync", .attempt = attempt, .arg = &T, .m_retries = s.rt.m_retries};
+    rc = cv_stage_run(&st, stop);
+out:
+    cv_tables_close(&T);
     cv_sync_runtime_close(&s);
     return rc;
+}
+
+int cv_sync_run(const cv_sync_opts *o, volatile sig_atomic_t *stop) {
+    return cv_sync_run_tables(o, 1, NULL, NULL, stop, NULL);
 }

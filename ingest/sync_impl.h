@@ -52,8 +52,11 @@ typedef struct cv_runtime {
     struct cv_health *health; /* readiness and lag (health.c) */
 } cv_runtime;
 
+typedef struct cv_tables cv_tables;
+
 /* A stage on the runtime: its options, the runtime, the source session of the current attempt,
- * and the outlet's state. */
+ * and the outlet's state. In a pipeline of several tables (tables.c) each table has its own
+ * (its options and session); the first table's owns the runtime, the others borrow it. */
 typedef struct cv_sync {
     cv_sync_opts o;
     cv_runtime rt;
@@ -83,13 +86,92 @@ typedef struct cv_sync {
     cv_wlock wlock;    /* one writer per store table (wlock.c) */
     int in_session;
     /* what the session start found, for the stream to act on */
-    int resnapshot;  /* the table was dropped and recreated: rebuild from a new snapshot */
-    int refresh;     /* columns or the embedded text changed: refresh every row (hash-checked) */
-    int restart_now; /* the session ended to pick up a schema change: reconnect at once */
+    int resnapshot;          /* the table was dropped and recreated: rebuild from a new snapshot */
+    int refresh;             /* columns or the embedded text changed: refresh every row (hash-checked) */
+    int restart_now;         /* the session ended to pick up a schema change: reconnect at once */
+    int pub_added;           /* this session added the table to the publication (it was not there) */
+    uint64_t slot_confirmed; /* the slot's confirmed_flush_lsn when the session looked (0: none) */
+    cv_tables *tables;       /* the pipeline the table is one of (tables.c), or NULL: alone */
     /* ---- the outlet's own state (outlet.h; capture: its Kafka producer) ---- */
     void *outlet_state;
     volatile sig_atomic_t *stop; /* the process's stop flag (cv_sync_run), or NULL */
 } cv_sync;
+
+/* ---- many tables on one slot (sync.c streams them, tables.c keeps the set) ---- */
+typedef struct cv_chg_list {
+    cv_change *v;
+    int n, cap;
+} cv_chg_list;
+
+enum {
+    CV_PIPE_STREAMING = 0, /* its changes are applied as they come */
+    CV_PIPE_HELD,          /* its store failed: its changes are let go, the slot held at applied, and
+                              its store tried again at retry_at; when it answers the session restarts */
+    CV_PIPE_JOINING        /* being backfilled (a thread, through a temporary slot's snapshot) */
+};
+
+/* One table of the pipeline on the shared stream. */
+typedef struct cv_pipe {
+    cv_sync *s; /* the table's own options and session */
+    int state;  /* CV_PIPE_* */
+    int open;   /* its session is open */
+    int failures;
+    double retry_at; /* HELD: when to try its store again */
+    /* JOINING: the backfill thread; joined: 1 done, -1 failed (join_err) */
+    pthread_t th;
+    int th_started;
+    volatile int joined;
+    int join_done; /* joined: waits for the session to start again (once no other table joins) */
+    volatile sig_atomic_t join_stop; /* set when the session ends (or the process stops) */
+    cv_err join_err;
+    cv_apply *apply; /* the apply stage the join thread uses (the stream keeps the shared one) */
+    /* the stream's, per session */
+    int *relmap, rel_ncols;
+    cv_chg_list txn, pend;
+    int txn_truncate, pend_truncate;
+    uint64_t pend_end;
+    uint64_t applied;   /* everything of this table up to here is in its store */
+    uint64_t skip_upto; /* its transactions ending here or before are in its store already */
+    double pend_since, pend_commit_unix;
+    long n_ins, n_upd, n_del, n_trunc;
+    int gone_logged;
+} cv_pipe;
+
+/* The pipeline's tables (tables.c). p[0]'s cv_sync owns the runtime (model, server, search page,
+ * /wait) and is the one the outlet's hooks get. */
+struct cv_tables {
+    cv_pipe *p;
+    int n, cap;
+    int many;        /* a pipeline file: one slot per source database, a state key per table */
+    cv_apply *apply; /* the shared apply stage (p[0]'s runtime's) */
+    cv_sync_reload_fn reload;
+    void *reload_arg;
+    uint64_t confirmed;         /* the slot's position the stream reported last */
+    volatile sig_atomic_t *hup; /* SIGHUPs seen (NULL: none asked for) */
+    int hup_done;
+};
+
+/* tables.c: the pipeline's session: every table's session opened (a store that does not
+ * answer holds its table, not the others; one table alone: its error), and closed. A pipe's hold, its retry,
+ * the reload on SIGHUP. */
+int cv_tables_open(cv_tables *T, cv_sync *s0, const cv_sync_opts *o, int n);
+void cv_tables_close(cv_tables *T);
+cv_err cv_tables_session_open(cv_tables *T);
+/* Then, on the replication connection: the slot for every open table, each table's position
+ * (*start: where the stream starts), the joins started. */
+cv_err cv_tables_slot(cv_tables *T, PGconn *repl, volatile sig_atomic_t *stop, uint64_t *start);
+/* Starts pipe p's join: a thread backfills its table through a temporary slot's snapshot. */
+cv_err cv_tables_join(cv_tables *T, cv_pipe *p);
+void cv_tables_session_close(cv_tables *T);
+/* pipe p's store failed with e (retriable): held (its pending changes let go, the slot kept at
+ * its position), retried later; returns CV_OK, or e when the pipeline cannot go on without it
+ * (one table alone). */
+cv_err cv_tables_hold(cv_tables *T, cv_pipe *p, cv_err e);
+/* What the stream loop asks between transactions: held tables whose store answers again, joined
+ * tables, a reload. CV_ERR_TIMEOUT with restart_now set on p[0]: start a new session now. */
+cv_err cv_tables_tick(cv_tables *T, volatile sig_atomic_t *stop);
+/* Points the shared apply stage at pipe p's store and table. */
+void cv_tables_bind(cv_tables *T, cv_pipe *p);
 
 /* Hands a batch to the outlet (outlet.h), or to the apply stage when it has no deliver (same
  * contract as cv_apply_batch: chg consumed); a failure comes back classified (CV_ERR_TIMEOUT:
@@ -123,6 +205,11 @@ void cv_health_store(cv_sync *s, int ok);
 void cv_health_unapplied(cv_sync *s, double commit_unix);
 void cv_health_applied(cv_sync *s);
 int cv_health_ready(void *arg, cv_buf *detail);
+/* A pipeline's table (on: its session opened; 0: it left the pipeline): readiness and freshness
+ * of its own (cdcvec_table_*{table}); the calls above then act on its entry. */
+void cv_health_table(cv_sync *s, int on);
+/* Everything of s's table up to pos is in its store (cdcvec_table_applied_lsn, _lag_bytes). */
+void cv_health_position(cv_sync *s, uint64_t pos);
 
 /* The runtime: model (or remote client), server with HTTP, metrics, apply stage. */
 cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o);
@@ -187,6 +274,15 @@ cv_err cv_sync_backfill(cv_sync *s, PGconn *db, uint64_t position, int force, co
  * backfilled. *applied: the position the stream starts after (everything up to it is in the
  * store). record_meta: the table's and the model's facts into the store's meta. */
 cv_err cv_slot_ensure(cv_sync *s, PGconn *repl, volatile sig_atomic_t *stop, uint64_t *applied);
+/* Backfills s's table through snapshot (exported at cp), then records the meta. */
+cv_err cv_slot_backfill(cv_sync *s, uint64_t cp, const char *snapshot, volatile sig_atomic_t *stop);
+/* The pipeline's slot for every open table (tables.c): an existing one gives each table its
+ * position (*start: the slot's confirmed position), tables new to it are marked JOINING; a
+ * missing one is created and every table backfilled through its snapshot. */
+cv_err cv_slot_ensure_many(cv_tables *T, PGconn *repl, volatile sig_atomic_t *stop, uint64_t *start);
+/* A table joining a running pipeline: a temporary slot's exported snapshot, through which it is
+ * backfilled; *at: the snapshot's position (its changes after it come from the pipeline's slot). */
+cv_err cv_slot_join(cv_sync *s, volatile sig_atomic_t *stop, uint64_t *at);
 cv_err cv_sync_record_meta(cv_sync *s);
 /* A failure on the replication connection (r: its result, or NULL: the connection itself) at
  * step: classified, logged, counted; CV_ERR_TIMEOUT when retriable, else CV_ERR_UNSUPPORTED. */

@@ -32,6 +32,9 @@ typedef struct cv_worker_opts {
     int quix;                /* 1: produce the tutorial's embeddings messages */
     const char *key_columns; /* the tutorial's messages: key columns (default "id") */
     long batch_rows;         /* most messages per batch */
+    int chunk_max_tokens;    /* > 0: texts are cut into chunks (models/chunk.h), one vector each */
+    int chunk_overlap;       /* with chunk_max_tokens: word pieces repeated from the previous chunk */
+    int chunk_cache_mb;      /* with chunk_max_tokens: the cache of chunk vectors by hash, MB (0: none) */
     const struct cv_kafka_props *props;
 } cv_worker_opts;
 int cv_worker_run(const cv_sync_opts *o, const cv_worker_opts *w, volatile sig_atomic_t *stop);

@@ -37,6 +37,7 @@ typedef struct {
     char *schema, *table, *stream;
     cv_wire_table keys; /* the store's key columns (owned: the store borrows them) */
     cv_wlock wlock;     /* the store table's writer lock (wlock.c), held while the store is open */
+    int chunked;        /* the store holds chunks: the first message's "chunked" (a chunking worker's) */
     int index_ready;
     /* a truncate in progress: partitions that reached it, and what came after them */
     uint64_t floor; /* the last truncate applied (recorded in the store as its backfill position):
@@ -132,6 +133,14 @@ static cv_err open_store(stage *st, const cv_wire_msg *w) {
     CV_ASSERT(st->keys.key_names && st->keys.key_types);
     for (int k = 0; k < w->t.nkeys; k++)
         st->keys.key_names[k] = strdup(w->t.key_names[k]), st->keys.key_types[k] = strdup(w->t.key_types[k]);
+    st->chunked = w->t.chunked;
+    if (st->chunked && strcmp(cv_sink_kind(st->s.o.sink), "pgvector") != 0) {
+        cv_error("event=config_invalid option=sink fix=\"the workers send chunks (cdcvec worker "
+                 "--chunk-max-tokens), stored in pgvector only so far: use a pgvector store, or run the "
+                 "workers with --chunk-max-tokens 0\"");
+        snprintf(st->s.why, sizeof st->s.why, "chunks are stored in pgvector only so far");
+        return CV_ERR_UNSUPPORTED;
+    }
     cv_sink_table t = {.schema = st->schema,
                        .table = st->table,
                        .nkeys = w->t.nkeys,
@@ -142,7 +151,8 @@ static cv_err open_store(stage *st, const cv_wire_msg *w) {
                        .stream = st->stream,
                        .state_conninfo = st->k->state && *st->k->state ? st->k->state : NULL,
                        .ns = st->s.o.ns,
-                       .uuid_ids = st->s.o.uuid_ids};
+                       .uuid_ids = st->s.o.uuid_ids,
+                       .chunked = st->chunked};
     cv_err e = cv_sink_open(st->s.o.sink, &t, &st->sink);
     if (e) {
         const char *kind, *fix;
@@ -304,6 +314,19 @@ static cv_err take(stage *st, cv_kin_msg *m) {
         cv_buf why = {0};
         cv_buf_printf(&why, "a change of table %s.%s; this sink applies %s.%s (one table per sink process)",
                       w->t.schema, w->t.table, st->schema, st->table);
+        cv_err e = dead_letter(st, m, why.p);
+        free(why.p);
+        keep_done(st, m);
+        return e;
+    }
+    if (w->op == CV_WIRE_UPSERT && (w->c.vec || w->c.nchunks) && (w->c.nchunks > 0) != (st->chunked != 0)) {
+        cv_buf why = {0};
+        cv_buf_printf(
+            &why,
+            "the message carries %s, the store table %s.%s holds %s: every worker of the group must "
+            "run with the same --chunk-max-tokens (0: one vector per row); then replay this message",
+            w->c.nchunks ? "chunks" : "one vector", st->schema, st->table,
+            st->chunked ? "chunks (one row per key and chunk)" : "one vector per row");
         cv_err e = dead_letter(st, m, why.p);
         free(why.p);
         keep_done(st, m);

@@ -58,6 +58,27 @@ static void head(cv_buf *b, const char *op, const cv_wire_table *t, uint64_t lsn
     cv_buf_puts(b, ",\"key_types\":");
     str_array(b, t->key_types, t->nkeys);
     cv_buf_printf(b, ",\"lsn\":\"%s\",\"commit_time\":%.6f", l, commit_unix);
+    if (t->chunked) cv_buf_puts(b, ",\"chunked\":true");
+}
+
+static void hex32(cv_buf *b, const uint8_t h[32]) {
+    char hex[65];
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", h[i]);
+    cv_buf_put(b, hex, 64);
+}
+
+/* v (dim floats) as base64 of little-endian float32, quoted. */
+static void vector(cv_buf *b, const float *v, int dim) {
+    size_t raw = sizeof(float) * (size_t)dim, enc = 4 * ((raw + 2) / 3) + 1;
+    char *tmp = malloc(enc);
+    CV_ASSERT(tmp);
+    /* little-endian float32: the x86-64 and arm64 layout, copied as is */
+    int m = EVP_EncodeBlock((unsigned char *)tmp, (const unsigned char *)v, (int)raw);
+    cv_buf_puts(b, "\"");
+    cv_buf_put(b, tmp, (size_t)m);
+    cv_buf_puts(b, "\"");
+    free(tmp);
 }
 
 void cv_wire_key(cv_buf *b, char *const *key) {
@@ -83,7 +104,7 @@ void cv_wire_encode(cv_buf *b, const cv_wire_table *t, const cv_change *c, const
         static const char *const states[] = {"known", "null", "unknown"};
         cv_buf_printf(b, ",\"text_state\":\"%s\"", states[c->text_state]);
         if (c->text_fetch) cv_buf_puts(b, ",\"text_fetch\":true");
-        if (c->text_state == CV_TEXT_KNOWN && c->text && !c->vec) {
+        if (c->text_state == CV_TEXT_KNOWN && c->text && !c->vec && !c->nchunks) {
             cv_buf_puts(b, ",\"text\":");
             str(b, c->text);
         }
@@ -93,21 +114,28 @@ void cv_wire_encode(cv_buf *b, const cv_wire_table *t, const cv_change *c, const
             cv_buf_puts(b, ",\"keep\":");
             cv_buf_puts(b, c->keep);
         }
-        if (c->vec) {
-            char hex[65];
-            for (int i = 0; i < 32; i++)
-                snprintf(hex + 2 * i, 3, "%02x", c->vec_hash[i]);
+        if (c->vec || c->nchunks) {
             cv_buf_puts(b, ",\"model\":");
             str(b, model ? model : "");
-            cv_buf_printf(b, ",\"dim\":%d,\"text_hash\":\"%s\",\"vector\":\"", dim, hex);
-            size_t raw = sizeof(float) * (size_t)dim, enc = 4 * ((raw + 2) / 3) + 1;
-            char *tmp = malloc(enc);
-            CV_ASSERT(tmp);
-            /* little-endian float32: the x86-64 and arm64 layout, copied as is */
-            int m = EVP_EncodeBlock((unsigned char *)tmp, (const unsigned char *)c->vec, (int)raw);
-            cv_buf_put(b, tmp, (size_t)m);
-            free(tmp);
+            cv_buf_printf(b, ",\"dim\":%d,\"text_hash\":\"", dim);
+            hex32(b, c->vec_hash);
             cv_buf_puts(b, "\"");
+        }
+        if (c->nchunks) { /* one entry per chunk, in order: its number, hash, offsets, vector */
+            cv_buf_puts(b, ",\"chunks\":[");
+            for (int i = 0; i < c->nchunks; i++) {
+                const cv_change_chunk *k = &c->chunks[i];
+                cv_buf_printf(b, "%s{\"n\":%d,\"hash\":\"", i ? "," : "", i);
+                hex32(b, k->hash);
+                cv_buf_printf(b, "\",\"char_off\":%ld,\"char_len\":%ld,\"vector\":", k->char_off,
+                              k->char_len);
+                vector(b, k->vec, dim);
+                cv_buf_puts(b, "}");
+            }
+            cv_buf_puts(b, "]");
+        } else if (c->vec) {
+            cv_buf_puts(b, ",\"vector\":");
+            vector(b, c->vec, dim);
         }
     }
     cv_buf_puts(b, "}");
@@ -164,6 +192,93 @@ static int hexval(char c) {
     return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
+/* v: base64 of dim little-endian float32, finite, into *out (malloc'd); -1 with err naming what. */
+static int vec_decode(json_t *v, int dim, float **out, const char *what, char *err, size_t errlen) {
+    if (!json_is_string(v)) {
+        snprintf(err, errlen, "%s: expected base64 of little-endian float32", what);
+        return -1;
+    }
+    size_t raw = sizeof(float) * (size_t)dim, bl = json_string_length(v);
+    if (bl != 4 * ((raw + 2) / 3)) {
+        snprintf(err, errlen, "%s: %zu base64 characters, expected %zu for %d floats", what, bl,
+                 4 * ((raw + 2) / 3), dim);
+        return -1;
+    }
+    unsigned char *tmp = malloc(bl + 3);
+    CV_ASSERT(tmp);
+    int got = EVP_DecodeBlock(tmp, (const unsigned char *)json_string_value(v), (int)bl);
+    if (got < (int)raw) {
+        free(tmp);
+        snprintf(err, errlen, "%s: not valid base64", what);
+        return -1;
+    }
+    float *f = malloc(raw);
+    CV_ASSERT(f);
+    memcpy(f, tmp, raw);
+    free(tmp);
+    *out = f; /* owned by the message from here: freed with it on failure too */
+    for (int i = 0; i < dim; i++)
+        if (!(f[i] == f[i]) || f[i] > 1e30f || f[i] < -1e30f) {
+            snprintf(err, errlen, "%s: element %d is not a finite number", what, i);
+            return -1;
+        }
+    return 0;
+}
+
+/* h: 64 lowercase hex digits (a SHA-256) into out; -1 with err naming what. */
+static int hash_decode(json_t *h, uint8_t out[32], const char *what, char *err, size_t errlen) {
+    const char *x = json_string_value(h);
+    if (!x || strlen(x) != 64) {
+        snprintf(err, errlen, "%s: expected 64 hex digits (SHA-256)", what);
+        return -1;
+    }
+    for (int i = 0; i < 32; i++) {
+        int hi = hexval(x[2 * i]), lo = hexval(x[2 * i + 1]);
+        if (hi < 0 || lo < 0) {
+            snprintf(err, errlen, "%s: expected 64 lowercase hex digits", what);
+            return -1;
+        }
+        out[i] = (uint8_t)(hi << 4 | lo);
+    }
+    return 0;
+}
+
+/* "chunks": [{"n", "hash", "char_off", "char_len", "vector"}...] in order into c; -1 with err. */
+static int chunks_decode(json_t *a, int dim, cv_change *c, char *err, size_t errlen) {
+    if (!json_is_array(a) || json_array_size(a) == 0 || json_array_size(a) > 1000000) {
+        snprintf(err, errlen, "\"chunks\": expected a non-empty array of chunks");
+        return -1;
+    }
+    int n = (int)json_array_size(a);
+    c->chunks = calloc((size_t)n, sizeof *c->chunks);
+    CV_ASSERT(c->chunks);
+    c->nchunks = n;
+    for (int i = 0; i < n; i++) {
+        json_t *o = json_array_get(a, i), *num = json_object_get(o, "n");
+        json_t *co = json_object_get(o, "char_off"), *cl = json_object_get(o, "char_len");
+        char what[48];
+        snprintf(what, sizeof what, "\"chunks\"[%d]", i);
+        if (!json_is_object(o) || !json_is_integer(num) || json_integer_value(num) != i) {
+            snprintf(err, errlen, "%s: expected an object with \"n\": %d (chunks in order)", what, i);
+            return -1;
+        }
+        if (!json_is_integer(co) || !json_is_integer(cl) || json_integer_value(co) < 0 ||
+            json_integer_value(cl) < 0 || json_integer_value(co) > INT32_MAX ||
+            json_integer_value(cl) > INT32_MAX) {
+            snprintf(err, errlen, "%s: \"char_off\" and \"char_len\": expected characters, 0 or more", what);
+            return -1;
+        }
+        c->chunks[i].char_off = (long)json_integer_value(co),
+        c->chunks[i].char_len = (long)json_integer_value(cl);
+        char w2[64];
+        snprintf(w2, sizeof w2, "%s.hash", what);
+        if (hash_decode(json_object_get(o, "hash"), c->chunks[i].hash, w2, err, errlen)) return -1;
+        snprintf(w2, sizeof w2, "%s.vector", what);
+        if (vec_decode(json_object_get(o, "vector"), dim, &c->chunks[i].vec, w2, err, errlen)) return -1;
+    }
+    return 0;
+}
+
 cv_err cv_wire_decode(const char *buf, size_t len, int dim, cv_wire_msg *m, char *err, size_t errlen) {
     memset(m, 0, sizeof *m);
     json_error_t je;
@@ -198,6 +313,7 @@ cv_err cv_wire_decode(const char *buf, size_t len, int dim, cv_wire_msg *m, char
         FAIL("\"key_types\": expected %d strings", m->t.nkeys);
     s = json_string_value(json_object_get(j, "lsn"));
     if (!s || cv_lsn_parse(s, &m->c.lsn)) FAIL("\"lsn\": expected a PostgreSQL LSN like \"0/16B3748\"");
+    m->t.chunked = json_is_true(json_object_get(j, "chunked"));
     json_t *ct = json_object_get(j, "commit_time");
     if (ct && !cv_jnum_number(ct, &m->c.commit_unix))
         FAIL("\"commit_time\": expected a number (unix seconds)");
@@ -251,40 +367,20 @@ cv_err cv_wire_decode(const char *buf, size_t len, int dim, cv_wire_msg *m, char
         if (!json_is_string(t)) FAIL("\"text\": expected a string");
         m->c.text = strndup(json_string_value(t), json_string_length(t));
     }
-    if (m->c.text_state == CV_TEXT_KNOWN && !t && !v)
-        FAIL("text_state is known but neither \"text\" nor \"vector\" is given");
-    if (v) {
-        if (!json_is_string(v)) FAIL("\"vector\": expected base64 of little-endian float32");
+    if (m->c.text_state == CV_TEXT_KNOWN && !t && !v && !json_object_get(j, "chunks"))
+        FAIL("text_state is known but neither \"text\" nor \"vector\" nor \"chunks\" is given");
+    json_t *ch = json_object_get(j, "chunks");
+    if (v && ch) FAIL("\"vector\" and \"chunks\" both given: a message carries one or the other");
+    if (v || ch) {
         json_t *d = json_object_get(j, "dim");
         if (!json_is_integer(d) || json_integer_value(d) < 1 || json_integer_value(d) > 65536)
             FAIL("\"dim\": expected the vector's dimension");
         int vd = (int)json_integer_value(d);
         if (dim && vd != dim) FAIL("\"dim\" is %d, the store holds %d-dimensional vectors", vd, dim);
-        size_t raw = sizeof(float) * (size_t)vd, bl = json_string_length(v);
-        if (bl != 4 * ((raw + 2) / 3))
-            FAIL("\"vector\": %zu base64 characters, expected %zu for %d floats", bl, 4 * ((raw + 2) / 3),
-                 vd);
-        unsigned char *tmp = malloc(bl + 3);
-        CV_ASSERT(tmp);
-        int got = EVP_DecodeBlock(tmp, (const unsigned char *)json_string_value(v), (int)bl);
-        if (got < (int)raw) {
-            free(tmp);
-            FAIL("\"vector\": not valid base64");
-        }
-        m->c.vec = malloc(raw);
-        CV_ASSERT(m->c.vec);
-        memcpy(m->c.vec, tmp, raw);
-        free(tmp);
-        for (int i = 0; i < vd; i++)
-            if (!(m->c.vec[i] == m->c.vec[i]) || m->c.vec[i] > 1e30f || m->c.vec[i] < -1e30f)
-                FAIL("\"vector\": element %d is not a finite number", i);
-        const char *h = json_string_value(json_object_get(j, "text_hash"));
-        if (!h || strlen(h) != 64) FAIL("\"text_hash\": expected 64 hex digits (SHA-256 of the text)");
-        for (int i = 0; i < 32; i++) {
-            int hi = hexval(h[2 * i]), lo = hexval(h[2 * i + 1]);
-            if (hi < 0 || lo < 0) FAIL("\"text_hash\": expected 64 lowercase hex digits");
-            m->c.vec_hash[i] = (uint8_t)(hi << 4 | lo);
-        }
+        if (v && vec_decode(v, vd, &m->c.vec, "\"vector\"", err, errlen)) goto bad;
+        if (hash_decode(json_object_get(j, "text_hash"), m->c.vec_hash, "\"text_hash\"", err, errlen))
+            goto bad;
+        if (ch && chunks_decode(ch, vd, &m->c, err, errlen)) goto bad;
         s = json_string_value(json_object_get(j, "model"));
         m->model = strdup(s ? s : "");
         m->c.text_state = CV_TEXT_KNOWN;

@@ -18,6 +18,8 @@ typedef struct cv_wire_table {
     char *schema, *table;
     int nkeys;
     char **key_names, **key_types; /* (nkeys) */
+    int chunked; /* out of a worker that chunks (--chunk-max-tokens): every message says so ("chunked":
+                    true), and an upsert carries its text's chunks (cv_change.chunks), not one vector */
 } cv_wire_table;
 
 /* CV_WIRE_MARK: a position mark (read-your-writes on the Kafka path, docs/KAFKA.md): capture
@@ -39,8 +41,9 @@ typedef struct cv_wire_msg {
 void cv_wire_msg_free(cv_wire_msg *m);
 void cv_wire_table_free(cv_wire_table *t);
 
-/* Appends the message for change c of table t to b. With vec (dim floats): model and the text
- * hash go with it. op: CV_WIRE_UPSERT or CV_WIRE_DELETE (c->del decides when -1). */
+/* Appends the message for change c of table t to b. With vec (dim floats) or chunks (each with
+ * its vector): model and the text hash go with it. op: CV_WIRE_UPSERT or CV_WIRE_DELETE (c->del decides when
+ * -1). */
 void cv_wire_encode(cv_buf *b, const cv_wire_table *t, const cv_change *c, const char *model, int dim);
 /* Appends a truncate message (sent once to each of `copies` partitions). */
 void cv_wire_encode_truncate(cv_buf *b, const cv_wire_table *t, uint64_t lsn, double commit_unix, int copies);

@@ -20,6 +20,8 @@
 #include <time.h>
 
 #include "../common/cv_jnum.h"
+#include "../models/chunk.h"
+#include "../models/minilm.h"
 #include "../common/cv_log.h"
 #include "../common/cv_time.h"
 #include "../ingest/sync_impl.h"
@@ -35,8 +37,45 @@ typedef struct {
     rd_kafka_t *rk;
     cv_kafka_producer *p, *dlq;
     int out_parts;
-    cv_metric *m_dead;
+    cv_metric *m_dead, *m_chunks, *m_cached;
+    const cv_tok *tok;   /* chunking on: the model's tokenizer */
+    cv_chunk_opts chunk; /* max_tokens > 0: texts are sent as chunks */
+    /* the vectors of the chunks embedded last, by chunk hash (direct-mapped: a newer chunk takes
+     * the slot of an older one): an edit re-embeds only the chunks it changed while the cache
+     * holds the others (the same bytes give the same vector); ncache 0: none */
+    uint8_t (*ckey)[32];
+    float *cvec;
+    size_t ncache;
 } worker;
+
+/* The slot of chunk hash h in the cache. */
+static size_t cache_slot(const worker *wk, const uint8_t h[32]) {
+    uint64_t x;
+    memcpy(&x, h, sizeof x);
+    return (size_t)(x % wk->ncache);
+}
+
+/* 1 and the cached vector of h in out (dim floats), or 0. */
+static int cache_get(const worker *wk, const uint8_t h[32], float *out) {
+    if (!wk->ncache) return 0;
+    size_t i = cache_slot(wk, h);
+    if (memcmp(wk->ckey[i], h, 32) != 0) return 0;
+    memcpy(out, wk->cvec + i * (size_t)wk->s.rt.dim, sizeof(float) * (size_t)wk->s.rt.dim);
+    return 1;
+}
+
+static void cache_put(worker *wk, const uint8_t h[32], const float *v) {
+    if (!wk->ncache) return;
+    size_t i = cache_slot(wk, h);
+    memcpy(wk->ckey[i], h, 32);
+    memcpy(wk->cvec + i * (size_t)wk->s.rt.dim, v, sizeof(float) * (size_t)wk->s.rt.dim);
+}
+
+/* A message's text as chunks (chunking on): n texts of the batch, one after the other. */
+typedef struct {
+    cv_chunk *k;
+    int n;
+} msg_chunks;
 
 /* The dead-letter topic gets m with the reason. */
 static cv_err dead_letter(worker *wk, const cv_kin_msg *m, const char *why) {
@@ -86,11 +125,25 @@ static void quix_out(cv_buf *b, const cv_kin_msg *m, const cv_wire_msg *w, const
 }
 
 /* One output message for w (vec: its vector or NULL). */
-static cv_err emit(worker *wk, const cv_kin_msg *m, const cv_wire_msg *w, const float *vec) {
+static cv_err emit(worker *wk, const cv_kin_msg *m, const cv_wire_msg *w, const float *vec,
+                   const msg_chunks *mc) {
     cv_buf v = {0}, key = {0};
     cv_change c = w->c; /* borrowed view */
     c.vec = (float *)vec;
     if (vec && c.text) sha256_hex(c.text, c.vec_hash);
+    cv_wire_table t = w->t; /* borrowed view: a chunking worker says so on every message */
+    t.chunked = wk->chunk.max_tokens > 0;
+    cv_change_chunk *ck = NULL;
+    if (mc && mc->n && vec) { /* vec: the first chunk's; the others follow it */
+        ck = calloc((size_t)mc->n, sizeof *ck);
+        CV_ASSERT(ck);
+        for (int i = 0; i < mc->n; i++) {
+            memcpy(ck[i].hash, mc->k[i].hash, 32);
+            ck[i].char_off = (long)mc->k[i].char_off, ck[i].char_len = (long)mc->k[i].char_len;
+            ck[i].vec = (float *)vec + (size_t)i * (size_t)wk->s.rt.dim;
+        }
+        c.chunks = ck, c.nchunks = mc->n, c.vec = NULL;
+    }
     if (w->op == CV_WIRE_MARK && wk->w->quix) return CV_OK; /* the tutorial's format has no marks */
     if (wk->w->quix && m->format == CV_KIN_QUIX_CHANGE && w == &m->m && w->op != CV_WIRE_TRUNCATE) {
         /* the tutorial's own embeddings message, byte for byte as its service writes it */
@@ -117,12 +170,13 @@ static cv_err emit(worker *wk, const cv_kin_msg *m, const cv_wire_msg *w, const 
     } else if (wk->w->quix) {
         quix_out(&v, m, w, vec, wk->s.rt.dim);
     } else if (w->op == CV_WIRE_TRUNCATE) {
-        cv_wire_encode_truncate(&v, &w->t, w->c.lsn, w->c.commit_unix, w->copies);
+        cv_wire_encode_truncate(&v, &t, w->c.lsn, w->c.commit_unix, w->copies);
     } else if (w->op == CV_WIRE_MARK) { /* to the same partition number, behind what came before it */
-        cv_wire_encode_mark(&v, &w->t, w->c.lsn, w->copies);
+        cv_wire_encode_mark(&v, &t, w->c.lsn, w->copies);
     } else {
-        cv_wire_encode(&v, &w->t, &c, wk->s.rt.mf.id, wk->s.rt.dim);
+        cv_wire_encode(&v, &t, &c, wk->s.rt.mf.id, wk->s.rt.dim);
     }
+    free(ck);
     if (m->key)
         cv_buf_put(&key, m->key, m->klen);
     else if (w->c.key)
@@ -133,49 +187,108 @@ static cv_err emit(worker *wk, const cv_kin_msg *m, const cv_wire_msg *w, const 
     return e;
 }
 
+/* The first text of the message of text k (its texts follow one another). */
+static int first_of(const int *idx, int k) {
+    while (k > 0 && idx[k - 1] == idx[k])
+        k--;
+    return k;
+}
+
 /* Embeds, produces and acknowledges one batch; then commits its offsets. */
 static cv_err batch(worker *wk, cv_kin_msg *msgs, int n, volatile sig_atomic_t *stop) {
-    const char **texts = calloc((size_t)n + 1, sizeof *texts);
-    size_t *lens = calloc((size_t)n + 1, sizeof *lens);
-    int *idx = calloc((size_t)n + 1, sizeof *idx), nt = 0, dim = wk->s.rt.dim;
-    CV_ASSERT(texts && lens && idx);
-    for (int i = 0; i < n; i++) {
+    int cap = n + 1, nt = 0, dim = wk->s.rt.dim;
+    const char **texts = calloc((size_t)cap, sizeof *texts);
+    size_t *lens = calloc((size_t)cap, sizeof *lens);
+    int *idx = calloc((size_t)cap, sizeof *idx);
+    msg_chunks *mc = calloc((size_t)n + 1, sizeof *mc);
+    CV_ASSERT(texts && lens && idx && mc);
+    cv_err e = CV_OK;
+    for (int i = 0; i < n && !e; i++) {
         cv_wire_msg *w = &msgs[i].m;
-        if (msgs[i].format != CV_KIN_BAD && w->op == CV_WIRE_UPSERT && !w->c.fail &&
-            w->c.text_state == CV_TEXT_KNOWN && !w->c.vec && w->c.text)
-            texts[nt] = w->c.text, lens[nt] = strlen(w->c.text), idx[nt++] = i;
+        if (!(msgs[i].format != CV_KIN_BAD && w->op == CV_WIRE_UPSERT && !w->c.fail &&
+              w->c.text_state == CV_TEXT_KNOWN && !w->c.vec && w->c.text))
+            continue;
+        const char *tx = w->c.text;
+        size_t len = strlen(tx);
+        int nk = 1;
+        if (wk->chunk.max_tokens > 0) { /* its chunks, each a text of its own */
+            e = cv_chunk_text(wk->tok, &wk->chunk, tx, len, &mc[i].k, &mc[i].n);
+            if (e) break;
+            if (mc[i].n == 0) { /* the empty text: one chunk, as sync stores it */
+                mc[i].k = calloc(1, sizeof *mc[i].k);
+                CV_ASSERT(mc[i].k);
+                sha256_hex(tx, mc[i].k->hash);
+                mc[i].n = 1;
+            }
+            nk = mc[i].n;
+        }
+        if (nt + nk >= cap) {
+            cap = 2 * (nt + nk) + 1;
+            texts = realloc(texts, sizeof *texts * (size_t)cap);
+            lens = realloc(lens, sizeof *lens * (size_t)cap);
+            idx = realloc(idx, sizeof *idx * (size_t)cap);
+            CV_ASSERT(texts && lens && idx);
+        }
+        for (int j = 0; j < nk; j++) {
+            texts[nt] = mc[i].k ? tx + mc[i].k[j].off : tx;
+            lens[nt] = mc[i].k ? mc[i].k[j].len : len;
+            idx[nt++] = i;
+        }
     }
     float *vec = malloc(sizeof(float) * (size_t)dim * (size_t)(nt ? nt : 1));
-    int *refused = calloc((size_t)nt + 1, sizeof(int));
-    CV_ASSERT(vec && refused);
-    cv_err e = CV_OK;
+    int *refused = calloc((size_t)nt + 1, sizeof(int)), *pos = calloc((size_t)nt + 1, sizeof(int)), ne = 0;
+    const char **et = calloc((size_t)nt + 1, sizeof *et);
+    size_t *el = calloc((size_t)nt + 1, sizeof *el);
+    CV_ASSERT(vec && refused && pos && et && el);
+    for (int k = 0; k < nt; k++) { /* the chunks whose vector the cache holds are not embedded again */
+        const msg_chunks *c = &mc[idx[k]];
+        if (c->k && cache_get(wk, c->k[k - first_of(idx, k)].hash, vec + (size_t)k * dim)) continue;
+        et[ne] = texts[k], el[ne] = lens[k], pos[ne++] = k;
+    }
+    float *ev = malloc(sizeof(float) * (size_t)dim * (size_t)(ne ? ne : 1));
+    int *eref = calloc((size_t)ne + 1, sizeof(int));
+    CV_ASSERT(ev && eref);
     char msg[256] = "";
-    if (nt) {
+    if (e) {
+        snprintf(wk->s.why, sizeof wk->s.why, "chunking failed: %s", cv_strerror(e));
+    } else if (ne) {
         int got = dim;
-        e = cv_client_embed(wk->s.rt.client, texts, lens, nt, vec, dim, &got, msg, sizeof msg);
+        e = cv_client_embed(wk->s.rt.client, et, el, ne, ev, dim, &got, msg, sizeof msg);
         if (e == CV_ERR_ARG || e == CV_ERR_FORMAT) { /* a text refused: find which, one at a time */
             e = CV_OK;
-            for (int k = 0; k < nt && !e; k++) {
-                cv_err e1 = cv_client_embed(wk->s.rt.client, texts + k, lens + k, 1, vec + (size_t)k * dim,
-                                            dim, &got, msg, sizeof msg);
+            for (int k = 0; k < ne && !e; k++) {
+                cv_err e1 = cv_client_embed(wk->s.rt.client, et + k, el + k, 1, ev + (size_t)k * dim, dim,
+                                            &got, msg, sizeof msg);
                 if (e1 == CV_ERR_ARG || e1 == CV_ERR_FORMAT)
-                    refused[k] = 1;
+                    eref[k] = 1;
                 else
                     e = e1;
             }
         }
         if (e) {
-            cv_warn("event=worker_embed_failed texts=%d error=\"%s: %s\"", nt, cv_strerror(e), msg);
+            cv_warn("event=worker_embed_failed texts=%d error=\"%s: %s\"", ne, cv_strerror(e), msg);
             snprintf(wk->s.why, sizeof wk->s.why, "the embedding service failed: %s%s%s", cv_strerror(e),
                      *msg ? ": " : "", msg);
         }
     }
+    for (int j = 0; !e && j < ne; j++) {
+        int k = pos[j];
+        refused[k] = eref[j];
+        memcpy(vec + (size_t)k * dim, ev + (size_t)j * dim, sizeof(float) * (size_t)dim);
+        const msg_chunks *c = &mc[idx[k]];
+        if (c->k && !eref[j]) cache_put(wk, c->k[k - first_of(idx, k)].hash, ev + (size_t)j * dim);
+    }
+    if (!e && wk->m_chunks) { /* chunking on: every text is a chunk */
+        cv_metric_add(wk->m_chunks, ne);
+        cv_metric_add(wk->m_cached, nt - ne);
+    }
+    free(ev), free(eref), free(pos), free(et), free(el);
     float **vof = calloc((size_t)n + 1, sizeof *vof);
     CV_ASSERT(vof);
-    for (int k = 0; k < nt; k++)
-        if (!refused[k]) vof[idx[k]] = vec + (size_t)k * dim;
-    for (int k = 0; !e && k < nt; k++)
-        if (refused[k]) {
+    for (int k = nt - 1; k >= 0; k--) /* a message's first text (chunks: its first chunk) */
+        vof[idx[k]] = vec + (size_t)k * dim;
+    for (int k = 0; !e && k < nt; k++) /* a chunk refused: its whole message is */
+        if (refused[k] && msgs[idx[k]].format != CV_KIN_BAD) {
             cv_buf why = {0};
             cv_buf_printf(&why, "the embedding service refused the text (%zu bytes): %s", lens[k], msg);
             e = dead_letter(wk, &msgs[idx[k]], why.p);
@@ -188,12 +301,12 @@ static cv_err batch(worker *wk, cv_kin_msg *msgs, int n, volatile sig_atomic_t *
             if (m->why) e = dead_letter(wk, m, m->why);
             continue;
         }
-        if (m->m_old.op == CV_WIRE_DELETE && (e = emit(wk, m, &m->m_old, NULL))) break;
+        if (m->m_old.op == CV_WIRE_DELETE && (e = emit(wk, m, &m->m_old, NULL, NULL))) break;
         if (m->m.op == CV_WIRE_UPSERT && m->format == CV_KIN_QUIX_EMBEDDING) { /* embedded already */
-            e = emit(wk, m, &m->m, m->m.c.vec);
+            e = emit(wk, m, &m->m, m->m.c.vec, NULL);
             continue;
         }
-        e = emit(wk, m, &m->m, vof[i]);
+        e = emit(wk, m, &m->m, vof[i], &mc[i]);
     }
     if (!e && (e = cv_kafka_producer_wait(wk->p, stop)))
         snprintf(wk->s.why, sizeof wk->s.why, "Kafka: topic %s did not acknowledge (%s)", wk->out.topic,
@@ -204,7 +317,9 @@ static cv_err batch(worker *wk, cv_kin_msg *msgs, int n, volatile sig_atomic_t *
     if (!e && (e = cv_kin_commit(wk->rk, wk->in.topic, msgs, n)))
         snprintf(wk->s.why, sizeof wk->s.why,
                  "Kafka: committing offsets of %s failed (event=kafka_commit_failed)", wk->in.topic);
-    free(texts), free(lens), free(idx), free(vec), free(refused), free(vof);
+    for (int i = 0; i < n; i++)
+        free(mc[i].k);
+    free(texts), free(lens), free(idx), free(vec), free(refused), free(vof), free(mc);
     return e;
 }
 
@@ -254,6 +369,53 @@ static cv_err session(worker *wk, volatile sig_atomic_t *stop) {
     return e == CV_ERR_SHUTDOWN ? CV_OK : e;
 }
 
+/* Chunking (--chunk-max-tokens): the model's own tokenizer, here; the sink stores what comes. */
+static int chunk_setup(worker *wk) {
+    const cv_worker_opts *w = wk->w;
+    char why[300];
+    if (!wk->s.rt.model) {
+        cv_error("event=config_invalid option=chunk-max-tokens fix=\"chunking counts the model's own tokens: "
+                 "run the model in this process (drop --embed)\"");
+        return -1;
+    }
+    if (w->quix) {
+        cv_error("event=config_invalid option=chunk-max-tokens fix=\"the tutorial's embeddings message "
+                 "(--format quix) has one vector per row: use --format cdcvec, or --chunk-max-tokens 0\"");
+        return -1;
+    }
+    const cv_model_facts *f = cv_minilm_facts(wk->s.rt.model);
+    wk->chunk = (cv_chunk_opts){
+        .max_tokens = w->chunk_max_tokens, .overlap = w->chunk_overlap, .max_seq = f->max_seq};
+    if (cv_chunk_check(&wk->chunk, why, sizeof why)) {
+        cv_error("event=config_invalid option=chunk-max-tokens fix=\"%s\"", why);
+        return -1;
+    }
+    wk->tok = cv_minilm_tok(wk->s.rt.model);
+    size_t dim = (size_t)wk->s.rt.dim;
+    wk->ncache = (size_t)w->chunk_cache_mb * 1024 * 1024 / (32 + sizeof(float) * dim);
+    if (wk->ncache) {
+        wk->ckey = calloc(wk->ncache, 32);
+        wk->cvec = malloc(wk->ncache * dim * sizeof(float));
+        if (!wk->ckey || !wk->cvec) {
+            cv_error("event=config_invalid option=chunk-cache-mb fix=\"%d MB cannot be allocated: a smaller "
+                     "--chunk-cache-mb\"",
+                     w->chunk_cache_mb);
+            return -1;
+        }
+    }
+    wk->m_chunks = cv_metrics_counter(wk->s.rt.reg, "cdcvec_chunks_embedded_total",
+                                      "Chunks of texts embedded (chunking on): those whose vector the "
+                                      "worker's cache (--chunk-cache-mb) did not hold.",
+                                      "stage=\"worker\"");
+    wk->m_cached = cv_metrics_counter(wk->s.rt.reg, "cdcvec_chunks_cached_total",
+                                      "Chunks of changed texts whose vector came from the worker's cache "
+                                      "(the same bytes embedded before): not embedded again.",
+                                      "stage=\"worker\"");
+    cv_info("event=worker_chunks max_tokens=%d used=%d overlap=%d cache_chunks=%zu", wk->chunk.max_tokens,
+            cv_chunk_limit(&wk->chunk), wk->chunk.overlap, wk->ncache);
+    return 0;
+}
+
 /* One attempt of the stage loop (runtime/loop.h). */
 static cv_err attempt(void *arg, volatile sig_atomic_t *stop, cv_stage_end *end) {
     worker *wk = arg;
@@ -283,11 +445,13 @@ int cv_worker_run(const cv_sync_opts *o, const cv_worker_opts *w, volatile sig_a
     int rc = 0;
     static const cv_outlet out = {.no_apply = 1}; /* the model; no store, no routes */
     if (cv_kafka_stage_open(&wk.s, o, &out, "worker", &wk.km, &wk.m_dead)) rc = 1;
+    if (!rc && w->chunk_max_tokens > 0 && chunk_setup(&wk)) rc = 2;
     if (!rc) {
         const cv_stage st = {.name = "worker", .attempt = attempt, .arg = &wk};
         rc = cv_stage_run(&st, stop);
     }
     cv_sync_runtime_close(&wk.s);
+    free(wk.ckey), free(wk.cvec);
     cv_kafka_url_free(&wk.in), cv_kafka_url_free(&wk.out);
     return rc;
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "../common/cv_buf.h"
 #include "../common/cv_log.h"
 
 struct cv_batcher {
@@ -168,6 +169,11 @@ static void *batch_thread(void *arg) {
 
 cv_err cv_batcher_new(cv_minilm *m, long budget, double deadline, long max_queue, cv_metrics *reg,
                       cv_batcher **out) {
+    return cv_batcher_new_for(m, budget, deadline, max_queue, reg, NULL, out);
+}
+
+cv_err cv_batcher_new_for(cv_minilm *m, long budget, double deadline, long max_queue, cv_metrics *reg,
+                          const char *model, cv_batcher **out) {
     cv_batcher *b = calloc(1, sizeof *b);
     if (!b) return CV_ERR_NOMEM;
     b->m = m;
@@ -179,13 +185,17 @@ cv_err cv_batcher_new(cv_minilm *m, long budget, double deadline, long max_queue
     static const double texts_b[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
     static const double tokens_b[] = {64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536};
     static const double secs_b[] = {0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5};
-    b->m_batches = cv_metrics_counter(reg, "cdcvec_batches_total", "Batches run on the model.", NULL);
-    b->m_batch_texts = cv_metrics_histogram(reg, "cdcvec_batch_texts", "Texts per batch.", NULL, texts_b, 11);
+    cv_buf lm = {0}, le = {0}; /* a model beside the first: its series labelled with its id */
+    if (model) cv_buf_printf(&lm, "model=\"%s\"", model);
+    cv_buf_printf(&le, "kind=\"model\"%s%s", model ? "," : "", model ? lm.p : "");
+    b->m_batches = cv_metrics_counter(reg, "cdcvec_batches_total", "Batches run on the model.", lm.p);
+    b->m_batch_texts = cv_metrics_histogram(reg, "cdcvec_batch_texts", "Texts per batch.", lm.p, texts_b, 11);
     b->m_batch_tokens =
-        cv_metrics_histogram(reg, "cdcvec_batch_tokens", "Tokens per batch.", NULL, tokens_b, 9);
+        cv_metrics_histogram(reg, "cdcvec_batch_tokens", "Tokens per batch.", lm.p, tokens_b, 9);
     b->m_batch_seconds =
-        cv_metrics_histogram(reg, "cdcvec_batch_duration_seconds", "Model time per batch.", NULL, secs_b, 13);
-    b->m_errors = cv_metrics_counter(reg, "cdcvec_errors_total", "Errors by kind.", "kind=\"model\"");
+        cv_metrics_histogram(reg, "cdcvec_batch_duration_seconds", "Model time per batch.", lm.p, secs_b, 13);
+    b->m_errors = cv_metrics_counter(reg, "cdcvec_errors_total", "Errors by kind.", le.p);
+    free(lm.p), free(le.p);
     if (pthread_create(&b->th, NULL, batch_thread, b) != 0) {
         free(b);
         return CV_ERR_NOMEM;

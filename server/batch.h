@@ -44,6 +44,9 @@ typedef struct cv_batcher cv_batcher;
 /* m is borrowed and must outlive the batcher; reg may be NULL. */
 cv_err cv_batcher_new(cv_minilm *m, long budget_tokens, double deadline_s, long max_queue_tokens,
                       cv_metrics *reg, cv_batcher **out);
+/* The same for one of several models served: model (NULL: the first) labels its series. */
+cv_err cv_batcher_new_for(cv_minilm *m, long budget_tokens, double deadline_s, long max_queue_tokens,
+                          cv_metrics *reg, const char *model, cv_batcher **out);
 /* Queues j; on CV_OK its done() will be called exactly once. CV_ERR_BUSY when the queue
  * is full, CV_ERR_SHUTDOWN after cv_batcher_close: then done() is never called. */
 cv_err cv_batcher_submit(cv_batcher *b, cv_job *j);

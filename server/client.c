@@ -115,16 +115,10 @@ cv_err cv_client_embed_query(cv_client *c, const char *const *texts, const size_
     return embed_flags(c, CV_PROTO_FLAG_QUERY, texts, lens, n, out, out_cap_dim, dim, msg, msg_len);
 }
 
-static cv_err embed_flags(cv_client *c, uint8_t flags, const char *const *texts, const size_t *lens, int n,
-                          float *out, int out_cap_dim, int *dim, char *msg, size_t msg_len) {
-    if (n <= 0) return CV_ERR_ARG;
-    uint8_t *frame;
-    uint64_t id = atomic_fetch_add(&c->next_id, 1);
-    size_t size = cv_proto_encode_request(id, (uint8_t)(flags | (c->o.f16 ? CV_PROTO_FLAG_F16 : 0)), texts,
-                                          lens, (uint32_t)n, &frame);
-    if (!size) return CV_ERR_NOMEM;
+/* Sends frame (request id) and decodes the answer into *rep, retrying timeouts and the
+ * retriable statuses; CV_OK with an ok reply (free rep), else the error with last filled. */
+static cv_err roundtrip(cv_client *c, const uint8_t *frame, size_t size, cv_proto_rep *rep, char last[256]) {
     cv_err err = CV_ERR_IO;
-    char last[256] = "";
     for (int attempt = 0; attempt <= c->o.retries; attempt++) {
         if (attempt && cv_stopping()) break; /* no retries once stopping (cv_signal.h) */
         if (attempt) nng_msleep(backoff_ms(c, attempt - 1));
@@ -132,7 +126,7 @@ static cv_err embed_flags(cv_client *c, uint8_t flags, const char *const *texts,
         nng_msg *m = NULL;
         int rv = nng_ctx_open(&ctx, c->sock);
         if (rv) {
-            snprintf(last, sizeof last, "%s", nng_strerror(rv));
+            snprintf(last, 256, "%s", nng_strerror(rv));
             err = CV_ERR_IO;
             break;
         }
@@ -154,39 +148,120 @@ static cv_err embed_flags(cv_client *c, uint8_t flags, const char *const *texts,
         if (aio) nng_aio_free(aio);
         nng_ctx_close(ctx);
         if (rv) {
-            snprintf(last, sizeof last, "%s", nng_strerror(rv));
+            snprintf(last, 256, "%s", nng_strerror(rv));
             err = rv == NNG_ETIMEDOUT ? CV_ERR_TIMEOUT : CV_ERR_IO;
             if (rv == NNG_ETIMEDOUT) continue;
             break;
         }
-        cv_proto_rep rep;
-        cv_err de = cv_proto_decode_reply(nng_msg_body(m), nng_msg_len(m), &rep);
+        cv_err de = cv_proto_decode_reply(nng_msg_body(m), nng_msg_len(m), rep);
         nng_msg_free(m);
         if (de) {
-            snprintf(last, sizeof last, "%.250s", rep.msg);
+            snprintf(last, 256, "%.250s", rep->msg);
             err = de;
             break;
         }
-        if (rep.status != CV_ST_OK) {
-            snprintf(last, sizeof last, "%s: %.200s", cv_status_name(rep.status), rep.msg);
-            err = err_of_status(rep.status);
-            if (cv_status_retriable(rep.status) && rep.status != CV_ST_INTERNAL) continue;
+        if (rep->status != CV_ST_OK) {
+            snprintf(last, 256, "%s: %.200s", cv_status_name(rep->status), rep->msg);
+            err = err_of_status(rep->status);
+            if (cv_status_retriable(rep->status) && rep->status != CV_ST_INTERNAL) continue;
             break;
         }
-        if (rep.id != id || rep.n != (uint32_t)n || (out_cap_dim && rep.dim > (uint32_t)out_cap_dim)) {
-            snprintf(last, sizeof last, "reply does not match the request (id or %u vectors of %u)", rep.n,
-                     rep.dim);
-            cv_proto_rep_free(&rep);
-            err = CV_ERR_FORMAT;
-            break;
-        }
+        return CV_OK;
+    }
+    return err;
+}
+
+static cv_err embed_flags(cv_client *c, uint8_t flags, const char *const *texts, const size_t *lens, int n,
+                          float *out, int out_cap_dim, int *dim, char *msg, size_t msg_len) {
+    if (n <= 0) return CV_ERR_ARG;
+    uint8_t *frame;
+    uint64_t id = atomic_fetch_add(&c->next_id, 1);
+    size_t size = cv_proto_encode_request(id, (uint8_t)(flags | (c->o.f16 ? CV_PROTO_FLAG_F16 : 0)), texts,
+                                          lens, (uint32_t)n, &frame);
+    if (!size) return CV_ERR_NOMEM;
+    char last[256] = "";
+    cv_proto_rep rep = {0};
+    cv_err err = roundtrip(c, frame, size, &rep, last);
+    if (!err && (rep.id != id || rep.n != (uint32_t)n || rep.info ||
+                 (out_cap_dim && rep.dim > (uint32_t)out_cap_dim))) {
+        snprintf(last, sizeof last, "reply does not match the request (id or %u vectors of %u)", rep.n,
+                 rep.dim);
+        err = CV_ERR_FORMAT;
+    } else if (!err) {
         memcpy(out, rep.vec, sizeof(float) * (size_t)rep.n * rep.dim);
         if (dim) *dim = (int)rep.dim;
-        cv_proto_rep_free(&rep);
-        err = CV_OK;
-        break;
+    }
+    cv_proto_rep_free(&rep);
+    free(frame);
+    if (err && msg) snprintf(msg, msg_len, "%s", last);
+    return err;
+}
+
+/* An aio whose completion a flag tells (nng has no way to ask a callback-less aio). */
+static void info_done(void *arg) { atomic_store((atomic_int *)arg, 1); }
+
+/* Waits for aio (completion flag done, reset here), cancelling it once the process is stopping
+ * (cv_signal.h). */
+static void wait_or_stop(nng_aio *aio, atomic_int *done) {
+    while (!atomic_load(done)) {
+        if (cv_stopping()) nng_aio_cancel(aio);
+        nng_msleep(20);
+    }
+    nng_aio_wait(aio);
+    atomic_store(done, 0);
+}
+
+cv_err cv_client_info(cv_client *c, char **info, int *dim, char *msg, size_t msg_len) {
+    uint8_t *frame;
+    *info = NULL;
+    uint64_t id = atomic_fetch_add(&c->next_id, 1);
+    size_t size = cv_proto_encode_request(id, CV_PROTO_FLAG_INFO, NULL, NULL, 0, &frame);
+    if (!size) return CV_ERR_NOMEM;
+    char last[256] = "";
+    nng_ctx ctx;
+    nng_aio *aio = NULL;
+    nng_msg *m = NULL;
+    cv_err err = CV_ERR_IO;
+    atomic_int done = 0;
+    int rv = nng_ctx_open(&ctx, c->sock);
+    if (!rv) { /* one attempt, the stop heeded: the caller (a session) retries */
+        if (!(rv = nng_aio_alloc(&aio, info_done, &done)) && !(rv = nng_msg_alloc(&m, size))) {
+            memcpy(nng_msg_body(m), frame, size);
+            nng_aio_set_timeout(aio, c->o.timeout_ms);
+            nng_aio_set_msg(aio, m);
+            nng_ctx_send(ctx, aio);
+            wait_or_stop(aio, &done);
+            if ((rv = nng_aio_result(aio)) != 0) nng_msg_free(m);
+        }
+        if (!rv) {
+            nng_aio_set_timeout(aio, c->o.timeout_ms);
+            nng_ctx_recv(ctx, aio);
+            wait_or_stop(aio, &done);
+            if (!(rv = nng_aio_result(aio))) m = nng_aio_get_msg(aio);
+        }
+        if (aio) nng_aio_free(aio);
+        nng_ctx_close(ctx);
     }
     free(frame);
+    cv_proto_rep rep = {0};
+    if (rv) {
+        snprintf(last, sizeof last, "%s", nng_strerror(rv));
+        err = rv == NNG_ETIMEDOUT || rv == NNG_ECANCELED ? CV_ERR_TIMEOUT : CV_ERR_IO;
+    } else if ((err = cv_proto_decode_reply(nng_msg_body(m), nng_msg_len(m), &rep))) {
+        snprintf(last, sizeof last, "%.250s", rep.msg);
+    } else if (rep.status != CV_ST_OK) {
+        snprintf(last, sizeof last, "%s: %.200s", cv_status_name(rep.status), rep.msg);
+        err = err_of_status(rep.status);
+    } else if (rep.id != id || !rep.info) {
+        snprintf(last, sizeof last, "the reply is not a model's facts");
+        err = CV_ERR_FORMAT;
+    } else {
+        *info = rep.info;
+        rep.info = NULL;
+        if (dim) *dim = (int)rep.dim;
+    }
+    if (!rv) nng_msg_free(m);
+    cv_proto_rep_free(&rep);
     if (err && msg) snprintf(msg, msg_len, "%s", last);
     return err;
 }

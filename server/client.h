@@ -35,6 +35,13 @@ cv_err cv_client_embed(cv_client *c, const char *const *texts, const size_t *len
 cv_err cv_client_embed_query(cv_client *c, const char *const *texts, const size_t *lens, int n, float *out,
                              int out_cap_dim, int *dim, char *msg, size_t msg_len);
 
+/* The model the server runs (CV_PROTO_FLAG_INFO): *info gets its facts as JSON text
+ * ({"id", "revision", "dim", ...}; malloc'd, caller frees), *dim (may be NULL) its dimension.
+ * One attempt (the caller retries), given up at once when the process is stopping
+ * (CV_ERR_TIMEOUT, as a timeout). A server of an earlier version answers bad_request:
+ * CV_ERR_FORMAT. Other errors as cv_client_embed's. */
+cv_err cv_client_info(cv_client *c, char **info, int *dim, char *msg, size_t msg_len);
+
 /* Asynchronous form: returns at once; cb runs exactly once, on an nng thread, with the
  * vectors (borrowed for the callback's duration) or the error. texts are copied. */
 typedef void (*cv_client_cb)(void *arg, cv_err err, const float *vec, int n, int dim, const char *msg);

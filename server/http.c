@@ -492,14 +492,13 @@ static cv_err resolve(const char *hostport, struct addrinfo **out) {
 
 static cv_err build_endpoints(cv_http *h) {
     cv_server_opts *so = &h->s->o;
-    h->eps = calloc((size_t)so->nroutes + 8, sizeof *h->eps);
+    h->eps = calloc((size_t)so->nroutes + 10, sizeof *h->eps);
     if (!h->eps) return CV_ERR_NOMEM;
-    const http_endpoint fixed[] = {{"/healthz", 0, 1, -1, cv_http_on_healthz},
-                                   {"/readyz", 0, 1, -1, cv_http_on_readyz},
-                                   {"/metrics", 0, 1, -1, cv_http_on_metrics},
-                                   {"/embed", 1, 0, -1, cv_http_on_embed},
-                                   {"/v1/embeddings", 1, 0, -1, cv_http_on_openai}};
-    for (int i = 0; i < (h->s->m ? 5 : 3); i++) /* no model (capture): /healthz, /readyz, /metrics */
+    const http_endpoint fixed[] = {
+        {"/healthz", 0, 1, -1, cv_http_on_healthz},      {"/readyz", 0, 1, -1, cv_http_on_readyz},
+        {"/metrics", 0, 1, -1, cv_http_on_metrics},      {"/embed", 1, 0, -1, cv_http_on_embed},
+        {"/v1/embeddings", 1, 0, -1, cv_http_on_openai}, {"/v1/models", 0, 0, -1, cv_http_on_models}};
+    for (int i = 0; i < (h->s->m ? 6 : 3); i++) /* no model (capture): /healthz, /readyz, /metrics */
         h->eps[h->neps++] = fixed[i];
     for (int i = 0; i < so->nroutes; i++)
         h->eps[h->neps++] = (http_endpoint){so->routes[i].path, so->routes[i].post, 0, i, NULL};

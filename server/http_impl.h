@@ -192,5 +192,6 @@ void cv_http_on_readyz(cv_http_req *r);
 void cv_http_on_metrics(cv_http_req *r);
 void cv_http_on_embed(cv_http_req *r);
 void cv_http_on_openai(cv_http_req *r);
+void cv_http_on_models(cv_http_req *r); /* GET /v1/models */
 
 #endif

@@ -8,7 +8,10 @@
  *                          the model's 256 tokens with 413, as TEI does; "normalize": false
  *                          answers the mean-pooled vectors before the L2 normalization)
  *   POST /v1/embeddings    OpenAI-compatible: {"input": ..., "model": ..., "encoding_format":
- * "float"|"base64"} Errors are JSON: {"error": {"message": "...", "type": "...", "code": status}}. A body's
+ *                          "float"|"base64"}, answered by the model named (of several served;
+ *                          left out: the only one)
+ *   GET  /v1/models        the models served, in OpenAI's list format
+ *  Errors are JSON: {"error": {"message": "...", "type": "...", "code": status}}. A body's
  * shape is counted before it is decoded (values, depth), so a body of millions of empty arrays is refused for
  * the price of one pass over its bytes, not a JSON tree 30 times its size. Embedding requests join the same
  * batcher as nng requests and complete asynchronously (http.c suspends the connection until the batch thread
@@ -27,6 +30,7 @@ typedef struct {
     cv_job job;
     cv_http_req *r;
     cv_server *s;
+    cv_served *sv; /* the model asked for */
     int openai, b64;
 } http_job;
 
@@ -112,7 +116,7 @@ static void put_vector(cv_buf *b, const float *v, int dim, int b64) {
 static void http_job_done(cv_job *j) {
     http_job *h = (http_job *)j;
     cv_server *s = h->s;
-    const int dim = cv_minilm_cfg(s->m)->hidden;
+    const int dim = cv_minilm_cfg(h->sv->m)->hidden;
     cv_metric_observe(s->m_latency, cv_now() - j->t_submit);
     if (j->err) {
         cv_http_error(h->r, 500, "internal", "embedding failed: %s", cv_strerror(j->err));
@@ -125,8 +129,10 @@ static void http_job_done(cv_job *j) {
                 put_vector(&b, j->vec + (size_t)i * dim, dim, h->b64);
                 cv_buf_puts(&b, "}");
             }
-            cv_buf_printf(&b, "],\"model\":\"%s\",\"usage\":{\"prompt_tokens\":%ld,\"total_tokens\":%ld}}",
-                          s->o.model_id ? s->o.model_id : "", j->ntokens, j->ntokens);
+            cv_buf_puts(&b, "],\"model\":");
+            cv_json_string(&b, h->sv->id, strlen(h->sv->id));
+            cv_buf_printf(&b, ",\"usage\":{\"prompt_tokens\":%ld,\"total_tokens\":%ld}}", j->ntokens,
+                          j->ntokens);
         } else {
             cv_buf_puts(&b, "[");
             for (int i = 0; i < j->n; i++) {
@@ -192,31 +198,52 @@ static int token_ids(const char *p, size_t n, const char *field) {
     return brackets > 0 && q < e && (*q == '-' || (*q >= '0' && *q <= '9'));
 }
 
-/* The model names this server answers to: its --model-id, that id's last part, and the
- * running model's names (models/model.h). */
-static int model_served(cv_server *s, const char *name) {
-    const char *id = s->o.model_id ? s->o.model_id : "";
-    const char *slash = strrchr(id, '/');
-    return strcmp(name, id) == 0 || (slash && strcmp(name, slash + 1) == 0) || cv_model_name_ok(name);
+/* 1 when name names the model served as sv: its id or the id's last part, and its facts' id
+ * (models/model.h) or that id's last part (--model-id renames the first model). */
+static int model_named(const cv_served *sv, const char *name) {
+    const char *ids[2] = {sv->id, cv_minilm_facts(sv->m)->id};
+    for (int k = 0; k < 2; k++) {
+        const char *slash = strrchr(ids[k], '/');
+        if (!strcmp(name, ids[k]) || (slash && !strcmp(name, slash + 1))) return 1;
+    }
+    return 0;
 }
 
-/* Checks the OpenAI fields other than input; 0 after answering an error. */
-static int openai_fields(cv_http_req *r, json_t *root, int *b64) {
+/* The ids served, as "a", "b" (for messages), into b. */
+static void served_list(cv_server *s, cv_buf *b) {
+    for (int i = 0; i < s->nmodels; i++)
+        cv_buf_printf(b, "%s\"%s\"", i ? ", " : "", s->models[i].id);
+}
+
+/* Checks the OpenAI fields other than input and picks the model (*sv): the one named by
+ * "model", or the only one served when "model" is left out; 0 after answering an error
+ * (404 for a model not served, 400 for none named among several, both naming those served). */
+static int openai_fields(cv_http_req *r, json_t *root, int *b64, cv_served **sv) {
     cv_server *s = r->s;
     json_t *fmt = json_object_get(root, "encoding_format"), *dims = json_object_get(root, "dimensions"),
            *model = json_object_get(root, "model");
-    if (model && !json_is_null(model)) {
-        if (!json_is_string(model)) {
-            cv_http_error(r, 400, "bad_request", "\"model\" must be a string");
-            return 0;
-        }
-        if (!model_served(s, json_string_value(model))) {
+    *sv = NULL;
+    if (model && !json_is_null(model) && !json_is_string(model)) {
+        cv_http_error(r, 400, "bad_request", "\"model\" must be a string");
+        return 0;
+    }
+    const char *name = json_string_value(model);
+    for (int i = 0; name && !*sv && i < s->nmodels; i++)
+        if (model_named(&s->models[i], name)) *sv = &s->models[i];
+    if (!name && s->nmodels == 1) *sv = &s->models[0];
+    if (!*sv) {
+        cv_buf l = {0};
+        served_list(s, &l);
+        if (name)
             cv_http_error(r, 404, "model_not_found",
-                          "the model '%s' is not served here: use \"%s\" (or \"" CV_MODEL_SHORT_ID
-                          "\"), or leave \"model\" out",
-                          json_string_value(model), s->o.model_id ? s->o.model_id : CV_MODEL_SHORT_ID);
-            return 0;
-        }
+                          "the model '%s' is not served here: use one of %s (GET /v1/models lists them)",
+                          name, l.p ? l.p : "");
+        else
+            cv_http_error(r, 400, "bad_request",
+                          "\"model\" is required: this server serves several models: %s (GET /v1/models)",
+                          l.p ? l.p : "");
+        free(l.p);
+        return 0;
     }
     if (fmt && (!json_is_string(fmt) || (strcmp(json_string_value(fmt), "float") != 0 &&
                                          strcmp(json_string_value(fmt), "base64") != 0))) {
@@ -224,22 +251,37 @@ static int openai_fields(cv_http_req *r, json_t *root, int *b64) {
         return 0;
     }
     *b64 = fmt && strcmp(json_string_value(fmt), "base64") == 0;
-    if (dims && (!json_is_integer(dims) || json_integer_value(dims) != cv_minilm_cfg(s->m)->hidden)) {
-        cv_http_error(r, 400, "bad_request", "dimensions must be %d for this model",
-                      cv_minilm_cfg(s->m)->hidden);
+    const int dim = cv_minilm_cfg((*sv)->m)->hidden;
+    if (dims && (!json_is_integer(dims) || json_integer_value(dims) != dim)) {
+        cv_http_error(r, 400, "bad_request", "dimensions must be %d for the model %s", dim, (*sv)->id);
         return 0;
     }
     return 1;
 }
 
+/* GET /v1/models: the models served, in OpenAI's list format. */
+void cv_http_on_models(cv_http_req *r) {
+    cv_server *s = r->s;
+    cv_buf b = {0};
+    cv_buf_puts(&b, "{\"object\":\"list\",\"data\":[");
+    for (int i = 0; i < s->nmodels; i++) {
+        cv_buf_puts(&b, i ? ",{\"id\":" : "{\"id\":");
+        cv_json_string(&b, s->models[i].id, strlen(s->models[i].id));
+        cv_buf_printf(&b, ",\"object\":\"model\",\"created\":0,\"owned_by\":\"cdcvec\",\"dimensions\":%d}",
+                      cv_minilm_facts(s->models[i].m)->dim);
+    }
+    cv_buf_puts(&b, "]}");
+    answer_json(r, 200, &b);
+}
+
 /* Tokens text would have untruncated ([CLS] and [SEP] included); -1 without memory. */
-static long count_tokens(cv_server *s, cv_text_kind kind, const char *text, size_t len) {
-    const cv_model_facts *f = cv_minilm_facts(s->m);
+static long count_tokens(const cv_minilm *m, cv_text_kind kind, const char *text, size_t len) {
+    const cv_model_facts *f = cv_minilm_facts(m);
     const char *p = kind == CV_TEXT_QUERY ? f->query_prompt : f->doc_prompt;
     const size_t room = len + strlen(p) + 2; /* the prompt's tokens count too */
     int32_t *ids = malloc(sizeof(int32_t) * room);
     if (!ids) return -1;
-    long n = cv_tok_encode_prefixed(cv_minilm_tok(s->m), p, strlen(p), text, len, ids, (int)room);
+    long n = cv_tok_encode_prefixed(cv_minilm_tok(m), p, strlen(p), text, len, ids, (int)room);
     free(ids);
     return n;
 }
@@ -273,9 +315,10 @@ static int tei_fields(cv_http_req *r, json_t *root, int *truncate, int *raw, cv_
 /* Tokenizes the texts of in and hands them to the batcher; answers on refusal. With truncate 0
  * (TEI's "truncate": false) a text over the model's sequence length is refused, as TEI does;
  * with raw 1 (TEI's "normalize": false) the vectors come back before the L2 normalization. */
-static void submit(cv_http_req *r, json_t *in, const char *field, int openai, int b64, int truncate,
-                   cv_text_kind kind, int raw) {
+static void submit(cv_http_req *r, cv_served *sv, json_t *in, const char *field, int openai, int b64,
+                   int truncate, cv_text_kind kind, int raw) {
     cv_server *s = r->s;
+    const int max_seq = cv_minilm_cfg(sv->m)->max_seq;
     size_t n = json_is_array(in) ? json_array_size(in) : 1;
     const char **texts = malloc(sizeof(char *) * n);
     size_t *lens = malloc(sizeof(size_t) * n);
@@ -305,21 +348,22 @@ static void submit(cv_http_req *r, json_t *in, const char *field, int openai, in
                           i, lens[i], s->o.max_text_bytes);
             goto out;
         }
-        long nt = truncate ? 0 : count_tokens(s, kind, texts[i], lens[i]);
+        long nt = truncate ? 0 : count_tokens(sv->m, kind, texts[i], lens[i]);
         if (nt < 0) goto oom;
-        if (nt > cv_minilm_cfg(s->m)->max_seq) {
+        if (nt > max_seq) {
             cv_server_count_error(s, CV_ST_TOO_LARGE);
             cv_http_error(
                 r, 413, "validation",
                 "Input validation error: `%s` must have less than %d tokens. Given: %ld (\"%s\"[%zu]); "
                 "send \"truncate\": true to embed its first %d tokens",
-                field, cv_minilm_cfg(s->m)->max_seq, nt, field, i, cv_minilm_cfg(s->m)->max_seq);
+                field, max_seq, nt, field, i, max_seq);
             goto out;
         }
     }
-    if (cv_job_prepare(&h->job, s->m, kind, texts, lens, (int)n) != CV_OK) goto oom;
+    if (cv_job_prepare(&h->job, sv->m, kind, texts, lens, (int)n) != CV_OK) goto oom;
     h->job.raw = raw;
     h->s = s;
+    h->sv = sv;
     h->r = r;
     h->openai = openai;
     h->b64 = b64;
@@ -329,7 +373,7 @@ static void submit(cv_http_req *r, json_t *in, const char *field, int openai, in
     atomic_fetch_add(&s->inflight, 1);
     cv_err e = CV_ERR_SHUTDOWN;
     if (cv_http_submit_begin(r)) { /* the batcher stays alive while we submit */
-        e = cv_batcher_submit(s->batcher, &h->job);
+        e = cv_batcher_submit(sv->batcher, &h->job);
         cv_http_submit_end(r);
     }
     if (e) {
@@ -389,6 +433,7 @@ static void embed_common(cv_http_req *r, int openai) {
     json_t *root = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, &je);
     json_t *in = json_is_object(root) ? json_object_get(root, field) : NULL;
     int b64 = 0, truncate = 1, raw = 0;
+    cv_served *sv = &s->models[0];        /* /embed (TEI has no model field): the first */
     cv_text_kind kind = CV_TEXT_DOCUMENT; /* OpenAI's API has no prompt: texts to index */
     size_t n = json_is_array(in) ? json_array_size(in) : 1;
     cv_status st = CV_ST_BAD_REQUEST;
@@ -399,7 +444,7 @@ static void embed_common(cv_http_req *r, int openai) {
         cv_http_error(r, 400, "bad_request",
                       "body must be a JSON object with field \"%s\" (a string or an array of strings)",
                       field);
-    else if (openai && !openai_fields(r, root, &b64))
+    else if (openai && !openai_fields(r, root, &b64, &sv))
         st = CV_ST_OK; /* answered */
     else if (!openai && !tei_fields(r, root, &truncate, &raw, &kind))
         ; /* answered */
@@ -413,7 +458,7 @@ static void embed_common(cv_http_req *r, int openai) {
                       s->o.max_texts);
     } else {
         st = CV_ST_OK;
-        submit(r, in, field, openai, b64, truncate, kind, raw);
+        submit(r, sv, in, field, openai, b64, truncate, kind, raw);
     }
     if (st != CV_ST_OK) cv_server_count_error(s, st);
     json_decref(root);

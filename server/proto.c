@@ -80,7 +80,7 @@ cv_status cv_proto_decode_request(const void *buf, size_t len, const cv_proto_li
         return CV_ST_BAD_VERSION;
     }
     req->flags = p[5];
-    if (req->flags & ~(CV_PROTO_FLAG_F16 | CV_PROTO_FLAG_QUERY)) {
+    if (req->flags & ~(CV_PROTO_FLAG_F16 | CV_PROTO_FLAG_QUERY | CV_PROTO_FLAG_INFO)) {
         snprintf(msg, msg_len, "unknown flags 0x%02x at byte 5", req->flags);
         return CV_ST_BAD_REQUEST;
     }
@@ -89,6 +89,15 @@ cv_status cv_proto_decode_request(const void *buf, size_t len, const cv_proto_li
         return CV_ST_BAD_REQUEST;
     }
     uint32_t n = rd32(p + 16);
+    if (req->flags & CV_PROTO_FLAG_INFO) { /* the model's facts: no texts */
+        if (n != 0 || len != CV_PROTO_REQ_HEADER) {
+            snprintf(msg, msg_len,
+                     "an info request (flag 0x04) carries no texts: n must be 0, the frame 20 bytes");
+            return CV_ST_BAD_REQUEST;
+        }
+        req->n = 0;
+        return CV_ST_OK;
+    }
     if (n == 0) {
         snprintf(msg, msg_len, "request has no texts");
         return CV_ST_BAD_REQUEST;
@@ -222,6 +231,18 @@ size_t cv_proto_write_reply_err(uint8_t *p, uint64_t id, cv_status st, const cha
     return 24 + ml;
 }
 
+size_t cv_proto_write_reply_info(uint8_t **out, uint64_t id, uint32_t dim, const char *json) {
+    size_t jl = strlen(json), size = 28 + jl;
+    uint8_t *p = *out = malloc(size);
+    if (!p) return 0;
+    write_rep_header(p, id, CV_ST_OK, CV_PROTO_DTYPE_INFO);
+    wr32(p + 16, 0);
+    wr32(p + 20, dim);
+    wr32(p + 24, (uint32_t)jl);
+    memcpy(p + 28, json, jl);
+    return size;
+}
+
 cv_err cv_proto_decode_reply(const void *buf, size_t len, cv_proto_rep *rep) {
     const uint8_t *p = buf;
     memset(rep, 0, sizeof *rep);
@@ -241,6 +262,17 @@ cv_err cv_proto_decode_reply(const void *buf, size_t len, cv_proto_rep *rep) {
     }
     rep->n = rd32(p + 16);
     rep->dim = rd32(p + 20);
+    if (p[6] == CV_PROTO_DTYPE_INFO) { /* the model's facts */
+        uint32_t jl = len >= 28 ? rd32(p + 24) : 0;
+        if (len < 28 || rep->n != 0 || jl != len - 28 || cv_utf8_invalid_at((const char *)p + 28, jl) >= 0) {
+            snprintf(rep->msg, sizeof rep->msg, "malformed info reply (%zu bytes)", len);
+            return CV_ERR_FORMAT;
+        }
+        if (!(rep->info = malloc((size_t)jl + 1))) return CV_ERR_NOMEM;
+        memcpy(rep->info, p + 28, jl);
+        rep->info[jl] = 0;
+        return CV_OK;
+    }
     const int f16 = p[6] == 1;
     if (p[6] > 1 || rep->dim == 0 || rep->dim > 65536 ||
         (uint64_t)rep->n * rep->dim * (f16 ? 2 : 4) != (uint64_t)(len - 24)) {
@@ -264,6 +296,7 @@ cv_err cv_proto_decode_reply(const void *buf, size_t len, cv_proto_rep *rep) {
 }
 
 void cv_proto_rep_free(cv_proto_rep *rep) {
-    free(rep->vec);
+    free(rep->vec), free(rep->info);
     rep->vec = NULL;
+    rep->info = NULL;
 }

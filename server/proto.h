@@ -19,6 +19,9 @@
 #define CV_PROTO_FLAG_QUERY                                                                                  \
     0x02 /* the texts are searches: the model's query prompt, not the document one                           \
           */
+/* no texts (n = 0): the reply names the model served (dtype CV_PROTO_DTYPE_INFO) */
+#define CV_PROTO_FLAG_INFO  0x04
+#define CV_PROTO_DTYPE_INFO 2 /* reply: n 0, dim, then u32 length and the model's facts as JSON */
 
 /* Reply status: 0 ok, else the kind of error (stable numbers, part of the protocol). */
 typedef enum {
@@ -65,6 +68,9 @@ size_t cv_proto_encode_request(uint64_t id, uint8_t flags, const char *const *te
 size_t cv_proto_reply_ok_size(uint32_t n, uint32_t dim, int f16);
 /* Writes an ok reply with n vectors of dim floats into buf (cv_proto_reply_ok_size bytes). */
 void cv_proto_write_reply_ok(uint8_t *buf, uint64_t id, const float *vec, uint32_t n, uint32_t dim, int f16);
+/* An info reply (CV_PROTO_FLAG_INFO): the model's dimension and its facts as JSON text, into
+ * *out (malloc'd, caller frees); returns its size, 0 without memory. */
+size_t cv_proto_write_reply_info(uint8_t **out, uint64_t id, uint32_t dim, const char *json);
 /* Writes an error reply into buf (room for CV_PROTO_REP_HEADER + 8 + strlen(msg)); returns size. */
 size_t cv_proto_write_reply_err(uint8_t *buf, uint64_t id, cv_status st, const char *msg);
 
@@ -74,6 +80,7 @@ typedef struct cv_proto_rep {
     cv_status status;
     uint32_t n, dim;
     float *vec;    /* (n * dim) owned, NULL on error */
+    char *info;    /* an info reply (CV_PROTO_FLAG_INFO): the model's facts as JSON text, owned; else NULL */
     char msg[256]; /* error message */
 } cv_proto_rep;
 

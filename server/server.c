@@ -97,6 +97,32 @@ static void job_done(cv_job *j) {
     nng_ctx_send(w->ctx, w->aio);
 }
 
+/* An info request: the facts of the model this socket serves (the first), for a sync with
+ * --embed to stamp its store with (docs/PROTOCOL.md). */
+static void reply_info(ctx_worker *w) {
+    cv_server *s = w->s;
+    const cv_model_facts *f = cv_minilm_facts(s->m);
+    cv_buf j = {0};
+    cv_buf_puts(&j, "{\"id\":");
+    cv_json_string(&j, f->id, strlen(f->id));
+    cv_buf_puts(&j, ",\"revision\":");
+    cv_json_string(&j, f->revision, strlen(f->revision));
+    cv_buf_puts(&j, ",\"served_as\":");
+    cv_json_string(&j, s->models[0].id, strlen(s->models[0].id));
+    cv_buf_printf(&j, ",\"dim\":%d,\"pooling\":\"%s\",\"normalize\":%s,\"max_seq\":%d}", f->dim, f->pooling,
+                  f->normalize ? "true" : "false", f->max_seq);
+    uint8_t *body = NULL;
+    size_t len = j.p && !j.oom ? cv_proto_write_reply_info(&body, w->req_id, (uint32_t)f->dim, j.p) : 0;
+    free(j.p);
+    if (!len) {
+        reply_error(w, CV_ST_INTERNAL, "out of memory");
+        return;
+    }
+    atomic_fetch_add(&s->inflight, 1);
+    send_msg(w, body, len, 1);
+    free(body);
+}
+
 static void on_request(ctx_worker *w, nng_msg *msg) {
     cv_server *s = w->s;
     cv_proto_limits lim = {(uint32_t)s->o.max_texts, (uint32_t)s->o.max_text_bytes};
@@ -115,6 +141,12 @@ static void on_request(ctx_worker *w, nng_msg *msg) {
         cv_proto_req_free(&req);
         nng_msg_free(msg);
         reply_error(w, CV_ST_SHUTTING_DOWN, "server is shutting down; retry on another instance");
+        return;
+    }
+    if (req.flags & CV_PROTO_FLAG_INFO) {
+        cv_proto_req_free(&req);
+        nng_msg_free(msg);
+        reply_info(w);
         return;
     }
     size_t *lens = malloc(sizeof(size_t) * req.n);
@@ -169,7 +201,11 @@ static void ctx_cb(void *arg) {
 }
 
 static double queue_tokens_gauge(void *arg) {
-    return (double)cv_batcher_queued_tokens(((cv_server *)arg)->batcher);
+    cv_server *s = arg;
+    long n = 0;
+    for (int i = 0; i < s->nmodels; i++)
+        n += cv_batcher_queued_tokens(s->models[i].batcher);
+    return (double)n;
 }
 static double inflight_gauge(void *arg) { return (double)atomic_load(&((cv_server *)arg)->inflight); }
 
@@ -193,11 +229,14 @@ static void register_metrics(cv_server *s) {
     cv_metrics_gauge_fn(r, "cdcvec_inflight_requests", "Requests accepted and not yet answered.", NULL,
                         inflight_gauge, s);
     cv_buf labels = {0};
-    cv_buf_printf(&labels, "device=\"%s\",model=\"%s\"", cv_minilm_device(s->m),
-                  s->o.model_id ? s->o.model_id : "");
-    if (!labels.oom)
-        cv_metric_set(
-            cv_metrics_gauge(r, "cdcvec_info", "Device in use and model served (value 1).", labels.p), 1);
+    for (int i = 0; i < s->nmodels; i++) { /* one series per model served */
+        labels.len = 0;
+        cv_buf_printf(&labels, "device=\"%s\",model=\"%s\"", cv_minilm_device(s->models[i].m),
+                      s->models[i].id);
+        if (!labels.oom)
+            cv_metric_set(
+                cv_metrics_gauge(r, "cdcvec_info", "Device in use and model served (value 1).", labels.p), 1);
+    }
     cv_blas_info bi;
     cv_blas_info_get(&bi);
     labels.len = 0;
@@ -246,6 +285,33 @@ static cv_err start_nng(cv_server *s) {
     return CV_OK;
 }
 
+/* A batcher for each model served (m, then o.more_models); two models of one id are refused. */
+static cv_err serve_models(cv_server *s) {
+    const cv_server_opts *o = &s->o;
+    s->models = calloc((size_t)o->nmore + 1, sizeof *s->models);
+    if (!s->models) return CV_ERR_NOMEM;
+    for (int i = 0; i <= o->nmore; i++) {
+        cv_served *sv = &s->models[i];
+        sv->m = i ? o->more_models[i - 1] : s->m;
+        sv->id = i ? cv_minilm_facts(sv->m)->id : s->o.model_id;
+        for (int j = 0; j < i; j++)
+            if (!strcmp(s->models[j].id, sv->id)) {
+                cv_error(
+                    "event=config_invalid option=model model=%s error=\"two models served under one id\" "
+                    "fix=\"serve each model once (a model's id is its folder's name)\"",
+                    sv->id);
+                return CV_ERR_ARG;
+            }
+        cv_err e = cv_batcher_new_for(sv->m, o->batch_tokens, o->batch_deadline_ms / 1000.0,
+                                      o->max_queue_tokens, s->reg, i ? sv->id : NULL, &sv->batcher);
+        if (e) return e;
+        s->nmodels = i + 1;
+        if (i) cv_info("event=model_served model=%s dim=%d", sv->id, cv_minilm_facts(sv->m)->dim);
+    }
+    s->batcher = s->models[0].batcher;
+    return CV_OK;
+}
+
 cv_err cv_server_start(cv_minilm *m, const cv_server_opts *o, cv_server **out) {
     *out = NULL;
     cv_server *s = calloc(1, sizeof *s);
@@ -256,9 +322,7 @@ cv_err cv_server_start(cv_minilm *m, const cv_server_opts *o, cv_server **out) {
     if (s->o.max_inflight < 1) s->o.max_inflight = 1;
     s->reg = cv_metrics_new();
     cv_err err = s->reg ? CV_OK : CV_ERR_NOMEM;
-    if (!err && m)
-        err = cv_batcher_new(m, o->batch_tokens, o->batch_deadline_ms / 1000.0, o->max_queue_tokens, s->reg,
-                             &s->batcher);
+    if (!err && m) err = serve_models(s);
     if (!err && m) register_metrics(s);
     if (!err && m && o->listen && *o->listen) err = start_nng(s);
     if (!err && o->http && *o->http) err = cv_http_start(s);
@@ -273,13 +337,18 @@ cv_err cv_server_start(cv_minilm *m, const cv_server_opts *o, cv_server **out) {
     return CV_OK;
 }
 
+static int models_busy(cv_server *s) {
+    for (int i = 0; i < s->nmodels; i++)
+        if (cv_batcher_busy(s->models[i].batcher)) return 1;
+    return 0;
+}
+
 int cv_server_drain(cv_server *s, int timeout_ms) {
     /* the listener stays open: closing it would close the pipes it accepted, and with them
      * the replies still owed; new requests are answered "shutting down" instead */
     atomic_store(&s->draining, 1);
     const double until = cv_now() + timeout_ms / 1000.0;
-    while ((atomic_load(&s->inflight) > 0 || (s->batcher && cv_batcher_busy(s->batcher))) &&
-           cv_now() < until) {
+    while ((atomic_load(&s->inflight) > 0 || models_busy(s)) && cv_now() < until) {
         struct timespec ts = {0, 1000000};
         nanosleep(&ts, NULL);
     }
@@ -295,7 +364,9 @@ void cv_server_free(cv_server *s) {
     if (!s) return;
     cv_http_quiesce(s);                   /* HTTP submits nothing more */
     if (s->have_sock) nng_close(s->sock); /* aborts receives: callbacks see NNG_ECLOSED */
-    cv_batcher_free(s->batcher);          /* finishes queued jobs: their sends fail on the closed socket */
+    for (int i = 0; i < s->nmodels; i++)  /* finishes queued jobs: their sends fail on the closed socket */
+        cv_batcher_free(s->models[i].batcher);
+    free(s->models);
     if (s->workers) {
         for (int i = 0; i < s->o.max_inflight; i++)
             if (s->workers[i].aio) nng_aio_stop(s->workers[i].aio);

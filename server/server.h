@@ -1,5 +1,6 @@
 /* server.h: the inference server: nng REQ/REP front door (docs/PROTOCOL.md), dynamic
- * token-budget batching, and HTTP (/healthz, /metrics, /embed, /v1/embeddings). */
+ * token-budget batching, and HTTP (/healthz, /metrics, /embed, /v1/embeddings, /v1/models); one
+ * model or several (cv_server_opts.more_models). */
 #ifndef CV_SERVER_H
 #define CV_SERVER_H
 
@@ -85,6 +86,11 @@ typedef struct cv_server_opts {
     /* GET /readyz: 1 when ready; body: the JSON answer (appended). NULL: ready once started. */
     int (*ready)(void *arg, cv_buf *body);
     void *ready_arg;
+    /* more models served beside m (cdcvec serve --model A --model B), borrowed, outliving the
+     * server, each with its own batcher: POST /v1/embeddings picks one by its "model" field
+     * (their ids: their facts' id); m (the first) answers the nng protocol and /embed */
+    cv_minilm *const *more_models;
+    int nmore;
 } cv_server_opts;
 
 typedef struct cv_server cv_server;

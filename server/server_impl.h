@@ -9,10 +9,19 @@
 #include "proto.h"
 #include "server.h"
 
-struct cv_server {
+/* One model served: its batcher and the id clients name it by. */
+typedef struct cv_served {
     cv_minilm *m;
-    cv_server_opts o;
     cv_batcher *batcher;
+    const char *id;
+} cv_served;
+
+struct cv_server {
+    cv_minilm *m; /* models[0].m: the nng protocol's and /embed's */
+    cv_server_opts o;
+    cv_batcher *batcher; /* models[0].batcher */
+    cv_served *models;   /* (nmodels) m first, then o.more_models; NULL without a model */
+    int nmodels;
     cv_metrics *reg;
     nng_socket sock;
     nng_listener listener;

@@ -86,8 +86,9 @@ json_t *cv_sink_point_payload(const cv_sink_table *t, const cv_sink_row *r, cons
     cv_buf tn = {0};
     cv_buf_printf(&tn, "%s.%s", t->schema, t->table);
     json_object_set_new(p, "cdcvec",
-                        json_pack("{s:s, s:s, s:s, s:s, s:I, s:s}", "table", tn.p, "key", keytext,
-                                  "text_hash", hx, "model", t->model_id ? t->model_id : "", "lsn",
+                        json_pack("{s:s, s:s, s:s, s:s, s:s*, s:s*, s:I, s:s}", "table", tn.p, "key", keytext,
+                                  "text_hash", hx, "model", t->model_id ? t->model_id : "", "model_revision",
+                                  t->model_revision, "text_source", t->text_source, "lsn",
                                   (json_int_t)position, "updated_at", now_iso));
     free(tn.p);
     return p;

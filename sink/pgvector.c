@@ -2,7 +2,8 @@
  *
  * Table cdcvec."<schema>_<table>" (pg/cv_names.h: within 63 bytes): the source's primary
  * key columns (same types), embedding vector(dim), payload jsonb, text_hash bytea (SHA-256 of
- * the embedded text), model text, source_lsn pg_lsn, updated_at timestamptz; HNSW index with
+ * the embedded text), model text, model_revision text (SHA-256 of the weights; NULL: unknown),
+ * text_source text (the stamp, sink.h), source_lsn pg_lsn, updated_at timestamptz; HNSW index with
  * vector_cosine_ops. Table cdcvec.state(stream, lsn, backfill_lsn, backfill_done, relid,
  * layout, text_source) records the applied position in the same transaction as the rows, and
  * what the source table looked like; cdcvec.dead_letters the changes that could not be
@@ -145,7 +146,8 @@ static cv_err ensure_payload_index(pg_sink *s) {
     return e;
 }
 
-/* INSERT ... SELECT from the staging table (emptied as it is read), $1 model, $2 position;
+/* INSERT ... SELECT from the staging table (emptied as it is read), $1 model, $2 position,
+ * $3 model revision, $4 text source (the stamp, sink.h);
  * merged: stored payload values named in kp are kept. */
 static char *upsert_sql(const pg_sink *s, int merged) {
     cv_buf sql = {0}, cast = {0}, xmatch = {0};
@@ -159,8 +161,8 @@ static char *upsert_sql(const pg_sink *s, int merged) {
     cv_buf_printf(
         &sql,
         "WITH u AS (DELETE FROM pg_temp.cdcvec_stage RETURNING *) INSERT INTO %s AS t (%s, embedding, "
-        "payload, text_hash, model, source_lsn, updated_at%s) SELECT %s, u.e, %s, u.h, $1, $2::pg_lsn, "
-        "now()%s FROM u ",
+        "payload, text_hash, model, model_revision, text_source, source_lsn, updated_at%s) SELECT %s, u.e, "
+        "%s, u.h, $1, $3, $4, $2::pg_lsn, now()%s FROM u ",
         s->qtable, s->keylist, ch ? ", chunk, chunk_hash, char_off, char_len" : "", cast.p,
         merged ? MERGED_PAYLOAD("x") : "u.p::jsonb", ch ? ", u.c, u.ch, u.co, u.cl" : "");
     if (merged && ch) /* the key's rows (chunks) share one payload */
@@ -171,13 +173,39 @@ static char *upsert_sql(const pg_sink *s, int merged) {
     cv_buf_printf(
         &sql,
         "ON CONFLICT (%s%s) DO UPDATE SET embedding = EXCLUDED.embedding, payload = EXCLUDED.payload, "
-        "text_hash = EXCLUDED.text_hash, model = EXCLUDED.model, source_lsn = EXCLUDED.source_lsn, "
+        "text_hash = EXCLUDED.text_hash, model = EXCLUDED.model, model_revision = EXCLUDED.model_revision, "
+        "text_source = EXCLUDED.text_source, source_lsn = EXCLUDED.source_lsn, "
         "updated_at = EXCLUDED.updated_at%s",
         s->keylist, ch ? ", chunk" : "",
         ch ? ", chunk_hash = EXCLUDED.chunk_hash, char_off = EXCLUDED.char_off, char_len = EXCLUDED.char_len"
            : "");
     free(cast.p), free(xmatch.p);
     return sql.p;
+}
+
+/* The stamp's columns (model_revision, text_source) in a table of an earlier version: added,
+ * NULL in its rows (no rewrite). Looked up first, so that an open (a search's, a writer's)
+ * takes no ACCESS EXCLUSIVE lock on a table that has them. */
+static cv_err stamp_columns(pg_sink *s) {
+    const char *p[1] = {s->qtable};
+    PGresult *r =
+        PQexecParams(s->db,
+                     "SELECT count(*) FROM pg_attribute WHERE attrelid = $1::regclass AND attname IN "
+                     "('model_revision', 'text_source') AND NOT attisdropped",
+                     1, NULL, p, NULL, NULL, 0);
+    cv_err e = exec_ok(s, r, "stamp_columns");
+    int have = !e && PQntuples(r) == 1 ? atoi(PQgetvalue(r, 0, 0)) : 0;
+    PQclear(r);
+    if (e || have == 2) return e;
+    cv_buf sql = {0};
+    cv_buf_printf(&sql,
+                  CV_DDL_LOCK
+                  "ALTER TABLE %s ADD COLUMN IF NOT EXISTS model_revision text, ADD COLUMN IF NOT "
+                  "EXISTS text_source text",
+                  s->qtable);
+    e = run(s, sql.p, "stamp_columns");
+    free(sql.p);
+    return e;
 }
 
 static cv_err pg_open(const char *conninfo, const cv_sink_table *t, cv_sink **out) {
@@ -236,6 +264,7 @@ static cv_err pg_open(const char *conninfo, const cv_sink_table *t, cv_sink **ou
     cv_buf_puts(&sql, cv_rstate_ddl);
     cv_err e = run(s, sql.p, "create_tables");
     free(sql.p);
+    if (!e && t->dim) e = stamp_columns(s);
     if (!e && t->dim && !(e = cv_pgv_chunks_layout(s))) { /* the layout found (readers adopt it) */
         free(s->upsert), free(s->upsert_kp);
         s->upsert = upsert_sql(s, 0);

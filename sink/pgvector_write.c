@@ -222,8 +222,8 @@ cv_err cv_pgv_put(cv_sink *sk, const cv_sink_row *rows, int n, uint64_t position
         if (!nv[w]) continue;
         e = stage_copy(s, w, vecs[w], nv[w]);
         if (!e) {
-            const char *params[2] = {s->t.model_id, lsn};
-            send_on(s, w, kp[w] ? s->upsert_kp : s->upsert, 2, params, sent);
+            const char *params[4] = {s->t.model_id, lsn, s->t.model_revision, s->t.text_source};
+            send_on(s, w, kp[w] ? s->upsert_kp : s->upsert, 4, params, sent);
             s->wrote[w] = 1;
         }
     }

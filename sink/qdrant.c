@@ -392,7 +392,8 @@ static cv_err q_open(const char *url, const cv_sink_table *t, cv_sink **out) {
                        .auth_header = auth.p,
                        .auth_fix = afix.p,
                        .judge = judge,
-                       .max_inflight = 2};
+                       .max_inflight = 2,
+                       .retry_s = t->retry_s};
     cv_err e = cv_http_new(&q->base, &ho, &q->http);
     if (auth.p) memset(auth.p, 0, auth.len);
     if (key) memset(key, 0, strlen(key));

@@ -4,8 +4,8 @@
  * `upstash://` (URL and token from UPSTASH_VECTOR_REST_URL / UPSTASH_VECTOR_REST_TOKEN, or
  * their *_FILE variants), anything else is a PostgreSQL conninfo or URI: pgvector. A sink
  * stores, per source row key, the embedding, a JSON payload, the hash of the embedded text,
- * the model id and the source position (an opaque, increasing 64-bit number: ingest passes
- * LSNs), and records the highest applied position.
+ * the model stamp (model id, weights' SHA-256, text source) and the source position (an opaque, increasing
+ * 64-bit number: ingest passes LSNs), and records the highest applied position.
  *
  * Where the position lives. pgvector records it in the same transaction as the rows. Qdrant
  * and Upstash have no transactions: their writes are idempotent (upsert by point id, delete by
@@ -36,7 +36,10 @@ typedef struct cv_sink_table {
     const char *const *key_types; /* (nkeys) SQL types, as format_type() writes them */
     int dim;                      /* vector dimension; 0: the store keeps only the stream's state (position,
                                      backfill marks, meta: cdcvec capture's bookkeeping), no vectors */
-    const char *model_id;
+    /* the stamp every row or point carries (docs/CONFIG.md, "The model stamp"): the model's id,
+     * the SHA-256 of its weights (NULL: unknown, as with --embed) and what is embedded (the
+     * table's text source: "column <attnum> <name>" or "template <text>"; NULL: none) */
+    const char *model_id, *model_revision, *text_source;
     const char *stream; /* name of the change stream (the replication slot): keys the state row */
     /* Qdrant / Upstash only: the PostgreSQL database (conninfo or URI) where cdcvec keeps the
      * position, meta, backfill marks and dead letters; NULL: none kept (see above) */
@@ -56,6 +59,10 @@ typedef struct cv_sink_table {
      * Upstash one point per (key, chunk number) (sink/chunks_remote.h). -1 (readers: search):
      * whatever layout the table has. */
     int chunked;
+    /* Qdrant, Upstash: how long one request is retried before the batch fails as retriable (0:
+     * 120 s); a pipeline of several tables asks for less, so that a store down holds its table
+     * (ingest/tables.c) instead of stalling the others behind it */
+    double retry_s;
 } cv_sink_table;
 
 typedef struct cv_sink_row {

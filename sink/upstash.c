@@ -259,7 +259,8 @@ static cv_err u_open(const char *url, const cv_sink_table *t, cv_sink **out) {
                        .auth_header = auth.p,
                        .auth_fix = afix.p,
                        .judge = judge,
-                       .max_inflight = 4};
+                       .max_inflight = 4,
+                       .retry_s = t->retry_s};
     cv_err e = cv_http_new(&u->base, &ho, &u->http);
     memset(auth.p, 0, auth.len);
     memset(tok, 0, strlen(tok));

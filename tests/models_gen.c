@@ -31,6 +31,9 @@ static const spec SPECS[] = {
     /* (b) hidden 768, 12 heads of 64, 3 layers, mean pooling, Normalize, prompts (e5's) */
     {"base-mean-prompt", 768, 12, 3, 3072, 512, 128, 0, 1, "mean_tokens", "passage: ", "query: ", "bert",
      "gelu", 24002},
+    /* (c) hidden 384 (all-MiniLM-L6-v2's dimension), 6 heads of 64, 1 layer, mean pooling,
+     * Normalize: another model of the same dimension, for the stores' stamp (no reference vectors) */
+    {"mini-384", 384, 6, 1, 1536, 512, 256, 0, 1, "mean_tokens", NULL, NULL, "bert", "gelu", 24003},
     /* refused: another architecture, an unsupported pooling, another activation */
     {"bad-roberta", 128, 4, 2, 512, 512, 256, 1, 0, "cls_token", NULL, NULL, "roberta", "gelu", 0},
     {"bad-weightedmean", 128, 4, 2, 512, 512, 256, 1, 0, "weightedmean_tokens", NULL, NULL, "bert", "gelu",
@@ -307,10 +310,15 @@ static int write_weights(const char *dir, const spec *sp, int vocab) {
     return fclose(f) ? -1 : 0;
 }
 
-int tm_gen_models(const char *outdir) {
+int tm_gen_models(const char *outdir) { return tm_gen_model(outdir, NULL); }
+
+int tm_gen_model(const char *outdir, const char *only) {
     mkdir(outdir, 0755);
+    int found = 0;
     for (size_t i = 0; i < sizeof SPECS / sizeof SPECS[0]; i++) {
         const spec *sp = &SPECS[i];
+        if (only && strcmp(only, sp->name)) continue;
+        found = 1;
         char dir[2048];
         snprintf(dir, sizeof dir, "%s/%s", outdir, sp->name);
         mkdir(dir, 0755);
@@ -324,5 +332,6 @@ int tm_gen_models(const char *outdir) {
             return -1;
         }
     }
-    return 0;
+    if (!found) fprintf(stderr, "models_gen: no model named %s\n", only);
+    return found ? 0 : -1;
 }

@@ -80,6 +80,14 @@ def main():
             print(mismatches(store, json.load(f)))
     elif cmd == "count":
         print(len(points(store)))
+    elif cmd == "stamps":  # each model stamp the points carry (payload.c), with how many carry it
+        n = {}
+        for pl, _, _ in points(store).values():
+            c = pl.get("cdcvec", {})
+            k = "%s|%s|%s" % (c.get("model"), c.get("model_revision"), c.get("text_source"))
+            n[k] = n.get(k, 0) + 1
+        for k in sorted(n):
+            print(k, n[k])
     elif cmd == "point":
         p = points(store, with_vectors=True).get(sys.argv[3])
         if p is None:

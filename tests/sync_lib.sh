@@ -272,6 +272,16 @@ model_recorded() {
     echo "  recorded: $($meta_cmd); want $want_rev"
 }
 
+# gen_model NAME: writes the generated model NAME (tests/models_gen.c, random weights) into
+# $gen/NAME with the test_embed_models built beside cdcvec.
+gen_model() {
+  gen=$work/models
+  local g
+  g=$(dirname "$bin")/tests/test_embed_models
+  [ -x "$g" ] || { echo "FAIL $g is missing: build the tests (cmake --build build)"; exit 1; }
+  [ -d "$gen/$1" ] || "$g" --generate-one "$1" "$gen" || { echo "FAIL cannot generate the model $1"; exit 1; }
+}
+
 # ---- watched processes ---------------------------------------------------------------------
 declare -gA CV_WATCH=()
 

@@ -6,8 +6,15 @@
 # the others keep their vectors; a shorter text leaves no chunk past its end; a deleted row
 # leaves none; search returns each row once with its passage; verify finds a missing, a stale and
 # an orphan chunk and --repair fixes them; the tutorial's ranking is unchanged with chunking on; a
-# store table of the other layout and bad options are refused.
-#   usage: test_chunks.sh path/to/cdcvec
+# store table of the other layout and bad options are refused. Then the Kafka
+# path (capture -> librdkafka's mock cluster -> worker --chunk-max-tokens -> sink into pgvector):
+# the same documents give the same chunks and vectors as sync; an edit re-embeds at most 2 chunks
+# (the worker's cache holds the others) and rewrites at most 2 in the store; a shorter text and a deleted
+# row leave no chunk behind; a replayed topic changes nothing. Last, `cdcvec sync` killed -9
+# during 2,000 changes of long documents (32-token chunks: inserts, one-sentence edits,
+# shortenings, deletes): after a restart it converges to what a fresh backfill gives (the same
+# chunks, offsets and vectors), with no chunk past a row's end and none of a deleted row.
+#   usage: test_chunks.sh path/to/cdcvec [path/to/kafka_mock_broker]
 set -u
 . "$(dirname "$0")/sync_lib.sh"
 test_begin chunks 44000 "$1"
@@ -41,6 +48,7 @@ converged() { converged_q "$MISMATCH" cdcvec.public_docs; }
 
 start_sync --chunk-max-tokens 256 --chunk-overlap 32
 check "long, short and medium texts stored as chunks, offsets giving back each chunk's hash" converged
+q "CREATE TABLE sync_copy AS SELECT * FROM cdcvec.public_docs" # what the Kafka path must give too
 n1=$(q "SELECT count(*) FROM cdcvec.public_docs WHERE id = 1")
 check "the 5,000-token document is many chunks ($n1), the short text one, the whole text" \
   '[ "$n1" -ge 20 ] && [ "$(q "SELECT count(*)::text || char_off || char_len FROM cdcvec.public_docs v JOIN docs d USING (id) WHERE id = 2 AND char_len = length(d.body) GROUP BY char_off, char_len")" = 1039 ]'
@@ -102,6 +110,75 @@ q "TRUNCATE docs"
 check "truncate: no chunk left" 'converged && [ "$(q "SELECT count(*) FROM cdcvec.public_docs")" = 0 ]'
 stop_sync
 
+# ---- the Kafka path: the worker chunks, the sink stores the chunks -----------------------------
+if [ -n "${2:-}" ]; then
+  . "$root/tests/kafka_lib.sh"
+  kmock_start "$2" --topic cdc:2 --topic emb:2 || { echo "FAIL cannot start the mock broker"; exit 1; }
+  K=$KMOCK_BOOTSTRAP
+  q "DROP TABLE cdcvec.public_docs" # a new store table: the sink makes it chunked (the messages say so)
+  psql -qX "$DB" -f "$work/load.sql" >/dev/null
+  kport=$(free_port $((hport + 1)))
+  wport=$(free_port $((kport + 1)))
+  CDCVEC_LOG=${LOG:-warn} "$bin" capture --source "$DB" --table public.docs --text-column body --to "kafka://$K/cdc" \
+    --batch-ms 10 >>"$work/capture.log" 2>&1 &
+  cap_pid=$!
+  watch $cap_pid capture "$work/capture.log"
+  CDCVEC_LOG=${LOG:-warn} "$bin" worker --from "kafka://$K/cdc" --to "kafka://$K/emb" --threads 2 \
+    --chunk-max-tokens 256 --chunk-overlap 32 --http 127.0.0.1:$wport >>"$work/worker.log" 2>&1 &
+  w_pid=$!
+  watch $w_pid worker "$work/worker.log"
+  start_ksink() {
+    CDCVEC_LOG=${LOG:-warn} "$bin" sink --from "kafka://$K/emb" --sink "$DB" --http 127.0.0.1:$kport "$@" >>"$work/ksink.log" 2>&1 &
+    ks_pid=$!
+    watch $ks_pid ksink "$work/ksink.log"
+  }
+  start_ksink
+  kmetric() { curl -sf "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m {print $2}'; }
+  kconverged() {
+    WATCH_PID=$ks_pid wait_until '[ "$(q "SELECT to_regclass('"'"'cdcvec.public_docs'"'"') IS NOT NULL")" = t ]' \
+      'cat "$work"/*.log | wc -c' && converged
+  }
+  SAME="SELECT count(*) FROM sync_copy s FULL JOIN cdcvec.public_docs k USING (id, chunk)
+    WHERE s.id IS NULL OR k.id IS NULL OR s.chunk_hash <> k.chunk_hash OR s.char_off <> k.char_off
+       OR s.char_len <> k.char_len OR s.text_hash <> k.text_hash OR (s.embedding <=> k.embedding) > 1e-6"
+  check "Kafka path: the documents stored as chunks, as sync stored them (chunks, offsets, vectors)" \
+    'kconverged && [ "$(q "$SAME")" = 0 ]'
+  WATCH_PID=$ks_pid wait_until '[ -n "$(kmetric $kport cdcvec_chunks_embedded_total)" ]' 'cat "$work"/*.log | wc -c'
+  s0=$(kmetric $kport cdcvec_chunks_embedded_total) w0=$(kmetric $wport 'cdcvec_chunks_embedded_total{stage="worker"}')
+  psql -qX "$DB" -f "$work/edit.sql" >/dev/null
+  check "Kafka path: one sentence rewritten in the middle: converged" kconverged
+  n1e=$(q "SELECT count(*) FROM cdcvec.public_docs WHERE id = 1")
+  s1=$(kmetric $kport cdcvec_chunks_embedded_total) w1=$(kmetric $wport 'cdcvec_chunks_embedded_total{stage="worker"}')
+  c1=$(kmetric $wport 'cdcvec_chunks_cached_total{stage="worker"}')
+  check "Kafka path: one sentence rewritten: the worker embedded $((${w1%.*} - ${w0%.*})) chunk(s) (1 or 2; ${c1%.*} from its cache), the sink wrote $((${s1%.*} - ${s0%.*})) (1 or 2) and kept the others" \
+    '[ $((${s1%.*} - ${s0%.*})) -ge 1 ] && [ $((${s1%.*} - ${s0%.*})) -le 2 ] &&
+     [ $((${w1%.*} - ${w0%.*})) -ge 1 ] && [ $((${w1%.*} - ${w0%.*})) -le 2 ] && [ $((${w1%.*} - ${w0%.*} + ${c1%.*})) -eq "$n1e" ]'
+  n3=$(q "SELECT count(*) FROM cdcvec.public_docs WHERE id = 3")
+  psql -qX "$DB" -f "$work/shorten.sql" >/dev/null
+  check "Kafka path: a shorter text: no chunk past its end" \
+    'kconverged && [ "$(q "SELECT count(*) FROM cdcvec.public_docs WHERE id = 3")" -lt "$n3" ]'
+  q "DELETE FROM docs WHERE id = 1"
+  check "Kafka path: a deleted row: none of its chunks left" \
+    'kconverged && [ "$(q "SELECT count(*) FROM cdcvec.public_docs WHERE id = 1")" = 0 ]'
+  # the whole topic again (a sink whose offsets were lost): idempotent, the same store
+  q "CREATE TABLE k_copy AS SELECT id, chunk, chunk_hash, char_off, char_len, text_hash, embedding FROM cdcvec.public_docs"
+  kill -TERM $ks_pid; wait $ks_pid; unwatch $ks_pid
+  start_ksink --group replay
+  KSAME="SELECT count(*) FROM k_copy s FULL JOIN cdcvec.public_docs k USING (id, chunk)
+    WHERE s.id IS NULL OR k.id IS NULL OR s.chunk_hash <> k.chunk_hash OR s.embedding <> k.embedding"
+  q "INSERT INTO docs VALUES (4, 'last', 'The last document.')"
+  replayed() { # caught up (no lag) and the store as before, with the one new document
+    [ "$(kmetric $kport 'cdcvec_kafka_consumer_lag_messages{stage="sink"}')" = 0 ] && [ "$(q "$KSAME")" = 1 ]
+  }
+  check "Kafka path: the topic replayed from its start: the same chunks (idempotent)" \
+    'kconverged && WATCH_PID=$ks_pid wait_until replayed "kmetric $kport cdcvec_kafka_messages_total; cat $work/*.log | wc -c"'
+  kill -TERM $ks_pid $w_pid $cap_pid; wait $ks_pid $w_pid $cap_pid; unwatch $ks_pid $w_pid $cap_pid
+  "$bin" worker --from "kafka://$K/cdc" --to "kafka://$K/emb" --chunk-max-tokens 256 --embed tcp://127.0.0.1:1 \
+    >"$work/bad.log" 2>&1; rc=$?
+  check "worker --chunk-max-tokens with --embed: refused with the fix (exit $rc)" '[ $rc -ne 0 ] && grep -q "drop --embed" "$work/bad.log"'
+  kmock_stop
+fi
+
 # a store table of the other layout is refused, with the fix; so are bad options
 unwatch
 timeout 120 "$bin" sync --source "$DB" --table public.docs --text-column body --threads 2 >"$work/off.log" 2>&1; rc=$?
@@ -129,6 +206,57 @@ tut
 out=$(search)
 check "chunking on, after batch 2: Old Man's War then Dune" \
   'echo "$out" | sed -n 1p | grep -q "Old Man" && echo "$out" | sed -n 2p | grep -q "\"Dune\""' || echo "$out"
+
+# ---- kill -9 during 2,000 changes of long documents ---------------------------------------------
+q "CREATE TABLE longdocs (id int PRIMARY KEY, body text NOT NULL)"
+python3 "$root/tests/chunk_workload.py" load longdocs 60 25 >"$work/long_load.sql"
+python3 "$root/tests/chunk_workload.py" changes longdocs 60 2000 20 25 >"$work/long_changes.sql"
+psql -qX "$DB" -f "$work/long_load.sql" >/dev/null
+LONG_OPTS=(--table public.longdocs --text-column body --chunk-max-tokens 32 --chunk-overlap 4 --threads 2)
+start_long() {
+  CDCVEC_LOG=${LOG:-warn} "$bin" sync --source "$DB" "${LONG_OPTS[@]}" --batch-ms 10 >>"$work/long.log" 2>&1 &
+  long_pid=$!
+  watch $long_pid long_sync "$work/long.log"
+}
+LMISMATCH="SELECT (SELECT count(*) FROM longdocs d FULL JOIN (SELECT id, count(*) n, max(chunk) m, min(chunk) lo
+                    FROM cdcvec.public_longdocs GROUP BY id) c USING (id)
+                  WHERE d.id IS NULL OR c.id IS NULL OR c.n <> c.m + 1 OR c.lo <> 0)
+   + (SELECT count(*) FROM cdcvec.public_longdocs v JOIN longdocs d USING (id)
+       WHERE v.text_hash <> sha256(convert_to(d.body, 'UTF8'))
+          OR v.chunk_hash <> sha256(convert_to(substr(d.body, v.char_off + 1, v.char_len), 'UTF8')))"
+lconverged() { WATCH_PID=$long_pid converged_q "$LMISMATCH" cdcvec.public_longdocs; }
+start_long
+check "long documents: the initial backfill as 32-token chunks" lconverged
+psql -qX "$DB" -v ON_ERROR_STOP=1 -f "$work/long_changes.sql" >"$work/long_load.log" 2>&1 &
+load_pid=$!
+# killed once the sync has applied about a third of the changes (of the documents they insert)
+third=$(($(grep -c '^INSERT' "$work/long_changes.sql") / 3))
+WATCH_PID=$long_pid wait_until '[ "$(q "SELECT count(DISTINCT id) FROM cdcvec.public_longdocs WHERE id > 60")" -ge $third ]' \
+  'q "SELECT count(*), max(updated_at) FROM cdcvec.public_longdocs"'
+kill -9 $long_pid; wait $long_pid 2>/dev/null; unwatch $long_pid
+wait $load_pid; lrc=$?
+applied=$(q "SELECT count(DISTINCT id) FROM cdcvec.public_longdocs WHERE id > 60")
+inserted=$(q "SELECT count(*) FROM longdocs WHERE id > 60")
+left=$(q "$LMISMATCH")
+check "the sync killed -9 in the middle of the 2,000 changes ($applied of $inserted new documents stored, $left rows differing)" \
+  '[ $lrc = 0 ] && [ "$applied" -lt "$inserted" ] && [ "$left" -gt 0 ]'
+start_long
+check "after a restart: converged (numbers 0..n-1, offsets giving back each chunk's hash, no chunk past a row's end, none of a deleted row)" lconverged
+q "CREATE DATABASE fresh" >/dev/null
+FRESH=${DB%/*}/fresh
+q "CREATE EXTENSION vector" "$FRESH" >/dev/null
+CDCVEC_LOG=warn timeout 300 "$bin" backfill --source "$DB" --sink "$FRESH" "${LONG_OPTS[@]}" >"$work/fresh.log" 2>&1; frc=$?
+q "CREATE TABLE fresh_copy (id int, chunk int, chunk_hash bytea, char_off int, char_len int, text_hash bytea, embedding vector)"
+psql -qAtX "$FRESH" -c "COPY (SELECT id, chunk, chunk_hash, char_off, char_len, text_hash, embedding FROM cdcvec.public_longdocs) TO STDOUT" |
+  psql -qX "$DB" -c "COPY fresh_copy FROM STDIN"
+LSAME="SELECT count(*) FROM fresh_copy f FULL JOIN cdcvec.public_longdocs v USING (id, chunk)
+  WHERE f.id IS NULL OR v.id IS NULL OR f.chunk_hash <> v.chunk_hash OR f.char_off <> v.char_off
+     OR f.char_len <> v.char_len OR f.text_hash <> v.text_hash OR (f.embedding <=> v.embedding) > 1e-6"
+nl=$(q "SELECT count(*) || ' chunks of ' || count(DISTINCT id) || ' rows' FROM cdcvec.public_longdocs")
+check "the store equals a fresh backfill's ($nl: chunks, offsets, hashes, vectors)" \
+  '[ $frc = 0 ] && [ "$(q "SELECT count(*) FROM fresh_copy")" -gt 0 ] && [ "$(q "$LSAME")" = 0 ]' ||
+  { echo "  backfill exit $frc; differing: $(q "$LSAME")"; tail -5 "$work/fresh.log"; }
+kill -TERM $long_pid; wait $long_pid; unwatch $long_pid
 
 [ $fail -ne 0 ] && { echo "--- sync log (tail)"; tail -40 "$work/sync.log"; }
 test_end

@@ -6,7 +6,8 @@
  * CPU: min cosine >= 0.99999. Also: folders cdcvec cannot run exactly are refused with what and
  * the fix. Built again with CV_TEST_CUDA (test_embed_models_cuda: the CUDA backend, cosine >=
  * 0.9995, SKIPPED (77) without a device) and in tests/cuda_sim (test_embed_models_cudasim).
- * `test_embed_models --generate DIR` only writes the folders (for gen_models_ref.py). */
+ * `test_embed_models --generate DIR` only writes the folders (for gen_models_ref.py);
+ * `--generate-one NAME DIR` the folder NAME alone (the shell tests' other models). */
 #define _POSIX_C_SOURCE 200809L
 #include <fcntl.h>
 #include <jansson.h>
@@ -228,6 +229,7 @@ static void test_refusals(void **state) {
 
 int main(int argc, char **argv) {
     if (argc == 3 && !strcmp(argv[1], "--generate")) return tm_gen_models(argv[2]) ? 1 : 0;
+    if (argc == 4 && !strcmp(argv[1], "--generate-one")) return tm_gen_model(argv[3], argv[2]) ? 1 : 0;
 #ifdef CV_TEST_CUDA
     if (cv_cuda_device_count() == 0) {
         fprintf(stderr, "SKIPPED: no CUDA device\n");

@@ -140,7 +140,8 @@ WATCH_PID=$holder wait_until '(exec 3<>/dev/tcp/127.0.0.1/'"$eport"') 2>/dev/nul
 CDCVEC_LOG=info "$bin" sync --source "$DB" --table public.books --slot health_embed --embed "tcp://127.0.0.1:$eport" \
   --batch-ms 10 >>"$work/sync.log" 2>&1 &
 sync_pid=$!
-WATCH_PID=$sync_pid wait_until 'grep -q "slot=health_embed" "$work/sync.log" && [ "$(grep -c accepted "$work/hold.log")" -ge 2 ]' progress
+# (the session asks the server which model it runs, for the store's stamp, and waits on it)
+WATCH_PID=$sync_pid wait_until 'grep -q "event=embed_unreachable url=tcp://127.0.0.1:$eport" "$work/sync.log" && [ "$(grep -c accepted "$work/hold.log")" -ge 2 ]' progress
 stop_timed $sync_pid
 sync_pid=
 check "SIGTERM while the embedding server does not answer: exit 0 within 2 s (rc $rc after $ms ms)" '[ "$rc" = 0 ] && [ $ms -le 2000 ]'

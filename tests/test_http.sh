@@ -66,6 +66,20 @@ check "docker/healthcheck.sh without the key: unhealthy (401)" \
 kill -TERM "$serve_pid" && wait "$serve_pid"
 serve_pid=
 
+# ---- 1c. serve --model A --model B: two models of different dims, chosen by "model" (issue 24) ----
+gen_model tiny-cls-cased
+gen_model base-mean-prompt
+mport=$(free_port $((kport + 1)))
+"$bin" serve --listen "" --http "127.0.0.1:$mport" --threads 1 --model "$gen/tiny-cls-cased" \
+  --model "$gen/base-mean-prompt" >"$work/serve-models.log" 2>&1 &
+serve_pid=$!
+WATCH_PID=$serve_pid STALL_S=60 wait_until 'curl -sf "http://127.0.0.1:$mport/healthz" >/dev/null' true
+check "serve --model A --model B: /v1/models, vectors by the request's model, refusals naming the models" \
+  'timeout 120 python3 "$root/tests/serve_models_check.py" "127.0.0.1:$mport" "$root/tests/data"'
+check "  ... each model loaded once" '[ "$(grep -c "event=model_loaded" "$work/serve-models.log")" = 2 ]'
+kill -TERM "$serve_pid" && wait "$serve_pid"
+serve_pid=
+
 # ---- 2. sync --http with an API key -------------------------------------------------------
 port=$(free_port $((hport + 1)))
 pg_up vector

@@ -5,8 +5,9 @@
 # password in the source, a table-naming flag beside the file) exits 2 naming FILE:LINE:COL, the
 # key and the fix, and creates nothing (no slot, no publication, no cdcvec schema); --print
 # shows the resolved pipeline (precedence, no password) and reads back; the docs' example is
-# valid; several tables are refused at start; a one-table file syncs books like the flags do
-# (the same slot, then streamed changes).
+# valid; a one-table command (verify) refuses several tables; columns: is refused at start; a
+# one-table file syncs books on the pipeline's slot (backfill, streamed changes), the flags on
+# their own.
 #   usage: test_pipeline_file.sh path/to/cdcvec
 set -u
 . "$(dirname "$0")/sync_lib.sh"
@@ -100,17 +101,20 @@ open(sys.argv[2], "w").write(re.search(r"```yaml\n(.*?)```", sec, re.S).group(1)
 PY
 "$bin" sync --config "$work/doc.yaml" --print >/dev/null 2>"$work/err"; rc=$?
 check "the example of docs/CONFIG.md is a valid pipeline" '[ $rc = 0 ]' || cat "$work/err"
-"$bin" sync --config "$work/two.yaml" >/dev/null 2>"$work/err"; rc=$?
-check "several tables: refused at start, naming the limitation and the tables" \
-  '[ $rc = 2 ] && grep -q "event=pipeline_refused .*error=\"this build runs one table per process; the file lists public.books (line 4), public.articles (line 6)\"" "$work/err"'
-printf "${S}tables:\n  - table: books\n    text: description\n    where: \"year > 2000\"\n" >"$work/where.yaml"
-"$bin" sync --config "$work/where.yaml" >/dev/null 2>"$work/err"; rc=$?
-check "where: read, then refused at start (not ignored)" '[ $rc = 2 ] && grep -q "event=pipeline_refused .*line=5 .*where:" "$work/err"'
+"$bin" verify --config "$work/two.yaml" >/dev/null 2>"$work/err"; rc=$?
+check "several tables: cdcvec verify (one table) refuses the file, naming the tables and the fix" \
+  '[ $rc = 2 ] && grep -q "event=pipeline_refused .*error=\"cdcvec verify works on one table; the file lists public.books (line 4), public.articles (line 6)\" fix=\"name one with --table" "$work/err"'
+"$bin" verify --config "$work/two.yaml" --table nope >/dev/null 2>"$work/err"; rc=$?
+check "... --table naming no table of the file: refused, listing the file's" \
+  '[ $rc = 2 ] && grep -q "cdcvec verify: --table nope: not a table of $work/two.yaml (it has public.books, public.articles); fix:" "$work/err"'
+printf "${S}tables:\n  - table: books\n    text: description\n    columns: [id, description]\n" >"$work/columns.yaml"
+"$bin" sync --config "$work/columns.yaml" >/dev/null 2>"$work/err"; rc=$?
+check "columns: read, then refused at start (not ignored)" '[ $rc = 2 ] && grep -q "event=pipeline_refused .*line=5 .*columns:" "$work/err"'
 check "still nothing created in the database" \
   '[ "$(q "SELECT (SELECT count(*) FROM pg_replication_slots) + (SELECT count(*) FROM pg_publication) + (SELECT count(*) FROM pg_namespace WHERE nspname = '"'cdcvec'"')")" = 0 ]'
 
-# a one-table file syncs books like the flags: backfill, a streamed change, then the flags take
-# over the same slot
+# a one-table file syncs books: backfill, a streamed change, on the pipeline's slot; then the
+# flags, on a slot of their own
 cat >"$work/books.yaml" <<EOF
 # the books table into the source database's pgvector
 source: "$DB"
@@ -130,6 +134,8 @@ WATCH_PID=$sync_pid wait_until '[ "$(q "SELECT count(*) FROM cdcvec.public_books
   'sink_progress cdcvec.public_books'
 check "a change is streamed" '[ "$(q "SELECT count(*) FROM cdcvec.public_books")" = "$(q "SELECT count(*) FROM books")" ]'
 slot=$(q "SELECT slot_name FROM pg_replication_slots")
+check "a file's table streams from the pipeline's slot (one per database: tables can be added), its state keyed slot/table" \
+  'case $slot in cdcvec_*_pipeline_tables_*) true ;; *) false ;; esac && [ "$(q "SELECT stream FROM cdcvec.state")" = "$slot/public.books" ]'
 kill -TERM $sync_pid
 wait $sync_pid
 sync_pid=
@@ -139,10 +145,45 @@ watch $sync_pid sync "$work/sync.log"
 q "INSERT INTO books (name, description, author, year) VALUES ('from the flags', 'a clockmaker repairs time itself', 'y', 2002)"
 WATCH_PID=$sync_pid wait_until '[ "$(q "SELECT count(*) FROM cdcvec.public_books")" = "$(q "SELECT count(*) FROM books")" ]' \
   'sink_progress cdcvec.public_books'
-check "the flags take over the file's slot and state: one slot, same name, the change applied" \
-  '[ "$(q "SELECT count(*) || slot_name FROM pg_replication_slots GROUP BY slot_name")" = "1$slot" ] && [ "$(q "SELECT count(*) FROM cdcvec.public_books")" = "$(q "SELECT count(*) FROM books")" ]'
+check "the flags run the table on a slot of their own (the file's is the pipeline's), the change applied" \
+  '[ "$(q "SELECT count(*) FROM pg_replication_slots WHERE slot_name <> '"'$slot'"'")" = 1 ] && [ "$(q "SELECT count(*) FROM cdcvec.public_books")" = "$(q "SELECT count(*) FROM books")" ]'
 kill -TERM $sync_pid
 wait $sync_pid
 sync_pid=
+
+# where: a row filter. On a column outside the replica identity it would make the application's
+# UPDATE and DELETE fail: refused at start with the fix, the application's writes unharmed. With
+# REPLICA IDENTITY FULL: only the rows that pass it are in the store; rows moving out of it and
+# into it follow; verify --config --table compares the rows that pass it.
+q "CREATE TABLE films (id int PRIMARY KEY, title text, year int);
+   INSERT INTO films SELECT g, 'film number ' || g || ' about ' || md5(g::text), 1990 + g % 30 FROM generate_series(1, 60) g" >/dev/null
+printf "${S}defaults: {threads: 2, batch_ms: 10}\ntables:\n  - table: films\n    text: title\n    where: \"year >= 2005\"\n" >"$work/where.yaml"
+CDCVEC_LOG=warn timeout 120 "$bin" sync --config "$work/where.yaml" >"$work/where.log" 2>&1; rc=$?
+check "where: on a column outside the replica identity: refused (exit 1) with the fix, before it is published" \
+  '[ $rc = 1 ] && grep -q "event=row_filter_refused .*fix=\"ALTER TABLE \"public\".\"films\" REPLICA IDENTITY FULL" "$work/where.log" &&
+   [ "$(q "SELECT count(*) FROM pg_publication_tables WHERE tablename = '"'films'"'")" = 0 ]' || cat "$work/where.log"
+check "... and the application's UPDATE and DELETE still work" \
+  'q "UPDATE films SET year = year WHERE id = 1; DELETE FROM films WHERE id = 60" >/dev/null'
+q "ALTER TABLE films REPLICA IDENTITY FULL"
+FMISMATCH="SELECT count(*) FROM (SELECT * FROM films WHERE year >= 2005) b FULL JOIN cdcvec.public_films v USING (id)
+  WHERE b.id IS NULL OR v.id IS NULL OR v.text_hash <> sha256(convert_to(b.title, 'UTF8'))"
+CDCVEC_LOG=warn "$bin" sync --config "$work/where.yaml" >>"$work/where.log" 2>&1 &
+sync_pid=$!
+watch $sync_pid sync "$work/where.log"
+converged_q "$FMISMATCH" cdcvec.public_films
+check "where: the store holds exactly the rows that pass the filter" \
+  '[ "$(q "$FMISMATCH")" = 0 ] && [ "$(q "SELECT count(*) FROM cdcvec.public_films")" = "$(q "SELECT count(*) FROM films WHERE year >= 2005")" ]'
+q "UPDATE films SET year = 1980 WHERE id = (SELECT min(id) FROM films WHERE year >= 2005);
+   UPDATE films SET year = 2020 WHERE id = (SELECT min(id) FROM films WHERE year < 2005);
+   INSERT INTO films VALUES (100, 'an old film', 1950), (101, 'a new film', 2024)" >/dev/null
+converged_q "$FMISMATCH" cdcvec.public_films
+check "where: a row moved out of the filter leaves the store, one moved in joins it, inserts follow the filter" \
+  '[ "$(q "$FMISMATCH")" = 0 ]'
+CDCVEC_LOG=warn "$bin" verify --config "$work/where.yaml" --table films --threads 2 >"$work/verify.out" 2>&1; rc=$?
+check "verify --config --table: the filtered table equals its store (exit 0)" '[ $rc = 0 ]' || tail -5 "$work/verify.out"
+kill -TERM $sync_pid
+wait $sync_pid
+sync_pid=
+
 [ $fail = 0 ] || { echo "--- sync log"; tail -20 "$work/sync.log"; }
 test_end

@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "../kafka/quix.h"
+#include "../kafka/wire.h"
 
 /* Python's and orjson's text of x, checked. */
 static void check_float(double x, const char *py, const char *oj) {
@@ -223,11 +224,58 @@ static void test_embeddings(void **s) {
     cv_buf_free(&why);
 }
 
+/* cdcvec/1 out of a worker: an unchunked message as before (no "chunked", one "vector"); a
+ * chunking worker's message carries "chunked" and each chunk's number, hash, offsets and
+ * vector, and decodes back exactly; a bad chunk is refused naming it. */
+static void test_wire_chunks(void **s) {
+    (void)s;
+    char *kn[] = {"id", NULL}, *kt[] = {"integer", NULL}, *key[] = {"7", NULL};
+    cv_wire_table t = {.schema = "public", .table = "docs", .nkeys = 1, .key_names = kn, .key_types = kt};
+    float v1[2] = {0.5f, -1.25f}, v2[2] = {3.0f, 0.0f};
+    cv_change c = {
+        .key = key, .text_state = CV_TEXT_KNOWN, .payload = "{\"id\":7}", .vec = v1, .lsn = 0x16B3748};
+    memset(c.vec_hash, 0xab, 32);
+    cv_buf b = {0};
+    cv_wire_encode(&b, &t, &c, "m", 2);
+    assert_null(strstr(b.p, "chunk"));
+    assert_non_null(strstr(b.p, ",\"model\":\"m\",\"dim\":2,\"text_hash\":\"abab"));
+    assert_non_null(strstr(b.p, "\",\"vector\":\"AAAAPwAAoL8=\"}"));
+    free(b.p), b = (cv_buf){0};
+    cv_change_chunk ck[2] = {{.char_off = 0, .char_len = 10, .vec = v1},
+                             {.char_off = 8, .char_len = 5, .vec = v2}};
+    memset(ck[0].hash, 0x01, 32), memset(ck[1].hash, 0xfe, 32);
+    c.vec = NULL, c.chunks = ck, c.nchunks = 2;
+    t.chunked = 1;
+    cv_wire_encode(&b, &t, &c, "m", 2);
+    assert_non_null(strstr(b.p, ",\"chunked\":true"));
+    assert_null(strstr(b.p, "\",\"vector\"")); /* no vector of the whole text */
+    cv_wire_msg m;
+    char err[256];
+    assert_int_equal(cv_wire_decode(b.p, b.len, 2, &m, err, sizeof err), CV_OK);
+    assert_int_equal(m.t.chunked, 1);
+    assert_null(m.c.vec);
+    assert_int_equal(m.c.nchunks, 2);
+    assert_int_equal(m.c.text_state, CV_TEXT_KNOWN);
+    assert_memory_equal(m.c.vec_hash, c.vec_hash, 32);
+    for (int i = 0; i < 2; i++) {
+        assert_memory_equal(m.c.chunks[i].hash, ck[i].hash, 32);
+        assert_int_equal(m.c.chunks[i].char_off, ck[i].char_off);
+        assert_int_equal(m.c.chunks[i].char_len, ck[i].char_len);
+        assert_memory_equal(m.c.chunks[i].vec, ck[i].vec, sizeof v1);
+    }
+    cv_wire_msg_free(&m);
+    char *bad = strdup(b.p), *n1 = strstr(bad, "\"n\":1");
+    n1[4] = '5'; /* chunks out of order */
+    assert_int_equal(cv_wire_decode(bad, strlen(bad), 2, &m, err, sizeof err), CV_ERR_FORMAT);
+    assert_non_null(strstr(err, "\"chunks\"[1]"));
+    free(bad), free(b.p);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_floats),        cmocka_unit_test(test_strings),
         cmocka_unit_test(test_change_values), cmocka_unit_test(test_parse_errors),
-        cmocka_unit_test(test_embeddings),
+        cmocka_unit_test(test_embeddings),    cmocka_unit_test(test_wire_chunks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -288,6 +288,23 @@ static void test_bad_frames(void **state) {
     assert_vec_eq(out, ref[2]);
     /* the client reports a rejected request as such, without retrying */
     assert_int_equal(cv_client_embed(c, many, many_len, 17, out, DIM, &dim, msg, sizeof msg), CV_ERR_ARG);
+    /* the info request (flag 0x04): the model's facts, for a sync --embed's stamp */
+    char *info = NULL;
+    dim = 0;
+    assert_int_equal(cv_client_info(c, &info, &dim, msg, sizeof msg), CV_OK);
+    assert_int_equal(dim, DIM);
+    char want[200];
+    snprintf(want, sizeof want, "\"revision\":\"%s\"", cv_minilm_facts(model)->revision);
+    assert_non_null(strstr(info, "\"id\":\"" CV_MODEL_ID "\""));
+    assert_non_null(strstr(info, want));
+    assert_non_null(strstr(info, "\"served_as\":\"test-model\""));
+    free(info);
+    /* an info request with texts is malformed */
+    uint8_t *frame;
+    size_t fl = cv_proto_encode_request(7, CV_PROTO_FLAG_INFO, one, one_len, 1, &frame);
+    assert_int_equal(raw_request(frame, fl, msg, sizeof msg), CV_ST_BAD_REQUEST);
+    assert_non_null(strstr(msg, "info request"));
+    free(frame);
     cv_client_close(c);
 }
 

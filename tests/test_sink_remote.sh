@@ -141,19 +141,26 @@ check "SIGTERM: sync exits 0" stop_sync
 CDCVEC_LOG=warn "$bin" backfill --source "$DB" --table public.books --sink "$SINK" --force 1 --threads 2 2>"$work/bf.log"; rc=$?
 check "$store: cdcvec backfill --force 1: exit 0, store still equal to the source" '[ $rc -eq 0 ] && converged' || tail -3 "$work/bf.log"
 
-# ---- the model recorded in the state database (models/model.h) ------------------------------
+# ---- the model stamp (ingest/stamp.c), recorded in the state database and carried by every point ----
 rmeta() { q "SELECT string_agg(coalesce(model, '-') || ' ' || coalesce(model_revision, '-'), ',') FROM cdcvec.state WHERE layout IS NOT NULL"; }
 model_recorded "$store: the state records the model's id and its weights' sha256" rmeta
-q "UPDATE cdcvec.state SET model_revision = repeat('0', 64) WHERE layout IS NOT NULL"
-CDCVEC_LOG=warn timeout 120 "$bin" sync --source "$DB" --table public.books --sink "$SINK" --threads 2 >"$work/bad.log" 2>&1; rc=$?
-check "$store: another revision of the model recorded: exit 1, kind=config with the fix" \
-  '[ $rc -eq 1 ] && grep -q "event=model_mismatch" "$work/bad.log" && grep -q "event=sync_stopped kind=config .*fix=\"run the model the store was written with" "$work/bad.log"' ||
+check "$store: every point carries the stamp: model, revision, text source" \
+  '[ "$(check_py stamps)" = "sentence-transformers/all-MiniLM-L6-v2|$want_rev|column 3 description $(check_py count)" ]' ||
+  check_py stamps | head -3
+gen_model mini-384 # another model of the same dimension (384), random weights
+CDCVEC_LOG=warn timeout 120 "$bin" sync --source "$DB" --table public.books --sink "$SINK" --model "$gen/mini-384" --threads 2 >"$work/bad.log" 2>&1; rc=$?
+check "$store: another model of the same dimension: exit 1, event=model_changed, kind=config with the fix naming cdcvec migrate" \
+  '[ $rc -eq 1 ] && grep -q "event=model_changed .*model=mini-384" "$work/bad.log" && grep -q "event=sync_stopped kind=config .*fix=\"run cdcvec migrate --to-model DIR" "$work/bad.log"' ||
+  tail -3 "$work/bad.log"
+CDCVEC_LOG=warn timeout 120 "$bin" sync --source "$DB" --table public.books --sink "$SINK" --template '{name}: {description}' --threads 2 >"$work/bad.log" 2>&1; rc=$?
+check "$store: a changed --template: exit 1, event=text_source_changed with the fix naming cdcvec migrate --to-template" \
+  '[ $rc -eq 1 ] && grep -q "event=text_source_changed" "$work/bad.log" && grep -q "event=sync_stopped kind=config .*fix=\"run cdcvec migrate --to-template T" "$work/bad.log"' ||
   tail -3 "$work/bad.log"
 q "UPDATE cdcvec.state SET model = NULL, model_revision = NULL WHERE layout IS NOT NULL"
 LOG=info start_sync
 q "INSERT INTO books (name, description, author, year) VALUES ('After adoption', 'a store of an earlier version', 'x', 2026)"
-check "$store: no model recorded (an earlier version's state): adopted, event=model_recorded, and it streams" \
-  'converged && grep -q "event=model_recorded .*revision=$want_rev" "$work/sync.log" && [ "$(rmeta)" = "sentence-transformers/all-MiniLM-L6-v2 $want_rev" ]' ||
+check "$store: no model recorded (an earlier version's state): adopted with a warning (event=stamp_adopted), and it streams" \
+  'converged && grep -q "level=warn event=stamp_adopted .*revision=$want_rev" "$work/sync.log" && [ "$(rmeta)" = "sentence-transformers/all-MiniLM-L6-v2 $want_rev" ]' ||
   echo "  recorded: $(rmeta)"
 stop_sync
 

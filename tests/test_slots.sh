@@ -57,6 +57,11 @@ echo "# 1. the same table in two databases"
 start_sync a1 "$(dbof shop_a)"
 pa=$spid
 check "shop_a: backfill" 'conv $pa shop_a' || dump "$work/a1.log"
+# --embed: the store stamped with the model the remote serve declares (its id and revision)
+ameta() { q "SELECT model || ' ' || coalesce(model_revision, '-') FROM cdcvec.state" "$(dbof shop_a)"; }
+model_recorded "shop_a (--embed): the store records the remote serve's model id and revision" ameta
+check "  ... and every row carries it" \
+  '[ "$(q "SELECT count(*) FROM cdcvec.public_books WHERE model_revision IS DISTINCT FROM '"'$want_rev'"'" "$(dbof shop_a)")" = 0 ]'
 stop_sync $pa
 start_sync b1 "$(dbof shop_b)"
 pb=$spid

@@ -212,21 +212,39 @@ q "INSERT INTO books (name, description, author, year) VALUES ('After resnapshot
 check "--resnapshot 1 rebuilds and streams again" converged
 stop_sync
 
-# ---- the model recorded in the store (models/model.h): another one is refused, none adopted ----
+# ---- the model stamp (ingest/stamp.c): another model or text source is refused, none adopted ----
 meta() { q "SELECT coalesce(model, '-') || ' ' || coalesce(model_revision, '-') FROM cdcvec.state WHERE stream = '$SLOT'"; }
 model_recorded "the store records the model's id and its weights' sha256" meta
-q "UPDATE cdcvec.state SET model_revision = repeat('0', 64) WHERE stream = '$SLOT'"
-run_expect "another revision of the model recorded in the store: refused" model_mismatch --table public.books --threads 2
-check "  ... stopped as kind=config with the fix naming the options" \
-  'grep -q "event=sync_stopped kind=config .*fix=\"run the model the store was written with (--model.*another --sink database, Qdrant collection or Upstash --namespace.*--resnapshot 1" "$work/bad.log"' ||
+check "every row carries the stamp: the model's id, revision and the text source recorded" \
+  '[ "$(q "SELECT count(*) FROM cdcvec.public_books v, cdcvec.state s WHERE s.stream = '"'$SLOT'"' AND (v.model, v.model_revision, v.text_source) IS DISTINCT FROM (s.model, s.model_revision, s.text_source)")" = 0 ] && [ "$(q "SELECT text_source FROM cdcvec.state WHERE stream = '"'$SLOT'"'")" = "column 3 description" ]' ||
+  q "SELECT model, model_revision, text_source, count(*) FROM cdcvec.public_books GROUP BY 1, 2, 3"
+gen_model mini-384 # another model of the same dimension (384), random weights
+run_expect "another model of the same dimension: refused" model_changed --table public.books --model "$gen/mini-384" --threads 2
+check "  ... the recorded and the new model named, stopped as kind=config with the fix naming cdcvec migrate" \
+  'grep -q "event=model_changed .*recorded_model=sentence-transformers/all-MiniLM-L6-v2 recorded_revision=$want_rev model=mini-384 revision=[0-9a-f]\{64\}" "$work/bad.log" && grep -q "event=sync_stopped kind=config .*fix=\"run cdcvec migrate --to-model DIR to rebuild the index beside the live one, or point --sink at a new table/collection" "$work/bad.log"' ||
   tail -3 "$work/bad.log"
+run_expect "a changed --template: refused" text_source_changed --table public.books --template '{name}: {description}' --threads 2
+check "  ... both text sources named, the fix naming cdcvec migrate --to-template" \
+  'grep -q "event=text_source_changed .*recorded=\"column 3 description\" now=\"template {name}: {description}\"" "$work/bad.log" && grep -q "event=sync_stopped kind=config .*fix=\"run cdcvec migrate --to-template T" "$work/bad.log"' ||
+  tail -3 "$work/bad.log"
+q "UPDATE cdcvec.state SET model_revision = repeat('0', 64) WHERE stream = '$SLOT'"
+run_expect "another revision of the model recorded in the store: refused" model_changed --table public.books --threads 2
 q "UPDATE cdcvec.state SET model = NULL, model_revision = NULL WHERE stream = '$SLOT'"
+q "ALTER TABLE cdcvec.public_books DROP COLUMN model_revision, DROP COLUMN text_source" # an earlier version's table
 LOG=info start_sync
 q "INSERT INTO books (name, description, author, year) VALUES ('After adoption', 'a store of an earlier version', 'x', 2026)"
 check "a store without a recorded model (an earlier version's) adopts the running one and streams" converged
-check "  ... event=model_recorded, and the model and revision recorded" \
-  'grep -q "event=model_recorded table=.*books.* model=sentence-transformers/all-MiniLM-L6-v2 revision=$want_rev" "$work/sync.log" && [ "$(meta)" = "sentence-transformers/all-MiniLM-L6-v2 $want_rev" ]' ||
-  { grep model_ "$work/sync.log" | tail -3; echo "  recorded: $(meta)"; }
+check "  ... the table's stamp columns added back, the new row stamped" \
+  '[ "$(q "SELECT model_revision || '"' '"' || text_source FROM cdcvec.public_books v JOIN books b USING (id) WHERE b.name = '"'After adoption'"'")" = "$want_rev column 3 description" ]'
+check "  ... event=stamp_adopted (a warning), and the model and revision recorded" \
+  'grep -q "level=warn event=stamp_adopted table=.*books.* model=sentence-transformers/all-MiniLM-L6-v2 revision=$want_rev" "$work/sync.log" && [ "$(meta)" = "sentence-transformers/all-MiniLM-L6-v2 $want_rev" ]' ||
+  { grep stamp_ "$work/sync.log" | tail -3; echo "  recorded: $(meta)"; }
+stop_sync
+: >"$work/sync.log"
+LOG=info start_sync
+q "INSERT INTO books (name, description, author, year) VALUES ('Same model', 'restarted with the recorded model', 'x', 2026)"
+check "the same model and text source restart fine (nothing adopted or refused)" \
+  'converged && ! grep -q "event=stamp_adopted\|event=model_changed\|event=text_source_changed" "$work/sync.log"'
 stop_sync
 pg_start_retry "$work/pg2" DB2 "$(free_port $((port + 10)))" # a second cluster
 psql -qAtX "$DB2" -c "ALTER SYSTEM SET wal_level = replica" >/dev/null
