@@ -162,8 +162,11 @@ static cv_err del_range(cv_rchunks *rc, const char *const *key, int j0, int j1) 
         cv_buf ids = {0};
         int n = 0;
         for (; j0 < j1 && n < 1000; j0++, n++) {
+            cv_buf str = {0};
             cv_buf_puts(&ids, n ? "," : "[");
-            rc->io->id(rc->s, key, j0, &ids, NULL);
+            rc->io->id(rc->s, key, j0, &ids, &str);
+            json_object_del(rc->got, str.p);
+            free(str.p);
         }
         cv_buf_puts(&ids, "]");
         e = rc->io->del(rc->s, ids.p, n);
@@ -240,6 +243,14 @@ cv_err cv_rchunks_set(cv_rchunks *rc, const char *const *key, int n, const int *
     return e;
 }
 
+/* The key's values as a JSON array of strings. */
+static json_t *key_json(cv_rchunks *rc, const char *const *key) {
+    json_t *a = json_array();
+    for (int k = 0; k < rc->t->nkeys; k++)
+        json_array_append_new(a, json_string(key[k]));
+    return a;
+}
+
 /* One chunk's point: the row's payload (stored: chunk 0's, for kept columns and, without
  * r->hash, the text hash), the chunk's fields; chunk 0 held for the commit. 1: the row cannot be
  * stored (a dead letter noted). */
@@ -277,7 +288,9 @@ static int point(cv_rchunks *rc, const cv_sink_row *r, const char *kt, int j, co
     cv_buf js = {0}, str = {0};
     rc->io->id(rc->s, r->key, j, &js, &str);
     if (j == 0)
-        json_object_set_new(rc->tail, str.p, json_pack("[s,s,s]", js.p, vec_js, text));
+        json_object_set_new(
+            rc->tail, str.p,
+            json_pack("[s,s,s,i,o,s]", js.p, vec_js, text, nchunks, key_json(rc, r->key), kt));
     else if (!*e)
         *e = rc->io->upsert(rc->s, js.p, vec_js, text);
     free(js.p), free(str.p), free(text);
@@ -395,10 +408,72 @@ cv_err cv_rchunks_delete(cv_rchunks *rc, const char *const *const *keys, int n) 
     return e;
 }
 
+/* Before chunk 0 tells a key's count: chunks at or past it that an interrupted earlier write of
+ * a longer text left (chunk 0 then told another text, or was not there) are found, CV_RCHUNKS_PROBE
+ * numbers at a time while some are, and deleted. Keys whose chunks past the end this batch
+ * already read and deleted (cv_rchunks_set) are skipped. */
+static cv_err sweep(cv_rchunks *rc) {
+    json_t *todo = json_array(), *v; /* [[key values], from, keytext] */
+    const char *id;
+    json_object_foreach(rc->tail, id, v) {
+        int n = (int)json_integer_value(json_array_get(v, 3));
+        json_t *top = json_object_get(rc->top, json_string_value(json_array_get(v, 5)));
+        if (!top || json_integer_value(top) > n)
+            json_array_append_new(todo, json_pack("[O,i]", json_array_get(v, 4), n));
+    }
+    cv_err e = CV_OK;
+    for (int round = 0; !e && json_array_size(todo) && round < 64; round++) {
+        cv_buf ids = {0};
+        int m = 0;
+        size_t i;
+        json_t *t;
+        const char *kv[rc->t->nkeys + 1];
+        json_array_foreach(todo, i, t) { /* read the next window of each key */
+            for (int k = 0; k < rc->t->nkeys; k++)
+                kv[k] = json_string_value(json_array_get(json_array_get(t, 0), (size_t)k));
+            int from = (int)json_integer_value(json_array_get(t, 1));
+            for (int j = from; j < from + CV_RCHUNKS_PROBE; j++) {
+                cv_buf str = {0};
+                rc->io->id(rc->s, kv, j, NULL, &str);
+                int known = json_object_get(rc->got, str.p) != NULL;
+                free(str.p);
+                if (known) continue;
+                cv_buf_puts(&ids, m++ ? "," : "[");
+                rc->io->id(rc->s, kv, j, &ids, NULL);
+                if (m == 1000) {
+                    cv_buf_puts(&ids, "]");
+                    if (!e) e = get(rc, ids.p, m);
+                    ids.len = 0, m = 0;
+                }
+            }
+        }
+        if (m) {
+            cv_buf_puts(&ids, "]");
+            if (!e) e = get(rc, ids.p, m);
+        }
+        free(ids.p);
+        json_t *next = json_array();
+        json_array_foreach(todo, i, t) { /* keys with chunks there: deleted, and the next window */
+            for (int k = 0; k < rc->t->nkeys; k++)
+                kv[k] = json_string_value(json_array_get(json_array_get(t, 0), (size_t)k));
+            int from = (int)json_integer_value(json_array_get(t, 1)), last = -1;
+            for (int j = from; j < from + CV_RCHUNKS_PROBE; j++)
+                if (got_of(rc, kv, j)) last = j;
+            if (e || last < 0) continue;
+            e = del_range(rc, kv, from, last + 1);
+            json_array_append_new(next, json_pack("[O,i]", json_array_get(t, 0), from + CV_RCHUNKS_PROBE));
+        }
+        json_decref(todo);
+        todo = next;
+    }
+    json_decref(todo);
+    return e;
+}
+
 cv_err cv_rchunks_tail(cv_rchunks *rc) {
     const char *id;
     json_t *v;
-    cv_err e = CV_OK;
+    cv_err e = sweep(rc);
     json_object_foreach(rc->tail, id, v) {
         if (!e)
             e = rc->io->upsert(rc->s, json_string_value(json_array_get(v, 0)),
