@@ -18,6 +18,10 @@ struct cv_rchunks {
     json_t *plan; /* key text -> {"n", "text_hash", "kept": [[i, from, off, len], ...]} (cv_rchunks_set) */
     json_t *tail; /* chunk 0's id text -> [id JSON, vector JSON, payload]: sent at the commit */
     json_t *top;  /* key text -> 1 + the highest chunk number found (CV_RCHUNKS_PROBE past chunk 0's count) */
+    json_t
+        *cleared; /* chunk 0's id text -> true: its text hash cleared this batch (sent, not yet waited for) */
+    cv_buf dels;  /* ids to delete once the clearing is acknowledged: JSON, comma-separated */
+    int ndels, pending; /* ids in dels; clearings sent and not waited for */
 };
 
 /* Chunk numbers read past what chunk 0 says, to find chunks an interrupted longer write left */
@@ -26,19 +30,30 @@ struct cv_rchunks {
 cv_rchunks *cv_rchunks_new(cv_sink *s, const cv_sink_table *t, cv_rstate *st, const cv_rchunks_io *io) {
     cv_rchunks *rc = calloc(1, sizeof *rc);
     CV_ASSERT(rc);
-    *rc = (cv_rchunks){s, t, st, io, json_object(), json_object(), json_object(), json_object()};
+    *rc = (cv_rchunks){.s = s,
+                       .t = t,
+                       .st = st,
+                       .io = io,
+                       .got = json_object(),
+                       .plan = json_object(),
+                       .tail = json_object(),
+                       .top = json_object(),
+                       .cleared = json_object()};
     return rc;
 }
 
 void cv_rchunks_free(cv_rchunks *rc) {
     if (!rc) return;
     json_decref(rc->got), json_decref(rc->plan), json_decref(rc->tail), json_decref(rc->top);
+    json_decref(rc->cleared);
+    free(rc->dels.p);
     free(rc);
 }
 
 void cv_rchunks_reset(cv_rchunks *rc) {
     json_object_clear(rc->got), json_object_clear(rc->plan), json_object_clear(rc->tail);
-    json_object_clear(rc->top);
+    json_object_clear(rc->top), json_object_clear(rc->cleared);
+    rc->dels.len = 0, rc->ndels = rc->pending = 0;
 }
 
 static json_t *cdcvec_of(json_t *payload) { return json_object_get(payload, "cdcvec"); }
@@ -155,6 +170,57 @@ static cv_err load0(cv_rchunks *rc, const char *const *const *keys, int n) {
     return e;
 }
 
+/* Clears the text hash of key's stored chunk 0 (zeros: no text has them), its vector and the rest
+ * kept; sent, acknowledged at the next barrier. Once a batch. */
+static cv_err clear0(cv_rchunks *rc, const char *const *key) {
+    cv_buf js = {0}, str = {0};
+    rc->io->id(rc->s, key, 0, &js, &str);
+    json_t *c0 = json_object_get(rc->got, str.p);
+    const char *v = json_string_value(json_object_get(c0, "vec"));
+    cv_err e = CV_OK;
+    if (c0 && v && !json_object_get(rc->cleared, str.p)) {
+        json_t *p = json_deep_copy(json_object_get(c0, "payload"));
+        json_object_set_new(json_object_get(p, "cdcvec"), "text_hash",
+                            json_string("0000000000000000000000000000000000000000000000000000000000000000"));
+        char *text = cv_sink_point_text(p);
+        json_decref(p);
+        if (text) e = rc->io->upsert(rc->s, js.p, v, text);
+        free(text);
+        json_object_set_new(rc->cleared, str.p, json_true());
+        rc->pending++;
+    }
+    free(js.p), free(str.p);
+    return e;
+}
+
+/* Before any other write: the clearings sent are acknowledged, then the deletes queued behind
+ * them are sent (and acknowledged). */
+static cv_err barrier(cv_rchunks *rc) {
+    cv_err e = CV_OK;
+    if (rc->pending) e = rc->io->wait(rc->s);
+    rc->pending = 0;
+    if (!e && rc->ndels) {
+        cv_buf_puts(&rc->dels, "]");
+        e = rc->io->del(rc->s, rc->dels.p, rc->ndels);
+    }
+    rc->dels.len = 0, rc->ndels = 0;
+    return e;
+}
+
+/* Queues the deletes of chunks [j0, j1) of key (sent by barrier). */
+static cv_err del_later(cv_rchunks *rc, const char *const *key, int j0, int j1) {
+    cv_err e = CV_OK;
+    for (; !e && j0 < j1; j0++) {
+        cv_buf str = {0};
+        cv_buf_puts(&rc->dels, rc->ndels++ ? "," : "[");
+        rc->io->id(rc->s, key, j0, &rc->dels, &str);
+        json_object_del(rc->got, str.p);
+        free(str.p);
+        if (rc->ndels == 1000) e = barrier(rc);
+    }
+    return e;
+}
+
 /* Deletes chunks [j0, j1) of key (waited for). */
 static cv_err del_range(cv_rchunks *rc, const char *const *key, int j0, int j1) {
     cv_err e = CV_OK;
@@ -236,7 +302,8 @@ cv_err cv_rchunks_set(cv_rchunks *rc, const char *const *key, int n, const int *
     char *kt = cv_sink_key_text(rc->t, key);
     json_object_set_new(rc->plan, kt, json_pack("{s:i,s:s,s:o}", "n", n, "text_hash", hx, "kept", kept));
     free(kt);
-    if (!e && old > n) e = del_range(rc, key, n, old); /* past the new end: gone before chunk 0 tells it */
+    if (!e) e = clear0(rc, key); /* a replay never takes the half-written row for unchanged */
+    if (!e && old > n) e = del_later(rc, key, n, old); /* past the new end: gone before chunk 0 tells it */
     kt = cv_sink_key_text(rc->t, key);
     if (!e) json_object_set_new(rc->top, kt, json_integer(n));
     free(kt);
@@ -305,7 +372,8 @@ cv_err cv_rchunks_put(cv_rchunks *rc, const cv_sink_row *rows, int n, uint64_t p
     int nn = 0, nb = 0;
     for (int i = 0; i < n; i++)
         if (!rows[i].vec || rows[i].keep) need[nn++] = (const char **)rows[i].key;
-    cv_err e = nn ? load0(rc, (const char *const *const *)need, nn) : CV_OK;
+    cv_err e = barrier(rc);
+    if (!e && nn) e = load0(rc, (const char *const *const *)need, nn);
     free(need);
     for (int i = 0; !e && i < n; i++) {
         const cv_sink_row *r = &rows[i];
@@ -371,10 +439,14 @@ cv_err cv_rchunks_put(cv_rchunks *rc, const cv_sink_row *rows, int n, uint64_t p
 }
 
 cv_err cv_rchunks_delete(cv_rchunks *rc, const char *const *const *keys, int n) {
-    cv_err e = load0(rc, keys, n);
+    cv_err e = barrier(rc);
+    if (!e) e = load0(rc, keys, n);
+    for (int i = 0; !e && i < n; i++) /* chunk 0 cleared first: a replay never finds the row whole */
+        if (got_of(rc, keys[i], 0) && count_of(got_of(rc, keys[i], 0)) > 1) e = clear0(rc, keys[i]);
+    if (!e) e = barrier(rc);
     cv_buf ids = {0}, ids0 = {0};
     int m = 0, m0 = 0;
-    for (int i = 0; !e && i < n; i++) { /* chunks 1.. first: chunk 0 says which exist */
+    for (int i = 0; !e && i < n; i++) { /* chunks 1.. next: chunk 0 says which exist */
         json_t *c0 = got_of(rc, keys[i], 0);
         for (int j = 1; c0 && j < count_of(c0); j++) {
             cv_buf_puts(&ids, m++ ? "," : "[");
@@ -473,7 +545,8 @@ static cv_err sweep(cv_rchunks *rc) {
 cv_err cv_rchunks_tail(cv_rchunks *rc) {
     const char *id;
     json_t *v;
-    cv_err e = sweep(rc);
+    cv_err e = barrier(rc);
+    if (!e) e = sweep(rc);
     json_object_foreach(rc->tail, id, v) {
         if (!e)
             e = rc->io->upsert(rc->s, json_string_value(json_array_get(v, 0)),

@@ -14,12 +14,15 @@
  *
  * Order, so that a crash at any point converges on replay and leaves no orphan chunk: chunk 0
  * is the row's record (cv_sink_hashes reads its text hash, and its `chunks` says which ids
- * exist), so it is written last: its upserts are held until the commit, sent after every other
- * request of the batch was acknowledged (cv_rchunks_tail). A changed text first deletes its
- * chunks past the new end (waited for), then upserts the others (kept chunks with their stored
- * vector, read back once, at their new numbers); a deleted row deletes chunks 1.. first, then
- * chunk 0. While chunk 0 still tells the old text, a replay finds the text changed, compares the
- * chunks by hash (those already written are kept) and deletes past the end again. */
+ * exist). Before any other chunk of a stored row is written or deleted, chunk 0's text hash is
+ * cleared (zeros, which no text has; acknowledged first), so a replay never takes the row for
+ * unchanged, even when the source went back to the old text meanwhile; then a changed text's
+ * chunks past the new end are deleted, the others upserted (kept chunks with their stored vector,
+ * read back once, at their new numbers), and chunk 0 is written last: its upserts are held until
+ * the commit and sent after every other request of the batch was acknowledged (cv_rchunks_tail),
+ * after chunks past its count that an interrupted longer write left were looked for and deleted.
+ * A deleted row clears chunk 0, deletes chunks 1.., then chunk 0. A replay finds the text changed,
+ * compares the chunks by hash (those already written are kept) and deletes past the end again. */
 #ifndef CV_SINK_CHUNKS_REMOTE_H
 #define CV_SINK_CHUNKS_REMOTE_H
 
@@ -37,6 +40,8 @@ typedef struct cv_rchunks_io {
     cv_err (*upsert)(cv_sink *s, const char *id_js, const char *vec_js, const char *payload);
     /* deletes the points of the JSON array ids (n of them) and waits for every request in flight */
     cv_err (*del)(cv_sink *s, const char *ids, int n);
+    /* sends what is gathered and waits for every request in flight */
+    cv_err (*wait)(cv_sink *s);
     size_t max_payload; /* bytes of payload a point may have (0: no limit) */
 } cv_rchunks_io;
 

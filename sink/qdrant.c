@@ -694,7 +694,9 @@ static cv_err rc_del(cv_sink *s, const char *ids, int n) {
     return e ? e : w;
 }
 
-static const cv_rchunks_io RC_IO = {rc_id, rc_get, rc_upsert, rc_del, 0};
+static cv_err rc_wait(cv_sink *s) { return settle((q_sink *)s); }
+
+static const cv_rchunks_io RC_IO = {rc_id, rc_get, rc_upsert, rc_del, rc_wait, 0};
 
 static cv_err q_chunk_hashes(cv_sink *s, const char *const *key, uint8_t (**hash)[32], int *m) {
     q_sink *q = (q_sink *)s;
