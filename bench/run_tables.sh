@@ -6,8 +6,8 @@
 #   per table of 5 inserts, 5 text updates and 2 deletes, every 0.25 s) until every store has it;
 #   resident memory (sum of VmHWM, the peak, and of VmRSS at the end), CPU seconds of the cdcvec
 #   processes and of the walsenders (the server's decoding), the WAL decoded, and
-#   commit-to-searchable p50/p99 of the inserted rows (the store row's updated_at minus the
-#   row's clock_timestamp() at insert).
+#   commit-to-searchable p50/p99 of the load's inserted rows (price -1: the store row's updated_at
+#   minus the row's clock_timestamp() at insert).
 #   usage: bash bench/run_tables.sh [ROWS]      (env: BUILD_DIR, CDCVEC_BENCH_PORT, THREADS)
 set -euo pipefail
 . "$(dirname "$0")/../scripts/pg_lib.sh"
@@ -91,7 +91,7 @@ run() { # one|ten
   t2=$(now_ms)
   q "DO \$\$ BEGIN FOR r IN 1..$ROUNDS LOOP
        FOR i IN 0..$((NT - 1)) LOOP
-         EXECUTE format('INSERT INTO t%s (description, price) SELECT description, 1 FROM staging WHERE g > %s AND g <= %s', i, (r * 5) % 1990, (r * 5) % 1990 + 5);
+         EXECUTE format('INSERT INTO t%s (description, price) SELECT description, -1 FROM staging WHERE g > %s AND g <= %s', i, (r * 5) % 1990, (r * 5) % 1990 + 5);
          EXECUTE format('UPDATE t%s SET description = description || '' (rev %s)'' WHERE id IN (SELECT id FROM t%s ORDER BY id LIMIT 5 OFFSET %s)', i, r, i, r * 7);
          EXECUTE format('DELETE FROM t%s WHERE id IN (SELECT id FROM t%s ORDER BY id LIMIT 2 OFFSET %s)', i, i, 500 + r * 11);
          COMMIT;
@@ -118,7 +118,7 @@ run() { # one|ten
   lat=$(q "SELECT round(1000 * percentile_cont(0.5) WITHIN GROUP (ORDER BY d))::text || ' ' ||
                   round(1000 * percentile_cont(0.99) WITHIN GROUP (ORDER BY d))::text
            FROM ($(for i in $(seq 0 $((NT - 1))); do
-             printf 'SELECT extract(epoch FROM v.updated_at - t.created) d FROM t%d t JOIN cdcvec.public_t%d v USING (id) WHERE t.price = 1 UNION ALL ' "$i" "$i"
+             printf 'SELECT extract(epoch FROM v.updated_at - t.created) d FROM t%d t JOIN cdcvec.public_t%d v USING (id) WHERE t.price = -1 UNION ALL ' "$i" "$i"
            done) SELECT NULL WHERE false) x")
   printf '%-38s backfill %6.1f s = %7.1f rows/s | load: %5.1f s to searchable | cdcvec CPU %6.1f s | walsender CPU %5.2f s (%d) | WAL %s MB | peak RSS %6.0f MB, end %6.0f MB | commit-to-searchable p50 %s ms, p99 %s ms\n' \
     "$([ "$mode" = one ] && echo "one process, one slot (--config)" || echo "ten processes, ten slots (--table)")" \

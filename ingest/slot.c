@@ -46,15 +46,8 @@ static void warn_other_slots(cv_sync *s) {
     PQclear(r);
 }
 
-/* What pg_replication_slots says of the slot. */
-typedef struct slot_seen {
-    int exists, lost, active;
-    uint64_t confirmed; /* confirmed_flush_lsn */
-    char holder[16];    /* the pid of the walsender streaming from it, "-" when none */
-} slot_seen;
-
 /* Looks the slot up; refuses a slot of another database or program (slots are cluster-wide). */
-static cv_err slot_look(cv_sync *s, slot_seen *v) {
+cv_err cv_slot_look(cv_sync *s, cv_slot_seen *v) {
     const char *p[1] = {s->slot};
     PGresult *r =
         PQexecParams(s->src,
@@ -101,7 +94,7 @@ static cv_err slot_look(cv_sync *s, slot_seen *v) {
 /* Drops a slot to rebuild (--resnapshot, a recreated table, lost WAL, a backfill that had not
  * finished) unless another process streams from it; refuses a missing slot behind a finished
  * backfill (changes after it may be lost). */
-static cv_err slot_rebuild(cv_sync *s, slot_seen *v, uint64_t pos, int done) {
+cv_err cv_slot_rebuild(cv_sync *s, cv_slot_seen *v, uint64_t pos, int done) {
     const char *p[1] = {s->slot};
     int exists = v->exists, lost = v->lost, active = v->active;
     const char *holder = v->holder;
@@ -156,8 +149,8 @@ cv_err cv_sync_repl_failed(cv_sync *s, PGconn *repl, PGresult *r, const char *st
 
 /* CREATE_REPLICATION_SLOT name [TEMPORARY] ... EXPORT_SNAPSHOT: the consistent point and the
  * exported snapshot's name (caller frees). */
-static cv_err slot_create(cv_sync *s, PGconn *repl, const char *name, int temporary, uint64_t *cp,
-                          char **snapshot) {
+cv_err cv_slot_create(cv_sync *s, PGconn *repl, const char *name, int temporary, uint64_t *cp,
+                      char **snapshot) {
     cv_buf sql = {0};
     cv_buf_puts(&sql, "CREATE_REPLICATION_SLOT ");
     cv_pg_ident(&sql, name);
@@ -234,88 +227,17 @@ cv_err cv_slot_ensure(cv_sync *s, PGconn *repl, volatile sig_atomic_t *stop, uin
     int done;
     cv_err e = cv_sink_state(s->sink, &pos, &done, &bpos);
     if (e) return cv_sync_batch_failed(s, e);
-    slot_seen v = {.holder = "-"};
-    if ((e = slot_look(s, &v)) || (e = slot_rebuild(s, &v, pos, done))) return e;
+    cv_slot_seen v = {.holder = "-"};
+    if ((e = cv_slot_look(s, &v)) || (e = cv_slot_rebuild(s, &v, pos, done))) return e;
     *applied = pos;
     if (v.exists) return CV_OK;
     uint64_t cp = 0;
     char *snapshot = NULL;
-    if ((e = slot_create(s, repl, s->slot, 0, &cp, &snapshot))) return e;
+    if ((e = cv_slot_create(s, repl, s->slot, 0, &cp, &snapshot))) return e;
     warn_other_slots(s);
     e = cv_slot_backfill(s, cp, snapshot, stop);
     free(snapshot);
     if (!e) *applied = cp;
-    return e;
-}
-
-/* ---- a pipeline of several tables (tables.c) ---- */
-
-cv_err cv_slot_ensure_many(cv_tables *T, PGconn *repl, volatile sig_atomic_t *stop, uint64_t *start) {
-    cv_sync *s = NULL; /* the first table whose session is open: the slot's checks run on its connection */
-    for (int i = 0; i < T->n && !s; i++)
-        if (T->p[i].open) s = T->p[i].s;
-    CV_ASSERT(s);
-    slot_seen v = {.holder = "-"};
-    cv_err e = slot_look(s, &v);
-    if (e) return e;
-    int rebuild = s->o.resnapshot || v.lost;
-    if (v.exists && rebuild) { /* every table is backfilled again from a new snapshot */
-        if ((e = slot_rebuild(s, &v, 0, 1))) return e;
-    }
-    if (v.exists) {
-        *start = v.confirmed;
-        for (int i = 0; i < T->n; i++) {
-            cv_pipe *p = &T->p[i];
-            p->applied = v.confirmed;
-            if (!p->open) continue;
-            uint64_t pos, bpos;
-            int done;
-            if ((e = cv_sink_state(p->s->sink, &pos, &done, &bpos))) {
-                e = cv_sync_batch_failed(p->s, e);
-                if ((e = cv_tables_hold(T, p, e))) return e;
-                continue;
-            }
-            /* a table new to the slot (or one that left the publication and came back, or whose
-             * backfill did not finish, or that was recreated): backfilled beside the others
-             * through a snapshot of its own (tables.c) */
-            const char *why = !done ? "its backfill has not finished (or never started)"
-                              : p->s->pub_added
-                                  ? "it was not in the publication: changes may have been missed"
-                              : p->s->resnapshot ? "the table was dropped and recreated"
-                              : p->s->refresh    ? "its columns or its text changed since the last run"
-                                                 : NULL;
-            if (why) {
-                cv_info("event=table_joining table=%s reason=\"%s\"", p->s->t.qualified, why);
-                p->state = CV_PIPE_JOINING;
-                continue;
-            }
-            p->skip_upto = pos;
-            if (pos > p->applied) p->applied = pos;
-        }
-        return CV_OK;
-    }
-    /* no slot: created, and every table backfilled through its snapshot */
-    for (int i = 0; i < T->n; i++) {
-        cv_pipe *p = &T->p[i];
-        if (!p->open) continue;
-        uint64_t pos, bpos;
-        int done;
-        if ((e = cv_sink_state(p->s->sink, &pos, &done, &bpos))) return cv_sync_batch_failed(p->s, e);
-        slot_seen none = {.holder = "-"};
-        if ((e = slot_rebuild(p->s, &none, pos, done))) return e; /* a store that was done: refused */
-    }
-    uint64_t cp = 0;
-    char *snapshot = NULL;
-    if ((e = slot_create(s, repl, s->slot, 0, &cp, &snapshot))) return e;
-    *start = cp;
-    for (int i = 0; i < T->n && !e; i++) {
-        cv_pipe *p = &T->p[i];
-        p->applied = p->skip_upto = cp;
-        if (!p->open || p->state != CV_PIPE_STREAMING) continue;
-        cv_tables_bind(T, p); /* the shared apply stage, at this table's store */
-        e = cv_slot_backfill(p->s, cp, snapshot, stop);
-    }
-    free(snapshot);
     return e;
 }
 
@@ -334,7 +256,7 @@ cv_err cv_slot_join(cv_sync *s, volatile sig_atomic_t *stop, uint64_t *at) {
     uint64_t cp = 0;
     char *snapshot = NULL;
     /* the temporary slot exists only while repl is open: its snapshot is read before it closes */
-    cv_err e = slot_create(s, repl, name.p, 1, &cp, &snapshot);
+    cv_err e = cv_slot_create(s, repl, name.p, 1, &cp, &snapshot);
     if (!e) e = cv_slot_backfill(s, cp, snapshot, stop);
     free(snapshot);
     free(name.p);

@@ -12,10 +12,13 @@
 #include "../server/client.h"
 #include "sync_impl.h"
 
+/* cdcvec migrate is not in this build: the fix says so rather than send the user to a command
+ * that does not exist (issue 24 item 4) */
 #define MIGRATE_FIX(to)                                                                                      \
-    "run cdcvec migrate " to " to rebuild the index beside the live one, or point --sink at a new "          \
-    "table/collection (another --sink database, Qdrant collection or Upstash --namespace), which a new "     \
-    "snapshot fills; or run the recorded one again"
+    "point --sink at a new table/collection (another --sink database, Qdrant collection or Upstash "         \
+    "--namespace), which a new snapshot fills, then move your readers to it; or run the recorded one "       \
+    "again (cdcvec migrate " to ", a rebuild beside the live index with an atomic switch, is not in this "   \
+    "build yet)"
 
 /* The column number of a "column <attnum> <name>" source, and where its name starts; 0 when
  * the source is a template. */

@@ -276,10 +276,22 @@ cv_err cv_sync_backfill(cv_sync *s, PGconn *db, uint64_t position, int force, co
 cv_err cv_slot_ensure(cv_sync *s, PGconn *repl, volatile sig_atomic_t *stop, uint64_t *applied);
 /* Backfills s's table through snapshot (exported at cp), then records the meta. */
 cv_err cv_slot_backfill(cv_sync *s, uint64_t cp, const char *snapshot, volatile sig_atomic_t *stop);
-/* The pipeline's slot for every open table (tables.c): an existing one gives each table its
- * position (*start: the slot's confirmed position), tables new to it are marked JOINING; a
- * missing one is created and every table backfilled through its snapshot. */
-cv_err cv_slot_ensure_many(cv_tables *T, PGconn *repl, volatile sig_atomic_t *stop, uint64_t *start);
+/* What pg_replication_slots says of the session's slot (s->slot). */
+typedef struct cv_slot_seen {
+    int exists, lost, active;
+    uint64_t confirmed; /* confirmed_flush_lsn */
+    char holder[16];    /* the pid of the walsender streaming from it, "-" when none */
+} cv_slot_seen;
+/* Looks the slot up; refuses a slot of another database or program (slots are cluster-wide). */
+cv_err cv_slot_look(cv_sync *s, cv_slot_seen *v);
+/* Drops the slot to rebuild (--resnapshot, a recreated table, lost WAL, a backfill that had not
+ * finished: done 0) unless another process streams from it; refuses a missing slot behind a
+ * finished backfill at pos (changes after it may be lost). */
+cv_err cv_slot_rebuild(cv_sync *s, cv_slot_seen *v, uint64_t pos, int done);
+/* CREATE_REPLICATION_SLOT name [TEMPORARY] LOGICAL pgoutput EXPORT_SNAPSHOT on repl: *cp the
+ * consistent point, *snapshot the exported snapshot's name (caller frees). */
+cv_err cv_slot_create(cv_sync *s, PGconn *repl, const char *name, int temporary, uint64_t *cp,
+                      char **snapshot);
 /* A table joining a running pipeline: a temporary slot's exported snapshot, through which it is
  * backfilled; *at: the snapshot's position (its changes after it come from the pipeline's slot). */
 cv_err cv_slot_join(cv_sync *s, volatile sig_atomic_t *stop, uint64_t *at);

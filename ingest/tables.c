@@ -165,6 +165,78 @@ cv_err cv_tables_session_open(cv_tables *T) {
     return nopen ? CV_OK : last;
 }
 
+/* The pipeline's slot for every open table: an existing one gives each table its position
+ * (*start: the slot's confirmed position), tables new to it are marked JOINING; a missing one is
+ * created and every table backfilled through its snapshot. */
+static cv_err ensure_slot(cv_tables *T, PGconn *repl, volatile sig_atomic_t *stop, uint64_t *start) {
+    cv_sync *s = NULL; /* the first table whose session is open: the slot's checks run on its connection */
+    for (int i = 0; i < T->n && !s; i++)
+        if (T->p[i].open) s = T->p[i].s;
+    CV_ASSERT(s);
+    cv_slot_seen v = {.holder = "-"};
+    cv_err e = cv_slot_look(s, &v);
+    if (e) return e;
+    int rebuild = s->o.resnapshot || v.lost;
+    if (v.exists && rebuild) { /* every table is backfilled again from a new snapshot */
+        if ((e = cv_slot_rebuild(s, &v, 0, 1))) return e;
+    }
+    if (v.exists) {
+        *start = v.confirmed;
+        for (int i = 0; i < T->n; i++) {
+            cv_pipe *p = &T->p[i];
+            p->applied = v.confirmed;
+            if (!p->open) continue;
+            uint64_t pos, bpos;
+            int done;
+            if ((e = cv_sink_state(p->s->sink, &pos, &done, &bpos))) {
+                e = cv_sync_batch_failed(p->s, e);
+                if ((e = cv_tables_hold(T, p, e))) return e;
+                continue;
+            }
+            /* a table new to the slot (or one that left the publication and came back, or whose
+             * backfill did not finish, or that was recreated): backfilled beside the others
+             * through a snapshot of its own (tables.c) */
+            const char *why = !done ? "its backfill has not finished (or never started)"
+                              : p->s->pub_added
+                                  ? "it was not in the publication: changes may have been missed"
+                              : p->s->resnapshot ? "the table was dropped and recreated"
+                              : p->s->refresh    ? "its columns or its text changed since the last run"
+                                                 : NULL;
+            if (why) {
+                cv_info("event=table_joining table=%s reason=\"%s\"", p->s->t.qualified, why);
+                p->state = CV_PIPE_JOINING;
+                continue;
+            }
+            p->skip_upto = pos;
+            if (pos > p->applied) p->applied = pos;
+        }
+        return CV_OK;
+    }
+    /* no slot: created, and every table backfilled through its snapshot */
+    for (int i = 0; i < T->n; i++) {
+        cv_pipe *p = &T->p[i];
+        if (!p->open) continue;
+        uint64_t pos, bpos;
+        int done;
+        if ((e = cv_sink_state(p->s->sink, &pos, &done, &bpos))) return cv_sync_batch_failed(p->s, e);
+        cv_slot_seen none = {.holder = "-"};
+        if ((e = cv_slot_rebuild(p->s, &none, pos, done))) return e; /* a store that was done: refused */
+    }
+    uint64_t cp = 0;
+    char *snapshot = NULL;
+    if ((e = cv_slot_create(s, repl, s->slot, 0, &cp, &snapshot))) return e;
+    *start = cp;
+    for (int i = 0; i < T->n && !e; i++) {
+        cv_pipe *p = &T->p[i];
+        p->applied = p->skip_upto = cp;
+        if (!p->open || p->state != CV_PIPE_STREAMING) continue;
+        cv_tables_bind(T, p); /* the shared apply stage, at this table's store */
+        e = cv_slot_backfill(p->s, cp, snapshot, stop);
+    }
+    free(snapshot);
+    return e;
+}
+
 cv_err cv_tables_slot(cv_tables *T, PGconn *repl, volatile sig_atomic_t *stop, uint64_t *start) {
     cv_sync *s0 = T->p[0].s;
     if (!T->many) { /* one table: its own slot, as it always had */
@@ -182,7 +254,7 @@ cv_err cv_tables_slot(cv_tables *T, PGconn *repl, volatile sig_atomic_t *stop, u
         }
         return CV_OK;
     }
-    cv_err e = cv_slot_ensure_many(T, repl, stop, start);
+    cv_err e = ensure_slot(T, repl, stop, start);
     for (int i = 0; i < T->n && !e; i++)
         if (T->p[i].state == CV_PIPE_JOINING) e = cv_tables_join(T, &T->p[i]);
     return e;
@@ -328,10 +400,10 @@ static int reload(cv_tables *T) {
 #define DIFF(f) strcmp(a->f ? a->f : "", b->f ? b->f : "")
             if (DIFF(text_column) || DIFF(template_) || DIFF(sink) || DIFF(ns) ||
                 a->chunk_max_tokens != b->chunk_max_tokens || a->chunk_overlap != b->chunk_overlap)
-                cv_error(
-                    "event=reload_refused table=%s error=\"its text, store or chunking changed\" "
-                    "fix=\"restart cdcvec sync to apply it (a changed text source needs cdcvec migrate)\"",
-                    o[j].table);
+                cv_error("event=reload_refused table=%s error=\"its text, store or chunking changed\" "
+                         "fix=\"restart cdcvec sync to apply it (a changed text source also needs a new "
+                         "store: the restart refuses to mix two in one index)\"",
+                         o[j].table);
 #undef DIFF
             continue;
         }

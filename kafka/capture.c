@@ -102,15 +102,20 @@ static cv_err producer(cv_sync *s) {
     return CV_OK;
 }
 
+/* The table of s as the messages name it (borrowed from s->t). */
+static cv_wire_table wire_table(const cv_sync *s) {
+    return (cv_wire_table){.schema = s->t.schema,
+                           .table = s->t.name,
+                           .nkeys = s->t.nkeys,
+                           .key_names = (char **)s->t.keyname,
+                           .key_types = (char **)s->t.keytype};
+}
+
 /* Produces a position mark to every partition (cdcvec format only; the tutorial's has none). */
 static cv_err produce_marks(cv_sync *s, uint64_t pos) {
     cv_capture *c = cap(s);
     if (c->k->quix || !c->p || !pos) return CV_OK;
-    cv_wire_table wt = {.schema = s->t.schema,
-                        .table = s->t.name,
-                        .nkeys = s->t.nkeys,
-                        .key_names = (char **)s->t.keyname,
-                        .key_types = (char **)s->t.keytype};
+    cv_wire_table wt = wire_table(s);
     cv_buf key = {0}, val = {0};
     cv_wire_encode_mark(&val, &wt, pos, c->partitions);
     cv_buf_printf(&key, "%s.%s", s->t.schema, s->t.name);
@@ -154,11 +159,7 @@ static cv_err capture_deliver(cv_sync *s, cv_change *chg, int n, int truncate, u
             fetch[i]->text_fetch = 0;
     }
     free(fetch);
-    cv_wire_table wt = {.schema = s->t.schema,
-                        .table = s->t.name,
-                        .nkeys = s->t.nkeys,
-                        .key_names = (char **)s->t.keyname,
-                        .key_types = (char **)s->t.keytype};
+    cv_wire_table wt = wire_table(s);
     cv_buf key = {0}, val = {0};
     if (!e && truncate) { /* one copy per partition, before the batch's changes (they follow it) */
         if (c->k->quix) {

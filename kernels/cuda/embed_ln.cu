@@ -33,11 +33,11 @@ static void embed_ln(cv_cuda *c, const int32_t *ids, const int32_t *pos_ids, int
     const int warps = 8;
     const int blocks = (T + warps - 1) / warps;
     if (D <= 512)
-        embed_ln_kernel<16, O><<<blocks, warps * 32, 0, c->stream>>>(ids, pos_ids, T, D, word, pos, type0, gamma,
-                                                                     beta, eps, out);
+        embed_ln_kernel<16, O><<<blocks, warps * 32, 0, c->stream>>>(ids, pos_ids, T, D, word, pos, type0,
+                                                                     gamma, beta, eps, out);
     else
-        embed_ln_kernel<32, O><<<blocks, warps * 32, 0, c->stream>>>(ids, pos_ids, T, D, word, pos, type0, gamma,
-                                                                     beta, eps, out);
+        embed_ln_kernel<32, O><<<blocks, warps * 32, 0, c->stream>>>(ids, pos_ids, T, D, word, pos, type0,
+                                                                     gamma, beta, eps, out);
     cv_cuda_note_launch(c);
 }
 

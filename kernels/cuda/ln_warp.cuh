@@ -15,8 +15,8 @@ __device__ __forceinline__ float cv_warp_sum(float x) {
 }
 
 template <int PL, class T>
-__device__ __forceinline__ void cv_ln_warp_store(float (&v)[PL], int D, int lane,
-                                                 const float *gamma, const float *beta, float eps, T *out) {
+__device__ __forceinline__ void cv_ln_warp_store(float (&v)[PL], int D, int lane, const float *gamma,
+                                                 const float *beta, float eps, T *out) {
     float s = 0.0f;
 #pragma unroll
     for (int k = 0; k < PL; k++)
