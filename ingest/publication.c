@@ -16,19 +16,6 @@
 #include "../common/cv_log.h"
 #include "source.h"
 
-static int ok(PGresult *r) {
-    return PQresultStatus(r) == PGRES_TUPLES_OK || PQresultStatus(r) == PGRES_COMMAND_OK;
-}
-
-/* Logs a failed statement with its class and fix; CV_ERR_TIMEOUT when retriable, else
- * CV_ERR_UNSUPPORTED. */
-static cv_err failed(PGconn *db, PGresult *r, const char *step, cv_pg_fault *f) {
-    cv_pg_classify_result(db, r, f);
-    cv_pg_log_fault("source_failed", step, r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL, f,
-                    r ? PQresultErrorMessage(r) : PQerrorMessage(db));
-    return f->retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
-}
-
 /* The table's row filter in the publication as PostgreSQL deparses it ("" : none; NULL: not in
  * it), into *out (caller frees). */
 static cv_err filter_now(PGconn *db, const cv_table *t, const char *publication, char **out, int *exists,
@@ -38,14 +25,13 @@ static cv_err filter_now(PGconn *db, const cv_table *t, const char *publication,
     const char *p[2] = {publication, oid};
     PGresult *r = PQexecParams(
         db,
-        "SELECT (SELECT count(*) FROM pg_publication WHERE pubname = $1), (SELECT "
-        "coalesce(pg_get_expr(pr.prqual, "
-        "pr.prrelid), '') FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid WHERE "
-        "p.pubname "
-        "= $1 AND pr.prrelid = $2::oid), (SELECT pubviaroot FROM pg_publication WHERE pubname = $1)",
+        "SELECT (SELECT count(*) FROM pg_publication WHERE pubname = $1), "
+        "(SELECT coalesce(pg_get_expr(pr.prqual, pr.prrelid), '') FROM pg_publication_rel pr "
+        "JOIN pg_publication p ON p.oid = pr.prpubid WHERE p.pubname = $1 AND pr.prrelid = $2::oid), "
+        "(SELECT pubviaroot FROM pg_publication WHERE pubname = $1)",
         2, NULL, p, NULL, NULL, 0);
-    if (!ok(r)) {
-        cv_err e = failed(db, r, "publication", f);
+    if (!cv_source_ok(r)) {
+        cv_err e = cv_source_failed(db, r, "publication", f);
         PQclear(r);
         return e;
     }
@@ -100,7 +86,7 @@ cv_err cv_publication_add(PGconn *db, const cv_table *t, const char *publication
         cv_pg_ident(&probe, t->keyname[0]);
         cv_buf_printf(&probe, " WHERE false; DELETE FROM %s WHERE false;", t->qualified);
         r = PQexec(db, probe.p);
-        int good = ok(r);
+        int good = cv_source_ok(r);
         if (!good) {
             const char *code = PQresultErrorField(r, PG_DIAG_SQLSTATE);
             cv_buf m = {0};
@@ -138,7 +124,7 @@ cv_err cv_publication_add(PGconn *db, const cv_table *t, const char *publication
     cv_buf tx = {0};
     cv_buf_printf(&tx, "BEGIN; %s COMMIT;", sql.p);
     r = PQexec(db, tx.p);
-    e = ok(r) ? CV_OK : failed(db, r, "create_publication", f);
+    e = cv_source_ok(r) ? CV_OK : cv_source_failed(db, r, "create_publication", f);
     PQclear(r);
     if (e) PQclear(PQexec(db, "ROLLBACK"));
     char *now = NULL;

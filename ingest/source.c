@@ -14,13 +14,11 @@
 #include "../pg/cv_keytext.h"
 #include "../common/cv_log.h"
 
-static int ok(PGresult *r) {
+int cv_source_ok(PGresult *r) {
     return PQresultStatus(r) == PGRES_TUPLES_OK || PQresultStatus(r) == PGRES_COMMAND_OK;
 }
 
-/* Logs a failed statement with its class and fix; CV_ERR_TIMEOUT when retriable, else
- * CV_ERR_UNSUPPORTED. */
-static cv_err failed(PGconn *db, PGresult *r, const char *step, cv_pg_fault *f) {
+cv_err cv_source_failed(PGconn *db, PGresult *r, const char *step, cv_pg_fault *f) {
     cv_pg_fault local;
     if (!f) f = &local;
     cv_pg_classify_result(db, r, f);
@@ -130,8 +128,8 @@ static cv_err describe_class(PGconn *db, const char *qualified, cv_table *t, cv_
                      "pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2 "
                      "AND c.relkind IN ('r', 'p')",
                      2, NULL, p, NULL, NULL, 0);
-    if (!ok(r)) {
-        cv_err e = failed(db, r, "find_table", f);
+    if (!cv_source_ok(r)) {
+        cv_err e = cv_source_failed(db, r, "find_table", f);
         PQclear(r);
         return e;
     }
@@ -160,8 +158,8 @@ static cv_err describe_columns(PGconn *db, const char *const *po, cv_table *t, c
         "FROM pg_attribute a WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped "
         "ORDER BY a.attnum",
         1, NULL, po, NULL, NULL, 0);
-    if (!ok(r)) {
-        cv_err e = failed(db, r, "columns", f);
+    if (!cv_source_ok(r)) {
+        cv_err e = cv_source_failed(db, r, "columns", f);
         PQclear(r);
         return e;
     }
@@ -200,8 +198,8 @@ static cv_err describe_key(PGconn *db, const char *const *po, cv_table *t, cv_pg
         "ord) JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
         "WHERE i.indrelid = $1::oid AND i.indisprimary ORDER BY k.ord",
         1, NULL, po, NULL, NULL, 0);
-    if (!ok(r)) {
-        cv_err e = failed(db, r, "primary_key", f);
+    if (!cv_source_ok(r)) {
+        cv_err e = cv_source_failed(db, r, "primary_key", f);
         PQclear(r);
         return e;
     }
@@ -337,8 +335,8 @@ cv_err cv_table_probe(PGconn *db, const cv_table *t, uint32_t *oid, char **layou
         "= $1 "
         "AND c.relname = $2 AND c.relkind IN ('r', 'p') GROUP BY c.oid",
         2, NULL, p, NULL, NULL, 0);
-    if (!ok(r)) {
-        cv_err e = failed(db, r, "probe_table", f);
+    if (!cv_source_ok(r)) {
+        cv_err e = cv_source_failed(db, r, "probe_table", f);
         PQclear(r);
         return e;
     }
@@ -523,8 +521,8 @@ cv_err cv_fetch_texts(PGconn *db, const cv_table *t, cv_change **chg, int n, cv_
     for (int i = 0; i < n && !e; i++) {
         PGresult *r =
             PQexecParams(db, sql.p, t->nkeys, NULL, (const char *const *)chg[i]->key, NULL, NULL, 0);
-        if (!ok(r)) {
-            e = failed(db, r, "fetch_text", f);
+        if (!cv_source_ok(r)) {
+            e = cv_source_failed(db, r, "fetch_text", f);
         } else if (PQntuples(r) == 0) {
             chg[i]->text_state = CV_TEXT_NULL; /* gone since: a later delete in the stream removes it */
             chg[i]->text_fetch = 0;
@@ -558,8 +556,8 @@ cv_err cv_read_keys(PGconn *db, const cv_table *t, char **const *keys, int n, cv
     for (int i = 0; i < n && !e; i++) {
         memset(&out[i], 0, sizeof out[i]);
         PGresult *r = PQexecParams(db, sql.p, t->nkeys, NULL, (const char *const *)keys[i], NULL, NULL, 0);
-        if (!ok(r)) {
-            e = failed(db, r, "read_row", f);
+        if (!cv_source_ok(r)) {
+            e = cv_source_failed(db, r, "read_row", f);
         } else if (PQntuples(r) == 0) { /* gone: its vector must go too */
             out[i].del = 1;
             out[i].key = calloc((size_t)t->nkeys + 1, sizeof(char *));
@@ -607,7 +605,7 @@ cv_err cv_read_page_send(PGconn *db, const cv_table *t, char **after, int limit,
     /* libpq copies the parameters into its output buffer and, on a blocking connection, sends
      * the statement before returning */
     if (!PQsendQueryParams(db, sql.p, after ? t->nkeys : 0, NULL, (const char *const *)after, NULL, NULL, 0))
-        e = failed(db, NULL, "backfill_page", f);
+        e = cv_source_failed(db, NULL, "backfill_page", f);
     free(sql.p);
     return e;
 }
@@ -616,8 +614,8 @@ cv_err cv_read_page_recv(PGconn *db, const cv_table *t, cv_change *out, int *n, 
     *n = 0;
     PGresult *r = PQgetResult(db);
     cv_read_page_discard(db); /* nothing else follows one statement; the connection is free again */
-    if (!ok(r)) {
-        cv_err e = failed(db, r, "backfill_page", f);
+    if (!cv_source_ok(r)) {
+        cv_err e = cv_source_failed(db, r, "backfill_page", f);
         PQclear(r);
         return e;
     }
@@ -675,8 +673,8 @@ static cv_err check_table(PGconn *db, const cv_table *t, cv_pg_fault *f) {
                          "pg_index i, unnest(i.indkey) k WHERE i.indrelid = $1::oid AND i.indisprimary), "
                          "false)",
                          1, NULL, p, NULL, NULL, 0);
-        if (!ok(r)) {
-            cv_err e = failed(db, r, "replica_identity", f);
+        if (!cv_source_ok(r)) {
+            cv_err e = cv_source_failed(db, r, "replica_identity", f);
             PQclear(r);
             return e;
         }
@@ -698,8 +696,8 @@ cv_err cv_source_prepare(PGconn *db, const cv_table *t, const char *publication,
     PGresult *r =
         PQexec(db, "SELECT current_setting('wal_level'), (SELECT rolreplication OR rolsuper FROM pg_roles "
                    "WHERE rolname = current_user), current_user");
-    if (!ok(r)) {
-        cv_err e = failed(db, r, "server_settings", f);
+    if (!cv_source_ok(r)) {
+        cv_err e = cv_source_failed(db, r, "server_settings", f);
         PQclear(r);
         return e;
     }

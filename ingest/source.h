@@ -97,6 +97,12 @@ void cv_read_page_discard(PGconn *db);
 cv_err cv_source_prepare(PGconn *db, const cv_table *t, const char *publication, int *added,
                          cv_pg_fault *fault);
 
+/* A statement's result is good (tuples or command OK). */
+int cv_source_ok(PGresult *r);
+/* Logs a failed statement at step with its class and fix (f: may be NULL); CV_ERR_TIMEOUT when
+ * retriable, else CV_ERR_UNSUPPORTED. */
+cv_err cv_source_failed(PGconn *db, PGresult *r, const char *step, cv_pg_fault *f);
+
 /* publication.c: the table into the publication (created if missing), with its row filter
  * (t->where) when it has one; the rest as cv_source_prepare says. A row filter is tried first
  * in a transaction rolled back: PostgreSQL refuses a table's UPDATE and DELETE once a filter

@@ -22,6 +22,7 @@
  * only resets after a session streamed for a minute. The model, the embedding server and its
  * HTTP port stay up across sessions. */
 #define _POSIX_C_SOURCE 200809L
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,14 +117,10 @@ static void reached(stream *st, uint64_t pos) {
     if (s->o.outlet && s->o.outlet->reached) s->o.outlet->reached(s, pos);
 }
 
-/* Delivers pipe p's pending batch; a store failure of one table among several holds that table
- * (tables.c) and the others go on. */
-static cv_err flush_pipe(stream *st, cv_pipe *p) {
-    if (p->pend.n == 0 && !p->pend_truncate) return CV_OK;
+/* What follows pipe p's delivery (e: its result): counters and its position, or the table held
+ * when its store failed and other tables can go on (tables.c). */
+static cv_err delivered(stream *st, cv_pipe *p, cv_err e) {
     cv_sync *s = p->s;
-    cv_tables_bind(st->T, p);
-    cv_err e =
-        cv_sync_deliver(s, p->pend.v, p->pend.n, p->pend_truncate, p->pend_end, 0, p->pend_commit_unix);
     p->pend.n =
         0; /* consumed either way: on failure the session ends (or the table is held) and the slot replays */
     p->pend_truncate = 0;
@@ -138,6 +135,14 @@ static cv_err flush_pipe(stream *st, cv_pipe *p) {
     return CV_OK;
 }
 
+static int pending(const cv_pipe *p) { return p->pend.n > 0 || p->pend_truncate; }
+
+static cv_err deliver(cv_pipe *p) {
+    return cv_sync_deliver(p->s, p->pend.v, p->pend.n, p->pend_truncate, p->pend_end, 0, p->pend_commit_unix);
+}
+
+static cv_err flush_pipe(stream *st, cv_pipe *p) { return pending(p) ? delivered(st, p, deliver(p)) : CV_OK; }
+
 /* After deliveries: the position reached in every table, to /wait and to the server. */
 static cv_err advanced(stream *st) {
     uint64_t pos = position_all(st);
@@ -150,17 +155,43 @@ static cv_err flush_pending(stream *st, cv_pipe *p) {
     return e ? e : advanced(st);
 }
 
-/* Every table's pending batch (before a restart, a probe's finding, a stop). */
+static void *deliver_main(void *arg) {
+    cv_pipe *p = arg;
+    p->flush_err = deliver(p);
+    return NULL;
+}
+
+/* Every table's pending batch (when one is due, before a restart, a probe's finding, a stop).
+ * Several tables' batches go at once, each on a thread of its own with its own apply stage and
+ * store: their texts meet in the embedding server's batches (filled across tables), and a slow
+ * store does not delay the others' commits. */
 static cv_err flush_all(stream *st) {
-    int any = 0;
-    for (int i = 0; i < st->T->n; i++) {
-        cv_pipe *p = &st->T->p[i];
-        if (p->pend.n == 0 && !p->pend_truncate) continue;
-        cv_err e = flush_pipe(st, p);
-        if (e) return e;
-        any = 1;
+    cv_tables *T = st->T;
+    int n = 0;
+    for (int i = 0; i < T->n; i++)
+        n += pending(&T->p[i]);
+    if (!n) return CV_OK;
+    pthread_t *th = n > 1 && T->apply ? calloc((size_t)T->n, sizeof *th) : NULL;
+    char *started = th ? calloc((size_t)T->n, 1) : NULL;
+    for (int i = 0; i < T->n && th; i++) {
+        cv_pipe *p = &T->p[i];
+        if (pending(p)) started[i] = pthread_create(&th[i], NULL, deliver_main, p) == 0;
     }
-    return any ? advanced(st) : CV_OK;
+    cv_err first = CV_OK;
+    for (int i = 0; i < T->n; i++) {
+        cv_pipe *p = &T->p[i];
+        if (!pending(p)) continue;
+        cv_err e;
+        if (started && started[i]) {
+            pthread_join(th[i], NULL);
+            e = delivered(st, p, p->flush_err);
+        } else {
+            e = flush_pipe(st, p); /* one table, or no thread */
+        }
+        if (e && !first) first = e;
+    }
+    free(th), free(started);
+    return first ? first : advanced(st);
 }
 
 /* Table-column values of a tuple, through the relation map: a column the row image does not

@@ -124,7 +124,8 @@ typedef struct cv_pipe {
     int join_done; /* joined: waits for the session to start again (once no other table joins) */
     volatile sig_atomic_t join_stop; /* set when the session ends (or the process stops) */
     cv_err join_err;
-    cv_apply *apply; /* the apply stage the join thread uses (the stream keeps the shared one) */
+    cv_apply *apply;  /* its own apply stage (a twin of the first table's), or NULL: the first table's */
+    cv_err flush_err; /* a delivery on a thread of its own (sync.c) */
     /* the stream's, per session */
     int *relmap, rel_ncols;
     cv_chg_list txn, pend;
@@ -170,8 +171,6 @@ cv_err cv_tables_hold(cv_tables *T, cv_pipe *p, cv_err e);
 /* What the stream loop asks between transactions: held tables whose store answers again, joined
  * tables, a reload. CV_ERR_TIMEOUT with restart_now set on p[0]: start a new session now. */
 cv_err cv_tables_tick(cv_tables *T, volatile sig_atomic_t *stop);
-/* Points the shared apply stage at pipe p's store and table. */
-void cv_tables_bind(cv_tables *T, cv_pipe *p);
 
 /* Hands a batch to the outlet (outlet.h), or to the apply stage when it has no deliver (same
  * contract as cv_apply_batch: chg consumed); a failure comes back classified (CV_ERR_TIMEOUT:

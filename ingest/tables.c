@@ -26,6 +26,16 @@
 
 #define MAX_TABLES 256
 
+/* Pipe p's own apply stage (a twin of the first table's: the same counters), so that the tables'
+ * batches are delivered at once, on threads of their own (sync.c), and a joining table's backfill
+ * needs nothing of the stream's. The first table uses the runtime's. */
+static void own_apply(cv_tables *T, cv_pipe *p) {
+    if (!T->apply || p->s == T->p[0].s) return;
+    CV_ASSERT(cv_apply_twin(T->apply, &p->apply) == CV_OK);
+    p->s->rt.apply = p->apply;
+    cv_apply_set_chunk(p->apply, p->s->o.chunk_max_tokens, p->s->o.chunk_overlap);
+}
+
 int cv_tables_open(cv_tables *T, cv_sync *s0, const cv_sync_opts *o, int n) {
     if (n > MAX_TABLES) {
         cv_error("event=config_invalid tables=%d error=\"a pipeline runs at most %d tables\" fix=\"split the "
@@ -49,7 +59,8 @@ int cv_tables_open(cv_tables *T, cv_sync *s0, const cv_sync_opts *o, int n) {
         s->rt = s0->rt; /* borrowed: never closed through this copy */
         s->stop = s0->stop;
         s->tables = T;
-        T->p[T->n++].s = s;
+        T->p[T->n].s = s;
+        own_apply(T, &T->p[T->n++]);
     }
     return 0;
 }
@@ -59,9 +70,6 @@ static void join_wait(cv_pipe *p) {
     p->join_stop = 1;
     pthread_join(p->th, NULL);
     p->th_started = 0;
-    p->s->rt.apply = p->s->tables->apply;
-    cv_apply_free(p->apply);
-    p->apply = NULL;
 }
 
 static void pipe_free(cv_tables *T, int i) {
@@ -69,6 +77,7 @@ static void pipe_free(cv_tables *T, int i) {
     join_wait(p);
     cv_sync_session_close(p->s);
     if (i > 0) {
+        cv_apply_free(p->apply);
         cv_buf_free(&p->s->bf_done);
         free(p->s);
     }
@@ -95,18 +104,6 @@ static void take_fault(cv_tables *T, cv_pipe *p) {
         snprintf(s0->why, sizeof s0->why, "%s", w.p ? w.p : "");
         cv_buf_free(&w);
     }
-}
-
-void cv_tables_bind(cv_tables *T, cv_pipe *p) {
-    cv_sync *s = p->s;
-    if (!T->apply) return;
-    cv_apply_set_sink(T->apply, s->sink, cv_sync_fetch, s, s->t.key_exact);
-    cv_buf name = {0};
-    cv_buf_printf(&name, "%s.%s", s->t.schema, s->t.name);
-    CV_ASSERT(name.p && !name.oom);
-    cv_apply_set_table(T->apply, name.p);
-    free(name.p);
-    cv_apply_set_chunk(T->apply, s->o.chunk_max_tokens, s->o.chunk_overlap);
 }
 
 cv_err cv_tables_hold(cv_tables *T, cv_pipe *p, cv_err e) {
@@ -230,7 +227,6 @@ static cv_err ensure_slot(cv_tables *T, PGconn *repl, volatile sig_atomic_t *sto
         cv_pipe *p = &T->p[i];
         p->applied = p->skip_upto = cp;
         if (!p->open || p->state != CV_PIPE_STREAMING) continue;
-        cv_tables_bind(T, p); /* the shared apply stage, at this table's store */
         e = cv_slot_backfill(p->s, cp, snapshot, stop);
     }
     free(snapshot);
@@ -291,24 +287,11 @@ static void *join_main(void *arg) {
 }
 
 cv_err cv_tables_join(cv_tables *T, cv_pipe *p) {
-    cv_err e = cv_apply_twin(T->apply, &p->apply);
-    if (e) return e;
-    p->s->rt.apply = p->apply; /* the thread's own; the stream keeps T->apply */
-    cv_apply_set_sink(p->apply, p->s->sink, cv_sync_fetch, p->s, p->s->t.key_exact);
-    cv_apply_set_chunk(p->apply, p->s->o.chunk_max_tokens, p->s->o.chunk_overlap);
-    cv_buf name = {0};
-    cv_buf_printf(&name, "%s.%s", p->s->t.schema, p->s->t.name);
-    cv_apply_set_table(p->apply, name.p);
-    free(name.p);
+    (void)T;
     p->joined = 0;
     p->join_stop = *p->s->stop;
     cv_health_streaming(p->s, 0);
-    if (pthread_create(&p->th, NULL, join_main, p) != 0) {
-        p->s->rt.apply = T->apply;
-        cv_apply_free(p->apply);
-        p->apply = NULL;
-        return CV_ERR_NOMEM;
-    }
+    if (pthread_create(&p->th, NULL, join_main, p) != 0) return CV_ERR_NOMEM;
     p->th_started = 1;
     return CV_OK;
 }
@@ -421,7 +404,8 @@ static int reload(cv_tables *T) {
         s->rt.apply = T->apply;
         s->stop = s0->stop;
         s->tables = T;
-        T->p[T->n++].s = s;
+        T->p[T->n].s = s;
+        own_apply(T, &T->p[T->n++]);
         cv_info(
             "event=table_added table=%s note=\"it joins now: backfilled from a snapshot of its own while the "
             "others stream\"",
