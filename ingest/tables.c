@@ -162,6 +162,23 @@ cv_err cv_tables_session_open(cv_tables *T) {
     return nopen ? CV_OK : last;
 }
 
+/* One table's first backfill, through the new slot's snapshot (a thread of its own). */
+typedef struct first_job {
+    cv_pipe *p;
+    uint64_t cp;
+    const char *snapshot;
+    volatile sig_atomic_t *stop;
+    pthread_t th;
+    int run, started;
+    cv_err e;
+} first_job;
+
+static void *first_main(void *arg) {
+    first_job *j = arg;
+    j->e = cv_slot_backfill(j->p->s, j->cp, j->snapshot, j->stop);
+    return NULL;
+}
+
 /* The pipeline's slot for every open table: an existing one gives each table its position
  * (*start: the slot's confirmed position), tables new to it are marked JOINING; a missing one is
  * created and every table backfilled through its snapshot. */
@@ -223,12 +240,28 @@ static cv_err ensure_slot(cv_tables *T, PGconn *repl, volatile sig_atomic_t *sto
     char *snapshot = NULL;
     if ((e = cv_slot_create(s, repl, s->slot, 0, &cp, &snapshot))) return e;
     *start = cp;
-    for (int i = 0; i < T->n && !e; i++) {
+    /* every table at once, each through the same exported snapshot on a connection of its own
+     * (repl stays idle meanwhile, which keeps the snapshot), with its own apply stage */
+    first_job *jobs = calloc((size_t)T->n, sizeof *jobs);
+    CV_ASSERT(jobs);
+    for (int i = 0; i < T->n; i++) {
         cv_pipe *p = &T->p[i];
         p->applied = p->skip_upto = cp;
         if (!p->open || p->state != CV_PIPE_STREAMING) continue;
-        e = cv_slot_backfill(p->s, cp, snapshot, stop);
+        jobs[i] = (first_job){.p = p, .cp = cp, .snapshot = snapshot, .stop = stop, .run = 1};
+        jobs[i].started =
+            T->apply && T->n > 1 && pthread_create(&jobs[i].th, NULL, first_main, &jobs[i]) == 0;
+        if (!jobs[i].started) first_main(&jobs[i]);
     }
+    for (int i = 0; i < T->n; i++) {
+        if (!jobs[i].run) continue;
+        if (jobs[i].started) pthread_join(jobs[i].th, NULL);
+        if (jobs[i].e && !e) {
+            e = jobs[i].e;
+            take_fault(T, jobs[i].p);
+        }
+    }
+    free(jobs);
     free(snapshot);
     return e;
 }
