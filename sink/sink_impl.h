@@ -104,7 +104,8 @@ char *cv_sink_key_text(const cv_sink_table *t, const char *const *key);
 /* The payload a remote store keeps for a row: the change's payload, its keys (integers as
  * numbers), the stored values of the keys named in keep (from stored, may be NULL), and the
  * object "cdcvec": {table, key, text_hash (hex; from the row, else the stored one), model,
- * model_revision, text_source (both left out when NULL), lsn, updated_at}. NULL when the change's payload is not a JSON object. Caller decrefs. */
+ * model_revision, text_source (both left out when NULL), lsn, updated_at}. NULL when the change's payload is
+ * not a JSON object. Caller decrefs. */
 json_t *cv_sink_point_payload(const cv_sink_table *t, const cv_sink_row *r, const char *keytext,
                               json_t *stored, uint64_t position, const char *now_iso);
 /* The text a remote store receives for a point's payload: numbers a double holds exactly as
