@@ -233,7 +233,13 @@ cv_err cv_migrate_checkpoint(cv_tables *T, volatile sig_atomic_t *stop) {
         return CV_ERR_UNSUPPORTED;
     }
     /* the switch: one transaction of the store */
-    cv_sink_table t = {.schema = lv->s->t.schema, .table = lv->s->t.name, .stream = lv->s->stream};
+    const cv_sync_opts *lo = &lv->s->o;
+    cv_sink_table t = {.schema = lv->s->t.schema,
+                       .table = lv->s->t.name,
+                       .stream = lv->s->stream,
+                       .state_conninfo = lo->source, /* Qdrant, Upstash: the live index's name is there */
+                       .ns = lo->ns,
+                       .uuid_ids = lo->uuid_ids};
     e = cv_sink_index_swap(lv->s->sink_conninfo, &t, SHADOW, OLD, 0);
     if (e) {
         s->fault = (cv_pg_fault){e == CV_ERR_TIMEOUT, "sink", "see the migrate_failed line"};
@@ -292,7 +298,12 @@ static int manage(const cv_sync_opts *o, const cv_migrate_opts *mo) {
     const char *store = o->sink && *o->sink ? o->sink : o->source;
     const char *cmd = mo->rollback ? "migrate --rollback" : "migrate --drop-old";
     int rc = 1;
-    cv_sink_table t = {.schema = schema, .table = table, .stream = s.stream};
+    cv_sink_table t = {.schema = schema,
+                       .table = table,
+                       .stream = s.stream,
+                       .state_conninfo = o->source,
+                       .ns = o->ns,
+                       .uuid_ids = o->uuid_ids};
     int tab = 0, st = 0;
     if (cv_sync_writer_lock_for(&s, "migrate", cmd, NULL)) goto out;
     if (cv_sink_index_has(store, &t, OLD, &tab, &st)) goto out;
@@ -339,7 +350,12 @@ int cv_migrate_run(const cv_sync_opts *o, int n, int which, const cv_migrate_opt
     char *schema = NULL, *table = NULL;
     if (live_names(lo, &s, &schema, &table)) return 1;
     const char *store = lo->sink && *lo->sink ? lo->sink : lo->source;
-    cv_sink_table t = {.schema = schema, .table = table, .stream = s.stream};
+    cv_sink_table t = {.schema = schema,
+                       .table = table,
+                       .stream = s.stream,
+                       .state_conninfo = lo->source,
+                       .ns = lo->ns,
+                       .uuid_ids = lo->uuid_ids};
     int tab = 0, st = 0, rc = 1;
     if (cv_sink_index_has(store, &t, OLD, &tab, &st)) goto early;
     if (tab) {

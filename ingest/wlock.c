@@ -29,7 +29,8 @@ void cv_wlock_place(const char *sink, const char *source, const char *state_db, 
     *home = state_db && *state_db ? state_db : NULL;
     cv_buf_puts(key, "cdcvec writer ");
     cv_sink_store_id(sink, t, key);
-    cv_buf_printf(key, " %s.%s", t->schema, t->table);
+    cv_buf_printf(key, " %s.%s%s", t->schema, t->table,
+                  t->index_suffix ? t->index_suffix : ""); /* a shadow: its own */
 }
 
 /* What pg_stat_activity shows of the process holding the lock. */

@@ -19,6 +19,7 @@
 #include "../common/cv_log.h"
 #include "../pg/cv_names.h"
 #include "../pg/cv_pg.h"
+#include "remote_migrate.h"
 #include "sink.h"
 
 static const char *const INDEX_SUFFIX[] = {"_embedding_hnsw", "_payload_gin", NULL};
@@ -28,17 +29,6 @@ void cv_sink_pg_table(const cv_sink_table *t, cv_buf *out) {
     cv_buf_printf(&name, "%s%s", t->table, t->index_suffix ? t->index_suffix : "");
     cv_name_sink_table(t->schema, name.p, out);
     cv_buf_free(&name);
-}
-
-static int pgvector_only(const char *conninfo, const char *what) {
-    if (!strcmp(cv_sink_kind(conninfo), "pgvector")) return 1;
-    cv_error(
-        "event=migrate_refused store=%s step=%s error=\"cdcvec migrate builds a shadow index on pgvector "
-        "only for now\" fix=\"for Qdrant or Upstash: sync the table into a new collection or namespace "
-        "(--sink .../NEW or --namespace NEW) with the new model, check it with cdcvec verify, then "
-        "point the searchers at it\"",
-        cv_sink_kind(conninfo), what);
-    return 0;
 }
 
 /* A connection to the store's database, or NULL after logging why. */
@@ -81,7 +71,7 @@ static void qualified(const char *name, cv_buf *out) {
 cv_err cv_sink_index_has(const char *conninfo, const cv_sink_table *t, const char *suffix, int *table,
                          int *state) {
     *table = *state = 0;
-    if (!pgvector_only(conninfo, "look")) return CV_ERR_UNSUPPORTED;
+    if (strcmp(cv_sink_kind(conninfo), "pgvector")) return cv_rindex_has(conninfo, t, suffix, table, state);
     PGconn *db = connect_store(conninfo, "look");
     if (!db) return CV_ERR_TIMEOUT;
     cv_sink_table u = *t;
@@ -172,7 +162,8 @@ static void rename_stream(PGconn *db, const char *from, const char *to, cv_buf *
 
 cv_err cv_sink_index_swap(const char *conninfo, const cv_sink_table *t, const char *in, const char *keep,
                           int backfill_again) {
-    if (!pgvector_only(conninfo, "switch")) return CV_ERR_UNSUPPORTED;
+    if (strcmp(cv_sink_kind(conninfo), "pgvector"))
+        return cv_rindex_swap(conninfo, t, in, keep, backfill_again);
     PGconn *db = connect_store(conninfo, "switch");
     if (!db) return CV_ERR_TIMEOUT;
     int swap = !strcmp(in, keep); /* a rollback: the two trade places */
@@ -235,7 +226,7 @@ cv_err cv_sink_index_swap(const char *conninfo, const cv_sink_table *t, const ch
 
 cv_err cv_sink_index_drop(const char *conninfo, const cv_sink_table *t, const char *suffix, int *dropped) {
     *dropped = 0;
-    if (!pgvector_only(conninfo, "drop")) return CV_ERR_UNSUPPORTED;
+    if (strcmp(cv_sink_kind(conninfo), "pgvector")) return cv_rindex_drop(conninfo, t, suffix, dropped);
     PGconn *db = connect_store(conninfo, "drop");
     if (!db) return CV_ERR_TIMEOUT;
     cv_sink_table u = *t;

@@ -42,6 +42,7 @@ typedef struct q_sink {
     cv_http *http;
     cv_rstate *st;
     char *coll, *cpath; /* the collection, and "/collections/<escaped>" */
+    char *given;        /* the collection the URL names (coll: the state's, after a migration) */
     char *tname;        /* schema.table */
     char *where;        /* "Qdrant collection X at http://host:port", for messages */
     int no_batch;       /* the server has no /points/batch (the test stand-in) */
@@ -211,7 +212,7 @@ static void q_close(cv_sink *s) {
     cv_rstate_close(q->st);
     json_decref(q->stored), json_decref(q->indexed);
     cv_rchunks_free(q->rc);
-    free(q->coll), free(q->cpath), free(q->tname), free(q->where), free(q->pend.p);
+    free(q->coll), free(q->given), free(q->cpath), free(q->tname), free(q->where), free(q->pend.p);
     free(q);
 }
 
@@ -266,6 +267,9 @@ static cv_err ensure_collection(q_sink *q) {
         if (st == 200) {
             cv_info("event=collection_created store=qdrant collection=%s size=%d distance=Cosine", q->coll,
                     q->t.dim);
+            /* the live index: its alias for searchers outside cdcvec (sink/qdrant_alias.c) */
+            if (!q->t.index_suffix || !*q->t.index_suffix)
+                return cv_qdrant_alias_move(&q->base, q->given, q->coll);
             /* an index on cdcvec.table for truncates and searches; optional */
             cv_buf ix = {0}, path = {0};
             cv_buf_puts(&ix, "{\"field_name\":\"cdcvec.table\",\"field_schema\":\"keyword\"}");
@@ -363,7 +367,21 @@ static cv_err q_open(const char *url, const cv_sink_table *t, cv_sink **out) {
         free(base.p), free(coll.p);
         return setup_fault(q, "bad_sink_url", "config", why);
     }
-    q->coll = coll.p;
+    /* the state key names the collection given; the index's real name is the state's (migrations) */
+    cv_buf sk = {0}, lk = {0}, real = {0};
+    cv_buf_printf(&sk, "%s@qdrant:%s/%s%s", t->stream, base.p, coll.p, t->uuid_ids ? "#uuid-ids" : "");
+    int shadow = cv_rindex_live_stream(t, &lk);
+    if (shadow) cv_buf_printf(&lk, "@qdrant:%s/%s%s", base.p, coll.p, t->uuid_ids ? "#uuid-ids" : "");
+    cv_err e = cv_rstate_open(&q->base, t->state_conninfo, sk.p, &q->st);
+    if (!e) e = cv_rstate_index(&q->base, q->st, lk.p, coll.p, shadow, &real);
+    free(sk.p), free(lk.p);
+    q->given = coll.p;
+    q->coll = real.p ? real.p : strdup(coll.p);
+    q->base.index = q->coll, q->base.given = q->given;
+    if (e) {
+        free(base.p);
+        return e;
+    }
     cv_buf_printf(&tn, "%s.%s", t->schema, t->table);
     q->tname = tn.p;
     char *esc = curl_easy_escape(NULL, q->coll, 0);
@@ -394,20 +412,17 @@ static cv_err q_open(const char *url, const cv_sink_table *t, cv_sink **out) {
                        .judge = judge,
                        .max_inflight = 2,
                        .retry_s = t->retry_s};
-    cv_err e = cv_http_new(&q->base, &ho, &q->http);
+    e = cv_http_new(&q->base, &ho, &q->http);
+    q->base.http = q->http;
     if (auth.p) memset(auth.p, 0, auth.len);
     if (key) memset(key, 0, strlen(key));
     free(auth.p), free(key), free(afix.p);
-    if (!e) e = ensure_collection(q);
-    if (!e) e = check_shared(q);
-    if (!e && t->dim) e = check_layout(q);
-    cv_buf sk = {0};
-    /* other point ids are another store: a switch of --point-ids backfills again, and the
-     * clean-up after it removes the points under the old ids */
-    cv_buf_printf(&sk, "%s@qdrant:%s/%s%s", t->stream, base.p, q->coll, t->uuid_ids ? "#uuid-ids" : "");
+    if (!e && !t->admin) e = ensure_collection(q);
+    if (!e && !t->admin) e = check_shared(q);
+    if (!e && t->dim && !t->admin) e = check_layout(q);
+    /* the state key: other point ids are another store: a switch of --point-ids backfills again,
+     * and the clean-up after it removes the points under the old ids */
     free(base.p);
-    if (!e) e = cv_rstate_open(&q->base, t->state_conninfo, sk.p, &q->st);
-    free(sk.p);
     if (!e && t->chunked > 0) {
         q->rc = cv_rchunks_new(&q->base, &q->t, q->st, &RC_IO);
         q->grouped = 1;

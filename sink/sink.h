@@ -65,8 +65,13 @@ typedef struct cv_sink_table {
     double retry_s;
     /* cdcvec migrate (ingest/migrate.c): another index of the same table beside the live one, NULL or
      * "": the live index. pgvector: table cdcvec."<schema>_<table><suffix>", its state row keyed
-     * stream (which the caller suffixes the same way). Qdrant, Upstash: refused (not built yet). */
+     * stream (which the caller suffixes the same way). Qdrant, Upstash: the index's real name is
+     * the one recorded in its state row (cdcvec.state.index_name; NULL: the URL's collection, the
+     * namespace), a shadow's a new generation "<given>__g<N>" (sink/remote_migrate.c). */
     const char *index_suffix;
+    /* remote stores, migrations only: open the store's client and state, neither checking nor
+     * creating the index */
+    int admin;
 } cv_sink_table;
 
 typedef struct cv_sink_row {
@@ -274,15 +279,17 @@ cv_err cv_sink_scan(cv_sink *s, cv_buf *cursor, int limit, cv_sink_key_cb cb, vo
 /* The pgvector table of t (with t->index_suffix), unquoted, within 63 bytes (pg/cv_names.h). */
 void cv_sink_pg_table(const cv_sink_table *t, cv_buf *out);
 /* Whether conninfo's store has t's index with suffix (and its state row, t->stream + suffix):
- * *table, *state. pgvector only (CV_ERR_UNSUPPORTED otherwise, with the reason logged). */
+ * *table, *state. Qdrant / Upstash (sink/remote_migrate.c; t->state_conninfo, ns, uuid_ids as
+ * sync gives them): the state row records the index, so *table = *state. */
 cv_err cv_sink_index_has(const char *conninfo, const cv_sink_table *t, const char *suffix, int *table,
                          int *state);
-/* The switch, in one transaction of the store: the live index (t, no suffix; state row t->stream)
- * is renamed to suffix `keep`, the index of suffix `in` becomes the live one (table, HNSW index,
- * state row, dead letters). Searches by the live name see the old index or the new one, whole,
- * never neither. An index under `keep` already there is refused (CV_ERR_MISMATCH). backfill_again:
- * the new live index's state is marked as not backfilled (it was left behind by a switch: a sync
- * backfills it again, hash-checked, before it streams). */
+/* The switch, in one transaction of the store (Qdrant / Upstash: of the state database, swapping
+ * the state rows, which carry the index names; Qdrant moves the alias "<collection>__live" first): the live
+ * index (t, no suffix; state row t->stream) is renamed to suffix `keep`, the index of suffix `in` becomes the
+ * live one (table, HNSW index, state row, dead letters). Searches by the live name see the old index or the
+ * new one, whole, never neither. An index under `keep` already there is refused (CV_ERR_MISMATCH).
+ * backfill_again: the new live index's state is marked as not backfilled (it was left behind by a switch: a
+ * sync backfills it again, hash-checked, before it streams). */
 cv_err cv_sink_index_swap(const char *conninfo, const cv_sink_table *t, const char *in, const char *keep,
                           int backfill_again);
 /* Drops the index of t with suffix (table, state row, dead letters); *dropped: it existed. */

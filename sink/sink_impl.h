@@ -46,6 +46,10 @@ struct cv_sink {
     int batch_rows;          /* cv_sink_batch_rows (0: 512) */
     cv_sink_dead_cb dead_cb; /* cv_sink_on_dead */
     void *dead_arg;
+    struct cv_http *http; /* remote stores: the sink's HTTP client (sink/http.h), else NULL */
+    /* remote stores: the index's real name (a migration's: the state's) and the name given (the
+     * URL's collection, the namespace); borrowed from the store's handle */
+    const char *index, *given;
 };
 
 extern const cv_sink_ops cv_sink_pgvector_ops, cv_sink_qdrant_ops, cv_sink_upstash_ops;
@@ -75,6 +79,13 @@ void cv_rstate_reset(cv_rstate *r);
 cv_err cv_rstate_commit(cv_sink *s, cv_rstate *r, uint64_t pos);
 cv_err cv_rstate_meta_set(cv_sink *s, cv_rstate *r, const cv_sink_meta *m);
 cv_err cv_rstate_backfill(cv_sink *s, cv_rstate *r, uint64_t p, int done);
+/* The real name of a remote store's index (cdcvec migrate, sink/remote_migrate.c): the one recorded
+ * in the state row (cdcvec.state.index_name), else `given` (the URL's collection, the namespace).
+ * shadow: the index of a migration (t->index_suffix set): without a recorded name it gets one,
+ * recorded before the index is created: given + "__g" + N, N one more than the generation of the
+ * live index (state key live_key; a name without "__g<N>" is generation 0). Into out. */
+cv_err cv_rstate_index(cv_sink *s, cv_rstate *r, const char *live_key, const char *given, int shadow,
+                       cv_buf *out);
 /* The meta's statements, shared by pgvector.c and state.c: the peek reads ($1 the stream)
  * relid, layout, text_source, model, model_revision, also from a cdcvec.state of an earlier
  * version without the model columns (before the open adds them); the set writes ($1..$6 stream,
@@ -96,6 +107,18 @@ extern const char cv_rstate_ddl[];
  * schema, extension and tables one after the other instead of failing on the catalogs' unique
  * indexes (pg_namespace_nspname_index). */
 #define CV_DDL_LOCK "SELECT pg_advisory_xact_lock(hashtextextended('cdcvec ddl', 0)); "
+
+/* ---- migrations of remote stores (remote_migrate.c, qdrant_alias.c) ---- */
+
+/* A shadow index (t->index_suffix set, t->stream ending with it): 1, and its live index's stream
+ * (t->stream without the suffix) appended to out; else 0. */
+int cv_rindex_live_stream(const cv_sink_table *t, cv_buf *out);
+/* Qdrant: the alias "<given>__live" made to point at collection coll, with one POST
+ * /collections/aliases of [delete_alias (when it exists), create_alias] (atomic in Qdrant); nothing
+ * when it points there already. Through s->http. */
+cv_err cv_qdrant_alias_move(cv_sink *s, const char *given, const char *coll);
+/* Qdrant: collection name deleted (DELETE /collections/{name}; gone already: fine). */
+cv_err cv_qdrant_drop(cv_sink *s, const char *name);
 
 /* ---- a remote point's JSON (payload.c) ---- */
 

@@ -22,7 +22,8 @@ const char cv_rstate_ddl[] = CV_DDL_LOCK
     "updated_at timestamptz NOT NULL DEFAULT now()); "
     "ALTER TABLE cdcvec.state ADD COLUMN IF NOT EXISTS relid oid, "
     "ADD COLUMN IF NOT EXISTS layout text, ADD COLUMN IF NOT EXISTS text_source text, "
-    "ADD COLUMN IF NOT EXISTS model text, ADD COLUMN IF NOT EXISTS model_revision text; "
+    "ADD COLUMN IF NOT EXISTS model text, ADD COLUMN IF NOT EXISTS model_revision text, "
+    "ADD COLUMN IF NOT EXISTS index_name text; "
     "CREATE TABLE IF NOT EXISTS cdcvec.dead_letters (id bigserial PRIMARY KEY, stream text NOT NULL, "
     "lsn pg_lsn NOT NULL, key text NOT NULL, reason text NOT NULL, "
     "failed_at timestamptz NOT NULL DEFAULT now());";
@@ -214,4 +215,55 @@ void cv_sink_meta_peek(const char *conninfo, const char *key, cv_sink_meta *m) {
         PQclear(res);
     }
     PQfinish(db);
+}
+
+/* The generation of an index name: N of given + "__g" + N, else 0. */
+static long generation(const char *name, const char *given) {
+    size_t n = strlen(given);
+    if (strncmp(name, given, n) || strncmp(name + n, "__g", 3)) return 0;
+    const char *d = name + n + 3;
+    if (!*d || strspn(d, "0123456789") != strlen(d) || strlen(d) > 9) return 0;
+    return strtol(d, NULL, 10);
+}
+
+cv_err cv_rstate_index(cv_sink *s, cv_rstate *r, const char *live_key, const char *given, int shadow,
+                       cv_buf *out) {
+    if (!r->conninfo) {
+        cv_buf_puts(out, given);
+        return CV_OK;
+    }
+    const char *p[2] = {r->key, NULL};
+    PGresult *res = NULL;
+    cv_err e = exec(s, r, "SELECT index_name FROM cdcvec.state WHERE stream = $1 AND index_name IS NOT NULL",
+                    1, p, &res, "read_index_name");
+    if (e) return e;
+    if (PQntuples(res) == 1) {
+        cv_buf_puts(out, PQgetvalue(res, 0, 0));
+        PQclear(res);
+        return CV_OK;
+    }
+    PQclear(res);
+    if (!shadow) {
+        cv_buf_puts(out, given);
+        return CV_OK;
+    }
+    p[0] = live_key;
+    if ((e = exec(s, r, "SELECT index_name FROM cdcvec.state WHERE stream = $1 AND index_name IS NOT NULL", 1,
+                  p, &res, "read_index_name")))
+        return e;
+    long g = PQntuples(res) == 1 ? generation(PQgetvalue(res, 0, 0), given) : 0;
+    PQclear(res);
+    cv_buf name = {0};
+    cv_buf_printf(&name, "%s__g%ld", given, g + 1);
+    p[0] = r->key, p[1] = name.p;
+    e = exec(
+        s, r,
+        "INSERT INTO cdcvec.state (stream, lsn, index_name) VALUES ($1, '0/0', $2) ON CONFLICT (stream) DO "
+        "UPDATE SET index_name = coalesce(cdcvec.state.index_name, EXCLUDED.index_name) RETURNING index_name",
+        2, p, &res, "record_index_name");
+    cv_buf_free(&name);
+    if (e) return e;
+    cv_buf_puts(out, PQntuples(res) == 1 ? PQgetvalue(res, 0, 0) : given);
+    PQclear(res);
+    return CV_OK;
 }

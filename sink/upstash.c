@@ -223,7 +223,23 @@ static cv_err u_open(const char *url, const cv_sink_table *t, cv_sink **out) {
     u->base.batch_rows = CV_UPSTASH_BATCH;
     *out = &u->base;
     u->t = *t;
-    u->ns = strdup(ns_of(t));
+    const char *why;
+    char *base = base_url(url, &why);
+    if (!base) return setup_fault(u, "bad_sink_url", "config", why);
+    /* the state key names the namespace given; the index's real one is the state's (migrations) */
+    cv_buf sk = {0}, lk = {0}, real = {0};
+    cv_buf_printf(&sk, "%s@upstash:%s/%s", t->stream, base, ns_of(t));
+    int shadow = cv_rindex_live_stream(t, &lk);
+    if (shadow) cv_buf_printf(&lk, "@upstash:%s/%s", base, ns_of(t));
+    cv_err e = cv_rstate_open(&u->base, t->state_conninfo, sk.p, &u->st);
+    if (!e) e = cv_rstate_index(&u->base, u->st, lk.p, ns_of(t), shadow, &real);
+    free(sk.p), free(lk.p);
+    u->ns = real.p ? real.p : strdup(ns_of(t));
+    u->base.index = u->ns, u->base.given = ns_of(&u->t);
+    if (e) {
+        free(base);
+        return e;
+    }
     char *esc = curl_easy_escape(NULL, u->ns, 0);
     cv_buf nsq = {0}, tn = {0}, w = {0};
     cv_buf_printf(&nsq, "/%s", esc);
@@ -232,9 +248,6 @@ static cv_err u_open(const char *url, const cv_sink_table *t, cv_sink **out) {
     cv_buf_printf(&tn, "%s.%s", t->schema, t->table);
     u->tname = tn.p;
     u->stored = json_object();
-    const char *why;
-    char *base = base_url(url, &why);
-    if (!base) return setup_fault(u, "bad_sink_url", "config", why);
     cv_buf_printf(&w, "Upstash index at %s (namespace %s)", base, u->ns);
     u->where = w.p;
     const char *ferr;
@@ -261,17 +274,14 @@ static cv_err u_open(const char *url, const cv_sink_table *t, cv_sink **out) {
                        .judge = judge,
                        .max_inflight = 4,
                        .retry_s = t->retry_s};
-    cv_err e = cv_http_new(&u->base, &ho, &u->http);
+    e = cv_http_new(&u->base, &ho, &u->http);
+    u->base.http = u->http;
     memset(auth.p, 0, auth.len);
     memset(tok, 0, strlen(tok));
     free(auth.p), free(tok), free(afix.p);
-    if (!e) e = check_index(u);
-    if (!e) e = check_namespace(u);
-    cv_buf sk = {0};
-    cv_buf_printf(&sk, "%s@upstash:%s/%s", t->stream, base, u->ns);
+    if (!e && !t->admin) e = check_index(u);
+    if (!e && !t->admin) e = check_namespace(u);
     free(base);
-    if (!e) e = cv_rstate_open(&u->base, t->state_conninfo, sk.p, &u->st);
-    free(sk.p);
     if (!e && t->chunked > 0) u->rc = cv_rchunks_new(&u->base, &u->t, u->st, &RC_IO);
     return e;
 }

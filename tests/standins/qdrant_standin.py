@@ -54,12 +54,15 @@ How faithful
   POST .../points/payload/clear ; POST /collections/{c}/points (retrieve) ;
   GET /collections/{c}/points/{id} ; POST .../points/scroll ; POST .../points/query ;
   POST .../points/query/groups (QueryGroupsRequest: grouped by a payload field, as Qdrant) ;
-  POST .../points/count.
+  POST .../points/count ; aliases: POST /collections/aliases (ChangeAliasesOperation: create_alias,
+  delete_alias, rename_alias, all applied or none; a missing collection or alias is a 404, an alias
+  already there a 409), GET /aliases, GET /collections/{c}/aliases; every {c} above may be an alias
+  (resolved to its collection, as Qdrant does); DELETE of a collection drops its aliases.
 
 What is NOT faithful (answered 400 "Bad request: stand-in: ... not supported" when asked for)
 ------------------------------------------------------------------------------------------
 named/sparse/multi vectors, inference objects (Document/Image), prefetch/fusion/recommend/
-discover/formula/order-by queries, slice conditions, shard keys, snapshots, aliases, payload
+discover/formula/order-by queries, slice conditions, shard keys, snapshots, payload
 index parameter objects (a plain field_schema type name is served: PUT /collections/{c}/index
 {"field_name","field_schema"}, built by Edge, counted in stats as field_indexes, and listed as
 "field_index:<name>:<type>" extras), the legacy /points/search API, gRPC. Collection creation options other than
@@ -132,6 +135,7 @@ TA = {
     "query_groups": pydantic.TypeAdapter(qm.QueryGroupsRequest),
     "count": pydantic.TypeAdapter(qm.CountRequest),
     "field_index": pydantic.TypeAdapter(qm.CreateFieldIndex),
+    "aliases": pydantic.TypeAdapter(qm.ChangeAliasesOperation),
 }
 
 DISTANCES = {
@@ -452,6 +456,11 @@ class Store:
         self.root = root
         self.lock = threading.RLock()
         self.cols = {}
+        self.aliases = {}  # alias name -> collection name (aliases.json under the root)
+        apath = os.path.join(root, "aliases.json")
+        if os.path.exists(apath):
+            with open(apath) as f:
+                self.aliases = json.load(f)
         os.makedirs(os.path.join(root, "collections"), exist_ok=True)
         for name in sorted(os.listdir(os.path.join(root, "collections"))):
             d = os.path.join(root, "collections", name)
@@ -464,8 +473,11 @@ class Store:
             self.cols[name] = Collection(name, d, m["size"], m["distance"], shard)
 
     def get(self, name):
+        """The collection of a name or an alias (Qdrant resolves aliases in every points API)."""
         with self.lock:
             c = self.cols.get(name)
+            if c is None and name in self.aliases:
+                c = self.cols.get(self.aliases[name])
         if c is None:
             raise QError(404, "Not found: Collection `%s` doesn't exist!" % name)
         return c
@@ -486,9 +498,52 @@ class Store:
                 json.dump({"size": size, "distance": distance}, f)
             self.cols[name] = Collection(name, d, size, distance, shard)
 
+    def change_aliases(self, actions):
+        """POST /collections/aliases: every action applied, or none (Qdrant applies them in one
+        operation of its consensus: a search by the alias sees the old collection or the new)."""
+        with self.lock:
+            new = dict(self.aliases)
+            for a in actions:
+                if isinstance(a, qm.CreateAliasOperation):
+                    op = a.create_alias
+                    if op.collection_name not in self.cols:
+                        raise QError(404, "Not found: Collection `%s` doesn't exist!" % op.collection_name)
+                    if op.alias_name in new or op.alias_name in self.cols:
+                        raise QError(409, "Wrong input: Alias `%s` already exists!" % op.alias_name)
+                    new[op.alias_name] = op.collection_name
+                elif isinstance(a, qm.DeleteAliasOperation):
+                    op = a.delete_alias
+                    if op.alias_name not in new:
+                        raise QError(404, "Not found: Alias `%s` doesn't exist!" % op.alias_name)
+                    del new[op.alias_name]
+                elif isinstance(a, qm.RenameAliasOperation):
+                    op = a.rename_alias
+                    if op.old_alias_name not in new:
+                        raise QError(404, "Not found: Alias `%s` doesn't exist!" % op.old_alias_name)
+                    new[op.new_alias_name] = new.pop(op.old_alias_name)
+                else:
+                    raise unsupported("alias operation %r" % type(a).__name__)
+            self.aliases = new
+            self._save_aliases()
+
+    def _save_aliases(self):
+        tmp = os.path.join(self.root, "aliases.json.tmp")
+        with open(tmp, "w") as f:
+            json.dump(self.aliases, f)
+        os.replace(tmp, os.path.join(self.root, "aliases.json"))
+
+    def alias_list(self, collection=None):
+        with self.lock:
+            return [{"alias_name": a, "collection_name": c} for a, c in sorted(self.aliases.items())
+                    if collection is None or c == collection]
+
     def drop(self, name):
         with self.lock:
             c = self.cols.pop(name, None)
+            # a dropped collection's aliases go with it, as in Qdrant
+            if c is not None and any(v == name for v in self.aliases.values()):
+                self.aliases = {a: v for a, v in self.aliases.items() if v != name}
+                self._save_aliases()
         if c is None:
             return False
         with c.lock:
@@ -601,6 +656,12 @@ class Handler(standin_common.StandinHandler):
             with STORE.lock:
                 names = sorted(STORE.cols)
             return self.ok({"collections": [{"name": n} for n in names]}, t0)
+        if path == "/aliases" and method == "GET":
+            return self.ok({"aliases": STORE.alias_list()}, t0)
+        if path == "/collections/aliases" and method == "POST":
+            req = parse_body(body, "aliases", self.headers)
+            STORE.change_aliases(req.actions)
+            return self.ok(True, t0)
         parts = path.split("/")
         if len(parts) < 3 or parts[1] != "collections":
             return None
@@ -628,6 +689,9 @@ class Handler(standin_common.StandinHandler):
             if method == "DELETE":
                 return self.ok(STORE.drop(name), t0)
             return None
+        if rest == "aliases" and method == "GET":
+            STORE.get(name)
+            return self.ok({"aliases": STORE.alias_list(name)}, t0)
         if rest == "exists" and method == "GET":
             with STORE.lock:
                 return self.ok({"exists": name in STORE.cols}, t0)
