@@ -228,3 +228,13 @@ cv_err cv_rindex_drop(const char *url, const cv_sink_table *t, const char *suffi
     cv_buf_free(&key), cv_buf_free(&sql);
     return e;
 }
+
+cv_err cv_rindex_seed(const char *url, const cv_sink_table *t, const char *suffix, const char *text_source,
+                      long *copied) {
+    (void)t, (void)suffix, (void)text_source;
+    *copied = 0; /* not copied: the shadow's backfill embeds every row with the new template */
+    cv_info("event=migrate_seed_skipped store=%s note=\"the live index's vectors are not copied into a "
+            "remote shadow: every row is embedded again with the new template\"",
+            cv_sink_kind(url));
+    return CV_OK;
+}

@@ -8,6 +8,8 @@
 cv_err cv_rindex_has(const char *url, const cv_sink_table *t, const char *suffix, int *table, int *state);
 cv_err cv_rindex_swap(const char *url, const cv_sink_table *t, const char *in, const char *keep,
                       int backfill_again);
+cv_err cv_rindex_seed(const char *url, const cv_sink_table *t, const char *suffix, const char *text_source,
+                      long *copied);
 cv_err cv_rindex_drop(const char *url, const cv_sink_table *t, const char *suffix, int *dropped);
 
 #endif

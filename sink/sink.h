@@ -292,6 +292,11 @@ cv_err cv_sink_index_has(const char *conninfo, const cv_sink_table *t, const cha
  * sync backfills it again, hash-checked, before it streams). */
 cv_err cv_sink_index_swap(const char *conninfo, const cv_sink_table *t, const char *in, const char *keep,
                           int backfill_again);
+/* A template-only migration: the shadow index (suffix; created) gets a copy of the live index's
+ * rows, stamped with text_source (the same model: their vectors stay valid where the text does
+ * not change); *copied: rows copied. */
+cv_err cv_sink_index_seed(const char *conninfo, const cv_sink_table *t, const char *suffix,
+                          const char *text_source, long *copied);
 /* Drops the index of t with suffix (table, state row, dead letters); *dropped: it existed. */
 cv_err cv_sink_index_drop(const char *conninfo, const cv_sink_table *t, const char *suffix, int *dropped);
 
