@@ -424,6 +424,30 @@ def check_qdrant(tmp):
 
         check_faults("qdrant", s, q_req, q_err, 62)
         n_before = qc.count("books").count
+        # -- aliases (cdcvec migrate's books__live): atomic moves, reads through the alias
+        qc.create_collection("books2", vectors_config=m.VectorParams(size=DIM, distance=m.Distance.COSINE))
+        alias = lambda: {a.alias_name: a.collection_name for a in qc.get_aliases().aliases}
+        check("qdrant-client: create_alias", qc.update_collection_aliases([m.CreateAliasOperation(
+            create_alias=m.CreateAlias(collection_name="books", alias_name="books__live"))]) is True
+            and alias() == {"books__live": "books"})
+        check("qdrant-client: count / scroll through an alias read its collection",
+              qc.count("books__live").count == n_before and len(qc.scroll("books__live", limit=3)[0]) == 3)
+        e = raises(lambda: qc.update_collection_aliases([
+            m.DeleteAliasOperation(delete_alias=m.DeleteAlias(alias_name="books__live")),
+            m.CreateAliasOperation(create_alias=m.CreateAlias(collection_name="nope", alias_name="books__live"))]))
+        check("qdrant: an alias update with a missing collection is a 404 and changes nothing",
+              e is not None and "404" in str(e) and alias() == {"books__live": "books"}, e)
+        qc.update_collection_aliases([
+            m.DeleteAliasOperation(delete_alias=m.DeleteAlias(alias_name="books__live")),
+            m.CreateAliasOperation(create_alias=m.CreateAlias(collection_name="books2", alias_name="books__live"))])
+        check("qdrant-client: delete_alias + create_alias in one request moves it",
+              alias() == {"books__live": "books2"} and qc.count("books__live").count == 0)
+        r = httpx.post(s.url + "/collections/aliases", headers=H, timeout=10,
+                          json={"actions": [{"create_alias": {"collection_name": "books", "alias": "x"}}]})
+        check("qdrant: an alias action with an unknown field is a 400 (ChangeAliasesOperation)", r.status_code == 400,
+              r.text)
+        qc.delete_collection("books2")
+        check("qdrant: a dropped collection's aliases go with it", alias() == {})
     finally:
         rc = s.stop()
     check("qdrant: SIGTERM -> exit 0, nothing more on stdout", rc == 0 and s.extra_stdout == "", (rc, s.extra_stdout))
