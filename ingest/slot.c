@@ -214,7 +214,14 @@ cv_err cv_slot_backfill(cv_sync *s, uint64_t cp, const char *snapshot, volatile 
      * while it was not followed are swept after the backfill, through the same snapshot */
     if (!e && (e = cv_sink_state(s->sink, &had, &done, &bpos))) e = cv_sync_batch_failed(s, e);
     if (!e && !had && s->o.index_suffix && s->o.index_seed) { /* a migration's shadow, same model */
-        cv_sink_table live = {.schema = s->t.schema, .table = s->t.name};
+        cv_buf ls = {0}; /* Qdrant, Upstash: the live index's state key names it */
+        cv_buf_printf(&ls, "%.*s", (int)(strlen(s->stream) - strlen(s->o.index_suffix)), s->stream);
+        cv_sink_table live = {.schema = s->t.schema,
+                              .table = s->t.name,
+                              .stream = ls.p,
+                              .state_conninfo = s->o.source,
+                              .ns = s->o.ns,
+                              .uuid_ids = s->o.uuid_ids};
         long copied = 0;
         if ((e = cv_sink_index_seed(s->sink_conninfo, &live, s->o.index_suffix, s->t.text_source, &copied)))
             e = cv_sync_batch_failed(s, e);
@@ -223,6 +230,7 @@ cv_err cv_slot_backfill(cv_sync *s, uint64_t cp, const char *snapshot, volatile 
                 "event=migrate_seeded table=%s rows=%ld note=\"the live index's vectors copied: the backfill "
                 "embeds only the texts the new template changes\"",
                 s->t.qualified, copied);
+        cv_buf_free(&ls);
         had = 1; /* the copy's rows the snapshot lacks are swept */
     }
     if (!e && (e = cv_sink_backfill_mark(s->sink, cp, 0))) e = cv_sync_batch_failed(s, e);

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/cv_jnum.h"
 #include "../common/cv_log.h"
 #include "../pg/cv_pg.h"
 #include "http.h"
@@ -229,12 +230,82 @@ cv_err cv_rindex_drop(const char *url, const cv_sink_table *t, const char *suffi
     return e;
 }
 
+/* The points of one page (Qdrant: points [{id, payload, vector}]; Upstash: vectors [{id, metadata,
+ * vector}]) with cdcvec.text_source set, as the body of an upsert into the shadow. */
+static char *seed_body(json_t *pts, const char *meta_key, const char *text_source, int qdrant) {
+    json_t *out = json_array(), *p;
+    size_t i;
+    json_array_foreach(pts, i, p) {
+        json_t *c = json_deep_copy(p);
+        json_t *cd = json_object_get(json_object_get(c, meta_key), "cdcvec");
+        if (cd && text_source) json_object_set_new(cd, "text_source", json_string(text_source));
+        json_array_append_new(out, c);
+    }
+    json_t *body = qdrant ? json_pack("{s:o}", "points", out) : out;
+    char *txt = cv_jnum_dumps(body, JSON_COMPACT, CV_JNUM_EXACT);
+    json_decref(body);
+    return txt;
+}
+
+/* One page of the live index (from *cursor; NULL after the last) into the shadow. */
+static cv_err seed_page(cv_sink *ls, cv_sink *ss, const cv_sink_table *t, const char *text_source, int qdrant,
+                        json_t **cursor, long *copied) {
+    cv_buf path = {0}, put = {0}, tn = {0};
+    char *le = curl_easy_escape(NULL, ls->index, 0), *se = curl_easy_escape(NULL, ss->index, 0);
+    json_t *req;
+    cv_buf_printf(&tn, "%s.%s", t->schema, t->table);
+    if (qdrant) {
+        cv_buf_printf(&path, "/collections/%s/points/scroll", le);
+        cv_buf_printf(&put, "/collections/%s/points?wait=true", se);
+        req = json_pack("{s:i,s:b,s:b,s:{s:[{s:s,s:{s:s}}]}}", "limit", 256, "with_payload", 1, "with_vector",
+                        1, "filter", "must", "key", "cdcvec.table", "match", "value", tn.p);
+    } else {
+        cv_buf_printf(&path, "/range/%s", le);
+        cv_buf_printf(&put, "/upsert/%s", se);
+        req = json_pack("{s:i,s:b,s:b}", "limit", 1000, "includeMetadata", 1, "includeVectors", 1);
+        json_object_set_new(req, "cursor", json_string(""));
+    }
+    curl_free(le), curl_free(se);
+    if (*cursor) json_object_set(req, qdrant ? "offset" : "cursor", *cursor);
+    char *txt = cv_jnum_dumps(req, JSON_COMPACT, CV_JNUM_EXACT);
+    json_decref(req);
+    json_t *r = NULL;
+    cv_err e = cv_http_call(ls->http, qdrant ? "POST" : "POST", path.p, txt, strlen(txt), 0, NULL, &r);
+    json_t *res = json_object_get(r, "result");
+    json_t *pts = json_object_get(res, qdrant ? "points" : "vectors");
+    json_t *next = json_object_get(res, qdrant ? "next_page_offset" : "nextCursor");
+    json_decref(*cursor);
+    *cursor = next && !json_is_null(next) &&
+                      !(json_is_string(next) &&
+                        (!*json_string_value(next) || !strcmp(json_string_value(next), "0")))
+                  ? json_incref(next)
+                  : NULL;
+    if (!e && json_array_size(pts)) {
+        char *b = seed_body(pts, qdrant ? "payload" : "metadata", text_source, qdrant);
+        e = cv_http_call(ss->http, qdrant ? "PUT" : "POST", put.p, b, strlen(b), 0, NULL, NULL);
+        if (!e) *copied += (long)json_array_size(pts);
+    }
+    json_decref(r);
+    cv_buf_free(&path), cv_buf_free(&put), cv_buf_free(&tn);
+    return e;
+}
+
 cv_err cv_rindex_seed(const char *url, const cv_sink_table *t, const char *suffix, const char *text_source,
                       long *copied) {
-    (void)t, (void)suffix, (void)text_source;
-    *copied = 0; /* not copied: the shadow's backfill embeds every row with the new template */
-    cv_info("event=migrate_seed_skipped store=%s note=\"the live index's vectors are not copied into a "
-            "remote shadow: every row is embedded again with the new template\"",
-            cv_sink_kind(url));
-    return CV_OK;
+    *copied = 0;
+    if (!t->stream || !t->state_conninfo) {
+        cv_error("event=migrate_failed step=seed error=\"no state key for the live index\"");
+        return CV_ERR_UNSUPPORTED;
+    }
+    cv_sink *ls = NULL, *ss = NULL;
+    cv_err e = admin_open(url, t, NULL, &ls);
+    if (!e) e = admin_open(url, t, suffix, &ss);
+    int qdrant = !strcmp(cv_sink_kind(url), "qdrant");
+    json_t *cursor = NULL;
+    do {
+        if (!e) e = seed_page(ls, ss, t, text_source, qdrant, &cursor, copied);
+    } while (!e && cursor);
+    json_decref(cursor);
+    cv_sink_close(ls), cv_sink_close(ss);
+    return e;
 }

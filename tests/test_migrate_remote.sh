@@ -12,7 +12,8 @@
 # shadow is a new generation (books__g1) and the state row records it; a sync with the new model
 # follows it and verify finds 0 differences; --rollback brings the old index back (the alias too),
 # the next old-model sync catches it up and sweeps the rows deleted since the switch, verify 0;
-# --drop-old deletes the replaced collection / namespace and its state row.
+# --drop-old deletes the replaced collection / namespace and its state row. A template-only
+# migration copies the live points into the shadow and embeds (almost) nothing.
 #   usage: test_migrate_remote.sh qdrant|upstash path/to/cdcvec
 set -u
 store=$1
@@ -71,6 +72,36 @@ if store == "qdrant":
 from upstash_vector import Index
 idx = Index(url=os.environ["UPSTASH_VECTOR_REST_URL"], token=sec("UPSTASH_VECTOR_REST_TOKEN"))
 sys.exit(0 if name in idx.list_namespaces() else 1)
+PYX
+}
+# stamps NAME: the text sources of the points in collection / namespace NAME, and their count
+stamps() {
+  "$PY" - "$store" "$1" <<'PYX'
+import collections, os, sys, warnings
+warnings.filterwarnings("ignore")
+store, name = sys.argv[1:3]
+sec = lambda n: open(os.environ[n + "_FILE"]).read().strip()
+seen = collections.Counter()
+if store == "qdrant":
+    from qdrant_client import QdrantClient
+    c = QdrantClient(url=os.environ["QDRANT_URL"], api_key=sec("QDRANT_API_KEY"), https=False, check_compatibility=False)
+    off = None
+    while True:
+        pts, off = c.scroll(name, limit=1000, offset=off, with_payload=True)
+        seen.update(p.payload["cdcvec"].get("text_source") for p in pts)
+        if off is None:
+            break
+else:
+    from upstash_vector import Index
+    idx = Index(url=os.environ["UPSTASH_VECTOR_REST_URL"], token=sec("UPSTASH_VECTOR_REST_TOKEN"))
+    cur = ""
+    while True:
+        r = idx.range(cursor=cur, limit=1000, include_metadata=True, namespace=name)
+        seen.update(v.metadata["cdcvec"].get("text_source") for v in r.vectors)
+        cur = r.next_cursor
+        if not cur:
+            break
+print(" ".join("%s %d" % kv for kv in sorted(seen.items())))
 PYX
 }
 # alias_at: the collection the alias books__live points at (qdrant)
@@ -173,4 +204,14 @@ verify_with "$store after the rollback: the old index equals the source (verify:
 check "$store --drop-old: exit 0, books__g1 and its state row gone, the live one kept" \
   '[ $rc = 0 ] && ! exists books__g1 && exists books && [ "$(q "SELECT count(*) FROM cdcvec.state")" = 1 ] && [ -n "$(state lsn)" ]' ||
   cat "$work/drop.log"
+
+# a template-only change: the live vectors are copied into the shadow (books__g1 again: the
+# generation after the live books), only texts the template changes are embedded
+"$bin" migrate --source "$DB" "${SINK[@]}" --threads 2 --to-template '{description}' >"$work/tmpl.log" 2>&1; rc=$?
+n=$(rows)
+check "$store --to-template: exit 0, the live index copied, (almost) nothing embedded" \
+  '[ $rc = 0 ] && grep -q "event=migrate_seeded .*rows=$n " "$work/tmpl.log" && grep -q "event=migrate_done .*embedded=[0-9] kept=[0-9]*" "$work/tmpl.log" && [ "$(sed -n "s/.*event=migrate_done .*kept=\([0-9]*\).*/\1/p" "$work/tmpl.log")" -ge $((n * 9 / 10)) ]' ||
+  grep -E "migrate_(seeded|done|refused)|error" "$work/tmpl.log" | tail -5
+check "$store --to-template: the live index is books__g1, every point stamped with the template" \
+  '[ "$(state index_name)" = books__g1 ] && [ "$(stamps books__g1)" = "template {description} $n" ]' || stamps books__g1
 test_end
