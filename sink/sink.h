@@ -265,4 +265,14 @@ cv_err cv_sink_fetch(cv_sink *s, const char *const *const *keys, int n, int *fou
 typedef void (*cv_sink_key_cb)(void *arg, const char *keytext);
 cv_err cv_sink_scan(cv_sink *s, cv_buf *cursor, int limit, cv_sink_key_cb cb, void *arg, int *more);
 
+/* ---- the store's size (ingest/store_rows.c: the metric cdcvec_table_rows_store) ---- */
+
+/* A cheap count or estimate of the rows of this sink's table in the store, into *rows: pgvector
+ * the store table's n_live_tup (pg_stat_user_tables, the estimate cdcvec_table_rows_source reads
+ * of the source), a chunked table (t->chunked > 0) its rows of chunk 0 counted (one per source
+ * row: a scan); Qdrant the exact count of the table's points (cdcvec.table) that are not a
+ * chunk past 0 (rows, chunked or not); Upstash the namespace's vectorCount and
+ * pendingVectorCount (/info: every vector of the namespace, so a chunked table's chunks). */
+cv_err cv_sink_count_estimate(cv_sink *s, double *rows);
+
 #endif
