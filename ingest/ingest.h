@@ -57,6 +57,9 @@ typedef struct cv_sync_opts {
     double broker_down_s;    /* Kafka stages: no broker this long is an error and not ready (0: 60 s) */
     const char *where;       /* a pipeline table's row filter (where:): only its rows that pass it, as a
                                 PostgreSQL 15 publication row filter; NULL: every row */
+    const char *columns;     /* a pipeline table's column list (columns:), comma-joined: only those are
+                                published, read and kept in the payload; NULL: every column */
+    const char *columns_at;  /* where columns: is written ("FILE:LINE:COL: tables[N].columns") */
     int pipeline;            /* from a pipeline file: the pipeline's slot (one per source database) and a
                                 state key per table (ingest/tables.c), whatever the number of tables */
 } cv_sync_opts;
