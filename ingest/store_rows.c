@@ -93,7 +93,8 @@ static void desc_copy(desc *d, const char *name, const char *url, const cv_sink_
                            .ns = own(d, t->ns),
                            .uuid_ids = t->uuid_ids,
                            .chunked = t->chunked,
-                           .retry_s = ROWS_RETRY_S}; /* no state database: it only reads */
+                           .retry_s = ROWS_RETRY_S, /* no state database: it only reads */
+                           .role = "monitor"};      /* not the sink's writes (tests/sync_lib.sh) */
     d->m = m;
 }
 

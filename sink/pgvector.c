@@ -214,7 +214,7 @@ static cv_err pg_open(const char *conninfo, const cv_sink_table *t, cv_sink **ou
     if (!s) return CV_ERR_NOMEM;
     s->base.ops = &cv_sink_pgvector_ops;
     s->t = *t;
-    s->db = s->w[0] = cv_pg_connect(conninfo, 0, "sink");
+    s->db = s->w[0] = cv_pg_connect(conninfo, 0, t->role ? t->role : "sink");
     s->nw = 1;
     if (PQstatus(s->db) != CONNECTION_OK) {
         cv_pg_classify_connect(s->db, &s->fault);

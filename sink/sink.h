@@ -63,6 +63,9 @@ typedef struct cv_sink_table {
      * 120 s); a pipeline of several tables asks for less, so that a store down holds its table
      * (ingest/tables.c) instead of stalling the others behind it */
     double retry_s;
+    /* pgvector: the connection's role in its application_name ("cdcvec <role>"; NULL: "sink"):
+     * "monitor" for the store-size reader of ingest/store_rows.c */
+    const char *role;
 } cv_sink_table;
 
 typedef struct cv_sink_row {
