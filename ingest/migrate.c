@@ -392,6 +392,9 @@ static int leftovers(const cv_sync_opts *o) {
     const char *store = o->sink && *o->sink ? o->sink : o->source;
     cv_sink_table t = {.schema = schema, .table = table, .stream = s.stream};
     int tab = 0, st = 0, rc = 1;
+    /* a sync of the table running: refused now (its pipe would wait for the lock, retrying) */
+    if (cv_sync_writer_lock_for(&s, "migrate", "migrate", "(with the new model once it has switched)")) goto out;
+    cv_wlock_release(&s.wlock);
     if (cv_sink_index_has(store, &t, OLD, &tab, &st)) goto out;
     if (tab) {
         cv_error(
