@@ -50,7 +50,7 @@ struct cv_migration {
     cv_metrics *reg; /* the shadows' apply counters, freed after the run (a scrape may read them) */
 };
 
-cv_err cv_migrate_shadow_open(cv_tables *T, cv_pipe *p) {
+static cv_err cv_migrate_shadow_open(cv_tables *T, cv_pipe *p) {
     cv_sync *s = p->s;
     const cv_sync_opts *o = &s->o;
     struct cv_migration *m = T->mig;
@@ -122,7 +122,7 @@ cv_err cv_migrate_shadow_open(cv_tables *T, cv_pipe *p) {
     return CV_OK;
 }
 
-void cv_migrate_shadow_close(cv_pipe *p) {
+static void cv_migrate_shadow_close(cv_pipe *p) {
     if (!p->model) return;
     cv_client_close(p->client);
     if (p->server) {
@@ -156,7 +156,7 @@ static double shadow_counter(struct cv_migration *m, const char *name) {
     return v;
 }
 
-cv_err cv_migrate_tick(cv_tables *T) {
+static cv_err cv_migrate_tick(cv_tables *T) {
     struct cv_migration *m = T->mig;
     if (m->phase != M_FILLING) return CV_OK;
     /* every pipe streams in this session: the shadows have joined (before this session) */
@@ -234,7 +234,7 @@ static cv_err check_one(cv_tables *T, int k, PGconn *db, volatile sig_atomic_t *
     return e;
 }
 
-cv_err cv_migrate_checkpoint(cv_tables *T, volatile sig_atomic_t *stop) {
+static cv_err cv_migrate_checkpoint(cv_tables *T, volatile sig_atomic_t *stop) {
     struct cv_migration *m = T->mig;
     T->paused = 0;
     if (!m || m->phase != M_CHECKPOINT) return CV_OK;
@@ -309,6 +309,13 @@ cv_err cv_migrate_checkpoint(cv_tables *T, volatile sig_atomic_t *stop) {
     *stop = 1; /* this process was the migration: the sync of the new indexes is the user's to start */
     return CV_OK;
 }
+
+static void cv_migrate_metrics(cv_tables *T, cv_metrics *reg);
+static const cv_migrate_ops OPS = {.shadow_open = cv_migrate_shadow_open,
+                                   .shadow_close = cv_migrate_shadow_close,
+                                   .tick = cv_migrate_tick,
+                                   .checkpoint = cv_migrate_checkpoint,
+                                   .metrics = cv_migrate_metrics};
 
 /* ---- the command ---- */
 
@@ -393,7 +400,8 @@ static int leftovers(const cv_sync_opts *o) {
     cv_sink_table t = {.schema = schema, .table = table, .stream = s.stream};
     int tab = 0, st = 0, rc = 1;
     /* a sync of the table running: refused now (its pipe would wait for the lock, retrying) */
-    if (cv_sync_writer_lock_for(&s, "migrate", "migrate", "(with the new model once it has switched)")) goto out;
+    if (cv_sync_writer_lock_for(&s, "migrate", "migrate", "(with the new model once it has switched)"))
+        goto out;
     cv_wlock_release(&s.wlock);
     if (cv_sink_index_has(store, &t, OLD, &tab, &st)) goto out;
     if (tab) {
@@ -465,7 +473,7 @@ int cv_migrate_run(const cv_sync_opts *o, int n, const int *which, int nwhich, c
             o[which[k]].table, mo->to_model ? mo->to_model : "(the same)",
             mo->to_template ? mo->to_template : "(the same)");
     }
-    int rc = cv_sync_run_pipeline(all, n + nwhich, NULL, NULL, &m, stop, NULL);
+    int rc = cv_sync_run_pipeline(all, n + nwhich, NULL, NULL, &m, &OPS, stop, NULL);
     snap_close(&m);
     cv_metrics_free(m.reg);
     free(all);
@@ -504,7 +512,7 @@ static double g_eta(void *arg) {
 static double g_embedded(void *arg) { return shadow_counter(arg, "cdcvec_sync_embedded_total"); }
 static double g_kept(void *arg) { return shadow_counter(arg, "cdcvec_sync_reembed_skipped_total"); }
 
-void cv_migrate_metrics(cv_tables *T, cv_metrics *reg) {
+static void cv_migrate_metrics(cv_tables *T, cv_metrics *reg) {
     struct cv_migration *m = T->mig;
     if (!m) return;
     m->m_phase = cv_metrics_gauge(reg, "cdcvec_migrate_phase",

@@ -61,7 +61,7 @@ int cv_tables_open(cv_tables *T, cv_sync *s0, const cv_sync_opts *o, int n) {
         s->tables = T;
         T->p[T->n].s = s;
         own_apply(T, &T->p[T->n++]);
-        if (s->o.index_suffix && cv_migrate_shadow_open(T, &T->p[T->n - 1])) return -1;
+        if (s->o.index_suffix && T->mops && T->mops->shadow_open(T, &T->p[T->n - 1])) return -1;
     }
     return 0;
 }
@@ -79,7 +79,7 @@ static void pipe_free(cv_tables *T, int i) {
     cv_sync_session_close(p->s);
     if (i > 0) {
         cv_apply_free(p->apply);
-        cv_migrate_shadow_close(p);
+        if (T->mops) T->mops->shadow_close(p);
         cv_buf_free(&p->s->bf_done);
         free(p->s);
     }
@@ -541,8 +541,8 @@ cv_err cv_tables_tick(cv_tables *T, volatile sig_atomic_t *stop) {
         s0->restart_now = 1;
         return CV_ERR_TIMEOUT;
     }
-    if (T->mig) {
-        cv_err e = cv_migrate_tick(T);
+    if (T->mig && T->mops) {
+        cv_err e = T->mops->tick(T);
         if (e) return e;
     }
     double now = cv_now();
