@@ -82,15 +82,7 @@ static cv_err cv_migrate_shadow_open(cv_tables *T, cv_pipe *p) {
     s->rt.model = p->model;
     cv_buf url = {0};
     cv_buf_printf(&url, "inproc://cdcvec-migrate-%d", (int)getpid());
-    cv_server_opts so = {.listen = url.p,
-                         .batch_tokens = 16384,
-                         .batch_deadline_ms = 2,
-                         .max_queue_tokens = 1 << 22,
-                         .max_inflight = 64,
-                         .max_message_bytes = 1 << 30,
-                         .max_texts = 4096,
-                         .max_text_bytes = 1 << 30,
-                         .model_id = s->rt.mf.id};
+    cv_server_opts so = cv_sync_inproc_server(url.p, s->rt.mf.id);
     cv_client_opts co = {.timeout_ms = 120000, .retries = 20, .backoff_ms = 20};
     if (!(e = cv_server_start(p->model, &so, &p->server))) e = cv_client_open(url.p, &co, &p->client);
     cv_buf_free(&url);

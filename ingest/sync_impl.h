@@ -259,6 +259,10 @@ void cv_health_table(cv_sync *s, int on);
 /* Everything of s's table up to pos is in its store (cdcvec_table_applied_lsn, _lag_bytes). */
 void cv_health_position(cv_sync *s, uint64_t pos);
 
+/* The in-process embedding server's options (url: inproc://...; no HTTP): a text is only ever read
+ * up to the model's max_seq tokens, so no size limit but PostgreSQL's own (1 GB a value). */
+cv_server_opts cv_sync_inproc_server(const char *url, const char *model_id);
+
 /* The runtime: model (or remote client), server with HTTP, metrics, apply stage. */
 cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o);
 void cv_sync_runtime_close(cv_sync *s);
