@@ -297,6 +297,7 @@ static int tables_opts(const tables_ctx *x, cv_pipeline *pl, cv_sync_opts **out,
         o[j].api_key = x->api_key;
         o[j].pipeline = 1;
         o[j].where = pl->tables[j].where;
+        o[j].columns = pl->tables[j].columns, o[j].columns_at = pl->tables[j].columns_at;
     }
     o[0].outlet = cv_search_outlet();
     *out = o;
@@ -513,8 +514,11 @@ int cv_cmd_sync(int argc, char **argv, const char *which) {
     cv_sync_opts o;
     if (conf_opts(which, &c, &o) || (!query && chunk_runnable(which, &c))) return 2;
     o.search = query != NULL;
-    o.pipeline = *c.config != 0; /* the file's slot and state keys (cdcvec sync runs it whole) */
-    if (*c.config && pl.ntables == 1) o.where = pl.tables[0].where; /* verify reads what is published */
+    o.pipeline = *c.config != 0;        /* the file's slot and state keys (cdcvec sync runs it whole) */
+    if (*c.config && pl.ntables == 1) { /* verify reads what is published */
+        o.where = pl.tables[0].where;
+        o.columns = pl.tables[0].columns, o.columns_at = pl.tables[0].columns_at;
+    }
     char *key = NULL;
     if (strcmp(which, "sync") == 0 && cv_cli_api_key(which, &key)) return 2;
     o.api_key = key;

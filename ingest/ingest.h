@@ -61,8 +61,11 @@ typedef struct cv_sync_opts {
                                  row the stream's name + the suffix; NULL: the live index */
     int index_seed;           /* with index_suffix: the shadow starts as a copy of the live index (same
                                  model: only texts that change are embedded by its backfill) */
-    int pipeline;            /* from a pipeline file: the pipeline's slot (one per source database) and a
-                                state key per table (ingest/tables.c), whatever the number of tables */
+    const char *columns;      /* a pipeline table's column list (columns:), comma-joined: only those are
+                                 published, read and kept in the payload; NULL: every column */
+    const char *columns_at;   /* where columns: is written ("FILE:LINE:COL: tables[N].columns") */
+    int pipeline;             /* from a pipeline file: the pipeline's slot (one per source database) and a
+                                 state key per table (ingest/tables.c), whatever the number of tables */
 } cv_sync_opts;
 
 /* Runs until *stop becomes nonzero (then finishes the batch in hand, acknowledges, returns

@@ -50,7 +50,7 @@ struct cv_migration {
     cv_metrics *reg; /* the shadows' apply counters, freed after the run (a scrape may read them) */
 };
 
-cv_err cv_migrate_shadow_open(cv_tables *T, cv_pipe *p) {
+static cv_err cv_migrate_shadow_open(cv_tables *T, cv_pipe *p) {
     cv_sync *s = p->s;
     const cv_sync_opts *o = &s->o;
     struct cv_migration *m = T->mig;
@@ -82,15 +82,7 @@ cv_err cv_migrate_shadow_open(cv_tables *T, cv_pipe *p) {
     s->rt.model = p->model;
     cv_buf url = {0};
     cv_buf_printf(&url, "inproc://cdcvec-migrate-%d", (int)getpid());
-    cv_server_opts so = {.listen = url.p,
-                         .batch_tokens = 16384,
-                         .batch_deadline_ms = 2,
-                         .max_queue_tokens = 1 << 22,
-                         .max_inflight = 64,
-                         .max_message_bytes = 1 << 30,
-                         .max_texts = 4096,
-                         .max_text_bytes = 1 << 30,
-                         .model_id = s->rt.mf.id};
+    cv_server_opts so = cv_sync_inproc_server(url.p, s->rt.mf.id);
     cv_client_opts co = {.timeout_ms = 120000, .retries = 20, .backoff_ms = 20};
     if (!(e = cv_server_start(p->model, &so, &p->server))) e = cv_client_open(url.p, &co, &p->client);
     cv_buf_free(&url);
@@ -122,7 +114,7 @@ cv_err cv_migrate_shadow_open(cv_tables *T, cv_pipe *p) {
     return CV_OK;
 }
 
-void cv_migrate_shadow_close(cv_pipe *p) {
+static void cv_migrate_shadow_close(cv_pipe *p) {
     if (!p->model) return;
     cv_client_close(p->client);
     if (p->server) {
@@ -156,7 +148,7 @@ static double shadow_counter(struct cv_migration *m, const char *name) {
     return v;
 }
 
-cv_err cv_migrate_tick(cv_tables *T) {
+static cv_err cv_migrate_tick(cv_tables *T) {
     struct cv_migration *m = T->mig;
     if (m->phase != M_FILLING) return CV_OK;
     /* every pipe streams in this session: the shadows have joined (before this session) */
@@ -234,7 +226,7 @@ static cv_err check_one(cv_tables *T, int k, PGconn *db, volatile sig_atomic_t *
     return e;
 }
 
-cv_err cv_migrate_checkpoint(cv_tables *T, volatile sig_atomic_t *stop) {
+static cv_err cv_migrate_checkpoint(cv_tables *T, volatile sig_atomic_t *stop) {
     struct cv_migration *m = T->mig;
     T->paused = 0;
     if (!m || m->phase != M_CHECKPOINT) return CV_OK;
@@ -314,6 +306,13 @@ cv_err cv_migrate_checkpoint(cv_tables *T, volatile sig_atomic_t *stop) {
     *stop = 1; /* this process was the migration: the sync of the new indexes is the user's to start */
     return CV_OK;
 }
+
+static void cv_migrate_metrics(cv_tables *T, cv_metrics *reg);
+static const cv_migrate_ops OPS = {.shadow_open = cv_migrate_shadow_open,
+                                   .shadow_close = cv_migrate_shadow_close,
+                                   .tick = cv_migrate_tick,
+                                   .checkpoint = cv_migrate_checkpoint,
+                                   .metrics = cv_migrate_metrics};
 
 /* ---- the command ---- */
 
@@ -407,6 +406,10 @@ static int leftovers(const cv_sync_opts *o) {
                        .ns = o->ns,
                        .uuid_ids = o->uuid_ids};
     int tab = 0, st = 0, rc = 1;
+    /* a sync of the table running: refused now (its pipe would wait for the lock, retrying) */
+    if (cv_sync_writer_lock_for(&s, "migrate", "migrate", "(with the new model once it has switched)"))
+        goto out;
+    cv_wlock_release(&s.wlock);
     if (cv_sink_index_has(store, &t, OLD, &tab, &st)) goto out;
     if (tab) {
         cv_error(
@@ -477,7 +480,7 @@ int cv_migrate_run(const cv_sync_opts *o, int n, const int *which, int nwhich, c
             o[which[k]].table, mo->to_model ? mo->to_model : "(the same)",
             mo->to_template ? mo->to_template : "(the same)");
     }
-    int rc = cv_sync_run_pipeline(all, n + nwhich, NULL, NULL, &m, stop, NULL);
+    int rc = cv_sync_run_pipeline(all, n + nwhich, NULL, NULL, &m, &OPS, stop, NULL);
     snap_close(&m);
     cv_metrics_free(m.reg);
     free(all);
@@ -516,7 +519,7 @@ static double g_eta(void *arg) {
 static double g_embedded(void *arg) { return shadow_counter(arg, "cdcvec_sync_embedded_total"); }
 static double g_kept(void *arg) { return shadow_counter(arg, "cdcvec_sync_reembed_skipped_total"); }
 
-void cv_migrate_metrics(cv_tables *T, cv_metrics *reg) {
+static void cv_migrate_metrics(cv_tables *T, cv_metrics *reg) {
     struct cv_migration *m = T->mig;
     if (!m) return;
     m->m_phase = cv_metrics_gauge(reg, "cdcvec_migrate_phase",

@@ -81,6 +81,18 @@ static cv_err http_without_model(cv_sync *s, const cv_sync_opts *o, const cv_htt
     return e;
 }
 
+cv_server_opts cv_sync_inproc_server(const char *url, const char *model_id) {
+    return (cv_server_opts){.listen = url,
+                            .batch_tokens = 16384,
+                            .batch_deadline_ms = 2,
+                            .max_queue_tokens = 1 << 22,
+                            .max_inflight = 64,
+                            .max_message_bytes = 1 << 30,
+                            .max_texts = 4096,
+                            .max_text_bytes = 1 << 30,
+                            .model_id = model_id};
+}
+
 cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o) {
     memset(s, 0, sizeof *s);
     s->o = *o;
@@ -121,22 +133,14 @@ cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o) {
         cv_buf_printf(&url, "inproc://cdcvec-sync-%d", (int)getpid());
         /* in-process, a text is only ever read up to its first 256 tokens: no size limit but
          * PostgreSQL's own (1 GB a value) */
-        cv_server_opts so = {.listen = url.p,
-                             .http = o->http,
-                             .batch_tokens = 16384,
-                             .batch_deadline_ms = 2,
-                             .max_queue_tokens = 1 << 22,
-                             .max_inflight = 64,
-                             .max_message_bytes = 1 << 30,
-                             .max_texts = 4096,
-                             .max_text_bytes = 1 << 30,
-                             .model_id = s->rt.mf.id,
-                             .api_key = o->api_key,
-                             .http_opts = o->http_opts,
-                             .routes = s->rt.routes,
-                             .nroutes = nroutes,
-                             .ready = cv_health_ready,
-                             .ready_arg = s};
+        cv_server_opts so = cv_sync_inproc_server(url.p, s->rt.mf.id);
+        so.http = o->http;
+        so.api_key = o->api_key;
+        so.http_opts = o->http_opts;
+        so.routes = s->rt.routes;
+        so.nroutes = nroutes;
+        so.ready = cv_health_ready;
+        so.ready_arg = s;
         if ((e = cv_server_start(s->rt.model, &so, &s->rt.server))) {
             free(url.p);
             return e;
@@ -466,6 +470,12 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
         return e;
     }
     if (o->where && *o->where) s->t.where = strdup(o->where); /* the backfill reads what is published */
+    if (!e && o->columns && !o->search) e = cv_table_columns(&s->t, o->columns, o->columns_at, &s->fault);
+    if (e) {
+        cv_sync_error(s, "source", &s->fault);
+        cv_sink_meta_free(&meta);
+        return e;
+    }
     const cv_outlet *out = o->outlet;
     int no_model = out && out->no_model;
     if (out && out->row) {

@@ -658,7 +658,7 @@ static cv_err session(cv_tables *T, volatile sig_atomic_t *stop, double *streami
             if (!(e = flush_all(&st)) && !(e = send_feedback(&st))) {
                 PQfinish(st.repl); /* the check may take long: no walsender waits on this connection */
                 st.repl = NULL;
-                e = cv_migrate_checkpoint(T, stop);
+                e = T->mops ? T->mops->checkpoint(T, stop) : CV_OK;
             }
             goto out;
         }
@@ -698,11 +698,12 @@ static cv_err attempt(void *arg, volatile sig_atomic_t *stop, cv_stage_end *end)
 
 int cv_sync_run_tables(const cv_sync_opts *o, int n, cv_sync_reload_fn reload, void *reload_arg,
                        volatile sig_atomic_t *stop, volatile sig_atomic_t *hup) {
-    return cv_sync_run_pipeline(o, n, reload, reload_arg, NULL, stop, hup);
+    return cv_sync_run_pipeline(o, n, reload, reload_arg, NULL, NULL, stop, hup);
 }
 
 int cv_sync_run_pipeline(const cv_sync_opts *o, int n, cv_sync_reload_fn reload, void *reload_arg,
-                         struct cv_migration *mig, volatile sig_atomic_t *stop, volatile sig_atomic_t *hup) {
+                         struct cv_migration *mig, const cv_migrate_ops *mops, volatile sig_atomic_t *stop,
+                         volatile sig_atomic_t *hup) {
     cv_sync s;
     if (cv_sync_runtime_open(&s, &o[0])) {
         cv_error("event=sync_stopped kind=config error=\"cannot start the model or the embedding client\"");
@@ -710,10 +711,14 @@ int cv_sync_run_pipeline(const cv_sync_opts *o, int n, cv_sync_reload_fn reload,
         return 1;
     }
     s.stop = stop;
-    cv_tables T = {
-        .many = o[0].pipeline || n > 1, .reload = reload, .reload_arg = reload_arg, .hup = hup, .mig = mig};
+    cv_tables T = {.many = o[0].pipeline || n > 1,
+                   .reload = reload,
+                   .reload_arg = reload_arg,
+                   .hup = hup,
+                   .mig = mig,
+                   .mops = mops};
     int rc = 1;
-    cv_migrate_metrics(&T, s.rt.reg);
+    if (mops) mops->metrics(&T, s.rt.reg);
     if (cv_tables_open(&T, &s, o, n)) goto out;
     if (cv_health_monitor(&s, 1)) goto out;
     const cv_stage st = {.name = "sync", .attempt = attempt, .arg = &T, .m_retries = s.rt.m_retries};

@@ -121,13 +121,15 @@ typedef struct cv_pipe {
     int open;   /* its session is open */
     int failures;
     double retry_at; /* HELD: when to try its store again */
-    /* JOINING: the backfill thread; joined: 1 done, -1 failed (join_err) */
+    /* JOINING: the backfill thread; joined: 1 done, -1 failed (join_err); HELD: its store's probe */
     pthread_t th;
     int th_started;
     volatile int joined;
     int join_done; /* joined: waits for the session to start again (once no other table joins) */
     volatile sig_atomic_t join_stop; /* set when the session ends (or the process stops) */
     cv_err join_err;
+    volatile int probed; /* HELD: its store's probe (the same thread): 1 answers, -1 probe_err */
+    cv_err probe_err;
     cv_apply *apply;  /* its own apply stage (a twin of the first table's), or NULL: the first table's */
     cv_err flush_err; /* a delivery on a thread of its own (sync.c) */
     /* the stream's, per session */
@@ -163,26 +165,31 @@ struct cv_tables {
      * stream applies every transaction ending there or before, then pauses (paused = 1) at the
      * first one past it (or a keepalive past it), for the migration's checkpoint */
     struct cv_migration *mig;
+    const struct cv_migrate_ops *mops;
     uint64_t stop_at;
     int paused;
 };
 
-/* cv_sync_run_tables with a migration (migrate.c; NULL: none). */
+/* A migration's steps (migrate.c fills them; tables.c and sync.c call them through cv_tables.mops,
+ * so that the stream knows no migration): a shadow pipe's own model, server, client and apply stage
+ * (in place of the twin) and their end; between transactions, once the shadows stream beside the
+ * live indexes, the checkpoint taken (a temporary slot's exported snapshot; T->stop_at its
+ * position); at the pause (the stream stopped at T->stop_at, everything delivered, the replication
+ * connection closed), the shadows verified against the source as of the checkpoint and, with no
+ * difference, switched in (the process then stops: *stop set; CV_ERR_TIMEOUT with restart_now: not
+ * now, the stream starts again); its metrics (cdcvec_migrate_*) on the runtime's registry. */
+typedef struct cv_migrate_ops {
+    cv_err (*shadow_open)(cv_tables *T, cv_pipe *p);
+    void (*shadow_close)(cv_pipe *p);
+    cv_err (*tick)(cv_tables *T);
+    cv_err (*checkpoint)(cv_tables *T, volatile sig_atomic_t *stop);
+    void (*metrics)(cv_tables *T, cv_metrics *reg);
+} cv_migrate_ops;
+
+/* cv_sync_run_tables with a migration (migrate.c; mig NULL: none). */
 int cv_sync_run_pipeline(const cv_sync_opts *o, int n, cv_sync_reload_fn reload, void *reload_arg,
-                         struct cv_migration *mig, volatile sig_atomic_t *stop, volatile sig_atomic_t *hup);
-/* migrate.c: its metrics (cdcvec_migrate_*), on the runtime's registry. */
-void cv_migrate_metrics(cv_tables *T, cv_metrics *reg);
-/* migrate.c: a shadow pipe's own model, server, client and apply stage (in place of the twin). */
-cv_err cv_migrate_shadow_open(cv_tables *T, cv_pipe *p);
-void cv_migrate_shadow_close(cv_pipe *p);
-/* Between transactions (cv_tables_tick): once the shadow streams beside the live index, a
- * checkpoint is taken (a temporary slot's exported snapshot; T->stop_at its position). */
-cv_err cv_migrate_tick(cv_tables *T);
-/* The stream paused at T->stop_at, everything delivered, the replication connection closed: the
- * shadow is verified against the source as of the checkpoint and, with no difference, switched
- * in (the process then stops: *stop set). CV_ERR_TIMEOUT with restart_now: not now (a table held),
- * the stream starts again. */
-cv_err cv_migrate_checkpoint(cv_tables *T, volatile sig_atomic_t *stop);
+                         struct cv_migration *mig, const cv_migrate_ops *mops, volatile sig_atomic_t *stop,
+                         volatile sig_atomic_t *hup);
 
 /* verify.c: the store's rows whose key the source, read through snap (a transaction in a
  * snapshot), does not have are deleted at pos (a backfill into a store that held rows already:
@@ -251,6 +258,10 @@ int cv_health_ready(void *arg, cv_buf *detail);
 void cv_health_table(cv_sync *s, int on);
 /* Everything of s's table up to pos is in its store (cdcvec_table_applied_lsn, _lag_bytes). */
 void cv_health_position(cv_sync *s, uint64_t pos);
+
+/* The in-process embedding server's options (url: inproc://...; no HTTP): a text is only ever read
+ * up to the model's max_seq tokens, so no size limit but PostgreSQL's own (1 GB a value). */
+cv_server_opts cv_sync_inproc_server(const char *url, const char *model_id);
 
 /* The runtime: model (or remote client), server with HTTP, metrics, apply stage. */
 cv_err cv_sync_runtime_open(cv_sync *s, const cv_sync_opts *o);

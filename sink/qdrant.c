@@ -267,9 +267,6 @@ static cv_err ensure_collection(q_sink *q) {
         if (st == 200) {
             cv_info("event=collection_created store=qdrant collection=%s size=%d distance=Cosine", q->coll,
                     q->t.dim);
-            /* the live index: its alias for searchers outside cdcvec (sink/qdrant_alias.c) */
-            if (!q->t.index_suffix || !*q->t.index_suffix)
-                return cv_qdrant_alias_move(&q->base, q->given, q->coll);
             /* an index on cdcvec.table for truncates and searches; optional */
             cv_buf ix = {0}, path = {0};
             cv_buf_puts(&ix, "{\"field_name\":\"cdcvec.table\",\"field_schema\":\"keyword\"}");
@@ -277,6 +274,9 @@ static cv_err ensure_collection(q_sink *q) {
             e = cv_http_call(q->http, "PUT", path.p, ix.p, ix.len, 1, &st, NULL);
             free(path.p);
             if (e) return e;
+            /* the live index: its alias for searchers outside cdcvec (sink/qdrant_alias.c) */
+            if (!q->t.index_suffix || !*q->t.index_suffix)
+                return cv_qdrant_alias_move(&q->base, q->given, q->coll, 0);
             return CV_OK;
         }
         /* 409: created meanwhile by someone else: look again */
@@ -925,8 +925,27 @@ static cv_err q_scan(cv_sink *s, cv_buf *cursor, int limit, cv_sink_key_cb cb, v
     return e;
 }
 
+/* The exact count of the table's points, chunks past 0 left out: its rows (sink.h). */
+static cv_err q_count(cv_sink *s, double *rows) {
+    q_sink *q = (q_sink *)s;
+    cv_buf body = {0}, path = {0};
+    cv_buf_puts(&body, "{\"filter\":{\"must\":[{\"key\":\"cdcvec.table\",\"match\":{\"value\":");
+    cv_json_string(&body, q->tname, strlen(q->tname));
+    cv_buf_puts(&body,
+                "}}],\"must_not\":[{\"key\":\"cdcvec.chunk\",\"range\":{\"gte\":1}}]},\"exact\":true}");
+    cv_buf_printf(&path, "%s/points/count", q->cpath);
+    json_t *r = NULL;
+    cv_err e = cv_http_call(q->http, "POST", path.p, body.p, body.len, 0, NULL, &r);
+    free(path.p);
+    json_t *n = json_object_get(json_object_get(r, "result"), "count");
+    if (!e && !json_is_integer(n)) e = CV_ERR_FORMAT;
+    if (!e) *rows = (double)json_integer_value(n);
+    json_decref(r);
+    return e;
+}
+
 /* The Qdrant store's row in the table of stores (sink_impl.h). */
-const cv_sink_ops cv_sink_qdrant_ops = {"qdrant",   q_open,     q_close,         q_state,     q_hashes,
-                                        q_begin,    q_delete,   q_put,           q_dead_put,  q_commit,
-                                        q_rollback, q_meta_set, q_backfill_mark, q_search,    q_state_key,
-                                        q_fetch,    q_scan,     q_chunk_hashes,  q_chunks_set};
+const cv_sink_ops cv_sink_qdrant_ops = {"qdrant",   q_open,     q_close,         q_state,      q_hashes,
+                                        q_begin,    q_delete,   q_put,           q_dead_put,   q_commit,
+                                        q_rollback, q_meta_set, q_backfill_mark, q_search,     q_state_key,
+                                        q_fetch,    q_scan,     q_chunk_hashes,  q_chunks_set, q_count};

@@ -1,8 +1,9 @@
 /* qdrant_alias.c: the alias of a Qdrant collection written by cdcvec, for searchers outside cdcvec
  * (docs/ARCHITECTURE.md, "Migrations"): "<collection>__live", where <collection> is the one the
  * sink URL names, points at the table's live collection. cdcvec makes it when it creates the live
- * collection, and cdcvec migrate moves it at the switch (and back at a rollback) with one request
- * of Qdrant's alias API, POST /collections/aliases {"actions": [{"delete_alias": ...},
+ * collection (only when there is no such alias: a collection created again by a writer that does
+ * not know the state never takes it), and cdcvec migrate moves it at the switch (and back at a rollback) with
+ * one request of Qdrant's alias API, POST /collections/aliases {"actions": [{"delete_alias": ...},
  * {"create_alias": ...}]}, which Qdrant applies atomically: a search by the alias reads the old
  * collection or the new one, never neither. cdcvec's own readers find the live collection in the
  * state database (cdcvec.state.index_name), not through the alias. */
@@ -41,12 +42,16 @@ static cv_err alias_target(cv_sink *s, const char *alias, char **coll) {
     return e;
 }
 
-cv_err cv_qdrant_alias_move(cv_sink *s, const char *given, const char *coll) {
+cv_err cv_qdrant_alias_move(cv_sink *s, const char *given, const char *coll, int move) {
     cv_buf alias = {0};
     cv_buf_printf(&alias, "%s__live", given);
     char *now = NULL;
     cv_err e = alias_target(s, alias.p, &now);
-    if (!e && !(now && !strcmp(now, coll))) {
+    if (!e && now && !move && strcmp(now, coll))
+        cv_warn("event=qdrant_alias_kept alias=%s collection=%s created=%s note=\"the alias is moved only by "
+                "cdcvec migrate\"",
+                alias.p, now, coll);
+    else if (!e && !(now && !strcmp(now, coll))) {
         json_t *acts = json_array();
         if (now) json_array_append_new(acts, json_pack("{s:{s:s}}", "delete_alias", "alias_name", alias.p));
         json_array_append_new(

@@ -151,7 +151,7 @@ cv_err cv_rindex_swap(const char *url, const cv_sink_table *t, const char *in, c
     /* Qdrant: the alias for searchers outside cdcvec first (a failed switch moves it again) */
     cv_sink *s = NULL;
     if (!e && !strcmp(cv_sink_kind(url), "qdrant") && !(e = admin_open(url, t, in, &s)))
-        e = cv_qdrant_alias_move(s, s->given, s->index);
+        e = cv_qdrant_alias_move(s, s->given, s->index, 1);
     cv_sink_close(s);
     if (!e) {
         cv_buf_puts(&sql, "BEGIN; ");

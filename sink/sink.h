@@ -72,6 +72,9 @@ typedef struct cv_sink_table {
     /* remote stores, migrations only: open the store's client and state, neither checking nor
      * creating the index */
     int admin;
+    /* pgvector: the connection's role in its application_name ("cdcvec <role>"; NULL: "sink"):
+     * "monitor" for the store-size reader of ingest/store_rows.c */
+    const char *role;
 } cv_sink_table;
 
 typedef struct cv_sink_row {
@@ -299,5 +302,14 @@ cv_err cv_sink_index_seed(const char *conninfo, const cv_sink_table *t, const ch
                           const char *text_source, long *copied);
 /* Drops the index of t with suffix (table, state row, dead letters); *dropped: it existed. */
 cv_err cv_sink_index_drop(const char *conninfo, const cv_sink_table *t, const char *suffix, int *dropped);
+/* ---- the store's size (ingest/store_rows.c: the metric cdcvec_table_rows_store) ---- */
+
+/* A cheap count or estimate of the rows of this sink's table in the store, into *rows: pgvector
+ * the store table's n_live_tup (pg_stat_user_tables, the estimate cdcvec_table_rows_source reads
+ * of the source), a chunked table (t->chunked > 0) its rows of chunk 0 counted (one per source
+ * row: a scan); Qdrant the exact count of the table's points (cdcvec.table) that are not a
+ * chunk past 0 (rows, chunked or not); Upstash the namespace's vectorCount and
+ * pendingVectorCount (/info: every vector of the namespace, so a chunked table's chunks). */
+cv_err cv_sink_count_estimate(cv_sink *s, double *rows);
 
 #endif

@@ -36,6 +36,7 @@ typedef struct cv_sink_ops {
     cv_err (*chunk_hashes)(cv_sink *s, const char *const *key, uint8_t (**hash)[32], int *m);
     cv_err (*chunks_set)(cv_sink *s, const char *const *key, int n, const int *from, const long *off,
                          const long *len, const uint8_t *text_hash);
+    cv_err (*count)(cv_sink *s, double *rows); /* cv_sink_count_estimate (NULL: unsupported) */
 } cv_sink_ops;
 
 /* Every store's handle starts with this. */
@@ -115,8 +116,9 @@ extern const char cv_rstate_ddl[];
 int cv_rindex_live_stream(const cv_sink_table *t, cv_buf *out);
 /* Qdrant: the alias "<given>__live" made to point at collection coll, with one POST
  * /collections/aliases of [delete_alias (when it exists), create_alias] (atomic in Qdrant); nothing
- * when it points there already. Through s->http. */
-cv_err cv_qdrant_alias_move(cv_sink *s, const char *given, const char *coll);
+ * when it points there already; move 0: only made when there is none (a collection's creation),
+ * an alias pointing elsewhere kept (logged). Through s->http. */
+cv_err cv_qdrant_alias_move(cv_sink *s, const char *given, const char *coll, int move);
 /* Qdrant: collection name deleted (DELETE /collections/{name}; gone already: fine). */
 cv_err cv_qdrant_drop(cv_sink *s, const char *name);
 

@@ -96,6 +96,9 @@ check "one replication slot, no temporary slot left" '[ "$(q "SELECT count(*) FR
 # the sync of the new model follows the switched index; the old model is refused
 start_sync "$NEW"
 caught_up
+"$bin" migrate --source "$DB" --to-model "$NEW" >"$work/busy.log" 2>&1; rc=$?
+check "migrate beside a running sync of the table: exit 1 at once, naming it and the fix" \
+  '[ $rc = 1 ] && grep -q "event=migrate_stopped .*holder=.*fix=\"stop it, run cdcvec migrate" "$work/busy.log"' || cat "$work/busy.log"
 q "INSERT INTO ctl VALUES (true)" >/dev/null
 unwatch "$writer_pid"
 wait "$writer_pid"
