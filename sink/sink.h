@@ -297,7 +297,8 @@ cv_err cv_sink_index_swap(const char *conninfo, const cv_sink_table *t, const ch
                           int backfill_again);
 /* A template-only migration: the shadow index (suffix; created) gets a copy of the live index's
  * rows, stamped with text_source (the same model: their vectors stay valid where the text does
- * not change); *copied: rows copied. */
+ * not change); *copied: rows copied (Qdrant, Upstash: points, through the live index's state key
+ * t->stream and t->state_conninfo). */
 cv_err cv_sink_index_seed(const char *conninfo, const cv_sink_table *t, const char *suffix,
                           const char *text_source, long *copied);
 /* Drops the index of t with suffix (table, state row, dead letters); *dropped: it existed. */
