@@ -457,6 +457,15 @@ int cv_cmd_kafka(int argc, char **argv, const char *which) {
         cv_conf_markdown(stdout, props, nprops);
         return 0;
     }
+    if (argc > 1 && strcmp(argv[1], "--pipeline-markdown") == 0) { /* one file for the three stages */
+        cv_conf_prop fp[NFILE];
+        unsigned char scope[NFILE];
+        int n = file_props(fp);
+        for (int i = 0; i < n; i++)
+            scope[i] = kscope(fp[i].name);
+        cv_pipeline_markdown(stdout, fp, scope, n);
+        return 0;
+    }
     cv_kafka_props kp = {0};
     int xrc = cv_kafka_props_from_argv(&kp, &argc, argv);
     kconf c = {0}; /* fields another command's table does not list stay 0 (defaults) */

@@ -18,11 +18,13 @@ kafka_venv "$root"
 pg_up vector
 q "CREATE TABLE items (id int PRIMARY KEY, description text, price int);
    CREATE TABLE notes (code text PRIMARY KEY, body text, tag text);
+   CREATE TABLE extra (id bigint PRIMARY KEY, note text);
+   INSERT INTO extra SELECT g, 'extra ' || g FROM generate_series(1, 80) g;
    INSERT INTO items SELECT g, 'item ' || g || ' is a ' || md5(g::text), g * 3 FROM generate_series(1, 120) g;
    INSERT INTO notes SELECT 'n-' || g, 'note ' || g || ' says ' || md5((g * 7)::text), 't' || g % 5
      FROM generate_series(1, 120) g" >/dev/null
 kmock_start "$broker" --topic items-cdc:2 --topic items-emb:2 --topic notes-cdc:3 --topic notes-emb:3 \
-  --topic flags-cdc:1 --topic file-cdc:1 || { echo "FAIL cannot start the mock broker"; exit 1; }
+  --topic extra-cdc:2 --topic extra-emb:2 --topic flags-cdc:1 --topic file-cdc:1 || { echo "FAIL cannot start the mock broker"; exit 1; }
 K=$KMOCK_BOOTSTRAP
 
 cat >"$work/pipeline.yaml" <<EOF
@@ -66,7 +68,8 @@ converged() { wait_until '[ "$(mism_items) $(mism_notes)" = "0 0" ]' progress ||
 
 # ---- 1. two tables, one slot -----------------------------------------------------------------
 start_capture
-run worker worker --config "$work/pipeline.yaml"
+start_worker() { run worker worker --config "$work/pipeline.yaml"; worker_pid=$!; }
+start_worker
 start_sink
 check "both tables' rows existing before capture reach their stores (backfill through their topics)" converged
 check "one replication slot for both tables (cdcvec_capture_<database>_pipeline_tables_<hash>)" \
@@ -100,8 +103,30 @@ start_sink
 q "INSERT INTO items VALUES (1000, 'after the restart', 1); UPDATE notes SET tag = 'again' WHERE code LIKE 'k-1%'" >/dev/null
 check "capture and sink killed -9 and restarted: nothing lost, no orphan" converged
 check "still one replication slot" '[ "$(q "SELECT count(*) FROM pg_replication_slots")" = 1 ]'
-stop_all "$cap_pid" "$sink_pid"
-check "capture and sink stop on SIGTERM with status 0" '[ "$rcs" = 00 ]'
+stop_all "$cap_pid" "$sink_pid" "$worker_pid"
+check "capture, worker and sink stop on SIGTERM with status 0" '[ "$rcs" = 000 ]'
+
+# a table added to the file joins at the next start (a snapshot of its own), the others streaming
+cat >>"$work/pipeline.yaml" <<EOF
+  - table: extra
+    text: note
+    topic: kafka://$K/extra-cdc
+    embeddings_topic: kafka://$K/extra-emb
+EOF
+mism_extra() {
+  q "SELECT count(*) FROM extra b FULL JOIN cdcvec.public_extra v USING (id)
+     WHERE b.id IS NULL OR v.id IS NULL OR v.text_hash <> sha256(convert_to(b.note, 'UTF8'))" 2>/dev/null || echo err
+}
+start_capture
+start_worker
+start_sink
+q "UPDATE items SET price = price + 100 WHERE id % 2 = 0; INSERT INTO extra VALUES (500, 'written as it joins')" >/dev/null
+check "a table added to the file joins at the restart; nothing of the others lost" \
+  'converged && wait_until "[ \"\$(mism_extra)\" = 0 ]" "mism_extra; progress" && grep -q "event=table_joined table=\"public\".\"extra\"" "$work/capture.log"'
+q "DELETE FROM extra WHERE id < 10; UPDATE notes SET body = 'last' WHERE code = 'after'" >/dev/null
+check "then all three stream" 'converged && wait_until "[ \"\$(mism_extra)\" = 0 ]" "mism_extra; progress"'
+check "still one replication slot" '[ "$(q "SELECT count(*) FROM pg_replication_slots")" = 1 ]'
+stop_all "$cap_pid" "$sink_pid" "$worker_pid"
 
 # ---- 2. a one-table file gives the messages of the flags ------------------------------------
 cat >"$work/one.yaml" <<EOF
