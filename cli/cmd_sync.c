@@ -18,9 +18,9 @@
 
 typedef struct {
     const char *source, *table, *text_column, *template_, *sink, *ns, *embed, *slot, *publication, *http,
-        *model, *device, *after, *on_error, *key, *point_ids, *config;
-    long print, batch_rows, threads, resnapshot, force, limit, max_text_bytes, repair, show, sink_writers,
-        index_memory, wal_warn_mb, chunk_max_tokens, chunk_overlap, search_queue_ms;
+        *model, *device, *after, *on_error, *key, *point_ids, *config, *to_model, *to_template;
+    long rollback, drop_old, print, batch_rows, threads, resnapshot, force, limit, max_text_bytes, repair,
+        show, sink_writers, index_memory, wal_warn_mb, chunk_max_tokens, chunk_overlap, search_queue_ms;
     double batch_ms, ready_lag_s;
     cv_cli_http hl;
 } sync_conf;
@@ -124,11 +124,27 @@ static const cv_conf_prop PROPS[] = {
      "sync --http: a search that arrives while 16 run waits up to this long for one of them to finish (at "
      "most 64 wait) before 503; 0: 503 at once"},
     CV_CLI_HTTP_PROPS(sync_conf),
+    /* cdcvec migrate only (migrate_only) */
+    {"to-model", "CDCVEC_TO_MODEL", CV_CONF_STR, "", 0, 0, F(to_model),
+     "migrate: the new model's folder (a sentence-transformers BERT model; empty: the live index's model)"},
+    {"to-template", "CDCVEC_TO_TEMPLATE", CV_CONF_STR, "", 0, 0, F(to_template),
+     "migrate: the new template of columns, e.g. '{name}: {description}' (empty: the live text source)"},
+    {"rollback", NULL, CV_CONF_INT, "0", 0, 1, F(rollback),
+     "migrate: 1 (or --rollback alone): the index the last switch replaced is live again (the next sync, "
+     "with the old model, backfills it again first, hash-checked)"},
+    {"drop-old", NULL, CV_CONF_INT, "0", 0, 1, F(drop_old),
+     "migrate: 1 (or --drop-old alone): drops the index the last switch replaced"},
 };
 #undef F
 #define NPROPS ((int)(sizeof PROPS / sizeof PROPS[0]))
 
 static volatile sig_atomic_t stop_flag, reload_flag;
+
+/* The options of cdcvec migrate alone. */
+static int migrate_only(const char *name) {
+    return !strcmp(name, "to-model") || !strcmp(name, "to-template") || !strcmp(name, "rollback") ||
+           !strcmp(name, "drop-old");
+}
 
 /* Where each option may stand in the pipeline file (pipeline.h): the table's own, the process's,
  * or only the command line. */
@@ -137,9 +153,9 @@ static unsigned char scope_of(const char *name) {
                                         "namespace",    "point-ids",   "batch-rows", "sink-writers",
                                         "index-memory", "batch-ms",    "on-error",   NULL};
     static const char *const cli[] = {
-        "config",        "print",  "resnapshot", "force", "after",
-        "limit",         "repair", "key",        "show",  "chunk-max-tokens", /* file: chunk: */
-        "chunk-overlap", NULL};
+        "config",        "print",    "resnapshot",       "force",    "after",    "limit", "repair",
+        "key",           "show",     "chunk-max-tokens", /* file: chunk: */
+        "chunk-overlap", "to-model", "to-template",      "rollback", "drop-old", NULL};
     if (!strcmp(name, "source")) return CV_PIPE_SOURCE;
     for (int i = 0; table[i]; i++)
         if (!strcmp(name, table[i])) return CV_PIPE_TABLE;
@@ -230,7 +246,8 @@ static int from_file(const char *which, const cv_conf_prop *props, int n, int ar
                                                            : NULL;
     }
     if (cv_pipeline_open(which, c->config, props, scope, choices, n, argc, argv, c, sizeof *c, pl)) return -1;
-    if (pl->table_given && cv_pipeline_pick(which, pl, c->table)) return -1;
+    /* migrate runs the whole file (the slot is every table's) and migrates its --table */
+    if (pl->table_given && strcmp(which, "migrate") && cv_pipeline_pick(which, pl, c->table)) return -1;
     for (int j = 0; j < pl->ntables; j++) {
         char w[512];
         snprintf(w, sizeof w, "%s: %s:%d: tables[%d] (%s)", which, pl->file, pl->tables[j].line, j,
@@ -308,9 +325,53 @@ static int reload_file(void *arg, cv_sync_opts **o, int *n) {
     return tables_opts(x, pl, o, n);
 }
 
+/* cdcvec migrate: the pipeline as sync runs it (the file's tables, or the flags' one table), its
+ * --table migrated (ingest/migrate.c). */
+static int migrate(const sync_conf *c, cv_sync_opts *o, cv_pipeline *pl, const cv_conf_prop *props,
+                   int nprops, int argc, char **argv, char *key) {
+    cv_migrate_opts m = {.to_model = *c->to_model ? c->to_model : NULL,
+                         .to_template = *c->to_template ? c->to_template : NULL,
+                         .rollback = (int)c->rollback,
+                         .drop_old = (int)c->drop_old};
+    if (m.rollback + m.drop_old + (m.to_model || m.to_template) != 1) {
+        fprintf(stderr, "cdcvec migrate: give --to-model DIR and/or --to-template T (a migration), or "
+                        "--rollback, or --drop-old: one of the three\n");
+        return 2;
+    }
+    if (!*c->config) {
+        o->outlet = cv_search_outlet();
+        return cv_migrate_run(o, 1, 0, &m, &stop_flag);
+    }
+    int which = pl->table_given ? cv_pipeline_index(pl, c->table) : pl->ntables == 1 ? 0 : -1;
+    if (which < 0) {
+        fprintf(stderr, "cdcvec migrate: %s has several tables: name the one to migrate with --table\n",
+                pl->file);
+        return 2;
+    }
+    static tables_ctx x;
+    x = (tables_ctx){.which = "migrate",
+                     .props = props,
+                     .nprops = nprops,
+                     .argc = argc,
+                     .argv = argv,
+                     .source = pl->source,
+                     .api_key = key};
+    cv_sync_opts *to = NULL;
+    int n = 0;
+    if (tables_opts(&x, pl, &to, &n)) return 2;
+    int rc = cv_migrate_run(to, n, which, &m, &stop_flag);
+    free(to);
+    return rc;
+}
+
 int cv_cmd_sync(int argc, char **argv, const char *which) {
+    int migrates = strcmp(which, "migrate") == 0;
+    cv_conf_prop mine[NPROPS];
+    int nmine = 0;
+    for (int i = 0; i < NPROPS; i++)
+        if (migrates || !migrate_only(PROPS[i].name)) mine[nmine++] = PROPS[i];
     if (argc > 1 && strcmp(argv[1], "--config-markdown") == 0) {
-        cv_conf_markdown(stdout, PROPS, NPROPS);
+        cv_conf_markdown(stdout, mine, nmine);
         cv_cli_api_key_markdown(stdout);
         return 0;
     }
@@ -364,12 +425,12 @@ int cv_cmd_sync(int argc, char **argv, const char *which) {
         }
     }
     /* backfill, search and verify serve no HTTP: their tables leave the HTTP options out */
-    int serves = strcmp(which, "sync") == 0, nprops = 0;
+    int serves = strcmp(which, "sync") == 0 || migrates, nprops = 0;
     cv_conf_prop props[NPROPS];
-    for (int i = 0; i < NPROPS; i++)
-        if (serves || (strcmp(PROPS[i].name, "http") && strncmp(PROPS[i].name, "http-", 5) &&
-                       strcmp(PROPS[i].name, "metrics-auth") && strcmp(PROPS[i].name, "search-queue-ms")))
-            props[nprops++] = PROPS[i];
+    for (int i = 0; i < nmine; i++)
+        if (serves || (strcmp(mine[i].name, "http") && strncmp(mine[i].name, "http-", 5) &&
+                       strcmp(mine[i].name, "metrics-auth") && strcmp(mine[i].name, "search-queue-ms")))
+            props[nprops++] = mine[i];
     sync_conf c;
     memset(&c, 0, sizeof c);
     c.http = "";
@@ -386,10 +447,14 @@ int cv_cmd_sync(int argc, char **argv, const char *which) {
             ? "\n\nKeeps a pgvector index in step with a PostgreSQL table until SIGTERM.\nThe HTTP API key "
               "(--http) is read from CDCVEC_API_KEY or the file named by CDCVEC_API_KEY_FILE."
             : "");
-    for (int i = 1; i < argc; i++) /* --print alone */
-        if (!strcmp(argv[i], "--print") &&
-            (i + 1 == argc || (strcmp(argv[i + 1], "0") && strcmp(argv[i + 1], "1"))))
-            argv[i] = "--print=1";
+    for (int i = 1; i < argc; i++) /* --print alone (and migrate's --rollback, --drop-old) */
+        for (int k = 0; k < 3; k++) {
+            static const char *const alone[] = {"--print", "--rollback", "--drop-old"},
+                                     *one[] = {"--print=1", "--rollback=1", "--drop-old=1"};
+            if (!strcmp(argv[i], alone[k]) &&
+                (i + 1 == argc || (strcmp(argv[i + 1], "0") && strcmp(argv[i + 1], "1"))))
+                argv[i] = (char *)one[k];
+        }
     int rc = cv_conf_parse(props, nprops, &c, argc, argv, usage);
     if (rc) return rc == 1 ? 0 : 2;
     cv_pipeline pl = {0};
@@ -429,6 +494,12 @@ int cv_cmd_sync(int argc, char **argv, const char *which) {
     if (strcmp(which, "backfill") == 0) return cv_backfill_run(&o, &stop_flag);
     if (action) return cv_dead_letters_run(&o, action, *c.key ? c.key : NULL, &stop_flag);
     if (strcmp(which, "verify") == 0) return cv_verify_run(&o, (int)c.repair, c.show, &stop_flag);
+    if (migrates) {
+        rc = migrate(&c, &o, &pl, props, nprops, argc, argv, key);
+        free(key);
+        cv_pipeline_free(&pl);
+        return rc;
+    }
     if (*c.config) { /* the file's tables on one slot; SIGHUP reads it again */
         static tables_ctx x;
         x = (tables_ctx){.which = which,

@@ -12,25 +12,28 @@
 #include "cli.h"
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "cdcvec %s: keep a vector index in step with PostgreSQL tables\n\n"
-            "usage: cdcvec <command> [options]\n\n"
-            "commands:\n"
-            "  embed    embed texts (one per line, or JSONL) into vectors\n"
-            "  serve    inference server: nng binary protocol + HTTP (/v1/embeddings, /metrics)\n"
-            "  sync     keep a pgvector index in step with a PostgreSQL table (logical replication)\n"
-            "  backfill re-embed a table on demand (skips unchanged texts unless --force 1)\n"
-            "  search   nearest rows to a query: cdcvec search \"books like star wars\"\n"
-            "  verify   compare the store with the source; --repair 1 fixes the differences\n"
-            "  dead-letters list|retry|clear  changes that could not be applied: print, re-apply, remove\n"
-            "  wait     wait until a running sync made a committed LSN searchable (read-your-writes)\n"
-            "  capture  PostgreSQL changes into a Kafka topic (the first stage of the Kafka path)\n"
-            "  worker   embed a Kafka change topic into an embeddings topic (consumer group)\n"
-            "  sink     apply a Kafka embeddings topic to a vector store\n"
-            "  bench    benchmarks: bench embed | server | pipeline [ROWS] | kafka [ROWS] | chunks [DOCS]\n\n"
-            "Run 'cdcvec <command> --help' for a command's options.\n"
-            "Environment: CDCVEC_MODEL_DIR (model folder), CDCVEC_LOG (debug|info|warn|error|off).\n",
-            CDCVEC_VERSION);
+    fprintf(
+        f,
+        "cdcvec %s: keep a vector index in step with PostgreSQL tables\n\n"
+        "usage: cdcvec <command> [options]\n\n"
+        "commands:\n"
+        "  embed    embed texts (one per line, or JSONL) into vectors\n"
+        "  serve    inference server: nng binary protocol + HTTP (/v1/embeddings, /metrics)\n"
+        "  sync     keep a pgvector index in step with a PostgreSQL table (logical replication)\n"
+        "  backfill re-embed a table on demand (skips unchanged texts unless --force 1)\n"
+        "  search   nearest rows to a query: cdcvec search \"books like star wars\"\n"
+        "  verify   compare the store with the source; --repair 1 fixes the differences\n"
+        "  migrate  rebuild a table's index with another model or template beside the live one, verify it,\n"
+        "           switch searches to it atomically (--rollback, --drop-old)\n"
+        "  dead-letters list|retry|clear  changes that could not be applied: print, re-apply, remove\n"
+        "  wait     wait until a running sync made a committed LSN searchable (read-your-writes)\n"
+        "  capture  PostgreSQL changes into a Kafka topic (the first stage of the Kafka path)\n"
+        "  worker   embed a Kafka change topic into an embeddings topic (consumer group)\n"
+        "  sink     apply a Kafka embeddings topic to a vector store\n"
+        "  bench    benchmarks: bench embed | server | pipeline [ROWS] | kafka [ROWS] | chunks [DOCS]\n\n"
+        "Run 'cdcvec <command> --help' for a command's options.\n"
+        "Environment: CDCVEC_MODEL_DIR (model folder), CDCVEC_LOG (debug|info|warn|error|off).\n",
+        CDCVEC_VERSION);
 }
 
 void cv_cli_on_stop(volatile sig_atomic_t *flag) { cv_signal_on_stop(flag); }
@@ -129,7 +132,8 @@ int main(int argc, char **argv) {
     if (strcmp(argv[1], "capture") == 0 || strcmp(argv[1], "worker") == 0 || strcmp(argv[1], "sink") == 0)
         return cv_cmd_kafka(argc - 1, argv + 1, argv[1]);
     if (strcmp(argv[1], "sync") == 0 || strcmp(argv[1], "backfill") == 0 || strcmp(argv[1], "search") == 0 ||
-        strcmp(argv[1], "verify") == 0 || strcmp(argv[1], "dead-letters") == 0)
+        strcmp(argv[1], "verify") == 0 || strcmp(argv[1], "dead-letters") == 0 ||
+        strcmp(argv[1], "migrate") == 0)
         return cv_cmd_sync(argc - 1, argv + 1, argv[1]);
     fprintf(stderr, "cdcvec: unknown command '%s'\n\n", argv[1]);
     usage(stderr);

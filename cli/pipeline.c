@@ -594,12 +594,18 @@ int cv_pipeline_open(const char *cmd, const char *path, const cv_conf_prop *prop
     return 0;
 }
 
-int cv_pipeline_pick(const char *cmd, cv_pipeline *pl, const char *table) {
+int cv_pipeline_index(const cv_pipeline *pl, const char *table) {
     char want[256], have[256];
     norm_table(table, want, sizeof want);
     for (int j = 0; j < pl->ntables; j++) {
         norm_table(pl->tables[j].table, have, sizeof have);
-        if (strcmp(want, have) != 0) continue;
+        if (!strcmp(want, have)) return j;
+    }
+    return -1;
+}
+
+int cv_pipeline_pick(const char *cmd, cv_pipeline *pl, const char *table) {
+    for (int j = cv_pipeline_index(pl, table); j >= 0;) {
         cv_pipe_table keep = pl->tables[j];
         for (int k = 0; k < pl->ntables; k++) {
             if (k == j) continue;
@@ -622,8 +628,8 @@ int cv_pipeline_pick(const char *cmd, cv_pipeline *pl, const char *table) {
 }
 
 int cv_pipeline_runnable(const char *cmd, const cv_pipeline *pl) {
-    if (pl->ntables > 1 && strcmp(cmd, "sync") && strcmp(cmd, "capture") && strcmp(cmd, "worker") &&
-        strcmp(cmd, "sink")) { /* the Kafka stages run every table too (docs/KAFKA.md) */
+    if (pl->ntables > 1 && strcmp(cmd, "sync") && strcmp(cmd, "migrate") && strcmp(cmd, "capture") &&
+        strcmp(cmd, "worker") && strcmp(cmd, "sink")) { /* the Kafka stages run every table too (KAFKA.md) */
         cv_buf b = {0};
         for (int j = 0; j < pl->ntables; j++)
             cv_buf_printf(&b, "%s%s (line %d)", j ? ", " : "", pl->tables[j].table, pl->tables[j].line);

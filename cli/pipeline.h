@@ -76,6 +76,8 @@ int cv_pipeline_open(const char *cmd, const char *path, const cv_conf_prop *prop
                      const char *const *choices, int n, int argc, char **argv, const void *base, size_t size,
                      cv_pipeline *pl);
 
+/* The index of table (schema.table; public by default) among pl's tables, or -1. */
+int cv_pipeline_index(const cv_pipeline *pl, const char *table);
 /* A one-table command's --table beside --config: the file's entry for table (schema defaults to
  * public) becomes the only one. 0, or -1 after printing what the file has. */
 int cv_pipeline_pick(const char *cmd, cv_pipeline *pl, const char *table);

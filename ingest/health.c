@@ -92,6 +92,7 @@ void cv_health_table(cv_sync *s, int on) {
         cv_buf_printf(&nm, "%s.%s", s->t.schema, s->t.name);
     else
         cv_buf_printf(&nm, "%s%s", strchr(s->o.table, '.') ? "" : "public.", s->o.table);
+    if (s->o.index_suffix) cv_buf_puts(&nm, s->o.index_suffix); /* a migration's shadow: its own series */
     const char *name = nm.p;
     for (int i = 0; i < h->ntab && !t; i++)
         if (h->tab[i].s == s || (h->tab[i].gone && !strcmp(h->tab[i].name, name))) t = &h->tab[i];

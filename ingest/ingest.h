@@ -57,6 +57,8 @@ typedef struct cv_sync_opts {
     double broker_down_s;    /* Kafka stages: no broker this long is an error and not ready (0: 60 s) */
     const char *where;       /* a pipeline table's row filter (where:): only its rows that pass it, as a
                                 PostgreSQL 15 publication row filter; NULL: every row */
+    const char *index_suffix; /* cdcvec migrate: this table's shadow index ("__next", sink.h), its state
+                                 row the stream's name + the suffix; NULL: the live index */
     int pipeline;            /* from a pipeline file: the pipeline's slot (one per source database) and a
                                 state key per table (ingest/tables.c), whatever the number of tables */
 } cv_sync_opts;
@@ -75,6 +77,19 @@ int cv_sync_run(const cv_sync_opts *o, volatile sig_atomic_t *stop);
 typedef int (*cv_sync_reload_fn)(void *arg, cv_sync_opts **o, int *n);
 int cv_sync_run_tables(const cv_sync_opts *o, int n, cv_sync_reload_fn reload, void *reload_arg,
                        volatile sig_atomic_t *stop, volatile sig_atomic_t *hup);
+
+/* cdcvec migrate (migrate.c): table o[which] of the pipeline o[0..n) (as cdcvec sync would run it)
+ * gets a shadow index filled by the new model or text source while live changes reach both, verified
+ * against a snapshot and switched in atomically; then the process stops (0). rollback: the old index
+ * back (marked for a backfill by the next sync); drop_old: the old index dropped. Exit status: 0; 1 an
+ * error or the shadow differed (no switch); 2 a usage error. */
+typedef struct cv_migrate_opts {
+    const char *to_model;    /* the new model folder, or NULL: the live one's */
+    const char *to_template; /* the new template, or NULL: the live text source */
+    int rollback, drop_old;
+} cv_migrate_opts;
+int cv_migrate_run(const cv_sync_opts *o, int n, int which, const cv_migrate_opts *m,
+                   volatile sig_atomic_t *stop);
 
 /* Re-embeds the table on demand, in primary-key order, with a progress line; rows whose
  * text hash is unchanged are skipped unless o->force. Returns an exit status. */

@@ -260,7 +260,8 @@ static cv_err lock_table(cv_sync *s) {
     const cv_sync_opts *o = &s->o;
     cv_buf key = {0}, holder = {0}, store = {0};
     const char *home;
-    cv_sink_table st = {.schema = s->t.schema, .table = s->t.name, .ns = o->ns};
+    cv_sink_table st = {
+        .schema = s->t.schema, .table = s->t.name, .ns = o->ns, .index_suffix = o->index_suffix};
     const cv_outlet *out = o->outlet;
     const char *writer = out && out->writer ? out->writer : "writer of this store";
     if (out && out->store) { /* the lock lives beside the slot */
@@ -296,7 +297,8 @@ cv_err cv_sync_writer_lock(cv_sync *s, const char *role, cv_buf *holder) {
     const cv_sync_opts *o = &s->o;
     cv_buf key = {0};
     const char *home;
-    cv_sink_table st = {.schema = s->t.schema, .table = s->t.name, .ns = o->ns};
+    cv_sink_table st = {
+        .schema = s->t.schema, .table = s->t.name, .ns = o->ns, .index_suffix = o->index_suffix};
     cv_wlock_place(o->sink, o->source, o->source, &st, &home, &key);
     cv_pg_fault f = {1, "connection", NULL};
     cv_err e =
@@ -360,7 +362,7 @@ static cv_err names(cv_sync *s) {
     const char *table = dot ? dot + 1 : o->table;
     cv_buf slot = {0}, pub = {0}, store = {0}, legacy = {0};
     cv_err e = CV_OK;
-    int many = o->pipeline || (s->tables && s->tables->many);
+    int many = o->pipeline; /* a file: its slot and state keys (a migration of a flags sync: the flags') */
     if (o->slot && *o->slot) {
         cv_buf_puts(&slot, o->slot);
     } else if (many) { /* a pipeline: one slot per source database, whatever its tables and stores */
@@ -410,6 +412,12 @@ static cv_err names(cv_sync *s) {
         s->stream = st.p;
     } else
         s->stream = strdup(s->slot);
+    if (o->index_suffix && *o->index_suffix) { /* a migration's shadow index: a state row of its own */
+        cv_buf st = {0};
+        cv_buf_printf(&st, "%s%s", s->stream, o->index_suffix);
+        free(s->stream);
+        s->stream = st.p;
+    }
     free(schema), free(store.p), free(legacy.p);
     return e;
 }
@@ -496,6 +504,7 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
                         .key_exact = s->t.key_exact,
                         .index_mem_mb = o->index_memory_mb,
                         .chunked = o->search ? -1 : o->chunk_max_tokens > 0,
+                        .index_suffix = o->index_suffix,
                         .retry_s = s->tables && s->tables->n > 1 ? 2 : 0};
     if ((e = cv_sink_open(s->sink_conninfo, &st, &s->sink))) {
         const char *kind, *fix;

@@ -280,13 +280,14 @@ static cv_err on_relation(stream *st, cv_pipe *p, const cv_pg_rel *rel) {
     return e;
 }
 
-/* The streaming table whose relation this is, or NULL (a table of the publication we do not
- * follow, or one held or joining: its changes come again from the slot later). */
-static cv_pipe *pipe_of(stream *st, uint32_t relid, int streaming_only) {
-    for (int i = 0; i < st->T->n; i++) {
+/* The next streaming pipe after `after` (NULL: from the first) whose relation this is, or NULL (a
+ * table of the publication we do not follow, or one held or joining: its changes come again from
+ * the slot later). A table has two pipes while cdcvec migrate fills a shadow index beside the
+ * live one (migrate.c): each gets every change, through its own description. */
+static cv_pipe *pipe_of(stream *st, uint32_t relid, cv_pipe *after) {
+    for (int i = after ? (int)(after - st->T->p) + 1 : 0; i < st->T->n; i++) {
         cv_pipe *p = &st->T->p[i];
-        if (p->open && p->s->t.oid == relid)
-            return !streaming_only || p->state == CV_PIPE_STREAMING ? p : NULL;
+        if (p->open && p->s->t.oid == relid && p->state == CV_PIPE_STREAMING) return p;
     }
     return NULL;
 }
@@ -414,17 +415,20 @@ static cv_err on_message(stream *st, const uint8_t *data, size_t len) {
         }
         break;
     case 'R':
-        if ((p = pipe_of(st, m.rel.oid, 1))) e = on_relation(st, p, &m.rel);
+        for (p = pipe_of(st, m.rel.oid, NULL); p && !e; p = pipe_of(st, m.rel.oid, p))
+            e = on_relation(st, p, &m.rel);
         break;
     case 'I':
     case 'U':
     case 'D':
-        if ((p = pipe_of(st, m.relid, 1))) e = on_change(p, &m);
-        if (e && p && p->s != s0) s0->fault = p->s->fault; /* the retry line's */
+        for (p = pipe_of(st, m.relid, NULL); p && !e; p = pipe_of(st, m.relid, p)) {
+            e = on_change(p, &m);
+            if (e && p->s != s0) s0->fault = p->s->fault; /* the retry line's */
+        }
         break;
     case 'T':
         for (int i = 0; i < m.ntrunc; i++)
-            if ((p = pipe_of(st, m.trunc_relid[i], 1))) {
+            for (p = pipe_of(st, m.trunc_relid[i], NULL); p; p = pipe_of(st, m.trunc_relid[i], p)) {
                 p->txn_truncate = 1;
                 list_clear(&p->txn); /* everything before the truncate is gone */
                 p->n_trunc++;
@@ -432,6 +436,15 @@ static cv_err on_message(stream *st, const uint8_t *data, size_t len) {
         break;
     case 'C':
         st->in_txn = 0;
+        if (st->T->stop_at && m.end_lsn > st->T->stop_at) { /* past a migration's checkpoint: the slot
+                                                              replays it after the checkpoint */
+            for (int i = 0; i < st->T->n; i++) {
+                list_clear(&st->T->p[i].txn);
+                st->T->p[i].txn_truncate = 0;
+            }
+            st->T->paused = 1;
+            break;
+        }
         on_commit(st, &m);
         break;
     default: break; /* Y, O, M */
@@ -633,12 +646,22 @@ static cv_err session(cv_tables *T, volatile sig_atomic_t *stop, double *streami
             if (moved) /* and answered at once: the next WAL brings the next keepalive */
                 reached(&st, position_all(&st));
             if (buf[17] || moved) e = send_feedback(&st);
+            /* the server has sent everything before a migration's checkpoint (sentPtr past it) */
+            if (T->stop_at && end >= T->stop_at && !st.in_txn) T->paused = 1;
         } else if (buf[0] == 'w' && n >= 25) {
             uint64_t end = be64(buf + 9);
             if (end > st.received) st.received = end;
             e = on_message(&st, (const uint8_t *)buf + 25, (size_t)n - 25);
         }
         PQfreemem(buf);
+        if (!e && T->paused && !st.in_txn) { /* a migration's checkpoint (migrate.c) */
+            if (!(e = flush_all(&st)) && !(e = send_feedback(&st))) {
+                PQfinish(st.repl); /* the check may take long: no walsender waits on this connection */
+                st.repl = NULL;
+                e = cv_migrate_checkpoint(T, stop);
+            }
+            goto out;
+        }
     }
     if (!e && *stop) e = send_feedback(&st);
 out:
@@ -675,6 +698,11 @@ static cv_err attempt(void *arg, volatile sig_atomic_t *stop, cv_stage_end *end)
 
 int cv_sync_run_tables(const cv_sync_opts *o, int n, cv_sync_reload_fn reload, void *reload_arg,
                        volatile sig_atomic_t *stop, volatile sig_atomic_t *hup) {
+    return cv_sync_run_pipeline(o, n, reload, reload_arg, NULL, stop, hup);
+}
+
+int cv_sync_run_pipeline(const cv_sync_opts *o, int n, cv_sync_reload_fn reload, void *reload_arg,
+                         struct cv_migration *mig, volatile sig_atomic_t *stop, volatile sig_atomic_t *hup) {
     cv_sync s;
     if (cv_sync_runtime_open(&s, &o[0])) {
         cv_error("event=sync_stopped kind=config error=\"cannot start the model or the embedding client\"");
@@ -682,8 +710,10 @@ int cv_sync_run_tables(const cv_sync_opts *o, int n, cv_sync_reload_fn reload, v
         return 1;
     }
     s.stop = stop;
-    cv_tables T = {.many = o[0].pipeline || n > 1, .reload = reload, .reload_arg = reload_arg, .hup = hup};
+    cv_tables T = {
+        .many = o[0].pipeline || n > 1, .reload = reload, .reload_arg = reload_arg, .hup = hup, .mig = mig};
     int rc = 1;
+    cv_migrate_metrics(&T, s.rt.reg);
     if (cv_tables_open(&T, &s, o, n)) goto out;
     if (cv_health_monitor(&s, 1)) goto out;
     const cv_stage st = {.name = "sync", .attempt = attempt, .arg = &T, .m_retries = s.rt.m_retries};

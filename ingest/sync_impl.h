@@ -136,6 +136,11 @@ typedef struct cv_pipe {
     double pend_since, pend_commit_unix;
     long n_ins, n_upd, n_del, n_trunc;
     int gone_logged;
+    /* a migration's shadow (migrate.c): the model it embeds with, served in this process */
+    cv_minilm *model;
+    cv_server *server;
+    cv_client *client;
+    cv_metrics *reg; /* its apply stage's counters (the live table's are the ones exported) */
 } cv_pipe;
 
 /* The pipeline's tables (tables.c). p[0]'s cv_sync owns the runtime (model, server, search page,
@@ -150,7 +155,40 @@ struct cv_tables {
     uint64_t confirmed;         /* the slot's position the stream reported last */
     volatile sig_atomic_t *hup; /* SIGHUPs seen (NULL: none asked for) */
     int hup_done;
+    /* cdcvec migrate (migrate.c): NULL, or the migration of one table to a shadow index. stop_at: the
+     * stream applies every transaction ending there or before, then pauses (paused = 1) at the
+     * first one past it (or a keepalive past it), for the migration's checkpoint */
+    struct cv_migration *mig;
+    uint64_t stop_at;
+    int paused;
 };
+
+/* cv_sync_run_tables with a migration (migrate.c; NULL: none). */
+int cv_sync_run_pipeline(const cv_sync_opts *o, int n, cv_sync_reload_fn reload, void *reload_arg,
+                         struct cv_migration *mig, volatile sig_atomic_t *stop, volatile sig_atomic_t *hup);
+/* migrate.c: its metrics (cdcvec_migrate_*), on the runtime's registry. */
+void cv_migrate_metrics(cv_tables *T, cv_metrics *reg);
+/* migrate.c: a shadow pipe's own model, server, client and apply stage (in place of the twin). */
+cv_err cv_migrate_shadow_open(cv_tables *T, cv_pipe *p);
+void cv_migrate_shadow_close(cv_pipe *p);
+/* Between transactions (cv_tables_tick): once the shadow streams beside the live index, a
+ * checkpoint is taken (a temporary slot's exported snapshot; T->stop_at its position). */
+cv_err cv_migrate_tick(cv_tables *T);
+/* The stream paused at T->stop_at, everything delivered, the replication connection closed: the
+ * shadow is verified against the source as of the checkpoint and, with no difference, switched
+ * in (the process then stops: *stop set). CV_ERR_TIMEOUT with restart_now: not now (a table held),
+ * the stream starts again. */
+cv_err cv_migrate_checkpoint(cv_tables *T, volatile sig_atomic_t *stop);
+
+/* verify.c: the store's rows whose key the source, read through snap (a transaction in a
+ * snapshot), does not have are deleted at pos (a backfill into a store that held rows already:
+ * rows deleted while it was not followed); *deleted: how many. */
+cv_err cv_verify_sweep(cv_sync *s, PGconn *snap, uint64_t pos, volatile sig_atomic_t *stop, long *deleted);
+/* verify.c: the source (s->src, in whatever snapshot its transaction has) against s's store,
+ * without repair; differences printed (show per kind), counted into *total, rows seen into
+ * *source_rows / *store_rows. */
+cv_err cv_verify_session(cv_sync *s, long show, volatile sig_atomic_t *stop, long *total, long *source_rows,
+                         long *store_rows);
 
 /* tables.c: the pipeline's session: every table's session opened (a store that does not
  * answer holds its table, not the others; one table alone: its error), and closed. A pipe's hold, its retry,

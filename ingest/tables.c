@@ -62,6 +62,7 @@ int cv_tables_open(cv_tables *T, cv_sync *s0, const cv_sync_opts *o, int n) {
         s->tables = T;
         T->p[T->n].s = s;
         own_apply(T, &T->p[T->n++]);
+        if (s->o.index_suffix && cv_migrate_shadow_open(T, &T->p[T->n - 1])) return -1;
     }
     return 0;
 }
@@ -79,6 +80,7 @@ static void pipe_free(cv_tables *T, int i) {
     cv_sync_session_close(p->s);
     if (i > 0) {
         cv_apply_free(p->apply);
+        cv_migrate_shadow_close(p);
         cv_buf_free(&p->s->bf_done);
         free(p->s);
     }
@@ -516,6 +518,10 @@ cv_err cv_tables_tick(cv_tables *T, volatile sig_atomic_t *stop) {
                  "table_joined: the session starts again for the tables that joined");
         s0->restart_now = 1;
         return CV_ERR_TIMEOUT;
+    }
+    if (T->mig) {
+        cv_err e = cv_migrate_tick(T);
+        if (e) return e;
     }
     double now = cv_now();
     for (int i = 0; i < T->n; i++) {

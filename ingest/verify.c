@@ -51,8 +51,9 @@ typedef struct {
     cv_metric *m[D_KINDS];
     char **page; /* store walk: this page's key texts */
     int npage;
-    cv_dl dl;     /* --repair: the dead letters of the keys repaired are removed */
-    long cleared; /* dead letters removed */
+    cv_dl dl;       /* --repair: the dead letters of the keys repaired are removed */
+    long cleared;   /* dead letters removed */
+    int no_metrics; /* a migration's check (cv_verify_session): counted in its own line, not here */
 } verify;
 
 /* After a repair of keys kt[0..n): their dead letters (older than this run) are resolved. */
@@ -276,21 +277,15 @@ static cv_err lock_store(cv_sync *s) {
     return cv_sync_writer_lock_for(s, "verify", "verify --repair", "(or verify without --repair)");
 }
 
-int cv_verify_run(const cv_sync_opts *o, int repair, long show, volatile sig_atomic_t *stop) {
-    cv_sync s;
-    verify v = {.s = &s, .repair = repair, .show = show};
-    cv_err e = cv_sync_runtime_open(&s, o);
-    if (!e) e = cv_sync_session_open(&s, 0);
-    if (!e && repair) e = lock_store(&s);
-    if (!e && repair) e = cv_dl_open(&s, &v.dl);
-    uint64_t pos = 0, bpos;
-    int done;
-    if (!e && (e = cv_sink_state(s.sink, &pos, &done, &bpos))) e = cv_sync_batch_failed(&s, e);
-    for (int k = 0; !e && k < D_KINDS; k++) {
+/* Both walks over s's open session, at the store's position pos. */
+static cv_err walks(verify *v, uint64_t pos, volatile sig_atomic_t *stop) {
+    cv_sync *s = v->s;
+    cv_err e = CV_OK;
+    for (int k = 0; k < D_KINDS && !v->no_metrics; k++) {
         cv_buf l = {0};
         cv_buf_printf(&l, "kind=\"%s\"", KIND[k]);
-        v.m[k] =
-            cv_metrics_counter(s.rt.reg, "cdcvec_verify_differences_total",
+        v->m[k] =
+            cv_metrics_counter(s->rt.reg, "cdcvec_verify_differences_total",
                                "Differences between the source and the store found by cdcvec verify.", l.p);
         free(l.p);
     }
@@ -304,25 +299,72 @@ int cv_verify_run(const cv_sync_opts *o, int repair, long show, volatile sig_ato
         }
         int n = 0;
         cv_pg_fault f = {1, "connection", NULL};
-        if ((e = cv_read_page(s.src, &s.t, after, CV_VERIFY_PAGE, chg, &n, &f))) {
-            cv_sync_error(&s, "source", &f);
+        if ((e = cv_read_page(s->src, &s->t, after, CV_VERIFY_PAGE, chg, &n, &f))) {
+            cv_sync_error(s, "source", &f);
             break;
         }
         if (n == 0) break;
         cv_key_free(after);
-        after = calloc((size_t)s.t.nkeys + 1, sizeof(char *));
+        after = calloc((size_t)s->t.nkeys + 1, sizeof(char *));
         CV_ASSERT(after);
-        for (int k = 0; k < s.t.nkeys; k++)
+        for (int k = 0; k < s->t.nkeys; k++)
             after[k] = strdup(chg[n - 1].key[k]);
-        v.source_rows += n;
-        e = check_page(&v, chg, n, pos);
+        v->source_rows += n;
+        e = check_page(v, chg, n, pos);
     }
     cv_key_free(after);
     free(chg);
     long deleted = 0;
-    if (!e) e = store_walk(&v, pos, 1, &deleted, stop);
-    for (int pass = 0; !e && repair && deleted && pass < 10; pass++) /* a cursor the deletes shifted */
-        e = store_walk(&v, pos, 0, &deleted, stop);
+    if (!e) e = store_walk(v, pos, 1, &deleted, stop);
+    for (int pass = 0; !e && v->repair && deleted && pass < 10; pass++) /* a cursor the deletes shifted */
+        e = store_walk(v, pos, 0, &deleted, stop);
+    return e;
+}
+
+cv_err cv_verify_session(cv_sync *s, long show, volatile sig_atomic_t *stop, long *total, long *source_rows,
+                         long *store_rows) {
+    verify v = {.s = s, .show = show, .no_metrics = 1};
+    uint64_t pos = 0, bpos;
+    int done;
+    cv_err e = cv_sink_state(s->sink, &pos, &done, &bpos);
+    if (e) return cv_sync_batch_failed(s, e);
+    if ((e = walks(&v, pos, stop))) return e;
+    *total = 0;
+    for (int k = 0; k < D_KINDS; k++)
+        *total += v.found[k];
+    *source_rows = v.source_rows;
+    *store_rows = v.store_rows;
+    fflush(stdout);
+    return CV_OK;
+}
+
+cv_err cv_verify_sweep(cv_sync *s, PGconn *snap, uint64_t pos, volatile sig_atomic_t *stop, long *deleted) {
+    verify v = {.s = s, .repair = 1, .no_metrics = 1};
+    PGconn *own = s->src;
+    s->src = snap;
+    long d = 0;
+    *deleted = 0;
+    cv_err e = store_walk(&v, pos, 0, &d, stop);
+    *deleted += d;
+    for (int pass = 0; !e && d && pass < 10; pass++) { /* a cursor the deletes shifted */
+        e = store_walk(&v, pos, 0, &d, stop);
+        *deleted += d;
+    }
+    s->src = own;
+    return e;
+}
+
+int cv_verify_run(const cv_sync_opts *o, int repair, long show, volatile sig_atomic_t *stop) {
+    cv_sync s;
+    verify v = {.s = &s, .repair = repair, .show = show};
+    cv_err e = cv_sync_runtime_open(&s, o);
+    if (!e) e = cv_sync_session_open(&s, 0);
+    if (!e && repair) e = lock_store(&s);
+    if (!e && repair) e = cv_dl_open(&s, &v.dl);
+    uint64_t pos = 0, bpos;
+    int done;
+    if (!e && (e = cv_sink_state(s.sink, &pos, &done, &bpos))) e = cv_sync_batch_failed(&s, e);
+    if (!e) e = walks(&v, pos, stop);
     long total = 0;
     for (int k = 0; k < D_KINDS; k++) {
         total += v.found[k];

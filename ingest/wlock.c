@@ -23,7 +23,7 @@ void cv_wlock_place(const char *sink, const char *source, const char *state_db, 
     if (!strcmp(cv_sink_kind(sink), "pgvector")) {
         *home = sink && *sink ? sink : source;
         cv_buf_puts(key, "cdcvec writer pgvector cdcvec.");
-        cv_name_sink_table(t->schema, t->table, key);
+        cv_sink_pg_table(t, key); /* a migration's shadow: its own lock */
         return;
     }
     *home = state_db && *state_db ? state_db : NULL;

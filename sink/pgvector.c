@@ -227,7 +227,7 @@ static cv_err pg_open(const char *conninfo, const cv_sink_table *t, cv_sink **ou
     const char *fault = getenv("CDCVEC_TEST_FAULT"); /* tests: die between the parts' commits */
     if (fault && strncmp(fault, "parts_committed:", 16) == 0) s->fault_at = atol(fault + 16);
     cv_buf name = {0}, tab = {0}, keys = {0}, cast = {0}, sql = {0};
-    cv_name_sink_table(t->schema, t->table, &name);
+    cv_sink_pg_table(t, &name); /* with the index suffix of a migration's shadow */
     cv_buf_puts(&tab, "cdcvec.");
     cv_pg_ident(&tab, name.p);
     for (int i = 0; i < t->nkeys; i++) {

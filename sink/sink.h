@@ -63,6 +63,10 @@ typedef struct cv_sink_table {
      * 120 s); a pipeline of several tables asks for less, so that a store down holds its table
      * (ingest/tables.c) instead of stalling the others behind it */
     double retry_s;
+    /* cdcvec migrate (ingest/migrate.c): another index of the same table beside the live one, NULL or
+     * "": the live index. pgvector: table cdcvec."<schema>_<table><suffix>", its state row keyed
+     * stream (which the caller suffixes the same way). Qdrant, Upstash: refused (not built yet). */
+    const char *index_suffix;
 } cv_sink_table;
 
 typedef struct cv_sink_row {
@@ -264,5 +268,24 @@ cv_err cv_sink_fetch(cv_sink *s, const char *const *const *keys, int n, int *fou
  * (filtered on the table), Upstash ranges over its namespace. */
 typedef void (*cv_sink_key_cb)(void *arg, const char *keytext);
 cv_err cv_sink_scan(cv_sink *s, cv_buf *cursor, int limit, cv_sink_key_cb cb, void *arg, int *more);
+
+/* ---- migrations (cdcvec migrate, ingest/migrate.c): indexes of one table side by side ---- */
+
+/* The pgvector table of t (with t->index_suffix), unquoted, within 63 bytes (pg/cv_names.h). */
+void cv_sink_pg_table(const cv_sink_table *t, cv_buf *out);
+/* Whether conninfo's store has t's index with suffix (and its state row, t->stream + suffix):
+ * *table, *state. pgvector only (CV_ERR_UNSUPPORTED otherwise, with the reason logged). */
+cv_err cv_sink_index_has(const char *conninfo, const cv_sink_table *t, const char *suffix, int *table,
+                         int *state);
+/* The switch, in one transaction of the store: the live index (t, no suffix; state row t->stream)
+ * is renamed to suffix `keep`, the index of suffix `in` becomes the live one (table, HNSW index,
+ * state row, dead letters). Searches by the live name see the old index or the new one, whole,
+ * never neither. An index under `keep` already there is refused (CV_ERR_MISMATCH). backfill_again:
+ * the new live index's state is marked as not backfilled (it was left behind by a switch: a sync
+ * backfills it again, hash-checked, before it streams). */
+cv_err cv_sink_index_swap(const char *conninfo, const cv_sink_table *t, const char *in, const char *keep,
+                          int backfill_again);
+/* Drops the index of t with suffix (table, state row, dead letters); *dropped: it existed. */
+cv_err cv_sink_index_drop(const char *conninfo, const cv_sink_table *t, const char *suffix, int *dropped);
 
 #endif
