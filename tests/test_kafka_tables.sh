@@ -4,8 +4,10 @@
 # carry two tables (an int key and a text key, each into its own pgvector table) from one
 # replication slot, one topic per table, through librdkafka's mock cluster over TCP and a real
 # PostgreSQL 15:
-#   1. one slot for both tables; after the backfill, inserts, updates, deletes, a truncate of one
-#      table and kill -9 of capture and of the sink, every store equals its source
+#   1. one slot for both tables, one model in the worker, a consumer group per table; the sink's
+#      /wait covers a commit of either table once it is in its store; after the backfill, inserts,
+#      updates, deletes, a truncate of one table and kill -9 of capture and of the sink, every store
+#      equals its source; a third table added to the file joins at the restart (its own snapshot)
 #   2. a one-table file produces the messages today's flags produce (the LSNs aside: two slots)
 #   3. bad files are refused with the file, line, key and fix, before anything starts
 #   usage: test_kafka_tables.sh path/to/cdcvec path/to/kafka_mock_broker
@@ -49,7 +51,8 @@ run() { # LOGNAME ARGS...: a stage in the background, watched, its pid in $!
   watch $! "$log" "$work/$log.log"
 }
 start_capture() { run capture capture --config "$work/pipeline.yaml"; cap_pid=$!; }
-start_sink() { run sink sink --config "$work/pipeline.yaml"; sink_pid=$!; }
+sink_http=$(free_port $((port + 100)))
+start_sink() { run sink sink --config "$work/pipeline.yaml" --http "127.0.0.1:$sink_http"; sink_pid=$!; }
 
 mism_items() {
   q "SELECT count(*) FROM (SELECT * FROM items WHERE description IS NOT NULL) b
@@ -77,6 +80,19 @@ check "one replication slot for both tables (cdcvec_capture_<database>_pipeline_
    [ "$(q "SELECT count(*) FROM pg_replication_slots")" = 1 ]'
 check "the worker and the sink have a consumer group per table" \
   'grep -q "group=cdcvec-workers.public.notes" "$work/worker.log" && grep -q "group=cdcvec-sink.public.items" "$work/sink.log"'
+check "the worker loaded the model once for both tables" '[ "$(grep -c event=model_loaded "$work/worker.log")" = 1 ]'
+ryw() { # TABLE ROW: commit, then the sink's /wait: 200 once every table's store has it, the row there then
+  local out lsn c
+  out=$(psql -qAtX "$DB" -c "INSERT INTO $1 VALUES $2" -c "SELECT pg_current_wal_insert_lsn()")
+  lsn=$(echo "$out" | tail -1)
+  c=$(curl -s -o "$work/body" -w "%{http_code}" "http://127.0.0.1:$sink_http/wait?lsn=$lsn&timeout_ms=30000")
+  [ "$c" = 200 ] || { echo "  $1: /wait answered $c: $(cat "$work/body")"; return 1; }
+}
+check "the sink's /wait covers a commit of either table once it is in its store" \
+  'ryw notes "('"'"'ryw-1'"'"', '"'"'read your writes'"'"', '"'"'r'"'"')" &&
+   [ "$(q "SELECT count(*) FROM cdcvec.public_notes WHERE code = '"'"'ryw-1'"'"'")" = 1 ] &&
+   ryw items "(900, '"'"'read your writes too'"'"', 9)" &&
+   [ "$(q "SELECT count(*) FROM cdcvec.public_items WHERE id = 900")" = 1 ]'
 
 q "INSERT INTO items SELECT g, 'new item ' || g, g FROM generate_series(121, 160) g;
    UPDATE items SET description = description || ' (edited)' WHERE id % 4 = 0;
