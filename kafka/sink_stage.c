@@ -29,6 +29,7 @@ typedef struct {
     const cv_sink_stage_opts *k;
     cv_kafka_url in;
     cv_kafka_metrics km_own, *km; /* the process's (the first table's) */
+    double lag_seen;              /* this table's part of km->lag */
     struct sink_tables *all;      /* a pipeline file's tables (cv_sink_stage_run_tables), or NULL */
     int idx;                      /* this table's place in it */
     rd_kafka_t *rk;
@@ -512,7 +513,8 @@ static cv_err session(stage *st, volatile sig_atomic_t *stop) {
         }
         if (!e) e = flush(st);
         double lag = cv_kafka_consumer_lag(st->rk);
-        if (lag >= 0) cv_metric_set(st->km->lag, lag);
+        if (lag >= 0) /* the gauge sums the tables' lags */
+            cv_metric_add(st->km->lag, lag - st->lag_seen), st->lag_seen = lag;
         if (!e && lag == 0 && n == 0 && st->sink && !st->index_ready) { /* caught up: build the index now */
             if (!cv_sink_backfill_mark(st->sink, st->floor, 1)) st->index_ready = 1;
         }

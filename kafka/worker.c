@@ -34,6 +34,7 @@ typedef struct {
     const cv_worker_opts *w;
     cv_kafka_url in, out;
     cv_kafka_metrics km_own, *km; /* the process's (the first table's) */
+    double lag_seen;              /* this table's part of km->lag */
     rd_kafka_t *rk;
     cv_kafka_producer *p, *dlq;
     int out_parts;
@@ -363,7 +364,8 @@ static cv_err session(worker *wk, volatile sig_atomic_t *stop) {
         for (int i = 0; i < n; i++)
             cv_kin_msg_free(&msgs[i]);
         double lag = cv_kafka_consumer_lag(wk->rk);
-        if (lag >= 0) cv_metric_set(wk->km->lag, lag);
+        if (lag >= 0) /* the gauge sums the tables' lags */
+            cv_metric_add(wk->km->lag, lag - wk->lag_seen), wk->lag_seen = lag;
     }
     free(msgs);
     return e == CV_ERR_SHUTDOWN ? CV_OK : e;

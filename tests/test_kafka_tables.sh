@@ -94,6 +94,8 @@ check "the sink's /wait covers a commit of either table once it is in its store"
    ryw items "(900, '"'"'read your writes too'"'"', 9)" &&
    [ "$(q "SELECT count(*) FROM cdcvec.public_items WHERE id = 900")" = 1 ]'
 
+lagm() { curl -s "http://127.0.0.1:$sink_http/metrics" | awk '$1 == "cdcvec_kafka_consumer_lag_messages{stage=\"sink\"}" { print $2 }'; }
+check "the sink's consumer lag (both tables' summed) comes back to 0" 'wait_until "[ \"\$(lagm)\" = 0 ]" "lagm; progress"'
 q "INSERT INTO items SELECT g, 'new item ' || g, g FROM generate_series(121, 160) g;
    UPDATE items SET description = description || ' (edited)' WHERE id % 4 = 0;
    UPDATE items SET price = price + 1 WHERE id % 5 = 0;
