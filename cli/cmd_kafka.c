@@ -410,8 +410,7 @@ static int run_file(const char *which, kconf *c, int argc, char **argv, cv_kafka
                 .key_columns = t->key_columns,
                 .batch_rows = t->batch_rows,
                 .chunk_max_tokens = (int)(pt->chunk_line ? pt->chunk_max_tokens : c->chunk_max_tokens),
-                .chunk_overlap =
-                    (int)(pt->chunk_line && pt->chunk_overlap ? pt->chunk_overlap : c->chunk_overlap),
+                .chunk_overlap = (int)(pt->chunk_line ? pt->chunk_overlap : c->chunk_overlap),
                 .chunk_cache_mb = (int)p0->chunk_cache_mb,
                 .props = kp};
         }

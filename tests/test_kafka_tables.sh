@@ -7,7 +7,8 @@
 #   1. one slot for both tables, one model in the worker, a consumer group per table; the sink's
 #      /wait covers a commit of either table once it is in its store; after the backfill, inserts,
 #      updates, deletes, a truncate of one table and kill -9 of capture and of the sink, every store
-#      equals its source; a third table added to the file joins at the restart (its own snapshot)
+#      equals its source; a third table added to the file joins at the restart (its own snapshot),
+#      its chunk: option chunking its texts in the worker
 #   2. a one-table file produces the messages today's flags produce (the LSNs aside: two slots)
 #   3. bad files are refused with the file, line, key and fix, before anything starts
 #   usage: test_kafka_tables.sh path/to/cdcvec path/to/kafka_mock_broker
@@ -130,18 +131,23 @@ cat >>"$work/pipeline.yaml" <<EOF
     text: note
     topic: kafka://$K/extra-cdc
     embeddings_topic: kafka://$K/extra-emb
+    chunk: {max_tokens: 32, overlap: 8}
 EOF
-mism_extra() {
-  q "SELECT count(*) FROM extra b FULL JOIN cdcvec.public_extra v USING (id)
+mism_extra() { # chunks: one row per (id, chunk), each with the whole text's hash
+  q "SELECT count(*) FROM extra b FULL JOIN (SELECT DISTINCT id, text_hash FROM cdcvec.public_extra) v USING (id)
      WHERE b.id IS NULL OR v.id IS NULL OR v.text_hash <> sha256(convert_to(b.note, 'UTF8'))" 2>/dev/null || echo err
 }
 start_capture
 start_worker
 start_sink
-q "UPDATE items SET price = price + 100 WHERE id % 2 = 0; INSERT INTO extra VALUES (500, 'written as it joins')" >/dev/null
+q "UPDATE items SET price = price + 100 WHERE id % 2 = 0; INSERT INTO extra VALUES (500, 'written as it joins');
+   INSERT INTO extra VALUES (700, repeat('a long note about many things, ', 40))" >/dev/null
 check "a table added to the file joins at the restart; nothing of the others lost" \
   'converged && wait_until "[ \"\$(mism_extra)\" = 0 ]" "mism_extra; progress" && grep -q "event=table_joined table=\"public\".\"extra\"" "$work/capture.log"'
 q "DELETE FROM extra WHERE id < 10; UPDATE notes SET body = 'last' WHERE code = 'after'" >/dev/null
+check "the worker chunks the table whose entry has chunk: (a long text: several chunks), the others not" \
+  '[ "$(q "SELECT count(*) > 3 FROM cdcvec.public_extra WHERE id = 700")" = t ] &&
+   [ "$(q "SELECT count(*) FROM information_schema.columns WHERE table_schema = '"'"'cdcvec'"'"' AND column_name = '"'"'chunk_hash'"'"' AND table_name IN ('"'"'public_items'"'"', '"'"'public_notes'"'"')")" = 0 ]'
 check "then all three stream" 'converged && wait_until "[ \"\$(mism_extra)\" = 0 ]" "mism_extra; progress"'
 check "still one replication slot" '[ "$(q "SELECT count(*) FROM pg_replication_slots")" = 1 ]'
 stop_all "$cap_pid" "$sink_pid" "$worker_pid"
