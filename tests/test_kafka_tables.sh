@@ -9,7 +9,8 @@
 #      updates, deletes, a truncate of one table and kill -9 of capture and of the sink, every store
 #      equals its source; a third table added to the file joins at the restart (its own snapshot),
 #      its chunk: option chunking its texts in the worker
-#   2. a one-table file produces the messages today's flags produce (the LSNs aside: two slots)
+#   2. a one-table file produces the messages today's flags produce (the LSNs aside: two slots), the
+#      tutorial's format (format: quix) byte for byte
 #   3. bad files are refused with the file, line, key and fix, before anything starts
 #   usage: test_kafka_tables.sh path/to/cdcvec path/to/kafka_mock_broker
 set -u
@@ -27,7 +28,8 @@ q "CREATE TABLE items (id int PRIMARY KEY, description text, price int);
    INSERT INTO notes SELECT 'n-' || g, 'note ' || g || ' says ' || md5((g * 7)::text), 't' || g % 5
      FROM generate_series(1, 120) g" >/dev/null
 kmock_start "$broker" --topic items-cdc:2 --topic items-emb:2 --topic notes-cdc:3 --topic notes-emb:3 \
-  --topic extra-cdc:2 --topic extra-emb:2 --topic flags-cdc:1 --topic file-cdc:1 || { echo "FAIL cannot start the mock broker"; exit 1; }
+  --topic extra-cdc:2 --topic extra-emb:2 --topic flags-cdc:1 --topic file-cdc:1 --topic flagsq-cdc:1 \
+  --topic fileq-cdc:1 || { echo "FAIL cannot start the mock broker"; exit 1; }
 K=$KMOCK_BOOTSTRAP
 
 cat >"$work/pipeline.yaml" <<EOF
@@ -166,8 +168,8 @@ run flags capture --source "$DB" --table public.items --to "kafka://$K/flags-cdc
 flags_pid=$!
 run one capture --config "$work/one.yaml"
 one_pid=$!
-# the messages of a topic, position marks left out, each without its LSN and commit time (the two
-# captures read two slots), in topic order
+# the messages of a topic, in topic order: cdcvec/1 ones without position marks and without their
+# LSN and commit time (the two captures read two slots); the tutorial's ones as their bytes
 changes() {
   "$PY" - "$K" "$1" "$rows" <<'PY'
 import json, sys, time
@@ -182,6 +184,9 @@ while len(out) < int(sys.argv[3]) and time.monotonic() - idle < 60:
         continue
     idle = time.monotonic()
     v = json.loads(m.value())
+    if v.get("format") != "cdcvec/1":  # the tutorial's: its bytes as they are
+        out.append(json.dumps([m.key().decode(), m.value().decode()]))
+        continue
     if v.get("op") == "mark":
         continue
     v.pop("lsn", None), v.pop("commit_time", None)
@@ -195,6 +200,18 @@ changes file-cdc >"$work/file.msgs"
 check "a one-table file produces the flags' messages ($rows rows: keys and values, LSNs aside)" \
   '[ "$(wc -l <"$work/flags.msgs")" = "$rows" ] && cmp -s "$work/flags.msgs" "$work/file.msgs"' ||
   diff "$work/flags.msgs" "$work/file.msgs" | head -5
+stop_all "$flags_pid" "$one_pid"
+# the tutorial's format (--format quix) too
+sed -e 's/slot: cdcvec_one_table/slot: cdcvec_one_quix, format: quix/' -e 's/file-cdc/fileq-cdc/' "$work/one.yaml" >"$work/oneq.yaml"
+run flagsq capture --source "$DB" --table public.items --to "kafka://$K/flagsq-cdc" --format quix --slot cdcvec_flags_quix
+flags_pid=$!
+run oneq capture --config "$work/oneq.yaml"
+one_pid=$!
+changes flagsq-cdc >"$work/flagsq.msgs"
+changes fileq-cdc >"$work/fileq.msgs"
+check "and in the tutorial's format (--format quix / format: quix): the same messages, byte for byte" \
+  '[ "$(wc -l <"$work/flagsq.msgs")" = "$rows" ] && cmp -s "$work/flagsq.msgs" "$work/fileq.msgs"' ||
+  diff "$work/flagsq.msgs" "$work/fileq.msgs" | head -5
 stop_all "$flags_pid" "$one_pid"
 
 # ---- 3. bad files ----------------------------------------------------------------------------
