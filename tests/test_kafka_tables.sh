@@ -233,6 +233,10 @@ check "an unknown key: refused with its line and the key meant" \
 printf 'source: "%s"\ntables:\n  - table: items\n    topic: kafka://%s/t\n    group: g\n' "$DB" "$K" >"$work/group.yaml"
 check "a key of one process's command line (group): refused with the fix" \
   'refused group "group.yaml:5:.*group: an option of one run, not a pipeline key; fix: pass --group" sink'
+"$bin" capture --config "$work/pipeline.yaml" --table nosuch >"$work/pick.out" 2>&1
+rc=$?
+check "capture --config F --table T: a table not in the file is refused, naming the file's tables" \
+  '[ $rc = 2 ] && grep -q "table nosuch: not a table of .*pipeline.yaml (it has items, public.notes, extra); fix" "$work/pick.out"'
 "$bin" capture --config "$work/pipeline.yaml" --to "kafka://$K/x" >"$work/to.out" 2>&1
 rc=$?
 check "--to beside --config: refused (exit 2) with the fix" \
