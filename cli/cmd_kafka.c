@@ -373,7 +373,9 @@ static int run_file(const char *which, kconf *c, int argc, char **argv, cv_kafka
                               .http = j ? NULL : c->http,
                               .api_key = key,
                               .pipeline = 1,
-                              .where = pl.tables[j].where};
+                              .where = pl.tables[j].where,
+                              .columns = pl.tables[j].columns,
+                              .columns_at = pl.tables[j].columns_at};
         cv_cli_http_opts(&c->hl, &o[j].http_opts);
     }
     cv_cli_on_stop(&stop_flag);

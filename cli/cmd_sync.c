@@ -297,6 +297,7 @@ static int tables_opts(const tables_ctx *x, cv_pipeline *pl, cv_sync_opts **out,
         o[j].api_key = x->api_key;
         o[j].pipeline = 1;
         o[j].where = pl->tables[j].where;
+        o[j].columns = pl->tables[j].columns, o[j].columns_at = pl->tables[j].columns_at;
     }
     o[0].outlet = cv_search_outlet();
     *out = o;
@@ -340,12 +341,33 @@ static int migrate(const sync_conf *c, cv_sync_opts *o, cv_pipeline *pl, const c
     }
     if (!*c->config) {
         o->outlet = cv_search_outlet();
-        return cv_migrate_run(o, 1, 0, &m, &stop_flag);
+        int only = 0;
+        return cv_migrate_run(o, 1, &only, 1, &m, &stop_flag);
     }
-    int which = pl->table_given ? cv_pipeline_index(pl, c->table) : pl->ntables == 1 ? 0 : -1;
-    if (which < 0) {
-        fprintf(stderr, "cdcvec migrate: %s has several tables: name the one to migrate with --table\n",
+    /* a file: its --table, or (a new model: the process has one) every table */
+    int *which = calloc((size_t)pl->ntables, sizeof *which), nw = 0;
+    if (!which) return 1;
+    if (pl->table_given) {
+        which[nw] = cv_pipeline_index(pl, c->table);
+        nw += which[nw] >= 0;
+    } else if (pl->ntables == 1 || m.to_model || m.rollback || m.drop_old) {
+        for (int j = 0; j < pl->ntables; j++)
+            which[nw++] = j;
+    }
+    if (!nw) {
+        fprintf(stderr, "cdcvec migrate: %s: %s\n", pl->file,
+                pl->table_given ? "--table names no table of the file"
+                                : "a new template is one table's: name it with --table");
+        free(which);
+        return 2;
+    }
+    if (m.to_model && nw < pl->ntables) {
+        fprintf(stderr,
+                "cdcvec migrate: %s: --to-model with --table: a pipeline runs one model for all its "
+                "tables; fix: migrate them all (drop --table), or give the table a pipeline file (and "
+                "slot:) of its own first\n",
                 pl->file);
+        free(which);
         return 2;
     }
     static tables_ctx x;
@@ -357,10 +379,10 @@ static int migrate(const sync_conf *c, cv_sync_opts *o, cv_pipeline *pl, const c
                      .source = pl->source,
                      .api_key = key};
     cv_sync_opts *to = NULL;
-    int n = 0;
-    if (tables_opts(&x, pl, &to, &n)) return 2;
-    int rc = cv_migrate_run(to, n, which, &m, &stop_flag);
+    int n = 0, rc = 2;
+    if (!tables_opts(&x, pl, &to, &n)) rc = cv_migrate_run(to, n, which, nw, &m, &stop_flag);
     free(to);
+    free(which);
     return rc;
 }
 
@@ -371,15 +393,23 @@ int cv_cmd_sync(int argc, char **argv, const char *which) {
     for (int i = 0; i < NPROPS; i++)
         if (migrates || !migrate_only(PROPS[i].name)) mine[nmine++] = PROPS[i];
     if (argc > 1 && strcmp(argv[1], "--config-markdown") == 0) {
+        if (migrates) { /* its own options; the rest are sync's (docs/CONFIG.md) */
+            cv_conf_prop own[NPROPS];
+            int n = 0;
+            for (int i = 0; i < NPROPS; i++)
+                if (migrate_only(PROPS[i].name)) own[n++] = PROPS[i];
+            cv_conf_markdown(stdout, own, n);
+            return 0;
+        }
         cv_conf_markdown(stdout, mine, nmine);
         cv_cli_api_key_markdown(stdout);
         return 0;
     }
     if (argc > 1 && strcmp(argv[1], "--pipeline-markdown") == 0) {
         unsigned char scope[NPROPS];
-        for (int i = 0; i < NPROPS; i++)
-            scope[i] = scope_of(PROPS[i].name);
-        cv_pipeline_markdown(stdout, PROPS, scope, NPROPS);
+        for (int i = 0; i < nmine; i++)
+            scope[i] = scope_of(mine[i].name);
+        cv_pipeline_markdown(stdout, mine, scope, nmine);
         return 0;
     }
     const char *query = NULL;
@@ -484,8 +514,11 @@ int cv_cmd_sync(int argc, char **argv, const char *which) {
     cv_sync_opts o;
     if (conf_opts(which, &c, &o) || (!query && chunk_runnable(which, &c))) return 2;
     o.search = query != NULL;
-    o.pipeline = *c.config != 0; /* the file's slot and state keys (cdcvec sync runs it whole) */
-    if (*c.config && pl.ntables == 1) o.where = pl.tables[0].where; /* verify reads what is published */
+    o.pipeline = *c.config != 0;        /* the file's slot and state keys (cdcvec sync runs it whole) */
+    if (*c.config && pl.ntables == 1) { /* verify reads what is published */
+        o.where = pl.tables[0].where;
+        o.columns = pl.tables[0].columns, o.columns_at = pl.tables[0].columns_at;
+    }
     char *key = NULL;
     if (strcmp(which, "sync") == 0 && cv_cli_api_key(which, &key)) return 2;
     o.api_key = key;

@@ -252,6 +252,9 @@ static void reserved(loader *L, cv_pipe_table *t, const yaml_node_t *v, const ch
         }
         t->columns = b.p;
         t->columns_line = (int)v->start_mark.line + 1;
+        cv_buf at = {0};
+        cv_buf_printf(&at, "%s:%zu:%zu: %s", L->path, v->start_mark.line + 1, v->start_mark.column + 1, path);
+        t->columns_at = at.p;
     } else { /* chunk */
         if (v->type != YAML_MAPPING_NODE) {
             err(L, v, path, "expected a mapping, got %s; fix: chunk: {max_tokens: 256, overlap: 32}",
@@ -612,7 +615,8 @@ int cv_pipeline_pick(const char *cmd, cv_pipeline *pl, const char *table) {
             cv_pipe_table *t = &pl->tables[k];
             for (int i = 0; i < t->nvals; i++)
                 free(t->vals[i].text), free(t->vals[i].key);
-            free(t->vals), free(t->table), free(t->where), free(t->columns), free(t->conf);
+            free(t->vals), free(t->table), free(t->where), free(t->columns), free(t->columns_at),
+                free(t->conf);
         }
         pl->tables[0] = keep;
         pl->ntables = 1;
@@ -641,15 +645,7 @@ int cv_pipeline_runnable(const char *cmd, const cv_pipeline *pl) {
         cv_buf_free(&b);
         return -1;
     }
-    for (int j = 0; j < pl->ntables; j++) {
-        const cv_pipe_table *t = &pl->tables[j];
-        if (!t->columns) continue; /* chunk: and where: run (cmd_sync.c) */
-        cv_error("event=pipeline_refused file=%s line=%d table=%s error=\"this build does not run %s yet\" "
-                 "fix=\"remove the key (and filter with a view or a generated column meanwhile)\"",
-                 pl->file, t->columns_line, t->table, "column lists (columns:)");
-        return -1;
-    }
-    return 0;
+    return 0; /* chunk:, where: and columns: run (cmd_sync.c, ingest/source.c) */
 }
 
 static int apply(const cv_pipe_val *v, const cv_conf_prop *props, const char *file, void *conf) {
@@ -704,7 +700,7 @@ void cv_pipeline_free(cv_pipeline *pl) {
         cv_pipe_table *t = &pl->tables[j];
         for (int i = 0; i < t->nvals; i++)
             free(t->vals[i].text), free(t->vals[i].key);
-        free(t->vals), free(t->table), free(t->where), free(t->columns), free(t->conf);
+        free(t->vals), free(t->table), free(t->where), free(t->columns), free(t->columns_at), free(t->conf);
     }
     free(pl->tables), free(pl->file), free(pl->source);
     memset(pl, 0, sizeof *pl);

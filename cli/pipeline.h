@@ -31,6 +31,7 @@ typedef struct cv_pipe_table {
     int line, col;                        /* of its entry */
     char *where;                          /* publication row filter (PostgreSQL 15); NULL: none */
     char *columns;                        /* column list, comma-joined; NULL: every column */
+    char *columns_at;                     /* "FILE:LINE:COL: tables[N].columns", for its errors */
     long chunk_max_tokens, chunk_overlap; /* chunk: {max_tokens, overlap}; 0: not given */
     int where_line, columns_line, chunk_line;
     cv_pipe_val *vals; /* the entry's keys that are properties */
@@ -82,8 +83,8 @@ int cv_pipeline_index(const cv_pipeline *pl, const char *table);
  * public) becomes the only one. 0, or -1 after printing what the file has. */
 int cv_pipeline_pick(const char *cmd, cv_pipeline *pl, const char *table);
 
-/* 0 when this build runs pl: one table, without where:, columns: or chunk: (not run yet);
- * else -1 after logging event=pipeline_refused with the limitation. */
+/* 0 when cmd runs pl (several tables: sync only); else -1 after logging event=pipeline_refused
+ * with the fix. */
 int cv_pipeline_runnable(const char *cmd, const cv_pipeline *pl);
 
 /* A pipeline of one table from today's flags: conf is a copy of base. */

@@ -139,10 +139,11 @@ void cv_pipeline_markdown(FILE *f, const cv_conf_prop *props, const unsigned cha
            "draft`: only the rows that pass it are embedded (backfill and stream; a row that stops passing "
            "it is removed); a filter on columns outside the replica identity is refused unless the table has "
            "REPLICA IDENTITY FULL (see below) |\n");
-    fprintf(
-        f,
-        "| `columns` | table | | list of strings | publication column list (accepted and checked; this build "
-        "refuses to run it: see below) |\n");
+    fprintf(f,
+            "| `columns` | table | | list of strings | PostgreSQL 15 publication column list: only these "
+            "columns are "
+            "published, backfilled and kept in the payload; it must hold the primary key and the text column "
+            "(or the template's columns), and cover the replica identity (see below) |\n");
     fprintf(f,
             "| `chunk` | table, defaults | | `{max_tokens: 8..8192, overlap: 0..max_tokens-1}` | split "
             "long texts "

@@ -103,9 +103,10 @@ cv_err cv_sync_backfill(cv_sync *s, PGconn *db, uint64_t position, int force, co
         s->bf_done.len = 0;
         cv_key_format((const char *const *)after, s->t.nkeys, &s->bf_done);
         double now = cv_wall_now();
+        double rate = done / (now - t0 > 1e-6 ? now - t0 : 1e-6),
+               eta = total > done ? (total - done) / rate : 0;
+        s->bf_rows = done, s->bf_total = total, s->bf_eta_s = eta;
         if (now - last_print > 1.0 || n < page) {
-            double rate = done / (now - t0 > 1e-6 ? now - t0 : 1e-6),
-                   eta = total > done ? (total - done) / rate : 0;
             cv_buf last = {0};
             cv_key_format((const char *const *)after, s->t.nkeys, &last);
             fprintf(stderr, "backfill %s: %ld/%ld rows, %.0f rows/s, ETA %.0f s, last key %s\n",

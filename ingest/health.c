@@ -28,6 +28,7 @@
 #include "../common/cv_lsn.h"
 #include "../common/cv_signal.h"
 #include "pgvalue.h"
+#include "store_rows.h"
 #include "sync_impl.h"
 
 #define MONITOR_INTERVAL 1.0   /* seconds between lag readings */
@@ -59,10 +60,11 @@ struct cv_health {
         int streaming, store_ok, gone;
         double oldest_unapplied, lag_s, lag_bytes;
         uint64_t applied;
-        cv_metric *m_lag_s, *m_lag_bytes, *m_applied, *m_streaming, *m_rows;
+        cv_metric *m_lag_s, *m_lag_bytes, *m_applied, *m_streaming, *m_rows, *m_rows_store;
     } * tab;
     int ntab;
-    uint64_t wal_lsn; /* pg_current_wal_lsn() at the last reading */
+    cv_store_rows *rows; /* cdcvec_table_rows_store (store_rows.h), started with the first table */
+    uint64_t wal_lsn;    /* pg_current_wal_lsn() at the last reading */
     int readings;
 };
 
@@ -98,6 +100,7 @@ void cv_health_table(cv_sync *s, int on) {
         if (h->tab[i].s == s || (h->tab[i].gone && !strcmp(h->tab[i].name, name))) t = &h->tab[i];
     if (!on) {
         if (t) t->gone = 1, t->s = NULL;
+        cv_store_rows_drop(h->rows, name);
         pthread_mutex_unlock(&h->mu);
         cv_buf_free(&nm);
         return;
@@ -134,11 +137,35 @@ void cv_health_table(cv_sync *s, int on) {
                              "Live rows of the source table (pg_stat_user_tables.n_live_tup, read every "
                              "10 s: an estimate).",
                              l.p);
+        t->m_rows_store = cv_metrics_gauge(
+            r, "cdcvec_table_rows_store",
+            "Rows of the table in its store, read every 10 s (pgvector: the store table's n_live_tup, an "
+            "estimate; chunked: its chunk-0 rows counted; Qdrant: the table's points but chunks past 0, "
+            "counted exactly; Upstash: the namespace's vectors).",
+            l.p);
         cv_buf_free(&l);
     }
     t->s = s;
     t->gone = 0;
     if (s->t.oid) t->oid = s->t.oid;
+    if (s->sink && s->t.name && s->t.nkeys > 0) { /* its session is open: its store, as described now */
+        if (!h->rows) h->rows = cv_store_rows_start();
+        cv_sink_table st = {.schema = s->t.schema,
+                            .table = s->t.name,
+                            .nkeys = s->t.nkeys,
+                            .key_names = (const char *const *)s->t.keyname,
+                            .key_types = (const char *const *)s->t.keytype,
+                            .dim = s->rt.dim,
+                            .model_id = s->rt.mf.id,
+                            .model_revision = s->rt.mf.revision,
+                            .text_source = s->t.text_source,
+                            .stream = s->stream,
+                            .ns = s->o.ns,
+                            .uuid_ids = s->o.uuid_ids,
+                            .chunked = s->o.chunk_max_tokens > 0,
+                            .index_suffix = s->o.index_suffix}; /* a migration's shadow: its own index */
+        cv_store_rows_set(h->rows, name, s->sink_conninfo, &st, t->m_rows_store);
+    }
     pthread_mutex_unlock(&h->mu);
     cv_buf_free(&nm);
 }
@@ -176,12 +203,15 @@ void cv_health_stop(cv_sync *s) {
     pthread_mutex_unlock(&h->mu);
     pthread_join(h->th, NULL);
     h->started = 0;
+    cv_store_rows_stop(h->rows);
+    h->rows = NULL;
 }
 
 void cv_health_close(cv_sync *s) {
     struct cv_health *h = s->rt.health;
     if (!h) return;
     cv_health_stop(s);
+    cv_store_rows_stop(h->rows);
     pthread_mutex_destroy(&h->mu);
     for (int i = 0; i < h->ntab; i++)
         free(h->tab[i].name);

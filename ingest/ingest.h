@@ -59,8 +59,13 @@ typedef struct cv_sync_opts {
                                 PostgreSQL 15 publication row filter; NULL: every row */
     const char *index_suffix; /* cdcvec migrate: this table's shadow index ("__next", sink.h), its state
                                  row the stream's name + the suffix; NULL: the live index */
-    int pipeline;            /* from a pipeline file: the pipeline's slot (one per source database) and a
-                                state key per table (ingest/tables.c), whatever the number of tables */
+    int index_seed;           /* with index_suffix: the shadow starts as a copy of the live index (same
+                                 model: only texts that change are embedded by its backfill) */
+    const char *columns;      /* a pipeline table's column list (columns:), comma-joined: only those are
+                                 published, read and kept in the payload; NULL: every column */
+    const char *columns_at;   /* where columns: is written ("FILE:LINE:COL: tables[N].columns") */
+    int pipeline;             /* from a pipeline file: the pipeline's slot (one per source database) and a
+                                 state key per table (ingest/tables.c), whatever the number of tables */
 } cv_sync_opts;
 
 /* Runs until *stop becomes nonzero (then finishes the batch in hand, acknowledges, returns
@@ -78,8 +83,8 @@ typedef int (*cv_sync_reload_fn)(void *arg, cv_sync_opts **o, int *n);
 int cv_sync_run_tables(const cv_sync_opts *o, int n, cv_sync_reload_fn reload, void *reload_arg,
                        volatile sig_atomic_t *stop, volatile sig_atomic_t *hup);
 
-/* cdcvec migrate (migrate.c): table o[which] of the pipeline o[0..n) (as cdcvec sync would run it)
- * gets a shadow index filled by the new model or text source while live changes reach both, verified
+/* cdcvec migrate (migrate.c): the tables o[which[0..nwhich)] of the pipeline o[0..n) (as cdcvec sync
+ * would run it) each get a shadow index filled by the new model or text source while live changes reach both, verified
  * against a snapshot and switched in atomically; then the process stops (0). rollback: the old index
  * back (marked for a backfill by the next sync); drop_old: the old index dropped. Exit status: 0; 1 an
  * error or the shadow differed (no switch); 2 a usage error. */
@@ -88,7 +93,7 @@ typedef struct cv_migrate_opts {
     const char *to_template; /* the new template, or NULL: the live text source */
     int rollback, drop_old;
 } cv_migrate_opts;
-int cv_migrate_run(const cv_sync_opts *o, int n, int which, const cv_migrate_opts *m,
+int cv_migrate_run(const cv_sync_opts *o, int n, const int *which, int nwhich, const cv_migrate_opts *m,
                    volatile sig_atomic_t *stop);
 
 /* Re-embeds the table on demand, in primary-key order, with a progress line; rows whose

@@ -35,18 +35,39 @@
 
 enum { M_FILLING = 0, M_CHECKPOINT, M_VERIFYING, M_SWITCHED };
 
+#define MAX_MIGRATE 256
+
 struct cv_migration {
-    int live, shadow; /* pipe indexes (a migration runs without reloads: they do not move) */
-    int phase;        /* M_* */
-    PGconn *snap;     /* the replication connection whose temporary slot exported the snapshot */
+    int n;                                      /* tables migrated */
+    int live[MAX_MIGRATE], shadow[MAX_MIGRATE]; /* their pipes (no reloads during a migration: they stay) */
+    int owner;    /* the shadow pipe that loaded the new model (-1: none yet); the others share it */
+    int phase;    /* M_* */
+    PGconn *snap; /* the replication connection whose temporary slot exported the snapshot */
     char *snapshot;
     cv_metric *m_phase, *m_differences;
     double started;
+    cv_tables *T;    /* for the progress gauges */
+    cv_metrics *reg; /* the shadows' apply counters, freed after the run (a scrape may read them) */
 };
 
 cv_err cv_migrate_shadow_open(cv_tables *T, cv_pipe *p) {
     cv_sync *s = p->s;
     const cv_sync_opts *o = &s->o;
+    struct cv_migration *m = T->mig;
+    if (m && m->owner >= 0) { /* the new model is loaded: this shadow shares it (a twin apply stage) */
+        cv_pipe *w = &T->p[m->owner];
+        s->rt.mf = w->s->rt.mf;
+        s->rt.dim = w->s->rt.dim;
+        s->rt.model = w->model;
+        s->rt.client = w->client;
+        cv_apply_free(p->apply);
+        p->apply = NULL;
+        cv_err e = cv_apply_twin(w->apply, &p->apply);
+        if (e) return e;
+        cv_apply_set_chunk(p->apply, o->chunk_max_tokens, o->chunk_overlap);
+        s->rt.apply = p->apply;
+        return CV_OK;
+    }
     cv_minilm_opts mo = {.threads = o->threads, .device = o->device};
     cv_err e = cv_minilm_load(o->model_dir && *o->model_dir ? o->model_dir : cv_minilm_default_dir(), &mo,
                               &p->model);
@@ -93,8 +114,7 @@ cv_err cv_migrate_shadow_open(cv_tables *T, cv_pipe *p) {
     p->apply = NULL;
     if ((e = cv_apply_new(&ao, &p->apply))) return e;
     s->rt.apply = p->apply;
-    struct cv_migration *m = T->mig;
-    if (m) m->shadow = (int)(p - T->p);
+    if (m) m->owner = (int)(p - T->p), m->reg = p->reg;
     cv_info(
         "event=migrate_model model=%s revision=%.12s dim=%d note=\"the shadow index's model, loaded beside "
         "the live one\"",
@@ -110,8 +130,7 @@ void cv_migrate_shadow_close(cv_pipe *p) {
         cv_server_free(p->server);
     }
     cv_minilm_free(p->model);
-    cv_metrics_free(p->reg);
-    p->model = NULL, p->server = NULL, p->client = NULL, p->reg = NULL;
+    p->model = NULL, p->server = NULL, p->client = NULL, p->reg = NULL; /* reg: freed by cv_migrate_run */
 }
 
 static void snap_close(struct cv_migration *m) {
@@ -121,17 +140,29 @@ static void snap_close(struct cv_migration *m) {
     m->snapshot = NULL;
 }
 
+/* A counter of the shadows' own apply stages (their registry is not exported), read from its text. */
+static double shadow_counter(struct cv_migration *m, const char *name) {
+    if (!m->reg) return 0;
+    size_t len = 0;
+    char *text = cv_metrics_render(m->reg, &len);
+    double v = 0;
+    size_t nl = strlen(name);
+    for (char *l = text; l && *l;) {
+        if (!strncmp(l, name, nl) && l[nl] == ' ') v = strtod(l + nl + 1, NULL);
+        char *e = strchr(l, '\n');
+        l = e ? e + 1 : NULL;
+    }
+    free(text);
+    return v;
+}
+
 cv_err cv_migrate_tick(cv_tables *T) {
     struct cv_migration *m = T->mig;
     if (m->phase != M_FILLING) return CV_OK;
-    cv_pipe *sh = &T->p[m->shadow], *lv = &T->p[m->live];
-    /* both pipes stream in this session: the shadow has joined (or had, before a restart) */
-    if (!sh->open || !lv->open || sh->state != CV_PIPE_STREAMING || lv->state != CV_PIPE_STREAMING ||
-        sh->join_done)
-        return CV_OK;
+    /* every pipe streams in this session: the shadows have joined (before this session) */
     for (int i = 0; i < T->n; i++)
-        if (T->p[i].state != CV_PIPE_STREAMING) return CV_OK; /* a held or joining table: later */
-    cv_sync *s = sh->s;
+        if (T->p[i].state != CV_PIPE_STREAMING || !T->p[i].open || T->p[i].join_done) return CV_OK;
+    cv_sync *s = T->p[m->shadow[0]].s;
     m->snap = cv_pg_connect(s->o.source, 1, "migrate checkpoint");
     if (PQstatus(m->snap) != CONNECTION_OK) {
         cv_warn("event=migrate_checkpoint_failed error=\"%s\" note=\"tried again later\"",
@@ -155,9 +186,10 @@ cv_err cv_migrate_tick(cv_tables *T) {
     cv_metric_set(m->m_phase, M_CHECKPOINT);
     char l[24];
     cv_lsn_format(at, l);
-    cv_info("event=migrate_checkpoint table=%s position=%s note=\"both indexes take every change up to here, "
-            "then the shadow is verified against the source as of this position\"",
-            s->t.qualified, l);
+    cv_info(
+        "event=migrate_checkpoint tables=%d position=%s note=\"live and shadow indexes take every change up "
+        "to here, then each shadow is verified against the source as of this position\"",
+        m->n, l);
     return CV_OK;
 }
 
@@ -176,6 +208,32 @@ static cv_err not_now(cv_tables *T, const char *why) {
     return CV_ERR_TIMEOUT;
 }
 
+/* Shadow k against the source through db (in the checkpoint's snapshot): *total differences. */
+static cv_err check_one(cv_tables *T, int k, PGconn *db, volatile sig_atomic_t *stop, long *total) {
+    struct cv_migration *m = T->mig;
+    cv_sync *s = T->p[m->shadow[k]].s;
+    PGconn *own = s->src;
+    s->src = db;
+    long src_rows = 0, store_rows = 0;
+    double t0 = cv_now();
+    cv_info("event=migrate_verify table=%s note=\"the shadow index against the source as of the checkpoint\"",
+            s->t.qualified);
+    cv_err e = cv_verify_session(s, 20, stop, total, &src_rows, &store_rows);
+    s->src = own;
+    if (!e)
+        cv_info(
+            "event=migrate_verified table=%s source_rows=%ld shadow_rows=%ld differences=%ld seconds=%.1f",
+            s->t.qualified, src_rows, store_rows, *total, cv_now() - t0);
+    if (!e && *total)
+        cv_error(
+            "event=migrate_refused table=%s differences=%ld error=\"the shadow index does not equal the "
+            "source as of the checkpoint (the lines above name the keys): no switch\" fix=\"the live "
+            "indexes are untouched; look for dead letters of the new model (cdcvec dead-letters list), then "
+            "run cdcvec migrate again (it builds the shadows again)\"",
+            s->t.qualified, *total);
+    return e;
+}
+
 cv_err cv_migrate_checkpoint(cv_tables *T, volatile sig_atomic_t *stop) {
     struct cv_migration *m = T->mig;
     T->paused = 0;
@@ -183,8 +241,7 @@ cv_err cv_migrate_checkpoint(cv_tables *T, volatile sig_atomic_t *stop) {
     for (int i = 0; i < T->n; i++)
         if (T->p[i].state != CV_PIPE_STREAMING || !T->p[i].open)
             return not_now(T, "a table was held or is joining");
-    cv_pipe *sh = &T->p[m->shadow], *lv = &T->p[m->live];
-    cv_sync *s = sh->s;
+    cv_sync *s = T->p[m->shadow[0]].s;
     m->phase = M_VERIFYING;
     cv_metric_set(m->m_phase, M_VERIFYING);
     /* the source as of the checkpoint: the snapshot, on a connection of its own */
@@ -203,52 +260,53 @@ cv_err cv_migrate_checkpoint(cv_tables *T, volatile sig_atomic_t *stop) {
         PQfinish(db);
         return not_now(T, "the checkpoint's snapshot could not be imported");
     }
-    PGconn *own = s->src;
-    s->src = db;
-    long total = 0, src_rows = 0, store_rows = 0;
-    double t0 = cv_now();
-    cv_info("event=migrate_verify table=%s note=\"the shadow index against the source as of the checkpoint\"",
-            s->t.qualified);
-    cv_err e = cv_verify_session(s, 20, stop, &total, &src_rows, &store_rows);
-    s->src = own;
+    long all = 0;
+    cv_err e = CV_OK;
+    for (int k = 0; k < m->n && !e; k++) {
+        long total = 0;
+        e = check_one(T, k, db, stop, &total);
+        all += total;
+    }
     PQfinish(db);
     snap_close(m);
     T->stop_at = 0;
     if (e) {
         if (*stop) return e;
-        return not_now(T, "the shadow's check failed (the lines above say why)");
+        return not_now(T, "a shadow's check failed (the lines above say why)");
     }
-    cv_metric_set(m->m_differences, (double)total);
-    cv_info("event=migrate_verified table=%s source_rows=%ld shadow_rows=%ld differences=%ld seconds=%.1f",
-            s->t.qualified, src_rows, store_rows, total, cv_now() - t0);
-    if (total) {
-        cv_error(
-            "event=migrate_refused table=%s differences=%ld error=\"the shadow index does not equal the "
-            "source as of the checkpoint (the lines above name the keys): no switch\" fix=\"the live index "
-            "is untouched; look for dead letters of the new model (cdcvec dead-letters list), then run "
-            "cdcvec migrate again (it builds the shadow again)\"",
-            s->t.qualified, total);
-        s->fault = (cv_pg_fault){0, "data", "see the migrate_refused line"};
+    cv_metric_set(m->m_differences, (double)all);
+    if (all) {
+        s->fault = (cv_pg_fault){0, "data", "see the migrate_refused lines"};
         T->p[0].s->fault = s->fault;
         return CV_ERR_UNSUPPORTED;
     }
-    /* the switch: one transaction of the store */
-    cv_sink_table t = {.schema = lv->s->t.schema, .table = lv->s->t.name, .stream = lv->s->stream};
-    e = cv_sink_index_swap(lv->s->sink_conninfo, &t, SHADOW, OLD, 0);
-    if (e) {
-        s->fault = (cv_pg_fault){e == CV_ERR_TIMEOUT, "sink", "see the migrate_failed line"};
-        T->p[0].s->fault = s->fault;
-        return e == CV_ERR_TIMEOUT ? not_now(T, "the switch failed (the line above says why)") : e;
+    /* the switches: one transaction of each table's store */
+    for (int k = 0; k < m->n; k++) {
+        cv_pipe *lv = &T->p[m->live[k]];
+        cv_sync *sh = T->p[m->shadow[k]].s;
+        cv_sink_table t = {.schema = lv->s->t.schema, .table = lv->s->t.name, .stream = lv->s->stream};
+        e = cv_sink_index_swap(lv->s->sink_conninfo, &t, SHADOW, OLD, 0);
+        if (e) {
+            cv_error("event=migrate_switch_failed table=%s switched_before=%d fix=\"the tables named in "
+                     "migrate_switched lines before this one are switched, this one and the ones after are "
+                     "not: run cdcvec migrate again for them (--table), or --rollback the switched ones\"",
+                     lv->s->t.qualified, k);
+            s->fault = (cv_pg_fault){0, "sink", "see the migrate_switch_failed line"};
+            T->p[0].s->fault = s->fault;
+            return CV_ERR_UNSUPPORTED;
+        }
+        cv_info("event=migrate_switched table=%s model=%s text_source=\"%s\" old_index_suffix=%s",
+                lv->s->t.qualified, sh->rt.mf.id, sh->t.text_source ? sh->t.text_source : "-", OLD);
     }
     m->phase = M_SWITCHED;
     cv_metric_set(m->m_phase, M_SWITCHED);
-    cv_info("event=migrate_switched table=%s model=%s text_source=\"%s\" old_index_suffix=%s seconds=%.0f "
-            "next=\"start cdcvec sync with the new model (--model / the file's model:) and text; rollback: "
-            "cdcvec "
-            "migrate --rollback; free the old index: cdcvec migrate --drop-old\"",
-            lv->s->t.qualified, s->rt.mf.id, s->t.text_source ? s->t.text_source : "-", OLD,
-            cv_now() - m->started);
-    *stop = 1; /* this process was the migration: the sync of the new index is the user's to start */
+    cv_info(
+        "event=migrate_done tables=%d seconds=%.0f embedded=%.0f kept=%.0f next=\"start cdcvec sync with the "
+        "new model (--model / the file's model:) and text; rollback: cdcvec migrate --rollback; free the old "
+        "indexes: cdcvec migrate --drop-old\"",
+        m->n, cv_now() - m->started, shadow_counter(m, "cdcvec_sync_embedded_total"),
+        shadow_counter(m, "cdcvec_sync_reembed_skipped_total"));
+    *stop = 1; /* this process was the migration: the sync of the new indexes is the user's to start */
     return CV_OK;
 }
 
@@ -325,71 +383,126 @@ out:
     return rc;
 }
 
-int cv_migrate_run(const cv_sync_opts *o, int n, int which, const cv_migrate_opts *mo,
-                   volatile sig_atomic_t *stop) {
-    if (mo->rollback || mo->drop_old) return manage(&o[which], mo);
-    const cv_sync_opts *lo = &o[which];
-    if (lo->embed && *lo->embed) {
-        cv_error("event=migrate_refused error=\"the live index's model runs in a remote server (--embed)\" "
-                 "fix=\"run cdcvec migrate with both models in this process (drop --embed, give --model)\"");
-        return 2;
-    }
-    /* an earlier migration's leftovers */
+/* Before a migration of o's table: refused while an earlier switch's old index is there; an
+ * earlier migration's unfinished shadow dropped (it is built again). 0, or an exit status. */
+static int leftovers(const cv_sync_opts *o) {
     cv_sync s;
     char *schema = NULL, *table = NULL;
-    if (live_names(lo, &s, &schema, &table)) return 1;
-    const char *store = lo->sink && *lo->sink ? lo->sink : lo->source;
+    if (live_names(o, &s, &schema, &table)) return 1;
+    const char *store = o->sink && *o->sink ? o->sink : o->source;
     cv_sink_table t = {.schema = schema, .table = table, .stream = s.stream};
     int tab = 0, st = 0, rc = 1;
-    if (cv_sink_index_has(store, &t, OLD, &tab, &st)) goto early;
+    /* a sync of the table running: refused now (its pipe would wait for the lock, retrying) */
+    if (cv_sync_writer_lock_for(&s, "migrate", "migrate", "(with the new model once it has switched)")) goto out;
+    cv_wlock_release(&s.wlock);
+    if (cv_sink_index_has(store, &t, OLD, &tab, &st)) goto out;
     if (tab) {
         cv_error(
             "event=migrate_refused table=%s.%s error=\"an old index from an earlier switch is still there "
             "(%s)\" fix=\"free it with cdcvec migrate --drop-old (or go back to it with --rollback)\"",
             schema, table, OLD);
-        goto early;
+        goto out;
     }
-    if (cv_sink_index_has(store, &t, SHADOW, &tab, &st)) goto early;
+    if (cv_sink_index_has(store, &t, SHADOW, &tab, &st)) goto out;
     if (tab || st) {
         int dropped = 0;
-        if (cv_sink_index_drop(store, &t, SHADOW, &dropped)) goto early;
+        if (cv_sink_index_drop(store, &t, SHADOW, &dropped)) goto out;
         cv_info(
             "event=migrate_shadow_dropped table=%s.%s note=\"an earlier migration's unfinished shadow: built "
             "again from a new snapshot\"",
             schema, table);
     }
     rc = 0;
-early:
+out:
     live_free(&s, schema, table);
-    if (rc) return rc;
-    /* the pipeline, with the shadow last */
-    cv_sync_opts *all = calloc((size_t)n + 1, sizeof *all);
+    return rc;
+}
+
+int cv_migrate_run(const cv_sync_opts *o, int n, const int *which, int nwhich, const cv_migrate_opts *mo,
+                   volatile sig_atomic_t *stop) {
+    if (nwhich < 1 || nwhich > MAX_MIGRATE) return 2;
+    if (mo->rollback || mo->drop_old) {
+        int rc = 0;
+        for (int k = 0; k < nwhich; k++) {
+            int r = manage(&o[which[k]], mo);
+            if (r > rc) rc = r;
+        }
+        return rc;
+    }
+    for (int k = 0; k < nwhich; k++) {
+        if (o[which[k]].embed && *o[which[k]].embed) {
+            cv_error(
+                "event=migrate_refused error=\"the live index's model runs in a remote server (--embed)\" "
+                "fix=\"run cdcvec migrate with both models in this process (drop --embed, give --model)\"");
+            return 2;
+        }
+        int rc = leftovers(&o[which[k]]);
+        if (rc) return rc;
+    }
+    /* the pipeline, with the shadows last */
+    cv_sync_opts *all = calloc((size_t)(n + nwhich), sizeof *all);
     CV_ASSERT(all);
     memcpy(all, o, sizeof *o * (size_t)n);
-    cv_sync_opts *sh = &all[n];
-    *sh = *lo;
-    sh->index_suffix = SHADOW;
-    sh->outlet = NULL;
-    sh->http = NULL;
-    sh->resnapshot = 0;
-    if (mo->to_model) sh->model_dir = mo->to_model;
-    if (mo->to_template) sh->template_ = mo->to_template;
-    struct cv_migration m = {.live = which, .shadow = n, .started = cv_now()};
-    cv_info(
-        "event=migrate_started table=%s to_model=%s to_template=\"%s\" note=\"a shadow index fills from a "
-        "snapshot while both indexes take the live changes; searches stay on the live one until the switch\"",
-        lo->table, mo->to_model ? mo->to_model : "(the same)",
-        mo->to_template ? mo->to_template : "(the same)");
-    rc = cv_sync_run_pipeline(all, n + 1, NULL, NULL, &m, stop, NULL);
+    struct cv_migration m = {.n = nwhich, .owner = -1, .started = cv_now()};
+    for (int k = 0; k < nwhich; k++) {
+        cv_sync_opts *sh = &all[n + k];
+        *sh = o[which[k]];
+        sh->index_suffix = SHADOW;
+        sh->outlet = NULL;
+        sh->http = NULL;
+        sh->resnapshot = 0;
+        if (mo->to_model) sh->model_dir = mo->to_model;
+        if (mo->to_template) sh->template_ = mo->to_template;
+        /* the same model: the live index's vectors are copied first, and only rows whose text
+         * changes under the new template are embedded (the backfill's hash check) */
+        sh->index_seed = !mo->to_model;
+        m.live[k] = which[k];
+        m.shadow[k] = n + k;
+        cv_info(
+            "event=migrate_started table=%s to_model=%s to_template=\"%s\" note=\"a shadow index fills from "
+            "a snapshot while both indexes take the live changes; searches stay on the live one until the "
+            "switch\"",
+            o[which[k]].table, mo->to_model ? mo->to_model : "(the same)",
+            mo->to_template ? mo->to_template : "(the same)");
+    }
+    int rc = cv_sync_run_pipeline(all, n + nwhich, NULL, NULL, &m, stop, NULL);
     snap_close(&m);
+    cv_metrics_free(m.reg);
     free(all);
     if (!rc && m.phase != M_SWITCHED) {
-        cv_warn("event=migrate_stopped note=\"stopped before the switch: the live index is untouched; cdcvec "
-                "migrate builds the shadow again\"");
+        cv_warn(
+            "event=migrate_stopped note=\"stopped before the switch: the live indexes are untouched; cdcvec "
+            "migrate builds the shadows again\"");
         return 1;
     }
     return rc;
 }
+
+/* Progress over the shadows' backfills. */
+static double g_rows(void *arg) {
+    struct cv_migration *m = arg;
+    double v = 0;
+    for (int k = 0; m->T && k < m->n; k++)
+        if (m->T->p[m->shadow[k]].s) v += (double)m->T->p[m->shadow[k]].s->bf_rows;
+    return v;
+}
+static double g_total(void *arg) {
+    struct cv_migration *m = arg;
+    double v = 0;
+    for (int k = 0; m->T && k < m->n; k++)
+        if (m->T->p[m->shadow[k]].s) v += (double)m->T->p[m->shadow[k]].s->bf_total;
+    return v;
+}
+static double g_eta(void *arg) {
+    struct cv_migration *m = arg;
+    double v = 0;
+    for (int k = 0; m->T && k < m->n; k++)
+        if (m->T->p[m->shadow[k]].s && m->T->p[m->shadow[k]].s->bf_eta_s > v)
+            v = m->T->p[m->shadow[k]].s->bf_eta_s;
+    return v;
+}
+static double g_embedded(void *arg) { return shadow_counter(arg, "cdcvec_sync_embedded_total"); }
+static double g_kept(void *arg) { return shadow_counter(arg, "cdcvec_sync_reembed_skipped_total"); }
 
 void cv_migrate_metrics(cv_tables *T, cv_metrics *reg) {
     struct cv_migration *m = T->mig;
@@ -402,4 +515,21 @@ void cv_migrate_metrics(cv_tables *T, cv_metrics *reg) {
     m->m_differences =
         cv_metrics_gauge(reg, "cdcvec_migrate_differences",
                          "cdcvec migrate: differences the last check of the shadow found.", NULL);
+    m->T = T;
+    cv_metrics_gauge_fn(reg, "cdcvec_migrate_backfill_rows",
+                        "cdcvec migrate: rows of the shadows' backfills done.", NULL, g_rows, m);
+    cv_metrics_gauge_fn(
+        reg, "cdcvec_migrate_backfill_rows_estimate",
+        "cdcvec migrate: the migrated tables' rows, as PostgreSQL estimates them when their backfills start.",
+        NULL, g_total, m);
+    cv_metrics_gauge_fn(reg, "cdcvec_migrate_backfill_eta_seconds",
+                        "cdcvec migrate: seconds left in the slowest shadow backfill at its rate so far.",
+                        NULL, g_eta, m);
+    cv_metrics_gauge_fn(reg, "cdcvec_migrate_embedded",
+                        "cdcvec migrate: rows the new model embedded into the shadow.", NULL, g_embedded, m);
+    cv_metrics_gauge_fn(
+        reg, "cdcvec_migrate_kept",
+        "cdcvec migrate: rows whose vector the shadow kept (a template-only change: the text did "
+        "not change).",
+        NULL, g_kept, m);
 }

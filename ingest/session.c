@@ -468,6 +468,12 @@ cv_err cv_sync_session_open(cv_sync *s, int replication) {
         return e;
     }
     if (o->where && *o->where) s->t.where = strdup(o->where); /* the backfill reads what is published */
+    if (!e && o->columns && !o->search) e = cv_table_columns(&s->t, o->columns, o->columns_at, &s->fault);
+    if (e) {
+        cv_sync_error(s, "source", &s->fault);
+        cv_sink_meta_free(&meta);
+        return e;
+    }
     const cv_outlet *out = o->outlet;
     int no_model = out && out->no_model;
     if (out && out->row) {

@@ -213,6 +213,18 @@ cv_err cv_slot_backfill(cv_sync *s, uint64_t cp, const char *snapshot, volatile 
     /* a store that held rows (a table that joins again, a rollback's restored index): rows deleted
      * while it was not followed are swept after the backfill, through the same snapshot */
     if (!e && (e = cv_sink_state(s->sink, &had, &done, &bpos))) e = cv_sync_batch_failed(s, e);
+    if (!e && !had && s->o.index_suffix && s->o.index_seed) { /* a migration's shadow, same model */
+        cv_sink_table live = {.schema = s->t.schema, .table = s->t.name};
+        long copied = 0;
+        if ((e = cv_sink_index_seed(s->sink_conninfo, &live, s->o.index_suffix, s->t.text_source, &copied)))
+            e = cv_sync_batch_failed(s, e);
+        else
+            cv_info(
+                "event=migrate_seeded table=%s rows=%ld note=\"the live index's vectors copied: the backfill "
+                "embeds only the texts the new template changes\"",
+                s->t.qualified, copied);
+        had = 1; /* the copy's rows the snapshot lacks are swept */
+    }
     if (!e && (e = cv_sink_backfill_mark(s->sink, cp, 0))) e = cv_sync_batch_failed(s, e);
     if (!e) e = cv_sync_backfill(s, bf, cp, 0, NULL, stop, &rows);
     if (!e && had) e = cv_verify_sweep(s, bf, cp, stop, &swept);

@@ -316,7 +316,7 @@ void cv_table_free(cv_table *t) {
         free(t->seg_text[i]);
     if (t->types) cv_pgtypes_free(t->types, t->ncols);
     free(t->types), free(t->attnum), free(t->layout), free(t->text_source), free(t->text_alias),
-        free(t->where);
+        free(t->where), free(t->pubcols), free(t->columns_at);
     free(t->col), free(t->coltype), free(t->typoid), free(t->key), free(t->keyname), free(t->keytype);
     free(t->seg_text), free(t->seg_col), free(t->schema), free(t->name), free(t->qualified);
     memset(t, 0, sizeof *t);

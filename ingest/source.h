@@ -37,6 +37,9 @@ typedef struct cv_table {
     char *layout;                    /* "attnum:name:typoid,..." of every column: a schema change alters it */
     char *text_source;               /* "column <attnum> <name>" or "template <text>": what is embedded */
     char *where; /* the pipeline's row filter (a PostgreSQL 15 publication WHERE), or NULL: every row */
+    char *pubcols;    /* the pipeline's column list (columns:, comma-joined, table order): only these
+                         are published and described (col...); NULL: every column */
+    char *columns_at; /* where the file writes it ("FILE:LINE:COL: tables[N].columns"), or NULL */
     /* called by cv_read_page with each row's values and its change (capture --format quix) */
     void (*row_hook)(void *arg, const struct cv_rowval *v, struct cv_change *c);
     void *row_hook_arg;
@@ -57,6 +60,14 @@ typedef struct cv_rowval {
 cv_err cv_table_describe(PGconn *db, const char *qualified, const char *text_column, const char *template_,
                          const char *recorded_text_source, cv_table *t, cv_pg_fault *fault);
 void cv_table_free(cv_table *t);
+
+/* columns.c: a pipeline table's column list (columns:, comma-joined; NULL: none), after
+ * cv_table_describe: every name must be a published column of the table, and the primary key,
+ * the text column and the template's columns among them (else refused with the fix, naming at,
+ * the file's place); then t describes only those columns (the backfill reads them, changes carry
+ * them, the payload holds them; t->layout stays the whole table's) and t->pubcols lists them for
+ * the publication (publication.c). */
+cv_err cv_table_columns(cv_table *t, const char *columns, const char *at, cv_pg_fault *fault);
 
 /* The table's OID and layout now (as cv_table's), for noticing a schema change or a table
  * dropped and recreated; *oid 0 when the table is gone. layout owned by the caller. */

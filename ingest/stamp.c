@@ -12,13 +12,14 @@
 #include "../server/client.h"
 #include "sync_impl.h"
 
-/* cdcvec migrate is not in this build: the fix says so rather than send the user to a command
- * that does not exist (issue 24 item 4) */
+/* The way out: cdcvec migrate (migrate.c), run with the recorded model and text (the live index's)
+ * and the new ones as its target; or a new store. */
 #define MIGRATE_FIX(to)                                                                                      \
-    "point --sink at a new table/collection (another --sink database, Qdrant collection or Upstash "         \
-    "--namespace), which a new snapshot fills, then move your readers to it; or run the recorded one "       \
-    "again (cdcvec migrate " to ", a rebuild beside the live index with an atomic switch, is not in this "   \
-    "build yet)"
+    "run cdcvec migrate with this command's options but the recorded model and text, plus " to               \
+    " (it builds the new index beside the live one from a snapshot while searches use the live one, "        \
+    "verifies it and switches atomically; then start this command again), or point --sink at a new "         \
+    "table/collection (another --sink database, Qdrant collection or Upstash --namespace) and move your "    \
+    "readers to it"
 
 /* The column number of a "column <attnum> <name>" source, and where its name starts; 0 when
  * the source is a template. */

@@ -61,6 +61,10 @@ typedef struct cv_sync {
     cv_sync_opts o;
     cv_runtime rt;
     cv_buf bf_done; /* the last key whose page cv_sync_backfill applied (key text; empty: none) */
+    /* the backfill in progress (backfill.c): rows done, the table's estimated rows, the ETA in
+     * seconds (cdcvec migrate's progress metrics read them) */
+    volatile long bf_rows, bf_total;
+    volatile double bf_eta_s;
     /* ---- the search page (search/page.c, the sync's outlet): its own sink connection,
      * reopened when the session changes; /wait's queue ---- */
     struct cv_waitq *waitq; /* read-your-writes (wait.c), NULL without the outlet */

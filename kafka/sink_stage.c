@@ -136,14 +136,9 @@ static cv_err open_store(stage *st, const cv_wire_msg *w) {
     CV_ASSERT(st->keys.key_names && st->keys.key_types);
     for (int k = 0; k < w->t.nkeys; k++)
         st->keys.key_names[k] = strdup(w->t.key_names[k]), st->keys.key_types[k] = strdup(w->t.key_types[k]);
+    /* every store takes chunks: pgvector one row per (key, chunk), Qdrant and Upstash one point per
+     * (key, chunk) under the delivery rule of sink/chunks_remote.h, as sync writes them */
     st->chunked = w->t.chunked;
-    if (st->chunked && strcmp(cv_sink_kind(st->s.o.sink), "pgvector") != 0) {
-        cv_error("event=config_invalid option=sink fix=\"the workers send chunks (cdcvec worker "
-                 "--chunk-max-tokens), stored in pgvector only so far: use a pgvector store, or run the "
-                 "workers with --chunk-max-tokens 0\"");
-        snprintf(st->s.why, sizeof st->s.why, "chunks are stored in pgvector only so far");
-        return CV_ERR_UNSUPPORTED;
-    }
     cv_sink_table t = {.schema = st->schema,
                        .table = st->table,
                        .nkeys = w->t.nkeys,

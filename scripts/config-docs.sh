@@ -5,7 +5,7 @@
 set -euo pipefail
 bin=${1:?usage: scripts/config-docs.sh path/to/cdcvec}
 cd "$(dirname "$0")/.."
-for cmd in serve sync capture worker sink wait; do
+for cmd in serve sync migrate capture worker sink wait; do
   "$bin" $cmd --config-markdown >"/tmp/cdcvec-conf-$cmd.md"
 done
 "$bin" sync --pipeline-markdown >/tmp/cdcvec-conf-pipeline.md
@@ -14,7 +14,7 @@ python3 - docs/CONFIG.md <<'PY'
 import re, sys
 p = sys.argv[1]
 s = open(p).read()
-for cmd in ["serve", "sync", "capture", "worker", "sink", "wait"]:
+for cmd in ["serve", "sync", "migrate", "capture", "worker", "sink", "wait"]:
     table = open(f"/tmp/cdcvec-conf-{cmd}.md").read()
     start = f"<!-- generated: cdcvec {cmd} --config-markdown -->\n"
     block = start + table + "<!-- end generated -->\n"

@@ -214,7 +214,7 @@ static cv_err pg_open(const char *conninfo, const cv_sink_table *t, cv_sink **ou
     if (!s) return CV_ERR_NOMEM;
     s->base.ops = &cv_sink_pgvector_ops;
     s->t = *t;
-    s->db = s->w[0] = cv_pg_connect(conninfo, 0, "sink");
+    s->db = s->w[0] = cv_pg_connect(conninfo, 0, t->role ? t->role : "sink");
     s->nw = 1;
     if (PQstatus(s->db) != CONNECTION_OK) {
         cv_pg_classify_connect(s->db, &s->fault);
@@ -431,10 +431,10 @@ static cv_err pg_backfill_mark(cv_sink *sk, uint64_t p, int done) {
 }
 
 /* The pgvector store's row in the table of stores (sink_impl.h). */
-const cv_sink_ops cv_sink_pgvector_ops = {"pgvector",       pg_open,         pg_close,
-                                          pg_state,         cv_pgv_hashes,   cv_pgv_begin,
-                                          cv_pgv_delete,    cv_pgv_put,      cv_pgv_dead_put,
-                                          pg_commit,        cv_pgv_rollback, pg_meta_set,
-                                          pg_backfill_mark, cv_pgv_search,   NULL,
-                                          cv_pgv_fetch,     cv_pgv_scan,     cv_pgv_chunk_hashes,
-                                          cv_pgv_chunks_set};
+const cv_sink_ops cv_sink_pgvector_ops = {"pgvector",        pg_open,         pg_close,
+                                          pg_state,          cv_pgv_hashes,   cv_pgv_begin,
+                                          cv_pgv_delete,     cv_pgv_put,      cv_pgv_dead_put,
+                                          pg_commit,         cv_pgv_rollback, pg_meta_set,
+                                          pg_backfill_mark,  cv_pgv_search,   NULL,
+                                          cv_pgv_fetch,      cv_pgv_scan,     cv_pgv_chunk_hashes,
+                                          cv_pgv_chunks_set, cv_pgv_count};

@@ -171,5 +171,7 @@ cv_err cv_pgv_search(cv_sink *sk, const float *q, int limit, const cv_sink_filte
 cv_err cv_pgv_fetch(cv_sink *sk, const char *const *const *keys, int n, int *found, uint8_t (*hash)[32],
                     char **payload);
 cv_err cv_pgv_scan(cv_sink *sk, cv_buf *cursor, int limit, cv_sink_key_cb cb, void *arg, int *more);
+/* cv_sink_count_estimate (pgvector_read.c) */
+cv_err cv_pgv_count(cv_sink *sk, double *rows);
 
 #endif

@@ -262,3 +262,60 @@ cv_err cv_sink_index_drop(const char *conninfo, const cv_sink_table *t, const ch
     cv_buf_free(&name), cv_buf_free(&qn), cv_buf_free(&key), cv_buf_free(&sql);
     return e;
 }
+
+cv_err cv_sink_index_seed(const char *conninfo, const cv_sink_table *t, const char *suffix,
+                          const char *text_source, long *copied) {
+    *copied = 0;
+    if (!pgvector_only(conninfo, "seed")) return CV_ERR_UNSUPPORTED;
+    PGconn *db = connect_store(conninfo, "seed");
+    if (!db) return CV_ERR_TIMEOUT;
+    cv_sink_table u = *t;
+    u.index_suffix = NULL;
+    cv_buf live = {0}, next = {0}, ql = {0}, qn = {0}, cols = {0}, sel = {0}, sql = {0};
+    cv_sink_pg_table(&u, &live);
+    u.index_suffix = suffix;
+    cv_sink_pg_table(&u, &next);
+    qualified(live.p, &ql);
+    qualified(next.p, &qn);
+    /* the columns both tables have (an older live table may lack the newer stamp columns) */
+    const char *p[2] = {ql.p, qn.p};
+    PGresult *r =
+        PQexecParams(db,
+                     "SELECT a.attname FROM pg_attribute a JOIN pg_attribute b ON b.attname = a.attname "
+                     "AND b.attrelid = to_regclass($2) AND b.attnum > 0 AND NOT b.attisdropped "
+                     "WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped "
+                     "ORDER BY a.attnum",
+                     2, NULL, p, NULL, NULL, 0);
+    cv_err e = CV_OK;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) == 0) {
+        cv_error("event=migrate_failed step=seed error=\"%s\"",
+                 PQresultStatus(r) == PGRES_TUPLES_OK ? "no columns in common" : PQresultErrorMessage(r));
+        e = CV_ERR_TIMEOUT;
+    }
+    for (int i = 0; !e && i < PQntuples(r); i++) {
+        const char *c = PQgetvalue(r, i, 0);
+        if (i) cv_buf_puts(&cols, ", "), cv_buf_puts(&sel, ", ");
+        cv_pg_ident(&cols, c);
+        if (!strcmp(c, "text_source"))
+            cv_buf_puts(&sel, "$1");
+        else
+            cv_pg_ident(&sel, c);
+    }
+    PQclear(r);
+    if (!e) {
+        cv_buf_printf(&sql, "INSERT INTO %s (%s) SELECT %s FROM %s ON CONFLICT DO NOTHING", qn.p, cols.p,
+                      sel.p, ql.p);
+        const char *v[1] = {text_source};
+        r = PQexecParams(db, sql.p, 1, NULL, v, NULL, NULL, 0);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+            cv_error("event=migrate_failed step=seed error=\"%s\"", PQresultErrorMessage(r));
+            e = CV_ERR_TIMEOUT;
+        } else
+            *copied = atol(PQcmdTuples(r));
+        PQclear(r);
+    }
+    PQfinish(db);
+    cv_buf_free(&live), cv_buf_free(&next), cv_buf_free(&ql), cv_buf_free(&qn), cv_buf_free(&cols);
+    cv_buf_free(&sel), cv_buf_free(&sql);
+    return e;
+}

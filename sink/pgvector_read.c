@@ -351,3 +351,22 @@ cv_err cv_pgv_scan(cv_sink *sk, cv_buf *cursor, int limit, cv_sink_key_cb cb, vo
     free(sql.p), free(cols.p), free(vals.p);
     return e;
 }
+
+/* n_live_tup of the store table (an estimate, as cdcvec_table_rows_source reads the source's);
+ * a chunked table: its rows of chunk 0 counted, one per source row (sink.h). */
+cv_err cv_pgv_count(cv_sink *sk, double *rows) {
+    pg_sink *s = (pg_sink *)sk;
+    cv_buf sql = {0};
+    const char *p[1] = {s->qtable};
+    if (s->t.chunked > 0)
+        cv_buf_printf(&sql, "SELECT count(*)::float8 FROM %s WHERE chunk = 0", s->qtable);
+    else
+        cv_buf_puts(&sql, "SELECT coalesce((SELECT n_live_tup FROM pg_stat_user_tables WHERE relid = "
+                          "to_regclass($1)), 0)::float8");
+    PGresult *r = PQexecParams(s->db, sql.p, s->t.chunked > 0 ? 0 : 1, NULL, p, NULL, NULL, 0);
+    free(sql.p);
+    cv_err e = exec_ok(s, r, "count_rows");
+    if (!e) *rows = PQntuples(r) == 1 ? atof(PQgetvalue(r, 0, 0)) : 0;
+    PQclear(r);
+    return e;
+}

@@ -910,8 +910,27 @@ static cv_err q_scan(cv_sink *s, cv_buf *cursor, int limit, cv_sink_key_cb cb, v
     return e;
 }
 
+/* The exact count of the table's points, chunks past 0 left out: its rows (sink.h). */
+static cv_err q_count(cv_sink *s, double *rows) {
+    q_sink *q = (q_sink *)s;
+    cv_buf body = {0}, path = {0};
+    cv_buf_puts(&body, "{\"filter\":{\"must\":[{\"key\":\"cdcvec.table\",\"match\":{\"value\":");
+    cv_json_string(&body, q->tname, strlen(q->tname));
+    cv_buf_puts(&body,
+                "}}],\"must_not\":[{\"key\":\"cdcvec.chunk\",\"range\":{\"gte\":1}}]},\"exact\":true}");
+    cv_buf_printf(&path, "%s/points/count", q->cpath);
+    json_t *r = NULL;
+    cv_err e = cv_http_call(q->http, "POST", path.p, body.p, body.len, 0, NULL, &r);
+    free(path.p);
+    json_t *n = json_object_get(json_object_get(r, "result"), "count");
+    if (!e && !json_is_integer(n)) e = CV_ERR_FORMAT;
+    if (!e) *rows = (double)json_integer_value(n);
+    json_decref(r);
+    return e;
+}
+
 /* The Qdrant store's row in the table of stores (sink_impl.h). */
-const cv_sink_ops cv_sink_qdrant_ops = {"qdrant",   q_open,     q_close,         q_state,     q_hashes,
-                                        q_begin,    q_delete,   q_put,           q_dead_put,  q_commit,
-                                        q_rollback, q_meta_set, q_backfill_mark, q_search,    q_state_key,
-                                        q_fetch,    q_scan,     q_chunk_hashes,  q_chunks_set};
+const cv_sink_ops cv_sink_qdrant_ops = {"qdrant",   q_open,     q_close,         q_state,      q_hashes,
+                                        q_begin,    q_delete,   q_put,           q_dead_put,   q_commit,
+                                        q_rollback, q_meta_set, q_backfill_mark, q_search,     q_state_key,
+                                        q_fetch,    q_scan,     q_chunk_hashes,  q_chunks_set, q_count};

@@ -213,3 +213,8 @@ cv_err cv_sink_fetch(cv_sink *s, const char *const *const *keys, int n, int *fou
 cv_err cv_sink_scan(cv_sink *s, cv_buf *cursor, int limit, cv_sink_key_cb cb, void *arg, int *more) {
     return s->ops->scan(s, cursor, limit, cb, arg, more);
 }
+
+cv_err cv_sink_count_estimate(cv_sink *s, double *rows) {
+    *rows = 0;
+    return s->ops->count ? s->ops->count(s, rows) : CV_ERR_UNSUPPORTED;
+}

@@ -67,6 +67,9 @@ typedef struct cv_sink_table {
      * "": the live index. pgvector: table cdcvec."<schema>_<table><suffix>", its state row keyed
      * stream (which the caller suffixes the same way). Qdrant, Upstash: refused (not built yet). */
     const char *index_suffix;
+    /* pgvector: the connection's role in its application_name ("cdcvec <role>"; NULL: "sink"):
+     * "monitor" for the store-size reader of ingest/store_rows.c */
+    const char *role;
 } cv_sink_table;
 
 typedef struct cv_sink_row {
@@ -285,7 +288,21 @@ cv_err cv_sink_index_has(const char *conninfo, const cv_sink_table *t, const cha
  * backfills it again, hash-checked, before it streams). */
 cv_err cv_sink_index_swap(const char *conninfo, const cv_sink_table *t, const char *in, const char *keep,
                           int backfill_again);
+/* A template-only migration: the shadow index (suffix; created) gets a copy of the live index's
+ * rows, stamped with text_source (the same model: their vectors stay valid where the text does
+ * not change); *copied: rows copied. */
+cv_err cv_sink_index_seed(const char *conninfo, const cv_sink_table *t, const char *suffix,
+                          const char *text_source, long *copied);
 /* Drops the index of t with suffix (table, state row, dead letters); *dropped: it existed. */
 cv_err cv_sink_index_drop(const char *conninfo, const cv_sink_table *t, const char *suffix, int *dropped);
+/* ---- the store's size (ingest/store_rows.c: the metric cdcvec_table_rows_store) ---- */
+
+/* A cheap count or estimate of the rows of this sink's table in the store, into *rows: pgvector
+ * the store table's n_live_tup (pg_stat_user_tables, the estimate cdcvec_table_rows_source reads
+ * of the source), a chunked table (t->chunked > 0) its rows of chunk 0 counted (one per source
+ * row: a scan); Qdrant the exact count of the table's points (cdcvec.table) that are not a
+ * chunk past 0 (rows, chunked or not); Upstash the namespace's vectorCount and
+ * pendingVectorCount (/info: every vector of the namespace, so a chunked table's chunks). */
+cv_err cv_sink_count_estimate(cv_sink *s, double *rows);
 
 #endif

@@ -36,6 +36,7 @@ typedef struct cv_sink_ops {
     cv_err (*chunk_hashes)(cv_sink *s, const char *const *key, uint8_t (**hash)[32], int *m);
     cv_err (*chunks_set)(cv_sink *s, const char *const *key, int n, const int *from, const long *off,
                          const long *len, const uint8_t *text_hash);
+    cv_err (*count)(cv_sink *s, double *rows); /* cv_sink_count_estimate (NULL: unsupported) */
 } cv_sink_ops;
 
 /* Every store's handle starts with this. */

@@ -592,6 +592,14 @@ static cv_err ns_count(u_sink *u, long long *n) {
     return e;
 }
 
+/* The namespace's vectors (sink.h: a chunked table's chunks; whatever else shares it). */
+static cv_err u_count(cv_sink *s, double *rows) {
+    long long n = 0;
+    cv_err e = ns_count((u_sink *)s, &n);
+    if (!e) *rows = (double)n;
+    return e;
+}
+
 /* Whether the finished backfill at p can have left vectors written below p (an interrupted
  * earlier backfill's rows deleted since): not when the namespace was empty when it began, nor
  * when it holds no more vectors than the backfill wrote (every id it wrote is there with a
@@ -772,7 +780,7 @@ static cv_err u_scan(cv_sink *s, cv_buf *cursor, int limit, cv_sink_key_cb cb, v
 }
 
 /* The Upstash store's row in the table of stores (sink_impl.h). */
-const cv_sink_ops cv_sink_upstash_ops = {"upstash",  u_open,     u_close,         u_state,     u_hashes,
-                                         u_begin,    u_delete,   u_put,           u_dead_put,  u_commit,
-                                         u_rollback, u_meta_set, u_backfill_mark, u_search,    u_state_key,
-                                         u_fetch,    u_scan,     u_chunk_hashes,  u_chunks_set};
+const cv_sink_ops cv_sink_upstash_ops = {"upstash",  u_open,     u_close,         u_state,      u_hashes,
+                                         u_begin,    u_delete,   u_put,           u_dead_put,   u_commit,
+                                         u_rollback, u_meta_set, u_backfill_mark, u_search,     u_state_key,
+                                         u_fetch,    u_scan,     u_chunk_hashes,  u_chunks_set, u_count};

@@ -5,7 +5,8 @@ client (qdrant-client, upstash-vector), for test_chunks_remote.sh.
     chunk_check.py STORE COLL TABLE mismatches SOURCE.json  -> differences (0: every row's chunks right)
     chunk_check.py STORE COLL TABLE dump OUT.json            -> the chunks, for `same`
     chunk_check.py STORE COLL TABLE count KEY                -> points of that key
-    chunk_check.py same A.json B.json                        -> differences between two dumps
+    chunk_check.py same A.json B.json [TOL]                  -> differences between two dumps
+                                                                (vector components within TOL, 1e-4)
 
 STORE: qdrant (QDRANT_URL, QDRANT_API_KEY_FILE; COLL: the collection) or upstash
 (UPSTASH_VECTOR_REST_URL, UPSTASH_VECTOR_REST_TOKEN_FILE; COLL: the namespace). SOURCE.json: a
@@ -106,11 +107,11 @@ def dump(pts):
     return out
 
 
-def same(a, b):
+def same(a, b, tol=1e-4):
     bad = 0
     for k in sorted(set(a) | set(b)):
         x, y = a.get(k), b.get(k)
-        if x is None or y is None or x[:5] != y[:5] or max(abs(p - q) for p, q in zip(x[5], y[5])) > 1e-4:
+        if x is None or y is None or x[:5] != y[:5] or max(abs(p - q) for p, q in zip(x[5], y[5])) > tol:
             print("differs %s: %s / %s" % (k, x and x[:5], y and y[:5]), file=sys.stderr)
             bad += 1
     return bad
@@ -119,7 +120,7 @@ def same(a, b):
 def main():
     if sys.argv[1] == "same":
         a, b = (json.load(open(f)) for f in sys.argv[2:4])
-        print(same(a, b))
+        print(same(a, b, float(sys.argv[4]) if len(sys.argv) > 4 else 1e-4))
         return
     store, coll, table, cmd = sys.argv[1:5]
     pts = points(store, coll, table)

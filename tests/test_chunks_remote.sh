@@ -10,8 +10,11 @@
 # chunked Qdrant collection is refused; a shorter text leaves no chunk
 # past its end (once /wait answers for its LSN); kill -9 during changes of long texts converges
 # with no orphan chunk; a deleted row none, TRUNCATE none; the tutorial's
-# ranking is unchanged with chunking on (short texts: one chunk each).
-#   usage: test_chunks_remote.sh qdrant|upstash path/to/cdcvec
+# ranking is unchanged with chunking on (short texts: one chunk each). With the mock broker, the
+# Kafka path (capture -> worker --chunk-max-tokens -> sink into another collection / namespace):
+# the same points as sync stored (hashes, offsets, vectors within 1e-6), a shorter text and a
+# deleted row leave no chunk behind, a replayed topic changes nothing.
+#   usage: test_chunks_remote.sh qdrant|upstash path/to/cdcvec [path/to/kafka_mock_broker]
 set -u
 store=$1
 . "$(dirname "$0")/sync_lib.sh"
@@ -151,6 +154,77 @@ check "$store: a deleted row: none of its chunks left" 'converged && [ "$(count 
 q "TRUNCATE docs"
 check "$store: truncate: no chunk left" 'converged && [ "$(cc docs public.docs dump /dev/stdout)" = "{}" ]'
 stop_sync
+
+# ---- the Kafka path into the same store: capture -> mock broker -> worker (chunking) -> sink ----
+if [ -n "${3:-}" ]; then
+  . "$root/tests/kafka_lib.sh"
+  kmock_start "$3" --topic cdc:2 --topic emb:2 || { echo "FAIL cannot start the mock broker"; exit 1; }
+  K=$KMOCK_BOOTSTRAP
+  start_sync # the reference: what sync stores for the rows loaded again
+  q "INSERT INTO docs SELECT * FROM docs_orig"
+  check "$store: the documents loaded again, through sync: converged" converged
+  stop_sync
+  cc docs public.docs dump "$work/sync.json"
+  kport=$(free_port $((hport + 1)))
+  wport=$(free_port $((kport + 1)))
+  CDCVEC_LOG=${LOG:-warn} "$bin" capture --source "$DB" --table public.docs --text-column body --to "kafka://$K/cdc" \
+    --batch-ms 10 >>"$work/capture.log" 2>&1 &
+  cap_pid=$!
+  watch $cap_pid capture "$work/capture.log"
+  CDCVEC_LOG=${LOG:-warn} "$bin" worker --from "kafka://$K/cdc" --to "kafka://$K/emb" --threads 2 \
+    $CH --http 127.0.0.1:$wport >>"$work/worker.log" 2>&1 &
+  w_pid=$!
+  watch $w_pid worker "$work/worker.log"
+  start_ksink() {
+    # shellcheck disable=SC2046
+    CDCVEC_LOG=${LOG:-warn} "$bin" sink --from "kafka://$K/emb" --sink "$(sink kdocs)" $(nsopt kdocs) \
+      --http 127.0.0.1:$kport "$@" >>"$work/ksink.log" 2>&1 &
+    ks_pid=$!
+    watch $ks_pid ksink "$work/ksink.log"
+  }
+  start_ksink
+  kmetric() { curl -sf "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m {print $2}'; }
+  kmismatches() {
+    q "SELECT coalesce(json_agg(json_build_object('id', id, 'text', body)), '[]') FROM docs" >"$work/src.json" &&
+      cc kdocs public.docs mismatches "$work/src.json" 2>"$work/kmm.txt"
+  }
+  kconverged() {
+    WATCH_PID=$ks_pid wait_until '[ "$(kmismatches)" = 0 ]' 'kmismatches; cat "$work"/*.log | wc -c' && return 0
+    echo "  mismatches: $(kmismatches) $(head -3 "$work/kmm.txt")"
+    grep -h "level=error" "$work/ksink.log" | tail -2
+    return 1
+  }
+  ksame() { # differences between the Kafka store and $1 (a dump), vectors within 1e-6
+    cc kdocs public.docs dump "$work/k.json" &&
+      "$PY" "$root/tests/chunk_check.py" same "$1" "$work/k.json" 1e-6 2>"$work/ksame.txt"
+  }
+  check "$store: Kafka path: the documents stored as chunks, as sync stored them (ids, hashes, offsets, vectors within 1e-6)" \
+    'kconverged && [ "$(ksame "$work/sync.json")" = 0 ]' || head -3 "$work/ksame.txt"
+  n1=$(cc kdocs public.docs count 1)
+  psql -qX "$DB" -f "$work/insert.sql" >/dev/null
+  check "$store: Kafka path: a paragraph inserted in the middle: the chunks after it renumbered, converged" \
+    'kconverged && [ "$(cc kdocs public.docs count 1)" -gt "$n1" ]'
+  n3=$(cc kdocs public.docs count 3)
+  psql -qX "$DB" -f "$work/shorten.sql" >/dev/null
+  check "$store: Kafka path: a shorter text: no chunk past its end (had $n3)" \
+    'kconverged && [ "$(cc kdocs public.docs count 3)" -lt "$n3" ]'
+  q "DELETE FROM docs WHERE id = 1"
+  check "$store: Kafka path: a deleted row: none of its chunks left" 'kconverged && [ "$(cc kdocs public.docs count 1)" = 0 ]'
+  # the whole topic again (a sink whose offsets were lost): idempotent, the same store
+  cc kdocs public.docs dump "$work/k_before.json"
+  kill -TERM $ks_pid; wait $ks_pid; unwatch $ks_pid
+  start_ksink --group replay
+  q "INSERT INTO docs VALUES (4, 'last', 'The last document.')"
+  replayed() { # caught up (no lag), converged, and the store as before but for the one new document
+    [ "$(kmetric $kport 'cdcvec_kafka_consumer_lag_messages{stage="sink"}')" = 0 ] && [ "$(kmismatches)" = 0 ] &&
+      [ "$(ksame "$work/k_before.json")" = 1 ] && grep -q "^differs 4/0: None" "$work/ksame.txt"
+  }
+  check "$store: Kafka path: the topic replayed from its start: the same chunks (idempotent)" \
+    'WATCH_PID=$ks_pid wait_until replayed "kmetric $kport cdcvec_kafka_messages_total; cat $work/*.log | wc -c"' ||
+    { kmismatches; head -3 "$work/kmm.txt" "$work/ksame.txt"; }
+  kill -TERM $ks_pid $w_pid $cap_pid; wait $ks_pid $w_pid $cap_pid; unwatch $ks_pid $w_pid $cap_pid
+  kmock_stop
+fi
 
 # the tutorial's ranking with chunking on: short texts are one chunk each
 search() {

@@ -7,6 +7,8 @@
 # a sync with the new model then follows the switched index and verify finds 0 differences; a sync
 # with the old model is refused; --rollback brings the old index back and the next old-model sync
 # catches it up (rows changed and deleted since the switch) to 0 differences; --drop-old frees it.
+# A template-only migration copies the live vectors and embeds (almost) nothing; a pipeline file of
+# two tables is migrated whole (one model per process) while the other table changes.
 #   usage: test_migrate.sh path/to/cdcvec
 set -u
 . "$(dirname "$0")/sync_lib.sh"
@@ -94,6 +96,9 @@ check "one replication slot, no temporary slot left" '[ "$(q "SELECT count(*) FR
 # the sync of the new model follows the switched index; the old model is refused
 start_sync "$NEW"
 caught_up
+"$bin" migrate --source "$DB" --to-model "$NEW" >"$work/busy.log" 2>&1; rc=$?
+check "migrate beside a running sync of the table: exit 1 at once, naming it and the fix" \
+  '[ $rc = 1 ] && grep -q "event=migrate_stopped .*holder=.*fix=\"stop it, run cdcvec migrate" "$work/busy.log"' || cat "$work/busy.log"
 q "INSERT INTO ctl VALUES (true)" >/dev/null
 unwatch "$writer_pid"
 wait "$writer_pid"
@@ -130,4 +135,56 @@ verify_with "after the rollback: the old index equals the source (verify: 0 diff
 "$bin" migrate --source "$DB" --drop-old >"$work/drop.log" 2>&1; rc=$?
 check "--drop-old: exit 0, the replaced index gone" \
   '[ $rc = 0 ] && [ "$(q "SELECT to_regclass('"'cdcvec.public_books__old'"') IS NULL")" = t ]' || cat "$work/drop.log"
+
+# a template-only change: the live vectors are copied, only texts the template changes are embedded
+# ('{description}' gives every row its text of today: nothing to embed but rows without one)
+"$bin" migrate --source "$DB" --threads 2 --to-template '{description}' >"$work/tmpl.log" 2>&1; rc=$?
+n=$(q "SELECT count(*) FROM $B")
+check "--to-template: exit 0, the live index copied, (almost) nothing embedded" \
+  '[ $rc = 0 ] && grep -q "event=migrate_seeded .*rows=$n " "$work/tmpl.log" && grep -q "event=migrate_done .*embedded=[0-9] kept=[0-9]*" "$work/tmpl.log" && [ "$(sed -n "s/.*event=migrate_done .*kept=\([0-9]*\).*/\1/p" "$work/tmpl.log")" -ge $((n * 9 / 10)) ]' ||
+  grep -E "migrate_(seeded|done|refused)|error" "$work/tmpl.log" | tail -5
+check "--to-template: every row stamped with the template" \
+  '[ "$(q "SELECT count(*) FROM $B WHERE text_source IS DISTINCT FROM '"'template {description}'"'")" = 0 ]' ||
+  q "SELECT text_source, count(*) FROM $B GROUP BY 1"
+"$bin" migrate --source "$DB" --drop-old >/dev/null 2>&1
+
+# a pipeline file of two tables: --to-model migrates both (one model per process); the other
+# table's changes during the migration are kept
+q "CREATE TABLE notes (id text PRIMARY KEY, body text); INSERT INTO notes SELECT 'n' || g, 'note number ' || g FROM generate_series(1, 300) g" >/dev/null
+cat >"$work/two.yaml" <<YAML
+source: "$DB"
+defaults: {threads: 2}
+tables:
+  - table: public.books
+    template: "{description}"
+  - table: public.notes
+    text: body
+YAML
+"$bin" sync --config "$work/two.yaml" >>"$work/sync2.log" 2>&1 &
+sync_pid=$!
+watch "$sync_pid" sync2 "$work/sync2.log"
+wait_until '[ "$(q "SELECT count(*) FROM cdcvec.state WHERE backfill_done AND stream LIKE '"'%pipeline%'"'" 2>/dev/null)" = 2 ]' "sink_progress cdcvec.public_notes"
+stop_sync
+"$bin" migrate --config "$work/two.yaml" --table public.notes --to-model "$NEW" >/dev/null 2>"$work/err"; rc=$?
+check "a file: --to-model with --table is refused (one model per pipeline), naming the fix" \
+  '[ $rc = 2 ] && grep -q "one model for all its tables; fix: migrate them all" "$work/err"'
+(for i in $(seq 1 60); do q "UPDATE notes SET body = body || ' +' WHERE id = 'n$i'; DELETE FROM notes WHERE id = 'n$((i + 100))'" >/dev/null; done) &
+nw_pid=$!
+"$bin" migrate --config "$work/two.yaml" --to-model "$NEW" >"$work/migrate2.log" 2>&1; rc=$?
+wait "$nw_pid"
+check "a file: both tables migrated, checked and switched" \
+  '[ $rc = 0 ] && [ "$(grep -c "event=migrate_switched" "$work/migrate2.log")" = 2 ] && [ "$(grep -c "event=migrate_verified .*differences=0" "$work/migrate2.log")" = 2 ]' ||
+  grep -E "migrate_|error" "$work/migrate2.log" | tail -8
+"$bin" sync --config "$work/two.yaml" --model "$NEW" >>"$work/sync2.log" 2>&1 &
+sync_pid=$!
+watch "$sync_pid" sync2 "$work/sync2.log"
+q "INSERT INTO notes VALUES ('last', 'the last note')" >/dev/null
+wait_until '[ "$(q "SELECT count(*) FROM cdcvec.public_notes WHERE id = '"'last'"'")" = 1 ]' "sink_progress cdcvec.public_notes"
+caught_up
+stop_sync
+for t in public.books public.notes; do
+  "$bin" verify --config "$work/two.yaml" --table $t --model "$NEW" >"$work/verify.out" 2>>"$work/verify.log"; rc=$?
+  check "a file: $t equals its source under the new model (verify: 0 differences)" '[ $rc = 0 ] && grep -q "differences=0" "$work/verify.out"' || cat "$work/verify.out"
+done
+check "a file: still one slot for the pipeline, none left behind" '[ "$(q "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE '"'%pipeline%'"'")" = 1 ] && [ "$(q "SELECT count(*) FROM pg_replication_slots WHERE temporary")" = 0 ]'
 test_end

@@ -5,9 +5,11 @@
 # password in the source, a table-naming flag beside the file) exits 2 naming FILE:LINE:COL, the
 # key and the fix, and creates nothing (no slot, no publication, no cdcvec schema); --print
 # shows the resolved pipeline (precedence, no password) and reads back; the docs' example is
-# valid; a one-table command (verify) refuses several tables; columns: is refused at start; a
-# one-table file syncs books on the pipeline's slot (backfill, streamed changes), the flags on
-# their own.
+# valid; a one-table command (verify) refuses several tables; a columns: list without the key or
+# the text, or with an unknown column, is refused at start with its place and fix, creating
+# nothing; a one-table file syncs books on the pipeline's slot (backfill, streamed changes), the
+# flags on their own; where: (a row filter) and columns: (a column list: refused under REPLICA
+# IDENTITY FULL; published, backfilled and streamed with the listed columns only).
 #   usage: test_pipeline_file.sh path/to/cdcvec
 set -u
 . "$(dirname "$0")/sync_lib.sh"
@@ -107,9 +109,19 @@ check "several tables: cdcvec verify (one table) refuses the file, naming the ta
 "$bin" verify --config "$work/two.yaml" --table nope >/dev/null 2>"$work/err"; rc=$?
 check "... --table naming no table of the file: refused, listing the file's" \
   '[ $rc = 2 ] && grep -q "cdcvec verify: --table nope: not a table of $work/two.yaml (it has public.books, public.articles); fix:" "$work/err"'
-printf "${S}tables:\n  - table: books\n    text: description\n    columns: [id, description]\n" >"$work/columns.yaml"
-"$bin" sync --config "$work/columns.yaml" >/dev/null 2>"$work/err"; rc=$?
-check "columns: read, then refused at start (not ignored)" '[ $rc = 2 ] && grep -q "event=pipeline_refused .*line=5 .*columns:" "$work/err"'
+# columns: that lacks the key or the text, or names no column of the table: refused at start
+# (exit 1, a configuration fault) naming the file's place and the fix, before anything is created
+badcols() { # NAME LIST WHAT FIX_PATTERN
+  printf "${S}defaults: {threads: 2}\ntables:\n  - table: books\n    text: description\n    columns: %s\n" "$2" >"$work/$1.yaml"
+  CDCVEC_LOG=warn timeout 120 "$bin" sync --config "$work/$1.yaml" >"$work/$1.log" 2>&1
+  local rc=$? name=$1 fixp=$4
+  check "columns: $2 ($3): refused (exit 1) with $1.yaml:6:, the key and the fix" \
+    '[ $rc = 1 ] && grep -q "event=columns_refused table=\"public\".\"books\" at=\"$work/$name.yaml:6:[0-9]*: tables\[0\].columns\".* fix=\"$fixp" "$work/$name.log"' ||
+    { echo "  rc=$rc"; tail -3 "$work/$1.log"; }
+}
+badcols cols_nokey "[name, description]" "no primary key" "add id to columns: (columns: \[name, description, id\])"
+badcols cols_notext "[id, name]" "no text column" "add description to columns:"
+badcols cols_unknown "[id, description, nope]" "an unknown column" "write columns: with the table's columns only: id, name,"
 check "still nothing created in the database" \
   '[ "$(q "SELECT (SELECT count(*) FROM pg_replication_slots) + (SELECT count(*) FROM pg_publication) + (SELECT count(*) FROM pg_namespace WHERE nspname = '"'cdcvec'"')")" = 0 ]'
 
@@ -181,6 +193,44 @@ check "where: a row moved out of the filter leaves the store, one moved in joins
   '[ "$(q "$FMISMATCH")" = 0 ]'
 CDCVEC_LOG=warn "$bin" verify --config "$work/where.yaml" --table films --threads 2 >"$work/verify.out" 2>&1; rc=$?
 check "verify --config --table: the filtered table equals its store (exit 0)" '[ $rc = 0 ]' || tail -5 "$work/verify.out"
+kill -TERM $sync_pid
+wait $sync_pid
+sync_pid=
+
+# columns: a column list. Under REPLICA IDENTITY FULL it would make the application's UPDATE and
+# DELETE fail: refused at start with the fix. With the default identity: only the listed columns
+# are published (pg_publication_tables.attnames), backfilled and streamed: the payloads hold no
+# other column.
+q "CREATE TABLE gadgets (id int PRIMARY KEY, name text, secret text, price int, descr text);
+   INSERT INTO gadgets SELECT g, 'gadget ' || g, 'secret ' || g, g * 10, 'a gadget that ' || md5(g::text) FROM generate_series(1, 30) g;
+   ALTER TABLE gadgets REPLICA IDENTITY FULL" >/dev/null
+printf "${S}defaults: {threads: 2, batch_ms: 10}\ntables:\n  - table: gadgets\n    text: descr\n    columns: [id, descr, price]\n" >"$work/cols.yaml"
+CDCVEC_LOG=warn timeout 120 "$bin" sync --config "$work/cols.yaml" >"$work/cols.log" 2>&1; rc=$?
+check "columns: under REPLICA IDENTITY FULL: refused (exit 1) with the fix, before it is published" \
+  '[ $rc = 1 ] && grep -q "event=columns_refused table=\"public\".\"gadgets\" at=\"$work/cols.yaml:6:[0-9]*: tables\[0\].columns\".*fix=\"add the replica identity.s columns to columns: .*REPLICA IDENTITY DEFAULT" "$work/cols.log" &&
+   [ "$(q "SELECT count(*) FROM pg_publication_tables WHERE tablename = '"'gadgets'"'")" = 0 ]' || cat "$work/cols.log"
+check "... and the application's UPDATE and DELETE still work" \
+  'q "UPDATE gadgets SET price = price WHERE id = 1; DELETE FROM gadgets WHERE id = 30" >/dev/null'
+q "ALTER TABLE gadgets REPLICA IDENTITY DEFAULT"
+GMISMATCH="SELECT count(*) FROM gadgets b FULL JOIN cdcvec.public_gadgets v USING (id)
+  WHERE b.id IS NULL OR v.id IS NULL OR v.text_hash <> sha256(convert_to(b.descr, 'UTF8'))
+     OR v.payload <> jsonb_build_object('price', b.price)"
+CDCVEC_LOG=warn "$bin" sync --config "$work/cols.yaml" >>"$work/cols.log" 2>&1 &
+sync_pid=$!
+watch $sync_pid sync "$work/cols.log"
+converged_q "$GMISMATCH" cdcvec.public_gadgets
+check "columns: the table is published with its column list only" \
+  '[ "$(q "SELECT attnames FROM pg_publication_tables WHERE tablename = '"'gadgets'"'")" = "{id,price,descr}" ]'
+check "columns: the backfill's payloads hold the listed columns only (price; no name, no secret)" \
+  '[ "$(q "$GMISMATCH")" = 0 ] && [ "$(q "SELECT count(*) FROM cdcvec.public_gadgets")" = 29 ]'
+q "UPDATE gadgets SET secret = 'moved', price = 1000, descr = 'a gadget renamed' WHERE id = 1;
+   INSERT INTO gadgets VALUES (100, 'new', 'hidden', 5, 'a new gadget')" >/dev/null
+converged_q "$GMISMATCH" cdcvec.public_gadgets
+check "columns: streamed changes carry the listed columns only (the new price, no secret)" \
+  '[ "$(q "$GMISMATCH")" = 0 ] && [ "$(q "SELECT count(*) FROM cdcvec.public_gadgets WHERE payload ? '"'secret'"' OR payload ? '"'name'"'")" = 0 ] &&
+   [ "$(q "SELECT payload->>'"'price'"' FROM cdcvec.public_gadgets WHERE id = 1")" = 1000 ]'
+CDCVEC_LOG=warn "$bin" verify --config "$work/cols.yaml" --table gadgets --threads 2 >"$work/verify.out" 2>&1; rc=$?
+check "verify --config --table: the listed columns equal the store's (exit 0)" '[ $rc = 0 ]' || tail -5 "$work/verify.out"
 kill -TERM $sync_pid
 wait $sync_pid
 sync_pid=

@@ -150,11 +150,11 @@ check "$store: every point carries the stamp: model, revision, text source" \
 gen_model mini-384 # another model of the same dimension (384), random weights
 CDCVEC_LOG=warn timeout 120 "$bin" sync --source "$DB" --table public.books --sink "$SINK" --model "$gen/mini-384" --threads 2 >"$work/bad.log" 2>&1; rc=$?
 check "$store: another model of the same dimension: exit 1, event=model_changed, kind=config with the fix naming cdcvec migrate" \
-  '[ $rc -eq 1 ] && grep -q "event=model_changed .*model=mini-384" "$work/bad.log" && grep -q "event=sync_stopped kind=config .*fix=\"point --sink at a new table/collection.*cdcvec migrate --to-model DIR" "$work/bad.log"' ||
+  '[ $rc -eq 1 ] && grep -q "event=model_changed .*model=mini-384" "$work/bad.log" && grep -q "event=sync_stopped kind=config .*fix=\"run cdcvec migrate .*plus --to-model DIR (it builds.*point --sink at a new table/collection" "$work/bad.log"' ||
   tail -3 "$work/bad.log"
 CDCVEC_LOG=warn timeout 120 "$bin" sync --source "$DB" --table public.books --sink "$SINK" --template '{name}: {description}' --threads 2 >"$work/bad.log" 2>&1; rc=$?
 check "$store: a changed --template: exit 1, event=text_source_changed with the fix naming cdcvec migrate --to-template" \
-  '[ $rc -eq 1 ] && grep -q "event=text_source_changed" "$work/bad.log" && grep -q "event=sync_stopped kind=config .*fix=\"point --sink at a new table/collection.*cdcvec migrate --to-template T" "$work/bad.log"' ||
+  '[ $rc -eq 1 ] && grep -q "event=text_source_changed" "$work/bad.log" && grep -q "event=sync_stopped kind=config .*fix=\"run cdcvec migrate .*plus --to-template T (it builds.*point --sink at a new table/collection" "$work/bad.log"' ||
   tail -3 "$work/bad.log"
 q "UPDATE cdcvec.state SET model = NULL, model_revision = NULL WHERE layout IS NOT NULL"
 LOG=info start_sync

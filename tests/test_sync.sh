@@ -221,11 +221,11 @@ check "every row carries the stamp: the model's id, revision and the text source
 gen_model mini-384 # another model of the same dimension (384), random weights
 run_expect "another model of the same dimension: refused" model_changed --table public.books --model "$gen/mini-384" --threads 2
 check "  ... the recorded and the new model named, stopped as kind=config with the fix naming cdcvec migrate" \
-  'grep -q "event=model_changed .*recorded_model=sentence-transformers/all-MiniLM-L6-v2 recorded_revision=$want_rev model=mini-384 revision=[0-9a-f]\{64\}" "$work/bad.log" && grep -q "event=sync_stopped kind=config .*fix=\"point --sink at a new table/collection.*cdcvec migrate --to-model DIR, a rebuild beside the live index" "$work/bad.log"' ||
+  'grep -q "event=model_changed .*recorded_model=sentence-transformers/all-MiniLM-L6-v2 recorded_revision=$want_rev model=mini-384 revision=[0-9a-f]\{64\}" "$work/bad.log" && grep -q "event=sync_stopped kind=config .*fix=\"run cdcvec migrate with this command.s options but the recorded model and text, plus --to-model DIR (it builds the new index beside the live one.*point --sink at a new table/collection" "$work/bad.log"' ||
   tail -3 "$work/bad.log"
 run_expect "a changed --template: refused" text_source_changed --table public.books --template '{name}: {description}' --threads 2
 check "  ... both text sources named, the fix naming cdcvec migrate --to-template" \
-  'grep -q "event=text_source_changed .*recorded=\"column 3 description\" now=\"template {name}: {description}\"" "$work/bad.log" && grep -q "event=sync_stopped kind=config .*fix=\"point --sink at a new table/collection.*cdcvec migrate --to-template T" "$work/bad.log"' ||
+  'grep -q "event=text_source_changed .*recorded=\"column 3 description\" now=\"template {name}: {description}\"" "$work/bad.log" && grep -q "event=sync_stopped kind=config .*fix=\"run cdcvec migrate .*plus --to-template T (it builds.*point --sink at a new table/collection" "$work/bad.log"' ||
   tail -3 "$work/bad.log"
 q "UPDATE cdcvec.state SET model_revision = repeat('0', 64) WHERE stream = '$SLOT'"
 run_expect "another revision of the model recorded in the store: refused" model_changed --table public.books --threads 2

@@ -6,7 +6,8 @@
 #   1. three tables, an int key (items -> pgvector), a text key (notes -> Qdrant) and a composite
 #      key (lines -> Upstash), from one process: one slot in pg_replication_slots, every store
 #      equal to its source after the backfill; /readyz lists the tables, /metrics has
-#      cdcvec_table_lag_seconds per table
+#      cdcvec_table_lag_seconds per table, and cdcvec_table_rows_store per table equal to the
+#      source's rows (after the backfill and after the load of 2.)
 #   2. kill -9 at random moments during 5,000 mixed changes across the three: afterwards every
 #      store equals its source (keys, text hashes, payloads; nothing lost, no orphan)
 #   3. a table added to the file (SIGHUP) while 1,000 changes are written to another: it is
@@ -133,6 +134,18 @@ check "/readyz: ready, listing the three tables" \
 check "/metrics: cdcvec_table_lag_seconds and _lag_bytes for each table" \
   '[ "$(metric "cdcvec_table_lag_seconds{" | wc -l)" = 3 ] && [ "$(metric "cdcvec_table_lag_bytes{table=\"public.notes\"}" | wc -l)" = 1 ]' ||
   metric cdcvec_table_
+# cdcvec_table_rows_store (read every 10 s): each store's rows equal the source's once settled
+rows_store() { metric "cdcvec_table_rows_store{table=\"public.$1\"}" | awk '{print $2 + 0}'; }
+rows_settled() {
+  local t
+  for t in items notes lines; do [ "$(rows_store $t)" = "$(q "SELECT count(*) FROM $t")" ] || return 1; done
+}
+rows_checked() {
+  WATCH_PID=$sync_pid wait_until rows_settled 'metric cdcvec_table_rows_store' && return 0
+  for t in items notes lines; do echo "  $t: store $(rows_store $t), source $(q "SELECT count(*) FROM $t")"; done
+  return 1
+}
+check "/metrics: cdcvec_table_rows_store for pgvector, Qdrant and Upstash, equal to the source's rows" rows_checked
 
 # ---- 2. kill -9 during 5,000 mixed changes across the three tables
 cat >"$work/load.sql" <<'SQL'
@@ -164,6 +177,7 @@ load_pid=$!
 kill_sync_during_load
 check "the load of 5,000 changes ran" '! grep -q ERROR "$work/load.log"' || cat "$work/load.log"
 check "kill -9 ($kills times) during 5,000 changes across the three tables: every store equals its source" converged
+check "after the load: cdcvec_table_rows_store of each table equals its source's rows" rows_checked
 check "still one slot (a joining table's temporary one aside)" '[ "$(q "SELECT count(*) FROM pg_replication_slots WHERE NOT temporary")" = 1 ]'
 
 # ---- 3. a table added (SIGHUP) while 1,000 changes are written to another
