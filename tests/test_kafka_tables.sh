@@ -8,7 +8,8 @@
 #      /wait covers a commit of either table once it is in its store; after the backfill, inserts,
 #      updates, deletes, a truncate of one table and kill -9 of capture and of the sink, every store
 #      equals its source; a third table added to the file joins at the restart (its own snapshot),
-#      its chunk: option chunking its texts in the worker
+#      its chunk: option chunking its texts in the worker, its columns: keeping a column out of the
+#      publication and the payloads
 #   2. a one-table file produces the messages today's flags produce (the LSNs aside: two slots), the
 #      tutorial's format (format: quix) byte for byte
 #   3. bad files are refused with the file, line, key and fix, before anything starts
@@ -22,8 +23,8 @@ kafka_venv "$root"
 pg_up vector
 q "CREATE TABLE items (id int PRIMARY KEY, description text, price int);
    CREATE TABLE notes (code text PRIMARY KEY, body text, tag text);
-   CREATE TABLE extra (id bigint PRIMARY KEY, note text);
-   INSERT INTO extra SELECT g, 'extra ' || g FROM generate_series(1, 80) g;
+   CREATE TABLE extra (id bigint PRIMARY KEY, note text, tag text, secret text);
+   INSERT INTO extra SELECT g, 'extra ' || g, 't', 'hidden' FROM generate_series(1, 80) g;
    INSERT INTO items SELECT g, 'item ' || g || ' is a ' || md5(g::text), g * 3 FROM generate_series(1, 120) g;
    INSERT INTO notes SELECT 'n-' || g, 'note ' || g || ' says ' || md5((g * 7)::text), 't' || g % 5
      FROM generate_series(1, 120) g" >/dev/null
@@ -134,6 +135,7 @@ cat >>"$work/pipeline.yaml" <<EOF
     topic: kafka://$K/extra-cdc
     embeddings_topic: kafka://$K/extra-emb
     chunk: {max_tokens: 32, overlap: 8}
+    columns: [id, note, tag]
 EOF
 mism_extra() { # chunks: one row per (id, chunk), each with the whole text's hash
   q "SELECT count(*) FROM extra b FULL JOIN (SELECT DISTINCT id, text_hash FROM cdcvec.public_extra) v USING (id)
@@ -142,11 +144,14 @@ mism_extra() { # chunks: one row per (id, chunk), each with the whole text's has
 start_capture
 start_worker
 start_sink
-q "UPDATE items SET price = price + 100 WHERE id % 2 = 0; INSERT INTO extra VALUES (500, 'written as it joins');
-   INSERT INTO extra VALUES (700, repeat('a long note about many things, ', 40))" >/dev/null
+q "UPDATE items SET price = price + 100 WHERE id % 2 = 0; INSERT INTO extra VALUES (500, 'written as it joins', 't', 's');
+   INSERT INTO extra VALUES (700, repeat('a long note about many things, ', 40), 't', 's')" >/dev/null
 check "a table added to the file joins at the restart; nothing of the others lost" \
   'converged && wait_until "[ \"\$(mism_extra)\" = 0 ]" "mism_extra; progress" && grep -q "event=table_joined table=\"public\".\"extra\"" "$work/capture.log"'
 q "DELETE FROM extra WHERE id < 10; UPDATE notes SET body = 'last' WHERE code = 'after'" >/dev/null
+check "the table's columns: is its publication's column list: the column left out is in no payload" \
+  '[ "$(q "SELECT count(*) FROM cdcvec.public_extra WHERE payload ? '"'"'secret'"'"'")" = 0 ] &&
+   [ "$(q "SELECT count(*) FROM cdcvec.public_extra WHERE payload ? '"'"'tag'"'"'")" -gt 0 ]'
 check "the worker chunks the table whose entry has chunk: (a long text: several chunks), the others not" \
   '[ "$(q "SELECT count(*) > 3 FROM cdcvec.public_extra WHERE id = 700")" = t ] &&
    [ "$(q "SELECT count(*) FROM information_schema.columns WHERE table_schema = '"'"'cdcvec'"'"' AND column_name = '"'"'chunk_hash'"'"' AND table_name IN ('"'"'public_items'"'"', '"'"'public_notes'"'"')")" = 0 ]'
