@@ -350,6 +350,11 @@ static int run_file(const char *which, kconf *c, int argc, char **argv, cv_kafka
     const kconf *p0 = pl.tables[0].conf; /* the process's options: the same in every table */
     if (parse_format(which, p0->format ? p0->format : "cdcvec", &quix) || cv_cli_api_key(which, &key))
         goto out;
+    /* kafka_config: under defaults: (the command line's, when given, was read already) */
+    if (p0->kafka_config && *p0->kafka_config &&
+        (!c->kafka_config || strcmp(c->kafka_config, p0->kafka_config)) &&
+        cv_kafka_props_from_file(kp, p0->kafka_config))
+        goto out;
     o = calloc((size_t)nt, sizeof *o);
     groups = calloc((size_t)nt, sizeof *groups);
     CV_ASSERT(o && groups);

@@ -238,6 +238,8 @@ check "an unknown key: refused with its line and the key meant" \
 printf 'source: "%s"\ntables:\n  - table: items\n    topic: kafka://%s/t\n    group: g\n' "$DB" "$K" >"$work/group.yaml"
 check "a key of one process's command line (group): refused with the fix" \
   'refused group "group.yaml:5:.*group: an option of one run, not a pipeline key; fix: pass --group" sink'
+printf 'source: "%s"\ndefaults: {kafka_config: %s/nosuch.properties}\ntables:\n  - table: items\n    text: description\n    topic: kafka://%s/t\n' "$DB" "$work" "$K" >"$work/kconf.yaml"
+check "kafka_config: under defaults is read (a missing file: refused, exit 2)" 'refused kconf "nosuch.properties" capture'
 "$bin" capture --config "$work/pipeline.yaml" --table nosuch >"$work/pick.out" 2>&1
 rc=$?
 check "capture --config F --table T: a table not in the file is refused, naming the file's tables" \
