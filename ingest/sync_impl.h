@@ -121,13 +121,15 @@ typedef struct cv_pipe {
     int open;   /* its session is open */
     int failures;
     double retry_at; /* HELD: when to try its store again */
-    /* JOINING: the backfill thread; joined: 1 done, -1 failed (join_err) */
+    /* JOINING: the backfill thread; joined: 1 done, -1 failed (join_err); HELD: its store's probe */
     pthread_t th;
     int th_started;
     volatile int joined;
     int join_done; /* joined: waits for the session to start again (once no other table joins) */
     volatile sig_atomic_t join_stop; /* set when the session ends (or the process stops) */
     cv_err join_err;
+    volatile int probed; /* HELD: its store's probe (the same thread): 1 answers, -1 probe_err */
+    cv_err probe_err;
     cv_apply *apply;  /* its own apply stage (a twin of the first table's), or NULL: the first table's */
     cv_err flush_err; /* a delivery on a thread of its own (sync.c) */
     /* the stream's, per session */

@@ -299,6 +299,7 @@ void cv_tables_session_close(cv_tables *T) {
             join_wait(p);
             p->state = CV_PIPE_STREAMING;
         }
+        join_wait(p); /* a held table's probe of its store (try_store) */
         cv_sync_session_close(p->s);
         p->open = 0;
     }
@@ -334,23 +335,45 @@ cv_err cv_tables_join(cv_tables *T, cv_pipe *p) {
 
 /* ---- between transactions ---- */
 
-/* A held table's store, tried again: its session opened anew. 1: it answers. */
-static int try_store(cv_tables *T, cv_pipe *p, cv_err *fatal) {
+/* A held table's store, tried again on a thread of its own (a store that hangs would stall the
+ * stream thread, and every other table, for as long as its connection attempt lasts): its session
+ * opened anew and its state read; p->probed 1 when it answers, -1 (probe_err) when not. */
+static void *probe_main(void *arg) {
+    cv_pipe *p = arg;
     cv_sync_session_close(p->s);
-    p->open = 0;
     cv_err e = cv_sync_session_open(p->s, 1);
     if (!e) {
         uint64_t pos, bpos;
         int done;
         if ((e = cv_sink_state(p->s->sink, &pos, &done, &bpos))) e = cv_sync_batch_failed(p->s, e);
     }
+    if (e) cv_sync_session_close(p->s);
+    p->probe_err = e;
+    __atomic_store_n(&p->probed, e ? -1 : 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+/* Held pipe p: its probe started when due, its answer taken when done. 1: its store answers (the
+ * session starts again); 0: not yet, or held again; *fatal: a permanent error. */
+static int try_store(cv_tables *T, cv_pipe *p, double now, cv_err *fatal) {
+    if (!p->th_started) {
+        if (now < p->retry_at) return 0;
+        p->open = 0;
+        p->probed = 0;
+        if (pthread_create(&p->th, NULL, probe_main, p) == 0)
+            p->th_started = 1;
+        else
+            probe_main(p);
+    }
+    if (!__atomic_load_n(&p->probed, __ATOMIC_ACQUIRE)) return 0; /* still trying */
+    join_wait(p);
+    cv_err e = p->probe_err;
     if (!e) {
         cv_info("event=table_store_back table=%s note=\"starting a new session: the slot replays its changes "
                 "from its position\"",
                 p->s->t.qualified);
         return 1;
     }
-    cv_sync_session_close(p->s);
     if (!cv_stage_retriable(e, &p->s->fault)) {
         take_fault(T, p);
         *fatal = e;
@@ -526,9 +549,9 @@ cv_err cv_tables_tick(cv_tables *T, volatile sig_atomic_t *stop) {
     double now = cv_now();
     for (int i = 0; i < T->n; i++) {
         cv_pipe *p = &T->p[i];
-        if (p->state != CV_PIPE_HELD || now < p->retry_at) continue;
+        if (p->state != CV_PIPE_HELD) continue;
         cv_err fatal = CV_OK;
-        if (try_store(T, p, &fatal)) {
+        if (try_store(T, p, now, &fatal)) {
             p->failures = 0;
             snprintf(s0->why, sizeof s0->why, "table_store_back: %s", p->s->t.qualified);
             s0->restart_now = 1;
