@@ -8,23 +8,31 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/cv_buf.h"
 #include "../common/cv_conf.h"
 #include "../common/cv_log.h"
 #include "../ingest/ingest.h"
 #include "../kafka/client.h"
 #include "../kafka/kafka.h"
 #include "cli.h"
+#include "pipeline.h"
 
 typedef struct {
     const char *source, *table, *text_column, *template_, *to, *from, *format, *slot, *publication, *group,
         *dead_letter, *key_columns, *sink, *embed, *model, *device, *http, *kafka_config, *on_error, *state,
-        *ns, *point_ids;
+        *ns, *point_ids, *config, *topic, *emb_topic;
     long batch_rows, threads, resnapshot, wal_warn_mb, chunk_max_tokens, chunk_overlap, chunk_cache_mb;
     double batch_ms, ready_lag_s, broker_down_s;
     cv_cli_http hl;
 } kconf;
 
 #define F(x) offsetof(kconf, x)
+#define P_CONFIG                                                                                             \
+    {                                                                                                        \
+        "config", "CDCVEC_CONFIG", CV_CONF_STR, "", 0, 0, F(config),                                         \
+            "pipeline file (YAML, as cdcvec sync --config reads it; docs/KAFKA.md, \"Many tables\"): every " \
+            "table of the file, each with its own topic: and embeddings_topic:; --table picks one"           \
+    }
 #define P_KCONF                                                                                              \
     {                                                                                                        \
         "kafka-config", "CDCVEC_KAFKA_CONFIG", CV_CONF_STR, "", 0, 0, F(kafka_config),                       \
@@ -83,6 +91,7 @@ typedef struct {
     }
 
 static const cv_conf_prop CAPTURE[] = {
+    P_CONFIG,
     {"source", "CDCVEC_SOURCE", CV_CONF_STR, "", 0, 0, F(source),
      "source database: libpq connection string or postgres:// URI (required; a password belongs in "
      "PGPASSWORD "
@@ -116,6 +125,7 @@ static const cv_conf_prop CAPTURE[] = {
 };
 
 static const cv_conf_prop WORKER[] = {
+    P_CONFIG,
     {"from", "CDCVEC_FROM", CV_CONF_STR, "", 0, 0, F(from),
      "kafka://host:port/topic of the changes (required)"},
     {"to", "CDCVEC_TO", CV_CONF_STR, "", 0, 0, F(to),
@@ -148,6 +158,7 @@ static const cv_conf_prop WORKER[] = {
 };
 
 static const cv_conf_prop SINK[] = {
+    P_CONFIG,
     {"from", "CDCVEC_FROM", CV_CONF_STR, "", 0, 0, F(from),
      "kafka://host:port/topic of the embeddings (required)"},
     {"sink", "CDCVEC_SINK", CV_CONF_STR, "", 0, 0, F(sink),
@@ -172,6 +183,15 @@ static const cv_conf_prop SINK[] = {
     P_BROKER_DOWN,
     CV_CLI_HTTP_PROPS(kconf),
     P_KCONF,
+};
+/* Keys of the pipeline file only (each table's topics), beside the three stages' options. */
+static const cv_conf_prop FILE_ONLY[] = {
+    {"topic", NULL, CV_CONF_STR, "", 0, 0, F(topic),
+     "the table's change topic, kafka://HOST:PORT/TOPIC: what capture writes (its --to) and the workers read "
+     "(their --from); one topic per table (capture, worker)"},
+    {"embeddings-topic", NULL, CV_CONF_STR, "", 0, 0, F(emb_topic),
+     "the table's embeddings topic, kafka://HOST:PORT/TOPIC: what the workers write (their --to) and the "
+     "sink reads (its --from); one per table (worker, sink)"},
 };
 #undef F
 
@@ -202,6 +222,236 @@ static int parse_format(const char *cmd, const char *f, int *quix) {
     return 0;
 }
 
+/* ---- --config FILE: the pipeline file's tables (docs/KAFKA.md, "Many tables") ---- */
+
+#define NFILE                                                                                                \
+    ((int)(sizeof CAPTURE / sizeof *CAPTURE + sizeof WORKER / sizeof *WORKER + sizeof SINK / sizeof *SINK +  \
+           sizeof FILE_ONLY / sizeof *FILE_ONLY))
+
+/* One file for the three stages: every stage reads the keys of all of them (a key another stage
+ * uses is accepted and left to it). */
+static int file_props(cv_conf_prop *out) {
+    const cv_conf_prop *t[] = {CAPTURE, WORKER, SINK, FILE_ONLY};
+    int len[] = {(int)(sizeof CAPTURE / sizeof *CAPTURE), (int)(sizeof WORKER / sizeof *WORKER),
+                 (int)(sizeof SINK / sizeof *SINK), (int)(sizeof FILE_ONLY / sizeof *FILE_ONLY)};
+    int n = 0;
+    for (int k = 0; k < 4; k++)
+        for (int i = 0; i < len[k]; i++) {
+            int dup = 0;
+            for (int j = 0; j < n && !dup; j++)
+                dup = !strcmp(out[j].name, t[k][i].name);
+            if (!dup) out[n++] = t[k][i];
+        }
+    return n;
+}
+
+/* Where a Kafka option stands in the file (pipeline.h). The options that differ from one
+ * stage's process to the next (--to, --from, --group, --http ...) stay on the command line. */
+static unsigned char kscope(const char *name) {
+    static const char *const table[] = {
+        "table",     "text-column", "template",   "topic",    "embeddings-topic", "sink",
+        "namespace", "point-ids",   "batch-rows", "batch-ms", "key-columns",      NULL};
+    static const char *const cli[] = {
+        "config",        "to",           "from", "group", "http", "resnapshot", "chunk-max-tokens",
+        "chunk-overlap", "metrics-auth", NULL};
+    if (!strcmp(name, "source")) return CV_PIPE_SOURCE;
+    for (int i = 0; table[i]; i++)
+        if (!strcmp(name, table[i])) return CV_PIPE_TABLE;
+    for (int i = 0; cli[i]; i++)
+        if (!strcmp(name, cli[i])) return CV_PIPE_CLI;
+    if (!strncmp(name, "http-", 5)) return CV_PIPE_CLI;
+    return CV_PIPE_PROCESS;
+}
+
+static const char *kchoice(const char *name) {
+    return !strcmp(name, "format")      ? "cdcvec|quix"
+           : !strcmp(name, "on-error")  ? "dead-letter|stop"
+           : !strcmp(name, "point-ids") ? "auto|uuid"
+           : !strcmp(name, "device")    ? "auto|cpu|cuda"
+                                        : NULL;
+}
+
+/* "schema.table" of a table as written (schema defaults to public), in buf. */
+static const char *qualified(const char *t, char *buf, size_t n) {
+    snprintf(buf, n, "%s%s", strchr(t, '.') ? "" : "public.", t);
+    return buf;
+}
+
+/* Each table has its topics, none shared with another table. -1 after printing. */
+static int check_topics(const char *which, const cv_pipeline *pl) {
+    int bad = 0, need_t = strcmp(which, "sink") != 0, need_e = strcmp(which, "capture") != 0;
+    for (int j = 0; j < pl->ntables; j++) {
+        const kconf *a = pl->tables[j].conf;
+        const char *keys[2] = {"topic", "embeddings_topic"}, *v[2] = {a->topic, a->emb_topic};
+        int needed[2] = {need_t, need_e};
+        for (int x = 0; x < 2; x++) {
+            if (needed[x] && (!v[x] || !*v[x])) {
+                fprintf(
+                    stderr,
+                    "cdcvec %s: %s:%d: tables[%d] (%s): %s: missing; fix: add %s: kafka://HOST:PORT/TOPIC "
+                    "to the table's entry (%s)\n",
+                    which, pl->file, pl->tables[j].line, j, pl->tables[j].table, keys[x], keys[x],
+                    x ? "the topic the workers write its vectors to and the sink reads"
+                      : "the topic capture writes its changes to and the workers read");
+                bad = 1;
+                continue;
+            }
+            for (int i = 0; i < j && v[x] && *v[x]; i++) {
+                const kconf *b = pl->tables[i].conf;
+                const char *w = x ? b->emb_topic : b->topic;
+                if (!w || strcmp(w, v[x])) continue;
+                fprintf(
+                    stderr,
+                    "cdcvec %s: %s:%d: tables[%d] (%s): %s: %s is also the %s of tables[%d] (%s, line %d); "
+                    "fix: one topic per table (a topic holds one table's messages)\n",
+                    which, pl->file, pl->tables[j].line, j, pl->tables[j].table, keys[x], v[x], keys[x], i,
+                    pl->tables[i].table, pl->tables[i].line);
+                bad = 1;
+            }
+        }
+        if (a->topic && a->emb_topic && *a->topic && !strcmp(a->topic, a->emb_topic)) {
+            fprintf(stderr,
+                    "cdcvec %s: %s:%d: tables[%d] (%s): topic and embeddings_topic are both %s; fix: two "
+                    "topics (the changes, then their vectors)\n",
+                    which, pl->file, pl->tables[j].line, j, pl->tables[j].table, a->topic);
+            bad = 1;
+        }
+    }
+    return bad ? -1 : 0;
+}
+
+/* `cdcvec capture|worker|sink --config FILE`: every table of the file (or the one --table picks). */
+static int run_file(const char *which, kconf *c, int argc, char **argv, cv_kafka_props *kp) {
+    if ((c->to && *c->to) || (c->from && *c->from)) {
+        const char *opt = c->to && *c->to ? "to" : "from";
+        fprintf(stderr,
+                "cdcvec %s: --%s set together with --config %s: each table's topics are in the file; fix: "
+                "write topic: and embeddings_topic: in each table's entry and drop --%s\n",
+                which, opt, c->config, opt);
+        return 2;
+    }
+    cv_conf_prop props[NFILE];
+    int n = file_props(props);
+    unsigned char scope[NFILE];
+    const char *choices[NFILE];
+    for (int i = 0; i < n; i++)
+        scope[i] = kscope(props[i].name), choices[i] = kchoice(props[i].name);
+    cv_pipeline pl = {0};
+    int rc = 2, quix = 0;
+    char *key = NULL;
+    int nt = 0;
+    cv_sync_opts *o = NULL;
+    char **groups = NULL;
+    if (cv_pipeline_open(which, c->config, props, scope, choices, n, argc, argv, c, sizeof *c, &pl) ||
+        (pl.table_given && cv_pipeline_pick(which, &pl, c->table)) || cv_pipeline_runnable(which, &pl) ||
+        check_topics(which, &pl))
+        goto out;
+    nt = pl.ntables;
+    const kconf *p0 = pl.tables[0].conf; /* the process's options: the same in every table */
+    if (parse_format(which, p0->format ? p0->format : "cdcvec", &quix) || cv_cli_api_key(which, &key))
+        goto out;
+    /* kafka_config: under defaults: (the command line's, when given, was read already) */
+    if (p0->kafka_config && *p0->kafka_config &&
+        (!c->kafka_config || strcmp(c->kafka_config, p0->kafka_config)) &&
+        cv_kafka_props_from_file(kp, p0->kafka_config))
+        goto out;
+    o = calloc((size_t)nt, sizeof *o);
+    groups = calloc((size_t)nt, sizeof *groups);
+    CV_ASSERT(o && groups);
+    for (int j = 0; j < nt; j++) {
+        const kconf *t = pl.tables[j].conf;
+        char q[600];
+        qualified(pl.tables[j].table, q, sizeof q);
+        cv_buf g = {0}; /* a consumer group per table: a table's rebalance never stops another's */
+        cv_buf_printf(&g, "%s.%s", c->group ? c->group : "", q);
+        CV_ASSERT(!g.oom);
+        groups[j] = g.p;
+        o[j] = (cv_sync_opts){.source = pl.source,
+                              .table = t->table,
+                              .text_column = t->text_column,
+                              .template_ = t->template_,
+                              .batch_rows = t->batch_rows,
+                              .batch_ms = t->batch_ms,
+                              .wal_warn_mb = p0->wal_warn_mb,
+                              .ready_lag_s = p0->ready_lag_s,
+                              .broker_down_s = p0->broker_down_s,
+                              .http = j ? NULL : c->http,
+                              .api_key = key,
+                              .pipeline = 1,
+                              .where = pl.tables[j].where,
+                              .columns = pl.tables[j].columns,
+                              .columns_at = pl.tables[j].columns_at};
+        cv_cli_http_opts(&c->hl, &o[j].http_opts);
+    }
+    cv_cli_on_stop(&stop_flag);
+    if (!strcmp(which, "capture")) {
+        if (cv_cli_check_pg(which, "source", pl.source)) goto out;
+        cv_capture_opts *k = calloc((size_t)nt, sizeof *k);
+        CV_ASSERT(k);
+        for (int j = 0; j < nt; j++) {
+            const kconf *t = pl.tables[j].conf;
+            o[j].slot = p0->slot, o[j].publication = p0->publication, o[j].resnapshot = (int)c->resnapshot;
+            k[j] = (cv_capture_opts){.to = t->topic, .quix = quix, .props = kp};
+        }
+        rc = cv_capture_run_tables(o, k, nt, &stop_flag);
+        free(k);
+        goto out;
+    }
+    if (!strcmp(which, "worker")) {
+        cv_worker_opts *w = calloc((size_t)nt, sizeof *w);
+        CV_ASSERT(w);
+        if (p0->device && cv_cli_parse_device(p0->device, &o[0].device)) {
+            free(w);
+            goto out;
+        }
+        o[0].embed = p0->embed, o[0].model_dir = p0->model, o[0].threads = (int)p0->threads;
+        for (int j = 0; j < nt; j++) {
+            const kconf *t = pl.tables[j].conf;
+            const cv_pipe_table *pt = &pl.tables[j];
+            w[j] = (cv_worker_opts){
+                .from = t->topic,
+                .to = t->emb_topic,
+                .group = groups[j],
+                .dead_letter = p0->dead_letter,
+                .quix = quix,
+                .key_columns = t->key_columns,
+                .batch_rows = t->batch_rows,
+                .chunk_max_tokens = (int)(pt->chunk_line ? pt->chunk_max_tokens : c->chunk_max_tokens),
+                .chunk_overlap = (int)(pt->chunk_line ? pt->chunk_overlap : c->chunk_overlap),
+                .chunk_cache_mb = (int)p0->chunk_cache_mb,
+                .props = kp};
+        }
+        rc = cv_worker_run_tables(o, w, nt, &stop_flag);
+        free(w);
+        goto out;
+    }
+    cv_sink_stage_opts *k = calloc((size_t)nt, sizeof *k);
+    CV_ASSERT(k);
+    int bad = cv_cli_check_pg(which, "state", p0->state ? p0->state : "");
+    if (p0->on_error && strcmp(p0->on_error, "stop") == 0) o[0].on_error_stop = 1;
+    for (int j = 0; j < nt && !bad; j++) {
+        const kconf *t = pl.tables[j].conf;
+        o[j].sink = t->sink && *t->sink ? t->sink : pl.source; /* store: pgvector: the source database */
+        o[j].ns = t->ns;
+        bad = cv_cli_check_sink(which, o[j].sink) || cv_cli_point_ids(which, t->point_ids, &o[j].uuid_ids);
+        k[j] = (cv_sink_stage_opts){.from = t->emb_topic,
+                                    .group = groups[j],
+                                    .dead_letter = p0->dead_letter,
+                                    .key_columns = t->key_columns,
+                                    .batch_rows = t->batch_rows,
+                                    .state = p0->state,
+                                    .props = kp};
+    }
+    if (!bad) rc = cv_sink_stage_run_tables(o, k, nt, &stop_flag);
+    free(k);
+out:
+    for (int j = 0; groups && j < nt; j++)
+        free(groups[j]);
+    free(groups), free(o), free(key);
+    cv_pipeline_free(&pl);
+    return rc;
+}
+
 int cv_cmd_kafka(int argc, char **argv, const char *which) {
     const cv_conf_prop *props = !strcmp(which, "capture")  ? CAPTURE
                                 : !strcmp(which, "worker") ? WORKER
@@ -211,6 +461,15 @@ int cv_cmd_kafka(int argc, char **argv, const char *which) {
                                             : (int)(sizeof SINK / sizeof *SINK);
     if (argc > 1 && strcmp(argv[1], "--config-markdown") == 0) {
         cv_conf_markdown(stdout, props, nprops);
+        return 0;
+    }
+    if (argc > 1 && strcmp(argv[1], "--pipeline-markdown") == 0) { /* one file for the three stages */
+        cv_conf_prop fp[NFILE];
+        unsigned char scope[NFILE];
+        int n = file_props(fp);
+        for (int i = 0; i < n; i++)
+            scope[i] = kscope(fp[i].name);
+        cv_pipeline_markdown(stdout, fp, scope, n);
         return 0;
     }
     cv_kafka_props kp = {0};
@@ -232,6 +491,11 @@ int cv_cmd_kafka(int argc, char **argv, const char *which) {
     if (kafka_props(&kp, &c, 0)) {
         cv_kafka_props_free(&kp);
         return 2;
+    }
+    if (c.config && *c.config) {
+        rc = run_file(which, &c, argc, argv, &kp);
+        cv_kafka_props_free(&kp);
+        return rc;
     }
     cv_sync_opts o = {.text_column = c.text_column,
                       .batch_rows = c.batch_rows,

@@ -632,7 +632,8 @@ int cv_pipeline_pick(const char *cmd, cv_pipeline *pl, const char *table) {
 }
 
 int cv_pipeline_runnable(const char *cmd, const cv_pipeline *pl) {
-    if (pl->ntables > 1 && strcmp(cmd, "sync") != 0 && strcmp(cmd, "migrate") != 0) {
+    if (pl->ntables > 1 && strcmp(cmd, "sync") && strcmp(cmd, "migrate") && strcmp(cmd, "capture") &&
+        strcmp(cmd, "worker") && strcmp(cmd, "sink")) { /* the Kafka stages run every table too (KAFKA.md) */
         cv_buf b = {0};
         for (int j = 0; j < pl->ntables; j++)
             cv_buf_printf(&b, "%s%s (line %d)", j ? ", " : "", pl->tables[j].table, pl->tables[j].line);

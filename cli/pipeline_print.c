@@ -121,8 +121,10 @@ void cv_pipeline_markdown(FILE *f, const cv_conf_prop *props, const unsigned cha
         const char *where = scope[i] == CV_PIPE_PROCESS       ? "defaults"
                             : !strcmp(props[i].name, "table") ? "table (required)"
                                                               : "table, defaults";
-        fprintf(f, "| `%s` | %s | `--%s` | %s | %s%s |\n", cv_pipeline_key(props[i].name, k, sizeof k), where,
-                props[i].name,
+        char opt[80]; /* a key of the file alone has no option (nor variable) */
+        snprintf(opt, sizeof opt, props[i].env ? "`--%s`" : "(file only)", props[i].name);
+        fprintf(f, "| `%s` | %s | %s | %s | %s%s |\n", cv_pipeline_key(props[i].name, k, sizeof k), where,
+                opt,
                 props[i].type == CV_CONF_STR   ? "string"
                 : props[i].type == CV_CONF_INT ? "integer"
                                                : "number",

@@ -30,6 +30,8 @@ typedef struct cv_outlet {
     const char *writer; /* who writes there, in the lock's messages; NULL: "writer of this store" */
     int no_model;       /* the runtime loads no model (and has no embedding client) */
     int no_apply;       /* the runtime opens no apply stage (its deliver takes every batch) */
+    int each_table;     /* a pipeline's every table keeps its own outlet (capture: a topic each); else
+                           only the first table's state carries it (the search page, /wait) */
     int nroutes;        /* HTTP routes it adds, filled by routes before the server starts */
     void (*routes)(cv_sync *s, cv_http_route *r);
     cv_err (*open)(cv_sync *s);    /* the runtime is up (its metrics registry too) */

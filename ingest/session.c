@@ -376,7 +376,9 @@ static cv_err names(cv_sync *s) {
             cv_pg_log_fault("source_failed", "current_database", PQresultErrorField(r, PG_DIAG_SQLSTATE),
                             &s->fault, PQresultErrorMessage(r));
             e = s->fault.retriable ? CV_ERR_TIMEOUT : CV_ERR_UNSUPPORTED;
-        } else
+        } else if (o->outlet && o->outlet->store) /* capture --config: not sync's pipeline slot */
+            cv_name_slot_in(PQgetvalue(r, 0, 0), "pipeline", "tables", "kafka", 1, &slot);
+        else
             cv_name_slot_in(PQgetvalue(r, 0, 0), "pipeline", "tables", "", 0, &slot);
         PQclear(r);
     } else {

@@ -54,7 +54,8 @@ int cv_tables_open(cv_tables *T, cv_sync *s0, const cv_sync_opts *o, int n) {
         cv_sync *s = calloc(1, sizeof *s);
         CV_ASSERT(s);
         s->o = o[i];
-        s->o.outlet = NULL; /* the first table's state carries the outlet (search page, /wait) */
+        if (!s->o.outlet || !s->o.outlet->each_table)
+            s->o.outlet = NULL; /* the first table's state carries the outlet (search page, /wait) */
         s->o.http = NULL;
         s->rt = s0->rt; /* borrowed: never closed through this copy */
         s->stop = s0->stop;

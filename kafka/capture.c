@@ -27,50 +27,60 @@
 #include "kafka.h"
 #include "wire.h"
 
+/* One table's capture: its topic and producer. A pipeline file's tables (cv_capture_run_tables)
+ * each have their own, on the table's own outlet (ingest/outlet.h: each_table): one topic per
+ * table, so a one-table pipeline's messages are those of today's flags, and a table's batch
+ * waits only for its own acknowledgements. */
 typedef struct cv_capture {
     cv_kafka_url url;
     const cv_capture_opts *k;
     cv_kafka_producer *p;
-    cv_kafka_metrics km;
-    int partitions; /* of the topic, read once per producer */
+    cv_kafka_metrics *km; /* the process's (capture_run) */
+    int partitions;       /* of the topic, read once per producer */
     cv_metric *m_truncate_quix;
     uint64_t mark_want, mark_sent; /* position marks (read-your-writes): wanted, last produced */
     double mark_at;                /* cv_now() of the last marks */
 } cv_capture;
 
+/* The process's: the Kafka metrics, and every table's capture. */
+typedef struct capture_run {
+    cv_kafka_metrics km;
+    cv_capture *c; /* n, one per table */
+    cv_outlet *out;
+    char **store;
+    int n;
+} capture_run;
+
 #define MARK_INTERVAL 0.1 /* seconds between the marks of a moving position without changes */
 
-/* The capture of s (its outlet's state). */
-static cv_capture *cap(const cv_sync *s) { return s->outlet_state; }
+/* The capture of s: its table's outlet is one of the run's. */
+static cv_capture *cap(const cv_sync *s) {
+    const cv_outlet *out = s->o.outlet;
+    if (!out) return NULL;
+    const capture_run *r = out->arg;
+    return &r->c[out - r->out];
+}
 
 static cv_err capture_open(cv_sync *s) {
-    const cv_capture_opts *k = s->o.outlet->arg;
-    cv_capture *c = calloc(1, sizeof *c);
-    CV_ASSERT(c);
-    c->k = k;
-    char err[512];
-    if (cv_kafka_url_parse(k->to, &c->url, err, sizeof err)) {
-        cv_error("event=bad_option option=--to error=\"%s\"", err);
-        free(c);
-        return CV_ERR_ARG;
-    }
-    cv_kafka_metrics_init(&c->km, s->rt.reg, "capture");
+    capture_run *r = (capture_run *)s->o.outlet->arg;
+    cv_kafka_metrics_init(&r->km, s->rt.reg, "capture");
     cv_health_peer_add(s, &(cv_health_peer){"Kafka broker", "capture", cv_kafka_broker_down_s,
-                                            cv_kafka_broker_watch, &c->km});
-    c->m_truncate_quix = cv_metrics_counter(
+                                            cv_kafka_broker_watch, &r->km});
+    cv_metric *tq = cv_metrics_counter(
         s->rt.reg, "cdcvec_capture_truncates_quix_total",
         "TRUNCATEs sent as {\"kind\":\"truncate\"} messages (wal2json v1 has no truncate).", NULL);
-    s->outlet_state = c;
+    for (int i = 0; i < r->n; i++)
+        r->c[i].km = &r->km, r->c[i].m_truncate_quix = tq;
     return CV_OK;
 }
 
+/* Every table's producer, before the metrics they write to go. */
 static void capture_close(cv_sync *s) {
-    cv_capture *c = cap(s);
-    if (!c) return;
-    cv_kafka_producer_free(c->p);
-    cv_kafka_url_free(&c->url);
-    free(c);
-    s->outlet_state = NULL;
+    capture_run *r = s->o.outlet ? s->o.outlet->arg : NULL;
+    for (int i = 0; r && i < r->n; i++) {
+        cv_kafka_producer_free(r->c[i].p);
+        r->c[i].p = NULL;
+    }
 }
 
 /* A Kafka failure: counted, remembered as the session's fault. */
@@ -90,7 +100,7 @@ static cv_err kafka_failed(cv_sync *s, cv_err e, const char *what) {
 static cv_err producer(cv_sync *s) {
     cv_capture *c = cap(s);
     if (c->p) return CV_OK;
-    cv_err e = cv_kafka_producer_new(c->url.bootstrap, c->url.topic, c->k->props, &c->km, &c->p);
+    cv_err e = cv_kafka_producer_new(c->url.bootstrap, c->url.topic, c->k->props, c->km, &c->p);
     if (!e) e = cv_kafka_producer_partitions(c->p, &c->partitions);
     if (e) {
         cv_kafka_producer_free(c->p);
@@ -133,13 +143,27 @@ static cv_err produce_marks(cv_sync *s, uint64_t pos) {
 
 /* The stream is covered up to pos (a batch delivered, a keepalive with nothing in flight; 0:
  * idle): position marks go to every partition at most every MARK_INTERVAL. */
-static void capture_reached(cv_sync *s, uint64_t pos) {
+static void reached_one(cv_sync *s, uint64_t pos) {
     cv_capture *c = cap(s);
     if (!c) return;
     cv_kafka_producer_poll(c->p); /* idle: the broker's health is still watched (statistics) */
     if (pos > c->mark_want) c->mark_want = pos;
     if (c->mark_want > c->mark_sent && cv_now() - c->mark_at >= MARK_INTERVAL && s->t.name)
         produce_marks(s, c->mark_want); /* not waited for: a lost mark is followed by the next */
+}
+
+/* Several tables: each streaming table's topic gets marks at the position its own changes were
+ * delivered to (a held or joining table's topic gets none until it streams again). */
+static void capture_reached(cv_sync *s, uint64_t pos) {
+    cv_tables *T = s->tables;
+    if (!T || T->n == 1) {
+        reached_one(s, pos);
+        return;
+    }
+    for (int i = 0; i < T->n; i++) {
+        cv_pipe *p = &T->p[i];
+        if (p->open && p->state == CV_PIPE_STREAMING) reached_one(p->s, pos ? p->applied : 0);
+    }
 }
 
 static cv_err capture_deliver(cv_sync *s, cv_change *chg, int n, int truncate, uint64_t position,
@@ -215,24 +239,51 @@ static cv_err capture_deliver(cv_sync *s, cv_change *chg, int n, int truncate, u
     return e;
 }
 
-int cv_capture_run(const cv_sync_opts *o, const cv_capture_opts *k, volatile sig_atomic_t *stop) {
-    cv_buf store = {0};
-    cv_buf_printf(&store, "kafka:%s", k->to);
-    CV_ASSERT(!store.oom);
-    const cv_outlet out = {.arg = (void *)k,
-                           .store = store.p,
-                           .writer = "cdcvec capture",
-                           .no_model = 1,
-                           .no_apply = 1,
-                           .open = capture_open,
-                           .stop = capture_close,
-                           .row = k->quix ? cv_capture_wire : NULL,
-                           .deliver = capture_deliver,
-                           .reached = capture_reached};
-    cv_sync_opts oc = *o;
-    oc.outlet = &out;
-    oc.embed = NULL;
-    int rc = cv_sync_run(&oc, stop);
-    free(store.p);
+int cv_capture_run_tables(const cv_sync_opts *o, const cv_capture_opts *k, int n,
+                          volatile sig_atomic_t *stop) {
+    capture_run r = {.n = n};
+    r.c = calloc((size_t)n, sizeof *r.c);
+    r.out = calloc((size_t)n, sizeof *r.out);
+    r.store = calloc((size_t)n, sizeof *r.store);
+    cv_sync_opts *oc = calloc((size_t)n, sizeof *oc);
+    CV_ASSERT(r.c && r.out && r.store && oc);
+    int rc = 0;
+    for (int i = 0; i < n; i++) {
+        char err[512];
+        r.c[i].k = &k[i];
+        if (cv_kafka_url_parse(k[i].to, &r.c[i].url, err, sizeof err)) {
+            cv_error("event=bad_option option=--to table=%s error=\"%s\"", o[i].table, err);
+            rc = 2;
+            continue;
+        }
+        cv_buf store = {0};
+        cv_buf_printf(&store, "kafka:%s", k[i].to);
+        CV_ASSERT(!store.oom);
+        r.store[i] = store.p;
+        r.out[i] = (cv_outlet){.arg = &r,
+                               .store = store.p,
+                               .writer = "cdcvec capture",
+                               .no_model = 1,
+                               .no_apply = 1,
+                               .each_table = 1,
+                               .open = capture_open,
+                               .stop = capture_close,
+                               .row = k[i].quix ? cv_capture_wire : NULL,
+                               .deliver = capture_deliver,
+                               .reached = capture_reached};
+        oc[i] = o[i];
+        oc[i].outlet = &r.out[i];
+        oc[i].embed = NULL;
+    }
+    if (!rc) rc = cv_sync_run_tables(oc, n, NULL, NULL, stop, NULL);
+    for (int i = 0; i < n; i++) {
+        cv_kafka_url_free(&r.c[i].url);
+        free(r.store[i]);
+    }
+    free(r.c), free(r.out), free(r.store), free(oc);
     return rc;
+}
+
+int cv_capture_run(const cv_sync_opts *o, const cv_capture_opts *k, volatile sig_atomic_t *stop) {
+    return cv_capture_run_tables(o, k, 1, stop);
 }

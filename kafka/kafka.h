@@ -21,6 +21,10 @@ typedef struct cv_capture_opts {
     const struct cv_kafka_props *props; /* librdkafka properties from the user */
 } cv_capture_opts;
 int cv_capture_run(const cv_sync_opts *o, const cv_capture_opts *k, volatile sig_atomic_t *stop);
+/* A pipeline file's n tables (o[i], k[i]: table i's options and topic) from one slot, each
+ * table into its own topic (one producer each), as `cdcvec sync --config` streams them. */
+int cv_capture_run_tables(const cv_sync_opts *o, const cv_capture_opts *k, int n,
+                          volatile sig_atomic_t *stop);
 
 /* `cdcvec worker`: the change topic into the embeddings topic, embedding the texts (the
  * model from o: in-process, or o->embed). Offsets are committed once the output is
@@ -38,6 +42,9 @@ typedef struct cv_worker_opts {
     const struct cv_kafka_props *props;
 } cv_worker_opts;
 int cv_worker_run(const cv_sync_opts *o, const cv_worker_opts *w, volatile sig_atomic_t *stop);
+/* A pipeline file's n tables: one model (o[0]'s runtime), a thread per table with its own
+ * consumer (w[i].group) from its change topic into its embeddings topic. */
+int cv_worker_run_tables(const cv_sync_opts *o, const cv_worker_opts *w, int n, volatile sig_atomic_t *stop);
 
 /* `cdcvec sink`: the embeddings (or change) topic into the store o->sink, through the apply
  * stage. Offsets are committed once the store committed. */
@@ -51,11 +58,21 @@ typedef struct cv_sink_stage_opts {
     const struct cv_kafka_props *props;
 } cv_sink_stage_opts;
 int cv_sink_stage_run(const cv_sync_opts *o, const cv_sink_stage_opts *k, volatile sig_atomic_t *stop);
+/* A pipeline file's n tables: a thread per table, each with its own consumer (k[i].group), store
+ * (o[i].sink), offsets, truncate barrier and apply stage; o[0]'s runtime serves /metrics and
+ * /wait, which covers a position once every table's store has it. */
+int cv_sink_stage_run_tables(const cv_sync_opts *o, const cv_sink_stage_opts *k, int n,
+                             volatile sig_atomic_t *stop);
 
 /* stage_open.c: the runtime of a consuming stage (worker, sink) with outlet out, its Kafka
  * metrics km, the brokers as a readiness peer, the health monitor, and its dead-letter counter;
  * 0, or 1 after logging event=<stage>_stopped. */
 struct cv_kafka_metrics;
+/* Runs run(args[i], flag) for i < n, each on a thread of its own; flag is set for all of them
+ * when *stop is, or when one returned non-zero (a permanent failure stops the process). The
+ * first non-zero return, or 0. */
+int cv_kafka_run_threads(int n, int (*run)(void *arg, volatile sig_atomic_t *stop), void *const *args,
+                         volatile sig_atomic_t *stop);
 int cv_kafka_stage_open(cv_sync *s, const cv_sync_opts *o, const cv_outlet *out, const char *stage,
                         struct cv_kafka_metrics *km, cv_metric **m_dead);
 

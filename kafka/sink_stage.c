@@ -28,7 +28,10 @@ typedef struct {
     cv_sync s;
     const cv_sink_stage_opts *k;
     cv_kafka_url in;
-    cv_kafka_metrics km;
+    cv_kafka_metrics km_own, *km; /* the process's (the first table's) */
+    double lag_seen;              /* this table's part of km->lag */
+    struct sink_tables *all;      /* a pipeline file's tables (cv_sink_stage_run_tables), or NULL */
+    int idx;                      /* this table's place in it */
     rd_kafka_t *rk;
     cv_kafka_producer *dlq;
     int parts;
@@ -173,6 +176,30 @@ static cv_err open_store(stage *st, const cv_wire_msg *w) {
     return CV_OK;
 }
 
+/* A pipeline file's tables: /wait (on the first table's runtime) covers what every table's store
+ * covers. */
+typedef struct sink_tables {
+    pthread_mutex_t mu;
+    uint64_t *covered; /* per table; 0: no mark yet */
+    int n;
+    cv_sync *s0;
+} sink_tables;
+
+static void wait_advance(stage *st, uint64_t covered) {
+    sink_tables *a = st->all;
+    if (!a) {
+        cv_wait_advance(&st->s, covered);
+        return;
+    }
+    pthread_mutex_lock(&a->mu);
+    a->covered[st->idx] = covered;
+    uint64_t m = UINT64_MAX;
+    for (int i = 0; i < a->n; i++)
+        if (a->covered[i] < m) m = a->covered[i];
+    if (m) cv_wait_advance(a->s0, m);
+    pthread_mutex_unlock(&a->mu);
+}
+
 /* The batch is in the store: its marks count. /wait covers the smallest mark every partition
  * has reached (a partition without one yet holds it at 0). */
 static void advance_marks(stage *st) {
@@ -191,7 +218,7 @@ static void advance_marks(stage *st) {
                 st->in.topic, st->parts, st->mark_copies);
         return;
     }
-    if (covered && covered != UINT64_MAX) cv_wait_advance(&st->s, covered);
+    if (covered && covered != UINT64_MAX) wait_advance(st, covered);
 }
 
 /* Applies the gathered batch, then commits its offsets. */
@@ -460,8 +487,8 @@ static cv_err session(stage *st, volatile sig_atomic_t *stop) {
     const cv_sink_stage_opts *k = st->k;
     st->s.why[0] = 0;
     cv_pg_last_message_clear();
-    cv_err e = cv_kafka_consumer_new(st->in.bootstrap, k->group, k->props, &st->km, &st->rk);
-    if (!e) e = cv_kafka_producer_new(st->in.bootstrap, k->dead_letter, k->props, &st->km, &st->dlq);
+    cv_err e = cv_kafka_consumer_new(st->in.bootstrap, k->group, k->props, st->km, &st->rk);
+    if (!e) e = cv_kafka_producer_new(st->in.bootstrap, k->dead_letter, k->props, st->km, &st->dlq);
     if (!e) e = assign_all(st);
     if (e) return e;
     cv_info("event=sink_started from=%s partitions=%d group=%s dead_letters=%s", st->in.topic, st->parts,
@@ -474,14 +501,15 @@ static cv_err session(stage *st, volatile sig_atomic_t *stop) {
     CV_ASSERT(msgs && st->chg && st->done);
     cv_kin_opts ko = {.key_columns = k->key_columns, .text_column = st->s.o.text_column, .dim = st->s.rt.dim};
     while (!e && !*stop) {
-        int n = cv_kin_poll(st->rk, &ko, &st->km, msgs, max, 0.5, stop);
+        int n = cv_kin_poll(st->rk, &ko, st->km, msgs, max, 0.5, stop);
         for (int i = 0; i < n; i++) {
             if (!e) e = take(st, &msgs[i]);
             cv_kin_msg_free(&msgs[i]);
         }
         if (!e) e = flush(st);
         double lag = cv_kafka_consumer_lag(st->rk);
-        if (lag >= 0) cv_metric_set(st->km.lag, lag);
+        if (lag >= 0) /* the gauge sums the tables' lags */
+            cv_metric_add(st->km->lag, lag - st->lag_seen), st->lag_seen = lag;
         if (!e && lag == 0 && n == 0 && st->sink && !st->index_ready) { /* caught up: build the index now */
             if (!cv_sink_backfill_mark(st->sink, st->floor, 1)) st->index_ready = 1;
         }
@@ -506,29 +534,61 @@ static cv_err attempt(void *arg, volatile sig_atomic_t *stop, cv_stage_end *end)
     return e;
 }
 
-int cv_sink_stage_run(const cv_sync_opts *o, const cv_sink_stage_opts *k, volatile sig_atomic_t *stop) {
-    stage st = {.k = k};
-    char err[512];
-    if (cv_kafka_url_parse(k->from, &st.in, err, sizeof err)) {
-        cv_error("event=bad_option option=--from error=\"%s\"", err);
-        return 2;
+static int run_one(void *arg, volatile sig_atomic_t *stop) {
+    stage *st = arg;
+    const cv_stage stl = {.name = "sink", .attempt = attempt, .arg = st};
+    return cv_stage_run(&stl, stop);
+}
+
+int cv_sink_stage_run_tables(const cv_sync_opts *o, const cv_sink_stage_opts *k, int n,
+                             volatile sig_atomic_t *stop) {
+    stage *st = calloc((size_t)n, sizeof *st);
+    void **args = calloc((size_t)n, sizeof *args);
+    sink_tables all = {.n = n, .s0 = &st[0].s};
+    all.covered = calloc((size_t)n, sizeof *all.covered);
+    CV_ASSERT(st && args && all.covered);
+    pthread_mutex_init(&all.mu, NULL);
+    int rc = 0, opened = 0;
+    for (int i = 0; i < n && !rc; i++) {
+        char err[512];
+        st[i].k = &k[i], st[i].km = &st[0].km_own, st[i].idx = i;
+        st[i].all = n > 1 ? &all : NULL;
+        args[i] = &st[i];
+        if (cv_kafka_url_parse(k[i].from, &st[i].in, err, sizeof err)) {
+            cv_error("event=bad_option option=--from error=\"%s\"", err);
+            rc = 2;
+        }
     }
-    int rc = 0;
     cv_outlet out = *cv_wait_outlet(); /* /wait; no search page */
     out.no_model = 1;                  /* the vectors come with the messages */
-    if (cv_kafka_stage_open(&st.s, o, &out, "sink", &st.km, &st.m_dead)) rc = 1;
+    if (!rc && (opened = 1) && cv_kafka_stage_open(&st[0].s, &o[0], &out, "sink", st[0].km, &st[0].m_dead))
+        rc = 1;
     if (!rc) {
-        st.m_replayed =
-            cv_metrics_counter(st.s.rt.reg, "cdcvec_kafka_superseded_total",
+        st[0].m_replayed =
+            cv_metrics_counter(st[0].s.rt.reg, "cdcvec_kafka_superseded_total",
                                "Replayed messages from before the last truncate applied: skipped, the "
                                "truncate removed what they wrote.",
                                "stage=\"sink\"");
     }
-    if (!rc) {
-        const cv_stage stl = {.name = "sink", .attempt = attempt, .arg = &st};
-        rc = cv_stage_run(&stl, stop);
+    for (int i = 1; i < n && !rc; i++) { /* the first table's runtime, an apply stage each */
+        st[i].s.o = o[i];
+        st[i].s.o.outlet = NULL, st[i].s.o.http = NULL;
+        st[i].s.rt = st[0].s.rt;
+        st[i].s.stop = stop;
+        CV_ASSERT(cv_apply_twin(st[0].s.rt.apply, &st[i].s.rt.apply) == CV_OK);
+        st[i].m_dead = st[0].m_dead, st[i].m_replayed = st[0].m_replayed;
     }
-    cv_sync_runtime_close(&st.s);
-    cv_kafka_url_free(&st.in);
+    if (!rc) rc = cv_kafka_run_threads(n, run_one, args, stop);
+    for (int i = 1; i < n; i++)
+        if (st[i].s.rt.apply != st[0].s.rt.apply) cv_apply_free(st[i].s.rt.apply);
+    if (opened) cv_sync_runtime_close(&st[0].s);
+    for (int i = 0; i < n; i++)
+        cv_kafka_url_free(&st[i].in);
+    pthread_mutex_destroy(&all.mu);
+    free(all.covered), free(st), free(args);
     return rc;
+}
+
+int cv_sink_stage_run(const cv_sync_opts *o, const cv_sink_stage_opts *k, volatile sig_atomic_t *stop) {
+    return cv_sink_stage_run_tables(o, k, 1, stop);
 }

@@ -33,7 +33,8 @@ typedef struct {
     cv_sync s; /* the runtime: model or client, metrics, HTTP */
     const cv_worker_opts *w;
     cv_kafka_url in, out;
-    cv_kafka_metrics km;
+    cv_kafka_metrics km_own, *km; /* the process's (the first table's) */
+    double lag_seen;              /* this table's part of km->lag */
     rd_kafka_t *rk;
     cv_kafka_producer *p, *dlq;
     int out_parts;
@@ -336,9 +337,9 @@ static void session_close(worker *wk) {
 /* One session: consumer, producers, then batches until stopped or failed. */
 static cv_err session(worker *wk, volatile sig_atomic_t *stop) {
     const cv_worker_opts *w = wk->w;
-    cv_err e = cv_kafka_consumer_new(wk->in.bootstrap, w->group, w->props, &wk->km, &wk->rk);
-    if (!e) e = cv_kafka_producer_new(wk->out.bootstrap, wk->out.topic, w->props, &wk->km, &wk->p);
-    if (!e) e = cv_kafka_producer_new(wk->out.bootstrap, w->dead_letter, w->props, &wk->km, &wk->dlq);
+    cv_err e = cv_kafka_consumer_new(wk->in.bootstrap, w->group, w->props, wk->km, &wk->rk);
+    if (!e) e = cv_kafka_producer_new(wk->out.bootstrap, wk->out.topic, w->props, wk->km, &wk->p);
+    if (!e) e = cv_kafka_producer_new(wk->out.bootstrap, w->dead_letter, w->props, wk->km, &wk->dlq);
     if (!e && (e = cv_kafka_producer_partitions(wk->p, &wk->out_parts)))
         snprintf(wk->s.why, sizeof wk->s.why, "Kafka: no partitions of topic %s from %s (%s)", wk->out.topic,
                  wk->out.bootstrap, cv_strerror(e));
@@ -358,12 +359,13 @@ static cv_err session(worker *wk, volatile sig_atomic_t *stop) {
     CV_ASSERT(msgs);
     cv_kin_opts ko = {.key_columns = w->key_columns, .text_column = wk->s.o.text_column, .dim = wk->s.rt.dim};
     while (!e && !*stop) {
-        int n = cv_kin_poll(wk->rk, &ko, &wk->km, msgs, max, 0.5, stop);
+        int n = cv_kin_poll(wk->rk, &ko, wk->km, msgs, max, 0.5, stop);
         if (n) e = batch(wk, msgs, n, stop);
         for (int i = 0; i < n; i++)
             cv_kin_msg_free(&msgs[i]);
         double lag = cv_kafka_consumer_lag(wk->rk);
-        if (lag >= 0) cv_metric_set(wk->km.lag, lag);
+        if (lag >= 0) /* the gauge sums the tables' lags */
+            cv_metric_add(wk->km->lag, lag - wk->lag_seen), wk->lag_seen = lag;
     }
     free(msgs);
     return e == CV_ERR_SHUTDOWN ? CV_OK : e;
@@ -403,6 +405,7 @@ static int chunk_setup(worker *wk) {
             return -1;
         }
     }
+    if (wk->m_chunks) goto done; /* another table's registered them */
     wk->m_chunks = cv_metrics_counter(wk->s.rt.reg, "cdcvec_chunks_embedded_total",
                                       "Chunks of texts embedded (chunking on): those whose vector the "
                                       "worker's cache (--chunk-cache-mb) did not hold.",
@@ -411,8 +414,9 @@ static int chunk_setup(worker *wk) {
                                       "Chunks of changed texts whose vector came from the worker's cache "
                                       "(the same bytes embedded before): not embedded again.",
                                       "stage=\"worker\"");
-    cv_info("event=worker_chunks max_tokens=%d used=%d overlap=%d cache_chunks=%zu", wk->chunk.max_tokens,
-            cv_chunk_limit(&wk->chunk), wk->chunk.overlap, wk->ncache);
+done:
+    cv_info("event=worker_chunks table=%s max_tokens=%d used=%d overlap=%d cache_chunks=%zu", wk->s.o.table,
+            wk->chunk.max_tokens, cv_chunk_limit(&wk->chunk), wk->chunk.overlap, wk->ncache);
     return 0;
 }
 
@@ -430,28 +434,55 @@ static cv_err attempt(void *arg, volatile sig_atomic_t *stop, cv_stage_end *end)
     return e;
 }
 
-int cv_worker_run(const cv_sync_opts *o, const cv_worker_opts *w, volatile sig_atomic_t *stop) {
-    worker wk = {.w = w};
-    char err[512];
-    if (cv_kafka_url_parse(w->from, &wk.in, err, sizeof err)) {
-        cv_error("event=bad_option option=--from error=\"%s\"", err);
-        return 2;
+static int run_one(void *arg, volatile sig_atomic_t *stop) {
+    worker *wk = arg;
+    const cv_stage st = {.name = "worker", .attempt = attempt, .arg = wk};
+    return cv_stage_run(&st, stop);
+}
+
+int cv_worker_run_tables(const cv_sync_opts *o, const cv_worker_opts *w, int n, volatile sig_atomic_t *stop) {
+    worker *wk = calloc((size_t)n, sizeof *wk);
+    void **args = calloc((size_t)n, sizeof *args);
+    CV_ASSERT(wk && args);
+    int rc = 0, opened = 0;
+    for (int i = 0; i < n && !rc; i++) {
+        char err[512];
+        wk[i].w = &w[i];
+        wk[i].km = &wk[0].km_own;
+        args[i] = &wk[i];
+        if (cv_kafka_url_parse(w[i].from, &wk[i].in, err, sizeof err)) {
+            cv_error("event=bad_option option=--from error=\"%s\"", err);
+            rc = 2;
+        } else if (cv_kafka_url_parse(w[i].to, &wk[i].out, err, sizeof err)) {
+            cv_error("event=bad_option option=--to error=\"%s\"", err);
+            rc = 2;
+        }
     }
-    if (cv_kafka_url_parse(w->to, &wk.out, err, sizeof err)) {
-        cv_error("event=bad_option option=--to error=\"%s\"", err);
-        cv_kafka_url_free(&wk.in);
-        return 2;
-    }
-    int rc = 0;
     static const cv_outlet out = {.no_apply = 1}; /* the model; no store, no routes */
-    if (cv_kafka_stage_open(&wk.s, o, &out, "worker", &wk.km, &wk.m_dead)) rc = 1;
-    if (!rc && w->chunk_max_tokens > 0 && chunk_setup(&wk)) rc = 2;
-    if (!rc) {
-        const cv_stage st = {.name = "worker", .attempt = attempt, .arg = &wk};
-        rc = cv_stage_run(&st, stop);
+    if (!rc && (opened = 1) && cv_kafka_stage_open(&wk[0].s, &o[0], &out, "worker", wk[0].km, &wk[0].m_dead))
+        rc = 1;
+    for (int i = 1; i < n && !rc; i++) { /* the other tables borrow the first one's runtime */
+        wk[i].s.o = o[i];
+        wk[i].s.o.outlet = NULL, wk[i].s.o.http = NULL;
+        wk[i].s.rt = wk[0].s.rt;
+        wk[i].m_dead = wk[0].m_dead;
     }
-    cv_sync_runtime_close(&wk.s);
-    free(wk.ckey), free(wk.cvec);
-    cv_kafka_url_free(&wk.in), cv_kafka_url_free(&wk.out);
+    for (int i = 0; i < n && !rc; i++) {
+        if (i) wk[i].m_chunks = wk[0].m_chunks, wk[i].m_cached = wk[0].m_cached;
+        for (int j = 0; j < i && !wk[i].m_chunks; j++)
+            wk[i].m_chunks = wk[j].m_chunks, wk[i].m_cached = wk[j].m_cached;
+        if (w[i].chunk_max_tokens > 0 && chunk_setup(&wk[i])) rc = 2;
+    }
+    if (!rc) rc = cv_kafka_run_threads(n, run_one, args, stop);
+    if (opened) cv_sync_runtime_close(&wk[0].s);
+    for (int i = 0; i < n; i++) {
+        free(wk[i].ckey), free(wk[i].cvec);
+        cv_kafka_url_free(&wk[i].in), cv_kafka_url_free(&wk[i].out);
+    }
+    free(wk), free(args);
     return rc;
+}
+
+int cv_worker_run(const cv_sync_opts *o, const cv_worker_opts *w, volatile sig_atomic_t *stop) {
+    return cv_worker_run_tables(o, w, 1, stop);
 }

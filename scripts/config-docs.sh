@@ -9,6 +9,7 @@ for cmd in serve sync migrate capture worker sink wait; do
   "$bin" $cmd --config-markdown >"/tmp/cdcvec-conf-$cmd.md"
 done
 "$bin" sync --pipeline-markdown >/tmp/cdcvec-conf-pipeline.md
+"$bin" capture --pipeline-markdown >/tmp/cdcvec-conf-kpipeline.md
 python3 - docs/CONFIG.md <<'PY'
 import re, sys
 p = sys.argv[1]
@@ -28,5 +29,11 @@ if start in s:
     s = re.sub(re.escape(start) + r".*?<!-- end generated -->\n", lambda m: block, s, count=1, flags=re.S)
 else:
     s += "\n## The pipeline file's keys\n\n" + block
+start = "<!-- generated: Kafka pipeline keys, cdcvec capture --pipeline-markdown -->\n"
+block = start + open("/tmp/cdcvec-conf-kpipeline.md").read() + "<!-- end generated -->\n"
+if start in s:
+    s = re.sub(re.escape(start) + r".*?<!-- end generated -->\n", lambda m: block, s, count=1, flags=re.S)
+else:
+    s += "\n## The pipeline file's keys on the Kafka path\n\n" + block
 open(p, "w").write(s)
 PY

@@ -46,6 +46,9 @@ check "docs/CONFIG.md matches the sync property table" \
 "$bin" sync --pipeline-markdown >"$tmp/pconf.md"
 check "docs/CONFIG.md matches the pipeline file's keys (from the sync property table)" \
   'sed -n "/^<!-- generated: pipeline keys, cdcvec sync --pipeline-markdown/,/^<!-- end generated/p" "$docs" | sed "1d;\$d" | cmp -s - "$tmp/pconf.md"'
+"$bin" capture --pipeline-markdown >"$tmp/kpconf.md"
+check "docs/CONFIG.md matches the Kafka stages' pipeline file keys" \
+  'sed -n "/^<!-- generated: Kafka pipeline keys, cdcvec capture --pipeline-markdown/,/^<!-- end generated/p" "$docs" | sed "1d;\$d" | cmp -s - "$tmp/kpconf.md"'
 for cmd in capture worker sink wait; do
   "$bin" $cmd --config-markdown >"$tmp/kconf.md"
   check "docs/CONFIG.md matches the $cmd property table" \
