@@ -84,8 +84,8 @@ int cv_sync_run_tables(const cv_sync_opts *o, int n, cv_sync_reload_fn reload, v
                        volatile sig_atomic_t *stop, volatile sig_atomic_t *hup);
 
 /* cdcvec migrate (migrate.c): the tables o[which[0..nwhich)] of the pipeline o[0..n) (as cdcvec sync
- * would run it) each get a shadow index filled by the new model or text source while live changes reach both, verified
- * against a snapshot and switched in atomically; then the process stops (0). rollback: the old index
+ * would run it) each get a shadow index filled by the new model or text source while live changes reach both,
+ * verified against a snapshot and switched in atomically; then the process stops (0). rollback: the old index
  * back (marked for a backfill by the next sync); drop_old: the old index dropped. Exit status: 0; 1 an
  * error or the shadow differed (no switch); 2 a usage error. */
 typedef struct cv_migrate_opts {

@@ -36,7 +36,7 @@ typedef struct cv_table {
     int *seg_col;                    /* (nseg) column index or -1 */
     char *layout;                    /* "attnum:name:typoid,..." of every column: a schema change alters it */
     char *text_source;               /* "column <attnum> <name>" or "template <text>": what is embedded */
-    char *where; /* the pipeline's row filter (a PostgreSQL 15 publication WHERE), or NULL: every row */
+    char *where;      /* the pipeline's row filter (a PostgreSQL 15 publication WHERE), or NULL: every row */
     char *pubcols;    /* the pipeline's column list (columns:, comma-joined, table order): only these
                          are published and described (col...); NULL: every column */
     char *columns_at; /* where the file writes it ("FILE:LINE:COL: tables[N].columns"), or NULL */
